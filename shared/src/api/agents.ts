@@ -1,0 +1,37 @@
+import { z } from 'zod';
+import { agentIdSchema, queueNameSchema } from '../domain/ids';
+import type { AgentState } from '../domain/agent-state';
+
+/** `POST /v1/agents` body: mints the agent's token (shown once, stored hashed). */
+export const createAgentBodySchema = z
+  .object({
+    agentId: agentIdSchema,
+    queues: z.array(queueNameSchema).min(1).max(32).optional(),
+  })
+  .strict();
+export type CreateAgentBody = z.infer<typeof createAgentBodySchema>;
+
+export interface CreateAgentResponse {
+  agentId: string;
+  token: string;
+  queues?: string[];
+}
+
+export const agentParamsSchema = z.object({ id: agentIdSchema }).strict();
+
+/** An agent as `GET /v1/agents` shows it. */
+export interface AgentView {
+  agentId: string;
+  state: AgentState;
+  queues: string[];
+  labels: Record<string, string>;
+  hubId?: string;
+  currentTask?: { taskId: string; queue: string; since: number };
+  lastHeartbeatAt?: number;
+  connectedAt?: number;
+  disconnectedAt?: number;
+  cooldownUntil?: number;
+  tasksDone: number;
+  tasksFailed: number;
+  version: number;
+}

@@ -1,0 +1,66 @@
+import { z } from 'zod';
+import { DEFAULT_QUEUE, agentIdSchema, queueNameSchema, taskIdSchema } from '../domain/ids';
+import { boundedJsonSchema, labelsSchema } from '../domain/json';
+import { TASK_STATES } from '../domain/task-state';
+
+/** BullMQ's highest priority value (2^21); lower numbers run first, 0 means none. */
+export const MAX_PRIORITY = 2_097_152;
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+export const backoffSchema = z
+  .object({
+    type: z.enum(['fixed', 'exponential']),
+    delayMs: z.number().int().min(0).max(DAY_MS),
+  })
+  .strict();
+export type Backoff = z.infer<typeof backoffSchema>;
+
+/** `POST /v1/tasks` body. */
+export const createTaskBodySchema = z
+  .object({
+    queue: queueNameSchema.default(DEFAULT_QUEUE),
+    payload: boundedJsonSchema,
+    priority: z.number().int().min(0).max(MAX_PRIORITY).optional(),
+    delayMs: z.number().int().min(0).max(365 * DAY_MS).optional(),
+    attempts: z.number().int().min(1).max(100).default(3),
+    backoff: backoffSchema.optional(),
+    timeoutMs: z.number().int().min(100).max(7 * DAY_MS).optional(),
+    idempotencyKey: z.string().min(1).max(256).optional(),
+    labels: labelsSchema.optional(),
+  })
+  .strict();
+export type CreateTaskBody = z.input<typeof createTaskBodySchema>;
+export type CreateTaskInput = z.output<typeof createTaskBodySchema>;
+
+export const createTaskResponseSchema = z.object({
+  id: taskIdSchema,
+  state: z.enum(TASK_STATES),
+  duplicate: z.boolean().optional(),
+});
+export type CreateTaskResponse = z.infer<typeof createTaskResponseSchema>;
+
+export const taskParamsSchema = z.object({ id: taskIdSchema }).strict();
+
+/** A task as `GET /v1/tasks/:id` shows it. */
+export interface TaskView {
+  id: string;
+  queue: string;
+  state: (typeof TASK_STATES)[number];
+  payload: unknown;
+  priority: number;
+  attempts: number;
+  /** Attempts started so far (1 while the first one runs). */
+  attempt: number;
+  attemptsMade: number;
+  timeoutMs?: number;
+  labels?: Record<string, string>;
+  agentId?: string;
+  progress?: unknown;
+  result?: unknown;
+  error?: string;
+  createdAt: number;
+  startedAt?: number;
+  finishedAt?: number;
+}
+
+export const taskViewAgentSchema = agentIdSchema;
