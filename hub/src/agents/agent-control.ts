@@ -1,0 +1,55 @@
+import { AppError, type AgentState } from '@agentcom/shared';
+import type { AgentStore } from '../fsm/agent-store';
+
+const MAX_CAS_RETRIES = 8;
+
+/** Drain and undrain of an agent, asked by the agent itself or by an operator. */
+export class AgentControl {
+  constructor(
+    private readonly agents: AgentStore,
+    private readonly onAgentIdle: (queues: readonly string[]) => void,
+  ) {}
+
+  /** The agent takes no new task; a running one finishes. */
+  async drain(agentId: string): Promise<AgentState> {
+    for (let i = 0; i < MAX_CAS_RETRIES; i++) {
+      const record = await this.agents.get(agentId);
+      if (!record) throw new AppError('E_AGENT_NOT_FOUND', `No agent ${agentId}`);
+      const to: AgentState = record.state === 'idle' ? 'draining' : record.state;
+      const result = await this.agents.transition({
+        agentId,
+        from: record.state,
+        to,
+        version: record.version,
+        reason: 'drain',
+        set: { drainRequested: '1' },
+        idleRemove: record.queues,
+      });
+      if (result.ok) return to;
+    }
+    throw new AppError('E_UNAVAILABLE', 'The agent record changed too often; retry');
+  }
+
+  /** Lifts a drain: a draining agent becomes idle again. */
+  async undrain(agentId: string): Promise<AgentState> {
+    for (let i = 0; i < MAX_CAS_RETRIES; i++) {
+      const record = await this.agents.get(agentId);
+      if (!record) throw new AppError('E_AGENT_NOT_FOUND', `No agent ${agentId}`);
+      const to: AgentState = record.state === 'draining' ? 'idle' : record.state;
+      const result = await this.agents.transition({
+        agentId,
+        from: record.state,
+        to,
+        version: record.version,
+        reason: 'undrain',
+        del: ['drainRequested'],
+        idleAdd: to === 'idle' ? record.queues : [],
+      });
+      if (result.ok) {
+        if (to === 'idle') this.onAgentIdle(record.queues);
+        return to;
+      }
+    }
+    throw new AppError('E_UNAVAILABLE', 'The agent record changed too often; retry');
+  }
+}

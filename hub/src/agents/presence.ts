@@ -1,0 +1,175 @@
+import type { AgentState, HandshakeAuth, TaskCancel } from '@agentcom/shared';
+import type { Redis } from 'ioredis';
+import type { AgentRecord } from '../fsm/agent-record';
+import { restingState, type TransitionReason } from '../fsm/agent-machine';
+import type { AgentStore } from '../fsm/agent-store';
+import { TASK_FIELDS } from '../dispatch/assignments';
+import type { LeaseKeeper } from '../dispatch/lease-keeper';
+import type { Logger } from '../logger';
+import type { QueueRegistry } from '../queues/queue-registry';
+import type { RedisKeys } from '../redis/keys';
+
+const MAX_CAS_RETRIES = 8;
+
+export interface PresenceOptions {
+  redis: Redis;
+  keys: RedisKeys;
+  agents: AgentStore;
+  queues: QueueRegistry;
+  leases: LeaseKeeper;
+  hubId: string;
+  logger: Logger;
+  onAgentIdle: (queues: readonly string[]) => void;
+}
+
+export interface ConnectOutcome {
+  state: AgentState;
+  /** Socket id of an older connection of the same agent that must be closed (`E_REPLACED`). */
+  replacedSocketId?: string;
+  /** Tells the sidecar to drop a task it believes it holds. */
+  cancel?: TaskCancel;
+}
+
+/**
+ * Connections and disconnections of agents, as transitions of their records. A reconnect that
+ * re-announces the current assignment while its lock still holds resumes it; anything the
+ * sidecar holds that the hub no longer agrees with is cancelled as `superseded`.
+ */
+export class Presence {
+  constructor(private readonly options: PresenceOptions) {}
+
+  async connect(agentId: string, socketId: string, auth: HandshakeAuth): Promise<ConnectOutcome> {
+    const { agents, hubId } = this.options;
+    for (let i = 0; i < MAX_CAS_RETRIES; i++) {
+      const record = await agents.get(agentId);
+      if (!record) throw new Error(`agent ${agentId} vanished during connect`);
+      const now = agents.now();
+      const replacedSocketId =
+        record.socketId && record.socketId !== socketId && record.state !== 'offline'
+          ? record.socketId
+          : undefined;
+      const base = {
+        socketId,
+        hubId,
+        queues: auth.queues.join(','),
+        labels: JSON.stringify(auth.labels ?? {}),
+        connectedAt: now,
+        lastHeartbeatAt: now,
+      };
+      const idleRemove = [...new Set([...record.queues, ...auth.queues])];
+      const current = auth.current;
+      const holdsTask = (record.state === 'assigned' || record.state === 'working') && record.taskId;
+
+      if (holdsTask && current && current.taskId === record.taskId && current.token === record.token) {
+        if (await this.lockHeld(record)) {
+          const result = await agents.transition({
+            agentId,
+            from: record.state,
+            to: 'working',
+            version: record.version,
+            reason: 'resume',
+            task: record.taskId,
+            set: { ...base, startedAt: record.startedAt ?? now },
+            del: ['disconnectedAt'],
+            idleRemove,
+            index: { disconnected: 'remove', ackDeadline: 'remove' },
+          });
+          if (!result.ok) continue;
+          this.options.leases.track(agentId, {
+            taskId: record.taskId ?? '',
+            queue: record.taskQueue ?? '',
+            token: record.token ?? '',
+          });
+          return { state: 'working', ...(replacedSocketId ? { replacedSocketId } : {}) };
+        }
+      }
+
+      const to = restingState({ drainRequested: record.drainRequested, cooldownUntil: record.cooldownUntil, now });
+      const result = await agents.transition({
+        agentId,
+        from: record.state,
+        to,
+        version: record.version,
+        reason: 'connect',
+        task: record.taskId,
+        set: base,
+        del: holdsTask ? [...TASK_FIELDS, 'disconnectedAt'] : ['disconnectedAt'],
+        idleRemove,
+        idleAdd: to === 'idle' ? auth.queues : [],
+        index: {
+          disconnected: 'remove',
+          ackDeadline: 'remove',
+          ...(to === 'cooldown' ? { cooldown: record.cooldownUntil ?? now } : {}),
+        },
+      });
+      if (!result.ok) continue;
+      if (holdsTask) await this.requeue(record);
+      if (to === 'idle') this.options.onAgentIdle(auth.queues);
+      const outcome: ConnectOutcome = { state: to };
+      if (replacedSocketId) outcome.replacedSocketId = replacedSocketId;
+      if (current && current.state !== 'finished') {
+        outcome.cancel = { taskId: current.taskId, reason: 'superseded' };
+      }
+      return outcome;
+    }
+    throw new Error(`agent ${agentId}: record changed too often during connect`);
+  }
+
+  /**
+   * The connection `socketId` of the agent closed (or its replica vanished). A task holder keeps
+   * its task until the lease runs out; anyone else goes offline.
+   */
+  async disconnect(agentId: string, socketId: string, reason: TransitionReason = 'disconnect'): Promise<void> {
+    const { agents } = this.options;
+    this.options.leases.untrack(agentId);
+    for (let i = 0; i < MAX_CAS_RETRIES; i++) {
+      const record = await agents.get(agentId);
+      if (!record || record.socketId !== socketId) return; // replaced or already handled
+      const now = agents.now();
+      const holdsTask = (record.state === 'assigned' || record.state === 'working') && record.taskId;
+      const result = holdsTask
+        ? await agents.transition({
+            agentId,
+            from: record.state,
+            to: record.state,
+            version: record.version,
+            reason,
+            task: record.taskId,
+            set: { disconnectedAt: now },
+            del: ['socketId'],
+            index: { disconnected: now, ackDeadline: 'remove' },
+          })
+        : await agents.transition({
+            agentId,
+            from: record.state,
+            to: 'offline',
+            version: record.version,
+            reason,
+            del: ['socketId', ...(record.state === 'assigned' ? TASK_FIELDS : [])],
+            idleRemove: record.queues,
+            index: { ackDeadline: 'remove', cooldown: 'remove' },
+          });
+      if (result.ok || result.reason === 'missing') return;
+    }
+    this.options.logger.warn({ agentId }, 'could not record disconnect after retries');
+  }
+
+  /** True when the job's BullMQ lock is still the agent's token. */
+  async lockHeld(record: AgentRecord): Promise<boolean> {
+    if (!record.taskQueue || !record.taskId || !record.token) return false;
+    const lock = await this.options.redis.get(this.options.keys.bullLock(record.taskQueue, record.taskId));
+    return lock === record.token;
+  }
+
+  /** Puts the task an agent held back to wait, if its lock is still the agent's (no attempt used). */
+  async requeue(record: AgentRecord): Promise<void> {
+    if (!record.taskQueue || !record.taskId || !record.token) return;
+    try {
+      const handle = await this.options.queues.get(record.taskQueue);
+      const job = await handle.queue.getJob(record.taskId);
+      await job?.moveToWait(record.token);
+    } catch {
+      // lock already gone: the stalled checker or another report has moved the job
+    }
+  }
+}

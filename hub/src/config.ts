@@ -1,0 +1,131 @@
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+
+/**
+ * The hub's configuration. This module is the only reader of `process.env`: everything else
+ * receives a frozen {@link HubConfig}. A malformed value fails at start with the variable's name.
+ */
+export interface HubConfig {
+  /** `REDIS_URL`; undefined means: start the embedded `redis-server`. */
+  readonly redisUrl: string | undefined;
+  /** `PORT` (8080). */
+  readonly port: number;
+  /** `HOST` (0.0.0.0). */
+  readonly host: string;
+  /** `HUB_ID` (random): names this replica in agent records, events and logs. */
+  readonly hubId: string;
+  /** `AGENTCOM_ADMIN_KEY`: bearer key of the HTTP API (generated when `AGENTCOM_DEV=1`). */
+  readonly adminKey: string;
+  /** True when the admin key was generated (dev mode) and must be printed. */
+  readonly adminKeyGenerated: boolean;
+  /** `AGENTCOM_PREFIX` (`agentcom`): prefix of every Redis key. */
+  readonly prefix: string;
+  /** `LEASE_MS` (60000): BullMQ lock duration; a disconnected agent keeps its task this long. */
+  readonly leaseMs: number;
+  /** `HEARTBEAT_MS` (5000): sidecar heartbeat and lease-extension period. */
+  readonly heartbeatMs: number;
+  /** `ACK_TIMEOUT_MS` (10000): time an agent has to accept a pushed task. */
+  readonly ackTimeoutMs: number;
+  /** `STALLED_INTERVAL_MS` (15000): BullMQ stalled-job check period. */
+  readonly stalledIntervalMs: number;
+  /** `MAX_STALLED_COUNT` (2): stalls after which a task fails instead of going back to wait. */
+  readonly maxStalledCount: number;
+  /** `SWEEP_MS` (1000): period of the sweeper and of the dispatcher's safety tick. */
+  readonly sweepMs: number;
+  /** `SHUTDOWN_GRACE_MS` (10000): bound on a graceful stop. */
+  readonly shutdownGraceMs: number;
+  /** `LOG_LEVEL` (info). */
+  readonly logLevel: string;
+  /** `AGENTCOM_DATA_DIR` (`.agentcom`): where the embedded Redis keeps its AOF. */
+  readonly dataDir: string;
+  /** `AGENTCOM_REDIS_PORT` (6380): loopback port of the embedded Redis (used without REDIS_URL). */
+  readonly embeddedRedisPort: number;
+}
+
+const intMs = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
+
+const envSchema = z.object({
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
+    .optional(),
+  PORT: intMs(0, 65535).default(8080),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  HUB_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, ".", "_" or "-" (at most 64)')
+    .optional(),
+  AGENTCOM_ADMIN_KEY: z.string().min(16, 'must be at least 16 characters').optional(),
+  AGENTCOM_DEV: z.enum(['0', '1']).optional(),
+  AGENTCOM_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,32}$/, 'letters, digits, "_" or "-" (at most 32)')
+    .default('agentcom'),
+  LEASE_MS: intMs(1000, 86_400_000).default(60_000),
+  HEARTBEAT_MS: intMs(100, 600_000).default(5000),
+  ACK_TIMEOUT_MS: intMs(100, 600_000).default(10_000),
+  STALLED_INTERVAL_MS: intMs(100, 3_600_000).default(15_000),
+  MAX_STALLED_COUNT: intMs(0, 1000).default(2),
+  SWEEP_MS: intMs(50, 60_000).default(1000),
+  SHUTDOWN_GRACE_MS: intMs(0, 600_000).default(10_000),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  AGENTCOM_DATA_DIR: z.string().min(1).default('.agentcom'),
+  AGENTCOM_REDIS_PORT: intMs(1, 65535).default(6380),
+});
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses an environment (defaults to `process.env`); throws {@link ConfigError} naming the variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
+  const relevant = Object.fromEntries(
+    Object.keys(envSchema.shape).flatMap((key) => {
+      const value = env[key];
+      return value === undefined || value === '' ? [] : [[key, value]];
+    }),
+  );
+  const parsed = envSchema.safeParse(relevant);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const name = issue?.path[0] !== undefined ? String(issue.path[0]) : 'environment';
+    throw new ConfigError(`${name}: ${issue?.message ?? 'invalid'} (got ${JSON.stringify(relevant[name])})`);
+  }
+  const e = parsed.data;
+  const dev = e.AGENTCOM_DEV === '1';
+  if (!e.AGENTCOM_ADMIN_KEY && !dev) {
+    throw new ConfigError(
+      'AGENTCOM_ADMIN_KEY: required (at least 16 characters); set AGENTCOM_DEV=1 to generate one for development',
+    );
+  }
+  if (e.HEARTBEAT_MS * 2 > e.LEASE_MS) {
+    throw new ConfigError(`LEASE_MS: must be at least twice HEARTBEAT_MS (${e.HEARTBEAT_MS})`);
+  }
+  return Object.freeze({
+    redisUrl: e.REDIS_URL,
+    port: e.PORT,
+    host: e.HOST,
+    hubId: e.HUB_ID ?? `hub-${randomBytes(4).toString('hex')}`,
+    adminKey: e.AGENTCOM_ADMIN_KEY ?? randomBytes(24).toString('base64url'),
+    adminKeyGenerated: !e.AGENTCOM_ADMIN_KEY,
+    prefix: e.AGENTCOM_PREFIX,
+    leaseMs: e.LEASE_MS,
+    heartbeatMs: e.HEARTBEAT_MS,
+    ackTimeoutMs: e.ACK_TIMEOUT_MS,
+    stalledIntervalMs: e.STALLED_INTERVAL_MS,
+    maxStalledCount: e.MAX_STALLED_COUNT,
+    sweepMs: e.SWEEP_MS,
+    shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    logLevel: e.LOG_LEVEL,
+    dataDir: e.AGENTCOM_DATA_DIR,
+    embeddedRedisPort: e.AGENTCOM_REDIS_PORT,
+  });
+}

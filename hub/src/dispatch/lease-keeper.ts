@@ -1,0 +1,122 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from '../logger';
+import type { QueueRegistry } from '../queues/queue-registry';
+import type { RedisKeys } from '../redis/keys';
+
+/** A task held by an agent connected to this replica. */
+export interface HeldTask {
+  taskId: string;
+  queue: string;
+  token: string;
+}
+
+export interface LeaseKeeperOptions {
+  redis: Redis;
+  keys: RedisKeys;
+  queues: QueueRegistry;
+  leaseMs: number;
+  heartbeatMs: number;
+  logger: Logger;
+  now?: () => number;
+  /** Called for each task whose lock could not be extended (the assignment was lost). */
+  onLeaseLost: (agentId: string, task: HeldTask) => void;
+}
+
+/**
+ * Keeps the leases of the tasks held by agents connected to this replica: every heartbeat period
+ * it extends all of them per queue in one `extendJobLocks` call, and writes the agents' last
+ * heartbeat times in one pipeline. An agent that stopped heartbeating (3 periods) is not extended,
+ * so its lease runs out like a disconnected one's.
+ */
+export class LeaseKeeper {
+  private readonly held = new Map<string, HeldTask & { lastBeatAt: number }>();
+  private readonly beats = new Map<string, number>();
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private readonly now: () => number;
+
+  constructor(private readonly options: LeaseKeeperOptions) {
+    this.now = options.now ?? Date.now;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => {
+      if (!this.running) {
+        this.running = this.tick()
+          .catch((err: unknown) => this.options.logger.warn({ err: String(err) }, 'lease tick failed'))
+          .finally(() => {
+            this.running = undefined;
+          });
+      }
+    }, this.options.heartbeatMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+
+  track(agentId: string, task: HeldTask): void {
+    this.held.set(agentId, { ...task, lastBeatAt: this.now() });
+  }
+
+  untrack(agentId: string, taskId?: string): void {
+    const current = this.held.get(agentId);
+    if (current && (taskId === undefined || current.taskId === taskId)) this.held.delete(agentId);
+  }
+
+  heldBy(agentId: string): HeldTask | undefined {
+    return this.held.get(agentId);
+  }
+
+  /** Records a heartbeat of a connected agent. */
+  beat(agentId: string): void {
+    const now = this.now();
+    this.beats.set(agentId, now);
+    const held = this.held.get(agentId);
+    if (held) held.lastBeatAt = now;
+  }
+
+  size(): number {
+    return this.held.size;
+  }
+
+  /** One round: extend every live lease, report the lost ones, store heartbeat times. */
+  async tick(): Promise<void> {
+    const now = this.now();
+    const byQueue = new Map<string, Array<[string, HeldTask]>>();
+    for (const [agentId, task] of this.held) {
+      if (now - task.lastBeatAt > 3 * this.options.heartbeatMs) continue;
+      const list = byQueue.get(task.queue) ?? [];
+      list.push([agentId, task]);
+      byQueue.set(task.queue, list);
+    }
+    for (const [queue, entries] of byQueue) {
+      const handle = await this.options.queues.get(queue);
+      const failed = new Set(
+        await handle.worker.extendJobLocks(
+          entries.map(([, t]) => t.taskId),
+          entries.map(([, t]) => t.token),
+          this.options.leaseMs,
+        ),
+      );
+      for (const [agentId, task] of entries) {
+        if (!failed.has(task.taskId)) continue;
+        const current = this.held.get(agentId);
+        if (current?.token !== task.token) continue; // finished meanwhile
+        this.held.delete(agentId);
+        this.options.onLeaseLost(agentId, task);
+      }
+    }
+    if (this.beats.size > 0) {
+      const pipeline = this.options.redis.pipeline();
+      for (const [agentId, at] of this.beats) {
+        pipeline.hset(this.options.keys.agent(agentId), 'lastHeartbeatAt', String(at));
+      }
+      this.beats.clear();
+      await pipeline.exec();
+    }
+  }
+}

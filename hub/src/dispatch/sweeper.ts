@@ -1,0 +1,171 @@
+import type { Redis } from 'ioredis';
+import type { Presence } from '../agents/presence';
+import { restingState } from '../fsm/agent-machine';
+import type { AgentStore } from '../fsm/agent-store';
+import type { Logger } from '../logger';
+import type { RedisKeys } from '../redis/keys';
+import { TASK_FIELDS } from './assignments';
+import type { AgentNotifier } from './notifier';
+
+export interface SweeperOptions {
+  redis: Redis;
+  keys: RedisKeys;
+  agents: AgentStore;
+  presence: Presence;
+  notifier: AgentNotifier;
+  hubId: string;
+  leaseMs: number;
+  heartbeatMs: number;
+  sweepMs: number;
+  logger: Logger;
+  onAgentIdle: (queues: readonly string[]) => void;
+  /** Runs after each sweep (the dispatcher's safety tick). */
+  afterSweep?: () => void;
+}
+
+/**
+ * Finds stuck work on every replica (all steps are compare-and-set, so replicas sweeping at the
+ * same time do each thing once):
+ * - refreshes this replica's liveness;
+ * - assigned agents that did not accept in time: task back to wait, agent idle;
+ * - disconnected task holders past the lease: agent offline (the stalled checker requeues the job);
+ * - cooldowns that ended: agent idle;
+ * - replicas that stopped refreshing: their agents are disconnected as `replica_gone`.
+ */
+export class Sweeper {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private lastLiveness = 0;
+
+  constructor(private readonly options: SweeperOptions) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.runOnce(), this.options.sweepMs);
+    this.timer.unref();
+    this.runOnce();
+  }
+
+  private runOnce(): void {
+    if (this.running) return;
+    this.running = this.sweep()
+      .catch((err: unknown) => this.options.logger.warn({ err: String(err) }, 'sweep failed'))
+      .finally(() => {
+        this.running = undefined;
+        this.options.afterSweep?.();
+      });
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+    await this.options.redis.zrem(this.options.keys.replicas, this.options.hubId).catch(() => undefined);
+  }
+
+  async sweep(): Promise<void> {
+    const now = this.options.agents.now();
+    if (now - this.lastLiveness >= this.options.heartbeatMs / 2) {
+      await this.options.redis.zadd(this.options.keys.replicas, now, this.options.hubId);
+      this.lastLiveness = now;
+    }
+    await this.ackTimeouts(now);
+    await this.expiredLeases(now);
+    await this.endedCooldowns(now);
+    await this.goneReplicas(now);
+  }
+
+  private async ackTimeouts(now: number): Promise<void> {
+    const { agents, presence, notifier } = this.options;
+    for (const agentId of await agents.dueIn('ackDeadlines', now)) {
+      const record = await agents.get(agentId);
+      if (!record || record.state !== 'assigned') {
+        await agents.removeFromIndex('ackDeadlines', agentId);
+        continue;
+      }
+      const connected = record.socketId !== undefined && record.disconnectedAt === undefined;
+      const to = connected
+        ? restingState({ drainRequested: record.drainRequested, cooldownUntil: record.cooldownUntil, now })
+        : 'offline';
+      const result = await agents.transition({
+        agentId,
+        from: 'assigned',
+        to,
+        version: record.version,
+        reason: 'ack_timeout',
+        task: record.taskId,
+        del: TASK_FIELDS,
+        idleAdd: to === 'idle' ? record.queues : [],
+        index: { ackDeadline: 'remove', disconnected: 'remove' },
+      });
+      if (!result.ok) continue;
+      this.options.logger.info({ agentId, taskId: record.taskId }, 'ack timeout: task back to wait');
+      await presence.requeue(record);
+      if (record.taskId) notifier.cancel(agentId, { taskId: record.taskId, reason: 'superseded' });
+      if (to === 'idle') this.options.onAgentIdle(record.queues);
+    }
+  }
+
+  private async expiredLeases(now: number): Promise<void> {
+    const { agents, leaseMs } = this.options;
+    for (const agentId of await agents.dueIn('disconnected', now - leaseMs)) {
+      const record = await agents.get(agentId);
+      if (!record || record.disconnectedAt === undefined || record.socketId !== undefined) {
+        await agents.removeFromIndex('disconnected', agentId);
+        continue;
+      }
+      if (record.disconnectedAt > now - leaseMs) continue;
+      const result = await agents.transition({
+        agentId,
+        from: record.state,
+        to: 'offline',
+        version: record.version,
+        reason: 'lease_expired',
+        task: record.taskId,
+        del: [...TASK_FIELDS, 'disconnectedAt'],
+        index: { disconnected: 'remove', ackDeadline: 'remove' },
+      });
+      if (result.ok) {
+        this.options.logger.info({ agentId, taskId: record.taskId }, 'lease expired: agent offline');
+      }
+    }
+  }
+
+  private async endedCooldowns(now: number): Promise<void> {
+    const { agents } = this.options;
+    for (const agentId of await agents.dueIn('cooldowns', now)) {
+      const record = await agents.get(agentId);
+      if (!record || record.state !== 'cooldown') {
+        await agents.removeFromIndex('cooldowns', agentId);
+        continue;
+      }
+      const to = record.drainRequested ? 'draining' : 'idle';
+      const result = await agents.transition({
+        agentId,
+        from: 'cooldown',
+        to,
+        version: record.version,
+        reason: 'cooldown_over',
+        del: ['cooldownUntil'],
+        idleAdd: to === 'idle' ? record.queues : [],
+        index: { cooldown: 'remove' },
+      });
+      if (result.ok && to === 'idle') this.options.onAgentIdle(record.queues);
+    }
+  }
+
+  private async goneReplicas(now: number): Promise<void> {
+    const { redis, keys, agents, presence, hubId, heartbeatMs } = this.options;
+    const gone = (await redis.zrangebyscore(keys.replicas, '-inf', now - 3 * heartbeatMs)).filter(
+      (id) => id !== hubId,
+    );
+    if (gone.length === 0) return;
+    const records = await agents.getMany(await agents.listIds());
+    for (const record of records) {
+      if (record.hubId && gone.includes(record.hubId) && record.socketId) {
+        await presence.disconnect(record.agentId, record.socketId, 'replica_gone');
+      }
+    }
+    for (const id of gone) await redis.zrem(keys.replicas, id);
+    this.options.logger.info({ replicas: gone }, 'replicas gone: their agents disconnected');
+  }
+}

@@ -1,0 +1,58 @@
+import type { AgentState } from '@agentcom/shared';
+
+/**
+ * The agent state machine as a pure table. Each agent's record lives in Redis and changes only
+ * through {@link AgentStore.transition}, which consults this table first and then lets a Lua
+ * compare-and-set apply the change atomically. States are documented in shared
+ * (`domain/agent-state.ts`); the reasons below name why a transition happened and are what the
+ * events stream and the dashboard show.
+ */
+export const TRANSITION_REASONS = [
+  'connect', // a sidecar connected (or replaced its own older connection)
+  'resume', // a sidecar reconnected within the lease and re-announced its task
+  'claim', // a dispatcher claimed the idle agent (Lua claimIdle)
+  'assign', // the claimed agent got a task
+  'release', // the claimed agent got no task after all
+  'accept', // the sidecar accepted the pushed task
+  'ack_timeout', // the sidecar did not accept in time; the task went back to wait
+  'complete', // the task completed
+  'fail', // the attempt failed
+  'rate_limited', // the agent reported a rate limit: cooldown, task back to wait
+  'cooldown_over', // the cooldown ended
+  'drain', // operator or agent asked to drain
+  'undrain', // operator or agent resumed a drained agent
+  'disconnect', // the connection closed
+  'lease_expired', // a disconnected agent did not come back within the lease
+  'lease_lost', // the task's lock was lost while the agent was connected
+  'replica_gone', // the replica holding the connection stopped refreshing its liveness
+  'revoked', // the agent's token was revoked
+] as const;
+export type TransitionReason = (typeof TRANSITION_REASONS)[number];
+
+/** Legal moves: `from → to`. Self-loops change fields (socket, task, flags) without a state change. */
+export const AGENT_TRANSITIONS: Readonly<Record<AgentState, readonly AgentState[]>> = {
+  offline: ['idle', 'working', 'cooldown', 'draining', 'offline'],
+  idle: ['assigned', 'draining', 'offline', 'idle'],
+  assigned: ['assigned', 'working', 'idle', 'draining', 'offline'],
+  working: ['working', 'idle', 'cooldown', 'draining', 'offline'],
+  draining: ['draining', 'idle', 'offline'],
+  cooldown: ['cooldown', 'idle', 'draining', 'offline'],
+};
+
+export function canTransition(from: AgentState, to: AgentState): boolean {
+  return AGENT_TRANSITIONS[from].includes(to);
+}
+
+/** States in which the agent holds a task (its record carries taskId, taskQueue and token). */
+export const TASK_HOLDING_STATES: readonly AgentState[] = ['assigned', 'working'];
+
+/** The state an agent with a live connection goes to when it holds no task. */
+export function restingState(flags: {
+  drainRequested: boolean;
+  cooldownUntil: number | undefined;
+  now: number;
+}): 'idle' | 'draining' | 'cooldown' {
+  if (flags.cooldownUntil !== undefined && flags.cooldownUntil > flags.now) return 'cooldown';
+  if (flags.drainRequested) return 'draining';
+  return 'idle';
+}

@@ -1,0 +1,93 @@
+import { isAgentState, type AgentState, type AgentView } from '@agentcom/shared';
+
+/** An agent's Redis hash, parsed. Field names are the hash's field names. */
+export interface AgentRecord {
+  agentId: string;
+  state: AgentState;
+  version: number;
+  tokenHash: string | undefined;
+  allowedQueues: string[] | undefined;
+  queues: string[];
+  labels: Record<string, string>;
+  hubId: string | undefined;
+  socketId: string | undefined;
+  taskId: string | undefined;
+  taskQueue: string | undefined;
+  token: string | undefined;
+  assignedAt: number | undefined;
+  startedAt: number | undefined;
+  disconnectedAt: number | undefined;
+  cooldownUntil: number | undefined;
+  connectedAt: number | undefined;
+  lastHeartbeatAt: number | undefined;
+  drainRequested: boolean;
+  tasksDone: number;
+  tasksFailed: number;
+}
+
+const num = (value: string | undefined): number | undefined =>
+  value === undefined || value === '' ? undefined : Number(value);
+const str = (value: string | undefined): string | undefined =>
+  value === undefined || value === '' ? undefined : value;
+const list = (value: string | undefined): string[] =>
+  value ? value.split(',').filter((q) => q.length > 0) : [];
+
+export function parseAgentRecord(agentId: string, hash: Record<string, string>): AgentRecord | undefined {
+  if (Object.keys(hash).length === 0) return undefined;
+  const state = hash.state;
+  let labels: Record<string, string> = {};
+  try {
+    labels = hash.labels ? (JSON.parse(hash.labels) as Record<string, string>) : {};
+  } catch {
+    labels = {};
+  }
+  return {
+    agentId,
+    state: isAgentState(state) ? state : 'offline',
+    version: num(hash.version) ?? 0,
+    tokenHash: str(hash.tokenHash),
+    allowedQueues: hash.allowedQueues ? list(hash.allowedQueues) : undefined,
+    queues: list(hash.queues),
+    labels,
+    hubId: str(hash.hubId),
+    socketId: str(hash.socketId),
+    taskId: str(hash.taskId),
+    taskQueue: str(hash.taskQueue),
+    token: str(hash.token),
+    assignedAt: num(hash.assignedAt),
+    startedAt: num(hash.startedAt),
+    disconnectedAt: num(hash.disconnectedAt),
+    cooldownUntil: num(hash.cooldownUntil),
+    connectedAt: num(hash.connectedAt),
+    lastHeartbeatAt: num(hash.lastHeartbeatAt),
+    drainRequested: hash.drainRequested === '1',
+    tasksDone: num(hash.tasksDone) ?? 0,
+    tasksFailed: num(hash.tasksFailed) ?? 0,
+  };
+}
+
+/** The API's view of an agent (no token hash, no fencing token). */
+export function toAgentView(record: AgentRecord): AgentView {
+  const view: AgentView = {
+    agentId: record.agentId,
+    state: record.state,
+    queues: record.queues.length > 0 ? record.queues : (record.allowedQueues ?? []),
+    labels: record.labels,
+    tasksDone: record.tasksDone,
+    tasksFailed: record.tasksFailed,
+    version: record.version,
+  };
+  if (record.hubId && record.state !== 'offline') view.hubId = record.hubId;
+  if (record.taskId && record.taskQueue) {
+    view.currentTask = {
+      taskId: record.taskId,
+      queue: record.taskQueue,
+      since: record.startedAt ?? record.assignedAt ?? 0,
+    };
+  }
+  if (record.lastHeartbeatAt !== undefined) view.lastHeartbeatAt = record.lastHeartbeatAt;
+  if (record.connectedAt !== undefined) view.connectedAt = record.connectedAt;
+  if (record.disconnectedAt !== undefined) view.disconnectedAt = record.disconnectedAt;
+  if (record.cooldownUntil !== undefined) view.cooldownUntil = record.cooldownUntil;
+  return view;
+}

@@ -1,0 +1,160 @@
+import {
+  AGENT_NAMESPACE,
+  AppError,
+  CLIENT_EVENTS,
+  isAppError,
+  type ClientEventName,
+  type HandshakeAuth,
+  type ServerToClientEvents,
+} from '@agentcom/shared';
+import type { Namespace, Server, Socket } from 'socket.io';
+import type { AgentControl } from '../agents/agent-control';
+import type { Presence } from '../agents/presence';
+import type { AssignmentService } from '../dispatch/assignments';
+import type { AgentNotifier } from '../dispatch/notifier';
+import type { AgentStore } from '../fsm/agent-store';
+import type { Logger } from '../logger';
+import { authenticateHandshake } from './auth';
+import { handleClientEvent, type HandlerContext } from './event-handlers';
+
+/** Inbound events as they arrive: untrusted until their schema accepted them. */
+type RawClientEvents = { [E in ClientEventName]: (payload: unknown, ack: unknown) => void };
+interface SocketData {
+  auth: HandshakeAuth;
+}
+export type AgentNamespace = Namespace<RawClientEvents, ServerToClientEvents, Record<string, never>, SocketData>;
+type AgentSocket = Socket<RawClientEvents, ServerToClientEvents, Record<string, never>, SocketData>;
+
+export const agentRoom = (agentId: string): string => `agent:${agentId}`;
+
+export interface AgentGatewayOptions {
+  io: Server;
+  agents: AgentStore;
+  presence: Presence;
+  assignments: AssignmentService;
+  control: AgentControl;
+  logger: Logger;
+}
+
+/**
+ * The `/agent` namespace: authenticates sidecars, records their presence, routes their events to
+ * the services, and reaches any agent through its room (the Redis adapter carries emits to the
+ * replica that holds the socket).
+ */
+export class AgentGateway implements AgentNotifier {
+  readonly nsp: AgentNamespace;
+  /** Payloads refused at the boundary (for metrics and tests). */
+  rejectedPayloads = 0;
+
+  constructor(private readonly options: AgentGatewayOptions) {
+    this.nsp = options.io.of(AGENT_NAMESPACE) as unknown as AgentNamespace;
+    this.nsp.use((socket, next) => {
+      authenticateHandshake(socket.handshake.auth, options.agents)
+        .then((auth) => {
+          socket.data.auth = auth;
+          next();
+        })
+        .catch((err: unknown) => {
+          const appError = isAppError(err) ? err : new AppError('E_INTERNAL');
+          if (!isAppError(err)) options.logger.error({ err: String(err) }, 'handshake check failed');
+          const error = new Error(appError.message) as Error & { data: { code: string; message: string } };
+          error.data = { code: appError.code, message: appError.message };
+          next(error);
+        });
+    });
+    this.nsp.on('connection', (socket) => this.onConnection(socket));
+  }
+
+  assign(agentId: string, message: Parameters<ServerToClientEvents['task:assign']>[0]): void {
+    this.nsp.to(agentRoom(agentId)).emit('task:assign', message);
+  }
+
+  cancel(agentId: string, message: Parameters<ServerToClientEvents['task:cancel']>[0]): void {
+    this.nsp.to(agentRoom(agentId)).emit('task:cancel', message);
+  }
+
+  error(agentId: string, message: Parameters<ServerToClientEvents['hub:error']>[0]): void {
+    this.nsp.to(agentRoom(agentId)).emit('hub:error', message);
+  }
+
+  /** Number of agent sockets on this replica. */
+  localSocketCount(): number {
+    return this.nsp.sockets.size;
+  }
+
+  /** Asks every sidecar on this replica to reconnect elsewhere. */
+  drainLocal(): void {
+    this.nsp.local.emit('hub:draining', {});
+  }
+
+  private onConnection(socket: AgentSocket): void {
+    const { presence, logger } = this.options;
+    const { auth } = socket.data;
+    const agentId = auth.agentId;
+    const log = logger.child({ agentId, socketId: socket.id });
+    void socket.join(agentRoom(agentId));
+    const ctx: HandlerContext = { agentId, assignments: this.options.assignments, control: this.options.control };
+
+    const ready = presence.connect(agentId, socket.id, auth).then(
+      (outcome) => {
+        log.info({ state: outcome.state, replaced: outcome.replacedSocketId }, 'agent connected');
+        if (outcome.replacedSocketId) {
+          const old = outcome.replacedSocketId;
+          this.nsp.to(old).emit('hub:error', { code: 'E_REPLACED', message: 'a newer connection of this agent replaced this one' });
+          this.nsp.in(old).disconnectSockets(true);
+        }
+        if (outcome.cancel) socket.emit('task:cancel', outcome.cancel);
+        return true;
+      },
+      (err: unknown) => {
+        log.error({ err: String(err) }, 'agent connect failed');
+        socket.emit('hub:error', { code: 'E_INTERNAL', message: 'connect failed; retry' });
+        socket.disconnect(true);
+        return false;
+      },
+    );
+
+    for (const event of CLIENT_EVENTS) {
+      socket.on(event, (payload: unknown, ack: unknown) => {
+        if (typeof ack !== 'function') {
+          this.rejectedPayloads++;
+          return;
+        }
+        const reply = ack as (response: unknown) => void;
+        void ready
+          .then((ok) =>
+            ok
+              ? handleClientEvent(ctx, event, payload, (err) =>
+                  log.error({ event, err: String(err) }, 'event handler failed'),
+                )
+              : { ok: false as const, code: 'E_UNAVAILABLE' as const, message: 'not connected' },
+          )
+          .then((response) => {
+            if (!response.ok && response.code === 'E_VALIDATION') this.rejectedPayloads++;
+            reply(response);
+          });
+      });
+    }
+    socket.onAny((event: unknown, ...args: unknown[]) => {
+      if ((CLIENT_EVENTS as unknown[]).includes(event)) return;
+      this.rejectedPayloads++;
+      const ack = args[args.length - 1];
+      if (typeof ack === 'function') {
+        (ack as (response: unknown) => void)({
+          ok: false,
+          code: 'E_VALIDATION',
+          message: `unknown event ${JSON.stringify(String(event)).slice(0, 80)}`,
+        });
+      }
+    });
+    socket.on('disconnect', (reason) => {
+      void ready.then(async (ok) => {
+        if (!ok) return;
+        log.info({ reason }, 'agent disconnected');
+        await presence.disconnect(agentId, socket.id).catch((err: unknown) =>
+          log.error({ err: String(err) }, 'recording disconnect failed'),
+        );
+      });
+    });
+  }
+}

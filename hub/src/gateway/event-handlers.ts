@@ -1,0 +1,73 @@
+import {
+  AppError,
+  CLIENT_EVENT_SCHEMAS,
+  describeZodError,
+  isAppError,
+  type Ack,
+  type AgentState,
+  type ClientEventName,
+} from '@agentcom/shared';
+import type { AssignmentService } from '../dispatch/assignments';
+import type { AgentControl } from '../agents/agent-control';
+
+/** Context of one authenticated socket. */
+export interface HandlerContext {
+  agentId: string;
+  assignments: AssignmentService;
+  control: AgentControl;
+}
+
+type Handler = (ctx: HandlerContext, payload: never) => Promise<Ack<object>>;
+
+/**
+ * One handler per client event. Payloads arrive already parsed with the event's schema
+ * (`CLIENT_EVENT_SCHEMAS`); identity is `ctx.agentId`, from the authenticated socket.
+ */
+export const EVENT_HANDLERS: { [E in ClientEventName]: Handler } = {
+  'task:accept': async (ctx, msg: Parameters<AssignmentService['accept']>[1]) => ({
+    ok: true,
+    ...(await ctx.assignments.accept(ctx.agentId, msg)),
+  }),
+  'task:progress': async (ctx, msg: Parameters<AssignmentService['progress']>[1]) => {
+    await ctx.assignments.progress(ctx.agentId, msg);
+    return { ok: true };
+  },
+  'task:log': async (ctx, msg: Parameters<AssignmentService['log']>[1]) => {
+    await ctx.assignments.log(ctx.agentId, msg);
+    return { ok: true };
+  },
+  'task:complete': (ctx, msg: Parameters<AssignmentService['complete']>[1]) =>
+    ctx.assignments.complete(ctx.agentId, msg),
+  'task:fail': (ctx, msg: Parameters<AssignmentService['fail']>[1]) => ctx.assignments.fail(ctx.agentId, msg),
+  'agent:heartbeat': (ctx, msg: { taskId?: string; token?: string }) =>
+    ctx.assignments.heartbeat(ctx.agentId, msg.taskId, msg.token),
+  'agent:drain': async (ctx): Promise<Ack<{ state: AgentState }>> => ({
+    ok: true,
+    state: await ctx.control.drain(ctx.agentId),
+  }),
+  'agent:resume': async (ctx): Promise<Ack<{ state: AgentState }>> => ({
+    ok: true,
+    state: await ctx.control.undrain(ctx.agentId),
+  }),
+};
+
+/** Validates a payload and runs its handler; every failure becomes an error ack, never a throw. */
+export async function handleClientEvent(
+  ctx: HandlerContext,
+  event: ClientEventName,
+  payload: unknown,
+  onInternalError: (err: unknown) => void,
+): Promise<Ack<object>> {
+  const parsed = CLIENT_EVENT_SCHEMAS[event].safeParse(payload);
+  if (!parsed.success) {
+    return { ok: false, code: 'E_VALIDATION', message: `${event}: ${describeZodError(parsed.error)}` };
+  }
+  try {
+    return await EVENT_HANDLERS[event](ctx, parsed.data as never);
+  } catch (err) {
+    if (isAppError(err)) return { ok: false, code: err.code, message: err.message };
+    onInternalError(err);
+    const internal = new AppError('E_INTERNAL');
+    return { ok: false, code: internal.code, message: internal.message };
+  }
+}

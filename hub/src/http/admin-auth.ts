@@ -1,0 +1,27 @@
+import { AppError } from '@agentcom/shared';
+import type { FastifyRequest } from 'fastify';
+import { secretEquals } from '../auth/tokens';
+
+/** `Authorization: Bearer <admin key>` (or Basic with the key as password, for browsers). */
+export function presentedAdminKey(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  if (!header) return undefined;
+  const [scheme, value] = header.split(' ', 2);
+  if (!value) return undefined;
+  if (scheme?.toLowerCase() === 'bearer') return value.trim();
+  if (scheme?.toLowerCase() === 'basic') {
+    const decoded = Buffer.from(value, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    return colon >= 0 ? decoded.slice(colon + 1) : undefined;
+  }
+  return undefined;
+}
+
+export function requireAdmin(adminKey: string) {
+  return async (request: FastifyRequest): Promise<void> => {
+    const presented = presentedAdminKey(request);
+    if (presented === undefined || !secretEquals(presented, adminKey)) {
+      throw new AppError('E_UNAUTHORIZED', 'admin key required: Authorization: Bearer <AGENTCOM_ADMIN_KEY>');
+    }
+  };
+}

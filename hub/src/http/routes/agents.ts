@@ -1,0 +1,30 @@
+import { AppError, agentParamsSchema, createAgentBodySchema, type CreateAgentResponse } from '@agentcom/shared';
+import type { FastifyInstance } from 'fastify';
+import { hashToken, mintAgentToken } from '../../auth/tokens';
+import { toAgentView } from '../../fsm/agent-record';
+import type { AgentStore } from '../../fsm/agent-store';
+import { parseOrThrow } from '../validate';
+
+export function registerAgentRoutes(app: FastifyInstance, agents: AgentStore): void {
+  /** Mints a token for the agent (creating it, or rotating its token). The token is shown once. */
+  app.post('/v1/agents', async (request, reply) => {
+    const body = parseOrThrow(createAgentBodySchema, request.body, 'body');
+    const token = mintAgentToken();
+    const created = await agents.register(body.agentId, hashToken(token), body.queues);
+    const response: CreateAgentResponse = { agentId: body.agentId, token };
+    if (body.queues) response.queues = body.queues;
+    return reply.status(created ? 201 : 200).send(response);
+  });
+
+  app.get('/v1/agents', async () => {
+    const records = await agents.getMany(await agents.listIds());
+    return { agents: records.map(toAgentView) };
+  });
+
+  app.get('/v1/agents/:id', async (request) => {
+    const { id } = parseOrThrow(agentParamsSchema, request.params, 'path');
+    const record = await agents.get(id);
+    if (!record) throw new AppError('E_AGENT_NOT_FOUND', `No agent ${id}`);
+    return toAgentView(record);
+  });
+}

@@ -1,0 +1,178 @@
+import { AGENT_NAMESPACE, MAX_MESSAGE_BYTES } from '@agentcom/shared';
+import { createAdapter } from '@socket.io/redis-adapter';
+import { Server } from 'socket.io';
+import type { FastifyInstance } from 'fastify';
+import { AgentControl } from './agents/agent-control';
+import { Presence } from './agents/presence';
+import type { HubConfig } from './config';
+import { AssignmentService } from './dispatch/assignments';
+import { Dispatcher } from './dispatch/dispatcher';
+import { LeaseKeeper } from './dispatch/lease-keeper';
+import { Sweeper } from './dispatch/sweeper';
+import { AgentStore } from './fsm/agent-store';
+import { AgentGateway } from './gateway/agent-gateway';
+import { createHttpApp } from './http/app';
+import type { Logger } from './logger';
+import { QueueRegistry } from './queues/queue-registry';
+import { createRedisConnections, type RedisConnections } from './redis/connections';
+import { RedisKeys } from './redis/keys';
+import { registerScripts } from './redis/scripts';
+import { TaskService } from './tasks/task-service';
+
+/** A running hub replica. */
+export interface Hub {
+  readonly config: HubConfig;
+  readonly app: FastifyInstance;
+  readonly io: Server;
+  readonly redis: RedisConnections;
+  readonly keys: RedisKeys;
+  readonly agents: AgentStore;
+  readonly tasks: TaskService;
+  readonly gateway: AgentGateway;
+  readonly dispatcher: Dispatcher;
+  /** The port actually listened on. */
+  readonly port: number;
+  /** Graceful stop: not ready, sidecars told to move, then sockets, workers and Redis closed in order. */
+  close(): Promise<void>;
+}
+
+/**
+ * Composition root of one replica: wires Redis, BullMQ, the agent store, dispatch, the Socket.IO
+ * gateway and the HTTP API on one port, and starts listening. `config.redisUrl` must be set
+ * (main.ts starts the embedded Redis when it is not).
+ */
+export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> {
+  if (!config.redisUrl) throw new Error('startHub needs a redisUrl');
+  const redis = createRedisConnections(config.redisUrl, logger);
+  const keys = new RedisKeys(config.prefix);
+  const scripts = registerScripts(redis.command);
+  const agents = new AgentStore({ redis: redis.command, scripts, keys, hubId: config.hubId });
+
+  // Late-bound: the dispatcher needs the gateway (to push) and the services need the dispatcher.
+  let dispatcher: Dispatcher | undefined;
+  const onAgentIdle = (queues: readonly string[]): void => dispatcher?.triggerAll(queues);
+  const onQueueWork = (queue: string): void => dispatcher?.trigger(queue);
+
+  const queues = new QueueRegistry({
+    connection: redis.bullmq,
+    keys,
+    leaseMs: config.leaseMs,
+    stalledIntervalMs: config.stalledIntervalMs,
+    maxStalledCount: config.maxStalledCount,
+    logger,
+    onWaiting: onQueueWork,
+  });
+  let gateway: AgentGateway | undefined;
+  let assignments: AssignmentService | undefined;
+  const leases = new LeaseKeeper({
+    redis: redis.command,
+    keys,
+    queues,
+    leaseMs: config.leaseMs,
+    heartbeatMs: config.heartbeatMs,
+    logger,
+    onLeaseLost: (agentId, task) => {
+      logger.warn({ agentId, taskId: task.taskId }, 'lease lost: telling the agent to abort');
+      gateway?.cancel(agentId, { taskId: task.taskId, reason: 'lease_lost' });
+      void assignments?.release(agentId, task.taskId, task.token, 'lease_lost');
+    },
+  });
+  assignments = new AssignmentService({
+    redis: redis.command,
+    keys,
+    agents,
+    queues,
+    leases,
+    leaseMs: config.leaseMs,
+    logger,
+    onAgentIdle,
+  });
+  const presence = new Presence({ redis: redis.command, keys, agents, queues, leases, hubId: config.hubId, logger, onAgentIdle });
+  const control = new AgentControl(agents, onAgentIdle);
+  const tasks = new TaskService({ redis: redis.command, keys, queues, agents, onCreated: onQueueWork });
+
+  let draining = false;
+  const app = createHttpApp({
+    logger,
+    adminKey: config.adminKey,
+    tasks,
+    agents,
+    readiness: {
+      check: async () => {
+        const problems: string[] = [];
+        if (draining) problems.push('draining');
+        if (redis.command.status !== 'ready') problems.push(`redis ${redis.command.status}`);
+        if (redis.sub.status !== 'ready') problems.push(`adapter subscriber ${redis.sub.status}`);
+        return problems;
+      },
+    },
+  });
+
+  const io = new Server(app.server, {
+    transports: ['websocket'],
+    maxHttpBufferSize: MAX_MESSAGE_BYTES,
+    serveClient: false,
+    adapter: createAdapter(redis.pub, redis.sub, { key: keys.socketIoChannel }),
+  });
+  gateway = new AgentGateway({ io, agents, presence, assignments, control, logger });
+  dispatcher = new Dispatcher({ agents, queues, notifier: gateway, ackTimeoutMs: config.ackTimeoutMs, logger });
+  const sweeper = new Sweeper({
+    redis: redis.command,
+    keys,
+    agents,
+    presence,
+    notifier: gateway,
+    hubId: config.hubId,
+    leaseMs: config.leaseMs,
+    heartbeatMs: config.heartbeatMs,
+    sweepMs: config.sweepMs,
+    logger,
+    onAgentIdle,
+    afterSweep: () => {
+      void queues
+        .discover()
+        .then((names) => dispatcher?.triggerAll(names))
+        .catch(() => undefined);
+    },
+  });
+
+  await queues.discover();
+  leases.start();
+  sweeper.start();
+  await app.listen({ port: config.port, host: config.host });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  logger.info({ port, namespace: AGENT_NAMESPACE }, 'hub replica listening');
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      draining = true;
+      gateway?.drainLocal();
+      await dispatcher?.stop();
+      await sweeper.stop();
+      await leases.stop();
+      await new Promise<void>((resolve) => {
+        void io.close(() => resolve());
+      });
+      await app.close().catch(() => undefined);
+      await queues.close();
+      await redis.close();
+    })();
+    return closing;
+  };
+
+  return {
+    config,
+    app,
+    io,
+    redis,
+    keys,
+    agents,
+    tasks,
+    gateway,
+    dispatcher,
+    port,
+    close,
+  };
+}

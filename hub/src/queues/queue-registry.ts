@@ -1,0 +1,108 @@
+import { Job, Queue, QueueEvents, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../logger';
+import type { RedisKeys } from '../redis/keys';
+
+/** What a task's BullMQ job carries. */
+export interface TaskData {
+  payload: unknown;
+  labels?: Record<string, string>;
+  timeoutMs?: number;
+}
+export type TaskJob = Job<TaskData, unknown, string>;
+
+/** The BullMQ objects of one queue on this replica. */
+export interface QueueHandle {
+  readonly name: string;
+  readonly queue: Queue<TaskData, unknown, string>;
+  /** Manual worker (`autorun: false`): fetches jobs for agents, runs the stalled checker. */
+  readonly worker: Worker<TaskData, unknown, string>;
+  readonly events: QueueEvents;
+}
+
+export interface QueueRegistryOptions {
+  connection: Redis;
+  keys: RedisKeys;
+  leaseMs: number;
+  stalledIntervalMs: number;
+  maxStalledCount: number;
+  logger: Logger;
+  /** Called when BullMQ reports a job waiting in this queue (any producer, retries, stalls). */
+  onWaiting: (queue: string) => void;
+}
+
+/**
+ * One Queue + one manual Worker + one QueueEvents per queue name per replica, created on first
+ * use, never one per agent: Redis connections grow with queues, not agents. Queue names are
+ * recorded in Redis so every replica learns every queue.
+ */
+export class QueueRegistry {
+  private readonly handles = new Map<string, Promise<QueueHandle>>();
+  private closed = false;
+
+  constructor(private readonly options: QueueRegistryOptions) {}
+
+  names(): string[] {
+    return [...this.handles.keys()];
+  }
+
+  /** The handle of `name`, creating the BullMQ objects on first use. */
+  get(name: string): Promise<QueueHandle> {
+    const existing = this.handles.get(name);
+    if (existing) return existing;
+    if (this.closed) return Promise.reject(new Error('queue registry is closed'));
+    const created = this.create(name);
+    this.handles.set(name, created);
+    created.catch(() => this.handles.delete(name));
+    return created;
+  }
+
+  /** Loads the queue names every replica has recorded and opens the missing ones. */
+  async discover(): Promise<string[]> {
+    const names = await this.options.connection.smembers(this.options.keys.queues);
+    await Promise.all(names.map((name) => this.get(name)));
+    return names;
+  }
+
+  private async create(name: string): Promise<QueueHandle> {
+    const { connection, keys, leaseMs, stalledIntervalMs, maxStalledCount, logger } = this.options;
+    await connection.sadd(keys.queues, name);
+    const prefix = keys.bullPrefix;
+    const queue = new Queue<TaskData, unknown, string>(name, { connection, prefix });
+    const worker = new Worker<TaskData, unknown, string>(name, null, {
+      connection,
+      prefix,
+      autorun: false,
+      lockDuration: leaseMs,
+      stalledInterval: stalledIntervalMs,
+      maxStalledCount,
+    });
+    const events = new QueueEvents(name, { connection, prefix });
+    const onError = (err: Error): void => {
+      logger.warn({ queue: name, err: err.message }, 'bullmq error');
+    };
+    queue.on('error', onError);
+    worker.on('error', onError);
+    events.on('error', onError);
+    events.on('waiting', () => this.options.onWaiting(name));
+    worker.on('stalled', (jobId: string) => logger.info({ queue: name, taskId: jobId }, 'task stalled, back to wait'));
+    await Promise.all([queue.waitUntilReady(), worker.waitUntilReady(), events.waitUntilReady()]);
+    void worker.startStalledCheckTimer().catch((err: unknown) =>
+      logger.warn({ queue: name, err: String(err) }, 'stalled checker failed to start'),
+    );
+    return { name, queue, worker, events };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const handles = await Promise.allSettled(this.handles.values());
+    for (const settled of handles) {
+      if (settled.status !== 'fulfilled') continue;
+      const { worker, events, queue } = settled.value;
+      await worker.close(true).catch(() => undefined);
+      await events.close().catch(() => undefined);
+      await queue.close().catch(() => undefined);
+    }
+    this.handles.clear();
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * The one place that builds agentcom's Redis key names (BullMQ builds its own under
+ * {@link RedisKeys.bullPrefix}). Every agentcom key carries the hash tag `{<prefix>}`, so all of
+ * them fall in one Redis Cluster slot and each Lua script's keys are co-located.
+ * docs/redis-keys.md lists each key with its type, TTL and owner.
+ */
+export class RedisKeys {
+  /** `{agentcom}`: hash-tagged root of every agentcom key. */
+  readonly root: string;
+  /** BullMQ's `prefix` option: BullMQ keys are `<bullPrefix>:<queue>:...`. */
+  readonly bullPrefix: string;
+
+  constructor(prefix: string) {
+    this.root = `{${prefix}}`;
+    this.bullPrefix = `${prefix}:bull`;
+  }
+
+  /** Hash: one agent's record (state machine, token hash, counters). */
+  agent(agentId: string): string {
+    return `${this.root}:agent:${agentId}`;
+  }
+
+  /** Prefix of {@link agent}, for Lua scripts that find agents by id. */
+  get agentPrefix(): string {
+    return `${this.root}:agent:`;
+  }
+
+  /** Set: every registered agent id. */
+  get agents(): string {
+    return `${this.root}:agents`;
+  }
+
+  /** Sorted set: idle agents serving `queue`, scored by idle-since (ms). */
+  idle(queue: string): string {
+    return `${this.root}:idle:${queue}`;
+  }
+
+  /** Prefix of {@link idle}, for Lua scripts. */
+  get idlePrefix(): string {
+    return `${this.root}:idle:`;
+  }
+
+  /** Sorted set: agents in `assigned`, scored by the time their ack is due. */
+  get ackDeadlines(): string {
+    return `${this.root}:ack-deadlines`;
+  }
+
+  /** Sorted set: working agents without a connection, scored by when they disconnected. */
+  get disconnected(): string {
+    return `${this.root}:disconnected`;
+  }
+
+  /** Sorted set: agents in `cooldown`, scored by the time it ends. */
+  get cooldowns(): string {
+    return `${this.root}:cooldowns`;
+  }
+
+  /** Stream: agent transitions (capped). */
+  get events(): string {
+    return `${this.root}:events`;
+  }
+
+  /** Sorted set: hub replicas, scored by their last liveness refresh. */
+  get replicas(): string {
+    return `${this.root}:replicas`;
+  }
+
+  /** Set: every queue name tasks were added to or agents serve. */
+  get queues(): string {
+    return `${this.root}:queues`;
+  }
+
+  /** String (TTL): the token that finished a task and the outcome, for idempotent replays. */
+  finished(taskId: string): string {
+    return `${this.root}:finished:${taskId}`;
+  }
+
+  /** Channel prefix of the Socket.IO Redis adapter. */
+  get socketIoChannel(): string {
+    return `${this.root}:socket.io`;
+  }
+
+  /** BullMQ's lock key of a job (read only: BullMQ owns it). */
+  bullLock(queue: string, taskId: string): string {
+    return `${this.bullPrefix}:${queue}:${taskId}:lock`;
+  }
+}

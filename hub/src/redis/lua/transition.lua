@@ -1,0 +1,75 @@
+--[[
+  transition: compare-and-set one agent's record, keep its index sets in step, log the event.
+  The TypeScript transition table decides what is legal; this script only checks the
+  expectations and applies the patch, atomically.
+
+  KEYS[1]     agent hash
+  KEYS[2]     events stream
+  KEYS[3..n]  sorted sets the spec refers to by index (idle indexes, deadlines, ...)
+
+  ARGV[1]  spec, JSON:
+    agentId   string
+    expect    { field = value }   each field must equal value ("" = absent)
+    set       { field = value }
+    del       [ field ]
+    incr      { field = n }
+    zadd      [ [keyIndex, score] ]  ZADD KEYS[keyIndex] score agentId
+    zrem      [ keyIndex ]           ZREM KEYS[keyIndex] agentId
+    event     { reason, task?, hub }  appended with from/to/version/at
+    now       ms
+    maxEvents approximate cap of the stream
+
+  Returns:
+    { 1, version }                              applied
+    { 0, field, actual, state, version }        an expectation failed; nothing changed
+    { -1 }                                      no such agent
+]]
+local spec = cjson.decode(ARGV[1])
+local agentKey = KEYS[1]
+
+if redis.call("EXISTS", agentKey) == 0 then
+  return { -1 }
+end
+
+local state = redis.call("HGET", agentKey, "state") or ""
+local version = tonumber(redis.call("HGET", agentKey, "version") or "0")
+
+for field, expected in pairs(spec.expect or {}) do
+  local actual = redis.call("HGET", agentKey, field) or ""
+  if tostring(actual) ~= tostring(expected) then
+    return { 0, field, actual, state, version }
+  end
+end
+
+local newVersion = redis.call("HINCRBY", agentKey, "version", 1)
+
+local flat = {}
+for field, value in pairs(spec.set or {}) do
+  flat[#flat + 1] = field
+  flat[#flat + 1] = tostring(value)
+end
+if #flat > 0 then
+  redis.call("HSET", agentKey, unpack(flat))
+end
+if spec.del and #spec.del > 0 then
+  redis.call("HDEL", agentKey, unpack(spec.del))
+end
+for field, n in pairs(spec.incr or {}) do
+  redis.call("HINCRBY", agentKey, field, n)
+end
+
+for _, entry in ipairs(spec.zadd or {}) do
+  redis.call("ZADD", KEYS[entry[1]], entry[2], spec.agentId)
+end
+for _, index in ipairs(spec.zrem or {}) do
+  redis.call("ZREM", KEYS[index], spec.agentId)
+end
+
+local newState = redis.call("HGET", agentKey, "state") or ""
+local ev = spec.event or {}
+redis.call("XADD", KEYS[2], "MAXLEN", "~", spec.maxEvents, "*",
+  "agent", spec.agentId, "from", state, "to", newState,
+  "reason", ev.reason or "", "task", ev.task or "", "hub", ev.hub or "",
+  "version", newVersion, "at", spec.now)
+
+return { 1, newVersion }

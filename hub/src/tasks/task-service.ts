@@ -1,0 +1,138 @@
+import { randomUUID } from 'node:crypto';
+import { AppError, type CreateTaskInput, type TaskState, type TaskView } from '@agentcom/shared';
+import type { JobState } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { AgentStore } from '../fsm/agent-store';
+import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
+import type { RedisKeys } from '../redis/keys';
+import { agentIdOfToken } from '../dispatch/assignment-token';
+
+/** failedReason prefix of a cancelled task: BullMQ has no cancelled state, agentcom marks it. */
+export const CANCELLED_PREFIX = '[cancelled] ';
+
+/** How long an idempotency key maps to its task. */
+const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
+
+export interface TaskServiceOptions {
+  redis: Redis;
+  keys: RedisKeys;
+  queues: QueueRegistry;
+  agents: AgentStore;
+  /** Called after this replica added a task (the dispatcher's fastest trigger). */
+  onCreated: (queue: string) => void;
+}
+
+export interface CreatedTask {
+  id: string;
+  state: TaskState;
+  duplicate: boolean;
+}
+
+/** Creates tasks as BullMQ jobs and shows them as the API's {@link TaskView}. */
+export class TaskService {
+  constructor(private readonly options: TaskServiceOptions) {}
+
+  async create(input: CreateTaskInput): Promise<CreatedTask> {
+    const handle = await this.options.queues.get(input.queue);
+    const jobId = randomUUID();
+    const data: TaskJob['data'] = { payload: input.payload };
+    if (input.labels) data.labels = input.labels;
+    if (input.timeoutMs !== undefined) data.timeoutMs = input.timeoutMs;
+    const job = await handle.queue.add('task', data, {
+      jobId,
+      attempts: input.attempts,
+      ...(input.priority ? { priority: input.priority } : {}),
+      ...(input.delayMs ? { delay: input.delayMs } : {}),
+      ...(input.backoff ? { backoff: { type: input.backoff.type, delay: input.backoff.delayMs } } : {}),
+      ...(input.idempotencyKey
+        ? { deduplication: { id: input.idempotencyKey, ttl: IDEMPOTENCY_TTL_MS } }
+        : {}),
+    });
+    const id = job.id ?? jobId;
+    if (id !== jobId) {
+      const existing = await this.get(id);
+      return { id, state: existing?.state ?? 'waiting', duplicate: true };
+    }
+    this.options.onCreated(input.queue);
+    return { id, state: input.delayMs ? 'delayed' : 'waiting', duplicate: false };
+  }
+
+  /** Finds the job of a task id among the known queues (one pipelined round trip). */
+  async findJob(taskId: string): Promise<TaskJob | undefined> {
+    const { redis, keys, queues } = this.options;
+    const names = await redis.smembers(keys.queues);
+    if (names.length === 0) return undefined;
+    const pipeline = redis.pipeline();
+    for (const name of names) pipeline.exists(`${keys.bullPrefix}:${name}:${taskId}`);
+    const replies = (await pipeline.exec()) ?? [];
+    const index = replies.findIndex(([err, exists]) => !err && exists === 1);
+    const name = names[index];
+    if (name === undefined) return undefined;
+    const handle = await queues.get(name);
+    return (await handle.queue.getJob(taskId)) ?? undefined;
+  }
+
+  async get(taskId: string): Promise<TaskView | undefined> {
+    const job = await this.findJob(taskId);
+    return job ? this.view(job) : undefined;
+  }
+
+  async getOrThrow(taskId: string): Promise<TaskView> {
+    const view = await this.get(taskId);
+    if (!view) throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
+    return view;
+  }
+
+  async view(job: TaskJob): Promise<TaskView> {
+    const jobState = await job.getState();
+    let state = mapJobState(jobState, job.failedReason);
+    let agentId: string | undefined;
+    if (jobState === 'active') {
+      const token = await this.options.redis.get(this.options.keys.bullLock(job.queueName, job.id ?? ''));
+      agentId = token ? agentIdOfToken(token) : undefined;
+      if (agentId) {
+        const agent = await this.options.agents.get(agentId);
+        state = agent?.state === 'assigned' && agent.taskId === job.id ? 'assigned' : 'running';
+      }
+    }
+    const view: TaskView = {
+      id: job.id ?? '',
+      queue: job.queueName,
+      state,
+      payload: job.data.payload,
+      priority: job.opts.priority ?? 0,
+      attempts: job.opts.attempts ?? 1,
+      attempt: job.attemptsStarted,
+      attemptsMade: job.attemptsMade,
+      createdAt: job.timestamp,
+    };
+    if (job.data.timeoutMs !== undefined) view.timeoutMs = job.data.timeoutMs;
+    if (job.data.labels) view.labels = job.data.labels;
+    if (agentId) view.agentId = agentId;
+    if (job.progress !== undefined && job.progress !== 0) view.progress = job.progress;
+    if (state === 'completed') view.result = job.returnvalue;
+    if (job.failedReason && (state === 'failed' || state === 'cancelled' || state === 'waiting' || state === 'delayed')) {
+      view.error = job.failedReason.startsWith(CANCELLED_PREFIX)
+        ? job.failedReason.slice(CANCELLED_PREFIX.length)
+        : job.failedReason;
+    }
+    if (job.processedOn) view.startedAt = job.processedOn;
+    if (job.finishedOn) view.finishedAt = job.finishedOn;
+    return view;
+  }
+}
+
+export function mapJobState(state: JobState | 'unknown', failedReason: string | undefined): TaskState {
+  switch (state) {
+    case 'delayed':
+      return 'delayed';
+    case 'active':
+      return 'running';
+    case 'completed':
+      return 'completed';
+    case 'failed':
+      return failedReason?.startsWith(CANCELLED_PREFIX) ? 'cancelled' : 'failed';
+    default:
+      return 'waiting';
+  }
+}

@@ -1,0 +1,21 @@
+/**
+ * Exit codes of `agentcom-sidecar run`, documented in sidecar/README.md. A process manager should
+ * restart on 1 (and on 0 if it wants the sidecar always up) but not on 2, 3 or 4: those need a
+ * human (fix the config, the token, or stop the other instance).
+ */
+export const EXIT_CODES = {
+  /** Drained and stopped after SIGTERM/SIGINT. */
+  OK: 0,
+  /** An unexpected error (a bug, an unreadable state dir). */
+  UNEXPECTED: 1,
+  /** A missing or malformed option; stderr names it. */
+  BAD_CONFIG: 2,
+  /** The hub refused the handshake for good (`E_UNAUTHORIZED`, `E_PROTOCOL_VERSION`, ...). */
+  REFUSED: 3,
+  /** Another connection of the same agent id replaced this one (`E_REPLACED`). */
+  REPLACED: 4,
+  /** A second SIGTERM/SIGINT arrived while draining: stopped at once, the task killed. */
+  SECOND_SIGNAL: 130,
+} as const;
+
+export type ExitCode = (typeof EXIT_CODES)[keyof typeof EXIT_CODES];

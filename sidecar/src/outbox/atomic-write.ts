@@ -1,0 +1,49 @@
+import { randomBytes } from 'node:crypto';
+import { open, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+/** Prefix of the temporary files {@link writeFileAtomic} leaves behind only if it crashes mid-write. */
+export function tempPrefix(path: string): string {
+  return `.${basename(path)}.tmp-`;
+}
+
+/**
+ * Replaces `path` with `data` so that after a crash at any point the file holds either the old or
+ * the new content, never a mix: write a temporary file in the same directory, fsync it, rename it
+ * over `path` (atomic within one filesystem), then fsync the directory so the rename itself is
+ * durable.
+ */
+export async function writeFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
+  const dir = dirname(path);
+  const tmp = join(dir, `${tempPrefix(path)}${process.pid}-${randomBytes(4).toString('hex')}`);
+  const file = await open(tmp, 'w', mode);
+  try {
+    await file.writeFile(data, 'utf8');
+    await file.sync();
+  } catch (err) {
+    await file.close();
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await file.close();
+  try {
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await syncDirectory(dir);
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } catch (err) {
+    // Some filesystems cannot fsync a directory; the rename is then as durable as they allow.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EINVAL' && code !== 'EPERM' && code !== 'EISDIR') throw err;
+  } finally {
+    await handle.close();
+  }
+}

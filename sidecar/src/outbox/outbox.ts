@@ -1,0 +1,170 @@
+import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../logger';
+import { tempPrefix, writeFileAtomic } from './atomic-write';
+import {
+  STATE_FILE_VERSION,
+  stateFileSchema,
+  type FailReport,
+  type HeldTask,
+  type Report,
+  type StateFile,
+} from './state-schema';
+
+export const STATE_FILE_NAME = 'state.json';
+
+/** The report written for a task that was `working` when the previous sidecar process died. */
+export const INTERRUPTED_ERROR =
+  'the sidecar stopped while the task was running; its outcome is unknown';
+
+/**
+ * The sidecar's durable state: the task it holds and the reports not yet acknowledged by the hub.
+ *
+ * Every change is applied in memory, then written with {@link writeFileAtomic}; the returned
+ * promise settles when that write is durable. Writes are queued, each writing the whole state as
+ * it was when queued, so the file always ends at the latest state. A report is stored before it is
+ * sent and removed only once the hub settled it (see the delivery).
+ */
+export class Outbox {
+  private state: StateFile;
+  private writes: Promise<void> = Promise.resolve();
+
+  private constructor(
+    private readonly path: string,
+    state: StateFile,
+  ) {
+    this.state = state;
+  }
+
+  /**
+   * Loads `<dir>/state.json` (creating `dir` owner-only if needed). A file that is not JSON or
+   * does not match the schema is moved aside to `state.json.corrupt-<epoch ms>` and the sidecar
+   * starts empty; a task left `working` by a crashed process becomes a retryable failure report.
+   */
+  static async open(dir: string, logger: Logger): Promise<Outbox> {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const path = join(dir, STATE_FILE_NAME);
+    await removeLeftoverTempFiles(dir, path);
+    const outbox = new Outbox(path, await loadState(path, logger));
+    const held = outbox.state.current;
+    if (held?.state === 'working') {
+      logger.warn(
+        { taskId: held.taskId },
+        'the previous sidecar process stopped while running this task; reporting it as failed',
+      );
+      await outbox.finishTask({
+        type: 'fail',
+        taskId: held.taskId,
+        token: held.token,
+        error: INTERRUPTED_ERROR,
+        retryable: true,
+        kind: 'error',
+      } satisfies FailReport);
+    }
+    return outbox;
+  }
+
+  get current(): HeldTask | undefined {
+    return this.state.current;
+  }
+
+  /** Undelivered reports, oldest first. */
+  get reports(): readonly Report[] {
+    return this.state.outbox;
+  }
+
+  /** Records a newly assigned task as `working` (replacing a `finished` one). */
+  holdTask(task: Omit<HeldTask, 'state'>): Promise<void> {
+    this.state = { ...this.state, current: { ...task, state: 'working' } };
+    return this.persist();
+  }
+
+  /** Appends the report and marks its task `finished`, in one durable write. */
+  finishTask(report: Report): Promise<void> {
+    const current = this.state.current;
+    this.state = {
+      ...this.state,
+      current: isSameTask(current, report) ? { ...current, state: 'finished' } : current,
+      outbox: [...this.state.outbox, report],
+    };
+    return this.persist();
+  }
+
+  /** Forgets the held task without a report (the hub took it back). */
+  dropTask(ref: TaskRef): Promise<void> {
+    if (!isSameTask(this.state.current, ref)) return this.writes;
+    this.state = { ...this.state, current: undefined };
+    return this.persist();
+  }
+
+  /** Removes a report the hub settled; the held task is forgotten with its last report. */
+  removeReport(report: Report): Promise<void> {
+    const outbox = this.state.outbox.filter((stored) => stored !== report);
+    const current = this.state.current;
+    const settled =
+      isSameTask(current, report) &&
+      current.state === 'finished' &&
+      !outbox.some((other) => isSameTask(current, other));
+    this.state = { ...this.state, current: settled ? undefined : current, outbox };
+    return this.persist();
+  }
+
+  /** Settles when every queued write has been attempted. */
+  async idle(): Promise<void> {
+    await this.writes.catch(() => undefined);
+  }
+
+  private persist(): Promise<void> {
+    const text = `${JSON.stringify(this.state)}\n`;
+    const write = this.writes.catch(() => undefined).then(() => writeFileAtomic(this.path, text));
+    this.writes = write;
+    return write;
+  }
+}
+
+export interface TaskRef {
+  taskId: string;
+  token: string;
+}
+
+function isSameTask(held: HeldTask | undefined, ref: TaskRef): held is HeldTask {
+  return held !== undefined && held.taskId === ref.taskId && held.token === ref.token;
+}
+
+function emptyState(): StateFile {
+  return { version: STATE_FILE_VERSION, outbox: [] };
+}
+
+async function loadState(path: string, logger: Logger): Promise<StateFile> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return emptyState();
+    throw err;
+  }
+  let problem: string;
+  try {
+    const parsed = stateFileSchema.safeParse(JSON.parse(text));
+    if (parsed.success) return parsed.data;
+    const issue = parsed.error.issues[0];
+    problem = `${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'does not match the schema'}`;
+  } catch (err) {
+    problem = `not JSON (${err instanceof Error ? err.message : String(err)})`;
+  }
+  const aside = `${path}.corrupt-${Date.now()}`;
+  await rename(path, aside);
+  logger.error(
+    { path, movedTo: aside, problem },
+    'the state file is corrupt: moved it aside and starting with an empty outbox; ' +
+      'undelivered results it held must be recovered by hand',
+  );
+  return emptyState();
+}
+
+async function removeLeftoverTempFiles(dir: string, path: string): Promise<void> {
+  const prefix = tempPrefix(path);
+  for (const name of await readdir(dir)) {
+    if (name.startsWith(prefix)) await rm(join(dir, name), { force: true });
+  }
+}

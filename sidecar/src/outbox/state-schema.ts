@@ -1,0 +1,46 @@
+import { z } from 'zod';
+import {
+  assignmentTokenSchema,
+  taskCompleteSchema,
+  taskFailSchema,
+  taskIdSchema,
+} from '@agentcom/shared';
+
+/**
+ * The shape of `<state-dir>/state.json`, validated on every load. Reports reuse the wire schemas
+ * of `task:complete` / `task:fail`, tagged with `type`, so a stored report is exactly what will be
+ * sent.
+ */
+
+export const completeReportSchema = taskCompleteSchema.extend({ type: z.literal('complete') });
+export const failReportSchema = taskFailSchema.extend({ type: z.literal('fail') });
+export const reportSchema = z.discriminatedUnion('type', [completeReportSchema, failReportSchema]);
+export type CompleteReport = z.infer<typeof completeReportSchema>;
+export type FailReport = z.infer<typeof failReportSchema>;
+export type Report = z.infer<typeof reportSchema>;
+
+/**
+ * The task this sidecar holds.
+ * - `working`: its process may be running; announced on reconnect so the hub keeps the lease.
+ * - `finished`: its report is in the outbox, waiting for the hub's ack.
+ */
+export const heldTaskSchema = z
+  .object({
+    taskId: taskIdSchema,
+    token: assignmentTokenSchema,
+    attempt: z.number().int().min(1),
+    state: z.enum(['working', 'finished']),
+  })
+  .strict();
+export type HeldTask = z.infer<typeof heldTaskSchema>;
+
+export const STATE_FILE_VERSION = 1;
+
+export const stateFileSchema = z
+  .object({
+    version: z.literal(STATE_FILE_VERSION),
+    current: heldTaskSchema.optional(),
+    outbox: z.array(reportSchema),
+  })
+  .strict();
+export type StateFile = z.infer<typeof stateFileSchema>;

@@ -1,0 +1,177 @@
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import type { Readable, Writable } from 'node:stream';
+import type { TaskAssign } from '@agentcom/shared';
+import type { Logger } from '../logger';
+import { ProcessGroup } from './process-group';
+import { LineTail, exitOutcome, truncate } from './task-output';
+import {
+  startDeadline,
+  stoppedOutcome,
+  type RunOutcome,
+  type RunSink,
+  type RunningTask,
+  type StopReason,
+  type TaskRunner,
+} from './task-runner';
+
+/** After the task's process group is gone, how long its output pipes may stay open (held by an escaped process). */
+const STDIO_DRAIN_MS = 1000;
+
+export interface ExecRunnerOptions {
+  /** The configured command; never anything from the hub. */
+  argv: readonly string[];
+  /** The environment of task processes (the task's own variables are added per task). */
+  env: Readonly<Record<string, string>>;
+  /** SIGTERM → SIGKILL delay when the task is stopped. */
+  killGraceMs: number;
+  logger: Logger;
+}
+
+/**
+ * `exec` mode: one process per task, started without a shell in its own process group.
+ * The task (`TaskAssign.task`) is written to its stdin as one JSON line; `AGENTCOM_TASK_ID`,
+ * `AGENTCOM_TASK_TOKEN` and `AGENTCOM_ATTEMPT` are added to its environment. Each stdout line is
+ * a task log line; stderr lines are logged locally and the last ones explain a failure. When the
+ * process exits, whatever it left running in its group is terminated too: nothing of a task
+ * outlives its outcome.
+ */
+export class ExecRunner implements TaskRunner {
+  constructor(private readonly options: ExecRunnerOptions) {}
+
+  start(assignment: TaskAssign, sink: RunSink): RunningTask {
+    return new ExecRun(this.options, assignment, sink);
+  }
+}
+
+type TaskChild = ChildProcessByStdio<Writable, Readable, Readable>;
+
+class ExecRun implements RunningTask {
+  readonly outcome: Promise<RunOutcome>;
+  private stopReason: StopReason | undefined;
+  /** Set once the task's process exited: a stop after that cannot change what it did. */
+  private exited = false;
+  private group: ProcessGroup | undefined;
+  private readonly logger: Logger;
+
+  constructor(
+    private readonly options: ExecRunnerOptions,
+    private readonly assignment: TaskAssign,
+    private readonly sink: RunSink,
+  ) {
+    this.logger = options.logger.child({ taskId: assignment.task.id, attempt: assignment.attempt });
+    this.outcome = this.run().catch((err: unknown) => ({
+      type: 'fail' as const,
+      error: truncate(`the sidecar failed to run the task: ${describe(err)}`),
+      retryable: true,
+      kind: 'error' as const,
+    }));
+  }
+
+  stop(reason: StopReason): void {
+    if (this.stopReason !== undefined || this.exited) return;
+    this.stopReason = reason;
+    this.logger.info({ reason }, 'stopping the task');
+    void this.group?.terminate();
+  }
+
+  killNow(): void {
+    this.stopReason ??= 'shutdown';
+    this.group?.killNow();
+  }
+
+  private async run(): Promise<RunOutcome> {
+    const [command, ...args] = this.options.argv;
+    if (command === undefined) throw new Error('no command configured');
+    const child: TaskChild = spawn(command, args, {
+      shell: false,
+      detached: true,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: {
+        ...this.options.env,
+        AGENTCOM_TASK_ID: this.assignment.task.id,
+        AGENTCOM_TASK_TOKEN: this.assignment.token,
+        AGENTCOM_ATTEMPT: String(this.assignment.attempt),
+      },
+    });
+    const exitStatus = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => {
+      child.once('exit', (code, signal) => resolve([code, signal]));
+    });
+    const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
+    const startError = await new Promise<Error | undefined>((resolve) => {
+      child.once('spawn', () => resolve(undefined));
+      child.once('error', resolve);
+    });
+    if (startError !== undefined || child.pid === undefined) {
+      this.logger.error({ command, err: describe(startError) }, 'could not start the task command');
+      return {
+        type: 'fail',
+        error: `could not start ${command}: ${describe(startError)}`,
+        retryable: true,
+        kind: 'error',
+      };
+    }
+    child.on('error', (err) => this.logger.warn({ err: describe(err) }, 'task process error'));
+    const group = new ProcessGroup(child.pid, this.options.killGraceMs);
+    this.group = group;
+    this.logger.info({ pid: child.pid }, 'task process started');
+    if (this.stopReason !== undefined) void group.terminate();
+    const cancelDeadline = startDeadline(this.assignment, this);
+
+    // The child may exit without reading stdin: a broken pipe here is not the task's failure.
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(`${JSON.stringify(this.assignment.task)}\n`);
+
+    let lastLine: string | undefined;
+    createInterface({ input: child.stdout, crlfDelay: Infinity }).on('line', (line) => {
+      if (line.trim() !== '') lastLine = line.trim();
+      this.sink.log(line);
+    });
+    const stderrTail = new LineTail();
+    createInterface({ input: child.stderr, crlfDelay: Infinity }).on('line', (line) => {
+      stderrTail.push(line);
+      this.logger.info({ stream: 'stderr', line }, 'task stderr');
+    });
+
+    const [code, signal] = await exitStatus;
+    this.exited = true;
+    cancelDeadline();
+    if (this.stopReason === undefined && group.isAlive()) {
+      this.logger.warn('the task process exited but left processes in its group: terminating them');
+    }
+    if (this.stopReason !== undefined || group.isAlive()) await group.terminate();
+    await this.drainOutput(child, closed);
+    this.logger.info({ code, signal, stopReason: this.stopReason }, 'task process ended');
+
+    if (this.stopReason !== undefined) {
+      return stoppedOutcome(this.stopReason, this.assignment.timeoutMs);
+    }
+    return exitOutcome(code, signal, lastLine, stderrTail.text());
+  }
+
+  /** Waits for the output pipes to close, unless a process that left the group keeps them open. */
+  private async drainOutput(child: TaskChild, closed: Promise<void>): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      closed.then(() => true),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), STDIO_DRAIN_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (!drained) {
+      this.logger.warn('the task output is still held open by a process outside its group; closing it');
+      child.stdout.destroy();
+      child.stderr.destroy();
+    }
+  }
+}
+
+function describe(err: unknown): string {
+  if (err === undefined) return 'unknown error';
+  if (err instanceof Error) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code !== undefined ? `${code} (${err.message})` : err.message;
+  }
+  return String(err);
+}
