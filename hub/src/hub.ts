@@ -115,7 +115,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     adapter: createAdapter(redis.pub, redis.sub, { key: keys.socketIoChannel }),
   });
   gateway = new AgentGateway({ io, agents, presence, assignments, control, logger });
-  dispatcher = new Dispatcher({ agents, queues, notifier: gateway, ackTimeoutMs: config.ackTimeoutMs, logger });
+  dispatcher = new Dispatcher({ redis: redis.command, keys, agents, queues, notifier: gateway, ackTimeoutMs: config.ackTimeoutMs, logger });
   const sweeper = new Sweeper({
     redis: redis.command,
     keys,

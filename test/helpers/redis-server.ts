@@ -15,6 +15,8 @@ export interface RedisProcess {
   stop(signal?: NodeJS.Signals): Promise<void>;
   /** Start again on the same port and dir (AOF data survives when `appendonly` is on). */
   restart(): Promise<void>;
+  /** Kill the server and remove its directory. */
+  dispose(): Promise<void>;
 }
 
 export async function freePort(): Promise<number> {
@@ -72,23 +74,23 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     get pid() {
       return child?.pid;
     },
-    async stop(signal: NodeJS.Signals = 'SIGTERM') {
-      const proc = child;
-      if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-      const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-      proc.kill(signal);
-      await exited;
-    },
+    stop,
     async restart() {
       await launch();
     },
-    ...{
-      async [Symbol.asyncDispose]() {
-        await this.stop('SIGKILL');
-        rmSync(dir, { recursive: true, force: true });
-      },
+    async dispose() {
+      await stop('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
     },
   };
+
+  async function stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const proc = child;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+    proc.kill(signal);
+    await exited;
+  }
 }
 
 /** Polls PING until the server answers (the log line differs between versions, PING does not). */
@@ -101,7 +103,12 @@ async function waitForPing(port: number, child: ChildProcess): Promise<void> {
   while (Date.now() < deadline) {
     if (spawnError) throw new Error(`redis-server could not start: ${spawnError.message}`);
     if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
-    const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0 });
+    const client = new Redis({
+      port,
+      host: '127.0.0.1',
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+    });
     client.on('error', () => undefined);
     try {
       await client.connect();

@@ -1,11 +1,15 @@
 import { UnrecoverableError } from 'bullmq';
+import type { Redis } from 'ioredis';
 import type { AgentStore } from '../fsm/agent-store';
+import type { RedisKeys } from '../redis/keys';
 import type { Logger } from '../logger';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
 import { newAssignmentToken } from './assignment-token';
 import type { AgentNotifier } from './notifier';
 
 export interface DispatcherOptions {
+  redis: Redis;
+  keys: RedisKeys;
   agents: AgentStore;
   queues: QueueRegistry;
   notifier: AgentNotifier;
@@ -66,9 +70,7 @@ export class Dispatcher {
   /** One dispatch step; true when a task was assigned (there may be more). */
   async step(queue: string): Promise<boolean> {
     const { agents, queues, ackTimeoutMs } = this.options;
-    const handle = await queues.get(queue);
-    const counts = await handle.queue.getJobCounts('wait', 'prioritized');
-    if ((counts.wait ?? 0) + (counts.prioritized ?? 0) === 0) return false;
+    if (!(await this.hasRunnableJob(queue))) return false;
 
     const claim = await agents.claimIdle(queue, ackTimeoutMs);
     if (!claim) return false;
@@ -89,6 +91,21 @@ export class Dispatcher {
       index: { ackDeadline: 'remove' },
     });
     return false;
+  }
+
+  /**
+   * True when a job waits, or a delayed one (a retry with backoff, a `delayMs`) is due: fetching
+   * then promotes it (BullMQ promotes due delayed jobs when a job is fetched; with manual workers
+   * nobody else would).
+   */
+  private async hasRunnableJob(queue: string): Promise<boolean> {
+    const handle = await this.options.queues.get(queue);
+    const counts = await handle.queue.getJobCounts('wait', 'prioritized', 'delayed');
+    if ((counts.wait ?? 0) + (counts.prioritized ?? 0) > 0) return true;
+    if ((counts.delayed ?? 0) === 0) return false;
+    const next = await this.options.redis.zrange(this.options.keys.bullDelayed(queue), '0', '0', 'WITHSCORES');
+    const score = Number(next[1]);
+    return Number.isFinite(score) && Math.floor(score / 4096) <= this.options.agents.now();
   }
 
   /** The next runnable job; a job that stalled too often (`deferredFailure`) is failed here. */

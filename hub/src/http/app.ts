@@ -1,5 +1,5 @@
 import { MAX_MESSAGE_BYTES } from '@agentcom/shared';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { AgentStore } from '../fsm/agent-store';
 import type { Logger } from '../logger';
 import type { TaskService } from '../tasks/task-service';
@@ -21,7 +21,7 @@ export interface HttpAppOptions {
 export function createHttpApp(options: HttpAppOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: options.logger as FastifyBaseLogger,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: MAX_MESSAGE_BYTES,
     forceCloseConnections: 'idle',
   });

@@ -14,7 +14,7 @@
     del       [ field ]
     incr      { field = n }
     zadd      [ [keyIndex, score] ]  ZADD KEYS[keyIndex] score agentId
-    zrem      [ keyIndex ]           ZREM KEYS[keyIndex] agentId
+    zrem      [ keyIndex ]           ZREM KEYS[keyIndex] agentId (applied before zadd)
     event     { reason, task?, hub }  appended with from/to/version/at
     now       ms
     maxEvents approximate cap of the stream
@@ -58,11 +58,12 @@ for field, n in pairs(spec.incr or {}) do
   redis.call("HINCRBY", agentKey, field, n)
 end
 
-for _, entry in ipairs(spec.zadd or {}) do
-  redis.call("ZADD", KEYS[entry[1]], entry[2], spec.agentId)
-end
+-- removals first, so a set both left and re-entered ends up holding the agent
 for _, index in ipairs(spec.zrem or {}) do
   redis.call("ZREM", KEYS[index], spec.agentId)
+end
+for _, entry in ipairs(spec.zadd or {}) do
+  redis.call("ZADD", KEYS[entry[1]], entry[2], spec.agentId)
 end
 
 local newState = redis.call("HGET", agentKey, "state") or ""

@@ -1,0 +1,142 @@
+import { EventEmitter, once } from 'node:events';
+import {
+  AGENT_NAMESPACE,
+  PROTOCOL_VERSION,
+  type Ack,
+  type ClientToServerEvents,
+  type CurrentAssignment,
+  type ServerToClientEvents,
+  type TaskAssign,
+  type TaskCancel,
+} from '@agentcom/shared';
+import { io, type Socket } from 'socket.io-client';
+import { api } from './hub';
+
+/**
+ * A protocol-level agent for integration tests: a real socket.io-client speaking the real
+ * protocol, driven step by step by the test (the real sidecar is tested in e2e).
+ */
+export class TestAgent extends EventEmitter {
+  socket: Socket<ServerToClientEvents, ClientToServerEvents>;
+  readonly assignments: TaskAssign[] = [];
+  readonly cancels: TaskCancel[] = [];
+  current: CurrentAssignment | undefined;
+
+  constructor(
+    readonly hubUrl: string,
+    readonly agentId: string,
+    readonly token: string,
+    readonly queues: string[] = ['default'],
+    extraAuth: Record<string, unknown> = {},
+  ) {
+    super();
+    this.socket = io(`${hubUrl}${AGENT_NAMESPACE}`, {
+      transports: ['websocket'],
+      reconnection: false,
+      autoConnect: false,
+      auth: (cb) =>
+        cb({
+          agentId,
+          token,
+          protocol: PROTOCOL_VERSION,
+          queues,
+          sidecarVersion: 'test',
+          ...(this.current ? { current: this.current } : {}),
+          ...extraAuth,
+        }),
+    });
+    this.socket.on('task:assign', (msg) => {
+      this.assignments.push(msg);
+      this.emit('assign', msg);
+    });
+    this.socket.on('task:cancel', (msg) => {
+      this.cancels.push(msg);
+      this.emit('cancel', msg);
+    });
+  }
+
+  /** Registers the agent through the API and returns a connected TestAgent. */
+  static async register(
+    hubUrl: string,
+    agentId: string,
+    queues: string[] = ['default'],
+  ): Promise<TestAgent> {
+    const created = await api<{ token: string }>(hubUrl, 'POST', '/v1/agents', { agentId });
+    if (created.status >= 300) throw new Error(`register failed: ${created.status}`);
+    const agent = new TestAgent(hubUrl, agentId, created.body.token, queues);
+    await agent.connect();
+    return agent;
+  }
+
+  async connect(): Promise<void> {
+    await withTimeout(
+      new Promise<void>((resolve, reject) => {
+        this.socket.once('connect', () => resolve());
+        this.socket.once('connect_error', (err) => reject(err));
+        this.socket.connect();
+      }),
+      10_000,
+      'connect',
+    );
+  }
+
+  /** Closes this connection and opens a new one to `hubUrl` (another replica), same identity. */
+  async reconnectTo(hubUrl: string): Promise<TestAgent> {
+    this.socket.disconnect();
+    const next = new TestAgent(hubUrl, this.agentId, this.token, this.queues);
+    next.current = this.current;
+    await next.connect();
+    return next;
+  }
+
+  nextAssignment(timeoutMs = 10_000): Promise<TaskAssign> {
+    return withTimeout(
+      once(this, 'assign').then(([msg]) => msg as TaskAssign),
+      timeoutMs,
+      'task:assign',
+    );
+  }
+
+  async send<E extends keyof ClientToServerEvents>(
+    event: E,
+    payload: unknown,
+  ): Promise<Ack<Record<string, unknown>>> {
+    const emit = this.socket.timeout(5000).emitWithAck as unknown as (
+      event: string,
+      payload: unknown,
+    ) => Promise<Ack<Record<string, unknown>>>;
+    return emit.call(this.socket.timeout(5000), event, payload);
+  }
+
+  async accept(msg: TaskAssign): Promise<Ack<Record<string, unknown>>> {
+    this.current = { taskId: msg.task.id, token: msg.token, state: 'working' };
+    return this.send('task:accept', { taskId: msg.task.id, token: msg.token });
+  }
+
+  async complete(msg: TaskAssign, result: unknown): Promise<Ack<Record<string, unknown>>> {
+    const ack = await this.send('task:complete', { taskId: msg.task.id, token: msg.token, result });
+    if (ack.ok) this.current = undefined;
+    return ack;
+  }
+
+  close(): void {
+    this.socket.disconnect();
+  }
+}
+
+export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)),
+          ms,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,200 @@
+import { randomBytes } from 'node:crypto';
+import { CLIENT_EVENTS, type TaskView } from '@agentcom/shared';
+import type { Hub } from '../../hub/src/hub';
+import { api, eventually, startTestHub } from '../helpers/hub';
+import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { TestAgent } from '../helpers/test-agent';
+
+describe('dispatch across replicas (in-process hubs, real Redis, real sockets)', () => {
+  let redis: RedisProcess;
+  let hubA: Hub & { url: string };
+  let hubB: Hub & { url: string };
+  const agents: TestAgent[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    const prefix = `d${randomBytes(3).toString('hex')}`;
+    hubA = await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix, HUB_ID: 'hub-a' });
+    hubB = await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix, HUB_ID: 'hub-b' });
+  });
+  afterEach(() => {
+    for (const agent of agents.splice(0)) agent.close();
+  });
+  afterAll(async () => {
+    await hubA.close();
+    await hubB.close();
+    await redis.dispose();
+  });
+
+  const register = async (hubUrl: string, queue: string): Promise<TestAgent> => {
+    const agent = await TestAgent.register(hubUrl, `agent-${randomBytes(4).toString('hex')}`, [queue]);
+    agents.push(agent);
+    return agent;
+  };
+  const newQueue = (): string => `q-${randomBytes(4).toString('hex')}`;
+  const createTask = async (hubUrl: string, body: Record<string, unknown>): Promise<string> => {
+    const created = await api<{ id: string }>(hubUrl, 'POST', '/v1/tasks', body);
+    expect(created.status).toBe(201);
+    return created.body.id;
+  };
+  const getTask = async (hubUrl: string, id: string): Promise<TaskView> =>
+    (await api<TaskView>(hubUrl, 'GET', `/v1/tasks/${id}`)).body;
+  const taskInState = (hubUrl: string, id: string, state: TaskView['state']) =>
+    eventually(async () => {
+      const task = await getTask(hubUrl, id);
+      return task.state === state ? task : undefined;
+    }, { what: `task ${id} ${state}` });
+
+  it('runs a task submitted to replica B on an agent connected to replica A; both replicas show the result', async () => {
+    const queue = newQueue();
+    const agent = await register(hubA.url, queue);
+    const assigned = agent.nextAssignment();
+    const id = await createTask(hubB.url, { queue, payload: { n: 21 } });
+    const msg = await assigned;
+    expect(msg.task).toMatchObject({ id, queue, payload: { n: 21 } });
+    expect(msg.attempt).toBe(1);
+    expect(await agent.accept(msg)).toMatchObject({ ok: true, state: 'working' });
+    expect((await getTask(hubB.url, id)).state).toBe('running');
+    expect(await agent.complete(msg, { doubled: 42 })).toEqual({ ok: true });
+    for (const hub of [hubA, hubB]) {
+      expect(await getTask(hub.url, id)).toMatchObject({ state: 'completed', result: { doubled: 42 }, attempt: 1 });
+    }
+    const view = await api<{ state: string; tasksDone: number }>(hubB.url, 'GET', `/v1/agents/${agent.agentId}`);
+    expect(view.body).toMatchObject({ state: 'idle', tasksDone: 1 });
+  });
+
+  it('rejects a superseded token without changing anything and acknowledges a replayed completion once', async () => {
+    const queue = newQueue();
+    const agent = await register(hubA.url, queue);
+    const assigned = agent.nextAssignment();
+    const id = await createTask(hubA.url, { queue, payload: {} });
+    const msg = await assigned;
+    await agent.accept(msg);
+    const stale = await agent.send('task:complete', { taskId: id, token: `${agent.agentId}:not-the-token`, result: 1 });
+    expect(stale).toMatchObject({ ok: false, code: 'E_ASSIGNMENT_SUPERSEDED' });
+    expect((await getTask(hubA.url, id)).state).toBe('running');
+
+    expect(await agent.send('task:complete', { taskId: id, token: msg.token, result: 'first' })).toEqual({ ok: true });
+    expect(await agent.send('task:complete', { taskId: id, token: msg.token, result: 'replay' })).toEqual({
+      ok: true,
+      duplicate: true,
+    });
+    const task = await getTask(hubB.url, id);
+    expect(task).toMatchObject({ state: 'completed', result: 'first' });
+    const agentView = await api<{ tasksDone: number; state: string }>(hubA.url, 'GET', `/v1/agents/${agent.agentId}`);
+    expect(agentView.body).toMatchObject({ tasksDone: 1, state: 'idle' });
+  });
+
+  it('retries a failing task with backoff up to its attempts, then fails it with the handler error', async () => {
+    const queue = newQueue();
+    const agent = await register(hubB.url, queue);
+    const id = await createTask(hubA.url, { queue, payload: {}, attempts: 3, backoff: { type: 'fixed', delayMs: 300 } });
+    const seen: Array<{ attempt: number; at: number }> = [];
+    for (let i = 1; i <= 3; i++) {
+      const msg = await agent.nextAssignment();
+      expect(msg.task.id).toBe(id);
+      seen.push({ attempt: msg.attempt, at: Date.now() });
+      await agent.accept(msg);
+      const ack = await agent.send('task:fail', { taskId: id, token: msg.token, error: `boom ${i}`, retryable: true });
+      expect(ack).toEqual({ ok: true });
+    }
+    expect(seen.map((s) => s.attempt)).toEqual([1, 2, 3]);
+    expect((seen[1]?.at ?? 0) - (seen[0]?.at ?? 0)).toBeGreaterThanOrEqual(250);
+    const task = await taskInState(hubB.url, id, 'failed');
+    expect(task).toMatchObject({ error: 'boom 3', attemptsMade: 3 });
+  });
+
+  it('resumes a task when the agent reconnects to another replica within the lease', async () => {
+    const queue = newQueue();
+    let agent = await register(hubA.url, queue);
+    const assigned = agent.nextAssignment();
+    const id = await createTask(hubA.url, { queue, payload: {} });
+    const msg = await assigned;
+    await agent.accept(msg);
+    agent = await agent.reconnectTo(hubB.url);
+    agents.push(agent);
+    expect(await agent.send('agent:heartbeat', { taskId: id, token: msg.token })).toEqual({ ok: true, state: 'working' });
+    expect(await agent.complete(msg, 'after reconnect')).toEqual({ ok: true });
+    expect(await getTask(hubA.url, id)).toMatchObject({ state: 'completed', result: 'after reconnect', attempt: 1 });
+    expect(agent.assignments).toHaveLength(0);
+  });
+
+  it('puts a task back when its agent does not accept in time and gives it to another agent', async () => {
+    const queue = newQueue();
+    const silent = await register(hubA.url, queue);
+    const first = silent.nextAssignment();
+    const id = await createTask(hubA.url, { queue, payload: {} });
+    expect((await first).task.id).toBe(id);
+    const other = await register(hubB.url, queue);
+    const second = await other.nextAssignment(10_000);
+    expect(second.task.id).toBe(id);
+    await other.accept(second);
+    expect(await other.complete(second, 'ok')).toEqual({ ok: true });
+    expect(await getTask(hubA.url, id)).toMatchObject({ state: 'completed', result: 'ok' });
+  });
+
+  it('puts a rate-limited agent in cooldown and its task back without using an attempt', async () => {
+    const queue = newQueue();
+    const limited = await register(hubA.url, queue);
+    const first = limited.nextAssignment();
+    const id = await createTask(hubA.url, { queue, payload: {}, attempts: 1 });
+    const msg = await first;
+    await limited.accept(msg);
+    const helper = await register(hubB.url, queue);
+    const next = helper.nextAssignment();
+    const ack = await limited.send('task:fail', {
+      taskId: id,
+      token: msg.token,
+      error: 'quota',
+      retryable: true,
+      rateLimitedUntil: Date.now() + 1500,
+    });
+    expect(ack).toEqual({ ok: true });
+    const view = await api<{ state: string }>(hubB.url, 'GET', `/v1/agents/${limited.agentId}`);
+    expect(view.body.state).toBe('cooldown');
+    const retried = await next;
+    expect(retried.task.id).toBe(id);
+    await helper.accept(retried);
+    await helper.complete(retried, 'done');
+    // attempts: 1 and still completed: the rate-limited run did not use the only attempt
+    expect(await getTask(hubA.url, id)).toMatchObject({ state: 'completed', attemptsMade: 1, attempts: 1 });
+    await eventually(async () => {
+      const v = await api<{ state: string }>(hubA.url, 'GET', `/v1/agents/${limited.agentId}`);
+      return v.body.state === 'idle' ? true : undefined;
+    }, { what: 'cooldown to end' });
+  });
+
+  describe('handshake and payload validation', () => {
+    it('refuses a wrong token with E_UNAUTHORIZED', async () => {
+      const agent = new TestAgent(hubA.url, 'nobody', 'agc_wrong');
+      agents.push(agent);
+      await expect(agent.connect()).rejects.toMatchObject({ data: { code: 'E_UNAUTHORIZED' } });
+    });
+
+    it('refuses an unknown protocol version with E_PROTOCOL_VERSION', async () => {
+      const created = await api<{ token: string }>(hubA.url, 'POST', '/v1/agents', { agentId: 'proto-agent' });
+      const agent = new TestAgent(hubA.url, 'proto-agent', created.body.token, ['default'], { protocol: 99 });
+      agents.push(agent);
+      await expect(agent.connect()).rejects.toMatchObject({ data: { code: 'E_PROTOCOL_VERSION' } });
+    });
+
+    it('answers a malformed payload on every client event with E_VALIDATION and keeps serving', async () => {
+      const queue = newQueue();
+      const agent = await register(hubA.url, queue);
+      const bad: unknown[] = [null, 42, 'x', [], { taskId: 5 }, { taskId: 'a', token: 'b', extra: true }];
+      for (const event of CLIENT_EVENTS) {
+        for (const payload of bad) {
+          const ack = await agent.send(event, payload);
+          expect(ack).toMatchObject({ ok: false, code: 'E_VALIDATION' });
+        }
+      }
+      expect(await agent.send('no:such:event' as never, {})).toMatchObject({ ok: false, code: 'E_VALIDATION' });
+      const assigned = agent.nextAssignment();
+      const id = await createTask(hubA.url, { queue, payload: 'still serving' });
+      const msg = await assigned;
+      await agent.accept(msg);
+      expect(await agent.complete(msg, 'fine')).toEqual({ ok: true });
+      expect((await getTask(hubA.url, id)).state).toBe('completed');
+    });
+  });
+});
