@@ -44,7 +44,7 @@ describe('agent Lua scripts against a real redis-server', () => {
       await idleAgent('a1', ['q1', 'q2'], 10);
       const record = await store.get('a1');
       expect(record).toMatchObject({ state: 'idle', version: 1, queues: ['q1', 'q2'], socketId: 's-a1' });
-      expect(await redis.zrange(keys.idle('q1'), 0, -1)).toEqual(['a1']);
+      expect(await redis.zrange(keys.idle('q1'), '0', '-1')).toEqual(['a1']);
       expect(await redis.zscore(keys.idle('q2'), 'a1')).toBe('10');
 
       const drained = await store.transition({
@@ -118,7 +118,7 @@ describe('agent Lua scripts against a real redis-server', () => {
       expect(claim).toEqual({ agentId: 'early', version: 2, queues: ['q1', 'q2'] });
       const record = await store.get('early');
       expect(record).toMatchObject({ state: 'assigned', assignedAt: 1000 });
-      expect(await redis.zrange(keys.idle('q1'), 0, -1)).toEqual(['late']);
+      expect(await redis.zrange(keys.idle('q1'), '0', '-1')).toEqual(['late']);
       expect(await redis.zcard(keys.idle('q2'))).toBe(0);
       expect(await redis.zscore(keys.ackDeadlines, 'early')).toBe('1500');
     });

@@ -69,7 +69,7 @@ export class Dispatcher {
 
   /** One dispatch step; true when a task was assigned (there may be more). */
   async step(queue: string): Promise<boolean> {
-    const { agents, queues, ackTimeoutMs } = this.options;
+    const { agents, ackTimeoutMs } = this.options;
     if (!(await this.hasRunnableJob(queue))) return false;
 
     const claim = await agents.claimIdle(queue, ackTimeoutMs);

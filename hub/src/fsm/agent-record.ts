@@ -35,7 +35,7 @@ const list = (value: string | undefined): string[] =>
 export function parseAgentRecord(agentId: string, hash: Record<string, string>): AgentRecord | undefined {
   if (Object.keys(hash).length === 0) return undefined;
   const state = hash.state;
-  let labels: Record<string, string> = {};
+  let labels: Record<string, string>;
   try {
     labels = hash.labels ? (JSON.parse(hash.labels) as Record<string, string>) : {};
   } catch {

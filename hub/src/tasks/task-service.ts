@@ -94,6 +94,11 @@ export class TaskService {
         const agent = await this.options.agents.get(agentId);
         state = agent?.state === 'assigned' && agent.taskId === job.id ? 'assigned' : 'running';
       }
+    } else if (jobState === 'completed' || jobState === 'failed') {
+      // The finished record holds "<outcome> <token>", and a token starts with its agent's id.
+      const finished = await this.options.redis.get(this.options.keys.finished(job.id ?? ''));
+      const token = finished?.split(' ', 2)[1];
+      agentId = token ? agentIdOfToken(token) : undefined;
     }
     const view: TaskView = {
       id: job.id ?? '',

@@ -1,0 +1,222 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { TaskAssign } from '@agentcom/shared';
+import { EXIT_CODES } from './exit-codes';
+import { INTERRUPTED_ERROR } from './outbox/outbox';
+import { FakeHub } from './test-support/fake-hub';
+import { isProcessGone, waitUntil } from './test-support/process';
+import { makeTempDir } from './test-support/temp-dir';
+import { SIDECAR_VERSION } from './version';
+
+/**
+ * The CLI as users run it: the esbuild bundle, started as a real process. Built once per run into
+ * a temp dir (the same build script as `npm run bundle`).
+ */
+
+let dir: string;
+let cleanup: () => Promise<void>;
+let bundle: string;
+let hub: FakeHub;
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  ({ dir, cleanup } = await makeTempDir());
+  bundle = join(dir, 'cli.js');
+  const build = spawn(process.execPath, [join(__dirname, '..', 'build.mjs'), '--outfile', bundle], {
+    stdio: 'ignore',
+  });
+  const [code] = (await once(build, 'exit')) as [number];
+  expect(code).toBe(0);
+  await writeFile(join(dir, 'handler.js'), HANDLER);
+});
+afterAll(async () => {
+  await cleanup();
+});
+
+beforeEach(async () => {
+  hub = new FakeHub();
+  await hub.start();
+});
+afterEach(async () => {
+  for (const child of children.splice(0)) {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+    }
+  }
+  await hub.stop();
+});
+
+interface CliRun {
+  child: ChildProcess;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stdout: () => string;
+  stderr: () => string;
+}
+
+function runCli(args: string[], env: Record<string, string> = {}): CliRun {
+  const child = spawn(process.execPath, [bundle, ...args], {
+    env: { PATH: process.env.PATH ?? '', HOME: dir, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  return { child, exited, stdout: () => stdout, stderr: () => stderr };
+}
+
+/** A handler that prints its pid, then waits for `<dir>/release` and prints a result. */
+const HANDLER = `
+  const fs = require('node:fs');
+  console.log('pid ' + process.pid);
+  const timer = setInterval(() => {
+    if (!fs.existsSync(process.env.RELEASE)) return;
+    clearInterval(timer);
+    console.log(JSON.stringify({ ok: true }));
+  }, 10);
+`;
+
+function sidecarEnv(stateDir = join(dir, 'state')): Record<string, string> {
+  return {
+    AGENTCOM_HUB: hub.url,
+    AGENTCOM_AGENT: 'cli-agent',
+    AGENTCOM_TOKEN: 'cli-secret-token',
+    AGENTCOM_QUEUES: 'default',
+    AGENTCOM_EXEC: `'${process.execPath}' '${join(dir, 'handler.js')}'`,
+    AGENTCOM_STATE_DIR: stateDir,
+    AGENTCOM_KILL_GRACE_MS: '300',
+    RELEASE: join(dir, 'release'),
+  };
+}
+
+function assignment(taskId: string): TaskAssign {
+  return { task: { id: taskId, queue: 'default', payload: {}, createdAt: 1 }, token: `tok-${taskId}`, attempt: 1, attempts: 3 };
+}
+
+/** Assigns a task to the connected sidecar and resolves with its handler's pid once it runs. */
+async function assignAndWait(taskId: string): Promise<number> {
+  const { socket } = await hub.connection();
+  const log = hub.nextEvent('task:log', (message) => JSON.stringify(message.lines).includes('pid '));
+  socket.emit('task:assign', assignment(taskId));
+  const lines = (await log).message.lines as string[];
+  return Number(lines.find((line) => line.startsWith('pid '))?.slice(4));
+}
+
+describe('agentcom-sidecar (bundled CLI)', () => {
+  it('prints its version', async () => {
+    const run = runCli(['version']);
+    expect(await run.exited).toEqual({ code: 0, signal: null });
+    expect(run.stdout()).toBe(`${SIDECAR_VERSION}\n`);
+  });
+
+  it('has the version of its package.json', async () => {
+    const pkg = JSON.parse(await readFile(join(__dirname, '..', 'package.json'), 'utf8')) as { version: string };
+    expect(SIDECAR_VERSION).toBe(pkg.version);
+  });
+
+  describe('with bad options', () => {
+    it.each<[string, string[], Record<string, string>, string]>([
+      ['a missing hub', ['run'], {}, 'agentcom-sidecar: --hub (AGENTCOM_HUB): is required\n'],
+      [
+        'an unknown flag',
+        ['run', '--hubb', 'x'],
+        {},
+        "agentcom-sidecar: unknown option '--hubb' (Did you mean --hub?)\n",
+      ],
+      [
+        'a bad heartbeat from the environment',
+        ['run'],
+        { AGENTCOM_HEARTBEAT_MS: 'often' },
+        'agentcom-sidecar: --heartbeat-ms (AGENTCOM_HEARTBEAT_MS): must be a whole number\n',
+      ],
+    ])('exits 2 with one line naming the option, for %s', async (_case, args, env, line) => {
+      const full = { ...sidecarEnv(), AGENTCOM_HUB: '', ...env };
+      if (_case !== 'a missing hub') full.AGENTCOM_HUB = hub.url;
+      const run = runCli(args, full);
+      expect(await run.exited).toEqual({ code: EXIT_CODES.BAD_CONFIG, signal: null });
+      expect(run.stderr()).toBe(line);
+    });
+
+    it('exits 2 when another sidecar holds the state dir', async () => {
+      const first = runCli(['run'], sidecarEnv());
+      await hub.connection();
+      const second = runCli(['run'], sidecarEnv());
+      expect(await second.exited).toEqual({ code: EXIT_CODES.BAD_CONFIG, signal: null });
+      expect(second.stderr()).toMatch(/^agentcom-sidecar: --state-dir \(AGENTCOM_STATE_DIR\): the state dir is in use by process \d+/);
+      first.child.kill('SIGTERM');
+      expect(await first.exited).toEqual({ code: 0, signal: null });
+    });
+  });
+
+  describe('when the hub refuses or replaces it', () => {
+    it('exits 3 on E_UNAUTHORIZED, logging why but never the token', async () => {
+      hub.refuseWith = 'E_UNAUTHORIZED';
+      const run = runCli(['run', '--log-level', 'debug'], sidecarEnv());
+      expect(await run.exited).toEqual({ code: EXIT_CODES.REFUSED, signal: null });
+      const entries = run.stderr().trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+      expect(entries).toContainEqual(expect.objectContaining({ agentId: 'cli-agent', code: 'E_UNAUTHORIZED' }));
+      expect(run.stderr()).not.toContain('cli-secret-token');
+    });
+
+    it('exits 4 on E_REPLACED', async () => {
+      const run = runCli(['run'], sidecarEnv());
+      const { socket } = await hub.connection();
+      socket.emit('hub:error', { code: 'E_REPLACED', message: 'another connection' });
+      expect(await run.exited).toEqual({ code: EXIT_CODES.REPLACED, signal: null });
+    });
+  });
+
+  describe('on signals', () => {
+    it('drains on SIGTERM: the task finishes, its report is delivered, exit 0', async () => {
+      const run = runCli(['run'], sidecarEnv());
+      await assignAndWait('t1');
+      const drain = hub.nextEvent('agent:drain');
+      run.child.kill('SIGTERM');
+      await drain;
+      const completed = hub.nextEvent('task:complete');
+      await writeFile(join(dir, 'release'), '');
+      expect((await completed).message).toEqual({ taskId: 't1', token: 'tok-t1', result: { ok: true } });
+      expect(await run.exited).toEqual({ code: EXIT_CODES.OK, signal: null });
+    });
+
+    it('exits 130 at once on a second signal, killing the task process', async () => {
+      const run = runCli(['run'], sidecarEnv());
+      const pid = await assignAndWait('t1');
+      const drain = hub.nextEvent('agent:drain');
+      run.child.kill('SIGINT');
+      await drain;
+      run.child.kill('SIGINT');
+      expect(await run.exited).toEqual({ code: EXIT_CODES.SECOND_SIGNAL, signal: null });
+      await waitUntil(() => isProcessGone(pid), 'the task process is gone', 2000);
+    });
+  });
+
+  describe('when the sidecar process is killed mid-task', () => {
+    it('reports the task as interrupted after a restart', async () => {
+      const first = runCli(['run'], sidecarEnv());
+      const pid = await assignAndWait('t1');
+      first.child.kill('SIGKILL');
+      await first.exited;
+      process.kill(-pid, 'SIGKILL'); // the task's group outlives a SIGKILLed sidecar: end it here
+
+      const failed = hub.nextEvent('task:fail');
+      const reconnected = hub.connection({ fresh: true });
+      runCli(['run'], sidecarEnv());
+      expect((await reconnected).auth.current).toEqual({ taskId: 't1', token: 'tok-t1', state: 'finished' });
+      expect((await failed).message).toEqual({
+        taskId: 't1',
+        token: 'tok-t1',
+        error: INTERRUPTED_ERROR,
+        retryable: true,
+        kind: 'error',
+      });
+    });
+  });
+});

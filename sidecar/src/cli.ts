@@ -1,0 +1,70 @@
+import { Command, CommanderError } from 'commander';
+import type { RunFlags } from './config';
+import { EXIT_CODES } from './exit-codes';
+import { runCommand } from './run-command';
+import { SIDECAR_VERSION } from './version';
+
+/**
+ * `agentcom-sidecar`: the entry point (the bundle adds the `#!/usr/bin/env node` line).
+ * Parses the command line, runs the command, exits with its code (see exit-codes.ts).
+ */
+async function main(argv: string[]): Promise<number> {
+  let exitCode: number = EXIT_CODES.OK;
+  const program = new Command('agentcom-sidecar')
+    .description('Connects this machine to an agentcom hub and runs the tasks it assigns.')
+    .version(SIDECAR_VERSION, '-V, --version')
+    .exitOverride()
+    .configureOutput({
+      // One line, whatever commander adds (e.g. "(Did you mean --hub?)" on a line of its own).
+      outputError: (text, write) =>
+        write(`agentcom-sidecar: ${text.replace(/^error: /, '').trim().replace(/\s*\n\s*/g, ' ')}\n`),
+    });
+
+  program
+    .command('run')
+    .description('run the sidecar daemon (every option can also come from the environment)')
+    .option('--hub <urls>', 'hub URL(s), comma-separated (AGENTCOM_HUB)')
+    .option('--agent <id>', 'agent id (AGENTCOM_AGENT)')
+    .option('--token-file <path>', 'file holding the agent token (AGENTCOM_TOKEN_FILE; or AGENTCOM_TOKEN)')
+    .option('--queue <name>', 'queue to serve; repeat or comma-separate (AGENTCOM_QUEUES)', collect, [])
+    .option('--exec <command>', 'command run per task, split like a shell but never run by one (AGENTCOM_EXEC)')
+    .option('--state-dir <dir>', 'state dir (AGENTCOM_STATE_DIR; default ~/.local/state/agentcom/<agent>)')
+    .option('--heartbeat-ms <ms>', 'heartbeat period (AGENTCOM_HEARTBEAT_MS; default 5000)')
+    .option('--drain-grace-ms <ms>', 'wait for the task on SIGTERM (AGENTCOM_DRAIN_GRACE_MS; default 30000)')
+    .option('--kill-grace-ms <ms>', 'SIGTERM → SIGKILL delay for a task (AGENTCOM_KILL_GRACE_MS; default 5000)')
+    .option('--ack-timeout-ms <ms>', 'wait for a hub ack (AGENTCOM_ACK_TIMEOUT_MS; default 10000)')
+    .option('--failover-attempts <n>', 'reconnect attempts per hub URL before the next (AGENTCOM_FAILOVER_ATTEMPTS; default 3)')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (LOG_LEVEL; default info)')
+    .action(async (flags: RunFlags) => {
+      exitCode = await runCommand(flags, process.stderr);
+    });
+
+  program
+    .command('version')
+    .description('print the version')
+    .action(() => {
+      process.stdout.write(`${SIDECAR_VERSION}\n`);
+    });
+
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.exitCode === 0 ? EXIT_CODES.OK : EXIT_CODES.BAD_CONFIG;
+    }
+    throw err;
+  }
+  return exitCode;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+main(process.argv).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`agentcom-sidecar: unexpected error: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(EXIT_CODES.UNEXPECTED);
+  },
+);

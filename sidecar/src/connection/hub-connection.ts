@@ -1,0 +1,286 @@
+import { EventEmitter } from 'node:events';
+import { Manager, type Socket } from 'socket.io-client';
+import {
+  AGENT_NAMESPACE,
+  type ClientEventName,
+  type ClientToServerEvents,
+  type HandshakeAuth,
+  type ServerToClientEvents,
+} from '@agentcom/shared';
+import type { Logger } from '../logger';
+
+export type HubSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
+
+/** The payload of a sidecar → hub event. */
+export type ClientMessage<E extends ClientEventName> = Parameters<ClientToServerEvents[E]>[0];
+/** The ack the hub answers a sidecar → hub event with. */
+export type ClientAck<E extends ClientEventName> = Parameters<Parameters<ClientToServerEvents[E]>[1]>[0];
+
+/** Handshake refusals no retry can fix: the sidecar stops (exit code 3). */
+const REFUSED_FOR_GOOD: ReadonlySet<string> = new Set([
+  'E_UNAUTHORIZED',
+  'E_FORBIDDEN',
+  'E_PROTOCOL_VERSION',
+  'E_VALIDATION',
+]);
+
+/** Why the connection ended for good. */
+export interface ConnectionEnd {
+  /** `refused`: the hub refused the handshake for good; `replaced`: a newer connection of this agent took over. */
+  kind: 'refused' | 'replaced';
+  code: string;
+  message: string;
+}
+
+export type HubConnectionEvents = {
+  /** Connected (or reconnected) and authenticated to `url`. */
+  connected: [url: string];
+  disconnected: [reason: string];
+  /** Raw hub → sidecar payloads: the receiver validates them. */
+  'task:assign': [payload: unknown];
+  'task:cancel': [payload: unknown];
+  /** The connection ended and will not come back; see {@link ConnectionEnd}. */
+  ended: [end: ConnectionEnd];
+};
+
+export interface HubConnectionOptions {
+  urls: readonly string[];
+  /** Called before every (re)connection: the handshake always carries the current state. */
+  auth: () => HandshakeAuth;
+  /** Reconnect attempts on one URL before moving to the next (several URLs only). */
+  failoverAttempts: number;
+  /** Default wait for an ack in {@link HubConnection.request}. */
+  ackTimeoutMs: number;
+  logger: Logger;
+  /** socket.io's first reconnect delay. Default 200 ms. */
+  reconnectionDelay?: number;
+  /** socket.io's largest reconnect delay. Default 10 s. */
+  reconnectionDelayMax?: number;
+  /**
+   * Pause before connecting again after the hub itself refused the handshake with a retryable
+   * code or closed the socket (socket.io does not reconnect on its own then), ±50%. Default 2 s.
+   */
+  refusedRetryMs?: number;
+}
+
+/** Thrown by {@link HubConnection.request} when there is no live connection to send on. */
+export class NotConnectedError extends Error {
+  constructor(event: string) {
+    super(`not connected to a hub: ${event} not sent`);
+    this.name = 'NotConnectedError';
+  }
+}
+
+/**
+ * The sidecar's Socket.IO connection to the hub (`/agent` namespace, websocket only).
+ *
+ * Reconnecting is socket.io-client's: exponential backoff with jitter (`reconnectionDelay` 200 ms,
+ * `reconnectionDelayMax` 10 s, `randomizationFactor` 0.5). With several URLs each gets
+ * `failoverAttempts` reconnect attempts, then a new Manager takes the next URL; after each full
+ * round without success the next round's first delay doubles (up to the max), so an outage of all
+ * hubs is not hammered. The handshake `auth` is a function, so every attempt announces the task
+ * held at that moment.
+ *
+ * The hub ending things: a handshake refused with `E_UNAUTHORIZED`, `E_FORBIDDEN`,
+ * `E_PROTOCOL_VERSION` or `E_VALIDATION`, or `hub:error` `E_REPLACED`, emits `ended` and stops
+ * for good. A refusal with another code, or the hub closing the socket, retries after a pause.
+ * `hub:draining` moves to the next URL (the same one when there is only one, after the pause).
+ */
+export class HubConnection extends EventEmitter<HubConnectionEvents> {
+  private readonly urls: readonly string[];
+  private urlIndex = 0;
+  private socket: HubSocket | undefined;
+  /** Incremented on every teardown: handlers of an older socket ignore what they hear. */
+  private generation = 0;
+  private urlsFailed = 0;
+  private failedRounds = 0;
+  private failingSince: number | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private readonly logger: Logger;
+
+  constructor(private readonly options: HubConnectionOptions) {
+    super();
+    if (options.urls.length === 0) throw new Error('no hub URL');
+    this.urls = options.urls;
+    this.logger = options.logger;
+  }
+
+  get connected(): boolean {
+    return this.socket?.connected === true;
+  }
+
+  /** The URL in use (connected or being tried). */
+  get url(): string {
+    return this.urls[this.urlIndex] ?? '';
+  }
+
+  start(): void {
+    this.open(0);
+  }
+
+  /**
+   * Sends `event` and resolves with the hub's ack. Rejects with {@link NotConnectedError} when not
+   * connected (nothing is buffered for later), or when no ack came within `timeoutMs` or the
+   * connection dropped first.
+   */
+  async request<E extends ClientEventName>(
+    event: E,
+    message: ClientMessage<E>,
+    timeoutMs = this.options.ackTimeoutMs,
+  ): Promise<ClientAck<E>> {
+    const socket = this.socket;
+    if (socket === undefined || !socket.connected) throw new NotConnectedError(event);
+    const emitter = socket.timeout(timeoutMs) as unknown as AckEmitter<E>;
+    const ack: unknown = await emitter.emitWithAck(event, message);
+    if (!isAckShape(ack)) throw new Error(`the hub answered ${event} with a malformed ack`);
+    return ack as ClientAck<E>;
+  }
+
+  /** Disconnects and stays disconnected. */
+  close(): void {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.teardown('closing');
+  }
+
+  private open(index: number): void {
+    this.teardown('switching hub');
+    if (this.stopped) return;
+    const generation = this.generation;
+    const isCurrent = (): boolean => generation === this.generation;
+    this.urlIndex = index % this.urls.length;
+    const url = this.url;
+    const max = this.options.reconnectionDelayMax ?? 10_000;
+    const manager = new Manager<ServerToClientEvents, ClientToServerEvents>(url, {
+      transports: ['websocket'],
+      autoConnect: false,
+      reconnection: true,
+      reconnectionAttempts: this.urls.length > 1 ? this.options.failoverAttempts : Infinity,
+      reconnectionDelay: Math.min((this.options.reconnectionDelay ?? 200) * 2 ** this.failedRounds, max),
+      reconnectionDelayMax: max,
+      randomizationFactor: 0.5,
+    });
+    const socket = manager.socket(AGENT_NAMESPACE, {
+      auth: (send: (data: object) => void) => send(this.options.auth()),
+    });
+    this.socket = socket;
+
+    manager.on('reconnect_failed', () => {
+      if (!isCurrent()) return;
+      this.logger.warn({ url }, `no answer from this hub after ${this.options.failoverAttempts} attempts`);
+      this.moveOn(0);
+    });
+    socket.on('connect', () => {
+      if (!isCurrent()) return;
+      this.urlsFailed = 0;
+      this.failedRounds = 0;
+      this.failingSince = undefined;
+      this.logger.info({ url }, 'connected to the hub');
+      this.emit('connected', url);
+    });
+    socket.on('connect_error', (err) => {
+      if (isCurrent()) this.onConnectError(url, socket, err);
+    });
+    socket.on('disconnect', (reason) => {
+      if (!isCurrent()) return;
+      this.logger.warn({ url, reason }, 'disconnected from the hub');
+      this.emit('disconnected', reason);
+      // socket.io reconnects by itself except when the server closed the socket on purpose.
+      if (reason === 'io server disconnect') this.moveOn(this.pause());
+    });
+    socket.on('task:assign', (payload) => {
+      if (isCurrent()) this.emit('task:assign', payload);
+    });
+    socket.on('task:cancel', (payload) => {
+      if (isCurrent()) this.emit('task:cancel', payload);
+    });
+    socket.on('hub:draining', () => {
+      if (!isCurrent()) return;
+      this.logger.info({ url }, 'the hub is draining: reconnecting elsewhere');
+      this.moveOn(this.urls.length > 1 ? 0 : this.pause());
+    });
+    socket.on('hub:error', (payload: unknown) => {
+      if (!isCurrent()) return;
+      const { code, message } = describeHubError(payload);
+      if (code === 'E_REPLACED') {
+        this.end({ kind: 'replaced', code, message });
+        return;
+      }
+      this.logger.warn({ url, code, message }, 'the hub reported an error');
+    });
+    socket.connect();
+  }
+
+  private onConnectError(url: string, socket: HubSocket, err: Error): void {
+    const { code, message } = describeHubError((err as { data?: unknown }).data, err.message);
+    if (socket.active) {
+      // Could not reach the hub: socket.io retries on its own, with backoff.
+      const first = this.failingSince === undefined;
+      this.failingSince ??= Date.now();
+      this.logger[first ? 'warn' : 'debug']({ url, err: err.message }, 'cannot reach the hub; retrying');
+      return;
+    }
+    if (REFUSED_FOR_GOOD.has(code)) {
+      this.end({ kind: 'refused', code, message });
+      return;
+    }
+    this.logger.warn({ url, code, message }, 'the hub refused the connection; retrying');
+    this.moveOn(this.pause());
+  }
+
+  /** Drops the current socket and tries the next URL (the same one if it is the only one). */
+  private moveOn(delayMs: number): void {
+    this.urlsFailed++;
+    if (this.urlsFailed % this.urls.length === 0) this.failedRounds++;
+    const next = this.urlIndex + 1;
+    this.teardown('switching hub');
+    clearTimeout(this.retryTimer);
+    if (delayMs <= 0) {
+      this.open(next);
+      return;
+    }
+    this.retryTimer = setTimeout(() => this.open(next), delayMs);
+  }
+
+  private end(end: ConnectionEnd): void {
+    this.logger.error({ url: this.url, code: end.code, reason: end.message }, `connection ended: ${end.kind}`);
+    this.close();
+    this.emit('ended', end);
+  }
+
+  private pause(): number {
+    const base = this.options.refusedRetryMs ?? 2000;
+    return Math.round(base * (0.5 + Math.random()));
+  }
+
+  private teardown(reason: string): void {
+    this.generation++;
+    const socket = this.socket;
+    this.socket = undefined;
+    if (socket === undefined) return;
+    const wasConnected = socket.connected;
+    socket.disconnect();
+    if (wasConnected) this.emit('disconnected', reason);
+  }
+}
+
+/** `emitWithAck` on a `timeout()` socket, for one event: socket.io's types cannot follow a generic event name. */
+interface AckEmitter<E extends ClientEventName> {
+  emitWithAck(event: E, message: ClientMessage<E>): Promise<unknown>;
+}
+
+function isAckShape(value: unknown): value is { ok: boolean } {
+  return typeof value === 'object' && value !== null && typeof (value as { ok?: unknown }).ok === 'boolean';
+}
+
+function describeHubError(payload: unknown, fallback = 'unknown error'): { code: string; message: string } {
+  if (typeof payload === 'object' && payload !== null) {
+    const { code, message } = payload as { code?: unknown; message?: unknown };
+    return {
+      code: typeof code === 'string' ? code : 'E_UNKNOWN',
+      message: typeof message === 'string' ? message : fallback,
+    };
+  }
+  return { code: 'E_UNKNOWN', message: fallback };
+}

@@ -1,0 +1,503 @@
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { PROTOCOL_VERSION, type TaskAssign } from '@agentcom/shared';
+import type { SidecarConfig } from './config';
+import { startDaemon, type Daemon, type DaemonEvents } from './daemon';
+import { EXIT_CODES } from './exit-codes';
+import { INTERRUPTED_ERROR, STATE_FILE_NAME } from './outbox/outbox';
+import { StateDirInUseError } from './outbox/state-lock';
+import { FakeHub } from './test-support/fake-hub';
+import { testLogger } from './test-support/logger';
+import { makeTempDir } from './test-support/temp-dir';
+
+let dir: string;
+let cleanup: () => Promise<void>;
+let hubs: FakeHub[];
+let daemons: Daemon[];
+
+beforeEach(async () => {
+  ({ dir, cleanup } = await makeTempDir());
+  hubs = [];
+  daemons = [];
+});
+afterEach(async () => {
+  await Promise.all(daemons.map((daemon) => daemon.stop()));
+  await Promise.all(hubs.map((hub) => hub.stop()));
+  await cleanup();
+});
+
+async function startHub(): Promise<FakeHub> {
+  const hub = new FakeHub();
+  await hub.start();
+  hubs.push(hub);
+  return hub;
+}
+
+/** A handler that runs until the test creates `<dir>/release-<taskId>`, then prints its result. */
+const GATED_HANDLER = `
+  const fs = require('node:fs');
+  let input = '';
+  process.stdin.on('data', (chunk) => (input += chunk));
+  process.stdin.on('end', () => {
+    const task = JSON.parse(input);
+    fs.appendFileSync(process.env.RUNS_FILE, task.id + '\\n');
+    console.log('started ' + task.id);
+    const release = process.env.GATE_DIR + '/release-' + task.id;
+    const timer = setInterval(() => {
+      if (!fs.existsSync(release)) return;
+      clearInterval(timer);
+      if (task.payload && task.payload.fail) { console.error('it broke'); process.exit(7); }
+      console.log(JSON.stringify({ done: task.id, payload: task.payload }));
+    }, 10);
+  });
+`;
+
+function config(urls: string[], overrides: Partial<SidecarConfig> = {}): SidecarConfig {
+  return {
+    hubUrls: urls,
+    agentId: 'agent-1',
+    token: 'agent-secret',
+    queues: ['default', 'gpu'],
+    runner: { kind: 'exec', argv: [process.execPath, '-e', GATED_HANDLER] },
+    stateDir: join(dir, 'state'),
+    heartbeatMs: 60_000,
+    drainGraceMs: 5000,
+    killGraceMs: 300,
+    ackTimeoutMs: 1000,
+    failoverAttempts: 1,
+    logLevel: 'silent',
+    childEnv: { PATH: process.env.PATH ?? '', GATE_DIR: dir, RUNS_FILE: join(dir, 'runs') },
+    ...overrides,
+  };
+}
+
+async function start(urls: string[], overrides: Partial<SidecarConfig> = {}): Promise<Daemon> {
+  const daemon = await startDaemon(config(urls, overrides), {
+    logger: testLogger(),
+    reconnectionDelay: 50,
+    reconnectionDelayMax: 200,
+    refusedRetryMs: 100,
+  });
+  daemons.push(daemon);
+  return daemon;
+}
+
+function next<E extends keyof DaemonEvents>(daemon: Daemon, event: E): Promise<DaemonEvents[E][0]> {
+  return once(daemon.events, event).then((args) => args[0] as DaemonEvents[E][0]);
+}
+
+function assignment(taskId: string, overrides: Partial<TaskAssign> = {}): TaskAssign {
+  return {
+    task: { id: taskId, queue: 'default', payload: { n: 1 }, createdAt: Date.now() },
+    token: `token-${taskId}`,
+    attempt: 1,
+    attempts: 3,
+    ...overrides,
+  };
+}
+
+async function release(taskId: string): Promise<void> {
+  await writeFile(join(dir, `release-${taskId}`), '');
+}
+
+async function runs(): Promise<string[]> {
+  const text = await readFile(join(dir, 'runs'), 'utf8').catch(() => '');
+  return text.split('\n').filter((line) => line !== '');
+}
+
+async function stateFile(): Promise<unknown> {
+  return JSON.parse(await readFile(join(dir, 'state', STATE_FILE_NAME), 'utf8'));
+}
+
+describe('daemon', () => {
+  describe('when it connects', () => {
+    it('announces its identity, protocol, queues and version, and no task', async () => {
+      const hub = await startHub();
+      await start([hub.url]);
+      const { auth } = await hub.connection();
+      expect(auth).toEqual({
+        agentId: 'agent-1',
+        token: 'agent-secret',
+        protocol: PROTOCOL_VERSION,
+        queues: ['default', 'gpu'],
+        sidecarVersion: expect.any(String),
+      });
+    });
+  });
+
+  describe('when the hub assigns a task', () => {
+    it('accepts it, runs the command, sends its output as logs and completes it with the result', async () => {
+      const hub = await startHub();
+      const daemon = await start([hub.url]);
+      const { socket } = await hub.connection();
+
+      const assigned = next(daemon, 'assigned');
+      const completed = hub.nextEvent('task:complete');
+      const reported = next(daemon, 'reported');
+      socket.emit('task:assign', assignment('t1'));
+      expect(await assigned).toEqual({ taskId: 't1', token: 'token-t1', attempt: 1 });
+      expect(daemon.state().current).toMatchObject({ taskId: 't1', state: 'working' });
+      await hub.nextEvent('task:log', (message) => JSON.stringify(message.lines).includes('started t1'));
+      await release('t1');
+
+      expect((await completed).message).toEqual({
+        taskId: 't1',
+        token: 'token-t1',
+        result: { done: 't1', payload: { n: 1 } },
+      });
+      expect(await reported).toEqual({ taskId: 't1', type: 'complete', outcome: 'acked', code: undefined });
+      expect(hub.messages('task:accept')).toEqual([{ taskId: 't1', token: 'token-t1' }]);
+      expect(daemon.state()).toMatchObject({ current: undefined, outbox: [] });
+      expect(await stateFile()).toEqual({ version: 1, outbox: [] });
+    });
+
+    it('reports a failing command with task:fail and its stderr', async () => {
+      const hub = await startHub();
+      await start([hub.url]);
+      const { socket } = await hub.connection();
+      const failed = hub.nextEvent('task:fail');
+      socket.emit('task:assign', assignment('t1', { task: { id: 't1', queue: 'default', payload: { fail: true }, createdAt: 1 } }));
+      await release('t1');
+      expect((await failed).message).toEqual({
+        taskId: 't1',
+        token: 'token-t1',
+        error: 'exit code 7: it broke',
+        retryable: true,
+        kind: 'error',
+      });
+    });
+
+    it('drops the task without running it when the hub refuses the accept', async () => {
+      const hub = await startHub();
+      hub.respond = ({ event }) =>
+        event === 'task:accept' ? { ok: false, code: 'E_ASSIGNMENT_SUPERSEDED', message: 'gone' } : undefined;
+      const daemon = await start([hub.url]);
+      const { socket } = await hub.connection();
+      const dropped = next(daemon, 'dropped');
+      socket.emit('task:assign', assignment('t1'));
+      expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
+      expect(await runs()).toEqual([]);
+      expect(daemon.state().current).toBeUndefined();
+    });
+
+    it('ignores an invalid assignment', async () => {
+      const hub = await startHub();
+      const daemon = await start([hub.url]);
+      const { socket } = await hub.connection();
+      const assigned = next(daemon, 'assigned');
+      socket.emit('task:assign', { ...assignment('bad'), token: 42 } as unknown as TaskAssign);
+      socket.emit('task:assign', assignment('t2'));
+      expect((await assigned).taskId).toBe('t2');
+    });
+
+    it('does not run a task twice when the hub assigns it again, and confirms it again', async () => {
+      const hub = await startHub();
+      const daemon = await start([hub.url]);
+      const { socket } = await hub.connection();
+      const accepted = next(daemon, 'accepted');
+      socket.emit('task:assign', assignment('t1'));
+      await accepted;
+      await hub.nextEvent('task:log');
+
+      const secondAccept = hub.nextEvent('task:accept');
+      socket.emit('task:assign', assignment('t1'));
+      await secondAccept;
+      const reported = next(daemon, 'reported');
+      await release('t1');
+      await reported;
+      expect(await runs()).toEqual(['t1']);
+    });
+
+    it('ignores another task while one runs', async () => {
+      const hub = await startHub();
+      const daemon = await start([hub.url]);
+      const { socket } = await hub.connection();
+      const accepted = next(daemon, 'accepted');
+      socket.emit('task:assign', assignment('t1'));
+      await accepted;
+      socket.emit('task:assign', assignment('t2'));
+      const reported = next(daemon, 'reported');
+      await release('t1');
+      await reported;
+      expect(hub.messages('task:accept').map((message) => message.taskId)).toEqual(['t1']);
+      expect(await runs()).toEqual(['t1']);
+    });
+  });
+
+  describe('when the hub takes the task back', () => {
+    async function running(): Promise<{ hub: FakeHub; daemon: Daemon; socket: Awaited<ReturnType<FakeHub['connection']>>['socket'] }> {
+      const hub = await startHub();
+      const daemon = await start([hub.url], { heartbeatMs: 100 });
+      const { socket } = await hub.connection();
+      socket.emit('task:assign', assignment('t1'));
+      await hub.nextEvent('task:log');
+      return { hub, daemon, socket };
+    }
+
+    it('kills the task and fails it, not retryable, on task:cancel "cancelled"', async () => {
+      const { hub, socket } = await running();
+      const failed = hub.nextEvent('task:fail');
+      socket.emit('task:cancel', { taskId: 't1', reason: 'cancelled' });
+      expect((await failed).message).toEqual({
+        taskId: 't1',
+        token: 'token-t1',
+        error: 'cancelled by the hub',
+        retryable: false,
+        kind: 'cancelled',
+      });
+    });
+
+    it('kills the task and reports nothing on task:cancel "lease_lost"', async () => {
+      const { hub, daemon, socket } = await running();
+      const dropped = next(daemon, 'dropped');
+      socket.emit('task:cancel', { taskId: 't1', reason: 'lease_lost' });
+      expect(await dropped).toEqual({ taskId: 't1', reason: 'lease_lost' });
+      expect(daemon.state()).toMatchObject({ current: undefined, outbox: [] });
+      expect(hub.messages('task:complete')).toEqual([]);
+      expect(hub.messages('task:fail')).toEqual([]);
+    });
+
+    it('kills the task and reports nothing when a heartbeat ack says abort', async () => {
+      const { hub, daemon } = await running();
+      const heartbeat = hub.nextEvent('agent:heartbeat', (message) => message.taskId === 't1');
+      hub.respond = ({ event }) => (event === 'agent:heartbeat' ? { ok: true, state: 'idle', abort: true } : undefined);
+      expect((await heartbeat).message).toEqual({ taskId: 't1', token: 'token-t1' });
+      expect(await next(daemon, 'dropped')).toEqual({ taskId: 't1', reason: 'lease_lost' });
+      expect(hub.messages('task:fail')).toEqual([]);
+    });
+  });
+
+  describe('when the report cannot be delivered at once', () => {
+    it('keeps it while the hub answers a retryable code, then sends it again', async () => {
+      const hub = await startHub();
+      let refusals = 2;
+      hub.respond = ({ event }) =>
+        event === 'task:complete' && refusals-- > 0 ? { ok: false, code: 'E_UNAVAILABLE', message: 'busy' } : undefined;
+      const daemon = await start([hub.url], { ackTimeoutMs: 200 });
+      const { socket } = await hub.connection();
+      const finished = next(daemon, 'finished');
+      const reported = next(daemon, 'reported');
+      socket.emit('task:assign', assignment('t1'));
+      await release('t1');
+      await finished;
+      expect(daemon.state().outbox).toHaveLength(1);
+      expect(await reported).toMatchObject({ outcome: 'acked' });
+      expect(hub.messages('task:complete')).toHaveLength(3);
+      expect(daemon.state().outbox).toEqual([]);
+    });
+
+    it('removes it when the hub rejects it as superseded', async () => {
+      const hub = await startHub();
+      hub.respond = ({ event }) =>
+        event === 'task:complete' ? { ok: false, code: 'E_ASSIGNMENT_SUPERSEDED', message: 'late' } : undefined;
+      const daemon = await start([hub.url]);
+      const { socket } = await hub.connection();
+      const reported = next(daemon, 'reported');
+      socket.emit('task:assign', assignment('t1'));
+      await release('t1');
+      expect(await reported).toEqual({
+        taskId: 't1',
+        type: 'complete',
+        outcome: 'rejected',
+        code: 'E_ASSIGNMENT_SUPERSEDED',
+      });
+      expect(daemon.state()).toMatchObject({ current: undefined, outbox: [] });
+    });
+
+    it('keeps the task through a hub restart, stores the report while away and replays it on reconnect', async () => {
+      const hub = await startHub();
+      const daemon = await start([hub.url]);
+      const { socket } = await hub.connection();
+      socket.emit('task:assign', assignment('t1'));
+      await hub.nextEvent('task:log');
+
+      // The hub goes away mid-task and comes back: the handshake re-announces the running task.
+      const disconnected = next(daemon, 'disconnected');
+      await hub.stop();
+      await disconnected;
+      const reconnected = hub.connection({ fresh: true });
+      await hub.start();
+      expect((await reconnected).auth.current).toEqual({ taskId: 't1', token: 'token-t1', state: 'working' });
+
+      // Away again; the task ends meanwhile: its report waits in the state file.
+      const awayAgain = next(daemon, 'disconnected');
+      await hub.stop();
+      await awayAgain;
+      const finished = next(daemon, 'finished');
+      await release('t1');
+      await finished;
+      expect(await stateFile()).toEqual({
+        version: 1,
+        current: { taskId: 't1', token: 'token-t1', attempt: 1, state: 'finished' },
+        outbox: [{ type: 'complete', taskId: 't1', token: 'token-t1', result: { done: 't1', payload: { n: 1 } } }],
+      });
+
+      const back = hub.connection({ fresh: true });
+      const replayed = hub.nextEvent('task:complete');
+      const reported = next(daemon, 'reported');
+      await hub.start();
+      expect((await back).auth.current).toEqual({ taskId: 't1', token: 'token-t1', state: 'finished' });
+      expect((await replayed).message).toMatchObject({ taskId: 't1', token: 'token-t1' });
+      await reported;
+      expect(await stateFile()).toEqual({ version: 1, outbox: [] });
+    });
+  });
+
+  describe('after the sidecar itself restarts', () => {
+    it('frees its state dir when it cannot start', async () => {
+      await expect(start([])).rejects.toThrow('no hub URL');
+      expect(existsSync(join(dir, 'state', 'sidecar.lock'))).toBe(false);
+    });
+
+    it('reports a task the previous process left running as a retryable failure, first thing', async () => {
+      const stateDir = join(dir, 'state');
+      await mkdir(stateDir);
+      await writeFile(
+        join(stateDir, STATE_FILE_NAME),
+        JSON.stringify({
+          version: 1,
+          current: { taskId: 't9', token: 'token-t9', attempt: 2, state: 'working' },
+          outbox: [{ type: 'complete', taskId: 't8', token: 'token-t8', result: 8 }],
+        }),
+      );
+      const hub = await startHub();
+      const firstEvents: string[] = [];
+      hub.on('event', ({ event, message }) => firstEvents.push(`${event} ${String(message.taskId)}`));
+      const connected = hub.connection({ fresh: true });
+      const failed = hub.nextEvent('task:fail');
+      await start([hub.url]);
+      expect((await connected).auth.current).toEqual({ taskId: 't9', token: 'token-t9', state: 'finished' });
+      expect((await failed).message).toEqual({
+        taskId: 't9',
+        token: 'token-t9',
+        error: INTERRUPTED_ERROR,
+        retryable: true,
+        kind: 'error',
+      });
+      expect(firstEvents.slice(0, 2)).toEqual(['task:complete t8', 'task:fail t9']);
+    });
+
+    it('refuses to share its state dir with a running sidecar, and frees it on stop', async () => {
+      const hub = await startHub();
+      const first = await start([hub.url]);
+      await expect(start([hub.url])).rejects.toBeInstanceOf(StateDirInUseError);
+      await first.stop();
+      const second = await start([hub.url]);
+      expect(second.state().outbox).toEqual([]);
+    });
+  });
+
+  describe('when the hub refuses or replaces it', () => {
+    it.each(['E_UNAUTHORIZED', 'E_PROTOCOL_VERSION'])('ends with exit code 3 on %s, without retrying', async (code) => {
+      const hub = await startHub();
+      hub.refuseWith = code;
+      const daemon = await start([hub.url]);
+      expect(await daemon.ended).toEqual({ exitCode: EXIT_CODES.REFUSED, reason: `${code}: refused: ${code}` });
+      expect(daemon.state().connected).toBe(false);
+    });
+
+    it('retries a refusal with a retryable code until the hub takes it', async () => {
+      const hub = await startHub();
+      hub.refuseWith = 'E_UNAVAILABLE';
+      const daemon = await start([hub.url]);
+      const connected = next(daemon, 'connected');
+      setImmediate(() => (hub.refuseWith = undefined));
+      expect(await connected).toEqual({ url: hub.url });
+    });
+
+    it('ends with exit code 4 on hub:error E_REPLACED, and stops the task', async () => {
+      const hub = await startHub();
+      const daemon = await start([hub.url]);
+      const { socket } = await hub.connection();
+      socket.emit('task:assign', assignment('t1'));
+      await hub.nextEvent('task:log');
+      socket.emit('hub:error', { code: 'E_REPLACED', message: 'replaced' });
+      socket.disconnect(true);
+      expect(await daemon.ended).toEqual({ exitCode: EXIT_CODES.REPLACED, reason: 'E_REPLACED: replaced' });
+      expect(hub.handshakes).toHaveLength(1);
+      expect(daemon.state().outbox).toMatchObject([{ type: 'fail', taskId: 't1', retryable: true }]);
+    });
+  });
+
+  describe('with several hub URLs', () => {
+    it('moves on from a hub it cannot reach', async () => {
+      const dead = await closedPortUrl();
+      const hub = await startHub();
+      const daemon = await start([dead, hub.url]);
+      expect(await next(daemon, 'connected')).toEqual({ url: hub.url });
+    });
+
+    it('moves to the next hub on hub:draining, keeping its task', async () => {
+      const first = await startHub();
+      const second = await startHub();
+      const daemon = await start([first.url, second.url]);
+      const { socket } = await first.connection();
+      socket.emit('task:assign', assignment('t1'));
+      await first.nextEvent('task:log');
+
+      const moved = second.connection({ fresh: true });
+      socket.emit('hub:draining', {});
+      expect((await moved).auth.current).toEqual({ taskId: 't1', token: 'token-t1', state: 'working' });
+      const completed = second.nextEvent('task:complete');
+      await release('t1');
+      expect((await completed).message).toMatchObject({ taskId: 't1' });
+      expect(daemon.state().connected).toBe(true);
+      expect(first.sockets()).toHaveLength(0);
+    });
+  });
+
+  describe('on shutdown', () => {
+    it('sends agent:drain, lets the task finish, delivers its report, then stops', async () => {
+      const hub = await startHub();
+      const daemon = await start([hub.url]);
+      const { socket } = await hub.connection();
+      socket.emit('task:assign', assignment('t1'));
+      await hub.nextEvent('task:log');
+
+      const drain = hub.nextEvent('agent:drain');
+      const stopped = daemon.shutdown();
+      await drain;
+      socket.emit('task:assign', assignment('t2'));
+      await release('t1');
+      await stopped;
+      expect(hub.messages('task:complete')).toEqual([
+        { taskId: 't1', token: 'token-t1', result: { done: 't1', payload: { n: 1 } } },
+      ]);
+      expect(await runs()).toEqual(['t1']);
+      expect(daemon.state()).toMatchObject({ connected: false, current: undefined, outbox: [] });
+    });
+
+    it('stops the task when the grace runs out and reports it as a retryable failure', async () => {
+      const hub = await startHub();
+      const daemon = await start([hub.url], { drainGraceMs: 200 });
+      const { socket } = await hub.connection();
+      socket.emit('task:assign', assignment('t1'));
+      await hub.nextEvent('task:log');
+      await daemon.shutdown();
+      expect(hub.messages('task:fail')).toEqual([
+        {
+          taskId: 't1',
+          token: 'token-t1',
+          error: 'the sidecar shut down before the task finished',
+          retryable: true,
+          kind: 'error',
+        },
+      ]);
+      expect(existsSync(join(dir, 'state', 'sidecar.lock'))).toBe(false);
+    });
+  });
+});
+
+/** A URL nothing listens on: a port just freed. */
+async function closedPortUrl(): Promise<string> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : 0;
+  await new Promise((resolve) => server.close(resolve));
+  return `http://127.0.0.1:${port}`;
+}

@@ -1,0 +1,217 @@
+import type { TaskAssign } from '@agentcom/shared';
+import { testLogger } from '../test-support/logger';
+import { isProcessGone, waitUntil } from '../test-support/process';
+import { ExecRunner } from './exec-runner';
+import type { RunSink } from './task-runner';
+
+function assignment(overrides: Partial<TaskAssign> = {}): TaskAssign {
+  return {
+    task: { id: 'task-1', queue: 'default', payload: { n: 41 }, createdAt: Date.now() },
+    token: 'tok-abc',
+    attempt: 2,
+    attempts: 3,
+    ...overrides,
+  };
+}
+
+/** A runner of `node -e <script>`: a real child process per task. */
+function nodeRunner(script: string, killGraceMs = 5000): ExecRunner {
+  return new ExecRunner({
+    argv: [process.execPath, '-e', script],
+    env: { PATH: process.env.PATH ?? '' },
+    killGraceMs,
+    logger: testLogger(),
+  });
+}
+
+/** Collects log lines and lets a test await the first line matching a pattern. */
+class LineRecorder implements RunSink {
+  readonly lines: string[] = [];
+  private waiters: Array<{ pattern: RegExp; resolve: (line: string) => void }> = [];
+
+  log(line: string): void {
+    this.lines.push(line);
+    this.waiters = this.waiters.filter((waiter) => {
+      if (!waiter.pattern.test(line)) return true;
+      waiter.resolve(line);
+      return false;
+    });
+  }
+
+  next(pattern: RegExp): Promise<string> {
+    const seen = this.lines.find((line) => pattern.test(line));
+    if (seen !== undefined) return Promise.resolve(seen);
+    return new Promise((resolve) => this.waiters.push({ pattern, resolve }));
+  }
+}
+
+const READ_TASK = `
+  let input = '';
+  process.stdin.on('data', (chunk) => (input += chunk));
+  process.stdin.on('end', () => main(JSON.parse(input)));
+`;
+
+describe('ExecRunner', () => {
+  describe('when the command exits 0', () => {
+    it('completes with the last stdout line parsed as JSON, and the task on stdin and in env', async () => {
+      const sink = new LineRecorder();
+      const run = nodeRunner(`${READ_TASK}
+        function main(task) {
+          console.log('working on ' + task.id);
+          console.log(JSON.stringify({
+            payload: task.payload,
+            id: process.env.AGENTCOM_TASK_ID,
+            token: process.env.AGENTCOM_TASK_TOKEN,
+            attempt: process.env.AGENTCOM_ATTEMPT,
+          }));
+        }`).start(assignment(), sink);
+
+      await expect(run.outcome).resolves.toEqual({
+        type: 'complete',
+        result: { payload: { n: 41 }, id: 'task-1', token: 'tok-abc', attempt: '2' },
+      });
+    });
+
+    it('turns every stdout line into a log line', async () => {
+      const sink = new LineRecorder();
+      const run = nodeRunner(`console.log('one'); console.log(''); console.log('two\\nthree');`).start(
+        assignment(),
+        sink,
+      );
+      await run.outcome;
+      expect(sink.lines).toEqual(['one', '', 'two', 'three']);
+    });
+
+    it('completes with null when the last line is not JSON', async () => {
+      const run = nodeRunner(`console.log('{"partial": 1}'); console.log('all done');`).start(
+        assignment(),
+        new LineRecorder(),
+      );
+      await expect(run.outcome).resolves.toEqual({ type: 'complete', result: null });
+    });
+
+    it('terminates what the command left running in its process group', async () => {
+      const sink = new LineRecorder();
+      const run = nodeRunner(
+        `const { spawn } = require('node:child_process');
+         const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'inherit' });
+         console.log('grandchild ' + child.pid);
+         child.unref();
+         console.log('{"ok":true}');`,
+        200,
+      ).start(assignment(), sink);
+
+      await expect(run.outcome).resolves.toEqual({ type: 'complete', result: { ok: true } });
+      const grandchild = Number((await sink.next(/^grandchild /)).split(' ')[1]);
+      expect(isProcessGone(grandchild)).toBe(true);
+    });
+  });
+
+  describe('when the command fails', () => {
+    it('fails, retryable, with the exit code and the stderr tail', async () => {
+      const run = nodeRunner(
+        `console.log('out'); console.error('first problem'); console.error('second problem'); process.exit(3);`,
+      ).start(assignment(), new LineRecorder());
+      await expect(run.outcome).resolves.toEqual({
+        type: 'fail',
+        error: 'exit code 3: first problem\nsecond problem',
+        retryable: true,
+        kind: 'error',
+      });
+    });
+
+    it('names the signal that killed it', async () => {
+      const run = nodeRunner(`process.kill(process.pid, 'SIGKILL');`).start(
+        assignment(),
+        new LineRecorder(),
+      );
+      await expect(run.outcome).resolves.toMatchObject({
+        type: 'fail',
+        error: 'killed by signal SIGKILL',
+        retryable: true,
+      });
+    });
+
+    it('fails, retryable, when the command cannot be started', async () => {
+      const runner = new ExecRunner({
+        argv: ['/nonexistent/agentcom-handler'],
+        env: {},
+        killGraceMs: 100,
+        logger: testLogger(),
+      });
+      const outcome = await runner.start(assignment(), new LineRecorder()).outcome;
+      expect(outcome).toMatchObject({ type: 'fail', retryable: true, kind: 'error' });
+      expect(outcome.type === 'fail' && outcome.error).toMatch(/could not start .*ENOENT/);
+    });
+
+    it('refuses a JSON result larger than the protocol allows', async () => {
+      const run = nodeRunner(
+        `console.log(JSON.stringify({ big: 'x'.repeat(1024 * 1024 + 10) }));`,
+      ).start(assignment(), { log: () => undefined });
+      await expect(run.outcome).resolves.toMatchObject({ type: 'fail', retryable: false });
+    });
+  });
+
+  describe('when the task runs past its timeoutMs', () => {
+    it('kills the whole process group, even processes that ignore SIGTERM, and fails as timeout', async () => {
+      const sink = new LineRecorder();
+      const stubborn = `process.on('SIGTERM', () => console.log('ignoring SIGTERM')); setInterval(() => {}, 1000);`;
+      const started = Date.now();
+      const run = nodeRunner(
+        `const { spawn } = require('node:child_process');
+         process.on('SIGTERM', () => {});
+         const child = spawn(process.execPath, ['-e', ${JSON.stringify(stubborn)}], { stdio: 'inherit' });
+         console.log('pids ' + process.pid + ' ' + child.pid);
+         setInterval(() => {}, 1000);`,
+        300,
+      ).start(assignment({ timeoutMs: 1000 }), sink);
+
+      const [leader, grandchild] = (await sink.next(/^pids /)).split(' ').slice(1).map(Number);
+      await expect(run.outcome).resolves.toEqual({
+        type: 'fail',
+        error: 'timed out after 1000 ms (timeoutMs)',
+        retryable: true,
+        kind: 'timeout',
+      });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1000 + 300);
+      await waitUntil(() => isProcessGone(leader ?? 0), 'the leader is gone', 2000);
+      await waitUntil(() => isProcessGone(grandchild ?? 0), 'the grandchild is gone', 2000);
+    });
+  });
+
+  describe('when the hub stops the task', () => {
+    const LONG = `console.log('started'); setInterval(() => {}, 1000);`;
+
+    it('fails as cancelled, not retryable, for reason "cancelled"', async () => {
+      const sink = new LineRecorder();
+      const run = nodeRunner(LONG).start(assignment(), sink);
+      await sink.next(/^started$/);
+      run.stop('cancelled');
+      await expect(run.outcome).resolves.toEqual({
+        type: 'fail',
+        error: 'cancelled by the hub',
+        retryable: false,
+        kind: 'cancelled',
+      });
+    });
+
+    it.each(['lease_lost', 'superseded'] as const)('drops the task for reason %s', async (reason) => {
+      const sink = new LineRecorder();
+      const run = nodeRunner(LONG).start(assignment(), sink);
+      await sink.next(/^started$/);
+      run.stop(reason);
+      await expect(run.outcome).resolves.toEqual({ type: 'dropped', reason });
+    });
+
+    it('kills at once on killNow', async () => {
+      const sink = new LineRecorder();
+      const run = nodeRunner(`process.on('SIGTERM', () => {}); ${LONG}`, 60_000).start(
+        assignment(),
+        sink,
+      );
+      await sink.next(/^started$/);
+      run.killNow();
+      await expect(run.outcome).resolves.toMatchObject({ type: 'fail', kind: 'error' });
+    });
+  });
+});

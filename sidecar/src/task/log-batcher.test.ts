@@ -1,0 +1,94 @@
+import { MAX_LOG_LINES, MAX_LOG_LINE_BYTES } from '@agentcom/shared';
+import { LogBatcher, fitLine } from './log-batcher';
+
+/** A send that records batches and completes only when the test lets it. */
+class ControlledSend {
+  readonly batches: string[][] = [];
+  private releases: Array<() => void> = [];
+  private waiters: Array<() => void> = [];
+
+  readonly send = (lines: string[]): Promise<void> => {
+    this.batches.push(lines);
+    for (const waiter of this.waiters.splice(0)) waiter();
+    return new Promise((resolve) => this.releases.push(resolve));
+  };
+
+  /** Resolves once `count` batches were sent. */
+  async sent(count: number): Promise<void> {
+    while (this.batches.length < count) await new Promise<void>((resolve) => this.waiters.push(resolve));
+  }
+
+  releaseAll(): void {
+    for (const release of this.releases.splice(0)) release();
+  }
+}
+
+const encoder = new TextEncoder();
+
+describe('LogBatcher', () => {
+  it('sends a full batch at once and the rest after the flush delay', async () => {
+    const sender = new ControlledSend();
+    const batcher = new LogBatcher(sender.send, { flushMs: 10 });
+    for (let i = 0; i < MAX_LOG_LINES + 5; i++) batcher.push(`line ${i}`);
+    expect(sender.batches).toHaveLength(1);
+    expect(sender.batches[0]).toHaveLength(MAX_LOG_LINES);
+    sender.releaseAll();
+    await sender.sent(2);
+    expect(sender.batches[1]).toEqual(['line 100', 'line 101', 'line 102', 'line 103', 'line 104']);
+    sender.releaseAll();
+    await batcher.close(1000);
+  });
+
+  it('keeps one batch in flight and drops what overflows its buffer, saying how much', async () => {
+    const sender = new ControlledSend();
+    const batcher = new LogBatcher(sender.send, { flushMs: 10, maxBuffered: 150 });
+    for (let i = 0; i < 400; i++) batcher.push(`line ${i}`);
+    expect(sender.batches).toHaveLength(1);
+    const closed = batcher.close(5000);
+    sender.releaseAll();
+    await sender.sent(2);
+    sender.releaseAll();
+    await sender.sent(3);
+    sender.releaseAll();
+    await closed;
+    const [, second, third] = sender.batches;
+    expect(second?.[0]).toBe('[agentcom: 150 log lines dropped]');
+    expect(second).toHaveLength(MAX_LOG_LINES);
+    expect(sender.batches.flat().filter((line) => line.startsWith('line '))).toHaveLength(250);
+    expect(third?.at(-1)).toBe('line 249');
+  });
+
+  it('sends what is left on close, and gives up waiting after the timeout', async () => {
+    const sender = new ControlledSend();
+    const batcher = new LogBatcher(sender.send, { flushMs: 60_000 });
+    batcher.push('last words');
+    await batcher.close(50);
+    expect(sender.batches).toEqual([['last words']]);
+  });
+
+  it('survives a send that fails', async () => {
+    const batches: string[][] = [];
+    const batcher = new LogBatcher(async (lines) => {
+      batches.push(lines);
+      throw new Error('not connected');
+    });
+    batcher.push('a');
+    await batcher.close(1000);
+    batcher.push('b');
+    await batcher.close(1000);
+    expect(batches).toEqual([['a'], ['b']]);
+  });
+});
+
+describe('fitLine', () => {
+  it('keeps a line that fits', () => {
+    expect(fitLine('short')).toBe('short');
+  });
+
+  it('cuts a long line to the byte limit without splitting a character', () => {
+    const line = '€'.repeat(MAX_LOG_LINE_BYTES);
+    const cut = fitLine(line);
+    expect(encoder.encode(cut).length).toBeLessThanOrEqual(MAX_LOG_LINE_BYTES);
+    expect(cut.endsWith('€…')).toBe(true);
+  });
+});

@@ -1,0 +1,279 @@
+import {
+  taskAssignSchema,
+  taskCancelSchema,
+  type AgentHeartbeat,
+  type CurrentAssignment,
+  type TaskAssign,
+} from '@agentcom/shared';
+import type { HubConnection } from '../connection/hub-connection';
+import type { DaemonEmitter } from '../daemon-events';
+import type { Logger } from '../logger';
+import type { Outbox, TaskRef } from '../outbox/outbox';
+import type { Report } from '../outbox/state-schema';
+import {
+  stoppedOutcome,
+  type RunOutcome,
+  type RunningTask,
+  type StopReason,
+  type TaskRunner,
+} from '../runner/task-runner';
+import { LogBatcher } from './log-batcher';
+import type { ReportDelivery } from './report-delivery';
+
+export interface TaskControllerOptions {
+  outbox: Outbox;
+  connection: Pick<HubConnection, 'connected' | 'request'>;
+  runner: TaskRunner;
+  delivery: Pick<ReportDelivery, 'flush'>;
+  events: DaemonEmitter;
+  logger: Logger;
+  /** Bounds the wait for the last log lines of a task before its report. */
+  ackTimeoutMs: number;
+}
+
+/** The one task being carried out: from its assignment until its report is in the outbox. */
+interface Session {
+  readonly assignment: TaskAssign;
+  readonly ref: TaskRef;
+  readonly logger: Logger;
+  running: RunningTask | undefined;
+  /** A stop that arrived before the task started. */
+  stopReason: StopReason | undefined;
+  done: Promise<void>;
+}
+
+/**
+ * The task flow, one task at a time:
+ * assignment (validated) → recorded `working` in the state file → `task:accept` → run → report
+ * in the outbox (`finished`) → delivery. A refused accept, a lost lease (heartbeat `abort`) or a
+ * `task:cancel` for `lease_lost`/`superseded` drop the task without a report; `cancelled` and
+ * `timeout` end it with a failure report.
+ */
+export class TaskController {
+  private session: Session | undefined;
+  private draining = false;
+  private heartbeatInFlight = false;
+
+  constructor(private readonly options: TaskControllerOptions) {}
+
+  /** What the handshake announces: the held task, running (`working`) or awaiting its ack (`finished`). */
+  currentAssignment(): CurrentAssignment | undefined {
+    const held = this.options.outbox.current;
+    return held === undefined ? undefined : { taskId: held.taskId, token: held.token, state: held.state };
+  }
+
+  get busy(): boolean {
+    return this.session !== undefined;
+  }
+
+  onAssign(payload: unknown): void {
+    const { logger, outbox, delivery } = this.options;
+    const parsed = taskAssignSchema.safeParse(payload);
+    if (!parsed.success) {
+      logger.warn({ issue: parsed.error.issues[0]?.message }, 'ignoring an invalid task:assign');
+      return;
+    }
+    const assignment = parsed.data;
+    const ref = { taskId: assignment.task.id, token: assignment.token };
+    const log = logger.child({ taskId: ref.taskId, attempt: assignment.attempt });
+    const running = this.session;
+    if (running !== undefined) {
+      if (sameTask(running.ref, ref)) {
+        log.info('assigned the task already running (a resume): confirming it, not starting it again');
+        void this.options.connection.request('task:accept', ref).then(
+          (ack) => log.info({ ok: ack.ok }, 'running task confirmed'),
+          (err: unknown) => log.warn({ err: errorText(err) }, 'task:accept of the running task not acknowledged'),
+        );
+      } else {
+        log.warn({ runningTaskId: running.ref.taskId }, 'ignoring an assignment: a task is already running');
+      }
+      return;
+    }
+    const held = outbox.current;
+    if (held !== undefined && sameTask(held, ref)) {
+      log.info('assigned a task already finished here: delivering its report instead');
+      void delivery.flush();
+      return;
+    }
+    if (this.draining) {
+      log.info('draining: not taking the assignment');
+      return;
+    }
+    const session: Session = {
+      assignment,
+      ref,
+      logger: log,
+      running: undefined,
+      stopReason: undefined,
+      done: Promise.resolve(),
+    };
+    this.session = session;
+    session.done = this.carryOut(session)
+      .catch((err: unknown) => log.error({ err: errorText(err) }, 'task flow failed'))
+      .finally(() => {
+        if (this.session === session) this.session = undefined;
+      });
+  }
+
+  onCancel(payload: unknown): void {
+    const parsed = taskCancelSchema.safeParse(payload);
+    if (!parsed.success) {
+      this.options.logger.warn({ issue: parsed.error.issues[0]?.message }, 'ignoring an invalid task:cancel');
+      return;
+    }
+    const { taskId, reason } = parsed.data;
+    const session = this.session;
+    if (session === undefined || session.ref.taskId !== taskId) {
+      this.options.logger.info({ taskId, reason }, 'task:cancel for a task not running here: ignored');
+      return;
+    }
+    session.logger.info({ reason }, 'the hub cancelled the task');
+    this.stopSession(session, reason);
+  }
+
+  /** One heartbeat; the ack's `abort` means the hub lost this assignment: the task is dropped. */
+  async heartbeat(): Promise<void> {
+    const { connection, logger } = this.options;
+    if (this.heartbeatInFlight || !connection.connected) return;
+    this.heartbeatInFlight = true;
+    try {
+      const held = this.options.outbox.current;
+      const message: AgentHeartbeat = held === undefined ? {} : { taskId: held.taskId, token: held.token };
+      const ack = await connection.request('agent:heartbeat', message);
+      if (!ack.ok) {
+        logger.debug({ code: ack.code, reason: ack.message }, 'heartbeat refused');
+        return;
+      }
+      const session = this.session;
+      if (ack.abort === true && session !== undefined && held !== undefined && sameTask(session.ref, held)) {
+        session.logger.warn('the hub lost this assignment (heartbeat abort): dropping the task');
+        this.stopSession(session, 'lease_lost');
+      }
+    } catch (err) {
+      logger.debug({ err: errorText(err) }, 'heartbeat not acknowledged');
+    } finally {
+      this.heartbeatInFlight = false;
+    }
+  }
+
+  /**
+   * Stops taking tasks and waits for the running one up to `graceMs`; past it the task is stopped
+   * (`shutdown`: a retryable failure). Settles when its report is in the outbox.
+   */
+  async drain(graceMs: number): Promise<void> {
+    this.draining = true;
+    const session = this.session;
+    if (session === undefined) return;
+    let timer: NodeJS.Timeout | undefined;
+    const graceOver = new Promise<'grace over'>((resolve) => {
+      timer = setTimeout(() => resolve('grace over'), graceMs);
+    });
+    const first = await Promise.race([session.done.then(() => 'done' as const), graceOver]);
+    clearTimeout(timer);
+    if (first === 'grace over') {
+      session.logger.warn({ graceMs }, 'drain grace over: stopping the task');
+      this.stopSession(session, 'shutdown');
+      await session.done;
+    }
+  }
+
+  /** Stops taking tasks; the running one is stopped now (SIGTERM, then SIGKILL after the grace). */
+  async stopNow(): Promise<void> {
+    this.draining = true;
+    const session = this.session;
+    if (session === undefined) return;
+    this.stopSession(session, 'shutdown');
+    await session.done;
+  }
+
+  /** SIGKILL to the running task, synchronously: the process is about to exit. */
+  killNow(): void {
+    this.draining = true;
+    this.session?.running?.killNow();
+  }
+
+  private async carryOut(session: Session): Promise<void> {
+    const { outbox, events, delivery } = this.options;
+    const { assignment, ref, logger } = session;
+    await this.durably('record the task', () =>
+      outbox.holdTask({ ...ref, attempt: assignment.attempt }),
+    );
+    logger.info({ queue: assignment.task.queue }, 'task assigned');
+    events.emit('assigned', { ...ref, attempt: assignment.attempt });
+
+    if (!(await this.accept(session))) {
+      await this.durably('forget the task', () => outbox.dropTask(ref));
+      events.emit('dropped', { taskId: ref.taskId, reason: 'not_accepted' });
+      return;
+    }
+    events.emit('accepted', { taskId: ref.taskId });
+
+    const outcome = await this.run(session);
+    if (outcome.type === 'dropped') {
+      logger.info({ reason: outcome.reason }, 'task dropped without a report');
+      await this.durably('forget the task', () => outbox.dropTask(ref));
+      events.emit('dropped', { taskId: ref.taskId, reason: outcome.reason });
+      return;
+    }
+    const report: Report =
+      outcome.type === 'complete'
+        ? { type: 'complete', ...ref, result: outcome.result }
+        : { type: 'fail', ...ref, error: outcome.error, retryable: outcome.retryable, kind: outcome.kind };
+    await this.durably('store the report', () => outbox.finishTask(report));
+    logger.info({ report: report.type }, 'task finished; report stored');
+    events.emit('finished', { taskId: ref.taskId, report });
+    void delivery.flush();
+  }
+
+  /** Sends `task:accept`; true only on an `ok` ack. */
+  private async accept(session: Session): Promise<boolean> {
+    try {
+      const ack = await this.options.connection.request('task:accept', session.ref);
+      if (ack.ok) return true;
+      session.logger.warn({ code: ack.code, reason: ack.message }, 'the hub refused task:accept; dropping the task');
+    } catch (err) {
+      session.logger.warn({ err: errorText(err) }, 'task:accept not acknowledged; dropping the task');
+    }
+    return false;
+  }
+
+  private async run(session: Session): Promise<RunOutcome> {
+    const { assignment, ref } = session;
+    if (session.stopReason !== undefined) return stoppedOutcome(session.stopReason, assignment.timeoutMs);
+    const { connection, runner, ackTimeoutMs } = this.options;
+    const logs = new LogBatcher(async (lines) => {
+      await connection.request('task:log', { ...ref, lines });
+    });
+    const running = runner.start(assignment, { log: (line) => logs.push(line) });
+    session.running = running;
+    const outcome = await running.outcome;
+    // The last lines go before the report, so the task's log reads in order.
+    await logs.close(ackTimeoutMs);
+    return outcome;
+  }
+
+  private stopSession(session: Session, reason: StopReason): void {
+    if (session.running !== undefined) session.running.stop(reason);
+    else session.stopReason ??= reason;
+  }
+
+  /**
+   * Runs a state-file write; a failure (disk full, permissions) is logged and the flow goes on
+   * from memory: the task is still carried out, only its survival across a restart is lost.
+   */
+  private async durably(what: string, write: () => Promise<void>): Promise<void> {
+    try {
+      await write();
+    } catch (err) {
+      this.options.logger.error({ err: errorText(err) }, `could not ${what} in the state file`);
+    }
+  }
+}
+
+function sameTask(a: TaskRef, b: TaskRef): boolean {
+  return a.taskId === b.taskId && a.token === b.token;
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,66 @@
+import { Redis } from 'ioredis';
+import { RedisKeys } from '../../hub/src/redis/keys';
+
+/** One agent transition as the events stream records it. */
+export interface TransitionEvent {
+  agent: string;
+  from: string;
+  to: string;
+  reason: string;
+  task: string;
+  hub: string;
+  version: number;
+}
+
+export async function readTransitions(redisUrl: string, prefix: string): Promise<TransitionEvent[]> {
+  const redis = new Redis(redisUrl);
+  try {
+    const entries = await redis.xrange(new RedisKeys(prefix).events, '-', '+');
+    return entries.map(([, fields]) => {
+      const record: Record<string, string> = {};
+      for (let i = 0; i + 1 < fields.length; i += 2) record[fields[i] ?? ''] = fields[i + 1] ?? '';
+      return {
+        agent: record.agent ?? '',
+        from: record.from ?? '',
+        to: record.to ?? '',
+        reason: record.reason ?? '',
+        task: record.task ?? '',
+        hub: record.hub ?? '',
+        version: Number(record.version),
+      };
+    });
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/**
+ * Replays the transition stream per agent and returns every violation of "one task per agent at
+ * a time": an `assign` while the agent still held a task.
+ */
+export function doubleHoldings(events: TransitionEvent[]): string[] {
+  const holding = new Map<string, string>();
+  const violations: string[] = [];
+  const releasing = new Set(['complete', 'fail', 'rate_limited', 'ack_timeout', 'lease_expired', 'lease_lost', 'connect', 'revoked']);
+  for (const event of events) {
+    if (event.reason === 'assign') {
+      const held = holding.get(event.agent);
+      if (held) violations.push(`${event.agent} got ${event.task} while holding ${held}`);
+      holding.set(event.agent, event.task);
+    } else if (releasing.has(event.reason) && (event.task === '' || holding.get(event.agent) === event.task)) {
+      holding.delete(event.agent);
+    } else if (event.to === 'offline' || event.to === 'idle') {
+      holding.delete(event.agent);
+    }
+  }
+  return violations;
+}
+
+/** Completions per task id, from the `complete` transitions. */
+export function completionsByTask(events: TransitionEvent[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const event of events) {
+    if (event.reason === 'complete') counts.set(event.task, (counts.get(event.task) ?? 0) + 1);
+  }
+  return counts;
+}
