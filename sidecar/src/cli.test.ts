@@ -18,6 +18,9 @@ import { SIDECAR_VERSION } from './version';
 let dir: string;
 let cleanup: () => Promise<void>;
 let bundle: string;
+/** Per test: the state dir and the handler's release file. */
+let work: string;
+let cleanupWork: () => Promise<void>;
 let hub: FakeHub;
 const children: ChildProcess[] = [];
 
@@ -36,6 +39,7 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
+  ({ dir: work, cleanup: cleanupWork } = await makeTempDir());
   hub = new FakeHub();
   await hub.start();
 });
@@ -47,6 +51,7 @@ afterEach(async () => {
     }
   }
   await hub.stop();
+  await cleanupWork();
 });
 
 interface CliRun {
@@ -58,7 +63,7 @@ interface CliRun {
 
 function runCli(args: string[], env: Record<string, string> = {}): CliRun {
   const child = spawn(process.execPath, [bundle, ...args], {
-    env: { PATH: process.env.PATH ?? '', HOME: dir, ...env },
+    env: { PATH: process.env.PATH ?? '', HOME: work, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.push(child);
@@ -83,7 +88,7 @@ const HANDLER = `
   }, 10);
 `;
 
-function sidecarEnv(stateDir = join(dir, 'state')): Record<string, string> {
+function sidecarEnv(stateDir = join(work, 'state')): Record<string, string> {
   return {
     AGENTCOM_HUB: hub.url,
     AGENTCOM_AGENT: 'cli-agent',
@@ -92,18 +97,25 @@ function sidecarEnv(stateDir = join(dir, 'state')): Record<string, string> {
     AGENTCOM_EXEC: `'${process.execPath}' '${join(dir, 'handler.js')}'`,
     AGENTCOM_STATE_DIR: stateDir,
     AGENTCOM_KILL_GRACE_MS: '300',
-    RELEASE: join(dir, 'release'),
+    RELEASE: join(work, 'release'),
   };
 }
 
 function assignment(taskId: string): TaskAssign {
-  return { task: { id: taskId, queue: 'default', payload: {}, createdAt: 1 }, token: `tok-${taskId}`, attempt: 1, attempts: 3 };
+  return {
+    task: { id: taskId, queue: 'default', payload: {}, createdAt: 1 },
+    token: `tok-${taskId}`,
+    attempt: 1,
+    attempts: 3,
+  };
 }
 
 /** Assigns a task to the connected sidecar and resolves with its handler's pid once it runs. */
 async function assignAndWait(taskId: string): Promise<number> {
   const { socket } = await hub.connection();
-  const log = hub.nextEvent('task:log', (message) => JSON.stringify(message.lines).includes('pid '));
+  const log = hub.nextEvent('task:log', (message) =>
+    JSON.stringify(message.lines).includes('pid '),
+  );
   socket.emit('task:assign', assignment(taskId));
   const lines = (await log).message.lines as string[];
   return Number(lines.find((line) => line.startsWith('pid '))?.slice(4));
@@ -117,13 +129,20 @@ describe('agentcom-sidecar (bundled CLI)', () => {
   });
 
   it('has the version of its package.json', async () => {
-    const pkg = JSON.parse(await readFile(join(__dirname, '..', 'package.json'), 'utf8')) as { version: string };
+    const pkg = JSON.parse(await readFile(join(__dirname, '..', 'package.json'), 'utf8')) as {
+      version: string;
+    };
     expect(SIDECAR_VERSION).toBe(pkg.version);
   });
 
   describe('with bad options', () => {
     it.each<[string, string[], Record<string, string>, string]>([
-      ['a missing hub', ['run'], {}, 'agentcom-sidecar: --hub (AGENTCOM_HUB): is required\n'],
+      [
+        'a missing hub',
+        ['run'],
+        { AGENTCOM_HUB: '' },
+        'agentcom-sidecar: --hub (AGENTCOM_HUB): is required\n',
+      ],
       [
         'an unknown flag',
         ['run', '--hubb', 'x'],
@@ -137,9 +156,7 @@ describe('agentcom-sidecar (bundled CLI)', () => {
         'agentcom-sidecar: --heartbeat-ms (AGENTCOM_HEARTBEAT_MS): must be a whole number\n',
       ],
     ])('exits 2 with one line naming the option, for %s', async (_case, args, env, line) => {
-      const full = { ...sidecarEnv(), AGENTCOM_HUB: '', ...env };
-      if (_case !== 'a missing hub') full.AGENTCOM_HUB = hub.url;
-      const run = runCli(args, full);
+      const run = runCli(args, { ...sidecarEnv(), ...env });
       expect(await run.exited).toEqual({ code: EXIT_CODES.BAD_CONFIG, signal: null });
       expect(run.stderr()).toBe(line);
     });
@@ -149,7 +166,9 @@ describe('agentcom-sidecar (bundled CLI)', () => {
       await hub.connection();
       const second = runCli(['run'], sidecarEnv());
       expect(await second.exited).toEqual({ code: EXIT_CODES.BAD_CONFIG, signal: null });
-      expect(second.stderr()).toMatch(/^agentcom-sidecar: --state-dir \(AGENTCOM_STATE_DIR\): the state dir is in use by process \d+/);
+      expect(second.stderr()).toMatch(
+        /^agentcom-sidecar: --state-dir \(AGENTCOM_STATE_DIR\): the state dir is in use by process \d+/,
+      );
       first.child.kill('SIGTERM');
       expect(await first.exited).toEqual({ code: 0, signal: null });
     });
@@ -160,8 +179,14 @@ describe('agentcom-sidecar (bundled CLI)', () => {
       hub.refuseWith = 'E_UNAUTHORIZED';
       const run = runCli(['run', '--log-level', 'debug'], sidecarEnv());
       expect(await run.exited).toEqual({ code: EXIT_CODES.REFUSED, signal: null });
-      const entries = run.stderr().trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
-      expect(entries).toContainEqual(expect.objectContaining({ agentId: 'cli-agent', code: 'E_UNAUTHORIZED' }));
+      const entries = run
+        .stderr()
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as Record<string, unknown>);
+      expect(entries).toContainEqual(
+        expect.objectContaining({ agentId: 'cli-agent', code: 'E_UNAUTHORIZED' }),
+      );
       expect(run.stderr()).not.toContain('cli-secret-token');
     });
 
@@ -181,8 +206,12 @@ describe('agentcom-sidecar (bundled CLI)', () => {
       run.child.kill('SIGTERM');
       await drain;
       const completed = hub.nextEvent('task:complete');
-      await writeFile(join(dir, 'release'), '');
-      expect((await completed).message).toEqual({ taskId: 't1', token: 'tok-t1', result: { ok: true } });
+      await writeFile(join(work, 'release'), '');
+      expect((await completed).message).toEqual({
+        taskId: 't1',
+        token: 'tok-t1',
+        result: { ok: true },
+      });
       expect(await run.exited).toEqual({ code: EXIT_CODES.OK, signal: null });
     });
 
@@ -209,7 +238,11 @@ describe('agentcom-sidecar (bundled CLI)', () => {
       const failed = hub.nextEvent('task:fail');
       const reconnected = hub.connection({ fresh: true });
       runCli(['run'], sidecarEnv());
-      expect((await reconnected).auth.current).toEqual({ taskId: 't1', token: 'tok-t1', state: 'finished' });
+      expect((await reconnected).auth.current).toEqual({
+        taskId: 't1',
+        token: 'tok-t1',
+        state: 'finished',
+      });
       expect((await failed).message).toEqual({
         taskId: 't1',
         token: 'tok-t1',

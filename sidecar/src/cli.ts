@@ -17,7 +17,12 @@ async function main(argv: string[]): Promise<number> {
     .configureOutput({
       // One line, whatever commander adds (e.g. "(Did you mean --hub?)" on a line of its own).
       outputError: (text, write) =>
-        write(`agentcom-sidecar: ${text.replace(/^error: /, '').trim().replace(/\s*\n\s*/g, ' ')}\n`),
+        write(
+          `agentcom-sidecar: ${text
+            .replace(/^error: /, '')
+            .trim()
+            .replace(/\s*\n\s*/g, ' ')}\n`,
+        ),
     });
 
   program
@@ -25,16 +30,42 @@ async function main(argv: string[]): Promise<number> {
     .description('run the sidecar daemon (every option can also come from the environment)')
     .option('--hub <urls>', 'hub URL(s), comma-separated (AGENTCOM_HUB)')
     .option('--agent <id>', 'agent id (AGENTCOM_AGENT)')
-    .option('--token-file <path>', 'file holding the agent token (AGENTCOM_TOKEN_FILE; or AGENTCOM_TOKEN)')
-    .option('--queue <name>', 'queue to serve; repeat or comma-separate (AGENTCOM_QUEUES)', collect, [])
-    .option('--exec <command>', 'command run per task, split like a shell but never run by one (AGENTCOM_EXEC)')
-    .option('--state-dir <dir>', 'state dir (AGENTCOM_STATE_DIR; default ~/.local/state/agentcom/<agent>)')
+    .option(
+      '--token-file <path>',
+      'file holding the agent token (AGENTCOM_TOKEN_FILE; or AGENTCOM_TOKEN)',
+    )
+    .option(
+      '--queue <name>',
+      'queue to serve; repeat or comma-separate (AGENTCOM_QUEUES)',
+      collect,
+      [],
+    )
+    .option(
+      '--exec <command>',
+      'command run per task, split like a shell but never run by one (AGENTCOM_EXEC)',
+    )
+    .option(
+      '--state-dir <dir>',
+      'state dir (AGENTCOM_STATE_DIR; default ~/.local/state/agentcom/<agent>)',
+    )
     .option('--heartbeat-ms <ms>', 'heartbeat period (AGENTCOM_HEARTBEAT_MS; default 5000)')
-    .option('--drain-grace-ms <ms>', 'wait for the task on SIGTERM (AGENTCOM_DRAIN_GRACE_MS; default 30000)')
-    .option('--kill-grace-ms <ms>', 'SIGTERM → SIGKILL delay for a task (AGENTCOM_KILL_GRACE_MS; default 5000)')
+    .option(
+      '--drain-grace-ms <ms>',
+      'wait for the task on SIGTERM (AGENTCOM_DRAIN_GRACE_MS; default 30000)',
+    )
+    .option(
+      '--kill-grace-ms <ms>',
+      'SIGTERM → SIGKILL delay for a task (AGENTCOM_KILL_GRACE_MS; default 5000)',
+    )
     .option('--ack-timeout-ms <ms>', 'wait for a hub ack (AGENTCOM_ACK_TIMEOUT_MS; default 10000)')
-    .option('--failover-attempts <n>', 'reconnect attempts per hub URL before the next (AGENTCOM_FAILOVER_ATTEMPTS; default 3)')
-    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (LOG_LEVEL; default info)')
+    .option(
+      '--failover-attempts <n>',
+      'reconnect attempts per hub URL before the next (AGENTCOM_FAILOVER_ATTEMPTS; default 3)',
+    )
+    .option(
+      '--log-level <level>',
+      'fatal|error|warn|info|debug|trace|silent (LOG_LEVEL; default info)',
+    )
     .action(async (flags: RunFlags) => {
       exitCode = await runCommand(flags, process.stderr);
     });
@@ -64,7 +95,9 @@ function collect(value: string, previous: string[]): string[] {
 main(process.argv).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    process.stderr.write(`agentcom-sidecar: unexpected error: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.stderr.write(
+      `agentcom-sidecar: unexpected error: ${err instanceof Error ? err.stack : String(err)}\n`,
+    );
     process.exit(EXIT_CODES.UNEXPECTED);
   },
 );

@@ -48,7 +48,11 @@ describe('loadRunConfig', () => {
     });
 
     it('keeps the token out of the environment handed to tasks', () => {
-      const config = loadRunConfig(BASE_FLAGS, { ...BASE_ENV, AGENTCOM_TOKEN_FILE: '', OTHER: 'x' });
+      const config = loadRunConfig(BASE_FLAGS, {
+        ...BASE_ENV,
+        AGENTCOM_TOKEN_FILE: '',
+        OTHER: 'x',
+      });
       expect(config.childEnv).toEqual({ PATH, HOME: '/home/someone', OTHER: 'x' });
     });
 
@@ -120,7 +124,9 @@ describe('loadRunConfig', () => {
       try {
         const file = join(dir, 'token');
         await writeFile(file, '  file-token\n');
-        expect(loadRunConfig({ ...BASE_FLAGS, tokenFile: file }, BASE_ENV).token).toBe('file-token');
+        expect(loadRunConfig({ ...BASE_FLAGS, tokenFile: file }, BASE_ENV).token).toBe(
+          'file-token',
+        );
         const fromEnv = loadRunConfig(BASE_FLAGS, { ...BASE_ENV, AGENTCOM_TOKEN_FILE: file });
         expect(fromEnv.token).toBe('file-token');
       } finally {
@@ -146,26 +152,106 @@ describe('loadRunConfig', () => {
 
   describe('with a bad or missing option', () => {
     it.each<[string, RunFlags, Record<string, string>, RegExp]>([
-      ['no hub', { ...BASE_FLAGS, hub: undefined }, BASE_ENV, /^--hub \(AGENTCOM_HUB\): is required$/],
+      [
+        'no hub',
+        { ...BASE_FLAGS, hub: undefined },
+        BASE_ENV,
+        /^--hub \(AGENTCOM_HUB\): is required$/,
+      ],
       ['a hub that is no URL', { ...BASE_FLAGS, hub: 'hub-1:8080' }, BASE_ENV, /^--hub .*URL/],
-      ['a second hub that is no URL', { ...BASE_FLAGS, hub: 'http://a,ftp://b' }, BASE_ENV, /^--hub .*\(item 1\)/],
-      ['no agent', { ...BASE_FLAGS, agent: undefined }, BASE_ENV, /^--agent \(AGENTCOM_AGENT\): is required$/],
+      [
+        'a second hub that is no URL',
+        { ...BASE_FLAGS, hub: 'http://a,ftp://b' },
+        BASE_ENV,
+        /^--hub .*\(item 1\)/,
+      ],
+      [
+        'no agent',
+        { ...BASE_FLAGS, agent: undefined },
+        BASE_ENV,
+        /^--agent \(AGENTCOM_AGENT\): is required$/,
+      ],
       ['an agent id with a colon', { ...BASE_FLAGS, agent: 'a:b' }, BASE_ENV, /^--agent /],
-      ['no token', BASE_FLAGS, { PATH }, /^--token-file \(AGENTCOM_TOKEN_FILE or AGENTCOM_TOKEN\): is required$/],
-      ['no queue', { ...BASE_FLAGS, queue: [] }, BASE_ENV, /^--queue \(AGENTCOM_QUEUES\): is required$/],
-      ['a bad queue name', { ...BASE_FLAGS, queue: ['ok', 'not ok'] }, BASE_ENV, /^--queue .*\(item 1\)/],
-      ['no exec', { ...BASE_FLAGS, exec: undefined }, BASE_ENV, /^--exec \(AGENTCOM_EXEC\): is required$/],
-      ['an unterminated quote in exec', { ...BASE_FLAGS, exec: `node -e 'x` }, BASE_ENV, /^--exec .*unterminated/],
-      ['a pipe in exec', { ...BASE_FLAGS, exec: 'node x | jq' }, BASE_ENV, /^--exec .*needs a shell/],
-      ['an unknown command', { ...BASE_FLAGS, exec: 'no-such-command-xyz' }, BASE_ENV, /^--exec .*"no-such-command-xyz" was not found on PATH/],
-      ['a missing command path', { ...BASE_FLAGS, exec: '/no/such/file' }, BASE_ENV, /^--exec .*is not an executable file/],
-      ['a heartbeat that is not a number', { ...BASE_FLAGS, heartbeatMs: 'fast' }, BASE_ENV, /^--heartbeat-ms \(AGENTCOM_HEARTBEAT_MS\): must be a whole number$/],
-      ['a heartbeat too small', { ...BASE_FLAGS, heartbeatMs: '5' }, BASE_ENV, /^--heartbeat-ms .*50/],
-      ['a bad drain grace from env', BASE_FLAGS, { ...BASE_ENV, AGENTCOM_DRAIN_GRACE_MS: '-1' }, /^--drain-grace-ms \(AGENTCOM_DRAIN_GRACE_MS\)/],
+      [
+        'no token',
+        BASE_FLAGS,
+        { PATH },
+        /^--token-file \(AGENTCOM_TOKEN_FILE or AGENTCOM_TOKEN\): is required$/,
+      ],
+      [
+        'no queue',
+        { ...BASE_FLAGS, queue: [] },
+        BASE_ENV,
+        /^--queue \(AGENTCOM_QUEUES\): is required$/,
+      ],
+      [
+        'a bad queue name',
+        { ...BASE_FLAGS, queue: ['ok', 'not ok'] },
+        BASE_ENV,
+        /^--queue .*\(item 1\)/,
+      ],
+      [
+        'no exec',
+        { ...BASE_FLAGS, exec: undefined },
+        BASE_ENV,
+        /^--exec \(AGENTCOM_EXEC\): is required$/,
+      ],
+      [
+        'an unterminated quote in exec',
+        { ...BASE_FLAGS, exec: `node -e 'x` },
+        BASE_ENV,
+        /^--exec .*unterminated/,
+      ],
+      [
+        'a pipe in exec',
+        { ...BASE_FLAGS, exec: 'node x | jq' },
+        BASE_ENV,
+        /^--exec .*needs a shell/,
+      ],
+      [
+        'an unknown command',
+        { ...BASE_FLAGS, exec: 'no-such-command-xyz' },
+        BASE_ENV,
+        /^--exec .*"no-such-command-xyz" was not found on PATH/,
+      ],
+      [
+        'a missing command path',
+        { ...BASE_FLAGS, exec: '/no/such/file' },
+        BASE_ENV,
+        /^--exec .*is not an executable file/,
+      ],
+      [
+        'a heartbeat that is not a number',
+        { ...BASE_FLAGS, heartbeatMs: 'fast' },
+        BASE_ENV,
+        /^--heartbeat-ms \(AGENTCOM_HEARTBEAT_MS\): must be a whole number$/,
+      ],
+      [
+        'a heartbeat too small',
+        { ...BASE_FLAGS, heartbeatMs: '5' },
+        BASE_ENV,
+        /^--heartbeat-ms .*50/,
+      ],
+      [
+        'a bad drain grace from env',
+        BASE_FLAGS,
+        { ...BASE_ENV, AGENTCOM_DRAIN_GRACE_MS: '-1' },
+        /^--drain-grace-ms \(AGENTCOM_DRAIN_GRACE_MS\)/,
+      ],
       ['a bad kill grace', { ...BASE_FLAGS, killGraceMs: '1.5' }, BASE_ENV, /^--kill-grace-ms /],
       ['a bad ack timeout', { ...BASE_FLAGS, ackTimeoutMs: '1' }, BASE_ENV, /^--ack-timeout-ms /],
-      ['zero failover attempts', { ...BASE_FLAGS, failoverAttempts: '0' }, BASE_ENV, /^--failover-attempts /],
-      ['an unknown log level', { ...BASE_FLAGS, logLevel: 'loud' }, BASE_ENV, /^--log-level \(LOG_LEVEL\): /],
+      [
+        'zero failover attempts',
+        { ...BASE_FLAGS, failoverAttempts: '0' },
+        BASE_ENV,
+        /^--failover-attempts /,
+      ],
+      [
+        'an unknown log level',
+        { ...BASE_FLAGS, logLevel: 'loud' },
+        BASE_ENV,
+        /^--log-level \(LOG_LEVEL\): /,
+      ],
     ])('names the option for %s', (_case, flags, env, message) => {
       expect(failingOption(flags, env)).toMatch(message);
     });
@@ -176,16 +262,18 @@ describe('loadRunConfig', () => {
         const script = join(dir, 'handler.sh');
         await writeFile(script, '#!/bin/sh\n');
         await chmod(script, 0o644);
-        expect(failingOption({ ...BASE_FLAGS, exec: script })).toMatch(/^--exec .*not an executable/);
+        expect(failingOption({ ...BASE_FLAGS, exec: script })).toMatch(
+          /^--exec .*not an executable/,
+        );
       } finally {
         await cleanup();
       }
     });
 
     it('never echoes the token in an error', () => {
-      expect(failingOption(BASE_FLAGS, { ...BASE_ENV, AGENTCOM_TOKEN: 'x'.repeat(600) })).not.toContain(
-        'xxxx',
-      );
+      expect(
+        failingOption(BASE_FLAGS, { ...BASE_ENV, AGENTCOM_TOKEN: 'x'.repeat(600) }),
+      ).not.toContain('xxxx');
     });
   });
 });

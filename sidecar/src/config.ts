@@ -135,7 +135,9 @@ export function loadRunConfig(flags: RunFlags, env: Env = process.env): SidecarC
   const hub = required(pick(flags.hub, 'hubUrls'), 'hubUrls');
   const agentId = required(pick(flags.agent, 'agentId'), 'agentId');
   const queueText =
-    flags.queue !== undefined && flags.queue.length > 0 ? flags.queue.join(',') : env.AGENTCOM_QUEUES;
+    flags.queue !== undefined && flags.queue.length > 0
+      ? flags.queue.join(',')
+      : env.AGENTCOM_QUEUES;
   const queues = unique(splitList(required(nonEmpty(queueText), 'queues')));
   const argv = parseExec(required(pick(flags.exec, 'exec'), 'exec'), env);
   const token = readToken(flags.tokenFile, env);
@@ -156,7 +158,8 @@ export function loadRunConfig(flags: RunFlags, env: Env = process.env): SidecarC
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const setting = (issue?.path[0] ?? 'hubUrls') as Setting;
-    const where = issue !== undefined && issue.path.length > 1 ? ` (item ${String(issue.path[1])})` : '';
+    const where =
+      issue !== undefined && issue.path.length > 1 ? ` (item ${String(issue.path[1])})` : '';
     throw new ConfigError(optionName(setting), `${issue?.message ?? 'is not valid'}${where}`);
   }
 
@@ -246,7 +249,8 @@ function isExecutableCommand(command: string, env: Env): boolean {
 }
 
 function defaultStateDir(agentId: string, env: Env): string {
-  const base = nonEmpty(env.XDG_STATE_HOME) ?? join(nonEmpty(env.HOME) ?? homedir(), '.local', 'state');
+  const base =
+    nonEmpty(env.XDG_STATE_HOME) ?? join(nonEmpty(env.HOME) ?? homedir(), '.local', 'state');
   // One directory per agent id: two sidecars on one machine never share an outbox.
   return join(base, 'agentcom', agentId);
 }

@@ -20,7 +20,9 @@ export type DaemonEvents = {
   /** The task was given up without a report (accept refused, lease lost, superseded). */
   dropped: [{ taskId: string; reason: StopReason | 'not_accepted' }];
   /** The hub settled a report: it left the outbox. */
-  reported: [{ taskId: string; type: Report['type']; outcome: 'acked' | 'rejected'; code?: string }];
+  reported: [
+    { taskId: string; type: Report['type']; outcome: 'acked' | 'rejected'; code?: string },
+  ];
   /** The daemon stopped by itself (refused, replaced); the CLI exits with `exitCode`. */
   ended: [{ exitCode: ExitCode; reason: string }];
 };

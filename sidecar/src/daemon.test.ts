@@ -140,7 +140,9 @@ describe('daemon', () => {
       socket.emit('task:assign', assignment('t1'));
       expect(await assigned).toEqual({ taskId: 't1', token: 'token-t1', attempt: 1 });
       expect(daemon.state().current).toMatchObject({ taskId: 't1', state: 'working' });
-      await hub.nextEvent('task:log', (message) => JSON.stringify(message.lines).includes('started t1'));
+      await hub.nextEvent('task:log', (message) =>
+        JSON.stringify(message.lines).includes('started t1'),
+      );
       await release('t1');
 
       expect((await completed).message).toEqual({
@@ -148,7 +150,12 @@ describe('daemon', () => {
         token: 'token-t1',
         result: { done: 't1', payload: { n: 1 } },
       });
-      expect(await reported).toEqual({ taskId: 't1', type: 'complete', outcome: 'acked', code: undefined });
+      expect(await reported).toEqual({
+        taskId: 't1',
+        type: 'complete',
+        outcome: 'acked',
+        code: undefined,
+      });
       expect(hub.messages('task:accept')).toEqual([{ taskId: 't1', token: 'token-t1' }]);
       expect(daemon.state()).toMatchObject({ current: undefined, outbox: [] });
       expect(await stateFile()).toEqual({ version: 1, outbox: [] });
@@ -159,7 +166,12 @@ describe('daemon', () => {
       await start([hub.url]);
       const { socket } = await hub.connection();
       const failed = hub.nextEvent('task:fail');
-      socket.emit('task:assign', assignment('t1', { task: { id: 't1', queue: 'default', payload: { fail: true }, createdAt: 1 } }));
+      socket.emit(
+        'task:assign',
+        assignment('t1', {
+          task: { id: 't1', queue: 'default', payload: { fail: true }, createdAt: 1 },
+        }),
+      );
       await release('t1');
       expect((await failed).message).toEqual({
         taskId: 't1',
@@ -173,7 +185,9 @@ describe('daemon', () => {
     it('drops the task without running it when the hub refuses the accept', async () => {
       const hub = await startHub();
       hub.respond = ({ event }) =>
-        event === 'task:accept' ? { ok: false, code: 'E_ASSIGNMENT_SUPERSEDED', message: 'gone' } : undefined;
+        event === 'task:accept'
+          ? { ok: false, code: 'E_ASSIGNMENT_SUPERSEDED', message: 'gone' }
+          : undefined;
       const daemon = await start([hub.url]);
       const { socket } = await hub.connection();
       const dropped = next(daemon, 'dropped');
@@ -228,7 +242,11 @@ describe('daemon', () => {
   });
 
   describe('when the hub takes the task back', () => {
-    async function running(): Promise<{ hub: FakeHub; daemon: Daemon; socket: Awaited<ReturnType<FakeHub['connection']>>['socket'] }> {
+    async function running(): Promise<{
+      hub: FakeHub;
+      daemon: Daemon;
+      socket: Awaited<ReturnType<FakeHub['connection']>>['socket'];
+    }> {
       const hub = await startHub();
       const daemon = await start([hub.url], { heartbeatMs: 100 });
       const { socket } = await hub.connection();
@@ -263,7 +281,8 @@ describe('daemon', () => {
     it('kills the task and reports nothing when a heartbeat ack says abort', async () => {
       const { hub, daemon } = await running();
       const heartbeat = hub.nextEvent('agent:heartbeat', (message) => message.taskId === 't1');
-      hub.respond = ({ event }) => (event === 'agent:heartbeat' ? { ok: true, state: 'idle', abort: true } : undefined);
+      hub.respond = ({ event }) =>
+        event === 'agent:heartbeat' ? { ok: true, state: 'idle', abort: true } : undefined;
       expect((await heartbeat).message).toEqual({ taskId: 't1', token: 'token-t1' });
       expect(await next(daemon, 'dropped')).toEqual({ taskId: 't1', reason: 'lease_lost' });
       expect(hub.messages('task:fail')).toEqual([]);
@@ -275,7 +294,9 @@ describe('daemon', () => {
       const hub = await startHub();
       let refusals = 2;
       hub.respond = ({ event }) =>
-        event === 'task:complete' && refusals-- > 0 ? { ok: false, code: 'E_UNAVAILABLE', message: 'busy' } : undefined;
+        event === 'task:complete' && refusals-- > 0
+          ? { ok: false, code: 'E_UNAVAILABLE', message: 'busy' }
+          : undefined;
       const daemon = await start([hub.url], { ackTimeoutMs: 200 });
       const { socket } = await hub.connection();
       const finished = next(daemon, 'finished');
@@ -292,7 +313,9 @@ describe('daemon', () => {
     it('removes it when the hub rejects it as superseded', async () => {
       const hub = await startHub();
       hub.respond = ({ event }) =>
-        event === 'task:complete' ? { ok: false, code: 'E_ASSIGNMENT_SUPERSEDED', message: 'late' } : undefined;
+        event === 'task:complete'
+          ? { ok: false, code: 'E_ASSIGNMENT_SUPERSEDED', message: 'late' }
+          : undefined;
       const daemon = await start([hub.url]);
       const { socket } = await hub.connection();
       const reported = next(daemon, 'reported');
@@ -320,7 +343,11 @@ describe('daemon', () => {
       await disconnected;
       const reconnected = hub.connection({ fresh: true });
       await hub.start();
-      expect((await reconnected).auth.current).toEqual({ taskId: 't1', token: 'token-t1', state: 'working' });
+      expect((await reconnected).auth.current).toEqual({
+        taskId: 't1',
+        token: 'token-t1',
+        state: 'working',
+      });
 
       // Away again; the task ends meanwhile: its report waits in the state file.
       const awayAgain = next(daemon, 'disconnected');
@@ -332,14 +359,25 @@ describe('daemon', () => {
       expect(await stateFile()).toEqual({
         version: 1,
         current: { taskId: 't1', token: 'token-t1', attempt: 1, state: 'finished' },
-        outbox: [{ type: 'complete', taskId: 't1', token: 'token-t1', result: { done: 't1', payload: { n: 1 } } }],
+        outbox: [
+          {
+            type: 'complete',
+            taskId: 't1',
+            token: 'token-t1',
+            result: { done: 't1', payload: { n: 1 } },
+          },
+        ],
       });
 
       const back = hub.connection({ fresh: true });
       const replayed = hub.nextEvent('task:complete');
       const reported = next(daemon, 'reported');
       await hub.start();
-      expect((await back).auth.current).toEqual({ taskId: 't1', token: 'token-t1', state: 'finished' });
+      expect((await back).auth.current).toEqual({
+        taskId: 't1',
+        token: 'token-t1',
+        state: 'finished',
+      });
       expect((await replayed).message).toMatchObject({ taskId: 't1', token: 'token-t1' });
       await reported;
       expect(await stateFile()).toEqual({ version: 1, outbox: [] });
@@ -365,11 +403,17 @@ describe('daemon', () => {
       );
       const hub = await startHub();
       const firstEvents: string[] = [];
-      hub.on('event', ({ event, message }) => firstEvents.push(`${event} ${String(message.taskId)}`));
+      hub.on('event', ({ event, message }) =>
+        firstEvents.push(`${event} ${String(message.taskId)}`),
+      );
       const connected = hub.connection({ fresh: true });
       const failed = hub.nextEvent('task:fail');
       await start([hub.url]);
-      expect((await connected).auth.current).toEqual({ taskId: 't9', token: 'token-t9', state: 'finished' });
+      expect((await connected).auth.current).toEqual({
+        taskId: 't9',
+        token: 'token-t9',
+        state: 'finished',
+      });
       expect((await failed).message).toEqual({
         taskId: 't9',
         token: 'token-t9',
@@ -391,13 +435,19 @@ describe('daemon', () => {
   });
 
   describe('when the hub refuses or replaces it', () => {
-    it.each(['E_UNAUTHORIZED', 'E_PROTOCOL_VERSION'])('ends with exit code 3 on %s, without retrying', async (code) => {
-      const hub = await startHub();
-      hub.refuseWith = code;
-      const daemon = await start([hub.url]);
-      expect(await daemon.ended).toEqual({ exitCode: EXIT_CODES.REFUSED, reason: `${code}: refused: ${code}` });
-      expect(daemon.state().connected).toBe(false);
-    });
+    it.each(['E_UNAUTHORIZED', 'E_PROTOCOL_VERSION'])(
+      'ends with exit code 3 on %s, without retrying',
+      async (code) => {
+        const hub = await startHub();
+        hub.refuseWith = code;
+        const daemon = await start([hub.url]);
+        expect(await daemon.ended).toEqual({
+          exitCode: EXIT_CODES.REFUSED,
+          reason: `${code}: refused: ${code}`,
+        });
+        expect(daemon.state().connected).toBe(false);
+      },
+    );
 
     it('retries a refusal with a retryable code until the hub takes it', async () => {
       const hub = await startHub();
@@ -408,6 +458,18 @@ describe('daemon', () => {
       expect(await connected).toEqual({ url: hub.url });
     });
 
+    it('connects again when the hub closes its socket without a reason', async () => {
+      const hub = await startHub();
+      const daemon = await start([hub.url]);
+      const { socket } = await hub.connection();
+      const disconnected = next(daemon, 'disconnected');
+      const again = hub.connection({ fresh: true });
+      socket.disconnect(true);
+      expect(await disconnected).toEqual({ reason: 'io server disconnect' });
+      await again;
+      expect(hub.handshakes).toHaveLength(2);
+    });
+
     it('ends with exit code 4 on hub:error E_REPLACED, and stops the task', async () => {
       const hub = await startHub();
       const daemon = await start([hub.url]);
@@ -416,9 +478,14 @@ describe('daemon', () => {
       await hub.nextEvent('task:log');
       socket.emit('hub:error', { code: 'E_REPLACED', message: 'replaced' });
       socket.disconnect(true);
-      expect(await daemon.ended).toEqual({ exitCode: EXIT_CODES.REPLACED, reason: 'E_REPLACED: replaced' });
+      expect(await daemon.ended).toEqual({
+        exitCode: EXIT_CODES.REPLACED,
+        reason: 'E_REPLACED: replaced',
+      });
       expect(hub.handshakes).toHaveLength(1);
-      expect(daemon.state().outbox).toMatchObject([{ type: 'fail', taskId: 't1', retryable: true }]);
+      expect(daemon.state().outbox).toMatchObject([
+        { type: 'fail', taskId: 't1', retryable: true },
+      ]);
     });
   });
 
@@ -440,7 +507,11 @@ describe('daemon', () => {
 
       const moved = second.connection({ fresh: true });
       socket.emit('hub:draining', {});
-      expect((await moved).auth.current).toEqual({ taskId: 't1', token: 'token-t1', state: 'working' });
+      expect((await moved).auth.current).toEqual({
+        taskId: 't1',
+        token: 'token-t1',
+        state: 'working',
+      });
       const completed = second.nextEvent('task:complete');
       await release('t1');
       expect((await completed).message).toMatchObject({ taskId: 't1' });

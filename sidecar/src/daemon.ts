@@ -10,6 +10,7 @@ import { Outbox } from './outbox/outbox';
 import { acquireStateLock, type StateLock } from './outbox/state-lock';
 import type { HeldTask, Report } from './outbox/state-schema';
 import { ExecRunner } from './runner/exec-runner';
+import { drain } from './task/drain';
 import { ReportDelivery } from './task/report-delivery';
 import { TaskController } from './task/task-controller';
 import { SIDECAR_VERSION } from './version';
@@ -49,7 +50,10 @@ export interface Daemon {
  * Composition root: takes the state dir, loads the outbox, wires connection, runner, controller
  * and delivery, and starts connecting. Resolves once it is connecting (not connected).
  */
-export async function startDaemon(config: SidecarConfig, options: DaemonOptions = {}): Promise<Daemon> {
+export async function startDaemon(
+  config: SidecarConfig,
+  options: DaemonOptions = {},
+): Promise<Daemon> {
   const logger = options.logger ?? createLogger(config.logLevel, config.agentId);
   await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
   const lock = await acquireStateLock(config.stateDir);
@@ -170,19 +174,9 @@ async function assemble(
     events,
     ended,
     shutdown: () =>
-      close(async () => {
-        logger.info({ graceMs: config.drainGraceMs }, 'draining: finishing the current task, taking no new one');
-        if (connection.connected) {
-          await connection.request('agent:drain', {}).catch((err: unknown) => {
-            logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'agent:drain not acknowledged');
-          });
-        }
-        await controller.drain(config.drainGraceMs);
-        await delivery.flush();
-        const left = outbox.reports.length;
-        if (left > 0) logger.warn({ undelivered: left }, 'stopping with undelivered reports: they are sent on the next start');
-        logger.info('drained; stopping');
-      }),
+      close(() =>
+        drain({ connection, controller, delivery, outbox, logger, graceMs: config.drainGraceMs }),
+      ),
     stop: () =>
       close(async () => {
         delivery.stop();
@@ -190,7 +184,10 @@ async function assemble(
         await controller.stopNow();
       }),
     killNow: () => controller.killNow(),
-    state: () => ({ connected: connection.connected, current: outbox.current, outbox: outbox.reports }),
+    state: () => ({
+      connected: connection.connected,
+      current: outbox.current,
+      outbox: outbox.reports,
+    }),
   };
 }
-

@@ -12,7 +12,10 @@ import { StateDirInUseError } from './outbox/state-lock';
  * First SIGTERM/SIGINT: graceful shutdown (drain, deliver), exit 0. A second one: the task's
  * process group gets SIGKILL and the exit is immediate, code 130.
  */
-export async function runCommand(flags: RunFlags, stderr: NodeJS.WritableStream): Promise<ExitCode> {
+export async function runCommand(
+  flags: RunFlags,
+  stderr: NodeJS.WritableStream,
+): Promise<ExitCode> {
   let config;
   try {
     config = loadRunConfig(flags);

@@ -7,8 +7,14 @@ describe('splitCommand', () => {
     [`run 'a b' "c d"`, ['run', 'a b', 'c d']],
     [`say 'it''s' "x"y'z'`, ['say', 'its', 'xyz']],
     [`echo "" ''`, ['echo', '', '']],
-    [`echo "quote \\" back \\\\ dollar \\$ tick \\\` other \\n"`, ['echo', 'quote " back \\ dollar $ tick ` other \\n']],
-    [`echo 'single $HOME | > keeps everything \\'`, ['echo', 'single $HOME | > keeps everything \\']],
+    [
+      `echo "quote \\" back \\\\ dollar \\$ tick \\\` other \\n"`,
+      ['echo', 'quote " back \\ dollar $ tick ` other \\n'],
+    ],
+    [
+      `echo 'single $HOME | > keeps everything \\'`,
+      ['echo', 'single $HOME | > keeps everything \\'],
+    ],
     [`path\\ with\\ spaces next`, ['path with spaces', 'next']],
     ['line \\\n continued', ['line', 'continued']],
     ['json {"a":1}', ['json', '{a:1}']],

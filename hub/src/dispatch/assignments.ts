@@ -105,10 +105,13 @@ export class AssignmentService {
       return { ok: true, duplicate: true };
     }
     const job = await this.currentJob(agentId, msg.taskId, msg.token);
+    // Stop extending first: the lock disappears with the completion, and a lease tick racing it
+    // must not mistake that for a lost lease.
+    this.options.leases.untrack(agentId, msg.taskId);
     try {
       await job.moveToCompleted(msg.result ?? null, msg.token, false);
     } catch (err) {
-      return this.refused(agentId, msg.taskId, msg.token, err);
+      return this.refused(agentId, msg.taskId, msg.token, 'completed', err);
     }
     await this.markFinished(msg.taskId, msg.token, 'completed');
     await this.release(agentId, msg.taskId, msg.token, 'complete', { tasksDone: 1 });
@@ -124,6 +127,7 @@ export class AssignmentService {
     const now = this.options.agents.now();
     const cooldownUntil =
       msg.rateLimitedUntil !== undefined && msg.rateLimitedUntil > now ? msg.rateLimitedUntil : undefined;
+    this.options.leases.untrack(agentId, msg.taskId);
     try {
       if (cooldownUntil !== undefined) {
         // A quota, not a failure of the task: back to wait without using an attempt.
@@ -135,7 +139,7 @@ export class AssignmentService {
         await job.moveToFailed(error, msg.token, false);
       }
     } catch (err) {
-      return this.refused(agentId, msg.taskId, msg.token, err);
+      return this.refused(agentId, msg.taskId, msg.token, 'failed', err);
     }
     await this.markFinished(msg.taskId, msg.token, 'failed');
     if (cooldownUntil !== undefined) {
@@ -222,8 +226,23 @@ export class AssignmentService {
     return job as TaskJob;
   }
 
-  private async refused(agentId: string, taskId: string, token: string, err: unknown): Promise<never> {
+  /**
+   * BullMQ refused the report. If the same assignment's report was applied concurrently (a
+   * replay racing the original), its outcome appears within moments: answer it as a duplicate.
+   * Otherwise the assignment is gone: free the agent and answer superseded.
+   */
+  private async refused(
+    agentId: string,
+    taskId: string,
+    token: string,
+    outcome: 'completed' | 'failed',
+    err: unknown,
+  ): Promise<ReportAck> {
     if (!isStaleAssignmentError(err)) throw err;
+    for (let i = 0; i < 10; i++) {
+      if (await this.alreadyFinished(taskId, token, outcome)) return { ok: true, duplicate: true };
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     await this.release(agentId, taskId, token, 'lease_lost');
     throw superseded(taskId);
   }

@@ -14,7 +14,9 @@ export type HubSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
 /** The payload of a sidecar → hub event. */
 export type ClientMessage<E extends ClientEventName> = Parameters<ClientToServerEvents[E]>[0];
 /** The ack the hub answers a sidecar → hub event with. */
-export type ClientAck<E extends ClientEventName> = Parameters<Parameters<ClientToServerEvents[E]>[1]>[0];
+export type ClientAck<E extends ClientEventName> = Parameters<
+  Parameters<ClientToServerEvents[E]>[1]
+>[0];
 
 /** Handshake refusals no retry can fix: the sidecar stops (exit code 3). */
 const REFUSED_FOR_GOOD: ReadonlySet<string> = new Set([
@@ -157,7 +159,10 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
       autoConnect: false,
       reconnection: true,
       reconnectionAttempts: this.urls.length > 1 ? this.options.failoverAttempts : Infinity,
-      reconnectionDelay: Math.min((this.options.reconnectionDelay ?? 200) * 2 ** this.failedRounds, max),
+      reconnectionDelay: Math.min(
+        (this.options.reconnectionDelay ?? 200) * 2 ** this.failedRounds,
+        max,
+      ),
       reconnectionDelayMax: max,
       randomizationFactor: 0.5,
     });
@@ -168,7 +173,10 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
 
     manager.on('reconnect_failed', () => {
       if (!isCurrent()) return;
-      this.logger.warn({ url }, `no answer from this hub after ${this.options.failoverAttempts} attempts`);
+      this.logger.warn(
+        { url },
+        `no answer from this hub after ${this.options.failoverAttempts} attempts`,
+      );
       this.moveOn(0);
     });
     socket.on('connect', () => {
@@ -218,7 +226,10 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
       // Could not reach the hub: socket.io retries on its own, with backoff.
       const first = this.failingSince === undefined;
       this.failingSince ??= Date.now();
-      this.logger[first ? 'warn' : 'debug']({ url, err: err.message }, 'cannot reach the hub; retrying');
+      this.logger[first ? 'warn' : 'debug'](
+        { url, err: err.message },
+        'cannot reach the hub; retrying',
+      );
       return;
     }
     if (REFUSED_FOR_GOOD.has(code)) {
@@ -244,7 +255,10 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
   }
 
   private end(end: ConnectionEnd): void {
-    this.logger.error({ url: this.url, code: end.code, reason: end.message }, `connection ended: ${end.kind}`);
+    this.logger.error(
+      { url: this.url, code: end.code, reason: end.message },
+      `connection ended: ${end.kind}`,
+    );
     this.close();
     this.emit('ended', end);
   }
@@ -271,10 +285,17 @@ interface AckEmitter<E extends ClientEventName> {
 }
 
 function isAckShape(value: unknown): value is { ok: boolean } {
-  return typeof value === 'object' && value !== null && typeof (value as { ok?: unknown }).ok === 'boolean';
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { ok?: unknown }).ok === 'boolean'
+  );
 }
 
-function describeHubError(payload: unknown, fallback = 'unknown error'): { code: string; message: string } {
+function describeHubError(
+  payload: unknown,
+  fallback = 'unknown error',
+): { code: string; message: string } {
   if (typeof payload === 'object' && payload !== null) {
     const { code, message } = payload as { code?: unknown; message?: unknown };
     return {

@@ -20,7 +20,13 @@ afterEach(async () => {
 });
 
 const complete: Report = { type: 'complete', taskId: 't1', token: 'k1', result: { answer: 42 } };
-const fail: Report = { type: 'fail', taskId: 't0', token: 'k0', error: 'exit code 1', retryable: true };
+const fail: Report = {
+  type: 'fail',
+  taskId: 't0',
+  token: 'k0',
+  error: 'exit code 1',
+  retryable: true,
+};
 
 async function readState(): Promise<unknown> {
   return JSON.parse(await readFile(join(dir, STATE_FILE_NAME), 'utf8'));
@@ -60,7 +66,12 @@ describe('Outbox', () => {
 
       await outbox.finishTask(complete);
       const reloaded = await Outbox.open(dir, testLogger());
-      expect(reloaded.current).toEqual({ taskId: 't1', token: 'k1', attempt: 1, state: 'finished' });
+      expect(reloaded.current).toEqual({
+        taskId: 't1',
+        token: 'k1',
+        attempt: 1,
+        state: 'finished',
+      });
       expect(reloaded.reports).toEqual([complete]);
 
       const [report] = reloaded.reports;
@@ -110,7 +121,14 @@ describe('Outbox', () => {
       const second = await Outbox.open(dir, testLogger());
       expect(second.current).toEqual({ taskId: 't1', token: 'k1', attempt: 2, state: 'finished' });
       expect(second.reports).toEqual([
-        { type: 'fail', taskId: 't1', token: 'k1', error: INTERRUPTED_ERROR, retryable: true, kind: 'error' },
+        {
+          type: 'fail',
+          taskId: 't1',
+          token: 'k1',
+          error: INTERRUPTED_ERROR,
+          retryable: true,
+          kind: 'error',
+        },
       ]);
       expect(await readState()).toMatchObject({ current: { state: 'finished' } });
     });
@@ -125,7 +143,10 @@ describe('Outbox', () => {
   describe('when the state file is corrupt', () => {
     it.each([
       ['not JSON', '{"version":1,"outbox":['],
-      ['the wrong shape', JSON.stringify({ version: 1, outbox: [{ type: 'complete', taskId: 't1' }] })],
+      [
+        'the wrong shape',
+        JSON.stringify({ version: 1, outbox: [{ type: 'complete', taskId: 't1' }] }),
+      ],
       ['an unknown field', JSON.stringify({ version: 1, outbox: [], extra: true })],
       ['a future version', JSON.stringify({ version: 2, outbox: [] })],
     ])('moves a file with %s aside and starts empty', async (_case, text) => {

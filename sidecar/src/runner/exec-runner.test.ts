@@ -74,10 +74,9 @@ describe('ExecRunner', () => {
 
     it('turns every stdout line into a log line', async () => {
       const sink = new LineRecorder();
-      const run = nodeRunner(`console.log('one'); console.log(''); console.log('two\\nthree');`).start(
-        assignment(),
-        sink,
-      );
+      const run = nodeRunner(
+        `console.log('one'); console.log(''); console.log('two\\nthree');`,
+      ).start(assignment(), sink);
       await run.outcome;
       expect(sink.lines).toEqual(['one', '', 'two', 'three']);
     });
@@ -195,13 +194,16 @@ describe('ExecRunner', () => {
       });
     });
 
-    it.each(['lease_lost', 'superseded'] as const)('drops the task for reason %s', async (reason) => {
-      const sink = new LineRecorder();
-      const run = nodeRunner(LONG).start(assignment(), sink);
-      await sink.next(/^started$/);
-      run.stop(reason);
-      await expect(run.outcome).resolves.toEqual({ type: 'dropped', reason });
-    });
+    it.each(['lease_lost', 'superseded'] as const)(
+      'drops the task for reason %s',
+      async (reason) => {
+        const sink = new LineRecorder();
+        const run = nodeRunner(LONG).start(assignment(), sink);
+        await sink.next(/^started$/);
+        run.stop(reason);
+        await expect(run.outcome).resolves.toEqual({ type: 'dropped', reason });
+      },
+    );
 
     it('kills at once on killNow', async () => {
       const sink = new LineRecorder();

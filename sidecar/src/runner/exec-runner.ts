@@ -160,7 +160,9 @@ class ExecRun implements RunningTask {
     ]);
     clearTimeout(timer);
     if (!drained) {
-      this.logger.warn('the task output is still held open by a process outside its group; closing it');
+      this.logger.warn(
+        'the task output is still held open by a process outside its group; closing it',
+      );
       child.stdout.destroy();
       child.stderr.destroy();
     }

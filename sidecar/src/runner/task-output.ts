@@ -15,7 +15,9 @@ export class LineTail {
 
   push(line: string): void {
     if (line.trim() === '') return;
-    this.lines.push(line.length > STDERR_LINE_CHARS ? `${line.slice(0, STDERR_LINE_CHARS)}…` : line);
+    this.lines.push(
+      line.length > STDERR_LINE_CHARS ? `${line.slice(0, STDERR_LINE_CHARS)}…` : line,
+    );
     if (this.lines.length > this.size) this.lines.shift();
   }
 

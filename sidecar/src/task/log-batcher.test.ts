@@ -15,7 +15,8 @@ class ControlledSend {
 
   /** Resolves once `count` batches were sent. */
   async sent(count: number): Promise<void> {
-    while (this.batches.length < count) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    while (this.batches.length < count)
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
   }
 
   releaseAll(): void {

@@ -38,15 +38,22 @@ export class ReportDelivery {
 
   constructor(private readonly options: ReportDeliveryOptions) {}
 
-  /** Runs a delivery pass that starts after this call; passes never overlap. */
+  /** Runs a delivery pass that starts after this call; passes never overlap. Never rejects. */
   flush(): Promise<void> {
     if (this.queued !== undefined) return this.queued;
-    const run = this.tail.then(() => {
+    const run = this.tail.then(async () => {
       this.queued = undefined;
-      return this.deliver();
+      try {
+        await this.deliver();
+      } catch (err) {
+        this.options.logger.error(
+          { err: err instanceof Error ? err.message : String(err) },
+          'report delivery failed',
+        );
+      }
     });
     this.queued = run;
-    this.tail = run.catch(() => undefined);
+    this.tail = run;
     return run;
   }
 
@@ -66,25 +73,46 @@ export class ReportDelivery {
       try {
         ack = await send(connection, report);
       } catch (err) {
-        log.warn({ err: err instanceof Error ? err.message : String(err) }, 'report not acknowledged; will resend');
+        log.warn(
+          { err: err instanceof Error ? err.message : String(err) },
+          'report not acknowledged; will resend',
+        );
         this.retryLater();
         return;
       }
       if (ack.ok) {
-        await outbox.removeReport(report);
+        await this.remove(report);
         log.info({ duplicate: ack.duplicate === true }, 'report delivered');
         this.options.onSettled({ report, outcome: 'acked', duplicate: ack.duplicate === true });
         continue;
       }
       const retryable = isErrorCode(ack.code) ? ERROR_CODES[ack.code].retryable : true;
       if (retryable) {
-        log.warn({ code: ack.code, reason: ack.message }, 'the hub cannot take the report now; will resend');
+        log.warn(
+          { code: ack.code, reason: ack.message },
+          'the hub cannot take the report now; will resend',
+        );
         this.retryLater();
         return;
       }
-      await outbox.removeReport(report);
-      log.warn({ code: ack.code, reason: ack.message }, 'the hub refused the report for good; dropped it');
+      await this.remove(report);
+      log.warn(
+        { code: ack.code, reason: ack.message },
+        'the hub refused the report for good; dropped it',
+      );
       this.options.onSettled({ report, outcome: 'rejected', code: ack.code });
+    }
+  }
+
+  /** Removes a settled report; a failed write leaves it removed in memory, and is logged. */
+  private async remove(report: Report): Promise<void> {
+    try {
+      await this.options.outbox.removeReport(report);
+    } catch (err) {
+      this.options.logger.error(
+        { taskId: report.taskId, err: err instanceof Error ? err.message : String(err) },
+        'could not record a delivered report in the state file; it may be sent again after a restart',
+      );
     }
   }
 
@@ -101,5 +129,12 @@ function send(connection: Pick<HubConnection, 'request'>, report: Report): Promi
     return connection.request('task:complete', { taskId, token, result: report.result });
   }
   const { error, retryable, kind, rateLimitedUntil } = report;
-  return connection.request('task:fail', { taskId, token, error, retryable, kind, rateLimitedUntil });
+  return connection.request('task:fail', {
+    taskId,
+    token,
+    error,
+    retryable,
+    kind,
+    rateLimitedUntil,
+  });
 }

@@ -59,7 +59,9 @@ export class TaskController {
   /** What the handshake announces: the held task, running (`working`) or awaiting its ack (`finished`). */
   currentAssignment(): CurrentAssignment | undefined {
     const held = this.options.outbox.current;
-    return held === undefined ? undefined : { taskId: held.taskId, token: held.token, state: held.state };
+    return held === undefined
+      ? undefined
+      : { taskId: held.taskId, token: held.token, state: held.state };
   }
 
   get busy(): boolean {
@@ -79,13 +81,19 @@ export class TaskController {
     const running = this.session;
     if (running !== undefined) {
       if (sameTask(running.ref, ref)) {
-        log.info('assigned the task already running (a resume): confirming it, not starting it again');
+        log.info(
+          'assigned the task already running (a resume): confirming it, not starting it again',
+        );
         void this.options.connection.request('task:accept', ref).then(
           (ack) => log.info({ ok: ack.ok }, 'running task confirmed'),
-          (err: unknown) => log.warn({ err: errorText(err) }, 'task:accept of the running task not acknowledged'),
+          (err: unknown) =>
+            log.warn({ err: errorText(err) }, 'task:accept of the running task not acknowledged'),
         );
       } else {
-        log.warn({ runningTaskId: running.ref.taskId }, 'ignoring an assignment: a task is already running');
+        log.warn(
+          { runningTaskId: running.ref.taskId },
+          'ignoring an assignment: a task is already running',
+        );
       }
       return;
     }
@@ -118,13 +126,19 @@ export class TaskController {
   onCancel(payload: unknown): void {
     const parsed = taskCancelSchema.safeParse(payload);
     if (!parsed.success) {
-      this.options.logger.warn({ issue: parsed.error.issues[0]?.message }, 'ignoring an invalid task:cancel');
+      this.options.logger.warn(
+        { issue: parsed.error.issues[0]?.message },
+        'ignoring an invalid task:cancel',
+      );
       return;
     }
     const { taskId, reason } = parsed.data;
     const session = this.session;
     if (session === undefined || session.ref.taskId !== taskId) {
-      this.options.logger.info({ taskId, reason }, 'task:cancel for a task not running here: ignored');
+      this.options.logger.info(
+        { taskId, reason },
+        'task:cancel for a task not running here: ignored',
+      );
       return;
     }
     session.logger.info({ reason }, 'the hub cancelled the task');
@@ -138,14 +152,20 @@ export class TaskController {
     this.heartbeatInFlight = true;
     try {
       const held = this.options.outbox.current;
-      const message: AgentHeartbeat = held === undefined ? {} : { taskId: held.taskId, token: held.token };
+      const message: AgentHeartbeat =
+        held === undefined ? {} : { taskId: held.taskId, token: held.token };
       const ack = await connection.request('agent:heartbeat', message);
       if (!ack.ok) {
         logger.debug({ code: ack.code, reason: ack.message }, 'heartbeat refused');
         return;
       }
       const session = this.session;
-      if (ack.abort === true && session !== undefined && held !== undefined && sameTask(session.ref, held)) {
+      if (
+        ack.abort === true &&
+        session !== undefined &&
+        held !== undefined &&
+        sameTask(session.ref, held)
+      ) {
         session.logger.warn('the hub lost this assignment (heartbeat abort): dropping the task');
         this.stopSession(session, 'lease_lost');
       }
@@ -218,7 +238,13 @@ export class TaskController {
     const report: Report =
       outcome.type === 'complete'
         ? { type: 'complete', ...ref, result: outcome.result }
-        : { type: 'fail', ...ref, error: outcome.error, retryable: outcome.retryable, kind: outcome.kind };
+        : {
+            type: 'fail',
+            ...ref,
+            error: outcome.error,
+            retryable: outcome.retryable,
+            kind: outcome.kind,
+          };
     await this.durably('store the report', () => outbox.finishTask(report));
     logger.info({ report: report.type }, 'task finished; report stored');
     events.emit('finished', { taskId: ref.taskId, report });
@@ -230,16 +256,23 @@ export class TaskController {
     try {
       const ack = await this.options.connection.request('task:accept', session.ref);
       if (ack.ok) return true;
-      session.logger.warn({ code: ack.code, reason: ack.message }, 'the hub refused task:accept; dropping the task');
+      session.logger.warn(
+        { code: ack.code, reason: ack.message },
+        'the hub refused task:accept; dropping the task',
+      );
     } catch (err) {
-      session.logger.warn({ err: errorText(err) }, 'task:accept not acknowledged; dropping the task');
+      session.logger.warn(
+        { err: errorText(err) },
+        'task:accept not acknowledged; dropping the task',
+      );
     }
     return false;
   }
 
   private async run(session: Session): Promise<RunOutcome> {
     const { assignment, ref } = session;
-    if (session.stopReason !== undefined) return stoppedOutcome(session.stopReason, assignment.timeoutMs);
+    if (session.stopReason !== undefined)
+      return stoppedOutcome(session.stopReason, assignment.timeoutMs);
     const { connection, runner, ackTimeoutMs } = this.options;
     const logs = new LogBatcher(async (lines) => {
       await connection.request('task:log', { ...ref, lines });

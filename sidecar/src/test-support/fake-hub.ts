@@ -64,7 +64,11 @@ export class FakeHub extends EventEmitter<{
       const parsed = handshakeAuthSchema.safeParse(socket.handshake.auth);
       const code = this.refuseWith ?? (parsed.success ? undefined : 'E_VALIDATION');
       if (code !== undefined) {
-        next(Object.assign(new Error(`refused: ${code}`), { data: { code, message: `refused: ${code}` } }));
+        next(
+          Object.assign(new Error(`refused: ${code}`), {
+            data: { code, message: `refused: ${code}` },
+          }),
+        );
         return;
       }
       next();
@@ -108,7 +112,9 @@ export class FakeHub extends EventEmitter<{
   }
 
   /** Resolves with the next connection accepted (or the first one, if one is already up). */
-  async connection(options: { fresh?: boolean } = {}): Promise<{ socket: HubSideSocket; auth: HandshakeAuth }> {
+  async connection(
+    options: { fresh?: boolean } = {},
+  ): Promise<{ socket: HubSideSocket; auth: HandshakeAuth }> {
     const live = this.sockets()[0];
     if (!options.fresh && live !== undefined) {
       const auth = this.handshakes[this.handshakes.length - 1] as HandshakeAuth;
@@ -119,7 +125,10 @@ export class FakeHub extends EventEmitter<{
   }
 
   /** Resolves with the next received event of that name matching `where`. */
-  nextEvent(event: ClientEventName, where: (message: Record<string, unknown>) => boolean = () => true): Promise<ReceivedEvent> {
+  nextEvent(
+    event: ClientEventName,
+    where: (message: Record<string, unknown>) => boolean = () => true,
+  ): Promise<ReceivedEvent> {
     return new Promise((resolve) => {
       const listener = (received: ReceivedEvent): void => {
         if (received.event !== event || !where(received.message)) return;
@@ -131,7 +140,9 @@ export class FakeHub extends EventEmitter<{
   }
 
   messages(event: ClientEventName): Array<Record<string, unknown>> {
-    return this.received.filter((received) => received.event === event).map((received) => received.message);
+    return this.received
+      .filter((received) => received.event === event)
+      .map((received) => received.message);
   }
 }
 

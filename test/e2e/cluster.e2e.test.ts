@@ -1,0 +1,158 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TaskView } from '@agentcom/shared';
+import { api, eventually } from '../helpers/hub';
+import { completionsByTask, doubleHoldings, readTransitions } from '../helpers/invariants';
+import {
+  mintToken,
+  startHubProcess,
+  startSidecarProcess,
+  type HubProcess,
+  type TestProcess,
+} from '../helpers/processes';
+import { startRedis, type RedisProcess } from '../helpers/redis-server';
+
+/** Lines "<taskId> <attempt> <agent> <pid> start|done" written by the record handler. */
+function runLog(file: string): Array<{ taskId: string; agent: string; what: string }> {
+  let text = '';
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [taskId = '', , agent = '', , what = ''] = line.split(' ');
+      return { taskId, agent, what };
+    });
+}
+
+describe('a cluster of hub and sidecar processes', () => {
+  let redis: RedisProcess;
+  let dir: string;
+  const hubs: HubProcess[] = [];
+  const sidecars: TestProcess[] = [];
+  let prefix: string;
+
+  beforeEach(async () => {
+    redis = await startRedis();
+    dir = mkdtempSync(join(tmpdir(), 'agentcom-e2e-'));
+    prefix = `e${randomBytes(3).toString('hex')}`;
+  });
+  afterEach(async () => {
+    await Promise.all(sidecars.splice(0).map((s) => s.kill('SIGKILL')));
+    await Promise.all(hubs.splice(0).map((h) => h.kill('SIGKILL')));
+    await redis.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function startSidecars(count: number, hubUrlsFor: (i: number) => string[], env: Record<string, string> = {}) {
+    const started: TestProcess[] = [];
+    for (let i = 0; i < count; i++) {
+      const agentId = `agent-${i}`;
+      const token = await mintToken(hubs[0]!.url, agentId);
+      const sidecar = startSidecarProcess({
+        hubUrls: hubUrlsFor(i),
+        agentId,
+        token,
+        stateDir: join(dir, agentId),
+        env: { RUN_LOG: join(dir, 'run.log'), ...env },
+      });
+      sidecars.push(sidecar);
+      started.push(sidecar);
+    }
+    await eventually(
+      async () => {
+        const listed = await api<{ agents: Array<{ state: string }> }>(hubs[0]!.url, 'GET', '/v1/agents');
+        return listed.body.agents.filter((a) => a.state === 'idle').length >= count ? true : undefined;
+      },
+      { what: `${count} idle agents`, timeoutMs: 30_000 },
+    );
+    return started;
+  }
+
+  const getTask = async (hubUrl: string, id: string) => (await api<TaskView>(hubUrl, 'GET', `/v1/tasks/${id}`)).body;
+
+  it('runs 200 tasks over 3 replicas and 10 sidecars: each completed exactly once, no agent ever held two', async () => {
+    for (let i = 1; i <= 3; i++) hubs.push(await startHubProcess(redis.url, prefix, `hub-${i}`));
+    await startSidecars(10, (i) => [hubs[i % 3]!.url]);
+
+    const ids: string[] = [];
+    await Promise.all(
+      Array.from({ length: 200 }, async (_, n) => {
+        const hub = hubs[n % 3]!;
+        const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+          payload: { value: n, sleepMs: n % 7 },
+        });
+        expect(created.status).toBe(201);
+        ids.push(created.body.id);
+      }),
+    );
+    const tasks = await eventually(
+      async () => {
+        const views = await Promise.all(ids.map((id, n) => getTask(hubs[(n + 1) % 3]!.url, id)));
+        return views.every((v) => v.state === 'completed') ? views : undefined;
+      },
+      { what: '200 tasks completed', timeoutMs: 90_000, intervalMs: 500 },
+    );
+    for (const task of tasks) {
+      expect(task.result).toMatchObject({ taskId: task.id, value: (task.payload as { value: number }).value });
+    }
+
+    const events = await readTransitions(redis.url, prefix);
+    const completions = completionsByTask(events);
+    const missing = ids.filter((id) => !completions.has(id));
+    if (missing.length) console.log(JSON.stringify(events.filter((e) => missing.includes(e.task)), null, 1));
+    expect(completions.size).toBe(200);
+    expect([...completions.values()].every((count) => count === 1)).toBe(true);
+    expect(doubleHoldings(events)).toEqual([]);
+    const done = runLog(join(dir, 'run.log')).filter((r) => r.what === 'done');
+    expect(new Set(done.map((r) => r.taskId)).size).toBe(200);
+    expect(done).toHaveLength(200);
+  });
+
+  it('runs the task of a kill -9ed sidecar on another agent after lease + stalled interval', async () => {
+    hubs.push(await startHubProcess(redis.url, prefix, 'hub-1'));
+    hubs.push(await startHubProcess(redis.url, prefix, 'hub-2'));
+    const [victim] = await startSidecars(1, () => [hubs[0]!.url]);
+    const created = await api<{ id: string }>(hubs[1]!.url, 'POST', '/v1/tasks', { payload: { sleepMs: 60_000, value: 'slow' } });
+    const id = created.body.id;
+    await eventually(
+      async () => (runLog(join(dir, 'run.log')).some((r) => r.taskId === id && r.what === 'start') ? true : undefined),
+      { what: 'the handler to start' },
+    );
+    expect((await getTask(hubs[0]!.url, id)).state).toBe('running');
+    await victim!.kill('SIGKILL');
+    const killedAt = Date.now();
+
+    const token = await mintToken(hubs[0]!.url, 'rescuer');
+    sidecars.push(
+      startSidecarProcess({
+        hubUrls: [hubs[1]!.url],
+        agentId: 'rescuer',
+        token,
+        stateDir: join(dir, 'rescuer'),
+        env: { RUN_LOG: join(dir, 'run.log') },
+      }),
+    );
+    const rescued = await eventually(
+      async () => {
+        const task = await getTask(hubs[1]!.url, id);
+        return task.state === 'running' && task.agentId === 'rescuer' ? task : undefined;
+      },
+      { what: 'the task to run on the rescuer', timeoutMs: 30_000 },
+    );
+    // lease 3 s + stalled interval 1 s (test timings): not before the lease ran out
+    expect(Date.now() - killedAt).toBeGreaterThanOrEqual(2500);
+    expect(rescued.attempt).toBe(2);
+    const starts = await eventually(() => {
+      const seen = runLog(join(dir, 'run.log')).filter((r) => r.taskId === id && r.what === 'start');
+      return seen.length >= 2 ? seen : undefined;
+    }, { what: 'the rescuer handler to start' });
+    expect(starts.map((r) => r.agent)).toEqual(['agent-0', 'rescuer']);
+  });
+});
