@@ -30,7 +30,10 @@ export default tseslint.config(
     rules: {
       '@typescript-eslint/no-explicit-any': 'error',
       '@typescript-eslint/no-floating-promises': 'error',
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_' },
+      ],
       '@typescript-eslint/require-await': 'off',
       '@typescript-eslint/no-unnecessary-type-assertion': 'off',
       'prefer-const': ['error', { ignoreReadBeforeAssign: true }],
@@ -39,19 +42,27 @@ export default tseslint.config(
   {
     files: ['shared/src/**/*.ts'],
     rules: noCrossImports([
-      { group: ['**/hub/**', '**/sidecar/**', '@agentcom/hub', 'agentcom-sidecar'], message: 'shared imports nothing from hub or sidecar' },
+      {
+        group: ['**/hub/**', '**/sidecar/**', '@agentcom/hub', 'agentcom-sidecar'],
+        message: 'shared imports nothing from hub or sidecar',
+      },
       { group: ['node:*'], message: 'shared is pure TypeScript: no Node built-ins' },
     ]),
   },
   {
     files: ['hub/src/**/*.ts'],
-    rules: noCrossImports([{ group: ['**/sidecar/**', 'agentcom-sidecar'], message: 'hub never imports the sidecar' }]),
+    rules: noCrossImports([
+      { group: ['**/sidecar/**', 'agentcom-sidecar'], message: 'hub never imports the sidecar' },
+    ]),
   },
   {
     files: ['sidecar/src/**/*.ts'],
     rules: noCrossImports([
       { group: ['**/hub/**', '@agentcom/hub'], message: 'the sidecar never imports the hub' },
-      { group: ['ioredis', 'bullmq'], message: 'agents hold no Redis credentials: the sidecar never touches Redis' },
+      {
+        group: ['ioredis', 'bullmq'],
+        message: 'agents hold no Redis credentials: the sidecar never touches Redis',
+      },
     ]),
   },
   {

@@ -1,5 +1,8 @@
 /** Jest runs TypeScript through @swc/jest (fast, transpile-only); `tsc --build` typechecks separately. */
-const swc = ['@swc/jest', { jsc: { target: 'es2022', parser: { syntax: 'typescript' } }, module: { type: 'commonjs' } }];
+const swc = [
+  '@swc/jest',
+  { jsc: { target: 'es2022', parser: { syntax: 'typescript' } }, module: { type: 'commonjs' } },
+];
 module.exports = {
   testEnvironment: 'node',
   transform: { '^.+\\.ts$': swc },

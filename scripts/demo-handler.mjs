@@ -9,7 +9,9 @@ process.stdin.on('end', () => {
   console.log(`working on ${task.id} (attempt ${process.env.AGENTCOM_ATTEMPT})`);
   const ms = 100 + Math.floor(Math.random() * 400);
   setTimeout(() => {
-    const words = String(task.payload?.text ?? '').split(/\s+/).filter(Boolean).length;
+    const words = String(task.payload?.text ?? '')
+      .split(/\s+/)
+      .filter(Boolean).length;
     console.log(JSON.stringify({ words, tookMs: ms, handlerPid: process.pid }));
   }, ms);
 });

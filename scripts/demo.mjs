@@ -50,7 +50,10 @@ function start(name, args, env) {
 async function api(port, method, path, body) {
   const response = await fetch(`http://127.0.0.1:${port}${path}`, {
     method,
-    headers: { authorization: `Bearer ${adminKey}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+    headers: {
+      authorization: `Bearer ${adminKey}`,
+      ...(body ? { 'content-type': 'application/json' } : {}),
+    },
     ...(body ? { body: JSON.stringify(body) } : {}),
   });
   const text = await response.text();
@@ -128,7 +131,8 @@ async function main() {
       LOG_LEVEL: 'warn',
     });
   }
-  for (const port of hubPorts) log(`hub       http://127.0.0.1:${port}  (GET /v1/agents, /v1/tasks/:id; /healthz, /readyz)`);
+  for (const port of hubPorts)
+    log(`hub       http://127.0.0.1:${port}  (GET /v1/agents, /v1/tasks/:id; /healthz, /readyz)`);
   log(`admin key ${adminKey}`);
   log(`try:      curl -s -H 'authorization: Bearer ${adminKey}' http://127.0.0.1:8081/v1/agents`);
 

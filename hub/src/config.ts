@@ -97,7 +97,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const name = issue?.path[0] !== undefined ? String(issue.path[0]) : 'environment';
-    throw new ConfigError(`${name}: ${issue?.message ?? 'invalid'} (got ${JSON.stringify(relevant[name])})`);
+    throw new ConfigError(
+      `${name}: ${issue?.message ?? 'invalid'} (got ${JSON.stringify(relevant[name])})`,
+    );
   }
   const e = parsed.data;
   const dev = e.AGENTCOM_DEV === '1';

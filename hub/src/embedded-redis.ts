@@ -16,7 +16,13 @@ export const REDIS_MISSING_MESSAGE =
   'redis-server not found on PATH: install it (Debian/Ubuntu: apt-get install redis-server, macOS: brew install redis) or set REDIS_URL';
 
 async function answersPing(port: number): Promise<boolean> {
-  const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const client = new Redis({
+    port,
+    host: '127.0.0.1',
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
   client.on('error', () => undefined);
   try {
     await client.connect();
@@ -43,21 +49,32 @@ export async function startEmbeddedRedis(dataDir: string, port: number): Promise
   const child: ChildProcess = spawn(
     'redis-server',
     [
-      '--port', String(port),
-      '--bind', '127.0.0.1',
-      '--dir', dir,
-      '--appendonly', 'yes',
-      '--appendfsync', 'everysec',
-      '--save', '',
-      '--maxmemory-policy', 'noeviction',
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dir,
+      '--appendonly',
+      'yes',
+      '--appendfsync',
+      'everysec',
+      '--save',
+      '',
+      '--maxmemory-policy',
+      'noeviction',
     ],
     { stdio: 'ignore' },
   );
   const spawnError = new Promise<never>((_, reject) => {
     child.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new Error(err.code === 'ENOENT' ? REDIS_MISSING_MESSAGE : `redis-server: ${err.message}`)),
+      reject(
+        new Error(err.code === 'ENOENT' ? REDIS_MISSING_MESSAGE : `redis-server: ${err.message}`),
+      ),
     );
-    child.once('exit', (code) => reject(new Error(`redis-server exited with code ${code} (see ${dir})`)));
+    child.once('exit', (code) =>
+      reject(new Error(`redis-server exited with code ${code} (see ${dir})`)),
+    );
   });
   const ready = (async () => {
     const deadline = Date.now() + 10_000;

@@ -87,9 +87,24 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     logger,
     onAgentIdle,
   });
-  const presence = new Presence({ redis: redis.command, keys, agents, queues, leases, hubId: config.hubId, logger, onAgentIdle });
+  const presence = new Presence({
+    redis: redis.command,
+    keys,
+    agents,
+    queues,
+    leases,
+    hubId: config.hubId,
+    logger,
+    onAgentIdle,
+  });
   const control = new AgentControl(agents, onAgentIdle);
-  const tasks = new TaskService({ redis: redis.command, keys, queues, agents, onCreated: onQueueWork });
+  const tasks = new TaskService({
+    redis: redis.command,
+    keys,
+    queues,
+    agents,
+    onCreated: onQueueWork,
+  });
 
   let draining = false;
   const app = createHttpApp({
@@ -115,7 +130,15 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     adapter: createAdapter(redis.pub, redis.sub, { key: keys.socketIoChannel }),
   });
   gateway = new AgentGateway({ io, agents, presence, assignments, control, logger });
-  dispatcher = new Dispatcher({ redis: redis.command, keys, agents, queues, notifier: gateway, ackTimeoutMs: config.ackTimeoutMs, logger });
+  dispatcher = new Dispatcher({
+    redis: redis.command,
+    keys,
+    agents,
+    queues,
+    notifier: gateway,
+    ackTimeoutMs: config.ackTimeoutMs,
+    logger,
+  });
   const sweeper = new Sweeper({
     redis: redis.command,
     keys,

@@ -16,7 +16,7 @@ import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 /** Lines "<taskId> <attempt> <agent> <pid> start|done" written by the record handler. */
 function runLog(file: string): Array<{ taskId: string; agent: string; what: string }> {
-  let text = '';
+  let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch {
@@ -50,7 +50,11 @@ describe('a cluster of hub and sidecar processes', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function startSidecars(count: number, hubUrlsFor: (i: number) => string[], env: Record<string, string> = {}) {
+  async function startSidecars(
+    count: number,
+    hubUrlsFor: (i: number) => string[],
+    env: Record<string, string> = {},
+  ) {
     const started: TestProcess[] = [];
     for (let i = 0; i < count; i++) {
       const agentId = `agent-${i}`;
@@ -67,15 +71,22 @@ describe('a cluster of hub and sidecar processes', () => {
     }
     await eventually(
       async () => {
-        const listed = await api<{ agents: Array<{ state: string }> }>(hubs[0]!.url, 'GET', '/v1/agents');
-        return listed.body.agents.filter((a) => a.state === 'idle').length >= count ? true : undefined;
+        const listed = await api<{ agents: Array<{ state: string }> }>(
+          hubs[0]!.url,
+          'GET',
+          '/v1/agents',
+        );
+        return listed.body.agents.filter((a) => a.state === 'idle').length >= count
+          ? true
+          : undefined;
       },
       { what: `${count} idle agents`, timeoutMs: 30_000 },
     );
     return started;
   }
 
-  const getTask = async (hubUrl: string, id: string) => (await api<TaskView>(hubUrl, 'GET', `/v1/tasks/${id}`)).body;
+  const getTask = async (hubUrl: string, id: string) =>
+    (await api<TaskView>(hubUrl, 'GET', `/v1/tasks/${id}`)).body;
 
   it('runs 200 tasks over 3 replicas and 10 sidecars: each completed exactly once, no agent ever held two', async () => {
     for (let i = 1; i <= 3; i++) hubs.push(await startHubProcess(redis.url, prefix, `hub-${i}`));
@@ -100,13 +111,23 @@ describe('a cluster of hub and sidecar processes', () => {
       { what: '200 tasks completed', timeoutMs: 90_000, intervalMs: 500 },
     );
     for (const task of tasks) {
-      expect(task.result).toMatchObject({ taskId: task.id, value: (task.payload as { value: number }).value });
+      expect(task.result).toMatchObject({
+        taskId: task.id,
+        value: (task.payload as { value: number }).value,
+      });
     }
 
     const events = await readTransitions(redis.url, prefix);
     const completions = completionsByTask(events);
     const missing = ids.filter((id) => !completions.has(id));
-    if (missing.length) console.log(JSON.stringify(events.filter((e) => missing.includes(e.task)), null, 1));
+    if (missing.length)
+      console.log(
+        JSON.stringify(
+          events.filter((e) => missing.includes(e.task)),
+          null,
+          1,
+        ),
+      );
     expect(completions.size).toBe(200);
     expect([...completions.values()].every((count) => count === 1)).toBe(true);
     expect(doubleHoldings(events)).toEqual([]);
@@ -119,10 +140,15 @@ describe('a cluster of hub and sidecar processes', () => {
     hubs.push(await startHubProcess(redis.url, prefix, 'hub-1'));
     hubs.push(await startHubProcess(redis.url, prefix, 'hub-2'));
     const [victim] = await startSidecars(1, () => [hubs[0]!.url]);
-    const created = await api<{ id: string }>(hubs[1]!.url, 'POST', '/v1/tasks', { payload: { sleepMs: 60_000, value: 'slow' } });
+    const created = await api<{ id: string }>(hubs[1]!.url, 'POST', '/v1/tasks', {
+      payload: { sleepMs: 60_000, value: 'slow' },
+    });
     const id = created.body.id;
     await eventually(
-      async () => (runLog(join(dir, 'run.log')).some((r) => r.taskId === id && r.what === 'start') ? true : undefined),
+      async () =>
+        runLog(join(dir, 'run.log')).some((r) => r.taskId === id && r.what === 'start')
+          ? true
+          : undefined,
       { what: 'the handler to start' },
     );
     expect((await getTask(hubs[0]!.url, id)).state).toBe('running');
@@ -149,10 +175,15 @@ describe('a cluster of hub and sidecar processes', () => {
     // lease 3 s + stalled interval 1 s (test timings): not before the lease ran out
     expect(Date.now() - killedAt).toBeGreaterThanOrEqual(2500);
     expect(rescued.attempt).toBe(2);
-    const starts = await eventually(() => {
-      const seen = runLog(join(dir, 'run.log')).filter((r) => r.taskId === id && r.what === 'start');
-      return seen.length >= 2 ? seen : undefined;
-    }, { what: 'the rescuer handler to start' });
+    const starts = await eventually(
+      () => {
+        const seen = runLog(join(dir, 'run.log')).filter(
+          (r) => r.taskId === id && r.what === 'start',
+        );
+        return seen.length >= 2 ? seen : undefined;
+      },
+      { what: 'the rescuer handler to start' },
+    );
     expect(starts.map((r) => r.agent)).toEqual(['agent-0', 'rescuer']);
   });
 });

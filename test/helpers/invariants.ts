@@ -12,7 +12,10 @@ export interface TransitionEvent {
   version: number;
 }
 
-export async function readTransitions(redisUrl: string, prefix: string): Promise<TransitionEvent[]> {
+export async function readTransitions(
+  redisUrl: string,
+  prefix: string,
+): Promise<TransitionEvent[]> {
   const redis = new Redis(redisUrl);
   try {
     const entries = await redis.xrange(new RedisKeys(prefix).events, '-', '+');
@@ -41,13 +44,25 @@ export async function readTransitions(redisUrl: string, prefix: string): Promise
 export function doubleHoldings(events: TransitionEvent[]): string[] {
   const holding = new Map<string, string>();
   const violations: string[] = [];
-  const releasing = new Set(['complete', 'fail', 'rate_limited', 'ack_timeout', 'lease_expired', 'lease_lost', 'connect', 'revoked']);
+  const releasing = new Set([
+    'complete',
+    'fail',
+    'rate_limited',
+    'ack_timeout',
+    'lease_expired',
+    'lease_lost',
+    'connect',
+    'revoked',
+  ]);
   for (const event of events) {
     if (event.reason === 'assign') {
       const held = holding.get(event.agent);
       if (held) violations.push(`${event.agent} got ${event.task} while holding ${held}`);
       holding.set(event.agent, event.task);
-    } else if (releasing.has(event.reason) && (event.task === '' || holding.get(event.agent) === event.task)) {
+    } else if (
+      releasing.has(event.reason) &&
+      (event.task === '' || holding.get(event.agent) === event.task)
+    ) {
       holding.delete(event.agent);
     } else if (event.to === 'offline' || event.to === 'idle') {
       holding.delete(event.agent);

@@ -23,7 +23,9 @@ export class TestProcess {
     };
     child.stdout?.on('data', keep);
     child.stderr?.on('data', keep);
-    this.exited = new Promise((done) => child.once('exit', (code, signal) => done({ code, signal })));
+    this.exited = new Promise((done) =>
+      child.once('exit', (code, signal) => done({ code, signal })),
+    );
   }
 
   get pid(): number {
@@ -42,7 +44,8 @@ export class TestProcess {
 }
 
 function requireBuilt(file: string): void {
-  if (!existsSync(file)) throw new Error(`${file} is missing: run \`make build\` (make test does) first`);
+  if (!existsSync(file))
+    throw new Error(`${file} is missing: run \`make build\` (make test does) first`);
 }
 
 export interface HubProcess extends TestProcess {
@@ -127,8 +130,16 @@ export function startSidecarProcess(options: SidecarOptions): TestProcess {
 }
 
 /** Mints a token for `agentId` through the API. */
-export async function mintToken(hubUrl: string, agentId: string, queues?: string[]): Promise<string> {
-  const created = await api<{ token: string }>(hubUrl, 'POST', '/v1/agents', { agentId, ...(queues ? { queues } : {}) });
-  if (created.status >= 300) throw new Error(`minting a token for ${agentId} failed: ${created.status}`);
+export async function mintToken(
+  hubUrl: string,
+  agentId: string,
+  queues?: string[],
+): Promise<string> {
+  const created = await api<{ token: string }>(hubUrl, 'POST', '/v1/agents', {
+    agentId,
+    ...(queues ? { queues } : {}),
+  });
+  if (created.status >= 300)
+    throw new Error(`minting a token for ${agentId} failed: ${created.status}`);
   return created.body.token;
 }

@@ -22,7 +22,13 @@ describe('agent Lua scripts against a real redis-server', () => {
   });
   beforeEach(() => {
     keys = new RedisKeys(`s${++n}`);
-    store = new AgentStore({ redis, scripts: registerScripts(redis), keys, hubId: 'hub-a', now: () => clock });
+    store = new AgentStore({
+      redis,
+      scripts: registerScripts(redis),
+      keys,
+      hubId: 'hub-a',
+      now: () => clock,
+    });
   });
 
   async function idleAgent(agentId: string, queues: string[], at: number): Promise<void> {
@@ -43,7 +49,12 @@ describe('agent Lua scripts against a real redis-server', () => {
     it('applies the patch, bumps the version, updates the indexes and logs the event', async () => {
       await idleAgent('a1', ['q1', 'q2'], 10);
       const record = await store.get('a1');
-      expect(record).toMatchObject({ state: 'idle', version: 1, queues: ['q1', 'q2'], socketId: 's-a1' });
+      expect(record).toMatchObject({
+        state: 'idle',
+        version: 1,
+        queues: ['q1', 'q2'],
+        socketId: 's-a1',
+      });
       expect(await redis.zrange(keys.idle('q1'), '0', '-1')).toEqual(['a1']);
       expect(await redis.zscore(keys.idle('q2'), 'a1')).toBe('10');
 
@@ -61,14 +72,33 @@ describe('agent Lua scripts against a real redis-server', () => {
       expect(await redis.zcard(keys.idle('q2'))).toBe(0);
       const events = await redis.xrange(keys.events, '-', '+');
       const last = Object.fromEntries(chunk(events.at(-1)?.[1] ?? []));
-      expect(last).toMatchObject({ agent: 'a1', from: 'idle', to: 'draining', reason: 'drain', hub: 'hub-a', version: '2' });
+      expect(last).toMatchObject({
+        agent: 'a1',
+        from: 'idle',
+        to: 'draining',
+        reason: 'drain',
+        hub: 'hub-a',
+        version: '2',
+      });
     });
 
     it('changes nothing when the expected state does not hold', async () => {
       await idleAgent('a2', ['q1'], 10);
       const eventsBefore = await redis.xlen(keys.events);
-      const result = await store.transition({ agentId: 'a2', from: 'working', to: 'idle', reason: 'complete', set: { x: 1 } });
-      expect(result).toMatchObject({ ok: false, reason: 'conflict', field: 'state', actual: 'idle', version: 1 });
+      const result = await store.transition({
+        agentId: 'a2',
+        from: 'working',
+        to: 'idle',
+        reason: 'complete',
+        set: { x: 1 },
+      });
+      expect(result).toMatchObject({
+        ok: false,
+        reason: 'conflict',
+        field: 'state',
+        actual: 'idle',
+        version: 1,
+      });
       expect((await store.get('a2'))?.version).toBe(1);
       expect(await redis.hget(keys.agent('a2'), 'x')).toBeNull();
       expect(await redis.xlen(keys.events)).toBe(eventsBefore);
@@ -76,7 +106,14 @@ describe('agent Lua scripts against a real redis-server', () => {
 
     it('changes nothing when the expected version is stale', async () => {
       await idleAgent('a3', ['q1'], 10);
-      const result = await store.transition({ agentId: 'a3', from: 'idle', to: 'offline', version: 0, reason: 'disconnect', idleRemove: ['q1'] });
+      const result = await store.transition({
+        agentId: 'a3',
+        from: 'idle',
+        to: 'offline',
+        version: 0,
+        reason: 'disconnect',
+        idleRemove: ['q1'],
+      });
       expect(result).toMatchObject({ ok: false, field: 'version', actual: '1' });
       expect(await redis.zcard(keys.idle('q1'))).toBe(1);
     });
@@ -94,7 +131,14 @@ describe('agent Lua scripts against a real redis-server', () => {
     });
 
     it('reports a missing agent', async () => {
-      expect(await store.transition({ agentId: 'ghost', from: 'idle', to: 'offline', reason: 'disconnect' })).toEqual({
+      expect(
+        await store.transition({
+          agentId: 'ghost',
+          from: 'idle',
+          to: 'offline',
+          reason: 'disconnect',
+        }),
+      ).toEqual({
         ok: false,
         reason: 'missing',
       });
@@ -102,9 +146,9 @@ describe('agent Lua scripts against a real redis-server', () => {
 
     it('refuses an illegal transition before touching Redis', async () => {
       await idleAgent('a5', ['q1'], 10);
-      await expect(store.transition({ agentId: 'a5', from: 'idle', to: 'working', reason: 'accept' })).rejects.toBeInstanceOf(
-        IllegalTransitionError,
-      );
+      await expect(
+        store.transition({ agentId: 'a5', from: 'idle', to: 'working', reason: 'accept' }),
+      ).rejects.toBeInstanceOf(IllegalTransitionError);
       expect((await store.get('a5'))?.state).toBe('idle');
     });
   });
@@ -138,7 +182,9 @@ describe('agent Lua scripts against a real redis-server', () => {
 
     it('never hands one agent to two concurrent claims', async () => {
       for (let i = 0; i < 10; i++) await idleAgent(`c${i}`, ['q1'], 100 + i);
-      const claims = await Promise.all(Array.from({ length: 15 }, () => store.claimIdle('q1', 500)));
+      const claims = await Promise.all(
+        Array.from({ length: 15 }, () => store.claimIdle('q1', 500)),
+      );
       const claimed = claims.filter((c) => c !== undefined).map((c) => c.agentId);
       expect(claimed).toHaveLength(10);
       expect(new Set(claimed).size).toBe(10);

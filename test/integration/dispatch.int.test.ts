@@ -27,7 +27,9 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
   });
 
   const register = async (hubUrl: string, queue: string): Promise<TestAgent> => {
-    const agent = await TestAgent.register(hubUrl, `agent-${randomBytes(4).toString('hex')}`, [queue]);
+    const agent = await TestAgent.register(hubUrl, `agent-${randomBytes(4).toString('hex')}`, [
+      queue,
+    ]);
     agents.push(agent);
     return agent;
   };
@@ -40,10 +42,13 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
   const getTask = async (hubUrl: string, id: string): Promise<TaskView> =>
     (await api<TaskView>(hubUrl, 'GET', `/v1/tasks/${id}`)).body;
   const taskInState = (hubUrl: string, id: string, state: TaskView['state']) =>
-    eventually(async () => {
-      const task = await getTask(hubUrl, id);
-      return task.state === state ? task : undefined;
-    }, { what: `task ${id} ${state}` });
+    eventually(
+      async () => {
+        const task = await getTask(hubUrl, id);
+        return task.state === state ? task : undefined;
+      },
+      { what: `task ${id} ${state}` },
+    );
 
   it('runs a task submitted to replica B on an agent connected to replica A; both replicas show the result', async () => {
     const queue = newQueue();
@@ -57,9 +62,17 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     expect((await getTask(hubB.url, id)).state).toBe('running');
     expect(await agent.complete(msg, { doubled: 42 })).toEqual({ ok: true });
     for (const hub of [hubA, hubB]) {
-      expect(await getTask(hub.url, id)).toMatchObject({ state: 'completed', result: { doubled: 42 }, attempt: 1 });
+      expect(await getTask(hub.url, id)).toMatchObject({
+        state: 'completed',
+        result: { doubled: 42 },
+        attempt: 1,
+      });
     }
-    const view = await api<{ state: string; tasksDone: number }>(hubB.url, 'GET', `/v1/agents/${agent.agentId}`);
+    const view = await api<{ state: string; tasksDone: number }>(
+      hubB.url,
+      'GET',
+      `/v1/agents/${agent.agentId}`,
+    );
     expect(view.body).toMatchObject({ state: 'idle', tasksDone: 1 });
   });
 
@@ -70,32 +83,54 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     const id = await createTask(hubA.url, { queue, payload: {} });
     const msg = await assigned;
     await agent.accept(msg);
-    const stale = await agent.send('task:complete', { taskId: id, token: `${agent.agentId}:not-the-token`, result: 1 });
+    const stale = await agent.send('task:complete', {
+      taskId: id,
+      token: `${agent.agentId}:not-the-token`,
+      result: 1,
+    });
     expect(stale).toMatchObject({ ok: false, code: 'E_ASSIGNMENT_SUPERSEDED' });
     expect((await getTask(hubA.url, id)).state).toBe('running');
 
-    expect(await agent.send('task:complete', { taskId: id, token: msg.token, result: 'first' })).toEqual({ ok: true });
-    expect(await agent.send('task:complete', { taskId: id, token: msg.token, result: 'replay' })).toEqual({
+    expect(
+      await agent.send('task:complete', { taskId: id, token: msg.token, result: 'first' }),
+    ).toEqual({ ok: true });
+    expect(
+      await agent.send('task:complete', { taskId: id, token: msg.token, result: 'replay' }),
+    ).toEqual({
       ok: true,
       duplicate: true,
     });
     const task = await getTask(hubB.url, id);
     expect(task).toMatchObject({ state: 'completed', result: 'first' });
-    const agentView = await api<{ tasksDone: number; state: string }>(hubA.url, 'GET', `/v1/agents/${agent.agentId}`);
+    const agentView = await api<{ tasksDone: number; state: string }>(
+      hubA.url,
+      'GET',
+      `/v1/agents/${agent.agentId}`,
+    );
     expect(agentView.body).toMatchObject({ tasksDone: 1, state: 'idle' });
   });
 
   it('retries a failing task with backoff up to its attempts, then fails it with the handler error', async () => {
     const queue = newQueue();
     const agent = await register(hubB.url, queue);
-    const id = await createTask(hubA.url, { queue, payload: {}, attempts: 3, backoff: { type: 'fixed', delayMs: 300 } });
+    const id = await createTask(hubA.url, {
+      queue,
+      payload: {},
+      attempts: 3,
+      backoff: { type: 'fixed', delayMs: 300 },
+    });
     const seen: Array<{ attempt: number; at: number }> = [];
     for (let i = 1; i <= 3; i++) {
       const msg = await agent.nextAssignment();
       expect(msg.task.id).toBe(id);
       seen.push({ attempt: msg.attempt, at: Date.now() });
       await agent.accept(msg);
-      const ack = await agent.send('task:fail', { taskId: id, token: msg.token, error: `boom ${i}`, retryable: true });
+      const ack = await agent.send('task:fail', {
+        taskId: id,
+        token: msg.token,
+        error: `boom ${i}`,
+        retryable: true,
+      });
       expect(ack).toEqual({ ok: true });
     }
     expect(seen.map((s) => s.attempt)).toEqual([1, 2, 3]);
@@ -113,9 +148,16 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     await agent.accept(msg);
     agent = await agent.reconnectTo(hubB.url);
     agents.push(agent);
-    expect(await agent.send('agent:heartbeat', { taskId: id, token: msg.token })).toEqual({ ok: true, state: 'working' });
+    expect(await agent.send('agent:heartbeat', { taskId: id, token: msg.token })).toEqual({
+      ok: true,
+      state: 'working',
+    });
     expect(await agent.complete(msg, 'after reconnect')).toEqual({ ok: true });
-    expect(await getTask(hubA.url, id)).toMatchObject({ state: 'completed', result: 'after reconnect', attempt: 1 });
+    expect(await getTask(hubA.url, id)).toMatchObject({
+      state: 'completed',
+      result: 'after reconnect',
+      attempt: 1,
+    });
     expect(agent.assignments).toHaveLength(0);
   });
 
@@ -157,11 +199,18 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     await helper.accept(retried);
     await helper.complete(retried, 'done');
     // attempts: 1 and still completed: the rate-limited run did not use the only attempt
-    expect(await getTask(hubA.url, id)).toMatchObject({ state: 'completed', attemptsMade: 1, attempts: 1 });
-    await eventually(async () => {
-      const v = await api<{ state: string }>(hubA.url, 'GET', `/v1/agents/${limited.agentId}`);
-      return v.body.state === 'idle' ? true : undefined;
-    }, { what: 'cooldown to end' });
+    expect(await getTask(hubA.url, id)).toMatchObject({
+      state: 'completed',
+      attemptsMade: 1,
+      attempts: 1,
+    });
+    await eventually(
+      async () => {
+        const v = await api<{ state: string }>(hubA.url, 'GET', `/v1/agents/${limited.agentId}`);
+        return v.body.state === 'idle' ? true : undefined;
+      },
+      { what: 'cooldown to end' },
+    );
   });
 
   describe('handshake and payload validation', () => {
@@ -172,8 +221,12 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     });
 
     it('refuses an unknown protocol version with E_PROTOCOL_VERSION', async () => {
-      const created = await api<{ token: string }>(hubA.url, 'POST', '/v1/agents', { agentId: 'proto-agent' });
-      const agent = new TestAgent(hubA.url, 'proto-agent', created.body.token, ['default'], { protocol: 99 });
+      const created = await api<{ token: string }>(hubA.url, 'POST', '/v1/agents', {
+        agentId: 'proto-agent',
+      });
+      const agent = new TestAgent(hubA.url, 'proto-agent', created.body.token, ['default'], {
+        protocol: 99,
+      });
       agents.push(agent);
       await expect(agent.connect()).rejects.toMatchObject({ data: { code: 'E_PROTOCOL_VERSION' } });
     });
@@ -181,14 +234,24 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     it('answers a malformed payload on every client event with E_VALIDATION and keeps serving', async () => {
       const queue = newQueue();
       const agent = await register(hubA.url, queue);
-      const bad: unknown[] = [null, 42, 'x', [], { taskId: 5 }, { taskId: 'a', token: 'b', extra: true }];
+      const bad: unknown[] = [
+        null,
+        42,
+        'x',
+        [],
+        { taskId: 5 },
+        { taskId: 'a', token: 'b', extra: true },
+      ];
       for (const event of CLIENT_EVENTS) {
         for (const payload of bad) {
           const ack = await agent.send(event, payload);
           expect(ack).toMatchObject({ ok: false, code: 'E_VALIDATION' });
         }
       }
-      expect(await agent.send('no:such:event' as never, {})).toMatchObject({ ok: false, code: 'E_VALIDATION' });
+      expect(await agent.send('no:such:event' as never, {})).toMatchObject({
+        ok: false,
+        code: 'E_VALIDATION',
+      });
       const assigned = agent.nextAssignment();
       const id = await createTask(hubA.url, { queue, payload: 'still serving' });
       const msg = await assigned;

@@ -58,9 +58,15 @@ export class Presence {
       };
       const idleRemove = [...new Set([...record.queues, ...auth.queues])];
       const current = auth.current;
-      const holdsTask = (record.state === 'assigned' || record.state === 'working') && record.taskId;
+      const holdsTask =
+        (record.state === 'assigned' || record.state === 'working') && record.taskId;
 
-      if (holdsTask && current && current.taskId === record.taskId && current.token === record.token) {
+      if (
+        holdsTask &&
+        current &&
+        current.taskId === record.taskId &&
+        current.token === record.token
+      ) {
         if (await this.lockHeld(record)) {
           const result = await agents.transition({
             agentId,
@@ -84,7 +90,11 @@ export class Presence {
         }
       }
 
-      const to = restingState({ drainRequested: record.drainRequested, cooldownUntil: record.cooldownUntil, now });
+      const to = restingState({
+        drainRequested: record.drainRequested,
+        cooldownUntil: record.cooldownUntil,
+        now,
+      });
       const result = await agents.transition({
         agentId,
         from: record.state,
@@ -119,14 +129,19 @@ export class Presence {
    * The connection `socketId` of the agent closed (or its replica vanished). A task holder keeps
    * its task until the lease runs out; anyone else goes offline.
    */
-  async disconnect(agentId: string, socketId: string, reason: TransitionReason = 'disconnect'): Promise<void> {
+  async disconnect(
+    agentId: string,
+    socketId: string,
+    reason: TransitionReason = 'disconnect',
+  ): Promise<void> {
     const { agents } = this.options;
     this.options.leases.untrack(agentId);
     for (let i = 0; i < MAX_CAS_RETRIES; i++) {
       const record = await agents.get(agentId);
       if (!record || record.socketId !== socketId) return; // replaced or already handled
       const now = agents.now();
-      const holdsTask = (record.state === 'assigned' || record.state === 'working') && record.taskId;
+      const holdsTask =
+        (record.state === 'assigned' || record.state === 'working') && record.taskId;
       const result = holdsTask
         ? await agents.transition({
             agentId,
@@ -157,7 +172,9 @@ export class Presence {
   /** True when the job's BullMQ lock is still the agent's token. */
   async lockHeld(record: AgentRecord): Promise<boolean> {
     if (!record.taskQueue || !record.taskId || !record.token) return false;
-    const lock = await this.options.redis.get(this.options.keys.bullLock(record.taskQueue, record.taskId));
+    const lock = await this.options.redis.get(
+      this.options.keys.bullLock(record.taskQueue, record.taskId),
+    );
     return lock === record.token;
   }
 

@@ -78,7 +78,11 @@ export class AssignmentService {
       if (!result.ok) continue;
       const queue = record.taskQueue ?? '';
       const handle = await this.options.queues.get(queue);
-      const failed = await handle.worker.extendJobLocks([msg.taskId], [msg.token], this.options.leaseMs);
+      const failed = await handle.worker.extendJobLocks(
+        [msg.taskId],
+        [msg.token],
+        this.options.leaseMs,
+      );
       if (failed.length > 0) {
         await this.release(agentId, msg.taskId, msg.token, 'lease_lost');
         throw superseded(msg.taskId);
@@ -91,7 +95,9 @@ export class AssignmentService {
 
   async progress(agentId: string, msg: TaskProgress): Promise<void> {
     const job = await this.currentJob(agentId, msg.taskId, msg.token);
-    await job.updateProgress(msg.message ? { percent: msg.progress, message: msg.message } : msg.progress);
+    await job.updateProgress(
+      msg.message ? { percent: msg.progress, message: msg.message } : msg.progress,
+    );
   }
 
   async log(agentId: string, msg: TaskLog): Promise<void> {
@@ -126,7 +132,9 @@ export class AssignmentService {
     const job = await this.currentJob(agentId, msg.taskId, msg.token);
     const now = this.options.agents.now();
     const cooldownUntil =
-      msg.rateLimitedUntil !== undefined && msg.rateLimitedUntil > now ? msg.rateLimitedUntil : undefined;
+      msg.rateLimitedUntil !== undefined && msg.rateLimitedUntil > now
+        ? msg.rateLimitedUntil
+        : undefined;
     this.options.leases.untrack(agentId, msg.taskId);
     try {
       if (cooldownUntil !== undefined) {
@@ -134,7 +142,9 @@ export class AssignmentService {
         await job.moveToWait(msg.token);
       } else {
         const noRetry = !msg.retryable || msg.kind === 'cancelled';
-        const error = new Error(msg.kind === 'cancelled' ? `${CANCELLED_PREFIX}${msg.error}` : msg.error);
+        const error = new Error(
+          msg.kind === 'cancelled' ? `${CANCELLED_PREFIX}${msg.error}` : msg.error,
+        );
         if (noRetry) error.name = 'UnrecoverableError';
         await job.moveToFailed(error, msg.token, false);
       }
@@ -253,6 +263,11 @@ export class AssignmentService {
   }
 
   private async markFinished(taskId: string, token: string, outcome: string): Promise<void> {
-    await this.options.redis.set(this.options.keys.finished(taskId), `${outcome} ${token}`, 'PX', FINISHED_TTL_MS);
+    await this.options.redis.set(
+      this.options.keys.finished(taskId),
+      `${outcome} ${token}`,
+      'PX',
+      FINISHED_TTL_MS,
+    );
   }
 }

@@ -43,7 +43,9 @@ export class Dispatcher {
       return;
     }
     const loop = this.loop(queue)
-      .catch((err: unknown) => this.options.logger.warn({ queue, err: String(err) }, 'dispatch failed'))
+      .catch((err: unknown) =>
+        this.options.logger.warn({ queue, err: String(err) }, 'dispatch failed'),
+      )
       .finally(() => {
         this.loops.delete(queue);
         if (this.again.delete(queue)) this.trigger(queue);
@@ -103,7 +105,12 @@ export class Dispatcher {
     const counts = await handle.queue.getJobCounts('wait', 'prioritized', 'delayed');
     if ((counts.wait ?? 0) + (counts.prioritized ?? 0) > 0) return true;
     if ((counts.delayed ?? 0) === 0) return false;
-    const next = await this.options.redis.zrange(this.options.keys.bullDelayed(queue), '0', '0', 'WITHSCORES');
+    const next = await this.options.redis.zrange(
+      this.options.keys.bullDelayed(queue),
+      '0',
+      '0',
+      'WITHSCORES',
+    );
     const score = Number(next[1]);
     return Number.isFinite(score) && Math.floor(score / 4096) <= this.options.agents.now();
   }
@@ -115,12 +122,21 @@ export class Dispatcher {
       const job = (await handle.worker.getNextJob(token, { block: false })) as TaskJob | undefined;
       if (!job) return undefined;
       if (!job.deferredFailure) return job;
-      this.options.logger.warn({ queue, taskId: job.id, reason: job.deferredFailure }, 'task failed: stalled too often');
+      this.options.logger.warn(
+        { queue, taskId: job.id, reason: job.deferredFailure },
+        'task failed: stalled too often',
+      );
       await job.moveToFailed(new UnrecoverableError(job.deferredFailure), token, false);
     }
   }
 
-  private async assign(agentId: string, version: number, queue: string, job: TaskJob, token: string): Promise<boolean> {
+  private async assign(
+    agentId: string,
+    version: number,
+    queue: string,
+    job: TaskJob,
+    token: string,
+  ): Promise<boolean> {
     const { agents, notifier, ackTimeoutMs } = this.options;
     const taskId = job.id ?? '';
     const now = agents.now();

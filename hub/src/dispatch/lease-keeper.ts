@@ -43,7 +43,9 @@ export class LeaseKeeper {
     this.timer = setInterval(() => {
       if (!this.running) {
         this.running = this.tick()
-          .catch((err: unknown) => this.options.logger.warn({ err: String(err) }, 'lease tick failed'))
+          .catch((err: unknown) =>
+            this.options.logger.warn({ err: String(err) }, 'lease tick failed'),
+          )
           .finally(() => {
             this.running = undefined;
           });

@@ -59,7 +59,9 @@ export class Sweeper {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     await this.running;
-    await this.options.redis.zrem(this.options.keys.replicas, this.options.hubId).catch(() => undefined);
+    await this.options.redis
+      .zrem(this.options.keys.replicas, this.options.hubId)
+      .catch(() => undefined);
   }
 
   async sweep(): Promise<void> {
@@ -84,7 +86,11 @@ export class Sweeper {
       }
       const connected = record.socketId !== undefined && record.disconnectedAt === undefined;
       const to = connected
-        ? restingState({ drainRequested: record.drainRequested, cooldownUntil: record.cooldownUntil, now })
+        ? restingState({
+            drainRequested: record.drainRequested,
+            cooldownUntil: record.cooldownUntil,
+            now,
+          })
         : 'offline';
       const result = await agents.transition({
         agentId,
@@ -98,7 +104,10 @@ export class Sweeper {
         index: { ackDeadline: 'remove', disconnected: 'remove' },
       });
       if (!result.ok) continue;
-      this.options.logger.info({ agentId, taskId: record.taskId }, 'ack timeout: task back to wait');
+      this.options.logger.info(
+        { agentId, taskId: record.taskId },
+        'ack timeout: task back to wait',
+      );
       await presence.requeue(record);
       if (record.taskId) notifier.cancel(agentId, { taskId: record.taskId, reason: 'superseded' });
       if (to === 'idle') this.options.onAgentIdle(record.queues);
@@ -125,7 +134,10 @@ export class Sweeper {
         index: { disconnected: 'remove', ackDeadline: 'remove' },
       });
       if (result.ok) {
-        this.options.logger.info({ agentId, taskId: record.taskId }, 'lease expired: agent offline');
+        this.options.logger.info(
+          { agentId, taskId: record.taskId },
+          'lease expired: agent offline',
+        );
       }
     }
   }

@@ -3,7 +3,16 @@ import { AGENT_TRANSITIONS, canTransition, restingState } from './agent-machine'
 
 describe('agent state machine', () => {
   it('walks the whole lifecycle through legal transitions', () => {
-    const path = ['offline', 'idle', 'assigned', 'working', 'cooldown', 'idle', 'draining', 'offline'] as const;
+    const path = [
+      'offline',
+      'idle',
+      'assigned',
+      'working',
+      'cooldown',
+      'idle',
+      'draining',
+      'offline',
+    ] as const;
     for (let i = 0; i + 1 < path.length; i++) {
       expect(canTransition(path[i]!, path[i + 1]!)).toBe(true);
     }
@@ -32,6 +41,8 @@ describe('agent state machine', () => {
   it('rests in cooldown until its end, then draining if asked, else idle', () => {
     expect(restingState({ drainRequested: true, cooldownUntil: 200, now: 100 })).toBe('cooldown');
     expect(restingState({ drainRequested: true, cooldownUntil: 50, now: 100 })).toBe('draining');
-    expect(restingState({ drainRequested: false, cooldownUntil: undefined, now: 100 })).toBe('idle');
+    expect(restingState({ drainRequested: false, cooldownUntil: undefined, now: 100 })).toBe(
+      'idle',
+    );
   });
 });

@@ -32,7 +32,10 @@ const str = (value: string | undefined): string | undefined =>
 const list = (value: string | undefined): string[] =>
   value ? value.split(',').filter((q) => q.length > 0) : [];
 
-export function parseAgentRecord(agentId: string, hash: Record<string, string>): AgentRecord | undefined {
+export function parseAgentRecord(
+  agentId: string,
+  hash: Record<string, string>,
+): AgentRecord | undefined {
   if (Object.keys(hash).length === 0) return undefined;
   const state = hash.state;
   let labels: Record<string, string>;

@@ -102,7 +102,11 @@ export class AgentStore {
    * Creates the agent (offline) or replaces its token hash. Returns true when it was created.
    * The record keeps its state and counters when the token is rotated.
    */
-  async register(agentId: string, tokenHash: string, allowedQueues?: readonly string[]): Promise<boolean> {
+  async register(
+    agentId: string,
+    tokenHash: string,
+    allowedQueues?: readonly string[],
+  ): Promise<boolean> {
     const key = this.keys.agent(agentId);
     const created = await this.redis.hsetnx(key, 'state', 'offline');
     const fields: Record<string, string> = { tokenHash };
@@ -199,11 +203,18 @@ export class AgentStore {
   }
 
   /** Agents whose score in an index sorted set is at or below `max`. */
-  async dueIn(index: 'ackDeadlines' | 'disconnected' | 'cooldowns', max: number, limit = 200): Promise<string[]> {
+  async dueIn(
+    index: 'ackDeadlines' | 'disconnected' | 'cooldowns',
+    max: number,
+    limit = 200,
+  ): Promise<string[]> {
     return this.redis.zrangebyscore(this.keys[index], '-inf', String(max), 'LIMIT', 0, limit);
   }
 
-  async removeFromIndex(index: 'ackDeadlines' | 'disconnected' | 'cooldowns', agentId: string): Promise<void> {
+  async removeFromIndex(
+    index: 'ackDeadlines' | 'disconnected' | 'cooldowns',
+    agentId: string,
+  ): Promise<void> {
     await this.redis.zrem(this.keys[index], agentId);
   }
 

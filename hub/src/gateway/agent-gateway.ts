@@ -22,7 +22,12 @@ type RawClientEvents = { [E in ClientEventName]: (payload: unknown, ack: unknown
 interface SocketData {
   auth: HandshakeAuth;
 }
-export type AgentNamespace = Namespace<RawClientEvents, ServerToClientEvents, Record<string, never>, SocketData>;
+export type AgentNamespace = Namespace<
+  RawClientEvents,
+  ServerToClientEvents,
+  Record<string, never>,
+  SocketData
+>;
 type AgentSocket = Socket<RawClientEvents, ServerToClientEvents, Record<string, never>, SocketData>;
 
 export const agentRoom = (agentId: string): string => `agent:${agentId}`;
@@ -56,8 +61,11 @@ export class AgentGateway implements AgentNotifier {
         })
         .catch((err: unknown) => {
           const appError = isAppError(err) ? err : new AppError('E_INTERNAL');
-          if (!isAppError(err)) options.logger.error({ err: String(err) }, 'handshake check failed');
-          const error = new Error(appError.message) as Error & { data: { code: string; message: string } };
+          if (!isAppError(err))
+            options.logger.error({ err: String(err) }, 'handshake check failed');
+          const error = new Error(appError.message) as Error & {
+            data: { code: string; message: string };
+          };
           error.data = { code: appError.code, message: appError.message };
           next(error);
         });
@@ -93,14 +101,21 @@ export class AgentGateway implements AgentNotifier {
     const agentId = auth.agentId;
     const log = logger.child({ agentId, socketId: socket.id });
     void socket.join(agentRoom(agentId));
-    const ctx: HandlerContext = { agentId, assignments: this.options.assignments, control: this.options.control };
+    const ctx: HandlerContext = {
+      agentId,
+      assignments: this.options.assignments,
+      control: this.options.control,
+    };
 
     const ready = presence.connect(agentId, socket.id, auth).then(
       (outcome) => {
         log.info({ state: outcome.state, replaced: outcome.replacedSocketId }, 'agent connected');
         if (outcome.replacedSocketId) {
           const old = outcome.replacedSocketId;
-          this.nsp.to(old).emit('hub:error', { code: 'E_REPLACED', message: 'a newer connection of this agent replaced this one' });
+          this.nsp.to(old).emit('hub:error', {
+            code: 'E_REPLACED',
+            message: 'a newer connection of this agent replaced this one',
+          });
           this.nsp.in(old).disconnectSockets(true);
         }
         if (outcome.cancel) socket.emit('task:cancel', outcome.cancel);
@@ -151,9 +166,9 @@ export class AgentGateway implements AgentNotifier {
       void ready.then(async (ok) => {
         if (!ok) return;
         log.info({ reason }, 'agent disconnected');
-        await presence.disconnect(agentId, socket.id).catch((err: unknown) =>
-          log.error({ err: String(err) }, 'recording disconnect failed'),
-        );
+        await presence
+          .disconnect(agentId, socket.id)
+          .catch((err: unknown) => log.error({ err: String(err) }, 'recording disconnect failed'));
       });
     });
   }

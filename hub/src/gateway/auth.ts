@@ -13,12 +13,18 @@ import { tokenMatches } from '../auth/tokens';
  * against its stored hash) and that it asks only for queues it is allowed to serve.
  * Throws {@link AppError} with the code the sidecar gets in `connect_error`.
  */
-export async function authenticateHandshake(raw: unknown, agents: AgentStore): Promise<HandshakeAuth> {
+export async function authenticateHandshake(
+  raw: unknown,
+  agents: AgentStore,
+): Promise<HandshakeAuth> {
   const parsed = handshakeAuthSchema.safeParse(raw);
   if (!parsed.success) {
     const protocol = (raw as { protocol?: unknown } | null)?.protocol;
     if (typeof protocol === 'number' && protocol !== PROTOCOL_VERSION) {
-      throw new AppError('E_PROTOCOL_VERSION', `protocol ${protocol} is not supported; this hub speaks ${PROTOCOL_VERSION}`);
+      throw new AppError(
+        'E_PROTOCOL_VERSION',
+        `protocol ${protocol} is not supported; this hub speaks ${PROTOCOL_VERSION}`,
+      );
     }
     throw new AppError('E_VALIDATION', `handshake: ${describeZodError(parsed.error)}`);
   }
@@ -36,7 +42,10 @@ export async function authenticateHandshake(raw: unknown, agents: AgentStore): P
   if (record.allowedQueues) {
     const refused = auth.queues.filter((q) => !record.allowedQueues?.includes(q));
     if (refused.length > 0) {
-      throw new AppError('E_FORBIDDEN', `agent ${auth.agentId} may not serve queue(s) ${refused.join(', ')}`);
+      throw new AppError(
+        'E_FORBIDDEN',
+        `agent ${auth.agentId} may not serve queue(s) ${refused.join(', ')}`,
+      );
     }
   }
   return auth;

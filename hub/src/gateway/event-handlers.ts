@@ -38,7 +38,8 @@ export const EVENT_HANDLERS: { [E in ClientEventName]: Handler } = {
   },
   'task:complete': (ctx, msg: Parameters<AssignmentService['complete']>[1]) =>
     ctx.assignments.complete(ctx.agentId, msg),
-  'task:fail': (ctx, msg: Parameters<AssignmentService['fail']>[1]) => ctx.assignments.fail(ctx.agentId, msg),
+  'task:fail': (ctx, msg: Parameters<AssignmentService['fail']>[1]) =>
+    ctx.assignments.fail(ctx.agentId, msg),
   'agent:heartbeat': (ctx, msg: { taskId?: string; token?: string }) =>
     ctx.assignments.heartbeat(ctx.agentId, msg.taskId, msg.token),
   'agent:drain': async (ctx): Promise<Ack<{ state: AgentState }>> => ({
@@ -60,7 +61,11 @@ export async function handleClientEvent(
 ): Promise<Ack<object>> {
   const parsed = CLIENT_EVENT_SCHEMAS[event].safeParse(payload);
   if (!parsed.success) {
-    return { ok: false, code: 'E_VALIDATION', message: `${event}: ${describeZodError(parsed.error)}` };
+    return {
+      ok: false,
+      code: 'E_VALIDATION',
+      message: `${event}: ${describeZodError(parsed.error)}`,
+    };
   }
   try {
     return await EVENT_HANDLERS[event](ctx, parsed.data as never);

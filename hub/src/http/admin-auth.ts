@@ -21,7 +21,10 @@ export function requireAdmin(adminKey: string) {
   return async (request: FastifyRequest): Promise<void> => {
     const presented = presentedAdminKey(request);
     if (presented === undefined || !secretEquals(presented, adminKey)) {
-      throw new AppError('E_UNAUTHORIZED', 'admin key required: Authorization: Bearer <AGENTCOM_ADMIN_KEY>');
+      throw new AppError(
+        'E_UNAUTHORIZED',
+        'admin key required: Authorization: Bearer <AGENTCOM_ADMIN_KEY>',
+      );
     }
   };
 }

@@ -27,7 +27,9 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
   });
   app.setErrorHandler(createErrorHandler(options.logger));
   app.setNotFoundHandler((request, reply) => {
-    void reply.status(404).send(errorBody('E_NOT_FOUND', `No route ${request.method} ${request.url.split('?')[0]}`));
+    void reply
+      .status(404)
+      .send(errorBody('E_NOT_FOUND', `No route ${request.method} ${request.url.split('?')[0]}`));
   });
   registerHealthRoutes(app, options.readiness);
   void app.register(async (api) => {
@@ -37,4 +39,3 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
   });
   return app;
 }
-

@@ -1,4 +1,10 @@
-import { AppError, ERROR_CODES, isAppError, type ErrorBody, type ErrorCode } from '@agentcom/shared';
+import {
+  AppError,
+  ERROR_CODES,
+  isAppError,
+  type ErrorBody,
+  type ErrorCode,
+} from '@agentcom/shared';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from '../logger';
 

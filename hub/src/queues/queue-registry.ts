@@ -85,11 +85,15 @@ export class QueueRegistry {
     worker.on('error', onError);
     events.on('error', onError);
     events.on('waiting', () => this.options.onWaiting(name));
-    worker.on('stalled', (jobId: string) => logger.info({ queue: name, taskId: jobId }, 'task stalled, back to wait'));
-    await Promise.all([queue.waitUntilReady(), worker.waitUntilReady(), events.waitUntilReady()]);
-    void worker.startStalledCheckTimer().catch((err: unknown) =>
-      logger.warn({ queue: name, err: String(err) }, 'stalled checker failed to start'),
+    worker.on('stalled', (jobId: string) =>
+      logger.info({ queue: name, taskId: jobId }, 'task stalled, back to wait'),
     );
+    await Promise.all([queue.waitUntilReady(), worker.waitUntilReady(), events.waitUntilReady()]);
+    void worker
+      .startStalledCheckTimer()
+      .catch((err: unknown) =>
+        logger.warn({ queue: name, err: String(err) }, 'stalled checker failed to start'),
+      );
     return { name, queue, worker, events };
   }
 

@@ -43,7 +43,9 @@ export class TaskService {
       attempts: input.attempts,
       ...(input.priority ? { priority: input.priority } : {}),
       ...(input.delayMs ? { delay: input.delayMs } : {}),
-      ...(input.backoff ? { backoff: { type: input.backoff.type, delay: input.backoff.delayMs } } : {}),
+      ...(input.backoff
+        ? { backoff: { type: input.backoff.type, delay: input.backoff.delayMs } }
+        : {}),
       ...(input.idempotencyKey
         ? { deduplication: { id: input.idempotencyKey, ttl: IDEMPOTENCY_TTL_MS } }
         : {}),
@@ -88,7 +90,9 @@ export class TaskService {
     let state = mapJobState(jobState, job.failedReason);
     let agentId: string | undefined;
     if (jobState === 'active') {
-      const token = await this.options.redis.get(this.options.keys.bullLock(job.queueName, job.id ?? ''));
+      const token = await this.options.redis.get(
+        this.options.keys.bullLock(job.queueName, job.id ?? ''),
+      );
       agentId = token ? agentIdOfToken(token) : undefined;
       if (agentId) {
         const agent = await this.options.agents.get(agentId);
@@ -116,7 +120,10 @@ export class TaskService {
     if (agentId) view.agentId = agentId;
     if (job.progress !== undefined && job.progress !== 0) view.progress = job.progress;
     if (state === 'completed') view.result = job.returnvalue;
-    if (job.failedReason && (state === 'failed' || state === 'cancelled' || state === 'waiting' || state === 'delayed')) {
+    if (
+      job.failedReason &&
+      (state === 'failed' || state === 'cancelled' || state === 'waiting' || state === 'delayed')
+    ) {
       view.error = job.failedReason.startsWith(CANCELLED_PREFIX)
         ? job.failedReason.slice(CANCELLED_PREFIX.length)
         : job.failedReason;
@@ -127,7 +134,10 @@ export class TaskService {
   }
 }
 
-export function mapJobState(state: JobState | 'unknown', failedReason: string | undefined): TaskState {
+export function mapJobState(
+  state: JobState | 'unknown',
+  failedReason: string | undefined,
+): TaskState {
   switch (state) {
     case 'delayed':
       return 'delayed';

@@ -21,10 +21,20 @@ export const createTaskBodySchema = z
     queue: queueNameSchema.default(DEFAULT_QUEUE),
     payload: boundedJsonSchema,
     priority: z.number().int().min(0).max(MAX_PRIORITY).optional(),
-    delayMs: z.number().int().min(0).max(365 * DAY_MS).optional(),
+    delayMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(365 * DAY_MS)
+      .optional(),
     attempts: z.number().int().min(1).max(100).default(3),
     backoff: backoffSchema.optional(),
-    timeoutMs: z.number().int().min(100).max(7 * DAY_MS).optional(),
+    timeoutMs: z
+      .number()
+      .int()
+      .min(100)
+      .max(7 * DAY_MS)
+      .optional(),
     idempotencyKey: z.string().min(1).max(256).optional(),
     labels: labelsSchema.optional(),
   })

@@ -7,7 +7,14 @@
  * - `draining`: finishes its task, takes no new one.
  * - `cooldown`: reported a rate limit; becomes idle again at `cooldownUntil`.
  */
-export const AGENT_STATES = ['offline', 'idle', 'assigned', 'working', 'draining', 'cooldown'] as const;
+export const AGENT_STATES = [
+  'offline',
+  'idle',
+  'assigned',
+  'working',
+  'draining',
+  'cooldown',
+] as const;
 export type AgentState = (typeof AGENT_STATES)[number];
 
 export function isAgentState(value: unknown): value is AgentState {

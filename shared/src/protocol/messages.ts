@@ -1,10 +1,5 @@
 import { z } from 'zod';
-import {
-  agentIdSchema,
-  assignmentTokenSchema,
-  queueNameSchema,
-  taskIdSchema,
-} from '../domain/ids';
+import { agentIdSchema, assignmentTokenSchema, queueNameSchema, taskIdSchema } from '../domain/ids';
 import { boundedJsonSchema, labelsSchema } from '../domain/json';
 
 /**
@@ -112,7 +107,10 @@ export type FailKind = (typeof FAIL_KINDS)[number];
 export const taskFailSchema = z
   .object({
     ...assignmentRef,
-    error: z.string().min(1).max(64 * 1024),
+    error: z
+      .string()
+      .min(1)
+      .max(64 * 1024),
     retryable: z.boolean(),
     kind: z.enum(FAIL_KINDS).optional(),
     /** Epoch ms until which the agent is rate limited: the agent goes to `cooldown`, the task back to wait without using an attempt. */

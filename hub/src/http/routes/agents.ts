@@ -1,4 +1,9 @@
-import { AppError, agentParamsSchema, createAgentBodySchema, type CreateAgentResponse } from '@agentcom/shared';
+import {
+  AppError,
+  agentParamsSchema,
+  createAgentBodySchema,
+  type CreateAgentResponse,
+} from '@agentcom/shared';
 import type { FastifyInstance } from 'fastify';
 import { hashToken, mintAgentToken } from '../../auth/tokens';
 import { toAgentView } from '../../fsm/agent-record';
