@@ -1,0 +1,45 @@
+import { ConfigError, loadConfig } from './config';
+
+const base = { AGENTCOM_ADMIN_KEY: 'a-long-enough-admin-key' };
+
+describe('hub config', () => {
+  it('fills the documented defaults', () => {
+    const config = loadConfig(base);
+    expect(config).toMatchObject({
+      redisUrl: undefined,
+      port: 8080,
+      prefix: 'agentcom',
+      leaseMs: 60_000,
+      heartbeatMs: 5000,
+      ackTimeoutMs: 10_000,
+      stalledIntervalMs: 15_000,
+      adminKeyGenerated: false,
+    });
+    expect(config.hubId).toMatch(/^hub-[0-9a-f]{8}$/);
+    expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  it.each([
+    [{ PORT: 'eighty' }, /^PORT: must be a whole number/],
+    [{ PORT: '70000' }, /^PORT:/],
+    [{ LEASE_MS: '-5' }, /^LEASE_MS:/],
+    [{ REDIS_URL: 'http://x' }, /^REDIS_URL: must start with redis:\/\//],
+    [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL:/],
+    [{ AGENTCOM_PREFIX: 'has space' }, /^AGENTCOM_PREFIX:/],
+    [
+      { HEARTBEAT_MS: '40000', LEASE_MS: '60000' },
+      /^LEASE_MS: must be at least twice HEARTBEAT_MS/,
+    ],
+  ])('fails fast naming the variable for %j', (env, message) => {
+    expect(() => loadConfig({ ...base, ...env })).toThrow(ConfigError);
+    expect(() => loadConfig({ ...base, ...env })).toThrow(message);
+  });
+
+  it('requires an admin key unless AGENTCOM_DEV=1, which generates one', () => {
+    expect(() => loadConfig({})).toThrow(/^AGENTCOM_ADMIN_KEY: required/);
+    const dev = loadConfig({ AGENTCOM_DEV: '1' });
+    expect(dev.adminKeyGenerated).toBe(true);
+    expect(dev.adminKey.length).toBeGreaterThanOrEqual(24);
+    expect(loadConfig({ AGENTCOM_DEV: '1' }).adminKey).not.toBe(dev.adminKey);
+  });
+});

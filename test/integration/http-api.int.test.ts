@@ -1,0 +1,186 @@
+import { Redis } from 'ioredis';
+import type { Hub } from '../../hub/src/hub';
+import { TEST_ADMIN_KEY, api, startTestHub } from '../helpers/hub';
+import { startRedis, type RedisProcess } from '../helpers/redis-server';
+
+describe('HTTP API', () => {
+  let redis: RedisProcess;
+  let hub: Hub & { url: string };
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    hub = await startTestHub(redis.url);
+  });
+  afterAll(async () => {
+    await hub.close();
+    await redis.dispose();
+  });
+
+  describe('authentication', () => {
+    it.each([
+      ['no header', {}],
+      ['a wrong key', { authorization: 'Bearer wrong-key-wrong-key' }],
+      ['another scheme', { authorization: `Token ${TEST_ADMIN_KEY}` }],
+    ])('refuses /v1 with %s: 401 E_UNAUTHORIZED', async (_, headers: Record<string, string>) => {
+      for (const [method, path] of [
+        ['GET', '/v1/agents'],
+        ['POST', '/v1/tasks'],
+        ['GET', '/v1/tasks/x'],
+      ] as const) {
+        const response = await api(
+          hub.url,
+          method,
+          path,
+          method === 'POST' ? { payload: 1 } : undefined,
+          headers,
+        );
+        expect(response).toMatchObject({
+          status: 401,
+          body: { error: { code: 'E_UNAUTHORIZED' } },
+        });
+      }
+    });
+
+    it('accepts the key as a Basic password (browsers)', async () => {
+      const basic = Buffer.from(`admin:${TEST_ADMIN_KEY}`).toString('base64');
+      const response = await api(hub.url, 'GET', '/v1/agents', undefined, {
+        authorization: `Basic ${basic}`,
+      });
+      expect(response.status).toBe(200);
+    });
+
+    it('serves health without the key', async () => {
+      expect((await api(hub.url, 'GET', '/healthz', undefined, {})).status).toBe(200);
+      expect(await api(hub.url, 'GET', '/readyz', undefined, {})).toEqual({
+        status: 200,
+        body: { ok: true },
+      });
+    });
+  });
+
+  describe('POST /v1/tasks', () => {
+    it.each([
+      [{}, 'payload'],
+      [{ payload: 1, attempts: 0 }, 'attempts'],
+      [{ payload: 1, queue: 'bad:queue' }, 'queue'],
+      [{ payload: 1, unknown: true }, 'unknown'],
+      [{ payload: 1, priority: -1 }, 'priority'],
+      [{ payload: 1, backoff: { type: 'linear', delayMs: 1 } }, 'backoff'],
+    ])('rejects %j with E_VALIDATION naming %s', async (body, field) => {
+      const response = await api<{ error: { code: string; message: string } }>(
+        hub.url,
+        'POST',
+        '/v1/tasks',
+        body,
+      );
+      expect(response.status).toBe(400);
+      expect(response.body.error.code).toBe('E_VALIDATION');
+      expect(response.body.error.message).toContain(field);
+    });
+
+    it('rejects a non-JSON body and a body above the limit', async () => {
+      const notJson = await fetch(`${hub.url}/v1/tasks`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TEST_ADMIN_KEY}`, 'content-type': 'application/json' },
+        body: '{"payload":',
+      });
+      expect(notJson.status).toBe(400);
+      expect(((await notJson.json()) as { error: { code: string } }).error.code).toBe(
+        'E_VALIDATION',
+      );
+      const huge = await api<{ error: { code: string } }>(hub.url, 'POST', '/v1/tasks', {
+        payload: 'x'.repeat(3 * 1024 * 1024),
+      });
+      expect(huge.status).toBe(413);
+      expect(huge.body.error.code).toBe('E_PAYLOAD_TOO_LARGE');
+      const deep = api<{ error: { code: string } }>(hub.url, 'POST', '/v1/tasks', {
+        payload: JSON.parse('['.repeat(500) + ']'.repeat(500)) as unknown,
+      });
+      expect((await deep).body.error.code).toBe('E_VALIDATION');
+    });
+
+    it('answers 200 with the same id for a repeated idempotency key', async () => {
+      const first = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+        payload: 1,
+        idempotencyKey: 'same-key',
+      });
+      const second = await api<{ id: string; duplicate: boolean }>(hub.url, 'POST', '/v1/tasks', {
+        payload: 2,
+        idempotencyKey: 'same-key',
+      });
+      expect(first.status).toBe(201);
+      expect(second).toMatchObject({ status: 200, body: { id: first.body.id, duplicate: true } });
+    });
+
+    it('shows a created task as waiting, a delayed one as delayed', async () => {
+      const waiting = await api<{ id: string; state: string }>(hub.url, 'POST', '/v1/tasks', {
+        payload: { a: 1 },
+        queue: 'nobody-serves',
+      });
+      expect(waiting.body.state).toBe('waiting');
+      const view = await api(hub.url, 'GET', `/v1/tasks/${waiting.body.id}`);
+      expect(view.body).toMatchObject({
+        id: waiting.body.id,
+        queue: 'nobody-serves',
+        state: 'waiting',
+        payload: { a: 1 },
+        attempts: 3,
+      });
+      const delayed = await api<{ id: string; state: string }>(hub.url, 'POST', '/v1/tasks', {
+        payload: 1,
+        delayMs: 60_000,
+      });
+      expect(delayed.body.state).toBe('delayed');
+      expect(
+        (await api<{ state: string }>(hub.url, 'GET', `/v1/tasks/${delayed.body.id}`)).body.state,
+      ).toBe('delayed');
+    });
+  });
+
+  it('answers 404 E_TASK_NOT_FOUND, E_AGENT_NOT_FOUND and E_NOT_FOUND', async () => {
+    expect((await api(hub.url, 'GET', '/v1/tasks/does-not-exist')).body).toMatchObject({
+      error: { code: 'E_TASK_NOT_FOUND' },
+    });
+    expect((await api(hub.url, 'GET', '/v1/agents/nobody')).body).toMatchObject({
+      error: { code: 'E_AGENT_NOT_FOUND' },
+    });
+    expect(await api(hub.url, 'GET', '/v1/nothing')).toMatchObject({
+      status: 404,
+      body: { error: { code: 'E_NOT_FOUND' } },
+    });
+  });
+
+  describe('POST /v1/agents', () => {
+    it('mints a token shown once and stores only its hash; a second call rotates it', async () => {
+      const first = await api<{ token: string; agentId: string }>(hub.url, 'POST', '/v1/agents', {
+        agentId: 'hashy',
+        queues: ['q1'],
+      });
+      expect(first.status).toBe(201);
+      expect(first.body.token).toMatch(/^agc_[A-Za-z0-9_-]{43}$/);
+      const client = new Redis(redis.url);
+      const dump = JSON.stringify(await client.hgetall(`{${hub.config.prefix}}:agent:hashy`));
+      client.disconnect();
+      expect(dump).not.toContain(first.body.token);
+      expect(dump).not.toContain(first.body.token.slice(4));
+      const second = await api<{ token: string }>(hub.url, 'POST', '/v1/agents', {
+        agentId: 'hashy',
+      });
+      expect(second.status).toBe(200);
+      expect(second.body.token).not.toBe(first.body.token);
+      const listed = await api<{
+        agents: Array<{ agentId: string; state: string; queues: string[] }>;
+      }>(hub.url, 'GET', '/v1/agents');
+      expect(listed.body.agents).toContainEqual(
+        expect.objectContaining({ agentId: 'hashy', state: 'offline', queues: ['q1'] }),
+      );
+    });
+
+    it('rejects a bad agent id', async () => {
+      const response = await api<{ error: { code: string } }>(hub.url, 'POST', '/v1/agents', {
+        agentId: 'has:colon',
+      });
+      expect(response).toMatchObject({ status: 400, body: { error: { code: 'E_VALIDATION' } } });
+    });
+  });
+});
