@@ -12,6 +12,7 @@ import { StateDirInUseError } from './outbox/state-lock';
 import { FakeHub } from './test-support/fake-hub';
 import { testLogger } from './test-support/logger';
 import { makeTempDir } from './test-support/temp-dir';
+import { SIDECAR_VERSION } from './version';
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -123,7 +124,7 @@ describe('daemon', () => {
         token: 'agent-secret',
         protocol: PROTOCOL_VERSION,
         queues: ['default', 'gpu'],
-        sidecarVersion: expect.any(String),
+        sidecarVersion: SIDECAR_VERSION,
       });
     });
   });

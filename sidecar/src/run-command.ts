@@ -4,6 +4,7 @@ import { startDaemon, type Daemon } from './daemon';
 import { EXIT_CODES, type ExitCode } from './exit-codes';
 import { createLogger, type Logger } from './logger';
 import { StateDirInUseError } from './outbox/state-lock';
+import { errorText } from './error-text';
 
 /**
  * `agentcom-sidecar run`: config → daemon → wait for a signal or for the daemon to end.
@@ -72,8 +73,4 @@ function waitForEnd(daemon: Daemon, logger: Logger): Promise<ExitCode> {
     });
     void daemon.ended.then(({ exitCode }) => resolve(exitCode));
   });
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

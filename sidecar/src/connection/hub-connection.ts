@@ -96,7 +96,8 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
   private generation = 0;
   private urlsFailed = 0;
   private failedRounds = 0;
-  private failingSince: number | undefined;
+  /** Whether the current run of failed attempts was logged at warn already (the rest go to debug). */
+  private unreachableLogged = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly logger: Logger;
@@ -183,7 +184,7 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
       if (!isCurrent()) return;
       this.urlsFailed = 0;
       this.failedRounds = 0;
-      this.failingSince = undefined;
+      this.unreachableLogged = false;
       this.logger.info({ url }, 'connected to the hub');
       this.emit('connected', url);
     });
@@ -224,12 +225,9 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
     const { code, message } = describeHubError((err as { data?: unknown }).data, err.message);
     if (socket.active) {
       // Could not reach the hub: socket.io retries on its own, with backoff.
-      const first = this.failingSince === undefined;
-      this.failingSince ??= Date.now();
-      this.logger[first ? 'warn' : 'debug'](
-        { url, err: err.message },
-        'cannot reach the hub; retrying',
-      );
+      const level = this.unreachableLogged ? 'debug' : 'warn';
+      this.unreachableLogged = true;
+      this.logger[level]({ url, err: err.message }, 'cannot reach the hub; retrying');
       return;
     }
     if (REFUSED_FOR_GOOD.has(code)) {

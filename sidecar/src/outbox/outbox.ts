@@ -10,6 +10,7 @@ import {
   type Report,
   type StateFile,
 } from './state-schema';
+import { errorText } from '../error-text';
 
 export const STATE_FILE_NAME = 'state.json';
 
@@ -127,8 +128,13 @@ export interface TaskRef {
   token: string;
 }
 
+/** Whether two references name the same assignment (same task, same fencing token). */
+export function sameTask(a: TaskRef, b: TaskRef): boolean {
+  return a.taskId === b.taskId && a.token === b.token;
+}
+
 function isSameTask(held: HeldTask | undefined, ref: TaskRef): held is HeldTask {
-  return held !== undefined && held.taskId === ref.taskId && held.token === ref.token;
+  return held !== undefined && sameTask(held, ref);
 }
 
 function emptyState(): StateFile {
@@ -150,7 +156,7 @@ async function loadState(path: string, logger: Logger): Promise<StateFile> {
     const issue = parsed.error.issues[0];
     problem = `${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'does not match the schema'}`;
   } catch (err) {
-    problem = `not JSON (${err instanceof Error ? err.message : String(err)})`;
+    problem = `not JSON (${errorText(err)})`;
   }
   const aside = `${path}.corrupt-${Date.now()}`;
   await rename(path, aside);

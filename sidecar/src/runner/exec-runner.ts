@@ -14,6 +14,7 @@ import {
   type StopReason,
   type TaskRunner,
 } from './task-runner';
+import { errorText } from '../error-text';
 
 /** After the task's process group is gone, how long its output pipes may stay open (held by an escaped process). */
 const STDIO_DRAIN_MS = 1000;
@@ -62,7 +63,7 @@ class ExecRun implements RunningTask {
     this.logger = options.logger.child({ taskId: assignment.task.id, attempt: assignment.attempt });
     this.outcome = this.run().catch((err: unknown) => ({
       type: 'fail' as const,
-      error: truncate(`the sidecar failed to run the task: ${describe(err)}`),
+      error: truncate(`the sidecar failed to run the task: ${errorText(err)}`),
       retryable: true,
       kind: 'error' as const,
     }));
@@ -103,15 +104,16 @@ class ExecRun implements RunningTask {
       child.once('error', resolve);
     });
     if (startError !== undefined || child.pid === undefined) {
-      this.logger.error({ command, err: describe(startError) }, 'could not start the task command');
+      const reason = startError !== undefined ? errorText(startError) : 'no process was created';
+      this.logger.error({ command, err: reason }, 'could not start the task command');
       return {
         type: 'fail',
-        error: `could not start ${command}: ${describe(startError)}`,
+        error: `could not start ${command}: ${reason}`,
         retryable: true,
         kind: 'error',
       };
     }
-    child.on('error', (err) => this.logger.warn({ err: describe(err) }, 'task process error'));
+    child.on('error', (err) => this.logger.warn({ err: errorText(err) }, 'task process error'));
     const group = new ProcessGroup(child.pid, this.options.killGraceMs);
     this.group = group;
     this.logger.info({ pid: child.pid }, 'task process started');
@@ -136,10 +138,11 @@ class ExecRun implements RunningTask {
     const [code, signal] = await exitStatus;
     this.exited = true;
     cancelDeadline();
-    if (this.stopReason === undefined && group.isAlive()) {
+    const leftovers = group.isAlive();
+    if (this.stopReason === undefined && leftovers) {
       this.logger.warn('the task process exited but left processes in its group: terminating them');
     }
-    if (this.stopReason !== undefined || group.isAlive()) await group.terminate();
+    if (this.stopReason !== undefined || leftovers) await group.terminate();
     await this.drainOutput(child, closed);
     this.logger.info({ code, signal, stopReason: this.stopReason }, 'task process ended');
 
@@ -167,13 +170,4 @@ class ExecRun implements RunningTask {
       child.stderr.destroy();
     }
   }
-}
-
-function describe(err: unknown): string {
-  if (err === undefined) return 'unknown error';
-  if (err instanceof Error) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return code !== undefined ? `${code} (${err.message})` : err.message;
-  }
-  return String(err);
 }

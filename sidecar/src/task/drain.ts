@@ -3,6 +3,7 @@ import type { Logger } from '../logger';
 import type { Outbox } from '../outbox/outbox';
 import type { ReportDelivery } from './report-delivery';
 import type { TaskController } from './task-controller';
+import { errorText } from '../error-text';
 
 export interface DrainParts {
   connection: Pick<HubConnection, 'connected' | 'request'>;
@@ -23,10 +24,7 @@ export async function drain(parts: DrainParts): Promise<void> {
   logger.info({ graceMs }, 'draining: finishing the current task, taking no new one');
   if (connection.connected) {
     await connection.request('agent:drain', {}).catch((err: unknown) => {
-      logger.warn(
-        { err: err instanceof Error ? err.message : String(err) },
-        'agent:drain not acknowledged',
-      );
+      logger.warn({ err: errorText(err) }, 'agent:drain not acknowledged');
     });
   }
   await controller.drain(graceMs);

@@ -3,6 +3,7 @@ import type { HubConnection } from '../connection/hub-connection';
 import type { Logger } from '../logger';
 import type { Outbox } from '../outbox/outbox';
 import type { Report } from '../outbox/state-schema';
+import { errorText } from '../error-text';
 
 /** How the hub settled a report. */
 export interface ReportSettlement {
@@ -46,10 +47,7 @@ export class ReportDelivery {
       try {
         await this.deliver();
       } catch (err) {
-        this.options.logger.error(
-          { err: err instanceof Error ? err.message : String(err) },
-          'report delivery failed',
-        );
+        this.options.logger.error({ err: errorText(err) }, 'report delivery failed');
       }
     });
     this.queued = run;
@@ -73,10 +71,7 @@ export class ReportDelivery {
       try {
         ack = await send(connection, report);
       } catch (err) {
-        log.warn(
-          { err: err instanceof Error ? err.message : String(err) },
-          'report not acknowledged; will resend',
-        );
+        log.warn({ err: errorText(err) }, 'report not acknowledged; will resend');
         this.retryLater();
         return;
       }
@@ -110,7 +105,7 @@ export class ReportDelivery {
       await this.options.outbox.removeReport(report);
     } catch (err) {
       this.options.logger.error(
-        { taskId: report.taskId, err: err instanceof Error ? err.message : String(err) },
+        { taskId: report.taskId, err: errorText(err) },
         'could not record a delivered report in the state file; it may be sent again after a restart',
       );
     }

@@ -8,7 +8,7 @@ import {
 import type { HubConnection } from '../connection/hub-connection';
 import type { DaemonEmitter } from '../daemon-events';
 import type { Logger } from '../logger';
-import type { Outbox, TaskRef } from '../outbox/outbox';
+import { sameTask, type Outbox, type TaskRef } from '../outbox/outbox';
 import type { Report } from '../outbox/state-schema';
 import {
   stoppedOutcome,
@@ -19,6 +19,7 @@ import {
 } from '../runner/task-runner';
 import { LogBatcher } from './log-batcher';
 import type { ReportDelivery } from './report-delivery';
+import { errorText } from '../error-text';
 
 export interface TaskControllerOptions {
   outbox: Outbox;
@@ -62,10 +63,6 @@ export class TaskController {
     return held === undefined
       ? undefined
       : { taskId: held.taskId, token: held.token, state: held.state };
-  }
-
-  get busy(): boolean {
-    return this.session !== undefined;
   }
 
   onAssign(payload: unknown): void {
@@ -301,12 +298,4 @@ export class TaskController {
       this.options.logger.error({ err: errorText(err) }, `could not ${what} in the state file`);
     }
   }
-}
-
-function sameTask(a: TaskRef, b: TaskRef): boolean {
-  return a.taskId === b.taskId && a.token === b.token;
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -120,8 +120,8 @@ export class FakeHub extends EventEmitter<{
       const auth = this.handshakes[this.handshakes.length - 1] as HandshakeAuth;
       return { socket: live, auth };
     }
-    const [socket, auth] = await once(this, 'connection');
-    return { socket: socket as HubSideSocket, auth: auth as HandshakeAuth };
+    const [socket, auth] = (await once(this, 'connection')) as [HubSideSocket, HandshakeAuth];
+    return { socket, auth };
   }
 
   /** Resolves with the next received event of that name matching `where`. */
