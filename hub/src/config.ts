@@ -30,6 +30,8 @@ export interface HubConfig {
   readonly stalledIntervalMs: number;
   /** `MAX_STALLED_COUNT` (2): stalls after which a task fails instead of going back to wait. */
   readonly maxStalledCount: number;
+  /** `RUN_TIMEOUT_GRACE_MS` (10000): after telling an agent its task timed out, how long it has to report before the hub fails the attempt itself. */
+  readonly runTimeoutGraceMs: number;
   /** `SWEEP_MS` (1000): period of the sweeper and of the dispatcher's safety tick. */
   readonly sweepMs: number;
   /** `SHUTDOWN_GRACE_MS` (10000): bound on a graceful stop. */
@@ -72,6 +74,7 @@ const envSchema = z.object({
   STALLED_INTERVAL_MS: intMs(100, 3_600_000).default(15_000),
   MAX_STALLED_COUNT: intMs(0, 1000).default(2),
   SWEEP_MS: intMs(50, 60_000).default(1000),
+  RUN_TIMEOUT_GRACE_MS: intMs(0, 3_600_000).default(10_000),
   SHUTDOWN_GRACE_MS: intMs(0, 600_000).default(10_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   AGENTCOM_DATA_DIR: z.string().min(1).default('.agentcom'),
@@ -125,6 +128,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
     stalledIntervalMs: e.STALLED_INTERVAL_MS,
     maxStalledCount: e.MAX_STALLED_COUNT,
     sweepMs: e.SWEEP_MS,
+    runTimeoutGraceMs: e.RUN_TIMEOUT_GRACE_MS,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     logLevel: e.LOG_LEVEL,
     dataDir: e.AGENTCOM_DATA_DIR,

@@ -17,7 +17,9 @@ import { QueueRegistry } from './queues/queue-registry';
 import { createRedisConnections, type RedisConnections } from './redis/connections';
 import { RedisKeys } from './redis/keys';
 import { registerScripts } from './redis/scripts';
+import { TaskCancellation } from './tasks/task-cancellation';
 import { TaskService } from './tasks/task-service';
+import type { AgentNotifier } from './dispatch/notifier';
 
 /** A running hub replica. */
 export interface Hub {
@@ -106,11 +108,20 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     onCreated: onQueueWork,
   });
 
+  // Late-bound like the dispatcher: cancellation reaches agents through the gateway.
+  const notifier: AgentNotifier = {
+    assign: (agentId, message) => gateway?.assign(agentId, message),
+    cancel: (agentId, message) => gateway?.cancel(agentId, message),
+    error: (agentId, message) => gateway?.error(agentId, message),
+  };
+  const cancellation = new TaskCancellation({ redis: redis.command, keys, tasks, notifier });
+
   let draining = false;
   const app = createHttpApp({
     logger,
     adminKey: config.adminKey,
     tasks,
+    cancellation,
     agents,
     readiness: {
       check: async () => {
@@ -149,8 +160,10 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     leaseMs: config.leaseMs,
     heartbeatMs: config.heartbeatMs,
     sweepMs: config.sweepMs,
+    runTimeoutGraceMs: config.runTimeoutGraceMs,
     logger,
     onAgentIdle,
+    failAttempt: (agentId, report) => assignments.fail(agentId, report),
     afterSweep: () => {
       void queues
         .discover()

@@ -78,7 +78,13 @@ export class Presence {
             set: { ...base, startedAt: record.startedAt ?? now },
             del: ['disconnectedAt'],
             idleRemove,
-            index: { disconnected: 'remove', ackDeadline: 'remove' },
+            index: {
+              disconnected: 'remove',
+              ackDeadline: 'remove',
+              ...(record.taskTimeoutMs && record.state === 'assigned'
+                ? { runDeadline: now + record.taskTimeoutMs }
+                : {}),
+            },
           });
           if (!result.ok) continue;
           this.options.leases.track(agentId, {
@@ -109,6 +115,7 @@ export class Presence {
         index: {
           disconnected: 'remove',
           ackDeadline: 'remove',
+          runDeadline: 'remove',
           ...(to === 'cooldown' ? { cooldown: record.cooldownUntil ?? now } : {}),
         },
       });

@@ -49,7 +49,15 @@ const superseded = (taskId: string): AppError =>
   new AppError('E_ASSIGNMENT_SUPERSEDED', `The assignment of task ${taskId} is no longer current`);
 
 /** Fields an agent record loses when its task is done. */
-export const TASK_FIELDS = ['taskId', 'taskQueue', 'token', 'assignedAt', 'startedAt'];
+export const TASK_FIELDS = [
+  'taskId',
+  'taskQueue',
+  'token',
+  'assignedAt',
+  'startedAt',
+  'taskTimeoutMs',
+  'timeoutNotifiedAt',
+];
 
 /**
  * What agents do with their assignments: accept, report progress/logs, complete, fail,
@@ -65,6 +73,7 @@ export class AssignmentService {
       const record = await agents.get(agentId);
       if (!holds(record, msg.taskId, msg.token) || !record) throw superseded(msg.taskId);
       if (record.state === 'working') return { state: 'working' };
+      const startedAt = agents.now();
       const result = await agents.transition({
         agentId,
         from: 'assigned',
@@ -72,8 +81,11 @@ export class AssignmentService {
         version: record.version,
         reason: 'accept',
         task: msg.taskId,
-        set: { startedAt: agents.now() },
-        index: { ackDeadline: 'remove' },
+        set: { startedAt },
+        index: {
+          ackDeadline: 'remove',
+          ...(record.taskTimeoutMs ? { runDeadline: startedAt + record.taskTimeoutMs } : {}),
+        },
       });
       if (!result.ok) continue;
       const queue = record.taskQueue ?? '';
@@ -141,11 +153,15 @@ export class AssignmentService {
         // A quota, not a failure of the task: back to wait without using an attempt.
         await job.moveToWait(msg.token);
       } else {
-        const noRetry = !msg.retryable || msg.kind === 'cancelled';
-        const error = new Error(
-          msg.kind === 'cancelled' ? `${CANCELLED_PREFIX}${msg.error}` : msg.error,
+        // An operator's cancel makes any failure of this attempt final, whatever the agent says.
+        const cancelReason = await this.options.redis.get(
+          this.options.keys.cancelRequested(msg.taskId),
         );
-        if (noRetry) error.name = 'UnrecoverableError';
+        const cancelled = msg.kind === 'cancelled' || cancelReason !== null;
+        const error = new Error(
+          cancelled ? `${CANCELLED_PREFIX}${cancelReason ?? msg.error}` : msg.error,
+        );
+        if (!msg.retryable || cancelled) error.name = 'UnrecoverableError';
         await job.moveToFailed(error, msg.token, false);
       }
     } catch (err) {
@@ -214,6 +230,7 @@ export class AssignmentService {
         index: {
           ackDeadline: 'remove',
           disconnected: 'remove',
+          runDeadline: 'remove',
           ...(to === 'cooldown' ? { cooldown: cooldownUntil ?? record.cooldownUntil ?? now } : {}),
         },
       });

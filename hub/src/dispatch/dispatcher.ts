@@ -4,6 +4,7 @@ import type { AgentStore } from '../fsm/agent-store';
 import type { RedisKeys } from '../redis/keys';
 import type { Logger } from '../logger';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
+import { CANCELLED_PREFIX } from '../tasks/task-service';
 import { newAssignmentToken } from './assignment-token';
 import type { AgentNotifier } from './notifier';
 
@@ -147,7 +148,13 @@ export class Dispatcher {
       version,
       reason: 'assign',
       task: taskId,
-      set: { taskId, taskQueue: queue, token, assignedAt: now },
+      set: {
+        taskId,
+        taskQueue: queue,
+        token,
+        assignedAt: now,
+        ...(job.data.timeoutMs !== undefined ? { taskTimeoutMs: job.data.timeoutMs } : {}),
+      },
       index: { ackDeadline: now + ackTimeoutMs },
     });
     if (!stored.ok) {

@@ -1,3 +1,4 @@
+import type { TaskFail } from '@agentcom/shared';
 import type { Redis } from 'ioredis';
 import type { Presence } from '../agents/presence';
 import { restingState } from '../fsm/agent-machine';
@@ -17,8 +18,12 @@ export interface SweeperOptions {
   leaseMs: number;
   heartbeatMs: number;
   sweepMs: number;
+  /** How long an agent has to report after being told its task timed out. */
+  runTimeoutGraceMs: number;
   logger: Logger;
   onAgentIdle: (queues: readonly string[]) => void;
+  /** Fails an attempt as its agent would (the run-timeout backstop). */
+  failAttempt: (agentId: string, report: TaskFail) => Promise<unknown>;
   /** Runs after each sweep (the dispatcher's safety tick). */
   afterSweep?: () => void;
 }
@@ -30,6 +35,8 @@ export interface SweeperOptions {
  * - assigned agents that did not accept in time: task back to wait, agent idle;
  * - disconnected task holders past the lease: agent offline (the stalled checker requeues the job);
  * - cooldowns that ended: agent idle;
+ * - tasks past their run timeout: the agent is told to stop (`task:cancel` reason `timeout`);
+ *   if it has not reported a grace later, the attempt is failed here as `timeout`;
  * - replicas that stopped refreshing: their agents are disconnected as `replica_gone`.
  */
 export class Sweeper {
@@ -73,7 +80,49 @@ export class Sweeper {
     await this.ackTimeouts(now);
     await this.expiredLeases(now);
     await this.endedCooldowns(now);
+    await this.runTimeouts(now);
     await this.goneReplicas(now);
+  }
+
+  private async runTimeouts(now: number): Promise<void> {
+    const { agents, notifier } = this.options;
+    for (const agentId of await agents.dueIn('runDeadlines', now)) {
+      const record = await agents.get(agentId);
+      if (!record || record.state !== 'working' || !record.taskId || !record.token) {
+        await agents.removeFromIndex('runDeadlines', agentId);
+        continue;
+      }
+      if (record.timeoutNotifiedAt === undefined) {
+        const result = await agents.transition({
+          agentId,
+          from: 'working',
+          to: 'working',
+          version: record.version,
+          reason: 'timeout',
+          task: record.taskId,
+          set: { timeoutNotifiedAt: now },
+          index: { runDeadline: now + this.options.runTimeoutGraceMs },
+        });
+        if (result.ok) notifier.cancel(agentId, { taskId: record.taskId, reason: 'timeout' });
+        continue;
+      }
+      this.options.logger.warn(
+        { agentId, taskId: record.taskId },
+        'no report after the run timeout: failing the attempt',
+      );
+      await this.options
+        .failAttempt(agentId, {
+          taskId: record.taskId,
+          token: record.token,
+          error: `timed out after ${record.taskTimeoutMs ?? 0} ms (no report from the agent)`,
+          retryable: true,
+          kind: 'timeout',
+        })
+        .catch((err: unknown) =>
+          this.options.logger.warn({ agentId, err: String(err) }, 'timeout backstop failed'),
+        );
+      notifier.cancel(agentId, { taskId: record.taskId, reason: 'superseded' });
+    }
   }
 
   private async ackTimeouts(now: number): Promise<void> {
@@ -131,7 +180,7 @@ export class Sweeper {
         reason: 'lease_expired',
         task: record.taskId,
         del: [...TASK_FIELDS, 'disconnectedAt'],
-        index: { disconnected: 'remove', ackDeadline: 'remove' },
+        index: { disconnected: 'remove', ackDeadline: 'remove', runDeadline: 'remove' },
       });
       if (result.ok) {
         this.options.logger.info(

@@ -14,6 +14,10 @@ export interface AgentRecord {
   taskId: string | undefined;
   taskQueue: string | undefined;
   token: string | undefined;
+  /** Run time limit of the task in hand (ms), copied from the task at assignment. */
+  taskTimeoutMs: number | undefined;
+  /** When the hub told the agent its task timed out (the backstop fails it a grace later). */
+  timeoutNotifiedAt: number | undefined;
   assignedAt: number | undefined;
   startedAt: number | undefined;
   disconnectedAt: number | undefined;
@@ -57,6 +61,8 @@ export function parseAgentRecord(
     taskId: str(hash.taskId),
     taskQueue: str(hash.taskQueue),
     token: str(hash.token),
+    taskTimeoutMs: num(hash.taskTimeoutMs),
+    timeoutNotifiedAt: num(hash.timeoutNotifiedAt),
     assignedAt: num(hash.assignedAt),
     startedAt: num(hash.startedAt),
     disconnectedAt: num(hash.disconnectedAt),

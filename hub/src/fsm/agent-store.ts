@@ -10,7 +10,10 @@ export interface IndexOps {
   ackDeadline?: number | 'remove';
   disconnected?: number | 'remove';
   cooldown?: number | 'remove';
+  runDeadline?: number | 'remove';
 }
+
+export type IndexName = 'ackDeadlines' | 'disconnected' | 'cooldowns' | 'runDeadlines';
 
 export interface TransitionRequest {
   agentId: string;
@@ -140,6 +143,7 @@ export class AgentStore {
       ackDeadline: this.keys.ackDeadlines,
       disconnected: this.keys.disconnected,
       cooldown: this.keys.cooldowns,
+      runDeadline: this.keys.runDeadlines,
     };
     for (const [name, op] of Object.entries(request.index ?? {}) as Array<
       [keyof IndexOps, number | 'remove' | undefined]
@@ -203,18 +207,11 @@ export class AgentStore {
   }
 
   /** Agents whose score in an index sorted set is at or below `max`. */
-  async dueIn(
-    index: 'ackDeadlines' | 'disconnected' | 'cooldowns',
-    max: number,
-    limit = 200,
-  ): Promise<string[]> {
+  async dueIn(index: IndexName, max: number, limit = 200): Promise<string[]> {
     return this.redis.zrangebyscore(this.keys[index], '-inf', String(max), 'LIMIT', 0, limit);
   }
 
-  async removeFromIndex(
-    index: 'ackDeadlines' | 'disconnected' | 'cooldowns',
-    agentId: string,
-  ): Promise<void> {
+  async removeFromIndex(index: IndexName, agentId: string): Promise<void> {
     await this.redis.zrem(this.keys[index], agentId);
   }
 

@@ -2,6 +2,7 @@ import { MAX_MESSAGE_BYTES } from '@agentcom/shared';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { AgentStore } from '../fsm/agent-store';
 import type { Logger } from '../logger';
+import type { TaskCancellation } from '../tasks/task-cancellation';
 import type { TaskService } from '../tasks/task-service';
 import { requireAdmin } from './admin-auth';
 import { createErrorHandler, errorBody } from './errors';
@@ -13,6 +14,7 @@ export interface HttpAppOptions {
   logger: Logger;
   adminKey: string;
   tasks: TaskService;
+  cancellation: TaskCancellation;
   agents: AgentStore;
   readiness: Readiness;
 }
@@ -34,7 +36,7 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
   registerHealthRoutes(app, options.readiness);
   void app.register(async (api) => {
     api.addHook('onRequest', requireAdmin(options.adminKey));
-    registerTaskRoutes(api, options.tasks);
+    registerTaskRoutes(api, options.tasks, options.cancellation);
     registerAgentRoutes(api, options.agents);
   });
   return app;

@@ -55,6 +55,21 @@ export class RedisKeys {
     return `${this.root}:cooldowns`;
   }
 
+  /** Sorted set: working agents whose task has a run timeout, scored by when it is due. */
+  get runDeadlines(): string {
+    return `${this.root}:run-deadlines`;
+  }
+
+  /** String (TTL): an operator asked to cancel this running task; value = reason. */
+  cancelRequested(taskId: string): string {
+    return `${this.root}:cancel-requested:${taskId}`;
+  }
+
+  /** String (TTL): JSON of a task cancelled while waiting or delayed (its job was removed). */
+  cancelledTask(taskId: string): string {
+    return `${this.root}:cancelled:${taskId}`;
+  }
+
   /** Stream: agent transitions (capped). */
   get events(): string {
     return `${this.root}:events`;

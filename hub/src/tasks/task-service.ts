@@ -76,7 +76,38 @@ export class TaskService {
 
   async get(taskId: string): Promise<TaskView | undefined> {
     const job = await this.findJob(taskId);
-    return job ? this.view(job) : undefined;
+    if (job) return this.view(job);
+    return this.cancelledView(taskId);
+  }
+
+  /** A task cancelled while waiting or delayed: its job is gone, its record says what it was. */
+  private async cancelledView(taskId: string): Promise<TaskView | undefined> {
+    const raw = await this.options.redis.get(this.options.keys.cancelledTask(taskId));
+    if (!raw) return undefined;
+    const record = JSON.parse(raw) as {
+      queue: string;
+      payload: unknown;
+      labels?: Record<string, string>;
+      createdAt: number;
+      cancelledAt: number;
+      reason: string;
+      attemptsMade: number;
+      attempts: number;
+    };
+    return {
+      id: taskId,
+      queue: record.queue,
+      state: 'cancelled',
+      payload: record.payload,
+      priority: 0,
+      attempts: record.attempts,
+      attempt: record.attemptsMade,
+      attemptsMade: record.attemptsMade,
+      ...(record.labels ? { labels: record.labels } : {}),
+      error: record.reason,
+      createdAt: record.createdAt,
+      finishedAt: record.cancelledAt,
+    };
   }
 
   async getOrThrow(taskId: string): Promise<TaskView> {
@@ -120,10 +151,8 @@ export class TaskService {
     if (agentId) view.agentId = agentId;
     if (job.progress !== undefined && job.progress !== 0) view.progress = job.progress;
     if (state === 'completed') view.result = job.returnvalue;
-    if (
-      job.failedReason &&
-      (state === 'failed' || state === 'cancelled' || state === 'waiting' || state === 'delayed')
-    ) {
+    // the last failure, also while a retry waits or runs
+    if (job.failedReason && state !== 'completed') {
       view.error = job.failedReason.startsWith(CANCELLED_PREFIX)
         ? job.failedReason.slice(CANCELLED_PREFIX.length)
         : job.failedReason;

@@ -49,6 +49,11 @@ export const createTaskResponseSchema = z.object({
 });
 export type CreateTaskResponse = z.infer<typeof createTaskResponseSchema>;
 
+/** `POST /v1/tasks/:id/cancel` body (optional). */
+export const cancelTaskBodySchema = z
+  .object({ reason: z.string().min(1).max(1024).optional() })
+  .strict();
+
 export const taskParamsSchema = z.object({ id: taskIdSchema }).strict();
 
 /** A task as `GET /v1/tasks/:id` shows it. */

@@ -1,0 +1,158 @@
+import { randomBytes } from 'node:crypto';
+import type { TaskView } from '@agentcom/shared';
+import type { Hub } from '../../hub/src/hub';
+import { api, eventually, startTestHub } from '../helpers/hub';
+import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { TestAgent, withTimeout } from '../helpers/test-agent';
+
+describe('cancel and run timeout (hub side, protocol-level agents)', () => {
+  let redis: RedisProcess;
+  let hubA: Hub & { url: string };
+  let hubB: Hub & { url: string };
+  const agents: TestAgent[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    const prefix = `c${randomBytes(3).toString('hex')}`;
+    const env = { AGENTCOM_PREFIX: prefix, RUN_TIMEOUT_GRACE_MS: '800' };
+    hubA = await startTestHub(redis.url, { ...env, HUB_ID: 'hub-a' });
+    hubB = await startTestHub(redis.url, { ...env, HUB_ID: 'hub-b' });
+  });
+  afterEach(() => {
+    for (const agent of agents.splice(0)) agent.close();
+  });
+  afterAll(async () => {
+    await hubA.close();
+    await hubB.close();
+    await redis.dispose();
+  });
+
+  const newQueue = (): string => `q-${randomBytes(4).toString('hex')}`;
+  const register = async (hubUrl: string, queue: string): Promise<TestAgent> => {
+    const agent = await TestAgent.register(hubUrl, `agent-${randomBytes(4).toString('hex')}`, [
+      queue,
+    ]);
+    agents.push(agent);
+    return agent;
+  };
+  const getTask = async (id: string) =>
+    (await api<TaskView>(hubA.url, 'GET', `/v1/tasks/${id}`)).body;
+  const nextCancel = (agent: TestAgent) =>
+    withTimeout(
+      new Promise<unknown>((resolve) => agent.once('cancel', resolve)),
+      10_000,
+      'task:cancel',
+    );
+
+  it('removes a waiting task at once and shows it cancelled; a second cancel is idempotent', async () => {
+    const created = await api<{ id: string }>(hubA.url, 'POST', '/v1/tasks', {
+      queue: newQueue(),
+      payload: { x: 1 },
+    });
+    const cancelled = await api(hubB.url, 'POST', `/v1/tasks/${created.body.id}/cancel`, {
+      reason: 'not needed',
+    });
+    expect(cancelled).toEqual({ status: 200, body: { id: created.body.id, state: 'cancelled' } });
+    expect(await getTask(created.body.id)).toMatchObject({
+      state: 'cancelled',
+      error: 'not needed',
+      payload: { x: 1 },
+    });
+    expect((await api(hubA.url, 'POST', `/v1/tasks/${created.body.id}/cancel`)).status).toBe(200);
+  });
+
+  it('removes a delayed task', async () => {
+    const created = await api<{ id: string }>(hubA.url, 'POST', '/v1/tasks', {
+      payload: 1,
+      delayMs: 60_000,
+    });
+    expect((await api(hubA.url, 'POST', `/v1/tasks/${created.body.id}/cancel`)).status).toBe(200);
+    expect((await getTask(created.body.id)).state).toBe('cancelled');
+  });
+
+  it('refuses to cancel a completed task and a task that does not exist', async () => {
+    const queue = newQueue();
+    const agent = await register(hubA.url, queue);
+    const assigned = agent.nextAssignment();
+    const created = await api<{ id: string }>(hubA.url, 'POST', '/v1/tasks', { queue, payload: 1 });
+    const msg = await assigned;
+    await agent.accept(msg);
+    await agent.complete(msg, 'done');
+    const refused = await api(hubB.url, 'POST', `/v1/tasks/${created.body.id}/cancel`);
+    expect(refused).toMatchObject({ status: 409, body: { error: { code: 'E_INVALID_STATE' } } });
+    expect((await api(hubB.url, 'POST', '/v1/tasks/nope/cancel')).status).toBe(404);
+    expect(
+      (await api(hubB.url, 'POST', `/v1/tasks/${created.body.id}/cancel`, { bogus: 1 })).status,
+    ).toBe(400);
+  });
+
+  it('tells the agent of a running task to stop, wherever it is connected, and fails the task as cancelled without retry', async () => {
+    const queue = newQueue();
+    const agent = await register(hubA.url, queue);
+    const assigned = agent.nextAssignment();
+    const created = await api<{ id: string }>(hubA.url, 'POST', '/v1/tasks', {
+      queue,
+      payload: 1,
+      attempts: 3,
+    });
+    const msg = await assigned;
+    await agent.accept(msg);
+    const cancel = nextCancel(agent);
+    const response = await api(hubB.url, 'POST', `/v1/tasks/${created.body.id}/cancel`);
+    expect(response).toMatchObject({
+      status: 202,
+      body: { cancelRequested: true, state: 'running' },
+    });
+    expect(await cancel).toEqual({ taskId: created.body.id, reason: 'cancelled' });
+    // the killed handler's exit looks like an ordinary retryable failure: still cancelled
+    const ack = await agent.send('task:fail', {
+      taskId: msg.task.id,
+      token: msg.token,
+      error: 'killed by SIGTERM',
+      retryable: true,
+    });
+    expect(ack).toEqual({ ok: true });
+    expect(await getTask(created.body.id)).toMatchObject({ state: 'cancelled', attemptsMade: 1 });
+    const view = await api<{ state: string }>(hubA.url, 'GET', `/v1/agents/${agent.agentId}`);
+    expect(view.body.state).toBe('idle');
+  });
+
+  it('tells the agent when a task runs past its timeout, then fails the attempt itself if no report comes', async () => {
+    const queue = newQueue();
+    const silent = await register(hubA.url, queue);
+    const assigned = silent.nextAssignment();
+    const created = await api<{ id: string }>(hubB.url, 'POST', '/v1/tasks', {
+      queue,
+      payload: 1,
+      timeoutMs: 300,
+      attempts: 2,
+    });
+    const msg = await assigned;
+    expect(msg.timeoutMs).toBe(300);
+    await silent.accept(msg);
+    expect(await nextCancel(silent)).toEqual({ taskId: created.body.id, reason: 'timeout' });
+    const retried = await silent.nextAssignment(10_000);
+    expect(retried).toMatchObject({ task: { id: created.body.id }, attempt: 2 });
+    const first = await eventually(async () => {
+      const task = await getTask(created.body.id);
+      return task.attemptsMade === 1 ? task : undefined;
+    });
+    expect(first.error).toMatch(/timed out after 300 ms/);
+    // the late report of the first attempt finds it already failed for that token: a no-op
+    const late = await silent.send('task:fail', {
+      taskId: msg.task.id,
+      token: msg.token,
+      error: 'timeout',
+      retryable: true,
+      kind: 'timeout',
+    });
+    expect(late).toEqual({ ok: true, duplicate: true });
+    expect((await getTask(created.body.id)).attemptsMade).toBe(1);
+    await silent.accept(retried);
+    expect(await silent.complete(retried, 'second time lucky')).toEqual({ ok: true });
+    expect(await getTask(created.body.id)).toMatchObject({
+      state: 'completed',
+      result: 'second time lucky',
+    });
+  });
+});
