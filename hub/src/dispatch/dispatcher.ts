@@ -122,6 +122,15 @@ export class Dispatcher {
     for (;;) {
       const job = (await handle.worker.getNextJob(token, { block: false })) as TaskJob | undefined;
       if (!job) return undefined;
+      const cancelReason = await this.options.redis.get(
+        this.options.keys.cancelRequested(job.id ?? ''),
+      );
+      if (cancelReason !== null) {
+        // cancelled while running, then back to wait (its agent vanished): cancel it now
+        const error = new UnrecoverableError(`${CANCELLED_PREFIX}${cancelReason}`);
+        await job.moveToFailed(error, token, false);
+        continue;
+      }
       if (!job.deferredFailure) return job;
       this.options.logger.warn(
         { queue, taskId: job.id, reason: job.deferredFailure },
