@@ -143,3 +143,23 @@ export async function mintToken(
     throw new Error(`minting a token for ${agentId} failed: ${created.status}`);
   return created.body.token;
 }
+
+/** Runs the bundled `agentcom-sidecar` once (local commands: done, fail, status) and collects its output. */
+export async function runSidecarCli(
+  args: string[],
+  env: Record<string, string>,
+  stdin?: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  requireBuilt(SIDECAR_CLI);
+  const child = spawn(process.execPath, [SIDECAR_CLI, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+  child.stdin.end(stdin ?? '');
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  return { code, stdout, stderr };
+}
