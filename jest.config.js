@@ -1,11 +1,21 @@
 /** Jest runs TypeScript through @swc/jest (fast, transpile-only); `tsc --build` typechecks separately. */
-const swc = [
+const swcTs = [
   '@swc/jest',
   { jsc: { target: 'es2022', parser: { syntax: 'typescript' } }, module: { type: 'commonjs' } },
 ];
+// ESM-only packages that Jest 30 on Node 20 cannot require (plain Node 20.20 can): compiled to CJS.
+const ESM_ONLY = ['content-disposition'];
+const swcEsm = [
+  '@swc/jest',
+  { jsc: { target: 'es2022', parser: { syntax: 'ecmascript' } }, module: { type: 'commonjs' } },
+];
 module.exports = {
   testEnvironment: 'node',
-  transform: { '^.+\\.ts$': swc },
+  transform: {
+    '^.+\\.ts$': swcTs,
+    [`node_modules/(${ESM_ONLY.join('|')})/.+\\.js$`]: swcEsm,
+  },
+  transformIgnorePatterns: [`/node_modules/(?!(${ESM_ONLY.join('|')})/)`],
   moduleNameMapper: { '^@agentcom/shared$': '<rootDir>/shared/src/index.ts' },
   roots: ['<rootDir>/shared/src', '<rootDir>/hub/src', '<rootDir>/sidecar/src', '<rootDir>/test'],
   testMatch: ['**/*.test.ts'],

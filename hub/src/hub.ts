@@ -1,25 +1,31 @@
 import { AGENT_NAMESPACE, MAX_MESSAGE_BYTES } from '@agentcom/shared';
 import { createAdapter } from '@socket.io/redis-adapter';
-import { Server } from 'socket.io';
 import type { FastifyInstance } from 'fastify';
+import { Server } from 'socket.io';
 import { AgentControl } from './agents/agent-control';
 import { Presence } from './agents/presence';
 import type { HubConfig } from './config';
 import { AssignmentService } from './dispatch/assignments';
 import { Dispatcher } from './dispatch/dispatcher';
 import { LeaseKeeper } from './dispatch/lease-keeper';
+import type { AgentNotifier } from './dispatch/notifier';
 import { Sweeper } from './dispatch/sweeper';
 import { AgentStore } from './fsm/agent-store';
 import { AgentGateway } from './gateway/agent-gateway';
 import { createHttpApp } from './http/app';
+import { registerBullBoard } from './http/bull-board';
+import { registerMetricsRoute } from './http/routes/metrics';
 import type { Logger } from './logger';
+import { ClusterGauges } from './metrics/cluster-gauges';
+import { HubMetrics } from './metrics/hub-metrics';
 import { QueueRegistry } from './queues/queue-registry';
+import { summarizeQueues } from './queues/queue-summary';
 import { createRedisConnections, type RedisConnections } from './redis/connections';
 import { RedisKeys } from './redis/keys';
 import { registerScripts } from './redis/scripts';
 import { TaskCancellation } from './tasks/task-cancellation';
+import { listTasks } from './tasks/task-listing';
 import { TaskService } from './tasks/task-service';
-import type { AgentNotifier } from './dispatch/notifier';
 
 /** A running hub replica. */
 export interface Hub {
@@ -32,6 +38,7 @@ export interface Hub {
   readonly tasks: TaskService;
   readonly gateway: AgentGateway;
   readonly dispatcher: Dispatcher;
+  readonly metrics: HubMetrics;
   /** The port actually listened on. */
   readonly port: number;
   /** Graceful stop: not ready, sidecars told to move, then sockets, workers and Redis closed in order. */
@@ -45,15 +52,23 @@ export interface Hub {
  */
 export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> {
   if (!config.redisUrl) throw new Error('startHub needs a redisUrl');
-  const redis = createRedisConnections(config.redisUrl, logger);
+  const metrics = new HubMetrics(config.hubId);
+  const redis = createRedisConnections(config.redisUrl, logger, () => metrics.redisErrors.inc());
   const keys = new RedisKeys(config.prefix);
   const scripts = registerScripts(redis.command);
   const agents = new AgentStore({ redis: redis.command, scripts, keys, hubId: config.hubId });
 
-  // Late-bound: the dispatcher needs the gateway (to push) and the services need the dispatcher.
+  // Late-bound: the dispatcher and the notifier need the gateway, which needs the services.
   let dispatcher: Dispatcher | undefined;
+  let gateway: AgentGateway | undefined;
   const onAgentIdle = (queues: readonly string[]): void => dispatcher?.triggerAll(queues);
   const onQueueWork = (queue: string): void => dispatcher?.trigger(queue);
+  const notifier: AgentNotifier = {
+    assign: (agentId, message) => gateway?.assign(agentId, message),
+    cancel: (agentId, message) => gateway?.cancel(agentId, message),
+    error: (agentId, message) => gateway?.error(agentId, message),
+    disconnect: (agentId) => gateway?.disconnect(agentId),
+  };
 
   const queues = new QueueRegistry({
     connection: redis.bullmq,
@@ -64,9 +79,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     logger,
     onWaiting: onQueueWork,
   });
-  let gateway: AgentGateway | undefined;
-  let assignments: AssignmentService | undefined;
-  const leases = new LeaseKeeper({
+  const leases: LeaseKeeper = new LeaseKeeper({
     redis: redis.command,
     keys,
     queues,
@@ -75,11 +88,11 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     logger,
     onLeaseLost: (agentId, task) => {
       logger.warn({ agentId, taskId: task.taskId }, 'lease lost: telling the agent to abort');
-      gateway?.cancel(agentId, { taskId: task.taskId, reason: 'lease_lost' });
-      void assignments?.release(agentId, task.taskId, task.token, 'lease_lost');
+      notifier.cancel(agentId, { taskId: task.taskId, reason: 'lease_lost' });
+      void assignments.release(agentId, task.taskId, task.token, 'lease_lost');
     },
   });
-  assignments = new AssignmentService({
+  const assignments = new AssignmentService({
     redis: redis.command,
     keys,
     agents,
@@ -87,6 +100,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     leases,
     leaseMs: config.leaseMs,
     logger,
+    metrics,
     onAgentIdle,
   });
   const presence = new Presence({
@@ -99,30 +113,37 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     logger,
     onAgentIdle,
   });
-  const control = new AgentControl(agents, onAgentIdle);
+  const control = new AgentControl(agents, onAgentIdle, notifier);
   const tasks = new TaskService({
     redis: redis.command,
     keys,
     queues,
     agents,
+    metrics,
     onCreated: onQueueWork,
   });
-
-  // Late-bound like the dispatcher: cancellation reaches agents through the gateway.
-  const notifier: AgentNotifier = {
-    assign: (agentId, message) => gateway?.assign(agentId, message),
-    cancel: (agentId, message) => gateway?.cancel(agentId, message),
-    error: (agentId, message) => gateway?.error(agentId, message),
-  };
   const cancellation = new TaskCancellation({ redis: redis.command, keys, tasks, notifier });
+  const cluster = new ClusterGauges({
+    redis: redis.command,
+    keys,
+    hubId: config.hubId,
+    agents,
+    queues,
+  });
 
   let draining = false;
+  let bullBoard: { sync(): Promise<void> } | undefined;
   const app = createHttpApp({
     logger,
     adminKey: config.adminKey,
-    tasks,
-    cancellation,
-    agents,
+    services: {
+      tasks,
+      cancellation,
+      agents,
+      control,
+      listTasks: (query) => listTasks({ redis: redis.command, keys, queues, tasks }, query),
+      summarizeQueues: () => summarizeQueues({ redis: redis.command, keys, queues }),
+    },
     readiness: {
       check: async () => {
         const problems: string[] = [];
@@ -132,6 +153,10 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
         return problems;
       },
     },
+    extendProtected: (api) => registerMetricsRoute(api, metrics, cluster),
+    extend: (root) => {
+      bullBoard = registerBullBoard(root, queues, config.adminKey);
+    },
   });
 
   const io = new Server(app.server, {
@@ -140,22 +165,32 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     serveClient: false,
     adapter: createAdapter(redis.pub, redis.sub, { key: keys.socketIoChannel }),
   });
-  gateway = new AgentGateway({ io, agents, presence, assignments, control, logger });
+  gateway = new AgentGateway({
+    io,
+    agents,
+    presence,
+    assignments,
+    control,
+    logger,
+    onRejectedPayload: () => metrics.payloadsRejected.inc(),
+  });
+  metrics.trackSockets(() => gateway?.localSocketCount() ?? 0);
   dispatcher = new Dispatcher({
     redis: redis.command,
     keys,
     agents,
     queues,
-    notifier: gateway,
+    notifier,
     ackTimeoutMs: config.ackTimeoutMs,
     logger,
+    metrics,
   });
   const sweeper = new Sweeper({
     redis: redis.command,
     keys,
     agents,
     presence,
-    notifier: gateway,
+    notifier,
     hubId: config.hubId,
     leaseMs: config.leaseMs,
     heartbeatMs: config.heartbeatMs,
@@ -168,11 +203,13 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
       void queues
         .discover()
         .then((names) => dispatcher?.triggerAll(names))
+        .then(() => bullBoard?.sync())
         .catch(() => undefined);
     },
   });
 
   await queues.discover();
+  await bullBoard?.sync();
   leases.start();
   sweeper.start();
   await app.listen({ port: config.port, host: config.host });
@@ -198,17 +235,5 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     return closing;
   };
 
-  return {
-    config,
-    app,
-    io,
-    redis,
-    keys,
-    agents,
-    tasks,
-    gateway,
-    dispatcher,
-    port,
-    close,
-  };
+  return { config, app, io, redis, keys, agents, tasks, gateway, dispatcher, metrics, port, close };
 }

@@ -1,5 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+  mkdirSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TaskView } from '@agentcom/shared';
@@ -39,7 +47,8 @@ describe('the sidecar process against real hub processes', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const getTask = async (hub: HubProcess, id: string) => (await api<TaskView>(hub.url, 'GET', `/v1/tasks/${id}`)).body;
+  const getTask = async (hub: HubProcess, id: string) =>
+    (await api<TaskView>(hub.url, 'GET', `/v1/tasks/${id}`)).body;
   const agentState = async (hub: HubProcess, agentId: string) =>
     (await api<{ state: string }>(hub.url, 'GET', `/v1/agents/${agentId}`)).body.state;
   const waitAgentState = (hub: HubProcess, agentId: string, state: string, timeoutMs = 15_000) =>
@@ -47,7 +56,12 @@ describe('the sidecar process against real hub processes', () => {
       what: `${agentId} ${state}`,
       timeoutMs,
     });
-  const waitTaskState = (hub: HubProcess, id: string, state: TaskView['state'], timeoutMs = 20_000) =>
+  const waitTaskState = (
+    hub: HubProcess,
+    id: string,
+    state: TaskView['state'],
+    timeoutMs = 20_000,
+  ) =>
     eventually(
       async () => {
         const task = await getTask(hub, id);
@@ -55,7 +69,11 @@ describe('the sidecar process against real hub processes', () => {
       },
       { what: `task ${state}`, timeoutMs },
     );
-  async function sidecar(hub: HubProcess, agentId: string, options: { exec?: string; env?: Record<string, string> } = {}) {
+  async function sidecar(
+    hub: HubProcess,
+    agentId: string,
+    options: { exec?: string; env?: Record<string, string> } = {},
+  ) {
     const token = await mintToken(hub.url, agentId);
     const proc = startSidecarProcess({
       hubUrls: [hub.url],
@@ -70,22 +88,35 @@ describe('the sidecar process against real hub processes', () => {
   }
 
   it('cancels a running task whose handler ignores SIGTERM: the process group is gone within grace + 1 s', async () => {
-    hubs.push(await startHubProcess(redis.url, prefix, 'hub-1'), await startHubProcess(redis.url, prefix, 'hub-2'));
+    hubs.push(
+      await startHubProcess(redis.url, prefix, 'hub-1'),
+      await startHubProcess(redis.url, prefix, 'hub-2'),
+    );
     const pidsFile = join(dir, 'pids');
     await sidecar(hubs[0]!, 'stubborn', {
       exec: `${process.execPath} ${STUBBORN}`,
       env: { PIDS_FILE: pidsFile, AGENTCOM_KILL_GRACE_MS: '1000' },
     });
     await waitAgentState(hubs[0]!, 'stubborn', 'idle');
-    const created = await api<{ id: string }>(hubs[1]!.url, 'POST', '/v1/tasks', { payload: {}, attempts: 3 });
-    const pids = await eventually(() => (existsSync(pidsFile) ? readFileSync(pidsFile, 'utf8').split(' ').map(Number) : undefined), {
-      what: 'the handler and its grandchild to run',
+    const created = await api<{ id: string }>(hubs[1]!.url, 'POST', '/v1/tasks', {
+      payload: {},
+      attempts: 3,
     });
+    const pids = await eventually(
+      () =>
+        existsSync(pidsFile) ? readFileSync(pidsFile, 'utf8').split(' ').map(Number) : undefined,
+      {
+        what: 'the handler and its grandchild to run',
+      },
+    );
     expect(pids).toHaveLength(2);
     const cancelledAt = Date.now();
     const response = await api(hubs[1]!.url, 'POST', `/v1/tasks/${created.body.id}/cancel`);
     expect(response.status).toBe(202);
-    await eventually(() => (pids.every(isProcessGone) ? true : undefined), { what: 'the process group to die', intervalMs: 20 });
+    await eventually(() => (pids.every(isProcessGone) ? true : undefined), {
+      what: 'the process group to die',
+      intervalMs: 20,
+    });
     expect(Date.now() - cancelledAt).toBeLessThanOrEqual(1000 + 1000);
     const task = await waitTaskState(hubs[0]!, created.body.id, 'cancelled');
     expect(task.attemptsMade).toBe(1);
@@ -98,15 +129,22 @@ describe('the sidecar process against real hub processes', () => {
     hubs.push(hub);
     const proc = await sidecar(hub, 'survivor');
     await waitAgentState(hub, 'survivor', 'idle');
-    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', { payload: { sleepMs: 1500, value: 'kept' } });
+    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+      payload: { sleepMs: 1500, value: 'kept' },
+    });
     const id = created.body.id;
     const runLog = join(dir, 'run.log');
-    await eventually(() => (readFileSync(runLog, 'utf8').includes(`${id} 1 survivor`) ? true : undefined), { what: 'the handler to start' });
+    await eventually(
+      () => (readFileSync(runLog, 'utf8').includes(`${id} 1 survivor`) ? true : undefined),
+      { what: 'the handler to start' },
+    );
     await hub.kill('SIGKILL');
     const stateFile = join(dir, 'survivor', 'state.json');
     await eventually(
       () => {
-        const state = JSON.parse(readFileSync(stateFile, 'utf8')) as { outbox?: Array<{ taskId: string }> };
+        const state = JSON.parse(readFileSync(stateFile, 'utf8')) as {
+          outbox?: Array<{ taskId: string }>;
+        };
         return state.outbox?.some((r) => r.taskId === id) ? true : undefined;
       },
       { what: 'the result to reach the outbox' },
@@ -125,7 +163,9 @@ describe('the sidecar process against real hub processes', () => {
     );
     const task = await waitTaskState(restartedHub, id, 'completed');
     expect(task.result).toMatchObject({ taskId: id, value: 'kept' });
-    const done = readFileSync(runLog, 'utf8').split('\n').filter((line) => line.startsWith(`${id} `) && line.endsWith(' done'));
+    const done = readFileSync(runLog, 'utf8')
+      .split('\n')
+      .filter((line) => line.startsWith(`${id} `) && line.endsWith(' done'));
     expect(done).toHaveLength(1);
     const completions = completionsByTask(await readTransitions(redis.url, prefix));
     expect(completions.get(id)).toBe(1);
@@ -136,7 +176,9 @@ describe('the sidecar process against real hub processes', () => {
     hubs.push(hub);
     const proc = await sidecar(hub, 'drainer');
     await waitAgentState(hub, 'drainer', 'idle');
-    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', { payload: { sleepMs: 1500, value: 'drained' } });
+    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+      payload: { sleepMs: 1500, value: 'drained' },
+    });
     await waitTaskState(hub, created.body.id, 'running');
     proc.child.kill('SIGTERM');
     expect(await proc.exited).toEqual({ code: 0, signal: null });
@@ -148,14 +190,20 @@ describe('the sidecar process against real hub processes', () => {
     const hub = await startHubProcess(redis.url, prefix, 'hub-1');
     hubs.push(hub);
     mkdirSync(join(dir, 'mended'), { recursive: true, mode: 0o700 });
-    writeFileSync(join(dir, 'mended', 'state.json'), '{"outbox": [ this is not json', { mode: 0o600 });
+    writeFileSync(join(dir, 'mended', 'state.json'), '{"outbox": [ this is not json', {
+      mode: 0o600,
+    });
     const proc = await sidecar(hub, 'mended');
     await waitAgentState(hub, 'mended', 'idle');
-    const moved = readdirSync(join(dir, 'mended')).filter((f) => f.startsWith('state.json.corrupt-'));
+    const moved = readdirSync(join(dir, 'mended')).filter((f) =>
+      f.startsWith('state.json.corrupt-'),
+    );
     expect(moved).toHaveLength(1);
     expect(readFileSync(join(dir, 'mended', moved[0]!), 'utf8')).toContain('this is not json');
     expect(proc.output).toMatch(/corrupt/i);
-    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', { payload: { value: 1 } });
+    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+      payload: { value: 1 },
+    });
     await waitTaskState(hub, created.body.id, 'completed');
   });
 
@@ -171,18 +219,35 @@ describe('the sidecar process against real hub processes', () => {
           agentId: 'sleeper',
           token,
           stateDir: join(dir, 'sleeper'),
-          env: { AGENTCOM_EXEC: '', AGENTCOM_WAKE: `${process.execPath} ${WAKE}`, WAKE_LOG: wakeLog },
+          env: {
+            AGENTCOM_EXEC: '',
+            AGENTCOM_WAKE: `${process.execPath} ${WAKE}`,
+            WAKE_LOG: wakeLog,
+          },
         }),
       );
       await waitAgentState(hub, 'sleeper', 'idle');
-      const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', { payload: { ask: 'fix the bug' } });
+      const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+        payload: { ask: 'fix the bug' },
+      });
       const wake = await eventually(
-        () => (existsSync(wakeLog) ? (JSON.parse(readFileSync(wakeLog, 'utf8').split('\n')[0]!) as Record<string, unknown>) : undefined),
+        () =>
+          existsSync(wakeLog)
+            ? (JSON.parse(readFileSync(wakeLog, 'utf8').split('\n')[0]!) as Record<string, unknown>)
+            : undefined,
         { what: 'the wake command to run' },
       );
-      expect(wake).toMatchObject({ taskId: created.body.id, present: true, task: { id: created.body.id, payload: { ask: 'fix the bug' } } });
+      expect(wake).toMatchObject({
+        taskId: created.body.id,
+        present: true,
+        task: { id: created.body.id, payload: { ask: 'fix the bug' } },
+      });
       expect((await getTask(hub, created.body.id)).state).toBe('running');
-      const done = await runSidecarCli(['done', '--result', '-'], { AGENTCOM_STATE_DIR: join(dir, 'sleeper') }, '{"fixed": true}');
+      const done = await runSidecarCli(
+        ['done', '--result', '-'],
+        { AGENTCOM_STATE_DIR: join(dir, 'sleeper') },
+        '{"fixed": true}',
+      );
       expect(done.code).toBe(0);
       const task = await waitTaskState(hub, created.body.id, 'completed');
       expect(task.result).toEqual({ fixed: true });
@@ -200,15 +265,25 @@ describe('the sidecar process against real hub processes', () => {
           agentId: 'limited',
           token,
           stateDir: join(dir, 'limited'),
-          env: { AGENTCOM_EXEC: '', AGENTCOM_WAKE: `${process.execPath} ${WAKE}`, WAKE_LOG: join(dir, 'wake.log') },
+          env: {
+            AGENTCOM_EXEC: '',
+            AGENTCOM_WAKE: `${process.execPath} ${WAKE}`,
+            WAKE_LOG: join(dir, 'wake.log'),
+          },
         }),
       );
       await waitAgentState(hub, 'limited', 'idle');
-      const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', { payload: { value: 'quota' }, attempts: 1 });
-      await waitTaskState(hub, created.body.id, 'running');
-      const failed = await runSidecarCli(['fail', '--reason', 'model quota', '--retry-after', '2'], {
-        AGENTCOM_STATE_DIR: join(dir, 'limited'),
+      const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+        payload: { value: 'quota' },
+        attempts: 1,
       });
+      await waitTaskState(hub, created.body.id, 'running');
+      const failed = await runSidecarCli(
+        ['fail', '--reason', 'model quota', '--retry-after', '2'],
+        {
+          AGENTCOM_STATE_DIR: join(dir, 'limited'),
+        },
+      );
       expect(failed.code).toBe(0);
       const cooledAt = Date.now();
       await waitAgentState(hub, 'limited', 'cooldown', 5000);

@@ -1,4 +1,5 @@
 import { AppError, type AgentState } from '@agentcom/shared';
+import type { AgentNotifier } from '../dispatch/notifier';
 import type { AgentStore } from '../fsm/agent-store';
 
 const MAX_CAS_RETRIES = 8;
@@ -8,7 +9,24 @@ export class AgentControl {
   constructor(
     private readonly agents: AgentStore,
     private readonly onAgentIdle: (queues: readonly string[]) => void,
+    private readonly notifier: AgentNotifier,
   ) {}
+
+  /**
+   * Revokes the agent's token and closes its connection on every replica. Its record stays (as
+   * history, with its counters); a task it held returns to the queue when the lease runs out.
+   * `POST /v1/agents` mints a new token.
+   */
+  async revoke(agentId: string): Promise<void> {
+    if (!(await this.agents.revokeToken(agentId))) {
+      throw new AppError('E_AGENT_NOT_FOUND', `No agent ${agentId}`);
+    }
+    this.notifier.error(agentId, {
+      code: 'E_UNAUTHORIZED',
+      message: 'the agent token was revoked',
+    });
+    this.notifier.disconnect(agentId);
+  }
 
   /** The agent takes no new task; a running one finishes. */
   async drain(agentId: string): Promise<AgentState> {

@@ -14,6 +14,7 @@ import type { AgentRecord } from '../fsm/agent-record';
 import { restingState, type TransitionReason } from '../fsm/agent-machine';
 import type { AgentStore } from '../fsm/agent-store';
 import type { Logger } from '../logger';
+import type { HubMetrics } from '../metrics/hub-metrics';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
 import { CANCELLED_PREFIX } from '../tasks/task-service';
@@ -32,6 +33,7 @@ export interface AssignmentServiceOptions {
   leases: LeaseKeeper;
   leaseMs: number;
   logger: Logger;
+  metrics: HubMetrics;
   /** Called when an agent became idle and may take work from these queues. */
   onAgentIdle: (queues: readonly string[]) => void;
 }
@@ -106,14 +108,14 @@ export class AssignmentService {
   }
 
   async progress(agentId: string, msg: TaskProgress): Promise<void> {
-    const job = await this.currentJob(agentId, msg.taskId, msg.token);
+    const { job } = await this.currentJob(agentId, msg.taskId, msg.token);
     await job.updateProgress(
       msg.message ? { percent: msg.progress, message: msg.message } : msg.progress,
     );
   }
 
   async log(agentId: string, msg: TaskLog): Promise<void> {
-    const job = await this.currentJob(agentId, msg.taskId, msg.token);
+    const { job } = await this.currentJob(agentId, msg.taskId, msg.token);
     for (const line of msg.lines) await job.log(line);
   }
 
@@ -122,7 +124,7 @@ export class AssignmentService {
       await this.release(agentId, msg.taskId, msg.token, 'complete', { tasksDone: 1 });
       return { ok: true, duplicate: true };
     }
-    const job = await this.currentJob(agentId, msg.taskId, msg.token);
+    const { job, record } = await this.currentJob(agentId, msg.taskId, msg.token);
     // Stop extending first: the lock disappears with the completion, and a lease tick racing it
     // must not mistake that for a lost lease.
     this.options.leases.untrack(agentId, msg.taskId);
@@ -133,6 +135,7 @@ export class AssignmentService {
     }
     await this.markFinished(msg.taskId, msg.token, 'completed');
     await this.release(agentId, msg.taskId, msg.token, 'complete', { tasksDone: 1 });
+    this.observe(record, 'completed');
     return { ok: true };
   }
 
@@ -141,8 +144,9 @@ export class AssignmentService {
       await this.release(agentId, msg.taskId, msg.token, 'fail', { tasksFailed: 1 });
       return { ok: true, duplicate: true };
     }
-    const job = await this.currentJob(agentId, msg.taskId, msg.token);
+    const { job, record } = await this.currentJob(agentId, msg.taskId, msg.token);
     const now = this.options.agents.now();
+    let outcome: 'requeued' | 'cancelled' | 'failed' | 'retried' = 'requeued';
     const cooldownUntil =
       msg.rateLimitedUntil !== undefined && msg.rateLimitedUntil > now
         ? msg.rateLimitedUntil
@@ -163,6 +167,9 @@ export class AssignmentService {
         );
         if (!msg.retryable || cancelled) error.name = 'UnrecoverableError';
         await job.moveToFailed(error, msg.token, false);
+        const final =
+          error.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1);
+        outcome = cancelled ? 'cancelled' : final ? 'failed' : 'retried';
       }
     } catch (err) {
       return this.refused(agentId, msg.taskId, msg.token, 'failed', err);
@@ -173,6 +180,7 @@ export class AssignmentService {
     } else {
       await this.release(agentId, msg.taskId, msg.token, 'fail', { tasksFailed: 1 });
     }
+    this.observe(record, outcome);
     return { ok: true };
   }
 
@@ -244,13 +252,34 @@ export class AssignmentService {
   }
 
   /** The job of the task the agent holds under `token`, or E_ASSIGNMENT_SUPERSEDED. */
-  private async currentJob(agentId: string, taskId: string, token: string): Promise<TaskJob> {
+  private async currentJob(
+    agentId: string,
+    taskId: string,
+    token: string,
+  ): Promise<{ job: TaskJob; record: AgentRecord }> {
     const record = await this.options.agents.get(agentId);
     if (!holds(record, taskId, token) || !record?.taskQueue) throw superseded(taskId);
     const handle = await this.options.queues.get(record.taskQueue);
     const job = await handle.queue.getJob(taskId);
     if (!job) throw superseded(taskId);
-    return job as TaskJob;
+    return { job: job as TaskJob, record };
+  }
+
+  /** Counts an applied report (on this replica only: each report is applied once). */
+  private observe(
+    record: AgentRecord,
+    outcome: 'completed' | 'requeued' | 'cancelled' | 'failed' | 'retried',
+  ): void {
+    const { metrics, agents } = this.options;
+    const queue = record.taskQueue ?? '';
+    if (outcome === 'completed') metrics.tasksCompleted.inc({ queue });
+    else metrics.tasksFailed.inc({ queue, outcome });
+    if (record.startedAt !== undefined) {
+      metrics.runTime.observe(
+        { queue, outcome },
+        Math.max(0, agents.now() - record.startedAt) / 1000,
+      );
+    }
   }
 
   /**

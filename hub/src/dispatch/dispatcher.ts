@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type { AgentStore } from '../fsm/agent-store';
 import type { RedisKeys } from '../redis/keys';
 import type { Logger } from '../logger';
+import type { HubMetrics } from '../metrics/hub-metrics';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
 import { CANCELLED_PREFIX } from '../tasks/task-service';
 import { newAssignmentToken } from './assignment-token';
@@ -16,6 +17,7 @@ export interface DispatcherOptions {
   notifier: AgentNotifier;
   ackTimeoutMs: number;
   logger: Logger;
+  metrics: HubMetrics;
 }
 
 /**
@@ -186,6 +188,10 @@ export class Dispatcher {
       ...(job.data.timeoutMs !== undefined ? { timeoutMs: job.data.timeoutMs } : {}),
     });
     this.assignedCount++;
+    if (job.attemptsStarted <= 1 && job.attemptsMade === 0) {
+      const readyAt = job.timestamp + (job.opts.delay ?? 0);
+      this.options.metrics.dispatchLatency.observe({ queue }, Math.max(0, now - readyAt) / 1000);
+    }
     return true;
   }
 }

@@ -9,4 +9,6 @@ export interface AgentNotifier {
   assign(agentId: string, message: TaskAssign): void;
   cancel(agentId: string, message: TaskCancel): void;
   error(agentId: string, message: HubError): void;
+  /** Closes the agent's connection, on whichever replica holds it. */
+  disconnect(agentId: string): void;
 }

@@ -123,6 +123,16 @@ export class AgentStore {
     return created === 1;
   }
 
+  /** Removes the agent's token hash; false when there is no such agent. */
+  async revokeToken(agentId: string): Promise<boolean> {
+    const key = this.keys.agent(agentId);
+    const [[, exists]] = (await this.redis.multi().exists(key).hdel(key, 'tokenHash').exec()) as [
+      [Error | null, number],
+      [Error | null, number],
+    ];
+    return exists === 1;
+  }
+
   async transition(request: TransitionRequest): Promise<TransitionResult> {
     if (!canTransition(request.from, request.to)) {
       throw new IllegalTransitionError(request.from, request.to, request.reason);

@@ -39,6 +39,8 @@ export interface AgentGatewayOptions {
   assignments: AssignmentService;
   control: AgentControl;
   logger: Logger;
+  /** Called for each payload refused at the boundary (metrics). */
+  onRejectedPayload: () => void;
 }
 
 /**
@@ -48,9 +50,6 @@ export interface AgentGatewayOptions {
  */
 export class AgentGateway implements AgentNotifier {
   readonly nsp: AgentNamespace;
-  /** Payloads refused at the boundary (for metrics and tests). */
-  rejectedPayloads = 0;
-
   constructor(private readonly options: AgentGatewayOptions) {
     this.nsp = options.io.of(AGENT_NAMESPACE) as unknown as AgentNamespace;
     this.nsp.use((socket, next) => {
@@ -83,6 +82,10 @@ export class AgentGateway implements AgentNotifier {
 
   error(agentId: string, message: Parameters<ServerToClientEvents['hub:error']>[0]): void {
     this.nsp.to(agentRoom(agentId)).emit('hub:error', message);
+  }
+
+  disconnect(agentId: string): void {
+    this.nsp.in(agentRoom(agentId)).disconnectSockets(true);
   }
 
   /** Number of agent sockets on this replica. */
@@ -132,7 +135,7 @@ export class AgentGateway implements AgentNotifier {
     for (const event of CLIENT_EVENTS) {
       socket.on(event, (payload: unknown, ack: unknown) => {
         if (typeof ack !== 'function') {
-          this.rejectedPayloads++;
+          this.options.onRejectedPayload();
           return;
         }
         const reply = ack as (response: unknown) => void;
@@ -145,14 +148,14 @@ export class AgentGateway implements AgentNotifier {
               : { ok: false as const, code: 'E_UNAVAILABLE' as const, message: 'not connected' },
           )
           .then((response) => {
-            if (!response.ok && response.code === 'E_VALIDATION') this.rejectedPayloads++;
+            if (!response.ok && response.code === 'E_VALIDATION') this.options.onRejectedPayload();
             reply(response);
           });
       });
     }
     socket.onAny((event: unknown, ...args: unknown[]) => {
       if ((CLIENT_EVENTS as unknown[]).includes(event)) return;
-      this.rejectedPayloads++;
+      this.options.onRejectedPayload();
       const ack = args[args.length - 1];
       if (typeof ack === 'function') {
         (ack as (response: unknown) => void)({

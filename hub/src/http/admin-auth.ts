@@ -1,6 +1,7 @@
 import { AppError } from '@agentcom/shared';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { secretEquals } from '../auth/tokens';
+import { errorBody } from './errors';
 
 /** `Authorization: Bearer <admin key>` (or Basic with the key as password, for browsers). */
 export function presentedAdminKey(request: FastifyRequest): string | undefined {
@@ -26,5 +27,20 @@ export function requireAdmin(adminKey: string) {
         'admin key required: Authorization: Bearer <AGENTCOM_ADMIN_KEY>',
       );
     }
+  };
+}
+
+/**
+ * Like {@link requireAdmin}, for dashboards: answers 401 itself with a Basic challenge (so a
+ * browser asks for the key) instead of throwing into a plugin's own error handler.
+ */
+export function requireAdminOrChallenge(adminKey: string) {
+  return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const presented = presentedAdminKey(request);
+    if (presented !== undefined && secretEquals(presented, adminKey)) return;
+    await reply
+      .status(401)
+      .header('WWW-Authenticate', 'Basic realm="agentcom", charset="UTF-8"')
+      .send(errorBody('E_UNAUTHORIZED', 'admin key required (Basic password or Bearer)'));
   };
 }

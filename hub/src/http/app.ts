@@ -1,25 +1,27 @@
 import { MAX_MESSAGE_BYTES } from '@agentcom/shared';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import type { AgentStore } from '../fsm/agent-store';
 import type { Logger } from '../logger';
-import type { TaskCancellation } from '../tasks/task-cancellation';
-import type { TaskService } from '../tasks/task-service';
 import { requireAdmin } from './admin-auth';
 import { createErrorHandler, errorBody } from './errors';
 import { registerAgentRoutes } from './routes/agents';
 import { registerHealthRoutes, type Readiness } from './routes/health';
+import { registerDocsRoutes } from './routes/docs';
+import { registerQueueRoutes } from './routes/queues';
 import { registerTaskRoutes } from './routes/tasks';
+import type { HttpServices } from './services';
 
 export interface HttpAppOptions {
   logger: Logger;
   adminKey: string;
-  tasks: TaskService;
-  cancellation: TaskCancellation;
-  agents: AgentStore;
+  services: HttpServices;
   readiness: Readiness;
+  /** More routes behind the admin key (metrics). */
+  extendProtected?: (api: FastifyInstance) => void;
+  /** More routes with their own auth (Bull Board, pages). */
+  extend?: (app: FastifyInstance) => void;
 }
 
-/** The Fastify app: health routes open, everything under /v1 behind the admin key. */
+/** The Fastify app: health and docs open, the API, metrics and dashboards behind the admin key. */
 export function createHttpApp(options: HttpAppOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: options.logger as FastifyBaseLogger,
@@ -34,10 +36,14 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
       .send(errorBody('E_NOT_FOUND', `No route ${request.method} ${request.url.split('?')[0]}`));
   });
   registerHealthRoutes(app, options.readiness);
+  registerDocsRoutes(app);
   void app.register(async (api) => {
     api.addHook('onRequest', requireAdmin(options.adminKey));
-    registerTaskRoutes(api, options.tasks, options.cancellation);
-    registerAgentRoutes(api, options.agents);
+    registerTaskRoutes(api, options.services);
+    registerAgentRoutes(api, options.services);
+    registerQueueRoutes(api, options.services);
+    options.extendProtected?.(api);
   });
+  options.extend?.(app);
   return app;
 }

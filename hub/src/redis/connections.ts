@@ -17,7 +17,11 @@ export interface RedisConnections {
   close(): Promise<void>;
 }
 
-export function createRedisConnections(url: string, logger: Logger): RedisConnections {
+export function createRedisConnections(
+  url: string,
+  logger: Logger,
+  onError: () => void = () => undefined,
+): RedisConnections {
   let errors = 0;
   const make = (role: string, options: RedisOptions): Redis => {
     const client = new Redis(url, {
@@ -29,6 +33,7 @@ export function createRedisConnections(url: string, logger: Logger): RedisConnec
     let lastLogged = 0;
     client.on('error', (err: Error) => {
       errors++;
+      onError();
       const now = Date.now();
       if (now - lastLogged > 5000) {
         lastLogged = now;

@@ -70,6 +70,11 @@ export class RedisKeys {
     return `${this.root}:cancelled:${taskId}`;
   }
 
+  /** String (TTL 30 s): the replica that exports the cluster-wide gauges. */
+  get metricsLeader(): string {
+    return `${this.root}:metrics-leader`;
+  }
+
   /** Stream: agent transitions (capped). */
   get events(): string {
     return `${this.root}:events`;

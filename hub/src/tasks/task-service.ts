@@ -3,6 +3,7 @@ import { AppError, type CreateTaskInput, type TaskState, type TaskView } from '@
 import type { JobState } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { AgentStore } from '../fsm/agent-store';
+import type { HubMetrics } from '../metrics/hub-metrics';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
 import { agentIdOfToken } from '../dispatch/assignment-token';
@@ -20,6 +21,7 @@ export interface TaskServiceOptions {
   agents: AgentStore;
   /** Called after this replica added a task (the dispatcher's fastest trigger). */
   onCreated: (queue: string) => void;
+  metrics: HubMetrics;
 }
 
 export interface CreatedTask {
@@ -55,6 +57,7 @@ export class TaskService {
       const existing = await this.get(id);
       return { id, state: existing?.state ?? 'waiting', duplicate: true };
     }
+    this.options.metrics.tasksCreated.inc({ queue: input.queue });
     this.options.onCreated(input.queue);
     return { id, state: input.delayMs ? 'delayed' : 'waiting', duplicate: false };
   }
@@ -114,6 +117,35 @@ export class TaskService {
     const view = await this.get(taskId);
     if (!view) throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
     return view;
+  }
+
+  /** Runs a failed or cancelled task again (a fresh set of attempts). */
+  async retry(taskId: string): Promise<CreatedTask> {
+    const job = await this.findJob(taskId);
+    if (!job) throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
+    const state = await job.getState();
+    if (state !== 'failed') {
+      throw new AppError(
+        'E_INVALID_STATE',
+        `Task ${taskId} is ${mapJobState(state, job.failedReason)}; only failed or cancelled tasks can be retried`,
+      );
+    }
+    await this.options.redis.del(this.options.keys.cancelRequested(taskId));
+    await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+    this.options.onCreated(job.queueName);
+    return { id: taskId, state: 'waiting', duplicate: false };
+  }
+
+  /** The task's log lines (BullMQ job log, also shown by Bull Board). */
+  async logs(
+    taskId: string,
+    start: number,
+    limit: number,
+  ): Promise<{ logs: string[]; count: number }> {
+    const job = await this.findJob(taskId);
+    if (!job) throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
+    const handle = await this.options.queues.get(job.queueName);
+    return handle.queue.getJobLogs(taskId, start, start + limit - 1, true);
   }
 
   async view(job: TaskJob): Promise<TaskView> {

@@ -49,6 +49,25 @@ export const createTaskResponseSchema = z.object({
 });
 export type CreateTaskResponse = z.infer<typeof createTaskResponseSchema>;
 
+/** `GET /v1/tasks` query. `cursor` is opaque: pass back the `nextCursor` of the previous page. */
+export const listTasksQuerySchema = z
+  .object({
+    queue: queueNameSchema.optional(),
+    state: z.enum(TASK_STATES).optional(),
+    limit: z.coerce.number().int().min(1).max(500).default(50),
+    cursor: z.string().max(512).optional(),
+  })
+  .strict();
+export type ListTasksQuery = z.output<typeof listTasksQuerySchema>;
+
+/** `GET /v1/tasks/:id/logs` query. */
+export const taskLogsQuerySchema = z
+  .object({
+    start: z.coerce.number().int().min(0).default(0),
+    limit: z.coerce.number().int().min(1).max(1000).default(100),
+  })
+  .strict();
+
 /** `POST /v1/tasks/:id/cancel` body (optional). */
 export const cancelTaskBodySchema = z
   .object({ reason: z.string().min(1).max(1024).optional() })

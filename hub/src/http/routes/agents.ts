@@ -7,10 +7,12 @@ import {
 import type { FastifyInstance } from 'fastify';
 import { hashToken, mintAgentToken } from '../../auth/tokens';
 import { toAgentView } from '../../fsm/agent-record';
-import type { AgentStore } from '../../fsm/agent-store';
+import type { HttpServices } from '../services';
 import { parseOrThrow } from '../validate';
 
-export function registerAgentRoutes(app: FastifyInstance, agents: AgentStore): void {
+export function registerAgentRoutes(app: FastifyInstance, services: HttpServices): void {
+  const { agents, control } = services;
+
   /** Mints a token for the agent (creating it, or rotating its token). The token is shown once. */
   app.post('/v1/agents', async (request, reply) => {
     const body = parseOrThrow(createAgentBodySchema, request.body, 'body');
@@ -31,5 +33,22 @@ export function registerAgentRoutes(app: FastifyInstance, agents: AgentStore): v
     const record = await agents.get(id);
     if (!record) throw new AppError('E_AGENT_NOT_FOUND', `No agent ${id}`);
     return toAgentView(record);
+  });
+
+  /** Revokes the token and disconnects the agent on every replica. */
+  app.delete('/v1/agents/:id', async (request) => {
+    const { id } = parseOrThrow(agentParamsSchema, request.params, 'path');
+    await control.revoke(id);
+    return { agentId: id, revoked: true };
+  });
+
+  app.post('/v1/agents/:id/drain', async (request) => {
+    const { id } = parseOrThrow(agentParamsSchema, request.params, 'path');
+    return { agentId: id, state: await control.drain(id) };
+  });
+
+  app.post('/v1/agents/:id/resume', async (request) => {
+    const { id } = parseOrThrow(agentParamsSchema, request.params, 'path');
+    return { agentId: id, state: await control.undrain(id) };
   });
 }

@@ -1,23 +1,37 @@
-import { cancelTaskBodySchema, createTaskBodySchema, taskParamsSchema } from '@agentcom/shared';
+import {
+  cancelTaskBodySchema,
+  createTaskBodySchema,
+  listTasksQuerySchema,
+  taskLogsQuerySchema,
+  taskParamsSchema,
+} from '@agentcom/shared';
 import type { FastifyInstance } from 'fastify';
-import type { TaskCancellation } from '../../tasks/task-cancellation';
-import type { TaskService } from '../../tasks/task-service';
+import type { HttpServices } from '../services';
 import { parseOrThrow } from '../validate';
 
-export function registerTaskRoutes(
-  app: FastifyInstance,
-  tasks: TaskService,
-  cancellation: TaskCancellation,
-): void {
+export function registerTaskRoutes(app: FastifyInstance, services: HttpServices): void {
+  const { tasks, cancellation } = services;
+
   app.post('/v1/tasks', async (request, reply) => {
     const input = parseOrThrow(createTaskBodySchema, request.body, 'body');
     const created = await tasks.create(input);
     return reply.status(created.duplicate ? 200 : 201).send(created);
   });
 
+  app.get('/v1/tasks', async (request) => {
+    const query = parseOrThrow(listTasksQuerySchema, request.query, 'query');
+    return services.listTasks(query);
+  });
+
   app.get('/v1/tasks/:id', async (request) => {
     const { id } = parseOrThrow(taskParamsSchema, request.params, 'path');
     return tasks.getOrThrow(id);
+  });
+
+  app.get('/v1/tasks/:id/logs', async (request) => {
+    const { id } = parseOrThrow(taskParamsSchema, request.params, 'path');
+    const { start, limit } = parseOrThrow(taskLogsQuerySchema, request.query, 'query');
+    return tasks.logs(id, start, limit);
   });
 
   /** 200 when the task is cancelled; 202 when it was running and its agent was told to stop. */
@@ -26,5 +40,10 @@ export function registerTaskRoutes(
     const body = parseOrThrow(cancelTaskBodySchema, request.body ?? {}, 'body');
     const outcome = await cancellation.cancel(id, body.reason);
     return reply.status(outcome.cancelRequested ? 202 : 200).send(outcome);
+  });
+
+  app.post('/v1/tasks/:id/retry', async (request) => {
+    const { id } = parseOrThrow(taskParamsSchema, request.params, 'path');
+    return tasks.retry(id);
   });
 }

@@ -1,0 +1,41 @@
+import { createBullBoard } from '@bull-board/api';
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
+import { FastifyAdapter } from '@bull-board/fastify';
+import type { FastifyInstance } from 'fastify';
+import type { QueueRegistry } from '../queues/queue-registry';
+import { requireAdminOrChallenge } from './admin-auth';
+
+export const BULL_BOARD_PATH = '/admin/queues';
+
+/**
+ * Bull Board at /admin/queues, behind the admin key (Basic or Bearer; a browser gets a Basic
+ * challenge). It lists every queue found in Redis, not a fixed list: `sync()` adds the queues
+ * other replicas created since (called from the sweeper's tick).
+ */
+export function registerBullBoard(
+  app: FastifyInstance,
+  queues: QueueRegistry,
+  adminKey: string,
+): { sync(): Promise<void> } {
+  const serverAdapter = new FastifyAdapter();
+  serverAdapter.setBasePath(BULL_BOARD_PATH);
+  const board = createBullBoard({
+    queues: [],
+    serverAdapter,
+    options: { uiConfig: { boardTitle: 'agentcom' } },
+  });
+  const shown = new Set<string>();
+  const sync = async (): Promise<void> => {
+    for (const name of await queues.discover()) {
+      if (shown.has(name)) continue;
+      const handle = await queues.get(name);
+      board.addQueue(new BullMQAdapter(handle.queue));
+      shown.add(name);
+    }
+  };
+  void app.register(async (scope) => {
+    scope.addHook('onRequest', requireAdminOrChallenge(adminKey));
+    await scope.register(serverAdapter.registerPlugin(), { prefix: BULL_BOARD_PATH });
+  });
+  return { sync };
+}

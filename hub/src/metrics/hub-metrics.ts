@@ -1,0 +1,76 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * This replica's Prometheus metrics (base units, `_total` counters, no per-task or per-agent
+ * labels). Counters count what this replica did; each event is counted by exactly one replica,
+ * so a sum over replicas is the cluster total. Cluster-wide gauges live in `ClusterGauges`.
+ */
+export class HubMetrics {
+  readonly registry = new Registry();
+
+  readonly tasksCreated = new Counter({
+    name: 'agentcom_tasks_created_total',
+    help: 'Tasks accepted by POST /v1/tasks on this replica',
+    labelNames: ['queue'] as const,
+    registers: [this.registry],
+  });
+
+  readonly tasksCompleted = new Counter({
+    name: 'agentcom_tasks_completed_total',
+    help: 'Task completions applied by this replica',
+    labelNames: ['queue'] as const,
+    registers: [this.registry],
+  });
+
+  readonly tasksFailed = new Counter({
+    name: 'agentcom_tasks_failed_total',
+    help: 'Failed attempts applied by this replica. outcome: retried (runs again), failed (final), cancelled, requeued (rate limit: back to wait, no attempt used)',
+    labelNames: ['queue', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly dispatchLatency = new Histogram({
+    name: 'agentcom_dispatch_latency_seconds',
+    help: 'From a task being created to its first push to an agent',
+    labelNames: ['queue'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+
+  readonly runTime = new Histogram({
+    name: 'agentcom_task_run_seconds',
+    help: 'From accept to the report of an attempt',
+    labelNames: ['queue', 'outcome'] as const,
+    buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600],
+    registers: [this.registry],
+  });
+
+  readonly payloadsRejected = new Counter({
+    name: 'agentcom_socket_payloads_rejected_total',
+    help: 'Socket payloads refused at the boundary by this replica',
+    registers: [this.registry],
+  });
+
+  readonly redisErrors = new Counter({
+    name: 'agentcom_redis_errors_total',
+    help: 'Redis connection errors seen by this replica',
+    registers: [this.registry],
+  });
+
+  constructor(hubId: string) {
+    this.registry.setDefaultLabels({ hub: hubId });
+    collectDefaultMetrics({ register: this.registry, prefix: 'agentcom_' });
+  }
+
+  /** Registers the gauge of agent sockets connected to this replica. */
+  trackSockets(count: () => number): void {
+    new Gauge({
+      name: 'agentcom_sockets',
+      help: 'Agent sockets connected to this replica',
+      registers: [this.registry],
+      collect() {
+        this.set(count());
+      },
+    });
+  }
+}

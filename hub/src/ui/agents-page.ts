@@ -1,0 +1,74 @@
+import type { FastifyInstance } from 'fastify';
+import type { Redis } from 'ioredis';
+import type { Server } from 'socket.io';
+import type { AgentStore } from '../fsm/agent-store';
+import type { Logger } from '../logger';
+import type { RedisKeys } from '../redis/keys';
+import { registerPageRoutes } from './page-routes';
+import { createSnapshotReader, type QueueCountsSource } from './snapshot';
+import { TransitionTailer } from './transition-tailer';
+import { createUiNamespace } from './ui-namespace';
+import { UiSessions, UI_SESSION_TTL_MS } from './ui-session';
+
+export interface AgentsPageOptions {
+  /** Routes are added to it: call before `listen`. */
+  app: FastifyInstance;
+  /** The replica's Socket.IO server; the page uses its `/ui` namespace. */
+  io: Server;
+  /** Command connection: snapshots and UI sessions. */
+  redis: Redis;
+  keys: RedisKeys;
+  agents: AgentStore;
+  /** The page and its script need it (Bearer, or Basic with it as the password). */
+  adminKey: string;
+  hubId: string;
+  logger: Logger;
+  /** Makes the dedicated connection the events tailer blocks on (XREAD BLOCK); it is closed by `close()`. */
+  blockingRedis: () => Redis;
+  /** BullMQ counts per queue name (e.g. from `summarizeQueues`). Default: none (names without counts). */
+  queueCounts?: QueueCountsSource;
+  /** Lifetime of an unused UI session (ms). Default 10 minutes. */
+  sessionTtlMs?: number;
+  /** Longest XREAD BLOCK of the tailer (ms), which bounds how long `close()` waits. Default 5000. */
+  tailBlockMs?: number;
+}
+
+/**
+ * The live agents page at `/`: every agent with its state, task and counters, queue counts and
+ * the latest transitions, kept live over the `/ui` Socket.IO namespace from the Redis events
+ * stream (which every replica tails, so the page sees transitions made anywhere).
+ */
+export function registerAgentsPage(options: AgentsPageOptions): { close(): Promise<void> } {
+  const { app, io, redis, keys, agents, adminKey, hubId } = options;
+  const logger = options.logger.child({ component: 'agents-page' });
+  const sessions = new UiSessions(redis, keys, hubId, options.sessionTtlMs ?? UI_SESSION_TTL_MS);
+  const readSnapshot = createSnapshotReader({
+    redis,
+    keys,
+    agents,
+    hubId,
+    logger,
+    queueCounts: options.queueCounts ?? (async () => ({})),
+  });
+  registerPageRoutes(app, { adminKey, hubId, sessions });
+  const ui = createUiNamespace({ io, sessions, readSnapshot, logger });
+  const tailer = new TransitionTailer({
+    connection: options.blockingRedis(),
+    stream: keys.events,
+    logger,
+    onTransitions: (events) => ui.broadcastLocal(events),
+    ...(options.tailBlockMs === undefined ? {} : { blockMs: options.tailBlockMs }),
+  });
+  tailer.start();
+
+  let closing: Promise<void> | undefined;
+  return {
+    close() {
+      closing ??= (async () => {
+        ui.nsp.local.disconnectSockets(true);
+        await tailer.close();
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,257 @@
+// SCRATCH: temporary copy of hub.ts with the agents page wired in. Delete before finishing.
+import { AGENT_NAMESPACE, MAX_MESSAGE_BYTES } from '@agentcom/shared';
+import { createAdapter } from '@socket.io/redis-adapter';
+import type { FastifyInstance } from 'fastify';
+import { Server } from 'socket.io';
+import { AgentControl } from '../agents/agent-control';
+import { Presence } from '../agents/presence';
+import type { HubConfig } from '../config';
+import { AssignmentService } from '../dispatch/assignments';
+import { Dispatcher } from '../dispatch/dispatcher';
+import { LeaseKeeper } from '../dispatch/lease-keeper';
+import type { AgentNotifier } from '../dispatch/notifier';
+import { Sweeper } from '../dispatch/sweeper';
+import { AgentStore } from '../fsm/agent-store';
+import { AgentGateway } from '../gateway/agent-gateway';
+import { createHttpApp } from '../http/app';
+import { registerBullBoard } from '../http/bull-board';
+import { registerMetricsRoute } from '../http/routes/metrics';
+import type { Logger } from '../logger';
+import { ClusterGauges } from '../metrics/cluster-gauges';
+import { HubMetrics } from '../metrics/hub-metrics';
+import { QueueRegistry } from '../queues/queue-registry';
+import { summarizeQueues } from '../queues/queue-summary';
+import { createRedisConnections, type RedisConnections } from '../redis/connections';
+import { RedisKeys } from '../redis/keys';
+import { registerScripts } from '../redis/scripts';
+import { TaskCancellation } from '../tasks/task-cancellation';
+import { listTasks } from '../tasks/task-listing';
+import { TaskService } from '../tasks/task-service';
+import { registerAgentsPage } from './agents-page';
+
+/** A running hub replica. */
+export interface Hub {
+  readonly config: HubConfig;
+  readonly app: FastifyInstance;
+  readonly io: Server;
+  readonly redis: RedisConnections;
+  readonly keys: RedisKeys;
+  readonly agents: AgentStore;
+  readonly tasks: TaskService;
+  readonly gateway: AgentGateway;
+  readonly dispatcher: Dispatcher;
+  readonly metrics: HubMetrics;
+  /** The port actually listened on. */
+  readonly port: number;
+  /** Graceful stop: not ready, sidecars told to move, then sockets, workers and Redis closed in order. */
+  close(): Promise<void>;
+}
+
+/**
+ * Composition root of one replica: wires Redis, BullMQ, the agent store, dispatch, the Socket.IO
+ * gateway and the HTTP API on one port, and starts listening. `config.redisUrl` must be set
+ * (main.ts starts the embedded Redis when it is not).
+ */
+export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> {
+  if (!config.redisUrl) throw new Error('startHub needs a redisUrl');
+  const metrics = new HubMetrics(config.hubId);
+  const redis = createRedisConnections(config.redisUrl, logger, () => metrics.redisErrors.inc());
+  const keys = new RedisKeys(config.prefix);
+  const scripts = registerScripts(redis.command);
+  const agents = new AgentStore({ redis: redis.command, scripts, keys, hubId: config.hubId });
+
+  // Late-bound: the dispatcher and the notifier need the gateway, which needs the services.
+  let dispatcher: Dispatcher | undefined;
+  let gateway: AgentGateway | undefined;
+  const onAgentIdle = (queues: readonly string[]): void => dispatcher?.triggerAll(queues);
+  const onQueueWork = (queue: string): void => dispatcher?.trigger(queue);
+  const notifier: AgentNotifier = {
+    assign: (agentId, message) => gateway?.assign(agentId, message),
+    cancel: (agentId, message) => gateway?.cancel(agentId, message),
+    error: (agentId, message) => gateway?.error(agentId, message),
+    disconnect: (agentId) => gateway?.disconnect(agentId),
+  };
+
+  const queues = new QueueRegistry({
+    connection: redis.bullmq,
+    keys,
+    leaseMs: config.leaseMs,
+    stalledIntervalMs: config.stalledIntervalMs,
+    maxStalledCount: config.maxStalledCount,
+    logger,
+    onWaiting: onQueueWork,
+  });
+  const leases: LeaseKeeper = new LeaseKeeper({
+    redis: redis.command,
+    keys,
+    queues,
+    leaseMs: config.leaseMs,
+    heartbeatMs: config.heartbeatMs,
+    logger,
+    onLeaseLost: (agentId, task) => {
+      logger.warn({ agentId, taskId: task.taskId }, 'lease lost: telling the agent to abort');
+      notifier.cancel(agentId, { taskId: task.taskId, reason: 'lease_lost' });
+      void assignments.release(agentId, task.taskId, task.token, 'lease_lost');
+    },
+  });
+  const assignments = new AssignmentService({
+    redis: redis.command,
+    keys,
+    agents,
+    queues,
+    leases,
+    leaseMs: config.leaseMs,
+    logger,
+    metrics,
+    onAgentIdle,
+  });
+  const presence = new Presence({
+    redis: redis.command,
+    keys,
+    agents,
+    queues,
+    leases,
+    hubId: config.hubId,
+    logger,
+    onAgentIdle,
+  });
+  const control = new AgentControl(agents, onAgentIdle, notifier);
+  const tasks = new TaskService({
+    redis: redis.command,
+    keys,
+    queues,
+    agents,
+    metrics,
+    onCreated: onQueueWork,
+  });
+  const cancellation = new TaskCancellation({ redis: redis.command, keys, tasks, notifier });
+  const cluster = new ClusterGauges({
+    redis: redis.command,
+    keys,
+    hubId: config.hubId,
+    agents,
+    queues,
+  });
+
+  let draining = false;
+  let bullBoard: { sync(): Promise<void> } | undefined;
+  const app = createHttpApp({
+    logger,
+    adminKey: config.adminKey,
+    services: {
+      tasks,
+      cancellation,
+      agents,
+      control,
+      listTasks: (query) => listTasks({ redis: redis.command, keys, queues, tasks }, query),
+      summarizeQueues: () => summarizeQueues({ redis: redis.command, keys, queues }),
+    },
+    readiness: {
+      check: async () => {
+        const problems: string[] = [];
+        if (draining) problems.push('draining');
+        if (redis.command.status !== 'ready') problems.push(`redis ${redis.command.status}`);
+        if (redis.sub.status !== 'ready') problems.push(`adapter subscriber ${redis.sub.status}`);
+        return problems;
+      },
+    },
+    extendProtected: (api) => registerMetricsRoute(api, metrics, cluster),
+    extend: (root) => {
+      bullBoard = registerBullBoard(root, queues, config.adminKey);
+    },
+  });
+
+  const io = new Server(app.server, {
+    transports: ['websocket'],
+    maxHttpBufferSize: MAX_MESSAGE_BYTES,
+    serveClient: false,
+    adapter: createAdapter(redis.pub, redis.sub, { key: keys.socketIoChannel }),
+  });
+  gateway = new AgentGateway({
+    io,
+    agents,
+    presence,
+    assignments,
+    control,
+    logger,
+    onRejectedPayload: () => metrics.payloadsRejected.inc(),
+  });
+  const agentsPage = registerAgentsPage({
+    app,
+    io,
+    redis: redis.command,
+    keys,
+    agents,
+    adminKey: config.adminKey,
+    hubId: config.hubId,
+    logger,
+    blockingRedis: () => redis.command.duplicate({ connectionName: 'agentcom:ui-events' }),
+    queueCounts: async () =>
+      Object.fromEntries(
+        (await summarizeQueues({ redis: redis.command, keys, queues })).map((q) => [q.name, q.counts]),
+      ),
+  });
+  metrics.trackSockets(() => gateway?.localSocketCount() ?? 0);
+  dispatcher = new Dispatcher({
+    redis: redis.command,
+    keys,
+    agents,
+    queues,
+    notifier,
+    ackTimeoutMs: config.ackTimeoutMs,
+    logger,
+    metrics,
+  });
+  const sweeper = new Sweeper({
+    redis: redis.command,
+    keys,
+    agents,
+    presence,
+    notifier,
+    hubId: config.hubId,
+    leaseMs: config.leaseMs,
+    heartbeatMs: config.heartbeatMs,
+    sweepMs: config.sweepMs,
+    runTimeoutGraceMs: config.runTimeoutGraceMs,
+    logger,
+    onAgentIdle,
+    failAttempt: (agentId, report) => assignments.fail(agentId, report),
+    afterSweep: () => {
+      void queues
+        .discover()
+        .then((names) => dispatcher?.triggerAll(names))
+        .then(() => bullBoard?.sync())
+        .catch(() => undefined);
+    },
+  });
+
+  await queues.discover();
+  await bullBoard?.sync();
+  leases.start();
+  sweeper.start();
+  await app.listen({ port: config.port, host: config.host });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  logger.info({ port, namespace: AGENT_NAMESPACE }, 'hub replica listening');
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      draining = true;
+      gateway?.drainLocal();
+      await dispatcher?.stop();
+      await sweeper.stop();
+      await leases.stop();
+      await agentsPage.close();
+      await new Promise<void>((resolve) => {
+        void io.close(() => resolve());
+      });
+      await app.close().catch(() => undefined);
+      await queues.close();
+      await redis.close();
+    })();
+    return closing;
+  };
+
+  return { config, app, io, redis, keys, agents, tasks, gateway, dispatcher, metrics, port, close };
+}

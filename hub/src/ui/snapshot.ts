@@ -1,0 +1,55 @@
+import type { Redis } from 'ioredis';
+import { toAgentView } from '../fsm/agent-record';
+import type { AgentStore } from '../fsm/agent-store';
+import type { Logger } from '../logger';
+import type { RedisKeys } from '../redis/keys';
+import { parseTransitionEntry, type QueueCounts, type UiSnapshot } from './ui-events';
+
+/** BullMQ counts per queue name (e.g. waiting, active, completed, failed). */
+export type QueueCountsSource = () => Promise<Record<string, QueueCounts>>;
+
+export interface SnapshotReaderOptions {
+  redis: Redis;
+  keys: RedisKeys;
+  agents: AgentStore;
+  hubId: string;
+  logger: Logger;
+  queueCounts: QueueCountsSource;
+  /** How many of the latest transitions a snapshot carries. Default 50. */
+  eventCount?: number;
+}
+
+/** Reads what the page shows: agents, queues with their counts, the latest transitions. */
+export function createSnapshotReader(options: SnapshotReaderOptions): () => Promise<UiSnapshot> {
+  const { redis, keys, agents, hubId, logger, queueCounts } = options;
+  const eventCount = options.eventCount ?? 50;
+
+  const countsOrNothing = async (): Promise<Record<string, QueueCounts>> => {
+    try {
+      return await queueCounts();
+    } catch (err) {
+      logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'ui: queue counts');
+      return {};
+    }
+  };
+
+  return async () => {
+    const [records, names, counts, entries] = await Promise.all([
+      agents.listIds().then((ids) => agents.getMany(ids)),
+      redis.smembers(keys.queues),
+      countsOrNothing(),
+      redis.xrevrange(keys.events, '+', '-', 'COUNT', eventCount),
+    ]);
+    const views = records.map(toAgentView);
+    const queues: Record<string, QueueCounts> = {};
+    const all = new Set([...names, ...Object.keys(counts), ...views.flatMap((v) => v.queues)]);
+    for (const name of [...all].sort()) queues[name] = counts[name] ?? {};
+    return {
+      hubId,
+      serverTime: Date.now(),
+      agents: views,
+      queues,
+      events: entries.map(([id, fields]) => parseTransitionEntry(id, fields)),
+    };
+  };
+}

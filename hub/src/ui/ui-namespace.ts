@@ -1,0 +1,114 @@
+import type { Namespace, Server, Socket } from 'socket.io';
+import type { Logger } from '../logger';
+import {
+  UI_NAMESPACE,
+  type UiClientToServerEvents,
+  type UiServerToClientEvents,
+  type UiSnapshot,
+  type UiSocketData,
+  type UiTransition,
+} from './ui-events';
+import type { UiSessions } from './ui-session';
+
+export type UiNamespace = Namespace<
+  UiClientToServerEvents,
+  UiServerToClientEvents,
+  Record<string, never>,
+  UiSocketData
+>;
+type UiSocket = Socket<
+  UiClientToServerEvents,
+  UiServerToClientEvents,
+  Record<string, never>,
+  UiSocketData
+>;
+
+export interface UiNamespaceOptions {
+  io: Server;
+  sessions: UiSessions;
+  readSnapshot: () => Promise<UiSnapshot>;
+  logger: Logger;
+  /** Shortest interval between two snapshots one socket may ask for (ms). Default 1000. */
+  minSnapshotIntervalMs?: number;
+}
+
+const errorMessage = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+/** A `connect_error` the browser can tell apart: `err.data.code`. */
+function refusal(code: 'E_UNAUTHORIZED' | 'E_UNAVAILABLE', message: string): Error {
+  return Object.assign(new Error(message), { data: { code, message } });
+}
+
+/**
+ * The `/ui` namespace: only sockets presenting a live UI session (`auth: { session }`) get in.
+ * Each gets a snapshot on connect and on request; transitions reach it through
+ * {@link broadcastLocal}, which emits to this replica's browsers only (every replica tails the
+ * stream itself, so going through the Redis adapter would deliver each transition N times).
+ */
+export function createUiNamespace(options: UiNamespaceOptions): {
+  nsp: UiNamespace;
+  broadcastLocal(events: UiTransition[]): void;
+} {
+  const { sessions, readSnapshot, logger } = options;
+  const minInterval = options.minSnapshotIntervalMs ?? 1000;
+  const nsp = options.io.of(UI_NAMESPACE) as unknown as UiNamespace;
+
+  nsp.use((socket, next) => {
+    const session = (socket.handshake.auth as { session?: unknown } | undefined)?.session;
+    sessions.touch(session).then(
+      (ok) => {
+        if (!ok) {
+          next(refusal('E_UNAUTHORIZED', 'no live UI session: reload the page'));
+          return;
+        }
+        socket.data.session = session as string;
+        next();
+      },
+      (err: unknown) => {
+        logger.warn({ err: errorMessage(err) }, 'ui: session check failed');
+        next(refusal('E_UNAVAILABLE', 'session check failed; retrying'));
+      },
+    );
+  });
+
+  nsp.on('connection', (socket: UiSocket) => {
+    let lastSnapshotAt = 0;
+    const send = (): void => {
+      lastSnapshotAt = Date.now();
+      readSnapshot().then(
+        (snapshot) => socket.emit('snapshot', snapshot),
+        (err: unknown) => logger.warn({ err: errorMessage(err) }, 'ui: snapshot failed'),
+      );
+    };
+    send();
+
+    socket.on('snapshot:get', (ack: unknown) => {
+      if (typeof ack !== 'function') return;
+      const reply = ack as (response: UiSnapshot | { error: string }) => void;
+      if (Date.now() - lastSnapshotAt < minInterval) {
+        reply({ error: 'too many snapshot requests' });
+        return;
+      }
+      lastSnapshotAt = Date.now();
+      void (async () => {
+        // A session that expired while connected (Redis restarted without it) ends the socket:
+        // the browser's reconnect is then refused and the page says to reload.
+        if (!(await sessions.touch(socket.data.session))) {
+          socket.disconnect(true);
+          return;
+        }
+        reply(await readSnapshot());
+      })().catch((err: unknown) => {
+        logger.warn({ err: errorMessage(err) }, 'ui: snapshot failed');
+        reply({ error: 'snapshot failed' });
+      });
+    });
+  });
+
+  return {
+    nsp,
+    broadcastLocal(events) {
+      if (events.length > 0 && nsp.sockets.size > 0) nsp.local.emit('transitions', events);
+    },
+  };
+}

@@ -1,0 +1,301 @@
+import { randomBytes } from 'node:crypto';
+import type { TaskView } from '@agentcom/shared';
+import type { Hub } from '../../hub/src/hub';
+import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
+import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { TestAgent, withTimeout } from '../helpers/test-agent';
+
+const NO_AUTH = {};
+const basic = (password: string) => ({
+  authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}`,
+});
+
+/** Sums the samples of one metric (optionally filtered by a label) over Prometheus texts. */
+function sumMetric(texts: string[], name: string, label?: string): number {
+  let total = 0;
+  for (const text of texts) {
+    for (const line of text.split('\n')) {
+      if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+      if (label && !line.includes(label)) continue;
+      total += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+  }
+  return total;
+}
+
+describe('operator API: tasks, agents, queues, metrics, Bull Board, docs', () => {
+  let redis: RedisProcess;
+  const hubs: Array<Hub & { url: string }> = [];
+  const agents: TestAgent[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    const prefix = `o${randomBytes(3).toString('hex')}`;
+    for (const id of ['hub-a', 'hub-b', 'hub-c'])
+      hubs.push(await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix, HUB_ID: id }));
+  });
+  afterEach(() => {
+    for (const agent of agents.splice(0)) agent.close();
+  });
+  afterAll(async () => {
+    for (const hub of hubs) await hub.close();
+    await redis.dispose();
+  });
+
+  const url = (i: number) => hubs[i % hubs.length]!.url;
+  const newQueue = () => `q-${randomBytes(4).toString('hex')}`;
+  const register = async (i: number, queue: string) => {
+    const agent = await TestAgent.register(url(i), `agent-${randomBytes(4).toString('hex')}`, [
+      queue,
+    ]);
+    agents.push(agent);
+    return agent;
+  };
+  async function runOne(agent: TestAgent, result: unknown) {
+    const msg = await agent.nextAssignment();
+    await agent.accept(msg);
+    await agent.send('task:log', {
+      taskId: msg.task.id,
+      token: msg.token,
+      lines: ['line one', 'line two'],
+    });
+    expect(await agent.complete(msg, result)).toEqual({ ok: true });
+    return msg;
+  }
+
+  it('lists tasks with queue and state filters, page by page with the cursor', async () => {
+    const queue = newQueue();
+    const ids: string[] = [];
+    for (let i = 0; i < 7; i++)
+      ids.push(
+        (await api<{ id: string }>(url(i), 'POST', '/v1/tasks', { queue, payload: i })).body.id,
+      );
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    for (let page = 0; page < 10; page++) {
+      const query = `/v1/tasks?queue=${queue}&state=waiting&limit=3${cursor ? `&cursor=${cursor}` : ''}`;
+      const response = await api<{ tasks: TaskView[]; nextCursor?: string }>(
+        url(page),
+        'GET',
+        query,
+      );
+      expect(response.status).toBe(200);
+      expect(response.body.tasks.length).toBeLessThanOrEqual(3);
+      seen.push(...response.body.tasks.map((t) => t.id));
+      cursor = response.body.nextCursor;
+      if (!cursor) break;
+    }
+    expect(seen.sort()).toEqual([...ids].sort());
+    expect((await api(url(0), 'GET', `/v1/tasks?queue=${queue}&state=completed`)).body).toEqual({
+      tasks: [],
+    });
+    expect((await api(url(0), 'GET', '/v1/tasks?state=sleeping')).status).toBe(400);
+    expect((await api(url(0), 'GET', '/v1/tasks?limit=0')).status).toBe(400);
+    expect((await api(url(0), 'GET', '/v1/tasks?cursor=garbage')).status).toBe(400);
+    expect((await api(url(0), 'GET', '/v1/tasks', undefined, NO_AUTH)).status).toBe(401);
+  });
+
+  it('shows a task log, and retries a failed task with fresh attempts', async () => {
+    const queue = newQueue();
+    const agent = await register(0, queue);
+    const created = await api<{ id: string }>(url(1), 'POST', '/v1/tasks', {
+      queue,
+      payload: 1,
+      attempts: 1,
+    });
+    const msg = await agent.nextAssignment();
+    await agent.accept(msg);
+    await agent.send('task:log', {
+      taskId: msg.task.id,
+      token: msg.token,
+      lines: ['working', 'still working'],
+    });
+    await agent.send('task:fail', {
+      taskId: msg.task.id,
+      token: msg.token,
+      error: 'nope',
+      retryable: true,
+    });
+    expect((await api<TaskView>(url(2), 'GET', `/v1/tasks/${created.body.id}`)).body.state).toBe(
+      'failed',
+    );
+    const logs = await api<{ logs: string[]; count: number }>(
+      url(2),
+      'GET',
+      `/v1/tasks/${created.body.id}/logs`,
+    );
+    expect(logs.body).toEqual({ logs: ['working', 'still working'], count: 2 });
+    expect((await api(url(2), 'GET', `/v1/tasks/${created.body.id}/logs?limit=5000`)).status).toBe(
+      400,
+    );
+    expect((await api(url(2), 'GET', '/v1/tasks/none/logs')).status).toBe(404);
+
+    const retried = await api(url(2), 'POST', `/v1/tasks/${created.body.id}/retry`);
+    expect(retried).toMatchObject({ status: 200, body: { id: created.body.id, state: 'waiting' } });
+    const again = await agent.nextAssignment();
+    expect(again).toMatchObject({ task: { id: created.body.id }, attempt: 1 });
+    await agent.accept(again);
+    await agent.complete(again, 'second go');
+    expect((await api(url(0), 'POST', `/v1/tasks/${created.body.id}/retry`)).body).toMatchObject({
+      error: { code: 'E_INVALID_STATE' },
+    });
+    expect((await api(url(0), 'POST', '/v1/tasks/none/retry')).status).toBe(404);
+  });
+
+  it('drains and resumes an agent, and revokes it on every replica', async () => {
+    const queue = newQueue();
+    const agent = await register(0, queue);
+    const drained = await api(url(1), 'POST', `/v1/agents/${agent.agentId}/drain`);
+    expect(drained.body).toEqual({ agentId: agent.agentId, state: 'draining' });
+    const created = await api<{ id: string }>(url(1), 'POST', '/v1/tasks', { queue, payload: 1 });
+    await eventually(async () =>
+      (await api<TaskView>(url(2), 'GET', `/v1/tasks/${created.body.id}`)).body.state === 'waiting'
+        ? true
+        : undefined,
+    );
+    expect(agent.assignments).toHaveLength(0);
+    const assigned = agent.nextAssignment();
+    expect((await api(url(2), 'POST', `/v1/agents/${agent.agentId}/resume`)).body).toEqual({
+      agentId: agent.agentId,
+      state: 'idle',
+    });
+    expect((await assigned).task.id).toBe(created.body.id);
+
+    const disconnected = withTimeout(
+      new Promise((resolve) => agent.socket.once('disconnect', resolve)),
+      1000,
+      'disconnect within 1 s',
+    );
+    expect(await api(url(2), 'DELETE', `/v1/agents/${agent.agentId}`)).toEqual({
+      status: 200,
+      body: { agentId: agent.agentId, revoked: true },
+    });
+    await disconnected;
+    await expect(
+      new TestAgent(url(1), agent.agentId, agent.token, [queue]).connect(),
+    ).rejects.toMatchObject({ data: { code: 'E_UNAUTHORIZED' } });
+    for (const [method, path] of [
+      ['POST', '/v1/agents/ghost/drain'],
+      ['POST', '/v1/agents/ghost/resume'],
+      ['DELETE', '/v1/agents/ghost'],
+    ] as const) {
+      expect((await api(url(0), method, path)).body).toMatchObject({
+        error: { code: 'E_AGENT_NOT_FOUND' },
+      });
+      expect((await api(url(0), method, path, undefined, NO_AUTH)).status).toBe(401);
+    }
+    expect((await api(url(0), 'POST', '/v1/agents/bad:id/drain')).status).toBe(400);
+  });
+
+  it('counts tasks and idle agents per queue', async () => {
+    const queue = newQueue();
+    await register(1, queue);
+    await register(2, queue);
+    await api(url(0), 'POST', '/v1/tasks', { queue: `${queue}-empty`, payload: 1 });
+    const response = await api<{
+      queues: Array<{ name: string; counts: Record<string, number>; idleAgents: number }>;
+    }>(url(0), 'GET', '/v1/queues');
+    expect(response.body.queues).toContainEqual(
+      expect.objectContaining({ name: queue, idleAgents: 2 }),
+    );
+    expect(response.body.queues).toContainEqual(
+      expect.objectContaining({
+        name: `${queue}-empty`,
+        idleAgents: 0,
+        counts: expect.objectContaining({ waiting: 1 }),
+      }),
+    );
+    expect((await api(url(0), 'GET', '/v1/queues', undefined, NO_AUTH)).status).toBe(401);
+  });
+
+  it('exports metrics whose counters sum to the true totals over 3 replicas, and agent gauges once', async () => {
+    const queue = newQueue();
+    const before = await Promise.all(
+      hubs.map(async (h) =>
+        (
+          await fetch(`${h.url}/metrics`, {
+            headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` },
+          })
+        ).text(),
+      ),
+    );
+    const registered = [
+      await register(0, queue),
+      await register(1, queue),
+      await register(2, queue),
+    ];
+    for (let i = 0; i < 6; i++) await api(url(i), 'POST', '/v1/tasks', { queue, payload: i });
+    const running = registered.map(async (agent) => {
+      for (let i = 0; i < 2; i++) await runOne(agent, i);
+    });
+    await Promise.all(running);
+    const texts = await Promise.all(
+      hubs.map(async (h) =>
+        (await fetch(`${h.url}/metrics`, { headers: basic(TEST_ADMIN_KEY) })).text(),
+      ),
+    );
+    const label = `queue="${queue}"`;
+    expect(
+      sumMetric(texts, 'agentcom_tasks_created_total', label) -
+        sumMetric(before, 'agentcom_tasks_created_total', label),
+    ).toBe(6);
+    expect(sumMetric(texts, 'agentcom_tasks_completed_total', label)).toBe(6);
+    expect(sumMetric(texts, 'agentcom_dispatch_latency_seconds_count', label)).toBe(6);
+    expect(sumMetric(texts, 'agentcom_task_run_seconds_count', label)).toBe(6);
+    expect(sumMetric(texts, 'agentcom_sockets')).toBe(3);
+    const listed = await api<{ agents: Array<{ state: string }> }>(url(0), 'GET', '/v1/agents');
+    const idleNow = listed.body.agents.filter((a) => a.state === 'idle').length;
+    expect(texts.filter((t) => t.includes('agentcom_agents{')).length).toBe(1);
+    expect(sumMetric(texts, 'agentcom_agents', 'state="idle"')).toBe(idleNow);
+    expect(sumMetric(texts, 'agentcom_queue_tasks', `${label},state="completed"`)).toBe(6);
+    expect((await fetch(`${url(0)}/metrics`)).status).toBe(401);
+  });
+
+  it('serves Bull Board behind the admin key, listing queues found in Redis', async () => {
+    const queue = newQueue();
+    await api(url(0), 'POST', '/v1/tasks', { queue, payload: 1 });
+    const denied = await fetch(`${url(1)}/admin/queues`);
+    expect(denied.status).toBe(401);
+    expect(denied.headers.get('www-authenticate')).toMatch(/^Basic/);
+    expect(
+      (await fetch(`${url(1)}/admin/queues`, { headers: basic('wrong-wrong-wrong') })).status,
+    ).toBe(401);
+    const page = await fetch(`${url(1)}/admin/queues`, { headers: basic(TEST_ADMIN_KEY) });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('<div id="root">');
+    const listed = await eventually(
+      async () => {
+        const response = await fetch(`${url(2)}/admin/queues/api/queues`, {
+          headers: basic(TEST_ADMIN_KEY),
+        });
+        const body = (await response.json()) as { queues: Array<{ name: string }> };
+        return body.queues.some((q) => q.name === queue) ? body : undefined;
+      },
+      { what: 'the new queue on the board of another replica' },
+    );
+    expect(listed.queues.length).toBeGreaterThan(1);
+  });
+
+  it('serves an OpenAPI document generated from the schemas, and a page for it', async () => {
+    const doc = await api<{ openapi: string; paths: Record<string, unknown> }>(
+      url(0),
+      'GET',
+      '/docs/openapi.json',
+      undefined,
+      NO_AUTH,
+    );
+    expect(doc.body.openapi).toBe('3.1.0');
+    expect(Object.keys(doc.body.paths)).toEqual(
+      expect.arrayContaining([
+        '/v1/tasks',
+        '/v1/tasks/{id}/cancel',
+        '/v1/agents/{id}/drain',
+        '/v1/queues',
+      ]),
+    );
+    expect(JSON.stringify(doc.body.paths['/v1/tasks'])).toContain('idempotencyKey');
+    const page = await fetch(`${url(0)}/docs`);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('/docs/openapi.json');
+  });
+});
