@@ -34,6 +34,8 @@ export interface HubConfig {
   readonly runTimeoutGraceMs: number;
   /** `SWEEP_MS` (1000): period of the sweeper and of the dispatcher's safety tick. */
   readonly sweepMs: number;
+  /** `SHUTDOWN_DELAY_MS` (0): on SIGTERM, time between `/readyz` turning 503 (sidecars told to move) and closing sockets, for a load balancer to stop routing here. */
+  readonly shutdownDelayMs: number;
   /** `SHUTDOWN_GRACE_MS` (10000): bound on a graceful stop. */
   readonly shutdownGraceMs: number;
   /** `LOG_LEVEL` (info). */
@@ -76,6 +78,7 @@ const envSchema = z.object({
   SWEEP_MS: intMs(50, 60_000).default(1000),
   RUN_TIMEOUT_GRACE_MS: intMs(0, 3_600_000).default(10_000),
   SHUTDOWN_GRACE_MS: intMs(0, 600_000).default(10_000),
+  SHUTDOWN_DELAY_MS: intMs(0, 600_000).default(0),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   AGENTCOM_DATA_DIR: z.string().min(1).default('.agentcom'),
   AGENTCOM_REDIS_PORT: intMs(1, 65535).default(6380),
@@ -130,6 +133,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
     sweepMs: e.SWEEP_MS,
     runTimeoutGraceMs: e.RUN_TIMEOUT_GRACE_MS,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    shutdownDelayMs: e.SHUTDOWN_DELAY_MS,
     logLevel: e.LOG_LEVEL,
     dataDir: e.AGENTCOM_DATA_DIR,
     embeddedRedisPort: e.AGENTCOM_REDIS_PORT,

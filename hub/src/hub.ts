@@ -220,17 +220,26 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= (async () => {
+      // 1. not ready (the load balancer stops routing here), no new pushes from this replica
       draining = true;
-      gateway?.drainLocal();
       await dispatcher?.stop();
-      await sweeper.stop();
-      await leases.stop();
+      // 2. sidecars move to other replicas, keeping their tasks (the lease covers the move)
+      gateway?.drainLocal();
+      if (config.shutdownDelayMs > 0) {
+        await new Promise((resolve) => setTimeout(resolve, config.shutdownDelayMs));
+      }
+      // 3. close the remaining sockets and record their disconnects while Redis is still there
       await new Promise<void>((resolve) => {
         void io.close(() => resolve());
       });
+      await gateway?.settled(2000);
+      // 4. timers, HTTP, BullMQ, Redis, in that order
+      await sweeper.stop();
+      await leases.stop();
       await app.close().catch(() => undefined);
       await queues.close();
       await redis.close();
+      logger.info('hub replica stopped');
     })();
     return closing;
   };

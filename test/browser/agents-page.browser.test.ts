@@ -32,7 +32,14 @@ class UiClient {
   readonly snapshots: UiSnapshot[] = [];
 
   constructor(hubUrl: string, auth: Record<string, unknown>) {
-    this.socket = io(`${hubUrl}/ui`, { transports: ['websocket'], reconnection: false, auth });
+    // forceNew: a cached Manager would be shared with the TestAgents' `/agent` sockets of the
+    // same hub, and the gateway's disconnect of a replaced agent would close both.
+    this.socket = io(`${hubUrl}/ui`, {
+      transports: ['websocket'],
+      reconnection: false,
+      forceNew: true,
+      auth,
+    });
     this.socket.on('transitions', (events: UiTransition[]) => this.received.push(...events));
     this.socket.on('snapshot', (snapshot: UiSnapshot) => this.snapshots.push(snapshot));
   }
@@ -154,8 +161,9 @@ describe('live agents page at /', () => {
       const queue = `q-${randomBytes(3).toString('hex')}`;
       const agentId = newAgentId('fanout');
       const agent = await register(hubB.url, agentId, queue);
+      const assigned = agent.nextAssignment();
       const id = await createTask(hubA.url, queue);
-      const msg = await agent.nextAssignment();
+      const msg = await assigned;
       await agent.accept(msg);
       await agent.complete(msg, 'ok');
       const inStream = async (): Promise<string[]> =>
@@ -242,10 +250,10 @@ describe('live agents page at /', () => {
         expect(await accept.count()).toBe(1);
         await expect(accept.locator('td.move').textContent()).resolves.toBe('assigned→working');
         await expect(accept.locator('td.replica').textContent()).resolves.toBe('hub-b');
+        await page.locator(`#events tr[data-agent="${agentId}"][data-reason="complete"]`).waitFor();
         await page
-          .locator(`#events tr[data-agent="${agentId}"][data-reason="complete"]`)
+          .locator(`#queues tr[data-queue="${queue}"] td.idle`, { hasText: /^1$/ })
           .waitFor();
-        await page.locator(`#queues tr[data-queue="${queue}"] td.idle`, { hasText: /^1$/ }).waitFor();
       });
 
       it('keeps up with other states and saves a screenshot of the page', async () => {
@@ -265,8 +273,12 @@ describe('live agents page at /', () => {
 
         const row = (id: string) => page.locator(`#agents tr[data-agent="${id}"]`);
         await row(busy.agentId).locator('td.task', { hasText: taskId }).waitFor();
-        await row(busy.agentId).locator('.badge', { hasText: /^working$/ }).waitFor();
-        await row(drained.agentId).locator('.badge', { hasText: /^draining$/ }).waitFor();
+        await row(busy.agentId)
+          .locator('.badge', { hasText: /^working$/ })
+          .waitFor();
+        await row(drained.agentId)
+          .locator('.badge', { hasText: /^draining$/ })
+          .waitFor();
         // registered without a connection: no transition, so it arrives with a snapshot (≤ 10 s)
         await row(offlineId)
           .locator('.badge', { hasText: /^offline$/ })

@@ -66,9 +66,8 @@ export class Sweeper {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     await this.running;
-    await this.options.redis
-      .zrem(this.options.keys.replicas, this.options.hubId)
-      .catch(() => undefined);
+    // The liveness entry is left to age out: should a disconnect have gone unrecorded, the other
+    // replicas then sweep this replica's agents as `replica_gone`.
   }
 
   async sweep(): Promise<void> {

@@ -50,6 +50,7 @@ export interface AgentGatewayOptions {
  */
 export class AgentGateway implements AgentNotifier {
   readonly nsp: AgentNamespace;
+  private readonly pendingDisconnects = new Set<Promise<void>>();
   constructor(private readonly options: AgentGatewayOptions) {
     this.nsp = options.io.of(AGENT_NAMESPACE) as unknown as AgentNamespace;
     this.nsp.use((socket, next) => {
@@ -86,6 +87,18 @@ export class AgentGateway implements AgentNotifier {
 
   disconnect(agentId: string): void {
     this.nsp.in(agentRoom(agentId)).disconnectSockets(true);
+  }
+
+  /** Waits (bounded) until the disconnects of closed sockets are recorded in Redis. */
+  async settled(timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.pendingDisconnects]),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   /** Number of agent sockets on this replica. */
@@ -166,13 +179,15 @@ export class AgentGateway implements AgentNotifier {
       }
     });
     socket.on('disconnect', (reason) => {
-      void ready.then(async (ok) => {
+      const recorded = ready.then(async (ok) => {
         if (!ok) return;
         log.info({ reason }, 'agent disconnected');
         await presence
           .disconnect(agentId, socket.id)
           .catch((err: unknown) => log.error({ err: String(err) }, 'recording disconnect failed'));
       });
+      this.pendingDisconnects.add(recorded);
+      void recorded.finally(() => this.pendingDisconnects.delete(recorded));
     });
   }
 }

@@ -52,7 +52,8 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 5px 10px 5px 0; border-bottom: 1px solid var(--line); white-space: nowrap; }
 th { font-size: 12px; font-weight: 600; color: var(--muted); text-transform: uppercase; letter-spacing: .03em; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.task, td.time, td.task-age, td.heartbeat, td.done, td.failed { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 13px; }
+#agents td.task, #agents td.task-age, #agents td.heartbeat, #events td.time, #events td.task { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 13px; }
+#agents td.done, #agents td.failed { font-variant-numeric: tabular-nums; }
 tr[data-state="offline"] td { color: var(--muted); }
 .badge { display: inline-block; min-width: 64px; text-align: center; padding: 1px 8px; border-radius: 999px; font-size: 12px; font-weight: 600; color: #fff; background: #9ca3af; }
 .state-offline { background: #6b7280; }

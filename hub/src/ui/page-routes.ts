@@ -93,16 +93,14 @@ export function registerPageRoutes(app: FastifyInstance, options: PageRoutesOpti
     ui.get('/', async (_request, reply) => {
       const session = await options.sessions.mint();
       const nonce = randomBytes(16).toString('base64');
-      return reply
-        .headers(pageHeaders(nonce))
-        .send(
-          renderAgentsPage({
-            session,
-            hubId: options.hubId,
-            nonce,
-            clientScript: CLIENT_SCRIPT_PATH,
-          }),
-        );
+      return reply.headers(pageHeaders(nonce)).send(
+        renderAgentsPage({
+          session,
+          hubId: options.hubId,
+          nonce,
+          clientScript: CLIENT_SCRIPT_PATH,
+        }),
+      );
     });
 
     for (const [path, { file, type }] of Object.entries(ASSETS)) {

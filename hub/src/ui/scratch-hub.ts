@@ -188,7 +188,10 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     blockingRedis: () => redis.command.duplicate({ connectionName: 'agentcom:ui-events' }),
     queueCounts: async () =>
       Object.fromEntries(
-        (await summarizeQueues({ redis: redis.command, keys, queues })).map((q) => [q.name, q.counts]),
+        (await summarizeQueues({ redis: redis.command, keys, queues })).map((q) => [
+          q.name,
+          q.counts,
+        ]),
       ),
   });
   metrics.trackSockets(() => gateway?.localSocketCount() ?? 0);
