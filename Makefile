@@ -6,26 +6,32 @@ NPM ?= npm
 JEST := node_modules/.bin/jest
 DEMO_TASKS ?=
 
-.PHONY: help deps redis-server build check format lint typecheck test test-unit ci demo clean
+.PHONY: help deps system-tools build check format lint typecheck test test-unit ci demo cluster cluster-down clean
 
 help:
 	@echo "make demo   start Redis, 3 hub replicas and 4 sidecars, and run tasks (DEMO_TASKS=N to run N and exit)"
 	@echo "make test   build and run every test (unit, integration, end-to-end) against real redis-server processes"
 	@echo "make ci     what CI runs: install what is missing, format check, lint, typecheck, tests, demo"
 
-## Installs what a fresh machine lacks: node_modules (npm ci) and redis-server (apt-get).
-deps: node_modules/.installed redis-server
+## Installs what a fresh machine lacks: node_modules (npm ci) and, through apt-get, the Debian
+## packages the tests drive for real: redis-server, haproxy, nginx, chromium.
+deps: node_modules/.installed system-tools
 
 node_modules/.installed: package-lock.json
 	$(NPM) ci --no-audit --no-fund
 	@touch $@
 
-redis-server:
-	@if ! command -v redis-server >/dev/null 2>&1; then \
-	  echo "redis-server not found: installing it with apt-get"; \
+SYSTEM_TOOLS := redis-server:redis-server haproxy:haproxy nginx:nginx chromium:chromium
+system-tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing with apt-get:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
-	  command -v redis-server >/dev/null || { echo "could not install redis-server"; exit 1; }; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+	    || { echo "could not install:$$missing"; exit 1; }; \
 	fi
 
 ## Compiles shared and hub (tsc --build) and bundles the sidecar (esbuild).
@@ -55,6 +61,32 @@ ci: deps check test
 demo: deps build
 	node scripts/demo.mjs
 
+N ?= 3
+## The compose topology on loopback: Redis, N hubs, HAProxy (docker/haproxy.cfg.template).
+cluster: deps system-tools build
+	node scripts/cluster.mjs up $(N)
+
+cluster-down:
+	node scripts/cluster.mjs down
+
 clean:
 	rm -rf shared/dist hub/dist sidecar/dist sidecar/build .tsbuild .agentcom node_modules/.installed
 	find . -name '*.tsbuildinfo' -not -path './node_modules/*' -delete
+
+.PHONY: pack-test tools/pm2
+
+## The sidecar as users get it: `npm pack`, `npm install -g --offline` of the tarball into a temp
+## prefix (so the bundle must need nothing else), then sidecar/scripts/pack-test.mjs runs the
+## installed binary against a real hub and a private redis-server.
+pack-test: build system-tools
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  $(NPM) pack -w agentcom-sidecar --pack-destination "$$tmp" --silent >/dev/null; \
+	  tarball=$$(ls "$$tmp"/agentcom-sidecar-*.tgz); \
+	  $(NPM) install -g --offline --no-audit --no-fund --prefix "$$tmp/prefix" "$$tarball" >/dev/null; \
+	  node sidecar/scripts/pack-test.mjs --tarball "$$tarball" --prefix "$$tmp/prefix"
+
+## pm2 (AGPL-3.0) as a dev tool for the sidecar's pm2 test: never a dependency of a package.
+tools/pm2: .tools/pm2/node_modules/.bin/pm2
+
+.tools/pm2/node_modules/.bin/pm2:
+	$(NPM) install --prefix .tools/pm2 --no-save --no-audit --no-fund pm2@7.0.4

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TaskView } from '@agentcom/shared';
-import { api, eventually } from '../helpers/hub';
+import { TEST_ADMIN_KEY, api, eventually } from '../helpers/hub';
 import { completionsByTask, doubleHoldings, readTransitions } from '../helpers/invariants';
 import {
   mintToken,
@@ -131,6 +132,13 @@ describe('a cluster of hub and sidecar processes', () => {
     expect(completions.size).toBe(200);
     expect([...completions.values()].every((count) => count === 1)).toBe(true);
     expect(doubleHoldings(events)).toEqual([]);
+    const tokens = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => readFile(join(dir, `agent-${i}`, 'token'), 'utf8')),
+    );
+    for (const proc of [...hubs, ...sidecars]) {
+      expect(proc.output.length).toBeGreaterThan(0);
+      for (const secret of [...tokens, TEST_ADMIN_KEY]) expect(proc.output).not.toContain(secret);
+    }
     const done = runLog(join(dir, 'run.log')).filter((r) => r.what === 'done');
     expect(new Set(done.map((r) => r.taskId)).size).toBe(200);
     expect(done).toHaveLength(200);
