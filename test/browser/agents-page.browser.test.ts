@@ -5,6 +5,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { io, type Socket } from 'socket.io-client';
 import type { Hub } from '../../hub/src/hub';
 import type { UiSnapshot, UiTransition } from '../../hub/src/ui/ui-events';
+import { UI_SESSION_TTL_MS, uiSessionKey } from '../../hub/src/ui/ui-session';
 import { launchChromium } from '../helpers/browser';
 import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
@@ -151,6 +152,20 @@ describe('live agents page at /', () => {
         const snapshot = await eventually(() => client.snapshots[0], { what: 'snapshot' });
         expect(snapshot.hubId).toBe(hub.config.hubId);
       }
+    });
+
+    it('refreshes a session on each use and refuses it once it expired', async () => {
+      const session = await pageSession(hubA.url);
+      const key = uiSessionKey(hubA.keys, session);
+      expect(await hubA.redis.command.get(key)).toBe('hub-a');
+      await hubA.redis.command.pexpire(key, 5000);
+      await uiClient(hubB.url, { session }).connected();
+      expect(await hubA.redis.command.pttl(key)).toBeGreaterThan(UI_SESSION_TTL_MS - 60_000);
+
+      await hubA.redis.command.del(key);
+      await expect(uiClient(hubB.url, { session }).connected()).rejects.toMatchObject({
+        data: { code: 'E_UNAUTHORIZED' },
+      });
     });
 
     it('delivers each transition once to the browsers of every replica, whichever replica made it', async () => {

@@ -1,0 +1,158 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { TaskView } from '@agentcom/shared';
+import { FAST_TIMINGS, api, eventually } from '../helpers/hub';
+import { completionsByTask, doubleHoldings, readTransitions } from '../helpers/invariants';
+import { ROOT, startSidecarProcess, type TestProcess } from '../helpers/processes';
+import { freePort } from '../helpers/redis-server';
+
+const run = promisify(execFile);
+
+/** `make cluster` as users run it (scripts/cluster.mjs), on free loopback ports, through HAProxy. */
+describe('make cluster: hubs behind a real HAProxy', () => {
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  let state: {
+    adminKey: string;
+    lbUrl: string;
+    statsUrl: string;
+    redisUrl: string;
+    hubs: Array<{ name: string; url: string }>;
+  };
+  const sidecars: TestProcess[] = [];
+
+  const cluster = (...args: string[]) =>
+    run(process.execPath, [join(ROOT, 'scripts', 'cluster.mjs'), ...args], { env, cwd: ROOT });
+  const lbApi = <T>(method: string, path: string, body?: unknown) =>
+    api<T>(state.lbUrl, method, path, body, { authorization: `Bearer ${state.adminKey}` });
+  const serverStatus = async (name: string): Promise<string> => {
+    const csv = await (await fetch(`${state.statsUrl};csv`)).text();
+    const row = csv.split('\n').find((line) => line.startsWith(`be_hub,${name},`));
+    return row?.split(',')[17] ?? 'missing';
+  };
+  const pidOf = (name: string): number =>
+    Number(
+      readFileSync(join(dir, 'pids'), 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith(`${name} `))
+        .at(-1)
+        ?.split(' ')[1],
+    );
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'agentcom-cluster-'));
+    env = {
+      ...process.env,
+      CLUSTER_DIR: dir,
+      CLUSTER_PORT: String(await freePort()),
+      CLUSTER_STATS_PORT: String(await freePort()),
+      CLUSTER_REDIS_PORT: String(await freePort()),
+      CLUSTER_HUB_BASE: String(await freePort()),
+      CLUSTER_HUB_ENV: JSON.stringify({ ...FAST_TIMINGS, LEASE_MS: '8000' }),
+    };
+    // hub ports are consecutive from the base: make sure the next two are free too
+    const { stdout } = await cluster('up', '3');
+    expect(stdout).toContain('load balancer');
+    state = JSON.parse(readFileSync(join(dir, 'cluster.json'), 'utf8')) as typeof state;
+  });
+  afterAll(async () => {
+    await Promise.all(sidecars.map((s) => s.kill('SIGKILL')));
+    if (dir) {
+      const { stdout } = await cluster('down');
+      expect(stdout).toMatch(/stopped .*hub1.*haproxy|stopped redis/);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  type AgentRow = { agentId: string; state: string; hubId?: string };
+  async function startAgents(names: string[]): Promise<AgentRow[]> {
+    for (const agentId of names) {
+      const created = await lbApi<{ token: string }>('POST', '/v1/agents', { agentId });
+      sidecars.push(
+        startSidecarProcess({
+          hubUrls: [state.lbUrl],
+          agentId,
+          token: created.body.token,
+          stateDir: join(dir, 'agents', agentId),
+          env: { RUN_LOG: join(dir, 'run.log') },
+        }),
+      );
+    }
+    return eventually(
+      async () => {
+        const listed = await lbApi<{ agents: AgentRow[] }>('GET', '/v1/agents');
+        const mine = listed.body.agents.filter(
+          (a) => names.includes(a.agentId) && a.state === 'idle',
+        );
+        return mine.length === names.length ? mine : undefined;
+      },
+      { what: 'agents idle through the load balancer', timeoutMs: 30_000 },
+    );
+  }
+
+  it('spreads agents, survives kill -9 of a replica (marked down through /readyz), and uses it again once back', async () => {
+    const first = Array.from({ length: 6 }, (_, i) => `lb-agent-${i}`);
+    await startAgents(first);
+    const spread = await lbApi<{ agents: Array<{ hubId?: string }> }>('GET', '/v1/agents');
+    expect(new Set(spread.body.agents.map((a) => a.hubId)).size).toBe(3);
+
+    const ids: string[] = [];
+    for (let n = 0; n < 60; n++) {
+      const created = await lbApi<{ id: string }>('POST', '/v1/tasks', {
+        payload: { value: n, sleepMs: 100 + (n % 4) * 50 },
+      });
+      expect(created.status).toBe(201);
+      ids.push(created.body.id);
+    }
+    process.kill(pidOf('hub2'), 'SIGKILL');
+    await eventually(
+      async () => ((await serverStatus('hub2')).startsWith('DOWN') ? true : undefined),
+      {
+        what: 'HAProxy to mark hub2 down',
+      },
+    );
+    for (let n = 60; n < 80; n++) {
+      const created = await lbApi<{ id: string }>('POST', '/v1/tasks', { payload: { value: n } });
+      expect(created.status).toBe(201);
+      ids.push(created.body.id);
+    }
+    const views = await eventually(
+      async () => {
+        const all = await Promise.all(
+          ids.map(async (id) => (await lbApi<TaskView>('GET', `/v1/tasks/${id}`)).body),
+        );
+        return all.every((t) => t.state === 'completed') ? all : undefined;
+      },
+      { what: '80 tasks completed', timeoutMs: 60_000, intervalMs: 500 },
+    );
+    expect(views).toHaveLength(80);
+    const events = await readTransitions(state.redisUrl, 'agentcom');
+    expect(doubleHoldings(events)).toEqual([]);
+    const completions = completionsByTask(events);
+    expect(ids.every((id) => completions.get(id) === 1)).toBe(true);
+    await eventually(
+      async () => {
+        const listed = await lbApi<{
+          agents: Array<{ agentId: string; state: string; hubId?: string }>;
+        }>('GET', '/v1/agents');
+        const back = listed.body.agents.filter(
+          (a) => first.includes(a.agentId) && a.state === 'idle',
+        );
+        return back.length === 6 && back.every((a) => a.hubId !== 'hub2') ? true : undefined;
+      },
+      { what: 'all agents reconnected to the surviving replicas', timeoutMs: 30_000 },
+    );
+
+    await cluster('start-hub', '2');
+    await eventually(
+      async () => ((await serverStatus('hub2')).startsWith('UP') ? true : undefined),
+      { what: 'hub2 up again' },
+    );
+    const later = ['lb-agent-late-0', 'lb-agent-late-1', 'lb-agent-late-2'];
+    const agents = await startAgents(later);
+    expect(agents.some((a) => a.hubId === 'hub2')).toBe(true);
+  });
+});
