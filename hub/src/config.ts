@@ -38,6 +38,20 @@ export interface HubConfig {
   readonly shutdownDelayMs: number;
   /** `SHUTDOWN_GRACE_MS` (10000): bound on a graceful stop. */
   readonly shutdownGraceMs: number;
+  /** Finished tasks kept in Redis: `RETENTION_COMPLETED_COUNT` (10000) and `RETENTION_COMPLETED_AGE_S` (604800, 7 days); failed: `RETENTION_FAILED_COUNT` (50000), `RETENTION_FAILED_AGE_S` (2592000, 30 days). Older or extra ones are trimmed by BullMQ as new tasks finish. */
+  readonly retention: {
+    completed: { count: number; age: number };
+    failed: { count: number; age: number };
+  };
+  /** `AUTH_FAIL_LIMIT` (20): failed sidecar handshakes per address per minute before `E_RATE_LIMITED`. */
+  readonly authFailLimit: number;
+  /** `TRUST_PROXY` (0): take the client address from `X-Forwarded-For` (set behind a load balancer). */
+  readonly trustProxy: boolean;
+  /** `PING_INTERVAL_MS` (10000) and `PING_TIMEOUT_MS` (5000): Socket.IO liveness of each connection; a silent peer is dropped after their sum (Socket.IO's own defaults, 25 s + 20 s, keep a sidecar on a hung replica too long). */
+  readonly pingIntervalMs: number;
+  readonly pingTimeoutMs: number;
+  /** `EVENTS_MAX_LEN` (10000): approximate cap of the agent transition stream. */
+  readonly eventsMaxLen: number;
   /** `LOG_LEVEL` (info). */
   readonly logLevel: string;
   /** `AGENTCOM_DATA_DIR` (`.agentcom`): where the embedded Redis keeps its AOF. */
@@ -81,6 +95,15 @@ const envSchema = z.object({
   SHUTDOWN_DELAY_MS: intMs(0, 600_000).default(0),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   AGENTCOM_DATA_DIR: z.string().min(1).default('.agentcom'),
+  RETENTION_COMPLETED_COUNT: intMs(0, 100_000_000).default(10_000),
+  RETENTION_COMPLETED_AGE_S: intMs(1, 10 * 365 * 86_400).default(7 * 86_400),
+  RETENTION_FAILED_COUNT: intMs(0, 100_000_000).default(50_000),
+  RETENTION_FAILED_AGE_S: intMs(1, 10 * 365 * 86_400).default(30 * 86_400),
+  AUTH_FAIL_LIMIT: intMs(1, 1_000_000).default(20),
+  TRUST_PROXY: z.enum(['0', '1']).default('0'),
+  EVENTS_MAX_LEN: intMs(100, 100_000_000).default(10_000),
+  PING_INTERVAL_MS: intMs(100, 600_000).default(10_000),
+  PING_TIMEOUT_MS: intMs(100, 600_000).default(5000),
   AGENTCOM_REDIS_PORT: intMs(1, 65535).default(6380),
 });
 
@@ -137,5 +160,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
     logLevel: e.LOG_LEVEL,
     dataDir: e.AGENTCOM_DATA_DIR,
     embeddedRedisPort: e.AGENTCOM_REDIS_PORT,
+    retention: {
+      completed: { count: e.RETENTION_COMPLETED_COUNT, age: e.RETENTION_COMPLETED_AGE_S },
+      failed: { count: e.RETENTION_FAILED_COUNT, age: e.RETENTION_FAILED_AGE_S },
+    },
+    authFailLimit: e.AUTH_FAIL_LIMIT,
+    trustProxy: e.TRUST_PROXY === '1',
+    eventsMaxLen: e.EVENTS_MAX_LEN,
+    pingIntervalMs: e.PING_INTERVAL_MS,
+    pingTimeoutMs: e.PING_TIMEOUT_MS,
   });
 }

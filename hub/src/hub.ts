@@ -12,6 +12,8 @@ import type { AgentNotifier } from './dispatch/notifier';
 import { Sweeper } from './dispatch/sweeper';
 import { AgentStore } from './fsm/agent-store';
 import { AgentGateway } from './gateway/agent-gateway';
+import { HandshakeLimiter } from './gateway/handshake-limiter';
+import { registerAgentsPage } from './ui/agents-page';
 import { createHttpApp } from './http/app';
 import { registerBullBoard } from './http/bull-board';
 import { registerMetricsRoute } from './http/routes/metrics';
@@ -56,7 +58,13 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
   const redis = createRedisConnections(config.redisUrl, logger, () => metrics.redisErrors.inc());
   const keys = new RedisKeys(config.prefix);
   const scripts = registerScripts(redis.command);
-  const agents = new AgentStore({ redis: redis.command, scripts, keys, hubId: config.hubId });
+  const agents = new AgentStore({
+    redis: redis.command,
+    scripts,
+    keys,
+    hubId: config.hubId,
+    maxEvents: config.eventsMaxLen,
+  });
 
   // Late-bound: the dispatcher and the notifier need the gateway, which needs the services.
   let dispatcher: Dispatcher | undefined;
@@ -120,6 +128,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     queues,
     agents,
     metrics,
+    retention: config.retention,
     onCreated: onQueueWork,
   });
   const cancellation = new TaskCancellation({ redis: redis.command, keys, tasks, notifier });
@@ -162,6 +171,8 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
   const io = new Server(app.server, {
     transports: ['websocket'],
     maxHttpBufferSize: MAX_MESSAGE_BYTES,
+    pingInterval: config.pingIntervalMs,
+    pingTimeout: config.pingTimeoutMs,
     serveClient: false,
     adapter: createAdapter(redis.pub, redis.sub, { key: keys.socketIoChannel }),
   });
@@ -173,8 +184,28 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     control,
     logger,
     onRejectedPayload: () => metrics.payloadsRejected.inc(),
+    limiter: new HandshakeLimiter(redis.command, keys, config.authFailLimit),
+    trustProxy: config.trustProxy,
   });
   metrics.trackSockets(() => gateway?.localSocketCount() ?? 0);
+  const agentsPage = registerAgentsPage({
+    app,
+    io,
+    redis: redis.command,
+    keys,
+    agents,
+    adminKey: config.adminKey,
+    hubId: config.hubId,
+    logger,
+    blockingRedis: () => redis.command.duplicate({ connectionName: 'agentcom:ui-events' }),
+    queueCounts: async () =>
+      Object.fromEntries(
+        (await summarizeQueues({ redis: redis.command, keys, queues })).map((q) => [
+          q.name,
+          q.counts,
+        ]),
+      ),
+  });
   dispatcher = new Dispatcher({
     redis: redis.command,
     keys,
@@ -229,6 +260,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
         await new Promise((resolve) => setTimeout(resolve, config.shutdownDelayMs));
       }
       // 3. close the remaining sockets and record their disconnects while Redis is still there
+      await agentsPage.close();
       await new Promise<void>((resolve) => {
         void io.close(() => resolve());
       });

@@ -4,7 +4,12 @@ import { join } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { io, type Socket } from 'socket.io-client';
 import type { Hub } from '../../hub/src/hub';
-import type { UiSnapshot, UiTransition } from '../../hub/src/ui/ui-events';
+import type {
+  UiClientToServerEvents,
+  UiServerToClientEvents,
+  UiSnapshot,
+  UiTransition,
+} from '../../hub/src/ui/ui-events';
 import { UI_SESSION_TTL_MS, uiSessionKey } from '../../hub/src/ui/ui-session';
 import { launchChromium } from '../helpers/browser';
 import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
@@ -28,7 +33,7 @@ async function pageSession(hubUrl: string): Promise<string> {
 
 /** A protocol-level `/ui` client that records every transition it receives. */
 class UiClient {
-  readonly socket: Socket;
+  readonly socket: Socket<UiServerToClientEvents, UiClientToServerEvents>;
   readonly received: UiTransition[] = [];
   readonly snapshots: UiSnapshot[] = [];
 
@@ -41,8 +46,8 @@ class UiClient {
       forceNew: true,
       auth,
     });
-    this.socket.on('transitions', (events: UiTransition[]) => this.received.push(...events));
-    this.socket.on('snapshot', (snapshot: UiSnapshot) => this.snapshots.push(snapshot));
+    this.socket.on('transitions', (events) => this.received.push(...events));
+    this.socket.on('snapshot', (snapshot) => this.snapshots.push(snapshot));
   }
 
   /** Resolves on connect; rejects with the connect_error (its `data` carries the code). */
@@ -76,7 +81,6 @@ describe('live agents page at /', () => {
     const prefix = `ui${randomBytes(3).toString('hex')}`;
     hubA = await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix, HUB_ID: 'hub-a' });
     hubB = await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix, HUB_ID: 'hub-b' });
-    browser = await launchChromium();
   });
   afterAll(async () => {
     for (const client of uiClients.splice(0)) client.close();
@@ -216,7 +220,8 @@ describe('live agents page at /', () => {
       const pageErrors: string[] = [];
 
       beforeAll(async () => {
-        context = await browser!.newContext({
+        browser = await launchChromium();
+        context = await browser.newContext({
           httpCredentials: { username: 'admin', password: TEST_ADMIN_KEY },
           viewport: { width: 1360, height: 900 },
         });
@@ -302,6 +307,18 @@ describe('live agents page at /', () => {
         mkdirSync(ARTIFACTS, { recursive: true });
         await page.screenshot({ path: join(ARTIFACTS, 'agents-page.png'), fullPage: true });
         expect(pageErrors).toEqual([]);
+      });
+
+      it('says so when its session ended, and is live again after a reload', async () => {
+        const boot = JSON.parse((await page.locator('#agentcom-boot').textContent()) ?? '{}') as {
+          session: string;
+        };
+        await hubA.redis.command.del(uiSessionKey(hubA.keys, boot.session));
+        hubA.io.of('/ui').disconnectSockets(true);
+        await page.locator('#status', { hasText: 'session expired' }).waitFor();
+        await page.reload();
+        await page.locator('#status', { hasText: 'live · replica hub-a' }).waitFor();
+        await page.locator('#agents tr[data-agent]').first().waitFor();
       });
     });
   });

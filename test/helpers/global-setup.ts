@@ -6,7 +6,7 @@ export default function globalSetup(): void {
     execFileSync('redis-server', ['--version'], { stdio: 'ignore' });
   } catch {
     throw new Error(
-      'redis-server is not on PATH: install it (apt-get install redis-server) or run `make ci`, which does.',
+      'redis-server is not on PATH: install it (apt-get install redis-server) or run `make test`, which does.',
     );
   }
 }

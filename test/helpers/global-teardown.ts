@@ -1,2 +1,6 @@
-/** Nothing global to stop: each test file owns and stops its own redis-server and processes. */
-export default function globalTeardown(): void {}
+import { writeReliabilityReport } from './reliability';
+
+/** Each test file stops its own processes; at the end the fault scenarios' rows become test/RELIABILITY.md. */
+export default function globalTeardown(): void {
+  writeReliabilityReport();
+}

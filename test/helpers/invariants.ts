@@ -10,6 +10,8 @@ export interface TransitionEvent {
   task: string;
   hub: string;
   version: number;
+  /** Epoch ms of the transition. */
+  at: number;
 }
 
 export async function readTransitions(
@@ -30,6 +32,7 @@ export async function readTransitions(
         task: record.task ?? '',
         hub: record.hub ?? '',
         version: Number(record.version),
+        at: Number(record.at),
       };
     });
   } finally {

@@ -184,17 +184,28 @@ export class AssignmentService {
     return { ok: true };
   }
 
-  /** A heartbeat: records liveness; tells the agent to abort a task it no longer holds. */
-  async heartbeat(agentId: string, taskId?: string, token?: string): Promise<HeartbeatAck> {
+  /**
+   * A heartbeat: records liveness; tells the agent to abort a task it no longer holds. `stale`
+   * means the record names another connection than `socketId` (this replica was unreachable and
+   * the others swept its agents): the caller closes the connection so the sidecar reconnects and
+   * its presence is recorded again.
+   */
+  async heartbeat(
+    agentId: string,
+    socketId: string,
+    taskId?: string,
+    token?: string,
+  ): Promise<{ ack: HeartbeatAck; stale: boolean }> {
     const record = await this.options.agents.get(agentId);
-    this.options.leases.beat(agentId);
+    const stale = record?.socketId !== socketId;
+    if (!stale) this.options.leases.beat(agentId);
     const state = record?.state ?? 'offline';
-    if (taskId === undefined || token === undefined) return { ok: true, state };
-    if (!holds(record, taskId, token)) return { ok: true, state, abort: true };
-    if (record?.state === 'working' && !this.options.leases.heldBy(agentId)) {
+    if (taskId === undefined || token === undefined) return { ack: { ok: true, state }, stale };
+    if (!holds(record, taskId, token)) return { ack: { ok: true, state, abort: true }, stale };
+    if (!stale && record?.state === 'working' && !this.options.leases.heldBy(agentId)) {
       this.options.leases.track(agentId, { taskId, queue: record.taskQueue ?? '', token });
     }
-    return { ok: true, state };
+    return { ack: { ok: true, state }, stale };
   }
 
   /**

@@ -15,6 +15,7 @@ import type { AgentNotifier } from '../dispatch/notifier';
 import type { AgentStore } from '../fsm/agent-store';
 import type { Logger } from '../logger';
 import { authenticateHandshake } from './auth';
+import { clientAddress, type HandshakeLimiter } from './handshake-limiter';
 import { handleClientEvent, type HandlerContext } from './event-handlers';
 
 /** Inbound events as they arrive: untrusted until their schema accepted them. */
@@ -41,6 +42,8 @@ export interface AgentGatewayOptions {
   logger: Logger;
   /** Called for each payload refused at the boundary (metrics). */
   onRejectedPayload: () => void;
+  limiter: HandshakeLimiter;
+  trustProxy: boolean;
 }
 
 /**
@@ -54,7 +57,17 @@ export class AgentGateway implements AgentNotifier {
   constructor(private readonly options: AgentGatewayOptions) {
     this.nsp = options.io.of(AGENT_NAMESPACE) as unknown as AgentNamespace;
     this.nsp.use((socket, next) => {
-      authenticateHandshake(socket.handshake.auth, options.agents)
+      const address = clientAddress(socket.handshake, options.trustProxy);
+      options.limiter
+        .check(address)
+        .then(() =>
+          authenticateHandshake(socket.handshake.auth, options.agents).catch(
+            async (err: unknown) => {
+              if (isAppError(err)) await options.limiter.recordFailure(address);
+              throw err;
+            },
+          ),
+        )
         .then((auth) => {
           socket.data.auth = auth;
           next();
@@ -119,6 +132,11 @@ export class AgentGateway implements AgentNotifier {
     void socket.join(agentRoom(agentId));
     const ctx: HandlerContext = {
       agentId,
+      socketId: socket.id,
+      dropConnection: () => {
+        log.warn('heartbeat from a connection the record does not know: closing it to resync');
+        socket.disconnect(true);
+      },
       assignments: this.options.assignments,
       control: this.options.control,
     };

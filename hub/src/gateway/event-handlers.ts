@@ -13,6 +13,9 @@ import type { AgentControl } from '../agents/agent-control';
 /** Context of one authenticated socket. */
 export interface HandlerContext {
   agentId: string;
+  socketId: string;
+  /** Closes this connection (the sidecar reconnects and re-announces). */
+  dropConnection: () => void;
   assignments: AssignmentService;
   control: AgentControl;
 }
@@ -40,8 +43,16 @@ export const EVENT_HANDLERS: { [E in ClientEventName]: Handler } = {
     ctx.assignments.complete(ctx.agentId, msg),
   'task:fail': (ctx, msg: Parameters<AssignmentService['fail']>[1]) =>
     ctx.assignments.fail(ctx.agentId, msg),
-  'agent:heartbeat': (ctx, msg: { taskId?: string; token?: string }) =>
-    ctx.assignments.heartbeat(ctx.agentId, msg.taskId, msg.token),
+  'agent:heartbeat': async (ctx, msg: { taskId?: string; token?: string }) => {
+    const { ack, stale } = await ctx.assignments.heartbeat(
+      ctx.agentId,
+      ctx.socketId,
+      msg.taskId,
+      msg.token,
+    );
+    if (stale) setImmediate(ctx.dropConnection);
+    return ack;
+  },
   'agent:drain': async (ctx): Promise<Ack<{ state: AgentState }>> => ({
     ok: true,
     state: await ctx.control.drain(ctx.agentId),

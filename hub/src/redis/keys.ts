@@ -70,6 +70,16 @@ export class RedisKeys {
     return `${this.root}:cancelled:${taskId}`;
   }
 
+  /** String (TTL 10 min, refreshed on use): a live agents page session, by its token's SHA-256. */
+  uiSession(tokenHash: string): string {
+    return `${this.root}:ui-session:${tokenHash}`;
+  }
+
+  /** Counter (TTL 60 s): failed sidecar handshakes from one client address. */
+  authFailures(address: string): string {
+    return `${this.root}:auth-fail:${address}`;
+  }
+
   /** String (TTL 30 s): the replica that exports the cluster-wide gauges. */
   get metricsLeader(): string {
     return `${this.root}:metrics-leader`;

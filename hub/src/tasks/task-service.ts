@@ -3,6 +3,7 @@ import { AppError, type CreateTaskInput, type TaskState, type TaskView } from '@
 import type { JobState } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { AgentStore } from '../fsm/agent-store';
+import type { HubConfig } from '../config';
 import type { HubMetrics } from '../metrics/hub-metrics';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
@@ -22,6 +23,8 @@ export interface TaskServiceOptions {
   /** Called after this replica added a task (the dispatcher's fastest trigger). */
   onCreated: (queue: string) => void;
   metrics: HubMetrics;
+  /** How many finished tasks BullMQ keeps, and for how long (seconds). */
+  retention: HubConfig['retention'];
 }
 
 export interface CreatedTask {
@@ -43,6 +46,8 @@ export class TaskService {
     const job = await handle.queue.add('task', data, {
       jobId,
       attempts: input.attempts,
+      removeOnComplete: this.options.retention.completed,
+      removeOnFail: this.options.retention.failed,
       ...(input.priority ? { priority: input.priority } : {}),
       ...(input.delayMs ? { delay: input.delayMs } : {}),
       ...(input.backoff

@@ -23,13 +23,13 @@ export interface AgentsPageOptions {
   adminKey: string;
   hubId: string;
   logger: Logger;
-  /** Makes the dedicated connection the events tailer blocks on (XREAD BLOCK); it is closed by `close()`. */
+  /** Makes the dedicated connection the tailer blocks on (XREAD BLOCK); `close()` closes it. */
   blockingRedis: () => Redis;
-  /** BullMQ counts per queue name (e.g. from `summarizeQueues`). Default: none (names without counts). */
+  /** BullMQ counts per queue name (e.g. from `summarizeQueues`). Default: names without counts. */
   queueCounts?: QueueCountsSource;
   /** Lifetime of an unused UI session (ms). Default 10 minutes. */
   sessionTtlMs?: number;
-  /** Longest XREAD BLOCK of the tailer (ms), which bounds how long `close()` waits. Default 5000. */
+  /** Longest XREAD BLOCK of the tailer (ms). Default 5000. */
   tailBlockMs?: number;
 }
 

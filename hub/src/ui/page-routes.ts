@@ -1,14 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { secretEquals } from '../auth/tokens';
-import { presentedAdminKey } from '../http/admin-auth';
-import { errorBody } from '../http/errors';
+import type { FastifyInstance } from 'fastify';
+import { requireAdminOrChallenge } from '../http/admin-auth';
 import { renderAgentsPage } from './page-html';
 import type { UiSessions } from './ui-session';
 
-/** Where the page loads the Socket.IO browser client from (hub.ts runs with `serveClient: false`). */
+/** Where the page loads the Socket.IO browser client (hub.ts runs with `serveClient: false`). */
 export const CLIENT_SCRIPT_PATH = '/ui/socket.io.min.js';
 
 /**
@@ -30,22 +28,6 @@ const ASSETS: Record<string, { file: string; type: string }> = {
     type: 'application/json; charset=utf-8',
   },
 };
-
-/**
- * Admin key as Bearer or as the Basic password; otherwise 401 with a Basic challenge, so a
- * browser asks for it (any user name, the key as password).
- */
-function requireAdminOrChallenge(adminKey: string) {
-  return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    const presented = presentedAdminKey(request);
-    if (presented !== undefined && secretEquals(presented, adminKey)) return;
-    await reply
-      .status(401)
-      .header('www-authenticate', 'Basic realm="agentcom", charset="UTF-8"')
-      .header('cache-control', 'no-store')
-      .send(errorBody('E_UNAUTHORIZED', 'admin key required: user any, password the admin key'));
-  };
-}
 
 /** Security headers of the page: only its own nonce'd inline script and style run. */
 function pageHeaders(nonce: string): Record<string, string> {

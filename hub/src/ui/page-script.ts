@@ -64,7 +64,12 @@ export const AGENTS_PAGE_SCRIPT = String.raw`
   }
   var socket = io('/ui', { transports: ['websocket'], auth: { session: boot.session } });
   socket.on('connect', function () { setStatus('live', 'live'); });
-  socket.on('disconnect', function () { setStatus('down', 'reconnecting\u2026'); });
+  socket.on('disconnect', function (reason) {
+    setStatus('down', 'reconnecting\u2026');
+    // The server closed this socket (its replica is stopping, or the session ended): the client
+    // does not reconnect by itself then. A session that ended is refused on the way back in.
+    if (reason === 'io server disconnect') setTimeout(function () { socket.connect(); }, 1000);
+  });
   socket.on('connect_error', function (err) {
     var code = err && err.data && err.data.code;
     if (code === 'E_UNAUTHORIZED') {

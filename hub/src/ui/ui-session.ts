@@ -8,15 +8,9 @@ export const UI_SESSION_TTL_MS = 10 * 60_000;
 
 const SESSION_PATTERN = /^uis_[A-Za-z0-9_-]{43}$/;
 
-/**
- * String (TTL): one live agents page session. Keyed by the SHA-256 of the token, so a key listing
- * shows no usable session. The value is the replica that minted it (for operators).
- *
- * TODO(keys.ts): this is the one place that builds this key; move it into {@link RedisKeys} as
- * `uiSession(tokenHash)` and list it in docs/redis-keys.md.
- */
+/** The Redis key of a session: by the SHA-256 of its token, so a key listing shows no usable session. */
 export function uiSessionKey(keys: RedisKeys, token: string): string {
-  return `${keys.root}:ui-session:${hashToken(token)}`;
+  return keys.uiSession(hashToken(token));
 }
 
 /**

@@ -1,0 +1,91 @@
+/**
+ * 1. Throughput: no-op tasks through 3 hub replicas to simulated agents (real protocol, separate
+ * load process), end to end from the first POST to the last completion, against plain BullMQ
+ * (Queue.add + Worker at the same concurrency) on the same private Redis in the same run.
+ */
+import { atLeast, info, runBench, type Figure } from './lib/result';
+import { RedisServer } from './lib/redis';
+import { hubThroughput, rawThroughput, startCluster } from './lib/scenarios';
+import { QUICK, round } from './lib/util';
+
+const TASKS = QUICK ? 2000 : 20_000;
+const WARMUP = QUICK ? 300 : 1000;
+const AGENT_COUNTS = QUICK ? [100] : [100, 500];
+const REPLICAS = 3;
+/** POSTs in flight (HTTP) and adds in flight (raw), the same for both. */
+const INFLIGHT = 48;
+
+runBench('throughput', 'Throughput', QUICK ? 60_000 : 600_000, async () => {
+  const redis = await RedisServer.start();
+  const figures: Figure[] = [];
+  const details: Record<string, unknown> = {};
+  try {
+    for (const agents of AGENT_COUNTS) {
+      const raw = await rawThroughput({
+        redis,
+        prefix: `raw${agents}`,
+        concurrency: agents,
+        tasks: TASKS,
+        warmup: WARMUP,
+        inflight: INFLIGHT,
+      });
+      await redis.flush();
+      const cluster = await startCluster({
+        redis,
+        prefix: `tp${agents}`,
+        replicas: REPLICAS,
+        agents,
+      });
+      let hub;
+      try {
+        hub = await hubThroughput(cluster, {
+          redis,
+          tasks: TASKS,
+          warmup: WARMUP,
+          inflight: INFLIGHT,
+        });
+      } finally {
+        await cluster.stop();
+      }
+      await redis.flush();
+      const ratio = hub.tasksPerSec / raw.tasksPerSec;
+      figures.push(
+        atLeast(`tasks/s end to end, ${agents} agents`, hub.tasksPerSec, 5000, 'tasks/s'),
+        info(`raw BullMQ jobs/s, concurrency ${agents}`, raw.tasksPerSec, 'jobs/s'),
+        {
+          ...atLeast(`ratio to raw BullMQ, ${agents} agents`, ratio, 0.25, '×'),
+          value: round(ratio),
+        },
+        info(
+          `hub CPU per task, ${agents} agents (3 replicas together)`,
+          hub.cpuUsPerTask.hubs ?? 0,
+          'µs',
+          `raw BullMQ process: ${raw.cpuUsPerTask.raw ?? 0} µs/job; Redis: ${hub.cpuUsPerTask.redis ?? 0} µs/task vs ${raw.cpuUsPerTask.redis ?? 0} µs/job`,
+        ),
+      );
+      const problems: string[] = [];
+      if (hub.stats.busyAssigns > 0)
+        problems.push(`${hub.stats.busyAssigns} assigns to busy agents`);
+      if (hub.stats.completedUnique !== TASKS) {
+        problems.push(`${hub.stats.completedUnique} distinct tasks completed of ${TASKS}`);
+      }
+      if (Object.keys(hub.leftover).length > 0) {
+        problems.push(`left in the queue: ${JSON.stringify(hub.leftover)}`);
+      }
+      figures.push(
+        info(
+          `tasks completed exactly once, ${agents} agents`,
+          problems.length === 0 ? 'yes' : problems.join('; '),
+        ),
+      );
+      details[`agents${agents}`] = { raw, hub };
+    }
+  } finally {
+    await redis.stop();
+  }
+  return {
+    size: `${TASKS.toLocaleString('en-US')} no-op tasks (after ${WARMUP} warm-up), ${REPLICAS} replicas, ${AGENT_COUNTS.join(' and ')} agents, ${INFLIGHT} POSTs in flight`,
+    figures,
+    details,
+  };
+});

@@ -1,0 +1,239 @@
+import { getQueues, requestJson } from './http';
+import { startHubs, stopHubs, type HubProc } from './hubs';
+import type { LoadSpec, LoadStats } from './load-spec';
+import { CpuMeter } from './procs';
+import type { RawSpec } from './raw-spec';
+import type { RedisServer } from './redis';
+import { RpcChild } from './rpc';
+import { log, now, round } from './util';
+
+/** POSTs `n` no-op tasks, `inflight` at a time, round-robin over `urls`. */
+export async function submitTasks(
+  urls: readonly string[],
+  n: number,
+  inflight: number,
+): Promise<{ ids: string[]; failed: number; ms: number }> {
+  const ids: string[] = [];
+  let failed = 0;
+  let next = 0;
+  const start = now();
+  const lanes = Array.from({ length: Math.min(inflight, n) }, async () => {
+    while (next < n) {
+      const index = next++;
+      const url = urls[index % urls.length] ?? '';
+      try {
+        const res = await requestJson<{ id: string }>('POST', `${url}/v1/tasks`, {
+          payload: { i: index },
+        });
+        if (res.status === 201) ids.push(res.body.id);
+        else failed++;
+      } catch {
+        failed++;
+      }
+    }
+  });
+  await Promise.all(lanes);
+  return { ids, failed, ms: now() - start };
+}
+
+export interface RawThroughput {
+  tasksPerSec: number;
+  ms: number;
+  /** CPU per job (µs) by process: `raw` (producer + worker) and `redis`. */
+  cpuUsPerTask: Record<string, number>;
+  corePct: Record<string, number>;
+}
+
+/** Plain BullMQ on `redis`: `tasks` no-op jobs added `inflight` at a time, worker at `concurrency`. */
+export async function rawThroughput(options: {
+  redis: RedisServer;
+  prefix: string;
+  concurrency: number;
+  tasks: number;
+  warmup: number;
+  inflight: number;
+}): Promise<RawThroughput> {
+  const { redis, tasks } = options;
+  const raw = RpcChild.fork<RawSpec>('raw-bullmq', 'raw-bullmq');
+  try {
+    await raw.call('open', {
+      redisPort: redis.port,
+      prefix: options.prefix,
+      concurrency: options.concurrency,
+    });
+    await raw.call('produce', { n: options.warmup, inflight: options.inflight, timeoutMs: 60_000 });
+    const cpu = new CpuMeter(
+      new Map([
+        ['raw', raw.pid],
+        ['redis', redis.pid],
+      ]),
+    );
+    cpu.start();
+    const run = await raw.call(
+      'produce',
+      { n: tasks, inflight: options.inflight, timeoutMs: 300_000 },
+      320_000,
+    );
+    const usage = cpu.stop();
+    if (!run.reached) throw new Error(`raw BullMQ completed ${run.completed}/${tasks}`);
+    await raw.call('close', {});
+    const cpuUsPerTask: Record<string, number> = {};
+    const corePct: Record<string, number> = {};
+    for (const [name, u] of Object.entries(usage.byProcess)) {
+      cpuUsPerTask[name] = round((u.cpuMs * 1000) / tasks);
+      corePct[name] = u.corePct;
+    }
+    log(
+      `raw BullMQ, concurrency ${options.concurrency}: ${run.tasksPerSec} jobs/s (${tasks} in ${run.ms} ms)`,
+    );
+    return { tasksPerSec: run.tasksPerSec, ms: run.ms, cpuUsPerTask, corePct };
+  } finally {
+    await raw.close();
+  }
+}
+
+export interface HubRun {
+  hubs: HubProc[];
+  load: RpcChild<LoadSpec>;
+  urls: string[];
+  /** Stops the load process and the hubs. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** Starts `replicas` hubs and a load process with `agents` connected simulated agents. */
+export async function startCluster(options: {
+  redis: RedisServer;
+  prefix: string;
+  replicas: number;
+  agents: number;
+  heartbeatMs?: number;
+  holdMs?: number;
+  env?: Record<string, string>;
+  nodeArgs?: (index: number) => string[];
+  countRedisIo?: boolean;
+  recordTimes?: boolean;
+}): Promise<HubRun> {
+  const hubs = await startHubs({
+    redisUrl: options.redis.url,
+    redisPort: options.redis.port,
+    prefix: options.prefix,
+    count: options.replicas,
+    ...(options.env ? { env: options.env } : {}),
+    ...(options.nodeArgs ? { nodeArgs: options.nodeArgs } : {}),
+    ...(options.countRedisIo ? { countRedisIo: true } : {}),
+  });
+  const urls = hubs.map((hub) => hub.url);
+  const load = RpcChild.fork<LoadSpec>('load-agents', 'load-agents');
+  const stop = async (signal: NodeJS.Signals = 'SIGKILL'): Promise<void> => {
+    await load.close();
+    await stopHubs(hubs, signal);
+  };
+  try {
+    const init = await load.call(
+      'init',
+      {
+        urls,
+        idPrefix: `${options.prefix}-agent`,
+        count: options.agents,
+        queues: ['default'],
+        heartbeatMs: options.heartbeatMs ?? 5000,
+        holdMs: options.holdMs ?? 0,
+        ...(options.recordTimes ? { recordTimes: true } : {}),
+      },
+      300_000,
+    );
+    if (init.failed > 0 || init.connected < options.agents) {
+      throw new Error(`only ${init.connected}/${options.agents} agents connected`);
+    }
+    log(
+      `${options.replicas} hubs, ${options.agents} agents connected (tokens ${init.mintMs} ms, connect ${init.connectMs} ms, per replica ${init.perUrl.join('/')})`,
+    );
+    return { hubs, load, urls, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+export interface HubThroughput {
+  tasksPerSec: number;
+  ms: number;
+  submitMs: number;
+  cpuUsPerTask: Record<string, number>;
+  corePct: Record<string, number>;
+  stats: LoadStats;
+  leftover: Record<string, number>;
+}
+
+/**
+ * `tasks` no-op tasks through the hubs, end to end: from the first `POST /v1/tasks` to the last
+ * `task:complete` acknowledged (the load process tells the moment the count is reached).
+ * `around` runs just before and just after the measured part (counter snapshots).
+ */
+export async function hubThroughput(
+  run: HubRun,
+  options: {
+    redis: RedisServer;
+    tasks: number;
+    warmup: number;
+    inflight: number;
+    before?: () => Promise<void>;
+    after?: () => Promise<void>;
+  },
+): Promise<HubThroughput> {
+  const { load, urls, hubs } = run;
+  const { tasks } = options;
+  if (options.warmup > 0) {
+    const warm = await submitTasks(urls, options.warmup, options.inflight);
+    const done = await load.call('waitCompleted', { n: warm.ids.length, timeoutMs: 60_000 });
+    if (!done.reached) throw new Error(`warm-up: ${done.completed}/${warm.ids.length} completed`);
+  }
+  await load.call('resetStats', {});
+  await options.before?.();
+  const pids = new Map<string, number>(hubs.map((hub, i) => [`hub-${i + 1}`, hub.proc.pid]));
+  pids.set('redis', options.redis.pid);
+  pids.set('load', load.pid);
+  pids.set('submitter', process.pid);
+  const cpu = new CpuMeter(pids);
+  cpu.start();
+  const start = now();
+  const completion = load.call('waitCompleted', { n: tasks, timeoutMs: 300_000 }, 320_000);
+  const submitted = await submitTasks(urls, tasks, options.inflight);
+  if (submitted.failed > 0) throw new Error(`${submitted.failed} POST /v1/tasks failed`);
+  const done = await completion;
+  const ms = now() - start;
+  const usage = cpu.stop();
+  await options.after?.();
+  const stats = await load.call('stats', {});
+  if (!done.reached) {
+    throw new Error(`only ${done.completed}/${tasks} tasks completed: ${JSON.stringify(stats)}`);
+  }
+  const queues = await getQueues(urls[0] ?? '');
+  const counts = queues.find((q) => q.name === 'default')?.counts ?? {};
+  const leftover: Record<string, number> = {};
+  for (const state of ['waiting', 'prioritized', 'delayed', 'active', 'failed']) {
+    if ((counts[state] ?? 0) > 0) leftover[state] = counts[state] ?? 0;
+  }
+  const cpuUsPerTask: Record<string, number> = {};
+  const corePct: Record<string, number> = {};
+  let hubCpu = 0;
+  for (const [name, u] of Object.entries(usage.byProcess)) {
+    cpuUsPerTask[name] = round((u.cpuMs * 1000) / tasks);
+    corePct[name] = u.corePct;
+    if (name.startsWith('hub-')) hubCpu += u.cpuMs;
+  }
+  cpuUsPerTask.hubs = round((hubCpu * 1000) / tasks);
+  const tasksPerSec = (tasks * 1000) / ms;
+  log(
+    `hubs: ${Math.round(tasksPerSec)} tasks/s (${tasks} in ${Math.round(ms)} ms; submitting took ${Math.round(submitted.ms)} ms)`,
+  );
+  return {
+    tasksPerSec,
+    ms: Math.round(ms),
+    submitMs: Math.round(submitted.ms),
+    cpuUsPerTask,
+    corePct,
+    stats,
+    leftover,
+  };
+}
