@@ -221,7 +221,7 @@ export class FaultCluster {
   /** Handler runs recorded as started, per task id. */
   starts(): Map<string, number> {
     const counts = new Map<string, number>();
-    let text = '';
+    let text: string;
     try {
       text = readFileSync(this.runLog, 'utf8');
     } catch {
