@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { sleep } from './util';
 
 export interface IoSnapshot {
@@ -90,25 +90,19 @@ export class RespCounter {
 
 /** Asks a process running the counter preload for a snapshot (SIGUSR2) and reads it. */
 export async function readIoCounter(pid: number, file: string): Promise<IoSnapshot> {
-  const before = existsSync(file) ? parse(file).seq : 0;
+  rmSync(file, { force: true });
   process.kill(pid, 'SIGUSR2');
   const deadline = Date.now() + 5000;
   while (Date.now() < deadline) {
-    if (existsSync(file)) {
-      const snap = parse(file);
-      if (snap.seq > before) return snap;
+    await sleep(5);
+    if (!existsSync(file)) continue;
+    try {
+      return JSON.parse(readFileSync(file, 'utf8')) as IoSnapshot;
+    } catch {
+      // being written
     }
-    await sleep(10);
   }
   throw new Error(`no I/O counter snapshot from pid ${pid}`);
-}
-
-function parse(file: string): IoSnapshot & { seq: number } {
-  try {
-    return JSON.parse(readFileSync(file, 'utf8')) as IoSnapshot & { seq: number };
-  } catch {
-    return { seq: 0, writes: 0, commands: 0, byName: {} };
-  }
 }
 
 export function sumIo(snaps: readonly IoSnapshot[]): IoSnapshot {

@@ -1,0 +1,149 @@
+/**
+ * 4. Connections: N idle agents over 3 replicas, each heartbeating at the sidecar's default
+ * (5 s). Hub RSS per agent (RSS growth of each replica / agents on it), Redis memory per agent
+ * (`used_memory` growth / N: agent records, token hashes, idle indexes, events), and CPU per
+ * replica at idle (heartbeats, lease ticks, sweeper, engine.io pings) over a window.
+ */
+import { getQueues } from './lib/http';
+import { hubRssKb, startHubs, stopHubs } from './lib/hubs';
+import type { LoadSpec } from './lib/load-spec';
+import { CpuMeter } from './lib/procs';
+import { atMost, info, runBench, type Figure } from './lib/result';
+import { RedisServer } from './lib/redis';
+import { RpcChild } from './lib/rpc';
+import { QUICK, log, round, sleep } from './lib/util';
+
+const AGENTS = Number(process.env.BENCH_CONNECTIONS ?? (QUICK ? 1000 : 10_000));
+const REPLICAS = 3;
+const HEARTBEAT_MS = 5000;
+const SETTLE_MS = QUICK ? 6000 : 12_000;
+const WINDOW_MS = QUICK ? 10_000 : 30_000;
+
+async function sampleRss(pids: () => number[], samples = 4): Promise<number[]> {
+  const sums = pids().map(() => 0);
+  for (let i = 0; i < samples; i++) {
+    pids().forEach((kb, j) => (sums[j] = (sums[j] ?? 0) + kb));
+    await sleep(250);
+  }
+  return sums.map((s) => s / samples);
+}
+
+runBench('connections', 'Idle connections', QUICK ? 90_000 : 420_000, async () => {
+  const redis = await RedisServer.start();
+  const hubs = await startHubs({
+    redisUrl: redis.url,
+    redisPort: redis.port,
+    prefix: 'conn',
+    count: REPLICAS,
+  });
+  const urls = hubs.map((hub) => hub.url);
+  const load = RpcChild.fork<LoadSpec>('load-agents', 'load-agents', {
+    execArgv: ['--max-old-space-size=8192'],
+  });
+  try {
+    await sleep(3000);
+    const cpuPids = new Map<string, number>(hubs.map((hub, i) => [`hub-${i + 1}`, hub.proc.pid]));
+    cpuPids.set('redis', redis.pid);
+    const idleMeter = new CpuMeter(cpuPids);
+    idleMeter.start();
+    await sleep(QUICK ? 3000 : 5000);
+    const idleBase = idleMeter.stop();
+    const rssBase = await sampleRss(() => hubRssKb(hubs));
+    const redisBase = await redis.usedMemory();
+    log(`baseline: hub RSS ${rssBase.map((kb) => Math.round(kb / 1024)).join('/')} MiB`);
+
+    const init = await load.call(
+      'init',
+      {
+        urls,
+        idPrefix: 'idle',
+        count: AGENTS,
+        queues: ['default'],
+        heartbeatMs: HEARTBEAT_MS,
+        holdMs: 0,
+        mintConcurrency: 48,
+        connectConcurrency: 200,
+      },
+      600_000,
+    );
+    log(
+      `${init.connected}/${AGENTS} agents connected (tokens ${init.mintMs} ms, connect ${init.connectMs} ms, per replica ${init.perUrl.join('/')})`,
+    );
+    if (init.connected < AGENTS) throw new Error(`only ${init.connected}/${AGENTS} connected`);
+    await sleep(SETTLE_MS);
+
+    const before = await load.call('stats', {});
+    const meter = new CpuMeter(new Map([...cpuPids, ['load', load.pid]]));
+    meter.start();
+    await sleep(WINDOW_MS);
+    const usage = meter.stop();
+    const after = await load.call('stats', {});
+    const rss = await sampleRss(() => hubRssKb(hubs));
+    const redisUsed = await redis.usedMemory();
+    const queues = await getQueues(urls[0] ?? '');
+    const idleAgents = queues.find((q) => q.name === 'default')?.idleAgents ?? 0;
+
+    const perReplica = init.perUrl;
+    const rssPerAgentKb = rss.map(
+      (kb, i) => (kb - (rssBase[i] ?? 0)) / Math.max(1, perReplica[i] ?? 1),
+    );
+    const worstRss = Math.max(...rssPerAgentKb);
+    const redisPerAgent = (redisUsed - redisBase) / AGENTS;
+    const hubCpu = hubs.map((_, i) => usage.byProcess[`hub-${i + 1}`]?.corePct ?? 0);
+    const hubIdleCpu = hubs.map((_, i) => idleBase.byProcess[`hub-${i + 1}`]?.corePct ?? 0);
+    const beats = after.heartbeatsOk - before.heartbeatsOk;
+    const beatsPerSec = beats / (usage.windowMs / 1000);
+
+    const figures: Figure[] = [
+      atMost(
+        'hub RSS per agent (worst replica)',
+        worstRss,
+        100,
+        'KB',
+        `per replica ${rssPerAgentKb.map((kb) => round(kb)).join(' / ')} KB; RSS ${rss.map((kb) => Math.round(kb / 1024)).join(' / ')} MiB, was ${rssBase.map((kb) => Math.round(kb / 1024)).join(' / ')} MiB`,
+      ),
+      atMost(
+        'Redis memory per agent',
+        redisPerAgent / 1024,
+        2,
+        'KB',
+        `used_memory ${round(redisBase / 1048576)} → ${round(redisUsed / 1048576)} MiB`,
+      ),
+      atMost(
+        'hub CPU per replica at idle (worst replica)',
+        Math.max(...hubCpu),
+        20,
+        '% of a core',
+        `per replica ${hubCpu.join(' / ')} %; without agents ${hubIdleCpu.join(' / ')} %`,
+      ),
+      info(
+        'heartbeats acknowledged',
+        round(beatsPerSec),
+        '/s',
+        `${after.heartbeatsFailed - before.heartbeatsFailed} failed in the window`,
+      ),
+      info('Redis CPU at idle', usage.byProcess.redis?.corePct ?? 0, '% of a core'),
+      info('load process (all agents) CPU', usage.byProcess.load?.corePct ?? 0, '% of a core'),
+      info(
+        'tokens minted / agents connected in',
+        `${round(init.mintMs / 1000)} / ${round(init.connectMs / 1000)}`,
+        's',
+      ),
+      info(
+        'idle agents listed by GET /v1/queues',
+        idleAgents,
+        '',
+        idleAgents === AGENTS ? 'all' : `expected ${AGENTS}`,
+      ),
+    ];
+    return {
+      size: `${AGENTS.toLocaleString('en-US')} idle agents over ${REPLICAS} replicas (${perReplica.join('/')}), heartbeat ${HEARTBEAT_MS / 1000} s, CPU window ${WINDOW_MS / 1000} s`,
+      figures,
+      details: { init, usage, idleBase, rssBaseKb: rssBase, rssKb: rss, redisBase, redisUsed },
+    };
+  } finally {
+    await load.close();
+    await stopHubs(hubs);
+    await redis.stop();
+  }
+});

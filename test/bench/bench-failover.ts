@@ -1,0 +1,153 @@
+/**
+ * 5a. Replica failover: kill -9 one of 3 replicas while N agents work on a steady flow of tasks
+ * (default hub settings). How long until every agent of the dead replica is connected again
+ * (the simulated agents reconnect like the sidecar: 3 attempts on a URL, then the next one), and
+ * whether any task accepted with a 201 is lost.
+ */
+import { getTask, requestJson } from './lib/http';
+import { atMost, info, runBench, type Figure } from './lib/result';
+import { RedisServer } from './lib/redis';
+import { startCluster } from './lib/scenarios';
+import { QUICK, distribution, log, mapLimit, now, round, sleep, waitFor } from './lib/util';
+
+const AGENTS = QUICK ? 200 : 1000;
+const REPLICAS = 3;
+const RATE = QUICK ? 50 : 100;
+const BEFORE_MS = QUICK ? 2000 : 4000;
+const AFTER_MS = QUICK ? 3000 : 6000;
+const HOLD_MS = 200;
+const SETTLE_TIMEOUT_MS = QUICK ? 45_000 : 120_000;
+
+runBench('failover', 'Replica failover', QUICK ? 100_000 : 300_000, async () => {
+  const redis = await RedisServer.start();
+  const cluster = await startCluster({
+    redis,
+    prefix: 'fo',
+    replicas: REPLICAS,
+    agents: AGENTS,
+    holdMs: HOLD_MS,
+  });
+  try {
+    const { hubs, load } = cluster;
+    const victim = hubs[0];
+    if (!victim) throw new Error('no hub');
+    const live = new Set(cluster.urls);
+    const accepted: string[] = [];
+    let refused = 0;
+    let submitted = 0;
+
+    /** POST round-robin over the live replicas; a failed POST tries the next one. */
+    const post = async (index: number): Promise<void> => {
+      for (let attempt = 0; attempt < REPLICAS; attempt++) {
+        const urls = [...live];
+        const url = urls[(index + attempt) % urls.length] ?? '';
+        try {
+          const res = await requestJson<{ id: string }>(
+            'POST',
+            `${url}/v1/tasks`,
+            { payload: { i: index } },
+            5000,
+          );
+          if (res.status === 201) {
+            accepted.push(res.body.id);
+            return;
+          }
+        } catch {
+          // that replica is gone: next
+        }
+        refused++;
+      }
+    };
+    const posts: Array<Promise<void>> = [];
+    const steady = async (ms: number): Promise<void> => {
+      const start = now();
+      let sent = 0;
+      while (now() - start < ms) {
+        const due = Math.floor(((now() - start) * RATE) / 1000);
+        while (sent < due) {
+          posts.push(post(submitted++));
+          sent++;
+        }
+        await sleep(2);
+      }
+    };
+
+    await steady(BEFORE_MS);
+    const sinceMs = await load.call('clock', {});
+    const killedAt = now();
+    await victim.proc.stop('SIGKILL');
+    live.delete(victim.url);
+    log(`killed ${victim.id} (kill -9) with tasks in flight`);
+    await steady(AFTER_MS);
+    await Promise.all(posts);
+
+    const back = await load.call('waitConnected', { n: AGENTS, timeoutMs: SETTLE_TIMEOUT_MS });
+    const reconnects = await load.call('reconnects', { sinceMs });
+    const downtimes = distribution(reconnects.downtimes);
+    log(
+      `${reconnects.affected} agents lost their replica; back: ${back.connected}/${AGENTS}; downtime p50 ${downtimes.p50} ms, max ${downtimes.max} ms`,
+    );
+
+    // every task accepted with a 201 must complete
+    const deadline = now() + SETTLE_TIMEOUT_MS;
+    const done = await waitFor(
+      'accepted tasks to complete',
+      async () => {
+        const ids = new Set(await load.call('completedIds', {}));
+        const open = accepted.filter((id) => !ids.has(id));
+        if (open.length === 0 || now() > deadline - 1000) return { open: open.length };
+        return undefined;
+      },
+      SETTLE_TIMEOUT_MS,
+      250,
+    );
+    const allDoneMs = now() - killedAt;
+    const url = [...live][0] ?? '';
+    const states: Record<string, number> = {};
+    await mapLimit(accepted, 32, async (id) => {
+      const view = await getTask(url, id).catch(() => undefined);
+      const state = view?.state ?? 'not found';
+      states[state] = (states[state] ?? 0) + 1;
+    });
+    const lost = accepted.length - (states.completed ?? 0);
+    const stats = await load.call('stats', {});
+
+    const figures: Figure[] = [
+      info(
+        'agents of the killed replica reconnected',
+        `${reconnects.affected - reconnects.notReconnected} / ${reconnects.affected}`,
+        '',
+        `${back.connected}/${AGENTS} connected at the end`,
+      ),
+      info(
+        'reconnect time per agent, p50 / p99 / max',
+        `${downtimes.p50} / ${downtimes.p99} / ${downtimes.max}`,
+        'ms',
+        'disconnect → connected to another replica (sidecar policy: 3 tries on the dead URL, ~1.4 s of backoff)',
+      ),
+      info('time until all agents connected again', reconnects.allBackMs, 'ms'),
+      atMost('tasks lost (accepted with 201, not completed)', lost, 0, 'tasks', `states: ${JSON.stringify(states)}`),
+      info(
+        'kill → every accepted task completed',
+        done.open === 0 ? round(allDoneMs / 1000) : `not within ${SETTLE_TIMEOUT_MS / 1000} s`,
+        's',
+      ),
+      info(
+        'tasks accepted / POSTs refused by the dead replica (retried elsewhere)',
+        `${accepted.length} / ${refused}`,
+      ),
+      info(
+        'replayed reports acknowledged as duplicate / superseded / assigns to busy agents',
+        `${stats.duplicates} / ${stats.superseded} / ${stats.busyAssigns}`,
+      ),
+    ];
+    return {
+      size: `${AGENTS.toLocaleString('en-US')} agents over ${REPLICAS} replicas (default settings), ${RATE} tasks/s of ${HOLD_MS} ms each, kill -9 of one replica after ${BEFORE_MS / 1000} s`,
+      figures,
+      details: { reconnects: { ...reconnects, downtimes }, states, stats },
+    };
+  } finally {
+    await cluster.stop();
+    await redis.stop();
+  }
+});
