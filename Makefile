@@ -6,7 +6,7 @@ NPM ?= npm
 JEST := node_modules/.bin/jest
 DEMO_TASKS ?=
 
-.PHONY: help deps system-tools build check format lint typecheck test test-unit ci demo cluster cluster-down clean
+.PHONY: help deps system-tools build check format lint typecheck test test-faults ci demo cluster cluster-down clean
 
 help:
 	@echo "make demo   start Redis, 3 hub replicas and 4 sidecars, and run tasks (DEMO_TASKS=N to run N and exit)"
@@ -55,6 +55,10 @@ typecheck: node_modules/.installed
 test: deps build
 	$(JEST) --runInBand $(JEST_ARGS)
 
+## The fault scenarios alone (they are part of `make test` too); FULL=1 runs the issue's full sizes.
+test-faults: deps build
+	FULL=$(FULL) $(JEST) --runInBand test/faults
+
 ci: deps check test
 	DEMO_TASKS=20 $(MAKE) --no-print-directory demo
 
@@ -90,3 +94,18 @@ tools/pm2: .tools/pm2/node_modules/.bin/pm2
 
 .tools/pm2/node_modules/.bin/pm2:
 	$(NPM) install --prefix .tools/pm2 --no-save --no-audit --no-fund pm2@7.0.4
+
+## Benchmarks (test/bench, see test/bench/README.md): each starts its own redis-server, hub
+## replicas and load processes, prints one JSON line; the run writes test/bench/RESULTS.md and
+## results.json. `make bench QUICK=1`: the small version (under 2 minutes). Not part of test/ci.
+QUICK ?=
+BENCH_ENTRIES = test/bench/run.ts $(wildcard test/bench/bench-*.ts) test/bench/load-agents.ts \
+  test/bench/raw-bullmq.ts test/bench/redis-io-counter.ts
+.PHONY: bench bench-bundle
+bench: deps build bench-bundle
+	QUICK=$(QUICK) node .tmp/bench/run.js $(BENCH_ARGS)
+
+bench-bundle: node_modules/.installed
+	node_modules/.bin/esbuild $(BENCH_ENTRIES) --bundle --platform=node --target=node20 --format=cjs \
+	  --packages=external --alias:@agentcom/shared=./shared/src/index.ts --outdir=.tmp/bench \
+	  --log-level=warning

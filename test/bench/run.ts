@@ -1,1 +1,353 @@
-export {};
+/**
+ * `make bench`: runs every benchmark (`.tmp/bench/bench-<name>.js`) one after another, each as a
+ * child process in its own process group (killed whole on its deadline), collects the JSON line
+ * each prints, and writes `test/bench/results.json` and `test/bench/RESULTS.md`.
+ * Arguments: benchmark names to run a subset. `QUICK=1`: the small version.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, totalmem } from 'node:os';
+import { join } from 'node:path';
+import type { ProfileSummary } from './lib/cpuprofile';
+import { redisServerVersion } from './lib/redis';
+import type { BenchResult } from './lib/result';
+import { BENCH_DIR, QUICK, ROOT, log } from './lib/util';
+
+const BENCHMARKS: Array<{ name: string; title: string; quickMs: number; fullMs: number }> = [
+  { name: 'throughput', title: 'Throughput', quickMs: 90_000, fullMs: 660_000 },
+  { name: 'latency', title: 'Dispatch latency', quickMs: 120_000, fullMs: 330_000 },
+  { name: 'redis-cost', title: 'Redis cost per task', quickMs: 120_000, fullMs: 330_000 },
+  { name: 'connections', title: 'Idle connections', quickMs: 120_000, fullMs: 450_000 },
+  { name: 'failover', title: 'Replica failover', quickMs: 130_000, fullMs: 330_000 },
+  { name: 'dead-agent', title: 'Dead agent', quickMs: 90_000, fullMs: 270_000 },
+  { name: 'profile', title: 'Hub CPU profile', quickMs: 120_000, fullMs: 430_000 },
+];
+
+const OUT_DIR = join(ROOT, 'test', 'bench');
+
+let current: number | undefined;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    if (current !== undefined) killGroup(current);
+    process.exit(130);
+  });
+}
+
+function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // gone
+  }
+}
+
+function runOne(name: string, title: string, timeoutMs: number): Promise<BenchResult> {
+  const started = performance.now();
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [join(BENCH_DIR, `bench-${name}.js`)], {
+      cwd: ROOT,
+      env: { ...process.env, QUICK: QUICK ? '1' : '' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+      detached: true,
+    });
+    current = child.pid;
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+    const timer = setTimeout(() => {
+      log(`${name}: no result within ${timeoutMs / 1000} s, killing it`);
+      if (child.pid !== undefined) killGroup(child.pid);
+    }, timeoutMs);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      // whatever it left behind (hubs, redis-server, load processes) goes with its group
+      if (child.pid !== undefined) killGroup(child.pid);
+      current = undefined;
+      const line = stdout
+        .split('\n')
+        .reverse()
+        .find((l) => l.startsWith('{') && l.includes('"bench"'));
+      let parsed: BenchResult | undefined;
+      try {
+        parsed = line ? (JSON.parse(line) as BenchResult) : undefined;
+      } catch {
+        parsed = undefined;
+      }
+      resolve(
+        parsed ?? {
+          bench: name,
+          title,
+          quick: QUICK,
+          size: '',
+          figures: [],
+          error: `exited with ${code ?? signal} without a result`,
+          durationMs: Math.round(performance.now() - started),
+        },
+      );
+    });
+  });
+}
+
+function packageVersion(name: string): string {
+  try {
+    const pkg = JSON.parse(
+      readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8'),
+    ) as { version?: string };
+    return pkg.version ?? '?';
+  } catch {
+    return '?';
+  }
+}
+
+function gitRevision(): string {
+  try {
+    const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
+    return `${rev.trim()}${dirty.trim() ? ' (uncommitted changes)' : ''}`;
+  } catch {
+    return 'unknown';
+  }
+}
+
+interface Machine {
+  cpu: string;
+  cores: number;
+  memoryGiB: number;
+  kernel: string;
+  node: string;
+  redis: string;
+  packages: Record<string, string>;
+  git: string;
+  loadAvgStart: number[];
+  loadAvgEnd?: number[];
+}
+
+async function main(): Promise<void> {
+  const only = process.argv.slice(2);
+  const selected = BENCHMARKS.filter((b) => only.length === 0 || only.includes(b.name));
+  if (selected.length === 0) throw new Error(`no benchmark named ${only.join(', ')}`);
+  const cpuList = cpus();
+  const machine: Machine = {
+    cpu: cpuList[0]?.model ?? 'unknown',
+    cores: cpuList.length,
+    memoryGiB: Math.round((totalmem() / 1024 ** 3) * 10) / 10,
+    kernel: `${process.platform} ${release()}`,
+    node: process.version,
+    redis: redisServerVersion(),
+    packages: Object.fromEntries(
+      [
+        'bullmq',
+        'ioredis',
+        'socket.io',
+        'socket.io-client',
+        '@socket.io/redis-adapter',
+        'fastify',
+      ].map((name) => [name, packageVersion(name)]),
+    ),
+    git: gitRevision(),
+    loadAvgStart: loadavg().map((n) => Math.round(n * 100) / 100),
+  };
+  const date = new Date().toISOString();
+  const started = performance.now();
+  log(`benchmarks${QUICK ? ' (QUICK)' : ''}: ${selected.map((b) => b.name).join(', ')}`);
+  const results: BenchResult[] = [];
+  for (const bench of selected) {
+    const result = await runOne(bench.name, bench.title, QUICK ? bench.quickMs : bench.fullMs);
+    results.push(result);
+    for (const figure of result.figures) {
+      const verdict = figure.pass === undefined ? '' : figure.pass ? '  [pass]' : '  [MISS]';
+      log(`  ${figure.name}: ${figure.value}${figure.unit ? ` ${figure.unit}` : ''}${verdict}`);
+    }
+    if (result.error) log(`  ERROR: ${result.error.split('\n')[0]}`);
+  }
+  machine.loadAvgEnd = loadavg().map((n) => Math.round(n * 100) / 100);
+  const totalMs = Math.round(performance.now() - started);
+  writeFileSync(
+    join(OUT_DIR, 'results.json'),
+    `${JSON.stringify({ date, quick: QUICK, totalMs, machine, results }, null, 2)}\n`,
+  );
+  writeFileSync(join(OUT_DIR, 'RESULTS.md'), renderMarkdown(date, totalMs, machine, results));
+  log(`wrote test/bench/RESULTS.md and results.json (${Math.round(totalMs / 1000)} s in all)`);
+  const failed = results.filter((r) => r.error);
+  if (failed.length > 0) {
+    log(`failed: ${failed.map((r) => r.bench).join(', ')}`);
+    process.exit(1);
+  }
+}
+
+// ---- RESULTS.md ----
+
+const cell = (value: unknown): string =>
+  String(value ?? '')
+    .replace(/\|/g, '\\|')
+    .replace(/\n/g, ' ');
+
+function renderMarkdown(
+  date: string,
+  totalMs: number,
+  machine: Machine,
+  results: BenchResult[],
+): string {
+  const out: string[] = [];
+  const mode = QUICK ? 'QUICK (small sizes: `make bench QUICK=1`)' : 'full size (`make bench`)';
+  out.push('# agentcom benchmarks', '');
+  out.push(
+    `Generated by \`test/bench/run.ts\` on ${date.slice(0, 16).replace('T', ' ')} UTC, ${mode}, in ${Math.round(totalMs / 1000)} s.`,
+    QUICK
+      ? '**These are QUICK results**: counts are scaled down (see "What ran"); compare targets with care.'
+      : '',
+    'The machine is shared and noisy: figures that can be are ratios against raw BullMQ measured in',
+    'the same run on the same private Redis. Raw data: `test/bench/results.json`.',
+    '',
+  );
+  out.push('## Machine', '', '| | |', '|---|---|');
+  out.push(`| CPU | ${cell(machine.cpu)} × ${machine.cores} |`);
+  out.push(`| memory | ${machine.memoryGiB} GiB |`);
+  out.push(`| OS | ${cell(machine.kernel)} |`);
+  out.push(`| Node | ${machine.node} |`);
+  out.push(`| redis-server | ${machine.redis} |`);
+  for (const [name, version] of Object.entries(machine.packages))
+    out.push(`| ${name} | ${version} |`);
+  out.push(`| agentcom | ${cell(machine.git)} |`);
+  out.push(
+    `| load average (1/5/15 min) | start ${machine.loadAvgStart.join(' / ')}, end ${(machine.loadAvgEnd ?? []).join(' / ')} |`,
+    '',
+  );
+
+  out.push(
+    '## Results',
+    '',
+    '| benchmark | figure | value | target | result | note |',
+    '|---|---|---|---|---|---|',
+  );
+  for (const result of results) {
+    if (result.error) {
+      out.push(
+        `| ${cell(result.title)} | **did not finish** | | | error | ${cell(result.error.split('\n')[0])} |`,
+      );
+    }
+    for (const f of result.figures) {
+      const value = `${f.value}${f.unit ? ` ${f.unit}` : ''}`;
+      const verdict = f.pass === undefined ? '' : f.pass ? 'pass' : '**miss**';
+      out.push(
+        `| ${cell(result.title)} | ${cell(f.name)} | ${cell(value)} | ${cell(f.target ?? '')} | ${verdict} | ${cell(f.note ?? '')} |`,
+      );
+    }
+  }
+  out.push('');
+
+  out.push('## What ran', '');
+  for (const result of results) {
+    out.push(
+      `- **${result.title}** (${Math.round(result.durationMs / 1000)} s${result.quick ? ', QUICK' : ''}): ${result.size || 'n/a'}`,
+    );
+  }
+  out.push('');
+
+  const cost = results.find((r) => r.bench === 'redis-cost' && !r.error)?.details as
+    | {
+        agentcom?: { topServer: Record<string, number> };
+        raw?: { topServer: Record<string, number> };
+      }
+    | undefined;
+  if (cost?.agentcom && cost.raw) {
+    out.push(
+      '## Redis commands per task, by command (INFO commandstats, Lua-internal included)',
+      '',
+    );
+    out.push('| command | agentcom | raw BullMQ |', '|---|---|---|');
+    const names = new Set([
+      ...Object.keys(cost.agentcom.topServer),
+      ...Object.keys(cost.raw.topServer),
+    ]);
+    const rows = [...names].sort(
+      (a, b) => (cost.agentcom?.topServer[b] ?? 0) - (cost.agentcom?.topServer[a] ?? 0),
+    );
+    for (const name of rows) {
+      out.push(
+        `| ${cell(name)} | ${cost.agentcom.topServer[name] ?? ''} | ${cost.raw.topServer[name] ?? ''} |`,
+      );
+    }
+    out.push('');
+  }
+
+  const profile = results.find((r) => r.bench === 'profile' && !r.error)?.details?.profile as
+    ProfileSummary | undefined;
+  if (profile) {
+    out.push(
+      "## Where a task's time goes in the hub (`--cpu-prof` of replica 1, measured window)",
+      '',
+    );
+    out.push(
+      `Main thread busy ${profile.busyPct}% of ${profile.windowMs} ms (${profile.samples} samples). Shares below are of the busy time.`,
+      '',
+    );
+    out.push('| self time by package / area | ms | % |', '|---|---|---|');
+    for (const c of profile.categories.slice(0, 14))
+      out.push(`| ${cell(c.name)} | ${c.ms} | ${c.pct} |`);
+    out.push('', '| function (self time) | where | package | ms | % |', '|---|---|---|---|---|');
+    for (const f of profile.topSelf) {
+      out.push(`| ${cell(f.fn)} | ${cell(f.where)} | ${cell(f.category)} | ${f.ms} | ${f.pct} |`);
+    }
+    out.push(
+      '',
+      '| agentcom function (inclusive, synchronous part only) | where | ms | % |',
+      '|---|---|---|---|',
+    );
+    for (const f of profile.topAgentcomInclusive) {
+      out.push(`| ${cell(f.fn)} | ${cell(f.where)} | ${f.ms} | ${f.pct} |`);
+    }
+    out.push('');
+  }
+
+  out.push(METHOD);
+  return `${out.filter((line, i, all) => !(line === '' && all[i - 1] === '')).join('\n')}\n`;
+}
+
+const METHOD = `## Method
+
+Every benchmark starts its own \`redis-server\` (loopback, no persistence), real hub processes
+(\`node hub/dist/main.js\`, \`LOG_LEVEL=warn\`, default timings unless said), and a separate load
+process with the simulated agents (\`test/bench/load-agents.ts\`): real socket.io-client
+connections to \`/agent\`, websocket transport, the real handshake with tokens minted by
+\`POST /v1/agents\`, \`task:accept\` then \`task:complete\` with acks, heartbeats every 5 s, the
+sidecar's reconnect policy. Raw BullMQ (\`test/bench/raw-bullmq.ts\`) runs in its own process on the
+same Redis, with the job options the hub uses (uuid job id, 3 attempts, the hub's retention) and a
+\`Worker\` with a no-op processor at the agents' concurrency. All processes are killed at the end.
+
+- **Throughput**: tasks POSTed by the benchmark process (48 in flight, round-robin over the
+  replicas) while the agents work; end to end = first POST → last \`task:complete\` acknowledged.
+  Raw: 48 \`Queue.add\` in flight while the worker runs, first add → last \`completed\` event.
+  CPU per task from \`/proc/<pid>/stat\` over the window.
+- **Latency**: POSTs at a steady rate from the load process itself, so the POST, its 201, the
+  \`task:assign\` and the completion are timed on one monotonic clock; "201 → assign" counts 0 when
+  the assignment arrived before the 201. "Completed visible" = 201 → the first
+  \`GET /v1/tasks/:id\` showing \`completed\`, issued right after the complete ack. Raw: \`Queue.add\`
+  called → processor started, same process.
+- **Redis cost**: all commands = delta of \`INFO commandstats\` calls (Redis counts each
+  \`redis.call\` inside a script as well as the EVALSHA), without the benchmark's own INFO calls.
+  Client commands and round trips are counted in each client process by a preload
+  (\`test/bench/redis-io-counter.ts\`) that wraps \`net.Socket.prototype.write\` for connections to
+  that Redis: RESP commands written, and write calls (ioredis sends a command, a pipeline or a
+  MULTI block in one write: one round trip). Lua-internal = all − client commands. The window
+  includes background work (heartbeats, sweeper, stalled checker), whose idle rate is shown.
+- **Connections**: hub RSS growth per agent on each replica (\`VmRSS\`, averaged samples, before and
+  after the agents connected), Redis \`used_memory\` growth / agents, CPU per replica over a window
+  with all agents idle and heartbeating.
+- **Failover**: kill -9 of replica 1 during a steady flow; per agent of that replica, disconnect
+  → connected elsewhere; every task accepted with a 201 checked through \`GET /v1/tasks/:id\`.
+  **Dead agent**: kill -9 of a real sidecar process running a task; time until another agent
+  receives it (\`task:assign\`) and until the API shows it there.
+- **Profile**: replica 1 of a throughput run under \`node --cpu-prof\`; samples inside the
+  measured window only, self time by package (from the script URL) and function.
+`;
+
+main().catch((err: unknown) => {
+  log(`bench runner failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  process.exit(1);
+});

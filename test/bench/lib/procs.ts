@@ -31,6 +31,8 @@ process.once('exit', killAll);
 /** A child process with the tail of its output kept for error messages. */
 export class Proc {
   output = '';
+  /** `performance.now()` when the process was started. */
+  readonly startedAt = performance.now();
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
   constructor(

@@ -1,0 +1,94 @@
+/**
+ * 6. Profile: the throughput run (3 replicas, 100 agents) with replica 1 under
+ * `node --cpu-prof`; where its main thread spends the measured window, by package and by
+ * function. The raw profile stays in `.tmp/bench/prof/` (open it in Chrome DevTools).
+ */
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { summarizeProfile } from './lib/cpuprofile';
+import { info, runBench, type Figure } from './lib/result';
+import { RedisServer } from './lib/redis';
+import { hubThroughput, startCluster } from './lib/scenarios';
+import { BENCH_DIR, QUICK, log, now, round } from './lib/util';
+
+const TASKS = QUICK ? 2000 : 20_000;
+const WARMUP = QUICK ? 300 : 1000;
+const AGENTS = 100;
+const REPLICAS = 3;
+const INFLIGHT = 48;
+const PROFILE_DIR = join(BENCH_DIR, 'prof');
+
+runBench('profile', 'Hub CPU profile', QUICK ? 90_000 : 400_000, async () => {
+  rmSync(PROFILE_DIR, { recursive: true, force: true });
+  mkdirSync(PROFILE_DIR, { recursive: true });
+  const redis = await RedisServer.start();
+  try {
+    const cluster = await startCluster({
+      redis,
+      prefix: 'prof',
+      replicas: REPLICAS,
+      agents: AGENTS,
+      nodeArgs: (i) =>
+        i === 0
+          ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR, '--cpu-prof-name', 'hub-1.cpuprofile']
+          : [],
+    });
+    const profiled = cluster.hubs[0];
+    if (!profiled) throw new Error('no hub');
+    let from = 0;
+    let to = 0;
+    let run;
+    try {
+      run = await hubThroughput(cluster, {
+        redis,
+        tasks: TASKS,
+        warmup: WARMUP,
+        inflight: INFLIGHT,
+        before: async () => {
+          from = now();
+        },
+        after: async () => {
+          to = now();
+        },
+      });
+      // graceful stop: the profile is written when the process exits
+      await profiled.proc.stop('SIGTERM', 30_000);
+    } finally {
+      await cluster.stop();
+    }
+    const file = readdirSync(PROFILE_DIR).find((name) => name.endsWith('.cpuprofile'));
+    if (!file) throw new Error(`no .cpuprofile in ${PROFILE_DIR}:\n${profiled.proc.tail()}`);
+    // the profile's clock starts with the process (≈ spawn time, a few ms of bootstrap later)
+    const path = join(PROFILE_DIR, file);
+    const summary = summarizeProfile(path, {
+      fromMs: from - profiled.proc.startedAt,
+      toMs: to - profiled.proc.startedAt,
+    });
+    log(
+      `profile of ${profiled.id}: busy ${summary.busyPct}% of ${summary.windowMs} ms; top: ${summary.categories
+        .slice(0, 5)
+        .map((c) => `${c.name} ${c.pct}%`)
+        .join(', ')}`,
+    );
+    const tasksOnReplica = TASKS / REPLICAS;
+    const figures: Figure[] = [
+      info('tasks/s with replica 1 profiled', run.tasksPerSec, 'tasks/s'),
+      info(
+        'replica 1 main thread busy',
+        summary.busyPct,
+        '% of the window',
+        `${summary.busyMs} ms busy in ${summary.windowMs} ms; ≈ ${round((summary.busyMs * 1000) / tasksOnReplica)} µs per task (a third of the tasks)`,
+      ),
+      ...summary.categories
+        .slice(0, 8)
+        .map((c) => info(`self time: ${c.name}`, c.pct, '% of busy')),
+    ];
+    return {
+      size: `${TASKS.toLocaleString('en-US')} no-op tasks, ${REPLICAS} replicas (replica 1 under --cpu-prof), ${AGENTS} agents; profile ${join('.tmp', 'bench', 'prof', file)}`,
+      figures,
+      details: { profile: summary, throughput: run },
+    };
+  } finally {
+    await redis.stop();
+  }
+});
