@@ -182,7 +182,7 @@ async function main(): Promise<void> {
 
 // ---- RESULTS.md ----
 
-const cell = (value: unknown): string =>
+const cell = (value: string | number | undefined): string =>
   String(value ?? '')
     .replace(/\|/g, '\\|')
     .replace(/\n/g, ' ');

@@ -1,6 +1,7 @@
 import {
   AGENT_NAMESPACE,
   PROTOCOL_VERSION,
+  type Ack,
   type ClientToServerEvents,
   type ServerToClientEvents,
   type TaskAssign,
@@ -40,17 +41,15 @@ export class AutoAgent {
     const { id } = msg.task;
     const payload = msg.task.payload as { value?: number } | null;
     try {
-      const accepted = await this.socket
+      const accepted = (await this.socket
         .timeout(10_000)
-        .emitWithAck('task:accept', { taskId: id, token: msg.token });
+        .emitWithAck('task:accept', { taskId: id, token: msg.token })) as Ack;
       if (!accepted.ok) return;
-      const ack = await this.socket
-        .timeout(10_000)
-        .emitWithAck('task:complete', {
-          taskId: id,
-          token: msg.token,
-          result: { taskId: id, value: payload?.value ?? null },
-        });
+      const ack = (await this.socket.timeout(10_000).emitWithAck('task:complete', {
+        taskId: id,
+        token: msg.token,
+        result: { taskId: id, value: payload?.value ?? null },
+      })) as Ack;
       if (ack.ok) this.completed++;
       else this.failedReports++;
     } catch {
