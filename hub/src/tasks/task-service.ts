@@ -127,7 +127,15 @@ export class TaskService {
   /** Runs a failed or cancelled task again (a fresh set of attempts). */
   async retry(taskId: string): Promise<CreatedTask> {
     const job = await this.findJob(taskId);
-    if (!job) throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
+    if (!job) {
+      if (await this.cancelledView(taskId)) {
+        throw new AppError(
+          'E_INVALID_STATE',
+          `Task ${taskId} was cancelled before it ran; create a new task`,
+        );
+      }
+      throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
+    }
     const state = await job.getState();
     if (state !== 'failed') {
       throw new AppError(
