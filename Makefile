@@ -52,7 +52,7 @@ typecheck: node_modules/.installed
 	node_modules/.bin/tsc -p test
 
 ## Every test. Suites run one at a time: each starts its own redis-server, hubs and sidecars.
-test: deps build
+test: deps build tools/pm2
 	$(JEST) --runInBand $(JEST_ARGS)
 
 ## The fault scenarios alone (they are part of `make test` too); FULL=1 runs the issue's full sizes.

@@ -1,4 +1,5 @@
-// Bundles the sidecar CLI into one file, dist/cli.js, with @agentcom/shared and every dependency
+// Bundles the sidecar CLI into one file, dist/cli.js, and the operator CLI `agentcom` into
+// dist/agentcom.js (next to the --outfile), each with @agentcom/shared and every dependency
 // inside: `npm install -g` then needs nothing else (npm cannot pack a workspace dependency).
 // Usage: node sidecar/build.mjs [--outfile PATH]
 import { build } from 'esbuild';
@@ -11,7 +12,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const { values } = parseArgs({ options: { outfile: { type: 'string' } } });
 const outfile = resolve(values.outfile ?? join(here, 'dist', 'cli.js'));
 
-await build({
+const options = {
   entryPoints: [join(here, 'src', 'cli.ts')],
   outfile,
   bundle: true,
@@ -25,6 +26,16 @@ await build({
   sourcemap: false,
   legalComments: 'none',
   logLevel: 'warning',
-});
+};
+await build(options);
 await chmod(outfile, 0o755);
-console.log(`bundled ${outfile}`);
+// `agentcom`, the operator CLI (the HTTP API only), with the same options.
+const operatorOutfile = join(dirname(outfile), 'agentcom.js');
+await build({
+  ...options,
+  entryPoints: [join(here, 'src', 'operator-cli.ts')],
+  outfile: operatorOutfile,
+});
+await chmod(operatorOutfile, 0o755);
+// stderr: `npm pack --json` (which runs this as prepack) keeps stdout for its JSON.
+console.error(`bundled ${outfile} and ${operatorOutfile}`);

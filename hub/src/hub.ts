@@ -185,6 +185,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     logger,
     onRejectedPayload: () => metrics.payloadsRejected.inc(),
     limiter: new HandshakeLimiter(redis.command, keys, config.authFailLimit),
+    hubId: config.hubId,
     trustProxy: config.trustProxy,
   });
   metrics.trackSockets(() => gateway?.localSocketCount() ?? 0);

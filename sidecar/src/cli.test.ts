@@ -1,10 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TaskAssign } from '@agentcom/shared';
 import { EXIT_CODES } from './exit-codes';
 import { INTERRUPTED_ERROR } from './outbox/outbox';
+import { buildBundle, CliProcesses, type CliRun } from './test-support/cli-process';
 import { FakeHub } from './test-support/fake-hub';
 import { isProcessGone, waitUntil } from './test-support/process';
 import { makeTempDir } from './test-support/temp-dir';
@@ -22,16 +21,11 @@ let bundle: string;
 let work: string;
 let cleanupWork: () => Promise<void>;
 let hub: FakeHub;
-const children: ChildProcess[] = [];
+const cli = new CliProcesses(() => bundle);
 
 beforeAll(async () => {
   ({ dir, cleanup } = await makeTempDir());
-  bundle = join(dir, 'cli.js');
-  const build = spawn(process.execPath, [join(__dirname, '..', 'build.mjs'), '--outfile', bundle], {
-    stdio: 'ignore',
-  });
-  const [code] = (await once(build, 'exit')) as [number];
-  expect(code).toBe(0);
+  bundle = await buildBundle(dir);
   await writeFile(join(dir, 'handler.js'), HANDLER);
 });
 afterAll(async () => {
@@ -44,37 +38,13 @@ beforeEach(async () => {
   await hub.start();
 });
 afterEach(async () => {
-  for (const child of children.splice(0)) {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await once(child, 'exit');
-    }
-  }
+  await cli.killAll();
   await hub.stop();
   await cleanupWork();
 });
 
-interface CliRun {
-  child: ChildProcess;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  stdout: () => string;
-  stderr: () => string;
-}
-
 function runCli(args: string[], env: Record<string, string> = {}): CliRun {
-  const child = spawn(process.execPath, [bundle, ...args], {
-    env: { PATH: process.env.PATH ?? '', HOME: work, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-  });
-  return { child, exited, stdout: () => stdout, stderr: () => stderr };
+  return cli.start(args, { HOME: work, ...env });
 }
 
 /** A handler that prints its pid, then waits for `<dir>/release` and prints a result. */
@@ -126,6 +96,18 @@ describe('agentcom-sidecar (bundled CLI)', () => {
     const run = runCli(['version']);
     expect(await run.exited).toEqual({ code: 0, signal: null });
     expect(run.stdout()).toBe(`${SIDECAR_VERSION}\n`);
+  });
+
+  it('is packaged as its bundles alone, with no runtime dependency', async () => {
+    const pkg = JSON.parse(await readFile(join(__dirname, '..', 'package.json'), 'utf8')) as {
+      bin: Record<string, string>;
+      files: string[];
+      dependencies?: Record<string, string>;
+    };
+    expect(pkg.bin['agentcom-sidecar']).toBe('dist/cli.js');
+    for (const target of Object.values(pkg.bin)) expect(pkg.files).toContain(target);
+    for (const file of pkg.files) expect(file).toMatch(/^dist\/[\w.-]+\.js$/);
+    expect(pkg.dependencies).toBeUndefined();
   });
 
   it('has the version of its package.json', async () => {

@@ -1,6 +1,15 @@
 import { Command, CommanderError } from 'commander';
 import type { RunFlags } from './config';
 import { EXIT_CODES } from './exit-codes';
+import {
+  doneCommand,
+  failCommand,
+  statusCommand,
+  type DoneFlags,
+  type FailFlags,
+  type LocalIo,
+  type StatusFlags,
+} from './ipc/local-commands';
 import { runCommand } from './run-command';
 import { SIDECAR_VERSION } from './version';
 
@@ -10,6 +19,7 @@ import { SIDECAR_VERSION } from './version';
  */
 async function main(argv: string[]): Promise<number> {
   let exitCode: number = EXIT_CODES.OK;
+  const io: LocalIo = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr };
   const program = new Command('agentcom-sidecar')
     .description('Connects this machine to an agentcom hub and runs the tasks it assigns.')
     .version(SIDECAR_VERSION, '-V, --version')
@@ -27,12 +37,18 @@ async function main(argv: string[]): Promise<number> {
 
   program
     .command('run')
-    .description('run the sidecar daemon (every option can also come from the environment)')
+    .description(
+      'run the sidecar daemon (every option can also come from the environment or the config file)',
+    )
+    .option(
+      '--config <file>',
+      'config file (AGENTCOM_CONFIG; default ~/.config/agentcom/sidecar.json)',
+    )
     .option('--hub <urls>', 'hub URL(s), comma-separated (AGENTCOM_HUB)')
     .option('--agent <id>', 'agent id (AGENTCOM_AGENT)')
     .option(
       '--token-file <path>',
-      'file holding the agent token (AGENTCOM_TOKEN_FILE; or AGENTCOM_TOKEN)',
+      'owner-only file holding the agent token (AGENTCOM_TOKEN_FILE; or AGENTCOM_TOKEN)',
     )
     .option(
       '--queue <name>',
@@ -43,6 +59,10 @@ async function main(argv: string[]): Promise<number> {
     .option(
       '--exec <command>',
       'command run per task, split like a shell but never run by one (AGENTCOM_EXEC)',
+    )
+    .option(
+      '--wake <command>',
+      'command that wakes the agent per task; it reports with done/fail (AGENTCOM_WAKE)',
     )
     .option(
       '--state-dir <dir>',
@@ -66,9 +86,47 @@ async function main(argv: string[]): Promise<number> {
       '--log-level <level>',
       'fatal|error|warn|info|debug|trace|silent (LOG_LEVEL; default info)',
     )
+    .option(
+      '--log-file <file>',
+      'append the JSON logs to FILE instead of stderr (AGENTCOM_LOG_FILE)',
+    )
     .action(async (flags: RunFlags) => {
       exitCode = await runCommand(flags, process.stderr);
     });
+
+  localOptions(
+    program
+      .command('status')
+      .description('show the running sidecar: connection, agent state, task, outbox')
+      .option('--json', 'print one JSON object'),
+  ).action(async (flags: StatusFlags) => {
+    exitCode = await statusCommand(flags, io);
+  });
+
+  localOptions(
+    program
+      .command('done')
+      .description('wake mode: the task in hand is done (its result goes to the hub)')
+      .option('--result <file>', 'the result as JSON, from FILE or - for stdin (default null)')
+      .option('--task <id>', 'only if this is the task in hand'),
+  ).action(async (flags: DoneFlags) => {
+    exitCode = await doneCommand(flags, io);
+  });
+
+  localOptions(
+    program
+      .command('fail')
+      .description('wake mode: the task in hand failed')
+      .requiredOption('--reason <text>', 'why it failed (shown in the hub)')
+      .option(
+        '--retry-after <seconds>',
+        'rate limited: the hub pauses this agent and requeues the task without using an attempt',
+      )
+      .option('--no-retry', 'the task must not be retried')
+      .option('--task <id>', 'only if this is the task in hand'),
+  ).action(async (flags: FailFlags) => {
+    exitCode = await failCommand(flags, io);
+  });
 
   program
     .command('version')
@@ -86,6 +144,17 @@ async function main(argv: string[]): Promise<number> {
     throw err;
   }
   return exitCode;
+}
+
+/** How the local commands find the running sidecar: as `run` resolves its state dir. */
+function localOptions(command: Command): Command {
+  return command
+    .option('--state-dir <dir>', "the sidecar's state dir (AGENTCOM_STATE_DIR)")
+    .option('--agent <id>', 'agent id, for the default state dir (AGENTCOM_AGENT)')
+    .option(
+      '--config <file>',
+      'config file (AGENTCOM_CONFIG; default ~/.config/agentcom/sidecar.json)',
+    );
 }
 
 function collect(value: string, previous: string[]): string[] {

@@ -1,7 +1,7 @@
-import { chmod, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isConfigError } from './config-error';
-import { loadRunConfig, type RunFlags } from './config';
+import { loadRunConfig, resolveLocalTarget, type RunFlags } from './config';
 import { makeTempDir } from './test-support/temp-dir';
 
 const PATH = process.env.PATH ?? '';
@@ -123,7 +123,7 @@ describe('loadRunConfig', () => {
       const { dir, cleanup } = await makeTempDir();
       try {
         const file = join(dir, 'token');
-        await writeFile(file, '  file-token\n');
+        await writeFile(file, '  file-token\n', { mode: 0o600 });
         expect(loadRunConfig({ ...BASE_FLAGS, tokenFile: file }, BASE_ENV).token).toBe(
           'file-token',
         );
@@ -140,13 +140,221 @@ describe('loadRunConfig', () => {
         expect(failingOption({ ...BASE_FLAGS, tokenFile: join(dir, 'nope') })).toMatch(
           /^--token-file \(AGENTCOM_TOKEN_FILE\): cannot read .*ENOENT/,
         );
-        await writeFile(join(dir, 'empty'), '\n');
+        await writeFile(join(dir, 'empty'), '\n', { mode: 0o600 });
         expect(failingOption({ ...BASE_FLAGS, tokenFile: join(dir, 'empty') })).toMatch(
           /^--token-file \(AGENTCOM_TOKEN_FILE\): .* is empty/,
         );
       } finally {
         await cleanup();
       }
+    });
+  });
+
+  describe('in wake mode', () => {
+    it('takes --wake instead of --exec', () => {
+      const config = loadRunConfig(
+        { ...BASE_FLAGS, exec: undefined, wake: 'node wake.js --now' },
+        BASE_ENV,
+      );
+      expect(config.runner).toEqual({ kind: 'wake', argv: ['node', 'wake.js', '--now'] });
+    });
+
+    it('lets a flag choose the mode over the environment', () => {
+      const config = loadRunConfig(
+        { ...BASE_FLAGS, exec: undefined, wake: 'node' },
+        { ...BASE_ENV, AGENTCOM_EXEC: 'node handler.js' },
+      );
+      expect(config.runner.kind).toBe('wake');
+    });
+
+    it('refuses both in the environment', () => {
+      expect(
+        failingOption(
+          { ...BASE_FLAGS, exec: undefined },
+          { ...BASE_ENV, AGENTCOM_EXEC: 'node', AGENTCOM_WAKE: 'node' },
+        ),
+      ).toMatch(/^AGENTCOM_EXEC and AGENTCOM_WAKE: give one of them, not both/);
+    });
+  });
+
+  describe('with a token file open to group or others', () => {
+    it.each([0o644, 0o640, 0o604, 0o620, 0o660])(
+      'refuses a file of mode %s, open to group or others',
+      async (mode) => {
+        const { dir, cleanup } = await makeTempDir();
+        try {
+          const file = join(dir, 'token');
+          await writeFile(file, 'file-token\n');
+          await chmod(file, mode);
+          const octal = mode.toString(8);
+          expect(failingOption({ ...BASE_FLAGS, tokenFile: file })).toBe(
+            `--token-file (AGENTCOM_TOKEN_FILE): ${file} is readable or writable by group or ` +
+              `others (mode 0${octal}); make it owner-only: chmod 600 ${file}`,
+          );
+        } finally {
+          await cleanup();
+        }
+      },
+    );
+
+    it('takes an owner-only file (0600 or 0400)', async () => {
+      const { dir, cleanup } = await makeTempDir();
+      try {
+        const file = join(dir, 'token');
+        await writeFile(file, 'file-token\n');
+        await chmod(file, 0o400);
+        expect(loadRunConfig({ ...BASE_FLAGS, tokenFile: file }, BASE_ENV).token).toBe(
+          'file-token',
+        );
+      } finally {
+        await cleanup();
+      }
+    });
+  });
+
+  describe('with a config file', () => {
+    let dir: string;
+    let cleanup: () => Promise<void>;
+    let file: string;
+
+    beforeEach(async () => {
+      ({ dir, cleanup } = await makeTempDir());
+      file = join(dir, 'sidecar.json');
+      await writeFile(join(dir, 'token'), 'token-from-file\n', { mode: 0o600 });
+    });
+    afterEach(async () => {
+      await cleanup();
+    });
+
+    const write = (content: unknown): Promise<void> =>
+      writeFile(file, typeof content === 'string' ? content : JSON.stringify(content));
+
+    const FULL = {
+      hub: ['http://a:1', 'http://b:2'],
+      agent: 'from-file',
+      tokenFile: 'token',
+      queues: ['q1', 'q2'],
+      wake: [process.execPath, 'wake.js', 'two words'],
+      stateDir: 'state',
+      heartbeatMs: 250,
+      drainGraceMs: 1000,
+      killGraceMs: 100,
+      ackTimeoutMs: 2000,
+      failoverAttempts: 4,
+      logLevel: 'debug',
+      logFile: 'logs/sidecar.log',
+    };
+
+    it('reads every option from it, resolving relative paths against its directory', async () => {
+      await write(FULL);
+      const config = loadRunConfig({ config: file }, { PATH, HOME: '/home/someone' });
+      expect(config).toMatchObject({
+        hubUrls: ['http://a:1', 'http://b:2'],
+        agentId: 'from-file',
+        token: 'token-from-file',
+        queues: ['q1', 'q2'],
+        runner: { kind: 'wake', argv: [process.execPath, 'wake.js', 'two words'] },
+        stateDir: join(dir, 'state'),
+        heartbeatMs: 250,
+        drainGraceMs: 1000,
+        killGraceMs: 100,
+        ackTimeoutMs: 2000,
+        failoverAttempts: 4,
+        logLevel: 'debug',
+        logFile: join(dir, 'logs', 'sidecar.log'),
+        configFile: file,
+      });
+    });
+
+    it('ranks flags over the environment over the file over the defaults', async () => {
+      await write({ agent: 'file', heartbeatMs: 111, drainGraceMs: 222, killGraceMs: 333 });
+      const config = loadRunConfig(
+        { ...BASE_FLAGS, agent: 'flag', heartbeatMs: '1000', config: file },
+        {
+          ...BASE_ENV,
+          AGENTCOM_AGENT: 'env',
+          AGENTCOM_HEARTBEAT_MS: '2000',
+          AGENTCOM_DRAIN_GRACE_MS: '3000',
+        },
+      );
+      expect(config).toMatchObject({
+        agentId: 'flag',
+        heartbeatMs: 1000,
+        drainGraceMs: 3000,
+        killGraceMs: 333,
+        ackTimeoutMs: 10000,
+      });
+    });
+
+    it('lets a flag choose exec over the wake command of the file', async () => {
+      await write(FULL);
+      const config = loadRunConfig({ config: file, exec: 'node handler.js' }, { PATH });
+      expect(config.runner).toEqual({ kind: 'exec', argv: ['node', 'handler.js'] });
+    });
+
+    it("prefers AGENTCOM_TOKEN to the file's tokenFile, and --token-file to both", async () => {
+      await write(FULL);
+      const env = { PATH, AGENTCOM_TOKEN: 'env-token' };
+      expect(loadRunConfig({ config: file }, env).token).toBe('env-token');
+      await writeFile(join(dir, 'flag-token'), 'flag-token', { mode: 0o600 });
+      expect(loadRunConfig({ config: file, tokenFile: join(dir, 'flag-token') }, env).token).toBe(
+        'flag-token',
+      );
+    });
+
+    it('is found through AGENTCOM_CONFIG, and by default in XDG_CONFIG_HOME or ~/.config', async () => {
+      await write(FULL);
+      expect(loadRunConfig({}, { PATH, AGENTCOM_CONFIG: file }).agentId).toBe('from-file');
+      await mkdir(join(dir, 'xdg', 'agentcom'), { recursive: true });
+      await writeFile(
+        join(dir, 'xdg', 'agentcom', 'sidecar.json'),
+        JSON.stringify({ ...FULL, agent: 'xdg', tokenFile: join(dir, 'token') }),
+      );
+      expect(loadRunConfig({}, { PATH, XDG_CONFIG_HOME: join(dir, 'xdg') }).agentId).toBe('xdg');
+      await mkdir(join(dir, 'home', '.config', 'agentcom'), { recursive: true });
+      await writeFile(
+        join(dir, 'home', '.config', 'agentcom', 'sidecar.json'),
+        JSON.stringify({ ...FULL, agent: 'home', tokenFile: join(dir, 'token') }),
+      );
+      expect(loadRunConfig({}, { PATH, HOME: join(dir, 'home') }).agentId).toBe('home');
+    });
+
+    it('is optional at its default place', () => {
+      expect(loadRunConfig(BASE_FLAGS, { ...BASE_ENV, HOME: dir }).agentId).toBe('agent-1');
+    });
+
+    it.each<[string, unknown, RegExp]>([
+      ['an unknown key', { hubb: 'x' }, /^--config \(.*sidecar\.json\): unknown key "hubb"$/],
+      [
+        'a token in the file',
+        { token: 'x' },
+        /^--config \(.*\): unknown key "token": the token never goes in the config file/,
+      ],
+      ['not JSON', '{"hub": ', /^--config \(.*\): not valid JSON/],
+      ['not an object', '[1, 2]', /^--config \(.*\): must hold one JSON object$/],
+      ['a number as text', { agent: 12 }, /^--config \(.*\): "agent" must be a string$/],
+      ['a list of numbers', { queues: [1] }, /"queues" must be a string or an array of strings/],
+      ['an empty argv', { exec: [] }, /"exec" must be a command line/],
+      ['a boolean duration', { heartbeatMs: true }, /"heartbeatMs" must be a number/],
+    ])('refuses %s, naming the key', async (_case, content, message) => {
+      await write(content);
+      expect(failingOption({ ...BASE_FLAGS, config: file })).toMatch(message);
+    });
+
+    it("names the file's key when one of its values is bad", async () => {
+      await write({ heartbeatMs: 5 });
+      expect(failingOption({ ...BASE_FLAGS, config: file })).toBe(
+        `--heartbeat-ms (heartbeatMs in ${file}): Too small: expected number to be >=50`,
+      );
+    });
+
+    it('refuses a missing file it was told to read', () => {
+      expect(failingOption({ ...BASE_FLAGS, config: join(dir, 'nope.json') })).toMatch(
+        /^--config \(.*nope\.json\): cannot read the config file \(ENOENT\)$/,
+      );
+      expect(
+        failingOption(BASE_FLAGS, { ...BASE_ENV, AGENTCOM_CONFIG: join(dir, 'nope.json') }),
+      ).toMatch(/ENOENT/);
     });
   });
 
@@ -191,10 +399,28 @@ describe('loadRunConfig', () => {
         /^--queue .*\(item 1\)/,
       ],
       [
-        'no exec',
+        'no exec nor wake',
         { ...BASE_FLAGS, exec: undefined },
         BASE_ENV,
-        /^--exec \(AGENTCOM_EXEC\): is required$/,
+        /^--exec or --wake \(AGENTCOM_EXEC or AGENTCOM_WAKE\): one of them is required$/,
+      ],
+      [
+        'both exec and wake',
+        { ...BASE_FLAGS, wake: 'node' },
+        BASE_ENV,
+        /^--exec and --wake: give one of them, not both/,
+      ],
+      [
+        'an unknown wake command',
+        { ...BASE_FLAGS, exec: undefined, wake: 'no-such-command-xyz' },
+        BASE_ENV,
+        /^--wake \(AGENTCOM_WAKE\): command "no-such-command-xyz" was not found on PATH/,
+      ],
+      [
+        'a state dir too long for a unix socket',
+        { ...BASE_FLAGS, stateDir: `/tmp/${'d'.repeat(120)}` },
+        BASE_ENV,
+        /^--state-dir \(AGENTCOM_STATE_DIR\): is too long/,
       ],
       [
         'an unterminated quote in exec',
@@ -275,5 +501,41 @@ describe('loadRunConfig', () => {
         failingOption(BASE_FLAGS, { ...BASE_ENV, AGENTCOM_TOKEN: 'x'.repeat(600) }),
       ).not.toContain('xxxx');
     });
+  });
+});
+
+describe('resolveLocalTarget', () => {
+  it('finds the socket in the state dir given by flag, environment or config file', async () => {
+    const { dir, cleanup } = await makeTempDir();
+    try {
+      expect(resolveLocalTarget({ stateDir: '/s/flag' }, { AGENTCOM_STATE_DIR: '/s/env' })).toEqual(
+        {
+          stateDir: '/s/flag',
+          socketPath: '/s/flag/sidecar.sock',
+        },
+      );
+      expect(resolveLocalTarget({}, { AGENTCOM_STATE_DIR: '/s/env' }).stateDir).toBe('/s/env');
+      const file = join(dir, 'sidecar.json');
+      await writeFile(file, JSON.stringify({ stateDir: '/s/file', exec: 'whatever' }));
+      expect(resolveLocalTarget({ config: file }, {}).stateDir).toBe('/s/file');
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('falls back to the default state dir of the agent', () => {
+    expect(resolveLocalTarget({ agent: 'a1' }, { HOME: '/home/x' }).socketPath).toBe(
+      '/home/x/.local/state/agentcom/a1/sidecar.sock',
+    );
+    expect(resolveLocalTarget({}, { HOME: '/home/x', AGENTCOM_AGENT: 'a2' }).stateDir).toBe(
+      '/home/x/.local/state/agentcom/a2',
+    );
+  });
+
+  it('needs a state dir or an agent id', () => {
+    expect(() => resolveLocalTarget({}, { HOME: '/home/x' })).toThrow(
+      '--state-dir (AGENTCOM_STATE_DIR) or --agent (AGENTCOM_AGENT): is required to find the running sidecar',
+    );
+    expect(() => resolveLocalTarget({ agent: 'a:b' }, { HOME: '/home/x' })).toThrow(/^--agent /);
   });
 });

@@ -4,34 +4,47 @@ import { delimiter, join } from 'node:path';
 import { z } from 'zod';
 import { agentIdSchema, handshakeAuthSchema, queueNameSchema } from '@agentcom/shared';
 import { ConfigError } from './config-error';
+import { readConfigFile, type ConfigFile } from './config-file';
+import { Layers, nonEmpty, type Env, type Setting } from './config-layers';
 import { SplitCommandError, splitCommand } from './split-command';
 
 /**
- * The sidecar's configuration: flags first, then environment variables, then defaults. This file
- * is the only reader of `process.env`; everything else receives the frozen {@link SidecarConfig}.
+ * The sidecar's configuration: flags first, then environment variables, then the config file
+ * (see config-file.ts), then defaults. This file is the only reader of `process.env`; everything
+ * else receives the frozen {@link SidecarConfig}.
  */
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-/** How tasks are run. Only `exec` exists today; `wake` will join it as another variant. */
+/** `exec` mode: one process per task, the task on its stdin. */
 export interface ExecRunnerConfig {
   readonly kind: 'exec';
   /** `--exec` split into argv (see {@link splitCommand}); `argv[0]` was found executable at start. */
   readonly argv: readonly string[];
 }
 
+/** `wake` mode: write the task to `current.json`, run the wake command, wait for `done` / `fail`. */
+export interface WakeRunnerConfig {
+  readonly kind: 'wake';
+  /** `--wake` split into argv; `argv[0]` was found executable at start. */
+  readonly argv: readonly string[];
+}
+
+export type RunnerConfig = ExecRunnerConfig | WakeRunnerConfig;
+
 export interface SidecarConfig {
-  /** `--hub` / `AGENTCOM_HUB`: hub URLs (comma-separated), tried in order, rotating on failure. Required. */
+  /** `--hub` / `AGENTCOM_HUB` / `hub`: hub URLs (comma-separated), tried in order, rotating on failure. Required. */
   readonly hubUrls: readonly string[];
-  /** `--agent` / `AGENTCOM_AGENT`: this agent's id. Required. */
+  /** `--agent` / `AGENTCOM_AGENT` / `agent`: this agent's id. Required. */
   readonly agentId: string;
-  /** From `--token-file` / `AGENTCOM_TOKEN_FILE` (trimmed), else `AGENTCOM_TOKEN`. Required. Never logged. */
+  /** From `--token-file` / `AGENTCOM_TOKEN_FILE` (trimmed), else `AGENTCOM_TOKEN`, else `tokenFile`. Required. Never logged. */
   readonly token: string;
-  /** `--queue` (repeatable, or comma-separated) / `AGENTCOM_QUEUES`: the queues served. Required. */
+  /** `--queue` (repeatable, or comma-separated) / `AGENTCOM_QUEUES` / `queues`: the queues served. Required. */
   readonly queues: readonly string[];
-  readonly runner: ExecRunnerConfig;
-  /** `--state-dir` / `AGENTCOM_STATE_DIR`. Default `$XDG_STATE_HOME/agentcom/<agentId>` (`~/.local/state/...`). */
+  /** `--exec` or `--wake` (exactly one): how tasks are carried out. */
+  readonly runner: RunnerConfig;
+  /** `--state-dir` / `AGENTCOM_STATE_DIR` / `stateDir`. Default `$XDG_STATE_HOME/agentcom/<agentId>` (`~/.local/state/...`). */
   readonly stateDir: string;
   /** `--heartbeat-ms` / `AGENTCOM_HEARTBEAT_MS`: heartbeat period. Default 5000. */
   readonly heartbeatMs: number;
@@ -45,17 +58,23 @@ export interface SidecarConfig {
   readonly failoverAttempts: number;
   /** `--log-level` / `LOG_LEVEL`. Default `info`. */
   readonly logLevel: LogLevel;
+  /** `--log-file` / `AGENTCOM_LOG_FILE`: append the JSON log lines to this file. Default: stderr. */
+  readonly logFile?: string;
+  /** The config file that was read, if any (for the start log line). */
+  readonly configFile?: string;
   /** The environment handed to task processes: this process's, minus `AGENTCOM_TOKEN` and `AGENTCOM_TOKEN_FILE`. */
   readonly childEnv: Readonly<Record<string, string>>;
 }
 
 /** The flags of `agentcom-sidecar run` as the CLI parsed them: strings, not yet validated. */
 export interface RunFlags {
+  config?: string;
   hub?: string;
   agent?: string;
   tokenFile?: string;
   queue?: string[];
   exec?: string;
+  wake?: string;
   stateDir?: string;
   heartbeatMs?: string;
   drainGraceMs?: string;
@@ -63,32 +82,20 @@ export interface RunFlags {
   ackTimeoutMs?: string;
   failoverAttempts?: string;
   logLevel?: string;
+  logFile?: string;
 }
 
-type Env = Readonly<Record<string, string | undefined>>;
-
-/** Each setting with the flag and variable that set it: error messages name both. */
-const SOURCES = {
-  hubUrls: { flag: '--hub', env: 'AGENTCOM_HUB' },
-  agentId: { flag: '--agent', env: 'AGENTCOM_AGENT' },
-  tokenFile: { flag: '--token-file', env: 'AGENTCOM_TOKEN_FILE' },
-  token: { flag: '--token-file', env: 'AGENTCOM_TOKEN' },
-  queues: { flag: '--queue', env: 'AGENTCOM_QUEUES' },
-  exec: { flag: '--exec', env: 'AGENTCOM_EXEC' },
-  stateDir: { flag: '--state-dir', env: 'AGENTCOM_STATE_DIR' },
-  heartbeatMs: { flag: '--heartbeat-ms', env: 'AGENTCOM_HEARTBEAT_MS' },
-  drainGraceMs: { flag: '--drain-grace-ms', env: 'AGENTCOM_DRAIN_GRACE_MS' },
-  killGraceMs: { flag: '--kill-grace-ms', env: 'AGENTCOM_KILL_GRACE_MS' },
-  ackTimeoutMs: { flag: '--ack-timeout-ms', env: 'AGENTCOM_ACK_TIMEOUT_MS' },
-  failoverAttempts: { flag: '--failover-attempts', env: 'AGENTCOM_FAILOVER_ATTEMPTS' },
-  logLevel: { flag: '--log-level', env: 'LOG_LEVEL' },
-} as const;
-type Setting = keyof typeof SOURCES;
-
-function optionName(setting: Setting): string {
-  const { flag, env } = SOURCES[setting];
-  return `${flag} (${env})`;
+/** The flags the local commands (`status`, `done`, `fail`) use to find the running sidecar. */
+export interface LocalFlags {
+  config?: string;
+  stateDir?: string;
+  agent?: string;
 }
+
+/** The name of the IPC socket in the state dir. */
+export const IPC_SOCKET_NAME = 'sidecar.sock';
+/** Longest unix socket path Linux accepts (`sun_path` is 108 bytes, NUL included). */
+const MAX_SOCKET_PATH_BYTES = 107;
 
 const hubUrlSchema = z.string().refine((value) => {
   try {
@@ -106,77 +113,198 @@ function integerSchema(min: number, max: number) {
     .pipe(z.number().int().min(min).max(max));
 }
 
+const stateDirSchema = z
+  .string()
+  .min(1)
+  .refine(
+    (dir) => Buffer.byteLength(join(dir, IPC_SOCKET_NAME)) <= MAX_SOCKET_PATH_BYTES,
+    `is too long: <state-dir>/${IPC_SOCKET_NAME} must fit in ${MAX_SOCKET_PATH_BYTES} bytes (a unix socket path)`,
+  );
+
 /** Validates the assembled strings; keys are {@link Setting}s so an issue maps to its option. */
 const settingsSchema = z
   .object({
     hubUrls: z.array(hubUrlSchema).min(1, 'needs at least one URL'),
     agentId: agentIdSchema,
-    token: handshakeAuthSchema.shape.token,
     queues: z.array(queueNameSchema).min(1, 'needs at least one queue').max(32),
-    stateDir: z.string().min(1),
+    stateDir: stateDirSchema,
     heartbeatMs: integerSchema(50, 600_000),
     drainGraceMs: integerSchema(0, 86_400_000),
     killGraceMs: integerSchema(0, 600_000),
     ackTimeoutMs: integerSchema(100, 600_000),
     failoverAttempts: integerSchema(1, 1000),
     logLevel: z.enum(LOG_LEVELS),
+    logFile: z.string().min(1).optional(),
   })
   .strict();
 
 /**
- * Builds the frozen config from the parsed flags and the environment. Throws {@link ConfigError}
- * naming the first bad or missing option. Reads the token file and checks that the `--exec`
- * command exists, so a broken setup fails at start rather than on the first task.
+ * Builds the frozen config from the parsed flags, the environment and the config file (in that
+ * order of precedence). Throws {@link ConfigError} naming the first bad or missing option. Reads
+ * the token file (refusing one that group or others may access) and checks that the `--exec` /
+ * `--wake` command exists, so a broken setup fails at start rather than on the first task.
  */
 export function loadRunConfig(flags: RunFlags, env: Env = process.env): SidecarConfig {
-  const pick = (flag: string | undefined, setting: Setting): string | undefined =>
-    nonEmpty(flag) ?? nonEmpty(env[SOURCES[setting].env]);
+  const file = loadConfigFile(flags.config, env);
+  const layers = new Layers(
+    {
+      hubUrls: flags.hub,
+      agentId: flags.agent,
+      tokenFile: flags.tokenFile,
+      queues:
+        flags.queue !== undefined && flags.queue.length > 0 ? flags.queue.join(',') : undefined,
+      exec: flags.exec,
+      wake: flags.wake,
+      stateDir: flags.stateDir,
+      heartbeatMs: flags.heartbeatMs,
+      drainGraceMs: flags.drainGraceMs,
+      killGraceMs: flags.killGraceMs,
+      ackTimeoutMs: flags.ackTimeoutMs,
+      failoverAttempts: flags.failoverAttempts,
+      logLevel: flags.logLevel,
+      logFile: flags.logFile,
+    },
+    env,
+    file,
+  );
+  const required = (setting: Setting): string => {
+    const value = layers.pick(setting);
+    if (value === undefined) throw new ConfigError(layers.optionName(setting), 'is required');
+    return value;
+  };
 
-  const hub = required(pick(flags.hub, 'hubUrls'), 'hubUrls');
-  const agentId = required(pick(flags.agent, 'agentId'), 'agentId');
-  const queueText =
-    flags.queue !== undefined && flags.queue.length > 0
-      ? flags.queue.join(',')
-      : env.AGENTCOM_QUEUES;
-  const queues = unique(splitList(required(nonEmpty(queueText), 'queues')));
-  const argv = parseExec(required(pick(flags.exec, 'exec'), 'exec'), env);
-  const token = readToken(flags.tokenFile, env);
+  const hub = required('hubUrls');
+  const agentId = required('agentId');
+  const queues = unique(splitList(required('queues')));
+  const runner = pickRunner(layers);
+  const token = readToken(layers);
 
   const parsed = settingsSchema.safeParse({
     hubUrls: unique(splitList(hub)),
     agentId,
-    token,
     queues,
-    stateDir: pick(flags.stateDir, 'stateDir') ?? defaultStateDir(agentId, env),
-    heartbeatMs: pick(flags.heartbeatMs, 'heartbeatMs') ?? '5000',
-    drainGraceMs: pick(flags.drainGraceMs, 'drainGraceMs') ?? '30000',
-    killGraceMs: pick(flags.killGraceMs, 'killGraceMs') ?? '5000',
-    ackTimeoutMs: pick(flags.ackTimeoutMs, 'ackTimeoutMs') ?? '10000',
-    failoverAttempts: pick(flags.failoverAttempts, 'failoverAttempts') ?? '3',
-    logLevel: pick(flags.logLevel, 'logLevel') ?? 'info',
+    stateDir: layers.pick('stateDir') ?? defaultStateDir(agentId, env),
+    heartbeatMs: layers.pick('heartbeatMs') ?? '5000',
+    drainGraceMs: layers.pick('drainGraceMs') ?? '30000',
+    killGraceMs: layers.pick('killGraceMs') ?? '5000',
+    ackTimeoutMs: layers.pick('ackTimeoutMs') ?? '10000',
+    failoverAttempts: layers.pick('failoverAttempts') ?? '3',
+    logLevel: layers.pick('logLevel') ?? 'info',
+    logFile: layers.pick('logFile'),
   });
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const setting = (issue?.path[0] ?? 'hubUrls') as Setting;
     const where =
       issue !== undefined && issue.path.length > 1 ? ` (item ${String(issue.path[1])})` : '';
-    throw new ConfigError(optionName(setting), `${issue?.message ?? 'is not valid'}${where}`);
+    throw new ConfigError(
+      layers.optionName(setting),
+      `${issue?.message ?? 'is not valid'}${where}`,
+    );
   }
+  const { logFile, ...settings } = parsed.data;
 
   return deepFreeze({
-    ...parsed.data,
-    runner: { kind: 'exec' as const, argv },
+    ...settings,
+    token,
+    ...(logFile !== undefined && { logFile }),
+    ...(file !== undefined && { configFile: file.path }),
+    runner,
     childEnv: childEnvironment(env),
   });
 }
 
-function required(value: string | undefined, setting: Setting): string {
-  if (value === undefined) throw new ConfigError(optionName(setting), 'is required');
-  return value;
+/**
+ * Where the local commands (`status`, `done`, `fail`) find the running sidecar: its state dir
+ * and IPC socket, resolved as `run` resolves them (`--state-dir`, `AGENTCOM_STATE_DIR`, the config
+ * file, else the default state dir of `--agent` / `AGENTCOM_AGENT` / `agent`).
+ */
+export function resolveLocalTarget(
+  flags: LocalFlags,
+  env: Env = process.env,
+): { stateDir: string; socketPath: string } {
+  const file = loadConfigFile(flags.config, env);
+  const layers = new Layers({ stateDir: flags.stateDir, agentId: flags.agent }, env, file);
+  let stateDir = layers.pick('stateDir');
+  if (stateDir === undefined) {
+    const agentId = layers.pick('agentId');
+    if (agentId === undefined) {
+      throw new ConfigError(
+        `${layers.optionName('stateDir')} or ${layers.optionName('agentId')}`,
+        'is required to find the running sidecar',
+      );
+    }
+    const checked = agentIdSchema.safeParse(agentId);
+    if (!checked.success) {
+      throw new ConfigError(
+        layers.optionName('agentId'),
+        checked.error.issues[0]?.message ?? 'is not valid',
+      );
+    }
+    stateDir = defaultStateDir(agentId, env);
+  }
+  return { stateDir, socketPath: join(stateDir, IPC_SOCKET_NAME) };
 }
 
-function nonEmpty(value: string | undefined): string | undefined {
-  return value === undefined || value.trim() === '' ? undefined : value;
+/** `--config` / `AGENTCOM_CONFIG` (must exist), else the default file (may be missing). */
+function loadConfigFile(flag: string | undefined, env: Env): ConfigFile | undefined {
+  const named = nonEmpty(flag) ?? nonEmpty(env.AGENTCOM_CONFIG);
+  if (named !== undefined) return readConfigFile(named, true);
+  const base = nonEmpty(env.XDG_CONFIG_HOME) ?? join(nonEmpty(env.HOME) ?? homedir(), '.config');
+  return readConfigFile(join(base, 'agentcom', 'sidecar.json'), false);
+}
+
+/**
+ * `--exec` or `--wake`, exactly one, from the highest layer that sets either: a flag overrides a
+ * mode chosen in the environment or the config file, but one layer may not set both.
+ */
+function pickRunner(layers: Layers): RunnerConfig {
+  const candidates: Array<{ exec?: Command; wake?: Command; where: string }> = [
+    {
+      exec: text(layers.flag('exec')),
+      wake: text(layers.flag('wake')),
+      where: '--exec and --wake',
+    },
+    {
+      exec: text(nonEmpty(layers.env.AGENTCOM_EXEC)),
+      wake: text(nonEmpty(layers.env.AGENTCOM_WAKE)),
+      where: 'AGENTCOM_EXEC and AGENTCOM_WAKE',
+    },
+    {
+      exec: fileCommand(layers.file, 'exec'),
+      wake: fileCommand(layers.file, 'wake'),
+      where: `"exec" and "wake" in ${layers.file?.path ?? 'the config file'}`,
+    },
+  ];
+  for (const { exec, wake, where } of candidates) {
+    if (exec !== undefined && wake !== undefined) {
+      throw new ConfigError(where, 'give one of them, not both (a sidecar runs in one mode)');
+    }
+    if (exec !== undefined) {
+      return { kind: 'exec', argv: commandArgv(exec, layers.optionName('exec'), layers.env) };
+    }
+    if (wake !== undefined) {
+      return { kind: 'wake', argv: commandArgv(wake, layers.optionName('wake'), layers.env) };
+    }
+  }
+  throw new ConfigError(
+    '--exec or --wake (AGENTCOM_EXEC or AGENTCOM_WAKE)',
+    'one of them is required',
+  );
+}
+
+/** A command as configured: a line to split like a shell, or (config file only) an argv. */
+type Command = { line: string } | { argv: readonly string[] };
+
+function text(line: string | undefined): Command | undefined {
+  return line === undefined ? undefined : { line };
+}
+
+function fileCommand(file: ConfigFile | undefined, key: 'exec' | 'wake'): Command | undefined {
+  if (file === undefined) return undefined;
+  const argv = file.argv[key];
+  if (argv !== undefined) return { argv };
+  return text(nonEmpty(file.text[key]));
 }
 
 function splitList(text: string): string[] {
@@ -190,42 +318,76 @@ function unique(items: string[]): string[] {
   return [...new Set(items)];
 }
 
-function readToken(flagPath: string | undefined, env: Env): string {
-  const path = nonEmpty(flagPath) ?? nonEmpty(env.AGENTCOM_TOKEN_FILE);
-  if (path === undefined) {
-    const token = nonEmpty(env.AGENTCOM_TOKEN)?.trim();
-    if (token === undefined) {
-      throw new ConfigError('--token-file (AGENTCOM_TOKEN_FILE or AGENTCOM_TOKEN)', 'is required');
+/** The longest token the handshake accepts. */
+const MAX_TOKEN_LENGTH = handshakeAuthSchema.shape.token.maxLength ?? 512;
+
+/**
+ * The agent token, by precedence: `--token-file`, `AGENTCOM_TOKEN_FILE`, `AGENTCOM_TOKEN`, the
+ * config file's `tokenFile`. A token file that group or others may read or write is refused: the
+ * token is the agent's identity.
+ */
+function readToken(layers: Layers): string {
+  const fromEnv = nonEmpty(layers.env.AGENTCOM_TOKEN)?.trim();
+  const path = layers.flag('tokenFile') ?? nonEmpty(layers.env.AGENTCOM_TOKEN_FILE);
+  if (path === undefined && fromEnv !== undefined) {
+    if (fromEnv.length > MAX_TOKEN_LENGTH) {
+      throw new ConfigError('AGENTCOM_TOKEN', `is longer than ${MAX_TOKEN_LENGTH} characters`);
     }
-    return token;
+    return fromEnv;
   }
+  const tokenPath = path ?? layers.pick('tokenFile');
+  if (tokenPath === undefined) {
+    throw new ConfigError('--token-file (AGENTCOM_TOKEN_FILE or AGENTCOM_TOKEN)', 'is required');
+  }
+  const option = layers.optionName('tokenFile');
+  let mode: number;
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    mode = statSync(tokenPath).mode;
+    text = readFileSync(tokenPath, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'unreadable';
-    throw new ConfigError(optionName('tokenFile'), `cannot read ${path} (${code})`);
+    throw new ConfigError(option, `cannot read ${tokenPath} (${code})`);
+  }
+  if ((mode & 0o077) !== 0) {
+    const octal = (mode & 0o777).toString(8).padStart(4, '0');
+    throw new ConfigError(
+      option,
+      `${tokenPath} is readable or writable by group or others (mode ${octal}); ` +
+        `make it owner-only: chmod 600 ${tokenPath}`,
+    );
   }
   const token = text.trim();
-  if (token === '') throw new ConfigError(optionName('tokenFile'), `${path} is empty`);
+  if (token === '') throw new ConfigError(option, `${tokenPath} is empty`);
+  if (token.length > MAX_TOKEN_LENGTH) {
+    throw new ConfigError(
+      option,
+      `the token in ${tokenPath} is longer than ${MAX_TOKEN_LENGTH} characters`,
+    );
+  }
   return token;
 }
 
-function parseExec(line: string, env: Env): string[] {
+/** Splits a command line (or takes a config file's argv) and checks its command is executable. */
+function commandArgv(command: Command, option: string, env: Env): string[] {
   let argv: string[];
-  try {
-    argv = splitCommand(line);
-  } catch (err) {
-    if (err instanceof SplitCommandError) throw new ConfigError(optionName('exec'), err.message);
-    throw err;
+  if ('argv' in command) {
+    argv = [...command.argv];
+  } else {
+    try {
+      argv = splitCommand(command.line);
+    } catch (err) {
+      if (err instanceof SplitCommandError) throw new ConfigError(option, err.message);
+      throw err;
+    }
   }
-  const command = argv[0];
-  if (command === undefined || command === '') {
-    throw new ConfigError(optionName('exec'), 'names no command');
+  const name = argv[0];
+  if (name === undefined || name === '') {
+    throw new ConfigError(option, 'names no command');
   }
-  if (!isExecutableCommand(command, env)) {
-    const where = command.includes('/') ? 'is not an executable file' : 'was not found on PATH';
-    throw new ConfigError(optionName('exec'), `command "${command}" ${where}`);
+  if (!isExecutableCommand(name, env)) {
+    const where = name.includes('/') ? 'is not an executable file' : 'was not found on PATH';
+    throw new ConfigError(option, `command "${name}" ${where}`);
   }
   return argv;
 }

@@ -9,6 +9,7 @@ import { startDaemon, type Daemon, type DaemonEvents } from './daemon';
 import { EXIT_CODES } from './exit-codes';
 import { INTERRUPTED_ERROR, STATE_FILE_NAME } from './outbox/outbox';
 import { StateDirInUseError } from './outbox/state-lock';
+import { ipcRequest } from './ipc/ipc-client';
 import { FakeHub } from './test-support/fake-hub';
 import { testLogger } from './test-support/logger';
 import { makeTempDir } from './test-support/temp-dir';
@@ -559,6 +560,52 @@ describe('daemon', () => {
         },
       ]);
       expect(existsSync(join(dir, 'state', 'sidecar.lock'))).toBe(false);
+    });
+
+    it('takes the report of a wake task during the drain, through its IPC socket', async () => {
+      const hub = await startHub();
+      const daemon = await start([hub.url], {
+        runner: { kind: 'wake', argv: [process.execPath, '-e', 'console.log("woke")'] },
+      });
+      const { socket } = await hub.connection();
+      const woke = hub.nextEvent('task:log');
+      socket.emit('task:assign', assignment('t1'));
+      await woke;
+
+      const drain = hub.nextEvent('agent:drain');
+      const stopped = daemon.shutdown();
+      await drain;
+      await expect(
+        ipcRequest(daemon.socketPath, { type: 'done', result: { late: true } }, 5000),
+      ).resolves.toEqual({ ok: true, taskId: 't1' });
+      await stopped;
+      expect(hub.messages('task:complete')).toEqual([
+        { taskId: 't1', token: 'token-t1', result: { late: true } },
+      ]);
+      expect(existsSync(daemon.socketPath)).toBe(false);
+    });
+  });
+
+  describe('in wake mode', () => {
+    it('removes a current.json left by a dead sidecar, reporting its task as interrupted', async () => {
+      const hub = await startHub();
+      await mkdir(join(dir, 'state'), { recursive: true });
+      await writeFile(
+        join(dir, 'state', STATE_FILE_NAME),
+        JSON.stringify({
+          version: 1,
+          current: { taskId: 'old', token: 'token-old', attempt: 1, state: 'working' },
+          outbox: [],
+        }),
+      );
+      await writeFile(join(dir, 'state', 'current.json'), '{"id":"old"}');
+      const failed = hub.nextEvent('task:fail');
+      const daemon = await start([hub.url], {
+        runner: { kind: 'wake', argv: [process.execPath, '-e', ''] },
+      });
+      expect(existsSync(join(dir, 'state', 'current.json'))).toBe(false);
+      expect((await failed).message).toMatchObject({ taskId: 'old', error: INTERRUPTED_ERROR });
+      expect(daemon.status()).toMatchObject({ mode: 'wake', task: null });
     });
   });
 });

@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { PROTOCOL_VERSION, type HandshakeAuth } from '@agentcom/shared';
-import type { SidecarConfig } from './config';
+import { IPC_SOCKET_NAME, type SidecarConfig } from './config';
 import { HubConnection } from './connection/hub-connection';
 import type { DaemonEvents } from './daemon-events';
 import { EXIT_CODES, type ExitCode } from './exit-codes';
@@ -9,7 +10,13 @@ import { createLogger, type Logger } from './logger';
 import { Outbox } from './outbox/outbox';
 import { acquireStateLock, type StateLock } from './outbox/state-lock';
 import type { HeldTask, Report } from './outbox/state-schema';
+import { createIpcHandler } from './ipc/ipc-handler';
+import { startIpcServer, type IpcServer } from './ipc/ipc-server';
+import type { SidecarStatus } from './ipc/ipc-protocol';
+import { statusReporter } from './ipc/sidecar-status';
 import { ExecRunner } from './runner/exec-runner';
+import type { TaskRunner } from './runner/task-runner';
+import { WakeRunner } from './runner/wake-runner';
 import { drain } from './task/drain';
 import { ReportDelivery } from './task/report-delivery';
 import { TaskController } from './task/task-controller';
@@ -44,11 +51,16 @@ export interface Daemon {
   killNow(): void;
   /** A snapshot of the durable state. */
   state(): { connected: boolean; current: HeldTask | undefined; outbox: readonly Report[] };
+  /** What `agentcom-sidecar status` shows. */
+  status(): SidecarStatus;
+  /** The local IPC socket (`<state-dir>/sidecar.sock`). */
+  readonly socketPath: string;
 }
 
 /**
- * Composition root: takes the state dir, loads the outbox, wires connection, runner, controller
- * and delivery, and starts connecting. Resolves once it is connecting (not connected).
+ * Composition root: takes the state dir, loads the outbox, wires connection, runner, controller,
+ * delivery and the local IPC socket, and starts connecting. Resolves once it is connecting (not
+ * connected).
  */
 export async function startDaemon(
   config: SidecarConfig,
@@ -56,6 +68,13 @@ export async function startDaemon(
 ): Promise<Daemon> {
   const logger = options.logger ?? createLogger(config.logLevel, config.agentId);
   await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
+  const dirMode = (await stat(config.stateDir)).mode & 0o777;
+  if ((dirMode & 0o077) !== 0) {
+    logger.warn(
+      { stateDir: config.stateDir, mode: dirMode.toString(8) },
+      'the state dir is open to group or others: make it owner-only (chmod 700)',
+    );
+  }
   const lock = await acquireStateLock(config.stateDir);
   try {
     return await assemble(config, options, logger, lock);
@@ -73,6 +92,26 @@ async function assemble(
 ): Promise<Daemon> {
   const events = new EventEmitter<DaemonEvents>();
   const outbox = await Outbox.open(config.stateDir, logger);
+  const wake =
+    config.runner.kind === 'wake'
+      ? new WakeRunner({
+          argv: config.runner.argv,
+          env: config.childEnv,
+          stateDir: config.stateDir,
+          killGraceMs: config.killGraceMs,
+          logger,
+        })
+      : undefined;
+  // The task of a current.json left by a dead sidecar is reported as interrupted by the outbox.
+  await wake?.removeStaleTaskFile();
+  const runner: TaskRunner =
+    wake ??
+    new ExecRunner({
+      argv: config.runner.argv,
+      env: config.childEnv,
+      killGraceMs: config.killGraceMs,
+      logger,
+    });
   const connection = new HubConnection({
     urls: config.hubUrls,
     auth: (): HandshakeAuth => {
@@ -104,12 +143,7 @@ async function assemble(
   const controller = new TaskController({
     outbox,
     connection,
-    runner: new ExecRunner({
-      argv: config.runner.argv,
-      env: config.childEnv,
-      killGraceMs: config.killGraceMs,
-      logger,
-    }),
+    runner,
     delivery,
     events,
     logger,
@@ -125,6 +159,20 @@ async function assemble(
   connection.on('task:assign', (payload) => controller.onAssign(payload));
   connection.on('task:cancel', (payload) => controller.onCancel(payload));
 
+  const status = statusReporter({ config, connection, controller, outbox });
+  const ipc: IpcServer = await startIpcServer(
+    join(config.stateDir, IPC_SOCKET_NAME),
+    createIpcHandler({
+      status,
+      wake,
+      events,
+      // Below the local command's own 60 s wait, so it always hears the answer.
+      storeTimeoutMs: Math.min(config.ackTimeoutMs + 10_000, 50_000),
+      logger,
+    }),
+    logger,
+  );
+
   const heartbeat = setInterval(() => void controller.heartbeat(), config.heartbeatMs);
 
   let closing: Promise<void> | undefined;
@@ -136,6 +184,7 @@ async function assemble(
         clearInterval(heartbeat);
         delivery.stop();
         connection.close();
+        await ipc.close();
         await outbox.idle();
         await lock.release();
       }
@@ -162,6 +211,8 @@ async function assemble(
       version: SIDECAR_VERSION,
       hubs: config.hubUrls,
       queues: config.queues,
+      mode: config.runner.kind,
+      configFile: config.configFile,
       stateDir: config.stateDir,
       held: held && { taskId: held.taskId, state: held.state },
       undelivered: outbox.reports.length,
@@ -189,5 +240,7 @@ async function assemble(
       current: outbox.current,
       outbox: outbox.reports,
     }),
+    status,
+    socketPath: ipc.path,
   };
 }

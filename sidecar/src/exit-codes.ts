@@ -19,3 +19,19 @@ export const EXIT_CODES = {
 } as const;
 
 export type ExitCode = (typeof EXIT_CODES)[keyof typeof EXIT_CODES];
+
+/**
+ * Exit codes of the local commands (`status`, `done`, `fail`), documented in sidecar/README.md.
+ */
+export const LOCAL_EXIT_CODES = {
+  /** The sidecar took the request (`done` / `fail`: the report is in its outbox). */
+  OK: 0,
+  /** The sidecar refused it (no task in hand, not in wake mode), or did not answer. */
+  REFUSED: 1,
+  /** Bad usage: a missing or malformed option, a result that is not acceptable JSON. */
+  USAGE: 2,
+  /** The sidecar is not running (no one listens on its socket). */
+  NOT_RUNNING: 3,
+} as const;
+
+export type LocalExitCode = (typeof LOCAL_EXIT_CODES)[keyof typeof LOCAL_EXIT_CODES];

@@ -25,7 +25,17 @@ export async function runCommand(
     stderr.write(`agentcom-sidecar: ${err.message}\n`);
     return EXIT_CODES.BAD_CONFIG;
   }
-  const logger = createLogger(config.logLevel, config.agentId);
+  let logger: Logger;
+  try {
+    logger = createLogger(config.logLevel, config.agentId, config.logFile);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? errorText(err);
+    stderr.write(
+      `agentcom-sidecar: --log-file (AGENTCOM_LOG_FILE): cannot open ${config.logFile ?? ''} (${code})
+`,
+    );
+    return EXIT_CODES.BAD_CONFIG;
+  }
 
   let daemon: Daemon;
   try {

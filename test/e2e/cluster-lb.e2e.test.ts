@@ -12,6 +12,8 @@ import { freePort } from '../helpers/redis-server';
 const run = promisify(execFile);
 
 /** `make cluster` as users run it (scripts/cluster.mjs), on free loopback ports, through HAProxy. */
+jest.setTimeout(240_000);
+
 describe('make cluster: hubs behind a real HAProxy', () => {
   let dir: string;
   let env: NodeJS.ProcessEnv;

@@ -32,6 +32,8 @@ function runLog(file: string): Array<{ taskId: string; agent: string; what: stri
     });
 }
 
+jest.setTimeout(240_000);
+
 describe('a cluster of hub and sidecar processes', () => {
   let redis: RedisProcess;
   let dir: string;

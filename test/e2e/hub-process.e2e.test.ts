@@ -14,6 +14,8 @@ function startHub(env: Record<string, string>, path = process.env.PATH ?? ''): T
   return new TestProcess('hub', child);
 }
 
+jest.setTimeout(240_000);
+
 describe('agentcom-hub as a process', () => {
   let dir: string;
   beforeEach(() => {

@@ -14,6 +14,8 @@ import {
 } from '../helpers/processes';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
+jest.setTimeout(240_000);
+
 describe('graceful stop of a hub replica under load', () => {
   let redis: RedisProcess;
   let dir: string;

@@ -28,6 +28,8 @@ import { startRedis, type RedisProcess } from '../helpers/redis-server';
 const STUBBORN = join(ROOT, 'test', 'fixtures', 'stubborn-handler.mjs');
 const WAKE = join(ROOT, 'test', 'fixtures', 'wake-recorder.mjs');
 
+jest.setTimeout(240_000);
+
 describe('the sidecar process against real hub processes', () => {
   let redis: RedisProcess;
   let dir: string;

@@ -4,6 +4,8 @@ import { FaultCluster, size } from './fault-cluster';
 
 const ms = (n: number) => `${Math.round(n)} ms`;
 
+jest.setTimeout(240_000);
+
 describe('faults of a sidecar (LEASE_MS 3 s, STALLED_INTERVAL_MS 1 s)', () => {
   let cluster: FaultCluster;
   afterEach(async () => cluster?.stop());

@@ -10,6 +10,8 @@ import { FaultCluster, size } from './fault-cluster';
 const rssKb = (pid: number): number =>
   Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
 
+jest.setTimeout(240_000);
+
 describe('load: a burst of tasks over 3 replicas', () => {
   let cluster: FaultCluster;
   const agents: AutoAgent[] = [];

@@ -2,6 +2,8 @@ import { eventually } from '../helpers/hub';
 import { recordReliability } from '../helpers/reliability';
 import { FaultCluster, size } from './fault-cluster';
 
+jest.setTimeout(240_000);
+
 describe('Redis restart under load (appendonly yes, appendfsync everysec)', () => {
   let cluster: FaultCluster;
   afterEach(async () => cluster?.stop());

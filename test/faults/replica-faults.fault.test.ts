@@ -4,6 +4,8 @@ import { FaultCluster, size } from './fault-cluster';
 
 const ms = (n: number) => `${Math.round(n)} ms`;
 
+jest.setTimeout(240_000);
+
 describe('faults of a hub replica', () => {
   let cluster: FaultCluster;
   afterEach(async () => cluster?.stop());

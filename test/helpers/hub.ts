@@ -12,8 +12,8 @@ export const FAST_TIMINGS = {
   ACK_TIMEOUT_MS: '2000',
   STALLED_INTERVAL_MS: '1000',
   SWEEP_MS: '200',
-  PING_INTERVAL_MS: '1000',
-  PING_TIMEOUT_MS: '2000',
+  PING_INTERVAL_MS: '2000',
+  PING_TIMEOUT_MS: '4000',
 };
 
 /** Starts an in-process hub replica on a free port against `redisUrl`. */

@@ -151,6 +151,7 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     expect(await agent.send('agent:heartbeat', { taskId: id, token: msg.token })).toEqual({
       ok: true,
       state: 'working',
+      hubId: 'hub-b',
     });
     expect(await agent.complete(msg, 'after reconnect')).toEqual({ ok: true });
     expect(await getTask(hubA.url, id)).toMatchObject({

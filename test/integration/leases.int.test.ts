@@ -42,7 +42,7 @@ describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', ()
     const until = Date.now() + 3 * 3000;
     while (Date.now() < until) {
       const ack = await agent.send('agent:heartbeat', { taskId: msg.task.id, token: msg.token });
-      expect(ack).toEqual({ ok: true, state: 'working' });
+      expect(ack).toEqual({ ok: true, state: 'working', hubId: hub.config.hubId });
       await new Promise((resolve) => setTimeout(resolve, 500)); // the heartbeat period under test
     }
     expect((await getTask(created.body.id)).state).toBe('running');
@@ -82,6 +82,6 @@ describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', ()
       taskId: 'not-mine',
       token: `${agent.agentId}:x`,
     });
-    expect(ack).toEqual({ ok: true, state: 'idle', abort: true });
+    expect(ack).toEqual({ ok: true, state: 'idle', abort: true, hubId: hub.config.hubId });
   });
 });

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import {
   AppError,
   type AgentState,
@@ -24,6 +25,10 @@ import type { LeaseKeeper } from './lease-keeper';
 /** How long the outcome of a finished assignment is kept for idempotent replays. */
 const FINISHED_TTL_MS = 24 * 60 * 60 * 1000;
 const MAX_CAS_RETRIES = 8;
+/** A report lock outlives a crashed replica by this much at most. */
+const REPORT_LOCK_TTL_MS = 30_000;
+/** How long a report waits for another report of the same task before answering E_UNAVAILABLE. */
+const REPORT_LOCK_WAIT_MS = 15_000;
 
 export interface AssignmentServiceOptions {
   redis: Redis;
@@ -120,6 +125,43 @@ export class AssignmentService {
   }
 
   async complete(agentId: string, msg: TaskComplete): Promise<ReportAck> {
+    return this.oneReportAtATime(msg.taskId, () => this.applyComplete(agentId, msg));
+  }
+
+  async fail(agentId: string, msg: TaskFail): Promise<ReportAck> {
+    return this.oneReportAtATime(msg.taskId, () => this.applyFail(agentId, msg));
+  }
+
+  /**
+   * Reports of one task are applied one at a time, cluster-wide: a replay that races the original
+   * (a sidecar that reconnected to another replica while its first report was still being
+   * applied) waits for it, then finds it applied and is answered as a duplicate.
+   */
+  private async oneReportAtATime(
+    taskId: string,
+    apply: () => Promise<ReportAck>,
+  ): Promise<ReportAck> {
+    const { redis, keys } = this.options;
+    const key = keys.reporting(taskId);
+    const mine = randomUUID();
+    const deadline = Date.now() + REPORT_LOCK_WAIT_MS;
+    while ((await redis.set(key, mine, 'PX', REPORT_LOCK_TTL_MS, 'NX')) !== 'OK') {
+      if (Date.now() > deadline) {
+        throw new AppError(
+          'E_UNAVAILABLE',
+          `another report of task ${taskId} is being applied; retry`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20)); // waiting for the other report
+    }
+    try {
+      return await apply();
+    } finally {
+      if ((await redis.get(key)) === mine) await redis.del(key);
+    }
+  }
+
+  private async applyComplete(agentId: string, msg: TaskComplete): Promise<ReportAck> {
     if (await this.alreadyFinished(msg.taskId, msg.token, 'completed')) {
       await this.release(agentId, msg.taskId, msg.token, 'complete', { tasksDone: 1 });
       return { ok: true, duplicate: true };
@@ -131,7 +173,7 @@ export class AssignmentService {
     try {
       await job.moveToCompleted(msg.result ?? null, msg.token, false);
     } catch (err) {
-      return this.refused(agentId, msg.taskId, msg.token, 'completed', err);
+      return this.refused(agentId, msg.taskId, msg.token, err);
     }
     await this.markFinished(msg.taskId, msg.token, 'completed');
     await this.release(agentId, msg.taskId, msg.token, 'complete', { tasksDone: 1 });
@@ -139,7 +181,7 @@ export class AssignmentService {
     return { ok: true };
   }
 
-  async fail(agentId: string, msg: TaskFail): Promise<ReportAck> {
+  private async applyFail(agentId: string, msg: TaskFail): Promise<ReportAck> {
     if (await this.alreadyFinished(msg.taskId, msg.token, 'failed')) {
       await this.release(agentId, msg.taskId, msg.token, 'fail', { tasksFailed: 1 });
       return { ok: true, duplicate: true };
@@ -172,7 +214,7 @@ export class AssignmentService {
         outcome = cancelled ? 'cancelled' : final ? 'failed' : 'retried';
       }
     } catch (err) {
-      return this.refused(agentId, msg.taskId, msg.token, 'failed', err);
+      return this.refused(agentId, msg.taskId, msg.token, err);
     }
     await this.markFinished(msg.taskId, msg.token, 'failed');
     if (cooldownUntil !== undefined) {
@@ -294,22 +336,17 @@ export class AssignmentService {
   }
 
   /**
-   * BullMQ refused the report. If the same assignment's report was applied concurrently (a
-   * replay racing the original), its outcome appears within moments: answer it as a duplicate.
-   * Otherwise the assignment is gone: free the agent and answer superseded.
+   * BullMQ refused the report: the lock is gone or belongs to another assignment (reports of one
+   * task are serialized, so a concurrent replay of this one has already been answered as a
+   * duplicate). Free the agent and answer superseded.
    */
   private async refused(
     agentId: string,
     taskId: string,
     token: string,
-    outcome: 'completed' | 'failed',
     err: unknown,
-  ): Promise<ReportAck> {
+  ): Promise<never> {
     if (!isStaleAssignmentError(err)) throw err;
-    for (let i = 0; i < 10; i++) {
-      if (await this.alreadyFinished(taskId, token, outcome)) return { ok: true, duplicate: true };
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
     await this.release(agentId, taskId, token, 'lease_lost');
     throw superseded(taskId);
   }

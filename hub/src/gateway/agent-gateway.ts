@@ -43,6 +43,7 @@ export interface AgentGatewayOptions {
   /** Called for each payload refused at the boundary (metrics). */
   onRejectedPayload: () => void;
   limiter: HandshakeLimiter;
+  hubId: string;
   trustProxy: boolean;
 }
 
@@ -133,6 +134,7 @@ export class AgentGateway implements AgentNotifier {
     const ctx: HandlerContext = {
       agentId,
       socketId: socket.id,
+      hubId: this.options.hubId,
       dropConnection: () => {
         log.warn('heartbeat from a connection the record does not know: closing it to resync');
         socket.disconnect(true);

@@ -14,6 +14,8 @@ import type { AgentControl } from '../agents/agent-control';
 export interface HandlerContext {
   agentId: string;
   socketId: string;
+  /** This replica's HUB_ID, returned in heartbeat acks. */
+  hubId: string;
   /** Closes this connection (the sidecar reconnects and re-announces). */
   dropConnection: () => void;
   assignments: AssignmentService;
@@ -51,7 +53,7 @@ export const EVENT_HANDLERS: { [E in ClientEventName]: Handler } = {
       msg.token,
     );
     if (stale) setImmediate(ctx.dropConnection);
-    return ack;
+    return ack.ok ? { ...ack, hubId: ctx.hubId } : ack;
   },
   'agent:drain': async (ctx): Promise<Ack<{ state: AgentState }>> => ({
     ok: true,

@@ -70,6 +70,11 @@ export class RedisKeys {
     return `${this.root}:cancelled:${taskId}`;
   }
 
+  /** String (TTL 30 s): held while one report (complete/fail) of the task is being applied. */
+  reporting(taskId: string): string {
+    return `${this.root}:reporting:${taskId}`;
+  }
+
   /** String (TTL 10 min, refreshed on use): a live agents page session, by its token's SHA-256. */
   uiSession(tokenHash: string): string {
     return `${this.root}:ui-session:${tokenHash}`;

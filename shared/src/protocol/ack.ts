@@ -12,5 +12,6 @@ export type Ack<T extends object = object> = AckOk<T> | AckError;
 
 /** `task:complete` / `task:fail` ack: `duplicate` is true when this replays an already applied report. */
 export type ReportAck = Ack<{ duplicate?: boolean }>;
-export type HeartbeatAck = Ack<{ state: AgentState; abort?: boolean }>;
+/** `hubId`: the replica that answered (shown by `agentcom-sidecar status`). */
+export type HeartbeatAck = Ack<{ state: AgentState; abort?: boolean; hubId?: string }>;
 export type StateAck = Ack<{ state: AgentState }>;

@@ -65,6 +65,12 @@ export interface HubConnectionOptions {
   refusedRetryMs?: number;
 }
 
+/**
+ * Where the connection stands: `connecting` until the first connection of this process,
+ * `connected`, or `disconnected` after a connection was lost (reconnecting, or closed).
+ */
+export type ConnectionState = 'connecting' | 'connected' | 'disconnected';
+
 /** Thrown by {@link HubConnection.request} when there is no live connection to send on. */
 export class NotConnectedError extends Error {
   constructor(event: string) {
@@ -100,6 +106,8 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
   private unreachableLogged = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private stateNow: ConnectionState = 'connecting';
+  private stateSince = Date.now();
   private readonly logger: Logger;
 
   constructor(private readonly options: HubConnectionOptions) {
@@ -111,6 +119,11 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
 
   get connected(): boolean {
     return this.socket?.connected === true;
+  }
+
+  /** The connection's state and since when (epoch ms). */
+  get state(): { state: ConnectionState; since: number } {
+    return { state: this.stateNow, since: this.stateSince };
   }
 
   /** The URL in use (connected or being tried). */
@@ -185,6 +198,7 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
       this.urlsFailed = 0;
       this.failedRounds = 0;
       this.unreachableLogged = false;
+      this.setState('connected');
       this.logger.info({ url }, 'connected to the hub');
       this.emit('connected', url);
     });
@@ -194,6 +208,7 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
     socket.on('disconnect', (reason) => {
       if (!isCurrent()) return;
       this.logger.warn({ url, reason }, 'disconnected from the hub');
+      this.setState('disconnected');
       this.emit('disconnected', reason);
       // socket.io reconnects by itself except when the server closed the socket on purpose.
       if (reason === 'io server disconnect') this.moveOn(this.pause());
@@ -273,7 +288,16 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
     if (socket === undefined) return;
     const wasConnected = socket.connected;
     socket.disconnect();
-    if (wasConnected) this.emit('disconnected', reason);
+    if (wasConnected) {
+      this.setState('disconnected');
+      this.emit('disconnected', reason);
+    }
+  }
+
+  private setState(state: ConnectionState): void {
+    if (state === this.stateNow) return;
+    this.stateNow = state;
+    this.stateSince = Date.now();
   }
 }
 

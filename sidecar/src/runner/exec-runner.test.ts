@@ -1,8 +1,8 @@
 import type { TaskAssign } from '@agentcom/shared';
+import { LineRecorder } from '../test-support/line-recorder';
 import { testLogger } from '../test-support/logger';
 import { isProcessGone, waitUntil } from '../test-support/process';
 import { ExecRunner } from './exec-runner';
-import type { RunSink } from './task-runner';
 
 function assignment(overrides: Partial<TaskAssign> = {}): TaskAssign {
   return {
@@ -22,27 +22,6 @@ function nodeRunner(script: string, killGraceMs = 5000): ExecRunner {
     killGraceMs,
     logger: testLogger(),
   });
-}
-
-/** Collects log lines and lets a test await the first line matching a pattern. */
-class LineRecorder implements RunSink {
-  readonly lines: string[] = [];
-  private waiters: Array<{ pattern: RegExp; resolve: (line: string) => void }> = [];
-
-  log(line: string): void {
-    this.lines.push(line);
-    this.waiters = this.waiters.filter((waiter) => {
-      if (!waiter.pattern.test(line)) return true;
-      waiter.resolve(line);
-      return false;
-    });
-  }
-
-  next(pattern: RegExp): Promise<string> {
-    const seen = this.lines.find((line) => pattern.test(line));
-    if (seen !== undefined) return Promise.resolve(seen);
-    return new Promise((resolve) => this.waiters.push({ pattern, resolve }));
-  }
 }
 
 const READ_TASK = `

@@ -1,8 +1,8 @@
 import type { CANCEL_REASONS, FailKind, TaskAssign } from '@agentcom/shared';
 
 /**
- * How a task is carried out. `exec` runs a command per task ({@link ExecRunner}); a `wake`
- * runner (wake an agent, wait for it to call back) will implement the same interface.
+ * How a task is carried out. `exec` runs a command per task ({@link ExecRunner}); `wake` wakes an
+ * agent and waits for it to report through the local IPC ({@link WakeRunner}).
  */
 export interface TaskRunner {
   /** Starts the task now. The returned handle's `outcome` never rejects. */
@@ -36,7 +36,14 @@ export interface RunningTask {
  */
 export type RunOutcome =
   | { type: 'complete'; result: unknown }
-  | { type: 'fail'; error: string; retryable: boolean; kind: FailKind }
+  | {
+      type: 'fail';
+      error: string;
+      retryable: boolean;
+      kind: FailKind;
+      /** Epoch ms: the agent is rate limited until then (the hub requeues without using an attempt). */
+      rateLimitedUntil?: number;
+    }
   | { type: 'dropped'; reason: StopReason };
 
 /** The outcome of a task stopped for `reason`, whatever its process did meanwhile. */

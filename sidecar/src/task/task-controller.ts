@@ -32,9 +32,20 @@ export interface TaskControllerOptions {
   ackTimeoutMs: number;
 }
 
+/** The agent's state as the last heartbeat ack gave it. */
+export interface HeartbeatSeen {
+  state: string;
+  /** Epoch ms of the ack. */
+  at: number;
+  /** The replica that answered, when the hub says. */
+  hubId: string | undefined;
+}
+
 /** The one task being carried out: from its assignment until its report is in the outbox. */
 interface Session {
   readonly assignment: TaskAssign;
+  /** Epoch ms of the assignment. */
+  readonly since: number;
   readonly ref: TaskRef;
   readonly logger: Logger;
   running: RunningTask | undefined;
@@ -54,8 +65,27 @@ export class TaskController {
   private session: Session | undefined;
   private draining = false;
   private heartbeatInFlight = false;
+  private lastHeartbeat: HeartbeatSeen | undefined;
 
   constructor(private readonly options: TaskControllerOptions) {}
+
+  /** The task being carried out (from its assignment until its report is stored), if any. */
+  currentTask(): { taskId: string; attempt: number; since: number } | undefined {
+    const session = this.session;
+    return session === undefined
+      ? undefined
+      : { taskId: session.ref.taskId, attempt: session.assignment.attempt, since: session.since };
+  }
+
+  /** What the last acknowledged heartbeat said. */
+  lastHeartbeatAck(): HeartbeatSeen | undefined {
+    return this.lastHeartbeat;
+  }
+
+  /** Whether it stopped taking tasks (draining or stopping). */
+  get isDraining(): boolean {
+    return this.draining;
+  }
 
   /** What the handshake announces: the held task, running (`working`) or awaiting its ack (`finished`). */
   currentAssignment(): CurrentAssignment | undefined {
@@ -107,6 +137,7 @@ export class TaskController {
     const session: Session = {
       assignment,
       ref,
+      since: Date.now(),
       logger: log,
       running: undefined,
       stopReason: undefined,
@@ -156,6 +187,12 @@ export class TaskController {
         logger.debug({ code: ack.code, reason: ack.message }, 'heartbeat refused');
         return;
       }
+      this.lastHeartbeat = {
+        state: ack.state,
+        at: Date.now(),
+        // Not in protocol 1's ack: read when a hub adds it.
+        hubId: 'hubId' in ack && typeof ack.hubId === 'string' ? ack.hubId : undefined,
+      };
       const session = this.session;
       if (
         ack.abort === true &&
@@ -241,6 +278,9 @@ export class TaskController {
             error: outcome.error,
             retryable: outcome.retryable,
             kind: outcome.kind,
+            ...(outcome.rateLimitedUntil !== undefined && {
+              rateLimitedUntil: outcome.rateLimitedUntil,
+            }),
           };
     await this.durably('store the report', () => outbox.finishTask(report));
     logger.info({ report: report.type }, 'task finished; report stored');

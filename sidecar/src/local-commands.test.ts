@@ -1,0 +1,423 @@
+import { existsSync } from 'node:fs';
+import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { TaskAssign } from '@agentcom/shared';
+import { EXIT_CODES, LOCAL_EXIT_CODES } from './exit-codes';
+import { sidecarStatusSchema } from './ipc/ipc-protocol';
+import { buildBundle, CliProcesses, type CliRun } from './test-support/cli-process';
+import { FakeHub } from './test-support/fake-hub';
+import { makeTempDir } from './test-support/temp-dir';
+
+/**
+ * Wake mode and the local commands, end to end: the bundled CLI runs the sidecar against the
+ * scripted hub, and other CLI processes (`done`, `fail`, `status`) talk to it over its socket.
+ * The bundle is built once, into a temp dir, in beforeAll.
+ */
+
+let dir: string;
+let cleanup: () => Promise<void>;
+let bundle: string;
+let work: string;
+let cleanupWork: () => Promise<void>;
+let hub: FakeHub;
+const cli = new CliProcesses(() => bundle);
+
+/** Wake command: records what it saw in $WAKE_LOG, prints `woke <task id>` (a task log line), exits $WAKE_EXIT. */
+const WAKE = `
+  const fs = require('node:fs');
+  const file = process.env.AGENTCOM_TASK_FILE;
+  const present = fs.existsSync(file);
+  fs.appendFileSync(process.env.WAKE_LOG, JSON.stringify({
+    taskId: process.env.AGENTCOM_TASK_ID,
+    attempt: process.env.AGENTCOM_ATTEMPT,
+    stateDir: process.env.AGENTCOM_STATE_DIR,
+    file,
+    present,
+    mode: present ? (fs.statSync(file).mode & 0o777).toString(8) : null,
+    task: present ? JSON.parse(fs.readFileSync(file, 'utf8')) : null,
+  }) + '\\n');
+  console.log('woke ' + process.env.AGENTCOM_TASK_ID);
+  if (process.env.WAKE_EXIT !== '0') console.error('the agent would not wake up');
+  process.exit(Number(process.env.WAKE_EXIT));
+`;
+
+beforeAll(async () => {
+  ({ dir, cleanup } = await makeTempDir());
+  bundle = await buildBundle(dir);
+  await writeFile(join(dir, 'wake.js'), WAKE);
+});
+afterAll(async () => {
+  await cleanup();
+});
+
+beforeEach(async () => {
+  ({ dir: work, cleanup: cleanupWork } = await makeTempDir());
+  hub = new FakeHub();
+  await hub.start();
+});
+afterEach(async () => {
+  await cli.killAll();
+  await hub.stop();
+  await cleanupWork();
+});
+
+const stateDir = (): string => join(work, 'state');
+
+function sidecarEnv(overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    HOME: work,
+    AGENTCOM_HUB: hub.url,
+    AGENTCOM_AGENT: 'sleeper',
+    AGENTCOM_TOKEN: 'agent-secret',
+    AGENTCOM_QUEUES: 'default',
+    AGENTCOM_WAKE: `'${process.execPath}' '${join(dir, 'wake.js')}'`,
+    AGENTCOM_STATE_DIR: stateDir(),
+    WAKE_LOG: join(work, 'wake.log'),
+    WAKE_EXIT: '0',
+    ...overrides,
+  };
+}
+
+/** The environment of a local command run from another shell: it finds the sidecar by state dir. */
+function localEnv(): Record<string, string> {
+  return { HOME: work, AGENTCOM_STATE_DIR: stateDir() };
+}
+
+function assignment(taskId: string): TaskAssign {
+  return {
+    task: { id: taskId, queue: 'default', payload: { ask: 'fix the bug' }, createdAt: 1 },
+    token: `tok-${taskId}`,
+    attempt: 1,
+    attempts: 3,
+  };
+}
+
+/** Starts the sidecar and waits until the hub sees its handshake (its socket is up by then). */
+async function startSidecar(overrides: Record<string, string> = {}): Promise<CliRun> {
+  const connected = hub.connection({ fresh: true });
+  const run = cli.start(['run'], sidecarEnv(overrides));
+  await Promise.race([
+    connected,
+    run.exited.then(({ code }) => {
+      throw new Error(`the sidecar exited (${String(code)}): ${run.stderr()}`);
+    }),
+  ]);
+  return run;
+}
+
+/** Assigns a task and resolves once the wake command ran (its `woke` line reached the hub). */
+async function assignAndWake(taskId: string): Promise<Record<string, unknown>> {
+  const { socket } = await hub.connection();
+  const woke = hub.nextEvent('task:log', (message) =>
+    JSON.stringify(message.lines).includes(`woke ${taskId}`),
+  );
+  socket.emit('task:assign', assignment(taskId));
+  await woke;
+  const lines = (await readFile(join(work, 'wake.log'), 'utf8')).trim().split('\n');
+  return JSON.parse(lines[lines.length - 1] as string) as Record<string, unknown>;
+}
+
+async function stopSidecar(run: CliRun): Promise<void> {
+  run.child.kill('SIGTERM');
+  expect(await run.exited).toEqual({ code: EXIT_CODES.OK, signal: null });
+}
+
+describe('wake mode (bundled CLI processes)', () => {
+  it('wakes the agent with current.json, and completes the task with what `done --result -` reads', async () => {
+    const sidecar = await startSidecar();
+    const wake = await assignAndWake('t1');
+    expect(wake).toEqual({
+      taskId: 't1',
+      attempt: '1',
+      stateDir: stateDir(),
+      file: join(stateDir(), 'current.json'),
+      present: true,
+      mode: '600',
+      task: {
+        id: 't1',
+        queue: 'default',
+        payload: { ask: 'fix the bug' },
+        attempt: 1,
+        attempts: 3,
+        createdAt: 1,
+      },
+    });
+
+    const completed = hub.nextEvent('task:complete');
+    const done = await cli.run(['done', '--result', '-'], localEnv(), '{"fixed": true}\n');
+    expect(done).toEqual({ code: LOCAL_EXIT_CODES.OK, stdout: 'task t1: done\n', stderr: '' });
+    expect((await completed).message).toEqual({
+      taskId: 't1',
+      token: 'tok-t1',
+      result: { fixed: true },
+    });
+    expect(existsSync(join(stateDir(), 'current.json'))).toBe(false);
+    await stopSidecar(sidecar);
+  });
+
+  it('completes with null without --result, and reads --result FILE', async () => {
+    await startSidecar();
+    await assignAndWake('t1');
+    let completed = hub.nextEvent('task:complete');
+    expect((await cli.run(['done'], localEnv())).code).toBe(LOCAL_EXIT_CODES.OK);
+    expect((await completed).message.result).toBeNull();
+
+    await assignAndWake('t2');
+    await writeFile(join(work, 'result.json'), '[1, "two"]');
+    completed = hub.nextEvent('task:complete');
+    const done = await cli.run(['done', '--result', join(work, 'result.json')], localEnv());
+    expect(done.code).toBe(LOCAL_EXIT_CODES.OK);
+    expect((await completed).message).toMatchObject({ taskId: 't2', result: [1, 'two'] });
+  });
+
+  it('`fail --retry-after 2` reports a rate limit ending about 2 s from now', async () => {
+    await startSidecar();
+    await assignAndWake('t1');
+    const failed = hub.nextEvent('task:fail');
+    const before = Date.now();
+    const fail = await cli.run(
+      ['fail', '--reason', 'model quota', '--retry-after', '2'],
+      localEnv(),
+    );
+    const after = Date.now();
+    expect(fail).toEqual({ code: LOCAL_EXIT_CODES.OK, stdout: 'task t1: failed\n', stderr: '' });
+    const { message } = await failed;
+    expect(message).toMatchObject({
+      taskId: 't1',
+      token: 'tok-t1',
+      error: 'model quota',
+      retryable: true,
+      kind: 'error',
+    });
+    expect(message.rateLimitedUntil).toBeGreaterThanOrEqual(before + 2000);
+    expect(message.rateLimitedUntil).toBeLessThanOrEqual(after + 2000);
+  });
+
+  it('`fail --no-retry` reports a failure that must not be retried', async () => {
+    await startSidecar();
+    await assignAndWake('t1');
+    const failed = hub.nextEvent('task:fail');
+    const fail = await cli.run(['fail', '--reason', 'bad input', '--no-retry'], localEnv());
+    expect(fail.code).toBe(LOCAL_EXIT_CODES.OK);
+    expect((await failed).message).toEqual({
+      taskId: 't1',
+      token: 'tok-t1',
+      error: 'bad input',
+      retryable: false,
+      kind: 'error',
+    });
+  });
+
+  it('fails the task when the wake command fails', async () => {
+    await startSidecar({ WAKE_EXIT: '4' });
+    const failed = hub.nextEvent('task:fail');
+    await assignAndWake('t1');
+    expect((await failed).message).toEqual({
+      taskId: 't1',
+      token: 'tok-t1',
+      error: 'the wake command failed: exit code 4: the agent would not wake up',
+      retryable: true,
+      kind: 'error',
+    });
+    expect(existsSync(join(stateDir(), 'current.json'))).toBe(false);
+  });
+
+  it('fails the task as cancelled on task:cancel, removing current.json', async () => {
+    await startSidecar();
+    await assignAndWake('t1');
+    const failed = hub.nextEvent('task:fail');
+    const { socket } = await hub.connection();
+    socket.emit('task:cancel', { taskId: 't1', reason: 'cancelled' });
+    expect((await failed).message).toMatchObject({ kind: 'cancelled', retryable: false });
+    expect(existsSync(join(stateDir(), 'current.json'))).toBe(false);
+    const done = await cli.run(['done'], localEnv());
+    expect(done).toMatchObject({ code: LOCAL_EXIT_CODES.REFUSED });
+  });
+
+  describe('when the local command is refused', () => {
+    it('exits 1 for done with no task in hand', async () => {
+      await startSidecar();
+      expect(await cli.run(['done', '--result', '-'], localEnv(), '{}')).toEqual({
+        code: LOCAL_EXIT_CODES.REFUSED,
+        stdout: '',
+        stderr: 'agentcom-sidecar: no task in hand\n',
+      });
+    });
+
+    it('exits 1 for done --task naming another task, and the task stays in hand', async () => {
+      await startSidecar();
+      await assignAndWake('t1');
+      const done = await cli.run(['done', '--task', 't0'], localEnv());
+      expect(done).toEqual({
+        code: LOCAL_EXIT_CODES.REFUSED,
+        stdout: '',
+        stderr: 'agentcom-sidecar: task t0 is not in hand (the task in hand is t1)\n',
+      });
+      const completed = hub.nextEvent('task:complete');
+      expect((await cli.run(['done', '--task', 't1'], localEnv())).code).toBe(0);
+      expect((await completed).message.taskId).toBe('t1');
+    });
+
+    it('exits 2 for a result that is not JSON, and the task stays in hand', async () => {
+      await startSidecar();
+      await assignAndWake('t1');
+      const done = await cli.run(['done', '--result', '-'], localEnv(), '{"fixed": tru');
+      expect(done.code).toBe(LOCAL_EXIT_CODES.USAGE);
+      expect(done.stderr).toMatch(/^agentcom-sidecar: --result: stdin is not valid JSON \(.*\)\n$/);
+      const status = await cli.run(['status', '--json'], localEnv());
+      expect(JSON.parse(status.stdout)).toMatchObject({ task: { id: 't1' } });
+    });
+
+    it.each<[string, string[]]>([
+      ['fail without --reason', ['fail']],
+      ['a negative --retry-after', ['fail', '--reason', 'x', '--retry-after', '-1']],
+      [
+        '--retry-after with --no-retry',
+        ['fail', '--reason', 'x', '--retry-after', '1', '--no-retry'],
+      ],
+      ['a missing result file', ['done', '--result', '/no/such/file.json']],
+    ])('exits 2 for %s', async (_case, args) => {
+      await startSidecar();
+      const run = await cli.run(args, localEnv());
+      expect(run.code).toBe(LOCAL_EXIT_CODES.USAGE);
+      expect(run.stderr).toMatch(/^agentcom-sidecar: .+\n$/);
+    });
+
+    it('exits 3 when the sidecar is not running', async () => {
+      for (const args of [['status'], ['done'], ['fail', '--reason', 'x']]) {
+        const run = await cli.run(args, localEnv());
+        expect(run.code).toBe(LOCAL_EXIT_CODES.NOT_RUNNING);
+        expect(run.stderr).toBe(
+          `agentcom-sidecar: the sidecar is not running (no one listens on ${join(stateDir(), 'sidecar.sock')})\n`,
+        );
+      }
+    });
+
+    it('exits 1 for done / fail in exec mode: "not in wake mode"', async () => {
+      await startSidecar({ AGENTCOM_WAKE: '', AGENTCOM_EXEC: `'${process.execPath}' -v` });
+      const done = await cli.run(['done'], localEnv());
+      expect(done.code).toBe(LOCAL_EXIT_CODES.REFUSED);
+      expect(done.stderr).toMatch(/^agentcom-sidecar: not in wake mode/);
+      const fail = await cli.run(['fail', '--reason', 'x'], localEnv());
+      expect(fail.code).toBe(LOCAL_EXIT_CODES.REFUSED);
+    });
+  });
+});
+
+describe('agentcom-sidecar status', () => {
+  it('prints one JSON object naming the task in hand', async () => {
+    hub.respond = ({ event }) =>
+      event === 'agent:heartbeat' ? { ok: true, state: 'working', hubId: 'hub-7' } : undefined;
+    const sidecar = await startSidecar({ AGENTCOM_HEARTBEAT_MS: '200' });
+    await assignAndWake('t1');
+    await hub.nextEvent('agent:heartbeat');
+
+    const status = await cli.run(['status', '--json'], localEnv());
+    expect(status.code).toBe(LOCAL_EXIT_CODES.OK);
+    expect(status.stdout.trim().split('\n')).toHaveLength(1);
+    const parsed = sidecarStatusSchema.parse(JSON.parse(status.stdout));
+    expect(parsed).toMatchObject({
+      agentId: 'sleeper',
+      mode: 'wake',
+      connection: 'connected',
+      hubUrl: hub.url,
+      hubReplica: 'hub-7',
+      agentState: 'working',
+      task: { id: 't1', attempt: 1 },
+      outbox: 0,
+      draining: false,
+      pid: sidecar.child.pid,
+      stateDir: stateDir(),
+    });
+    expect(parsed.task?.ageSec).toBeGreaterThanOrEqual(0);
+    expect(parsed.uptimeSec).toBeGreaterThanOrEqual(0);
+  });
+
+  it('prints readable lines, in exec mode too', async () => {
+    const sidecar = await startSidecar({
+      AGENTCOM_WAKE: '',
+      AGENTCOM_EXEC: `'${process.execPath}' -v`,
+    });
+    const status = await cli.run(['status'], localEnv());
+    expect(status.code).toBe(LOCAL_EXIT_CODES.OK);
+    expect(status.stdout).toMatch(/^agent +sleeper \(exec mode\)$/m);
+    expect(status.stdout).toMatch(
+      /^connection +connected to http:\/\/127\.0\.0\.1:\d+ for \d+ s$/m,
+    );
+    expect(status.stdout).toMatch(/^task +none$/m);
+    expect(status.stdout).toMatch(/^outbox +0 reports waiting for the hub$/m);
+    expect(status.stdout).toMatch(new RegExp(`^sidecar +pid ${sidecar.child.pid}, up \\d+ s`, 'm'));
+  });
+});
+
+describe('agentcom-sidecar run', () => {
+  it('creates its IPC socket owner-only in an owner-only state dir', async () => {
+    await startSidecar();
+    const socket = await stat(join(stateDir(), 'sidecar.sock'));
+    expect(socket.isSocket()).toBe(true);
+    expect(socket.mode & 0o777).toBe(0o600);
+    expect((await stat(stateDir())).mode & 0o777).toBe(0o700);
+  });
+
+  it('takes every option from a config file', async () => {
+    await writeFile(join(work, 'token'), 'agent-secret\n', { mode: 0o600 });
+    await writeFile(
+      join(work, 'sidecar.json'),
+      JSON.stringify({
+        hub: [hub.url],
+        agent: 'configured',
+        tokenFile: 'token',
+        queues: ['default', 'gpu'],
+        wake: [process.execPath, join(dir, 'wake.js')],
+        stateDir: 'state',
+      }),
+    );
+    const connected = hub.connection({ fresh: true });
+    const sidecar = cli.start(['run', '--config', join(work, 'sidecar.json')], { HOME: work });
+    const { auth } = await connected;
+    expect(auth).toMatchObject({ agentId: 'configured', queues: ['default', 'gpu'] });
+    const status = await cli.run(['status', '--json', '--config', join(work, 'sidecar.json')], {
+      HOME: work,
+    });
+    expect(JSON.parse(status.stdout)).toMatchObject({ agentId: 'configured', mode: 'wake' });
+    await stopSidecar(sidecar);
+  });
+
+  it('exits 2 on an unknown key in its config file', async () => {
+    await writeFile(join(work, 'sidecar.json'), '{"hub": "http://x", "qeues": ["a"]}');
+    const run = await cli.run(['run', '--config', join(work, 'sidecar.json')], { HOME: work });
+    expect(run).toEqual({
+      code: EXIT_CODES.BAD_CONFIG,
+      stdout: '',
+      stderr: `agentcom-sidecar: --config (${join(work, 'sidecar.json')}): unknown key "qeues"\n`,
+    });
+  });
+
+  it('exits 2 on a token file other users may read', async () => {
+    const tokenFile = join(work, 'token');
+    await writeFile(tokenFile, 'agent-secret\n');
+    await chmod(tokenFile, 0o644);
+    const run = await cli.run(
+      ['run', '--token-file', tokenFile],
+      sidecarEnv({ AGENTCOM_TOKEN: '' }),
+    );
+    expect(run.code).toBe(EXIT_CODES.BAD_CONFIG);
+    expect(run.stderr).toBe(
+      `agentcom-sidecar: --token-file (AGENTCOM_TOKEN_FILE): ${tokenFile} is readable or writable ` +
+        `by group or others (mode 0644); make it owner-only: chmod 600 ${tokenFile}\n`,
+    );
+  });
+
+  it('writes its logs to --log-file, not stderr', async () => {
+    const logFile = join(work, 'logs', 'sidecar.log');
+    const sidecar = await startSidecar({ AGENTCOM_LOG_FILE: logFile });
+    await stopSidecar(sidecar);
+    expect(sidecar.stderr()).toBe('');
+    const entries = (await readFile(logFile, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(entries).toContainEqual(expect.objectContaining({ msg: 'connected to the hub' }));
+    expect((await stat(logFile)).mode & 0o777).toBe(0o600);
+  });
+});

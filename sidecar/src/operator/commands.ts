@@ -1,0 +1,352 @@
+import type { Readable } from 'node:stream';
+import { TASK_STATES, type TaskState, type TaskView } from '@agentcom/shared';
+import { InterruptedError, OperatorError, UsageError, isTransient } from './errors';
+import { OPERATOR_EXIT_CODES, type OperatorExitCode } from './exit-codes';
+import {
+  formatAgent,
+  formatAgentTable,
+  formatQueueTable,
+  formatTask,
+  formatTaskTable,
+  oneLine,
+} from './format';
+import { HubClient, type TaskListResponse } from './hub-client';
+import { resolveHubSettings, type Env, type HubFlags } from './settings';
+import { positiveSeconds, taskBodyFromFlags, wholeNumber, type TaskAddFlags } from './task-input';
+import { progressSink, sleep, waitForTask, type WaitOutcome } from './wait';
+
+/** Everything a command touches outside itself: streams, environment, clock, Ctrl-C. */
+export interface OperatorIo {
+  stdin: Readable;
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  env: Env;
+  stdoutIsTty: boolean;
+  stderrIsTty: boolean;
+  /** The terminal's width (stderr), for the progress line. */
+  columns: () => number | undefined;
+  /** Aborted on SIGINT. */
+  interrupted: AbortSignal;
+  now: () => number;
+}
+
+/** The options every command takes (commander's globals). */
+export interface GlobalFlags extends HubFlags {
+  json?: boolean;
+}
+
+/** One command's view of the world: its output mode and, once needed, the hub client. */
+export class Context {
+  private hub: HubClient | undefined;
+
+  constructor(
+    readonly io: OperatorIo,
+    readonly flags: GlobalFlags,
+  ) {}
+
+  get json(): boolean {
+    return this.flags.json === true;
+  }
+
+  /** The client, resolving the URL and key on first use (exit 5 when they are missing). */
+  client(): HubClient {
+    this.hub ??= new HubClient(resolveHubSettings(this.flags, this.io.env), this.io.interrupted);
+    return this.hub;
+  }
+
+  /** Human text on stdout. */
+  out(text: string): void {
+    this.io.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+  }
+
+  /** A JSON document on stdout (indented; `compact` for one line per value, as `--watch` prints). */
+  printJson(value: unknown, compact = false): void {
+    this.io.stdout.write(`${compact ? JSON.stringify(value) : JSON.stringify(value, null, 2)}\n`);
+  }
+
+  /** A remark on stderr, `agentcom: ...`: never mixed into the output scripts read. */
+  note(text: string): void {
+    this.io.stderr.write(`agentcom: ${oneLine(text)}\n`);
+  }
+
+  /** Reports a failure: one line on stderr; with `--json`, the error body on stdout too. */
+  fail(err: OperatorError): OperatorExitCode {
+    this.io.stderr.write(`agentcom: ${err.code}: ${oneLine(err.message)}\n`);
+    if (this.json) this.printJson(err.body());
+    return err.exitCode;
+  }
+}
+
+// ---- tasks -----------------------------------------------------------------------------------
+
+const OUTCOME_EXIT: Record<'completed' | 'failed' | 'cancelled', OperatorExitCode> = {
+  completed: OPERATOR_EXIT_CODES.OK,
+  failed: OPERATOR_EXIT_CODES.API_ERROR,
+  cancelled: OPERATOR_EXIT_CODES.CANCELLED,
+};
+
+/** `task add`: creates the task; with `--wait`, follows it and exits with its outcome. */
+export async function taskAdd(ctx: Context, flags: TaskAddFlags): Promise<OperatorExitCode> {
+  const waitTimeoutS = positiveSeconds(flags.waitTimeoutS, '--wait-timeout-s');
+  const wait = flags.wait === true || waitTimeoutS !== undefined;
+  const body = await taskBodyFromFlags(flags, ctx.io.stdin, ctx.io.interrupted);
+  const client = ctx.client();
+  const created = (await client.createTask(body)).body;
+  if (created.duplicate === true) {
+    ctx.note(
+      `idempotency key ${body.idempotencyKey ?? ''} already names task ${created.id} (${created.state}): no new task`,
+    );
+  }
+  if (!wait) {
+    if (ctx.json) ctx.printJson(created);
+    else ctx.out(created.id);
+    return OPERATOR_EXIT_CODES.OK;
+  }
+  const mode = flags.quiet === true ? 'quiet' : ctx.io.stderrIsTty ? 'tty' : 'lines';
+  const outcome = await waitForTask(client, created.id, {
+    ...(waitTimeoutS !== undefined ? { timeoutMs: waitTimeoutS * 1000 } : {}),
+    progress: progressSink(ctx.io.stderr, mode, ctx.io.columns),
+    signal: ctx.io.interrupted,
+    now: ctx.io.now,
+  });
+  return finishWait(ctx, created.id, outcome, waitTimeoutS);
+}
+
+function finishWait(
+  ctx: Context,
+  taskId: string,
+  outcome: WaitOutcome,
+  waitTimeoutS: number | undefined,
+): OperatorExitCode {
+  if (outcome.kind === 'interrupted') {
+    const state = outcome.task ? ` (${outcome.task.state})` : '';
+    throw new InterruptedError(
+      `stopped waiting; task ${taskId}${state} goes on: \`agentcom task cancel ${taskId}\` stops it`,
+    );
+  }
+  printTask(ctx, outcome.task);
+  if (outcome.kind === 'timeout') {
+    ctx.note(
+      `gave up waiting after ${waitTimeoutS ?? 0} s: task ${taskId} is ${outcome.task.state} and goes on`,
+    );
+    return OPERATOR_EXIT_CODES.WAIT_TIMEOUT;
+  }
+  const state = outcome.task.state;
+  return state === 'completed' || state === 'failed' || state === 'cancelled'
+    ? OUTCOME_EXIT[state]
+    : OPERATOR_EXIT_CODES.OK;
+}
+
+function printTask(ctx: Context, task: TaskView): void {
+  if (ctx.json) ctx.printJson(task);
+  else ctx.out(formatTask(task, ctx.io.now()));
+}
+
+export async function taskGet(ctx: Context, id: string): Promise<OperatorExitCode> {
+  printTask(ctx, await ctx.client().getTask(id));
+  return OPERATOR_EXIT_CODES.OK;
+}
+
+export interface TaskListFlags {
+  queue?: string;
+  state?: string;
+  limit?: string;
+  cursor?: string;
+  all?: boolean;
+}
+
+/** `task list`: one page, or with `--all` every page (following `nextCursor`). */
+export async function taskList(ctx: Context, flags: TaskListFlags): Promise<OperatorExitCode> {
+  if (flags.state !== undefined && !(TASK_STATES as readonly string[]).includes(flags.state)) {
+    throw new UsageError('--state', `must be one of ${TASK_STATES.join(', ')}`);
+  }
+  const limit = wholeNumber(flags.limit, '--limit');
+  if (limit !== undefined && (limit < 1 || limit > 500)) {
+    throw new UsageError('--limit', 'must be from 1 to 500');
+  }
+  const client = ctx.client();
+  const query = {
+    queue: flags.queue,
+    state: flags.state as TaskState | undefined,
+    limit,
+  };
+  let page: TaskListResponse = await client.listTasks({ ...query, cursor: flags.cursor });
+  const tasks = [...page.tasks];
+  const seen = new Set<string>();
+  while (flags.all === true && page.nextCursor !== undefined && !seen.has(page.nextCursor)) {
+    seen.add(page.nextCursor);
+    page = await client.listTasks({ ...query, cursor: page.nextCursor });
+    tasks.push(...page.tasks);
+  }
+  if (ctx.json) {
+    ctx.printJson(flags.all === true ? { tasks } : page);
+    return OPERATOR_EXIT_CODES.OK;
+  }
+  if (tasks.length === 0) ctx.note('no tasks');
+  else ctx.out(formatTaskTable(tasks, ctx.io.now()));
+  if (flags.all !== true && page.nextCursor !== undefined) {
+    ctx.note(`more tasks: --cursor ${page.nextCursor} for the next page, or --all`);
+  }
+  return OPERATOR_EXIT_CODES.OK;
+}
+
+export async function taskCancel(
+  ctx: Context,
+  id: string,
+  flags: { reason?: string },
+): Promise<OperatorExitCode> {
+  const outcome = await ctx.client().cancelTask(id, flags.reason);
+  if (ctx.json) ctx.printJson(outcome);
+  else if (outcome.cancelRequested === true) {
+    ctx.out(`cancel requested: task ${outcome.id} is ${outcome.state}; its agent was told to stop`);
+  } else ctx.out(`cancelled ${outcome.id}`);
+  return OPERATOR_EXIT_CODES.OK;
+}
+
+export async function taskRetry(ctx: Context, id: string): Promise<OperatorExitCode> {
+  const retried = await ctx.client().retryTask(id);
+  if (ctx.json) ctx.printJson(retried);
+  else ctx.out(`retrying ${retried.id}: ${retried.state}`);
+  return OPERATOR_EXIT_CODES.OK;
+}
+
+export async function taskLogs(
+  ctx: Context,
+  id: string,
+  flags: { start?: string; limit?: string },
+): Promise<OperatorExitCode> {
+  const start = wholeNumber(flags.start, '--start');
+  const limit = wholeNumber(flags.limit, '--limit');
+  if (limit !== undefined && (limit < 1 || limit > 1000)) {
+    throw new UsageError('--limit', 'must be from 1 to 1000');
+  }
+  const logs = await ctx.client().taskLogs(id, { start, limit });
+  if (ctx.json) {
+    ctx.printJson(logs);
+    return OPERATOR_EXIT_CODES.OK;
+  }
+  for (const line of logs.logs) ctx.out(line);
+  const next = (start ?? 0) + logs.logs.length;
+  if (next < logs.count) {
+    ctx.note(`lines ${start ?? 0}-${next - 1} of ${logs.count}: --start ${next} for more`);
+  }
+  return OPERATOR_EXIT_CODES.OK;
+}
+
+// ---- agents ----------------------------------------------------------------------------------
+
+export interface AgentsFlags {
+  watch?: boolean;
+  intervalS?: string;
+  /** Hidden: stop `--watch` after this many refreshes (tests). */
+  watchCount?: string;
+}
+
+/** `agents`: the table once, or with `--watch` redrawn every `--interval-s` until Ctrl-C. */
+export async function agentsCommand(ctx: Context, flags: AgentsFlags): Promise<OperatorExitCode> {
+  const intervalS = positiveSeconds(flags.intervalS, '--interval-s', 3600) ?? 2;
+  const count = wholeNumber(flags.watchCount, '--watch-count');
+  const client = ctx.client();
+  if (flags.watch !== true) {
+    const agents = await client.listAgents();
+    if (ctx.json) ctx.printJson({ agents });
+    else if (agents.length === 0) ctx.note('no agents');
+    else ctx.out(formatAgentTable(agents, ctx.io.now()));
+    return OPERATOR_EXIT_CODES.OK;
+  }
+  const signal = ctx.io.interrupted;
+  let refreshes = 0;
+  while (!signal.aborted) {
+    try {
+      const agents = await client.listAgents();
+      drawAgents(ctx, agents, intervalS);
+    } catch (err) {
+      if (signal.aborted || err instanceof InterruptedError) break;
+      // The first refresh must work (a wrong key fails at once); later ones ride out a restart.
+      if (refreshes === 0 || !isTransient(err)) throw err;
+      ctx.note(`${err instanceof Error ? err.message : String(err)} (trying again)`);
+    }
+    refreshes += 1;
+    if (count !== undefined && refreshes >= count) break;
+    await sleep(intervalS * 1000, signal);
+  }
+  return OPERATOR_EXIT_CODES.OK;
+}
+
+function drawAgents(
+  ctx: Context,
+  agents: Parameters<typeof formatAgentTable>[0],
+  intervalS: number,
+): void {
+  if (ctx.json) {
+    ctx.printJson({ agents }, true);
+    return;
+  }
+  const now = ctx.io.now();
+  const header = `${agents.length} agent${agents.length === 1 ? '' : 's'} at ${new Date(now).toISOString()}, every ${intervalS} s (Ctrl-C to stop)`;
+  const table = agents.length === 0 ? '' : formatAgentTable(agents, now);
+  // A terminal is redrawn in place (cursor home, clear screen); a pipe gets one block per refresh.
+  const clear = ctx.io.stdoutIsTty ? '\x1b[H\x1b[2J' : '';
+  ctx.io.stdout.write(`${clear}${header}\n\n${table}${ctx.io.stdoutIsTty ? '' : '\n'}`);
+}
+
+export async function agentGet(ctx: Context, id: string): Promise<OperatorExitCode> {
+  const agent = await ctx.client().getAgent(id);
+  if (ctx.json) ctx.printJson(agent);
+  else ctx.out(formatAgent(agent, ctx.io.now()));
+  return OPERATOR_EXIT_CODES.OK;
+}
+
+/**
+ * `agent token create`: mints (or rotates) the agent's token. Human output is the token line
+ * alone, so `TOKEN=$(agentcom agent token create laptop-1)` works; it is shown only this once.
+ */
+export async function agentTokenCreate(
+  ctx: Context,
+  id: string,
+  flags: { queue: string[] },
+): Promise<OperatorExitCode> {
+  const queues = flags.queue.flatMap((queue) => queue.split(',')).filter((queue) => queue !== '');
+  const created = await ctx.client().createAgentToken(id, queues.length > 0 ? queues : undefined);
+  if (ctx.json) ctx.printJson(created.body);
+  else ctx.out(created.body.token);
+  if (ctx.io.stderrIsTty) {
+    ctx.note(
+      created.status === 201
+        ? `agent ${id} created; its token is shown this once`
+        : `token of agent ${id} rotated: the previous one no longer works; the new one is shown this once`,
+    );
+  }
+  return OPERATOR_EXIT_CODES.OK;
+}
+
+export async function agentTokenRevoke(ctx: Context, id: string): Promise<OperatorExitCode> {
+  const revoked = await ctx.client().revokeAgent(id);
+  if (ctx.json) ctx.printJson(revoked);
+  else ctx.out(`revoked ${revoked.agentId}: its token no longer works, it was disconnected`);
+  return OPERATOR_EXIT_CODES.OK;
+}
+
+export async function agentDrain(ctx: Context, id: string): Promise<OperatorExitCode> {
+  const drained = await ctx.client().drainAgent(id);
+  if (ctx.json) ctx.printJson(drained);
+  else ctx.out(`${drained.agentId} ${drained.state}`);
+  return OPERATOR_EXIT_CODES.OK;
+}
+
+export async function agentResume(ctx: Context, id: string): Promise<OperatorExitCode> {
+  const resumed = await ctx.client().resumeAgent(id);
+  if (ctx.json) ctx.printJson(resumed);
+  else ctx.out(`${resumed.agentId} ${resumed.state}`);
+  return OPERATOR_EXIT_CODES.OK;
+}
+
+// ---- queues ----------------------------------------------------------------------------------
+
+export async function queuesCommand(ctx: Context): Promise<OperatorExitCode> {
+  const queues = await ctx.client().listQueues();
+  if (ctx.json) ctx.printJson({ queues });
+  else if (queues.length === 0) ctx.note('no queues');
+  else ctx.out(formatQueueTable(queues));
+  return OPERATOR_EXIT_CODES.OK;
+}

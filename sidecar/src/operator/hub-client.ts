@@ -1,0 +1,233 @@
+import type {
+  AgentView,
+  CreateAgentResponse,
+  CreateTaskBody,
+  CreateTaskResponse,
+  ErrorBody,
+  TaskState,
+  TaskView,
+} from '@agentcom/shared';
+import { errorText } from '../error-text';
+import { ApiError, HubUnreachableError, InterruptedError } from './errors';
+import type { HubSettings } from './settings';
+
+/** How long one request may take before the hub counts as unreachable. */
+export const REQUEST_TIMEOUT_MS = 30_000;
+
+/** `POST /v1/tasks/:id/cancel`: 200 cancelled, 202 its agent was told to stop. */
+export interface CancelResponse {
+  id: string;
+  state: TaskState;
+  cancelRequested?: boolean;
+}
+
+export interface TaskListResponse {
+  tasks: TaskView[];
+  nextCursor?: string;
+}
+
+export interface TaskLogsResponse {
+  logs: string[];
+  count: number;
+}
+
+/** One queue of `GET /v1/queues` (hub/src/queues/queue-summary.ts). */
+export interface QueueSummary {
+  name: string;
+  /** BullMQ job counts: waiting, prioritized, delayed, active, completed, failed. */
+  counts: Record<string, number>;
+  idleAgents: number;
+}
+
+export interface AgentStateResponse {
+  agentId: string;
+  state: string;
+}
+
+export interface RevokeResponse {
+  agentId: string;
+  revoked: boolean;
+}
+
+type Query = Record<string, string | number | undefined>;
+
+/**
+ * The hub's HTTP API, as the operator CLI uses it (Node's global `fetch`; never Redis). Every
+ * method throws {@link ApiError} on an agentcom error answer, {@link HubUnreachableError} when
+ * the hub did not answer (or something else did), {@link InterruptedError} on Ctrl-C.
+ */
+export class HubClient {
+  constructor(
+    private readonly settings: HubSettings,
+    private readonly interrupted: AbortSignal,
+    private readonly timeoutMs = REQUEST_TIMEOUT_MS,
+  ) {}
+
+  get url(): string {
+    return this.settings.url;
+  }
+
+  createTask(body: CreateTaskBody): Promise<{ status: number; body: CreateTaskResponse }> {
+    return this.request('POST', '/v1/tasks', { body });
+  }
+
+  async getTask(id: string): Promise<TaskView> {
+    return (await this.request<TaskView>('GET', `/v1/tasks/${encodeURIComponent(id)}`)).body;
+  }
+
+  async listTasks(query: Query): Promise<TaskListResponse> {
+    return (await this.request<TaskListResponse>('GET', '/v1/tasks', { query })).body;
+  }
+
+  async cancelTask(id: string, reason?: string): Promise<CancelResponse> {
+    const path = `/v1/tasks/${encodeURIComponent(id)}/cancel`;
+    const body = reason === undefined ? {} : { reason };
+    return (await this.request<CancelResponse>('POST', path, { body })).body;
+  }
+
+  async retryTask(id: string): Promise<CreateTaskResponse> {
+    const path = `/v1/tasks/${encodeURIComponent(id)}/retry`;
+    return (await this.request<CreateTaskResponse>('POST', path)).body;
+  }
+
+  async taskLogs(id: string, query: Query): Promise<TaskLogsResponse> {
+    const path = `/v1/tasks/${encodeURIComponent(id)}/logs`;
+    return (await this.request<TaskLogsResponse>('GET', path, { query })).body;
+  }
+
+  async listAgents(): Promise<AgentView[]> {
+    return (await this.request<{ agents: AgentView[] }>('GET', '/v1/agents')).body.agents;
+  }
+
+  async getAgent(id: string): Promise<AgentView> {
+    return (await this.request<AgentView>('GET', `/v1/agents/${encodeURIComponent(id)}`)).body;
+  }
+
+  createAgentToken(
+    agentId: string,
+    queues: string[] | undefined,
+  ): Promise<{ status: number; body: CreateAgentResponse }> {
+    return this.request('POST', '/v1/agents', {
+      body: { agentId, ...(queues !== undefined && queues.length > 0 ? { queues } : {}) },
+    });
+  }
+
+  async revokeAgent(id: string): Promise<RevokeResponse> {
+    const path = `/v1/agents/${encodeURIComponent(id)}`;
+    return (await this.request<RevokeResponse>('DELETE', path)).body;
+  }
+
+  async drainAgent(id: string): Promise<AgentStateResponse> {
+    const path = `/v1/agents/${encodeURIComponent(id)}/drain`;
+    return (await this.request<AgentStateResponse>('POST', path)).body;
+  }
+
+  async resumeAgent(id: string): Promise<AgentStateResponse> {
+    const path = `/v1/agents/${encodeURIComponent(id)}/resume`;
+    return (await this.request<AgentStateResponse>('POST', path)).body;
+  }
+
+  async listQueues(): Promise<QueueSummary[]> {
+    return (await this.request<{ queues: QueueSummary[] }>('GET', '/v1/queues')).body.queues;
+  }
+
+  /** One JSON request. The response body is the hub's own type (the hub validates its inputs). */
+  async request<T>(
+    method: 'GET' | 'POST' | 'DELETE',
+    path: string,
+    options: { body?: unknown; query?: Query } = {},
+  ): Promise<{ status: number; body: T }> {
+    if (this.interrupted.aborted) throw new InterruptedError();
+    const target = `${this.settings.url}${path}${queryString(options.query)}`;
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${this.settings.adminKey}`,
+      accept: 'application/json',
+    };
+    // Fastify refuses a JSON content type with an empty body: send it only with one.
+    if (options.body !== undefined) headers['content-type'] = 'application/json';
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort();
+    }, this.timeoutMs);
+    const onInterrupt = (): void => controller.abort();
+    this.interrupted.addEventListener('abort', onInterrupt, { once: true });
+    let status: number;
+    let statusText: string;
+    let text: string;
+    try {
+      const response = await fetch(target, {
+        method,
+        headers,
+        signal: controller.signal,
+        ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
+      });
+      status = response.status;
+      statusText = response.statusText;
+      text = await response.text();
+    } catch (err) {
+      if (this.interrupted.aborted) throw new InterruptedError();
+      if (timedOut) {
+        throw new HubUnreachableError(
+          `no answer from the hub at ${this.settings.url} within ${this.timeoutMs / 1000} s (${method} ${path})`,
+        );
+      }
+      throw new HubUnreachableError(
+        `cannot reach the hub at ${this.settings.url}: ${describeFetchError(err)}`,
+      );
+    } finally {
+      clearTimeout(timer);
+      this.interrupted.removeEventListener('abort', onInterrupt);
+    }
+    const body = parseJson(text);
+    if (status >= 200 && status < 300) {
+      if (body === undefined) {
+        throw new HubUnreachableError(
+          `the server at ${this.settings.url} answered ${method} ${path} with something other than JSON: is it an agentcom hub?`,
+        );
+      }
+      return { status, body: body as T };
+    }
+    if (isErrorBody(body)) throw new ApiError(status, body);
+    throw new HubUnreachableError(
+      `the server at ${this.settings.url} answered ${method} ${path} with HTTP ${status}${statusText ? ` ${statusText}` : ''}, not an agentcom error: is it an agentcom hub?`,
+    );
+  }
+}
+
+function queryString(query: Query | undefined): string {
+  if (query === undefined) return '';
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) {
+    if (value !== undefined) params.set(key, String(value));
+  }
+  const text = params.toString();
+  return text === '' ? '' : `?${text}`;
+}
+
+function parseJson(text: string): unknown {
+  if (text === '') return undefined;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+function isErrorBody(value: unknown): value is ErrorBody {
+  if (typeof value !== 'object' || value === null || !('error' in value)) return false;
+  const error = (value as { error: unknown }).error;
+  return (
+    typeof error === 'object' &&
+    error !== null &&
+    typeof (error as { code?: unknown }).code === 'string' &&
+    typeof (error as { message?: unknown }).message === 'string'
+  );
+}
+
+/** `fetch failed` says nothing: the cause holds the errno (`ECONNREFUSED`, `ENOTFOUND`, ...). */
+function describeFetchError(err: unknown): string {
+  if (err instanceof Error && err.cause !== undefined) return errorText(err.cause);
+  return errorText(err);
+}

@@ -1,0 +1,262 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import type { TaskView } from '@agentcom/shared';
+import { ApiError, HubConfigError, HubUnreachableError, UsageError } from './errors';
+import {
+  formatDuration,
+  formatFields,
+  formatProgress,
+  formatQueueTable,
+  formatTable,
+} from './format';
+import { runOperatorCli } from './program';
+import { resolveHubSettings } from './settings';
+import { parseLabels, readPayload, taskBodyFromFlags, type TaskAddFlags } from './task-input';
+import { progressSink, waitForTask } from './wait';
+
+/** The pure parts of `agentcom`; the CLI against a real hub is test/e2e/operator-cli.e2e.test.ts. */
+
+const never = new AbortController().signal;
+const task = (patch: Partial<TaskView> = {}): TaskView => ({
+  id: 't1',
+  queue: 'default',
+  state: 'waiting',
+  payload: null,
+  priority: 0,
+  attempts: 3,
+  attempt: 0,
+  attemptsMade: 0,
+  createdAt: 0,
+  ...patch,
+});
+const flags = (patch: Partial<TaskAddFlags>): TaskAddFlags => ({
+  queue: 'default',
+  payload: '{}',
+  label: [],
+  ...patch,
+});
+
+describe('format', () => {
+  it('shows durations compactly', () => {
+    expect([-5, 850, 12_000, 184_000, 7_500_000, 277_200_000].map(formatDuration)).toEqual([
+      '0s',
+      '850ms',
+      '12s',
+      '3m04s',
+      '2h05m',
+      '3d05h',
+    ]);
+  });
+
+  it('pads table columns but the last, and key: value lines', () => {
+    expect(
+      formatTable(
+        ['ID', 'STATE', 'AGE'],
+        [
+          ['a', 'running', '1s'],
+          ['bbbb', 'idle', ''],
+        ],
+      ),
+    ).toBe('ID    STATE    AGE\na     running  1s\nbbbb  idle\n');
+    expect(
+      formatFields([
+        ['id', 'x'],
+        ['agent', undefined],
+        ['state', 'done'],
+      ]),
+    ).toBe('id:    x\nstate: done\n');
+  });
+
+  it('counts prioritized tasks as waiting', () => {
+    expect(
+      formatQueueTable([
+        { name: 'q', counts: { waiting: 1, prioritized: 2, failed: 1 }, idleAgents: 3 },
+      ]),
+    ).toBe(
+      'QUEUE  WAITING  ACTIVE  DELAYED  COMPLETED  FAILED  IDLE AGENTS\n' +
+        'q      3        0       0        0          1       3\n',
+    );
+  });
+
+  it('shows the progress of a task being waited on', () => {
+    expect(
+      formatProgress(
+        task({ state: 'running', agentId: 'a1', attempt: 2, progress: { pct: 40 } }),
+        1234,
+      ),
+    ).toBe('task t1: running on a1, attempt 2/3, 1.2s, progress {"pct":40}');
+  });
+});
+
+describe('task input', () => {
+  it('reads the payload from JSON text, a file, or stdin', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'agentcom-payload-'));
+    try {
+      writeFileSync(join(dir, 'p.json'), '{"a": [1, 2]}');
+      expect(await readPayload('"text"', Readable.from([]), never)).toBe('text');
+      expect(await readPayload(`@${join(dir, 'p.json')}`, Readable.from([]), never)).toEqual({
+        a: [1, 2],
+      });
+      expect(await readPayload('-', Readable.from(['[1,', '2]']), never)).toEqual([1, 2]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('names the option of a bad value, in one line', async () => {
+    const refusal = async (patch: Partial<TaskAddFlags>) => {
+      const err = await taskBodyFromFlags(flags(patch), Readable.from([]), never).catch(
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(UsageError);
+      const usage = err as UsageError;
+      expect(usage.message).not.toContain('\n');
+      return [usage.option, usage.exitCode];
+    };
+    expect(await refusal({ payload: '{\n"a":' })).toEqual(['--payload', 2]);
+    expect(await refusal({ priority: '1.5' })).toEqual(['--priority', 2]);
+    expect(await refusal({ timeoutMs: '5' })).toEqual(['--timeout-ms', 2]);
+    expect(await refusal({ backoff: 'linear:5' })).toEqual(['--backoff', 2]);
+    expect(await refusal({ label: ['=x'] })).toEqual(['--label', 2]);
+    expect(parseLabels(['a=b=c', 'd='])).toEqual({ a: 'b=c', d: '' });
+    expect(
+      await taskBodyFromFlags(
+        flags({ payload: '1', attempts: '2', backoff: 'exponential:500', label: ['k=v'] }),
+        Readable.from([]),
+        never,
+      ),
+    ).toEqual({
+      queue: 'default',
+      payload: 1,
+      attempts: 2,
+      backoff: { type: 'exponential', delayMs: 500 },
+      labels: { k: 'v' },
+    });
+  });
+});
+
+describe('hub settings', () => {
+  it('takes the URL from --url or AGENTCOM_URL and the key from a file or AGENTCOM_ADMIN_KEY', () => {
+    expect(
+      resolveHubSettings({}, { AGENTCOM_URL: 'http://hub:8080/', AGENTCOM_ADMIN_KEY: ' k ' }),
+    ).toEqual({ url: 'http://hub:8080', adminKey: 'k' });
+    expect(
+      resolveHubSettings(
+        { url: 'https://lb/agentcom/' },
+        { AGENTCOM_URL: 'http://x', AGENTCOM_ADMIN_KEY: 'k' },
+      ).url,
+    ).toBe('https://lb/agentcom');
+    for (const env of [
+      { AGENTCOM_ADMIN_KEY: 'k' },
+      { AGENTCOM_URL: 'ftp://hub', AGENTCOM_ADMIN_KEY: 'k' },
+      { AGENTCOM_URL: 'http://user:pw@hub', AGENTCOM_ADMIN_KEY: 'k' },
+      { AGENTCOM_URL: 'http://hub' },
+      { AGENTCOM_URL: 'http://hub', AGENTCOM_ADMIN_KEY_FILE: '/no/such/file' },
+    ]) {
+      expect(() => resolveHubSettings({}, env)).toThrow(HubConfigError);
+    }
+  });
+});
+
+describe('waiting for a task', () => {
+  it('rides out a hub unreachable for a while, and prints a line per change when not a terminal', async () => {
+    const answers: Array<TaskView | Error> = [
+      task(),
+      new HubUnreachableError('cannot reach the hub'),
+      new ApiError(503, { error: { code: 'E_UNAVAILABLE', message: 'draining' } }),
+      task({ state: 'running', agentId: 'a1', attempt: 1 }),
+      task({ state: 'running', agentId: 'a1', attempt: 1 }),
+      task({ state: 'completed', agentId: 'a1', attempt: 1, result: 1 }),
+    ];
+    const client = {
+      getTask: async (): Promise<TaskView> => {
+        const next = answers.shift()!;
+        if (next instanceof Error) throw next;
+        return next;
+      },
+    };
+    const stderr = new PassThrough();
+    let text = '';
+    stderr.on('data', (chunk: Buffer) => (text += chunk.toString()));
+    const outcome = await waitForTask(client, 't1', {
+      intervalMs: 1,
+      progress: progressSink(stderr, 'lines', () => undefined),
+      signal: never,
+      now: () => 0,
+    });
+    expect(outcome).toMatchObject({ kind: 'finished', task: { state: 'completed' } });
+    expect(text.split('\n')).toEqual([
+      'task t1: waiting, attempt 0/3, 0.0s',
+      'task t1: cannot reach the hub (trying again)',
+      'task t1: draining (trying again)',
+      'task t1: running on a1, attempt 1/3, 0.0s',
+      'task t1: completed on a1, attempt 1/3, 0.0s',
+      '',
+    ]);
+  });
+
+  it('gives up on other errors, and on the timeout', async () => {
+    const notFound = new ApiError(404, { error: { code: 'E_TASK_NOT_FOUND', message: 'No task' } });
+    const quiet = progressSink(new PassThrough(), 'quiet', () => undefined);
+    await expect(
+      waitForTask({ getTask: () => Promise.reject(notFound) }, 't1', {
+        progress: quiet,
+        signal: never,
+      }),
+    ).rejects.toBe(notFound);
+    let clock = 0;
+    const outcome = await waitForTask(
+      {
+        getTask: async () => {
+          clock += 100;
+          return task();
+        },
+      },
+      't1',
+      { intervalMs: 1, timeoutMs: 250, progress: quiet, signal: never, now: () => clock },
+    );
+    expect(outcome).toMatchObject({ kind: 'timeout', task: { state: 'waiting' } });
+  });
+});
+
+describe('the command line', () => {
+  const run = async (args: string[], env: Record<string, string> = {}) => {
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    let out = '';
+    let err = '';
+    stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    const code = await runOperatorCli(['node', 'agentcom', ...args], {
+      stdin: Readable.from([]),
+      stdout,
+      stderr,
+      env,
+      stdoutIsTty: false,
+      stderrIsTty: false,
+      columns: () => undefined,
+      interrupted: never,
+      now: Date.now,
+    });
+    return { code, out, err };
+  };
+
+  it('maps usage errors to 2, a missing hub to 5, help to 0', async () => {
+    expect((await run(['--help'])).code).toBe(0);
+    expect(await run(['task', 'nope'])).toMatchObject({ code: 2 });
+    expect(await run(['task', 'get'])).toMatchObject({ code: 2 });
+    expect(await run(['queues'])).toMatchObject({
+      code: 5,
+      err: expect.stringMatching(/^agentcom: E_CONFIG: --url \(AGENTCOM_URL\): is required/),
+    });
+    expect(await run(['--json', 'queues'], { AGENTCOM_URL: 'http://h' })).toMatchObject({
+      code: 5,
+      out: expect.stringContaining('"code": "E_CONFIG"'),
+    });
+    expect(await run(['task', 'list', '--limit', '0'], { AGENTCOM_URL: 'http://h' })).toMatchObject(
+      { code: 2, err: 'agentcom: E_USAGE: --limit: must be from 1 to 500\n' },
+    );
+  });
+});

@@ -1,0 +1,145 @@
+import { isTerminalTaskState, type TaskView } from '@agentcom/shared';
+import { isTransient } from './errors';
+import { formatProgress, oneLine } from './format';
+import type { HubClient } from './hub-client';
+
+/** How often `task add --wait` polls `GET /v1/tasks/:id`. */
+export const WAIT_POLL_MS = 250;
+/** How long the hub may be unreachable (or answer 5xx) during a wait before the CLI gives up. */
+export const WAIT_TRANSIENT_GRACE_MS = 30_000;
+
+/** Where the progress of a wait goes (stderr): one rewritten line, a line per change, or nothing. */
+export interface ProgressSink {
+  update(task: TaskView, elapsedMs: number): void;
+  /** A passing problem (the hub unreachable for a moment). */
+  note(text: string): void;
+  /** The wait is over: clear the rewritten line. */
+  end(): void;
+}
+
+export type ProgressMode = 'tty' | 'lines' | 'quiet';
+
+/**
+ * `tty`: one line rewritten in place (`\r`), cut to the terminal's width so it never wraps;
+ * `lines`: a line when the state, agent or attempt changes (logs, CI); `quiet`: nothing.
+ */
+export function progressSink(
+  stream: NodeJS.WritableStream,
+  mode: ProgressMode,
+  columns: () => number | undefined,
+): ProgressSink {
+  if (mode === 'quiet')
+    return { update: () => undefined, note: () => undefined, end: () => undefined };
+  if (mode === 'tty') {
+    let drawn = false;
+    const draw = (text: string): void => {
+      const width = Math.max(20, (columns() || 80) - 1); // 0 when the size is unknown
+      const line = text.length > width ? `${text.slice(0, width - 1)}…` : text;
+      stream.write(`\r\x1b[K${line}`);
+      drawn = true;
+    };
+    return {
+      update: (task, elapsedMs) => draw(formatProgress(task, elapsedMs)),
+      note: (text) => draw(text),
+      end: () => {
+        if (drawn) stream.write('\r\x1b[K');
+        drawn = false;
+      },
+    };
+  }
+  let lastKey = '';
+  let lastNote = '';
+  return {
+    update: (task, elapsedMs) => {
+      const key = `${task.state}|${task.agentId ?? ''}|${task.attempt}`;
+      if (key === lastKey) return;
+      lastKey = key;
+      lastNote = '';
+      stream.write(`${formatProgress(task, elapsedMs)}\n`);
+    },
+    note: (text) => {
+      if (text === lastNote) return;
+      lastNote = text;
+      stream.write(`${text}\n`);
+    },
+    end: () => undefined,
+  };
+}
+
+export type WaitOutcome =
+  | { kind: 'finished'; task: TaskView }
+  | { kind: 'timeout'; task: TaskView }
+  | { kind: 'interrupted'; task: TaskView | undefined };
+
+export interface WaitOptions {
+  intervalMs?: number;
+  /** Give up after this long (the task goes on); none: wait until it finishes. */
+  timeoutMs?: number;
+  transientGraceMs?: number;
+  progress: ProgressSink;
+  /** Ctrl-C: stop waiting. */
+  signal: AbortSignal;
+  now?: () => number;
+}
+
+/**
+ * Polls the task until it is `completed`, `failed` or `cancelled`, the timeout runs out, or Ctrl-C.
+ * A hub unreachable (or answering 5xx) for less than `transientGraceMs` in a row is waited out
+ * (a replica restarting behind the load balancer); other errors are thrown.
+ */
+export async function waitForTask(
+  client: Pick<HubClient, 'getTask'>,
+  taskId: string,
+  options: WaitOptions,
+): Promise<WaitOutcome> {
+  const now = options.now ?? Date.now;
+  const intervalMs = options.intervalMs ?? WAIT_POLL_MS;
+  const graceMs = options.transientGraceMs ?? WAIT_TRANSIENT_GRACE_MS;
+  const started = now();
+  const deadline = options.timeoutMs === undefined ? undefined : started + options.timeoutMs;
+  let last: TaskView | undefined;
+  let failingSince: number | undefined;
+  try {
+    for (;;) {
+      if (options.signal.aborted) return { kind: 'interrupted', task: last };
+      try {
+        last = await client.getTask(taskId);
+        failingSince = undefined;
+        options.progress.update(last, now() - started);
+        if (isTerminalTaskState(last.state)) return { kind: 'finished', task: last };
+      } catch (err) {
+        if (options.signal.aborted) return { kind: 'interrupted', task: last };
+        if (!isTransient(err)) throw err;
+        failingSince ??= now();
+        if (now() - failingSince >= graceMs) throw err;
+        const message = err instanceof Error ? err.message : String(err);
+        options.progress.note(oneLine(`task ${taskId}: ${message} (trying again)`));
+      }
+      if (deadline !== undefined && now() >= deadline) {
+        if (last === undefined) return { kind: 'timeout', task: await client.getTask(taskId) };
+        return { kind: 'timeout', task: last };
+      }
+      const pause = deadline === undefined ? intervalMs : Math.min(intervalMs, deadline - now());
+      await sleep(Math.max(0, pause), options.signal);
+    }
+  } finally {
+    options.progress.end();
+  }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) {
+      resolve();
+      return;
+    }
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,276 @@
+import { existsSync } from 'node:fs';
+import { stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { TaskAssign } from '@agentcom/shared';
+import { LineRecorder } from '../test-support/line-recorder';
+import { testLogger } from '../test-support/logger';
+import { isProcessGone, waitUntil } from '../test-support/process';
+import { makeTempDir } from '../test-support/temp-dir';
+import { TASK_FILE_NAME, WakeRunner } from './wake-runner';
+
+let dir: string;
+let cleanup: () => Promise<void>;
+const leftovers: number[] = [];
+
+beforeEach(async () => {
+  ({ dir, cleanup } = await makeTempDir());
+});
+afterEach(async () => {
+  for (const pid of leftovers.splice(0)) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  await cleanup();
+});
+
+function assignment(overrides: Partial<TaskAssign> = {}): TaskAssign {
+  return {
+    task: {
+      id: 'task-1',
+      queue: 'default',
+      payload: { n: 41 },
+      labels: { repo: 'x' },
+      createdAt: 1_700_000_000_000,
+    },
+    token: 'tok-secret',
+    attempt: 2,
+    attempts: 3,
+    ...overrides,
+  };
+}
+
+/** A wake command of `node -e <script>`: a real child process per task. */
+function wakeRunner(script: string, killGraceMs = 5000): WakeRunner {
+  return new WakeRunner({
+    argv: [process.execPath, '-e', script],
+    env: { PATH: process.env.PATH ?? '' },
+    stateDir: dir,
+    killGraceMs,
+    logger: testLogger(),
+  });
+}
+
+/** Prints what it saw (env, the task file and its mode) as one line, then exits 0. */
+const RECORD_AND_EXIT = `
+  const fs = require('node:fs');
+  const file = process.env.AGENTCOM_TASK_FILE;
+  console.log('woke ' + JSON.stringify({
+    env: {
+      id: process.env.AGENTCOM_TASK_ID,
+      file,
+      attempt: process.env.AGENTCOM_ATTEMPT,
+      stateDir: process.env.AGENTCOM_STATE_DIR,
+      token: process.env.AGENTCOM_TASK_TOKEN ?? null,
+    },
+    task: JSON.parse(fs.readFileSync(file, 'utf8')),
+    mode: (fs.statSync(file).mode & 0o777).toString(8),
+  }));
+`;
+
+/** Prints its pid, then runs until killed. */
+const STAY_UP = `console.log('pid ' + process.pid); setInterval(() => {}, 1000);`;
+
+async function pidOf(sink: LineRecorder): Promise<number> {
+  const pid = Number((await sink.next(/^pid /)).slice(4));
+  leftovers.push(pid);
+  return pid;
+}
+
+describe('WakeRunner', () => {
+  describe('when a task starts', () => {
+    it('writes current.json owner-only without the token, and wakes the agent with its env', async () => {
+      const sink = new LineRecorder();
+      const runner = wakeRunner(RECORD_AND_EXIT);
+      const run = runner.start(assignment({ timeoutMs: 60_000 }), sink);
+
+      const seen = JSON.parse((await sink.next(/^woke /)).slice(5)) as Record<string, unknown>;
+      expect(seen).toEqual({
+        env: {
+          id: 'task-1',
+          file: join(dir, TASK_FILE_NAME),
+          attempt: '2',
+          stateDir: dir,
+          token: null,
+        },
+        task: {
+          id: 'task-1',
+          queue: 'default',
+          payload: { n: 41 },
+          labels: { repo: 'x' },
+          attempt: 2,
+          attempts: 3,
+          timeoutMs: 60_000,
+          createdAt: 1_700_000_000_000,
+        },
+        mode: '600',
+      });
+      run.stop('cancelled');
+      await run.outcome;
+    });
+
+    it('holds the task after the wake command exits 0, until the agent reports', async () => {
+      const sink = new LineRecorder();
+      const runner = wakeRunner(RECORD_AND_EXIT);
+      const run = runner.start(assignment(), sink);
+      await sink.next(/^woke /);
+      await waitUntil(() => runner.inHand() !== undefined, 'the task is in hand');
+      expect(runner.inHand()).toMatchObject({ taskId: 'task-1', attempt: 2 });
+      expect(existsSync(join(dir, TASK_FILE_NAME))).toBe(true);
+
+      expect(runner.report({ type: 'complete', result: { answer: 42 } })).toEqual({
+        ok: true,
+        taskId: 'task-1',
+      });
+      await expect(run.outcome).resolves.toEqual({ type: 'complete', result: { answer: 42 } });
+      expect(existsSync(join(dir, TASK_FILE_NAME))).toBe(false);
+      expect(runner.inHand()).toBeUndefined();
+    });
+
+    it('passes a rate-limited failure through', async () => {
+      const sink = new LineRecorder();
+      const runner = wakeRunner(RECORD_AND_EXIT);
+      const run = runner.start(assignment(), sink);
+      await sink.next(/^woke /);
+      runner.report({
+        type: 'fail',
+        reason: 'quota',
+        retryable: true,
+        rateLimitedUntil: 1_800_000_000_000,
+      });
+      await expect(run.outcome).resolves.toEqual({
+        type: 'fail',
+        error: 'quota',
+        retryable: true,
+        kind: 'error',
+        rateLimitedUntil: 1_800_000_000_000,
+      });
+    });
+  });
+
+  describe('when the agent reports', () => {
+    it('refuses a report when no task is in hand', () => {
+      const runner = wakeRunner(RECORD_AND_EXIT);
+      expect(runner.report({ type: 'complete', result: null })).toEqual({
+        ok: false,
+        code: 'E_NO_TASK',
+        message: 'no task in hand',
+      });
+    });
+
+    it('refuses a report naming another task, and takes one naming the task in hand', async () => {
+      const sink = new LineRecorder();
+      const runner = wakeRunner(RECORD_AND_EXIT);
+      const run = runner.start(assignment(), sink);
+      await sink.next(/^woke /);
+      expect(runner.report({ type: 'complete', result: 1 }, 'task-0')).toMatchObject({
+        ok: false,
+        code: 'E_OTHER_TASK',
+      });
+      expect(runner.report({ type: 'complete', result: 2 }, 'task-1')).toEqual({
+        ok: true,
+        taskId: 'task-1',
+      });
+      await expect(run.outcome).resolves.toEqual({ type: 'complete', result: 2 });
+      expect(runner.report({ type: 'complete', result: 3 })).toMatchObject({ code: 'E_NO_TASK' });
+    });
+
+    it('leaves a wake command still running alone: it may be the agent itself', async () => {
+      const sink = new LineRecorder();
+      const runner = wakeRunner(STAY_UP);
+      const run = runner.start(assignment(), sink);
+      const pid = await pidOf(sink);
+      runner.report({ type: 'complete', result: 'ok' });
+      await expect(run.outcome).resolves.toEqual({ type: 'complete', result: 'ok' });
+      expect(isProcessGone(pid)).toBe(false);
+    });
+  });
+
+  describe('when the wake command fails', () => {
+    it('fails the task, retryable, naming the exit code and the stderr tail', async () => {
+      const runner = wakeRunner(`console.error('cannot reach the agent'); process.exit(3);`);
+      const run = runner.start(assignment(), new LineRecorder());
+      await expect(run.outcome).resolves.toEqual({
+        type: 'fail',
+        error: 'the wake command failed: exit code 3: cannot reach the agent',
+        retryable: true,
+        kind: 'error',
+      });
+      expect(existsSync(join(dir, TASK_FILE_NAME))).toBe(false);
+    });
+
+    it('fails the task when the wake command cannot start', async () => {
+      const runner = new WakeRunner({
+        argv: [join(dir, 'no-such-command')],
+        env: {},
+        stateDir: dir,
+        killGraceMs: 100,
+        logger: testLogger(),
+      });
+      const outcome = await runner.start(assignment(), new LineRecorder()).outcome;
+      expect(outcome).toMatchObject({ type: 'fail', retryable: true, kind: 'error' });
+      expect(outcome.type === 'fail' && outcome.error).toMatch(/could not start .*ENOENT/);
+    });
+  });
+
+  describe('when the task is stopped', () => {
+    it('fails it as timeout after timeoutMs and removes current.json', async () => {
+      const sink = new LineRecorder();
+      const runner = wakeRunner(RECORD_AND_EXIT);
+      const run = runner.start(assignment({ timeoutMs: 300 }), sink);
+      await expect(run.outcome).resolves.toEqual({
+        type: 'fail',
+        error: 'timed out after 300 ms (timeoutMs)',
+        retryable: true,
+        kind: 'timeout',
+      });
+      expect(existsSync(join(dir, TASK_FILE_NAME))).toBe(false);
+    });
+
+    it('fails it as cancelled on cancel, not retryable', async () => {
+      const sink = new LineRecorder();
+      const runner = wakeRunner(RECORD_AND_EXIT);
+      const run = runner.start(assignment(), sink);
+      await sink.next(/^woke /);
+      run.stop('cancelled');
+      await expect(run.outcome).resolves.toEqual({
+        type: 'fail',
+        error: 'cancelled by the hub',
+        retryable: false,
+        kind: 'cancelled',
+      });
+      expect(existsSync(join(dir, TASK_FILE_NAME))).toBe(false);
+      expect(runner.report({ type: 'complete', result: null })).toMatchObject({
+        code: 'E_NO_TASK',
+      });
+    });
+
+    it('drops it when the lease is lost', async () => {
+      const sink = new LineRecorder();
+      const runner = wakeRunner(RECORD_AND_EXIT);
+      const run = runner.start(assignment(), sink);
+      await sink.next(/^woke /);
+      run.stop('lease_lost');
+      await expect(run.outcome).resolves.toEqual({ type: 'dropped', reason: 'lease_lost' });
+    });
+
+    it('terminates a wake command still running', async () => {
+      const sink = new LineRecorder();
+      const runner = wakeRunner(STAY_UP, 200);
+      const run = runner.start(assignment(), sink);
+      const pid = await pidOf(sink);
+      run.stop('cancelled');
+      await expect(run.outcome).resolves.toMatchObject({ kind: 'cancelled' });
+      await waitUntil(() => isProcessGone(pid), 'the wake command is gone', 2000);
+    });
+  });
+
+  it('removes a current.json left by a sidecar that died', async () => {
+    await writeFile(join(dir, TASK_FILE_NAME), '{}');
+    const runner = wakeRunner(RECORD_AND_EXIT);
+    await runner.removeStaleTaskFile();
+    await expect(stat(join(dir, TASK_FILE_NAME))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
