@@ -59,7 +59,7 @@ test: deps build tools/pm2
 test-faults: deps build
 	FULL=$(FULL) $(JEST) --runInBand test/faults
 
-ci: deps check test
+ci: deps check test pack-test
 	DEMO_TASKS=20 $(MAKE) --no-print-directory demo
 
 demo: deps build
