@@ -169,7 +169,7 @@ export class AssignmentService {
     const { job, record } = await this.currentJob(agentId, msg.taskId, msg.token);
     // Stop extending first: the lock disappears with the completion, and a lease tick racing it
     // must not mistake that for a lost lease.
-    this.options.leases.untrack(agentId, msg.taskId);
+    this.options.leases.untrack(agentId, msg.token);
     try {
       await job.moveToCompleted(msg.result ?? null, msg.token, false);
     } catch (err) {
@@ -193,7 +193,7 @@ export class AssignmentService {
       msg.rateLimitedUntil !== undefined && msg.rateLimitedUntil > now
         ? msg.rateLimitedUntil
         : undefined;
-    this.options.leases.untrack(agentId, msg.taskId);
+    this.options.leases.untrack(agentId, msg.token);
     try {
       if (cooldownUntil !== undefined) {
         // A quota, not a failure of the task: back to wait without using an attempt.
@@ -264,7 +264,7 @@ export class AssignmentService {
     cooldownUntil?: number,
   ): Promise<boolean> {
     const { agents } = this.options;
-    this.options.leases.untrack(agentId, taskId);
+    this.options.leases.untrack(agentId, token);
     for (let i = 0; i < MAX_CAS_RETRIES; i++) {
       const record = await agents.get(agentId);
       if (!holds(record, taskId, token) || !record) return false;

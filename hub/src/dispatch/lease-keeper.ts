@@ -31,6 +31,11 @@ export interface LeaseKeeperOptions {
 export class LeaseKeeper {
   private readonly held = new Map<string, HeldTask & { lastBeatAt: number }>();
   private readonly beats = new Map<string, number>();
+  /**
+   * Assignments (by token) whose report is being applied: a heartbeat racing the report must not
+   * track them again, or the next tick would take the vanished lock for a lost lease.
+   */
+  private readonly finishing = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private readonly now: () => number;
@@ -61,12 +66,15 @@ export class LeaseKeeper {
   }
 
   track(agentId: string, task: HeldTask): void {
+    if (this.finishing.has(task.token)) return;
     this.held.set(agentId, { ...task, lastBeatAt: this.now() });
   }
 
-  untrack(agentId: string, taskId?: string): void {
+  /** Stops extending the agent's lease; with `token`, that assignment is never tracked again. */
+  untrack(agentId: string, token?: string): void {
+    if (token !== undefined) this.finishing.set(token, this.now());
     const current = this.held.get(agentId);
-    if (current && (taskId === undefined || current.taskId === taskId)) this.held.delete(agentId);
+    if (current && (token === undefined || current.token === token)) this.held.delete(agentId);
   }
 
   heldBy(agentId: string): HeldTask | undefined {
@@ -88,6 +96,9 @@ export class LeaseKeeper {
   /** One round: extend every live lease, report the lost ones, store heartbeat times. */
   async tick(): Promise<void> {
     const now = this.now();
+    for (const [token, at] of this.finishing) {
+      if (now - at > 2 * this.options.leaseMs) this.finishing.delete(token);
+    }
     const byQueue = new Map<string, Array<[string, HeldTask]>>();
     for (const [agentId, task] of this.held) {
       if (now - task.lastBeatAt > 3 * this.options.heartbeatMs) continue;
