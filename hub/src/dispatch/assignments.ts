@@ -19,6 +19,7 @@ import type { HubMetrics } from '../metrics/hub-metrics';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
 import { CANCELLED_PREFIX } from '../tasks/task-service';
+import { agentIdOfToken } from './assignment-token';
 import { isStaleAssignmentError } from './bull-errors';
 import type { LeaseKeeper } from './lease-keeper';
 
@@ -125,10 +126,13 @@ export class AssignmentService {
   }
 
   async complete(agentId: string, msg: TaskComplete): Promise<ReportAck> {
+    // tokens start with their agent's id: another agent's token is refused before anything else
+    if (agentIdOfToken(msg.token) !== agentId) throw superseded(msg.taskId);
     return this.oneReportAtATime(msg.taskId, () => this.applyComplete(agentId, msg));
   }
 
   async fail(agentId: string, msg: TaskFail): Promise<ReportAck> {
+    if (agentIdOfToken(msg.token) !== agentId) throw superseded(msg.taskId);
     return this.oneReportAtATime(msg.taskId, () => this.applyFail(agentId, msg));
   }
 
