@@ -16,8 +16,8 @@ import { QUICK, log, round, sleep } from './lib/util';
 const AGENTS = Number(process.env.BENCH_CONNECTIONS ?? (QUICK ? 1000 : 10_000));
 const REPLICAS = 3;
 const HEARTBEAT_MS = 5000;
-const SETTLE_MS = QUICK ? 6000 : 12_000;
-const WINDOW_MS = QUICK ? 10_000 : 30_000;
+const SETTLE_MS = QUICK ? 5500 : 12_000;
+const WINDOW_MS = QUICK ? 5000 : 30_000;
 
 async function sampleRss(pids: () => number[], samples = 4): Promise<number[]> {
   const sums = pids().map(() => 0);
@@ -28,7 +28,7 @@ async function sampleRss(pids: () => number[], samples = 4): Promise<number[]> {
   return sums.map((s) => s / samples);
 }
 
-runBench('connections', 'Idle connections', QUICK ? 90_000 : 420_000, async () => {
+runBench('connections', 'Idle connections', QUICK ? 150_000 : 900_000, async () => {
   const redis = await RedisServer.start();
   const hubs = await startHubs({
     redisUrl: redis.url,
@@ -41,12 +41,12 @@ runBench('connections', 'Idle connections', QUICK ? 90_000 : 420_000, async () =
     execArgv: ['--max-old-space-size=8192'],
   });
   try {
-    await sleep(3000);
+    await sleep(QUICK ? 1000 : 3000);
     const cpuPids = new Map<string, number>(hubs.map((hub, i) => [`hub-${i + 1}`, hub.proc.pid]));
     cpuPids.set('redis', redis.pid);
     const idleMeter = new CpuMeter(cpuPids);
     idleMeter.start();
-    await sleep(QUICK ? 3000 : 5000);
+    await sleep(QUICK ? 2000 : 5000);
     const idleBase = idleMeter.stop();
     const rssBase = await sampleRss(() => hubRssKb(hubs));
     const redisBase = await redis.usedMemory();

@@ -26,7 +26,7 @@ const LEASE_MS = Number(TIMINGS.LEASE_MS ?? 60_000);
 const STALLED_MS = Number(TIMINGS.STALLED_INTERVAL_MS ?? 15_000);
 const HEARTBEAT_MS = Number(TIMINGS.HEARTBEAT_MS ?? 5000);
 
-runBench('dead-agent', 'Dead agent', QUICK ? 60_000 : 240_000, async () => {
+runBench('dead-agent', 'Dead agent', QUICK ? 120_000 : 300_000, async () => {
   const redis = await RedisServer.start();
   const hubs = await startHubs({
     redisUrl: redis.url,
@@ -114,8 +114,8 @@ runBench('dead-agent', 'Dead agent', QUICK ? 60_000 : 240_000, async () => {
       bound,
       200,
     );
-    const times = await rescuer.call('assignTimes', { taskIds: [task.id] });
-    const assignedAt = times[task.id];
+    const infos = await rescuer.call('taskInfo', { taskIds: [task.id] });
+    const assignedAt = infos[task.id]?.assignedAt;
     const completed = await waitFor(
       'the task to complete',
       async () =>

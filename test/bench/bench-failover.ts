@@ -8,7 +8,7 @@ import { getTask, requestJson } from './lib/http';
 import { info, runBench, type Figure } from './lib/result';
 import { RedisServer } from './lib/redis';
 import { startCluster } from './lib/scenarios';
-import { QUICK, distribution, log, mapLimit, now, round, sleep, waitFor } from './lib/util';
+import { QUICK, distribution, log, mapLimit, now, round, sleep } from './lib/util';
 
 const AGENTS = QUICK ? 200 : 1000;
 const REPLICAS = 3;
@@ -16,9 +16,10 @@ const RATE = QUICK ? 50 : 100;
 const BEFORE_MS = QUICK ? 2000 : 4000;
 const AFTER_MS = QUICK ? 3000 : 6000;
 const HOLD_MS = 200;
-const SETTLE_TIMEOUT_MS = QUICK ? 45_000 : 120_000;
+/** Full: longer than lease + stalled interval (75 s), so what is not completed by then is lost. */
+const SETTLE_TIMEOUT_MS = QUICK ? 20_000 : 120_000;
 
-runBench('failover', 'Replica failover', QUICK ? 100_000 : 300_000, async () => {
+runBench('failover', 'Replica failover', QUICK ? 150_000 : 400_000, async () => {
   const redis = await RedisServer.start();
   const cluster = await startCluster({
     redis,
@@ -88,21 +89,21 @@ runBench('failover', 'Replica failover', QUICK ? 100_000 : 300_000, async () => 
       `${reconnects.affected} agents lost their replica; back: ${back.connected}/${AGENTS}; downtime p50 ${downtimes.p50} ms, max ${downtimes.max} ms`,
     );
 
-    // every task accepted with a 201 must complete
-    const deadline = now() + SETTLE_TIMEOUT_MS;
-    const done = await waitFor(
-      'accepted tasks to complete',
-      async () => {
-        const ids = new Set(await load.call('completedIds', {}));
-        const open = accepted.filter((id) => !ids.has(id));
-        if (open.length === 0 || now() > deadline - 1000) return { open: open.length };
-        return undefined;
-      },
-      SETTLE_TIMEOUT_MS,
-      250,
-    );
-    const allDoneMs = now() - killedAt;
+    // every task accepted with a 201 must complete, as the API shows it (agents may have been
+    // answered `superseded` for a completion a dying replica applied)
     const url = [...live][0] ?? '';
+    const deadline = now() + SETTLE_TIMEOUT_MS;
+    let open = [...accepted];
+    let allDoneMs: number | undefined;
+    while (now() < deadline) {
+      const views = await mapLimit(open, 32, (id) => getTask(url, id).catch(() => undefined));
+      open = open.filter((_, i) => views[i]?.state !== 'completed');
+      if (open.length === 0) {
+        allDoneMs = now() - killedAt;
+        break;
+      }
+      await sleep(500);
+    }
     const states: Record<string, number> = {};
     await mapLimit(accepted, 32, async (id) => {
       const view = await getTask(url, id).catch(() => undefined);
@@ -111,6 +112,18 @@ runBench('failover', 'Replica failover', QUICK ? 100_000 : 300_000, async () => 
     });
     const lost = accepted.length - (states.completed ?? 0);
     const stats = await load.call('stats', {});
+    // what the unfinished ones look like, for the report
+    const unfinished: unknown[] = [];
+    for (const id of accepted) {
+      if (unfinished.length >= 10) break;
+      const view = await getTask(url, id).catch(() => undefined);
+      if (view?.state === 'completed') continue;
+      const agent = view?.agentId
+        ? (await requestJson('GET', `${url}/v1/agents/${view.agentId}`)).body
+        : undefined;
+      const agentSide = (await load.call('taskInfo', { taskIds: [id] }))[id];
+      unfinished.push({ task: view, agent, agentSide });
+    }
 
     const figures: Figure[] = [
       info(
@@ -127,30 +140,31 @@ runBench('failover', 'Replica failover', QUICK ? 100_000 : 300_000, async () => 
       ),
       info('time until all agents connected again', reconnects.allBackMs, 'ms'),
       {
-        name: 'tasks lost (accepted with 201, not completed)',
+        name: `tasks lost (accepted with 201, not completed ${SETTLE_TIMEOUT_MS / 1000} s after the kill)`,
         value: lost,
         target: '0',
         pass: lost === 0,
-        note: `states: ${JSON.stringify(states)}`,
+        note: `states: ${JSON.stringify(states)}${lost > 0 && SETTLE_TIMEOUT_MS < 75_000 ? '; QUICK waits less than lease + stalled interval (75 s), after which an orphaned active task is requeued' : ''}`,
       },
       info(
         'kill → every accepted task completed',
-        done.open === 0 ? round(allDoneMs / 1000) : `not within ${SETTLE_TIMEOUT_MS / 1000} s`,
-        's',
+        allDoneMs !== undefined
+          ? `${round(allDoneMs / 1000)} s`
+          : `not within ${SETTLE_TIMEOUT_MS / 1000} s`,
       ),
       info(
         'tasks accepted / POSTs refused by the dead replica (retried elsewhere)',
         `${accepted.length} / ${refused}`,
       ),
       info(
-        'replayed reports acknowledged as duplicate / superseded / assigns to busy agents',
+        'reports answered duplicate / superseded, assigns to busy agents',
         `${stats.duplicates} / ${stats.superseded} / ${stats.busyAssigns}`,
       ),
     ];
     return {
       size: `${AGENTS.toLocaleString('en-US')} agents over ${REPLICAS} replicas (default settings), ${RATE} tasks/s of ${HOLD_MS} ms each, kill -9 of one replica after ${BEFORE_MS / 1000} s`,
       figures,
-      details: { reconnects: { ...reconnects, downtimes }, states, stats },
+      details: { reconnects: { ...reconnects, downtimes }, states, stats, unfinished },
     };
   } finally {
     await cluster.stop();

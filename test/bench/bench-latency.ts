@@ -12,12 +12,15 @@ import { startCluster } from './lib/scenarios';
 import { QUICK, distribution, log, round } from './lib/util';
 
 const RATE = 200;
-const DURATION_MS = QUICK ? 5000 : 20_000;
+/** A low rate first: the path's own latency, without queueing. */
+const LOW_RATE = 20;
+const LOW_DURATION_MS = QUICK ? 2000 : 10_000;
+const DURATION_MS = QUICK ? 4000 : 20_000;
 const WARMUP_MS = QUICK ? 1000 : 3000;
 const AGENTS = 100;
 const REPLICAS = 3;
 
-runBench('latency', 'Dispatch latency', QUICK ? 90_000 : 300_000, async () => {
+runBench('latency', 'Dispatch latency', QUICK ? 150_000 : 400_000, async () => {
   const redis = await RedisServer.start();
   const figures: Figure[] = [];
   try {
@@ -51,7 +54,13 @@ runBench('latency', 'Dispatch latency', QUICK ? 90_000 : 300_000, async () => {
       recordTimes: true,
     });
     let run;
+    let low;
     try {
+      low = await cluster.load.call(
+        'steady',
+        { urls: cluster.urls, rate: LOW_RATE, durationMs: LOW_DURATION_MS, warmupMs: 500 },
+        LOW_DURATION_MS + 60_000,
+      );
       run = await cluster.load.call(
         'steady',
         { urls: cluster.urls, rate: RATE, durationMs: DURATION_MS, warmupMs: WARMUP_MS },
@@ -63,6 +72,7 @@ runBench('latency', 'Dispatch latency', QUICK ? 90_000 : 300_000, async () => {
     const assign = distribution(run.acceptedToAssign);
     const sent = distribution(run.sentToAssign);
     const visible = distribution(run.acceptedToVisible);
+    const lowAssign = distribution(low.acceptedToAssign);
     log(
       `hub 201 → task:assign: p50 ${assign.p50} ms, p99 ${assign.p99} ms; POST sent → assign p50 ${sent.p50} ms; → completed visible p50 ${visible.p50} ms`,
     );
@@ -70,6 +80,12 @@ runBench('latency', 'Dispatch latency', QUICK ? 90_000 : 300_000, async () => {
       atMost('201 → task:assign, p50', assign.p50, 2, 'ms'),
       atMost('201 → task:assign, p99', assign.p99, 10, 'ms'),
       info('201 → task:assign, max', assign.max, 'ms'),
+      info(
+        `201 → task:assign at ${LOW_RATE} tasks/s, p50 / p99`,
+        `${lowAssign.p50} / ${lowAssign.p99}`,
+        'ms',
+        'the same path without queueing',
+      ),
       info(
         'POST sent → task:assign, p50 / p99',
         `${sent.p50} / ${sent.p99}`,
@@ -98,10 +114,11 @@ runBench('latency', 'Dispatch latency', QUICK ? 90_000 : 300_000, async () => {
       ),
     );
     return {
-      size: `${RATE} tasks/s for ${DURATION_MS / 1000} s (after ${WARMUP_MS / 1000} s warm-up), ${REPLICAS} replicas, ${AGENTS} agents`,
+      size: `${RATE} tasks/s for ${DURATION_MS / 1000} s (after ${WARMUP_MS / 1000} s warm-up; before it ${LOW_RATE} tasks/s for ${LOW_DURATION_MS / 1000} s), ${REPLICAS} replicas, ${AGENTS} agents`,
       figures,
       details: {
         hub: {
+          lowRate: { acceptedToAssign: lowAssign, missing: low.missing },
           acceptedToAssign: assign,
           sentToAssign: sent,
           acceptedToVisible: visible,

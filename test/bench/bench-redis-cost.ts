@@ -18,7 +18,7 @@ import { RpcChild } from './lib/rpc';
 import { hubThroughput, startCluster } from './lib/scenarios';
 import { BENCH_DIR, QUICK, log, now, round, sleep } from './lib/util';
 
-const TASKS = QUICK ? 1000 : 5000;
+const TASKS = QUICK ? 500 : 5000;
 const AGENTS = 100;
 const REPLICAS = 3;
 const INFLIGHT = 48;
@@ -38,12 +38,15 @@ interface Cost {
   clientCommands: number;
   luaInternal: number;
   roundTrips: number;
+  bytesSent: number;
   scriptCalls: number;
   redisCpuUs: number;
   /** Idle background per second. */
   idleCommandsPerSec: number;
   idleRoundTripsPerSec: number;
   topServer: Record<string, number>;
+  /** Redis time (µs) per task by command (a script's time includes its calls). */
+  topServerUsec: Record<string, number>;
   topClient: Record<string, number>;
 }
 
@@ -68,16 +71,18 @@ function cost(tasks: number, a: Snapshot, b: Snapshot, c: Snapshot): Cost {
     clientCommands: per(io.commands),
     luaInternal: per(run.all - io.commands),
     roundTrips: per(io.writes),
+    bytesSent: per(io.bytes),
     scriptCalls: per(run.scriptCalls),
     redisCpuUs: round((run.cpuMs * 1000) / tasks),
     idleCommandsPerSec: round(idle.all / idleSec),
     idleRoundTripsPerSec: round(idleIo.writes / idleSec),
     topServer: top(run.byCommand),
+    topServerUsec: top(run.usecByCommand),
     topClient: top(Object.entries(io.byName)),
   };
 }
 
-runBench('redis-cost', 'Redis cost per task', QUICK ? 90_000 : 300_000, async () => {
+runBench('redis-cost', 'Redis cost per task', QUICK ? 150_000 : 400_000, async () => {
   const redis = await RedisServer.start();
   const counterArgs = ['--require', join(BENCH_DIR, 'redis-io-counter.js')];
   try {
@@ -170,6 +175,11 @@ runBench('redis-cost', 'Redis cost per task', QUICK ? 90_000 : 300_000, async ()
         `${hubCost.roundTrips} vs ${rawCost.roundTrips} per job`,
       ),
       info('agentcom commands per task (all)', hubCost.allCommands),
+      info(
+        'bytes sent to Redis per task (agentcom / raw)',
+        `${hubCost.bytesSent} / ${rawCost.bytesSent}`,
+        'B',
+      ),
       info('agentcom round trips per task', hubCost.roundTrips),
       info(
         'agentcom client commands / Lua-internal / script calls per task',

@@ -9,13 +9,13 @@ import { hubThroughput, rawThroughput, startCluster } from './lib/scenarios';
 import { QUICK, round } from './lib/util';
 
 const TASKS = QUICK ? 2000 : 20_000;
-const WARMUP = QUICK ? 300 : 1000;
+const WARMUP = QUICK ? 200 : 1000;
 const AGENT_COUNTS = QUICK ? [100] : [100, 500];
 const REPLICAS = 3;
 /** POSTs in flight (HTTP) and adds in flight (raw), the same for both. */
 const INFLIGHT = 48;
 
-runBench('throughput', 'Throughput', QUICK ? 60_000 : 600_000, async () => {
+runBench('throughput', 'Throughput', QUICK ? 150_000 : 1_500_000, async () => {
   const redis = await RedisServer.start();
   const figures: Figure[] = [];
   const details: Record<string, unknown> = {};
@@ -61,6 +61,17 @@ runBench('throughput', 'Throughput', QUICK ? 60_000 : 600_000, async () => {
           hub.cpuUsPerTask.hubs ?? 0,
           'µs',
           `raw BullMQ process: ${raw.cpuUsPerTask.raw ?? 0} µs/job; Redis: ${hub.cpuUsPerTask.redis ?? 0} µs/task vs ${raw.cpuUsPerTask.redis ?? 0} µs/job`,
+        ),
+      );
+      figures.push(
+        info(
+          `hub event loop busy / delay p99 per replica, ${agents} agents`,
+          hub.loops.map((l) => `${l.utilizationPct}% / ${l.delayP99Ms} ms`).join(', '),
+          '',
+          `CPU per replica ${Object.entries(hub.corePct)
+            .filter(([name]) => name.startsWith('hub-'))
+            .map(([, pct]) => `${pct}%`)
+            .join(' / ')} of a core; Redis ${hub.corePct.redis ?? 0}%`,
         ),
       );
       const problems: string[] = [];

@@ -63,6 +63,8 @@ const assignAt = new Map<string, number>();
 const assignEpoch = new Map<string, number>();
 /** `task:complete` acknowledged: performance.now(). */
 const completeAt = new Map<string, number>();
+/** Tasks whose completion was acknowledged as a duplicate (a replayed report). */
+const duplicateIds = new Set<string>();
 const completionWaiters = new Set<() => void>();
 const connectionWaiters = new Set<() => void>();
 let connectedCount = 0;
@@ -74,6 +76,8 @@ function freshStats(): Omit<LoadStats, 'connected' | 'completedUnique' | 'cpuMs'
     duplicates: 0,
     superseded: 0,
     cancels: 0,
+    cancelReasons: {},
+    aborts: 0,
     busyAssigns: 0,
     heartbeatsOk: 0,
     heartbeatsFailed: 0,
@@ -107,8 +111,13 @@ class SimAgent {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private driving = false;
+  private delivering = false;
   private wasConnected = false;
-  current: Held | undefined;
+  /** The task being carried out, from its assignment until its report is ready. */
+  work: Held | undefined;
+  /** Reports not yet acknowledged, oldest first (the sidecar's outbox): a new assignment may
+   * arrive before the hub's ack of the last report, and is taken, as the sidecar does. */
+  readonly outbox: Held[] = [];
   connectedUrl: string | undefined;
   /** Connection history: disconnect and reconnect times (performance.now()). */
   readonly outages: Array<{ downAt: number; upAt?: number }> = [];
@@ -122,6 +131,19 @@ class SimAgent {
     private readonly options: InitArgs,
   ) {
     this.urlIndex = startIndex % urls.length;
+  }
+
+  /** Internal state, for post-mortems. */
+  describe(): string {
+    const w = this.work;
+    return JSON.stringify({
+      work: w ? `${w.state}${w.holdDone ? ' held' : ''}` : null,
+      outbox: this.outbox.length,
+      driving: this.driving,
+      delivering: this.delivering,
+      connected: this.connected,
+      outages: this.outages.length,
+    });
   }
 
   get connected(): boolean {
@@ -144,8 +166,9 @@ class SimAgent {
   }
 
   private auth(): HandshakeAuth {
-    const current: CurrentAssignment | undefined = this.current
-      ? { taskId: this.current.taskId, token: this.current.token, state: this.current.state }
+    const held = this.work ?? this.outbox[0];
+    const current: CurrentAssignment | undefined = held
+      ? { taskId: held.taskId, token: held.token, state: held.state }
       : undefined;
     return {
       agentId: this.agentId,
@@ -197,6 +220,7 @@ class SimAgent {
         this.startHeartbeats();
       }
       void this.drive();
+      void this.deliver();
     });
     socket.on('connect_error', (err: Error & { data?: { code?: string } }) => {
       if (!isCurrent()) return;
@@ -281,13 +305,14 @@ class SimAgent {
 
   private async beat(): Promise<void> {
     if (!this.connected) return;
-    const held = this.current;
-    const msg = held && held.state !== 'assigned' ? { taskId: held.taskId, token: held.token } : {};
+    const held = this.work;
+    const msg = held?.state === 'working' ? { taskId: held.taskId, token: held.token } : {};
     try {
       const ack = await this.request('agent:heartbeat', msg);
       if (ack.ok) {
         stats.heartbeatsOk++;
-        if (ack.abort && held && this.current === held) this.current = undefined;
+        if (ack.abort) stats.aborts++;
+        if (ack.abort && held && this.work === held) this.work = undefined;
       } else {
         stats.heartbeatsFailed++;
         countError(`heartbeat:${ack.code ?? '?'}`);
@@ -313,39 +338,45 @@ class SimAgent {
       assignAt.set(taskId, now());
       assignEpoch.set(taskId, Date.now());
     }
-    if (this.current && this.current.taskId !== taskId) {
+    if (this.work && this.work.taskId !== taskId) {
+      // the hub pushed a task to an agent still carrying one out (guarantee 3)
       stats.busyAssigns++;
       return;
     }
-    this.current = { taskId, token: msg.token, state: 'assigned', holdDone: false };
+    this.work = { taskId, token: msg.token, state: 'assigned', holdDone: false };
     void this.drive();
   }
 
   private onCancel(msg: TaskCancel): void {
     stats.cancels++;
-    if (this.current?.taskId === msg.taskId) this.current = undefined;
+    stats.cancelReasons[msg.reason] = (stats.cancelReasons[msg.reason] ?? 0) + 1;
+    if (this.work?.taskId === msg.taskId) this.work = undefined;
   }
 
-  /** Moves the held task forward (accept, hold, complete) while connected; idempotent. */
+  /** The task is done: its report goes to the outbox, the agent is free for the next one. */
+  private finish(held: Held): void {
+    held.state = 'finished';
+    if (this.work === held) this.work = undefined;
+    this.outbox.push(held);
+    void this.deliver();
+  }
+
+  /** Accepts the task, then "works" `holdMs`; while connected; idempotent. */
   private async drive(): Promise<void> {
     if (this.driving) return;
     this.driving = true;
     try {
-      while (this.current && this.connected) {
-        const held = this.current;
-        if (held.state === 'working' && !held.holdDone) {
-          await sleep(this.options.holdMs);
+      while (this.work && this.connected) {
+        const held = this.work;
+        if (held.state === 'working') {
+          if (!held.holdDone) await sleep(this.options.holdMs);
           held.holdDone = true;
-          held.state = 'finished';
+          if (this.work === held) this.finish(held);
           continue;
         }
-        const accepting = held.state === 'assigned';
         let ack: AckShape;
         try {
-          ack = await this.request(accepting ? 'task:accept' : 'task:complete', {
-            taskId: held.taskId,
-            token: held.token,
-          });
+          ack = await this.request('task:accept', { taskId: held.taskId, token: held.token });
         } catch (err) {
           // Not connected, or the connection dropped before the ack: the reconnect's handshake
           // re-announces the task and this loop runs again on `connect`. An ack timeout on a
@@ -355,23 +386,48 @@ class SimAgent {
           await sleep(100);
           continue;
         }
-        if (this.current !== held) continue;
+        if (this.work !== held) continue;
         if (ack.ok) {
-          if (accepting) {
-            held.state = this.options.holdMs > 0 ? 'working' : 'finished';
-            held.holdDone = this.options.holdMs <= 0;
-          } else {
-            this.current = undefined;
-            onCompleted(held.taskId, ack.duplicate === true);
-          }
+          held.state = 'working';
+          held.holdDone = this.options.holdMs <= 0;
         } else {
           if (ack.code === 'E_ASSIGNMENT_SUPERSEDED') stats.superseded++;
-          else countError(`${accepting ? 'accept' : 'complete'}:${ack.code ?? '?'}`);
-          this.current = undefined;
+          else countError(`accept:${ack.code ?? '?'}`);
+          this.work = undefined;
         }
       }
     } finally {
       this.driving = false;
+    }
+  }
+
+  /** Sends the outbox's reports (`task:complete`) in order until acknowledged; idempotent. */
+  private async deliver(): Promise<void> {
+    if (this.delivering) return;
+    this.delivering = true;
+    try {
+      while (this.outbox.length > 0 && this.connected) {
+        const report = this.outbox[0];
+        if (!report) break;
+        let ack: AckShape;
+        try {
+          ack = await this.request('task:complete', {
+            taskId: report.taskId,
+            token: report.token,
+          });
+        } catch (err) {
+          if (!(err instanceof NotConnectedError)) countError('no-ack');
+          if (!this.connected) break;
+          await sleep(100);
+          continue;
+        }
+        this.outbox.shift();
+        if (ack.ok) onCompleted(report.taskId, ack.duplicate === true);
+        else if (ack.code === 'E_ASSIGNMENT_SUPERSEDED') stats.superseded++;
+        else countError(`complete:${ack.code ?? '?'}`);
+      }
+    } finally {
+      this.delivering = false;
     }
   }
 }
@@ -382,7 +438,10 @@ function pause(): number {
 
 function onCompleted(taskId: string, duplicate: boolean): void {
   stats.completed++;
-  if (duplicate) stats.duplicates++;
+  if (duplicate) {
+    stats.duplicates++;
+    duplicateIds.add(taskId);
+  }
   completedIds.add(taskId);
   if (!completeAt.has(taskId)) completeAt.set(taskId, now());
   for (const wake of [...completionWaiters]) wake();
@@ -444,6 +503,7 @@ function currentStats(): LoadStats {
   return {
     ...stats,
     errors: { ...stats.errors },
+    cancelReasons: { ...stats.cancelReasons },
     connected: connectedCount,
     completedUnique: completedIds.size,
     cpuMs: Math.round((usage.user + usage.system) / 1000),
@@ -639,11 +699,21 @@ serveRpc<LoadSpec>({
   clock: async () => now(),
   steady,
   reconnects: async ({ sinceMs }) => reconnects(sinceMs),
-  assignTimes: async ({ taskIds }) =>
+  taskInfo: async ({ taskIds }) =>
     Object.fromEntries(
-      taskIds.flatMap((id) => {
-        const at = assignEpoch.get(id);
-        return at === undefined ? [] : [[id, at]];
+      taskIds.map((id) => {
+        const assignedAt = assignEpoch.get(id);
+        return [
+          id,
+          {
+            ...(assignedAt === undefined ? {} : { assignedAt }),
+            completed: completedIds.has(id),
+            duplicate: duplicateIds.has(id),
+            heldBy: agents
+              .filter((a) => a.work?.taskId === id || a.outbox.some((r) => r.taskId === id))
+              .map((a) => `${a.agentId} ${a.describe()}`),
+          },
+        ];
       }),
     ),
   close: async () => {

@@ -29,9 +29,21 @@ export interface ProfileSummary {
 }
 
 const SPECIAL = new Set(['(idle)', '(program)', '(garbage collector)', '(root)']);
+/** Native stream-write bindings: their self time is the write(2)/writev(2) syscall. */
+const SOCKET_WRITES = new Set([
+  'writeUtf8String',
+  'writeBuffer',
+  'writev',
+  'writeLatin1String',
+  'writeAsciiString',
+  'writeUcs2String',
+]);
 
 export function categorize(url: string, functionName: string): string {
-  if (!url) return SPECIAL.has(functionName) ? functionName : '(native / V8)';
+  if (!url) {
+    if (SPECIAL.has(functionName)) return functionName;
+    return SOCKET_WRITES.has(functionName) ? 'socket writes (syscalls)' : '(native / V8)';
+  }
   if (url.startsWith('node:')) return 'node core';
   const match = /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url);
   if (match?.[1]) return match[1];

@@ -9,7 +9,7 @@ export interface HubProc {
   readonly url: string;
   readonly port: number;
   readonly proc: Proc;
-  /** File the Redis I/O counter of this hub writes to (when started with `countRedisIo`). */
+  /** File the observer preload of this hub writes to (when started with `observe`). */
   readonly ioFile?: string;
 }
 
@@ -22,7 +22,9 @@ export interface StartHubsOptions {
   env?: Record<string, string>;
   /** Node flags per hub index (e.g. `--cpu-prof` for one of them). */
   nodeArgs?: (index: number) => string[];
-  /** Load the Redis I/O counter (`redis-io-counter.js`) into every hub. */
+  /** Load the observer preload (`redis-io-counter.js`) into every hub: event-loop figures, and
+   * with `countRedisIo` what each hub sends to Redis. */
+  observe?: boolean;
   countRedisIo?: boolean;
 }
 
@@ -33,7 +35,8 @@ export async function startHubs(options: StartHubsOptions): Promise<HubProc[]> {
   for (let i = 0; i < options.count; i++) {
     const port = await freePort();
     const id = `${options.prefix}-hub-${i + 1}`;
-    const ioFile = options.countRedisIo ? join(BENCH_DIR, `io-${id}.json`) : undefined;
+    const ioFile =
+      options.observe || options.countRedisIo ? join(BENCH_DIR, `io-${id}.json`) : undefined;
     const args = [
       ...(options.nodeArgs?.(i) ?? []),
       ...(ioFile ? ['--require', join(BENCH_DIR, 'redis-io-counter.js')] : []),
@@ -49,7 +52,8 @@ export async function startHubs(options: StartHubsOptions): Promise<HubProc[]> {
         AGENTCOM_ADMIN_KEY: ADMIN_KEY,
         AGENTCOM_PREFIX: options.prefix,
         LOG_LEVEL: 'warn',
-        ...(ioFile ? { BENCH_REDIS_PORT: String(options.redisPort), BENCH_IO_FILE: ioFile } : {}),
+        ...(ioFile ? { BENCH_IO_FILE: ioFile } : {}),
+        ...(options.countRedisIo ? { BENCH_REDIS_PORT: String(options.redisPort) } : {}),
         ...options.env,
       },
     });

@@ -35,7 +35,11 @@ export interface LoadStats {
   /** Acks `{ok: true, duplicate: true}`: a replayed report. */
   duplicates: number;
   superseded: number;
+  /** `task:cancel` received, and by reason. */
   cancels: number;
+  cancelReasons: Record<string, number>;
+  /** Heartbeat acks telling the agent to drop its task. */
+  aborts: number;
   /** A `task:assign` while the agent held another task (must stay 0). */
   busyAssigns: number;
   heartbeatsOk: number;
@@ -101,6 +105,13 @@ export type LoadSpec = {
   clock: [Record<string, never>, number];
   steady: [SteadyArgs, SteadyResult];
   reconnects: [ReconnectArgs, ReconnectReport];
-  assignTimes: [{ taskIds: string[] }, Record<string, number>];
+  /** Per task: first `task:assign` (epoch ms), completion acknowledged, as a duplicate, held by. */
+  taskInfo: [
+    { taskIds: string[] },
+    Record<
+      string,
+      { assignedAt?: number; completed: boolean; duplicate: boolean; heldBy: string[] }
+    >,
+  ];
   close: [Record<string, never>, Record<string, never>];
 };

@@ -34,6 +34,8 @@ export function redisServerVersion(): string {
 export interface RedisCounters {
   /** Calls per command (`INFO commandstats`), Lua-internal calls included. */
   calls: Map<string, number>;
+  /** Microseconds spent per command (`INFO commandstats` usec; a script's includes its calls). */
+  usec: Map<string, number>;
   /** `total_commands_processed` (`INFO stats`). */
   totalCommands: number;
   /** `used_cpu_user + used_cpu_sys` in ms (`INFO cpu`). */
@@ -103,13 +105,18 @@ export class RedisServer {
       this.info('cpu'),
     ]);
     const calls = new Map<string, number>();
+    const usec = new Map<string, number>();
     for (const [key, value] of commandstats) {
       if (!key.startsWith('cmdstat_')) continue;
+      const name = key.slice('cmdstat_'.length);
       const n = /calls=(\d+)/.exec(value);
-      if (n) calls.set(key.slice('cmdstat_'.length), Number(n[1]));
+      if (n) calls.set(name, Number(n[1]));
+      const u = /usec=(\d+)/.exec(value);
+      if (u) usec.set(name, Number(u[1]));
     }
     return {
       calls,
+      usec,
       totalCommands: Number(stats.get('total_commands_processed') ?? 0),
       cpuMs: (Number(cpu.get('used_cpu_user') ?? 0) + Number(cpu.get('used_cpu_sys') ?? 0)) * 1000,
     };
@@ -136,6 +143,7 @@ export function countersDelta(
   after: RedisCounters,
 ): {
   byCommand: Map<string, number>;
+  usecByCommand: Map<string, number>;
   all: number;
   scriptCalls: number;
   cpuMs: number;
@@ -149,12 +157,18 @@ export function countersDelta(
     byCommand.set(name, delta);
     all += delta;
   }
+  const usecByCommand = new Map<string, number>();
+  for (const [name, us] of after.usec) {
+    if (OBSERVER_COMMANDS.has(name)) continue;
+    const delta = us - (before.usec.get(name) ?? 0);
+    if (delta > 0) usecByCommand.set(name, delta);
+  }
   const scriptCalls =
     (byCommand.get('evalsha') ?? 0) +
     (byCommand.get('eval') ?? 0) +
     (byCommand.get('fcall') ?? 0) +
     (byCommand.get('evalsha_ro') ?? 0);
-  return { byCommand, all, scriptCalls, cpuMs: after.cpuMs - before.cpuMs };
+  return { byCommand, usecByCommand, all, scriptCalls, cpuMs: after.cpuMs - before.cpuMs };
 }
 
 async function waitForPing(port: number, proc: Proc): Promise<void> {

@@ -1,8 +1,20 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { sleep } from './util';
 
+/** Event loop of the observed process (see redis-io-counter.ts). */
+export interface LoopSnapshot {
+  activeMs: number;
+  idleMs: number;
+  /** Delay percentiles since the previous snapshot. */
+  delayP50Ms: number;
+  delayP99Ms: number;
+  delayMaxMs: number;
+}
+
 export interface IoSnapshot {
+  loop?: LoopSnapshot;
   writes: number;
+  bytes: number;
   commands: number;
   byName: Record<string, number>;
 }
@@ -13,12 +25,14 @@ export interface IoSnapshot {
  */
 export class RespCounter {
   writes = 0;
+  bytes = 0;
   commands = 0;
   private readonly byName = new Map<string, number>();
 
   snapshot(): IoSnapshot {
     return {
       writes: this.writes,
+      bytes: this.bytes,
       commands: this.commands,
       byName: Object.fromEntries(this.byName),
     };
@@ -34,6 +48,7 @@ export class RespCounter {
     let bulkLen = -1;
     return (chunk) => {
       const data = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
+      this.bytes += data.length;
       pending = pending.length === 0 ? data : Buffer.concat([pending, data]);
       let at = 0;
       for (;;) {
@@ -105,16 +120,33 @@ export async function readIoCounter(pid: number, file: string): Promise<IoSnapsh
   throw new Error(`no I/O counter snapshot from pid ${pid}`);
 }
 
+/** Event-loop utilization (%) between two snapshots, and the delay seen in that window. */
+export function loopWindow(
+  before: IoSnapshot,
+  after: IoSnapshot,
+): { utilizationPct: number; delayP50Ms: number; delayP99Ms: number; delayMaxMs: number } {
+  const active = (after.loop?.activeMs ?? 0) - (before.loop?.activeMs ?? 0);
+  const idle = (after.loop?.idleMs ?? 0) - (before.loop?.idleMs ?? 0);
+  return {
+    utilizationPct: Math.round((active / Math.max(1, active + idle)) * 1000) / 10,
+    delayP50Ms: after.loop?.delayP50Ms ?? 0,
+    delayP99Ms: after.loop?.delayP99Ms ?? 0,
+    delayMaxMs: after.loop?.delayMaxMs ?? 0,
+  };
+}
+
 export function sumIo(snaps: readonly IoSnapshot[]): IoSnapshot {
   const byName: Record<string, number> = {};
   let writes = 0;
+  let bytes = 0;
   let commands = 0;
   for (const snap of snaps) {
     writes += snap.writes;
+    bytes += snap.bytes;
     commands += snap.commands;
     for (const [name, n] of Object.entries(snap.byName)) byName[name] = (byName[name] ?? 0) + n;
   }
-  return { writes, commands, byName };
+  return { writes, bytes, commands, byName };
 }
 
 export function diffIo(before: IoSnapshot, after: IoSnapshot): IoSnapshot {
@@ -125,6 +157,7 @@ export function diffIo(before: IoSnapshot, after: IoSnapshot): IoSnapshot {
   }
   return {
     writes: after.writes - before.writes,
+    bytes: after.bytes - before.bytes,
     commands: after.commands - before.commands,
     byName,
   };

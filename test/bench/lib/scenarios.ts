@@ -2,6 +2,7 @@ import { getQueues, requestJson } from './http';
 import { startHubs, stopHubs, type HubProc } from './hubs';
 import type { LoadSpec, LoadStats } from './load-spec';
 import { CpuMeter } from './procs';
+import { loopWindow, readIoCounter } from './resp-counter';
 import type { RawSpec } from './raw-spec';
 import type { RedisServer } from './redis';
 import { RpcChild } from './rpc';
@@ -69,10 +70,11 @@ export async function rawThroughput(options: {
       ]),
     );
     cpu.start();
+    const timeoutMs = Math.max(300_000, tasks * 25);
     const run = await raw.call(
       'produce',
-      { n: tasks, inflight: options.inflight, timeoutMs: 300_000 },
-      320_000,
+      { n: tasks, inflight: options.inflight, timeoutMs },
+      timeoutMs + 20_000,
     );
     const usage = cpu.stop();
     if (!run.reached) throw new Error(`raw BullMQ completed ${run.completed}/${tasks}`);
@@ -121,6 +123,7 @@ export async function startCluster(options: {
     ...(options.env ? { env: options.env } : {}),
     ...(options.nodeArgs ? { nodeArgs: options.nodeArgs } : {}),
     ...(options.countRedisIo ? { countRedisIo: true } : {}),
+    observe: true,
   });
   const urls = hubs.map((hub) => hub.url);
   const load = RpcChild.fork<LoadSpec>('load-agents', 'load-agents');
@@ -163,6 +166,8 @@ export interface HubThroughput {
   corePct: Record<string, number>;
   stats: LoadStats;
   leftover: Record<string, number>;
+  /** Per replica over the measured window: event-loop utilization and delay. */
+  loops: Array<ReturnType<typeof loopWindow>>;
 }
 
 /**
@@ -190,6 +195,11 @@ export async function hubThroughput(
   }
   await load.call('resetStats', {});
   await options.before?.();
+  const loopsBefore = await Promise.all(
+    hubs.map((hub) =>
+      hub.ioFile ? readIoCounter(hub.proc.pid, hub.ioFile) : Promise.resolve(undefined),
+    ),
+  );
   const pids = new Map<string, number>(hubs.map((hub, i) => [`hub-${i + 1}`, hub.proc.pid]));
   pids.set('redis', options.redis.pid);
   pids.set('load', load.pid);
@@ -197,12 +207,19 @@ export async function hubThroughput(
   const cpu = new CpuMeter(pids);
   cpu.start();
   const start = now();
-  const completion = load.call('waitCompleted', { n: tasks, timeoutMs: 300_000 }, 320_000);
+  // bounded, with room for a slow, shared machine (25 ms per task)
+  const timeoutMs = Math.max(300_000, tasks * 25);
+  const completion = load.call('waitCompleted', { n: tasks, timeoutMs }, timeoutMs + 20_000);
   const submitted = await submitTasks(urls, tasks, options.inflight);
   if (submitted.failed > 0) throw new Error(`${submitted.failed} POST /v1/tasks failed`);
   const done = await completion;
   const ms = now() - start;
   const usage = cpu.stop();
+  const loopsAfter = await Promise.all(
+    hubs.map((hub) =>
+      hub.ioFile ? readIoCounter(hub.proc.pid, hub.ioFile) : Promise.resolve(undefined),
+    ),
+  );
   await options.after?.();
   const stats = await load.call('stats', {});
   if (!done.reached) {
@@ -227,8 +244,14 @@ export async function hubThroughput(
   log(
     `hubs: ${Math.round(tasksPerSec)} tasks/s (${tasks} in ${Math.round(ms)} ms; submitting took ${Math.round(submitted.ms)} ms)`,
   );
+  const loops = hubs.flatMap((_, i) => {
+    const a = loopsBefore[i];
+    const b = loopsAfter[i];
+    return a && b ? [loopWindow(a, b)] : [];
+  });
   return {
     tasksPerSec,
+    loops,
     ms: Math.round(ms),
     submitMs: Math.round(submitted.ms),
     cpuUsPerTask,
