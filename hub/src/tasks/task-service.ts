@@ -161,8 +161,14 @@ export class TaskService {
     return handle.queue.getJobLogs(taskId, start, start + limit - 1, true);
   }
 
-  async view(job: TaskJob): Promise<TaskView> {
+  async view(loaded: TaskJob): Promise<TaskView> {
+    let job = loaded;
     const jobState = await job.getState();
+    if ((jobState === 'completed' || jobState === 'failed') && !job.finishedOn) {
+      // it finished between loading its hash and reading its state: load the finished hash
+      const handle = await this.options.queues.get(job.queueName);
+      job = ((await handle.queue.getJob(job.id ?? '')) as TaskJob | undefined) ?? job;
+    }
     let state = mapJobState(jobState, job.failedReason);
     let agentId: string | undefined;
     if (jobState === 'active') {
