@@ -19,7 +19,7 @@ import { clientAddress, type HandshakeLimiter } from './handshake-limiter';
 import { handleClientEvent, type HandlerContext } from './event-handlers';
 
 /** Inbound events as they arrive: untrusted until their schema accepted them. */
-type RawClientEvents = { [E in ClientEventName]: (payload: unknown, ack: unknown) => void };
+type RawClientEvents = { [E in ClientEventName]: (...args: unknown[]) => void };
 interface SocketData {
   auth: HandshakeAuth;
 }
@@ -166,12 +166,23 @@ export class AgentGateway implements AgentNotifier {
     );
 
     for (const event of CLIENT_EVENTS) {
-      socket.on(event, (payload: unknown, ack: unknown) => {
+      socket.on(event, (...args: unknown[]) => {
+        const ack = args.at(-1);
         if (typeof ack !== 'function') {
           this.options.onRejectedPayload();
           return;
         }
         const reply = ack as (response: unknown) => void;
+        if (args.length !== 2) {
+          this.options.onRejectedPayload();
+          reply({
+            ok: false,
+            code: 'E_VALIDATION',
+            message: `${event}: expected exactly one payload`,
+          });
+          return;
+        }
+        const payload = args[0];
         void ready
           .then((ok) =>
             ok

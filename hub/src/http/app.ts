@@ -1,5 +1,11 @@
-import { MAX_MESSAGE_BYTES } from '@agentcom/shared';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { AppError, MAX_MESSAGE_BYTES } from '@agentcom/shared';
+import { isUtf8 } from 'node:buffer';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+} from 'fastify';
 import type { Logger } from '../logger';
 import { requireAdmin } from './admin-auth';
 import { createErrorHandler, errorBody } from './errors';
@@ -28,6 +34,24 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: MAX_MESSAGE_BYTES,
     forceCloseConnections: 'idle',
+    // ids are up to 128 characters (Fastify's default limit is 100)
+    maxParamLength: 256,
+    // malformed URLs (bad percent-encoding, ...) answer in the API's error format too
+    frameworkErrors: (err, _request, reply) => {
+      void (reply as unknown as FastifyReply)
+        .status(400)
+        .send(errorBody('E_VALIDATION', err.message));
+    },
+  });
+  // JSON bodies must be valid UTF-8: Fastify would silently replace bad bytes with U+FFFD
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    const bytes = body as Buffer;
+    if (!isUtf8(bytes)) {
+      done(new AppError('E_VALIDATION', 'the body is not valid UTF-8'), undefined);
+      return;
+    }
+    parseJson(request, bytes.toString('utf8'), done);
   });
   app.setErrorHandler(createErrorHandler(options.logger));
   app.setNotFoundHandler((request, reply) => {

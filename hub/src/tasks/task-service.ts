@@ -73,7 +73,8 @@ export class TaskService {
     const names = await redis.smembers(keys.queues);
     if (names.length === 0) return undefined;
     const pipeline = redis.pipeline();
-    for (const name of names) pipeline.exists(`${keys.bullPrefix}:${name}:${taskId}`);
+    // only job hashes have `timestamp` (ids like `meta` or `wait` name BullMQ's own keys)
+    for (const name of names) pipeline.hexists(`${keys.bullPrefix}:${name}:${taskId}`, 'timestamp');
     const replies = (await pipeline.exec()) ?? [];
     const index = replies.findIndex(([err, exists]) => !err && exists === 1);
     const name = names[index];
