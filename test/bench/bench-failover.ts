@@ -17,7 +17,7 @@ const BEFORE_MS = QUICK ? 2000 : 4000;
 const AFTER_MS = QUICK ? 3000 : 6000;
 const HOLD_MS = 200;
 /** Full: longer than lease + stalled interval (75 s), so what is not completed by then is lost. */
-const SETTLE_TIMEOUT_MS = QUICK ? 20_000 : 120_000;
+const SETTLE_TIMEOUT_MS = QUICK ? 15_000 : 120_000;
 
 runBench('failover', 'Replica failover', QUICK ? 150_000 : 400_000, async () => {
   const redis = await RedisServer.start();
@@ -114,16 +114,27 @@ runBench('failover', 'Replica failover', QUICK ? 150_000 : 400_000, async () => 
     const stats = await load.call('stats', {});
     // what the unfinished ones look like, for the report
     const unfinished: unknown[] = [];
+    const kinds: Record<string, number> = {};
     for (const id of accepted) {
-      if (unfinished.length >= 10) break;
       const view = await getTask(url, id).catch(() => undefined);
       if (view?.state === 'completed') continue;
       const agent = view?.agentId
-        ? (await requestJson('GET', `${url}/v1/agents/${view.agentId}`)).body
+        ? (await requestJson<{ state?: string }>('GET', `${url}/v1/agents/${view.agentId}`)).body
         : undefined;
       const agentSide = (await load.call('taskInfo', { taskIds: [id] }))[id];
-      unfinished.push({ task: view, agent, agentSide });
+      // why it is not done yet
+      const kind =
+        view?.state === 'running' && agent?.state === 'idle'
+          ? 'active job whose agent is idle (dispatch cut by the kill; requeued once the lease ends)'
+          : view?.state === 'running' && (agentSide?.heldBy.length ?? 0) > 0
+            ? 'agent holds the report, its replay not acknowledged'
+            : `${view?.state ?? 'unknown'}`;
+      kinds[kind] = (kinds[kind] ?? 0) + 1;
+      if (unfinished.length < 10) unfinished.push({ kind, task: view, agent, agentSide });
     }
+    const why = Object.entries(kinds)
+      .map(([kind, n]) => `${n}: ${kind}`)
+      .join('; ');
 
     const figures: Figure[] = [
       info(
@@ -139,13 +150,21 @@ runBench('failover', 'Replica failover', QUICK ? 150_000 : 400_000, async () => 
         'disconnect → connected to another replica (sidecar policy: 3 tries on the dead URL, ~1.4 s of backoff)',
       ),
       info('time until all agents connected again', reconnects.allBackMs, 'ms'),
-      {
-        name: `tasks lost (accepted with 201, not completed ${SETTLE_TIMEOUT_MS / 1000} s after the kill)`,
-        value: lost,
-        target: '0',
-        pass: lost === 0,
-        note: `states: ${JSON.stringify(states)}${lost > 0 && SETTLE_TIMEOUT_MS < 75_000 ? '; QUICK waits less than lease + stalled interval (75 s), after which an orphaned active task is requeued' : ''}`,
-      },
+      // only a wait longer than lease + stalled interval (75 s) can call a task lost
+      SETTLE_TIMEOUT_MS >= 75_000
+        ? {
+            name: `tasks lost (accepted with 201, not completed ${SETTLE_TIMEOUT_MS / 1000} s after the kill)`,
+            value: lost,
+            target: '0',
+            pass: lost === 0,
+            note: `states: ${JSON.stringify(states)}${why ? `; ${why}` : ''}`,
+          }
+        : info(
+            `accepted tasks not completed ${SETTLE_TIMEOUT_MS / 1000} s after the kill`,
+            lost,
+            'tasks',
+            `QUICK waits less than lease + stalled interval (75 s), so this does not count as lost; states: ${JSON.stringify(states)}${why ? `; ${why}` : ''}`,
+          ),
       info(
         'kill → every accepted task completed',
         allDoneMs !== undefined
@@ -164,7 +183,16 @@ runBench('failover', 'Replica failover', QUICK ? 150_000 : 400_000, async () => 
     return {
       size: `${AGENTS.toLocaleString('en-US')} agents over ${REPLICAS} replicas (default settings), ${RATE} tasks/s of ${HOLD_MS} ms each, kill -9 of one replica after ${BEFORE_MS / 1000} s`,
       figures,
-      details: { reconnects: { ...reconnects, downtimes }, states, stats, unfinished },
+      details: {
+        reconnects: { ...reconnects, downtimes },
+        states,
+        stats,
+        unfinished,
+        kinds,
+        ...(lost > 0
+          ? { hubLogs: Object.fromEntries(hubs.map((hub) => [hub.id, hub.proc.tail(15)])) }
+          : {}),
+      },
     };
   } finally {
     await cluster.stop();

@@ -35,6 +35,9 @@ interface Cost {
   windowMs: number;
   /** Per task. */
   allCommands: number;
+  /** `total_commands_processed` delta / tasks: the same count as `allCommands` (Redis 7 counts
+   * Lua-internal calls there too), a cross-check; it includes the few INFO calls of the bench. */
+  totalProcessed: number;
   clientCommands: number;
   luaInternal: number;
   roundTrips: number;
@@ -68,6 +71,7 @@ function cost(tasks: number, a: Snapshot, b: Snapshot, c: Snapshot): Cost {
     tasks,
     windowMs: Math.round(c.at - b.at),
     allCommands: per(run.all),
+    totalProcessed: per(c.redis.totalCommands - b.redis.totalCommands),
     clientCommands: per(io.commands),
     luaInternal: per(run.all - io.commands),
     roundTrips: per(io.writes),

@@ -7,7 +7,9 @@
  *
  * Reconnecting mirrors the sidecar's HubConnection: socket.io-client's backoff (200 ms first
  * delay, 10 s max, jitter 0.5), 3 attempts per URL, then the next URL; the handshake re-announces
- * the task held (`current`), and an unanswered report is sent again after the reconnect.
+ * the task held (`current`), and an unanswered report is sent again after the reconnect. As in
+ * the sidecar, a finished task's report waits in an outbox and the agent takes the next task
+ * while the report is being delivered.
  */
 import {
   AGENT_NAMESPACE,
@@ -30,7 +32,7 @@ import type {
   SteadyResult,
 } from './lib/load-spec';
 import { serveRpc } from './lib/rpc';
-import { mapLimit, now, sleep } from './lib/util';
+import { mapLimit, now, sleep, withTimeout } from './lib/util';
 
 const ACK_TIMEOUT_MS = 10_000;
 const FAILOVER_ATTEMPTS = 3;
@@ -381,7 +383,7 @@ class SimAgent {
           // Not connected, or the connection dropped before the ack: the reconnect's handshake
           // re-announces the task and this loop runs again on `connect`. An ack timeout on a
           // live connection: send again.
-          if (!(err instanceof NotConnectedError)) countError('no-ack');
+          if (!(err instanceof NotConnectedError)) countError(`no-ack: ${errorText(err)}`);
           if (!this.connected) break;
           await sleep(100);
           continue;
@@ -416,7 +418,7 @@ class SimAgent {
             token: report.token,
           });
         } catch (err) {
-          if (!(err instanceof NotConnectedError)) countError('no-ack');
+          if (!(err instanceof NotConnectedError)) countError(`no-ack: ${errorText(err)}`);
           if (!this.connected) break;
           await sleep(100);
           continue;
@@ -430,6 +432,10 @@ class SimAgent {
       this.delivering = false;
     }
   }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 function pause(): number {
@@ -466,7 +472,7 @@ async function init(args: InitArgs): Promise<LoadSpec['init'][1]> {
   agents.push(...created);
   await mapLimit(created, args.connectConcurrency ?? 100, async (agent) => {
     try {
-      await withDeadline(agent.start(), 60_000);
+      await withTimeout(agent.start(), 60_000, `${agent.agentId} to connect`);
     } catch {
       failed++;
     }
@@ -482,20 +488,6 @@ async function init(args: InitArgs): Promise<LoadSpec['init'][1]> {
 
 function perUrl(urls: readonly string[]): number[] {
   return urls.map((url) => agents.filter((a) => a.connected && a.connectedUrl === url).length);
-}
-
-async function withDeadline(promise: Promise<void>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error('connect timed out')), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 function currentStats(): LoadStats {

@@ -336,7 +336,8 @@ same Redis, with the job options the hub uses (uuid job id, 3 attempts, the hub'
 - **Throughput**: tasks POSTed by the benchmark process (48 in flight, round-robin over the
   replicas) while the agents work; end to end = first POST → last \`task:complete\` acknowledged.
   Raw: 48 \`Queue.add\` in flight while the worker runs, first add → last \`completed\` event.
-  CPU per task from \`/proc/<pid>/stat\` over the window.
+  CPU per task from \`/proc/<pid>/stat\` over the window; each hub's event-loop utilization and
+  delay (p99) over the window from a preload (\`test/bench/redis-io-counter.ts\`).
 - **Latency**: POSTs at a steady rate from the load process itself, so the POST, its 201, the
   \`task:assign\` and the completion are timed on one monotonic clock; "201 → assign" counts 0 when
   the assignment arrived before the 201. "Completed visible" = 201 → the first
@@ -347,7 +348,9 @@ same Redis, with the job options the hub uses (uuid job id, 3 attempts, the hub'
   Client commands and round trips are counted in each client process by a preload
   (\`test/bench/redis-io-counter.ts\`) that wraps \`net.Socket.prototype.write\` for connections to
   that Redis: RESP commands written, and write calls (ioredis sends a command, a pipeline or a
-  MULTI block in one write: one round trip). Lua-internal = all − client commands. The window
+  MULTI block in one write: one round trip). Lua-internal = all − client commands. Redis 7.0
+  counts script-internal calls in \`total_commands_processed\` too (kept as a cross-check) and has no
+  per-client command counter in \`CLIENT LIST\`, hence the client-side count. The window
   includes background work (heartbeats, sweeper, stalled checker), whose idle rate is shown.
 - **Connections**: hub RSS growth per agent on each replica (\`VmRSS\`, averaged samples, before and
   after the agents connected), Redis \`used_memory\` growth / agents, CPU per replica over a window

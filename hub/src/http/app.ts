@@ -51,7 +51,7 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
       done(new AppError('E_VALIDATION', 'the body is not valid UTF-8'), undefined);
       return;
     }
-    parseJson(request, bytes.toString('utf8'), done);
+    void parseJson(request, bytes.toString('utf8'), done);
   });
   app.setErrorHandler(createErrorHandler(options.logger));
   app.setNotFoundHandler((request, reply) => {
