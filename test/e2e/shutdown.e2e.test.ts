@@ -92,7 +92,8 @@ describe('graceful stop of a hub replica under load', () => {
     expect(await victim.exited).toEqual({ code: 0, signal: null });
     expect(Date.now() - stoppedAt).toBeLessThan(15_000);
     expect(readiness).toContain(503);
-    expect(readiness).not.toContain(200);
+    // the first sample may precede the signal's delivery; once draining, never ready again
+    expect(readiness.slice(readiness.indexOf(503))).not.toContain(200);
 
     const views = await eventually(
       async () => {
