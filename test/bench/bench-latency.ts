@@ -20,7 +20,7 @@ const WARMUP_MS = QUICK ? 1000 : 3000;
 const AGENTS = 100;
 const REPLICAS = 3;
 
-runBench('latency', 'Dispatch latency', QUICK ? 150_000 : 400_000, async () => {
+runBench('latency', 'Dispatch latency', QUICK ? 150_000 : 500_000, async () => {
   const redis = await RedisServer.start();
   const figures: Figure[] = [];
   try {
@@ -64,7 +64,7 @@ runBench('latency', 'Dispatch latency', QUICK ? 150_000 : 400_000, async () => {
       run = await cluster.load.call(
         'steady',
         { urls: cluster.urls, rate: RATE, durationMs: DURATION_MS, warmupMs: WARMUP_MS },
-        DURATION_MS + WARMUP_MS + 90_000,
+        DURATION_MS + WARMUP_MS + 60_000 + ((DURATION_MS + WARMUP_MS) / 1000) * RATE * 25,
       );
     } finally {
       await cluster.stop();

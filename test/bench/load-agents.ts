@@ -601,8 +601,9 @@ async function steady(args: SteadyArgs): Promise<SteadyResult> {
   await Promise.all(posts);
 
   const measured = [...records.entries()].filter(([, r]) => r.measured);
-  // wait (bounded) for every measured task to be completed and checked
-  const deadline = now() + 30_000;
+  // wait (bounded) for every measured task to be completed and checked: a hub that cannot keep
+  // up with the rate drains its backlog meanwhile (25 ms a task allowed)
+  const deadline = now() + Math.max(30_000, submitted * 25);
   while (now() < deadline && measured.some(([id]) => !completeAt.has(id))) await sleep(20);
   await Promise.all(checks);
   steadyOnComplete = undefined;
