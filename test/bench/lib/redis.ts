@@ -1,3 +1,4 @@
+import { answersPing } from '../../helpers/redis-server';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -175,21 +176,7 @@ async function waitForPing(port: number, proc: Proc): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     if (!proc.running) throw new Error(`redis-server exited:\n${proc.tail()}`);
-    const client = new Redis({
-      port,
-      host: '127.0.0.1',
-      lazyConnect: true,
-      maxRetriesPerRequest: 0,
-    });
-    client.on('error', () => undefined);
-    try {
-      await client.connect();
-      if ((await client.ping()) === 'PONG') return;
-    } catch {
-      // not up yet
-    } finally {
-      client.disconnect();
-    }
+    if (await answersPing(port)) return;
     await sleep(25);
   }
   throw new Error(`redis-server on port ${port} did not answer PING within 10 s`);
