@@ -1,4 +1,4 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TaskAssign } from '@agentcom/shared';
 import { EXIT_CODES } from './exit-codes';
@@ -141,6 +141,45 @@ describe('agentcom-sidecar (bundled CLI)', () => {
       const run = runCli(args, { ...sidecarEnv(), ...env });
       expect(await run.exited).toEqual({ code: EXIT_CODES.BAD_CONFIG, signal: null });
       expect(run.stderr()).toBe(line);
+    });
+
+    // `/proc` answers ENOENT to a mkdir under it although the parent exists: Node's recursive
+    // mkdir then retries forever at full CPU. Every unopenable log file must end the run at once.
+    it.each<[string, () => Promise<{ path: string; code: string }>]>([
+      [
+        'a directory under /proc',
+        () => Promise.resolve({ path: '/proc/agentcom-test/logs/sidecar.log', code: 'ENOENT' }),
+      ],
+      ['a directory', () => Promise.resolve({ path: work, code: 'EISDIR' })],
+      [
+        'a path under a regular file',
+        async () => {
+          await writeFile(join(work, 'plain'), '');
+          return { path: join(work, 'plain', 'logs', 'sidecar.log'), code: 'ENOTDIR' };
+        },
+      ],
+      [
+        'a path under a dangling symlink',
+        async () => {
+          await symlink(join(work, 'missing'), join(work, 'dangling'));
+          return { path: join(work, 'dangling', 'logs', 'sidecar.log'), code: 'ENOENT' };
+        },
+      ],
+    ])('exits 2 at once naming the log file, for %s', async (_case, setUp) => {
+      const { path, code } = await setUp();
+      const run = runCli(['run', '--log-file', path], sidecarEnv());
+      let deadline: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        run.exited,
+        new Promise<'still running'>((resolve) => {
+          deadline = setTimeout(() => resolve('still running'), 5000);
+        }),
+      ]);
+      clearTimeout(deadline);
+      expect(outcome).toEqual({ code: EXIT_CODES.BAD_CONFIG, signal: null });
+      expect(run.stderr()).toBe(
+        `agentcom-sidecar: --log-file (AGENTCOM_LOG_FILE): cannot open ${path} (${code})\n`,
+      );
     });
 
     it('exits 2 when another sidecar holds the state dir', async () => {
