@@ -41,6 +41,39 @@ describe('HTTP API', () => {
       }
     });
 
+    // Every surface behind the admin key: the API, metrics, the agents page, Bull Board.
+    const ADMIN_SURFACES = ['/v1/agents', '/metrics', '/', '/admin/queues'];
+    const basicOf = (key: string): string => Buffer.from(`admin:${key}`).toString('base64');
+
+    it.each([
+      ['a word after the Bearer key', `Bearer ${TEST_ADMIN_KEY} extra`],
+      ['the Bearer key twice', `Bearer ${TEST_ADMIN_KEY} ${TEST_ADMIN_KEY}`],
+      ['a tab between the Bearer key and a word', `Bearer ${TEST_ADMIN_KEY}\textra`],
+      ['a tab between scheme and key', `Bearer\t${TEST_ADMIN_KEY}`],
+      ['no space between scheme and key', `Bearer${TEST_ADMIN_KEY}`],
+      ['two spaces between scheme and key', `Bearer  ${TEST_ADMIN_KEY}`],
+      ['a scheme alone', 'Bearer'],
+      ['a word after the Basic credentials', `Basic ${basicOf(TEST_ADMIN_KEY)} extra`],
+    ])('refuses %s on every admin surface: 401 E_UNAUTHORIZED', async (_, authorization) => {
+      for (const path of ADMIN_SURFACES) {
+        const response = await fetch(`${hub.url}${path}`, { headers: { authorization } });
+        expect({ path, status: response.status }).toEqual({ path, status: 401 });
+        expect(await response.json()).toMatchObject({ error: { code: 'E_UNAUTHORIZED' } });
+      }
+    });
+
+    it.each([
+      ['Bearer, lower case', `bearer ${TEST_ADMIN_KEY}`],
+      ['Bearer, upper case', `BEARER ${TEST_ADMIN_KEY}`],
+      ['Basic, lower case', `basic ${basicOf(TEST_ADMIN_KEY)}`],
+    ])('accepts %s on every admin surface', async (_, authorization) => {
+      for (const path of ADMIN_SURFACES) {
+        const response = await fetch(`${hub.url}${path}`, { headers: { authorization } });
+        await response.arrayBuffer();
+        expect({ path, status: response.status }).toEqual({ path, status: 200 });
+      }
+    });
+
     it('accepts the key as a Basic password (browsers)', async () => {
       const basic = Buffer.from(`admin:${TEST_ADMIN_KEY}`).toString('base64');
       const response = await api(hub.url, 'GET', '/v1/agents', undefined, {

@@ -3,14 +3,21 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { secretEquals } from '../auth/tokens';
 import { errorBody } from './errors';
 
+/**
+ * `Authorization: <scheme> <credentials>`: the scheme (any case), one space, then one token and
+ * nothing after it (Node has already trimmed the header's ends). Anything else, such as
+ * `Bearer <key> extra`, is no credentials at all.
+ */
+const CREDENTIALS = /^([A-Za-z]+) ([^\s]+)$/;
+
 /** `Authorization: Bearer <admin key>` (or Basic with the key as password, for browsers). */
 export function presentedAdminKey(request: FastifyRequest): string | undefined {
-  const header = request.headers.authorization;
-  if (!header) return undefined;
-  const [scheme, value] = header.split(' ', 2);
-  if (!value) return undefined;
-  if (scheme?.toLowerCase() === 'bearer') return value.trim();
-  if (scheme?.toLowerCase() === 'basic') {
+  const match = CREDENTIALS.exec(request.headers.authorization ?? '');
+  if (!match) return undefined;
+  const scheme = match[1]!.toLowerCase();
+  const value = match[2]!;
+  if (scheme === 'bearer') return value;
+  if (scheme === 'basic') {
     const decoded = Buffer.from(value, 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
     return colon >= 0 ? decoded.slice(colon + 1) : undefined;
