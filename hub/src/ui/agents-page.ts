@@ -23,7 +23,10 @@ export interface AgentsPageOptions {
   adminKey: string;
   hubId: string;
   logger: Logger;
-  /** Makes the dedicated connection the tailer blocks on (XREAD BLOCK); `close()` closes it. */
+  /**
+   * Makes the dedicated connection the tailer blocks on (XREAD BLOCK): called each time the
+   * tailer starts (the first browser of this replica arrives); it is closed when the tailer stops.
+   */
   blockingRedis: () => Redis;
   /** BullMQ counts per queue name (e.g. from `summarizeQueues`). Default: names without counts. */
   queueCounts?: QueueCountsSource;
@@ -36,7 +39,8 @@ export interface AgentsPageOptions {
 /**
  * The live agents page at `/`: every agent with its state, task and counters, queue counts and
  * the latest transitions, kept live over the `/ui` Socket.IO namespace from the Redis events
- * stream (which every replica tails, so the page sees transitions made anywhere).
+ * stream (which every replica with a browser connected tails, so the page sees transitions made
+ * anywhere; a replica without one reads nothing).
  */
 export function registerAgentsPage(options: AgentsPageOptions): { close(): Promise<void> } {
   const { app, io, redis, keys, agents, adminKey, hubId } = options;
@@ -51,15 +55,14 @@ export function registerAgentsPage(options: AgentsPageOptions): { close(): Promi
     queueCounts: options.queueCounts ?? (async () => ({})),
   });
   registerPageRoutes(app, { adminKey, hubId, sessions });
-  const ui = createUiNamespace({ io, sessions, readSnapshot, logger });
   const tailer = new TransitionTailer({
-    connection: options.blockingRedis(),
+    connect: options.blockingRedis,
     stream: keys.events,
     logger,
     onTransitions: (events) => ui.broadcastLocal(events),
     ...(options.tailBlockMs === undefined ? {} : { blockMs: options.tailBlockMs }),
   });
-  tailer.start();
+  const ui = createUiNamespace({ io, sessions, readSnapshot, tail: tailer, logger });
 
   let closing: Promise<void> | undefined;
   return {

@@ -3,14 +3,17 @@ import type { Logger } from '../logger';
 import { parseTransitionEntry, type UiTransition } from './ui-events';
 
 export interface TransitionTailerOptions {
-  /** A dedicated connection: XREAD BLOCK holds it for up to `blockMs`. The tailer closes it. */
-  connection: Redis;
+  /**
+   * Makes the dedicated connection a run blocks on (XREAD BLOCK holds it for up to `blockMs`):
+   * called on each start; the tailer closes it on stop.
+   */
+  connect: () => Redis;
   /** The events stream (`keys.events`). */
   stream: string;
   logger: Logger;
   /** Receives each batch read, oldest first. */
   onTransitions: (events: UiTransition[]) => void;
-  /** Longest single XREAD BLOCK (ms); bounds how long a stop can wait. Default 5000. */
+  /** Longest single XREAD BLOCK (ms). Default 5000. */
   blockMs?: number;
   /** Most entries per read. Default 200. */
   count?: number;
@@ -18,78 +21,132 @@ export interface TransitionTailerOptions {
   retryMs?: number;
 }
 
+/** One start-to-stop span of tailing, on its own connection. */
+interface TailRun {
+  connection: Redis;
+  stopped: boolean;
+  /** Resolves once the start point is fixed (never rejects). */
+  ready: Promise<void>;
+  loop: Promise<void>;
+  wakeRetry?: () => void;
+}
+
+const errorMessage = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
 /**
- * Tails the agent events stream on one replica. Every replica runs one and hands what it reads
- * to its own browsers only, so each browser sees each transition exactly once, whichever
- * replica made it and whichever replica the browser is connected to.
+ * Tails the agent events stream on one replica, while it has browsers to hand transitions to:
+ * `start` when the first `/ui` socket arrives, `stop` when the last one leaves (an idle replica
+ * issues no XREAD and holds no blocking connection). Every replica hands what it reads to its
+ * own browsers only, so each browser sees each transition exactly once, whichever replica made
+ * it and whichever replica the browser is connected to.
  *
- * It starts at `$` (transitions from now on: the snapshot covers the past) and then follows the
- * last id it read, so a Redis reconnect loses nothing that is still in the stream.
+ * Each start reads from the stream's last entry at that moment, and `start()` resolves once that
+ * point is fixed: a snapshot read after it covers the past, the tail everything since. Within a
+ * run it follows the last id it read, so a Redis reconnect loses nothing still in the stream.
  */
 export class TransitionTailer {
-  private lastId = '$';
-  private stopped = false;
-  private loop: Promise<void> | undefined;
+  private current: TailRun | undefined;
+  private readonly loops = new Set<Promise<void>>();
+  private closed = false;
   private readonly blockMs: number;
   private readonly count: number;
   private readonly retryMs: number;
-  private wakeRetry: (() => void) | undefined;
 
   constructor(private readonly options: TransitionTailerOptions) {
     this.blockMs = options.blockMs ?? 5000;
     this.count = options.count ?? 200;
     this.retryMs = options.retryMs ?? 1000;
-    // Errors surface again as failed reads (logged there); an unheard `error` event would be noise.
-    options.connection.on('error', () => undefined);
   }
 
-  start(): void {
-    this.loop ??= this.run();
+  /**
+   * Starts tailing unless it runs already. Resolves once the start point is fixed: every
+   * transition after it will be delivered. After `close`, does nothing.
+   */
+  start(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.current ??= this.begin();
+    return this.current.ready;
   }
 
-  /** Stops the loop and closes the connection (a pending XREAD is abandoned, not awaited). */
+  /** Stops tailing: closes the run's connection (its pending XREAD is abandoned). */
+  stop(): void {
+    const run = this.current;
+    if (!run) return;
+    this.current = undefined;
+    run.stopped = true;
+    run.wakeRetry?.();
+    run.connection.disconnect();
+  }
+
+  /** Stops for good and waits for the reading loops to end. */
   async close(): Promise<void> {
-    this.stopped = true;
-    this.wakeRetry?.();
-    this.options.connection.disconnect();
-    await this.loop;
+    this.closed = true;
+    this.stop();
+    await Promise.all([...this.loops]);
   }
 
-  private async run(): Promise<void> {
-    const { connection, stream, logger } = this.options;
+  private begin(): TailRun {
+    const connection = this.options.connect();
+    // Errors surface again as failed reads (logged there); an unheard `error` event would be noise.
+    connection.on('error', () => undefined);
+    let markReady!: () => void;
+    const ready = new Promise<void>((resolve) => (markReady = resolve));
+    const run: TailRun = { connection, stopped: false, ready, loop: Promise.resolve() };
+    run.loop = this.run(run, markReady).finally(() => {
+      markReady(); // a run stopped before its start point was fixed: nobody waits forever
+      this.loops.delete(run.loop);
+    });
+    this.loops.add(run.loop);
+    return run;
+  }
+
+  private async run(run: TailRun, markReady: () => void): Promise<void> {
+    const { stream, logger } = this.options;
+    let lastId: string | undefined;
     let lastLogged = 0;
-    while (!this.stopped) {
+    while (!run.stopped) {
       try {
-        const reply = await connection.xread(
+        if (lastId === undefined) {
+          // The newest entry now ('0-0' for an empty stream): XREAD returns what comes after it.
+          const newest = await run.connection.xrevrange(stream, '+', '-', 'COUNT', 1);
+          lastId = newest[0]?.[0] ?? '0-0';
+          markReady();
+          continue;
+        }
+        const reply = await run.connection.xread(
           'COUNT',
           this.count,
           'BLOCK',
           this.blockMs,
           'STREAMS',
           stream,
-          this.lastId,
+          lastId,
         );
-        if (this.stopped) break;
+        if (run.stopped) break;
         const entries = reply?.[0]?.[1] ?? [];
         if (entries.length === 0) continue;
         const last = entries[entries.length - 1];
-        if (last) this.lastId = last[0];
+        if (last) lastId = last[0];
         this.deliver(entries.map(([id, fields]) => parseTransitionEntry(id, fields)));
       } catch (err) {
-        if (this.stopped) break;
+        if (run.stopped) break;
+        // No start point yet (Redis unreachable?): let the socket in anyway, and find one on
+        // the retry. The browsers' snapshots, refreshed every few seconds and on any version
+        // gap, cover what the tail misses meanwhile.
+        markReady();
         const now = Date.now();
         if (now - lastLogged > 30_000) {
           lastLogged = now;
-          logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'ui: tail failed');
+          logger.warn({ err: errorMessage(err) }, 'ui: tail failed');
         }
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, this.retryMs);
-          this.wakeRetry = () => {
+          run.wakeRetry = () => {
             clearTimeout(timer);
             resolve();
           };
         });
-        this.wakeRetry = undefined;
+        run.wakeRetry = undefined;
       }
     }
   }
@@ -98,10 +155,7 @@ export class TransitionTailer {
     try {
       this.options.onTransitions(events);
     } catch (err) {
-      this.options.logger.error(
-        { err: err instanceof Error ? err.message : String(err) },
-        'ui: delivering transitions failed',
-      );
+      this.options.logger.error({ err: errorMessage(err) }, 'ui: delivering transitions failed');
     }
   }
 }

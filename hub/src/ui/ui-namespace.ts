@@ -23,10 +23,19 @@ type UiSocket = Socket<
   UiSocketData
 >;
 
+/** What feeds {@link broadcastLocal}: run only while this replica has `/ui` sockets. */
+export interface UiTail {
+  /** Starts it if stopped; resolves once it will deliver every transition from now on. */
+  start(): Promise<void>;
+  stop(): void;
+}
+
 export interface UiNamespaceOptions {
   io: Server;
   sessions: UiSessions;
   readSnapshot: () => Promise<UiSnapshot>;
+  /** Started by the first socket of this replica, stopped when its last one is gone. */
+  tail: UiTail;
   logger: Logger;
   /** Shortest interval between two snapshots one socket may ask for (ms). Default 1000. */
   minSnapshotIntervalMs?: number;
@@ -41,7 +50,9 @@ function refusal(code: 'E_UNAUTHORIZED' | 'E_UNAVAILABLE', message: string): Err
 
 /**
  * The `/ui` namespace: only sockets presenting a live UI session (`auth: { session }`) get in.
- * Each gets a snapshot on connect and on request; transitions reach it through
+ * The first one starts the tail and each is let in only once the tail is running, so its
+ * snapshot (read on connect) and the transitions after it leave no gap; the last one to leave
+ * stops the tail. Each gets a snapshot on connect and on request; transitions reach it through
  * {@link broadcastLocal}, which emits to this replica's browsers only (every replica tails the
  * stream itself, so going through the Redis adapter would deliver each transition N times).
  */
@@ -49,9 +60,30 @@ export function createUiNamespace(options: UiNamespaceOptions): {
   nsp: UiNamespace;
   broadcastLocal(events: UiTransition[]): void;
 } {
-  const { sessions, readSnapshot, logger } = options;
+  const { sessions, readSnapshot, tail, logger } = options;
   const minInterval = options.minSnapshotIntervalMs ?? 1000;
   const nsp = options.io.of(UI_NAMESPACE) as unknown as UiNamespace;
+
+  // Sockets of this replica that need the tail: counted from the handshake (the tail must run
+  // before the socket is let in) until the socket leaves or, for a handshake the client gave
+  // up on (no `connection`, so no `disconnect` either), its transport closes.
+  let holders = 0;
+  const holdTail = (socket: UiSocket): Promise<void> => {
+    if (socket.conn.readyState !== 'open') return Promise.resolve(); // gone already: no close to come
+    holders++;
+    let held = true;
+    const release = (): void => {
+      if (!held) return;
+      held = false;
+      socket.off('disconnect', release);
+      socket.conn.off('close', release);
+      holders--;
+      if (holders === 0) tail.stop();
+    };
+    socket.once('disconnect', release);
+    socket.conn.once('close', release);
+    return tail.start();
+  };
 
   nsp.use((socket, next) => {
     const session = (socket.handshake.auth as { session?: unknown } | undefined)?.session;
@@ -62,7 +94,7 @@ export function createUiNamespace(options: UiNamespaceOptions): {
           return;
         }
         socket.data.session = session as string;
-        next();
+        return holdTail(socket).then(() => next());
       },
       (err: unknown) => {
         logger.warn({ err: errorMessage(err) }, 'ui: session check failed');

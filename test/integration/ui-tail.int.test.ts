@@ -1,0 +1,241 @@
+import { randomBytes } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
+import { io, type Socket as IoSocket } from 'socket.io-client';
+import type { Hub } from '../../hub/src/hub';
+import type {
+  UiClientToServerEvents,
+  UiServerToClientEvents,
+  UiTransition,
+} from '../../hub/src/ui/ui-events';
+import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
+import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { TestAgent, withTimeout } from '../helpers/test-agent';
+
+/**
+ * Every command Redis runs, as MONITOR reports it (one `+<time> [<db> <client>] "cmd" "arg" ...`
+ * line each), with a way to await the next matching ones. A plain socket: ioredis's monitor mode
+ * can mistake a monitor line for the reply of its connection handshake.
+ */
+class CommandLog {
+  readonly lines: string[] = [];
+  private waiters: Array<{ match: (line: string) => boolean; resolve: () => void }> = [];
+  private buffer = '';
+
+  private constructor(private readonly socket: Socket) {}
+
+  static async start(port: number): Promise<CommandLog> {
+    const socket = connect(port, '127.0.0.1');
+    const log = new CommandLog(socket);
+    const started = new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.on('data', (chunk: Buffer) => {
+        log.buffer += chunk.toString('utf8');
+        let newline: number;
+        while ((newline = log.buffer.indexOf('\r\n')) >= 0) {
+          const line = log.buffer.slice(0, newline);
+          log.buffer = log.buffer.slice(newline + 2);
+          if (line === '+OK') resolve();
+          else log.record(line);
+        }
+      });
+    });
+    socket.write('MONITOR\r\n');
+    await withTimeout(started, 5000, 'MONITOR');
+    return log;
+  }
+
+  count(match: (line: string) => boolean): number {
+    return this.lines.filter(match).length;
+  }
+
+  /** Resolves once `n` more commands matching `match` have run. */
+  async next(match: (line: string) => boolean, n: number, what: string): Promise<void> {
+    for (let i = 0; i < n; i++) {
+      await withTimeout(
+        new Promise<void>((resolve) => this.waiters.push({ match, resolve })),
+        10_000,
+        what,
+      );
+    }
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private record(line: string): void {
+    this.lines.push(line);
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const waiter of waiters) {
+      if (waiter.match(line)) waiter.resolve();
+      else this.waiters.push(waiter);
+    }
+  }
+}
+
+/** A `/ui` client (as the page's script opens it) recording the transitions it receives. */
+class UiClient {
+  readonly socket: IoSocket<UiServerToClientEvents, UiClientToServerEvents>;
+  readonly received: UiTransition[] = [];
+
+  constructor(hubUrl: string, session: string) {
+    this.socket = io(`${hubUrl}/ui`, {
+      transports: ['websocket'],
+      reconnection: false,
+      forceNew: true,
+      auth: { session },
+    });
+    this.socket.on('transitions', (events) => this.received.push(...events));
+  }
+
+  connected(): Promise<void> {
+    return withTimeout(
+      new Promise<void>((resolve, reject) => {
+        this.socket.once('connect', () => resolve());
+        this.socket.once('connect_error', reject);
+      }),
+      10_000,
+      '/ui connect',
+    );
+  }
+
+  /** Resolves with the first transition received (already or later) that matches. */
+  transition(match: (event: UiTransition) => boolean, what: string): Promise<UiTransition> {
+    return eventually(() => this.received.find(match), { timeoutMs: 10_000, what });
+  }
+
+  close(): void {
+    this.socket.disconnect();
+  }
+}
+
+describe('agents page: the events stream tail', () => {
+  let redis: RedisProcess;
+  let hub: Hub & { url: string };
+  let log: CommandLog;
+  const agents: TestAgent[] = [];
+  const clients: UiClient[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    hub = await startTestHub(redis.url);
+    log = await CommandLog.start(redis.port);
+  });
+  afterAll(async () => {
+    for (const client of clients.splice(0)) client.close();
+    for (const agent of agents.splice(0)) agent.close();
+    log?.close();
+    await hub?.close();
+    await redis?.dispose();
+  });
+
+  /** The command and its arguments of a MONITOR line, each as it was quoted there. */
+  const command = (line: string): string[] =>
+    (line.slice(line.indexOf('] ') + 2).match(/"(?:[^"\\]|\\.)*"/g) ?? []).map((quoted) =>
+      quoted.slice(1, -1),
+    );
+  /** An XREAD of the events stream: only the tailer reads it that way. */
+  const isTailRead = (line: string): boolean => {
+    const args = command(line);
+    return args[0]?.toLowerCase() === 'xread' && args.includes(hub.keys.events);
+  };
+  /** The sweeper's liveness refresh of this replica: one every HEARTBEAT_MS / 2 (250 ms here). */
+  const isSweep = (line: string): boolean => {
+    const args = command(line);
+    return (
+      args[0]?.toLowerCase() === 'zadd' &&
+      args[1] === hub.keys.replicas &&
+      args.includes(hub.config.hubId)
+    );
+  };
+  const someSweeps = (): Promise<void> => log.next(isSweep, 4, 'four liveness refreshes');
+
+  /** Names of the Redis connections the tailer blocks on (see hub.ts). */
+  const tailConnections = async (): Promise<string[]> =>
+    ((await hub.redis.command.client('LIST')) as string)
+      .split('\n')
+      .filter((line) => / name=agentcom:ui-events /.test(line));
+
+  const uiClient = async (): Promise<UiClient> => {
+    const page = await fetch(`${hub.url}/`, {
+      headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` },
+    });
+    const boot = /id="agentcom-boot">(.*?)<\/script>/s.exec(await page.text());
+    const { session } = JSON.parse(boot?.[1] ?? '{}') as { session: string };
+    const client = new UiClient(hub.url, session);
+    clients.push(client);
+    await client.connected();
+    return client;
+  };
+
+  const lastStreamId = async (): Promise<string> =>
+    (await hub.redis.command.xrevrange(hub.keys.events, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
+  const compareIds = (a: string, b: string): number => {
+    const [x, y] = [a.split('-').map(Number), b.split('-').map(Number)];
+    return (x[0] ?? 0) - (y[0] ?? 0) || (x[1] ?? 0) - (y[1] ?? 0);
+  };
+
+  it('reads the stream only while a /ui socket is connected to the replica', async () => {
+    const queue = `q-${randomBytes(3).toString('hex')}`;
+    const agentId = `tail-${randomBytes(3).toString('hex')}`;
+    const runTask = async (): Promise<{ agent: TestAgent; taskId: string }> => {
+      const agent = agents[0] as TestAgent;
+      const assigned = agent.nextAssignment();
+      const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+        queue,
+        payload: 1,
+      });
+      const msg = await assigned;
+      await agent.accept(msg);
+      await agent.complete(msg, 'ok');
+      return { agent, taskId: created.body.id };
+    };
+
+    // No browser: an agent comes and runs a task (transitions in the stream), sweeps go by,
+    // and the stream is never read, nor a connection held for it.
+    agents.push(await TestAgent.register(hub.url, agentId, [queue]));
+    await runTask();
+    expect(await hub.redis.command.xlen(hub.keys.events)).toBeGreaterThanOrEqual(4);
+    await someSweeps();
+    expect(log.count(isTailRead)).toBe(0);
+    expect(await tailConnections()).toEqual([]);
+
+    // Two browsers: the tail runs, from the moment the first was let in.
+    const first = await uiClient();
+    const second = await uiClient();
+    expect(await tailConnections()).toHaveLength(1);
+    const { taskId } = await runTask();
+    for (const client of [first, second]) {
+      expect(
+        await client.transition(
+          (e) => e.agent === agentId && e.to === 'working',
+          'the accept transition',
+        ),
+      ).toMatchObject({ from: 'assigned', task: taskId, reason: 'accept', hub: hub.config.hubId });
+    }
+    expect(log.count(isTailRead)).toBeGreaterThan(0);
+
+    // One leaves: the other is still served.
+    first.close();
+    const { taskId: third } = await runTask();
+    await second.transition((e) => e.task === third && e.to === 'working', 'the next accept');
+
+    // The last one leaves: the tail stops, its connection is closed, nothing is read any more.
+    second.close();
+    await eventually(async () => ((await tailConnections()).length === 0 ? true : undefined), {
+      what: 'the tail connection closed',
+    });
+    const readsWhenStopped = log.count(isTailRead);
+    await runTask();
+    await someSweeps();
+    expect(log.count(isTailRead)).toBe(readsWhenStopped);
+
+    // A browser again: the tail starts over from now (the snapshot covers the past) and delivers.
+    const before = await lastStreamId();
+    const again = await uiClient();
+    const { taskId: fifth } = await runTask();
+    await again.transition((e) => e.task === fifth && e.to === 'working', 'the accept after');
+    expect(again.received.filter((e) => compareIds(e.id, before) <= 0)).toEqual([]);
+  });
+});
