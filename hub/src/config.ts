@@ -26,6 +26,8 @@ export interface HubConfig {
   readonly heartbeatMs: number;
   /** `ACK_TIMEOUT_MS` (10000): time an agent has to accept a pushed task. */
   readonly ackTimeoutMs: number;
+  /** `DISPATCH_CONCURRENCY` (8): dispatch steps one replica runs at once per queue. */
+  readonly dispatchConcurrency: number;
   /** `STALLED_INTERVAL_MS` (15000): BullMQ stalled-job check period. */
   readonly stalledIntervalMs: number;
   /** `MAX_STALLED_COUNT` (2): stalls after which a task fails instead of going back to wait. */
@@ -87,6 +89,7 @@ const envSchema = z.object({
   LEASE_MS: intMs(1000, 86_400_000).default(60_000),
   HEARTBEAT_MS: intMs(100, 600_000).default(5000),
   ACK_TIMEOUT_MS: intMs(100, 600_000).default(10_000),
+  DISPATCH_CONCURRENCY: intMs(1, 256).default(8),
   STALLED_INTERVAL_MS: intMs(100, 3_600_000).default(15_000),
   MAX_STALLED_COUNT: intMs(0, 1000).default(2),
   SWEEP_MS: intMs(50, 60_000).default(1000),
@@ -151,6 +154,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
     leaseMs: e.LEASE_MS,
     heartbeatMs: e.HEARTBEAT_MS,
     ackTimeoutMs: e.ACK_TIMEOUT_MS,
+    dispatchConcurrency: e.DISPATCH_CONCURRENCY,
     stalledIntervalMs: e.STALLED_INTERVAL_MS,
     maxStalledCount: e.MAX_STALLED_COUNT,
     sweepMs: e.SWEEP_MS,

@@ -106,7 +106,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     agents,
     queues,
     leases,
-    leaseMs: config.leaseMs,
+    retention: config.retention,
     logger,
     metrics,
     onAgentIdle,
@@ -208,12 +208,12 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
       ),
   });
   dispatcher = new Dispatcher({
-    redis: redis.command,
     keys,
     agents,
     queues,
     notifier,
     ackTimeoutMs: config.ackTimeoutMs,
+    concurrency: config.dispatchConcurrency,
     logger,
     metrics,
   });

@@ -1,3 +1,4 @@
+import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { AgentStore, IllegalTransitionError } from '../../hub/src/fsm/agent-store';
 import { RedisKeys } from '../../hub/src/redis/keys';
@@ -154,22 +155,73 @@ describe('agent Lua scripts against a real redis-server', () => {
   });
 
   describe('claimIdle', () => {
-    it('claims the longest-idle agent and takes it out of every idle index', async () => {
+    const queues: Queue[] = [];
+    afterEach(async () => {
+      await Promise.all(queues.splice(0).map((q) => q.close()));
+    });
+    /** A real BullMQ queue of this test's prefix. */
+    function queue(name: string): Queue {
+      const q = new Queue(name, { connection: redis, prefix: keys.bullPrefix });
+      queues.push(q);
+      return q;
+    }
+
+    it('claims the longest-idle agent, records the token and leaves every idle index', async () => {
       await idleAgent('late', ['q1'], 300);
       await idleAgent('early', ['q1', 'q2'], 100);
+      await queue('q1').add('task', {});
       clock = 1000;
       const claim = await store.claimIdle('q1', 500);
-      expect(claim).toEqual({ agentId: 'early', version: 2, queues: ['q1', 'q2'] });
+      expect(claim).toMatchObject({ agentId: 'early', version: 2, queues: ['q1', 'q2'] });
+      expect(claim?.queue).toBe('q1');
+      expect(claim?.token).toMatch(/^early:[0-9a-f-]{36}$/);
       const record = await store.get('early');
-      expect(record).toMatchObject({ state: 'assigned', assignedAt: 1000 });
+      expect(record).toMatchObject({
+        state: 'assigned',
+        assignedAt: 1000,
+        token: claim?.token,
+        taskQueue: 'q1',
+      });
+      expect(record?.taskId).toBeUndefined();
       expect(await redis.zrange(keys.idle('q1'), '0', '-1')).toEqual(['late']);
       expect(await redis.zcard(keys.idle('q2'))).toBe(0);
       expect(await redis.zscore(keys.ackDeadlines, 'early')).toBe('1500');
     });
 
+    it('claims nobody while the queue has no runnable job', async () => {
+      await idleAgent('a', ['q1'], 100);
+      clock = Date.now();
+      expect(await store.claimIdle('q1', 500)).toBeUndefined();
+      await queue('q1').add('later', {}, { delay: 60_000 });
+      expect(await store.claimIdle('q1', 500)).toBeUndefined();
+      await queue('q1').pause();
+      await queue('q1').add('now', {});
+      expect(await store.claimIdle('q1', 500)).toBeUndefined();
+      expect((await store.get('a'))?.state).toBe('idle');
+      await queue('q1').resume();
+      expect((await store.claimIdle('q1', 500))?.agentId).toBe('a');
+    });
+
+    it('counts a delayed job that is due as runnable', async () => {
+      await idleAgent('a', ['q1'], 100);
+      await queue('q1').add('soon', {}, { delay: 1000 });
+      clock = Date.now();
+      expect(await store.claimIdle('q1', 500)).toBeUndefined();
+      clock = Date.now() + 5000;
+      expect((await store.claimIdle('q1', 500))?.agentId).toBe('a');
+    });
+
+    it("fetches from the agent's first queue in its order that has a runnable job", async () => {
+      await idleAgent('a', ['first', 'second', 'third'], 100);
+      await queue('second').add('task', {});
+      await queue('third').add('task', {});
+      expect((await store.claimIdle('third', 500))?.queue).toBe('second');
+    });
+
     it('skips and removes stale entries of agents that are no longer idle', async () => {
       await idleAgent('stale', ['q1'], 50);
       await idleAgent('fresh', ['q1'], 60);
+      await queue('q1').add('task', {});
       await redis.hset(keys.agent('stale'), 'state', 'working');
       const claim = await store.claimIdle('q1', 500);
       expect(claim?.agentId).toBe('fresh');
@@ -177,17 +229,191 @@ describe('agent Lua scripts against a real redis-server', () => {
     });
 
     it('returns nothing when no agent is idle', async () => {
+      await queue('empty').add('task', {});
       expect(await store.claimIdle('empty', 500)).toBeUndefined();
     });
 
     it('never hands one agent to two concurrent claims', async () => {
       for (let i = 0; i < 10; i++) await idleAgent(`c${i}`, ['q1'], 100 + i);
+      await queue('q1').add('task', {});
       const claims = await Promise.all(
         Array.from({ length: 15 }, () => store.claimIdle('q1', 500)),
       );
       const claimed = claims.filter((c) => c !== undefined).map((c) => c.agentId);
       expect(claimed).toHaveLength(10);
       expect(new Set(claimed).size).toBe(10);
+      expect(new Set(claims.map((c) => c?.token)).size).toBe(11);
+    });
+
+    it('finds the active job fetched with a claim token by its lock', async () => {
+      await idleAgent('a', ['q1'], 100);
+      const added = await queue('q1').add('task', {});
+      const claim = await store.claimIdle('q1', 500);
+      const connection = new Redis(server.url, { maxRetriesPerRequest: null });
+      const worker = new Worker('q1', null, {
+        connection,
+        prefix: keys.bullPrefix,
+        autorun: false,
+      });
+      try {
+        const job = await worker.getNextJob(claim?.token ?? '', { block: false });
+        expect(job?.id).toBe(added.id);
+        expect(await store.jobLockedBy('q1', claim?.token ?? '')).toBe(added.id);
+        expect(await store.jobLockedBy('q1', 'a:other')).toBeUndefined();
+      } finally {
+        await worker.close();
+        await connection.quit();
+      }
+    });
+  });
+
+  describe('accept', () => {
+    async function assigned(agentId: string, timeoutMs?: number): Promise<void> {
+      await idleAgent(agentId, ['q1'], 10);
+      const result = await store.transition({
+        agentId,
+        from: 'idle',
+        to: 'assigned',
+        reason: 'assign',
+        set: {
+          taskId: 't1',
+          token: `${agentId}:tok`,
+          taskQueue: 'q1',
+          ...(timeoutMs ? { taskTimeoutMs: timeoutMs } : {}),
+        },
+        idleRemove: ['q1'],
+        index: { ackDeadline: 99 },
+      });
+      expect(result.ok).toBe(true);
+    }
+
+    it('moves assigned to working, leaves the ack index, enters the run-deadline index', async () => {
+      await assigned('a', 5000);
+      clock = 2000;
+      expect(await store.accept('a', 't1', 'a:tok')).toEqual({
+        version: 3,
+        taskQueue: 'q1',
+        replayed: false,
+      });
+      expect(await store.get('a')).toMatchObject({ state: 'working', startedAt: 2000 });
+      expect(await redis.zscore(keys.ackDeadlines, 'a')).toBeNull();
+      expect(await redis.zscore(keys.runDeadlines, 'a')).toBe('7000');
+      const events = await redis.xrange(keys.events, '-', '+');
+      expect(chunk(events.at(-1)?.[1] ?? [])).toEqual(
+        expect.arrayContaining([
+          ['from', 'assigned'],
+          ['to', 'working'],
+          ['reason', 'accept'],
+        ]),
+      );
+    });
+
+    it('answers a replay as replayed and refuses another task or token', async () => {
+      await assigned('a');
+      expect((await store.accept('a', 't1', 'a:tok'))?.replayed).toBe(false);
+      expect(await store.accept('a', 't1', 'a:tok')).toEqual({
+        version: 3,
+        taskQueue: 'q1',
+        replayed: true,
+      });
+      expect(await store.accept('a', 't1', 'a:other')).toBeUndefined();
+      expect(await store.accept('a', 't2', 'a:tok')).toBeUndefined();
+      expect(await redis.zscore(keys.runDeadlines, 'a')).toBeNull();
+    });
+  });
+
+  describe('beginReport', () => {
+    const begin = (outcome: 'completed' | 'failed', token = 'a:tok', lockId = 'L1') =>
+      store.beginReport({
+        agentId: 'a',
+        taskId: 't1',
+        token,
+        outcome,
+        lockId,
+        lockTtlMs: 5000,
+        finishedTtlMs: 60_000,
+      });
+
+    beforeEach(async () => {
+      await idleAgent('a', ['q1'], 10);
+      await store.transition({
+        agentId: 'a',
+        from: 'idle',
+        to: 'assigned',
+        reason: 'assign',
+        set: { taskId: 't1', token: 'a:tok', taskQueue: 'q1' },
+        idleRemove: ['q1'],
+      });
+      await store.accept('a', 't1', 'a:tok');
+    });
+
+    it('takes the report lock, records the intent and returns the record', async () => {
+      const begun = await begin('completed');
+      expect(begun).toMatchObject({ status: 'ok', previousMarker: '', cancelReason: undefined });
+      expect(begun.status === 'ok' && begun.record.taskId).toBe('t1');
+      expect(await redis.get(keys.reporting('t1'))).toBe('L1');
+      expect(await redis.get(keys.finished('t1'))).toBe('completing a:tok');
+      expect(await begin('completed', 'a:tok', 'L2')).toEqual({ status: 'busy' });
+    });
+
+    it('returns the intent of an earlier attempt and an operator cancel', async () => {
+      await begin('completed');
+      await redis.del(keys.reporting('t1'));
+      await redis.set(keys.cancelRequested('t1'), 'by operator');
+      expect(await begin('completed', 'a:tok', 'L2')).toMatchObject({
+        status: 'ok',
+        previousMarker: 'completing a:tok',
+        cancelReason: 'by operator',
+      });
+    });
+
+    it('answers an applied report as a duplicate and a stranger as superseded', async () => {
+      await redis.set(keys.finished('t1'), 'failed a:tok');
+      expect((await begin('failed')).status).toBe('duplicate');
+      await redis.del(keys.reporting('t1'));
+      expect(await begin('completed', 'a:stale')).toEqual({ status: 'superseded' });
+      expect(await redis.get(keys.reporting('t1'))).toBeNull();
+      expect(await redis.get(keys.finished('t1'))).toBe('failed a:tok');
+    });
+  });
+
+  describe('transition extras', () => {
+    it('refuses the change while an `absent` key exists, and names its value', async () => {
+      await idleAgent('a', ['q1'], 10);
+      await redis.set('blocker', 'why');
+      const result = await store.transition({
+        agentId: 'a',
+        from: 'idle',
+        to: 'draining',
+        reason: 'drain',
+        absent: ['blocker'],
+      });
+      expect(result).toMatchObject({ ok: false, field: '@absent', actual: 'why' });
+      expect((await store.get('a'))?.state).toBe('idle');
+    });
+
+    it('applies `always` operations whatever the outcome', async () => {
+      await idleAgent('a', ['q1'], 10);
+      await redis.set('lock', 'mine');
+      await redis.set('other-lock', 'theirs');
+      const result = await store.transition({
+        agentId: 'a',
+        from: 'working',
+        to: 'idle',
+        reason: 'complete',
+        always: {
+          set: [{ key: 'marker', value: 'done', ttlMs: 10_000 }],
+          delIf: [
+            { key: 'lock', value: 'mine' },
+            { key: 'other-lock', value: 'mine' },
+          ],
+        },
+      });
+      expect(result.ok).toBe(false);
+      expect(await redis.get('marker')).toBe('done');
+      expect(await redis.pttl('marker')).toBeGreaterThan(9000);
+      expect(await redis.get('lock')).toBeNull();
+      expect(await redis.get('other-lock')).toBe('theirs');
     });
   });
 });

@@ -71,8 +71,15 @@ describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', ()
     );
     expect(task.error).toMatch(/stalled/);
     expect(rescuer.assignments).toHaveLength(0);
-    const view = await api<{ state: string }>(hub.url, 'GET', `/v1/agents/${agent.agentId}`);
-    expect(view.body.state).toBe('offline');
+    // the sweeper takes the silent agent offline once its lease is over (independently of the
+    // stalled checker, which may fail the task first)
+    await eventually(
+      async () => {
+        const view = await api<{ state: string }>(hub.url, 'GET', `/v1/agents/${agent.agentId}`);
+        return view.body.state === 'offline' ? true : undefined;
+      },
+      { what: 'the vanished agent to be offline', timeoutMs: 10_000 },
+    );
   });
 
   it('tells an agent to abort a task it no longer holds', async () => {

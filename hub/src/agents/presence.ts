@@ -58,6 +58,8 @@ export class Presence {
       };
       const idleRemove = [...new Set([...record.queues, ...auth.queues])];
       const current = auth.current;
+      // claimed for a task (maybe not recorded yet: see requeue) or holding one
+      const wasAssigned = record.state === 'assigned' || Boolean(record.taskId);
       const holdsTask =
         (record.state === 'assigned' || record.state === 'working') && record.taskId;
 
@@ -109,7 +111,7 @@ export class Presence {
         reason: 'connect',
         task: record.taskId,
         set: base,
-        del: holdsTask ? [...TASK_FIELDS, 'disconnectedAt'] : ['disconnectedAt'],
+        del: wasAssigned ? [...TASK_FIELDS, 'disconnectedAt'] : ['disconnectedAt'],
         idleRemove,
         idleAdd: to === 'idle' ? auth.queues : [],
         index: {
@@ -120,7 +122,7 @@ export class Presence {
         },
       });
       if (!result.ok) continue;
-      if (holdsTask) await this.requeue(record);
+      if (wasAssigned) await this.requeue(record);
       if (to === 'idle') this.options.onAgentIdle(auth.queues);
       const outcome: ConnectOutcome = { state: to };
       if (replacedSocketId) outcome.replacedSocketId = replacedSocketId;
@@ -185,12 +187,19 @@ export class Presence {
     return lock === record.token;
   }
 
-  /** Puts the task an agent held back to wait, if its lock is still the agent's (no attempt used). */
+  /**
+   * Puts the task an agent held back to wait, if its lock is still the agent's (no attempt used).
+   * A record with a token but no task id was claimed by a replica that stopped between fetching
+   * the job and recording it: the job is found by its lock.
+   */
   async requeue(record: AgentRecord): Promise<void> {
-    if (!record.taskQueue || !record.taskId || !record.token) return;
+    if (!record.taskQueue || !record.token) return;
     try {
+      const taskId =
+        record.taskId ?? (await this.options.agents.jobLockedBy(record.taskQueue, record.token));
+      if (!taskId) return;
       const handle = await this.options.queues.get(record.taskQueue);
-      const job = await handle.queue.getJob(record.taskId);
+      const job = await handle.queue.getJob(taskId);
       await job?.moveToWait(record.token);
     } catch {
       // lock already gone: the stalled checker or another report has moved the job

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import {
   AppError,
+  isAppError,
   type AgentState,
   type HeartbeatAck,
   type ReportAck,
@@ -10,10 +11,12 @@ import {
   type TaskLog,
   type TaskProgress,
 } from '@agentcom/shared';
+import { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { HubConfig } from '../config';
 import type { AgentRecord } from '../fsm/agent-record';
 import { restingState, type TransitionReason } from '../fsm/agent-machine';
-import type { AgentStore } from '../fsm/agent-store';
+import type { AgentStore, TransitionRequest } from '../fsm/agent-store';
 import type { Logger } from '../logger';
 import type { HubMetrics } from '../metrics/hub-metrics';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
@@ -27,9 +30,12 @@ import type { LeaseKeeper } from './lease-keeper';
 const FINISHED_TTL_MS = 24 * 60 * 60 * 1000;
 const MAX_CAS_RETRIES = 8;
 /** A report lock outlives a crashed replica by this much at most. */
-const REPORT_LOCK_TTL_MS = 30_000;
-/** How long a report waits for another report of the same task before answering E_UNAVAILABLE. */
-const REPORT_LOCK_WAIT_MS = 15_000;
+const REPORT_LOCK_TTL_MS = 5_000;
+/**
+ * How long a report waits for another report of the same task before answering E_UNAVAILABLE:
+ * longer than a dead replica's lock lives, shorter than a sidecar waits for its ack (10 s).
+ */
+const REPORT_LOCK_WAIT_MS = 7_000;
 
 export interface AssignmentServiceOptions {
   redis: Redis;
@@ -37,14 +43,19 @@ export interface AssignmentServiceOptions {
   agents: AgentStore;
   queues: QueueRegistry;
   leases: LeaseKeeper;
-  leaseMs: number;
+  /** Retention of completed jobs (BullMQ `removeOnComplete`), as set when tasks are created. */
+  retention: Pick<HubConfig['retention'], 'completed'>;
   logger: Logger;
   metrics: HubMetrics;
   /** Called when an agent became idle and may take work from these queues. */
   onAgentIdle: (queues: readonly string[]) => void;
 }
 
-export function holds(record: AgentRecord | undefined, taskId: string, token: string): boolean {
+export function holds(
+  record: Pick<AgentRecord, 'state' | 'taskId' | 'token'> | undefined,
+  taskId: string,
+  token: string,
+): boolean {
   return (
     record !== undefined &&
     (record.state === 'assigned' || record.state === 'working') &&
@@ -75,42 +86,19 @@ export const TASK_FIELDS = [
 export class AssignmentService {
   constructor(private readonly options: AssignmentServiceOptions) {}
 
+  /**
+   * assigned → working, one script. The job's lock needs no extension here: it was taken for a
+   * whole lease when the job was fetched, and the lease keeper extends it from now on.
+   */
   async accept(agentId: string, msg: TaskAccept): Promise<{ state: AgentState }> {
-    const { agents } = this.options;
-    for (let i = 0; i < MAX_CAS_RETRIES; i++) {
-      const record = await agents.get(agentId);
-      if (!holds(record, msg.taskId, msg.token) || !record) throw superseded(msg.taskId);
-      if (record.state === 'working') return { state: 'working' };
-      const startedAt = agents.now();
-      const result = await agents.transition({
-        agentId,
-        from: 'assigned',
-        to: 'working',
-        version: record.version,
-        reason: 'accept',
-        task: msg.taskId,
-        set: { startedAt },
-        index: {
-          ackDeadline: 'remove',
-          ...(record.taskTimeoutMs ? { runDeadline: startedAt + record.taskTimeoutMs } : {}),
-        },
-      });
-      if (!result.ok) continue;
-      const queue = record.taskQueue ?? '';
-      const handle = await this.options.queues.get(queue);
-      const failed = await handle.worker.extendJobLocks(
-        [msg.taskId],
-        [msg.token],
-        this.options.leaseMs,
-      );
-      if (failed.length > 0) {
-        await this.release(agentId, msg.taskId, msg.token, 'lease_lost');
-        throw superseded(msg.taskId);
-      }
-      this.options.leases.track(agentId, { taskId: msg.taskId, queue, token: msg.token });
-      return { state: 'working' };
-    }
-    throw new AppError('E_UNAVAILABLE', 'The agent record changed too often; retry');
+    const accepted = await this.options.agents.accept(agentId, msg.taskId, msg.token);
+    if (!accepted) throw superseded(msg.taskId);
+    this.options.leases.track(agentId, {
+      taskId: msg.taskId,
+      queue: accepted.taskQueue,
+      token: msg.token,
+    });
+    return { state: 'working' };
   }
 
   async progress(agentId: string, msg: TaskProgress): Promise<void> {
@@ -128,69 +116,43 @@ export class AssignmentService {
   async complete(agentId: string, msg: TaskComplete): Promise<ReportAck> {
     // tokens start with their agent's id: another agent's token is refused before anything else
     if (agentIdOfToken(msg.token) !== agentId) throw superseded(msg.taskId);
-    return this.oneReportAtATime(msg.taskId, () => this.applyComplete(agentId, msg));
-  }
-
-  async fail(agentId: string, msg: TaskFail): Promise<ReportAck> {
-    if (agentIdOfToken(msg.token) !== agentId) throw superseded(msg.taskId);
-    return this.oneReportAtATime(msg.taskId, () => this.applyFail(agentId, msg));
-  }
-
-  /**
-   * Reports of one task are applied one at a time, cluster-wide: a replay that races the original
-   * (a sidecar that reconnected to another replica while its first report was still being
-   * applied) waits for it, then finds it applied and is answered as a duplicate.
-   */
-  private async oneReportAtATime(
-    taskId: string,
-    apply: () => Promise<ReportAck>,
-  ): Promise<ReportAck> {
-    const { redis, keys } = this.options;
-    const key = keys.reporting(taskId);
-    const mine = randomUUID();
-    const deadline = Date.now() + REPORT_LOCK_WAIT_MS;
-    while ((await redis.set(key, mine, 'PX', REPORT_LOCK_TTL_MS, 'NX')) !== 'OK') {
-      if (Date.now() > deadline) {
-        throw new AppError(
-          'E_UNAVAILABLE',
-          `another report of task ${taskId} is being applied; retry`,
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, 20)); // waiting for the other report
-    }
-    try {
-      return await apply();
-    } finally {
-      if ((await redis.get(key)) === mine) await redis.del(key);
-    }
-  }
-
-  private async applyComplete(agentId: string, msg: TaskComplete): Promise<ReportAck> {
-    if (await this.alreadyFinished(msg.taskId, msg.token, 'completed')) {
-      await this.release(agentId, msg.taskId, msg.token, 'complete', { tasksDone: 1 });
-      return { ok: true, duplicate: true };
-    }
-    const { job, record } = await this.currentJob(agentId, msg.taskId, msg.token);
+    const begun = await this.beginReport(agentId, msg.taskId, msg.token, 'completed');
+    if (begun.status === 'duplicate') return begun.ack;
+    const { record, lockId, previousMarker } = begun;
+    const handle = await this.options.queues.get(record.taskQueue ?? '');
+    // BullMQ completes a job from its id and options only: no need to read it first.
+    const job = Job.fromJSON(
+      handle.queue,
+      { id: msg.taskId, name: 'task', data: '{}', opts: {}, timestamp: 0 } as never,
+      msg.taskId,
+    ) as TaskJob;
+    job.opts = { ...job.opts, removeOnComplete: this.options.retention.completed };
     // Stop extending first: the lock disappears with the completion, and a lease tick racing it
     // must not mistake that for a lost lease.
     this.options.leases.untrack(agentId, msg.token);
     try {
       await job.moveToCompleted(msg.result ?? null, msg.token, false);
     } catch (err) {
-      return this.refused(agentId, msg.taskId, msg.token, err);
+      // A replay of a completion whose replica stopped after BullMQ completed the job: the intent
+      // it recorded is still there and the job is completed, so it was this completion.
+      const ours =
+        previousMarker === `completing ${msg.token}` &&
+        isStaleAssignmentError(err) &&
+        (await job.getState().catch(() => 'unknown')) === 'completed';
+      if (!ours) return this.refused(agentId, msg.taskId, msg.token, lockId, err);
+      await this.finish(record, msg.token, lockId, 'completed', 'complete', { tasksDone: 1 });
+      return { ok: true, duplicate: true };
     }
-    await this.markFinished(msg.taskId, msg.token, 'completed');
-    await this.release(agentId, msg.taskId, msg.token, 'complete', { tasksDone: 1 });
+    await this.finish(record, msg.token, lockId, 'completed', 'complete', { tasksDone: 1 });
     this.observe(record, 'completed');
     return { ok: true };
   }
 
-  private async applyFail(agentId: string, msg: TaskFail): Promise<ReportAck> {
-    if (await this.alreadyFinished(msg.taskId, msg.token, 'failed')) {
-      await this.release(agentId, msg.taskId, msg.token, 'fail', { tasksFailed: 1 });
-      return { ok: true, duplicate: true };
-    }
-    const { job, record } = await this.currentJob(agentId, msg.taskId, msg.token);
+  async fail(agentId: string, msg: TaskFail): Promise<ReportAck> {
+    if (agentIdOfToken(msg.token) !== agentId) throw superseded(msg.taskId);
+    const begun = await this.beginReport(agentId, msg.taskId, msg.token, 'failed');
+    if (begun.status === 'duplicate') return begun.ack;
+    const { record, lockId, cancelReason } = begun;
     const now = this.options.agents.now();
     let outcome: 'requeued' | 'cancelled' | 'failed' | 'retried' = 'requeued';
     const cooldownUntil =
@@ -199,15 +161,15 @@ export class AssignmentService {
         : undefined;
     this.options.leases.untrack(agentId, msg.token);
     try {
+      const handle = await this.options.queues.get(record.taskQueue ?? '');
+      const job = (await handle.queue.getJob(msg.taskId)) as TaskJob | undefined;
+      if (!job) throw superseded(msg.taskId);
       if (cooldownUntil !== undefined) {
         // A quota, not a failure of the task: back to wait without using an attempt.
         await job.moveToWait(msg.token);
       } else {
         // An operator's cancel makes any failure of this attempt final, whatever the agent says.
-        const cancelReason = await this.options.redis.get(
-          this.options.keys.cancelRequested(msg.taskId),
-        );
-        const cancelled = msg.kind === 'cancelled' || cancelReason !== null;
+        const cancelled = msg.kind === 'cancelled' || cancelReason !== undefined;
         const error = new Error(
           cancelled ? `${CANCELLED_PREFIX}${cancelReason ?? msg.error}` : msg.error,
         );
@@ -218,16 +180,111 @@ export class AssignmentService {
         outcome = cancelled ? 'cancelled' : final ? 'failed' : 'retried';
       }
     } catch (err) {
-      return this.refused(agentId, msg.taskId, msg.token, err);
+      return this.refused(agentId, msg.taskId, msg.token, lockId, err);
     }
-    await this.markFinished(msg.taskId, msg.token, 'failed');
     if (cooldownUntil !== undefined) {
-      await this.release(agentId, msg.taskId, msg.token, 'rate_limited', {}, cooldownUntil);
+      await this.finish(record, msg.token, lockId, 'failed', 'rate_limited', {}, cooldownUntil);
     } else {
-      await this.release(agentId, msg.taskId, msg.token, 'fail', { tasksFailed: 1 });
+      await this.finish(record, msg.token, lockId, 'failed', 'fail', { tasksFailed: 1 });
     }
     this.observe(record, outcome);
     return { ok: true };
+  }
+
+  /**
+   * The first step of a report (one script, `beginReport.lua`): the task's report lock, so
+   * reports of one task are applied one at a time cluster-wide (a replay racing the original waits
+   * for it, then finds it applied and is answered as a duplicate), the duplicate check and the
+   * holder check. A replica that dies holding the lock holds it for {@link REPORT_LOCK_TTL_MS}
+   * at most; a report waits {@link REPORT_LOCK_WAIT_MS} at most, less than a sidecar waits for
+   * its ack, then answers E_UNAVAILABLE (the sidecar retries).
+   */
+  private async beginReport(
+    agentId: string,
+    taskId: string,
+    token: string,
+    outcome: 'completed' | 'failed',
+  ): Promise<
+    | { status: 'duplicate'; ack: ReportAck }
+    | {
+        status: 'ok';
+        record: AgentRecord;
+        lockId: string;
+        previousMarker: string;
+        cancelReason: string | undefined;
+      }
+  > {
+    const { agents } = this.options;
+    const lockId = randomUUID();
+    const deadline = Date.now() + REPORT_LOCK_WAIT_MS;
+    for (;;) {
+      const begun = await agents.beginReport({
+        agentId,
+        taskId,
+        token,
+        outcome,
+        lockId,
+        lockTtlMs: REPORT_LOCK_TTL_MS,
+        finishedTtlMs: FINISHED_TTL_MS,
+      });
+      switch (begun.status) {
+        case 'superseded':
+          throw superseded(taskId);
+        case 'duplicate': {
+          try {
+            const reason = outcome === 'completed' ? 'complete' : 'fail';
+            const incr: Record<string, number> =
+              outcome === 'completed' ? { tasksDone: 1 } : { tasksFailed: 1 };
+            if (begun.record && holds(begun.record, taskId, token)) {
+              await this.finish(begun.record, token, lockId, outcome, reason, incr);
+            }
+          } finally {
+            await this.unlock(taskId, lockId);
+          }
+          return { status: 'duplicate', ack: { ok: true, duplicate: true } };
+        }
+        case 'ok':
+          return { ...begun, lockId };
+        case 'busy':
+          if (Date.now() > deadline) {
+            throw new AppError(
+              'E_UNAVAILABLE',
+              `another report of task ${taskId} is being applied; retry`,
+            );
+          }
+          await new Promise((resolve) => setTimeout(resolve, 20)); // waiting for the other report
+      }
+    }
+  }
+
+  /**
+   * The last step of an applied report, in one script: the outcome is recorded for replays, the
+   * report lock is released, and the agent goes to its resting state (compare-and-set on the
+   * version read by `beginReport`; if the record changed meanwhile, {@link release} retries).
+   */
+  private async finish(
+    record: AgentRecord,
+    token: string,
+    lockId: string,
+    outcome: 'completed' | 'failed',
+    reason: TransitionReason,
+    incr: Record<string, number>,
+    cooldownUntil?: number,
+  ): Promise<void> {
+    const { keys } = this.options;
+    const taskId = record.taskId ?? '';
+    const always = {
+      set: [{ key: keys.finished(taskId), value: `${outcome} ${token}`, ttlMs: FINISHED_TTL_MS }],
+      delIf: [{ key: keys.reporting(taskId), value: lockId }],
+    };
+    const done = await this.releaseRecord(record, reason, incr, cooldownUntil, always);
+    if (!done) await this.release(record.agentId, taskId, token, reason, incr, cooldownUntil);
+  }
+
+  private async unlock(taskId: string, lockId: string): Promise<void> {
+    const { redis, keys } = this.options;
+    const key = keys.reporting(taskId);
+    if ((await redis.get(key)) === lockId) await redis.del(key);
   }
 
   /**
@@ -242,14 +299,14 @@ export class AssignmentService {
     taskId?: string,
     token?: string,
   ): Promise<{ ack: HeartbeatAck; stale: boolean }> {
-    const record = await this.options.agents.get(agentId);
-    const stale = record?.socketId !== socketId;
+    const presence = await this.options.agents.presenceOf(agentId);
+    const stale = presence?.socketId !== socketId;
     if (!stale) this.options.leases.beat(agentId);
-    const state = record?.state ?? 'offline';
+    const state = presence?.state ?? 'offline';
     if (taskId === undefined || token === undefined) return { ack: { ok: true, state }, stale };
-    if (!holds(record, taskId, token)) return { ack: { ok: true, state, abort: true }, stale };
-    if (!stale && record?.state === 'working' && !this.options.leases.heldBy(agentId)) {
-      this.options.leases.track(agentId, { taskId, queue: record.taskQueue ?? '', token });
+    if (!holds(presence, taskId, token)) return { ack: { ok: true, state, abort: true }, stale };
+    if (!stale && presence?.state === 'working' && !this.options.leases.heldBy(agentId)) {
+      this.options.leases.track(agentId, { taskId, queue: presence.taskQueue ?? '', token });
     }
     return { ack: { ok: true, state }, stale };
   }
@@ -272,40 +329,51 @@ export class AssignmentService {
     for (let i = 0; i < MAX_CAS_RETRIES; i++) {
       const record = await agents.get(agentId);
       if (!holds(record, taskId, token) || !record) return false;
-      const now = agents.now();
-      const connected = record.disconnectedAt === undefined && record.socketId !== undefined;
-      const to = connected
-        ? restingState({
-            drainRequested: record.drainRequested,
-            cooldownUntil: cooldownUntil ?? record.cooldownUntil,
-            now,
-          })
-        : 'offline';
-      const result = await agents.transition({
-        agentId,
-        from: record.state,
-        to,
-        version: record.version,
-        reason,
-        task: taskId,
-        del: TASK_FIELDS,
-        incr,
-        set: cooldownUntil !== undefined ? { cooldownUntil } : {},
-        idleAdd: to === 'idle' ? record.queues : [],
-        index: {
-          ackDeadline: 'remove',
-          disconnected: 'remove',
-          runDeadline: 'remove',
-          ...(to === 'cooldown' ? { cooldown: cooldownUntil ?? record.cooldownUntil ?? now } : {}),
-        },
-      });
-      if (result.ok) {
-        if (to === 'idle') this.options.onAgentIdle(record.queues);
-        return true;
-      }
+      if (await this.releaseRecord(record, reason, incr, cooldownUntil)) return true;
     }
     this.options.logger.warn({ agentId, taskId }, 'could not release agent after retries');
     return false;
+  }
+
+  /** One compare-and-set attempt of {@link release} on the version of `record`. */
+  private async releaseRecord(
+    record: AgentRecord,
+    reason: TransitionReason,
+    incr: Record<string, number>,
+    cooldownUntil: number | undefined,
+    always?: TransitionRequest['always'],
+  ): Promise<boolean> {
+    const { agents } = this.options;
+    const now = agents.now();
+    const connected = record.disconnectedAt === undefined && record.socketId !== undefined;
+    const to = connected
+      ? restingState({
+          drainRequested: record.drainRequested,
+          cooldownUntil: cooldownUntil ?? record.cooldownUntil,
+          now,
+        })
+      : 'offline';
+    const result = await agents.transition({
+      agentId: record.agentId,
+      from: record.state,
+      to,
+      version: record.version,
+      reason,
+      task: record.taskId,
+      del: TASK_FIELDS,
+      incr,
+      set: cooldownUntil !== undefined ? { cooldownUntil } : {},
+      idleAdd: to === 'idle' ? record.queues : [],
+      index: {
+        ackDeadline: 'remove',
+        disconnected: 'remove',
+        runDeadline: 'remove',
+        ...(to === 'cooldown' ? { cooldown: cooldownUntil ?? record.cooldownUntil ?? now } : {}),
+      },
+      ...(always ? { always } : {}),
+    });
+    if (result.ok && to === 'idle') this.options.onAgentIdle(record.queues);
+    return result.ok;
   }
 
   /** The job of the task the agent holds under `token`, or E_ASSIGNMENT_SUPERSEDED. */
@@ -348,24 +416,15 @@ export class AssignmentService {
     agentId: string,
     taskId: string,
     token: string,
+    lockId: string,
     err: unknown,
   ): Promise<never> {
-    if (!isStaleAssignmentError(err)) throw err;
-    await this.release(agentId, taskId, token, 'lease_lost');
-    throw superseded(taskId);
-  }
-
-  private async alreadyFinished(taskId: string, token: string, outcome: string): Promise<boolean> {
-    const value = await this.options.redis.get(this.options.keys.finished(taskId));
-    return value === `${outcome} ${token}`;
-  }
-
-  private async markFinished(taskId: string, token: string, outcome: string): Promise<void> {
-    await this.options.redis.set(
-      this.options.keys.finished(taskId),
-      `${outcome} ${token}`,
-      'PX',
-      FINISHED_TTL_MS,
-    );
+    try {
+      if (!isStaleAssignmentError(err) && !isAppError(err)) throw err;
+      await this.release(agentId, taskId, token, 'lease_lost');
+      throw superseded(taskId);
+    } finally {
+      await this.unlock(taskId, lockId);
+    }
   }
 }

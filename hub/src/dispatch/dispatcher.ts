@@ -1,59 +1,67 @@
 import { UnrecoverableError } from 'bullmq';
-import type { Redis } from 'ioredis';
-import type { AgentStore } from '../fsm/agent-store';
+import type { AgentStore, Claim } from '../fsm/agent-store';
 import type { RedisKeys } from '../redis/keys';
 import type { Logger } from '../logger';
 import type { HubMetrics } from '../metrics/hub-metrics';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
 import { CANCELLED_PREFIX } from '../tasks/task-service';
-import { newAssignmentToken } from './assignment-token';
+import { TASK_FIELDS } from './assignments';
 import type { AgentNotifier } from './notifier';
 
 export interface DispatcherOptions {
-  redis: Redis;
   keys: RedisKeys;
   agents: AgentStore;
   queues: QueueRegistry;
   notifier: AgentNotifier;
   ackTimeoutMs: number;
+  /** Dispatch steps one replica runs at once per queue (`DISPATCH_CONCURRENCY`). */
+  concurrency?: number;
   logger: Logger;
   metrics: HubMetrics;
 }
 
 /**
- * Pushes waiting tasks to idle agents. One dispatch step claims the longest-idle agent of a queue
- * (Lua, idle → assigned), fetches the next job of the agent's queues in order with the
- * assignment token as the BullMQ lock token, records the task on the agent (compare-and-set on
- * the claimed version) and emits `task:assign` to the agent's room. Any replica may run steps
- * for any queue at the same time: claims and fetches are atomic in Redis.
+ * Pushes waiting tasks to idle agents. One dispatch step is three round trips:
+ * 1. `claimIdle` (Lua): if a job of the queue is runnable, claim the longest-idle agent serving it
+ *    (idle → assigned) with a new assignment token, and pick the first of the agent's queues with
+ *    a runnable job;
+ * 2. fetch that queue's next job with the token as the BullMQ lock token;
+ * 3. record the task on the agent (compare-and-set on the claimed version, refused when an
+ *    operator asked to cancel the task meanwhile) and emit `task:assign` to the agent's room.
+ * Any replica may run steps for any queue at the same time: claims and fetches are atomic in
+ * Redis. Each replica runs up to `concurrency` steps per queue at once.
  *
- * Triggers coalesce per queue: while a queue's loop runs, further triggers only ask it to go
+ * Triggers coalesce per queue: while a queue's steps run, further triggers only ask them to go
  * round once more.
  */
 export class Dispatcher {
-  private readonly loops = new Map<string, Promise<void>>();
+  private readonly running = new Map<string, number>();
+  private readonly idle = new Map<string, Array<() => void>>();
   private readonly again = new Set<string>();
   private stopped = false;
+  private readonly concurrency: number;
   /** Tasks pushed by this replica (for metrics and tests). */
   assignedCount = 0;
 
-  constructor(private readonly options: DispatcherOptions) {}
+  constructor(private readonly options: DispatcherOptions) {
+    this.concurrency = Math.max(1, options.concurrency ?? 1);
+  }
 
   trigger(queue: string): void {
     if (this.stopped) return;
-    if (this.loops.has(queue)) {
+    if ((this.running.get(queue) ?? 0) > 0) {
       this.again.add(queue);
       return;
     }
-    const loop = this.loop(queue)
-      .catch((err: unknown) =>
-        this.options.logger.warn({ queue, err: String(err) }, 'dispatch failed'),
-      )
-      .finally(() => {
-        this.loops.delete(queue);
-        if (this.again.delete(queue)) this.trigger(queue);
-      });
-    this.loops.set(queue, loop);
+    this.again.delete(queue);
+    this.running.set(queue, this.concurrency);
+    for (let i = 0; i < this.concurrency; i++) {
+      void this.loop(queue)
+        .catch((err: unknown) =>
+          this.options.logger.warn({ queue, err: String(err) }, 'dispatch failed'),
+        )
+        .finally(() => this.loopDone(queue));
+    }
   }
 
   triggerAll(queues: Iterable<string>): void {
@@ -63,7 +71,27 @@ export class Dispatcher {
   async stop(): Promise<void> {
     this.stopped = true;
     this.again.clear();
-    await Promise.allSettled(this.loops.values());
+    const pending = [...this.running.keys()].map(
+      (queue) =>
+        new Promise<void>((resolve) => {
+          const waiters = this.idle.get(queue) ?? [];
+          waiters.push(resolve);
+          this.idle.set(queue, waiters);
+        }),
+    );
+    await Promise.all(pending);
+  }
+
+  private loopDone(queue: string): void {
+    const left = (this.running.get(queue) ?? 1) - 1;
+    if (left > 0) {
+      this.running.set(queue, left);
+      return;
+    }
+    this.running.delete(queue);
+    for (const resolve of this.idle.get(queue) ?? []) resolve();
+    this.idle.delete(queue);
+    if (this.again.delete(queue)) this.trigger(queue);
   }
 
   private async loop(queue: string): Promise<void> {
@@ -75,47 +103,27 @@ export class Dispatcher {
   /** One dispatch step; true when a task was assigned (there may be more). */
   async step(queue: string): Promise<boolean> {
     const { agents, ackTimeoutMs } = this.options;
-    if (!(await this.hasRunnableJob(queue))) return false;
-
+    await this.options.queues.get(queue); // a queue agents serve is known (and listed) from now
     const claim = await agents.claimIdle(queue, ackTimeoutMs);
     if (!claim) return false;
-
-    const order = claim.queues.includes(queue) ? claim.queues : [queue, ...claim.queues];
-    for (const name of order) {
-      const token = newAssignmentToken(claim.agentId);
-      const job = await this.nextJob(name, token);
-      if (job) return this.assign(claim.agentId, claim.version, name, job, token);
+    for (;;) {
+      const job = await this.nextJob(claim.queue, claim.token);
+      if (!job) break;
+      const outcome = await this.assign(claim, job);
+      if (outcome !== 'cancelled') return outcome === 'assigned' || outcome === 'gone';
     }
+    // another step took the job first: the agent goes back to idle
     await agents.transition({
       agentId: claim.agentId,
       from: 'assigned',
       to: 'idle',
       version: claim.version,
       reason: 'release',
+      del: TASK_FIELDS,
       idleAdd: claim.queues,
       index: { ackDeadline: 'remove' },
     });
     return false;
-  }
-
-  /**
-   * True when a job waits, or a delayed one (a retry with backoff, a `delayMs`) is due: fetching
-   * then promotes it (BullMQ promotes due delayed jobs when a job is fetched; with manual workers
-   * nobody else would).
-   */
-  private async hasRunnableJob(queue: string): Promise<boolean> {
-    const handle = await this.options.queues.get(queue);
-    const counts = await handle.queue.getJobCounts('wait', 'prioritized', 'delayed');
-    if ((counts.wait ?? 0) + (counts.prioritized ?? 0) > 0) return true;
-    if ((counts.delayed ?? 0) === 0) return false;
-    const next = await this.options.redis.zrange(
-      this.options.keys.bullDelayed(queue),
-      '0',
-      '0',
-      'WITHSCORES',
-    );
-    const score = Number(next[1]);
-    return Number.isFinite(score) && Math.floor(score / 4096) <= this.options.agents.now();
   }
 
   /** The next runnable job; a job that stalled too often (`deferredFailure`) is failed here. */
@@ -123,17 +131,7 @@ export class Dispatcher {
     const handle = await this.options.queues.get(queue);
     for (;;) {
       const job = (await handle.worker.getNextJob(token, { block: false })) as TaskJob | undefined;
-      if (!job) return undefined;
-      const cancelReason = await this.options.redis.get(
-        this.options.keys.cancelRequested(job.id ?? ''),
-      );
-      if (cancelReason !== null) {
-        // cancelled while running, then back to wait (its agent vanished): cancel it now
-        const error = new UnrecoverableError(`${CANCELLED_PREFIX}${cancelReason}`);
-        await job.moveToFailed(error, token, false);
-        continue;
-      }
-      if (!job.deferredFailure) return job;
+      if (!job?.deferredFailure) return job;
       this.options.logger.warn(
         { queue, taskId: job.id, reason: job.deferredFailure },
         'task failed: stalled too often',
@@ -142,14 +140,15 @@ export class Dispatcher {
     }
   }
 
-  private async assign(
-    agentId: string,
-    version: number,
-    queue: string,
-    job: TaskJob,
-    token: string,
-  ): Promise<boolean> {
-    const { agents, notifier, ackTimeoutMs } = this.options;
+  /**
+   * Records the task on the claimed agent and pushes it. `gone`: the agent changed meanwhile
+   * (the task went straight back to wait); `cancelled`: an operator cancelled the task while it
+   * was running and it came back to wait (its agent vanished), so it is cancelled now and the
+   * agent may take the next job.
+   */
+  private async assign(claim: Claim, job: TaskJob): Promise<'assigned' | 'gone' | 'cancelled'> {
+    const { agents, notifier, ackTimeoutMs, keys } = this.options;
+    const { agentId, version, token, queue } = claim;
     const taskId = job.id ?? '';
     const now = agents.now();
     const stored = await agents.transition({
@@ -157,21 +156,26 @@ export class Dispatcher {
       from: 'assigned',
       to: 'assigned',
       version,
+      expect: { token },
       reason: 'assign',
       task: taskId,
       set: {
         taskId,
-        taskQueue: queue,
-        token,
         assignedAt: now,
         ...(job.data.timeoutMs !== undefined ? { taskTimeoutMs: job.data.timeoutMs } : {}),
       },
+      absent: [keys.cancelRequested(taskId)],
       index: { ackDeadline: now + ackTimeoutMs },
     });
     if (!stored.ok) {
+      if (stored.reason === 'conflict' && stored.field === '@absent') {
+        const error = new UnrecoverableError(`${CANCELLED_PREFIX}${stored.actual}`);
+        await job.moveToFailed(error, token, false);
+        return 'cancelled';
+      }
       // The agent went away between claim and assignment: the task goes straight back.
       await job.moveToWait(token).catch(() => undefined);
-      return true;
+      return 'gone';
     }
     const attempts = job.opts.attempts ?? 1;
     notifier.assign(agentId, {
@@ -192,6 +196,6 @@ export class Dispatcher {
       const readyAt = job.timestamp + (job.opts.delay ?? 0);
       this.options.metrics.dispatchLatency.observe({ queue }, Math.max(0, now - readyAt) / 1000);
     }
-    return true;
+    return 'assigned';
   }
 }

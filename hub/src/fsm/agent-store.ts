@@ -1,4 +1,5 @@
-import type { AgentState } from '@agentcom/shared';
+import { randomUUID } from 'node:crypto';
+import { isAgentState, type AgentState } from '@agentcom/shared';
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../redis/keys';
 import type { AgentScripts } from '../redis/scripts';
@@ -11,6 +12,39 @@ export interface IndexOps {
   disconnected?: number | 'remove';
   cooldown?: number | 'remove';
   runDeadline?: number | 'remove';
+}
+
+/** An agent claimed for an assignment. */
+export interface Claim {
+  agentId: string;
+  version: number;
+  /** The agent's queues, in its order. */
+  queues: string[];
+  /** Where to fetch the job from. */
+  queue: string;
+  /** The assignment token (also the job's BullMQ lock token). */
+  token: string;
+}
+
+export type BeginReport =
+  | { status: 'busy' | 'superseded' }
+  | { status: 'duplicate'; record: AgentRecord | undefined }
+  | {
+      status: 'ok';
+      record: AgentRecord;
+      /** The finished key's value before this report (`completing <token>`: a replay). */
+      previousMarker: string;
+      /** Set when an operator asked to cancel the task. */
+      cancelReason: string | undefined;
+    };
+
+/** The part of an agent record a heartbeat checks. */
+export interface AgentPresence {
+  state: AgentState;
+  socketId: string | undefined;
+  taskId: string | undefined;
+  token: string | undefined;
+  taskQueue: string | undefined;
 }
 
 export type IndexName = 'ackDeadlines' | 'disconnected' | 'cooldowns' | 'runDeadlines';
@@ -34,6 +68,15 @@ export interface TransitionRequest {
   index?: IndexOps;
   /** Task id recorded on the event. */
   task?: string | undefined;
+  /** Keys that must not exist; a present one is a conflict on field `@absent` (its value). */
+  absent?: readonly string[];
+  /** Applied whatever the outcome, before the checks. */
+  always?: {
+    /** SET key value PX ttlMs. */
+    set?: ReadonlyArray<{ key: string; value: string; ttlMs: number }>;
+    /** DEL key when it holds value. */
+    delIf?: ReadonlyArray<{ key: string; value: string }>;
+  };
 }
 
 export type TransitionResult =
@@ -162,6 +205,9 @@ export class AgentStore {
       if (op === 'remove') zrem.push(keyIndex(indexKeys[name]));
       else zadd.push([keyIndex(indexKeys[name]), op]);
     }
+    const absent = (request.absent ?? []).map(keyIndex);
+    const kset = (request.always?.set ?? []).map((op) => [keyIndex(op.key), op.value, op.ttlMs]);
+    const kdelIf = (request.always?.delIf ?? []).map((op) => [keyIndex(op.key), op.value]);
     const expect: Record<string, string> = { state: request.from, ...request.expect };
     if (request.version !== undefined) expect.version = String(request.version);
     const set: Record<string, string> = { state: request.to };
@@ -177,6 +223,9 @@ export class AgentStore {
       event: { reason: request.reason, task: request.task ?? '', hub: this.hubId },
       now: String(now),
       maxEvents: this.maxEvents,
+      ...(absent.length > 0 ? { absent } : {}),
+      ...(kset.length > 0 ? { kset } : {}),
+      ...(kdelIf.length > 0 ? { kdelIf } : {}),
     };
     const reply = await this.scripts.transition(keys, JSON.stringify(spec));
     if (reply[0] === 1) return { ok: true, version: Number(reply[1]) };
@@ -193,11 +242,12 @@ export class AgentStore {
     return { ok: false, reason: 'missing' };
   }
 
-  /** Claims the longest-idle agent of `queue` (idle → assigned). */
-  async claimIdle(
-    queue: string,
-    ackTimeoutMs: number,
-  ): Promise<{ agentId: string; version: number; queues: string[] } | undefined> {
+  /**
+   * When a job of `queue` is runnable, claims the longest-idle agent serving it (idle →
+   * assigned) with a new assignment token, and names the first of the agent's queues (in its
+   * order) with a runnable job: the queue to fetch from.
+   */
+  async claimIdle(queue: string, ackTimeoutMs: number): Promise<Claim | undefined> {
     const now = this.now();
     const reply = await this.scripts.claimIdle(
       [this.keys.idle(queue), this.keys.events, this.keys.ackDeadlines],
@@ -209,11 +259,115 @@ export class AgentStore {
         this.hubId,
         this.maxEvents,
         queue,
+        `${this.keys.bullPrefix}:`,
+        randomUUID(),
       ],
     );
     if (!reply) return undefined;
-    const [agentId, version, queues] = reply;
-    return { agentId, version: Number(version), queues: queues.split(',').filter(Boolean) };
+    const [agentId, version, queues, fetchFrom, token] = reply;
+    return {
+      agentId,
+      version: Number(version),
+      queues: queues.split(',').filter(Boolean),
+      queue: fetchFrom,
+      token,
+    };
+  }
+
+  /**
+   * assigned → working for the task the agent holds under `token` (one script). `replayed` when
+   * it was already working on it; undefined when it does not hold the task.
+   */
+  async accept(
+    agentId: string,
+    taskId: string,
+    token: string,
+  ): Promise<{ version: number; taskQueue: string; replayed: boolean } | undefined> {
+    const reply = await this.scripts.accept(
+      [this.keys.agent(agentId), this.keys.events, this.keys.ackDeadlines, this.keys.runDeadlines],
+      [agentId, taskId, token, String(this.now()), this.hubId, this.maxEvents],
+    );
+    if (reply[0] === 0) return undefined;
+    return { version: Number(reply[1]), taskQueue: String(reply[2]), replayed: reply[0] === 2 };
+  }
+
+  /**
+   * The first step of applying a report (see `beginReport.lua`): takes the task's report lock
+   * (owner `lockId`), answers a replay of an applied report as `duplicate`, checks the agent
+   * still holds the task under `token`, and for a completion records the intent.
+   */
+  async beginReport(request: {
+    agentId: string;
+    taskId: string;
+    token: string;
+    outcome: 'completed' | 'failed';
+    lockId: string;
+    lockTtlMs: number;
+    finishedTtlMs: number;
+  }): Promise<BeginReport> {
+    const { agentId, taskId } = request;
+    const reply = await this.scripts.beginReport(
+      [
+        this.keys.agent(agentId),
+        this.keys.reporting(taskId),
+        this.keys.finished(taskId),
+        this.keys.cancelRequested(taskId),
+      ],
+      [
+        taskId,
+        request.token,
+        request.outcome,
+        request.lockId,
+        request.lockTtlMs,
+        request.finishedTtlMs,
+      ],
+    );
+    const record = (flat: string[]): AgentRecord | undefined =>
+      parseAgentRecord(agentId, Object.fromEntries(pairs(flat)));
+    switch (reply[0]) {
+      case 'busy':
+      case 'superseded':
+        return { status: reply[0] };
+      case 'duplicate':
+        return { status: 'duplicate', record: record(reply[1]) };
+      default: {
+        const current = record(reply[1]);
+        if (!current) return { status: 'superseded' };
+        return {
+          status: 'ok',
+          record: current,
+          previousMarker: reply[2],
+          cancelReason: reply[3] === '' ? undefined : reply[3],
+        };
+      }
+    }
+  }
+
+  /** The id of the active job of `queue` locked with `token` (a recovery path: O(active)). */
+  async jobLockedBy(queue: string, token: string): Promise<string | undefined> {
+    return (
+      (await this.scripts.findJobByLock(`${this.keys.bullPrefix}:${queue}:`, token)) ?? undefined
+    );
+  }
+
+  /** The fields a heartbeat needs (one HMGET). */
+  async presenceOf(agentId: string): Promise<AgentPresence | undefined> {
+    const [state, socketId, taskId, token, taskQueue] = await this.redis.hmget(
+      this.keys.agent(agentId),
+      'state',
+      'socketId',
+      'taskId',
+      'token',
+      'taskQueue',
+    );
+    if (state === null) return undefined;
+    return {
+      state: isAgentState(state) ? state : 'offline',
+      socketId: socketId ?? undefined,
+      taskId: taskId ?? undefined,
+      token: token ?? undefined,
+      taskQueue: taskQueue ?? undefined,
+    };
   }
 
   /** Agents whose score in an index sorted set is at or below `max`. */
@@ -229,4 +383,10 @@ export class AgentStore {
   async idleAgents(queue: string): Promise<string[]> {
     return this.redis.zrange(this.keys.idle(queue), '0', '-1');
   }
+}
+
+function pairs(flat: readonly string[]): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i] ?? '', flat[i + 1] ?? '']);
+  return out;
 }

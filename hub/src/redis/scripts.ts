@@ -9,7 +9,13 @@ import type { Redis } from 'ioredis';
  */
 export const LUA_DIR = resolve(__dirname, '..', '..', 'src', 'redis', 'lua');
 
-export const SCRIPT_NAMES = ['transition', 'claimIdle'] as const;
+export const SCRIPT_NAMES = [
+  'transition',
+  'claimIdle',
+  'accept',
+  'beginReport',
+  'findJobByLock',
+] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
 export function readScript(name: ScriptName): string {
@@ -18,24 +24,46 @@ export function readScript(name: ScriptName): string {
 
 /** Raw replies as Redis returns them. */
 export type TransitionReply = [1, number] | [0, string, string, string, number] | [-1];
-export type ClaimReply = [string, number, string] | null;
+export type ClaimReply = [string, number, string, string, string] | null;
+export type AcceptReply = [1 | 2, number, string] | [0, string];
+export type BeginReportReply =
+  ['busy'] | ['superseded'] | ['duplicate', string[]] | ['ok', string[], string, string];
 
 export interface AgentScripts {
   transition(keys: string[], spec: string): Promise<TransitionReply>;
   claimIdle(keys: [string, string, string], args: (string | number)[]): Promise<ClaimReply>;
+  accept(keys: [string, string, string, string], args: (string | number)[]): Promise<AcceptReply>;
+  beginReport(
+    keys: [string, string, string, string],
+    args: (string | number)[],
+  ): Promise<BeginReportReply>;
+  findJobByLock(queuePrefix: string, token: string): Promise<string | null>;
 }
 
-interface ScriptedRedis {
-  agentcomTransition(numKeys: number, ...args: (string | number)[]): Promise<TransitionReply>;
-  agentcomClaimIdle(...args: (string | number)[]): Promise<ClaimReply>;
-}
+type Command<R> = (...args: (string | number)[]) => Promise<R>;
 
+/** Registers every script on `client`; its commands then work in pipelines too. */
 export function registerScripts(client: Redis): AgentScripts {
-  client.defineCommand('agentcomTransition', { lua: readScript('transition') });
-  client.defineCommand('agentcomClaimIdle', { lua: readScript('claimIdle'), numberOfKeys: 3 });
-  const scripted = client as unknown as ScriptedRedis;
+  const define = <R>(name: ScriptName, numberOfKeys?: number): Command<R> => {
+    const command = `agentcom_${name}`;
+    client.defineCommand(command, {
+      lua: readScript(name),
+      ...(numberOfKeys !== undefined ? { numberOfKeys } : {}),
+    });
+    const bound = (client as unknown as Record<string, Command<R>>)[command];
+    if (!bound) throw new Error(`script ${name} was not registered`);
+    return bound.bind(client);
+  };
+  const transition = define<TransitionReply>('transition');
+  const claimIdle = define<ClaimReply>('claimIdle', 3);
+  const accept = define<AcceptReply>('accept', 4);
+  const beginReport = define<BeginReportReply>('beginReport', 4);
+  const findJobByLock = define<string | null>('findJobByLock', 0);
   return {
-    transition: (keys, spec) => scripted.agentcomTransition(keys.length, ...keys, spec),
-    claimIdle: (keys, args) => scripted.agentcomClaimIdle(...keys, ...args),
+    transition: (keys, spec) => transition(keys.length, ...keys, spec),
+    claimIdle: (keys, args) => claimIdle(...keys, ...args),
+    accept: (keys, args) => accept(...keys, ...args),
+    beginReport: (keys, args) => beginReport(...keys, ...args),
+    findJobByLock: (queuePrefix, token) => findJobByLock(queuePrefix, token),
   };
 }

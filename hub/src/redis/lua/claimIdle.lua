@@ -1,6 +1,12 @@
 --[[
-  claimIdle: take the longest-idle agent serving one queue and move it idle -> assigned.
-  Stale index entries (agents no longer idle) are removed on the way.
+  claimIdle: when a job of the queue is runnable, take the longest-idle agent serving the queue,
+  move it idle -> assigned and pick the first of its queues (in the agent's order) that has a
+  runnable job. The assignment token is recorded on the agent now, before the job is fetched
+  with it, so a replica that dies between fetch and record leaves a token others can find the
+  job by (`findJobByLock`). Stale index entries (agents no longer idle) are removed on the way.
+
+  A job is runnable when the queue is not paused and a job waits, is prioritized, or is delayed
+  and due (BullMQ promotes due delayed jobs when one is fetched). BullMQ keys are read only.
 
   KEYS[1]  idle sorted set of the queue
   KEYS[2]  events stream
@@ -12,12 +18,32 @@
   ARGV[4]  ack deadline (ms)
   ARGV[5]  hub id (recorded on the event)
   ARGV[6]  approximate cap of the events stream
-  ARGV[7]  queue name (recorded on the event)
+  ARGV[7]  queue name
+  ARGV[8]  BullMQ key prefix  (queue q's keys = prefix .. q .. ":" .. name)
+  ARGV[9]  random part of the assignment token (token = agentId .. ":" .. ARGV[9])
 
   Returns:
-    { agentId, version, queues }  claimed (queues comma-separated, in the agent's order)
-    false                         no idle agent
+    { agentId, version, queues, queue, token }  claimed; `queue` is where to fetch from
+    false                                        no runnable job in the queue, or no idle agent
 ]]
+local now = tonumber(ARGV[3])
+
+local function runnable(queue)
+  local base = ARGV[8] .. queue .. ":"
+  if redis.call("HEXISTS", base .. "meta", "paused") == 1 then
+    return false
+  end
+  if redis.call("LLEN", base .. "wait") > 0 or redis.call("ZCARD", base .. "prioritized") > 0 then
+    return true
+  end
+  local first = redis.call("ZRANGE", base .. "delayed", 0, 0, "WITHSCORES")
+  return first[2] ~= nil and math.floor(tonumber(first[2]) / 4096) <= now
+end
+
+if not runnable(ARGV[7]) then
+  return false
+end
+
 for _ = 1, 32 do
   local first = redis.call("ZRANGE", KEYS[1], 0, 0)
   local agentId = first[1]
@@ -27,9 +53,18 @@ for _ = 1, 32 do
   local agentKey = ARGV[1] .. agentId
   local state = redis.call("HGET", agentKey, "state")
   if state == "idle" then
-    local version = redis.call("HINCRBY", agentKey, "version", 1)
-    redis.call("HSET", agentKey, "state", "assigned", "assignedAt", ARGV[3])
     local queues = redis.call("HGET", agentKey, "queues") or ""
+    local chosen = ARGV[7]
+    for q in string.gmatch(queues, "[^,]+") do
+      if q == ARGV[7] or runnable(q) then
+        chosen = q
+        break
+      end
+    end
+    local token = agentId .. ":" .. ARGV[9]
+    local version = redis.call("HINCRBY", agentKey, "version", 1)
+    redis.call("HSET", agentKey, "state", "assigned", "assignedAt", ARGV[3],
+      "token", token, "taskQueue", chosen)
     for q in string.gmatch(queues, "[^,]+") do
       redis.call("ZREM", ARGV[2] .. q, agentId)
     end
@@ -38,8 +73,8 @@ for _ = 1, 32 do
     redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
       "agent", agentId, "from", "idle", "to", "assigned",
       "reason", "claim", "task", "", "hub", ARGV[5],
-      "version", version, "at", ARGV[3], "queue", ARGV[7])
-    return { agentId, version, queues }
+      "version", version, "at", ARGV[3], "queue", chosen)
+    return { agentId, version, queues, chosen, token }
   end
   redis.call("ZREM", KEYS[1], agentId)
 end

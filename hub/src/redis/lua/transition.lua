@@ -18,6 +18,11 @@
     event     { reason, task?, hub }  appended with from/to/version/at
     now       ms
     maxEvents approximate cap of the stream
+    absent    [ keyIndex ]           each KEYS[keyIndex] must not exist (else a conflict on
+                                     field "@absent" with the key's value as `actual`)
+    kset      [ [keyIndex, value, ttlMs] ]  SET KEYS[keyIndex] value PX ttlMs   } applied first,
+    kdelIf    [ [keyIndex, value] ]  DEL KEYS[keyIndex] if it holds value       } whatever the
+                                                                                  outcome
 
   Returns:
     { 1, version }                              applied
@@ -26,6 +31,15 @@
 ]]
 local spec = cjson.decode(ARGV[1])
 local agentKey = KEYS[1]
+
+for _, op in ipairs(spec.kset or {}) do
+  redis.call("SET", KEYS[op[1]], op[2], "PX", op[3])
+end
+for _, op in ipairs(spec.kdelIf or {}) do
+  if redis.call("GET", KEYS[op[1]]) == op[2] then
+    redis.call("DEL", KEYS[op[1]])
+  end
+end
 
 if redis.call("EXISTS", agentKey) == 0 then
   return { -1 }
@@ -38,6 +52,13 @@ for field, expected in pairs(spec.expect or {}) do
   local actual = redis.call("HGET", agentKey, field) or ""
   if tostring(actual) ~= tostring(expected) then
     return { 0, field, actual, state, version }
+  end
+end
+
+for _, index in ipairs(spec.absent or {}) do
+  local value = redis.call("GET", KEYS[index])
+  if value then
+    return { 0, "@absent", value, state, version }
   end
 end
 

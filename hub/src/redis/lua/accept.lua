@@ -1,0 +1,42 @@
+--[[
+  accept: the agent starts the task it was assigned (assigned -> working), in one step: checks
+  that it still holds the task under this token, leaves the ack-deadline index, enters the
+  run-deadline index when the task has a run timeout, logs the event.
+  (The transition table allows assigned -> working; this script is that one transition.)
+
+  KEYS[1]  agent hash
+  KEYS[2]  events stream
+  KEYS[3]  ack-deadlines sorted set
+  KEYS[4]  run-deadlines sorted set
+
+  ARGV[1]  agent id
+  ARGV[2]  task id
+  ARGV[3]  token
+  ARGV[4]  now (ms)
+  ARGV[5]  hub id
+  ARGV[6]  approximate cap of the events stream
+
+  Returns:
+    { 1, version, taskQueue }   accepted now
+    { 2, version, taskQueue }   already working on it (a replayed accept)
+    { 0, state }                the agent does not hold this task under this token
+]]
+local f = redis.call("HMGET", KEYS[1], "state", "taskId", "token", "taskQueue", "taskTimeoutMs", "version")
+local state, taskId, token, taskQueue, timeoutMs = f[1], f[2], f[3], f[4] or "", f[5]
+if taskId ~= ARGV[2] or token ~= ARGV[3] or (state ~= "assigned" and state ~= "working") then
+  return { 0, state or "" }
+end
+if state == "working" then
+  return { 2, tonumber(f[6] or "0"), taskQueue }
+end
+local version = redis.call("HINCRBY", KEYS[1], "version", 1)
+redis.call("HSET", KEYS[1], "state", "working", "startedAt", ARGV[4])
+redis.call("ZREM", KEYS[3], ARGV[1])
+if timeoutMs and timeoutMs ~= "" then
+  redis.call("ZADD", KEYS[4], tonumber(ARGV[4]) + tonumber(timeoutMs), ARGV[1])
+end
+redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
+  "agent", ARGV[1], "from", "assigned", "to", "working",
+  "reason", "accept", "task", ARGV[2], "hub", ARGV[5],
+  "version", version, "at", ARGV[4])
+return { 1, version, taskQueue }
