@@ -120,6 +120,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     hubId: config.hubId,
     logger,
     onAgentIdle,
+    onTaskWaiting: onQueueWork,
   });
   const control = new AgentControl(agents, onAgentIdle, notifier);
   const tasks = new TaskService({

@@ -199,6 +199,20 @@ export class FaultCluster {
       (id) => !['completed', 'failed', 'cancelled'].includes(byId.get(id)?.state ?? ''),
     );
     const events = await this.events();
+    if (notTerminal.length > 0) {
+      // what a failure report needs: where each lost task stands and what its agents did
+      console.warn(
+        'tasks not terminal:',
+        JSON.stringify(
+          notTerminal.map((id) => ({
+            view: byId.get(id),
+            events: events.filter((e) => e.task === id),
+          })),
+          null,
+          1,
+        ),
+      );
+    }
     const completions = completionsByTask(events);
     const duplicates = ids.filter((id) => (completions.get(id) ?? 0) > 1);
     const wrongResults = this.accepted

@@ -20,6 +20,8 @@ export interface PresenceOptions {
   hubId: string;
   logger: Logger;
   onAgentIdle: (queues: readonly string[]) => void;
+  /** Called when a task was put back to wait. */
+  onTaskWaiting: (queue: string) => void;
 }
 
 export interface ConnectOutcome {
@@ -201,6 +203,7 @@ export class Presence {
       const handle = await this.options.queues.get(record.taskQueue);
       const job = await handle.queue.getJob(taskId);
       await job?.moveToWait(record.token);
+      this.options.onTaskWaiting(record.taskQueue);
     } catch {
       // lock already gone: the stalled checker or another report has moved the job
     }

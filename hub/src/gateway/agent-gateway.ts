@@ -87,8 +87,17 @@ export class AgentGateway implements AgentNotifier {
     this.nsp.on('connection', (socket) => this.onConnection(socket));
   }
 
+  /**
+   * Pushes a task. When the agent's socket is on this replica the emit stays local: the Redis
+   * adapter would publish every emit to all replicas, which decode it to find nobody there.
+   */
   assign(agentId: string, message: Parameters<ServerToClientEvents['task:assign']>[0]): void {
-    this.nsp.to(agentRoom(agentId)).emit('task:assign', message);
+    const room = agentRoom(agentId);
+    if ((this.nsp.adapter.rooms.get(room)?.size ?? 0) > 0) {
+      this.nsp.local.to(room).emit('task:assign', message);
+    } else {
+      this.nsp.to(room).emit('task:assign', message);
+    }
   }
 
   cancel(agentId: string, message: Parameters<ServerToClientEvents['task:cancel']>[0]): void {

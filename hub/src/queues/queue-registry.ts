@@ -1,4 +1,4 @@
-import { Job, Queue, QueueEvents, Worker } from 'bullmq';
+import { Job, Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../logger';
 import type { RedisKeys } from '../redis/keys';
@@ -17,7 +17,6 @@ export interface QueueHandle {
   readonly queue: Queue<TaskData, unknown, string>;
   /** Manual worker (`autorun: false`): fetches jobs for agents, runs the stalled checker. */
   readonly worker: Worker<TaskData, unknown, string>;
-  readonly events: QueueEvents;
 }
 
 export interface QueueRegistryOptions {
@@ -27,14 +26,20 @@ export interface QueueRegistryOptions {
   stalledIntervalMs: number;
   maxStalledCount: number;
   logger: Logger;
-  /** Called when BullMQ reports a job waiting in this queue (any producer, retries, stalls). */
+  /** Called when this replica's stalled checker moved jobs of the queue back to wait. */
   onWaiting: (queue: string) => void;
 }
 
 /**
- * One Queue + one manual Worker + one QueueEvents per queue name per replica, created on first
- * use, never one per agent: Redis connections grow with queues, not agents. Queue names are
- * recorded in Redis so every replica learns every queue.
+ * One Queue + one manual Worker per queue name per replica, created on first use, never one per
+ * agent: Redis connections grow with queues, not agents. Queue names are recorded in Redis so
+ * every replica learns every queue.
+ *
+ * No QueueEvents: following BullMQ's event stream costs every replica a blocking read per few
+ * events (issue 7's profile). Dispatch is triggered where a job becomes waiting on this replica
+ * (created, retried, requeued, stalled) or an agent becomes idle, and by the safety tick of every
+ * sweep, which also picks up jobs added straight to BullMQ by other producers and due delayed
+ * jobs.
  */
 export class QueueRegistry {
   private readonly handles = new Map<string, Promise<QueueHandle>>();
@@ -77,24 +82,22 @@ export class QueueRegistry {
       stalledInterval: stalledIntervalMs,
       maxStalledCount,
     });
-    const events = new QueueEvents(name, { connection, prefix });
     const onError = (err: Error): void => {
       logger.warn({ queue: name, err: err.message }, 'bullmq error');
     };
     queue.on('error', onError);
     worker.on('error', onError);
-    events.on('error', onError);
-    events.on('waiting', () => this.options.onWaiting(name));
-    worker.on('stalled', (jobId: string) =>
-      logger.info({ queue: name, taskId: jobId }, 'task stalled, back to wait'),
-    );
-    await Promise.all([queue.waitUntilReady(), worker.waitUntilReady(), events.waitUntilReady()]);
+    worker.on('stalled', (jobId: string) => {
+      logger.info({ queue: name, taskId: jobId }, 'task stalled, back to wait');
+      this.options.onWaiting(name);
+    });
+    await Promise.all([queue.waitUntilReady(), worker.waitUntilReady()]);
     void worker
       .startStalledCheckTimer()
       .catch((err: unknown) =>
         logger.warn({ queue: name, err: String(err) }, 'stalled checker failed to start'),
       );
-    return { name, queue, worker, events };
+    return { name, queue, worker };
   }
 
   async close(): Promise<void> {
@@ -102,9 +105,8 @@ export class QueueRegistry {
     const handles = await Promise.allSettled(this.handles.values());
     for (const settled of handles) {
       if (settled.status !== 'fulfilled') continue;
-      const { worker, events, queue } = settled.value;
+      const { worker, queue } = settled.value;
       await worker.close(true).catch(() => undefined);
-      await events.close().catch(() => undefined);
       await queue.close().catch(() => undefined);
     }
     this.handles.clear();

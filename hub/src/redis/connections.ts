@@ -2,10 +2,11 @@ import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '../logger';
 
 /**
- * Redis connections by role. `command` serves agentcom's own scripts and reads; `bullmq` is
- * shared by the Queue objects (Workers and QueueEvents duplicate it for their blocking reads);
- * `pub`/`sub` belong to the Socket.IO adapter. Each logs its errors (an unhandled `error` event
- * would crash the replica).
+ * Redis connections by role. `command` serves agentcom's own scripts and reads, auto-pipelined
+ * (every command issued in one tick of the event loop goes out in one write: concurrent dispatch
+ * steps, reports and heartbeats share round trips); `bullmq` is shared by the Queue and Worker
+ * objects and left as BullMQ expects it (not auto-pipelined); `pub`/`sub` belong to the
+ * Socket.IO adapter. Each logs its errors (an unhandled `error` event would crash the replica).
  */
 export interface RedisConnections {
   readonly command: Redis;
@@ -42,7 +43,7 @@ export function createRedisConnections(
     });
     return client;
   };
-  const command = make('command', {});
+  const command = make('command', { enableAutoPipelining: true });
   const bullmq = make('bullmq', {});
   const pub = make('pub', {});
   const sub = make('sub', {});

@@ -115,11 +115,6 @@ export class RedisKeys {
     return `${this.root}:socket.io`;
   }
 
-  /** BullMQ's delayed set of a queue (read only: BullMQ owns it; score = due ms * 4096 + n). */
-  bullDelayed(queue: string): string {
-    return `${this.bullPrefix}:${queue}:delayed`;
-  }
-
   /** BullMQ's lock key of a job (read only: BullMQ owns it). */
   bullLock(queue: string, taskId: string): string {
     return `${this.bullPrefix}:${queue}:${taskId}:lock`;
