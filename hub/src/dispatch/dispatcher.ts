@@ -54,14 +54,21 @@ export class Dispatcher {
       return;
     }
     this.again.delete(queue);
-    this.running.set(queue, this.concurrency);
-    for (let i = 0; i < this.concurrency; i++) {
-      void this.loop(queue)
-        .catch((err: unknown) =>
-          this.options.logger.warn({ queue, err: String(err) }, 'dispatch failed'),
-        )
-        .finally(() => this.loopDone(queue));
-    }
+    this.startLoop(queue);
+  }
+
+  /**
+   * One more step loop for the queue. A trigger starts one; each step that assigned a task adds
+   * another, up to `concurrency`: an idle queue (the safety tick triggers every queue) costs one
+   * claim attempt, a busy one runs `concurrency` steps at once.
+   */
+  private startLoop(queue: string): void {
+    this.running.set(queue, (this.running.get(queue) ?? 0) + 1);
+    void this.loop(queue)
+      .catch((err: unknown) =>
+        this.options.logger.warn({ queue, err: String(err) }, 'dispatch failed'),
+      )
+      .finally(() => this.loopDone(queue));
   }
 
   triggerAll(queues: Iterable<string>): void {
@@ -96,7 +103,8 @@ export class Dispatcher {
 
   private async loop(queue: string): Promise<void> {
     while (!this.stopped && (await this.step(queue))) {
-      // keep going while tasks get assigned
+      // keep going while tasks get assigned, with more loops while there is room
+      if ((this.running.get(queue) ?? 0) < this.concurrency) this.startLoop(queue);
     }
   }
 
