@@ -199,7 +199,12 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     adminKey: config.adminKey,
     hubId: config.hubId,
     logger,
-    blockingRedis: () => redis.command.duplicate({ connectionName: 'agentcom:ui-events' }),
+    // a blocking XREAD connection: not auto-pipelined like the command connection it copies
+    blockingRedis: () =>
+      redis.command.duplicate({
+        connectionName: 'agentcom:ui-events',
+        enableAutoPipelining: false,
+      }),
     queueCounts: async () =>
       Object.fromEntries(
         (await summarizeQueues({ redis: redis.command, keys, queues })).map((q) => [

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { CLIENT_EVENTS, type TaskView } from '@agentcom/shared';
+import { Worker } from 'bullmq';
+import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
 import { api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
@@ -260,5 +262,39 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
       expect(await agent.complete(msg, 'fine')).toEqual({ ok: true });
       expect((await getTask(hubA.url, id)).state).toBe('completed');
     });
+  });
+
+  it('puts back a job that a replica fetched for a claimed agent but died before recording', async () => {
+    // A replica whose dispatcher stops between claim + fetch and the record: the test plays it,
+    // with the claim script and BullMQ's fetch, against a hub whose own dispatcher is stopped.
+    const prefix = `d${randomBytes(3).toString('hex')}`;
+    const hub = await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix, HUB_ID: 'hub-c' });
+    const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const queue = newQueue();
+    const worker = new Worker(queue, null, {
+      connection,
+      prefix: hub.keys.bullPrefix,
+      autorun: false,
+    });
+    try {
+      await hub.dispatcher?.stop();
+      const agent = await register(hub.url, queue);
+      const id = await createTask(hub.url, { queue, payload: {} });
+      const claim = await hub.agents.claimIdle(queue, 2000);
+      expect(claim?.agentId).toBe(agent.agentId);
+      const job = await worker.getNextJob(claim?.token ?? '', { block: false });
+      expect(job?.id).toBe(id);
+      expect(['assigned', 'running']).toContain((await getTask(hub.url, id)).state); // held
+      // the ack deadline (2 s) passes: the sweeper finds the job by its lock and requeues it
+      await taskInState(hub.url, id, 'waiting');
+      expect(await connection.get(hub.keys.bullLock(queue, id))).toBeNull();
+      const record = await hub.agents.get(agent.agentId);
+      expect(record?.state).toBe('idle');
+      expect(record?.token).toBeUndefined();
+    } finally {
+      await worker.close();
+      await connection.quit();
+      await hub.close();
+    }
   });
 });

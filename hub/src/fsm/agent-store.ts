@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { isAgentState, type AgentState } from '@agentcom/shared';
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../redis/keys';
+import { hashFromFlat } from '../redis/replies';
 import type { AgentScripts } from '../redis/scripts';
 import { parseAgentRecord, type AgentRecord } from './agent-record';
 import { canTransition, type TransitionReason } from './agent-machine';
@@ -259,7 +260,7 @@ export class AgentStore {
         this.hubId,
         this.maxEvents,
         queue,
-        `${this.keys.bullPrefix}:`,
+        this.keys.bullRoot,
         randomUUID(),
       ],
     );
@@ -323,7 +324,7 @@ export class AgentStore {
       ],
     );
     const record = (flat: string[]): AgentRecord | undefined =>
-      parseAgentRecord(agentId, Object.fromEntries(pairs(flat)));
+      parseAgentRecord(agentId, hashFromFlat(flat));
     switch (reply[0]) {
       case 'busy':
       case 'superseded':
@@ -345,9 +346,7 @@ export class AgentStore {
 
   /** The id of the active job of `queue` locked with `token` (a recovery path: O(active)). */
   async jobLockedBy(queue: string, token: string): Promise<string | undefined> {
-    return (
-      (await this.scripts.findJobByLock(`${this.keys.bullPrefix}:${queue}:`, token)) ?? undefined
-    );
+    return (await this.scripts.findJobByLock(this.keys.bullQueuePrefix(queue), token)) ?? undefined;
   }
 
   /** The fields a heartbeat needs (one HMGET). */
@@ -383,10 +382,4 @@ export class AgentStore {
   async idleAgents(queue: string): Promise<string[]> {
     return this.redis.zrange(this.keys.idle(queue), '0', '-1');
   }
-}
-
-function pairs(flat: readonly string[]): Array<[string, string]> {
-  const out: Array<[string, string]> = [];
-  for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i] ?? '', flat[i + 1] ?? '']);
-  return out;
 }

@@ -115,8 +115,23 @@ export class RedisKeys {
     return `${this.root}:socket.io`;
   }
 
+  /** `<bullPrefix>:`, for Lua scripts that build a queue's BullMQ key names from it. */
+  get bullRoot(): string {
+    return `${this.bullPrefix}:`;
+  }
+
+  /** Prefix of BullMQ's keys of one queue (`<bullPrefix>:<queue>:`; BullMQ owns those keys). */
+  bullQueuePrefix(queue: string): string {
+    return `${this.bullRoot}${queue}:`;
+  }
+
+  /** BullMQ's hash of a job (read only: BullMQ owns it). */
+  bullJob(queue: string, taskId: string): string {
+    return `${this.bullQueuePrefix(queue)}${taskId}`;
+  }
+
   /** BullMQ's lock key of a job (read only: BullMQ owns it). */
   bullLock(queue: string, taskId: string): string {
-    return `${this.bullPrefix}:${queue}:${taskId}:lock`;
+    return `${this.bullJob(queue, taskId)}:lock`;
   }
 }

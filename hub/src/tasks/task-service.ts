@@ -74,7 +74,7 @@ export class TaskService {
     if (names.length === 0) return undefined;
     const pipeline = redis.pipeline();
     // only job hashes have `timestamp` (ids like `meta` or `wait` name BullMQ's own keys)
-    for (const name of names) pipeline.hexists(`${keys.bullPrefix}:${name}:${taskId}`, 'timestamp');
+    for (const name of names) pipeline.hexists(keys.bullJob(name, taskId), 'timestamp');
     const replies = (await pipeline.exec()) ?? [];
     const index = replies.findIndex(([err, exists]) => !err && exists === 1);
     const name = names[index];

@@ -1,4 +1,5 @@
 import type { AgentView } from '@agentcom/shared';
+import { hashFromFlat } from '../redis/replies';
 
 /** Socket.IO namespace of the live agents page (admin only: a UI session token in `auth`). */
 export const UI_NAMESPACE = '/ui';
@@ -54,8 +55,7 @@ export interface UiSocketData {
 
 /** Parses one events-stream entry; fields come as a flat `[name, value, ...]` list. */
 export function parseTransitionEntry(id: string, fields: readonly string[]): UiTransition {
-  const record: Record<string, string> = {};
-  for (let i = 0; i + 1 < fields.length; i += 2) record[fields[i] ?? ''] = fields[i + 1] ?? '';
+  const record = hashFromFlat(fields);
   const ms = Number(record.at);
   return {
     id,
