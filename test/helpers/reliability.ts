@@ -27,7 +27,43 @@ export function recordReliability(row: ReliabilityRow): void {
   );
 }
 
-/** Rewrites test/RELIABILITY.md from the rows the scenarios recorded. */
+const REPORT = join(ROOT, 'test', 'RELIABILITY.md');
+
+/** Splits a markdown table line into its cells (`\|` stays inside a cell). */
+function cellsOf(line: string): string[] {
+  return line
+    .slice(2, -2)
+    .split(/(?<!\\) \| /)
+    .map((c) => c.trim());
+}
+
+/**
+ * The rows already in test/RELIABILITY.md, keyed by scenario and size, so that a run of some
+ * scenarios (one file, `-t`, or `FULL=1` of one) replaces only the rows it measured.
+ */
+function existingRows(): Map<string, string> {
+  const rows = new Map<string, string>();
+  let text: string;
+  try {
+    text = readFileSync(REPORT, 'utf8');
+  } catch {
+    return rows;
+  }
+  const lines = text.split('\n');
+  const start = lines.findIndex((l) => l.startsWith('|---'));
+  if (start < 0) return rows;
+  for (const line of lines.slice(start + 1)) {
+    if (!line.startsWith('| ')) break;
+    const [scenario, size] = cellsOf(line);
+    if (scenario && size) rows.set(`${scenario}\u0000${size}`, line);
+  }
+  return rows;
+}
+
+/**
+ * Rewrites test/RELIABILITY.md: the rows the scenarios of this run recorded, and the rows of
+ * earlier runs for the (scenario, size) pairs this run did not measure.
+ */
 export function writeReliabilityReport(): void {
   let files: string[];
   try {
@@ -36,15 +72,28 @@ export function writeReliabilityReport(): void {
     return;
   }
   if (files.length === 0) return;
-  const rows = files
-    .map(
-      (f) =>
-        JSON.parse(readFileSync(join(RELIABILITY_DIR, f), 'utf8')) as ReliabilityRow & {
-          at: string;
-        },
-    )
-    .sort((a, b) => a.scenario.localeCompare(b.scenario));
   const cell = (text: string) => text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+  const rows = existingRows();
+  for (const f of files) {
+    const r = JSON.parse(readFileSync(join(RELIABILITY_DIR, f), 'utf8')) as ReliabilityRow & {
+      at: string;
+    };
+    const cells = [
+      r.scenario,
+      r.size,
+      r.load,
+      r.faults,
+      r.inputs ?? '',
+      String(r.tasks),
+      String(r.lost),
+      String(r.duplicates),
+      Object.entries(r.measured)
+        .map(([k, v]) => `${k}: ${v}`)
+        .join('; '),
+      r.at,
+    ].map(cell);
+    rows.set(`${r.scenario}\u0000${r.size}`, `| ${cells.join(' | ')} |`);
+  }
   const lines = [
     '# Reliability',
     '',
@@ -52,32 +101,14 @@ export function writeReliabilityReport(): void {
     'Every scenario ends with the same invariant check (`test/helpers/invariants.ts`): every accepted',
     'task terminal, exactly one completion per task, no agent ever holding two tasks, results as the',
     'handler produced them. `default` rows ran at the CI size; `make test-faults FULL=1` runs the full size.',
+    'A run rewrites the rows of the scenarios and size it ran and keeps the others.',
     '',
     '| scenario | size | load | faults injected | inputs | tasks | lost | duplicate completions | measured | run at |',
     '|---|---|---|---|---|---|---|---|---|---|',
-    ...rows
-      .map((r) =>
-        [
-          r.scenario,
-          r.size,
-          r.load,
-          r.faults,
-          r.inputs ?? '',
-          String(r.tasks),
-          String(r.lost),
-          String(r.duplicates),
-          Object.entries(r.measured)
-            .map(([k, v]) => `${k}: ${v}`)
-            .join('; '),
-          r.at,
-        ]
-          .map(cell)
-          .join(' | '),
-      )
-      .map((line) => `| ${line} |`),
+    ...[...rows.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([, line]) => line),
     '',
   ];
-  writeFileSync(join(ROOT, 'test', 'RELIABILITY.md'), lines.join('\n'));
+  writeFileSync(REPORT, lines.join('\n'));
 }
 
 export function percentile(values: number[], p: number): number {
