@@ -4,6 +4,9 @@
  * (`used_memory` growth / N: agent records, token hashes, idle indexes, events), and CPU per
  * replica at idle (heartbeats, lease ticks, sweeper, engine.io pings) over a window.
  */
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { summarizeProfile } from './lib/cpuprofile';
 import { getQueues } from './lib/http';
 import { hubRssKb, startHubs, stopHubs } from './lib/hubs';
 import type { LoadSpec } from './lib/load-spec';
@@ -11,13 +14,16 @@ import { CpuMeter } from './lib/procs';
 import { atMost, info, runBench, type Figure } from './lib/result';
 import { RedisServer } from './lib/redis';
 import { RpcChild } from './lib/rpc';
-import { QUICK, log, round, sleep } from './lib/util';
+import { BENCH_DIR, QUICK, log, now, round, sleep } from './lib/util';
 
 const AGENTS = Number(process.env.BENCH_CONNECTIONS ?? (QUICK ? 1000 : 10_000));
 const REPLICAS = 3;
 const HEARTBEAT_MS = 5000;
 const SETTLE_MS = QUICK ? 5500 : 12_000;
 const WINDOW_MS = QUICK ? 5000 : 30_000;
+/** `BENCH_CPU_PROF=1`: replica 1 runs under `--cpu-prof`; the window's profile is summarized. */
+const PROFILE = process.env.BENCH_CPU_PROF === '1';
+const PROFILE_DIR = join(BENCH_DIR, 'prof-connections');
 
 async function sampleRss(pids: () => number[], samples = 4): Promise<number[]> {
   const sums = pids().map(() => 0);
@@ -30,11 +36,23 @@ async function sampleRss(pids: () => number[], samples = 4): Promise<number[]> {
 
 runBench('connections', 'Idle connections', QUICK ? 150_000 : 900_000, async () => {
   const redis = await RedisServer.start();
+  if (PROFILE) {
+    rmSync(PROFILE_DIR, { recursive: true, force: true });
+    mkdirSync(PROFILE_DIR, { recursive: true });
+  }
   const hubs = await startHubs({
     redisUrl: redis.url,
     redisPort: redis.port,
     prefix: 'conn',
     count: REPLICAS,
+    ...(PROFILE
+      ? {
+          nodeArgs: (i: number) =>
+            i === 0
+              ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR, '--cpu-prof-name', 'hub-1.cpuprofile']
+              : [],
+        }
+      : {}),
   });
   const urls = hubs.map((hub) => hub.url);
   const load = RpcChild.fork<LoadSpec>('load-agents', 'load-agents', {
@@ -75,7 +93,9 @@ runBench('connections', 'Idle connections', QUICK ? 150_000 : 900_000, async () 
     const before = await load.call('stats', {});
     const meter = new CpuMeter(new Map([...cpuPids, ['load', load.pid]]));
     meter.start();
+    const windowFrom = now();
     await sleep(WINDOW_MS);
+    const windowTo = now();
     const usage = meter.stop();
     const after = await load.call('stats', {});
     const rss = await sampleRss(() => hubRssKb(hubs));
@@ -136,6 +156,23 @@ runBench('connections', 'Idle connections', QUICK ? 150_000 : 900_000, async () 
         idleAgents === AGENTS ? 'all' : `expected ${AGENTS}`,
       ),
     ];
+    const profiled = hubs[0];
+    if (PROFILE && profiled) {
+      await profiled.proc.stop('SIGTERM', 30_000); // the profile is written at exit
+      const file = readdirSync(PROFILE_DIR).find((name) => name.endsWith('.cpuprofile'));
+      if (file) {
+        const summary = summarizeProfile(join(PROFILE_DIR, file), {
+          fromMs: windowFrom - profiled.proc.startedAt,
+          toMs: windowTo - profiled.proc.startedAt,
+        });
+        log(`replica 1 busy ${summary.busyPct}% of the window`);
+        for (const c of summary.categories.slice(0, 12)) log(`  ${c.name}: ${c.pct}%`);
+        for (const f of summary.topSelf.slice(0, 25)) {
+          log(`  ${f.fn} ${f.where} (${f.category}): ${f.pct}%`);
+        }
+        for (const f of summary.topAgentcomInclusive) log(`  incl. ${f.fn} ${f.where}: ${f.pct}%`);
+      }
+    }
     return {
       size: `${AGENTS.toLocaleString('en-US')} idle agents over ${REPLICAS} replicas (${perReplica.join('/')}), heartbeat ${HEARTBEAT_MS / 1000} s, CPU window ${WINDOW_MS / 1000} s`,
       figures,

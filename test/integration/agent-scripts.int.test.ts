@@ -356,15 +356,27 @@ describe('agent Lua scripts against a real redis-server', () => {
       expect(await begin('completed', 'a:tok', 'L2')).toEqual({ status: 'busy' });
     });
 
-    it('returns the intent of an earlier attempt and an operator cancel', async () => {
+    it('returns the intent of an earlier attempt; a failure also gets the operator cancel', async () => {
       await begin('completed');
       await redis.del(keys.reporting('t1'));
       await redis.set(keys.cancelRequested('t1'), 'by operator');
+      // a completion wins over a cancel request: it is not read
       expect(await begin('completed', 'a:tok', 'L2')).toMatchObject({
+        status: 'ok',
+        previousMarker: 'completing a:tok',
+        cancelReason: undefined,
+      });
+      await redis.del(keys.reporting('t1'));
+      expect(await begin('failed', 'a:tok', 'L3')).toMatchObject({
         status: 'ok',
         previousMarker: 'completing a:tok',
         cancelReason: 'by operator',
       });
+    });
+
+    it('leaves no intent behind when a completion is superseded', async () => {
+      expect(await begin('completed', 'a:stale')).toEqual({ status: 'superseded' });
+      expect(await redis.exists(keys.finished('t1'))).toBe(0);
     });
 
     it('answers an applied report as a duplicate and a stranger as superseded', async () => {

@@ -364,10 +364,14 @@ export class AssignmentService {
       incr,
       set: cooldownUntil !== undefined ? { cooldownUntil } : {},
       idleAdd: to === 'idle' ? record.queues : [],
+      // leave only the indexes the record can be in (a ZREM of a non-member is a wasted
+      // command; a stale entry would be dropped by the sweeper, which re-reads the record):
+      // the ack deadline lasts until accept, the disconnected index while disconnectedAt is set,
+      // the run deadline exists only for a task with a timeout
       index: {
-        ackDeadline: 'remove',
-        disconnected: 'remove',
-        runDeadline: 'remove',
+        ...(record.state === 'assigned' ? { ackDeadline: 'remove' } : {}),
+        ...(record.disconnectedAt !== undefined ? { disconnected: 'remove' } : {}),
+        ...(record.taskTimeoutMs !== undefined ? { runDeadline: 'remove' } : {}),
         ...(to === 'cooldown' ? { cooldown: cooldownUntil ?? record.cooldownUntil ?? now } : {}),
       },
       ...(always ? { always } : {}),

@@ -155,7 +155,7 @@ export class Dispatcher {
    * agent may take the next job.
    */
   private async assign(claim: Claim, job: TaskJob): Promise<'assigned' | 'gone' | 'cancelled'> {
-    const { agents, notifier, ackTimeoutMs, keys } = this.options;
+    const { agents, notifier, keys } = this.options;
     const { agentId, version, token, queue } = claim;
     const taskId = job.id ?? '';
     const now = agents.now();
@@ -173,7 +173,7 @@ export class Dispatcher {
         ...(job.data.timeoutMs !== undefined ? { taskTimeoutMs: job.data.timeoutMs } : {}),
       },
       absent: [keys.cancelRequested(taskId)],
-      index: { ackDeadline: now + ackTimeoutMs },
+      // the ack deadline was set by the claim, a few milliseconds ago
     });
     if (!stored.ok) {
       if (stored.reason === 'conflict' && stored.field === '@absent') {

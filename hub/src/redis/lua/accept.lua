@@ -29,8 +29,8 @@ end
 if state == "working" then
   return { 2, tonumber(f[6] or "0"), taskQueue }
 end
-local version = redis.call("HINCRBY", KEYS[1], "version", 1)
-redis.call("HSET", KEYS[1], "state", "working", "startedAt", ARGV[4])
+local version = tonumber(f[6] or "0") + 1
+redis.call("HSET", KEYS[1], "state", "working", "startedAt", ARGV[4], "version", version)
 redis.call("ZREM", KEYS[3], ARGV[1])
 if timeoutMs and timeoutMs ~= "" then
   redis.call("ZADD", KEYS[4], tonumber(ARGV[4]) + tonumber(timeoutMs), ARGV[1])

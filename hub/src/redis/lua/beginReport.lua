@@ -22,22 +22,45 @@
     { "busy" }                                     another report of the task is being applied
     { "duplicate", record }                        this report was applied before
     { "superseded" }                               the agent does not hold the task (lock released)
-    { "ok", record, previousMarker, cancelReason } go on; record = HGETALL of the agent
+    { "ok", record, previousMarker, cancelReason } go on; record = HGETALL of the agent;
+                                                   cancelReason is read for failures only
+                                                   (a completion wins over a cancel request)
 ]]
 if not redis.call("SET", KEYS[2], ARGV[4], "PX", ARGV[5], "NX") then
   return { "busy" }
 end
-local marker = redis.call("GET", KEYS[3]) or ""
+local completing = "completing " .. ARGV[2]
+local marker
+if ARGV[3] == "completed" then
+  -- the usual case (no marker yet) costs one call; the rare ones below put the old value back
+  marker = redis.call("SET", KEYS[3], completing, "PX", ARGV[6], "GET") or ""
+else
+  marker = redis.call("GET", KEYS[3]) or ""
+end
+local function restoreMarker()
+  if ARGV[3] == "completed" and marker ~= completing then
+    if marker == "" then
+      redis.call("DEL", KEYS[3])
+    else
+      redis.call("SET", KEYS[3], marker, "PX", ARGV[6])
+    end
+  end
+end
 local record = redis.call("HGETALL", KEYS[1])
 if marker == ARGV[3] .. " " .. ARGV[2] then
+  restoreMarker()
   return { "duplicate", record }
 end
-local f = redis.call("HMGET", KEYS[1], "state", "taskId", "token")
-if f[2] ~= ARGV[1] or f[3] ~= ARGV[2] or (f[1] ~= "assigned" and f[1] ~= "working") then
+local f = {}
+for i = 1, #record, 2 do
+  f[record[i]] = record[i + 1]
+end
+if f.taskId ~= ARGV[1] or f.token ~= ARGV[2] or (f.state ~= "assigned" and f.state ~= "working") then
+  restoreMarker()
   redis.call("DEL", KEYS[2])
   return { "superseded" }
 end
-if ARGV[3] == "completed" and marker ~= "completing " .. ARGV[2] then
-  redis.call("SET", KEYS[3], "completing " .. ARGV[2], "PX", ARGV[6])
+if ARGV[3] == "completed" then
+  return { "ok", record, marker, "" }
 end
 return { "ok", record, marker, redis.call("GET", KEYS[4]) or "" }

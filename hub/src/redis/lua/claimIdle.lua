@@ -51,9 +51,9 @@ for _ = 1, 32 do
     return false
   end
   local agentKey = ARGV[1] .. agentId
-  local state = redis.call("HGET", agentKey, "state")
-  if state == "idle" then
-    local queues = redis.call("HGET", agentKey, "queues") or ""
+  local f = redis.call("HMGET", agentKey, "state", "queues", "version")
+  if f[1] == "idle" then
+    local queues = f[2] or ""
     local chosen = ARGV[7]
     for q in string.gmatch(queues, "[^,]+") do
       if q == ARGV[7] or runnable(q) then
@@ -62,13 +62,17 @@ for _ = 1, 32 do
       end
     end
     local token = agentId .. ":" .. ARGV[9]
-    local version = redis.call("HINCRBY", agentKey, "version", 1)
+    local version = tonumber(f[3] or "0") + 1
     redis.call("HSET", agentKey, "state", "assigned", "assignedAt", ARGV[3],
-      "token", token, "taskQueue", chosen)
+      "token", token, "taskQueue", chosen, "version", version)
+    local listed = false
     for q in string.gmatch(queues, "[^,]+") do
       redis.call("ZREM", ARGV[2] .. q, agentId)
+      listed = listed or q == ARGV[7]
     end
-    redis.call("ZREM", KEYS[1], agentId)
+    if not listed then
+      redis.call("ZREM", KEYS[1], agentId)
+    end
     redis.call("ZADD", KEYS[3], ARGV[4], agentId)
     redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
       "agent", agentId, "from", "idle", "to", "assigned",

@@ -27,7 +27,10 @@
   Returns:
     { 1, version }                              applied
     { 0, field, actual, state, version }        an expectation failed; nothing changed
-    { -1 }                                      no such agent
+    { -1 }                                      no such agent (no record with a state)
+
+  Redis calls: one HMGET reads every field the checks and counters need; the version and the
+  counters are written with the patch (one HSET), not incremented separately.
 ]]
 local spec = cjson.decode(ARGV[1])
 local agentKey = KEYS[1]
@@ -41,17 +44,26 @@ for _, op in ipairs(spec.kdelIf or {}) do
   end
 end
 
-if redis.call("EXISTS", agentKey) == 0 then
+-- one read: state, version and every expected field
+local fields = { "state", "version" }
+for field in pairs(spec.expect or {}) do
+  fields[#fields + 1] = field
+end
+local expected = #fields
+for field in pairs(spec.incr or {}) do
+  fields[#fields + 1] = field
+end
+local values = redis.call("HMGET", agentKey, unpack(fields))
+if not values[1] then
   return { -1 }
 end
+local state = values[1]
+local version = tonumber(values[2] or "0")
 
-local state = redis.call("HGET", agentKey, "state") or ""
-local version = tonumber(redis.call("HGET", agentKey, "version") or "0")
-
-for field, expected in pairs(spec.expect or {}) do
-  local actual = redis.call("HGET", agentKey, field) or ""
-  if tostring(actual) ~= tostring(expected) then
-    return { 0, field, actual, state, version }
+for i = 3, expected do
+  local actual = values[i] or ""
+  if actual ~= tostring(spec.expect[fields[i]]) then
+    return { 0, fields[i], actual, state, version }
   end
 end
 
@@ -62,21 +74,19 @@ for _, index in ipairs(spec.absent or {}) do
   end
 end
 
-local newVersion = redis.call("HINCRBY", agentKey, "version", 1)
-
-local flat = {}
+local newVersion = version + 1
+local flat = { "version", newVersion }
 for field, value in pairs(spec.set or {}) do
   flat[#flat + 1] = field
   flat[#flat + 1] = tostring(value)
 end
-if #flat > 0 then
-  redis.call("HSET", agentKey, unpack(flat))
+for i = expected + 1, #fields do
+  flat[#flat + 1] = fields[i]
+  flat[#flat + 1] = tonumber(values[i] or "0") + spec.incr[fields[i]]
 end
+redis.call("HSET", agentKey, unpack(flat))
 if spec.del and #spec.del > 0 then
   redis.call("HDEL", agentKey, unpack(spec.del))
-end
-for field, n in pairs(spec.incr or {}) do
-  redis.call("HINCRBY", agentKey, field, n)
 end
 
 -- removals first, so a set both left and re-entered ends up holding the agent
@@ -87,7 +97,7 @@ for _, entry in ipairs(spec.zadd or {}) do
   redis.call("ZADD", KEYS[entry[1]], entry[2], spec.agentId)
 end
 
-local newState = redis.call("HGET", agentKey, "state") or ""
+local newState = (spec.set and spec.set.state) or state
 local ev = spec.event or {}
 redis.call("XADD", KEYS[2], "MAXLEN", "~", spec.maxEvents, "*",
   "agent", spec.agentId, "from", state, "to", newState,
