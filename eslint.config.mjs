@@ -13,6 +13,7 @@ export default tseslint.config(
       '**/dist/**',
       '**/build/**',
       '.tsbuild/**',
+      '.tmp/**',
       '.agentcom/**',
       'test/artifacts/**',
       'coverage/**',
