@@ -88,8 +88,6 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     onWaiting: onQueueWork,
   });
   const leases: LeaseKeeper = new LeaseKeeper({
-    redis: redis.command,
-    keys,
     queues,
     leaseMs: config.leaseMs,
     heartbeatMs: config.heartbeatMs,

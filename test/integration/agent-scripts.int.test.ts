@@ -427,6 +427,66 @@ describe('agent Lua scripts against a real redis-server', () => {
       expect(await redis.get('lock')).toBeNull();
       expect(await redis.get('other-lock')).toBe('theirs');
     });
+
+    it('counts `incr` fields from their current value with the patch', async () => {
+      await idleAgent('a', ['q1'], 10);
+      const apply = () =>
+        store.transition({
+          agentId: 'a',
+          from: 'idle',
+          to: 'idle',
+          reason: 'resume',
+          incr: { tasksDone: 2, tasksFailed: 1 },
+        });
+      expect((await apply()).ok).toBe(true);
+      expect((await apply()).ok).toBe(true);
+      const record = await redis.hgetall(keys.agent('a'));
+      expect([record.tasksDone, record.tasksFailed, record.version]).toEqual(['4', '2', '3']);
+    });
+
+    it('answers `missing` for an agent without a record', async () => {
+      expect(
+        await store.transition({
+          agentId: 'ghost',
+          from: 'idle',
+          to: 'offline',
+          reason: 'disconnect',
+        }),
+      ).toEqual({ ok: false, reason: 'missing' });
+    });
+  });
+
+  describe('heartbeats', () => {
+    it('checks a batch in one call and records the time only on the connection the record names', async () => {
+      await idleAgent('a', ['q1'], 10);
+      await idleAgent('b', ['q1'], 20);
+      clock = 5000;
+      const presences = await store.heartbeats([
+        { agentId: 'a', socketId: 's-a' },
+        { agentId: 'b', socketId: 'an-old-socket' },
+        { agentId: 'ghost', socketId: 's-ghost' },
+      ]);
+      expect(presences).toEqual([
+        {
+          state: 'idle',
+          socketId: 's-a',
+          taskId: undefined,
+          token: undefined,
+          taskQueue: undefined,
+        },
+        {
+          state: 'idle',
+          socketId: 's-b',
+          taskId: undefined,
+          token: undefined,
+          taskQueue: undefined,
+        },
+        undefined,
+      ]);
+      expect(await redis.hget(keys.agent('a'), 'lastHeartbeatAt')).toBe('5000');
+      expect(await redis.hget(keys.agent('b'), 'lastHeartbeatAt')).toBeNull();
+      expect(await redis.exists(keys.agent('ghost'))).toBe(0);
+    });
   });
 });
 

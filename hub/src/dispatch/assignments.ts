@@ -13,6 +13,7 @@ import {
 } from '@agentcom/shared';
 import { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { HeartbeatBatch } from '../agents/heartbeat-batch';
 import type { HubConfig } from '../config';
 import type { AgentRecord } from '../fsm/agent-record';
 import { restingState, type TransitionReason } from '../fsm/agent-machine';
@@ -84,7 +85,11 @@ export const TASK_FIELDS = [
  * token of a task may act on it, and BullMQ checks the same token as the job's lock.
  */
 export class AssignmentService {
-  constructor(private readonly options: AssignmentServiceOptions) {}
+  private readonly heartbeats: HeartbeatBatch;
+
+  constructor(private readonly options: AssignmentServiceOptions) {
+    this.heartbeats = new HeartbeatBatch((beats) => options.agents.heartbeats(beats));
+  }
 
   /**
    * assigned → working, one script. The job's lock needs no extension here: it was taken for a
@@ -299,7 +304,7 @@ export class AssignmentService {
     taskId?: string,
     token?: string,
   ): Promise<{ ack: HeartbeatAck; stale: boolean }> {
-    const presence = await this.options.agents.presenceOf(agentId);
+    const presence = await this.heartbeats.check({ agentId, socketId });
     const stale = presence?.socketId !== socketId;
     if (!stale) this.options.leases.beat(agentId);
     const state = presence?.state ?? 'offline';

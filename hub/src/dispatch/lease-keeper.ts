@@ -1,7 +1,5 @@
-import type { Redis } from 'ioredis';
 import type { Logger } from '../logger';
 import type { QueueRegistry } from '../queues/queue-registry';
-import type { RedisKeys } from '../redis/keys';
 
 /** A task held by an agent connected to this replica. */
 export interface HeldTask {
@@ -11,8 +9,6 @@ export interface HeldTask {
 }
 
 export interface LeaseKeeperOptions {
-  redis: Redis;
-  keys: RedisKeys;
   queues: QueueRegistry;
   leaseMs: number;
   heartbeatMs: number;
@@ -24,13 +20,11 @@ export interface LeaseKeeperOptions {
 
 /**
  * Keeps the leases of the tasks held by agents connected to this replica: every heartbeat period
- * it extends all of them per queue in one `extendJobLocks` call, and writes the agents' last
- * heartbeat times in one pipeline. An agent that stopped heartbeating (3 periods) is not extended,
- * so its lease runs out like a disconnected one's.
+ * it extends all of them per queue in one `extendJobLocks` call. An agent that stopped
+ * heartbeating (3 periods) is not extended, so its lease runs out like a disconnected one's.
  */
 export class LeaseKeeper {
   private readonly held = new Map<string, HeldTask & { lastBeatAt: number }>();
-  private readonly beats = new Map<string, number>();
   /**
    * Assignments (by token) whose report is being applied: a heartbeat racing the report must not
    * track them again, or the next tick would take the vanished lock for a lost lease.
@@ -81,19 +75,17 @@ export class LeaseKeeper {
     return this.held.get(agentId);
   }
 
-  /** Records a heartbeat of a connected agent. */
+  /** Records a heartbeat of a connected agent (its time in Redis is written by the check). */
   beat(agentId: string): void {
-    const now = this.now();
-    this.beats.set(agentId, now);
     const held = this.held.get(agentId);
-    if (held) held.lastBeatAt = now;
+    if (held) held.lastBeatAt = this.now();
   }
 
   size(): number {
     return this.held.size;
   }
 
-  /** One round: extend every live lease, report the lost ones, store heartbeat times. */
+  /** One round: extend every live lease, report the lost ones. */
   async tick(): Promise<void> {
     const now = this.now();
     for (const [token, at] of this.finishing) {
@@ -122,14 +114,6 @@ export class LeaseKeeper {
         this.held.delete(agentId);
         this.options.onLeaseLost(agentId, task);
       }
-    }
-    if (this.beats.size > 0) {
-      const pipeline = this.options.redis.pipeline();
-      for (const [agentId, at] of this.beats) {
-        pipeline.hset(this.options.keys.agent(agentId), 'lastHeartbeatAt', String(at));
-      }
-      this.beats.clear();
-      await pipeline.exec();
     }
   }
 }

@@ -349,24 +349,31 @@ export class AgentStore {
     return (await this.scripts.findJobByLock(this.keys.bullQueuePrefix(queue), token)) ?? undefined;
   }
 
-  /** The fields a heartbeat needs (one HMGET). */
-  async presenceOf(agentId: string): Promise<AgentPresence | undefined> {
-    const [state, socketId, taskId, token, taskQueue] = await this.redis.hmget(
-      this.keys.agent(agentId),
-      'state',
-      'socketId',
-      'taskId',
-      'token',
-      'taskQueue',
+  /**
+   * Heartbeats, checked together (one script): what each one needs of its agent's record, and
+   * the heartbeat time recorded on the agents whose record still names the connection the
+   * heartbeat came on. `undefined` for an agent without a record.
+   */
+  async heartbeats(
+    beats: ReadonlyArray<{ agentId: string; socketId: string }>,
+  ): Promise<Array<AgentPresence | undefined>> {
+    if (beats.length === 0) return [];
+    const flat = await this.scripts.heartbeats(
+      beats.map((b) => this.keys.agent(b.agentId)),
+      [String(this.now()), ...beats.map((b) => b.socketId)],
     );
-    if (state === null) return undefined;
-    return {
-      state: isAgentState(state) ? state : 'offline',
-      socketId: socketId ?? undefined,
-      taskId: taskId ?? undefined,
-      token: token ?? undefined,
-      taskQueue: taskQueue ?? undefined,
-    };
+    const value = (v: string | undefined) => (v === undefined || v === '' ? undefined : v);
+    return beats.map((_, i) => {
+      const [state, socketId, taskId, token, taskQueue] = flat.slice(i * 5, i * 5 + 5);
+      if (!state) return undefined;
+      return {
+        state: isAgentState(state) ? state : 'offline',
+        socketId: value(socketId),
+        taskId: value(taskId),
+        token: value(token),
+        taskQueue: value(taskQueue),
+      };
+    });
   }
 
   /** Agents whose score in an index sorted set is at or below `max`. */

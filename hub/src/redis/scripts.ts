@@ -15,6 +15,7 @@ export const SCRIPT_NAMES = [
   'accept',
   'beginReport',
   'findJobByLock',
+  'heartbeats',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -38,6 +39,7 @@ export interface AgentScripts {
     args: (string | number)[],
   ): Promise<BeginReportReply>;
   findJobByLock(queuePrefix: string, token: string): Promise<string | null>;
+  heartbeats(agentKeys: string[], args: (string | number)[]): Promise<string[]>;
 }
 
 type Command<R> = (...args: (string | number)[]) => Promise<R>;
@@ -59,11 +61,13 @@ export function registerScripts(client: Redis): AgentScripts {
   const accept = define<AcceptReply>('accept', 4);
   const beginReport = define<BeginReportReply>('beginReport', 4);
   const findJobByLock = define<string | null>('findJobByLock', 0);
+  const heartbeats = define<string[]>('heartbeats');
   return {
     transition: (keys, spec) => transition(keys.length, ...keys, spec),
     claimIdle: (keys, args) => claimIdle(...keys, ...args),
     accept: (keys, args) => accept(...keys, ...args),
     beginReport: (keys, args) => beginReport(...keys, ...args),
     findJobByLock: (queuePrefix, token) => findJobByLock(queuePrefix, token),
+    heartbeats: (agentKeys, args) => heartbeats(agentKeys.length, ...agentKeys, ...args),
   };
 }
