@@ -374,6 +374,14 @@ describe('agent Lua scripts against a real redis-server', () => {
       });
     });
 
+    it("releases the report lock only while it is still the caller's", async () => {
+      await redis.set(keys.reporting('t1'), 'someone-else');
+      await store.releaseReportLock('t1', 'L1');
+      expect(await redis.get(keys.reporting('t1'))).toBe('someone-else');
+      await store.releaseReportLock('t1', 'someone-else');
+      expect(await redis.exists(keys.reporting('t1'))).toBe(0);
+    });
+
     it('leaves no intent behind when a completion is superseded', async () => {
       expect(await begin('completed', 'a:stale')).toEqual({ status: 'superseded' });
       expect(await redis.exists(keys.finished('t1'))).toBe(0);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { CLIENT_EVENTS, type TaskView } from '@agentcom/shared';
-import { Worker } from 'bullmq';
+import { Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
 import { api, eventually, startTestHub } from '../helpers/hub';
@@ -293,6 +293,53 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
       expect(record?.token).toBeUndefined();
     } finally {
       await worker.close();
+      await connection.quit();
+      await hub.close();
+    }
+  });
+
+  it('answers the replay of a completion whose replica died after BullMQ completed the job as a duplicate', async () => {
+    // The test plays the replica that applies the completion and dies half-way: its intent is
+    // recorded and BullMQ completes the job, then nothing more. No lease tick runs meanwhile
+    // (HEARTBEAT_MS 60 s): the dying replica's lease keeper would have died with it.
+    const prefix = `d${randomBytes(3).toString('hex')}`;
+    const hub = await startTestHub(redis.url, {
+      AGENTCOM_PREFIX: prefix,
+      HUB_ID: 'hub-d',
+      HEARTBEAT_MS: '60000',
+      LEASE_MS: '300000',
+    });
+    const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const queue = newQueue();
+    const bull = new Queue(queue, { connection, prefix: hub.keys.bullPrefix });
+    try {
+      const agent = await register(hub.url, queue);
+      const assigned = agent.nextAssignment();
+      const id = await createTask(hub.url, { queue, payload: {} });
+      const msg = await assigned;
+      await agent.accept(msg);
+      const begun = await hub.agents.beginReport({
+        agentId: agent.agentId,
+        taskId: id,
+        token: msg.token,
+        outcome: 'completed',
+        lockId: 'the-dying-replica',
+        lockTtlMs: 5000,
+        finishedTtlMs: 60_000,
+      });
+      expect(begun.status).toBe('ok');
+      const job = await Job.fromId(bull, id);
+      await job?.moveToCompleted('done', msg.token, false);
+      await connection.del(hub.keys.reporting(id)); // its report lock ran out
+      // the sidecar had no answer and replays the completion
+      expect(
+        await agent.send('task:complete', { taskId: id, token: msg.token, result: 'done' }),
+      ).toEqual({ ok: true, duplicate: true });
+      expect(await getTask(hub.url, id)).toMatchObject({ state: 'completed', result: 'done' });
+      expect(await hub.agents.get(agent.agentId)).toMatchObject({ state: 'idle', tasksDone: 1 });
+      expect(await connection.get(hub.keys.finished(id))).toBe(`completed ${msg.token}`);
+    } finally {
+      await bull.close();
       await connection.quit();
       await hub.close();
     }

@@ -287,9 +287,7 @@ export class AssignmentService {
   }
 
   private async unlock(taskId: string, lockId: string): Promise<void> {
-    const { redis, keys } = this.options;
-    const key = keys.reporting(taskId);
-    if ((await redis.get(key)) === lockId) await redis.del(key);
+    await this.options.agents.releaseReportLock(taskId, lockId);
   }
 
   /**

@@ -344,6 +344,11 @@ export class AgentStore {
     }
   }
 
+  /** Drops the task's report lock taken by {@link beginReport}, if it is still `lockId`'s. */
+  async releaseReportLock(taskId: string, lockId: string): Promise<void> {
+    await this.scripts.delIfEquals(this.keys.reporting(taskId), lockId);
+  }
+
   /** The id of the active job of `queue` locked with `token` (a recovery path: O(active)). */
   async jobLockedBy(queue: string, token: string): Promise<string | undefined> {
     return (await this.scripts.findJobByLock(this.keys.bullQueuePrefix(queue), token)) ?? undefined;

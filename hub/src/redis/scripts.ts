@@ -16,6 +16,7 @@ export const SCRIPT_NAMES = [
   'beginReport',
   'findJobByLock',
   'heartbeats',
+  'delIfEquals',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -40,6 +41,7 @@ export interface AgentScripts {
   ): Promise<BeginReportReply>;
   findJobByLock(queuePrefix: string, token: string): Promise<string | null>;
   heartbeats(agentKeys: string[], args: (string | number)[]): Promise<string[]>;
+  delIfEquals(key: string, value: string): Promise<number>;
 }
 
 type Command<R> = (...args: (string | number)[]) => Promise<R>;
@@ -62,6 +64,7 @@ export function registerScripts(client: Redis): AgentScripts {
   const beginReport = define<BeginReportReply>('beginReport', 4);
   const findJobByLock = define<string | null>('findJobByLock', 0);
   const heartbeats = define<string[]>('heartbeats');
+  const delIfEquals = define<number>('delIfEquals', 1);
   return {
     transition: (keys, spec) => transition(keys.length, ...keys, spec),
     claimIdle: (keys, args) => claimIdle(...keys, ...args),
@@ -69,5 +72,6 @@ export function registerScripts(client: Redis): AgentScripts {
     beginReport: (keys, args) => beginReport(...keys, ...args),
     findJobByLock: (queuePrefix, token) => findJobByLock(queuePrefix, token),
     heartbeats: (agentKeys, args) => heartbeats(agentKeys.length, ...agentKeys, ...args),
+    delIfEquals: (key, value) => delIfEquals(key, value),
   };
 }
