@@ -54,6 +54,7 @@ export function doubleHoldings(events: TransitionEvent[]): string[] {
     'ack_timeout',
     'lease_expired',
     'lease_lost',
+    'not_held',
     'connect',
     'revoked',
   ]);

@@ -264,6 +264,25 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     });
   });
 
+  it("puts a task back when the working agent's heartbeats twice in a row name no task", async () => {
+    const queue = newQueue();
+    const agent = await register(hubA.url, queue);
+    const first = agent.nextAssignment();
+    const id = await createTask(hubB.url, { queue, payload: {} });
+    const assignment = await first;
+    await agent.accept(assignment);
+    // the sidecar gave the task up without telling (its accept looked unanswered, say)
+    expect(await agent.send('agent:heartbeat', {})).toMatchObject({ ok: true, state: 'working' });
+    expect((await getTask(hubA.url, id)).state).toBe('running'); // one such heartbeat: no action
+    const again = agent.nextAssignment();
+    expect(await agent.send('agent:heartbeat', {})).toMatchObject({ ok: true });
+    const second = await again;
+    expect(second.task.id).toBe(id);
+    expect(second.token).not.toBe(assignment.token);
+    expect(second.attempt).toBe(1); // not run, so no attempt used
+    expect((await hubA.agents.get(agent.agentId))?.taskId).toBe(id);
+  });
+
   it('puts back a job that a replica fetched for a claimed agent but died before recording', async () => {
     // A replica whose dispatcher stops between claim + fetch and the record: the test plays it,
     // with the claim script and BullMQ's fetch, against a hub whose own dispatcher is stopped.

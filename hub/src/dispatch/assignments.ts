@@ -17,7 +17,7 @@ import { HeartbeatBatch } from '../agents/heartbeat-batch';
 import type { HubConfig } from '../config';
 import type { AgentRecord } from '../fsm/agent-record';
 import { restingState, type TransitionReason } from '../fsm/agent-machine';
-import type { AgentStore, TransitionRequest } from '../fsm/agent-store';
+import type { AgentPresence, AgentStore, TransitionRequest } from '../fsm/agent-store';
 import type { Logger } from '../logger';
 import type { HubMetrics } from '../metrics/hub-metrics';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
@@ -86,6 +86,11 @@ export const TASK_FIELDS = [
  */
 export class AssignmentService {
   private readonly heartbeats: HeartbeatBatch;
+  /**
+   * Agents whose last heartbeat said they hold no task while their record says they work on
+   * this one. A second such heartbeat in a row puts the task back (see {@link heartbeat}).
+   */
+  private readonly notHeld = new Map<string, { taskId: string; token: string }>();
 
   constructor(private readonly options: AssignmentServiceOptions) {
     this.heartbeats = new HeartbeatBatch((beats) => options.agents.heartbeats(beats));
@@ -305,6 +310,7 @@ export class AssignmentService {
     const presence = await this.heartbeats.check({ agentId, socketId });
     const stale = presence?.socketId !== socketId;
     if (!stale) this.options.leases.beat(agentId);
+    if (!stale) this.reconcile(agentId, presence, taskId);
     const state = presence?.state ?? 'offline';
     if (taskId === undefined || token === undefined) return { ack: { ok: true, state }, stale };
     if (!holds(presence, taskId, token)) return { ack: { ok: true, state, abort: true }, stale };
@@ -312,6 +318,55 @@ export class AssignmentService {
       this.options.leases.track(agentId, { taskId, queue: presence.taskQueue ?? '', token });
     }
     return { ack: { ok: true, state }, stale };
+  }
+
+  /**
+   * A sidecar announces in every heartbeat the task it holds (running, or finished with its
+   * report not yet acknowledged). A record `working` on a task its agent's heartbeats do not
+   * name is a task nobody carries out, and the lease keeper would extend its lease for as long
+   * as the agent lives: e.g. a sidecar that announced the task on a reconnect, then gave it up
+   * because its accept, sent on the old connection, was never answered. Two heartbeats in a row
+   * (one alone could have been sent just before the task's accept) put the task back to wait,
+   * without using an attempt, and free the agent.
+   */
+  private reconcile(
+    agentId: string,
+    presence: AgentPresence | undefined,
+    heldTaskId?: string,
+  ): void {
+    const working =
+      presence?.state === 'working' && presence.taskId !== undefined && presence.token !== undefined
+        ? { taskId: presence.taskId, token: presence.token, queue: presence.taskQueue ?? '' }
+        : undefined;
+    if (!working || heldTaskId !== undefined) {
+      this.notHeld.delete(agentId);
+      return;
+    }
+    const seen = this.notHeld.get(agentId);
+    if (seen?.taskId !== working.taskId || seen.token !== working.token) {
+      this.notHeld.set(agentId, { taskId: working.taskId, token: working.token });
+      return;
+    }
+    this.notHeld.delete(agentId);
+    void this.putBackNotHeld(agentId, working).catch((err: unknown) =>
+      this.options.logger.warn({ agentId, err: String(err) }, 'could not put back a task not held'),
+    );
+  }
+
+  private async putBackNotHeld(
+    agentId: string,
+    task: { taskId: string; token: string; queue: string },
+  ): Promise<void> {
+    this.options.logger.warn(
+      { agentId, taskId: task.taskId },
+      "the agent's heartbeats say it does not hold its task: putting the task back",
+    );
+    const handle = await this.options.queues.get(task.queue);
+    const job = await handle.queue.getJob(task.taskId);
+    // fenced by the token: a job that moved on meanwhile stays where it is
+    await job?.moveToWait(task.token).catch(() => undefined);
+    await this.release(agentId, task.taskId, task.token, 'not_held');
+    this.options.onAgentIdle([task.queue]);
   }
 
   /**

@@ -24,6 +24,7 @@ export const TRANSITION_REASONS = [
   'disconnect', // the connection closed
   'lease_expired', // a disconnected agent did not come back within the lease
   'lease_lost', // the task's lock was lost while the agent was connected
+  'not_held', // the agent's heartbeats say it holds no task: the task went back to wait
   'timeout', // the task ran past its run timeout; the agent was told to stop it
   'replica_gone', // the replica holding the connection stopped refreshing its liveness
   'revoked', // the agent's token was revoked
