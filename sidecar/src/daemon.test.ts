@@ -184,6 +184,36 @@ describe('daemon', () => {
       });
     });
 
+    it('sends an unanswered accept again and runs the task once it is acknowledged', async () => {
+      const hub = await startHub();
+      let accepts = 0;
+      hub.respond = ({ event }) =>
+        event === 'task:accept' && ++accepts === 1 ? 'no-ack' : undefined;
+      const daemon = await start([hub.url], { ackTimeoutMs: 200 });
+      const { socket } = await hub.connection();
+      const completed = hub.nextEvent('task:complete');
+      const reported = next(daemon, 'reported');
+      socket.emit('task:assign', assignment('t1'));
+      await release('t1');
+      expect((await completed).message).toMatchObject({ taskId: 't1', token: 'token-t1' });
+      expect(await reported).toMatchObject({ taskId: 't1', outcome: 'acked' });
+      expect(accepts).toBe(2);
+      expect(await runs()).toEqual(['t1']);
+      expect(daemon.state().current).toBeUndefined();
+    });
+
+    it('gives the task up when no accept is ever answered', async () => {
+      const hub = await startHub();
+      hub.respond = ({ event }) => (event === 'task:accept' ? 'no-ack' : undefined);
+      const daemon = await start([hub.url], { ackTimeoutMs: 200 });
+      const { socket } = await hub.connection();
+      const dropped = next(daemon, 'dropped');
+      socket.emit('task:assign', assignment('t1'));
+      expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
+      expect(hub.received.filter((r) => r.event === 'task:accept')).toHaveLength(3);
+      expect(await runs()).toEqual([]);
+    });
+
     it('drops the task without running it when the hub refuses the accept', async () => {
       const hub = await startHub();
       hub.respond = ({ event }) =>

@@ -21,6 +21,9 @@ import { LogBatcher } from './log-batcher';
 import type { ReportDelivery } from './report-delivery';
 import { errorText } from '../error-text';
 
+/** How many times an unanswered `task:accept` is sent before the task is given up. */
+const ACCEPT_ATTEMPTS = 3;
+
 export interface TaskControllerOptions {
   outbox: Outbox;
   connection: Pick<HubConnection, 'connected' | 'request'>;
@@ -288,22 +291,47 @@ export class TaskController {
     void delivery.flush();
   }
 
-  /** Sends `task:accept`; true only on an `ok` ack. */
+  /**
+   * Sends `task:accept`; true only on an `ok` ack. An accept left unanswered (the connection
+   * dropped, or the hub was slow) is sent again, on the new connection once there is one, up to
+   * {@link ACCEPT_ATTEMPTS} times: a reconnect announces the task, the hub may resume it, and a
+   * replayed accept of a resumed task is answered `ok`. Giving up would leave the hub counting on
+   * a task nobody runs until its heartbeat check notices.
+   */
   private async accept(session: Session): Promise<boolean> {
-    try {
-      const ack = await this.options.connection.request('task:accept', session.ref);
-      if (ack.ok) return true;
-      session.logger.warn(
-        { code: ack.code, reason: ack.message },
-        'the hub refused task:accept; dropping the task',
-      );
-    } catch (err) {
-      session.logger.warn(
-        { err: errorText(err) },
-        'task:accept not acknowledged; dropping the task',
-      );
+    const { connection, ackTimeoutMs } = this.options;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const ack = await connection.request('task:accept', session.ref);
+        if (ack.ok) return true;
+        session.logger.warn(
+          { code: ack.code, reason: ack.message },
+          'the hub refused task:accept; dropping the task',
+        );
+        return false;
+      } catch (err) {
+        if (attempt >= ACCEPT_ATTEMPTS || session.stopReason !== undefined) {
+          session.logger.warn(
+            { err: errorText(err), attempts: attempt },
+            'task:accept not acknowledged; dropping the task',
+          );
+          return false;
+        }
+        session.logger.info(
+          { err: errorText(err), attempt },
+          'task:accept not acknowledged; sending it again',
+        );
+        await this.untilConnected(ackTimeoutMs);
+      }
     }
-    return false;
+  }
+
+  /** Resolves once connected, or after `timeoutMs` (bounded; polls every 50 ms). */
+  private async untilConnected(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.options.connection.connected && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
   }
 
   private async run(session: Session): Promise<RunOutcome> {
