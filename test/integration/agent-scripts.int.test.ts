@@ -352,7 +352,8 @@ describe('agent Lua scripts against a real redis-server', () => {
       expect(begun).toMatchObject({ status: 'ok', previousMarker: '', cancelReason: undefined });
       expect(begun.status === 'ok' && begun.record.taskId).toBe('t1');
       expect(await redis.get(keys.reporting('t1'))).toBe('L1');
-      expect(await redis.get(keys.finished('t1'))).toBe('completing a:tok');
+      // the intent names the queue: a replay can find the job even after the agent was released
+      expect(await redis.get(keys.finished('t1'))).toBe('completing a:tok q1');
       expect(await begin('completed', 'a:tok', 'L2')).toEqual({ status: 'busy' });
     });
 
@@ -363,13 +364,13 @@ describe('agent Lua scripts against a real redis-server', () => {
       // a completion wins over a cancel request: it is not read
       expect(await begin('completed', 'a:tok', 'L2')).toMatchObject({
         status: 'ok',
-        previousMarker: 'completing a:tok',
+        previousMarker: 'completing a:tok q1',
         cancelReason: undefined,
       });
       await redis.del(keys.reporting('t1'));
       expect(await begin('failed', 'a:tok', 'L3')).toMatchObject({
         status: 'ok',
-        previousMarker: 'completing a:tok',
+        previousMarker: 'completing a:tok q1',
         cancelReason: 'by operator',
       });
     });
@@ -383,7 +384,10 @@ describe('agent Lua scripts against a real redis-server', () => {
     });
 
     it('leaves no intent behind when a completion is superseded', async () => {
-      expect(await begin('completed', 'a:stale')).toEqual({ status: 'superseded' });
+      expect(await begin('completed', 'a:stale')).toEqual({
+        status: 'superseded',
+        previousMarker: '',
+      });
       expect(await redis.exists(keys.finished('t1'))).toBe(0);
     });
 
@@ -391,7 +395,10 @@ describe('agent Lua scripts against a real redis-server', () => {
       await redis.set(keys.finished('t1'), 'failed a:tok');
       expect((await begin('failed')).status).toBe('duplicate');
       await redis.del(keys.reporting('t1'));
-      expect(await begin('completed', 'a:stale')).toEqual({ status: 'superseded' });
+      expect(await begin('completed', 'a:stale')).toEqual({
+        status: 'superseded',
+        previousMarker: 'failed a:tok',
+      });
       expect(await redis.get(keys.reporting('t1'))).toBeNull();
       expect(await redis.get(keys.finished('t1'))).toBe('failed a:tok');
     });

@@ -317,50 +317,74 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     }
   });
 
-  it('answers the replay of a completion whose replica died after BullMQ completed the job as a duplicate', async () => {
-    // The test plays the replica that applies the completion and dies half-way: its intent is
-    // recorded and BullMQ completes the job, then nothing more. No lease tick runs meanwhile
-    // (HEARTBEAT_MS 60 s): the dying replica's lease keeper would have died with it.
-    const prefix = `d${randomBytes(3).toString('hex')}`;
-    const hub = await startTestHub(redis.url, {
-      AGENTCOM_PREFIX: prefix,
-      HUB_ID: 'hub-d',
-      HEARTBEAT_MS: '60000',
-      LEASE_MS: '300000',
-    });
-    const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
-    const queue = newQueue();
-    const bull = new Queue(queue, { connection, prefix: hub.keys.bullPrefix });
-    try {
-      const agent = await register(hub.url, queue);
-      const assigned = agent.nextAssignment();
-      const id = await createTask(hub.url, { queue, payload: {} });
-      const msg = await assigned;
-      await agent.accept(msg);
-      const begun = await hub.agents.beginReport({
-        agentId: agent.agentId,
-        taskId: id,
-        token: msg.token,
-        outcome: 'completed',
-        lockId: 'the-dying-replica',
-        lockTtlMs: 5000,
-        finishedTtlMs: 60_000,
+  it.each([
+    ['the replay comes on the same connection', false],
+    ['the sidecar reconnected first, which released the agent', true],
+  ])(
+    'answers the replay of a completion whose replica died after BullMQ completed the job as a duplicate: %s',
+    async (_, reconnect) => {
+      // The test plays the replica that applies the completion and dies half-way: its intent is
+      // recorded and BullMQ completes the job, then nothing more. No lease tick runs meanwhile
+      // (HEARTBEAT_MS 60 s): the dying replica's lease keeper would have died with it.
+      const prefix = `d${randomBytes(3).toString('hex')}`;
+      const hub = await startTestHub(redis.url, {
+        AGENTCOM_PREFIX: prefix,
+        HUB_ID: 'hub-d',
+        HEARTBEAT_MS: '60000',
+        LEASE_MS: '300000',
       });
-      expect(begun.status).toBe('ok');
-      const job = await Job.fromId(bull, id);
-      await job?.moveToCompleted('done', msg.token, false);
-      await connection.del(hub.keys.reporting(id)); // its report lock ran out
-      // the sidecar had no answer and replays the completion
-      expect(
-        await agent.send('task:complete', { taskId: id, token: msg.token, result: 'done' }),
-      ).toEqual({ ok: true, duplicate: true });
-      expect(await getTask(hub.url, id)).toMatchObject({ state: 'completed', result: 'done' });
-      expect(await hub.agents.get(agent.agentId)).toMatchObject({ state: 'idle', tasksDone: 1 });
-      expect(await connection.get(hub.keys.finished(id))).toBe(`completed ${msg.token}`);
-    } finally {
-      await bull.close();
-      await connection.quit();
-      await hub.close();
-    }
-  });
+      const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+      const queue = newQueue();
+      const bull = new Queue(queue, { connection, prefix: hub.keys.bullPrefix });
+      try {
+        const agent = await register(hub.url, queue);
+        const assigned = agent.nextAssignment();
+        const id = await createTask(hub.url, { queue, payload: {} });
+        const msg = await assigned;
+        await agent.accept(msg);
+        const begun = await hub.agents.beginReport({
+          agentId: agent.agentId,
+          taskId: id,
+          token: msg.token,
+          outcome: 'completed',
+          lockId: 'the-dying-replica',
+          lockTtlMs: 5000,
+          finishedTtlMs: 60_000,
+        });
+        expect(begun.status).toBe('ok');
+        const job = await Job.fromId(bull, id);
+        await job?.moveToCompleted('done', msg.token, false);
+        await connection.del(hub.keys.reporting(id)); // its report lock ran out
+        let sender = agent;
+        if (reconnect) {
+          // the sidecar reconnects announcing the finished task: the lock is gone, so the hub
+          // cannot resume it and frees the agent
+          agent.current = { taskId: id, token: msg.token, state: 'finished' };
+          sender = await agent.reconnectTo(hub.url);
+          agents.push(sender);
+          await eventually(
+            async () =>
+              (await hub.agents.get(agent.agentId))?.state === 'idle' ? true : undefined,
+            { what: 'the agent freed by its reconnect' },
+          );
+          expect((await hub.agents.get(agent.agentId))?.taskId).toBeUndefined();
+        }
+        // the sidecar had no answer and replays the completion
+        expect(
+          await sender.send('task:complete', { taskId: id, token: msg.token, result: 'done' }),
+        ).toEqual({ ok: true, duplicate: true });
+        expect(await getTask(hub.url, id)).toMatchObject({ state: 'completed', result: 'done' });
+        // a reconnect released the agent without counting the task as done
+        expect(await hub.agents.get(agent.agentId)).toMatchObject({
+          state: 'idle',
+          tasksDone: reconnect ? 0 : 1,
+        });
+        expect(await connection.get(hub.keys.finished(id))).toBe(`completed ${msg.token}`);
+      } finally {
+        await bull.close();
+        await connection.quit();
+        await hub.close();
+      }
+    },
+  );
 });

@@ -29,6 +29,15 @@ import type { LeaseKeeper } from './lease-keeper';
 
 /** How long the outcome of a finished assignment is kept for idempotent replays. */
 const FINISHED_TTL_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * The queue named by a completion's intent (`completing <token> <queue>`, see
+ * `beginReport.lua`) when the intent is `token`'s; undefined otherwise.
+ */
+function intentQueue(marker: string, token: string): string | undefined {
+  const prefix = `completing ${token} `;
+  return marker.startsWith(prefix) ? marker.slice(prefix.length) : undefined;
+}
 const MAX_CAS_RETRIES = 8;
 /** A report lock outlives a crashed replica by this much at most. */
 const REPORT_LOCK_TTL_MS = 5_000;
@@ -146,7 +155,7 @@ export class AssignmentService {
       // A replay of a completion whose replica stopped after BullMQ completed the job: the intent
       // it recorded is still there and the job is completed, so it was this completion.
       const ours =
-        previousMarker === `completing ${msg.token}` &&
+        intentQueue(previousMarker, msg.token) !== undefined &&
         isStaleAssignmentError(err) &&
         (await job.getState().catch(() => 'unknown')) === 'completed';
       if (!ours) return this.refused(agentId, msg.taskId, msg.token, lockId, err);
@@ -239,6 +248,9 @@ export class AssignmentService {
       });
       switch (begun.status) {
         case 'superseded':
+          if (outcome === 'completed' && (await this.completedByIntent(taskId, token, begun))) {
+            return { status: 'duplicate', ack: { ok: true, duplicate: true } };
+          }
           throw superseded(taskId);
         case 'duplicate': {
           try {
@@ -289,6 +301,28 @@ export class AssignmentService {
     };
     const done = await this.releaseRecord(record, reason, incr, cooldownUntil, always);
     if (!done) await this.release(record.agentId, taskId, token, reason, incr, cooldownUntil);
+  }
+
+  /**
+   * A completion refused because the agent no longer holds the task may still be this
+   * completion's own: its replica died after BullMQ completed the job, and a reconnect released
+   * the agent before the replay came. Its intent names the queue; a completed job there means
+   * the completion was applied (another assignment would have replaced the intent with its own
+   * before completing). Records the outcome so later replays are plain duplicates.
+   */
+  private async completedByIntent(
+    taskId: string,
+    token: string,
+    begun: { previousMarker: string },
+  ): Promise<boolean> {
+    const queue = intentQueue(begun.previousMarker, token);
+    if (queue === undefined || queue === '') return false;
+    const handle = await this.options.queues.get(queue);
+    const job = await handle.queue.getJob(taskId);
+    if ((await job?.getState()) !== 'completed') return false;
+    const { redis, keys } = this.options;
+    await redis.set(keys.finished(taskId), `completed ${token}`, 'PX', FINISHED_TTL_MS);
+    return true;
   }
 
   private async unlock(taskId: string, lockId: string): Promise<void> {

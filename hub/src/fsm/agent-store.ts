@@ -28,7 +28,12 @@ export interface Claim {
 }
 
 export type BeginReport =
-  | { status: 'busy' | 'superseded' }
+  | { status: 'busy' }
+  | {
+      status: 'superseded';
+      /** The finished key's value (`completing <token> <queue>`: a completion's intent). */
+      previousMarker: string;
+    }
   | { status: 'duplicate'; record: AgentRecord | undefined }
   | {
       status: 'ok';
@@ -327,13 +332,14 @@ export class AgentStore {
       parseAgentRecord(agentId, hashFromFlat(flat));
     switch (reply[0]) {
       case 'busy':
+        return { status: 'busy' };
       case 'superseded':
-        return { status: reply[0] };
+        return { status: 'superseded', previousMarker: reply[1] };
       case 'duplicate':
         return { status: 'duplicate', record: record(reply[1]) };
       default: {
         const current = record(reply[1]);
-        if (!current) return { status: 'superseded' };
+        if (!current) return { status: 'superseded', previousMarker: reply[2] };
         return {
           status: 'ok',
           record: current,

@@ -29,7 +29,7 @@ export type TransitionReply = [1, number] | [0, string, string, string, number] 
 export type ClaimReply = [string, number, string, string, string] | null;
 export type AcceptReply = [1 | 2, number, string] | [0, string];
 export type BeginReportReply =
-  ['busy'] | ['superseded'] | ['duplicate', string[]] | ['ok', string[], string, string];
+  ['busy'] | ['superseded', string] | ['duplicate', string[]] | ['ok', string[], string, string];
 
 export interface AgentScripts {
   transition(keys: string[], spec: string): Promise<TransitionReply>;
