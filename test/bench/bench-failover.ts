@@ -176,8 +176,8 @@ runBench('failover', 'Replica failover', QUICK ? 150_000 : 400_000, async () => 
         `${accepted.length} / ${refused}`,
       ),
       info(
-        'reports answered duplicate / superseded, assigns to busy agents',
-        `${stats.duplicates} / ${stats.superseded} / ${stats.busyAssigns}`,
+        'completions answered duplicate / superseded; accepts answered superseded; assigns to busy agents',
+        `${stats.duplicates} / ${stats.reportsSuperseded}; ${stats.acceptsSuperseded}; ${stats.busyAssigns}`,
       ),
     ];
     return {

@@ -76,7 +76,8 @@ function freshStats(): Omit<LoadStats, 'connected' | 'completedUnique' | 'cpuMs'
     assigned: 0,
     completed: 0,
     duplicates: 0,
-    superseded: 0,
+    acceptsSuperseded: 0,
+    reportsSuperseded: 0,
     cancels: 0,
     cancelReasons: {},
     aborts: 0,
@@ -393,7 +394,7 @@ class SimAgent {
           held.state = 'working';
           held.holdDone = this.options.holdMs <= 0;
         } else {
-          if (ack.code === 'E_ASSIGNMENT_SUPERSEDED') stats.superseded++;
+          if (ack.code === 'E_ASSIGNMENT_SUPERSEDED') stats.acceptsSuperseded++;
           else countError(`accept:${ack.code ?? '?'}`);
           this.work = undefined;
         }
@@ -425,7 +426,7 @@ class SimAgent {
         }
         this.outbox.shift();
         if (ack.ok) onCompleted(report.taskId, ack.duplicate === true);
-        else if (ack.code === 'E_ASSIGNMENT_SUPERSEDED') stats.superseded++;
+        else if (ack.code === 'E_ASSIGNMENT_SUPERSEDED') stats.reportsSuperseded++;
         else countError(`complete:${ack.code ?? '?'}`);
       }
     } finally {

@@ -34,7 +34,10 @@ export interface LoadStats {
   completedUnique: number;
   /** Acks `{ok: true, duplicate: true}`: a replayed report. */
   duplicates: number;
-  superseded: number;
+  /** Accepts answered E_ASSIGNMENT_SUPERSEDED (the task had moved on: normal after a failover). */
+  acceptsSuperseded: number;
+  /** Completions answered E_ASSIGNMENT_SUPERSEDED. */
+  reportsSuperseded: number;
   /** `task:cancel` received, and by reason. */
   cancels: number;
   cancelReasons: Record<string, number>;
