@@ -107,6 +107,8 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     retention: config.retention,
     logger,
     metrics,
+    ackTimeoutMs: config.ackTimeoutMs,
+    onClaimed: (claim) => dispatcher?.continueClaim(claim),
     onAgentIdle,
   });
   const presence = new Presence({

@@ -265,6 +265,76 @@ describe('agent Lua scripts against a real redis-server', () => {
         await connection.quit();
       }
     });
+
+    describe('transitionThenClaim', () => {
+      /** `a` works on t1 of q1 (version 3); the release is a completion's. */
+      async function working(): Promise<void> {
+        await idleAgent('a', ['q1'], 200);
+        await store.transition({
+          agentId: 'a',
+          from: 'idle',
+          to: 'assigned',
+          reason: 'assign',
+          set: { taskId: 't1', token: 'a:tok', taskQueue: 'q1' },
+          idleRemove: ['q1'],
+        });
+        await store.accept('a', 't1', 'a:tok');
+      }
+      const release = (version = 3) =>
+        store.transitionThenClaim(
+          {
+            agentId: 'a',
+            from: 'working',
+            to: 'idle',
+            version,
+            reason: 'complete',
+            task: 't1',
+            del: ['taskId', 'token', 'taskQueue'],
+            idleAdd: ['q1'],
+          },
+          'q1',
+          500,
+        );
+
+      it('frees the agent and claims it again for the next job when no one waits longer', async () => {
+        await working();
+        await queue('q1').add('next', {});
+        clock = 1000;
+        const { result, claim } = await release();
+        expect(result).toEqual({ ok: true, version: 4 });
+        expect(claim).toMatchObject({ agentId: 'a', version: 5, queue: 'q1' });
+        expect(await store.get('a')).toMatchObject({ state: 'assigned', token: claim?.token });
+        expect(await redis.zcard(keys.idle('q1'))).toBe(0);
+      });
+
+      it('claims nobody without a runnable job: the agent just goes idle', async () => {
+        await working();
+        clock = 1000;
+        expect(await release()).toEqual({ result: { ok: true, version: 4 }, claim: undefined });
+        expect((await store.get('a'))?.state).toBe('idle');
+        expect(await redis.zrange(keys.idle('q1'), '0', '-1')).toEqual(['a']);
+      });
+
+      it('claims the agent idle the longest, not necessarily the one it frees', async () => {
+        await idleAgent('b', ['q1'], 100);
+        await working();
+        await queue('q1').add('next', {});
+        clock = 1000;
+        const { claim } = await release();
+        expect(claim?.agentId).toBe('b');
+        expect((await store.get('a'))?.state).toBe('idle');
+        expect((await store.get('b'))?.state).toBe('assigned');
+      });
+
+      it('claims nobody when the transition does not apply', async () => {
+        await working();
+        await queue('q1').add('next', {});
+        const { result, claim } = await release(99);
+        expect(result).toMatchObject({ ok: false, reason: 'conflict', field: 'version' });
+        expect(claim).toBeUndefined();
+        expect((await store.get('a'))?.state).toBe('working');
+      });
+    });
   });
 
   describe('accept', () => {

@@ -17,7 +17,7 @@ import { HeartbeatBatch } from '../agents/heartbeat-batch';
 import type { HubConfig } from '../config';
 import type { AgentRecord } from '../fsm/agent-record';
 import { restingState, type TransitionReason } from '../fsm/agent-machine';
-import type { AgentPresence, AgentStore, TransitionRequest } from '../fsm/agent-store';
+import type { AgentPresence, AgentStore, Claim, TransitionRequest } from '../fsm/agent-store';
 import type { Logger } from '../logger';
 import type { HubMetrics } from '../metrics/hub-metrics';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
@@ -57,6 +57,10 @@ export interface AssignmentServiceOptions {
   retention: Pick<HubConfig['retention'], 'completed'>;
   logger: Logger;
   metrics: HubMetrics;
+  /** Pushed tasks must be accepted within this (`ACK_TIMEOUT_MS`): the claims' ack deadline. */
+  ackTimeoutMs: number;
+  /** Called with an agent claimed by a report's release, for the dispatcher to fetch its job. */
+  onClaimed: (claim: Claim) => void;
   /** Called when an agent became idle and may take work from these queues. */
   onAgentIdle: (queues: readonly string[]) => void;
 }
@@ -299,7 +303,7 @@ export class AssignmentService {
       set: [{ key: keys.finished(taskId), value: `${outcome} ${token}`, ttlMs: FINISHED_TTL_MS }],
       delIf: [{ key: keys.reporting(taskId), value: lockId }],
     };
-    const done = await this.releaseRecord(record, reason, incr, cooldownUntil, always);
+    const done = await this.releaseRecord(record, reason, incr, cooldownUntil, always, true);
     if (!done) await this.release(record.agentId, taskId, token, reason, incr, cooldownUntil);
   }
 
@@ -427,13 +431,18 @@ export class AssignmentService {
     return false;
   }
 
-  /** One compare-and-set attempt of {@link release} on the version of `record`. */
+  /**
+   * One compare-and-set attempt of {@link release} on the version of `record`. With
+   * `claimNext`, an agent freed to `idle` is followed, in the same script, by a claim for the
+   * next runnable job of the task's queue (see `transitionThenClaim.lua`).
+   */
   private async releaseRecord(
     record: AgentRecord,
     reason: TransitionReason,
     incr: Record<string, number>,
     cooldownUntil: number | undefined,
     always?: TransitionRequest['always'],
+    claimNext = false,
   ): Promise<boolean> {
     const { agents } = this.options;
     const now = agents.now();
@@ -445,7 +454,7 @@ export class AssignmentService {
           now,
         })
       : 'offline';
-    const result = await agents.transition({
+    const request: TransitionRequest = {
       agentId: record.agentId,
       from: record.state,
       to,
@@ -467,7 +476,20 @@ export class AssignmentService {
         ...(to === 'cooldown' ? { cooldown: cooldownUntil ?? record.cooldownUntil ?? now } : {}),
       },
       ...(always ? { always } : {}),
-    });
+    };
+    const queue = record.taskQueue;
+    if (claimNext && to === 'idle' && queue) {
+      const { result, claim } = await agents.transitionThenClaim(
+        request,
+        queue,
+        this.options.ackTimeoutMs,
+      );
+      if (claim) this.options.onClaimed(claim);
+      // the freed agent stays idle when the claim took another one, or none
+      if (result.ok && claim?.agentId !== record.agentId) this.options.onAgentIdle(record.queues);
+      return result.ok;
+    }
+    const result = await agents.transition(request);
     if (result.ok && to === 'idle') this.options.onAgentIdle(record.queues);
     return result.ok;
   }

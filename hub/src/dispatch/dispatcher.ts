@@ -38,6 +38,8 @@ export class Dispatcher {
   private readonly running = new Map<string, number>();
   private readonly idle = new Map<string, Array<() => void>>();
   private readonly again = new Set<string>();
+  /** Steps started by {@link continueClaim}, awaited by {@link stop}. */
+  private readonly continuing = new Set<Promise<unknown>>();
   private stopped = false;
   private readonly concurrency: number;
   /** Tasks pushed by this replica (for metrics and tests). */
@@ -86,7 +88,7 @@ export class Dispatcher {
           this.idle.set(queue, waiters);
         }),
     );
-    await Promise.all(pending);
+    await Promise.all([...pending, ...this.continuing]);
   }
 
   private loopDone(queue: string): void {
@@ -114,6 +116,25 @@ export class Dispatcher {
     await this.options.queues.get(queue); // a queue agents serve is known (and listed) from now
     const claim = await agents.claimIdle(queue, ackTimeoutMs);
     if (!claim) return false;
+    return this.fulfil(claim);
+  }
+
+  /**
+   * The rest of a dispatch step for an agent claimed elsewhere (a report that freed an agent
+   * claims the next one in the same script: `AgentStore.transitionThenClaim`).
+   */
+  continueClaim(claim: Claim): void {
+    const done = this.fulfil(claim)
+      .catch((err: unknown) =>
+        this.options.logger.warn({ queue: claim.queue, err: String(err) }, 'dispatch failed'),
+      )
+      .finally(() => this.continuing.delete(done));
+    this.continuing.add(done);
+  }
+
+  /** Fetches a job for the claimed agent and assigns it, or frees the agent; true if assigned. */
+  private async fulfil(claim: Claim): Promise<boolean> {
+    const { agents } = this.options;
     for (;;) {
       const job = await this.nextJob(claim.queue, claim.token);
       if (!job) break;

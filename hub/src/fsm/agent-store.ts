@@ -3,7 +3,7 @@ import { isAgentState, type AgentState } from '@agentcom/shared';
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../redis/keys';
 import { hashFromFlat } from '../redis/replies';
-import type { AgentScripts } from '../redis/scripts';
+import type { AgentScripts, ClaimReply, TransitionReply } from '../redis/scripts';
 import { parseAgentRecord, type AgentRecord } from './agent-record';
 import { canTransition, type TransitionReason } from './agent-machine';
 
@@ -183,6 +183,32 @@ export class AgentStore {
   }
 
   async transition(request: TransitionRequest): Promise<TransitionResult> {
+    const { keys, spec } = this.transitionCall(request);
+    return transitionResult(await this.scripts.transition(keys, spec));
+  }
+
+  /**
+   * A transition and, when it applied, {@link claimIdle} for `claimQueue`, in one script
+   * (`transitionThenClaim`): a report that frees an agent claims the next one at once.
+   */
+  async transitionThenClaim(
+    request: TransitionRequest,
+    claimQueue: string,
+    ackTimeoutMs: number,
+  ): Promise<{ result: TransitionResult; claim: Claim | undefined }> {
+    const { keys, spec } = this.transitionCall(request);
+    const claim = this.claimCall(claimQueue, ackTimeoutMs);
+    const [reply, claimed] = await this.scripts.transitionThenClaim(
+      keys,
+      spec,
+      claim.keys,
+      claim.args,
+    );
+    return { result: transitionResult(reply), claim: claimFrom(claimed) };
+  }
+
+  /** The keys and spec of a transition script call; throws on an illegal transition. */
+  private transitionCall(request: TransitionRequest): { keys: string[]; spec: string } {
     if (!canTransition(request.from, request.to)) {
       throw new IllegalTransitionError(request.from, request.to, request.reason);
     }
@@ -233,19 +259,7 @@ export class AgentStore {
       ...(kset.length > 0 ? { kset } : {}),
       ...(kdelIf.length > 0 ? { kdelIf } : {}),
     };
-    const reply = await this.scripts.transition(keys, JSON.stringify(spec));
-    if (reply[0] === 1) return { ok: true, version: Number(reply[1]) };
-    if (reply[0] === 0) {
-      return {
-        ok: false,
-        reason: 'conflict',
-        field: String(reply[1]),
-        actual: String(reply[2]),
-        state: String(reply[3]),
-        version: Number(reply[4]),
-      };
-    }
-    return { ok: false, reason: 'missing' };
+    return { keys, spec: JSON.stringify(spec) };
   }
 
   /**
@@ -254,10 +268,18 @@ export class AgentStore {
    * order) with a runnable job: the queue to fetch from.
    */
   async claimIdle(queue: string, ackTimeoutMs: number): Promise<Claim | undefined> {
+    const { keys, args } = this.claimCall(queue, ackTimeoutMs);
+    return claimFrom(await this.scripts.claimIdle(keys, args));
+  }
+
+  private claimCall(
+    queue: string,
+    ackTimeoutMs: number,
+  ): { keys: [string, string, string]; args: (string | number)[] } {
     const now = this.now();
-    const reply = await this.scripts.claimIdle(
-      [this.keys.idle(queue), this.keys.events, this.keys.ackDeadlines],
-      [
+    return {
+      keys: [this.keys.idle(queue), this.keys.events, this.keys.ackDeadlines],
+      args: [
         this.keys.agentPrefix,
         this.keys.idlePrefix,
         String(now),
@@ -268,15 +290,6 @@ export class AgentStore {
         this.keys.bullRoot,
         randomUUID(),
       ],
-    );
-    if (!reply) return undefined;
-    const [agentId, version, queues, fetchFrom, token] = reply;
-    return {
-      agentId,
-      version: Number(version),
-      queues: queues.split(',').filter(Boolean),
-      queue: fetchFrom,
-      token,
     };
   }
 
@@ -400,4 +413,31 @@ export class AgentStore {
   async idleAgents(queue: string): Promise<string[]> {
     return this.redis.zrange(this.keys.idle(queue), '0', '-1');
   }
+}
+
+function transitionResult(reply: TransitionReply): TransitionResult {
+  if (reply[0] === 1) return { ok: true, version: Number(reply[1]) };
+  if (reply[0] === 0) {
+    return {
+      ok: false,
+      reason: 'conflict',
+      field: String(reply[1]),
+      actual: String(reply[2]),
+      state: String(reply[3]),
+      version: Number(reply[4]),
+    };
+  }
+  return { ok: false, reason: 'missing' };
+}
+
+function claimFrom(reply: ClaimReply): Claim | undefined {
+  if (!reply) return undefined;
+  const [agentId, version, queues, fetchFrom, token] = reply;
+  return {
+    agentId,
+    version: Number(version),
+    queues: queues.split(',').filter(Boolean),
+    queue: fetchFrom,
+    token,
+  };
 }

@@ -17,11 +17,25 @@ export const SCRIPT_NAMES = [
   'findJobByLock',
   'heartbeats',
   'delIfEquals',
+  'transitionThenClaim',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
 export function readScript(name: ScriptName): string {
   return readFileSync(resolve(LUA_DIR, `${name}.lua`), 'utf8');
+}
+
+/** A script as a local Lua function of (KEYS, ARGV), for a script composed of others. */
+function asLocalFunction(name: ScriptName): string {
+  return `local function ${name}(KEYS, ARGV)\n${readScript(name)}\nend\n`;
+}
+
+/** The source of a script as Redis runs it: `transitionThenClaim` is composed of two others. */
+export function scriptSource(name: ScriptName): string {
+  if (name === 'transitionThenClaim') {
+    return asLocalFunction('transition') + asLocalFunction('claimIdle') + readScript(name);
+  }
+  return readScript(name);
 }
 
 /** Raw replies as Redis returns them. */
@@ -42,6 +56,12 @@ export interface AgentScripts {
   findJobByLock(queuePrefix: string, token: string): Promise<string | null>;
   heartbeats(agentKeys: string[], args: (string | number)[]): Promise<string[]>;
   delIfEquals(key: string, value: string): Promise<number>;
+  transitionThenClaim(
+    transitionKeys: string[],
+    spec: string,
+    claimKeys: [string, string, string],
+    claimArgs: (string | number)[],
+  ): Promise<[TransitionReply, ClaimReply]>;
 }
 
 type Command<R> = (...args: (string | number)[]) => Promise<R>;
@@ -51,7 +71,7 @@ export function registerScripts(client: Redis): AgentScripts {
   const define = <R>(name: ScriptName, numberOfKeys?: number): Command<R> => {
     const command = `agentcom_${name}`;
     client.defineCommand(command, {
-      lua: readScript(name),
+      lua: scriptSource(name),
       ...(numberOfKeys !== undefined ? { numberOfKeys } : {}),
     });
     const bound = (client as unknown as Record<string, Command<R>>)[command];
@@ -65,6 +85,7 @@ export function registerScripts(client: Redis): AgentScripts {
   const findJobByLock = define<string | null>('findJobByLock', 0);
   const heartbeats = define<string[]>('heartbeats');
   const delIfEquals = define<number>('delIfEquals', 1);
+  const transitionThenClaim = define<[TransitionReply, ClaimReply]>('transitionThenClaim');
   return {
     transition: (keys, spec) => transition(keys.length, ...keys, spec),
     claimIdle: (keys, args) => claimIdle(...keys, ...args),
@@ -73,5 +94,14 @@ export function registerScripts(client: Redis): AgentScripts {
     findJobByLock: (queuePrefix, token) => findJobByLock(queuePrefix, token),
     heartbeats: (agentKeys, args) => heartbeats(agentKeys.length, ...agentKeys, ...args),
     delIfEquals: (key, value) => delIfEquals(key, value),
+    transitionThenClaim: (transitionKeys, spec, claimKeys, claimArgs) =>
+      transitionThenClaim(
+        transitionKeys.length + claimKeys.length,
+        ...transitionKeys,
+        ...claimKeys,
+        transitionKeys.length,
+        spec,
+        ...claimArgs,
+      ),
   };
 }
