@@ -531,7 +531,16 @@ interface SteadyRecord {
   acceptedAt?: number;
   visibleAt?: number;
   measured: boolean;
+  /** Polled through the API until it shows completed (a sample, see VISIBLE_SAMPLE). */
+  watchVisible: boolean;
 }
+/**
+ * One measured task in this many is polled with `GET /v1/tasks/:id` until it shows completed.
+ * Polling every task (up to 5 GETs per task, 1 ms apart) more than doubled the load on the
+ * polled replica at 200 tasks/s and tripled the p99 of the assignment latency measured at the
+ * same time (21 ms, 7 ms without it).
+ */
+const VISIBLE_SAMPLE = 10;
 let steadyOnComplete: ((taskId: string) => void) | undefined;
 
 async function steady(args: SteadyArgs): Promise<SteadyResult> {
@@ -557,7 +566,7 @@ async function steady(args: SteadyArgs): Promise<SteadyResult> {
   };
   steadyOnComplete = (taskId) => {
     const record = records.get(taskId);
-    if (record?.acceptedAt !== undefined && record.measured) {
+    if (record?.acceptedAt !== undefined && record.watchVisible) {
       checks.push(checkVisible(taskId, record));
     }
   };
@@ -574,10 +583,13 @@ async function steady(args: SteadyArgs): Promise<SteadyResult> {
         failedPosts++;
         return;
       }
-      const record: SteadyRecord = { sentAt, acceptedAt, measured };
+      const watchVisible = measured && index % VISIBLE_SAMPLE === 0;
+      const record: SteadyRecord = { sentAt, acceptedAt, measured, watchVisible };
       records.set(res.body.id, record);
       // completed before the 201 arrived: check now
-      if (measured && completeAt.has(res.body.id)) checks.push(checkVisible(res.body.id, record));
+      if (watchVisible && completeAt.has(res.body.id)) {
+        checks.push(checkVisible(res.body.id, record));
+      }
     } catch {
       failedPosts++;
     }
@@ -623,6 +635,7 @@ async function steady(args: SteadyArgs): Promise<SteadyResult> {
     sentToAssign.push(assigned - record.sentAt);
     if (assigned < record.acceptedAt) assignBeforeAccepted++;
     acceptedToAssign.push(Math.max(0, assigned - record.acceptedAt));
+    if (!record.watchVisible) continue;
     if (record.visibleAt !== undefined)
       acceptedToVisible.push(record.visibleAt - record.acceptedAt);
     else missing++;
