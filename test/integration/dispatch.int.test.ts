@@ -283,6 +283,27 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     expect((await hubA.agents.get(agent.agentId))?.taskId).toBe(id);
   });
 
+  it('a stopped dispatcher frees an agent a report claimed instead of fetching its job', async () => {
+    const prefix = `d${randomBytes(3).toString('hex')}`;
+    const hub = await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix, HUB_ID: 'hub-e' });
+    try {
+      await hub.dispatcher?.stop();
+      const queue = newQueue();
+      const agent = await register(hub.url, queue);
+      const id = await createTask(hub.url, { queue, payload: {} });
+      const claim = await hub.agents.claimIdle(queue, 60_000);
+      expect(claim?.agentId).toBe(agent.agentId);
+      hub.dispatcher?.continueClaim(claim!);
+      await eventually(
+        async () => ((await hub.agents.get(agent.agentId))?.state === 'idle' ? true : undefined),
+        { what: 'the claimed agent idle again' },
+      );
+      expect((await getTask(hub.url, id)).state).toBe('waiting');
+    } finally {
+      await hub.close();
+    }
+  });
+
   it('puts back a job that a replica fetched for a claimed agent but died before recording', async () => {
     // A replica whose dispatcher stops between claim + fetch and the record: the test plays it,
     // with the claim script and BullMQ's fetch, against a hub whose own dispatcher is stopped.

@@ -124,7 +124,8 @@ export class Dispatcher {
    * claims the next one in the same script: `AgentStore.transitionThenClaim`).
    */
   continueClaim(claim: Claim): void {
-    const done = this.fulfil(claim)
+    // a stopping replica fetches nothing more: the claimed agent goes back to idle at once
+    const done = (this.stopped ? this.unclaim(claim).then(() => false) : this.fulfil(claim))
       .catch((err: unknown) =>
         this.options.logger.warn({ queue: claim.queue, err: String(err) }, 'dispatch failed'),
       )
@@ -134,7 +135,6 @@ export class Dispatcher {
 
   /** Fetches a job for the claimed agent and assigns it, or frees the agent; true if assigned. */
   private async fulfil(claim: Claim): Promise<boolean> {
-    const { agents } = this.options;
     for (;;) {
       const job = await this.nextJob(claim.queue, claim.token);
       if (!job) break;
@@ -142,7 +142,13 @@ export class Dispatcher {
       if (outcome !== 'cancelled') return outcome === 'assigned' || outcome === 'gone';
     }
     // another step took the job first: the agent goes back to idle
-    await agents.transition({
+    await this.unclaim(claim);
+    return false;
+  }
+
+  /** The claimed agent goes back to idle (compare-and-set on the claim's version). */
+  private async unclaim(claim: Claim): Promise<void> {
+    await this.options.agents.transition({
       agentId: claim.agentId,
       from: 'assigned',
       to: 'idle',
@@ -152,7 +158,6 @@ export class Dispatcher {
       idleAdd: claim.queues,
       index: { ackDeadline: 'remove' },
     });
-    return false;
   }
 
   /** The next runnable job; a job that stalled too often (`deferredFailure`) is failed here. */
