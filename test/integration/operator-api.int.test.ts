@@ -176,6 +176,14 @@ describe('operator API: tasks, agents, queues, metrics, Bull Board, docs', () =>
     expect((await api(url(0), 'POST', '/v1/agents/bad:id/drain')).status).toBe(400);
   });
 
+  it('takes ids of the longest allowed length (128) in a path', async () => {
+    const agentId = `a${'x'.repeat(127)}`;
+    expect((await api(url(0), 'POST', '/v1/agents', { agentId })).status).toBe(201);
+    const shown = await api<{ agentId: string }>(url(1), 'GET', `/v1/agents/${agentId}`);
+    expect(shown.status).toBe(200);
+    expect(shown.body.agentId).toBe(agentId);
+  });
+
   it('counts tasks and idle agents per queue', async () => {
     const queue = newQueue();
     await register(1, queue);

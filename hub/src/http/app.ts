@@ -35,7 +35,7 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
     bodyLimit: MAX_MESSAGE_BYTES,
     forceCloseConnections: 'idle',
     // ids are up to 128 characters (Fastify's default limit is 100)
-    maxParamLength: 256,
+    routerOptions: { maxParamLength: 256 },
     // malformed URLs (bad percent-encoding, ...) answer in the API's error format too
     frameworkErrors: (err, _request, reply) => {
       void (reply as unknown as FastifyReply)
