@@ -168,14 +168,14 @@ async function rssBackNear(
 /**
  * Keys left out of the before/after comparison, each for a reason that has nothing to do with
  * the barrage:
- * - `<p>:bull:<queue>:stalled-check`: BullMQ's stalled checker writes the time of its last check
+ * - `{<p>}:bull:<queue>:stalled-check`: BullMQ's stalled checker writes the time of its last check
  *   there every STALLED_INTERVAL_MS (a timestamp with a TTL), whatever the input.
  * - `{<p>}:auth-fail:<address>`: the handshake limiter counts refused handshakes per address by
  *   design (TTL 60 s); the handshake phase asserts its value equals the refusals it caused.
  * And compared by members only: `{<p>}:replicas`, whose score is each replica's liveness time.
  */
 const EXCLUSIONS = [
-  '<p>:bull:<queue>:stalled-check: BullMQ stalled checker timestamp, rewritten every check',
+  '{<p>}:bull:<queue>:stalled-check: BullMQ stalled checker timestamp, rewritten every check',
   '{<p>}:auth-fail:<address>: handshake-limiter counter, checked separately against the refusals sent',
   '{<p>}:replicas: members compared, scores (liveness times) ignored',
 ];

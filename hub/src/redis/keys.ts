@@ -1,7 +1,7 @@
 /**
  * The one place that builds agentcom's Redis key names (BullMQ builds its own under
- * {@link RedisKeys.bullPrefix}). Every agentcom key carries the hash tag `{<prefix>}`, so all of
- * them fall in one Redis Cluster slot and each Lua script's keys are co-located.
+ * {@link RedisKeys.bullPrefix}). Every key, BullMQ's included, carries the hash tag `{<prefix>}`,
+ * so all of them fall in one Redis Cluster slot and each Lua script's keys are co-located.
  * docs/redis-keys.md lists each key with its type, TTL and owner.
  */
 export class RedisKeys {
@@ -12,7 +12,9 @@ export class RedisKeys {
 
   constructor(prefix: string) {
     this.root = `{${prefix}}`;
-    this.bullPrefix = `${prefix}:bull`;
+    // under the same hash tag: the scripts that read BullMQ's keys (claimIdle, findJobByLock)
+    // then touch one slot only, and BullMQ's own scripts too (a queue's keys share the tag)
+    this.bullPrefix = `${this.root}:bull`;
   }
 
   /** Hash: one agent's record (state machine, token hash, counters). */
