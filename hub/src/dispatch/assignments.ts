@@ -29,6 +29,14 @@ import type { LeaseKeeper } from './lease-keeper';
 
 /** How long the outcome of a finished assignment is kept for idempotent replays. */
 const FINISHED_TTL_MS = 24 * 60 * 60 * 1000;
+const MAX_CAS_RETRIES = 8;
+/** A report lock outlives a crashed replica by this much at most. */
+const REPORT_LOCK_TTL_MS = 5_000;
+/**
+ * How long a report waits for another report of the same task before answering E_UNAVAILABLE:
+ * longer than a dead replica's lock lives, shorter than a sidecar waits for its ack (10 s).
+ */
+const REPORT_LOCK_WAIT_MS = 7_000;
 
 /**
  * The queue named by a completion's intent (`completing <token> <queue>`, see
@@ -38,14 +46,6 @@ function intentQueue(marker: string, token: string): string | undefined {
   const prefix = `completing ${token} `;
   return marker.startsWith(prefix) ? marker.slice(prefix.length) : undefined;
 }
-const MAX_CAS_RETRIES = 8;
-/** A report lock outlives a crashed replica by this much at most. */
-const REPORT_LOCK_TTL_MS = 5_000;
-/**
- * How long a report waits for another report of the same task before answering E_UNAVAILABLE:
- * longer than a dead replica's lock lives, shorter than a sidecar waits for its ack (10 s).
- */
-const REPORT_LOCK_WAIT_MS = 7_000;
 
 export interface AssignmentServiceOptions {
   redis: Redis;
