@@ -15,7 +15,8 @@ export interface EmbeddedRedis {
 export const REDIS_MISSING_MESSAGE =
   'redis-server not found on PATH: install it (Debian/Ubuntu: apt-get install redis-server, macOS: brew install redis) or set REDIS_URL';
 
-async function answersPing(port: number): Promise<boolean> {
+/** One PING to 127.0.0.1:`port`: true when a Redis answers (also used by tests and benchmarks). */
+export async function answersPing(port: number): Promise<boolean> {
   const client = new Redis({
     port,
     host: '127.0.0.1',

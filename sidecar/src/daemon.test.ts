@@ -202,6 +202,29 @@ describe('daemon', () => {
       expect(daemon.state().current).toBeUndefined();
     });
 
+    it('sends an accept that its closed connection never answered again on the next connection', async () => {
+      const hub = await startHub();
+      hub.respond = ({ event }) => (event === 'task:accept' ? 'no-ack' : undefined);
+      const daemon = await start([hub.url], { ackTimeoutMs: 2000 });
+      const { socket } = await hub.connection();
+      const firstAccept = hub.nextEvent('task:accept');
+      socket.emit('task:assign', assignment('t1'));
+      await firstAccept;
+      // the connection closes with the accept unanswered; the new one answers
+      hub.respond = () => undefined;
+      const reconnected = hub.connection({ fresh: true });
+      const secondAccept = hub.nextEvent('task:accept');
+      const reported = next(daemon, 'reported');
+      socket.disconnect(true);
+      const { auth } = await reconnected;
+      expect(auth.current).toEqual({ taskId: 't1', token: 'token-t1', state: 'working' });
+      const resent = await secondAccept;
+      expect(resent.socket.id).not.toBe(socket.id);
+      await release('t1');
+      expect(await reported).toMatchObject({ taskId: 't1', outcome: 'acked' });
+      expect(await runs()).toEqual(['t1']);
+    });
+
     it('gives the task up when no accept is ever answered', async () => {
       const hub = await startHub();
       hub.respond = ({ event }) => (event === 'task:accept' ? 'no-ack' : undefined);

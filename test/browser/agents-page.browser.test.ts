@@ -2,70 +2,19 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { io, type Socket } from 'socket.io-client';
 import type { Hub } from '../../hub/src/hub';
-import type {
-  UiClientToServerEvents,
-  UiServerToClientEvents,
-  UiSnapshot,
-  UiTransition,
-} from '../../hub/src/ui/ui-events';
 import { UI_SESSION_TTL_MS, uiSessionKey } from '../../hub/src/ui/ui-session';
 import { launchChromium } from '../helpers/browser';
 import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
-import { TestAgent, withTimeout } from '../helpers/test-agent';
+import { TestAgent } from '../helpers/test-agent';
+import { UiClient, pageSession } from '../helpers/ui-client';
 
 const ARTIFACTS = join(__dirname, '..', 'artifacts');
 const bearer = { authorization: `Bearer ${TEST_ADMIN_KEY}` };
 const basic = (password: string): Record<string, string> => ({
   authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}`,
 });
-
-/** Fetches the page with the admin key and returns the UI session embedded in it. */
-async function pageSession(hubUrl: string): Promise<string> {
-  const response = await fetch(`${hubUrl}/`, { headers: bearer });
-  const html = await response.text();
-  const boot = /<script type="application\/json" id="agentcom-boot">(.*?)<\/script>/s.exec(html);
-  if (!boot?.[1]) throw new Error('no boot data in the page');
-  return (JSON.parse(boot[1]) as { session: string }).session;
-}
-
-/** A protocol-level `/ui` client that records every transition it receives. */
-class UiClient {
-  readonly socket: Socket<UiServerToClientEvents, UiClientToServerEvents>;
-  readonly received: UiTransition[] = [];
-  readonly snapshots: UiSnapshot[] = [];
-
-  constructor(hubUrl: string, auth: Record<string, unknown>) {
-    // forceNew: a cached Manager would be shared with the TestAgents' `/agent` sockets of the
-    // same hub, and the gateway's disconnect of a replaced agent would close both.
-    this.socket = io(`${hubUrl}/ui`, {
-      transports: ['websocket'],
-      reconnection: false,
-      forceNew: true,
-      auth,
-    });
-    this.socket.on('transitions', (events) => this.received.push(...events));
-    this.socket.on('snapshot', (snapshot) => this.snapshots.push(snapshot));
-  }
-
-  /** Resolves on connect; rejects with the connect_error (its `data` carries the code). */
-  connected(): Promise<void> {
-    return withTimeout(
-      new Promise<void>((resolve, reject) => {
-        this.socket.once('connect', () => resolve());
-        this.socket.once('connect_error', reject);
-      }),
-      10_000,
-      '/ui connect',
-    );
-  }
-
-  close(): void {
-    this.socket.disconnect();
-  }
-}
 
 describe('live agents page at /', () => {
   let redis: RedisProcess;

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
+import { answersPing } from '../../hub/src/embedded-redis';
 
 /** A private `redis-server` process on a free loopback port, for tests that need to kill it. */
 export interface RedisProcess {
@@ -109,16 +109,5 @@ async function waitForPing(port: number, child: ChildProcess): Promise<void> {
   throw new Error(`redis-server on port ${port} did not answer PING within 10 s`);
 }
 
-/** One PING to 127.0.0.1:`port`: true when a Redis answers (shared by tests and benchmarks). */
-export async function answersPing(port: number): Promise<boolean> {
-  const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0 });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-    return (await client.ping()) === 'PONG';
-  } catch {
-    return false;
-  } finally {
-    client.disconnect();
-  }
-}
+/** Re-exported for the benchmarks: the hub's own PING probe. */
+export { answersPing };

@@ -46,6 +46,20 @@ describe('agent Lua scripts against a real redis-server', () => {
     expect(result.ok).toBe(true);
   }
 
+  /** Agent `a` (queue q1, idle since `idleSince`) working on task t1 under token `a:tok`. */
+  async function workingAgent(idleSince: number): Promise<void> {
+    await idleAgent('a', ['q1'], idleSince);
+    await store.transition({
+      agentId: 'a',
+      from: 'idle',
+      to: 'assigned',
+      reason: 'assign',
+      set: { taskId: 't1', token: 'a:tok', taskQueue: 'q1' },
+      idleRemove: ['q1'],
+    });
+    expect(await store.accept('a', 't1', 'a:tok')).toMatchObject({ replayed: false });
+  }
+
   describe('transition', () => {
     it('applies the patch, bumps the version, updates the indexes and logs the event', async () => {
       await idleAgent('a1', ['q1', 'q2'], 10);
@@ -268,18 +282,7 @@ describe('agent Lua scripts against a real redis-server', () => {
 
     describe('transitionThenClaim', () => {
       /** `a` works on t1 of q1 (version 3); the release is a completion's. */
-      async function working(): Promise<void> {
-        await idleAgent('a', ['q1'], 200);
-        await store.transition({
-          agentId: 'a',
-          from: 'idle',
-          to: 'assigned',
-          reason: 'assign',
-          set: { taskId: 't1', token: 'a:tok', taskQueue: 'q1' },
-          idleRemove: ['q1'],
-        });
-        await store.accept('a', 't1', 'a:tok');
-      }
+      const working = () => workingAgent(200);
       const release = (version = 3) =>
         store.transitionThenClaim(
           {
@@ -404,18 +407,7 @@ describe('agent Lua scripts against a real redis-server', () => {
         finishedTtlMs: 60_000,
       });
 
-    beforeEach(async () => {
-      await idleAgent('a', ['q1'], 10);
-      await store.transition({
-        agentId: 'a',
-        from: 'idle',
-        to: 'assigned',
-        reason: 'assign',
-        set: { taskId: 't1', token: 'a:tok', taskQueue: 'q1' },
-        idleRemove: ['q1'],
-      });
-      await store.accept('a', 't1', 'a:tok');
-    });
+    beforeEach(() => workingAgent(10));
 
     it('takes the report lock, records the intent and returns the record', async () => {
       const begun = await begin('completed');

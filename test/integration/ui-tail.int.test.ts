@@ -1,15 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
-import { io, type Socket as IoSocket } from 'socket.io-client';
 import type { Hub } from '../../hub/src/hub';
-import type {
-  UiClientToServerEvents,
-  UiServerToClientEvents,
-  UiTransition,
-} from '../../hub/src/ui/ui-events';
-import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
+import { api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
+import { UiClient, pageSession } from '../helpers/ui-client';
 
 /**
  * Every command Redis runs, as MONITOR reports it (one `+<time> [<db> <client>] "cmd" "arg" ...`
@@ -74,42 +69,6 @@ class CommandLog {
   }
 }
 
-/** A `/ui` client (as the page's script opens it) recording the transitions it receives. */
-class UiClient {
-  readonly socket: IoSocket<UiServerToClientEvents, UiClientToServerEvents>;
-  readonly received: UiTransition[] = [];
-
-  constructor(hubUrl: string, session: string) {
-    this.socket = io(`${hubUrl}/ui`, {
-      transports: ['websocket'],
-      reconnection: false,
-      forceNew: true,
-      auth: { session },
-    });
-    this.socket.on('transitions', (events) => this.received.push(...events));
-  }
-
-  connected(): Promise<void> {
-    return withTimeout(
-      new Promise<void>((resolve, reject) => {
-        this.socket.once('connect', () => resolve());
-        this.socket.once('connect_error', reject);
-      }),
-      10_000,
-      '/ui connect',
-    );
-  }
-
-  /** Resolves with the first transition received (already or later) that matches. */
-  transition(match: (event: UiTransition) => boolean, what: string): Promise<UiTransition> {
-    return eventually(() => this.received.find(match), { timeoutMs: 10_000, what });
-  }
-
-  close(): void {
-    this.socket.disconnect();
-  }
-}
-
 describe('agents page: the events stream tail', () => {
   let redis: RedisProcess;
   let hub: Hub & { url: string };
@@ -158,12 +117,7 @@ describe('agents page: the events stream tail', () => {
       .filter((line) => / name=agentcom:ui-events /.test(line));
 
   const uiClient = async (): Promise<UiClient> => {
-    const page = await fetch(`${hub.url}/`, {
-      headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` },
-    });
-    const boot = /id="agentcom-boot">(.*?)<\/script>/s.exec(await page.text());
-    const { session } = JSON.parse(boot?.[1] ?? '{}') as { session: string };
-    const client = new UiClient(hub.url, session);
+    const client = new UiClient(hub.url, { session: await pageSession(hub.url) });
     clients.push(client);
     await client.connected();
     return client;

@@ -326,12 +326,19 @@ export class TaskController {
     }
   }
 
-  /** Resolves once connected, or after `timeoutMs` (bounded; polls every 50 ms). */
+  /** Resolves once connected (the daemon's `connected` event), or after `timeoutMs`. */
   private async untilConnected(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.options.connection.connected && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    if (this.options.connection.connected) return;
+    const { events } = this.options;
+    let timer: NodeJS.Timeout | undefined;
+    let onConnected: (() => void) | undefined;
+    await new Promise<void>((resolve) => {
+      onConnected = resolve;
+      events.once('connected', onConnected);
+      timer = setTimeout(resolve, timeoutMs);
+    });
+    clearTimeout(timer);
+    if (onConnected) events.off('connected', onConnected);
   }
 
   private async run(session: Session): Promise<RunOutcome> {
