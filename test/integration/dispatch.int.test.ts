@@ -283,6 +283,35 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     expect((await hubA.agents.get(agent.agentId))?.taskId).toBe(id);
   });
 
+  it('shows the attempt of the holder it names, though the job moved on after it was loaded', async () => {
+    const prefix = `d${randomBytes(3).toString('hex')}`;
+    const hub = await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix, HUB_ID: 'hub-f' });
+    const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const queue = newQueue();
+    const bull = new Queue(queue, { connection, prefix: hub.keys.bullPrefix });
+    const worker = new Worker(queue, null, {
+      connection,
+      prefix: hub.keys.bullPrefix,
+      autorun: false,
+    });
+    try {
+      await hub.dispatcher?.stop();
+      const id = await createTask(hub.url, { queue, payload: {} });
+      const first = await worker.getNextJob('first-agent:t1', { block: false });
+      const loaded = await Job.fromId(bull, id); // a view starts from the hash, as of now
+      // the first holder lost the job (back to wait, no attempt used); another agent fetched it
+      await first?.moveToWait('first-agent:t1');
+      await worker.getNextJob('rescuer:t2', { block: false });
+      const view = await hub.tasks.view(loaded as never);
+      expect(view).toMatchObject({ state: 'running', agentId: 'rescuer', attempt: 2 });
+    } finally {
+      await worker.close();
+      await bull.close();
+      await connection.quit();
+      await hub.close();
+    }
+  });
+
   it('a stopped dispatcher frees an agent a report claimed instead of fetching its job', async () => {
     const prefix = `d${randomBytes(3).toString('hex')}`;
     const hub = await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix, HUB_ID: 'hub-e' });

@@ -176,6 +176,12 @@ export class TaskService {
       const token = await this.options.redis.get(
         this.options.keys.bullLock(job.queueName, job.id ?? ''),
       );
+      // The hash was loaded before the state and the lock were read: a job that went back to
+      // wait and was fetched again meanwhile (a stalled task run elsewhere) would show its new
+      // holder with the old attempt. The fetch that took this lock also counted its attempt, so
+      // the hash read now matches the holder.
+      const handle = await this.options.queues.get(job.queueName);
+      job = ((await handle.queue.getJob(job.id ?? '')) as TaskJob | undefined) ?? job;
       agentId = token ? agentIdOfToken(token) : undefined;
       if (agentId) {
         const agent = await this.options.agents.get(agentId);
