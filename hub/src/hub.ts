@@ -108,7 +108,8 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     logger,
     metrics,
     ackTimeoutMs: config.ackTimeoutMs,
-    onClaimed: (claim) => dispatcher?.continueClaim(claim),
+    leaseMs: config.leaseMs,
+    onClaimed: (step) => dispatcher?.continueClaim(step),
     onAgentIdle,
   });
   const presence = new Presence({
@@ -219,6 +220,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     queues,
     notifier,
     ackTimeoutMs: config.ackTimeoutMs,
+    leaseMs: config.leaseMs,
     concurrency: config.dispatchConcurrency,
     logger,
     metrics,

@@ -280,6 +280,82 @@ describe('agent Lua scripts against a real redis-server', () => {
       }
     });
 
+    describe('claimAndFetch', () => {
+      const step = () => store.claimAndFetch('q1', 500, 30_000);
+
+      it('claims, fetches with the token as the lock and records the task, in one call', async () => {
+        await idleAgent('a', ['q1'], 100);
+        const added = await queue('q1').add('task', { payload: 1, timeoutMs: 90_000 });
+        const id = added.id ?? '';
+        clock = Date.now();
+        const done = await step();
+        expect(done).toMatchObject({
+          outcome: 'assigned',
+          claim: { agentId: 'a', version: 3, queues: ['q1'], queue: 'q1' },
+          job: { id },
+        });
+        if (done?.outcome !== 'assigned') throw new Error('not assigned');
+        expect(JSON.parse(done.job.fields.data ?? '')).toEqual({ payload: 1, timeoutMs: 90_000 });
+        expect(done.job.fields.ats).toBe('1');
+        const token = done.claim.token;
+        expect(await store.get('a')).toMatchObject({
+          state: 'assigned',
+          version: 3,
+          taskId: id,
+          token,
+          taskQueue: 'q1',
+          taskTimeoutMs: 90_000,
+        });
+        expect(await redis.get(keys.bullLock('q1', id))).toBe(token);
+        expect(await queue('q1').getJobState(id)).toBe('active');
+        expect(await redis.zscore(keys.ackDeadlines, 'a')).toBe(String(clock + 500));
+        const events = await redis.xrange(keys.events, '-', '+');
+        const reasons = events.map(([, f]) => f[f.indexOf('reason') + 1]);
+        expect(reasons.slice(-2)).toEqual(['claim', 'assign']);
+      });
+
+      it("fetches the way BullMQ's Worker does: highest priority first, due delayed jobs promoted", async () => {
+        await idleAgent('a', ['q1'], 100);
+        await idleAgent('b', ['q1'], 200);
+        await idleAgent('c', ['q1'], 300);
+        const low = await queue('q1').add('low', {}, { priority: 5 });
+        const high = await queue('q1').add('high', {}, { priority: 1 });
+        const delayed = await queue('q1').add('delayed', {}, { delay: 1000 });
+        clock = Date.now() + 5000;
+        const ids = [];
+        for (let i = 0; i < 3; i++) {
+          const done = await step();
+          ids.push(done?.outcome === 'assigned' ? done.job.id : done?.outcome);
+        }
+        expect(ids).toEqual([delayed.id, high.id, low.id]);
+        expect(await step()).toBeUndefined();
+      });
+
+      it('leaves a job an operator asked to cancel to the caller, fetched but not recorded', async () => {
+        await idleAgent('a', ['q1'], 100);
+        const added = await queue('q1').add('task', {});
+        await redis.set(keys.cancelRequested(added.id ?? ''), 'stop');
+        clock = Date.now();
+        const done = await step();
+        expect(done).toMatchObject({
+          outcome: 'fetched',
+          jobId: added.id,
+          claim: { agentId: 'a' },
+        });
+        const record = await store.get('a');
+        expect(record).toMatchObject({ state: 'assigned', token: done?.claim.token });
+        expect(record?.taskId).toBeUndefined();
+        expect(await redis.get(keys.bullLock('q1', added.id ?? ''))).toBe(done?.claim.token);
+      });
+
+      it('claims nobody and fetches nothing without a runnable job', async () => {
+        await idleAgent('a', ['q1'], 100);
+        clock = Date.now();
+        expect(await step()).toBeUndefined();
+        expect((await store.get('a'))?.state).toBe('idle');
+      });
+    });
+
     describe('transitionThenClaim', () => {
       /** `a` works on t1 of q1 (version 3); the release is a completion's. */
       const working = () => workingAgent(200);
@@ -297,23 +373,30 @@ describe('agent Lua scripts against a real redis-server', () => {
           },
           'q1',
           500,
+          30_000,
         );
 
-      it('frees the agent and claims it again for the next job when no one waits longer', async () => {
+      it('frees the agent and hands it the next job when no one waits longer', async () => {
         await working();
-        await queue('q1').add('next', {});
+        const next = await queue('q1').add('next', {});
         clock = 1000;
-        const { result, claim } = await release();
+        const { result, step } = await release();
         expect(result).toEqual({ ok: true, version: 4 });
-        expect(claim).toMatchObject({ agentId: 'a', version: 5, queue: 'q1' });
-        expect(await store.get('a')).toMatchObject({ state: 'assigned', token: claim?.token });
+        expect(step).toMatchObject({
+          outcome: 'assigned',
+          claim: { agentId: 'a', version: 6, queue: 'q1' },
+          job: { id: next.id },
+        });
+        const token = step?.claim.token;
+        expect(await store.get('a')).toMatchObject({ state: 'assigned', token, taskId: next.id });
+        expect(await redis.get(keys.bullLock('q1', next.id ?? ''))).toBe(token);
         expect(await redis.zcard(keys.idle('q1'))).toBe(0);
       });
 
       it('claims nobody without a runnable job: the agent just goes idle', async () => {
         await working();
         clock = 1000;
-        expect(await release()).toEqual({ result: { ok: true, version: 4 }, claim: undefined });
+        expect(await release()).toEqual({ result: { ok: true, version: 4 }, step: undefined });
         expect((await store.get('a'))?.state).toBe('idle');
         expect(await redis.zrange(keys.idle('q1'), '0', '-1')).toEqual(['a']);
       });
@@ -323,8 +406,8 @@ describe('agent Lua scripts against a real redis-server', () => {
         await working();
         await queue('q1').add('next', {});
         clock = 1000;
-        const { claim } = await release();
-        expect(claim?.agentId).toBe('b');
+        const { step } = await release();
+        expect(step?.claim.agentId).toBe('b');
         expect((await store.get('a'))?.state).toBe('idle');
         expect((await store.get('b'))?.state).toBe('assigned');
       });
@@ -332,9 +415,9 @@ describe('agent Lua scripts against a real redis-server', () => {
       it('claims nobody when the transition does not apply', async () => {
         await working();
         await queue('q1').add('next', {});
-        const { result, claim } = await release(99);
+        const { result, step } = await release(99);
         expect(result).toMatchObject({ ok: false, reason: 'conflict', field: 'version' });
-        expect(claim).toBeUndefined();
+        expect(step).toBeUndefined();
         expect((await store.get('a'))?.state).toBe('working');
       });
     });

@@ -312,7 +312,7 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     }
   });
 
-  it('a stopped dispatcher frees an agent a report claimed instead of fetching its job', async () => {
+  it("a stopped dispatcher puts back the job a report's dispatch step fetched and frees the agent", async () => {
     const prefix = `d${randomBytes(3).toString('hex')}`;
     const hub = await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix, HUB_ID: 'hub-e' });
     try {
@@ -320,14 +320,15 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
       const queue = newQueue();
       const agent = await register(hub.url, queue);
       const id = await createTask(hub.url, { queue, payload: {} });
-      const claim = await hub.agents.claimIdle(queue, 60_000);
-      expect(claim?.agentId).toBe(agent.agentId);
-      hub.dispatcher?.continueClaim(claim!);
+      const step = await hub.agents.claimAndFetch(queue, 60_000, 60_000);
+      expect(step).toMatchObject({ outcome: 'assigned', claim: { agentId: agent.agentId } });
+      hub.dispatcher?.continueClaim(step!);
       await eventually(
         async () => ((await hub.agents.get(agent.agentId))?.state === 'idle' ? true : undefined),
         { what: 'the claimed agent idle again' },
       );
       expect((await getTask(hub.url, id)).state).toBe('waiting');
+      expect((await hub.agents.get(agent.agentId))?.taskId).toBeUndefined();
     } finally {
       await hub.close();
     }

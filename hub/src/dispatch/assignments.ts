@@ -17,7 +17,7 @@ import { HeartbeatBatch } from '../agents/heartbeat-batch';
 import type { HubConfig } from '../config';
 import type { AgentRecord } from '../fsm/agent-record';
 import { restingState, type TransitionReason } from '../fsm/agent-machine';
-import type { AgentPresence, AgentStore, Claim, TransitionRequest } from '../fsm/agent-store';
+import type { AgentPresence, AgentStore, ClaimStep, TransitionRequest } from '../fsm/agent-store';
 import type { Logger } from '../logger';
 import type { HubMetrics } from '../metrics/hub-metrics';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
@@ -59,8 +59,10 @@ export interface AssignmentServiceOptions {
   metrics: HubMetrics;
   /** Pushed tasks must be accepted within this (`ACK_TIMEOUT_MS`): the claims' ack deadline. */
   ackTimeoutMs: number;
-  /** Called with an agent claimed by a report's release, for the dispatcher to fetch its job. */
-  onClaimed: (claim: Claim) => void;
+  /** A fetched job's lock lasts this long (`LEASE_MS`). */
+  leaseMs: number;
+  /** Called with the dispatch step a report's release ran, for the dispatcher to finish it. */
+  onClaimed: (step: ClaimStep) => void;
   /** Called when an agent became idle and may take work from these queues. */
   onAgentIdle: (queues: readonly string[]) => void;
 }
@@ -479,14 +481,17 @@ export class AssignmentService {
     };
     const queue = record.taskQueue;
     if (claimNext && to === 'idle' && queue) {
-      const { result, claim } = await agents.transitionThenClaim(
+      const { result, step } = await agents.transitionThenClaim(
         request,
         queue,
         this.options.ackTimeoutMs,
+        this.options.leaseMs,
       );
-      if (claim) this.options.onClaimed(claim);
+      if (step) this.options.onClaimed(step);
       // the freed agent stays idle when the claim took another one, or none
-      if (result.ok && claim?.agentId !== record.agentId) this.options.onAgentIdle(record.queues);
+      if (result.ok && step?.claim.agentId !== record.agentId) {
+        this.options.onAgentIdle(record.queues);
+      }
       return result.ok;
     }
     const result = await agents.transition(request);

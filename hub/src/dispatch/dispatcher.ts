@@ -1,9 +1,9 @@
 import { UnrecoverableError } from 'bullmq';
-import type { AgentStore, Claim } from '../fsm/agent-store';
+import type { AgentStore, Claim, ClaimStep, FetchedJob } from '../fsm/agent-store';
 import type { RedisKeys } from '../redis/keys';
 import type { Logger } from '../logger';
 import type { HubMetrics } from '../metrics/hub-metrics';
-import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
+import type { QueueRegistry, TaskData, TaskJob } from '../queues/queue-registry';
 import { CANCELLED_PREFIX } from '../tasks/task-service';
 import { TASK_FIELDS } from './assignments';
 import type { AgentNotifier } from './notifier';
@@ -14,6 +14,8 @@ export interface DispatcherOptions {
   queues: QueueRegistry;
   notifier: AgentNotifier;
   ackTimeoutMs: number;
+  /** A fetched job's lock lasts this long (`LEASE_MS`); the lease keeper extends it. */
+  leaseMs: number;
   /** Dispatch steps one replica runs at once per queue (`DISPATCH_CONCURRENCY`). */
   concurrency?: number;
   logger: Logger;
@@ -21,15 +23,16 @@ export interface DispatcherOptions {
 }
 
 /**
- * Pushes waiting tasks to idle agents. One dispatch step is three round trips:
- * 1. `claimIdle` (Lua): if a job of the queue is runnable, claim the longest-idle agent serving it
- *    (idle → assigned) with a new assignment token, and pick the first of the agent's queues with
- *    a runnable job;
- * 2. fetch that queue's next job with the token as the BullMQ lock token;
- * 3. record the task on the agent (compare-and-set on the claimed version, refused when an
- *    operator asked to cancel the task meanwhile) and emit `task:assign` to the agent's room.
- * Any replica may run steps for any queue at the same time: claims and fetches are atomic in
- * Redis. Each replica runs up to `concurrency` steps per queue at once.
+ * Pushes waiting tasks to idle agents. One dispatch step is one script (`claimAndFetch.lua`),
+ * then an emit:
+ * 1. if a job of the queue is runnable, claim the longest-idle agent serving it (idle → assigned)
+ *    with a new assignment token, and pick the first of the agent's queues with a runnable job;
+ * 2. fetch that queue's next job with BullMQ's own `moveToActive`, the token as its lock;
+ * 3. record the task on the agent, unless an operator asked to cancel it or BullMQ marked it to
+ *    fail (those go the long way: {@link fulfil});
+ * then emit `task:assign` to the agent's room.
+ * Any replica may run steps for any queue at the same time: steps are atomic in Redis. Each
+ * replica runs up to `concurrency` steps per queue at once.
  *
  * Triggers coalesce per queue: while a queue's steps run, further triggers only ask them to go
  * round once more.
@@ -112,34 +115,79 @@ export class Dispatcher {
 
   /** One dispatch step; true when a task was assigned (there may be more). */
   async step(queue: string): Promise<boolean> {
-    const { agents, ackTimeoutMs } = this.options;
+    const { agents, ackTimeoutMs, leaseMs } = this.options;
     await this.options.queues.get(queue); // a queue agents serve is known (and listed) from now
-    const claim = await agents.claimIdle(queue, ackTimeoutMs);
-    if (!claim) return false;
-    return this.fulfil(claim);
+    const step = await agents.claimAndFetch(queue, ackTimeoutMs, leaseMs);
+    if (!step) return false;
+    return this.carryOut(step);
   }
 
   /**
-   * The rest of a dispatch step for an agent claimed elsewhere (a report that freed an agent
-   * claims the next one in the same script: `AgentStore.transitionThenClaim`).
+   * The rest of a dispatch step that ran elsewhere (a report that freed an agent ran the next
+   * step in the same script: `AgentStore.transitionThenClaim`).
    */
-  continueClaim(claim: Claim): void {
-    // a stopping replica fetches nothing more: the claimed agent goes back to idle at once
-    const done = (this.stopped ? this.unclaim(claim).then(() => false) : this.fulfil(claim))
+  continueClaim(step: ClaimStep): void {
+    // a stopping replica hands out nothing more: the job goes back to wait, the agent to idle
+    const done = (this.stopped ? this.putBack(step).then(() => false) : this.carryOut(step))
       .catch((err: unknown) =>
-        this.options.logger.warn({ queue: claim.queue, err: String(err) }, 'dispatch failed'),
+        this.options.logger.warn({ queue: step.claim.queue, err: String(err) }, 'dispatch failed'),
       )
       .finally(() => this.continuing.delete(done));
     this.continuing.add(done);
   }
 
-  /** Fetches a job for the claimed agent and assigns it, or frees the agent; true if assigned. */
-  private async fulfil(claim: Claim): Promise<boolean> {
+  /** Pushes a recorded task, or finishes a step the script left to JS; true if assigned. */
+  private async carryOut(step: ClaimStep): Promise<boolean> {
+    switch (step.outcome) {
+      case 'assigned':
+        this.push(step.claim, assignedTask(step.job));
+        return true;
+      case 'fetched':
+        // cancelled or due to fail: handled below, then the claimed agent takes the next job
+        return this.fulfil(step.claim, await this.jobOf(step.claim.queue, step.jobId));
+      case 'claimed':
+        await this.unclaim(step.claim);
+        return false;
+    }
+  }
+
+  /** A stopping replica's step: the job it fetched goes back to wait, the agent to idle. */
+  private async putBack(step: ClaimStep): Promise<void> {
+    const jobId =
+      step.outcome === 'assigned'
+        ? step.job.id
+        : step.outcome === 'fetched'
+          ? step.jobId
+          : undefined;
+    if (jobId !== undefined) {
+      // fenced by the token: a job that moved on meanwhile stays where it is
+      const job = await this.jobOf(step.claim.queue, jobId);
+      await job?.moveToWait(step.claim.token).catch(() => undefined);
+    }
+    await this.unclaim(step.claim);
+  }
+
+  /**
+   * Assigns a job to the claimed agent: `first` when the claim already fetched one, then the
+   * next ones while they cannot be handed out (cancelled, or failed for stalling too often);
+   * frees the agent when no job is left. True if assigned.
+   */
+  private async fulfil(claim: Claim, first?: TaskJob): Promise<boolean> {
+    let job = first;
     for (;;) {
-      const job = await this.nextJob(claim.queue, claim.token);
+      job ??= await this.nextJob(claim.queue, claim.token);
       if (!job) break;
-      const outcome = await this.assign(claim, job);
-      if (outcome !== 'cancelled') return outcome === 'assigned' || outcome === 'gone';
+      if (job.deferredFailure) {
+        this.options.logger.warn(
+          { queue: claim.queue, taskId: job.id, reason: job.deferredFailure },
+          'task failed: stalled too often',
+        );
+        await job.moveToFailed(new UnrecoverableError(job.deferredFailure), claim.token, false);
+      } else {
+        const outcome = await this.assign(claim, job);
+        if (outcome !== 'cancelled') return outcome === 'assigned' || outcome === 'gone';
+      }
+      job = undefined;
     }
     // another step took the job first: the agent goes back to idle
     await this.unclaim(claim);
@@ -160,29 +208,26 @@ export class Dispatcher {
     });
   }
 
-  /** The next runnable job; a job that stalled too often (`deferredFailure`) is failed here. */
+  private async jobOf(queue: string, jobId: string): Promise<TaskJob | undefined> {
+    const handle = await this.options.queues.get(queue);
+    return (await handle.queue.getJob(jobId)) as TaskJob | undefined;
+  }
+
+  /** The next runnable job, fetched with the claim's token as its lock. */
   private async nextJob(queue: string, token: string): Promise<TaskJob | undefined> {
     const handle = await this.options.queues.get(queue);
-    for (;;) {
-      const job = (await handle.worker.getNextJob(token, { block: false })) as TaskJob | undefined;
-      if (!job?.deferredFailure) return job;
-      this.options.logger.warn(
-        { queue, taskId: job.id, reason: job.deferredFailure },
-        'task failed: stalled too often',
-      );
-      await job.moveToFailed(new UnrecoverableError(job.deferredFailure), token, false);
-    }
+    return (await handle.worker.getNextJob(token, { block: false })) as TaskJob | undefined;
   }
 
   /**
-   * Records the task on the claimed agent and pushes it. `gone`: the agent changed meanwhile
-   * (the task went straight back to wait); `cancelled`: an operator cancelled the task while it
-   * was running and it came back to wait (its agent vanished), so it is cancelled now and the
-   * agent may take the next job.
+   * Records the task on the claimed agent and pushes it (the path of a job the claim did not
+   * fetch itself). `gone`: the agent changed meanwhile (the task went straight back to wait);
+   * `cancelled`: an operator cancelled the task while it was running and it came back to wait
+   * (its agent vanished), so it is cancelled now and the agent may take the next job.
    */
   private async assign(claim: Claim, job: TaskJob): Promise<'assigned' | 'gone' | 'cancelled'> {
-    const { agents, notifier, keys } = this.options;
-    const { agentId, version, token, queue } = claim;
+    const { agents, keys } = this.options;
+    const { agentId, version, token } = claim;
     const taskId = job.id ?? '';
     const now = agents.now();
     const stored = await agents.transition({
@@ -211,25 +256,66 @@ export class Dispatcher {
       await job.moveToWait(token).catch(() => undefined);
       return 'gone';
     }
-    const attempts = job.opts.attempts ?? 1;
-    notifier.assign(agentId, {
-      task: {
-        id: taskId,
-        queue,
-        payload: job.data.payload,
-        ...(job.data.labels ? { labels: job.data.labels } : {}),
-        createdAt: job.timestamp,
-      },
-      token,
-      attempt: Math.min(job.attemptsMade + 1, attempts),
-      attempts,
-      ...(job.data.timeoutMs !== undefined ? { timeoutMs: job.data.timeoutMs } : {}),
+    this.push(claim, {
+      id: taskId,
+      data: job.data,
+      timestamp: job.timestamp,
+      attemptsMade: job.attemptsMade,
+      attemptsStarted: job.attemptsStarted,
+      attempts: job.opts.attempts ?? 1,
+      delay: job.opts.delay ?? 0,
     });
-    this.assignedCount++;
-    if (job.attemptsStarted <= 1 && job.attemptsMade === 0) {
-      const readyAt = job.timestamp + (job.opts.delay ?? 0);
-      this.options.metrics.dispatchLatency.observe({ queue }, Math.max(0, now - readyAt) / 1000);
-    }
     return 'assigned';
   }
+
+  /** Emits `task:assign` for a task recorded on the claimed agent. */
+  private push(claim: Claim, task: AssignedTask): void {
+    const { agentId, token, queue } = claim;
+    const { data, attempts } = task;
+    this.options.notifier.assign(agentId, {
+      task: {
+        id: task.id,
+        queue,
+        payload: data.payload,
+        ...(data.labels ? { labels: data.labels } : {}),
+        createdAt: task.timestamp,
+      },
+      token,
+      attempt: Math.min(task.attemptsMade + 1, attempts),
+      attempts,
+      ...(data.timeoutMs !== undefined ? { timeoutMs: data.timeoutMs } : {}),
+    });
+    this.assignedCount++;
+    if (task.attemptsStarted <= 1 && task.attemptsMade === 0) {
+      const readyAt = task.timestamp + task.delay;
+      const latencyMs = Math.max(0, this.options.agents.now() - readyAt);
+      this.options.metrics.dispatchLatency.observe({ queue }, latencyMs / 1000);
+    }
+  }
+}
+
+/** What `task:assign` and the metrics need of a job. */
+interface AssignedTask {
+  id: string;
+  data: TaskData;
+  timestamp: number;
+  attemptsMade: number;
+  attemptsStarted: number;
+  attempts: number;
+  delay: number;
+}
+
+/** A job hash as `claimAndFetch` returns it (BullMQ's field names), read like BullMQ's Job. */
+function assignedTask(job: FetchedJob): AssignedTask {
+  const { fields } = job;
+  const opts = JSON.parse(fields.opts ?? '{}') as { attempts?: number; delay?: number };
+  return {
+    id: job.id,
+    data: JSON.parse(fields.data ?? '{}') as TaskData,
+    timestamp: Number(fields.timestamp ?? 0),
+    attemptsMade: Number(fields.atm ?? fields.attemptsMade ?? 0),
+    attemptsStarted: Number(fields.ats ?? 0),
+    attempts: opts.attempts ?? 1,
+    delay: opts.delay ?? 0,
+  };
 }

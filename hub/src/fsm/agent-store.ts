@@ -3,7 +3,12 @@ import { isAgentState, type AgentState } from '@agentcom/shared';
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../redis/keys';
 import { hashFromFlat } from '../redis/replies';
-import type { AgentScripts, ClaimReply, TransitionReply } from '../redis/scripts';
+import type {
+  AgentScripts,
+  ClaimAndFetchReply,
+  ClaimReply,
+  TransitionReply,
+} from '../redis/scripts';
 import { parseAgentRecord, type AgentRecord } from './agent-record';
 import { canTransition, type TransitionReason } from './agent-machine';
 
@@ -26,6 +31,21 @@ export interface Claim {
   /** The assignment token (also the job's BullMQ lock token). */
   token: string;
 }
+
+/** A job BullMQ handed out, as its hash (`data`, `opts`, `timestamp`, `atm`, `ats`, ...). */
+export interface FetchedJob {
+  id: string;
+  fields: Record<string, string>;
+}
+
+/** The outcome of a whole dispatch step (`claimAndFetch.lua`). */
+export type ClaimStep =
+  /** The task is recorded on the claimed agent (`claim.version` is after it): push it. */
+  | { outcome: 'assigned'; claim: Claim; job: FetchedJob }
+  /** Claimed and fetched, not recorded: the job is cancelled or must fail. */
+  | { outcome: 'fetched'; claim: Claim; jobId: string }
+  /** Claimed, but BullMQ handed out nothing (rate limit, maxed queue): free the agent. */
+  | { outcome: 'claimed'; claim: Claim };
 
 export type BeginReport =
   | { status: 'busy' }
@@ -188,23 +208,47 @@ export class AgentStore {
   }
 
   /**
-   * A transition and, when it applied, {@link claimIdle} for `claimQueue`, in one script
-   * (`transitionThenClaim`): a report that frees an agent claims the next one at once.
+   * A transition and, when it applied, {@link claimAndFetch} for `claimQueue`, in one script
+   * (`transitionThenClaim`): a report that frees an agent hands out the next task at once.
    */
   async transitionThenClaim(
     request: TransitionRequest,
     claimQueue: string,
     ackTimeoutMs: number,
-  ): Promise<{ result: TransitionResult; claim: Claim | undefined }> {
+    lockMs: number,
+  ): Promise<{ result: TransitionResult; step: ClaimStep | undefined }> {
     const { keys, spec } = this.transitionCall(request);
-    const claim = this.claimCall(claimQueue, ackTimeoutMs);
+    const claim = this.claimAndFetchCall(claimQueue, ackTimeoutMs, lockMs);
     const [reply, claimed] = await this.scripts.transitionThenClaim(
       keys,
       spec,
       claim.keys,
       claim.args,
     );
-    return { result: transitionResult(reply), claim: claimFrom(claimed) };
+    return { result: transitionResult(reply), step: claimStepFrom(claimed) };
+  }
+
+  /**
+   * A whole dispatch step in one script (`claimAndFetch.lua`): {@link claimIdle}, then BullMQ's
+   * fetch of the next job of the claim's queue locked with the assignment token for `lockMs`,
+   * then the task recorded on the agent.
+   */
+  async claimAndFetch(
+    queue: string,
+    ackTimeoutMs: number,
+    lockMs: number,
+  ): Promise<ClaimStep | undefined> {
+    const { keys, args } = this.claimAndFetchCall(queue, ackTimeoutMs, lockMs);
+    return claimStepFrom(await this.scripts.claimAndFetch(keys, args));
+  }
+
+  private claimAndFetchCall(
+    queue: string,
+    ackTimeoutMs: number,
+    lockMs: number,
+  ): { keys: [string, string, string]; args: (string | number)[] } {
+    const { keys, args } = this.claimCall(queue, ackTimeoutMs);
+    return { keys, args: [...args, lockMs, this.keys.cancelRequested('')] };
   }
 
   /** The keys and spec of a transition script call; throws on an illegal transition. */
@@ -428,6 +472,20 @@ function transitionResult(reply: TransitionReply): TransitionResult {
     };
   }
   return { ok: false, reason: 'missing' };
+}
+
+function claimStepFrom(reply: ClaimAndFetchReply): ClaimStep | undefined {
+  if (!reply) return undefined;
+  const claim = claimFrom([reply[0], reply[1], reply[2], reply[3], reply[4]]);
+  if (!claim) return undefined;
+  switch (reply[5]) {
+    case 'assigned':
+      return { outcome: 'assigned', claim, job: { id: reply[6], fields: hashFromFlat(reply[7]) } };
+    case 'fetched':
+      return { outcome: 'fetched', claim, jobId: reply[6] };
+    default:
+      return { outcome: 'claimed', claim };
+  }
 }
 
 function claimFrom(reply: ClaimReply): Claim | undefined {

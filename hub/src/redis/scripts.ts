@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Redis } from 'ioredis';
+import { moveToActive as bullMoveToActive } from 'bullmq/dist/cjs/scripts/moveToActive-11.js';
 
 /**
  * Loads agentcom's Lua scripts (one per atomic operation, in `src/redis/lua/`, each with a
@@ -18,6 +19,7 @@ export const SCRIPT_NAMES = [
   'heartbeats',
   'delIfEquals',
   'transitionThenClaim',
+  'claimAndFetch',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -25,15 +27,36 @@ export function readScript(name: ScriptName): string {
   return readFileSync(resolve(LUA_DIR, `${name}.lua`), 'utf8');
 }
 
-/** A script as a local Lua function of (KEYS, ARGV), for a script composed of others. */
-function asLocalFunction(name: ScriptName): string {
-  return `local function ${name}(KEYS, ARGV)\n${readScript(name)}\nend\n`;
+/** Lua source as a local function of (KEYS, ARGV), for a script composed of others. */
+function localFunction(name: string, source: string): string {
+  return `local function ${name}(KEYS, ARGV)\n${source}\nend\n`;
 }
 
-/** The source of a script as Redis runs it: `transitionThenClaim` is composed of two others. */
+/**
+ * BullMQ's own `moveToActive` script, as the installed bullmq package ships it (includes
+ * resolved): `claimAndFetch` runs it inside the same script as the claim. bullmq is pinned to an
+ * exact version; `agent-scripts.int.test.ts` checks the composed fetch against BullMQ's Worker.
+ */
+export const BULL_MOVE_TO_ACTIVE: string = bullMoveToActive.content;
+
+/**
+ * The source of a script as Redis runs it: `claimAndFetch` is composed of `claimIdle` and
+ * BullMQ's `moveToActive`; `transitionThenClaim` of `transition` and `claimAndFetch`.
+ */
 export function scriptSource(name: ScriptName): string {
+  if (name === 'claimAndFetch') {
+    return (
+      localFunction('claimIdle', readScript('claimIdle')) +
+      localFunction('moveToActive', BULL_MOVE_TO_ACTIVE) +
+      readScript(name)
+    );
+  }
   if (name === 'transitionThenClaim') {
-    return asLocalFunction('transition') + asLocalFunction('claimIdle') + readScript(name);
+    return (
+      localFunction('transition', readScript('transition')) +
+      localFunction('claimAndFetch', scriptSource('claimAndFetch')) +
+      readScript(name)
+    );
   }
   return readScript(name);
 }
@@ -41,6 +64,12 @@ export function scriptSource(name: ScriptName): string {
 /** Raw replies as Redis returns them. */
 export type TransitionReply = [1, number] | [0, string, string, string, number] | [-1];
 export type ClaimReply = [string, number, string, string, string] | null;
+/** See `claimAndFetch.lua`. */
+export type ClaimAndFetchReply =
+  | [string, number, string, string, string, 'assigned', string, string[]]
+  | [string, number, string, string, string, 'fetched', string]
+  | [string, number, string, string, string, 'claimed', null]
+  | null;
 export type AcceptReply = [1 | 2, number, string] | [0, string];
 export type BeginReportReply =
   ['busy'] | ['superseded', string] | ['duplicate', string[]] | ['ok', string[], string, string];
@@ -56,12 +85,16 @@ export interface AgentScripts {
   findJobByLock(queuePrefix: string, token: string): Promise<string | null>;
   heartbeats(agentKeys: string[], args: (string | number)[]): Promise<string[]>;
   delIfEquals(key: string, value: string): Promise<number>;
+  claimAndFetch(
+    keys: [string, string, string],
+    args: (string | number)[],
+  ): Promise<ClaimAndFetchReply>;
   transitionThenClaim(
     transitionKeys: string[],
     spec: string,
     claimKeys: [string, string, string],
     claimArgs: (string | number)[],
-  ): Promise<[TransitionReply, ClaimReply]>;
+  ): Promise<[TransitionReply, ClaimAndFetchReply]>;
 }
 
 type Command<R> = (...args: (string | number)[]) => Promise<R>;
@@ -85,7 +118,8 @@ export function registerScripts(client: Redis): AgentScripts {
   const findJobByLock = define<string | null>('findJobByLock', 0);
   const heartbeats = define<string[]>('heartbeats');
   const delIfEquals = define<number>('delIfEquals', 1);
-  const transitionThenClaim = define<[TransitionReply, ClaimReply]>('transitionThenClaim');
+  const claimAndFetch = define<ClaimAndFetchReply>('claimAndFetch', 3);
+  const transitionThenClaim = define<[TransitionReply, ClaimAndFetchReply]>('transitionThenClaim');
   return {
     transition: (keys, spec) => transition(keys.length, ...keys, spec),
     claimIdle: (keys, args) => claimIdle(...keys, ...args),
@@ -94,6 +128,7 @@ export function registerScripts(client: Redis): AgentScripts {
     findJobByLock: (queuePrefix, token) => findJobByLock(queuePrefix, token),
     heartbeats: (agentKeys, args) => heartbeats(agentKeys.length, ...agentKeys, ...args),
     delIfEquals: (key, value) => delIfEquals(key, value),
+    claimAndFetch: (keys, args) => claimAndFetch(...keys, ...args),
     transitionThenClaim: (transitionKeys, spec, claimKeys, claimArgs) =>
       transitionThenClaim(
         transitionKeys.length + claimKeys.length,

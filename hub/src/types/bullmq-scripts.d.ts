@@ -1,0 +1,4 @@
+/** BullMQ's compiled Lua scripts (includes resolved), as the bullmq package ships them. */
+declare module 'bullmq/dist/cjs/scripts/moveToActive-11.js' {
+  export const moveToActive: { name: string; content: string; keys: number };
+}
