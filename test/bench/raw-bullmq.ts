@@ -23,6 +23,20 @@ let completed = 0;
 const startAt = new Map<string, number>();
 const completionWaiters = new Set<() => void>();
 
+/** Jobs `from` to `to - 1` in one `Queue.addBulk`. */
+function addBulk(from: number, to: number): Promise<unknown> {
+  if (!queue) throw new Error('not open');
+  const jobs = [];
+  for (let i = from; i < to; i++) {
+    jobs.push({
+      name: 'task',
+      data: { payload: { i } },
+      opts: { ...JOB_OPTIONS, jobId: randomUUID() },
+    });
+  }
+  return queue.addBulk(jobs);
+}
+
 function add(index: number): Promise<unknown> {
   if (!queue) throw new Error('not open');
   return queue.add('task', { payload: { i: index } }, { ...JOB_OPTIONS, jobId: randomUUID() });
@@ -74,15 +88,20 @@ serveRpc<RawSpec>({
     return {};
   },
 
-  produce: async ({ n, inflight, timeoutMs }) => {
+  produce: async ({ n, inflight, timeoutMs, batch }) => {
     const base = completed;
     const cpuBefore = cpuMs();
     const start = now();
     let next = 0;
     const lanes = Array.from({ length: inflight }, async () => {
       while (next < n) {
-        const index = next++;
-        await add(index);
+        if (batch === undefined) {
+          await add(next++);
+          continue;
+        }
+        const first = next;
+        next = Math.min(n, next + batch);
+        await addBulk(first, next);
       }
     });
     const addsDone = Promise.all(lanes).then(() => now());

@@ -170,6 +170,87 @@ describe('HTTP API', () => {
     });
   });
 
+  describe('POST /v1/tasks/batch', () => {
+    type Created = { id: string; state: string; duplicate: boolean };
+    const batch = (tasks: unknown[]) =>
+      api<{ tasks: Created[]; error?: { code: string; message: string } }>(
+        hub.url,
+        'POST',
+        '/v1/tasks/batch',
+        { tasks },
+      );
+
+    it('creates every task, over several queues, answering in the order of the request', async () => {
+      const response = await batch([
+        { payload: { n: 0 }, queue: 'batch-a' },
+        { payload: { n: 1 }, queue: 'batch-b', delayMs: 60_000 },
+        { payload: { n: 2 }, queue: 'batch-a', priority: 3, labels: { team: 'x' } },
+      ]);
+      expect(response.status).toBe(201);
+      expect(response.body.tasks.map((t) => [t.state, t.duplicate])).toEqual([
+        ['waiting', false],
+        ['delayed', false],
+        ['waiting', false],
+      ]);
+      expect(new Set(response.body.tasks.map((t) => t.id)).size).toBe(3);
+      const views = await Promise.all(
+        response.body.tasks.map(
+          async (t) =>
+            (await api<{ queue: string; payload: unknown }>(hub.url, 'GET', `/v1/tasks/${t.id}`))
+              .body,
+        ),
+      );
+      expect(views).toMatchObject([
+        { queue: 'batch-a', payload: { n: 0 }, state: 'waiting' },
+        { queue: 'batch-b', payload: { n: 1 }, state: 'delayed' },
+        { queue: 'batch-a', payload: { n: 2 }, labels: { team: 'x' } },
+      ]);
+    });
+
+    it('creates nothing when one task is invalid, and names it', async () => {
+      const response = await batch([
+        { payload: 1, queue: 'batch-invalid' },
+        { payload: 2, queue: 'batch-invalid', attempts: 0 },
+      ]);
+      expect(response.status).toBe(400);
+      expect(response.body.error?.code).toBe('E_VALIDATION');
+      expect(response.body.error?.message).toContain('tasks.1.attempts');
+      const listed = await api<{ tasks: unknown[] }>(
+        hub.url,
+        'GET',
+        '/v1/tasks?queue=batch-invalid',
+      );
+      expect(listed).toMatchObject({ status: 200, body: { tasks: [] } });
+    });
+
+    it.each([
+      ['no task', []],
+      ['more than 500 tasks', Array.from({ length: 501 }, () => ({ payload: 1 }))],
+    ])('refuses %s with E_VALIDATION', async (_, tasks) => {
+      const response = await batch(tasks);
+      expect(response).toMatchObject({ status: 400, body: { error: { code: 'E_VALIDATION' } } });
+    });
+
+    it('marks a task whose idempotency key names an earlier task as a duplicate', async () => {
+      const first = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+        payload: 1,
+        idempotencyKey: 'batch-key',
+      });
+      const response = await batch([
+        { payload: 2, idempotencyKey: 'batch-key' },
+        { payload: 3, idempotencyKey: 'batch-fresh' },
+        { payload: 4, idempotencyKey: 'batch-fresh' },
+      ]);
+      expect(response.status).toBe(201);
+      const [again, fresh, freshAgain] = response.body.tasks;
+      expect(again).toMatchObject({ id: first.body.id, duplicate: true });
+      expect(fresh).toMatchObject({ duplicate: false });
+      expect(freshAgain).toMatchObject({ id: fresh?.id, duplicate: true });
+      const allDuplicates = await batch([{ payload: 5, idempotencyKey: 'batch-key' }]);
+      expect(allDuplicates.status).toBe(200);
+    });
+  });
+
   it('answers 404 E_TASK_NOT_FOUND, E_AGENT_NOT_FOUND and E_NOT_FOUND', async () => {
     expect((await api(hub.url, 'GET', '/v1/tasks/does-not-exist')).body).toMatchObject({
       error: { code: 'E_TASK_NOT_FOUND' },

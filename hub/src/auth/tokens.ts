@@ -20,10 +20,12 @@ export function tokenMatches(presented: string, storedHash: string | undefined):
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** Constant-time comparison of two secrets of any length (hashes both first). */
-export function secretEquals(presented: string, expected: string): boolean {
-  return timingSafeEqual(
-    createHash('sha256').update(presented).digest(),
-    createHash('sha256').update(expected).digest(),
-  );
+/**
+ * Constant-time comparison against one fixed secret, of a presented secret of any length (both
+ * are hashed first). The expected digest is computed once: the admin key is checked on every
+ * API request.
+ */
+export function secretMatcher(expected: string): (presented: string) => boolean {
+  const digest = createHash('sha256').update(expected).digest();
+  return (presented) => timingSafeEqual(createHash('sha256').update(presented).digest(), digest);
 }

@@ -1,6 +1,6 @@
 import { AppError } from '@agentcom/shared';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { secretEquals } from '../auth/tokens';
+import { secretMatcher } from '../auth/tokens';
 import { errorBody } from './errors';
 
 /**
@@ -26,9 +26,10 @@ export function presentedAdminKey(request: FastifyRequest): string | undefined {
 }
 
 export function requireAdmin(adminKey: string) {
+  const isAdminKey = secretMatcher(adminKey);
   return async (request: FastifyRequest): Promise<void> => {
     const presented = presentedAdminKey(request);
-    if (presented === undefined || !secretEquals(presented, adminKey)) {
+    if (presented === undefined || !isAdminKey(presented)) {
       throw new AppError(
         'E_UNAUTHORIZED',
         'admin key required: Authorization: Bearer <AGENTCOM_ADMIN_KEY>',
@@ -42,9 +43,10 @@ export function requireAdmin(adminKey: string) {
  * browser asks for the key) instead of throwing into a plugin's own error handler.
  */
 export function requireAdminOrChallenge(adminKey: string) {
+  const isAdminKey = secretMatcher(adminKey);
   return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const presented = presentedAdminKey(request);
-    if (presented !== undefined && secretEquals(presented, adminKey)) return;
+    if (presented !== undefined && isAdminKey(presented)) return;
     await reply
       .status(401)
       .header('WWW-Authenticate', 'Basic realm="agentcom", charset="UTF-8"')

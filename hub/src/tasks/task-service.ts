@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { AppError, type CreateTaskInput, type TaskState, type TaskView } from '@agentcom/shared';
-import type { JobState } from 'bullmq';
+import type { JobState, JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { AgentStore } from '../fsm/agent-store';
 import type { HubConfig } from '../config';
@@ -39,25 +39,75 @@ export class TaskService {
 
   async create(input: CreateTaskInput): Promise<CreatedTask> {
     const handle = await this.options.queues.get(input.queue);
-    const jobId = randomUUID();
+    const spec = this.jobSpec(input);
+    const job = await handle.queue.add(spec.name, spec.data, spec.opts);
+    return this.created(input, spec.opts.jobId, job.id);
+  }
+
+  /**
+   * Creates many tasks with one BullMQ `addBulk` (one pipelined round trip) per queue; the
+   * results are in the order of `inputs`. Not atomic: a Redis failure midway may leave some
+   * created (a retry with idempotency keys creates none twice).
+   */
+  async createMany(inputs: readonly CreateTaskInput[]): Promise<CreatedTask[]> {
+    const byQueue = new Map<string, number[]>();
+    inputs.forEach((input, index) => {
+      const indexes = byQueue.get(input.queue) ?? [];
+      indexes.push(index);
+      byQueue.set(input.queue, indexes);
+    });
+    const results: CreatedTask[] = [];
+    await Promise.all(
+      [...byQueue].map(async ([queue, indexes]) => {
+        const handle = await this.options.queues.get(queue);
+        const specs = indexes.map((index) => this.jobSpec(inputs[index]!));
+        const jobs = await handle.queue.addBulk(specs);
+        await Promise.all(
+          indexes.map(async (index, k) => {
+            results[index] = await this.created(inputs[index]!, specs[k]!.opts.jobId, jobs[k]?.id);
+          }),
+        );
+      }),
+    );
+    return results;
+  }
+
+  /** The BullMQ job of a new task: a fresh uuid as its id, the task's options as job options. */
+  private jobSpec(input: CreateTaskInput): {
+    name: 'task';
+    data: TaskJob['data'];
+    opts: JobsOptions & { jobId: string };
+  } {
     const data: TaskJob['data'] = { payload: input.payload };
     if (input.labels) data.labels = input.labels;
     if (input.timeoutMs !== undefined) data.timeoutMs = input.timeoutMs;
-    const job = await handle.queue.add('task', data, {
-      jobId,
-      attempts: input.attempts,
-      removeOnComplete: this.options.retention.completed,
-      removeOnFail: this.options.retention.failed,
-      ...(input.priority ? { priority: input.priority } : {}),
-      ...(input.delayMs ? { delay: input.delayMs } : {}),
-      ...(input.backoff
-        ? { backoff: { type: input.backoff.type, delay: input.backoff.delayMs } }
-        : {}),
-      ...(input.idempotencyKey
-        ? { deduplication: { id: input.idempotencyKey, ttl: IDEMPOTENCY_TTL_MS } }
-        : {}),
-    });
-    const id = job.id ?? jobId;
+    return {
+      name: 'task',
+      data,
+      opts: {
+        jobId: randomUUID(),
+        attempts: input.attempts,
+        removeOnComplete: this.options.retention.completed,
+        removeOnFail: this.options.retention.failed,
+        ...(input.priority ? { priority: input.priority } : {}),
+        ...(input.delayMs ? { delay: input.delayMs } : {}),
+        ...(input.backoff
+          ? { backoff: { type: input.backoff.type, delay: input.backoff.delayMs } }
+          : {}),
+        ...(input.idempotencyKey
+          ? { deduplication: { id: input.idempotencyKey, ttl: IDEMPOTENCY_TTL_MS } }
+          : {}),
+      },
+    };
+  }
+
+  /** What `add` did: BullMQ answers another id when the idempotency key names an earlier task. */
+  private async created(
+    input: CreateTaskInput,
+    jobId: string,
+    addedId: string | undefined,
+  ): Promise<CreatedTask> {
+    const id = addedId ?? jobId;
     if (id !== jobId) {
       const existing = await this.get(id);
       return { id, state: existing?.state ?? 'waiting', duplicate: true };

@@ -49,6 +49,22 @@ export const createTaskResponseSchema = z.object({
 });
 export type CreateTaskResponse = z.infer<typeof createTaskResponseSchema>;
 
+/** Most tasks one `POST /v1/tasks/batch` creates. */
+export const MAX_BATCH_TASKS = 500;
+
+/**
+ * `POST /v1/tasks/batch` body: tasks as `POST /v1/tasks` takes them. Every one is validated
+ * before any is created; the whole body is bounded like any request (2 MiB).
+ */
+export const createTaskBatchBodySchema = z
+  .object({ tasks: z.array(createTaskBodySchema).min(1).max(MAX_BATCH_TASKS) })
+  .strict();
+export type CreateTaskBatchBody = z.input<typeof createTaskBatchBodySchema>;
+
+/** `POST /v1/tasks/batch` response: one entry per task, in the order of the request. */
+export const createTaskBatchResponseSchema = z.object({ tasks: z.array(createTaskResponseSchema) });
+export type CreateTaskBatchResponse = z.infer<typeof createTaskBatchResponseSchema>;
+
 /** `GET /v1/tasks` query. `cursor` is opaque: pass back the `nextCursor` of the previous page. */
 export const listTasksQuerySchema = z
   .object({

@@ -4,9 +4,12 @@ export type RawSpec = {
     { redisPort: number; prefix: string; concurrency: number; recordStarts?: boolean },
     Record<string, never>,
   ];
-  /** Adds `n` jobs with `inflight` adds at a time while the worker runs them; resolves when all completed. */
+  /**
+   * Adds `n` jobs with `inflight` adds at a time while the worker runs them (with `batch`, each
+   * add is a `Queue.addBulk` of that many); resolves when all completed.
+   */
   produce: [
-    { n: number; inflight: number; timeoutMs: number },
+    { n: number; inflight: number; timeoutMs: number; batch?: number },
     {
       ms: number;
       addMs: number;

@@ -8,20 +8,44 @@ import type { RedisServer } from './redis';
 import { RpcChild } from './rpc';
 import { log, now, round } from './util';
 
-/** POSTs `n` no-op tasks, `inflight` at a time, round-robin over `urls`. */
+/**
+ * POSTs `n` no-op tasks, `inflight` requests at a time, round-robin over `urls`; with `batch`,
+ * each request is a `POST /v1/tasks/batch` of that many tasks.
+ */
 export async function submitTasks(
   urls: readonly string[],
   n: number,
   inflight: number,
+  batch?: number,
 ): Promise<{ ids: string[]; failed: number; ms: number }> {
   const ids: string[] = [];
   let failed = 0;
   let next = 0;
+  let request = 0;
   const start = now();
   const lanes = Array.from({ length: Math.min(inflight, n) }, async () => {
     while (next < n) {
+      const url = urls[request++ % urls.length] ?? '';
+      if (batch !== undefined) {
+        const first = next;
+        next = Math.min(n, next + batch);
+        const tasks = Array.from({ length: next - first }, (_, k) => ({
+          payload: { i: first + k },
+        }));
+        try {
+          const res = await requestJson<{ tasks: Array<{ id: string }> }>(
+            'POST',
+            `${url}/v1/tasks/batch`,
+            { tasks },
+          );
+          if (res.status === 201) ids.push(...res.body.tasks.map((t) => t.id));
+          else failed += tasks.length;
+        } catch {
+          failed += tasks.length;
+        }
+        continue;
+      }
       const index = next++;
-      const url = urls[index % urls.length] ?? '';
       try {
         const res = await requestJson<{ id: string }>('POST', `${url}/v1/tasks`, {
           payload: { i: index },
@@ -53,6 +77,7 @@ export async function rawThroughput(options: {
   tasks: number;
   warmup: number;
   inflight: number;
+  batch?: number;
 }): Promise<RawThroughput> {
   const { redis, tasks } = options;
   const raw = RpcChild.fork<RawSpec>('raw-bullmq', 'raw-bullmq');
@@ -73,7 +98,12 @@ export async function rawThroughput(options: {
     const timeoutMs = Math.max(300_000, tasks * 25);
     const run = await raw.call(
       'produce',
-      { n: tasks, inflight: options.inflight, timeoutMs },
+      {
+        n: tasks,
+        inflight: options.inflight,
+        timeoutMs,
+        ...(options.batch !== undefined ? { batch: options.batch } : {}),
+      },
       timeoutMs + 20_000,
     );
     const usage = cpu.stop();
@@ -182,6 +212,8 @@ export async function hubThroughput(
     tasks: number;
     warmup: number;
     inflight: number;
+    /** Submit with `POST /v1/tasks/batch`, this many tasks per request. */
+    batch?: number;
     before?: () => Promise<void>;
     after?: () => Promise<void>;
   },
@@ -210,7 +242,7 @@ export async function hubThroughput(
   // bounded, with room for a slow, shared machine (25 ms per task)
   const timeoutMs = Math.max(300_000, tasks * 25);
   const completion = load.call('waitCompleted', { n: tasks, timeoutMs }, timeoutMs + 20_000);
-  const submitted = await submitTasks(urls, tasks, options.inflight);
+  const submitted = await submitTasks(urls, tasks, options.inflight, options.batch);
   if (submitted.failed > 0) throw new Error(`${submitted.failed} POST /v1/tasks failed`);
   const done = await completion;
   const ms = now() - start;

@@ -2,6 +2,7 @@ import {
   PROTOCOL_VERSION,
   cancelTaskBodySchema,
   createAgentBodySchema,
+  createTaskBatchBodySchema,
   createTaskBodySchema,
   listTasksQuerySchema,
   taskLogsQuerySchema,
@@ -75,6 +76,16 @@ export function openApiDocument(): unknown {
           },
         }),
         get: op('List tasks', { parameters: queryParameters(listTasksQuerySchema) }),
+      },
+      '/v1/tasks/batch': {
+        post: op('Create up to 500 tasks in one request (all validated before any is created)', {
+          requestBody: body(createTaskBatchBodySchema),
+          responses: {
+            201: ok('Created (entries in request order; duplicates marked)'),
+            200: ok('Every task was an existing task of its idempotency key'),
+            default: errorResponse,
+          },
+        }),
       },
       '/v1/tasks/{id}': { get: op('Get a task', { parameters: idParameter }) },
       '/v1/tasks/{id}/logs': {

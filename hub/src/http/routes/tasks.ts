@@ -1,5 +1,6 @@
 import {
   cancelTaskBodySchema,
+  createTaskBatchBodySchema,
   createTaskBodySchema,
   listTasksQuerySchema,
   taskLogsQuerySchema,
@@ -16,6 +17,14 @@ export function registerTaskRoutes(app: FastifyInstance, services: HttpServices)
     const input = parseOrThrow(createTaskBodySchema, request.body, 'body');
     const created = await tasks.create(input);
     return reply.status(created.duplicate ? 200 : 201).send(created);
+  });
+
+  /** Every task is validated before any is created; 200 when every one was a duplicate. */
+  app.post('/v1/tasks/batch', async (request, reply) => {
+    const input = parseOrThrow(createTaskBatchBodySchema, request.body, 'body');
+    const created = await tasks.createMany(input.tasks);
+    const fresh = created.some((task) => !task.duplicate);
+    return reply.status(fresh ? 201 : 200).send({ tasks: created });
   });
 
   app.get('/v1/tasks', async (request) => {
