@@ -1,6 +1,7 @@
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { AgentStore, IllegalTransitionError } from '../../hub/src/fsm/agent-store';
+import { jobToComplete, moveToCompletedArgs } from '../../hub/src/dispatch/bull-completion';
 import { RedisKeys } from '../../hub/src/redis/keys';
 import { registerScripts } from '../../hub/src/redis/scripts';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
@@ -353,6 +354,109 @@ describe('agent Lua scripts against a real redis-server', () => {
         clock = Date.now();
         expect(await step()).toBeUndefined();
         expect((await store.get('a'))?.state).toBe('idle');
+      });
+    });
+
+    describe('completeAtOnce', () => {
+      /** `a` works on a job of q1 that claimAndFetch handed it, accepted. */
+      async function working(): Promise<{ id: string; token: string }> {
+        await idleAgent('a', ['q1'], 100);
+        const added = await queue('q1').add('task', {}, { attempts: 1 });
+        clock = Date.now();
+        const step = await store.claimAndFetch('q1', 500, 30_000);
+        const id = added.id ?? '';
+        const token = step?.claim.token ?? '';
+        expect(await store.accept('a', id, token)).toMatchObject({ replayed: false });
+        return { id, token };
+      }
+      const complete = (id: string, token: string, agentToken = token) =>
+        store.completeAtOnce({
+          taskId: id,
+          token: agentToken,
+          bull: moveToCompletedArgs(jobToComplete(queue('q1'), id, 100), { ok: 1 }, token),
+          release: {
+            agentId: 'a',
+            from: 'working',
+            to: 'idle',
+            reason: 'complete',
+            task: id,
+            expect: {
+              taskId: id,
+              token: agentToken,
+              drainRequested: '',
+              cooldownUntil: '',
+              disconnectedAt: '',
+            },
+            del: ['taskId', 'token', 'taskQueue', 'startedAt'],
+            incr: { tasksDone: 1 },
+            idleAddOwn: true,
+            always: {
+              set: [{ key: keys.finished(id), value: `completed ${agentToken}`, ttlMs: 60_000 }],
+            },
+          },
+          claimQueue: 'q1',
+          ackTimeoutMs: 500,
+          lockMs: 30_000,
+        });
+
+      it('completes the job, frees the agent and hands it the next task, in one call', async () => {
+        const { id, token } = await working();
+        const next = await queue('q1').add('next', {});
+        const done = await complete(id, token);
+        expect(done).toMatchObject({
+          status: 'completed',
+          queues: ['q1'],
+          result: { ok: true },
+          step: { outcome: 'assigned', claim: { agentId: 'a' }, job: { id: next.id } },
+        });
+        const job = await queue('q1').getJob(id);
+        expect(await job?.getState()).toBe('completed');
+        expect(job?.returnvalue).toEqual({ ok: 1 });
+        expect(await redis.get(keys.finished(id))).toBe(`completed ${token}`);
+        expect(await store.get('a')).toMatchObject({
+          state: 'assigned',
+          taskId: next.id,
+          tasksDone: 1,
+        });
+      });
+
+      it('frees the agent to idle when no job waits', async () => {
+        const { id, token } = await working();
+        expect(await complete(id, token)).toMatchObject({ status: 'completed', step: undefined });
+        expect((await store.get('a'))?.state).toBe('idle');
+        expect(await redis.zrange(keys.idle('q1'), '0', '-1')).toEqual(['a']);
+      });
+
+      it.each([
+        ['another report of the task holds its lock', 'lock'],
+        ['a report of the task was applied', 'finished'],
+        ['the agent does not hold the task under the token', 'token'],
+        ["BullMQ's lock of the job is another's", 'bull-lock'],
+      ])('changes nothing when %s: the caller goes step by step', async (_, kind) => {
+        const { id, token } = await working();
+        if (kind === 'lock') await redis.set(keys.reporting(id), 'other');
+        if (kind === 'finished') await redis.set(keys.finished(id), 'completed a:old');
+        if (kind === 'bull-lock') await redis.set(keys.bullLock('q1', id), 'a:other');
+        const before = await redis.hgetall(keys.agent('a'));
+        expect(await complete(id, token, kind === 'token' ? 'a:stale' : token)).toEqual({
+          status: 'slow',
+        });
+        expect(await queue('q1').getJobState(id)).toBe('active');
+        expect(await redis.hgetall(keys.agent('a'))).toEqual(before);
+      });
+
+      it('completes the job but leaves a draining agent to the caller', async () => {
+        const { id, token } = await working();
+        await redis.hset(keys.agent('a'), 'drainRequested', '1');
+        const done = await complete(id, token);
+        expect(done).toMatchObject({
+          status: 'completed',
+          result: { ok: false, reason: 'conflict', field: 'drainRequested' },
+          step: undefined,
+        });
+        expect(await queue('q1').getJobState(id)).toBe('completed');
+        expect(await redis.get(keys.finished(id))).toBe(`completed ${token}`);
+        expect(await store.get('a')).toMatchObject({ state: 'working', taskId: id });
       });
     });
 

@@ -3,7 +3,7 @@ import { CLIENT_EVENTS, type TaskView } from '@agentcom/shared';
 import { Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
-import { api, eventually, startTestHub } from '../helpers/hub';
+import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
 
@@ -76,6 +76,11 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
       `/v1/agents/${agent.agentId}`,
     );
     expect(view.body).toMatchObject({ state: 'idle', tasksDone: 1 });
+    // the plain completion took the one-script path (completeAtOnce.lua) on the agent's replica
+    const metrics = await (
+      await fetch(`${hubA.url}/metrics`, { headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` } })
+    ).text();
+    expect(metrics).toContain(`agentcom_completions_at_once_total{queue="${queue}",hub="hub-a"} 1`);
   });
 
   it('rejects a superseded token without changing anything and acknowledges a replayed completion once', async () => {

@@ -11,7 +11,6 @@ import {
   type TaskLog,
   type TaskProgress,
 } from '@agentcom/shared';
-import { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { HeartbeatBatch } from '../agents/heartbeat-batch';
 import type { HubConfig } from '../config';
@@ -24,6 +23,7 @@ import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
 import { CANCELLED_PREFIX } from '../tasks/task-service';
 import { agentIdOfToken } from './assignment-token';
+import { jobToComplete, moveToCompletedArgs } from './bull-completion';
 import { isStaleAssignmentError } from './bull-errors';
 import type { LeaseKeeper } from './lease-keeper';
 
@@ -141,17 +141,13 @@ export class AssignmentService {
   async complete(agentId: string, msg: TaskComplete): Promise<ReportAck> {
     // tokens start with their agent's id: another agent's token is refused before anything else
     if (agentIdOfToken(msg.token) !== agentId) throw superseded(msg.taskId);
+    const atOnce = await this.completeAtOnce(agentId, msg);
+    if (atOnce) return atOnce;
     const begun = await this.beginReport(agentId, msg.taskId, msg.token, 'completed');
     if (begun.status === 'duplicate') return begun.ack;
     const { record, lockId, previousMarker } = begun;
     const handle = await this.options.queues.get(record.taskQueue ?? '');
-    // BullMQ completes a job from its id and options only: no need to read it first.
-    const job = Job.fromJSON(
-      handle.queue,
-      { id: msg.taskId, name: 'task', data: '{}', opts: {}, timestamp: 0 } as never,
-      msg.taskId,
-    ) as TaskJob;
-    job.opts = { ...job.opts, removeOnComplete: this.options.retention.completed };
+    const job = jobToComplete(handle.queue, msg.taskId, this.options.retention.completed);
     // Stop extending first: the lock disappears with the completion, and a lease tick racing it
     // must not mistake that for a lost lease.
     this.options.leases.untrack(agentId, msg.token);
@@ -170,6 +166,62 @@ export class AssignmentService {
     }
     await this.finish(record, msg.token, lockId, 'completed', 'complete', { tasksDone: 1 });
     this.observe(record, 'completed');
+    return { ok: true };
+  }
+
+  /**
+   * The common completion in one script (`completeAtOnce.lua`): this replica extends the task's
+   * lease (so it knows the queue), no other report of the task is under way or applied, the
+   * agent holds the task and BullMQ takes the completion. The job is completed, the agent
+   * released and the next task handed out in one round trip. Undefined (nothing changed) when
+   * anything is unusual: the step-by-step path of {@link complete} runs instead.
+   */
+  private async completeAtOnce(agentId: string, msg: TaskComplete): Promise<ReportAck | undefined> {
+    const { agents, keys, leases } = this.options;
+    const held = leases.heldBy(agentId);
+    if (held?.taskId !== msg.taskId || held.token !== msg.token) return undefined;
+    const { taskId, token } = msg;
+    const handle = await this.options.queues.get(held.queue);
+    const job = jobToComplete(handle.queue, taskId, this.options.retention.completed);
+    const bull = moveToCompletedArgs(job, msg.result, token);
+    leases.untrack(agentId, token);
+    const done = await agents.completeAtOnce({
+      taskId,
+      token,
+      bull,
+      // the plain case; any other record (draining, a cooldown, disconnected) is released below
+      release: {
+        agentId,
+        from: 'working',
+        to: 'idle',
+        reason: 'complete',
+        task: taskId,
+        expect: { taskId, token, drainRequested: '', cooldownUntil: '', disconnectedAt: '' },
+        del: TASK_FIELDS,
+        incr: { tasksDone: 1 },
+        idleAddOwn: true,
+        index: { runDeadline: 'remove' },
+        always: {
+          set: [
+            { key: keys.finished(taskId), value: `completed ${token}`, ttlMs: FINISHED_TTL_MS },
+          ],
+        },
+      },
+      claimQueue: held.queue,
+      ackTimeoutMs: this.options.ackTimeoutMs,
+      lockMs: this.options.leaseMs,
+    });
+    if (done.status === 'slow') return undefined;
+    if (done.result.ok) {
+      if (done.step) this.options.onClaimed(done.step);
+      // the freed agent stays idle when the claim took another one, or none
+      if (done.step?.claim.agentId !== agentId) this.options.onAgentIdle(done.queues);
+    } else {
+      // completed, but the record is not the plain one the release expected: read it again
+      await this.release(agentId, taskId, token, 'complete', { tasksDone: 1 });
+    }
+    this.observe({ taskQueue: held.queue, startedAt: done.startedAt }, 'completed');
+    this.options.metrics.completionsAtOnce.inc({ queue: held.queue });
     return { ok: true };
   }
 
@@ -515,7 +567,7 @@ export class AssignmentService {
 
   /** Counts an applied report (on this replica only: each report is applied once). */
   private observe(
-    record: AgentRecord,
+    record: Pick<AgentRecord, 'taskQueue' | 'startedAt'>,
     outcome: 'completed' | 'requeued' | 'cancelled' | 'failed' | 'retried',
   ): void {
     const { metrics, agents } = this.options;

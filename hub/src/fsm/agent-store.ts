@@ -90,6 +90,8 @@ export interface TransitionRequest {
   incr?: Record<string, number>;
   /** Queues whose idle index gains (scored now) or loses the agent. */
   idleAdd?: readonly string[];
+  /** The idle index of every queue of the record's own `queues` gains the agent (scored now). */
+  idleAddOwn?: boolean;
   idleRemove?: readonly string[];
   index?: IndexOps;
   /** Task id recorded on the event. */
@@ -229,6 +231,64 @@ export class AgentStore {
   }
 
   /**
+   * A completion in one script (`completeAtOnce.lua`) when nothing about it is unusual: BullMQ's
+   * `moveToFinished` (its keys and ARGV as BullMQ builds them: `bull`), then `release` (a
+   * transition the caller builds for the plain case, working → idle), then, when the agent is
+   * idle, the next dispatch step for the task's queue. `slow`: nothing changed, the caller takes
+   * the step-by-step path.
+   */
+  async completeAtOnce(options: {
+    taskId: string;
+    token: string;
+    bull: { keys: readonly string[]; args: ReadonlyArray<string | number | Buffer> };
+    release: TransitionRequest;
+    claimQueue: string;
+    ackTimeoutMs: number;
+    lockMs: number;
+  }): Promise<
+    | { status: 'slow' }
+    | {
+        status: 'completed';
+        startedAt: number | undefined;
+        queues: string[];
+        result: TransitionResult;
+        step: ClaimStep | undefined;
+      }
+  > {
+    const { taskId, token, bull } = options;
+    const release = this.transitionCall(options.release);
+    const claim = this.claimAndFetchCall(options.claimQueue, options.ackTimeoutMs, options.lockMs);
+    const reply = await this.scripts.completeAtOnce(
+      [
+        this.keys.agent(options.release.agentId),
+        this.keys.reporting(taskId),
+        this.keys.finished(taskId),
+        ...bull.keys,
+        ...release.keys,
+        ...claim.keys,
+      ],
+      [
+        taskId,
+        token,
+        release.keys.length,
+        bull.args.length,
+        ...bull.args,
+        release.spec,
+        ...claim.args,
+      ],
+    );
+    if (reply[0] === 'slow') return { status: 'slow' };
+    const [, startedAt, queues, transitionReply, claimed] = reply;
+    return {
+      status: 'completed',
+      startedAt: startedAt === '' ? undefined : Number(startedAt),
+      queues: queues.split(',').filter(Boolean),
+      result: transitionResult(transitionReply),
+      step: claimStepFrom(claimed),
+    };
+  }
+
+  /**
    * A whole dispatch step in one script (`claimAndFetch.lua`): {@link claimIdle}, then BullMQ's
    * fetch of the next job of the claim's queue locked with the assignment token for `lockMs`,
    * then the task recorded on the agent.
@@ -300,6 +360,7 @@ export class AgentStore {
       now: String(now),
       maxEvents: this.maxEvents,
       ...(absent.length > 0 ? { absent } : {}),
+      ...(request.idleAddOwn ? { idleAddOwn: this.keys.idlePrefix } : {}),
       ...(kset.length > 0 ? { kset } : {}),
       ...(kdelIf.length > 0 ? { kdelIf } : {}),
     };

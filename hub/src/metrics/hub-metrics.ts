@@ -22,6 +22,13 @@ export class HubMetrics {
     registers: [this.registry],
   });
 
+  readonly completionsAtOnce = new Counter({
+    name: 'agentcom_completions_at_once_total',
+    help: 'Of the completions: those applied in one script with the next dispatch step (the rest went step by step)',
+    labelNames: ['queue'] as const,
+    registers: [this.registry],
+  });
+
   readonly tasksFailed = new Counter({
     name: 'agentcom_tasks_failed_total',
     help: 'Failed attempts applied by this replica. outcome: retried (runs again), failed (final), cancelled, requeued (rate limit: back to wait, no attempt used)',

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Redis } from 'ioredis';
 import { moveToActive as bullMoveToActive } from 'bullmq/dist/cjs/scripts/moveToActive-11.js';
+import { moveToFinished as bullMoveToFinished } from 'bullmq/dist/cjs/scripts/moveToFinished-14.js';
 
 /**
  * Loads agentcom's Lua scripts (one per atomic operation, in `src/redis/lua/`, each with a
@@ -20,6 +21,7 @@ export const SCRIPT_NAMES = [
   'delIfEquals',
   'transitionThenClaim',
   'claimAndFetch',
+  'completeAtOnce',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -33,11 +35,13 @@ function localFunction(name: string, source: string): string {
 }
 
 /**
- * BullMQ's own `moveToActive` script, as the installed bullmq package ships it (includes
- * resolved): `claimAndFetch` runs it inside the same script as the claim. bullmq is pinned to an
- * exact version; `agent-scripts.int.test.ts` checks the composed fetch against BullMQ's Worker.
+ * BullMQ's own `moveToActive` and `moveToFinished` scripts, as the installed bullmq package ships
+ * them (includes resolved): `claimAndFetch` and `completeAtOnce` run them inside the same script
+ * as agentcom's own steps. bullmq is pinned to an exact version; `agent-scripts.int.test.ts`
+ * checks the composed scripts against BullMQ's own reading of the queue.
  */
 export const BULL_MOVE_TO_ACTIVE: string = bullMoveToActive.content;
+export const BULL_MOVE_TO_FINISHED: string = bullMoveToFinished.content;
 
 /**
  * The source of a script as Redis runs it: `claimAndFetch` is composed of `claimIdle` and
@@ -48,6 +52,14 @@ export function scriptSource(name: ScriptName): string {
     return (
       localFunction('claimIdle', readScript('claimIdle')) +
       localFunction('moveToActive', BULL_MOVE_TO_ACTIVE) +
+      readScript(name)
+    );
+  }
+  if (name === 'completeAtOnce') {
+    return (
+      localFunction('transition', readScript('transition')) +
+      localFunction('claimAndFetch', scriptSource('claimAndFetch')) +
+      localFunction('moveToFinished', BULL_MOVE_TO_FINISHED) +
       readScript(name)
     );
   }
@@ -71,6 +83,9 @@ export type ClaimAndFetchReply =
   | [string, number, string, string, string, 'claimed', null]
   | null;
 export type AcceptReply = [1 | 2, number, string] | [0, string];
+/** See `completeAtOnce.lua`. */
+export type CompleteAtOnceReply =
+  ['slow'] | ['completed', string, string, TransitionReply, ClaimAndFetchReply];
 export type BeginReportReply =
   ['busy'] | ['superseded', string] | ['duplicate', string[]] | ['ok', string[], string, string];
 
@@ -95,9 +110,13 @@ export interface AgentScripts {
     claimKeys: [string, string, string],
     claimArgs: (string | number)[],
   ): Promise<[TransitionReply, ClaimAndFetchReply]>;
+  completeAtOnce(
+    keys: string[],
+    args: ReadonlyArray<string | number | Buffer>,
+  ): Promise<CompleteAtOnceReply>;
 }
 
-type Command<R> = (...args: (string | number)[]) => Promise<R>;
+type Command<R> = (...args: (string | number | Buffer)[]) => Promise<R>;
 
 /** Registers every script on `client`; its commands then work in pipelines too. */
 export function registerScripts(client: Redis): AgentScripts {
@@ -120,6 +139,7 @@ export function registerScripts(client: Redis): AgentScripts {
   const delIfEquals = define<number>('delIfEquals', 1);
   const claimAndFetch = define<ClaimAndFetchReply>('claimAndFetch', 3);
   const transitionThenClaim = define<[TransitionReply, ClaimAndFetchReply]>('transitionThenClaim');
+  const completeAtOnce = define<CompleteAtOnceReply>('completeAtOnce');
   return {
     transition: (keys, spec) => transition(keys.length, ...keys, spec),
     claimIdle: (keys, args) => claimIdle(...keys, ...args),
@@ -129,6 +149,7 @@ export function registerScripts(client: Redis): AgentScripts {
     heartbeats: (agentKeys, args) => heartbeats(agentKeys.length, ...agentKeys, ...args),
     delIfEquals: (key, value) => delIfEquals(key, value),
     claimAndFetch: (keys, args) => claimAndFetch(...keys, ...args),
+    completeAtOnce: (keys, args) => completeAtOnce(keys.length, ...keys, ...args),
     transitionThenClaim: (transitionKeys, spec, claimKeys, claimArgs) =>
       transitionThenClaim(
         transitionKeys.length + claimKeys.length,

@@ -2,3 +2,6 @@
 declare module 'bullmq/dist/cjs/scripts/moveToActive-11.js' {
   export const moveToActive: { name: string; content: string; keys: number };
 }
+declare module 'bullmq/dist/cjs/scripts/moveToFinished-14.js' {
+  export const moveToFinished: { name: string; content: string; keys: number };
+}

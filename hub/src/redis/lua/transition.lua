@@ -23,6 +23,8 @@
     kset      [ [keyIndex, value, ttlMs] ]  SET KEYS[keyIndex] value PX ttlMs   } applied first,
     kdelIf    [ [keyIndex, value] ]  DEL KEYS[keyIndex] if it holds value       } whatever the
                                                                                   outcome
+    idleAddOwn  idle key prefix: ZADD (score now) the idle set of each queue of the record's
+              own `queues` field (for a caller that does not know them: `completeAtOnce`)
 
   Returns:
     { 1, version }                              applied
@@ -95,6 +97,11 @@ for _, index in ipairs(spec.zrem or {}) do
 end
 for _, entry in ipairs(spec.zadd or {}) do
   redis.call("ZADD", KEYS[entry[1]], entry[2], spec.agentId)
+end
+if spec.idleAddOwn then
+  for q in string.gmatch(redis.call("HGET", agentKey, "queues") or "", "[^,]+") do
+    redis.call("ZADD", spec.idleAddOwn .. q, spec.now, spec.agentId)
+  end
 end
 
 local newState = (spec.set and spec.set.state) or state

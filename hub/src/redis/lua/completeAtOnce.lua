@@ -1,0 +1,75 @@
+--[[
+  completeAtOnce: a completion in one call, when nothing about it is unusual. Checks that no other
+  report of the task is being applied or was applied, and that the agent holds the task under the
+  token; then BullMQ's own `moveToFinished` completes the job (its lock checked against the
+  token); then the agent's release (a transition spec built by the caller: working -> idle, the
+  finished marker written whatever the outcome); then, when the agent is idle, the next dispatch
+  step (`claimAndFetch`). Being one script, it needs neither the report lock nor the completion
+  intent of the step-by-step path, which takes over whenever anything is unusual:
+  - `slow`: another report holds the lock or was applied, the agent does not hold the task, or
+    BullMQ refused the completion (the lock is gone or another's). Nothing was changed.
+  - `completed` with a transition reply other than applied: the job is completed and the marker
+    written, but the record is not the plain `working` one the spec expects (draining, a
+    cooldown, disconnected): the caller releases the agent from a fresh read.
+
+  This file is the body of a script that scripts.ts composes: `transition.lua`,
+  `claimAndFetch` and BullMQ's `moveToFinished` come first, each as a local function of
+  (KEYS, ARGV).
+
+  KEYS[1]               agent hash
+  KEYS[2]               the task's report lock
+  KEYS[3]               the task's finished marker
+  KEYS[4..17]           moveToFinished's 14 keys
+  KEYS[18..17+n]        the transition's keys
+  KEYS[18+n..20+n]      claimAndFetch's keys
+
+  ARGV[1]               task id
+  ARGV[2]               token
+  ARGV[3]               n
+  ARGV[4]               b: how many ARGV moveToFinished takes
+  ARGV[5..4+b]          moveToFinished's ARGV
+  ARGV[5+b]             the transition's spec
+  ARGV[6+b..]           claimAndFetch's ARGV (its queue: the task's)
+
+  Returns:
+    { "slow" }                                                           nothing changed
+    { "completed", startedAt, queues, transition reply, claim reply or false }
+]]
+if redis.call("EXISTS", KEYS[2]) == 1 or redis.call("EXISTS", KEYS[3]) == 1 then
+  return { "slow" }
+end
+local held = redis.call("HMGET", KEYS[1], "state", "taskId", "token", "startedAt", "queues")
+if (held[1] ~= "working" and held[1] ~= "assigned") or held[2] ~= ARGV[1]
+    or held[3] ~= ARGV[2] then
+  return { "slow" }
+end
+
+local n, b = tonumber(ARGV[3]), tonumber(ARGV[4])
+local bullKeys, bullArgs, transitionKeys, claimKeys, claimArgs = {}, {}, {}, {}, {}
+for i = 4, 17 do
+  bullKeys[#bullKeys + 1] = KEYS[i]
+end
+for i = 18, 17 + n do
+  transitionKeys[#transitionKeys + 1] = KEYS[i]
+end
+for i = 18 + n, #KEYS do
+  claimKeys[#claimKeys + 1] = KEYS[i]
+end
+for i = 5, 4 + b do
+  bullArgs[#bullArgs + 1] = ARGV[i]
+end
+for i = 6 + b, #ARGV do
+  claimArgs[#claimArgs + 1] = ARGV[i]
+end
+
+local finished = moveToFinished(bullKeys, bullArgs)
+if type(finished) == "number" and finished < 0 then
+  return { "slow" }
+end
+
+local startedAt, queues = held[4] or "", held[5] or ""
+local applied = transition(transitionKeys, { ARGV[5 + b] })
+if applied[1] ~= 1 then
+  return { "completed", startedAt, queues, applied, false }
+end
+return { "completed", startedAt, queues, applied, claimAndFetch(claimKeys, claimArgs) or false }
