@@ -200,12 +200,8 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     adminKey: config.adminKey,
     hubId: config.hubId,
     logger,
-    // a blocking XREAD connection: not auto-pipelined like the command connection it copies
-    blockingRedis: () =>
-      redis.command.duplicate({
-        connectionName: 'agentcom:ui-events',
-        enableAutoPipelining: false,
-      }),
+    // a connection of its own for the blocking XREAD
+    blockingRedis: () => redis.command.duplicate({ connectionName: 'agentcom:ui-events' }),
     queueCounts: async () =>
       Object.fromEntries(
         (await summarizeQueues({ redis: redis.command, keys, queues })).map((q) => [

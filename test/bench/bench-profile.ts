@@ -16,6 +16,8 @@ const WARMUP = QUICK ? 200 : 1000;
 const AGENTS = 100;
 const REPLICAS = 3;
 const INFLIGHT = 48;
+/** `BENCH_BATCH=50`: submit with POST /v1/tasks/batch (4 in flight), to profile the dispatch path alone. */
+const BATCH = process.env.BENCH_BATCH ? Number(process.env.BENCH_BATCH) : undefined;
 const PROFILE_DIR = join(BENCH_DIR, 'prof');
 
 runBench('profile', 'Hub CPU profile', QUICK ? 150_000 : 900_000, async () => {
@@ -43,7 +45,7 @@ runBench('profile', 'Hub CPU profile', QUICK ? 150_000 : 900_000, async () => {
         redis,
         tasks: TASKS,
         warmup: WARMUP,
-        inflight: INFLIGHT,
+        ...(BATCH !== undefined ? { inflight: 4, batch: BATCH } : { inflight: INFLIGHT }),
         before: async () => {
           from = now();
         },
