@@ -395,6 +395,27 @@ A second pass (this session's profile and command counts) changed:
   profile of an idle replica had ioredis and write syscalls at 40% of its busy time);
 - the latency benchmark polls a sample of 1 task in 10 for "completed visible": polling every
   task loaded the replica it polled enough to triple the assignment p99 it measured alongside.
+
+A third pass (the profile of the second: BullMQ's fetch and completion, each its own round trip
+with its own JS around it, and the HTTP path were the largest items) changed:
+
+- a dispatch step is one script, \`claimAndFetch\`: the claim, BullMQ's own \`moveToActive\` (its
+  script text from the pinned bullmq package, composed in as a local function) and the task
+  record, where it was claim, fetch, compare-and-set; a report that frees an agent runs the same
+  step in its script;
+- a plain completion is one script, \`completeAtOnce\`: the duplicate and holder checks, BullMQ's
+  own \`moveToFinished\` (arguments from BullMQ's own builder), the agent's release and the next
+  dispatch step, where it was report lock + intent, completion, release. Anything unusual
+  (another report under way, a replay, a draining agent, BullMQ refusing) changes nothing and
+  takes the step-by-step path. Script calls per task: 7.1 → 3.3 (create, accept, complete);
+- the command connection is no longer auto-pipelined: ioredis sends an auto-pipeline from
+  \`setImmediate\`, a turn of the event loop on every dispatch; with 3 calls per task the
+  batching saved less than it cost (201 → assign p50 0.89 → 0.33 ms, p99 5.6 → 2.7 ms; round
+  trips per task 1.2 → 3.5, still under 2× raw; Redis CPU per task +17%);
+- \`POST /v1/tasks/batch\` (up to 500 tasks, one \`addBulk\` per queue) and a throughput run that
+  uses it against raw BullMQ's \`addBulk\`: it shows the dispatch path without one HTTP request
+  per task, which is about a third of a replica's time in the single-POST runs;
+- the admin key's digest is computed once, not per request.
 `;
 
 const METHOD = `## Method
@@ -411,6 +432,8 @@ same Redis, with the job options the hub uses (uuid job id, 3 attempts, the hub'
 - **Throughput**: tasks POSTed by the benchmark process (48 in flight, round-robin over the
   replicas) while the agents work; end to end = first POST → last \`task:complete\` acknowledged.
   Raw: 48 \`Queue.add\` in flight while the worker runs, first add → last \`completed\` event.
+  The batch run: \`POST /v1/tasks/batch\` of 50 tasks, 4 requests in flight; raw: \`Queue.addBulk\`
+  of 50, 4 in flight.
   CPU per task from \`/proc/<pid>/stat\` over the window; each hub's event-loop utilization and
   delay (p99) over the window from a preload (\`test/bench/redis-io-counter.ts\`).
 - **Latency**: POSTs at a steady rate from the load process itself, so the POST, its 201, the
