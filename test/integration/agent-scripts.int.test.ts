@@ -369,11 +369,20 @@ describe('agent Lua scripts against a real redis-server', () => {
         expect(await store.accept('a', id, token)).toMatchObject({ replayed: false });
         return { id, token };
       }
-      const complete = (id: string, token: string, agentToken = token) =>
+      const complete = (
+        id: string,
+        token: string,
+        agentToken = token,
+        removeOnComplete: number | { count: number; age: number } = 100,
+      ) =>
         store.completeAtOnce({
           taskId: id,
           token: agentToken,
-          bull: moveToCompletedArgs(jobToComplete(queue('q1'), id, 100), { ok: 1 }, token),
+          bull: moveToCompletedArgs(
+            jobToComplete(queue('q1'), id, removeOnComplete),
+            { ok: 1 },
+            token,
+          ),
           release: {
             agentId: 'a',
             from: 'working',
@@ -418,6 +427,14 @@ describe('agent Lua scripts against a real redis-server', () => {
           taskId: next.id,
           tasksDone: 1,
         });
+      });
+
+      it("passes BullMQ's packed options through: the retention of completed jobs holds", async () => {
+        const { id, token } = await working();
+        expect(await complete(id, token, token, { count: 0, age: 3600 })).toMatchObject({
+          status: 'completed',
+        });
+        expect(await queue('q1').getJob(id)).toBeUndefined(); // kept: none
       });
 
       it('frees the agent to idle when no job waits', async () => {

@@ -240,7 +240,12 @@ export class AgentStore {
   async completeAtOnce(options: {
     taskId: string;
     token: string;
-    bull: { keys: readonly string[]; args: ReadonlyArray<string | number | Buffer> };
+    /** `packed`: positions (1-based) of `args` sent as JSON, to be msgpack-packed by the script. */
+    bull: {
+      keys: readonly string[];
+      args: ReadonlyArray<string | number>;
+      packed: readonly number[];
+    };
     release: TransitionRequest;
     claimQueue: string;
     ackTimeoutMs: number;
@@ -272,6 +277,7 @@ export class AgentStore {
         token,
         release.keys.length,
         bull.args.length,
+        bull.packed.join(','),
         ...bull.args,
         release.spec,
         ...claim.args,

@@ -112,11 +112,11 @@ export interface AgentScripts {
   ): Promise<[TransitionReply, ClaimAndFetchReply]>;
   completeAtOnce(
     keys: string[],
-    args: ReadonlyArray<string | number | Buffer>,
+    args: ReadonlyArray<string | number>,
   ): Promise<CompleteAtOnceReply>;
 }
 
-type Command<R> = (...args: (string | number | Buffer)[]) => Promise<R>;
+type Command<R> = (...args: (string | number)[]) => Promise<R>;
 
 /** Registers every script on `client`; its commands then work in pipelines too. */
 export function registerScripts(client: Redis): AgentScripts {
