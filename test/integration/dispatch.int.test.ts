@@ -317,6 +317,36 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     }
   });
 
+  it('cancels a task whose cancel was asked while it ran, when a dispatch step fetches it again', async () => {
+    const queue = newQueue();
+    const first = await register(hubA.url, queue);
+    const assigned = first.nextAssignment();
+    const id = await createTask(hubA.url, { queue, payload: {} });
+    const msg = await assigned;
+    await first.accept(msg);
+    const cancel = await api(hubA.url, 'POST', `/v1/tasks/${id}/cancel`, { reason: 'stop' });
+    expect(cancel.status).toBe(202);
+    first.close();
+    // the job comes back to wait, as after a lost lease, with the cancel request still there
+    const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const bull = new Queue(queue, { connection, prefix: hubA.keys.bullPrefix });
+    try {
+      await (await bull.getJob(id))?.moveToWait(msg.token);
+    } finally {
+      await bull.close();
+      await connection.quit();
+    }
+    // the next step fetches it (claimAndFetch leaves it unrecorded) and fails it as cancelled
+    const second = await register(hubB.url, queue);
+    const task = await taskInState(hubA.url, id, 'cancelled');
+    expect(task.error).toContain('stop');
+    expect(second.assignments).toHaveLength(0);
+    // the claimed agent is free again and takes the next task
+    const next = second.nextAssignment();
+    const nextId = await createTask(hubA.url, { queue, payload: {} });
+    expect((await next).task.id).toBe(nextId);
+  });
+
   it("a stopped dispatcher puts back the job a report's dispatch step fetched and frees the agent", async () => {
     const prefix = `d${randomBytes(3).toString('hex')}`;
     const hub = await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix, HUB_ID: 'hub-e' });
