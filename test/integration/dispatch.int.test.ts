@@ -41,6 +41,16 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     expect(created.status).toBe(201);
     return created.body.id;
   };
+  /** A new agent of a new queue on `agentHub`, working on a task created through `createHub`. */
+  const workingOnTask = async (agentHub: string, createHub = agentHub, payload: unknown = {}) => {
+    const queue = newQueue();
+    const agent = await register(agentHub, queue);
+    const assigned = agent.nextAssignment();
+    const id = await createTask(createHub, { queue, payload });
+    const msg = await assigned;
+    await agent.accept(msg);
+    return { queue, agent, id, msg };
+  };
   const getTask = async (hubUrl: string, id: string): Promise<TaskView> =>
     (await api<TaskView>(hubUrl, 'GET', `/v1/tasks/${id}`)).body;
   const taskInState = (hubUrl: string, id: string, state: TaskView['state']) =>
@@ -84,12 +94,7 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
   });
 
   it('rejects a superseded token without changing anything and acknowledges a replayed completion once', async () => {
-    const queue = newQueue();
-    const agent = await register(hubA.url, queue);
-    const assigned = agent.nextAssignment();
-    const id = await createTask(hubA.url, { queue, payload: {} });
-    const msg = await assigned;
-    await agent.accept(msg);
+    const { agent, id, msg } = await workingOnTask(hubA.url);
     const stale = await agent.send('task:complete', {
       taskId: id,
       token: `${agent.agentId}:not-the-token`,
@@ -115,6 +120,24 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
       `/v1/agents/${agent.agentId}`,
     );
     expect(agentView.body).toMatchObject({ tasksDone: 1, state: 'idle' });
+  });
+
+  it('completes the task of an agent asked to drain while it worked, and leaves the agent draining', async () => {
+    const { queue, agent, id, msg } = await workingOnTask(hubA.url);
+    const drained = await api(hubB.url, 'POST', `/v1/agents/${agent.agentId}/drain`);
+    expect(drained.status).toBe(200);
+    const waiting = await createTask(hubA.url, { queue, payload: 'not for a draining agent' });
+    // completeAtOnce completes the job, then finds the record not the plain one: released anew
+    expect(await agent.complete(msg, 'done')).toEqual({ ok: true });
+    expect(await getTask(hubB.url, id)).toMatchObject({ state: 'completed', result: 'done' });
+    const view = await api<{ state: string; tasksDone: number }>(
+      hubA.url,
+      'GET',
+      `/v1/agents/${agent.agentId}`,
+    );
+    expect(view.body).toMatchObject({ state: 'draining', tasksDone: 1 });
+    expect((await getTask(hubA.url, waiting)).state).toBe('waiting');
+    expect(agent.assignments).toHaveLength(1);
   });
 
   it('retries a failing task with backoff up to its attempts, then fails it with the handler error', async () => {
@@ -147,13 +170,9 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
   });
 
   it('resumes a task when the agent reconnects to another replica within the lease', async () => {
-    const queue = newQueue();
-    let agent = await register(hubA.url, queue);
-    const assigned = agent.nextAssignment();
-    const id = await createTask(hubA.url, { queue, payload: {} });
-    const msg = await assigned;
-    await agent.accept(msg);
-    agent = await agent.reconnectTo(hubB.url);
+    const working = await workingOnTask(hubA.url);
+    const { id, msg } = working;
+    const agent = await working.agent.reconnectTo(hubB.url);
     agents.push(agent);
     expect(await agent.send('agent:heartbeat', { taskId: id, token: msg.token })).toEqual({
       ok: true,
@@ -270,12 +289,7 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
   });
 
   it("puts a task back when the working agent's heartbeats twice in a row name no task", async () => {
-    const queue = newQueue();
-    const agent = await register(hubA.url, queue);
-    const first = agent.nextAssignment();
-    const id = await createTask(hubB.url, { queue, payload: {} });
-    const assignment = await first;
-    await agent.accept(assignment);
+    const { agent, id, msg: assignment } = await workingOnTask(hubA.url, hubB.url);
     // the sidecar gave the task up without telling (its accept looked unanswered, say)
     expect(await agent.send('agent:heartbeat', {})).toMatchObject({ ok: true, state: 'working' });
     expect((await getTask(hubA.url, id)).state).toBe('running'); // one such heartbeat: no action
@@ -318,12 +332,7 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
   });
 
   it('cancels a task whose cancel was asked while it ran, when a dispatch step fetches it again', async () => {
-    const queue = newQueue();
-    const first = await register(hubA.url, queue);
-    const assigned = first.nextAssignment();
-    const id = await createTask(hubA.url, { queue, payload: {} });
-    const msg = await assigned;
-    await first.accept(msg);
+    const { queue, agent: first, id, msg } = await workingOnTask(hubA.url);
     const cancel = await api(hubA.url, 'POST', `/v1/tasks/${id}/cancel`, { reason: 'stop' });
     expect(cancel.status).toBe(202);
     first.close();

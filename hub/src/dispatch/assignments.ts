@@ -38,6 +38,11 @@ const REPORT_LOCK_TTL_MS = 5_000;
  */
 const REPORT_LOCK_WAIT_MS = 7_000;
 
+/** The finished marker of an applied report, `<outcome> <token>` (see `beginReport.lua`). */
+function finishedMarker(outcome: 'completed' | 'failed', token: string): string {
+  return `${outcome} ${token}`;
+}
+
 /**
  * The queue named by a completion's intent (`completing <token> <queue>`, see
  * `beginReport.lua`) when the intent is `token`'s; undefined otherwise.
@@ -203,7 +208,11 @@ export class AssignmentService {
         index: { runDeadline: 'remove' },
         always: {
           set: [
-            { key: keys.finished(taskId), value: `completed ${token}`, ttlMs: FINISHED_TTL_MS },
+            {
+              key: keys.finished(taskId),
+              value: finishedMarker('completed', token),
+              ttlMs: FINISHED_TTL_MS,
+            },
           ],
         },
       },
@@ -354,7 +363,13 @@ export class AssignmentService {
     const { keys } = this.options;
     const taskId = record.taskId ?? '';
     const always = {
-      set: [{ key: keys.finished(taskId), value: `${outcome} ${token}`, ttlMs: FINISHED_TTL_MS }],
+      set: [
+        {
+          key: keys.finished(taskId),
+          value: finishedMarker(outcome, token),
+          ttlMs: FINISHED_TTL_MS,
+        },
+      ],
       delIf: [{ key: keys.reporting(taskId), value: lockId }],
     };
     const done = await this.releaseRecord(record, reason, incr, cooldownUntil, always, true);
@@ -379,7 +394,12 @@ export class AssignmentService {
     const job = await handle.queue.getJob(taskId);
     if ((await job?.getState()) !== 'completed') return false;
     const { redis, keys } = this.options;
-    await redis.set(keys.finished(taskId), `completed ${token}`, 'PX', FINISHED_TTL_MS);
+    await redis.set(
+      keys.finished(taskId),
+      finishedMarker('completed', token),
+      'PX',
+      FINISHED_TTL_MS,
+    );
     return true;
   }
 

@@ -153,12 +153,7 @@ export class Dispatcher {
 
   /** A stopping replica's step: the job it fetched goes back to wait, the agent to idle. */
   private async putBack(step: ClaimStep): Promise<void> {
-    const jobId =
-      step.outcome === 'assigned'
-        ? step.job.id
-        : step.outcome === 'fetched'
-          ? step.jobId
-          : undefined;
+    const jobId = fetchedJobId(step);
     if (jobId !== undefined) {
       // fenced by the token: a job that moved on meanwhile stays where it is
       const job = await this.jobOf(step.claim.queue, jobId);
@@ -292,6 +287,13 @@ export class Dispatcher {
       this.options.metrics.dispatchLatency.observe({ queue }, latencyMs / 1000);
     }
   }
+}
+
+/** The job a dispatch step fetched, if any. */
+function fetchedJobId(step: ClaimStep): string | undefined {
+  if (step.outcome === 'assigned') return step.job.id;
+  if (step.outcome === 'fetched') return step.jobId;
+  return undefined;
 }
 
 /** What `task:assign` and the metrics need of a job. */

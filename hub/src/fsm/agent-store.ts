@@ -314,7 +314,7 @@ export class AgentStore {
     lockMs: number,
   ): { keys: [string, string, string]; args: (string | number)[] } {
     const { keys, args } = this.claimCall(queue, ackTimeoutMs);
-    return { keys, args: [...args, lockMs, this.keys.cancelRequested('')] };
+    return { keys, args: [...args, lockMs, this.keys.cancelRequestedPrefix] };
   }
 
   /** The keys and spec of a transition script call; throws on an illegal transition. */

@@ -64,7 +64,12 @@ export class RedisKeys {
 
   /** String (TTL): an operator asked to cancel this running task; value = reason. */
   cancelRequested(taskId: string): string {
-    return `${this.root}:cancel-requested:${taskId}`;
+    return `${this.cancelRequestedPrefix}${taskId}`;
+  }
+
+  /** `cancelRequested(id)` = this + id, for Lua scripts that look the key up by task id. */
+  get cancelRequestedPrefix(): string {
+    return `${this.root}:cancel-requested:`;
   }
 
   /** String (TTL): JSON of a task cancelled while waiting or delayed (its job was removed). */

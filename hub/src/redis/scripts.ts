@@ -44,33 +44,30 @@ export const BULL_MOVE_TO_ACTIVE: string = bullMoveToActive.content;
 export const BULL_MOVE_TO_FINISHED: string = bullMoveToFinished.content;
 
 /**
- * The source of a script as Redis runs it: `claimAndFetch` is composed of `claimIdle` and
- * BullMQ's `moveToActive`; `transitionThenClaim` of `transition` and `claimAndFetch`.
+ * Scripts composed of others: the local functions (name, source) that come before the script's
+ * own body. `claimAndFetch` is `claimIdle` and BullMQ's `moveToActive`; `transitionThenClaim` and
+ * `completeAtOnce` build on `transition` and `claimAndFetch`.
  */
+const COMPOSED: Partial<Record<ScriptName, ReadonlyArray<readonly [string, () => string]>>> = {
+  claimAndFetch: [
+    ['claimIdle', () => readScript('claimIdle')],
+    ['moveToActive', () => BULL_MOVE_TO_ACTIVE],
+  ],
+  transitionThenClaim: [
+    ['transition', () => readScript('transition')],
+    ['claimAndFetch', () => scriptSource('claimAndFetch')],
+  ],
+  completeAtOnce: [
+    ['transition', () => readScript('transition')],
+    ['claimAndFetch', () => scriptSource('claimAndFetch')],
+    ['moveToFinished', () => BULL_MOVE_TO_FINISHED],
+  ],
+};
+
+/** The source of a script as Redis runs it (composed scripts: their parts first). */
 export function scriptSource(name: ScriptName): string {
-  if (name === 'claimAndFetch') {
-    return (
-      localFunction('claimIdle', readScript('claimIdle')) +
-      localFunction('moveToActive', BULL_MOVE_TO_ACTIVE) +
-      readScript(name)
-    );
-  }
-  if (name === 'completeAtOnce') {
-    return (
-      localFunction('transition', readScript('transition')) +
-      localFunction('claimAndFetch', scriptSource('claimAndFetch')) +
-      localFunction('moveToFinished', BULL_MOVE_TO_FINISHED) +
-      readScript(name)
-    );
-  }
-  if (name === 'transitionThenClaim') {
-    return (
-      localFunction('transition', readScript('transition')) +
-      localFunction('claimAndFetch', scriptSource('claimAndFetch')) +
-      readScript(name)
-    );
-  }
-  return readScript(name);
+  const parts = (COMPOSED[name] ?? []).map(([fn, source]) => localFunction(fn, source()));
+  return parts.join('') + readScript(name);
 }
 
 /** Raw replies as Redis returns them. */
