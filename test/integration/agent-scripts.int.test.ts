@@ -33,7 +33,13 @@ describe('agent Lua scripts against a real redis-server', () => {
     });
   });
 
-  async function idleAgent(agentId: string, queues: string[], at: number): Promise<void> {
+  /** `hubId`: the replica holding the agent's socket (none recorded when omitted). */
+  async function idleAgent(
+    agentId: string,
+    queues: string[],
+    at: number,
+    hubId?: string,
+  ): Promise<void> {
     await store.register(agentId, 'h'.repeat(64));
     clock = at;
     const result = await store.transition({
@@ -41,7 +47,7 @@ describe('agent Lua scripts against a real redis-server', () => {
       from: 'offline',
       to: 'idle',
       reason: 'connect',
-      set: { queues: queues.join(','), socketId: `s-${agentId}` },
+      set: { queues: queues.join(','), socketId: `s-${agentId}`, ...(hubId ? { hubId } : {}) },
       idleAdd: queues,
     });
     expect(result.ok).toBe(true);
@@ -260,6 +266,29 @@ describe('agent Lua scripts against a real redis-server', () => {
       expect(new Set(claims.map((c) => c?.token)).size).toBe(11);
     });
 
+    it('prefers an agent connected to its own replica among the 8 longest-idle', async () => {
+      await idleAgent('remote1', ['q1'], 100, 'hub-b');
+      await idleAgent('remote2', ['q1'], 200, 'hub-b');
+      await idleAgent('local', ['q1'], 300, 'hub-a');
+      await idleAgent('local2', ['q1'], 400, 'hub-a');
+      await queue('q1').add('task', {});
+      await queue('q1').add('task', {});
+      await queue('q1').add('task', {});
+      clock = 1000;
+      expect((await store.claimIdle('q1', 500))?.agentId).toBe('local');
+      expect((await store.claimIdle('q1', 500))?.agentId).toBe('local2');
+      // no local agent left: the longest-idle one, wherever it is connected
+      expect((await store.claimIdle('q1', 500))?.agentId).toBe('remote1');
+    });
+
+    it('takes the longest-idle agent when no local one is among the 8 longest-idle', async () => {
+      for (let i = 0; i < 8; i++) await idleAgent(`remote${i}`, ['q1'], 100 + i, 'hub-b');
+      await idleAgent('local', ['q1'], 200, 'hub-a');
+      await queue('q1').add('task', {});
+      clock = 1000;
+      expect((await store.claimIdle('q1', 500))?.agentId).toBe('remote0');
+    });
+
     it('finds the active job fetched with a claim token by its lock', async () => {
       await idleAgent('a', ['q1'], 100);
       const added = await queue('q1').add('task', {});
@@ -330,6 +359,29 @@ describe('agent Lua scripts against a real redis-server', () => {
         }
         expect(ids).toEqual([delayed.id, high.id, low.id]);
         expect(await step()).toBeUndefined();
+      });
+
+      it('says whether another step may assign: a runnable job and an idle agent both left', async () => {
+        await idleAgent('a', ['q1'], 100);
+        await idleAgent('b', ['q1'], 200);
+        await idleAgent('c', ['q1'], 300);
+        await queue('q1').add('one', {});
+        await queue('q1').add('two', {});
+        const delayed = await queue('q1').add('later', {}, { delay: 60_000 });
+        clock = Date.now();
+        const more = async () => {
+          const done = await step();
+          if (done?.outcome !== 'assigned') throw new Error(`not assigned: ${done?.outcome}`);
+          return done.more;
+        };
+        expect(await more()).toBe(true); // 'two' waits, b and c idle
+        expect(await more()).toBe(false); // only a delayed job, not due
+        clock = Date.now() + 120_000;
+        const last = await step();
+        expect(last).toMatchObject({ outcome: 'assigned', job: { id: delayed.id }, more: false });
+        await queue('q1').add('three', {});
+        await idleAgent('d', ['q2'], 400);
+        expect(await step()).toBeUndefined(); // nobody idle serves q1: no step assigns
       });
 
       it('leaves a job an operator asked to cancel to the caller, fetched but not recorded', async () => {

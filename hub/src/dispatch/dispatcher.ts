@@ -113,7 +113,10 @@ export class Dispatcher {
     }
   }
 
-  /** One dispatch step; true when a task was assigned (there may be more). */
+  /**
+   * One dispatch step; true when another step may assign too (this one assigned a task and,
+   * when it could tell, saw more work and an idle agent left).
+   */
   async step(queue: string): Promise<boolean> {
     const { agents, ackTimeoutMs, leaseMs } = this.options;
     await this.options.queues.get(queue); // a queue agents serve is known (and listed) from now
@@ -136,12 +139,15 @@ export class Dispatcher {
     this.continuing.add(done);
   }
 
-  /** Pushes a recorded task, or finishes a step the script left to JS; true if assigned. */
+  /**
+   * Pushes a recorded task, or finishes a step the script left to JS; true if another step may
+   * assign too.
+   */
   private async carryOut(step: ClaimStep): Promise<boolean> {
     switch (step.outcome) {
       case 'assigned':
         this.push(step.claim, assignedTask(step.job));
-        return true;
+        return step.more;
       case 'fetched':
         // cancelled or due to fail: handled below, then the claimed agent takes the next job
         return this.fulfil(step.claim, await this.jobOf(step.claim.queue, step.jobId));

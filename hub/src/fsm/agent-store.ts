@@ -40,8 +40,11 @@ export interface FetchedJob {
 
 /** The outcome of a whole dispatch step (`claimAndFetch.lua`). */
 export type ClaimStep =
-  /** The task is recorded on the claimed agent (`claim.version` is after it): push it. */
-  | { outcome: 'assigned'; claim: Claim; job: FetchedJob }
+  /**
+   * The task is recorded on the claimed agent (`claim.version` is after it): push it. `more`: the
+   * step's queue still has a runnable job and an idle agent, so another step may assign too.
+   */
+  | { outcome: 'assigned'; claim: Claim; job: FetchedJob; more: boolean }
   /** Claimed and fetched, not recorded: the job is cancelled or must fail. */
   | { outcome: 'fetched'; claim: Claim; jobId: string }
   /** Claimed, but BullMQ handed out nothing (rate limit, maxed queue): free the agent. */
@@ -547,7 +550,12 @@ function claimStepFrom(reply: ClaimAndFetchReply): ClaimStep | undefined {
   if (!claim) return undefined;
   switch (reply[5]) {
     case 'assigned':
-      return { outcome: 'assigned', claim, job: { id: reply[6], fields: hashFromFlat(reply[7]) } };
+      return {
+        outcome: 'assigned',
+        claim,
+        job: { id: reply[6], fields: hashFromFlat(reply[7]) },
+        more: reply[8] === 1,
+      };
     case 'fetched':
       return { outcome: 'fetched', claim, jobId: reply[6] };
     default:

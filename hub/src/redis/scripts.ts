@@ -75,7 +75,7 @@ export type TransitionReply = [1, number] | [0, string, string, string, number] 
 export type ClaimReply = [string, number, string, string, string] | null;
 /** See `claimAndFetch.lua`. */
 export type ClaimAndFetchReply =
-  | [string, number, string, string, string, 'assigned', string, string[]]
+  | [string, number, string, string, string, 'assigned', string, string[], 0 | 1]
   | [string, number, string, string, string, 'fetched', string]
   | [string, number, string, string, string, 'claimed', null]
   | null;

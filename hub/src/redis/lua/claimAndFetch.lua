@@ -24,9 +24,13 @@
 
   Returns:
     false                                                         nothing claimed
-    { agentId, version, queues, queue, token, "assigned", jobId, job }
+    { agentId, version, queues, queue, token, "assigned", jobId, job, more }
                                                                   recorded; `version` after it;
-                                                                  job = the job hash (flat)
+                                                                  job = the job hash (flat);
+                                                                  more = 1 when ARGV[7]'s queue
+                                                                  has another runnable job and
+                                                                  an idle agent (another step
+                                                                  may assign), else 0
     { agentId, version, queues, queue, token, "fetched", jobId }  claimed and fetched, not recorded
     { agentId, version, queues, queue, token, "claimed", false }  claimed, nothing fetched
 ]]
@@ -81,4 +85,20 @@ redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
   "agent", agentId, "from", "assigned", "to", "assigned",
   "reason", "assign", "task", jobId, "hub", ARGV[5],
   "version", version, "at", ARGV[3])
-return { agentId, version, claim[3], queue, token, "assigned", jobId, job }
+
+-- Is another step worth a round trip? Only with an idle agent left and a job of the step's
+-- queue still runnable (claimIdle's test, pause aside: a paused queue costs one empty step).
+local more = 0
+if redis.call("ZCARD", KEYS[1]) > 0 then
+  local stepBase = ARGV[8] .. ARGV[7] .. ":"
+  if redis.call("LLEN", stepBase .. "wait") > 0
+    or redis.call("ZCARD", stepBase .. "prioritized") > 0 then
+    more = 1
+  else
+    local due = redis.call("ZRANGE", stepBase .. "delayed", 0, 0, "WITHSCORES")
+    if due[2] ~= nil and math.floor(tonumber(due[2]) / 4096) <= tonumber(ARGV[3]) then
+      more = 1
+    end
+  end
+end
+return { agentId, version, claim[3], queue, token, "assigned", jobId, job, more }

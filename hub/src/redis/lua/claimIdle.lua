@@ -1,7 +1,11 @@
 --[[
   claimIdle: when a job of the queue is runnable, take the longest-idle agent serving the queue,
   move it idle -> assigned and pick the first of its queues (in the agent's order) that has a
-  runnable job. The assignment token is recorded on the agent now, before the job is fetched
+  runnable job. Among the LOCAL_SCAN longest-idle agents, one connected to the replica running
+  the step (its record's `hubId` is ARGV[5]) goes first: its `task:assign` then stays in this
+  process instead of crossing the Socket.IO adapter's pub/sub (a publish, and a message every
+  replica reads and decodes). So an agent waits at most behind the LOCAL_SCAN - 1 agents idle
+  longer than it. The assignment token is recorded on the agent now, before the job is fetched
   with it, so a replica that dies between fetch and record leaves a token others can find the
   job by (`findJobByLock`). Stale index entries (agents no longer idle) are removed on the way.
 
@@ -16,7 +20,7 @@
   ARGV[2]  idle key prefix    (idle set of queue q = prefix .. q)
   ARGV[3]  now (ms)
   ARGV[4]  ack deadline (ms)
-  ARGV[5]  hub id (recorded on the event)
+  ARGV[5]  hub id (recorded on the event; the `hubId` of the agents connected to this replica)
   ARGV[6]  approximate cap of the events stream
   ARGV[7]  queue name
   ARGV[8]  BullMQ key prefix  (queue q's keys = prefix .. q .. ":" .. name)
@@ -44,41 +48,56 @@ if not runnable(ARGV[7]) then
   return false
 end
 
+local function claim(agentId, f)
+  local agentKey = ARGV[1] .. agentId
+  local queues = f[2] or ""
+  local chosen = ARGV[7]
+  for q in string.gmatch(queues, "[^,]+") do
+    if q == ARGV[7] or runnable(q) then
+      chosen = q
+      break
+    end
+  end
+  local token = agentId .. ":" .. ARGV[9]
+  local version = tonumber(f[3] or "0") + 1
+  redis.call("HSET", agentKey, "state", "assigned", "assignedAt", ARGV[3],
+    "token", token, "taskQueue", chosen, "version", version)
+  local listed = false
+  for q in string.gmatch(queues, "[^,]+") do
+    redis.call("ZREM", ARGV[2] .. q, agentId)
+    listed = listed or q == ARGV[7]
+  end
+  if not listed then
+    redis.call("ZREM", KEYS[1], agentId)
+  end
+  redis.call("ZADD", KEYS[3], ARGV[4], agentId)
+  redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
+    "agent", agentId, "from", "idle", "to", "assigned",
+    "reason", "claim", "task", "", "hub", ARGV[5],
+    "version", version, "at", ARGV[3], "queue", chosen)
+  return { agentId, version, queues, chosen, token }
+end
+
+local LOCAL_SCAN = 8
+local head = redis.call("ZRANGE", KEYS[1], 0, LOCAL_SCAN - 1)
+if #head > 1 then
+  for _, agentId in ipairs(head) do
+    local f = redis.call("HMGET", ARGV[1] .. agentId, "state", "queues", "version", "hubId")
+    if f[1] == "idle" and f[4] == ARGV[5] then
+      return claim(agentId, f)
+    end
+  end
+end
+
 for _ = 1, 32 do
   local first = redis.call("ZRANGE", KEYS[1], 0, 0)
   local agentId = first[1]
   if not agentId then
     return false
   end
-  local agentKey = ARGV[1] .. agentId
-  local f = redis.call("HMGET", agentKey, "state", "queues", "version")
+  local f = redis.call("HMGET", ARGV[1] .. agentId, "state", "queues", "version")
   if f[1] == "idle" then
-    local queues = f[2] or ""
-    local chosen = ARGV[7]
-    for q in string.gmatch(queues, "[^,]+") do
-      if q == ARGV[7] or runnable(q) then
-        chosen = q
-        break
-      end
-    end
-    local token = agentId .. ":" .. ARGV[9]
-    local version = tonumber(f[3] or "0") + 1
-    redis.call("HSET", agentKey, "state", "assigned", "assignedAt", ARGV[3],
-      "token", token, "taskQueue", chosen, "version", version)
-    local listed = false
-    for q in string.gmatch(queues, "[^,]+") do
-      redis.call("ZREM", ARGV[2] .. q, agentId)
-      listed = listed or q == ARGV[7]
-    end
-    if not listed then
-      redis.call("ZREM", KEYS[1], agentId)
-    end
-    redis.call("ZADD", KEYS[3], ARGV[4], agentId)
-    redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
-      "agent", agentId, "from", "idle", "to", "assigned",
-      "reason", "claim", "task", "", "hub", ARGV[5],
-      "version", version, "at", ARGV[3], "queue", chosen)
-    return { agentId, version, queues, chosen, token }
+    return claim(agentId, f)
   end
   redis.call("ZREM", KEYS[1], agentId)
 end
