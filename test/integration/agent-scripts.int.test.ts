@@ -2,6 +2,7 @@ import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { AgentStore, IllegalTransitionError } from '../../hub/src/fsm/agent-store';
 import { jobToComplete, moveToCompletedArgs } from '../../hub/src/dispatch/bull-completion';
+import { addStandardJob } from '../../hub/src/queues/bull-add';
 import { RedisKeys } from '../../hub/src/redis/keys';
 import { registerScripts } from '../../hub/src/redis/scripts';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
@@ -420,6 +421,78 @@ describe('agent Lua scripts against a real redis-server', () => {
         clock = Date.now();
         expect(await step()).toBeUndefined();
         expect((await store.get('a'))?.state).toBe('idle');
+      });
+    });
+
+    describe('addThenClaim', () => {
+      const opts = (jobId: string, extra: Record<string, unknown> = {}) => ({
+        jobId,
+        attempts: 3,
+        removeOnComplete: { count: 100, age: 3600 },
+        removeOnFail: 50,
+        ...extra,
+      });
+      const addThenClaim = (jobId: string, data: unknown, extra: Record<string, unknown> = {}) => {
+        let step: Awaited<ReturnType<AgentStore['addThenClaim']>>['step'];
+        const id = addStandardJob(queue('q1'), 'task', data, opts(jobId, extra), async (call) => {
+          const reply = await store.addThenClaim(call, {
+            queue: 'q1',
+            ackTimeoutMs: 500,
+            lockMs: 30_000,
+          });
+          step = reply.step;
+          return reply.added;
+        });
+        return id.then((added) => ({ added, step }));
+      };
+
+      it("adds the job as Queue.add does (BullMQ's own reading of it), then hands it out", async () => {
+        const reference = await queue('q1').add('task', { payload: 'x' }, opts('ref-1'));
+        await idleAgent('a', ['q1'], 100);
+        // the reference job is fetched first (FIFO), so take it out of the way
+        clock = Date.now();
+        expect(await store.claimAndFetch('q1', 500, 30_000)).toMatchObject({
+          job: { id: 'ref-1' },
+        });
+        await idleAgent('b', ['q1'], 200);
+        const { added, step } = await addThenClaim('new-1', { payload: 'x' });
+        expect(added).toBe('new-1');
+        expect(step).toMatchObject({
+          outcome: 'assigned',
+          claim: { agentId: 'b' },
+          job: { id: 'new-1' },
+        });
+        const [ref, mine] = await Promise.all([
+          queue('q1').getJob('ref-1'),
+          queue('q1').getJob('new-1'),
+        ]);
+        expect(mine?.data).toEqual(reference.data);
+        expect(mine?.opts).toEqual({ ...ref?.opts, jobId: 'new-1' });
+        expect(mine?.name).toBe('task');
+        expect(await queue('q1').getJobState('new-1')).toBe('active');
+        expect(await redis.get(keys.bullLock('q1', 'new-1'))).toBe(step?.claim.token);
+      });
+
+      it('only adds when no agent is idle; the job waits', async () => {
+        const { added, step } = await addThenClaim('new-2', {});
+        expect(added).toBe('new-2');
+        expect(step).toBeUndefined();
+        expect(await queue('q1').getJobState('new-2')).toBe('waiting');
+      });
+
+      it('answers the earlier id for a duplicate idempotency key and adds nothing', async () => {
+        const dedup = { deduplication: { id: 'key-1', ttl: 60_000 } };
+        expect((await addThenClaim('first', {}, dedup)).added).toBe('first');
+        expect((await addThenClaim('second', {}, dedup)).added).toBe('first');
+        expect(await queue('q1').getJob('second')).toBeUndefined();
+        expect(await queue('q1').getWaitingCount()).toBe(1);
+      });
+
+      it("refuses a job that is not plain (BullMQ's other scripts add those)", async () => {
+        await expect(addThenClaim('late', {}, { delay: 1000 })).rejects.toThrow(/not a plain job/);
+        await expect(addThenClaim('urgent', {}, { priority: 1 })).rejects.toThrow(
+          /not a plain job/,
+        );
       });
     });
 

@@ -9,6 +9,7 @@ import type {
   ClaimReply,
   TransitionReply,
 } from '../redis/scripts';
+import type { BullScriptCall } from '../queues/bull-script-call';
 import { parseAgentRecord, type AgentRecord } from './agent-record';
 import { canTransition, type TransitionReason } from './agent-machine';
 
@@ -244,11 +245,7 @@ export class AgentStore {
     taskId: string;
     token: string;
     /** `packed`: positions (1-based) of `args` sent as JSON, to be msgpack-packed by the script. */
-    bull: {
-      keys: readonly string[];
-      args: ReadonlyArray<string | number>;
-      packed: readonly number[];
-    };
+    bull: BullScriptCall;
     release: TransitionRequest;
     claimQueue: string;
     ackTimeoutMs: number;
@@ -295,6 +292,26 @@ export class AgentStore {
       result: transitionResult(transitionReply),
       step: claimStepFrom(claimed),
     };
+  }
+
+  /**
+   * A new plain job (BullMQ's `addStandardJob`, its keys and ARGV as BullMQ builds them: `bull`)
+   * and, in the same script (`addThenClaim.lua`), a dispatch step for its queue, unless `claim`
+   * is omitted. `added`: what BullMQ's script answered (the job id, or an error code below 0,
+   * when no step ran).
+   */
+  async addThenClaim(
+    bull: BullScriptCall,
+    claim?: { queue: string; ackTimeoutMs: number; lockMs: number },
+  ): Promise<{ added: string | number; step: ClaimStep | undefined }> {
+    const call = claim
+      ? this.claimAndFetchCall(claim.queue, claim.ackTimeoutMs, claim.lockMs)
+      : { keys: [], args: [] };
+    const [added, claimed] = await this.scripts.addThenClaim(
+      [...bull.keys, ...call.keys],
+      [bull.args.length, bull.packed.join(','), ...bull.args, ...call.args],
+    );
+    return { added, step: claimStepFrom(claimed) };
   }
 
   /**

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Redis } from 'ioredis';
+import { addStandardJob as bullAddStandardJob } from 'bullmq/dist/cjs/scripts/addStandardJob-9.js';
 import { moveToActive as bullMoveToActive } from 'bullmq/dist/cjs/scripts/moveToActive-11.js';
 import { moveToFinished as bullMoveToFinished } from 'bullmq/dist/cjs/scripts/moveToFinished-14.js';
 
@@ -22,6 +23,7 @@ export const SCRIPT_NAMES = [
   'transitionThenClaim',
   'claimAndFetch',
   'completeAtOnce',
+  'addThenClaim',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -35,18 +37,20 @@ function localFunction(name: string, source: string): string {
 }
 
 /**
- * BullMQ's own `moveToActive` and `moveToFinished` scripts, as the installed bullmq package ships
- * them (includes resolved): `claimAndFetch` and `completeAtOnce` run them inside the same script
- * as agentcom's own steps. bullmq is pinned to an exact version; `agent-scripts.int.test.ts`
+ * BullMQ's own `moveToActive`, `moveToFinished` and `addStandardJob` scripts, as the installed
+ * bullmq package ships them (includes resolved): `claimAndFetch`, `completeAtOnce` and
+ * `addThenClaim` run them inside the same script as agentcom's own steps. bullmq is pinned to an exact version; `agent-scripts.int.test.ts`
  * checks the composed scripts against BullMQ's own reading of the queue.
  */
 export const BULL_MOVE_TO_ACTIVE: string = bullMoveToActive.content;
 export const BULL_MOVE_TO_FINISHED: string = bullMoveToFinished.content;
+export const BULL_ADD_STANDARD_JOB: string = bullAddStandardJob.content;
 
 /**
  * Scripts composed of others: the local functions (name, source) that come before the script's
  * own body. `claimAndFetch` is `claimIdle` and BullMQ's `moveToActive`; `transitionThenClaim` and
- * `completeAtOnce` build on `transition` and `claimAndFetch`.
+ * `completeAtOnce` build on `transition` and `claimAndFetch`; `addThenClaim` is BullMQ's
+ * `addStandardJob` and `claimAndFetch`.
  */
 const COMPOSED: Partial<Record<ScriptName, ReadonlyArray<readonly [string, () => string]>>> = {
   claimAndFetch: [
@@ -61,6 +65,10 @@ const COMPOSED: Partial<Record<ScriptName, ReadonlyArray<readonly [string, () =>
     ['transition', () => readScript('transition')],
     ['claimAndFetch', () => scriptSource('claimAndFetch')],
     ['moveToFinished', () => BULL_MOVE_TO_FINISHED],
+  ],
+  addThenClaim: [
+    ['claimAndFetch', () => scriptSource('claimAndFetch')],
+    ['addStandardJob', () => BULL_ADD_STANDARD_JOB],
   ],
 };
 
@@ -83,6 +91,8 @@ export type AcceptReply = [1 | 2, number, string] | [0, string];
 /** See `completeAtOnce.lua`. */
 export type CompleteAtOnceReply =
   ['slow'] | ['completed', string, string, TransitionReply, ClaimAndFetchReply];
+/** See `addThenClaim.lua`. */
+export type AddThenClaimReply = [string | number, ClaimAndFetchReply];
 export type BeginReportReply =
   ['busy'] | ['superseded', string] | ['duplicate', string[]] | ['ok', string[], string, string];
 
@@ -111,6 +121,7 @@ export interface AgentScripts {
     keys: string[],
     args: ReadonlyArray<string | number>,
   ): Promise<CompleteAtOnceReply>;
+  addThenClaim(keys: string[], args: ReadonlyArray<string | number>): Promise<AddThenClaimReply>;
 }
 
 type Command<R> = (...args: (string | number)[]) => Promise<R>;
@@ -137,6 +148,7 @@ export function registerScripts(client: Redis): AgentScripts {
   const claimAndFetch = define<ClaimAndFetchReply>('claimAndFetch', 3);
   const transitionThenClaim = define<[TransitionReply, ClaimAndFetchReply]>('transitionThenClaim');
   const completeAtOnce = define<CompleteAtOnceReply>('completeAtOnce');
+  const addThenClaim = define<AddThenClaimReply>('addThenClaim');
   return {
     transition: (keys, spec) => transition(keys.length, ...keys, spec),
     claimIdle: (keys, args) => claimIdle(...keys, ...args),
@@ -147,6 +159,7 @@ export function registerScripts(client: Redis): AgentScripts {
     delIfEquals: (key, value) => delIfEquals(key, value),
     claimAndFetch: (keys, args) => claimAndFetch(...keys, ...args),
     completeAtOnce: (keys, args) => completeAtOnce(keys.length, ...keys, ...args),
+    addThenClaim: (keys, args) => addThenClaim(keys.length, ...keys, ...args),
     transitionThenClaim: (transitionKeys, spec, claimKeys, claimArgs) =>
       transitionThenClaim(
         transitionKeys.length + claimKeys.length,
