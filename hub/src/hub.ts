@@ -132,10 +132,6 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     metrics,
     retention: config.retention,
     onCreated: onQueueWork,
-    addThenDispatch: (queue, call) => {
-      if (!dispatcher) throw new Error('the dispatcher is not started yet');
-      return dispatcher.addThenDispatch(queue, call);
-    },
   });
   const cancellation = new TaskCancellation({ redis: redis.command, keys, tasks, notifier });
   const cluster = new ClusterGauges({

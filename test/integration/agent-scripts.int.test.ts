@@ -2,7 +2,6 @@ import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { AgentStore, IllegalTransitionError } from '../../hub/src/fsm/agent-store';
 import { jobToComplete, moveToCompletedArgs } from '../../hub/src/dispatch/bull-completion';
-import { addStandardJob } from '../../hub/src/queues/bull-add';
 import { RedisKeys } from '../../hub/src/redis/keys';
 import { registerScripts } from '../../hub/src/redis/scripts';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
@@ -320,9 +319,10 @@ describe('agent Lua scripts against a real redis-server', () => {
         const id = added.id ?? '';
         clock = Date.now();
         const done = await step();
+        // one transition (idle -> assigned, with the task) and one event for claim and assignment
         expect(done).toMatchObject({
           outcome: 'assigned',
-          claim: { agentId: 'a', version: 3, queues: ['q1'], queue: 'q1' },
+          claim: { agentId: 'a', version: 2, queues: ['q1'], queue: 'q1' },
           job: { id },
         });
         if (done?.outcome !== 'assigned') throw new Error('not assigned');
@@ -331,7 +331,7 @@ describe('agent Lua scripts against a real redis-server', () => {
         const token = done.claim.token;
         expect(await store.get('a')).toMatchObject({
           state: 'assigned',
-          version: 3,
+          version: 2,
           taskId: id,
           token,
           taskQueue: 'q1',
@@ -341,8 +341,19 @@ describe('agent Lua scripts against a real redis-server', () => {
         expect(await queue('q1').getJobState(id)).toBe('active');
         expect(await redis.zscore(keys.ackDeadlines, 'a')).toBe(String(clock + 500));
         const events = await redis.xrange(keys.events, '-', '+');
-        const reasons = events.map(([, f]) => f[f.indexOf('reason') + 1]);
-        expect(reasons.slice(-2)).toEqual(['claim', 'assign']);
+        const last = Object.fromEntries(
+          (events.at(-1)?.[1] ?? []).flatMap((v, i, a) => (i % 2 ? [] : [[v, a[i + 1]]])),
+        );
+        expect(events.map(([, f]) => f[f.indexOf('reason') + 1])).toEqual(['connect', 'assign']);
+        expect(last).toMatchObject({
+          agent: 'a',
+          from: 'idle',
+          to: 'assigned',
+          reason: 'assign',
+          task: id,
+          version: '2',
+          queue: 'q1',
+        });
       });
 
       it("fetches the way BullMQ's Worker does: highest priority first, due delayed jobs promoted", async () => {
@@ -421,78 +432,6 @@ describe('agent Lua scripts against a real redis-server', () => {
         clock = Date.now();
         expect(await step()).toBeUndefined();
         expect((await store.get('a'))?.state).toBe('idle');
-      });
-    });
-
-    describe('addThenClaim', () => {
-      const opts = (jobId: string, extra: Record<string, unknown> = {}) => ({
-        jobId,
-        attempts: 3,
-        removeOnComplete: { count: 100, age: 3600 },
-        removeOnFail: 50,
-        ...extra,
-      });
-      const addThenClaim = (jobId: string, data: unknown, extra: Record<string, unknown> = {}) => {
-        let step: Awaited<ReturnType<AgentStore['addThenClaim']>>['step'];
-        const id = addStandardJob(queue('q1'), 'task', data, opts(jobId, extra), async (call) => {
-          const reply = await store.addThenClaim(call, {
-            queue: 'q1',
-            ackTimeoutMs: 500,
-            lockMs: 30_000,
-          });
-          step = reply.step;
-          return reply.added;
-        });
-        return id.then((added) => ({ added, step }));
-      };
-
-      it("adds the job as Queue.add does (BullMQ's own reading of it), then hands it out", async () => {
-        const reference = await queue('q1').add('task', { payload: 'x' }, opts('ref-1'));
-        await idleAgent('a', ['q1'], 100);
-        // the reference job is fetched first (FIFO), so take it out of the way
-        clock = Date.now();
-        expect(await store.claimAndFetch('q1', 500, 30_000)).toMatchObject({
-          job: { id: 'ref-1' },
-        });
-        await idleAgent('b', ['q1'], 200);
-        const { added, step } = await addThenClaim('new-1', { payload: 'x' });
-        expect(added).toBe('new-1');
-        expect(step).toMatchObject({
-          outcome: 'assigned',
-          claim: { agentId: 'b' },
-          job: { id: 'new-1' },
-        });
-        const [ref, mine] = await Promise.all([
-          queue('q1').getJob('ref-1'),
-          queue('q1').getJob('new-1'),
-        ]);
-        expect(mine?.data).toEqual(reference.data);
-        expect(mine?.opts).toEqual({ ...ref?.opts, jobId: 'new-1' });
-        expect(mine?.name).toBe('task');
-        expect(await queue('q1').getJobState('new-1')).toBe('active');
-        expect(await redis.get(keys.bullLock('q1', 'new-1'))).toBe(step?.claim.token);
-      });
-
-      it('only adds when no agent is idle; the job waits', async () => {
-        const { added, step } = await addThenClaim('new-2', {});
-        expect(added).toBe('new-2');
-        expect(step).toBeUndefined();
-        expect(await queue('q1').getJobState('new-2')).toBe('waiting');
-      });
-
-      it('answers the earlier id for a duplicate idempotency key and adds nothing', async () => {
-        const dedup = { deduplication: { id: 'key-1', ttl: 60_000 } };
-        expect((await addThenClaim('first', {}, dedup)).added).toBe('first');
-        expect((await addThenClaim('second', {}, dedup)).added).toBe('first');
-        expect(await queue('q1').getJob('second')).toBeUndefined();
-        expect(await queue('q1').getWaitingCount()).toBe(1);
-      });
-
-      it("refuses a job that is not plain (BullMQ's other scripts add those)", async () => {
-        await expect(addThenClaim('late', {}, { delay: 1000 })).rejects.toThrow(/not a plain job/);
-        await expect(addThenClaim('urgent', {}, { priority: 1 })).rejects.toThrow(
-          /not a plain job/,
-        );
       });
     });
 
@@ -644,7 +583,7 @@ describe('agent Lua scripts against a real redis-server', () => {
         expect(result).toEqual({ ok: true, version: 4 });
         expect(step).toMatchObject({
           outcome: 'assigned',
-          claim: { agentId: 'a', version: 6, queue: 'q1' },
+          claim: { agentId: 'a', version: 5, queue: 'q1' },
           job: { id: next.id },
         });
         const token = step?.claim.token;

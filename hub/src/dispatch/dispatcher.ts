@@ -3,7 +3,6 @@ import type { AgentStore, Claim, ClaimStep, FetchedJob } from '../fsm/agent-stor
 import type { RedisKeys } from '../redis/keys';
 import type { Logger } from '../logger';
 import type { HubMetrics } from '../metrics/hub-metrics';
-import type { BullScriptCall } from '../queues/bull-script-call';
 import type { QueueRegistry, TaskData, TaskJob } from '../queues/queue-registry';
 import { CANCELLED_PREFIX } from '../tasks/task-service';
 import { TASK_FIELDS } from './assignments';
@@ -127,23 +126,9 @@ export class Dispatcher {
   }
 
   /**
-   * Adds a plain job and runs a dispatch step for its queue in the same script
-   * (`AgentStore.addThenClaim`): a task created while an agent is idle goes out without a
-   * second round trip. A stopped dispatcher only adds. Answers what BullMQ's `addStandardJob`
-   * answered (see `addStandardJob` in `queues/bull-add.ts`).
-   */
-  async addThenDispatch(queue: string, bull: BullScriptCall): Promise<string | number> {
-    const { agents, ackTimeoutMs, leaseMs } = this.options;
-    const claim = this.stopped ? undefined : { queue, ackTimeoutMs, lockMs: leaseMs };
-    const { added, step } = await agents.addThenClaim(bull, claim);
-    if (step) this.continueClaim(step);
-    return added;
-  }
-
-  /**
-   * The rest of a dispatch step that ran elsewhere (a report that freed an agent, or a new task,
-   * ran the next step in the same script: `AgentStore.transitionThenClaim`, `addThenClaim`);
-   * more steps follow when it saw more work and an idle agent.
+   * The rest of a dispatch step that ran elsewhere (a report that freed an agent ran the next
+   * step in the same script: `AgentStore.transitionThenClaim`, `completeAtOnce`); more steps
+   * follow when it saw more work and an idle agent.
    */
   continueClaim(step: ClaimStep): void {
     // a stopping replica hands out nothing more: the job goes back to wait, the agent to idle

@@ -9,7 +9,6 @@ import type {
   ClaimReply,
   TransitionReply,
 } from '../redis/scripts';
-import type { BullScriptCall } from '../queues/bull-script-call';
 import { parseAgentRecord, type AgentRecord } from './agent-record';
 import { canTransition, type TransitionReason } from './agent-machine';
 
@@ -43,7 +42,7 @@ export interface FetchedJob {
 export type ClaimStep =
   /**
    * The task is recorded on the claimed agent (`claim.version` is after it): push it. `more`: the
-   * step's queue still has a runnable job and an idle agent, so another step may assign too.
+   * step's queue still has a job waiting and an idle agent, so another step may assign too.
    */
   | { outcome: 'assigned'; claim: Claim; job: FetchedJob; more: boolean }
   /** Claimed and fetched, not recorded: the job is cancelled or must fail. */
@@ -244,8 +243,7 @@ export class AgentStore {
   async completeAtOnce(options: {
     taskId: string;
     token: string;
-    /** `packed`: positions (1-based) of `args` sent as JSON, to be msgpack-packed by the script. */
-    bull: BullScriptCall;
+    bull: { keys: readonly string[]; args: ReadonlyArray<string | number | Buffer> };
     release: TransitionRequest;
     claimQueue: string;
     ackTimeoutMs: number;
@@ -277,7 +275,6 @@ export class AgentStore {
         token,
         release.keys.length,
         bull.args.length,
-        bull.packed.join(','),
         ...bull.args,
         release.spec,
         ...claim.args,
@@ -292,26 +289,6 @@ export class AgentStore {
       result: transitionResult(transitionReply),
       step: claimStepFrom(claimed),
     };
-  }
-
-  /**
-   * A new plain job (BullMQ's `addStandardJob`, its keys and ARGV as BullMQ builds them: `bull`)
-   * and, in the same script (`addThenClaim.lua`), a dispatch step for its queue, unless `claim`
-   * is omitted. `added`: what BullMQ's script answered (the job id, or an error code below 0,
-   * when no step ran).
-   */
-  async addThenClaim(
-    bull: BullScriptCall,
-    claim?: { queue: string; ackTimeoutMs: number; lockMs: number },
-  ): Promise<{ added: string | number; step: ClaimStep | undefined }> {
-    const call = claim
-      ? this.claimAndFetchCall(claim.queue, claim.ackTimeoutMs, claim.lockMs)
-      : { keys: [], args: [] };
-    const [added, claimed] = await this.scripts.addThenClaim(
-      [...bull.keys, ...call.keys],
-      [bull.args.length, bull.packed.join(','), ...bull.args, ...call.args],
-    );
-    return { added, step: claimStepFrom(claimed) };
   }
 
   /**

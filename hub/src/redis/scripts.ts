@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Redis } from 'ioredis';
-import { addStandardJob as bullAddStandardJob } from 'bullmq/dist/cjs/scripts/addStandardJob-9.js';
 import { moveToActive as bullMoveToActive } from 'bullmq/dist/cjs/scripts/moveToActive-11.js';
 import { moveToFinished as bullMoveToFinished } from 'bullmq/dist/cjs/scripts/moveToFinished-14.js';
 
@@ -23,7 +22,6 @@ export const SCRIPT_NAMES = [
   'transitionThenClaim',
   'claimAndFetch',
   'completeAtOnce',
-  'addThenClaim',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -31,26 +29,27 @@ export function readScript(name: ScriptName): string {
   return readFileSync(resolve(LUA_DIR, `${name}.lua`), 'utf8');
 }
 
-/** Lua source as a local function of (KEYS, ARGV), for a script composed of others. */
+/**
+ * Lua source as a local function of (KEYS, ARGV, ...), for a script composed of others (a
+ * script's own `...` is empty when Redis runs it alone).
+ */
 function localFunction(name: string, source: string): string {
-  return `local function ${name}(KEYS, ARGV)\n${source}\nend\n`;
+  return `local function ${name}(KEYS, ARGV, ...)\n${source}\nend\n`;
 }
 
 /**
- * BullMQ's own `moveToActive`, `moveToFinished` and `addStandardJob` scripts, as the installed
- * bullmq package ships them (includes resolved): `claimAndFetch`, `completeAtOnce` and
- * `addThenClaim` run them inside the same script as agentcom's own steps. bullmq is pinned to an exact version; `agent-scripts.int.test.ts`
+ * BullMQ's own `moveToActive` and `moveToFinished` scripts, as the installed bullmq package ships
+ * them (includes resolved): `claimAndFetch` and `completeAtOnce` run them inside the same script
+ * as agentcom's own steps. bullmq is pinned to an exact version; `agent-scripts.int.test.ts`
  * checks the composed scripts against BullMQ's own reading of the queue.
  */
 export const BULL_MOVE_TO_ACTIVE: string = bullMoveToActive.content;
 export const BULL_MOVE_TO_FINISHED: string = bullMoveToFinished.content;
-export const BULL_ADD_STANDARD_JOB: string = bullAddStandardJob.content;
 
 /**
  * Scripts composed of others: the local functions (name, source) that come before the script's
  * own body. `claimAndFetch` is `claimIdle` and BullMQ's `moveToActive`; `transitionThenClaim` and
- * `completeAtOnce` build on `transition` and `claimAndFetch`; `addThenClaim` is BullMQ's
- * `addStandardJob` and `claimAndFetch`.
+ * `completeAtOnce` build on `transition` and `claimAndFetch`.
  */
 const COMPOSED: Partial<Record<ScriptName, ReadonlyArray<readonly [string, () => string]>>> = {
   claimAndFetch: [
@@ -65,10 +64,6 @@ const COMPOSED: Partial<Record<ScriptName, ReadonlyArray<readonly [string, () =>
     ['transition', () => readScript('transition')],
     ['claimAndFetch', () => scriptSource('claimAndFetch')],
     ['moveToFinished', () => BULL_MOVE_TO_FINISHED],
-  ],
-  addThenClaim: [
-    ['claimAndFetch', () => scriptSource('claimAndFetch')],
-    ['addStandardJob', () => BULL_ADD_STANDARD_JOB],
   ],
 };
 
@@ -91,8 +86,6 @@ export type AcceptReply = [1 | 2, number, string] | [0, string];
 /** See `completeAtOnce.lua`. */
 export type CompleteAtOnceReply =
   ['slow'] | ['completed', string, string, TransitionReply, ClaimAndFetchReply];
-/** See `addThenClaim.lua`. */
-export type AddThenClaimReply = [string | number, ClaimAndFetchReply];
 export type BeginReportReply =
   ['busy'] | ['superseded', string] | ['duplicate', string[]] | ['ok', string[], string, string];
 
@@ -119,12 +112,11 @@ export interface AgentScripts {
   ): Promise<[TransitionReply, ClaimAndFetchReply]>;
   completeAtOnce(
     keys: string[],
-    args: ReadonlyArray<string | number>,
+    args: ReadonlyArray<string | number | Buffer>,
   ): Promise<CompleteAtOnceReply>;
-  addThenClaim(keys: string[], args: ReadonlyArray<string | number>): Promise<AddThenClaimReply>;
 }
 
-type Command<R> = (...args: (string | number)[]) => Promise<R>;
+type Command<R> = (...args: (string | number | Buffer)[]) => Promise<R>;
 
 /** Registers every script on `client`; its commands then work in pipelines too. */
 export function registerScripts(client: Redis): AgentScripts {
@@ -148,7 +140,6 @@ export function registerScripts(client: Redis): AgentScripts {
   const claimAndFetch = define<ClaimAndFetchReply>('claimAndFetch', 3);
   const transitionThenClaim = define<[TransitionReply, ClaimAndFetchReply]>('transitionThenClaim');
   const completeAtOnce = define<CompleteAtOnceReply>('completeAtOnce');
-  const addThenClaim = define<AddThenClaimReply>('addThenClaim');
   return {
     transition: (keys, spec) => transition(keys.length, ...keys, spec),
     claimIdle: (keys, args) => claimIdle(...keys, ...args),
@@ -159,7 +150,6 @@ export function registerScripts(client: Redis): AgentScripts {
     delIfEquals: (key, value) => delIfEquals(key, value),
     claimAndFetch: (keys, args) => claimAndFetch(...keys, ...args),
     completeAtOnce: (keys, args) => completeAtOnce(keys.length, ...keys, ...args),
-    addThenClaim: (keys, args) => addThenClaim(keys.length, ...keys, ...args),
     transitionThenClaim: (transitionKeys, spec, claimKeys, claimArgs) =>
       transitionThenClaim(
         transitionKeys.length + claimKeys.length,

@@ -8,8 +8,6 @@ import type { HubMetrics } from '../metrics/hub-metrics';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
 import { agentIdOfToken } from '../dispatch/assignment-token';
-import { addStandardJob, isStandardJob } from '../queues/bull-add';
-import type { BullScriptCall } from '../queues/bull-script-call';
 
 /** failedReason prefix of a cancelled task: BullMQ has no cancelled state, agentcom marks it. */
 export const CANCELLED_PREFIX = '[cancelled] ';
@@ -24,12 +22,6 @@ export interface TaskServiceOptions {
   agents: AgentStore;
   /** Called after this replica added a task (the dispatcher's fastest trigger). */
   onCreated: (queue: string) => void;
-  /**
-   * Adds a plain task and runs a dispatch step for its queue in the same script
-   * (`Dispatcher.addThenDispatch`); `onCreated` is then not called. Without it, tasks are added
-   * with `Queue.add`.
-   */
-  addThenDispatch?: (queue: string, call: BullScriptCall) => Promise<string | number>;
   metrics: HubMetrics;
   /** How many finished tasks BullMQ keeps, and for how long (seconds). */
   retention: HubConfig['retention'];
@@ -48,13 +40,6 @@ export class TaskService {
   async create(input: CreateTaskInput): Promise<CreatedTask> {
     const handle = await this.options.queues.get(input.queue);
     const spec = this.jobSpec(input);
-    const { addThenDispatch } = this.options;
-    if (addThenDispatch && isStandardJob(spec.opts)) {
-      const id = await addStandardJob(handle.queue, spec.name, spec.data, spec.opts, (call) =>
-        addThenDispatch(input.queue, call),
-      );
-      return this.created(input, spec.opts.jobId, id, true);
-    }
     const job = await handle.queue.add(spec.name, spec.data, spec.opts);
     return this.created(input, spec.opts.jobId, job.id);
   }
@@ -116,15 +101,11 @@ export class TaskService {
     };
   }
 
-  /**
-   * What `add` did: BullMQ answers another id when the idempotency key names an earlier task.
-   * `dispatched`: a dispatch step already ran with the add.
-   */
+  /** What `add` did: BullMQ answers another id when the idempotency key names an earlier task. */
   private async created(
     input: CreateTaskInput,
     jobId: string,
     addedId: string | undefined,
-    dispatched = false,
   ): Promise<CreatedTask> {
     const id = addedId ?? jobId;
     if (id !== jobId) {
@@ -132,7 +113,7 @@ export class TaskService {
       return { id, state: existing?.state ?? 'waiting', duplicate: true };
     }
     this.options.metrics.tasksCreated.inc({ queue: input.queue });
-    if (!dispatched) this.options.onCreated(input.queue);
+    this.options.onCreated(input.queue);
     return { id, state: input.delayMs ? 'delayed' : 'waiting', duplicate: false };
   }
 

@@ -5,6 +5,3 @@ declare module 'bullmq/dist/cjs/scripts/moveToActive-11.js' {
 declare module 'bullmq/dist/cjs/scripts/moveToFinished-14.js' {
   export const moveToFinished: { name: string; content: string; keys: number };
 }
-declare module 'bullmq/dist/cjs/scripts/addStandardJob-9.js' {
-  export const addStandardJob: { name: string; content: string; keys: number };
-}

@@ -2,9 +2,10 @@
   claimAndFetch: a whole dispatch step in one call. `claimIdle` claims the longest-idle agent
   (idle -> assigned, new assignment token), BullMQ's own `moveToActive` fetches the next job of
   the claim's queue with the token as the job's lock, and the task is recorded on the agent
-  (assigned -> assigned, reason `assign`): the same two transitions and events as three separate
-  calls, without the two round trips between them and without the window in which a replica
-  could die holding a fetched job its agent record does not name.
+  with the claim: one transition idle -> assigned, one event (reason `assign`, with the task),
+  where three separate calls took two transitions (`claim`, then `assign`), with two round trips
+  between them and a window in which a replica could die holding a fetched job its agent record
+  does not name. A step that hands out no task records the claim alone (reason `claim`).
 
   This file is the body of a script that scripts.ts composes: `claimIdle.lua` and BullMQ's
   `moveToActive` (its own script text, from the installed bullmq package) come first, each
@@ -28,17 +29,17 @@
                                                                   recorded; `version` after it;
                                                                   job = the job hash (flat);
                                                                   more = 1 when ARGV[7]'s queue
-                                                                  has another runnable job and
+                                                                  has another job waiting and
                                                                   an idle agent (another step
                                                                   may assign), else 0
     { agentId, version, queues, queue, token, "fetched", jobId }  claimed and fetched, not recorded
     { agentId, version, queues, queue, token, "claimed", false }  claimed, nothing fetched
 ]]
-local claim = claimIdle(KEYS, ARGV)
+local claim = claimIdle(KEYS, ARGV, true)
 if not claim then
   return false
 end
-local agentId, version, queue, token = claim[1], claim[2], claim[4], claim[5]
+local agentId, version, queue, token, record = claim[1], claim[2], claim[4], claim[5], claim[6]
 local base = ARGV[8] .. queue .. ":"
 local fetched = moveToActive({
   base .. "wait", base .. "active", base .. "prioritized", base .. "events",
@@ -48,6 +49,7 @@ local fetched = moveToActive({
 
 local job, jobId = fetched[1], fetched[2]
 if type(job) ~= "table" or not jobId or jobId == 0 then
+  record({}, "claim", "")
   return { agentId, version, claim[3], queue, token, "claimed", false }
 end
 
@@ -57,10 +59,12 @@ for i = 1, #job, 2 do
   if field == "data" then
     data = job[i + 1]
   elseif field == "defa" then
+    record({}, "claim", "")
     return { agentId, version, claim[3], queue, token, "fetched", jobId }
   end
 end
 if redis.call("EXISTS", ARGV[11] .. jobId) == 1 then
+  record({}, "claim", "")
   return { agentId, version, claim[3], queue, token, "fetched", jobId }
 end
 
@@ -73,32 +77,20 @@ if data and string.find(data, '"timeoutMs"', 1, true) then
   end
 end
 
-version = version + 1
-local agentKey = ARGV[1] .. agentId
 if timeoutMs then
-  redis.call("HSET", agentKey, "taskId", jobId, "taskTimeoutMs", string.format("%d", timeoutMs),
-    "version", version)
+  record({ "taskId", jobId, "taskTimeoutMs", string.format("%d", timeoutMs) }, "assign", jobId)
 else
-  redis.call("HSET", agentKey, "taskId", jobId, "version", version)
+  record({ "taskId", jobId }, "assign", jobId)
 end
-redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
-  "agent", agentId, "from", "assigned", "to", "assigned",
-  "reason", "assign", "task", jobId, "hub", ARGV[5],
-  "version", version, "at", ARGV[3])
 
 -- Is another step worth a round trip? Only with an idle agent left and a job of the step's
--- queue still runnable (claimIdle's test, pause aside: a paused queue costs one empty step).
+-- queue waiting. (Delayed jobs that were due are waiting now: moveToActive promoted them.)
 local more = 0
 if redis.call("ZCARD", KEYS[1]) > 0 then
   local stepBase = ARGV[8] .. ARGV[7] .. ":"
   if redis.call("LLEN", stepBase .. "wait") > 0
     or redis.call("ZCARD", stepBase .. "prioritized") > 0 then
     more = 1
-  else
-    local due = redis.call("ZRANGE", stepBase .. "delayed", 0, 0, "WITHSCORES")
-    if due[2] ~= nil and math.floor(tonumber(due[2]) / 4096) <= tonumber(ARGV[3]) then
-      more = 1
-    end
   end
 end
 return { agentId, version, claim[3], queue, token, "assigned", jobId, job, more }

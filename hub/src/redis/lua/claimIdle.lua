@@ -26,11 +26,31 @@
   ARGV[8]  BullMQ key prefix  (queue q's keys = prefix .. q .. ":" .. name)
   ARGV[9]  random part of the assignment token (token = agentId .. ":" .. ARGV[9])
 
+  A caller that composes this script (`claimAndFetch`) passes `true` as a third argument: the
+  claim's write to the record and its event are then left to it, as a sixth item of the reply,
+  `record(extra, reason, task)`, so that a claim that also gets its task is one write and one
+  event (`assign`) instead of two each.
+
   Returns:
     { agentId, version, queues, queue, token }  claimed; `queue` is where to fetch from
     false                                        no runnable job in the queue, or no idle agent
 ]]
+local deferRecord = ...
 local now = tonumber(ARGV[3])
+
+-- idle -> assigned on the record, with `extra` fields, and its event
+local function record(agentId, version, chosen, token, extra, reason, task)
+  local fields = { "state", "assigned", "assignedAt", ARGV[3], "token", token,
+    "taskQueue", chosen, "version", version }
+  for i = 1, #extra do
+    fields[#fields + 1] = extra[i]
+  end
+  redis.call("HSET", ARGV[1] .. agentId, unpack(fields))
+  redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
+    "agent", agentId, "from", "idle", "to", "assigned",
+    "reason", reason, "task", task, "hub", ARGV[5],
+    "version", version, "at", ARGV[3], "queue", chosen)
+end
 
 local function runnable(queue)
   local base = ARGV[8] .. queue .. ":"
@@ -44,12 +64,7 @@ local function runnable(queue)
   return first[2] ~= nil and math.floor(tonumber(first[2]) / 4096) <= now
 end
 
-if not runnable(ARGV[7]) then
-  return false
-end
-
 local function claim(agentId, f)
-  local agentKey = ARGV[1] .. agentId
   local queues = f[2] or ""
   local chosen = ARGV[7]
   for q in string.gmatch(queues, "[^,]+") do
@@ -60,8 +75,6 @@ local function claim(agentId, f)
   end
   local token = agentId .. ":" .. ARGV[9]
   local version = tonumber(f[3] or "0") + 1
-  redis.call("HSET", agentKey, "state", "assigned", "assignedAt", ARGV[3],
-    "token", token, "taskQueue", chosen, "version", version)
   local listed = false
   for q in string.gmatch(queues, "[^,]+") do
     redis.call("ZREM", ARGV[2] .. q, agentId)
@@ -71,24 +84,39 @@ local function claim(agentId, f)
     redis.call("ZREM", KEYS[1], agentId)
   end
   redis.call("ZADD", KEYS[3], ARGV[4], agentId)
-  redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
-    "agent", agentId, "from", "idle", "to", "assigned",
-    "reason", "claim", "task", "", "hub", ARGV[5],
-    "version", version, "at", ARGV[3], "queue", chosen)
+  if deferRecord then
+    return { agentId, version, queues, chosen, token, function(extra, reason, task)
+      record(agentId, version, chosen, token, extra, reason, task)
+    end }
+  end
+  record(agentId, version, chosen, token, {}, "claim", "")
   return { agentId, version, queues, chosen, token }
 end
 
+-- The longest-idle agents first: nothing to do without one (one command when all are busy).
 local LOCAL_SCAN = 8
 local head = redis.call("ZRANGE", KEYS[1], 0, LOCAL_SCAN - 1)
-if #head > 1 then
-  for _, agentId in ipairs(head) do
-    local f = redis.call("HMGET", ARGV[1] .. agentId, "state", "queues", "version", "hubId")
-    if f[1] == "idle" and f[4] == ARGV[5] then
+if #head == 0 or not runnable(ARGV[7]) then
+  return false
+end
+local firstId, firstFields
+for _, agentId in ipairs(head) do
+  local f = redis.call("HMGET", ARGV[1] .. agentId, "state", "queues", "version", "hubId")
+  if f[1] == "idle" then
+    if f[4] == ARGV[5] then
       return claim(agentId, f)
     end
+    firstId = firstId or agentId
+    firstFields = firstFields or f
+  else
+    redis.call("ZREM", KEYS[1], agentId)
   end
 end
+if firstId then
+  return claim(firstId, firstFields)
+end
 
+-- every one of them was a stale entry (no longer idle): go on down the index
 for _ = 1, 32 do
   local first = redis.call("ZRANGE", KEYS[1], 0, 0)
   local agentId = first[1]

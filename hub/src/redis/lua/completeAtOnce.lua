@@ -27,11 +27,9 @@
   ARGV[2]               token
   ARGV[3]               n
   ARGV[4]               b: how many ARGV moveToFinished takes
-  ARGV[5]               positions (1-based, comma-separated) of those sent as JSON that
-                        moveToFinished takes msgpack-packed
-  ARGV[6..5+b]          moveToFinished's ARGV
-  ARGV[6+b]             the transition's spec
-  ARGV[7+b..]           claimAndFetch's ARGV (its queue: the task's)
+  ARGV[5..4+b]          moveToFinished's ARGV
+  ARGV[5+b]             the transition's spec
+  ARGV[6+b..]           claimAndFetch's ARGV (its queue: the task's)
 
   Returns:
     { "slow" }                                                           nothing changed
@@ -57,14 +55,10 @@ end
 for i = 18 + n, #KEYS do
   claimKeys[#claimKeys + 1] = KEYS[i]
 end
-for i = 6, 5 + b do
+for i = 5, 4 + b do
   bullArgs[#bullArgs + 1] = ARGV[i]
 end
-for position in string.gmatch(ARGV[5], "%d+") do
-  local i = tonumber(position)
-  bullArgs[i] = cmsgpack.pack(cjson.decode(bullArgs[i]))
-end
-for i = 7 + b, #ARGV do
+for i = 6 + b, #ARGV do
   claimArgs[#claimArgs + 1] = ARGV[i]
 end
 
@@ -74,7 +68,7 @@ if type(finished) == "number" and finished < 0 then
 end
 
 local startedAt, queues = held[4] or "", held[5] or ""
-local applied = transition(transitionKeys, { ARGV[6 + b] })
+local applied = transition(transitionKeys, { ARGV[5 + b] })
 if applied[1] ~= 1 then
   return { "completed", startedAt, queues, applied, false }
 end
