@@ -416,6 +416,21 @@ with its own JS around it, and the HTTP path were the largest items) changed:
   uses it against raw BullMQ's \`addBulk\`: it shows the dispatch path without one HTTP request
   per task, which is about a third of a replica's time in the single-POST runs;
 - the admin key's digest is computed once, not per request.
+
+A fourth pass measured every change against the third pass's code in interleaved A/B runs (the
+machine drifts by 30% within minutes, so only alternating runs compare), and kept what held up:
+
+- a claim prefers, among the 8 longest-idle agents, one connected to its own replica, so the
+  \`task:assign\` stays in the process instead of crossing the adapter's pub/sub: 201 → assign
+  p50 0.33–0.44 ms against 0.57–0.72 ms, at 20 tasks/s 0.66–0.70 against 1.06–1.22 ms;
+- a step that gets its task is one transition and one event (\`assign\`, idle → assigned), not
+  two (\`claim\`, \`assign\`): one XADD and one HSET less per task; a step says whether another
+  may assign (\`more\`), so an assigning step is no longer followed by one that finds nothing.
+- dropped after measuring: adding a task and running its dispatch step in one script (ratio
+  0.139 against 0.179: it claimed at the POST's replica, made the POST wait and added Redis
+  commands), re-packing BullMQ's arguments from JSON in Lua (15–19 µs of Redis per call), and
+  auto-pipelining the BullMQ connection (0.156 against 0.172). Throughput stayed where the third
+  pass left it (ratio 0.167 against 0.165, four interleaved pairs).
 `;
 
 const METHOD = `## Method
