@@ -10,8 +10,8 @@ import type { AgentState } from '@agentcom/shared';
 export const TRANSITION_REASONS = [
   'connect', // a sidecar connected (or replaced its own older connection)
   'resume', // a sidecar reconnected within the lease and re-announced its task
-  'claim', // a dispatcher claimed the idle agent (Lua claimIdle)
-  'assign', // the claimed agent got a task
+  'claim', // a dispatcher claimed the idle agent and has no task for it yet (Lua claimIdle)
+  'assign', // the agent got a task (idle -> assigned in one dispatch step, or after a claim)
   'release', // the claimed agent got no task after all
   'accept', // the sidecar accepted the pushed task
   'ack_timeout', // the sidecar did not accept in time; the task went back to wait
