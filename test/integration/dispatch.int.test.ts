@@ -122,6 +122,26 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     expect(agentView.body).toMatchObject({ tasksDone: 1, state: 'idle' });
   });
 
+  it("a completion BullMQ refuses (the job finished under another token) leaves the task's finished record as it was; its replay is refused too", async () => {
+    const { queue, agent, id, msg } = await workingOnTask(hubA.url);
+    const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    try {
+      // as after a partition: the job went on without this agent, whose record still names it
+      const other = `${agent.agentId}-rescuer:token`;
+      await connection.set(hubA.keys.finished(id), `completed ${other}`, 'PX', 60_000);
+      await connection.del(hubA.keys.bullLock(queue, id));
+      for (const attempt of ['late', 'replay']) {
+        expect(
+          await agent.send('task:complete', { taskId: id, token: msg.token, result: attempt }),
+        ).toMatchObject({ ok: false, code: 'E_ASSIGNMENT_SUPERSEDED' });
+        expect(await connection.get(hubA.keys.finished(id))).toBe(`completed ${other}`);
+      }
+      expect(await connection.get(hubA.keys.reporting(id))).toBeNull();
+    } finally {
+      await connection.quit();
+    }
+  });
+
   it('completes the task of an agent asked to drain while it worked, and leaves the agent draining', async () => {
     const { queue, agent, id, msg } = await workingOnTask(hubA.url);
     const drained = await api(hubB.url, 'POST', `/v1/agents/${agent.agentId}/drain`);

@@ -43,12 +43,17 @@ function finishedMarker(outcome: 'completed' | 'failed', token: string): string 
   return `${outcome} ${token}`;
 }
 
+/** A completion's intent, as `beginReport.lua` writes it to the finished key. */
+function completionIntent(token: string, queue: string): string {
+  return `completing ${token} ${queue}`;
+}
+
 /**
  * The queue named by a completion's intent (`completing <token> <queue>`, see
  * `beginReport.lua`) when the intent is `token`'s; undefined otherwise.
  */
 function intentQueue(marker: string, token: string): string | undefined {
-  const prefix = `completing ${token} `;
+  const prefix = completionIntent(token, '');
   return marker.startsWith(prefix) ? marker.slice(prefix.length) : undefined;
 }
 
@@ -165,7 +170,20 @@ export class AssignmentService {
         intentQueue(previousMarker, msg.token) !== undefined &&
         isStaleAssignmentError(err) &&
         (await job.getState().catch(() => 'unknown')) === 'completed';
-      if (!ours) return this.refused(agentId, msg.taskId, msg.token, lockId, err);
+      if (!ours) {
+        // The intent beginReport wrote must not outlive a completion BullMQ refused: a replay
+        // would read it as its own applied completion, and the task view would name this agent.
+        // (Any other error keeps it: BullMQ may have completed the job and lost the reply.)
+        if (isStaleAssignmentError(err)) {
+          await this.options.agents.restoreFinished(
+            msg.taskId,
+            completionIntent(msg.token, record.taskQueue ?? ''),
+            previousMarker,
+            FINISHED_TTL_MS,
+          );
+        }
+        return this.refused(agentId, msg.taskId, msg.token, lockId, err);
+      }
       await this.finish(record, msg.token, lockId, 'completed', 'complete', { tasksDone: 1 });
       return { ok: true, duplicate: true };
     }

@@ -476,6 +476,19 @@ export class AgentStore {
     await this.scripts.delIfEquals(this.keys.reporting(taskId), lockId);
   }
 
+  /**
+   * Puts back the task's finished key as it was before a completion's intent (`intent`) replaced
+   * it, unless something else was written since; `previous` "" deletes it.
+   */
+  async restoreFinished(
+    taskId: string,
+    intent: string,
+    previous: string,
+    ttlMs: number,
+  ): Promise<void> {
+    await this.scripts.replaceIfEquals(this.keys.finished(taskId), intent, previous, ttlMs);
+  }
+
   /** The id of the active job of `queue` locked with `token` (a recovery path: O(active)). */
   async jobLockedBy(queue: string, token: string): Promise<string | undefined> {
     return (await this.scripts.findJobByLock(this.keys.bullQueuePrefix(queue), token)) ?? undefined;

@@ -19,6 +19,7 @@ export const SCRIPT_NAMES = [
   'findJobByLock',
   'heartbeats',
   'delIfEquals',
+  'replaceIfEquals',
   'transitionThenClaim',
   'claimAndFetch',
   'completeAtOnce',
@@ -100,6 +101,7 @@ export interface AgentScripts {
   findJobByLock(queuePrefix: string, token: string): Promise<string | null>;
   heartbeats(agentKeys: string[], args: (string | number)[]): Promise<string[]>;
   delIfEquals(key: string, value: string): Promise<number>;
+  replaceIfEquals(key: string, value: string, previous: string, ttlMs: number): Promise<number>;
   claimAndFetch(
     keys: [string, string, string],
     args: (string | number)[],
@@ -137,6 +139,7 @@ export function registerScripts(client: Redis): AgentScripts {
   const findJobByLock = define<string | null>('findJobByLock', 0);
   const heartbeats = define<string[]>('heartbeats');
   const delIfEquals = define<number>('delIfEquals', 1);
+  const replaceIfEquals = define<number>('replaceIfEquals', 1);
   const claimAndFetch = define<ClaimAndFetchReply>('claimAndFetch', 3);
   const transitionThenClaim = define<[TransitionReply, ClaimAndFetchReply]>('transitionThenClaim');
   const completeAtOnce = define<CompleteAtOnceReply>('completeAtOnce');
@@ -148,6 +151,7 @@ export function registerScripts(client: Redis): AgentScripts {
     findJobByLock: (queuePrefix, token) => findJobByLock(queuePrefix, token),
     heartbeats: (agentKeys, args) => heartbeats(agentKeys.length, ...agentKeys, ...args),
     delIfEquals: (key, value) => delIfEquals(key, value),
+    replaceIfEquals: (key, value, previous, ttlMs) => replaceIfEquals(key, value, previous, ttlMs),
     claimAndFetch: (keys, args) => claimAndFetch(...keys, ...args),
     completeAtOnce: (keys, args) => completeAtOnce(keys.length, ...keys, ...args),
     transitionThenClaim: (transitionKeys, spec, claimKeys, claimArgs) =>
