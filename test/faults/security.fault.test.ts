@@ -189,13 +189,15 @@ describe('security (fault scenario 8)', () => {
   it("agent A cannot accept, report, extend or log agent B's task with B's {taskId, token}; B's task is unaffected", async () => {
     const a = await register(hub1(), 'sec-a', ['sec-a-q']);
     const b = await register(hub2(), 'sec-b', ['sec-b-q']);
+    // listen first: the push may arrive before the POST's 201 does
+    const assigned = b.nextAssignment();
     const created = await api<{ id: string }>(hub1().url, 'POST', '/v1/tasks', {
       queue: 'sec-b-q',
       payload: { for: 'B' },
     });
     expect(created.status).toBe(201);
     tasks++;
-    const assignment = await b.nextAssignment();
+    const assignment = await assigned;
     const ref = { taskId: assignment.task.id, token: assignment.token };
     expect(ref.taskId).toBe(created.body.id);
 

@@ -119,9 +119,10 @@ describe('operator API: tasks, agents, queues, metrics, Bull Board, docs', () =>
     );
     expect((await api(url(2), 'GET', '/v1/tasks/none/logs')).status).toBe(404);
 
+    const next = agent.nextAssignment(); // the push may arrive before the retry's answer
     const retried = await api(url(2), 'POST', `/v1/tasks/${created.body.id}/retry`);
     expect(retried).toMatchObject({ status: 200, body: { id: created.body.id, state: 'waiting' } });
-    const again = await agent.nextAssignment();
+    const again = await next;
     expect(again).toMatchObject({ task: { id: created.body.id }, attempt: 1 });
     await agent.accept(again);
     await agent.complete(again, 'second go');
