@@ -45,22 +45,9 @@ if (held[1] ~= "working" and held[1] ~= "assigned") or held[2] ~= ARGV[1]
 end
 
 local n, b = tonumber(ARGV[3]), tonumber(ARGV[4])
-local bullKeys, bullArgs, transitionKeys, claimKeys, claimArgs = {}, {}, {}, {}, {}
-for i = 4, 17 do
-  bullKeys[#bullKeys + 1] = KEYS[i]
-end
-for i = 18, 17 + n do
-  transitionKeys[#transitionKeys + 1] = KEYS[i]
-end
-for i = 18 + n, #KEYS do
-  claimKeys[#claimKeys + 1] = KEYS[i]
-end
-for i = 5, 4 + b do
-  bullArgs[#bullArgs + 1] = ARGV[i]
-end
-for i = 6 + b, #ARGV do
-  claimArgs[#claimArgs + 1] = ARGV[i]
-end
+local bullKeys, transitionKeys = { unpack(KEYS, 4, 17) }, { unpack(KEYS, 18, 17 + n) }
+local claimKeys = { unpack(KEYS, 18 + n, #KEYS) }
+local bullArgs, claimArgs = { unpack(ARGV, 5, 4 + b) }, { unpack(ARGV, 6 + b, #ARGV) }
 
 local finished = moveToFinished(bullKeys, bullArgs)
 if type(finished) == "number" and finished < 0 then

@@ -18,16 +18,8 @@
   Returns { transition reply, claimAndFetch reply or false }
 ]]
 local n = tonumber(ARGV[1])
-local transitionKeys, claimKeys, claimArgs = {}, {}, {}
-for i = 1, n do
-  transitionKeys[i] = KEYS[i]
-end
-for i = n + 1, #KEYS do
-  claimKeys[#claimKeys + 1] = KEYS[i]
-end
-for i = 3, #ARGV do
-  claimArgs[#claimArgs + 1] = ARGV[i]
-end
+local transitionKeys, claimKeys = { unpack(KEYS, 1, n) }, { unpack(KEYS, n + 1, #KEYS) }
+local claimArgs = { unpack(ARGV, 3, #ARGV) }
 local applied = transition(transitionKeys, { ARGV[2] })
 if applied[1] ~= 1 then
   return { applied, false }
