@@ -312,6 +312,11 @@ describe('agent Lua scripts against a real redis-server', () => {
 
     describe('claimAndFetch', () => {
       const step = () => store.claimAndFetch('q1', 500, 30_000);
+      /** The newest entry of the events stream, as an object. */
+      const lastEvent = async (): Promise<Record<string, string>> => {
+        const [entry] = await redis.xrevrange(keys.events, '+', '-', 'COUNT', 1);
+        return Object.fromEntries(chunk(entry?.[1] ?? []));
+      };
 
       it('claims, fetches with the token as the lock and records the task, in one call', async () => {
         await idleAgent('a', ['q1'], 100);
@@ -411,6 +416,15 @@ describe('agent Lua scripts against a real redis-server', () => {
         expect(record).toMatchObject({ state: 'assigned', token: done?.claim.token });
         expect(record?.taskId).toBeUndefined();
         expect(await redis.get(keys.bullLock('q1', added.id ?? ''))).toBe(done?.claim.token);
+        // no task recorded, so the claim is logged alone (no 'assign' with this task)
+        expect(await lastEvent()).toMatchObject({
+          agent: 'a',
+          from: 'idle',
+          to: 'assigned',
+          reason: 'claim',
+          version: '2',
+        });
+        expect((await lastEvent()).task ?? '').toBe('');
       });
 
       it('leaves the agent claimed when BullMQ hands out nothing (a maxed queue): the caller frees it', async () => {
@@ -424,6 +438,7 @@ describe('agent Lua scripts against a real redis-server', () => {
         const done = await step();
         expect(done).toMatchObject({ outcome: 'claimed', claim: { agentId: 'b', queue: 'q1' } });
         expect(await store.get('b')).toMatchObject({ state: 'assigned', token: done?.claim.token });
+        expect(await lastEvent()).toMatchObject({ agent: 'b', to: 'assigned', reason: 'claim' });
         expect(await queue('q1').getWaitingCount()).toBe(1);
       });
 

@@ -1,0 +1,141 @@
+import type { HubError, TaskAssign, TaskCancel } from '@agentcom/shared';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { Dispatcher } from '../../hub/src/dispatch/dispatcher';
+import type { AgentNotifier } from '../../hub/src/dispatch/notifier';
+import { AgentStore } from '../../hub/src/fsm/agent-store';
+import { createLogger } from '../../hub/src/logger';
+import { HubMetrics } from '../../hub/src/metrics/hub-metrics';
+import { QueueRegistry } from '../../hub/src/queues/queue-registry';
+import { RedisKeys } from '../../hub/src/redis/keys';
+import { registerScripts } from '../../hub/src/redis/scripts';
+import { startRedis, type RedisProcess } from '../helpers/redis-server';
+
+/** What the dispatcher pushed, in order; `waitFor(n)` resolves once n pushes were made. */
+class RecordingNotifier implements AgentNotifier {
+  readonly assigns: Array<{ agentId: string; message: TaskAssign }> = [];
+  private waiters: Array<{ n: number; resolve: () => void }> = [];
+
+  assign(agentId: string, message: TaskAssign): void {
+    this.assigns.push({ agentId, message });
+    this.waiters = this.waiters.filter((w) => {
+      if (this.assigns.length < w.n) return true;
+      w.resolve();
+      return false;
+    });
+  }
+  cancel(_agentId: string, _message: TaskCancel): void {}
+  error(_agentId: string, _message: HubError): void {}
+  disconnect(_agentId: string): void {}
+
+  /** Resolves at the n-th push; rejects after `ms` with what was pushed by then. */
+  waitFor(n: number, ms = 5000): Promise<void> {
+    if (this.assigns.length >= n) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`${this.assigns.length} of ${n} tasks pushed after ${ms} ms`)),
+        ms,
+      );
+      this.waiters.push({
+        n,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      });
+    });
+  }
+}
+
+describe('Dispatcher against a real redis-server and BullMQ', () => {
+  let server: RedisProcess;
+  let redis: Redis;
+  let n = 0;
+  let keys: RedisKeys;
+  let store: AgentStore;
+  let registry: QueueRegistry;
+  let notifier: RecordingNotifier;
+  let dispatcher: Dispatcher;
+  let producer: Queue;
+
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = new Redis(server.url, { maxRetriesPerRequest: null });
+  });
+  afterAll(async () => {
+    await redis.quit();
+    await server.dispose();
+  });
+  beforeEach(() => {
+    keys = new RedisKeys(`disp${++n}`);
+    const logger = createLogger({ level: 'silent', hubId: 'hub-a' });
+    store = new AgentStore({ redis, scripts: registerScripts(redis), keys, hubId: 'hub-a' });
+    registry = new QueueRegistry({
+      connection: redis,
+      keys,
+      leaseMs: 60_000,
+      stalledIntervalMs: 60_000,
+      maxStalledCount: 1,
+      logger,
+      onWaiting: () => undefined,
+    });
+    notifier = new RecordingNotifier();
+    dispatcher = new Dispatcher({
+      keys,
+      agents: store,
+      queues: registry,
+      notifier,
+      ackTimeoutMs: 30_000,
+      leaseMs: 60_000,
+      logger,
+      metrics: new HubMetrics('hub-a'),
+    });
+    producer = new Queue('q1', { connection: redis, prefix: keys.bullPrefix });
+  });
+  afterEach(async () => {
+    await dispatcher.stop();
+    await registry.close();
+    await producer.close();
+  });
+
+  async function idleAgent(agentId: string): Promise<void> {
+    await store.register(agentId, 'h'.repeat(64));
+    const result = await store.transition({
+      agentId,
+      from: 'offline',
+      to: 'idle',
+      reason: 'connect',
+      set: { queues: 'q1', socketId: `s-${agentId}`, hubId: 'hub-a' },
+      idleAdd: ['q1'],
+    });
+    expect(result.ok).toBe(true);
+  }
+
+  it('a step handed over by a report that saw more work starts the queue loop, which assigns the rest', async () => {
+    for (const id of ['a', 'b', 'c']) await idleAgent(id);
+    // added straight to BullMQ: nothing triggers the dispatcher but the step below
+    const jobs = await producer.addBulk(
+      [1, 2, 3].map((i) => ({ name: 'task', data: { payload: i } })),
+    );
+    await registry.get('q1');
+    const step = await store.claimAndFetch('q1', 30_000, 60_000);
+    expect(step).toMatchObject({ outcome: 'assigned', more: true });
+    if (!step) throw new Error('no step');
+
+    dispatcher.continueClaim(step);
+    await notifier.waitFor(3);
+
+    const pushed = notifier.assigns.map((a) => a.message.task.id).sort();
+    expect(pushed).toEqual(jobs.map((job) => job.id).sort());
+    expect(new Set(notifier.assigns.map((a) => a.agentId))).toEqual(new Set(['a', 'b', 'c']));
+    for (const { agentId, message } of notifier.assigns) {
+      expect(await store.get(agentId)).toMatchObject({
+        state: 'assigned',
+        taskId: message.task.id,
+        token: message.token,
+      });
+    }
+    expect(await producer.getWaitingCount()).toBe(0);
+    expect(await producer.getActiveCount()).toBe(3);
+  });
+});
