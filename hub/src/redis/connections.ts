@@ -8,11 +8,11 @@ import { coalesceWrites } from './write-coalescer';
  * its errors (an unhandled `error` event would crash the replica).
  *
  * `command` and `bullmq` gather the commands of a busy turn of the event loop into one write
- * (`coalesceWrites`). None is auto-pipelined: `command` was (issue 7, second pass) until a task took three script
- * calls instead of seven: ioredis sends an auto-pipeline from `setImmediate`, which cost every
- * dispatch a turn of the event loop (201 → task:assign p50 0.89 → 0.33 ms, p99 5.6 → 2.7 ms
- * without it) and the hub CPU of the pipeline objects, for fewer round trips (1.2 → 3.5 per
- * task, raw BullMQ 2.0) and less Redis CPU per task (162 → 190 µs). The heartbeats of idle
+ * (`coalesceWrites`). None is auto-pipelined: `command` was (issue 7, second pass) until a task
+ * took three script calls instead of seven: ioredis sends an auto-pipeline from `setImmediate`,
+ * which cost every dispatch a turn of the event loop (201 → task:assign p50 0.89 → 0.33 ms, p99
+ * 5.6 → 2.7 ms without it) and the hub CPU of the pipeline objects, for fewer round trips (1.2 →
+ * 3.5 per task, raw BullMQ 2.0) and less Redis CPU per task (162 → 190 µs). The heartbeats of idle
  * agents, where it mattered most, are batched by `HeartbeatBatch` instead.
  */
 export interface RedisConnections {
