@@ -1,5 +1,6 @@
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -13,6 +14,8 @@ import { ipcRequest } from './ipc/ipc-client';
 import { FakeHub } from './test-support/fake-hub';
 import { testLogger } from './test-support/logger';
 import { makeTempDir } from './test-support/temp-dir';
+import { isProcessGone, waitUntil } from './test-support/process';
+import { identifyProcess, readProcStat } from './runner/process-identity';
 import { SIDECAR_VERSION } from './version';
 
 let dir: string;
@@ -477,6 +480,82 @@ describe('daemon', () => {
         kind: 'error',
       });
       expect(firstEvents.slice(0, 2)).toEqual(['task:complete t8', 'task:fail t9']);
+    });
+
+    it('records the running handler in the state file: its pid, start time and boot', async () => {
+      const hub = await startHub();
+      const daemon = await start([hub.url]);
+      const { socket } = await hub.connection();
+      const assigned = next(daemon, 'assigned');
+      socket.emit('task:assign', assignment('t1'));
+      await assigned;
+      let recorded: { pid: number; startTime?: number; bootId?: string } | undefined;
+      await waitUntil(() => {
+        const current = (
+          JSON.parse(readFileSync(join(dir, 'state', STATE_FILE_NAME), 'utf8')) as {
+            current?: { process?: typeof recorded };
+          }
+        ).current;
+        recorded = current?.process;
+        return recorded !== undefined;
+      }, 'the state file names the task process');
+      const pid = recorded?.pid ?? 0;
+      expect(readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')).toContain(
+        'AGENTCOM_TASK_ID=t1',
+      );
+      expect(readProcStat(pid)?.pgrp).toBe(pid);
+      expect(recorded).toEqual(identifyProcess(pid));
+      expect(daemon.state().current).toMatchObject({ state: 'working', process: recorded });
+      const completed = hub.nextEvent('task:complete');
+      await release('t1');
+      await completed;
+    });
+
+    it('stops the handler process group a killed sidecar left running before reporting its task', async () => {
+      // The orphan: a group like the exec runner starts, a leader with a child, left running.
+      const orphan = spawn('sh', ['-c', "trap '' TERM; sleep 60 & echo $!; sleep 60"], {
+        detached: true,
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
+      const pid = orphan.pid ?? 0;
+      const recorded = identifyProcess(pid);
+      const [line] = (await once(orphan.stdout, 'data')) as [Buffer];
+      const grandchild = Number(line.toString().trim());
+      try {
+        const stateDir = join(dir, 'state');
+        await mkdir(stateDir);
+        await writeFile(
+          join(stateDir, STATE_FILE_NAME),
+          JSON.stringify({
+            version: 1,
+            current: {
+              taskId: 't9',
+              token: 'token-t9',
+              attempt: 1,
+              state: 'working',
+              process: recorded,
+            },
+            outbox: [],
+          }),
+        );
+        const hub = await startHub();
+        const goneAtReport: boolean[] = [];
+        hub.on('event', ({ event }) => {
+          if (event === 'task:fail')
+            goneAtReport.push(isProcessGone(pid), isProcessGone(grandchild));
+        });
+        const failed = hub.nextEvent('task:fail');
+        expect(isProcessGone(grandchild)).toBe(false);
+        await start([hub.url]);
+        expect((await failed).message).toMatchObject({ taskId: 't9', error: INTERRUPTED_ERROR });
+        expect(goneAtReport).toEqual([true, true]);
+      } finally {
+        try {
+          process.kill(-pid, 'SIGKILL');
+        } catch {
+          // gone, as it should be
+        }
+      }
     });
 
     it('refuses to share its state dir with a running sidecar, and frees it on stop', async () => {

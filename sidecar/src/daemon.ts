@@ -15,12 +15,14 @@ import { startIpcServer, type IpcServer } from './ipc/ipc-server';
 import type { SidecarStatus } from './ipc/ipc-protocol';
 import { statusReporter } from './ipc/sidecar-status';
 import { ExecRunner } from './runner/exec-runner';
+import { reapOrphan, type ReapOutcome } from './runner/orphan-reaper';
 import type { TaskRunner } from './runner/task-runner';
 import { WakeRunner } from './runner/wake-runner';
 import { drain } from './task/drain';
 import { ReportDelivery } from './task/report-delivery';
 import { TaskController } from './task/task-controller';
 import { SIDECAR_VERSION } from './version';
+import { errorText } from './error-text';
 
 export type { DaemonEvents } from './daemon-events';
 
@@ -91,7 +93,10 @@ async function assemble(
   lock: StateLock,
 ): Promise<Daemon> {
   const events = new EventEmitter<DaemonEvents>();
-  const outbox = await Outbox.open(config.stateDir, logger);
+  // The hub retries the interrupted task as soon as it is reported: its handler must not run on.
+  const outbox = await Outbox.open(config.stateDir, logger, {
+    beforeReportingInterrupted: (held) => stopOrphanedHandler(held, config.killGraceMs, logger),
+  });
   const wake =
     config.runner.kind === 'wake'
       ? new WakeRunner({
@@ -243,4 +248,29 @@ async function assemble(
     status,
     socketPath: ipc.path,
   };
+}
+
+const REAPED: Record<ReapOutcome, string> = {
+  'not-running': 'the handler of the interrupted task no longer runs',
+  'pid-reused': 'the handler of the interrupted task is gone (its pid is another process now)',
+  terminated: 'stopped the handler the previous sidecar process left running (SIGTERM)',
+  killed: 'stopped the handler the previous sidecar process left running (SIGKILL after the grace)',
+  survived:
+    'could not stop the handler the previous sidecar process left running: it may still run the task',
+  'skipped-unverifiable':
+    'cannot verify that this pid is still the handler of the interrupted task, so it was not ' +
+    'signalled: an orphaned handler may still run the task (check by hand)',
+};
+
+/** Stops the process group of a task a dead sidecar process left `working` (exec mode). */
+async function stopOrphanedHandler(held: HeldTask, graceMs: number, logger: Logger): Promise<void> {
+  const recorded = held.process;
+  if (recorded === undefined) return;
+  const fields = { taskId: held.taskId, pid: recorded.pid };
+  try {
+    const outcome = await reapOrphan(recorded, { graceMs });
+    logger.warn({ ...fields, outcome }, REAPED[outcome]);
+  } catch (err) {
+    logger.error({ ...fields, err: errorText(err) }, 'could not check for an orphaned handler');
+  }
 }

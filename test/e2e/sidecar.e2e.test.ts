@@ -173,6 +173,62 @@ describe('the sidecar process against real hub processes', () => {
     expect(completions.get(id)).toBe(1);
   });
 
+  it('after a kill -9 mid-task, the restarted sidecar stops the orphaned handler group before the task is retried', async () => {
+    const hub = await startHubProcess(redis.url, prefix, 'hub-1');
+    hubs.push(hub);
+    const pidsFile = join(dir, 'pids');
+    // Both the handler and its grandchild ignore SIGTERM: only SIGKILL after the grace stops them.
+    const options = {
+      exec: `${process.execPath} ${STUBBORN}`,
+      env: { PIDS_FILE: pidsFile, AGENTCOM_KILL_GRACE_MS: '500' },
+    };
+    const first = await sidecar(hub, 'crasher', options);
+    await waitAgentState(hub, 'crasher', 'idle');
+    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+      payload: {},
+      attempts: 3,
+    });
+    const id = created.body.id;
+    const readPids = () =>
+      existsSync(pidsFile) ? readFileSync(pidsFile, 'utf8').split(' ').map(Number) : undefined;
+    const orphans = await eventually(readPids, { what: 'the handler and its grandchild to run' });
+    const seen = new Set(orphans);
+    try {
+      expect(orphans).toHaveLength(2);
+      const stateFile = join(dir, 'crasher', 'state.json');
+      await eventually(
+        () => (readFileSync(stateFile, 'utf8').includes(`"pid":${orphans[0]}`) ? true : undefined),
+        { what: 'the state file to record the handler' },
+      );
+
+      await first.kill('SIGKILL');
+      expect(orphans.some(isProcessGone)).toBe(false);
+
+      const second = await sidecar(hub, 'crasher', options);
+      // The retry runs the handler again on this agent (the only one): new pids in the file.
+      const retried = await eventually(
+        () => {
+          const pids = readPids();
+          return pids !== undefined && pids[0] !== orphans[0] ? pids : undefined;
+        },
+        { what: 'the task to be retried', intervalMs: 20 },
+      );
+      retried.forEach((pid) => seen.add(pid));
+      expect(orphans.map(isProcessGone)).toEqual([true, true]);
+      expect((await getTask(hub, id)).attempt).toBe(2);
+      expect(second.output).toContain(`"pid":${orphans[0]}`);
+      expect(second.output).toMatch(/"outcome":"killed".*SIGKILL after the grace/);
+    } finally {
+      for (const pid of seen) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+    }
+  });
+
   it('on SIGTERM finishes the running task, delivers its result and exits 0', async () => {
     const hub = await startHubProcess(redis.url, prefix, 'hub-1');
     hubs.push(hub);

@@ -7,7 +7,7 @@ import { makeTempDir } from '../test-support/temp-dir';
 import { writeFileAtomic } from './atomic-write';
 import { INTERRUPTED_ERROR, Outbox, STATE_FILE_NAME } from './outbox';
 import { StateDirInUseError, acquireStateLock } from './state-lock';
-import type { Report } from './state-schema';
+import type { HeldTask, Report } from './state-schema';
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -131,6 +131,68 @@ describe('Outbox', () => {
         },
       ]);
       expect(await readState()).toMatchObject({ current: { state: 'finished' } });
+    });
+
+    it('hands the task, with its recorded process, to beforeReportingInterrupted before reporting it', async () => {
+      const first = await Outbox.open(dir, testLogger());
+      await first.holdTask({ taskId: 't1', token: 'k1', attempt: 1 });
+      const process = { pid: 4242, startTime: 123456, bootId: 'boot-1' };
+      await first.recordProcess({ taskId: 't1', token: 'k1' }, process);
+      expect(await readState()).toMatchObject({ current: { state: 'working', process } });
+
+      const seen: Array<{ held: HeldTask; stateFile: unknown }> = [];
+      const second = await Outbox.open(dir, testLogger(), {
+        beforeReportingInterrupted: async (held) => {
+          seen.push({ held, stateFile: await readState() });
+        },
+      });
+      expect(seen).toEqual([
+        {
+          held: { taskId: 't1', token: 'k1', attempt: 1, state: 'working', process },
+          stateFile: {
+            version: 1,
+            current: { taskId: 't1', token: 'k1', attempt: 1, state: 'working', process },
+            outbox: [],
+          },
+        },
+      ]);
+      expect(second.reports).toMatchObject([{ type: 'fail', error: INTERRUPTED_ERROR }]);
+
+      let calls = 0;
+      await Outbox.open(dir, testLogger(), {
+        beforeReportingInterrupted: async () => {
+          calls++;
+        },
+      });
+      expect(calls).toBe(0);
+    });
+
+    it('loads a state file written before processes were recorded', async () => {
+      await writeFile(
+        join(dir, STATE_FILE_NAME),
+        '{"version":1,"current":{"taskId":"t1","token":"k1","attempt":3,"state":"working"},"outbox":[]}\n',
+      );
+      const held: HeldTask[] = [];
+      const outbox = await Outbox.open(dir, testLogger(), {
+        beforeReportingInterrupted: async (task) => {
+          held.push(task);
+        },
+      });
+      expect(held).toEqual([{ taskId: 't1', token: 'k1', attempt: 3, state: 'working' }]);
+      expect(outbox.reports).toMatchObject([
+        { type: 'fail', taskId: 't1', error: INTERRUPTED_ERROR },
+      ]);
+      expect(await readdir(dir)).toEqual([STATE_FILE_NAME]);
+    });
+
+    it('records a process only for the held task while it is working', async () => {
+      const outbox = await Outbox.open(dir, testLogger());
+      await outbox.holdTask({ taskId: 't1', token: 'k1', attempt: 1 });
+      await outbox.recordProcess({ taskId: 't1', token: 'other' }, { pid: 1 });
+      await outbox.finishTask({ ...fail, taskId: 't1', token: 'k1' });
+      await outbox.recordProcess({ taskId: 't1', token: 'k1' }, { pid: 2 });
+      expect(outbox.current).toEqual({ taskId: 't1', token: 'k1', attempt: 1, state: 'finished' });
+      expect(await readState()).not.toHaveProperty('current.process');
     });
 
     it('removes temporary files a crashed write left', async () => {

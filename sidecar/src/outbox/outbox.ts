@@ -9,6 +9,7 @@ import {
   type HeldTask,
   type Report,
   type StateFile,
+  type TaskProcess,
 } from './state-schema';
 import { errorText } from '../error-text';
 
@@ -17,6 +18,15 @@ export const STATE_FILE_NAME = 'state.json';
 /** The report written for a task that was `working` when the previous sidecar process died. */
 export const INTERRUPTED_ERROR =
   'the sidecar stopped while the task was running; its outcome is unknown';
+
+export interface OpenOptions {
+  /**
+   * Called with a task left `working` by a dead sidecar process, before it is reported as
+   * failed: the place to stop what the task may still run (the hub retries a reported task, so
+   * it must not run here any more). Must not reject.
+   */
+  beforeReportingInterrupted?: (held: HeldTask) => Promise<void>;
+}
 
 /**
  * The sidecar's durable state: the task it holds and the reports not yet acknowledged by the hub.
@@ -40,15 +50,17 @@ export class Outbox {
   /**
    * Loads `<dir>/state.json` (creating `dir` owner-only if needed). A file that is not JSON or
    * does not match the schema is moved aside to `state.json.corrupt-<epoch ms>` and the sidecar
-   * starts empty; a task left `working` by a crashed process becomes a retryable failure report.
+   * starts empty; a task left `working` by a crashed process becomes a retryable failure report
+   * (after {@link OpenOptions.beforeReportingInterrupted}).
    */
-  static async open(dir: string, logger: Logger): Promise<Outbox> {
+  static async open(dir: string, logger: Logger, options: OpenOptions = {}): Promise<Outbox> {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const path = join(dir, STATE_FILE_NAME);
     await removeLeftoverTempFiles(dir, path);
     const outbox = new Outbox(path, await loadState(path, logger));
     const held = outbox.state.current;
     if (held?.state === 'working') {
+      await options.beforeReportingInterrupted?.(held);
       logger.warn(
         { taskId: held.taskId },
         'the previous sidecar process stopped while running this task; reporting it as failed',
@@ -80,12 +92,30 @@ export class Outbox {
     return this.persist();
   }
 
-  /** Appends the report and marks its task `finished`, in one durable write. */
+  /** Records the process of the held `working` task (ignored for any other task or state). */
+  recordProcess(ref: TaskRef, process: TaskProcess): Promise<void> {
+    const current = this.state.current;
+    if (!isSameTask(current, ref) || current.state !== 'working') return this.writes;
+    this.state = { ...this.state, current: { ...current, process } };
+    return this.persist();
+  }
+
+  /**
+   * Appends the report and marks its task `finished`, in one durable write. Its process is
+   * forgotten: a task's outcome is known only once nothing of it runs.
+   */
   finishTask(report: Report): Promise<void> {
     const current = this.state.current;
     this.state = {
       ...this.state,
-      current: isSameTask(current, report) ? { ...current, state: 'finished' } : current,
+      current: isSameTask(current, report)
+        ? {
+            taskId: current.taskId,
+            token: current.token,
+            attempt: current.attempt,
+            state: 'finished',
+          }
+        : current,
       outbox: [...this.state.outbox, report],
     };
     return this.persist();

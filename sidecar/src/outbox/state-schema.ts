@@ -20,6 +20,19 @@ export type FailReport = z.infer<typeof failReportSchema>;
 export type Report = z.infer<typeof reportSchema>;
 
 /**
+ * The process group leader of an `exec` task (see `TaskProcess` in runner/process-identity): a
+ * sidecar restarted after a crash stops the group only if the leader is still this very process.
+ */
+export const taskProcessSchema = z
+  .object({
+    pid: z.number().int().min(1),
+    startTime: z.number().int().min(0).optional(),
+    bootId: z.string().min(1).max(100).optional(),
+  })
+  .strict();
+export type TaskProcess = z.infer<typeof taskProcessSchema>;
+
+/**
  * The task this sidecar holds.
  * - `working`: its process may be running; announced on reconnect so the hub keeps the lease.
  * - `finished`: its report is in the outbox, waiting for the hub's ack.
@@ -30,6 +43,8 @@ export const heldTaskSchema = z
     token: assignmentTokenSchema,
     attempt: z.number().int().min(1),
     state: z.enum(['working', 'finished']),
+    /** Recorded once an `exec` task's process runs; absent in wake mode and in older files. */
+    process: taskProcessSchema.optional(),
   })
   .strict();
 export type HeldTask = z.infer<typeof heldTaskSchema>;

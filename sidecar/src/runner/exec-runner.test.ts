@@ -3,6 +3,7 @@ import { LineRecorder } from '../test-support/line-recorder';
 import { testLogger } from '../test-support/logger';
 import { isProcessGone, waitUntil } from '../test-support/process';
 import { ExecRunner } from './exec-runner';
+import { readBootId, readProcStat, type TaskProcess } from './process-identity';
 
 function assignment(overrides: Partial<TaskAssign> = {}): TaskAssign {
   return {
@@ -82,6 +83,26 @@ describe('ExecRunner', () => {
       await expect(run.outcome).resolves.toEqual({ type: 'complete', result: { ok: true } });
       const grandchild = Number((await sink.next(/^grandchild /)).split(' ')[1]);
       expect(isProcessGone(grandchild)).toBe(true);
+    });
+  });
+
+  describe('while the command runs', () => {
+    it('tells the sink which process leads its group: pid, start time and boot', async () => {
+      const started: TaskProcess[] = [];
+      const sink = new LineRecorder();
+      sink.started = (process) => started.push(process);
+      const run = nodeRunner(
+        `console.log('pid ' + process.pid); process.stdin.resume(); setInterval(() => {}, 1000);`,
+      ).start(assignment(), sink);
+      try {
+        const pid = Number((await sink.next(/^pid /)).split(' ')[1]);
+        const stat = readProcStat(pid);
+        expect(stat?.pgrp).toBe(pid);
+        expect(started).toEqual([{ pid, startTime: stat?.startTime, bootId: readBootId() }]);
+      } finally {
+        run.stop('cancelled');
+        await run.outcome;
+      }
     });
   });
 

@@ -4,6 +4,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { TaskAssign } from '@agentcom/shared';
 import type { Logger } from '../logger';
 import { ProcessGroup } from './process-group';
+import { identifyProcess } from './process-identity';
 import { LineTail, exitOutcome, truncate } from './task-output';
 import {
   startDeadline,
@@ -95,6 +96,8 @@ class ExecRun implements RunningTask {
         AGENTCOM_ATTEMPT: String(this.assignment.attempt),
       },
     });
+    // At once, in this turn: an exited child is not reaped (its stat gone) before a later one.
+    const identity = child.pid === undefined ? undefined : identifyProcess(child.pid);
     const exitStatus = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => {
       child.once('exit', (code, signal) => resolve([code, signal]));
     });
@@ -117,6 +120,7 @@ class ExecRun implements RunningTask {
     const group = new ProcessGroup(child.pid, this.options.killGraceMs);
     this.group = group;
     this.logger.info({ pid: child.pid }, 'task process started');
+    if (identity !== undefined) this.sink.started?.(identity);
     if (this.stopReason !== undefined) void group.terminate();
     const cancelDeadline = startDeadline(this.assignment, this);
 

@@ -1,4 +1,5 @@
 import type { CANCEL_REASONS, FailKind, TaskAssign } from '@agentcom/shared';
+import type { TaskProcess } from './process-identity';
 
 /**
  * How a task is carried out. `exec` runs a command per task ({@link ExecRunner}); `wake` wakes an
@@ -13,6 +14,11 @@ export interface TaskRunner {
 export interface RunSink {
   /** One line of the task's own output (best-effort task log). */
   log(line: string): void;
+  /**
+   * The task's process group runs, led by `process` (exec mode): recorded in the state file so a
+   * sidecar restarted after a crash can stop it.
+   */
+  started?(process: TaskProcess): void;
 }
 
 /**

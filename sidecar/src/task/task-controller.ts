@@ -345,11 +345,15 @@ export class TaskController {
     const { assignment, ref } = session;
     if (session.stopReason !== undefined)
       return stoppedOutcome(session.stopReason, assignment.timeoutMs);
-    const { connection, runner, ackTimeoutMs } = this.options;
+    const { connection, runner, outbox, ackTimeoutMs } = this.options;
     const logs = new LogBatcher(async (lines) => {
       await connection.request('task:log', { ...ref, lines });
     });
-    const running = runner.start(assignment, { log: (line) => logs.push(line) });
+    const running = runner.start(assignment, {
+      log: (line) => logs.push(line),
+      started: (process) =>
+        void this.durably('record the task process', () => outbox.recordProcess(ref, process)),
+    });
     session.running = running;
     const outcome = await running.outcome;
     // The last lines go before the report, so the task's log reads in order.

@@ -1,8 +1,11 @@
+import type { TaskProcess } from '../runner/process-identity';
 import type { RunSink } from '../runner/task-runner';
 
 /** Collects a task's log lines and lets a test await the first line matching a pattern. */
 export class LineRecorder implements RunSink {
   readonly lines: string[] = [];
+  /** Set by a test that wants to hear of the task's process. */
+  started: ((process: TaskProcess) => void) | undefined;
   private waiters: Array<{ pattern: RegExp; resolve: (line: string) => void }> = [];
 
   log(line: string): void {
