@@ -1,3 +1,5 @@
+import { groupHasLiveMember } from './process-identity';
+
 /** How often a terminating group is checked for being empty during its grace. */
 const EMPTY_CHECK_MS = 50;
 
@@ -16,9 +18,13 @@ export class ProcessGroup {
     private readonly graceMs: number,
   ) {}
 
-  /** Whether any process of the group still exists (a zombie counts until it is reaped). */
+  /**
+   * Whether a process of the group still runs. A zombie does not count: where PID 1 does not reap
+   * orphans (some containers and VMs), an exited grandchild would otherwise keep the group
+   * "alive" until the grace ran out.
+   */
   isAlive(): boolean {
-    return signalGroup(this.pgid, 0);
+    return groupHasLiveMember(this.pgid);
   }
 
   /**
@@ -64,7 +70,7 @@ export class ProcessGroup {
 }
 
 /** Sends `signal` to the group; false when no process of the group exists any more. */
-function signalGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
+function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
   try {
     process.kill(-pgid, signal);
     return true;
