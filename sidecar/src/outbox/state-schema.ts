@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { TaskProcess } from '../runner/process-identity';
 import {
   assignmentTokenSchema,
   taskCompleteSchema,
@@ -20,7 +21,7 @@ export type FailReport = z.infer<typeof failReportSchema>;
 export type Report = z.infer<typeof reportSchema>;
 
 /**
- * The process group leader of an `exec` task (see `TaskProcess` in runner/process-identity): a
+ * The process group leader of an `exec` task (`TaskProcess`, checked against the runner's type): a
  * sidecar restarted after a crash stops the group only if the leader is still this very process.
  */
 export const taskProcessSchema = z
@@ -29,8 +30,8 @@ export const taskProcessSchema = z
     startTime: z.number().int().min(0).optional(),
     bootId: z.string().min(1).max(100).optional(),
   })
-  .strict();
-export type TaskProcess = z.infer<typeof taskProcessSchema>;
+  .strict() satisfies z.ZodType<TaskProcess>;
+export type { TaskProcess };
 
 /**
  * The task this sidecar holds.
