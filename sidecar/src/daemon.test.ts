@@ -517,7 +517,9 @@ describe('daemon', () => {
         detached: true,
         stdio: ['ignore', 'pipe', 'ignore'],
       });
-      const pid = orphan.pid ?? 0;
+      const pid = orphan.pid;
+      // (never 0 below: kill(-0) would signal the test's own process group)
+      if (pid === undefined) throw new Error('sh did not start');
       const recorded = identifyProcess(pid);
       const [line] = (await once(orphan.stdout, 'data')) as [Buffer];
       const grandchild = Number(line.toString().trim());

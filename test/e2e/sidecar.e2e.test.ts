@@ -26,6 +26,18 @@ import {
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 const STUBBORN = join(ROOT, 'test', 'fixtures', 'stubborn-handler.mjs');
+
+/**
+ * "<handler pid> <grandchild pid>" as the stubborn handler writes it, or undefined until both are
+ * there (a pid of 0 must never come out of here: the cleanup would signal the test's own group).
+ */
+function readPidsFile(path: string): number[] | undefined {
+  if (!existsSync(path)) return undefined;
+  const pids = readFileSync(path, 'utf8').trim().split(' ').map(Number);
+  return pids.length === 2 && pids.every((pid) => Number.isInteger(pid) && pid > 0)
+    ? pids
+    : undefined;
+}
 const WAKE = join(ROOT, 'test', 'fixtures', 'wake-recorder.mjs');
 
 jest.setTimeout(240_000);
@@ -104,13 +116,9 @@ describe('the sidecar process against real hub processes', () => {
       payload: {},
       attempts: 3,
     });
-    const pids = await eventually(
-      () =>
-        existsSync(pidsFile) ? readFileSync(pidsFile, 'utf8').split(' ').map(Number) : undefined,
-      {
-        what: 'the handler and its grandchild to run',
-      },
-    );
+    const pids = await eventually(() => readPidsFile(pidsFile), {
+      what: 'the handler and its grandchild to run',
+    });
     expect(pids).toHaveLength(2);
     const cancelledAt = Date.now();
     const response = await api(hubs[1]!.url, 'POST', `/v1/tasks/${created.body.id}/cancel`);
@@ -189,8 +197,7 @@ describe('the sidecar process against real hub processes', () => {
       attempts: 3,
     });
     const id = created.body.id;
-    const readPids = () =>
-      existsSync(pidsFile) ? readFileSync(pidsFile, 'utf8').split(' ').map(Number) : undefined;
+    const readPids = (): number[] | undefined => readPidsFile(pidsFile);
     const orphans = await eventually(readPids, { what: 'the handler and its grandchild to run' });
     const seen = new Set(orphans);
     try {
