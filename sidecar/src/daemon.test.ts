@@ -117,6 +117,15 @@ async function stateFile(): Promise<unknown> {
   return JSON.parse(await readFile(join(dir, 'state', STATE_FILE_NAME), 'utf8'));
 }
 
+/** The state file a previous sidecar process would have left (version 1). */
+async function leaveStateFile(state: { current?: object; outbox?: object[] }): Promise<void> {
+  await mkdir(join(dir, 'state'), { recursive: true });
+  await writeFile(
+    join(dir, 'state', STATE_FILE_NAME),
+    JSON.stringify({ version: 1, outbox: [], ...state }),
+  );
+}
+
 describe('daemon', () => {
   describe('when it connects', () => {
     it('announces its identity, protocol, queues and version, and no task', async () => {
@@ -449,16 +458,10 @@ describe('daemon', () => {
     });
 
     it('reports a task the previous process left running as a retryable failure, first thing', async () => {
-      const stateDir = join(dir, 'state');
-      await mkdir(stateDir);
-      await writeFile(
-        join(stateDir, STATE_FILE_NAME),
-        JSON.stringify({
-          version: 1,
-          current: { taskId: 't9', token: 'token-t9', attempt: 2, state: 'working' },
-          outbox: [{ type: 'complete', taskId: 't8', token: 'token-t8', result: 8 }],
-        }),
-      );
+      await leaveStateFile({
+        current: { taskId: 't9', token: 'token-t9', attempt: 2, state: 'working' },
+        outbox: [{ type: 'complete', taskId: 't8', token: 'token-t8', result: 8 }],
+      });
       const hub = await startHub();
       const firstEvents: string[] = [];
       hub.on('event', ({ event, message }) =>
@@ -524,22 +527,15 @@ describe('daemon', () => {
       const [line] = (await once(orphan.stdout, 'data')) as [Buffer];
       const grandchild = Number(line.toString().trim());
       try {
-        const stateDir = join(dir, 'state');
-        await mkdir(stateDir);
-        await writeFile(
-          join(stateDir, STATE_FILE_NAME),
-          JSON.stringify({
-            version: 1,
-            current: {
-              taskId: 't9',
-              token: 'token-t9',
-              attempt: 1,
-              state: 'working',
-              process: recorded,
-            },
-            outbox: [],
-          }),
-        );
+        await leaveStateFile({
+          current: {
+            taskId: 't9',
+            token: 'token-t9',
+            attempt: 1,
+            state: 'working',
+            process: recorded,
+          },
+        });
         const hub = await startHub();
         const goneAtReport: boolean[] = [];
         hub.on('event', ({ event }) => {
@@ -723,15 +719,9 @@ describe('daemon', () => {
   describe('in wake mode', () => {
     it('removes a current.json left by a dead sidecar, reporting its task as interrupted', async () => {
       const hub = await startHub();
-      await mkdir(join(dir, 'state'), { recursive: true });
-      await writeFile(
-        join(dir, 'state', STATE_FILE_NAME),
-        JSON.stringify({
-          version: 1,
-          current: { taskId: 'old', token: 'token-old', attempt: 1, state: 'working' },
-          outbox: [],
-        }),
-      );
+      await leaveStateFile({
+        current: { taskId: 'old', token: 'token-old', attempt: 1, state: 'working' },
+      });
       await writeFile(join(dir, 'state', 'current.json'), '{"id":"old"}');
       const failed = hub.nextEvent('task:fail');
       const daemon = await start([hub.url], {
