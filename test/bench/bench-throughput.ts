@@ -1,11 +1,20 @@
 /**
  * 1. Throughput: no-op tasks through 3 hub replicas to simulated agents (real protocol, separate
  * load process), end to end from the first POST to the last completion, against plain BullMQ
- * (Queue.add + Worker at the same concurrency) on the same private Redis in the same run.
+ * (Queue.add + Worker at the same concurrency) on the same private Redis in the same run, and
+ * against the transport floor: the same load through stand-in replicas that only exchange the
+ * protocol's messages (`floor-hub.ts`), the most any hub on this stack could reach here.
  */
 import { atLeast, info, runBench, type Figure } from './lib/result';
 import { RedisServer } from './lib/redis';
-import { hubThroughput, rawThroughput, startCluster } from './lib/scenarios';
+import {
+  hubThroughput,
+  openRaw,
+  startCluster,
+  type HubRun,
+  type HubThroughput,
+  type RawThroughput,
+} from './lib/scenarios';
 import { QUICK, round } from './lib/util';
 
 const TASKS = QUICK ? 2000 : 20_000;
@@ -26,6 +35,95 @@ const RUNS: Array<{ agents: number; batch?: number }> = [
   { agents: 100, batch: BATCH },
 ];
 
+/**
+ * The machine's speed drifts by tens of percent within minutes, so raw BullMQ, the floor and the
+ * hubs are measured in interleaved rounds (the order rotating), all three kept running between
+ * them; a ratio is the median of the ratios of the same round.
+ */
+const ROUNDS = QUICK ? 2 : 4;
+const PER_ROUND = TASKS / ROUNDS;
+
+type System = 'raw' | 'floor' | 'hub';
+interface Round {
+  raw: RawThroughput;
+  floor: HubThroughput;
+  hub: HubThroughput;
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1
+    ? (sorted[mid] ?? 0)
+    : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
+}
+
+/** Mean CPU per task of each process over the rounds. */
+function meanCpu(
+  runs: ReadonlyArray<{ cpuUsPerTask: Record<string, number> }>,
+): Record<string, number> {
+  const sum: Record<string, number> = {};
+  for (const run of runs) {
+    for (const [name, us] of Object.entries(run.cpuUsPerTask)) sum[name] = (sum[name] ?? 0) + us;
+  }
+  return Object.fromEntries(
+    Object.entries(sum).map(([name, us]) => [name, round(us / runs.length)]),
+  );
+}
+
+/** The rounds of one configuration: raw BullMQ, the floor's stand-ins and the hubs, interleaved. */
+async function measureRounds(
+  redis: RedisServer,
+  agents: number,
+  batch: number | undefined,
+): Promise<Round[]> {
+  const inflight = batch === undefined ? INFLIGHT : BATCH_INFLIGHT;
+  const name = `${agents}${batch ?? ''}`;
+  const withBatch = batch !== undefined ? { batch } : {};
+  const raw = await openRaw({
+    redis,
+    prefix: `raw${name}`,
+    concurrency: agents,
+    warmup: WARMUP,
+    inflight,
+    ...withBatch,
+  });
+  const clusters: HubRun[] = [];
+  try {
+    const floor = await startCluster({
+      redis,
+      prefix: `floor${name}`,
+      replicas: REPLICAS,
+      agents,
+      floor: true,
+    });
+    clusters.push(floor);
+    const hub = await startCluster({ redis, prefix: `tp${name}`, replicas: REPLICAS, agents });
+    clusters.push(hub);
+    const rounds: Round[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      const warmup = r === 0 ? WARMUP : 0;
+      const through = (cluster: HubRun): Promise<HubThroughput> =>
+        hubThroughput(cluster, { redis, tasks: PER_ROUND, warmup, inflight, ...withBatch });
+      const round: Partial<Round> = {};
+      const order: System[] = ['raw', 'floor', 'hub'];
+      for (let k = 0; k < order.length; k++) {
+        const system = order[(k + r) % order.length];
+        if (system === 'raw') round.raw = await raw.measure(PER_ROUND);
+        else if (system === 'floor') round.floor = await through(floor);
+        else if (system === 'hub') round.hub = await through(hub);
+      }
+      if (!round.raw || !round.floor || !round.hub) throw new Error('a round missed a system');
+      rounds.push(round as Round);
+    }
+    return rounds;
+  } finally {
+    for (const cluster of clusters) await cluster.stop();
+    await raw.close();
+    await redis.flush();
+  }
+}
+
 runBench('throughput', 'Throughput', QUICK ? 150_000 : 1_500_000, async () => {
   const redis = await RedisServer.start();
   const figures: Figure[] = [];
@@ -33,97 +131,114 @@ runBench('throughput', 'Throughput', QUICK ? 150_000 : 1_500_000, async () => {
   try {
     for (const { agents, batch } of RUNS) {
       const inflight = batch === undefined ? INFLIGHT : BATCH_INFLIGHT;
-      const raw = await rawThroughput({
-        redis,
-        prefix: `raw${agents}${batch ?? ''}`,
-        concurrency: agents,
-        tasks: TASKS,
-        warmup: WARMUP,
-        inflight,
-        ...(batch !== undefined ? { batch } : {}),
-      });
-      await redis.flush();
-      const cluster = await startCluster({
-        redis,
-        prefix: `tp${agents}${batch ?? ''}`,
-        replicas: REPLICAS,
-        agents,
-      });
-      let hub;
-      try {
-        hub = await hubThroughput(cluster, {
-          redis,
-          tasks: TASKS,
-          warmup: WARMUP,
-          inflight,
-          ...(batch !== undefined ? { batch } : {}),
-        });
-      } finally {
-        await cluster.stop();
-      }
-      await redis.flush();
-      const ratio = hub.tasksPerSec / raw.tasksPerSec;
+      const rounds = await measureRounds(redis, agents, batch);
+      const perRound = rounds.map((r) => ({
+        ratio: r.hub.tasksPerSec / r.raw.tasksPerSec,
+        floorRatio: r.floor.tasksPerSec / r.raw.tasksPerSec,
+        ofFloor: r.hub.tasksPerSec / r.floor.tasksPerSec,
+      }));
+      const ratio = median(perRound.map((r) => r.ratio));
+      const hubTps = median(rounds.map((r) => r.hub.tasksPerSec));
+      const rawTps = median(rounds.map((r) => r.raw.tasksPerSec));
+      const floorTps = median(rounds.map((r) => r.floor.tasksPerSec));
+      const hubCpu = meanCpu(rounds.map((r) => r.hub));
+      const rawCpu = meanCpu(rounds.map((r) => r.raw));
+      const floorCpu = meanCpu(rounds.map((r) => r.floor));
+      // event-loop figures of the round whose ratio is the median one (the upper one of two)
+      const middle = [...rounds.keys()].sort(
+        (a, b) => (perRound[a]?.ratio ?? 0) - (perRound[b]?.ratio ?? 0),
+      )[Math.floor(rounds.length / 2)];
+      const shown = rounds[middle ?? 0]?.hub;
+      const list = (values: number[]): string => values.map((v) => round(v)).join(', ');
       const run =
         batch === undefined ? `${agents} agents` : `${agents} agents, batches of ${batch}`;
       const batchNote =
         batch === undefined
           ? undefined
           : `POST /v1/tasks/batch of ${batch}, ${inflight} in flight; raw: Queue.addBulk of ${batch}. The targets are for single POSTs`;
+      const roundsNote = `median of ${ROUNDS} interleaved rounds: ${list(perRound.map((r) => r.ratio))}`;
       figures.push(
         batch === undefined
-          ? atLeast(`tasks/s end to end, ${run}`, hub.tasksPerSec, 5000, 'tasks/s')
-          : info(`tasks/s end to end, ${run}`, round(hub.tasksPerSec), 'tasks/s', batchNote),
+          ? atLeast(`tasks/s end to end, ${run}`, hubTps, 5000, 'tasks/s')
+          : info(`tasks/s end to end, ${run}`, round(hubTps), 'tasks/s', batchNote),
         info(
           `raw BullMQ jobs/s, ${batch === undefined ? `concurrency ${agents}` : run}`,
-          raw.tasksPerSec,
+          round(rawTps),
           'jobs/s',
+          `rounds: ${list(rounds.map((r) => r.raw.tasksPerSec))}`,
         ),
         batch === undefined
           ? {
               ...atLeast(`ratio to raw BullMQ, ${run}`, ratio, 0.25, '×'),
               value: round(ratio),
+              note: roundsNote,
             }
-          : info(`ratio to raw BullMQ, ${run}`, round(ratio), '×'),
+          : info(`ratio to raw BullMQ, ${run}`, round(ratio), '×', roundsNote),
         info(
           `hub CPU per task, ${run} (3 replicas together)`,
-          hub.cpuUsPerTask.hubs ?? 0,
+          hubCpu.hubs ?? 0,
           'µs',
-          `raw BullMQ process: ${raw.cpuUsPerTask.raw ?? 0} µs/job; Redis: ${hub.cpuUsPerTask.redis ?? 0} µs/task vs ${raw.cpuUsPerTask.redis ?? 0} µs/job`,
+          `raw BullMQ process: ${rawCpu.raw ?? 0} µs/job; Redis: ${hubCpu.redis ?? 0} µs/task vs ${rawCpu.redis ?? 0} µs/job`,
         ),
-      );
-      figures.push(
         info(
-          `hub event loop busy / delay p99 per replica, ${run}`,
-          hub.loops.map((l) => `${l.utilizationPct}% / ${l.delayP99Ms} ms`).join(', '),
-          '',
-          `CPU per replica ${Object.entries(hub.corePct)
-            .filter(([name]) => name.startsWith('hub-'))
-            .map(([, pct]) => `${pct}%`)
-            .join(' / ')} of a core; Redis ${hub.corePct.redis ?? 0}%`,
+          `transport floor tasks/s, ${run}`,
+          round(floorTps),
+          'tasks/s',
+          `${REPLICAS} stand-in replicas (floor-hub.ts): the same HTTP requests and Socket.IO messages, the same agents and submitter, no Redis, no validation, no state; CPU per task: stand-ins ${floorCpu.hubs ?? 0}, agents ${floorCpu.load ?? 0}, submitter ${floorCpu.submitter ?? 0} µs`,
+        ),
+        info(
+          `transport floor ratio to raw BullMQ, ${run}`,
+          round(median(perRound.map((r) => r.floorRatio))),
+          '×',
+          `rounds: ${list(perRound.map((r) => r.floorRatio))}`,
+        ),
+        info(
+          `agentcom share of the transport floor, ${run}`,
+          round(median(perRound.map((r) => r.ofFloor))),
+          '×',
+          `rounds: ${list(perRound.map((r) => r.ofFloor))}; agentcom CPU per task: hubs ${hubCpu.hubs ?? 0}, Redis ${hubCpu.redis ?? 0}, agents ${hubCpu.load ?? 0}, submitter ${hubCpu.submitter ?? 0} µs`,
         ),
       );
+      if (shown) {
+        figures.push(
+          info(
+            `hub event loop busy / delay p99 per replica, ${run}`,
+            shown.loops.map((l) => `${l.utilizationPct}% / ${l.delayP99Ms} ms`).join(', '),
+            '',
+            `the median round; CPU per replica ${Object.entries(shown.corePct)
+              .filter(([name]) => name.startsWith('hub-'))
+              .map(([, pct]) => `${pct}%`)
+              .join(' / ')} of a core; Redis ${shown.corePct.redis ?? 0}%`,
+          ),
+        );
+      }
       const problems: string[] = [];
-      if (hub.stats.busyAssigns > 0)
-        problems.push(`${hub.stats.busyAssigns} assigns to busy agents`);
-      if (hub.stats.completedUnique !== TASKS) {
-        problems.push(`${hub.stats.completedUnique} distinct tasks completed of ${TASKS}`);
-      }
-      if (Object.keys(hub.leftover).length > 0) {
-        problems.push(`left in the queue: ${JSON.stringify(hub.leftover)}`);
-      }
+      rounds.forEach(({ hub }, r) => {
+        if (hub.stats.busyAssigns > 0) {
+          problems.push(`round ${r + 1}: ${hub.stats.busyAssigns} assigns to busy agents`);
+        }
+        if (hub.stats.completedUnique !== PER_ROUND) {
+          problems.push(
+            `round ${r + 1}: ${hub.stats.completedUnique} distinct tasks completed of ${PER_ROUND}`,
+          );
+        }
+        if (Object.keys(hub.leftover).length > 0) {
+          problems.push(`round ${r + 1}: left in the queue: ${JSON.stringify(hub.leftover)}`);
+        }
+      });
       figures.push(
         info(
           `tasks completed exactly once, ${run}`,
           problems.length === 0 ? 'yes' : problems.join('; '),
         ),
       );
-      details[`agents${agents}${batch === undefined ? '' : `batch${batch}`}`] = { raw, hub };
+      details[`agents${agents}${batch === undefined ? '' : `batch${batch}`}`] = rounds;
     }
   } finally {
     await redis.stop();
   }
   return {
-    size: `${TASKS.toLocaleString('en-US')} no-op tasks (after ${WARMUP} warm-up), ${REPLICAS} replicas, ${AGENT_COUNTS.join(' and ')} agents, ${INFLIGHT} POSTs in flight; then 100 agents with batches of ${BATCH} (${BATCH_INFLIGHT} in flight)`,
+    size: `${TASKS.toLocaleString('en-US')} no-op tasks (after ${WARMUP} warm-up) in ${ROUNDS} rounds of ${PER_ROUND.toLocaleString('en-US')}, each round raw BullMQ, ${REPLICAS} transport-floor stand-ins and ${REPLICAS} replicas in turn; ${AGENT_COUNTS.join(' and ')} agents, ${INFLIGHT} POSTs in flight; then 100 agents with batches of ${BATCH} (${BATCH_INFLIGHT} in flight)`,
     figures,
     details,
   };

@@ -63,6 +63,27 @@ export async function startHubs(options: StartHubsOptions): Promise<HubProc[]> {
   return hubs;
 }
 
+/**
+ * Starts `count` transport-floor stand-ins (`floor-hub.ts`: the hub's wire protocol and libraries,
+ * nothing else) and waits until each is ready.
+ */
+export async function startFloorHubs(options: {
+  prefix: string;
+  count: number;
+}): Promise<HubProc[]> {
+  const hubs: HubProc[] = [];
+  for (let i = 0; i < options.count; i++) {
+    const port = await freePort();
+    const id = `${options.prefix}-floor-${i + 1}`;
+    const proc = Proc.start(id, process.execPath, [join(BENCH_DIR, 'floor-hub.js')], {
+      env: { ...process.env, PORT: String(port), HOST: '127.0.0.1' },
+    });
+    hubs.push({ id, url: `http://127.0.0.1:${port}`, port, proc });
+  }
+  await Promise.all(hubs.map((hub) => waitReady(hub)));
+  return hubs;
+}
+
 async function waitReady(hub: HubProc): Promise<void> {
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {

@@ -1,5 +1,5 @@
 import { getQueues, requestJson } from './http';
-import { startHubs, stopHubs, type HubProc } from './hubs';
+import { startFloorHubs, startHubs, stopHubs, type HubProc } from './hubs';
 import type { LoadSpec, LoadStats } from './load-spec';
 import { CpuMeter } from './procs';
 import { loopWindow, readIoCounter } from './resp-counter';
@@ -69,17 +69,27 @@ export interface RawThroughput {
   corePct: Record<string, number>;
 }
 
-/** Plain BullMQ on `redis`: `tasks` no-op jobs added `inflight` at a time, worker at `concurrency`. */
-export async function rawThroughput(options: {
+/** A plain BullMQ producer and worker (a separate process) on a private Redis. */
+export interface RawRunner {
+  /** `tasks` no-op jobs added `inflight` at a time (or in batches), to the last completion. */
+  measure(tasks: number): Promise<RawThroughput>;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens plain BullMQ on `redis` (worker at `concurrency`) and warms it up with `warmup` jobs; each
+ * {@link RawRunner.measure} then adds jobs `inflight` at a time, or with `Queue.addBulk` of
+ * `batch`.
+ */
+export async function openRaw(options: {
   redis: RedisServer;
   prefix: string;
   concurrency: number;
-  tasks: number;
   warmup: number;
   inflight: number;
   batch?: number;
-}): Promise<RawThroughput> {
-  const { redis, tasks } = options;
+}): Promise<RawRunner> {
+  const { redis } = options;
   const raw = RpcChild.fork<RawSpec>('raw-bullmq', 'raw-bullmq');
   try {
     await raw.call('open', {
@@ -88,6 +98,11 @@ export async function rawThroughput(options: {
       concurrency: options.concurrency,
     });
     await raw.call('produce', { n: options.warmup, inflight: options.inflight, timeoutMs: 60_000 });
+  } catch (err) {
+    await raw.close();
+    throw err;
+  }
+  const measure = async (tasks: number): Promise<RawThroughput> => {
     const cpu = new CpuMeter(
       new Map([
         ['raw', raw.pid],
@@ -108,7 +123,6 @@ export async function rawThroughput(options: {
     );
     const usage = cpu.stop();
     if (!run.reached) throw new Error(`raw BullMQ completed ${run.completed}/${tasks}`);
-    await raw.call('close', {});
     const cpuUsPerTask: Record<string, number> = {};
     const corePct: Record<string, number> = {};
     for (const [name, u] of Object.entries(usage.byProcess)) {
@@ -119,9 +133,12 @@ export async function rawThroughput(options: {
       `raw BullMQ, concurrency ${options.concurrency}: ${run.tasksPerSec} jobs/s (${tasks} in ${run.ms} ms)`,
     );
     return { tasksPerSec: run.tasksPerSec, ms: run.ms, cpuUsPerTask, corePct };
-  } finally {
+  };
+  const close = async (): Promise<void> => {
+    await raw.call('close', {}).catch(() => undefined);
     await raw.close();
-  }
+  };
+  return { measure, close };
 }
 
 export interface HubRun {
@@ -144,17 +161,21 @@ export async function startCluster(options: {
   nodeArgs?: (index: number) => string[];
   countRedisIo?: boolean;
   recordTimes?: boolean;
+  /** Transport-floor stand-ins (`floor-hub.ts`) instead of real hubs; Redis unused. */
+  floor?: boolean;
 }): Promise<HubRun> {
-  const hubs = await startHubs({
-    redisUrl: options.redis.url,
-    redisPort: options.redis.port,
-    prefix: options.prefix,
-    count: options.replicas,
-    ...(options.env ? { env: options.env } : {}),
-    ...(options.nodeArgs ? { nodeArgs: options.nodeArgs } : {}),
-    ...(options.countRedisIo ? { countRedisIo: true } : {}),
-    observe: true,
-  });
+  const hubs = options.floor
+    ? await startFloorHubs({ prefix: options.prefix, count: options.replicas })
+    : await startHubs({
+        redisUrl: options.redis.url,
+        redisPort: options.redis.port,
+        prefix: options.prefix,
+        count: options.replicas,
+        ...(options.env ? { env: options.env } : {}),
+        ...(options.nodeArgs ? { nodeArgs: options.nodeArgs } : {}),
+        ...(options.countRedisIo ? { countRedisIo: true } : {}),
+        observe: true,
+      });
   const urls = hubs.map((hub) => hub.url);
   const load = RpcChild.fork<LoadSpec>('load-agents', 'load-agents');
   const stop = async (signal: NodeJS.Signals = 'SIGKILL'): Promise<void> => {
