@@ -7,6 +7,7 @@
  */
 import { atLeast, info, runBench, type Figure } from './lib/result';
 import { RedisServer } from './lib/redis';
+import { CpuMeter } from './lib/procs';
 import {
   hubThroughput,
   openRaw,
@@ -18,7 +19,11 @@ import {
 import { QUICK, round } from './lib/util';
 
 const TASKS = QUICK ? 2000 : 20_000;
-const WARMUP = QUICK ? 200 : 1000;
+/**
+ * Tasks each system runs before it is measured. On this machine a fresh hub replica's CPU per
+ * task settles after about 3,000 tasks (its JIT-compiled code): 9,000 over 3 replicas.
+ */
+const WARMUP = QUICK ? 1500 : 10_000;
 const AGENT_COUNTS = QUICK ? [100] : [100, 500];
 const REPLICAS = 3;
 /** POSTs in flight (HTTP) and adds in flight (raw), the same for both. */
@@ -37,17 +42,22 @@ const RUNS: Array<{ agents: number; batch?: number }> = [
 
 /**
  * The machine's speed drifts by tens of percent within minutes, so raw BullMQ, the floor and the
- * hubs are measured in interleaved rounds (the order rotating), all three kept running between
- * them; a ratio is the median of the ratios of the same round.
+ * hubs run side by side and are measured in turn, in rounds whose order rotates; a ratio is the
+ * median of the ratios within a round. While one is measured the others are paused
+ * ({@link measureAlone}).
  */
 const ROUNDS = QUICK ? 2 : 4;
 const PER_ROUND = TASKS / ROUNDS;
 
 type System = 'raw' | 'floor' | 'hub';
+interface Measured {
+  /** CPU the paused systems used meanwhile, in % of one core (0 when the pause held). */
+  backgroundPct: number;
+}
 interface Round {
-  raw: RawThroughput;
-  floor: HubThroughput;
-  hub: HubThroughput;
+  raw: RawThroughput & Measured;
+  floor: HubThroughput & Measured;
+  hub: HubThroughput & Measured;
 }
 
 function median(values: readonly number[]): number {
@@ -71,7 +81,47 @@ function meanCpu(
   );
 }
 
-/** The rounds of one configuration: raw BullMQ, the floor's stand-ins and the hubs, interleaved. */
+/** The processes of a cluster, by name. */
+function clusterPids(cluster: HubRun, system: System): Array<[string, number]> {
+  return [
+    ...cluster.hubs.map((hub, i): [string, number] => [`${system}-hub-${i + 1}`, hub.proc.pid]),
+    [`${system}-load`, cluster.load.pid],
+  ];
+}
+
+/**
+ * Runs `measure` with the processes of `idle` paused (SIGSTOP, then SIGCONT): idle, a warm hub
+ * cluster still costs about 8% of a core (sweeps, liveness, heartbeats), which would slow the
+ * system measured. A pause is at most a few seconds, far below the hub's liveness and ping
+ * timeouts. What they used meanwhile is metered all the same (it should be 0).
+ */
+async function measureAlone<T>(
+  idle: Array<[string, number]>,
+  measure: () => Promise<T>,
+): Promise<T & Measured> {
+  const signal = (name: NodeJS.Signals): void => {
+    for (const [, pid] of idle) {
+      try {
+        process.kill(pid, name);
+      } catch {
+        // gone: the measurement reports what failed
+      }
+    }
+  };
+  const meter = new CpuMeter(new Map(idle));
+  signal('SIGSTOP');
+  meter.start();
+  try {
+    const result = await measure();
+    const usage = meter.stop();
+    const backgroundPct = Object.values(usage.byProcess).reduce((sum, u) => sum + u.corePct, 0);
+    return { ...result, backgroundPct: round(backgroundPct) };
+  } finally {
+    signal('SIGCONT');
+  }
+}
+
+/** The rounds of one configuration: raw BullMQ, the floor's stand-ins and the hubs, in turn. */
 async function measureRounds(
   redis: RedisServer,
   agents: number,
@@ -100,18 +150,27 @@ async function measureRounds(
     clusters.push(floor);
     const hub = await startCluster({ redis, prefix: `tp${name}`, replicas: REPLICAS, agents });
     clusters.push(hub);
+    const pids: Record<System, Array<[string, number]>> = {
+      raw: [['raw', raw.pid]],
+      floor: clusterPids(floor, 'floor'),
+      hub: clusterPids(hub, 'hub'),
+    };
+    const idleBesides = (system: System): Array<[string, number]> =>
+      (Object.keys(pids) as System[]).filter((s) => s !== system).flatMap((s) => pids[s]);
     const rounds: Round[] = [];
     for (let r = 0; r < ROUNDS; r++) {
+      // the first round warms the clusters up (the raw worker was warmed up when opened)
       const warmup = r === 0 ? WARMUP : 0;
       const through = (cluster: HubRun): Promise<HubThroughput> =>
         hubThroughput(cluster, { redis, tasks: PER_ROUND, warmup, inflight, ...withBatch });
       const round: Partial<Round> = {};
       const order: System[] = ['raw', 'floor', 'hub'];
       for (let k = 0; k < order.length; k++) {
-        const system = order[(k + r) % order.length];
-        if (system === 'raw') round.raw = await raw.measure(PER_ROUND);
-        else if (system === 'floor') round.floor = await through(floor);
-        else if (system === 'hub') round.hub = await through(hub);
+        const system = order[(k + r) % order.length] ?? 'raw';
+        const idle = idleBesides(system);
+        if (system === 'raw') round.raw = await measureAlone(idle, () => raw.measure(PER_ROUND));
+        else if (system === 'floor') round.floor = await measureAlone(idle, () => through(floor));
+        else round.hub = await measureAlone(idle, () => through(hub));
       }
       if (!round.raw || !round.floor || !round.hub) throw new Error('a round missed a system');
       rounds.push(round as Round);
@@ -149,6 +208,8 @@ runBench('throughput', 'Throughput', QUICK ? 150_000 : 1_500_000, async () => {
         (a, b) => (perRound[a]?.ratio ?? 0) - (perRound[b]?.ratio ?? 0),
       )[Math.floor(rounds.length / 2)];
       const shown = rounds[middle ?? 0]?.hub;
+      const background = (system: System): number =>
+        round(rounds.reduce((sum, r) => sum + r[system].backgroundPct, 0) / rounds.length);
       const list = (values: number[]): string => values.map((v) => round(v)).join(', ');
       const run =
         batch === undefined ? `${agents} agents` : `${agents} agents, batches of ${batch}`;
@@ -165,7 +226,7 @@ runBench('throughput', 'Throughput', QUICK ? 150_000 : 1_500_000, async () => {
           `raw BullMQ jobs/s, ${batch === undefined ? `concurrency ${agents}` : run}`,
           round(rawTps),
           'jobs/s',
-          `rounds: ${list(rounds.map((r) => r.raw.tasksPerSec))}`,
+          `rounds: ${list(rounds.map((r) => r.raw.tasksPerSec))}; the floor and hubs paused meanwhile (they used ${background('raw')}% of a core)`,
         ),
         batch === undefined
           ? {
@@ -178,13 +239,13 @@ runBench('throughput', 'Throughput', QUICK ? 150_000 : 1_500_000, async () => {
           `hub CPU per task, ${run} (3 replicas together)`,
           hubCpu.hubs ?? 0,
           'µs',
-          `raw BullMQ process: ${rawCpu.raw ?? 0} µs/job; Redis: ${hubCpu.redis ?? 0} µs/task vs ${rawCpu.redis ?? 0} µs/job`,
+          `raw BullMQ process: ${rawCpu.raw ?? 0} µs/job; Redis: ${hubCpu.redis ?? 0} µs/task vs ${rawCpu.redis ?? 0} µs/job; raw worker and floor paused meanwhile (${background('hub')}% of a core)`,
         ),
         info(
           `transport floor tasks/s, ${run}`,
           round(floorTps),
           'tasks/s',
-          `${REPLICAS} stand-in replicas (floor-hub.ts): the same HTTP requests and Socket.IO messages, the same agents and submitter, no Redis, no validation, no state; CPU per task: stand-ins ${floorCpu.hubs ?? 0}, agents ${floorCpu.load ?? 0}, submitter ${floorCpu.submitter ?? 0} µs`,
+          `${REPLICAS} stand-in replicas (floor-hub.ts): the same HTTP requests and Socket.IO messages, the same agents and submitter, no Redis, no validation, no state; CPU per task: stand-ins ${floorCpu.hubs ?? 0}, agents ${floorCpu.load ?? 0}, submitter ${floorCpu.submitter ?? 0} µs; raw worker and hubs paused meanwhile (${background('floor')}% of a core)`,
         ),
         info(
           `transport floor ratio to raw BullMQ, ${run}`,
@@ -238,7 +299,7 @@ runBench('throughput', 'Throughput', QUICK ? 150_000 : 1_500_000, async () => {
     await redis.stop();
   }
   return {
-    size: `${TASKS.toLocaleString('en-US')} no-op tasks (after ${WARMUP} warm-up) in ${ROUNDS} rounds of ${PER_ROUND.toLocaleString('en-US')}, each round raw BullMQ, ${REPLICAS} transport-floor stand-ins and ${REPLICAS} replicas in turn; ${AGENT_COUNTS.join(' and ')} agents, ${INFLIGHT} POSTs in flight; then 100 agents with batches of ${BATCH} (${BATCH_INFLIGHT} in flight)`,
+    size: `${TASKS.toLocaleString('en-US')} no-op tasks in ${ROUNDS} rounds of ${PER_ROUND.toLocaleString('en-US')}, raw BullMQ, ${REPLICAS} transport-floor stand-ins and ${REPLICAS} replicas side by side, measured in turn while the other two are paused (${WARMUP.toLocaleString('en-US')} warm-up tasks each first); ${AGENT_COUNTS.join(' and ')} agents, ${INFLIGHT} POSTs in flight; then 100 agents with batches of ${BATCH} (${BATCH_INFLIGHT} in flight)`,
     figures,
     details,
   };

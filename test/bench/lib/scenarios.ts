@@ -71,6 +71,8 @@ export interface RawThroughput {
 
 /** A plain BullMQ producer and worker (a separate process) on a private Redis. */
 export interface RawRunner {
+  /** The producer and worker's process. */
+  readonly pid: number;
   /** `tasks` no-op jobs added `inflight` at a time (or in batches), to the last completion. */
   measure(tasks: number): Promise<RawThroughput>;
   close(): Promise<void>;
@@ -138,7 +140,7 @@ export async function openRaw(options: {
     await raw.call('close', {}).catch(() => undefined);
     await raw.close();
   };
-  return { measure, close };
+  return { pid: raw.pid, measure, close };
 }
 
 export interface HubRun {
