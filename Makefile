@@ -101,9 +101,13 @@ tools/pm2: .tools/pm2/node_modules/.bin/pm2
 QUICK ?=
 BENCH_ENTRIES = test/bench/run.ts $(wildcard test/bench/bench-*.ts) test/bench/load-agents.ts \
   test/bench/raw-bullmq.ts test/bench/redis-io-counter.ts test/bench/floor-hub.ts
-.PHONY: bench bench-bundle
+.PHONY: bench bench-bundle bench-render
 bench: deps build bench-bundle
 	QUICK=$(QUICK) node .tmp/bench/run.js $(BENCH_ARGS)
+
+## RESULTS.md again from results.json (after editing the text around the figures); runs nothing.
+bench-render: bench-bundle
+	QUICK=$(QUICK) node .tmp/bench/run.js --render
 
 bench-bundle: node_modules/.installed
 	node_modules/.bin/esbuild $(BENCH_ENTRIES) --bundle --platform=node --target=node20 --format=cjs \

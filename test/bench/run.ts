@@ -2,7 +2,8 @@
  * `make bench`: runs every benchmark (`.tmp/bench/bench-<name>.js`) one after another, each as a
  * child process in its own process group (killed whole on its deadline), collects the JSON line
  * each prints, and writes `test/bench/results.json` and `test/bench/RESULTS.md`.
- * Arguments: benchmark names to run a subset. `QUICK=1`: the small version.
+ * Arguments: benchmark names to run a subset; `--render` writes RESULTS.md again from
+ * results.json without running anything. `QUICK=1`: the small version.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -128,7 +129,35 @@ interface Machine {
   loadAvgEnd?: number[];
 }
 
+/**
+ * `--render`: writes RESULTS.md again from results.json (after an edit of the text around the
+ * figures), without running anything.
+ */
+function renderOnly(): void {
+  const saved = JSON.parse(readFileSync(join(OUT_DIR, 'results.json'), 'utf8')) as {
+    date: string;
+    quick: boolean;
+    totalMs: number;
+    machine: Machine;
+    results: BenchResult[];
+  };
+  if (saved.quick !== QUICK)
+    throw new Error(
+      `results.json holds a ${saved.quick ? 'QUICK' : 'full'} run: set QUICK to match`,
+    );
+  writeFileSync(
+    join(OUT_DIR, 'RESULTS.md'),
+    renderMarkdown(saved.date, saved.totalMs, saved.machine, saved.results, readBaseline()),
+  );
+  formatOutputs();
+  log('wrote test/bench/RESULTS.md from results.json');
+}
+
 async function main(): Promise<void> {
+  if (process.argv.includes('--render')) {
+    renderOnly();
+    return;
+  }
   const only = process.argv.slice(2);
   const selected = BENCHMARKS.filter((b) => only.length === 0 || only.includes(b.name));
   if (selected.length === 0) throw new Error(`no benchmark named ${only.join(', ')}`);
@@ -443,6 +472,17 @@ one replica: Redis CPU per POST 74 → 48–60 µs. The assignment latency is un
 that corked the first command too added 0.15–0.5 ms to the p50). Dropped after measuring: the
 submitter on undici instead of \`node:http\` (harness only; ≈ 150 µs per POST either way) and a
 larger V8 young generation for the hubs (\`--max-semi-space-size=32\`: slower in 3 pairs of 3).
+
+A sixth pass (2026-11-22) changed how throughput is measured, not the hub. It adds the
+**transport floor**: the same load through stand-in replicas (\`test/bench/floor-hub.ts\`) that
+speak the hub's protocol with its libraries and options (Fastify, Socket.IO, websocket only) and do
+nothing else: no Redis, no validation, no state machine. It is the most any hub on this stack and
+protocol could reach here. Raw BullMQ, the floor and the hubs now stay up side by side and are
+measured in turn, in rounds whose order rotates, with the other two paused (SIGSTOP: idle, a warm
+hub cluster still costs about 8% of a core); ratios are the median of the per-round ratios. Each
+warms up with 10,000 tasks first: a fresh replica's CPU per task falls from about 3,300 to 880 µs
+over its first 9,000 tasks (3,000 per replica; the floor's from 1,360 to 300), so the 1,000 of
+before measured half-warm hubs.
 `;
 
 const METHOD = `## Method
@@ -459,6 +499,13 @@ same Redis, with the job options the hub uses (uuid job id, 3 attempts, the hub'
 - **Throughput**: tasks POSTed by the benchmark process (48 in flight, round-robin over the
   replicas) while the agents work; end to end = first POST → last \`task:complete\` acknowledged.
   Raw: 48 \`Queue.add\` in flight while the worker runs, first add → last \`completed\` event.
+  The transport floor: the same agents and submitter against 3 stand-in replicas
+  (\`test/bench/floor-hub.ts\`: Fastify + Socket.IO with the hub's options, a task held in memory
+  and pushed to an idle agent of the same process, accepts and completions answered at once).
+  Raw, floor and hubs run side by side, each warmed up with 10,000 tasks, then measured in 4
+  rounds of 5,000 tasks each, the order rotating, the two not measured paused with SIGSTOP (their
+  CPU meanwhile is shown: 0 when the pause held); tasks/s are the median round, ratios the median
+  of the ratios within a round.
   The batch run: \`POST /v1/tasks/batch\` of 50 tasks, 4 requests in flight; raw: \`Queue.addBulk\`
   of 50, 4 in flight.
   CPU per task from \`/proc/<pid>/stat\` over the window; each hub's event-loop utilization and
