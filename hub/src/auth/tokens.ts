@@ -21,11 +21,21 @@ export function tokenMatches(presented: string, storedHash: string | undefined):
 }
 
 /**
- * Constant-time comparison against one fixed secret, of a presented secret of any length (both
- * are hashed first). The expected digest is computed once: the admin key is checked on every
- * API request.
+ * Constant-time comparison against one fixed secret, of a presented secret of any length. The
+ * presented bytes are copied into a buffer of the secret's length (cut or zero-padded) and
+ * compared in constant time, and the lengths are compared apart: the time depends on the
+ * presented value's length, never on the secret. The admin key is checked on every API request;
+ * hashing the presented value instead (as before) was 2% of a busy replica's CPU profile: a
+ * SHA-256 through `createHash` costs 4.2 µs in a loop on the reference machine, this 0.85 µs
+ * (issue 7, sixth pass).
  */
 export function secretMatcher(expected: string): (presented: string) => boolean {
-  const digest = createHash('sha256').update(expected).digest();
-  return (presented) => timingSafeEqual(createHash('sha256').update(presented).digest(), digest);
+  const secret = Buffer.from(expected, 'utf8');
+  const scratch = Buffer.alloc(secret.length);
+  return (presented) => {
+    scratch.fill(0);
+    scratch.write(presented, 'utf8');
+    const equal = timingSafeEqual(scratch, secret);
+    return Buffer.byteLength(presented, 'utf8') === secret.length && equal;
+  };
 }

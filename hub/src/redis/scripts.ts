@@ -1,12 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Redis } from 'ioredis';
+import { LuaScript, type ScriptArg } from './script-command';
 import { moveToActive as bullMoveToActive } from 'bullmq/dist/cjs/scripts/moveToActive-11.js';
 import { moveToFinished as bullMoveToFinished } from 'bullmq/dist/cjs/scripts/moveToFinished-14.js';
 
 /**
  * Loads agentcom's Lua scripts (one per atomic operation, in `src/redis/lua/`, each with a
- * KEYS/ARGV/returns header) and registers them as ioredis commands (EVALSHA with EVAL fallback).
+ * KEYS/ARGV/returns header) and runs them (EVALSHA with EVAL fallback, `script-command.ts`).
  * The folder is resolved from the package root so it works from `src/` (tests) and `dist/`.
  */
 export const LUA_DIR = resolve(__dirname, '..', '..', 'src', 'redis', 'lua');
@@ -118,50 +119,43 @@ export interface AgentScripts {
   ): Promise<CompleteAtOnceReply>;
 }
 
-type Command<R> = (...args: (string | number | Buffer)[]) => Promise<R>;
-
-/** Registers every script on `client`; its commands then work in pipelines too. */
+/**
+ * agentcom's scripts, run on `client` (EVALSHA, EVAL when Redis does not know the script yet;
+ * encoded by `script-command.ts`).
+ */
 export function registerScripts(client: Redis): AgentScripts {
-  const define = <R>(name: ScriptName, numberOfKeys?: number): Command<R> => {
-    const command = `agentcom_${name}`;
-    client.defineCommand(command, {
-      lua: scriptSource(name),
-      ...(numberOfKeys !== undefined ? { numberOfKeys } : {}),
-    });
-    const bound = (client as unknown as Record<string, Command<R>>)[command];
-    if (!bound) throw new Error(`script ${name} was not registered`);
-    return bound.bind(client);
+  const define = <R>(name: ScriptName) => {
+    const script = new LuaScript(name, scriptSource(name));
+    return (keys: readonly string[], args: readonly ScriptArg[] = []): Promise<R> =>
+      script.run<R>(client, keys, args);
   };
   const transition = define<TransitionReply>('transition');
-  const claimIdle = define<ClaimReply>('claimIdle', 3);
-  const accept = define<AcceptReply>('accept', 4);
-  const beginReport = define<BeginReportReply>('beginReport', 4);
-  const findJobByLock = define<string | null>('findJobByLock', 0);
+  const claimIdle = define<ClaimReply>('claimIdle');
+  const accept = define<AcceptReply>('accept');
+  const beginReport = define<BeginReportReply>('beginReport');
+  const findJobByLock = define<string | null>('findJobByLock');
   const heartbeats = define<string[]>('heartbeats');
-  const delIfEquals = define<number>('delIfEquals', 1);
-  const replaceIfEquals = define<number>('replaceIfEquals', 1);
-  const claimAndFetch = define<ClaimAndFetchReply>('claimAndFetch', 3);
+  const delIfEquals = define<number>('delIfEquals');
+  const replaceIfEquals = define<number>('replaceIfEquals');
+  const claimAndFetch = define<ClaimAndFetchReply>('claimAndFetch');
   const transitionThenClaim = define<[TransitionReply, ClaimAndFetchReply]>('transitionThenClaim');
   const completeAtOnce = define<CompleteAtOnceReply>('completeAtOnce');
   return {
-    transition: (keys, spec) => transition(keys.length, ...keys, spec),
-    claimIdle: (keys, args) => claimIdle(...keys, ...args),
-    accept: (keys, args) => accept(...keys, ...args),
-    beginReport: (keys, args) => beginReport(...keys, ...args),
-    findJobByLock: (queuePrefix, token) => findJobByLock(queuePrefix, token),
-    heartbeats: (agentKeys, args) => heartbeats(agentKeys.length, ...agentKeys, ...args),
-    delIfEquals: (key, value) => delIfEquals(key, value),
-    replaceIfEquals: (key, value, previous, ttlMs) => replaceIfEquals(key, value, previous, ttlMs),
-    claimAndFetch: (keys, args) => claimAndFetch(...keys, ...args),
-    completeAtOnce: (keys, args) => completeAtOnce(keys.length, ...keys, ...args),
+    transition: (keys, spec) => transition(keys, [spec]),
+    claimIdle: (keys, args) => claimIdle(keys, args),
+    accept: (keys, args) => accept(keys, args),
+    beginReport: (keys, args) => beginReport(keys, args),
+    findJobByLock: (queuePrefix, token) => findJobByLock([], [queuePrefix, token]),
+    heartbeats: (agentKeys, args) => heartbeats(agentKeys, args),
+    delIfEquals: (key, value) => delIfEquals([key], [value]),
+    replaceIfEquals: (key, value, previous, ttlMs) =>
+      replaceIfEquals([key], [value, previous, ttlMs]),
+    claimAndFetch: (keys, args) => claimAndFetch(keys, args),
+    completeAtOnce: (keys, args) => completeAtOnce(keys, args),
     transitionThenClaim: (transitionKeys, spec, claimKeys, claimArgs) =>
       transitionThenClaim(
-        transitionKeys.length + claimKeys.length,
-        ...transitionKeys,
-        ...claimKeys,
-        transitionKeys.length,
-        spec,
-        ...claimArgs,
+        [...transitionKeys, ...claimKeys],
+        [transitionKeys.length, spec, ...claimArgs],
       ),
   };
 }
