@@ -24,7 +24,7 @@ import { QueueRegistry } from './queues/queue-registry';
 import { summarizeQueues } from './queues/queue-summary';
 import { createRedisConnections, type RedisConnections } from './redis/connections';
 import { RedisKeys } from './redis/keys';
-import { registerScripts } from './redis/scripts';
+import { agentScripts } from './redis/scripts';
 import { TaskCancellation } from './tasks/task-cancellation';
 import { listTasks } from './tasks/task-listing';
 import { TaskService } from './tasks/task-service';
@@ -57,7 +57,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
   const metrics = new HubMetrics(config.hubId);
   const redis = createRedisConnections(config.redisUrl, logger, () => metrics.redisErrors.inc());
   const keys = new RedisKeys(config.prefix);
-  const scripts = registerScripts(redis.command);
+  const scripts = agentScripts(redis.command);
   const agents = new AgentStore({
     redis: redis.command,
     scripts,

@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { AgentStore, IllegalTransitionError } from '../../hub/src/fsm/agent-store';
 import { jobToComplete, moveToCompletedArgs } from '../../hub/src/dispatch/bull-completion';
 import { RedisKeys } from '../../hub/src/redis/keys';
-import { registerScripts } from '../../hub/src/redis/scripts';
+import { agentScripts } from '../../hub/src/redis/scripts';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 describe('agent Lua scripts against a real redis-server', () => {
@@ -26,7 +26,7 @@ describe('agent Lua scripts against a real redis-server', () => {
     keys = new RedisKeys(`s${++n}`);
     store = new AgentStore({
       redis,
-      scripts: registerScripts(redis),
+      scripts: agentScripts(redis),
       keys,
       hubId: 'hub-a',
       now: () => clock,

@@ -8,7 +8,7 @@ import { createLogger } from '../../hub/src/logger';
 import { HubMetrics } from '../../hub/src/metrics/hub-metrics';
 import { QueueRegistry } from '../../hub/src/queues/queue-registry';
 import { RedisKeys } from '../../hub/src/redis/keys';
-import { registerScripts } from '../../hub/src/redis/scripts';
+import { agentScripts } from '../../hub/src/redis/scripts';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 /** What the dispatcher pushed, in order; `waitFor(n)` resolves once n pushes were made. */
@@ -69,7 +69,7 @@ describe('Dispatcher against a real redis-server and BullMQ', () => {
   beforeEach(() => {
     keys = new RedisKeys(`disp${++n}`);
     const logger = createLogger({ level: 'silent', hubId: 'hub-a' });
-    store = new AgentStore({ redis, scripts: registerScripts(redis), keys, hubId: 'hub-a' });
+    store = new AgentStore({ redis, scripts: agentScripts(redis), keys, hubId: 'hub-a' });
     registry = new QueueRegistry({
       connection: redis,
       keys,

@@ -123,7 +123,7 @@ export interface AgentScripts {
  * agentcom's scripts, run on `client` (EVALSHA, EVAL when Redis does not know the script yet;
  * encoded by `script-command.ts`).
  */
-export function registerScripts(client: Redis): AgentScripts {
+export function agentScripts(client: Redis): AgentScripts {
   const define = <R>(name: ScriptName) => {
     const script = new LuaScript(name, scriptSource(name));
     return (keys: readonly string[], args: readonly ScriptArg[] = []): Promise<R> =>
