@@ -480,9 +480,9 @@ nothing else: no Redis, no validation, no state machine. It is the most any hub 
 protocol could reach here. Raw BullMQ, the floor and the hubs now stay up side by side and are
 measured in turn, in rounds whose order rotates, with the other two paused (SIGSTOP: idle, a warm
 hub cluster still costs about 8% of a core); ratios are the median of the per-round ratios. Each
-warms up with 10,000 tasks first: a fresh replica's CPU per task falls from about 3,300 to 880 µs
-over its first 9,000 tasks (3,000 per replica; the floor's from 1,360 to 300), so the 1,000 of
-before measured half-warm hubs. A profile of a warm replica then showed a sixth of its time in
+warms up with 10,000 tasks first: a fresh cluster's hub CPU per task falls from about 3,300 µs
+over its first 1,500 tasks to about 1,000 µs by 9,000 and 880 µs by 12,000 (the floor's from 1,360
+to 300 by 10,500), so the 1,000 of before measured half-warm hubs. A profile of a warm replica then showed a sixth of its time in
 ioredis building commands (\`Array.prototype.flat\` copying the arguments, and a command with a
 Buffer among its arguments encoded piece by piece: about 60 µs for a completion's 90 arguments);
 agentcom's scripts are now encoded in one pass (\`hub/src/redis/script-command.ts\`, about 11 µs),
