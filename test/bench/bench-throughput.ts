@@ -16,7 +16,7 @@ import {
   type HubThroughput,
   type RawThroughput,
 } from './lib/scenarios';
-import { QUICK, round } from './lib/util';
+import { QUICK, median, round } from './lib/util';
 
 const TASKS = QUICK ? 2000 : 20_000;
 /**
@@ -50,7 +50,8 @@ const RUNS: Array<{ agents: number; batch?: number }> = [
 const ROUNDS = QUICK ? 2 : 4;
 const PER_ROUND = TASKS / ROUNDS;
 
-type System = 'raw' | 'floor' | 'hub';
+const SYSTEMS = ['raw', 'floor', 'hub'] as const;
+type System = (typeof SYSTEMS)[number];
 interface Measured {
   /** CPU the paused systems used meanwhile, in % of one core (0 when the pause held). */
   backgroundPct: number;
@@ -59,14 +60,6 @@ interface Round {
   raw: RawThroughput & Measured;
   floor: HubThroughput & Measured;
   hub: HubThroughput & Measured;
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[mid] ?? 0)
-    : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
 }
 
 /** Mean CPU per task of each process over the rounds. */
@@ -157,7 +150,7 @@ async function measureRounds(
       hub: clusterPids(hub, 'hub'),
     };
     const idleBesides = (system: System): Array<[string, number]> =>
-      (Object.keys(pids) as System[]).filter((s) => s !== system).flatMap((s) => pids[s]);
+      SYSTEMS.filter((s) => s !== system).flatMap((s) => pids[s]);
     const rounds: Round[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       // the first round warms the clusters up (the raw worker was warmed up when opened)
@@ -165,13 +158,20 @@ async function measureRounds(
       const through = (cluster: HubRun): Promise<HubThroughput> =>
         hubThroughput(cluster, { redis, tasks: PER_ROUND, warmup, inflight, ...withBatch });
       const round: Partial<Round> = {};
-      const order: System[] = ['raw', 'floor', 'hub'];
-      for (let k = 0; k < order.length; k++) {
-        const system = order[(k + r) % order.length] ?? 'raw';
+      // round r starts with SYSTEMS[r % 3]: each goes first, second and third in turn
+      const order = [...SYSTEMS.slice(r % SYSTEMS.length), ...SYSTEMS.slice(0, r % SYSTEMS.length)];
+      for (const system of order) {
         const idle = idleBesides(system);
-        if (system === 'raw') round.raw = await measureAlone(idle, () => raw.measure(PER_ROUND));
-        else if (system === 'floor') round.floor = await measureAlone(idle, () => through(floor));
-        else round.hub = await measureAlone(idle, () => through(hub));
+        switch (system) {
+          case 'raw':
+            round.raw = await measureAlone(idle, () => raw.measure(PER_ROUND));
+            break;
+          case 'floor':
+            round.floor = await measureAlone(idle, () => through(floor));
+            break;
+          case 'hub':
+            round.hub = await measureAlone(idle, () => through(hub));
+        }
       }
       if (!round.raw || !round.floor || !round.hub) throw new Error('a round missed a system');
       rounds.push(round as Round);

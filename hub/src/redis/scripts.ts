@@ -130,28 +130,23 @@ export function agentScripts(client: Redis): AgentScripts {
       script.run<R>(client, keys, args);
   };
   const transition = define<TransitionReply>('transition');
-  const claimIdle = define<ClaimReply>('claimIdle');
-  const accept = define<AcceptReply>('accept');
-  const beginReport = define<BeginReportReply>('beginReport');
   const findJobByLock = define<string | null>('findJobByLock');
-  const heartbeats = define<string[]>('heartbeats');
   const delIfEquals = define<number>('delIfEquals');
   const replaceIfEquals = define<number>('replaceIfEquals');
-  const claimAndFetch = define<ClaimAndFetchReply>('claimAndFetch');
   const transitionThenClaim = define<[TransitionReply, ClaimAndFetchReply]>('transitionThenClaim');
-  const completeAtOnce = define<CompleteAtOnceReply>('completeAtOnce');
   return {
+    // these take their KEYS and ARGV as they are
+    claimIdle: define<ClaimReply>('claimIdle'),
+    accept: define<AcceptReply>('accept'),
+    beginReport: define<BeginReportReply>('beginReport'),
+    heartbeats: define<string[]>('heartbeats'),
+    claimAndFetch: define<ClaimAndFetchReply>('claimAndFetch'),
+    completeAtOnce: define<CompleteAtOnceReply>('completeAtOnce'),
     transition: (keys, spec) => transition(keys, [spec]),
-    claimIdle: (keys, args) => claimIdle(keys, args),
-    accept: (keys, args) => accept(keys, args),
-    beginReport: (keys, args) => beginReport(keys, args),
     findJobByLock: (queuePrefix, token) => findJobByLock([], [queuePrefix, token]),
-    heartbeats: (agentKeys, args) => heartbeats(agentKeys, args),
     delIfEquals: (key, value) => delIfEquals([key], [value]),
     replaceIfEquals: (key, value, previous, ttlMs) =>
       replaceIfEquals([key], [value, previous, ttlMs]),
-    claimAndFetch: (keys, args) => claimAndFetch(keys, args),
-    completeAtOnce: (keys, args) => completeAtOnce(keys, args),
     transitionThenClaim: (transitionKeys, spec, claimKeys, claimArgs) =>
       transitionThenClaim(
         [...transitionKeys, ...claimKeys],

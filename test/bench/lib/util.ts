@@ -121,6 +121,18 @@ export function distribution(values: readonly number[]): Distribution {
   };
 }
 
+/**
+ * The middle value; with an even count, the mean of the two middle ones (for a few rounds,
+ * where {@link distribution}'s nearest-rank p50 would take the lower one).
+ */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1
+    ? (sorted[mid] ?? 0)
+    : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
+}
+
 /** Rounds to 3 significant decimals for small values, 1 decimal for large ones. */
 export function round(value: number): number {
   if (!Number.isFinite(value)) return value;
