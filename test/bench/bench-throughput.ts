@@ -15,16 +15,19 @@ import {
   type HubRun,
   type HubThroughput,
   type RawThroughput,
+  warmUp,
 } from './lib/scenarios';
 import { QUICK, median, round } from './lib/util';
 
 const TASKS = QUICK ? 2000 : 20_000;
 /**
- * Tasks each system runs before it is measured. On this machine a fresh cluster's hub CPU per
- * task falls from about 3,300 µs over its first 1,500 tasks to about 1,000 µs by 9,000 (3,000 per
- * replica: its JIT-compiled code) and 880 µs by 12,000.
+ * Tasks each system runs before it is measured. A fresh cluster's hub CPU per task (its
+ * JIT-compiled code) falls from about 3,300 µs over its first 1,500 tasks to about 1,000 µs by
+ * 9,000, 820–940 µs over 5,000–10,000, and levels off at 560–740 µs from about 15,000 on
+ * (batches of 5,000 up to 60,000, two clusters; V8 keeps optimising functions until then, with
+ * no deoptimisation loop: 29–63 deopts per replica in 40,000 tasks).
  */
-const WARMUP = QUICK ? 1500 : 10_000;
+const WARMUP = QUICK ? 1500 : 20_000;
 const AGENT_COUNTS = QUICK ? [100] : [100, 500];
 const REPLICAS = 3;
 /** POSTs in flight (HTTP) and adds in flight (raw), the same for both. */
@@ -151,12 +154,15 @@ async function measureRounds(
     };
     const idleBesides = (system: System): Array<[string, number]> =>
       SYSTEMS.filter((s) => s !== system).flatMap((s) => pids[s]);
+    // Warm-up, not measured, nothing paused (the others are idle): a pause of more than about
+    // 45 s would outlast Socket.IO's ping timeout, and a stand-in of the floor does not redeliver
+    // a task its agent lost on a reconnect. (The raw worker was warmed up when opened.)
+    for (const cluster of [floor, hub])
+      await warmUp(cluster, { tasks: WARMUP, inflight, ...withBatch });
     const rounds: Round[] = [];
     for (let r = 0; r < ROUNDS; r++) {
-      // the first round warms the clusters up (the raw worker was warmed up when opened)
-      const warmup = r === 0 ? WARMUP : 0;
       const through = (cluster: HubRun): Promise<HubThroughput> =>
-        hubThroughput(cluster, { redis, tasks: PER_ROUND, warmup, inflight, ...withBatch });
+        hubThroughput(cluster, { redis, tasks: PER_ROUND, warmup: 0, inflight, ...withBatch });
       const round: Partial<Round> = {};
       // round r starts with SYSTEMS[r % 3]: each goes first, second and third in turn
       const order = [...SYSTEMS.slice(r % SYSTEMS.length), ...SYSTEMS.slice(0, r % SYSTEMS.length)];

@@ -508,7 +508,7 @@ same Redis, with the job options the hub uses (uuid job id, 3 attempts, the hub'
   The transport floor: the same agents and submitter against 3 stand-in replicas
   (\`test/bench/floor-hub.ts\`: Fastify + Socket.IO with the hub's options, a task held in memory
   and pushed to an idle agent of the same process, accepts and completions answered at once).
-  Raw, floor and hubs run side by side, each warmed up with 10,000 tasks, then measured in 4
+  Raw, floor and hubs run side by side, each warmed up with 20,000 tasks, then measured in 4
   rounds of 5,000 tasks each, the order rotating, the two not measured paused with SIGSTOP (their
   CPU meanwhile is shown: 0 when the pause held); tasks/s are the median round, ratios the median
   of the ratios within a round.

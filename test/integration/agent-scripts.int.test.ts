@@ -802,6 +802,26 @@ describe('agent Lua scripts against a real redis-server', () => {
       expect(await redis.get('other-lock')).toBe('theirs');
     });
 
+    it('`idleAddOwn` lists the agent in the idle set of each of its queues, as the patch leaves them', async () => {
+      await idleAgent('a', ['q1', 'q2'], 10);
+      await redis.del(keys.idle('q1'), keys.idle('q2'));
+      clock = 20;
+      const own = (set?: Record<string, string>) =>
+        store.transition({
+          agentId: 'a',
+          from: 'idle',
+          to: 'idle',
+          reason: 'resume',
+          idleAddOwn: true,
+          ...(set ? { set } : {}),
+        });
+      expect((await own()).ok).toBe(true);
+      expect(await redis.zrange(keys.idle('q1'), '0', '-1', 'WITHSCORES')).toEqual(['a', '20']);
+      expect(await redis.zrange(keys.idle('q2'), '0', '-1')).toEqual(['a']);
+      expect((await own({ queues: 'q3' })).ok).toBe(true);
+      expect(await redis.zrange(keys.idle('q3'), '0', '-1')).toEqual(['a']);
+    });
+
     it('counts `incr` fields from their current value with the patch', async () => {
       await idleAgent('a', ['q1'], 10);
       const apply = () =>

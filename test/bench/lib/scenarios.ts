@@ -224,6 +224,25 @@ export interface HubThroughput {
 }
 
 /**
+ * `tasks` no-op tasks through the hubs, submitted as the measured runs submit them (`inflight`
+ * requests, `batch` tasks each), waited for, not measured: JIT warm-up.
+ */
+export async function warmUp(
+  run: HubRun,
+  options: { tasks: number; inflight: number; batch?: number },
+): Promise<void> {
+  const warm = await submitTasks(run.urls, options.tasks, options.inflight, options.batch);
+  // bounded, with room for a slow, shared machine (10 ms per task)
+  const timeoutMs = Math.max(60_000, options.tasks * 10);
+  const done = await run.load.call(
+    'waitCompleted',
+    { n: warm.ids.length, timeoutMs },
+    timeoutMs + 20_000,
+  );
+  if (!done.reached) throw new Error(`warm-up: ${done.completed}/${warm.ids.length} completed`);
+}
+
+/**
  * `tasks` no-op tasks through the hubs, end to end: from the first `POST /v1/tasks` to the last
  * `task:complete` acknowledged (the load process tells the moment the count is reached).
  * `around` runs just before and just after the measured part (counter snapshots).
@@ -243,11 +262,7 @@ export async function hubThroughput(
 ): Promise<HubThroughput> {
   const { load, urls, hubs } = run;
   const { tasks } = options;
-  if (options.warmup > 0) {
-    const warm = await submitTasks(urls, options.warmup, options.inflight);
-    const done = await load.call('waitCompleted', { n: warm.ids.length, timeoutMs: 60_000 });
-    if (!done.reached) throw new Error(`warm-up: ${done.completed}/${warm.ids.length} completed`);
-  }
+  if (options.warmup > 0) await warmUp(run, { ...options, tasks: options.warmup });
   await load.call('resetStats', {});
   await options.before?.();
   const loopsBefore = await Promise.all(

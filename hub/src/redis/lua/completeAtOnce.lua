@@ -35,7 +35,7 @@
     { "slow" }                                                           nothing changed
     { "completed", startedAt, queues, transition reply, claim reply or false }
 ]]
-if redis.call("EXISTS", KEYS[2]) == 1 or redis.call("EXISTS", KEYS[3]) == 1 then
+if redis.call("EXISTS", KEYS[2], KEYS[3]) > 0 then
   return { "slow" }
 end
 local held = redis.call("HMGET", KEYS[1], "state", "taskId", "token", "startedAt", "queues")

@@ -31,8 +31,9 @@
     { 0, field, actual, state, version }        an expectation failed; nothing changed
     { -1 }                                      no such agent (no record with a state)
 
-  Redis calls: one HMGET reads every field the checks and counters need; the version and the
-  counters are written with the patch (one HSET), not incremented separately.
+  Redis calls: one HMGET reads every field the checks and counters need (and `queues` for
+  idleAddOwn); the version and the counters are written with the patch (one HSET), not
+  incremented separately.
 ]]
 local spec = cjson.decode(ARGV[1])
 local agentKey = KEYS[1]
@@ -54,6 +55,10 @@ end
 local expected = #fields
 for field in pairs(spec.incr or {}) do
   fields[#fields + 1] = field
+end
+local counted = #fields
+if spec.idleAddOwn then
+  fields[#fields + 1] = "queues"
 end
 local values = redis.call("HMGET", agentKey, unpack(fields))
 if not values[1] then
@@ -82,7 +87,7 @@ for field, value in pairs(spec.set or {}) do
   flat[#flat + 1] = field
   flat[#flat + 1] = tostring(value)
 end
-for i = expected + 1, #fields do
+for i = expected + 1, counted do
   flat[#flat + 1] = fields[i]
   flat[#flat + 1] = tonumber(values[i] or "0") + spec.incr[fields[i]]
 end
@@ -99,7 +104,14 @@ for _, entry in ipairs(spec.zadd or {}) do
   redis.call("ZADD", KEYS[entry[1]], entry[2], spec.agentId)
 end
 if spec.idleAddOwn then
-  for q in string.gmatch(redis.call("HGET", agentKey, "queues") or "", "[^,]+") do
+  -- the field as the patch leaves it
+  local queues = (spec.set and spec.set.queues) or values[counted + 1] or ""
+  for _, field in ipairs(spec.del or {}) do
+    if field == "queues" then
+      queues = ""
+    end
+  end
+  for q in string.gmatch(queues, "[^,]+") do
     redis.call("ZADD", spec.idleAddOwn .. q, spec.now, spec.agentId)
   end
 end
