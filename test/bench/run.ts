@@ -489,6 +489,21 @@ agentcom's scripts are now encoded in one pass (\`hub/src/redis/script-command.t
 and the admin key is compared padded in constant time instead of hashed per request. Interleaved
 runs against the fifth pass (4 pairs): hub CPU per task 821 → 740 µs, all processes 1,544 → 1,413
 µs, 1,212 → 1,324 tasks/s.
+
+A seventh pass (2026-11-22) looked at where the CPU goes on-CPU: \`perf record -e cpu-clock\`
+with the hubs' JIT symbols. \`--cpu-prof\` counts time spent waiting for a CPU, so syscalls look
+more expensive than they are. It also timed Redis per script with Redis at real-time priority.
+- \`completeAtOnce\` is two thirds of Redis's time per task, with a median of 270 µs per call.
+  About half of that is BullMQ's own \`moveToFinished\` and \`moveToActive\`; the rest is spread
+  over agentcom's release and claim.
+- No single command or step stands out. A replica's time is spread the same way: agentcom's own
+  modules are 16% of it.
+- Two Redis commands per task are gone: a completion's two \`EXISTS\` are now one, and a
+  release no longer runs \`HGET queues\`. Commands per task went from 65.3 to 63.3.
+- The hubs' CPU per task was found to level off only from about 15,000 tasks on. Each system now
+  warms up with 20,000 tasks, before the rounds and unpaused (see the method).
+- Dropped after measuring: adding jobs without \`Queue.add\`, with BullMQ's own argument builder
+  and scripts (53 → 48 µs of CPU per add in a loop, not visible in throughput).
 `;
 
 const METHOD = `## Method
@@ -508,7 +523,8 @@ same Redis, with the job options the hub uses (uuid job id, 3 attempts, the hub'
   The transport floor: the same agents and submitter against 3 stand-in replicas
   (\`test/bench/floor-hub.ts\`: Fastify + Socket.IO with the hub's options, a task held in memory
   and pushed to an idle agent of the same process, accepts and completions answered at once).
-  Raw, floor and hubs run side by side, each warmed up with 20,000 tasks, then measured in 4
+  Raw, floor and hubs run side by side, each warmed up with 20,000 tasks (submitted as its rounds
+  submit them, before the rounds, nothing paused), then measured in 4
   rounds of 5,000 tasks each, the order rotating, the two not measured paused with SIGSTOP (their
   CPU meanwhile is shown: 0 when the pause held); tasks/s are the median round, ratios the median
   of the ratios within a round.
