@@ -99,7 +99,18 @@ export async function openRaw(options: {
       prefix: options.prefix,
       concurrency: options.concurrency,
     });
-    await raw.call('produce', { n: options.warmup, inflight: options.inflight, timeoutMs: 60_000 });
+    // warmed up as it is measured (batches in the batch run)
+    const timeoutMs = Math.max(60_000, options.warmup * 10);
+    await raw.call(
+      'produce',
+      {
+        n: options.warmup,
+        inflight: options.inflight,
+        timeoutMs,
+        ...(options.batch !== undefined ? { batch: options.batch } : {}),
+      },
+      timeoutMs + 20_000,
+    );
   } catch (err) {
     await raw.close();
     throw err;
@@ -262,7 +273,13 @@ export async function hubThroughput(
 ): Promise<HubThroughput> {
   const { load, urls, hubs } = run;
   const { tasks } = options;
-  if (options.warmup > 0) await warmUp(run, { ...options, tasks: options.warmup });
+  if (options.warmup > 0) {
+    await warmUp(run, {
+      tasks: options.warmup,
+      inflight: options.inflight,
+      ...(options.batch !== undefined ? { batch: options.batch } : {}),
+    });
+  }
   await load.call('resetStats', {});
   await options.before?.();
   const loopsBefore = await Promise.all(
