@@ -806,20 +806,25 @@ describe('agent Lua scripts against a real redis-server', () => {
       await idleAgent('a', ['q1', 'q2'], 10);
       await redis.del(keys.idle('q1'), keys.idle('q2'));
       clock = 20;
-      const own = (set?: Record<string, string>) =>
+      const own = (patch: { set?: Record<string, string>; del?: string[] } = {}) =>
         store.transition({
           agentId: 'a',
           from: 'idle',
           to: 'idle',
           reason: 'resume',
           idleAddOwn: true,
-          ...(set ? { set } : {}),
+          ...patch,
         });
       expect((await own()).ok).toBe(true);
       expect(await redis.zrange(keys.idle('q1'), '0', '-1', 'WITHSCORES')).toEqual(['a', '20']);
       expect(await redis.zrange(keys.idle('q2'), '0', '-1')).toEqual(['a']);
-      expect((await own({ queues: 'q3' })).ok).toBe(true);
+      expect((await own({ set: { queues: 'q3' } })).ok).toBe(true);
       expect(await redis.zrange(keys.idle('q3'), '0', '-1')).toEqual(['a']);
+      // a patch that deletes the field lists the agent nowhere
+      await redis.hset(keys.agent('a'), 'queues', 'q1,q2');
+      await redis.del(keys.idle('q1'), keys.idle('q2'), keys.idle('q3'));
+      expect((await own({ del: ['queues'] })).ok).toBe(true);
+      expect(await redis.exists(keys.idle('q1'), keys.idle('q2'), keys.idle('q3'))).toBe(0);
     });
 
     it('counts `incr` fields from their current value with the patch', async () => {

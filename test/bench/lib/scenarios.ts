@@ -9,6 +9,16 @@ import { RpcChild } from './rpc';
 import { log, now, round } from './util';
 
 /**
+ * How long `tasks` may take to complete, bounded with room for a slow, shared machine: a warm-up
+ * (10 ms per task, at least a minute) or a measured run (25 ms per task, at least 5 minutes).
+ * The RPC that waits gets {@link RPC_MARGIN_MS} more, so the child's own timeout answers first.
+ */
+function completionTimeoutMs(tasks: number, kind: 'warm-up' | 'measured'): number {
+  return kind === 'warm-up' ? Math.max(60_000, tasks * 10) : Math.max(300_000, tasks * 25);
+}
+const RPC_MARGIN_MS = 20_000;
+
+/**
  * POSTs `n` no-op tasks, `inflight` requests at a time, round-robin over `urls`; with `batch`,
  * each request is a `POST /v1/tasks/batch` of that many tasks.
  */
@@ -100,8 +110,8 @@ export async function openRaw(options: {
       concurrency: options.concurrency,
     });
     // warmed up as it is measured (batches in the batch run)
-    const timeoutMs = Math.max(60_000, options.warmup * 10);
-    await raw.call(
+    const timeoutMs = completionTimeoutMs(options.warmup, 'warm-up');
+    const warm = await raw.call(
       'produce',
       {
         n: options.warmup,
@@ -109,8 +119,10 @@ export async function openRaw(options: {
         timeoutMs,
         ...(options.batch !== undefined ? { batch: options.batch } : {}),
       },
-      timeoutMs + 20_000,
+      timeoutMs + RPC_MARGIN_MS,
     );
+    if (!warm.reached)
+      throw new Error(`raw warm-up: ${warm.completed}/${options.warmup} completed`);
   } catch (err) {
     await raw.close();
     throw err;
@@ -123,7 +135,7 @@ export async function openRaw(options: {
       ]),
     );
     cpu.start();
-    const timeoutMs = Math.max(300_000, tasks * 25);
+    const timeoutMs = completionTimeoutMs(tasks, 'measured');
     const run = await raw.call(
       'produce',
       {
@@ -132,7 +144,7 @@ export async function openRaw(options: {
         timeoutMs,
         ...(options.batch !== undefined ? { batch: options.batch } : {}),
       },
-      timeoutMs + 20_000,
+      timeoutMs + RPC_MARGIN_MS,
     );
     const usage = cpu.stop();
     if (!run.reached) throw new Error(`raw BullMQ completed ${run.completed}/${tasks}`);
@@ -243,12 +255,11 @@ export async function warmUp(
   options: { tasks: number; inflight: number; batch?: number },
 ): Promise<void> {
   const warm = await submitTasks(run.urls, options.tasks, options.inflight, options.batch);
-  // bounded, with room for a slow, shared machine (10 ms per task)
-  const timeoutMs = Math.max(60_000, options.tasks * 10);
+  const timeoutMs = completionTimeoutMs(options.tasks, 'warm-up');
   const done = await run.load.call(
     'waitCompleted',
     { n: warm.ids.length, timeoutMs },
-    timeoutMs + 20_000,
+    timeoutMs + RPC_MARGIN_MS,
   );
   if (!done.reached) throw new Error(`warm-up: ${done.completed}/${warm.ids.length} completed`);
 }
@@ -294,9 +305,8 @@ export async function hubThroughput(
   const cpu = new CpuMeter(pids);
   cpu.start();
   const start = now();
-  // bounded, with room for a slow, shared machine (25 ms per task)
-  const timeoutMs = Math.max(300_000, tasks * 25);
-  const completion = load.call('waitCompleted', { n: tasks, timeoutMs }, timeoutMs + 20_000);
+  const timeoutMs = completionTimeoutMs(tasks, 'measured');
+  const completion = load.call('waitCompleted', { n: tasks, timeoutMs }, timeoutMs + RPC_MARGIN_MS);
   const submitted = await submitTasks(urls, tasks, options.inflight, options.batch);
   if (submitted.failed > 0) throw new Error(`${submitted.failed} POST /v1/tasks failed`);
   const done = await completion;
