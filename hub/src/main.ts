@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// first: V8 flags hold only for what is compiled and allocated after them
+import './v8-flags';
 import { ConfigError, loadConfig } from './config';
 import { startEmbeddedRedis, type EmbeddedRedis } from './embedded-redis';
 import { startHub } from './hub';
