@@ -504,6 +504,15 @@ more expensive than they are. It also timed Redis per script with Redis at real-
   warms up with 20,000 tasks, before the rounds and unpaused (see the method).
 - Dropped after measuring: adding jobs without \`Queue.add\`, with BullMQ's own argument builder
   and scripts (53 → 48 µs of CPU per add in a loop, not visible in throughput).
+
+An eighth pass (2026-11-22) found V8's garbage collector at 10% of a warm replica's on-CPU
+samples. Under load a replica promoted about 5 MB/s of objects that live milliseconds (a task's
+Redis command arguments, the transition spec, BullMQ's completion arguments) and ran a full
+mark-compact every 7–8 s. V8 had pretenured their allocation sites during the replica's first
+seconds, when its young generation was small. A replica now starts with
+\`--no-allocation-site-pretenuring\` (\`hub/src/v8-flags.ts\`): it promotes a quarter as much,
+and hub CPU per task was 4–15% lower in four of five interleaved A/B runs (one showed +4%).
+A larger young generation and \`--single-threaded-gc\` changed nothing measurable.
 `;
 
 const METHOD = `## Method
