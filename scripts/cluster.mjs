@@ -106,28 +106,15 @@ async function up(count) {
   };
 
   const redisPid = join(dir, 'redis.pid');
-  const redis = spawnSync('redis-server', [
-    '--port',
-    String(redisPort),
-    '--bind',
-    '127.0.0.1',
-    '--dir',
-    join(dir, 'redis'),
-    '--appendonly',
-    'yes',
-    '--appendfsync',
-    'everysec',
-    '--save',
-    '',
-    '--maxmemory-policy',
-    'noeviction',
-    '--daemonize',
-    'yes',
-    '--pidfile',
-    redisPid,
-    '--logfile',
-    join(dir, 'redis.log'),
-  ]);
+  // the hub's own command line for its Redis (built by `make cluster` before this runs)
+  const { redisServerArgs } = await import('../hub/dist/embedded-redis.js');
+  const redis = spawnSync(
+    'redis-server',
+    redisServerArgs(redisPort, join(dir, 'redis'), {
+      appendonly: true,
+      extra: ['--daemonize', 'yes', '--pidfile', redisPid, '--logfile', join(dir, 'redis.log')],
+    }),
+  );
   if (redis.status !== 0) fail(`redis-server failed: ${redis.stderr}`);
   await waitFor('redis', () => existsSync(redisPid));
   recordPid('redis', Number(readFileSync(redisPid, 'utf8')));

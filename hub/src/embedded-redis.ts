@@ -36,6 +36,54 @@ export async function answersPing(port: number): Promise<boolean> {
 }
 
 /**
+ * The command line of a `redis-server` on 127.0.0.1:`port` with its files in `dir`: no RDB
+ * snapshots, no eviction (BullMQ needs every key), the AOF on or off; `extra` is appended (also
+ * used by tests and benchmarks, so every Redis the project starts is configured here).
+ */
+export function redisServerArgs(
+  port: number,
+  dir: string,
+  options: { appendonly: boolean; extra?: readonly string[] },
+): string[] {
+  return [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--appendonly',
+    options.appendonly ? 'yes' : 'no',
+    '--appendfsync',
+    'everysec',
+    '--save',
+    '',
+    '--maxmemory-policy',
+    'noeviction',
+    ...(options.extra ?? []),
+  ];
+}
+
+/**
+ * Polls PING until a Redis answers on 127.0.0.1:`port`. Rejects after `timeoutMs`, or as soon as
+ * `failure()` names a reason it never will (the process could not start, or exited).
+ */
+export async function waitForRedis(
+  port: number,
+  failure: () => string | undefined,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const reason = failure();
+    if (reason !== undefined) throw new Error(reason);
+    if (await answersPing(port)) return;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error(`redis-server on port ${port} did not answer PING within ${timeoutMs / 1000} s`);
+}
+
+/**
  * Starts `redis-server` on 127.0.0.1:`port` with its AOF under `<dataDir>/redis`, or reuses one
  * already answering there (so several replicas on one machine share it). Rejects with
  * {@link REDIS_MISSING_MESSAGE} when no redis-server is installed.
@@ -49,49 +97,24 @@ export async function startEmbeddedRedis(dataDir: string, port: number): Promise
   mkdirSync(dir, { recursive: true });
   const child: ChildProcess = spawn(
     'redis-server',
-    [
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--dir',
-      dir,
-      '--appendonly',
-      'yes',
-      '--appendfsync',
-      'everysec',
-      '--save',
-      '',
-      '--maxmemory-policy',
-      'noeviction',
-    ],
-    { stdio: 'ignore' },
+    redisServerArgs(port, dir, { appendonly: true }),
+    {
+      stdio: 'ignore',
+    },
   );
-  const spawnError = new Promise<never>((_, reject) => {
-    child.once('error', (err: NodeJS.ErrnoException) =>
-      reject(
-        new Error(err.code === 'ENOENT' ? REDIS_MISSING_MESSAGE : `redis-server: ${err.message}`),
-      ),
-    );
-    child.once('exit', (code) =>
-      reject(new Error(`redis-server exited with code ${code} (see ${dir})`)),
-    );
+  let failed: string | undefined;
+  child.once('error', (err: NodeJS.ErrnoException) => {
+    failed = err.code === 'ENOENT' ? REDIS_MISSING_MESSAGE : `redis-server: ${err.message}`;
   });
-  const ready = (async () => {
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline) {
-      if (await answersPing(port)) return;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    throw new Error(`redis-server did not answer on port ${port} within 10 s`);
-  })();
+  child.once('exit', (code) => {
+    failed ??= `redis-server exited with code ${code} (see ${dir})`;
+  });
   try {
-    await Promise.race([ready, spawnError]);
+    await waitForRedis(port, () => failed);
   } catch (err) {
     child.kill('SIGKILL');
     throw err;
   }
-  spawnError.catch(() => undefined);
   return {
     url,
     dir,

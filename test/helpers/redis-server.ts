@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { answersPing } from '../../hub/src/embedded-redis';
+import { redisServerArgs, waitForRedis } from '../../hub/src/embedded-redis';
 
 /** A private `redis-server` process on a free loopback port, for tests that need to kill it. */
 export interface RedisProcess {
@@ -44,26 +44,23 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
   let child: ChildProcess | undefined;
 
   const launch = async (): Promise<void> => {
-    const args = [
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--dir',
-      dir,
-      '--save',
-      '',
-      '--appendonly',
-      options.appendonly ? 'yes' : 'no',
-      '--appendfsync',
-      'everysec',
-      '--maxmemory-policy',
-      'noeviction',
-      '--protected-mode',
-      'no',
-    ];
-    child = spawn('redis-server', args, { stdio: 'ignore' });
-    await waitForPing(port, child);
+    const args = redisServerArgs(port, dir, {
+      appendonly: options.appendonly ?? false,
+      extra: ['--protected-mode', 'no'],
+    });
+    const proc = spawn('redis-server', args, { stdio: 'ignore' });
+    child = proc;
+    let spawnError: Error | undefined;
+    proc.once('error', (err) => {
+      spawnError = err;
+    });
+    await waitForRedis(port, () =>
+      spawnError
+        ? `redis-server could not start: ${spawnError.message}`
+        : proc.exitCode !== null
+          ? `redis-server exited with ${proc.exitCode}`
+          : undefined,
+    );
   };
 
   await launch();
@@ -92,22 +89,3 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     await exited;
   }
 }
-
-/** Polls PING until the server answers (the log line differs between versions, PING does not). */
-async function waitForPing(port: number, child: ChildProcess): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  let spawnError: Error | undefined;
-  child.once('error', (err) => {
-    spawnError = err;
-  });
-  while (Date.now() < deadline) {
-    if (spawnError) throw new Error(`redis-server could not start: ${spawnError.message}`);
-    if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
-    if (await answersPing(port)) return;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  throw new Error(`redis-server on port ${port} did not answer PING within 10 s`);
-}
-
-/** Re-exported for the benchmarks: the hub's own PING probe. */
-export { answersPing };

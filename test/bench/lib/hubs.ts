@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Proc, rssKb } from './procs';
-import { freePort } from './redis';
+import { freePort } from '../../helpers/redis-server';
 import { ADMIN_KEY, BENCH_DIR, HUB_MAIN, log, sleep } from './util';
 
 export interface HubProc {

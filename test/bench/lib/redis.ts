@@ -1,26 +1,11 @@
-import { answersPing } from '../../helpers/redis-server';
+import { redisServerArgs, waitForRedis } from '../../../hub/src/embedded-redis';
+import { freePort } from '../../helpers/redis-server';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { Proc } from './procs';
-import { sleep } from './util';
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      if (address && typeof address === 'object') {
-        const { port } = address;
-        server.close(() => resolve(port));
-      } else reject(new Error('no port'));
-    });
-  });
-}
 
 export function redisServerVersion(): string {
   try {
@@ -65,23 +50,17 @@ export class RedisServer {
   static async start(): Promise<RedisServer> {
     const port = await freePort();
     const dir = mkdtempSync(join(tmpdir(), 'agentcom-bench-redis-'));
-    const proc = Proc.start('redis-server', 'redis-server', [
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--dir',
-      dir,
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-      '--protected-mode',
-      'no',
-      '--maxclients',
-      '20000',
-    ]);
-    await waitForPing(port, proc);
+    const proc = Proc.start(
+      'redis-server',
+      'redis-server',
+      redisServerArgs(port, dir, {
+        appendonly: false,
+        extra: ['--protected-mode', 'no', '--maxclients', '20000'],
+      }),
+    );
+    await waitForRedis(port, () =>
+      proc.running ? undefined : `redis-server exited:\n${proc.tail()}`,
+    );
     return new RedisServer(port, proc, dir);
   }
 
@@ -170,14 +149,4 @@ export function countersDelta(
     (byCommand.get('fcall') ?? 0) +
     (byCommand.get('evalsha_ro') ?? 0);
   return { byCommand, usecByCommand, all, scriptCalls, cpuMs: after.cpuMs - before.cpuMs };
-}
-
-async function waitForPing(port: number, proc: Proc): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    if (!proc.running) throw new Error(`redis-server exited:\n${proc.tail()}`);
-    if (await answersPing(port)) return;
-    await sleep(25);
-  }
-  throw new Error(`redis-server on port ${port} did not answer PING within 10 s`);
 }

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { eventually } from '../../helpers/poll';
 
 /** `QUICK=1`: the small version of every benchmark (whole run under 2 minutes). */
 export const QUICK = ['1', 'true', 'yes'].includes((process.env.QUICK ?? '').toLowerCase());
@@ -38,25 +39,13 @@ export function log(message: string): void {
 }
 
 /** Polls `check` until it returns something other than undefined, or throws after `timeoutMs`. */
-export async function waitFor<T>(
+export function waitFor<T>(
   what: string,
   check: () => Promise<T | undefined> | T | undefined,
   timeoutMs: number,
   intervalMs = 50,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await check();
-      if (value !== undefined) return value;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(intervalMs);
-  }
-  const why = last instanceof Error ? `: ${last.message}` : '';
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${why}`);
+  return eventually(check, { timeoutMs, intervalMs, what });
 }
 
 /** Rejects after `ms` unless `promise` settled first. */
