@@ -95,7 +95,14 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     onLeaseLost: (agentId, task) => {
       logger.warn({ agentId, taskId: task.taskId }, 'lease lost: telling the agent to abort');
       notifier.cancel(agentId, { taskId: task.taskId, reason: 'lease_lost' });
-      void assignments.release(agentId, task.taskId, task.token, 'lease_lost');
+      assignments
+        .release(agentId, task.taskId, task.token, 'lease_lost')
+        .catch((err: unknown) =>
+          logger.warn(
+            { agentId, taskId: task.taskId, err: String(err) },
+            'lease lost: release failed',
+          ),
+        );
     },
   });
   const assignments = new AssignmentService({

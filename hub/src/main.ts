@@ -54,7 +54,13 @@ async function main(): Promise<void> {
     void hub
       .close()
       .then(() => (embedded?.owned ? embedded.stop() : undefined))
-      .then(() => process.exit(0));
+      .then(
+        () => process.exit(0),
+        (err: unknown) => {
+          logger.error({ err: String(err) }, 'graceful shutdown failed');
+          process.exit(1);
+        },
+      );
   };
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);

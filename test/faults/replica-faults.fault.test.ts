@@ -152,7 +152,12 @@ describe('faults of a hub replica', () => {
         if (status === 0) break;
         await new Promise((resolve) => setTimeout(resolve, 50)); // sampling the readiness window
       }
-      expect(await hub.exited).toEqual({ code: 0, signal: null });
+      const exit = await hub.exited;
+      // the replica's own account of a failed stop, in the failure message
+      expect({ exit, output: exit.code === 0 ? '' : hub.output.slice(-6000) }).toEqual({
+        exit: { code: 0, signal: null },
+        output: '',
+      });
       saw503.push(seen);
       moveTimes.push(Date.now() - t0);
       await cluster.startHub(i + 1, port);
