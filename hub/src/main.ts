@@ -5,6 +5,7 @@ import { ConfigError, loadConfig } from './config';
 import { startEmbeddedRedis, type EmbeddedRedis } from './embedded-redis';
 import { startHub } from './hub';
 import { createLogger } from './logger';
+import { logUnhandledRejections } from './process-guards';
 
 /** `agentcom-hub`: one replica. Exit codes: 0 stopped cleanly, 1 failed, 2 bad configuration. */
 async function main(): Promise<void> {
@@ -19,6 +20,7 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger({ level: config.logLevel, hubId: config.hubId });
+  logUnhandledRejections(logger);
   let embedded: EmbeddedRedis | undefined;
   if (!config.redisUrl) {
     try {

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eventually } from '../helpers/hub';
-import { HUB_MAIN, TestProcess } from '../helpers/processes';
+import { HUB_MAIN, ROOT, TestProcess } from '../helpers/processes';
 import { freePort } from '../helpers/redis-server';
 
 function startHub(env: Record<string, string>, path = process.env.PATH ?? ''): TestProcess {
@@ -22,6 +22,28 @@ describe('agentcom-hub as a process', () => {
     dir = mkdtempSync(join(tmpdir(), 'agentcom-hubproc-'));
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('keeps running through an unhandled promise rejection and logs it with its stack', async () => {
+    // the guard main.ts installs, in a process of its own (Node would exit 1 without it)
+    const guards = join(ROOT, 'hub', 'dist', 'process-guards.js');
+    const script = `
+      const { logUnhandledRejections } = require(${JSON.stringify(guards)});
+      logUnhandledRejections({ error: (fields, msg) => console.log(JSON.stringify({ ...fields, msg })) });
+      Promise.reject(new Error('publish on a closed connection'));
+      setTimeout(() => console.log('still running'), 100);
+    `;
+    const proc = new TestProcess(
+      'guarded',
+      spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] }),
+    );
+    expect(await proc.exited).toEqual({ code: 0, signal: null });
+    const [logged, alive] = proc.output.trim().split('\n');
+    expect(JSON.parse(logged ?? '{}')).toEqual({
+      err: expect.stringMatching(/^Error: publish on a closed connection\n\s+at /),
+      msg: 'unhandled promise rejection (the replica keeps running)',
+    });
+    expect(alive).toBe('still running');
+  });
 
   it('exits 2 naming the variable on bad configuration', async () => {
     const hub = startHub({ AGENTCOM_ADMIN_KEY: 'a-long-enough-admin-key', PORT: 'abc' });
