@@ -1,18 +1,9 @@
 import { Redis } from 'ioredis';
 import { RedisKeys } from '../../hub/src/redis/keys';
+import { parseTransitionEntry, type UiTransition } from '../../hub/src/ui/ui-events';
 
-/** One agent transition as the events stream records it. */
-export interface TransitionEvent {
-  agent: string;
-  from: string;
-  to: string;
-  reason: string;
-  task: string;
-  hub: string;
-  version: number;
-  /** Epoch ms of the transition. */
-  at: number;
-}
+/** One agent transition as the events stream records it (the agents page reads the same). */
+export type TransitionEvent = UiTransition;
 
 export async function readTransitions(
   redisUrl: string,
@@ -21,20 +12,7 @@ export async function readTransitions(
   const redis = new Redis(redisUrl);
   try {
     const entries = await redis.xrange(new RedisKeys(prefix).events, '-', '+');
-    return entries.map(([, fields]) => {
-      const record: Record<string, string> = {};
-      for (let i = 0; i + 1 < fields.length; i += 2) record[fields[i] ?? ''] = fields[i + 1] ?? '';
-      return {
-        agent: record.agent ?? '',
-        from: record.from ?? '',
-        to: record.to ?? '',
-        reason: record.reason ?? '',
-        task: record.task ?? '',
-        hub: record.hub ?? '',
-        version: Number(record.version),
-        at: Number(record.at),
-      };
-    });
+    return entries.map(([id, fields]) => parseTransitionEntry(id, fields));
   } finally {
     redis.disconnect();
   }
