@@ -29,6 +29,9 @@ import { TaskCancellation } from './tasks/task-cancellation';
 import { listTasks } from './tasks/task-listing';
 import { TaskService } from './tasks/task-service';
 
+/** On a stop, how long HTTP requests still in flight may take before their connections are cut. */
+const HTTP_CLOSE_BOUND_MS = 5000;
+
 /** A running hub replica. */
 export interface Hub {
   readonly config: HubConfig;
@@ -175,6 +178,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     extend: (root) => {
       bullBoard = registerBullBoard(root, queues, config.adminKey);
     },
+    closing: () => draining,
   });
 
   const io = new Server(app.server, {
@@ -271,11 +275,18 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
       if (config.shutdownDelayMs > 0) {
         await new Promise((resolve) => setTimeout(resolve, config.shutdownDelayMs));
       }
-      // 3. close the remaining sockets and record their disconnects while Redis is still there
+      // 3. close the remaining sockets and record their disconnects while Redis is still there;
+      // io.close also closes the HTTP server, which waits for its connections: clients were told
+      // to close them (Connection: close while draining), one still busy after the bound is cut
       await agentsPage.close();
+      const cut = setTimeout(
+        () => app.server.closeAllConnections(),
+        Math.min(HTTP_CLOSE_BOUND_MS, config.shutdownGraceMs / 2),
+      );
       await new Promise<void>((resolve) => {
         void io.close(() => resolve());
       });
+      clearTimeout(cut);
       await gateway?.settled(2000);
       // 4. timers, HTTP, BullMQ, Redis, in that order
       await sweeper.stop();

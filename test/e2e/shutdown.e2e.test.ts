@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
+import { Agent, get } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TaskView } from '@agentcom/shared';
-import { api, eventually } from '../helpers/hub';
+import { TEST_ADMIN_KEY, api, eventually } from '../helpers/hub';
 import { completionsByTask, doubleHoldings, readTransitions } from '../helpers/invariants';
 import {
   mintToken,
@@ -117,5 +118,61 @@ describe('graceful stop of a hub replica under load', () => {
     expect(
       agents.body.agents.filter((a) => a.state !== 'offline').every((a) => a.hubId !== 'hub-2'),
     ).toBe(true);
+  });
+  it('SIGTERM while HTTP clients keep their connections busy: responses say Connection: close, exit 0', async () => {
+    // Node's server.close() leaves a keep-alive connection open while it has a request in
+    // flight, and serves the next request on it: clients that never pause kept a replica from
+    // ever closing (CI: exit 1 at the shutdown deadline in the rolling-restart fault test)
+    const prefix = `k${randomBytes(3).toString('hex')}`;
+    const hub = await startHubProcess(redis.url, prefix, 'keepalive-hub', {
+      SHUTDOWN_DELAY_MS: '1000',
+      SHUTDOWN_GRACE_MS: '3000', // a hung stop ends with exit 1 after 8 s
+    });
+    hubs.push(hub);
+    const keepAlive = new Agent({ keepAlive: true, maxSockets: 4 });
+    const seen: Array<{ path: string; status: number; connection: string }> = [];
+    const ask = (path: string): Promise<(typeof seen)[number] | undefined> =>
+      new Promise((resolve) => {
+        const headers = { authorization: `Bearer ${TEST_ADMIN_KEY}` };
+        get(`${hub.url}${path}`, { agent: keepAlive, headers }, (res) => {
+          res.resume();
+          res.on('end', () =>
+            resolve({
+              path,
+              status: res.statusCode ?? 0,
+              connection: res.headers.connection ?? '',
+            }),
+          );
+        }).on('error', () => resolve(undefined));
+      });
+    let signalled = false;
+    let before = 0;
+    const deadline = Date.now() + 20_000;
+    // four clients, each with a request always on its way, until the replica stops answering
+    const clients = Array.from({ length: 4 }, async () => {
+      while (Date.now() < deadline) {
+        // a request that waits on Redis, so one is in flight whenever the server looks
+        const answer = (await ask('/v1/queues')) && (await ask('/readyz'));
+        if (!answer) return;
+        if (signalled) seen.push(answer);
+        else before++;
+      }
+    });
+    await eventually(() => (before >= 100 ? true : undefined), { what: 'clients under way' });
+    signalled = true;
+    hub.child.kill('SIGTERM');
+    const stoppedAt = Date.now();
+    const exit = await hub.exited;
+    await Promise.all(clients);
+    keepAlive.destroy();
+    expect({ exit, output: exit.code === 0 ? '' : hub.output.slice(-3000) }).toEqual({
+      exit: { code: 0, signal: null },
+      output: '',
+    });
+    expect(Date.now() - stoppedAt).toBeLessThan(8000);
+    // while it drained, every answer told the client to close its connection
+    const draining = seen.filter((answer) => answer.path === '/readyz' && answer.status === 503);
+    expect(draining.length).toBeGreaterThan(0);
+    expect(draining.filter((answer) => answer.connection !== 'close')).toEqual([]);
   });
 });

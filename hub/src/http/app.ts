@@ -25,6 +25,8 @@ export interface HttpAppOptions {
   extendProtected?: (api: FastifyInstance) => void;
   /** More routes with their own auth (Bull Board, pages). */
   extend?: (app: FastifyInstance) => void;
+  /** True once the replica is stopping: every response then asks the client to close. */
+  closing?: () => boolean;
 }
 
 /** The Fastify app: health and docs open, the API, metrics and dashboards behind the admin key. */
@@ -43,6 +45,16 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
         .send(errorBody('E_VALIDATION', err.message));
     },
   });
+  // A stopping replica's HTTP server only closes once its connections have: a keep-alive client
+  // that is never idle (a load balancer's checks, a busy API client) would keep it open for
+  // ever, since Node serves the next request on a connection that was busy when it closed.
+  const closing = options.closing;
+  if (closing) {
+    app.addHook('onRequest', (_request, reply, done) => {
+      if (closing()) void reply.header('connection', 'close');
+      done();
+    });
+  }
   // JSON bodies must be valid UTF-8: Fastify would silently replace bad bytes with U+FFFD
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
