@@ -533,7 +533,9 @@ same Redis, with the job options the hub uses (uuid job id, 3 attempts, the hub'
   (\`test/bench/floor-hub.ts\`: Fastify + Socket.IO with the hub's options, a task held in memory
   and pushed to an idle agent of the same process, accepts and completions answered at once).
   Raw, floor and hubs run side by side, each warmed up with 20,000 tasks (submitted as its rounds
-  submit them, before the rounds, nothing paused), then measured in 4
+  submit them, before the rounds, nothing paused), then one round run as the measured ones and
+  discarded (each system sat idle through the others' warm-ups, and the first round after that
+  was the slowest for all three, raw BullMQ most), then measured in 4
   rounds of 5,000 tasks each, the order rotating, the two not measured paused with SIGSTOP (their
   CPU meanwhile is shown: 0 when the pause held); tasks/s are the median round, ratios the median
   of the ratios within a round.
