@@ -9,6 +9,9 @@ export const HUB_MAIN = join(ROOT, 'hub', 'dist', 'main.js');
 export const SIDECAR_CLI = join(ROOT, 'sidecar', 'dist', 'cli.js');
 export const RECORD_HANDLER = join(ROOT, 'test', 'fixtures', 'record-handler.mjs');
 
+/** What {@link TestProcess.exitReport} gives for a process that exited 0. */
+export const CLEAN_EXIT = { exit: { code: 0, signal: null }, output: '' };
+
 /** A child process of a test, with its output kept for assertions and post-mortems. */
 export class TestProcess {
   output = '';
@@ -34,6 +37,18 @@ export class TestProcess {
 
   get running(): boolean {
     return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /**
+   * How the process ended, with the tail of its output when it did not exit 0, so that a failed
+   * `expect(await proc.exitReport()).toEqual(CLEAN_EXIT)` shows the process's own account.
+   */
+  async exitReport(tailChars = 6000): Promise<{
+    exit: { code: number | null; signal: NodeJS.Signals | null };
+    output: string;
+  }> {
+    const exit = await this.exited;
+    return { exit, output: exit.code === 0 ? '' : this.output.slice(-tailChars) };
   }
 
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {

@@ -50,17 +50,14 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     });
     const proc = spawn('redis-server', args, { stdio: 'ignore' });
     child = proc;
-    let spawnError: Error | undefined;
+    let failed: string | undefined;
     proc.once('error', (err) => {
-      spawnError = err;
+      failed = `redis-server could not start: ${err.message}`;
     });
-    await waitForRedis(port, () =>
-      spawnError
-        ? `redis-server could not start: ${spawnError.message}`
-        : proc.exitCode !== null
-          ? `redis-server exited with ${proc.exitCode}`
-          : undefined,
-    );
+    proc.once('exit', (code) => {
+      failed ??= `redis-server exited with ${code}`;
+    });
+    await waitForRedis(port, () => failed);
   };
 
   await launch();
