@@ -503,3 +503,80 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     },
   );
 });
+
+/**
+ * ACL key patterns for "every key but `key`" (Redis globs have no negation): every string that
+ * leaves `key` at some position, every proper prefix of it, and every extension of it.
+ */
+function everyKeyBut(key: string): string[] {
+  const glob = (s: string): string => s.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
+  const patterns: string[] = [`~${glob(key)}?*`];
+  for (let i = 0; i < key.length; i++) {
+    const prefix = glob(key.slice(0, i));
+    patterns.push(`~${prefix}[^${glob(key[i] ?? '')}]*`);
+    if (i > 0) patterns.push(`~${prefix}`);
+  }
+  return patterns;
+}
+
+describe('a completion that Redis refuses for a reason other than a superseded assignment', () => {
+  it('keeps its intent and changes nothing else; its replay completes the task once Redis takes it', async () => {
+    // Redis refuses the job's hash to the hub's user (ACL): BullMQ's moveToFinished fails at its
+    // first command, before any write, with NOPERM. As far as the hub can tell BullMQ may have
+    // completed the job and lost the reply, so the intent must stay for the replay to read.
+    const redis = await startRedis();
+    const prefix = `d${randomBytes(3).toString('hex')}`;
+    const hub = await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix, HUB_ID: 'hub-f' });
+    const admin = new Redis(redis.url, { maxRetriesPerRequest: null });
+    let agent: TestAgent | undefined;
+    try {
+      await admin.call('ACL', 'SETUSER', 'tester', 'on', 'nopass', '~*', '&*', '+@all');
+      await admin.call('AUTH', 'tester', 'any');
+      const queue = `q-${randomBytes(4).toString('hex')}`;
+      agent = await TestAgent.register(hub.url, `agent-${randomBytes(4).toString('hex')}`, [queue]);
+      const assigned = agent.nextAssignment();
+      const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+        queue,
+        payload: {},
+      });
+      expect(created.status).toBe(201);
+      const id = created.body.id;
+      const msg = await assigned;
+      expect(await agent.accept(msg)).toMatchObject({ ok: true });
+
+      const jobKey = hub.keys.bullJob(queue, id);
+      await admin.call('ACL', 'SETUSER', 'default', 'resetkeys', ...everyKeyBut(jobKey));
+      const complete = { taskId: id, token: msg.token, result: { n: 1 } };
+      // the one-script completion, then the step-by-step path of its replay: both refused
+      for (let attempt = 0; attempt < 2; attempt++) {
+        expect(await agent.send('task:complete', complete)).toMatchObject({
+          ok: false,
+          code: 'E_INTERNAL',
+        });
+      }
+      expect(await admin.get(hub.keys.finished(id))).toBe(`completing ${msg.token} ${queue}`);
+      expect(await admin.get(hub.keys.reporting(id))).toBeNull();
+      expect(await admin.hmget(hub.keys.agent(agent.agentId), 'state', 'taskId')).toEqual([
+        'working',
+        id,
+      ]);
+      expect(await admin.hget(jobKey, 'finishedOn')).toBeNull();
+      expect(await admin.get(hub.keys.bullLock(queue, id))).toBe(msg.token);
+
+      await admin.call('ACL', 'SETUSER', 'default', 'resetkeys', '~*');
+      expect(await agent.send('task:complete', complete)).toEqual({ ok: true });
+      const task = (await api<TaskView>(hub.url, 'GET', `/v1/tasks/${id}`)).body;
+      expect(task).toMatchObject({ state: 'completed', result: { n: 1 }, agentId: agent.agentId });
+      expect(await admin.get(hub.keys.finished(id))).toBe(`completed ${msg.token}`);
+      expect(await admin.hmget(hub.keys.agent(agent.agentId), 'state', 'tasksDone')).toEqual([
+        'idle',
+        '1',
+      ]);
+    } finally {
+      agent?.close();
+      await admin.quit();
+      await hub.close();
+      await redis.dispose();
+    }
+  });
+});
