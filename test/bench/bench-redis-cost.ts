@@ -8,6 +8,11 @@
  * - Lua-internal = all − client commands.
  * The window includes the background work (heartbeats, sweeper, stalled checks); its idle rate is
  * measured just before and reported.
+ *
+ * Redis CPU per task is also measured with both at the same steady rate: at full speed raw BullMQ
+ * runs several times faster, and Redis's CPU per task falls steeply with the rate (each wake-up
+ * of an idle Redis costs it more than the commands it then runs), so the full-speed figures
+ * compare two different loads.
  */
 import { join } from 'node:path';
 import type { RawSpec } from './lib/raw-spec';
@@ -23,6 +28,21 @@ const AGENTS = 100;
 const REPLICAS = 3;
 const INFLIGHT = 48;
 const IDLE_MS = QUICK ? 2000 : 5000;
+/** The steady rate both run at for the same-rate CPU figure: below agentcom's full speed here. */
+const STEADY_RATE = QUICK ? 400 : 1000;
+const STEADY_MS = QUICK ? 3000 : 8000;
+const STEADY_WARMUP_MS = 1000;
+
+/** Redis CPU (µs) per task while `run` submits tasks at a steady rate and waits for them. */
+async function redisCpuAtRate(
+  redis: RedisServer,
+  run: () => Promise<{ submitted: number; missing: number }>,
+): Promise<number> {
+  const before = (await redis.counters()).cpuMs;
+  const { submitted, missing } = await run();
+  if (missing > 0) throw new Error(`steady rate: ${missing} tasks did not complete`);
+  return round((((await redis.counters()).cpuMs - before) * 1000) / submitted);
+}
 
 interface Snapshot {
   at: number;
@@ -97,6 +117,7 @@ runBench('redis-cost', 'Redis cost per task', QUICK ? 150_000 : 400_000, async (
       env: { BENCH_REDIS_PORT: String(redis.port), BENCH_IO_FILE: rawIoFile },
     });
     let rawCost: Cost;
+    let rawSteadyCpuUs: number;
     try {
       await raw.call('open', { redisPort: redis.port, prefix: 'rawcost', concurrency: AGENTS });
       await raw.call('produce', { n: 200, inflight: INFLIGHT, timeoutMs: 60_000 });
@@ -113,6 +134,13 @@ runBench('redis-cost', 'Redis cost per task', QUICK ? 150_000 : 400_000, async (
       if (!run.reached) throw new Error(`raw BullMQ completed ${run.completed}/${TASKS}`);
       const c = await snap();
       rawCost = cost(TASKS, a, b, c);
+      rawSteadyCpuUs = await redisCpuAtRate(redis, () =>
+        raw.call(
+          'steady',
+          { rate: STEADY_RATE, durationMs: STEADY_MS, warmupMs: STEADY_WARMUP_MS },
+          STEADY_MS + 90_000,
+        ),
+      );
       await raw.call('close', {});
     } finally {
       await raw.close();
@@ -129,6 +157,7 @@ runBench('redis-cost', 'Redis cost per task', QUICK ? 150_000 : 400_000, async (
       countRedisIo: true,
     });
     let hubCost: Cost;
+    let hubSteadyCpuUs: number;
     try {
       const snap = async (): Promise<Snapshot> => ({
         at: now(),
@@ -158,6 +187,19 @@ runBench('redis-cost', 'Redis cost per task', QUICK ? 150_000 : 400_000, async (
       const [a, b, c] = snaps;
       if (!a || !b || !c) throw new Error('missing snapshots');
       hubCost = cost(TASKS, a, b, c);
+      hubSteadyCpuUs = await redisCpuAtRate(redis, () =>
+        cluster.load.call(
+          'steady',
+          {
+            urls: cluster.urls,
+            rate: STEADY_RATE,
+            durationMs: STEADY_MS,
+            warmupMs: STEADY_WARMUP_MS,
+            watchVisible: false,
+          },
+          STEADY_MS + 90_000,
+        ),
+      );
     } finally {
       await cluster.stop();
     }
@@ -196,9 +238,16 @@ runBench('redis-cost', 'Redis cost per task', QUICK ? 150_000 : 400_000, async (
         `${rawCost.clientCommands} / ${rawCost.luaInternal} / ${rawCost.scriptCalls}`,
       ),
       info(
-        'Redis CPU per task (agentcom / raw)',
+        'Redis CPU per task at full speed (agentcom / raw)',
         `${hubCost.redisCpuUs} / ${rawCost.redisCpuUs}`,
         'µs',
+        'each at its own rate: not comparable, see the next line',
+      ),
+      info(
+        `Redis CPU per task, both at ${STEADY_RATE.toLocaleString('en-US')} tasks/s: agentcom / raw`,
+        round(hubSteadyCpuUs / rawSteadyCpuUs),
+        '×',
+        `${hubSteadyCpuUs} vs ${rawSteadyCpuUs} µs`,
       ),
       info(
         'idle background, commands/s (agentcom 3 replicas + agents / raw)',
@@ -208,9 +257,13 @@ runBench('redis-cost', 'Redis cost per task', QUICK ? 150_000 : 400_000, async (
       ),
     ];
     return {
-      size: `${TASKS.toLocaleString('en-US')} no-op tasks at full speed, ${REPLICAS} replicas, ${AGENTS} agents (heartbeats 5 s); raw BullMQ worker at concurrency ${AGENTS}`,
+      size: `${TASKS.toLocaleString('en-US')} no-op tasks at full speed, ${REPLICAS} replicas, ${AGENTS} agents (heartbeats 5 s); raw BullMQ worker at concurrency ${AGENTS}; then each at a steady ${STEADY_RATE.toLocaleString('en-US')} tasks/s for ${(STEADY_WARMUP_MS + STEADY_MS) / 1000} s (Redis CPU)`,
       figures,
-      details: { agentcom: hubCost, raw: rawCost },
+      details: {
+        agentcom: { ...hubCost, redisCpuUsAtSteadyRate: hubSteadyCpuUs },
+        raw: { ...rawCost, redisCpuUsAtSteadyRate: rawSteadyCpuUs },
+        steadyRate: STEADY_RATE,
+      },
     };
   } finally {
     await redis.stop();

@@ -583,7 +583,7 @@ async function steady(args: SteadyArgs): Promise<SteadyResult> {
         failedPosts++;
         return;
       }
-      const watchVisible = measured && index % VISIBLE_SAMPLE === 0;
+      const watchVisible = measured && args.watchVisible !== false && index % VISIBLE_SAMPLE === 0;
       const record: SteadyRecord = { sentAt, acceptedAt, measured, watchVisible };
       records.set(res.body.id, record);
       // completed before the 201 arrived: check now

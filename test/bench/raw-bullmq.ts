@@ -21,6 +21,8 @@ let queue: Queue | undefined;
 let worker: Worker | undefined;
 let completed = 0;
 const startAt = new Map<string, number>();
+/** Whether `open` asked for start times (`steady`'s add → start). */
+let recording = false;
 const completionWaiters = new Set<() => void>();
 
 /** Jobs `from` to `to - 1` in one `Queue.addBulk`. */
@@ -66,12 +68,13 @@ async function waitCompleted(n: number, timeoutMs: number): Promise<boolean> {
 
 serveRpc<RawSpec>({
   open: async ({ redisPort, prefix, concurrency, recordStarts }) => {
+    recording = recordStarts === true;
     const connection = { host: '127.0.0.1', port: redisPort, maxRetriesPerRequest: null };
     queue = new Queue(`raw`, { connection, prefix });
     worker = new Worker(
       'raw',
       async (job) => {
-        if (recordStarts && job.id) startAt.set(job.id, now());
+        if (recording && job.id) startAt.set(job.id, now());
         return undefined;
       },
       { connection, prefix, concurrency },
@@ -146,13 +149,14 @@ serveRpc<RawSpec>({
     await Promise.all(pending);
     await waitCompleted(base + submitted, 30_000);
     const addToStart: number[] = [];
-    let missing = 0;
-    for (const [id, at] of addAt) {
+    // without recorded starts, what did not complete
+    let missing = recording ? 0 : Math.max(0, base + submitted - completed);
+    for (const [id, at] of recording ? addAt : []) {
       const started = startAt.get(id);
       if (started === undefined) missing++;
       else addToStart.push(started - at);
     }
-    return { addToStart, missing, achievedRate: Math.round(achievedRate * 10) / 10 };
+    return { addToStart, missing, submitted, achievedRate: Math.round(achievedRate * 10) / 10 };
   },
 
   close: async () => {

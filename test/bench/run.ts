@@ -558,6 +558,10 @@ same Redis, with the job options the hub uses (uuid job id, 3 attempts, the hub'
   counts script-internal calls in \`total_commands_processed\` too (kept as a cross-check) and has no
   per-client command counter in \`CLIENT LIST\`, hence the client-side count. The window
   includes background work (heartbeats, sweeper, stalled checker), whose idle rate is shown.
+  Redis CPU per task (\`INFO cpu\`, user + sys) falls steeply with the rate: each wake-up of an idle
+  Redis costs it more than the commands it then runs. At full speed raw BullMQ runs several times
+  faster than agentcom, so the two full-speed figures compare two loads; the same-rate figure runs
+  each at one steady rate (1,000 tasks/s, 400 with QUICK=1) and compares like with like.
 - **Connections**: hub RSS growth per agent on each replica (\`VmRSS\`, averaged samples, before and
   after the agents connected), Redis \`used_memory\` growth / agents, CPU per replica over a window
   with all agents idle and heartbeating.

@@ -60,6 +60,8 @@ export interface SteadyArgs {
   /** Measured part; a warm-up at the same rate comes first and is not counted. */
   durationMs: number;
   warmupMs: number;
+  /** false: no task is polled through the API until it shows completed (default true). */
+  watchVisible?: boolean;
 }
 
 export interface SteadyResult {

@@ -22,7 +22,7 @@ export type RawSpec = {
   /** Adds jobs at a steady rate; per job: `Queue.add` called → processor started (ms). */
   steady: [
     { rate: number; durationMs: number; warmupMs: number },
-    { addToStart: number[]; missing: number; achievedRate: number },
+    { addToStart: number[]; missing: number; submitted: number; achievedRate: number },
   ];
   close: [Record<string, never>, Record<string, never>];
 };
