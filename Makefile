@@ -100,7 +100,8 @@ tools/pm2: .tools/pm2/node_modules/.bin/pm2
 ## results.json. `make bench QUICK=1`: the small version (under 2 minutes). Not part of test/ci.
 QUICK ?=
 BENCH_ENTRIES = test/bench/run.ts $(wildcard test/bench/bench-*.ts) test/bench/load-agents.ts \
-  test/bench/raw-bullmq.ts test/bench/redis-io-counter.ts test/bench/floor-hub.ts
+  test/bench/raw-bullmq.ts test/bench/redis-io-counter.ts test/bench/floor-hub.ts \
+  test/bench/rate-sweep.ts
 .PHONY: bench bench-bundle bench-render
 bench: deps build bench-bundle
 	QUICK=$(QUICK) node .tmp/bench/run.js $(BENCH_ARGS)
