@@ -3,6 +3,7 @@ import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import type { TaskAssign } from '@agentcom/shared';
 import type { Logger } from '../logger';
+import { watchProcess } from './group-process';
 import { ProcessGroup } from './process-group';
 import { identifyProcess } from './process-identity';
 import { LineTail, exitOutcome, truncate } from './task-output';
@@ -98,16 +99,11 @@ class ExecRun implements RunningTask {
     });
     // At once, in this turn: an exited child is not reaped (its stat gone) before a later one.
     const identity = child.pid === undefined ? undefined : identifyProcess(child.pid);
-    const exitStatus = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => {
-      child.once('exit', (code, signal) => resolve([code, signal]));
-    });
+    const { startFailure, exited } = watchProcess(child);
     const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
-    const startError = await new Promise<Error | undefined>((resolve) => {
-      child.once('spawn', () => resolve(undefined));
-      child.once('error', resolve);
-    });
-    if (startError !== undefined || child.pid === undefined) {
-      const reason = startError !== undefined ? errorText(startError) : 'no process was created';
+    const failure = await startFailure;
+    if (failure !== undefined || child.pid === undefined) {
+      const reason = failure ?? 'no process was created';
       this.logger.error({ command, err: reason }, 'could not start the task command');
       return {
         type: 'fail',
@@ -139,7 +135,7 @@ class ExecRun implements RunningTask {
       this.logger.info({ stream: 'stderr', line }, 'task stderr');
     });
 
-    const [code, signal] = await exitStatus;
+    const [code, signal] = await exited;
     this.exited = true;
     cancelDeadline();
     const leftovers = group.isAlive();

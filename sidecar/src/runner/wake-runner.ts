@@ -7,6 +7,7 @@ import type { TaskAssign } from '@agentcom/shared';
 import { errorText } from '../error-text';
 import type { Logger } from '../logger';
 import { writeFileAtomic } from '../outbox/atomic-write';
+import { watchProcess } from './group-process';
 import { ProcessGroup } from './process-group';
 import { LineTail, truncate } from './task-output';
 import {
@@ -257,15 +258,10 @@ class WakeRun implements RunningTask {
         AGENTCOM_STATE_DIR: this.options.stateDir,
       },
     });
-    const exitStatus = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => {
-      child.once('exit', (code, signal) => resolve([code, signal]));
-    });
-    const startError = await new Promise<Error | undefined>((resolve) => {
-      child.once('spawn', () => resolve(undefined));
-      child.once('error', resolve);
-    });
-    if (startError !== undefined || child.pid === undefined) {
-      const reason = startError !== undefined ? errorText(startError) : 'no process was created';
+    const { startFailure, exited } = watchProcess(child);
+    const failure = await startFailure;
+    if (failure !== undefined || child.pid === undefined) {
+      const reason = failure ?? 'no process was created';
       this.logger.error({ command, err: reason }, 'could not start the wake command');
       this.settle({
         type: 'fail',
@@ -292,7 +288,7 @@ class WakeRun implements RunningTask {
       this.logger.info({ stream: 'stderr', line }, 'wake command stderr');
     });
 
-    const [code, signal] = await exitStatus;
+    const [code, signal] = await exited;
     this.wakeExited = true;
     this.logger.info({ code, signal }, 'wake command ended');
     if (this.decided || this.stopReason !== undefined) return;
