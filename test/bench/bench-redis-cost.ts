@@ -30,8 +30,8 @@ const INFLIGHT = 48;
 const IDLE_MS = QUICK ? 2000 : 5000;
 /** The steady rate both run at for the same-rate CPU figure: below agentcom's full speed here. */
 const STEADY_RATE = QUICK ? 400 : 1000;
-const STEADY_MS = QUICK ? 3000 : 8000;
-const STEADY_WARMUP_MS = 1000;
+const STEADY_MS = QUICK ? 2000 : 8000;
+const STEADY_WARMUP_MS = QUICK ? 500 : 1000;
 
 /** Redis CPU (µs) per task while `run` submits tasks at a steady rate and waits for them. */
 async function redisCpuAtRate(
