@@ -84,6 +84,37 @@ export async function waitForRedis(
 }
 
 /**
+ * Spawns `redis-server` with `args` (see {@link redisServerArgs}) and resolves once it answers
+ * PING on `port`. Rejects, with the process killed, when it cannot start
+ * ({@link REDIS_MISSING_MESSAGE} when none is installed), exits, or does not answer in time;
+ * `dir` names where its files are, for the message. Used by the embedded Redis and the tests.
+ */
+export async function spawnRedisServer(
+  port: number,
+  args: readonly string[],
+  dir: string,
+): Promise<ChildProcess> {
+  const child = spawn('redis-server', args, { stdio: 'ignore' });
+  let failed: string | undefined;
+  child.once('error', (err: NodeJS.ErrnoException) => {
+    failed =
+      err.code === 'ENOENT'
+        ? REDIS_MISSING_MESSAGE
+        : `redis-server could not start: ${err.message}`;
+  });
+  child.once('exit', (code, signal) => {
+    failed ??= `redis-server exited with ${code ?? signal} (see ${dir})`;
+  });
+  try {
+    await waitForRedis(port, () => failed);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  return child;
+}
+
+/**
  * Starts `redis-server` on 127.0.0.1:`port` with its AOF under `<dataDir>/redis`, or reuses one
  * already answering there (so several replicas on one machine share it). Rejects with
  * {@link REDIS_MISSING_MESSAGE} when no redis-server is installed.
@@ -95,26 +126,7 @@ export async function startEmbeddedRedis(dataDir: string, port: number): Promise
     return { url, dir, owned: false, stop: async () => undefined };
   }
   mkdirSync(dir, { recursive: true });
-  const child: ChildProcess = spawn(
-    'redis-server',
-    redisServerArgs(port, dir, { appendonly: true }),
-    {
-      stdio: 'ignore',
-    },
-  );
-  let failed: string | undefined;
-  child.once('error', (err: NodeJS.ErrnoException) => {
-    failed = err.code === 'ENOENT' ? REDIS_MISSING_MESSAGE : `redis-server: ${err.message}`;
-  });
-  child.once('exit', (code) => {
-    failed ??= `redis-server exited with code ${code} (see ${dir})`;
-  });
-  try {
-    await waitForRedis(port, () => failed);
-  } catch (err) {
-    child.kill('SIGKILL');
-    throw err;
-  }
+  const child = await spawnRedisServer(port, redisServerArgs(port, dir, { appendonly: true }), dir);
   return {
     url,
     dir,

@@ -1,9 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { redisServerArgs, waitForRedis } from '../../hub/src/embedded-redis';
+import { redisServerArgs, spawnRedisServer } from '../../hub/src/embedded-redis';
 
 /** A private `redis-server` process on a free loopback port, for tests that need to kill it. */
 export interface RedisProcess {
@@ -48,16 +48,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
       appendonly: options.appendonly ?? false,
       extra: ['--protected-mode', 'no'],
     });
-    const proc = spawn('redis-server', args, { stdio: 'ignore' });
-    child = proc;
-    let failed: string | undefined;
-    proc.once('error', (err) => {
-      failed = `redis-server could not start: ${err.message}`;
-    });
-    proc.once('exit', (code) => {
-      failed ??= `redis-server exited with ${code}`;
-    });
-    await waitForRedis(port, () => failed);
+    child = await spawnRedisServer(port, args, dir);
   };
 
   await launch();
