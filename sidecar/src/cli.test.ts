@@ -1,51 +1,16 @@
 import { readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { TaskAssign } from '@agentcom/shared';
 import { EXIT_CODES } from './exit-codes';
 import { INTERRUPTED_ERROR } from './outbox/outbox';
-import { buildBundle, CliProcesses, type CliRun } from './test-support/cli-process';
-import { FakeHub } from './test-support/fake-hub';
+import type { CliRun } from './test-support/cli-process';
+import { assignment, useCliFixture } from './test-support/cli-fixture';
 import { isProcessGone, waitUntil } from './test-support/process';
-import { makeTempDir } from './test-support/temp-dir';
 import { SIDECAR_VERSION } from './version';
 
 /**
- * The CLI as users run it: the esbuild bundle, started as a real process. Built once per run into
- * a temp dir (the same build script as `npm run bundle`).
+ * The CLI as users run it: the esbuild bundle (the same build script as `npm run bundle`), started
+ * as a real process against the scripted hub.
  */
-
-let dir: string;
-let cleanup: () => Promise<void>;
-let bundle: string;
-/** Per test: the state dir and the handler's release file. */
-let work: string;
-let cleanupWork: () => Promise<void>;
-let hub: FakeHub;
-const cli = new CliProcesses(() => bundle);
-
-beforeAll(async () => {
-  ({ dir, cleanup } = await makeTempDir());
-  bundle = await buildBundle(dir);
-  await writeFile(join(dir, 'handler.js'), HANDLER);
-});
-afterAll(async () => {
-  await cleanup();
-});
-
-beforeEach(async () => {
-  ({ dir: work, cleanup: cleanupWork } = await makeTempDir());
-  hub = new FakeHub();
-  await hub.start();
-});
-afterEach(async () => {
-  await cli.killAll();
-  await hub.stop();
-  await cleanupWork();
-});
-
-function runCli(args: string[], env: Record<string, string> = {}): CliRun {
-  return cli.start(args, { HOME: work, ...env });
-}
 
 /** A handler that prints its pid, then waits for `<dir>/release` and prints a result. */
 const HANDLER = `
@@ -58,32 +23,29 @@ const HANDLER = `
   }, 10);
 `;
 
-function sidecarEnv(stateDir = join(work, 'state')): Record<string, string> {
+const cx = useCliFixture({ 'handler.js': HANDLER });
+
+function runCli(args: string[], env: Record<string, string> = {}): CliRun {
+  return cx.cli.start(args, { HOME: cx.work, ...env });
+}
+
+function sidecarEnv(stateDir = join(cx.work, 'state')): Record<string, string> {
   return {
-    AGENTCOM_HUB: hub.url,
+    AGENTCOM_HUB: cx.hub.url,
     AGENTCOM_AGENT: 'cli-agent',
     AGENTCOM_TOKEN: 'cli-secret-token',
     AGENTCOM_QUEUES: 'default',
-    AGENTCOM_EXEC: `'${process.execPath}' '${join(dir, 'handler.js')}'`,
+    AGENTCOM_EXEC: `'${process.execPath}' '${join(cx.dir, 'handler.js')}'`,
     AGENTCOM_STATE_DIR: stateDir,
     AGENTCOM_KILL_GRACE_MS: '300',
-    RELEASE: join(work, 'release'),
-  };
-}
-
-function assignment(taskId: string): TaskAssign {
-  return {
-    task: { id: taskId, queue: 'default', payload: {}, createdAt: 1 },
-    token: `tok-${taskId}`,
-    attempt: 1,
-    attempts: 3,
+    RELEASE: join(cx.work, 'release'),
   };
 }
 
 /** Assigns a task to the connected sidecar and resolves with its handler's pid once it runs. */
 async function assignAndWait(taskId: string): Promise<number> {
-  const { socket } = await hub.connection();
-  const log = hub.nextEvent('task:log', (message) =>
+  const { socket } = await cx.hub.connection();
+  const log = cx.hub.nextEvent('task:log', (message) =>
     JSON.stringify(message.lines).includes('pid '),
   );
   socket.emit('task:assign', assignment(taskId));
@@ -150,19 +112,19 @@ describe('agentcom-sidecar (bundled CLI)', () => {
         'a directory under /proc',
         () => Promise.resolve({ path: '/proc/agentcom-test/logs/sidecar.log', code: 'ENOENT' }),
       ],
-      ['a directory', () => Promise.resolve({ path: work, code: 'EISDIR' })],
+      ['a directory', () => Promise.resolve({ path: cx.work, code: 'EISDIR' })],
       [
         'a path under a regular file',
         async () => {
-          await writeFile(join(work, 'plain'), '');
-          return { path: join(work, 'plain', 'logs', 'sidecar.log'), code: 'ENOTDIR' };
+          await writeFile(join(cx.work, 'plain'), '');
+          return { path: join(cx.work, 'plain', 'logs', 'sidecar.log'), code: 'ENOTDIR' };
         },
       ],
       [
         'a path under a dangling symlink',
         async () => {
-          await symlink(join(work, 'missing'), join(work, 'dangling'));
-          return { path: join(work, 'dangling', 'logs', 'sidecar.log'), code: 'ENOENT' };
+          await symlink(join(cx.work, 'missing'), join(cx.work, 'dangling'));
+          return { path: join(cx.work, 'dangling', 'logs', 'sidecar.log'), code: 'ENOENT' };
         },
       ],
     ])('exits 2 at once naming the log file, for %s', async (_case, setUp) => {
@@ -184,7 +146,7 @@ describe('agentcom-sidecar (bundled CLI)', () => {
 
     it('exits 2 when another sidecar holds the state dir', async () => {
       const first = runCli(['run'], sidecarEnv());
-      await hub.connection();
+      await cx.hub.connection();
       const second = runCli(['run'], sidecarEnv());
       expect(await second.exited).toEqual({ code: EXIT_CODES.BAD_CONFIG, signal: null });
       expect(second.stderr()).toMatch(
@@ -197,7 +159,7 @@ describe('agentcom-sidecar (bundled CLI)', () => {
 
   describe('when the hub refuses or replaces it', () => {
     it('exits 3 on E_UNAUTHORIZED, logging why but never the token', async () => {
-      hub.refuseWith = 'E_UNAUTHORIZED';
+      cx.hub.refuseWith = 'E_UNAUTHORIZED';
       const run = runCli(['run', '--log-level', 'debug'], sidecarEnv());
       expect(await run.exited).toEqual({ code: EXIT_CODES.REFUSED, signal: null });
       const entries = run
@@ -213,7 +175,7 @@ describe('agentcom-sidecar (bundled CLI)', () => {
 
     it('exits 4 on E_REPLACED', async () => {
       const run = runCli(['run'], sidecarEnv());
-      const { socket } = await hub.connection();
+      const { socket } = await cx.hub.connection();
       socket.emit('hub:error', { code: 'E_REPLACED', message: 'another connection' });
       expect(await run.exited).toEqual({ code: EXIT_CODES.REPLACED, signal: null });
     });
@@ -223,11 +185,11 @@ describe('agentcom-sidecar (bundled CLI)', () => {
     it('drains on SIGTERM: the task finishes, its report is delivered, exit 0', async () => {
       const run = runCli(['run'], sidecarEnv());
       await assignAndWait('t1');
-      const drain = hub.nextEvent('agent:drain');
+      const drain = cx.hub.nextEvent('agent:drain');
       run.child.kill('SIGTERM');
       await drain;
-      const completed = hub.nextEvent('task:complete');
-      await writeFile(join(work, 'release'), '');
+      const completed = cx.hub.nextEvent('task:complete');
+      await writeFile(join(cx.work, 'release'), '');
       expect((await completed).message).toEqual({
         taskId: 't1',
         token: 'tok-t1',
@@ -239,7 +201,7 @@ describe('agentcom-sidecar (bundled CLI)', () => {
     it('exits 130 at once on a second signal, killing the task process', async () => {
       const run = runCli(['run'], sidecarEnv());
       const pid = await assignAndWait('t1');
-      const drain = hub.nextEvent('agent:drain');
+      const drain = cx.hub.nextEvent('agent:drain');
       run.child.kill('SIGINT');
       await drain;
       run.child.kill('SIGINT');
@@ -256,8 +218,8 @@ describe('agentcom-sidecar (bundled CLI)', () => {
       await first.exited;
       process.kill(-pid, 'SIGKILL'); // the task's group outlives a SIGKILLed sidecar: end it here
 
-      const failed = hub.nextEvent('task:fail');
-      const reconnected = hub.connection({ fresh: true });
+      const failed = cx.hub.nextEvent('task:fail');
+      const reconnected = cx.hub.connection({ fresh: true });
       runCli(['run'], sidecarEnv());
       expect((await reconnected).auth.current).toEqual({
         taskId: 't1',

@@ -1,26 +1,16 @@
 import { existsSync } from 'node:fs';
 import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { TaskAssign } from '@agentcom/shared';
 import { EXIT_CODES, LOCAL_EXIT_CODES } from './exit-codes';
 import { sidecarStatusSchema } from './ipc/ipc-protocol';
-import { buildBundle, CliProcesses, type CliRun } from './test-support/cli-process';
-import { FakeHub } from './test-support/fake-hub';
-import { makeTempDir } from './test-support/temp-dir';
+import type { CliRun } from './test-support/cli-process';
+import { assignment, useCliFixture } from './test-support/cli-fixture';
 
 /**
  * Wake mode and the local commands, end to end: the bundled CLI runs the sidecar against the
  * scripted hub, and other CLI processes (`done`, `fail`, `status`) talk to it over its socket.
- * The bundle is built once, into a temp dir, in beforeAll.
+ * The bundle is built once per file (`useCliFixture`).
  */
-
-let dir: string;
-let cleanup: () => Promise<void>;
-let bundle: string;
-let work: string;
-let cleanupWork: () => Promise<void>;
-let hub: FakeHub;
-const cli = new CliProcesses(() => bundle);
 
 /** Wake command: records what it saw in $WAKE_LOG, prints `woke <task id>` (a task log line), exits $WAKE_EXIT. */
 const WAKE = `
@@ -41,38 +31,20 @@ const WAKE = `
   process.exit(Number(process.env.WAKE_EXIT));
 `;
 
-beforeAll(async () => {
-  ({ dir, cleanup } = await makeTempDir());
-  bundle = await buildBundle(dir);
-  await writeFile(join(dir, 'wake.js'), WAKE);
-});
-afterAll(async () => {
-  await cleanup();
-});
+const cx = useCliFixture({ 'wake.js': WAKE });
 
-beforeEach(async () => {
-  ({ dir: work, cleanup: cleanupWork } = await makeTempDir());
-  hub = new FakeHub();
-  await hub.start();
-});
-afterEach(async () => {
-  await cli.killAll();
-  await hub.stop();
-  await cleanupWork();
-});
-
-const stateDir = (): string => join(work, 'state');
+const stateDir = (): string => join(cx.work, 'state');
 
 function sidecarEnv(overrides: Record<string, string> = {}): Record<string, string> {
   return {
-    HOME: work,
-    AGENTCOM_HUB: hub.url,
+    HOME: cx.work,
+    AGENTCOM_HUB: cx.hub.url,
     AGENTCOM_AGENT: 'sleeper',
     AGENTCOM_TOKEN: 'agent-secret',
     AGENTCOM_QUEUES: 'default',
-    AGENTCOM_WAKE: `'${process.execPath}' '${join(dir, 'wake.js')}'`,
+    AGENTCOM_WAKE: `'${process.execPath}' '${join(cx.dir, 'wake.js')}'`,
     AGENTCOM_STATE_DIR: stateDir(),
-    WAKE_LOG: join(work, 'wake.log'),
+    WAKE_LOG: join(cx.work, 'wake.log'),
     WAKE_EXIT: '0',
     ...overrides,
   };
@@ -80,22 +52,13 @@ function sidecarEnv(overrides: Record<string, string> = {}): Record<string, stri
 
 /** The environment of a local command run from another shell: it finds the sidecar by state dir. */
 function localEnv(): Record<string, string> {
-  return { HOME: work, AGENTCOM_STATE_DIR: stateDir() };
-}
-
-function assignment(taskId: string): TaskAssign {
-  return {
-    task: { id: taskId, queue: 'default', payload: { ask: 'fix the bug' }, createdAt: 1 },
-    token: `tok-${taskId}`,
-    attempt: 1,
-    attempts: 3,
-  };
+  return { HOME: cx.work, AGENTCOM_STATE_DIR: stateDir() };
 }
 
 /** Starts the sidecar and waits until the hub sees its handshake (its socket is up by then). */
 async function startSidecar(overrides: Record<string, string> = {}): Promise<CliRun> {
-  const connected = hub.connection({ fresh: true });
-  const run = cli.start(['run'], sidecarEnv(overrides));
+  const connected = cx.hub.connection({ fresh: true });
+  const run = cx.cli.start(['run'], sidecarEnv(overrides));
   await Promise.race([
     connected,
     run.exited.then(({ code }) => {
@@ -107,13 +70,13 @@ async function startSidecar(overrides: Record<string, string> = {}): Promise<Cli
 
 /** Assigns a task and resolves once the wake command ran (its `woke` line reached the hub). */
 async function assignAndWake(taskId: string): Promise<Record<string, unknown>> {
-  const { socket } = await hub.connection();
-  const woke = hub.nextEvent('task:log', (message) =>
+  const { socket } = await cx.hub.connection();
+  const woke = cx.hub.nextEvent('task:log', (message) =>
     JSON.stringify(message.lines).includes(`woke ${taskId}`),
   );
-  socket.emit('task:assign', assignment(taskId));
+  socket.emit('task:assign', assignment(taskId, { ask: 'fix the bug' }));
   await woke;
-  const lines = (await readFile(join(work, 'wake.log'), 'utf8')).trim().split('\n');
+  const lines = (await readFile(join(cx.work, 'wake.log'), 'utf8')).trim().split('\n');
   return JSON.parse(lines[lines.length - 1] as string) as Record<string, unknown>;
 }
 
@@ -143,8 +106,8 @@ describe('wake mode (bundled CLI processes)', () => {
       },
     });
 
-    const completed = hub.nextEvent('task:complete');
-    const done = await cli.run(['done', '--result', '-'], localEnv(), '{"fixed": true}\n');
+    const completed = cx.hub.nextEvent('task:complete');
+    const done = await cx.cli.run(['done', '--result', '-'], localEnv(), '{"fixed": true}\n');
     expect(done).toEqual({ code: LOCAL_EXIT_CODES.OK, stdout: 'task t1: done\n', stderr: '' });
     expect((await completed).message).toEqual({
       taskId: 't1',
@@ -158,14 +121,14 @@ describe('wake mode (bundled CLI processes)', () => {
   it('completes with null without --result, and reads --result FILE', async () => {
     await startSidecar();
     await assignAndWake('t1');
-    let completed = hub.nextEvent('task:complete');
-    expect((await cli.run(['done'], localEnv())).code).toBe(LOCAL_EXIT_CODES.OK);
+    let completed = cx.hub.nextEvent('task:complete');
+    expect((await cx.cli.run(['done'], localEnv())).code).toBe(LOCAL_EXIT_CODES.OK);
     expect((await completed).message.result).toBeNull();
 
     await assignAndWake('t2');
-    await writeFile(join(work, 'result.json'), '[1, "two"]');
-    completed = hub.nextEvent('task:complete');
-    const done = await cli.run(['done', '--result', join(work, 'result.json')], localEnv());
+    await writeFile(join(cx.work, 'result.json'), '[1, "two"]');
+    completed = cx.hub.nextEvent('task:complete');
+    const done = await cx.cli.run(['done', '--result', join(cx.work, 'result.json')], localEnv());
     expect(done.code).toBe(LOCAL_EXIT_CODES.OK);
     expect((await completed).message).toMatchObject({ taskId: 't2', result: [1, 'two'] });
   });
@@ -173,9 +136,9 @@ describe('wake mode (bundled CLI processes)', () => {
   it('`fail --retry-after 2` reports a rate limit ending about 2 s from now', async () => {
     await startSidecar();
     await assignAndWake('t1');
-    const failed = hub.nextEvent('task:fail');
+    const failed = cx.hub.nextEvent('task:fail');
     const before = Date.now();
-    const fail = await cli.run(
+    const fail = await cx.cli.run(
       ['fail', '--reason', 'model quota', '--retry-after', '2'],
       localEnv(),
     );
@@ -196,8 +159,8 @@ describe('wake mode (bundled CLI processes)', () => {
   it('`fail --no-retry` reports a failure that must not be retried', async () => {
     await startSidecar();
     await assignAndWake('t1');
-    const failed = hub.nextEvent('task:fail');
-    const fail = await cli.run(['fail', '--reason', 'bad input', '--no-retry'], localEnv());
+    const failed = cx.hub.nextEvent('task:fail');
+    const fail = await cx.cli.run(['fail', '--reason', 'bad input', '--no-retry'], localEnv());
     expect(fail.code).toBe(LOCAL_EXIT_CODES.OK);
     expect((await failed).message).toEqual({
       taskId: 't1',
@@ -210,7 +173,7 @@ describe('wake mode (bundled CLI processes)', () => {
 
   it('fails the task when the wake command fails', async () => {
     await startSidecar({ WAKE_EXIT: '4' });
-    const failed = hub.nextEvent('task:fail');
+    const failed = cx.hub.nextEvent('task:fail');
     await assignAndWake('t1');
     expect((await failed).message).toEqual({
       taskId: 't1',
@@ -225,19 +188,19 @@ describe('wake mode (bundled CLI processes)', () => {
   it('fails the task as cancelled on task:cancel, removing current.json', async () => {
     await startSidecar();
     await assignAndWake('t1');
-    const failed = hub.nextEvent('task:fail');
-    const { socket } = await hub.connection();
+    const failed = cx.hub.nextEvent('task:fail');
+    const { socket } = await cx.hub.connection();
     socket.emit('task:cancel', { taskId: 't1', reason: 'cancelled' });
     expect((await failed).message).toMatchObject({ kind: 'cancelled', retryable: false });
     expect(existsSync(join(stateDir(), 'current.json'))).toBe(false);
-    const done = await cli.run(['done'], localEnv());
+    const done = await cx.cli.run(['done'], localEnv());
     expect(done).toMatchObject({ code: LOCAL_EXIT_CODES.REFUSED });
   });
 
   describe('when the local command is refused', () => {
     it('exits 1 for done with no task in hand', async () => {
       await startSidecar();
-      expect(await cli.run(['done', '--result', '-'], localEnv(), '{}')).toEqual({
+      expect(await cx.cli.run(['done', '--result', '-'], localEnv(), '{}')).toEqual({
         code: LOCAL_EXIT_CODES.REFUSED,
         stdout: '',
         stderr: 'agentcom-sidecar: no task in hand\n',
@@ -247,24 +210,24 @@ describe('wake mode (bundled CLI processes)', () => {
     it('exits 1 for done --task naming another task, and the task stays in hand', async () => {
       await startSidecar();
       await assignAndWake('t1');
-      const done = await cli.run(['done', '--task', 't0'], localEnv());
+      const done = await cx.cli.run(['done', '--task', 't0'], localEnv());
       expect(done).toEqual({
         code: LOCAL_EXIT_CODES.REFUSED,
         stdout: '',
         stderr: 'agentcom-sidecar: task t0 is not in hand (the task in hand is t1)\n',
       });
-      const completed = hub.nextEvent('task:complete');
-      expect((await cli.run(['done', '--task', 't1'], localEnv())).code).toBe(0);
+      const completed = cx.hub.nextEvent('task:complete');
+      expect((await cx.cli.run(['done', '--task', 't1'], localEnv())).code).toBe(0);
       expect((await completed).message.taskId).toBe('t1');
     });
 
     it('exits 2 for a result that is not JSON, and the task stays in hand', async () => {
       await startSidecar();
       await assignAndWake('t1');
-      const done = await cli.run(['done', '--result', '-'], localEnv(), '{"fixed": tru');
+      const done = await cx.cli.run(['done', '--result', '-'], localEnv(), '{"fixed": tru');
       expect(done.code).toBe(LOCAL_EXIT_CODES.USAGE);
       expect(done.stderr).toMatch(/^agentcom-sidecar: --result: stdin is not valid JSON \(.*\)\n$/);
-      const status = await cli.run(['status', '--json'], localEnv());
+      const status = await cx.cli.run(['status', '--json'], localEnv());
       expect(JSON.parse(status.stdout)).toMatchObject({ task: { id: 't1' } });
     });
 
@@ -278,14 +241,14 @@ describe('wake mode (bundled CLI processes)', () => {
       ['a missing result file', ['done', '--result', '/no/such/file.json']],
     ])('exits 2 for %s', async (_case, args) => {
       await startSidecar();
-      const run = await cli.run(args, localEnv());
+      const run = await cx.cli.run(args, localEnv());
       expect(run.code).toBe(LOCAL_EXIT_CODES.USAGE);
       expect(run.stderr).toMatch(/^agentcom-sidecar: .+\n$/);
     });
 
     it('exits 3 when the sidecar is not running', async () => {
       for (const args of [['status'], ['done'], ['fail', '--reason', 'x']]) {
-        const run = await cli.run(args, localEnv());
+        const run = await cx.cli.run(args, localEnv());
         expect(run.code).toBe(LOCAL_EXIT_CODES.NOT_RUNNING);
         expect(run.stderr).toBe(
           `agentcom-sidecar: the sidecar is not running (no one listens on ${join(stateDir(), 'sidecar.sock')})\n`,
@@ -295,10 +258,10 @@ describe('wake mode (bundled CLI processes)', () => {
 
     it('exits 1 for done / fail in exec mode: "not in wake mode"', async () => {
       await startSidecar({ AGENTCOM_WAKE: '', AGENTCOM_EXEC: `'${process.execPath}' -v` });
-      const done = await cli.run(['done'], localEnv());
+      const done = await cx.cli.run(['done'], localEnv());
       expect(done.code).toBe(LOCAL_EXIT_CODES.REFUSED);
       expect(done.stderr).toMatch(/^agentcom-sidecar: not in wake mode/);
-      const fail = await cli.run(['fail', '--reason', 'x'], localEnv());
+      const fail = await cx.cli.run(['fail', '--reason', 'x'], localEnv());
       expect(fail.code).toBe(LOCAL_EXIT_CODES.REFUSED);
     });
   });
@@ -306,13 +269,13 @@ describe('wake mode (bundled CLI processes)', () => {
 
 describe('agentcom-sidecar status', () => {
   it('prints one JSON object naming the task in hand', async () => {
-    hub.respond = ({ event }) =>
+    cx.hub.respond = ({ event }) =>
       event === 'agent:heartbeat' ? { ok: true, state: 'working', hubId: 'hub-7' } : undefined;
     const sidecar = await startSidecar({ AGENTCOM_HEARTBEAT_MS: '200' });
     await assignAndWake('t1');
-    await hub.nextEvent('agent:heartbeat');
+    await cx.hub.nextEvent('agent:heartbeat');
 
-    const status = await cli.run(['status', '--json'], localEnv());
+    const status = await cx.cli.run(['status', '--json'], localEnv());
     expect(status.code).toBe(LOCAL_EXIT_CODES.OK);
     expect(status.stdout.trim().split('\n')).toHaveLength(1);
     const parsed = sidecarStatusSchema.parse(JSON.parse(status.stdout));
@@ -320,7 +283,7 @@ describe('agentcom-sidecar status', () => {
       agentId: 'sleeper',
       mode: 'wake',
       connection: 'connected',
-      hubUrl: hub.url,
+      hubUrl: cx.hub.url,
       hubReplica: 'hub-7',
       agentState: 'working',
       task: { id: 't1', attempt: 1 },
@@ -338,7 +301,7 @@ describe('agentcom-sidecar status', () => {
       AGENTCOM_WAKE: '',
       AGENTCOM_EXEC: `'${process.execPath}' -v`,
     });
-    const status = await cli.run(['status'], localEnv());
+    const status = await cx.cli.run(['status'], localEnv());
     expect(status.code).toBe(LOCAL_EXIT_CODES.OK);
     expect(status.stdout).toMatch(/^agent +sleeper \(exec mode\)$/m);
     expect(status.stdout).toMatch(
@@ -360,44 +323,51 @@ describe('agentcom-sidecar run', () => {
   });
 
   it('takes every option from a config file', async () => {
-    await writeFile(join(work, 'token'), 'agent-secret\n', { mode: 0o600 });
+    await writeFile(join(cx.work, 'token'), 'agent-secret\n', { mode: 0o600 });
     await writeFile(
-      join(work, 'sidecar.json'),
+      join(cx.work, 'sidecar.json'),
       JSON.stringify({
-        hub: [hub.url],
+        hub: [cx.hub.url],
         agent: 'configured',
         tokenFile: 'token',
         queues: ['default', 'gpu'],
-        wake: [process.execPath, join(dir, 'wake.js')],
+        wake: [process.execPath, join(cx.dir, 'wake.js')],
         stateDir: 'state',
       }),
     );
-    const connected = hub.connection({ fresh: true });
-    const sidecar = cli.start(['run', '--config', join(work, 'sidecar.json')], { HOME: work });
+    const connected = cx.hub.connection({ fresh: true });
+    const sidecar = cx.cli.start(['run', '--config', join(cx.work, 'sidecar.json')], {
+      HOME: cx.work,
+    });
     const { auth } = await connected;
     expect(auth).toMatchObject({ agentId: 'configured', queues: ['default', 'gpu'] });
-    const status = await cli.run(['status', '--json', '--config', join(work, 'sidecar.json')], {
-      HOME: work,
-    });
+    const status = await cx.cli.run(
+      ['status', '--json', '--config', join(cx.work, 'sidecar.json')],
+      {
+        HOME: cx.work,
+      },
+    );
     expect(JSON.parse(status.stdout)).toMatchObject({ agentId: 'configured', mode: 'wake' });
     await stopSidecar(sidecar);
   });
 
   it('exits 2 on an unknown key in its config file', async () => {
-    await writeFile(join(work, 'sidecar.json'), '{"hub": "http://x", "qeues": ["a"]}');
-    const run = await cli.run(['run', '--config', join(work, 'sidecar.json')], { HOME: work });
+    await writeFile(join(cx.work, 'sidecar.json'), '{"hub": "http://x", "qeues": ["a"]}');
+    const run = await cx.cli.run(['run', '--config', join(cx.work, 'sidecar.json')], {
+      HOME: cx.work,
+    });
     expect(run).toEqual({
       code: EXIT_CODES.BAD_CONFIG,
       stdout: '',
-      stderr: `agentcom-sidecar: --config (${join(work, 'sidecar.json')}): unknown key "qeues"\n`,
+      stderr: `agentcom-sidecar: --config (${join(cx.work, 'sidecar.json')}): unknown key "qeues"\n`,
     });
   });
 
   it('exits 2 on a token file other users may read', async () => {
-    const tokenFile = join(work, 'token');
+    const tokenFile = join(cx.work, 'token');
     await writeFile(tokenFile, 'agent-secret\n');
     await chmod(tokenFile, 0o644);
-    const run = await cli.run(
+    const run = await cx.cli.run(
       ['run', '--token-file', tokenFile],
       sidecarEnv({ AGENTCOM_TOKEN: '' }),
     );
@@ -409,7 +379,7 @@ describe('agentcom-sidecar run', () => {
   });
 
   it('writes its logs to --log-file, not stderr', async () => {
-    const logFile = join(work, 'logs', 'sidecar.log');
+    const logFile = join(cx.work, 'logs', 'sidecar.log');
     const sidecar = await startSidecar({ AGENTCOM_LOG_FILE: logFile });
     await stopSidecar(sidecar);
     expect(sidecar.stderr()).toBe('');

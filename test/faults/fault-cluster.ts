@@ -29,6 +29,49 @@ export interface Accepted {
   acceptedAt: number;
 }
 
+/** What {@link FaultCluster.checkInvariants} found: each list names what broke a guarantee. */
+export interface Invariants {
+  tasks: TaskView[];
+  /** Accepted tasks that never reached completed, failed or cancelled: lost. */
+  notTerminal: string[];
+  notCompleted: TaskView[];
+  /** Tasks completed more than once (completion events). */
+  duplicates: string[];
+  /** Tasks held by two agents at once. */
+  doubleHoldings: string[];
+  /** Completed tasks whose result is not the one their handler computes. */
+  wrongResults: string[];
+}
+
+/**
+ * Asserts the exactly-once guarantees in one expectation (a failure shows every list): nothing
+ * lost, completed twice, held twice or completed with a wrong result and, unless `allCompleted`
+ * is false, every task completed. Tasks in `except` (put at risk on purpose) may be lost or
+ * unfinished; they still may not be duplicated.
+ */
+export function expectExactlyOnce(
+  result: Invariants,
+  {
+    allCompleted = true,
+    except = new Set<string>(),
+  }: { allCompleted?: boolean; except?: ReadonlySet<string> } = {},
+): void {
+  const kept = (id: string): boolean => !except.has(id);
+  expect({
+    notTerminal: result.notTerminal.filter(kept),
+    notCompleted: allCompleted ? result.notCompleted.filter((t) => kept(t.id)) : [],
+    duplicates: result.duplicates,
+    doubleHoldings: result.doubleHoldings,
+    wrongResults: result.wrongResults,
+  }).toEqual({
+    notTerminal: [],
+    notCompleted: [],
+    duplicates: [],
+    doubleHoldings: [],
+    wrongResults: [],
+  });
+}
+
 /**
  * A private cluster for one fault scenario: its own redis-server, hub processes and sidecar
  * processes (each sidecar knows every hub URL, starting at a different one), plus the bookkeeping
@@ -165,14 +208,7 @@ export class FaultCluster {
    * The invariants every scenario ends with. Waits (bounded) until every accepted task is
    * terminal, then returns what a report needs; the caller asserts.
    */
-  async checkInvariants(timeoutMs = 120_000): Promise<{
-    tasks: TaskView[];
-    notTerminal: string[];
-    notCompleted: TaskView[];
-    duplicates: string[];
-    doubleHoldings: string[];
-    wrongResults: string[];
-  }> {
+  async checkInvariants(timeoutMs = 120_000): Promise<Invariants> {
     const ids = this.accepted.map((a) => a.id);
     let tasks: TaskView[] = [];
     const deadline = Date.now() + timeoutMs;

@@ -1,7 +1,7 @@
 import { api, eventually } from '../helpers/hub';
 import { CLEAN_EXIT } from '../helpers/processes';
 import { percentile, recordReliability } from '../helpers/reliability';
-import { FaultCluster, size } from './fault-cluster';
+import { expectExactlyOnce, FaultCluster, size } from './fault-cluster';
 
 const ms = (n: number) => `${Math.round(n)} ms`;
 
@@ -37,11 +37,7 @@ describe('faults of a hub replica', () => {
     await load;
 
     const result = await cluster.checkInvariants();
-    expect(result.notTerminal).toEqual([]);
-    expect(result.notCompleted).toEqual([]);
-    expect(result.duplicates).toEqual([]);
-    expect(result.doubleHoldings).toEqual([]);
-    expect(result.wrongResults).toEqual([]);
+    expectExactlyOnce(result);
     const starts = cluster.starts();
     expect(inFlight.filter((id) => (starts.get(id) ?? 0) !== 1)).toEqual([]);
 
@@ -109,10 +105,7 @@ describe('faults of a hub replica', () => {
     hung.child.kill('SIGCONT');
     await cluster.submitAtRate(30, 30, { sleepMs: 50 });
     const result = await cluster.checkInvariants();
-    expect(result.notTerminal).toEqual([]);
-    expect(result.duplicates).toEqual([]);
-    expect(result.doubleHoldings).toEqual([]);
-    expect(result.wrongResults).toEqual([]);
+    expectExactlyOnce(result, { allCompleted: false });
     await cluster.waitIdle(6);
     // the woken replica serves again
     const ready = await fetch(`${hung.url}/readyz`);
@@ -161,11 +154,7 @@ describe('faults of a hub replica', () => {
     await load;
     const result = await cluster.checkInvariants();
     expect(saw503).toEqual([true, true, true]);
-    expect(result.notTerminal).toEqual([]);
-    expect(result.notCompleted).toEqual([]);
-    expect(result.duplicates).toEqual([]);
-    expect(result.doubleHoldings).toEqual([]);
-    expect(result.wrongResults).toEqual([]);
+    expectExactlyOnce(result);
     recordReliability({
       scenario: 'Rolling restart',
       size: process.env.FULL === '1' ? 'full' : 'default',
