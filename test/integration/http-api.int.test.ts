@@ -1,7 +1,9 @@
+import type { TaskAssign } from '@agentcom/shared';
 import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
 import { TEST_ADMIN_KEY, api, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { TestAgent } from '../helpers/test-agent';
 
 describe('HTTP API', () => {
   let redis: RedisProcess;
@@ -167,6 +169,97 @@ describe('HTTP API', () => {
       expect(
         (await api<{ state: string }>(hub.url, 'GET', `/v1/tasks/${delayed.body.id}`)).body.state,
       ).toBe('delayed');
+    });
+  });
+
+  describe('an idempotency key whose task retention trimmed (it outlives the task)', () => {
+    // A replica that keeps no finished task: each is trimmed as it finishes; the key stays 24 h.
+    let trimming: Hub & { url: string };
+    let agent: TestAgent;
+    const queue = 'trimmed';
+    beforeAll(async () => {
+      trimming = await startTestHub(redis.url, {
+        RETENTION_COMPLETED_COUNT: '0',
+        RETENTION_FAILED_COUNT: '0',
+      });
+      agent = await TestAgent.register(trimming.url, 'trimmed-agent', [queue]);
+    });
+    afterAll(async () => {
+      agent.close();
+      await trimming.close();
+    });
+
+    /** Creates a task with `key`, runs it on the agent to `report`'s outcome, and checks it is gone. */
+    async function runToTrimmed(
+      key: string,
+      report: (msg: TaskAssign) => Promise<unknown>,
+    ): Promise<string> {
+      const assigned = agent.nextAssignment();
+      const created = await api<{ id: string }>(trimming.url, 'POST', '/v1/tasks', {
+        queue,
+        payload: key,
+        idempotencyKey: key,
+      });
+      expect(created.status).toBe(201);
+      const msg = await assigned;
+      expect(await agent.accept(msg)).toMatchObject({ ok: true });
+      expect(await report(msg)).toMatchObject({ ok: true });
+      expect((await api(trimming.url, 'GET', `/v1/tasks/${created.body.id}`)).status).toBe(404);
+      return created.body.id;
+    }
+
+    const repeat = (key: string) =>
+      api(trimming.url, 'POST', '/v1/tasks', { queue, payload: 'again', idempotencyKey: key });
+
+    it('answers the outcome of its report: completed, failed, cancelled (a running task)', async () => {
+      const completed = await runToTrimmed('k-completed', (msg) => agent.complete(msg, { n: 1 }));
+      expect(await repeat('k-completed')).toEqual({
+        status: 200,
+        body: { id: completed, state: 'completed', duplicate: true },
+      });
+
+      const fail = (msg: TaskAssign) =>
+        agent.send('task:fail', {
+          taskId: msg.task.id,
+          token: msg.token,
+          error: 'broken',
+          retryable: false,
+        });
+      const failed = await runToTrimmed('k-failed', fail);
+      expect(await repeat('k-failed')).toEqual({
+        status: 200,
+        body: { id: failed, state: 'failed', duplicate: true },
+      });
+
+      const cancelled = await runToTrimmed('k-cancelled', async (msg) => {
+        const cancel = api(trimming.url, 'POST', `/v1/tasks/${msg.task.id}/cancel`);
+        expect(await cancel).toMatchObject({ status: 202 });
+        return fail(msg);
+      });
+      expect(await repeat('k-cancelled')).toEqual({
+        status: 200,
+        body: { id: cancelled, state: 'cancelled', duplicate: true },
+      });
+      // nothing was created again
+      expect(
+        (await api<{ tasks: unknown[] }>(trimming.url, 'GET', `/v1/tasks?queue=${queue}`)).body
+          .tasks,
+      ).toEqual([]);
+    });
+
+    it('answers `removed` when no outcome of it is recorded either', async () => {
+      const id = await runToTrimmed('k-unrecorded', (msg) => agent.complete(msg, null));
+      // as a task that ended without a report of its agent (stalled too often) leaves it
+      const admin = new Redis(redis.url);
+      try {
+        expect(await admin.del(trimming.keys.finished(id))).toBe(1);
+      } finally {
+        admin.disconnect();
+      }
+      expect(await repeat('k-unrecorded')).toEqual({
+        status: 200,
+        body: { id, state: 'removed', duplicate: true },
+      });
     });
   });
 

@@ -29,7 +29,8 @@ export interface TaskServiceOptions {
 
 export interface CreatedTask {
   id: string;
-  state: TaskState;
+  /** A duplicate's earlier task: `removed` when it is no longer kept and its outcome unknown. */
+  state: TaskState | 'removed';
   duplicate: boolean;
 }
 
@@ -110,7 +111,7 @@ export class TaskService {
     const id = addedId ?? jobId;
     if (id !== jobId) {
       const existing = await this.get(id);
-      return { id, state: existing?.state ?? 'waiting', duplicate: true };
+      return { id, state: existing?.state ?? (await this.outcomeOfRemoved(id)), duplicate: true };
     }
     this.options.metrics.tasksCreated.inc({ queue: input.queue });
     this.options.onCreated(input.queue);
@@ -137,6 +138,26 @@ export class TaskService {
     const job = await this.findJob(taskId);
     if (job) return this.view(job);
     return this.cancelledView(taskId);
+  }
+
+  /**
+   * The state of a task no longer kept, from its finished marker: an idempotency key outlives
+   * the task when retention trims it (the marker lives as long as the key, 24 h, and is written
+   * later). A failure with a cancel request on record was the cancellation of a running task.
+   * `removed` without a marker: the task ended without a report of its agent (failed for
+   * stalling too often, for instance). (Removing a task, by cancelling it while it waits or from
+   * Bull Board, frees its idempotency key.)
+   */
+  private async outcomeOfRemoved(taskId: string): Promise<TaskState | 'removed'> {
+    const { redis, keys } = this.options;
+    const [marker, cancelRequest] = await redis.mget(
+      keys.finished(taskId),
+      keys.cancelRequested(taskId),
+    );
+    const outcome = marker?.split(' ', 1)[0];
+    if (outcome === 'completed' || outcome === 'completing') return 'completed';
+    if (outcome === 'failed') return cancelRequest === null ? 'failed' : 'cancelled';
+    return 'removed';
   }
 
   /** A task cancelled while waiting or delayed: its job is gone, its record says what it was. */

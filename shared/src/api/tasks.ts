@@ -42,9 +42,14 @@ export const createTaskBodySchema = z
 export type CreateTaskBody = z.input<typeof createTaskBodySchema>;
 export type CreateTaskInput = z.output<typeof createTaskBodySchema>;
 
+/**
+ * What `POST /v1/tasks` (and each entry of a batch) answers. A duplicate (an idempotency key that
+ * names an earlier task) shows that task's state; `removed` when it is no longer kept (trimmed by
+ * retention or removed by an operator) and no outcome of it is recorded either.
+ */
 export const createTaskResponseSchema = z.object({
   id: taskIdSchema,
-  state: z.enum(TASK_STATES),
+  state: z.enum([...TASK_STATES, 'removed']),
   duplicate: z.boolean().optional(),
 });
 export type CreateTaskResponse = z.infer<typeof createTaskResponseSchema>;
