@@ -222,43 +222,50 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     expect(await getTask(hubA.url, id)).toMatchObject({ state: 'completed', result: 'ok' });
   });
 
-  it('puts a rate-limited agent in cooldown and its task back without using an attempt', async () => {
-    const queue = newQueue();
-    const limited = await register(hubA.url, queue);
-    const first = limited.nextAssignment();
-    const id = await createTask(hubA.url, { queue, payload: {}, attempts: 1 });
-    const msg = await first;
-    await limited.accept(msg);
-    const helper = await register(hubB.url, queue);
-    const next = helper.nextAssignment();
-    const ack = await limited.send('task:fail', {
-      taskId: id,
-      token: msg.token,
-      error: 'quota',
-      retryable: true,
-      rateLimitedUntil: Date.now() + 1500,
-    });
-    expect(ack).toEqual({ ok: true });
-    const view = await api<{ state: string }>(hubB.url, 'GET', `/v1/agents/${limited.agentId}`);
-    expect(view.body.state).toBe('cooldown');
-    const retried = await next;
-    expect(retried.task.id).toBe(id);
-    await helper.accept(retried);
-    await helper.complete(retried, 'done');
-    // attempts: 1 and still completed: the rate-limited run did not use the only attempt
-    expect(await getTask(hubA.url, id)).toMatchObject({
-      state: 'completed',
-      attemptsMade: 1,
-      attempts: 1,
-    });
-    await eventually(
-      async () => {
-        const v = await api<{ state: string }>(hubA.url, 'GET', `/v1/agents/${limited.agentId}`);
-        return v.body.state === 'idle' ? true : undefined;
-      },
-      { what: 'cooldown to end' },
-    );
-  });
+  it.each([
+    ['after accepting it', true],
+    // a client may refuse a task it knows it cannot run (over its quota) without accepting it
+    ['before accepting it', false],
+  ])(
+    'puts an agent that reports a rate limit %s in cooldown and its task back without using an attempt',
+    async (_, accepts) => {
+      const queue = newQueue();
+      const limited = await register(hubA.url, queue);
+      const first = limited.nextAssignment();
+      const id = await createTask(hubA.url, { queue, payload: {}, attempts: 1 });
+      const msg = await first;
+      if (accepts) await limited.accept(msg);
+      const helper = await register(hubB.url, queue);
+      const next = helper.nextAssignment();
+      const ack = await limited.send('task:fail', {
+        taskId: id,
+        token: msg.token,
+        error: 'quota',
+        retryable: true,
+        rateLimitedUntil: Date.now() + 1500,
+      });
+      expect(ack).toEqual({ ok: true });
+      const view = await api<{ state: string }>(hubB.url, 'GET', `/v1/agents/${limited.agentId}`);
+      expect(view.body.state).toBe('cooldown');
+      const retried = await next;
+      expect(retried.task.id).toBe(id);
+      await helper.accept(retried);
+      await helper.complete(retried, 'done');
+      // attempts: 1 and still completed: the rate-limited run did not use the only attempt
+      expect(await getTask(hubA.url, id)).toMatchObject({
+        state: 'completed',
+        attemptsMade: 1,
+        attempts: 1,
+      });
+      await eventually(
+        async () => {
+          const v = await api<{ state: string }>(hubA.url, 'GET', `/v1/agents/${limited.agentId}`);
+          return v.body.state === 'idle' ? true : undefined;
+        },
+        { what: 'cooldown to end' },
+      );
+    },
+  );
 
   describe('handshake and payload validation', () => {
     it('refuses a wrong token with E_UNAUTHORIZED', async () => {

@@ -35,7 +35,8 @@ export type TransitionReason = (typeof TRANSITION_REASONS)[number];
 export const AGENT_TRANSITIONS: Readonly<Record<AgentState, readonly AgentState[]>> = {
   offline: ['idle', 'working', 'cooldown', 'draining', 'offline'],
   idle: ['assigned', 'draining', 'offline', 'idle'],
-  assigned: ['assigned', 'working', 'idle', 'draining', 'offline'],
+  // cooldown: a rate limit reported before the accept (a client may refuse a task it cannot run)
+  assigned: ['assigned', 'working', 'idle', 'cooldown', 'draining', 'offline'],
   working: ['working', 'idle', 'cooldown', 'draining', 'offline'],
   draining: ['draining', 'idle', 'offline'],
   cooldown: ['cooldown', 'idle', 'draining', 'offline'],
