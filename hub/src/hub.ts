@@ -240,6 +240,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     notifier,
     hubId: config.hubId,
     leaseMs: config.leaseMs,
+    ackTimeoutMs: config.ackTimeoutMs,
     heartbeatMs: config.heartbeatMs,
     sweepMs: config.sweepMs,
     runTimeoutGraceMs: config.runTimeoutGraceMs,
@@ -257,6 +258,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
 
   await queues.discover();
   await bullBoard?.sync();
+  await sweeper.disconnectEarlierSelf();
   leases.start();
   sweeper.start();
   await app.listen({ port: config.port, host: config.host });

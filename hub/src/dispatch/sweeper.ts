@@ -2,6 +2,7 @@ import type { TaskFail } from '@agentcom/shared';
 import type { Redis } from 'ioredis';
 import type { Presence } from '../agents/presence';
 import { restingState } from '../fsm/agent-machine';
+import type { AgentRecord } from '../fsm/agent-record';
 import type { AgentStore } from '../fsm/agent-store';
 import type { Logger } from '../logger';
 import type { RedisKeys } from '../redis/keys';
@@ -16,6 +17,8 @@ export interface SweeperOptions {
   notifier: AgentNotifier;
   hubId: string;
   leaseMs: number;
+  /** How long an assigned agent has to accept (`ACK_TIMEOUT_MS`). */
+  ackTimeoutMs: number;
   heartbeatMs: number;
   sweepMs: number;
   /** How long an agent has to report after being told its task timed out. */
@@ -30,8 +33,11 @@ export interface SweeperOptions {
 
 /**
  * Finds stuck work on every replica (all steps are compare-and-set, so replicas sweeping at the
- * same time do each thing once):
- * - refreshes this replica's liveness;
+ * same time do each thing once). Each step reads the agents an index lists as due, then each
+ * record, and acts only when the record itself is overdue: the list may be stale by then (a long
+ * sweep, another replica's), and an agent listed for one task may hold the next one already.
+ * - refreshes this replica's liveness, on a timer of its own (a long sweep must not let the
+ *   other replicas take this one for gone);
  * - assigned agents that did not accept in time: task back to wait, agent idle;
  * - disconnected task holders past the lease: agent offline (the stalled checker requeues the job);
  * - cooldowns that ended: agent idle;
@@ -41,15 +47,47 @@ export interface SweeperOptions {
  */
 export class Sweeper {
   private timer: NodeJS.Timeout | undefined;
+  private livenessTimer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
-  private lastLiveness = 0;
 
   constructor(private readonly options: SweeperOptions) {}
 
   start(): void {
+    // others take a replica for gone after 3 heartbeat intervals without a refresh
+    void this.refreshLiveness();
+    this.livenessTimer = setInterval(
+      () => void this.refreshLiveness(),
+      this.options.heartbeatMs / 2,
+    );
+    this.livenessTimer.unref();
     this.timer = setInterval(() => this.runOnce(), this.options.sweepMs);
     this.timer.unref();
     this.runOnce();
+  }
+
+  /** Records that this replica is alive (the `replicas` sorted set, scored by time). */
+  async refreshLiveness(): Promise<void> {
+    const { redis, keys, hubId, agents, logger } = this.options;
+    await redis
+      .zadd(keys.replicas, agents.now(), hubId)
+      .catch((err: unknown) => logger.warn({ err: String(err) }, 'liveness refresh failed'));
+  }
+
+  /**
+   * Before this replica takes connections: agents whose record names this replica's id with a
+   * socket are left by an earlier process under the same `HUB_ID` (a restart: compose and
+   * `make cluster` give replicas fixed ids). None of those sockets is here, and since this id
+   * refreshes its liveness again the other replicas never take it for gone: their disconnects
+   * are recorded now, as for a replica that is gone.
+   */
+  async disconnectEarlierSelf(): Promise<void> {
+    const count = await this.disconnectAgentsOf([this.options.hubId]);
+    if (count > 0) {
+      this.options.logger.info(
+        { agents: count },
+        'agents left by an earlier process of this replica disconnected',
+      );
+    }
   }
 
   private runOnce(): void {
@@ -64,7 +102,9 @@ export class Sweeper {
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.livenessTimer) clearInterval(this.livenessTimer);
     this.timer = undefined;
+    this.livenessTimer = undefined;
     await this.running;
     // The liveness entry is left to age out: should a disconnect have gone unrecorded, the other
     // replicas then sweep this replica's agents as `replica_gone`.
@@ -72,10 +112,6 @@ export class Sweeper {
 
   async sweep(): Promise<void> {
     const now = this.options.agents.now();
-    if (now - this.lastLiveness >= this.options.heartbeatMs / 2) {
-      await this.options.redis.zadd(this.options.keys.replicas, now, this.options.hubId);
-      this.lastLiveness = now;
-    }
     await this.ackTimeouts(now);
     await this.expiredLeases(now);
     await this.endedCooldowns(now);
@@ -91,6 +127,7 @@ export class Sweeper {
         await agents.removeFromIndex('runDeadlines', agentId);
         continue;
       }
+      if (!this.runOverdue(record, now)) continue; // listed for an earlier task, or notified since
       if (record.timeoutNotifiedAt === undefined) {
         const result = await agents.transition({
           agentId,
@@ -109,6 +146,9 @@ export class Sweeper {
         { agentId, taskId: record.taskId },
         'no report after the run timeout: failing the attempt',
       );
+      // Told first: the failure may hand the same task straight back to this agent (a retry,
+      // claimed in the same script), and a cancel names the task only, not the assignment.
+      notifier.cancel(agentId, { taskId: record.taskId, reason: 'superseded' });
       await this.options
         .failAttempt(agentId, {
           taskId: record.taskId,
@@ -120,8 +160,19 @@ export class Sweeper {
         .catch((err: unknown) =>
           this.options.logger.warn({ agentId, err: String(err) }, 'timeout backstop failed'),
         );
-      notifier.cancel(agentId, { taskId: record.taskId, reason: 'superseded' });
     }
+  }
+
+  /**
+   * True when the record's task is past its run timeout (not yet notified) or past the grace
+   * after the notice. A record without the times it needs counts as overdue, as listed.
+   */
+  private runOverdue(record: AgentRecord, now: number): boolean {
+    if (record.timeoutNotifiedAt !== undefined) {
+      return record.timeoutNotifiedAt + this.options.runTimeoutGraceMs <= now;
+    }
+    if (record.startedAt === undefined || record.taskTimeoutMs === undefined) return true;
+    return record.startedAt + record.taskTimeoutMs <= now;
   }
 
   private async ackTimeouts(now: number): Promise<void> {
@@ -130,6 +181,10 @@ export class Sweeper {
       const record = await agents.get(agentId);
       if (!record || record.state !== 'assigned') {
         await agents.removeFromIndex('ackDeadlines', agentId);
+        continue;
+      }
+      // listed for an earlier assignment: this one was claimed since
+      if (record.assignedAt !== undefined && record.assignedAt + this.options.ackTimeoutMs > now) {
         continue;
       }
       const connected = record.socketId !== undefined && record.disconnectedAt === undefined;
@@ -214,18 +269,27 @@ export class Sweeper {
   }
 
   private async goneReplicas(now: number): Promise<void> {
-    const { redis, keys, agents, presence, hubId, heartbeatMs } = this.options;
+    const { redis, keys, hubId, heartbeatMs } = this.options;
     const gone = (await redis.zrangebyscore(keys.replicas, '-inf', now - 3 * heartbeatMs)).filter(
       (id) => id !== hubId,
     );
     if (gone.length === 0) return;
-    const records = await agents.getMany(await agents.listIds());
-    for (const record of records) {
-      if (record.hubId && gone.includes(record.hubId) && record.socketId) {
-        await presence.disconnect(record.agentId, record.socketId, 'replica_gone');
-      }
-    }
+    await this.disconnectAgentsOf(gone);
     for (const id of gone) await redis.zrem(keys.replicas, id);
     this.options.logger.info({ replicas: gone }, 'replicas gone: their agents disconnected');
+  }
+
+  /** Records the disconnect (`replica_gone`) of every agent connected to one of `replicaIds`. */
+  private async disconnectAgentsOf(replicaIds: readonly string[]): Promise<number> {
+    const { agents, presence } = this.options;
+    const records = await agents.getMany(await agents.listIds());
+    let count = 0;
+    for (const record of records) {
+      if (record.hubId && replicaIds.includes(record.hubId) && record.socketId) {
+        await presence.disconnect(record.agentId, record.socketId, 'replica_gone');
+        count++;
+      }
+    }
+    return count;
   }
 }

@@ -1,0 +1,119 @@
+import { randomBytes } from 'node:crypto';
+import type { TaskAssign, TaskCancel } from '@agentcom/shared';
+import { Redis } from 'ioredis';
+import type { Hub } from '../../hub/src/hub';
+import { api, eventually, startTestHub } from '../helpers/hub';
+import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { TestAgent } from '../helpers/test-agent';
+
+/** The sweeper against a real Redis and in-process replicas, with protocol-level agents. */
+describe('sweeper', () => {
+  let redis: RedisProcess;
+  let admin: Redis;
+  const hubs: Array<Hub & { url: string }> = [];
+  const agents: TestAgent[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    admin = new Redis(redis.url);
+  });
+  afterEach(async () => {
+    for (const agent of agents.splice(0)) agent.close();
+    for (const hub of hubs.splice(0)) await hub.close();
+  });
+  afterAll(async () => {
+    admin.disconnect();
+    await redis.dispose();
+  });
+
+  const startHub = async (env: Record<string, string> = {}) => {
+    const hub = await startTestHub(redis.url, env);
+    hubs.push(hub);
+    return hub;
+  };
+  const register = async (hubUrl: string) => {
+    const queue = `q-${randomBytes(4).toString('hex')}`;
+    const agent = await TestAgent.register(hubUrl, `agent-${randomBytes(4).toString('hex')}`, [
+      queue,
+    ]);
+    agents.push(agent);
+    return { agent, queue };
+  };
+  /** An agent that was pushed a task (with `task` options) and, if `accept`, accepted it. */
+  const holding = async (hub: Hub & { url: string }, task: object, accept: boolean) => {
+    const { agent, queue } = await register(hub.url);
+    const assigned = agent.nextAssignment();
+    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+      queue,
+      payload: {},
+      ...task,
+    });
+    expect(created.status).toBe(201);
+    const msg = await assigned;
+    if (accept) expect(await agent.accept(msg)).toMatchObject({ ok: true });
+    return { agent, msg };
+  };
+  const record = (hub: Hub, agentId: string) =>
+    admin.hgetall(hub.keys.agent(agentId)) as Promise<Record<string, string>>;
+
+  it('acts only on records that are overdue themselves, not on what a stale due list names', async () => {
+    // The sweep lists the agents due in an index, then reads each record: by then an agent may
+    // hold its next task (a long sweep, or another replica's list). Here the index itself names
+    // two agents as due whose current assignments are not: as a stale list would.
+    const hub = await startHub({ ACK_TIMEOUT_MS: '60000', RUN_TIMEOUT_GRACE_MS: '60000' });
+    const unaccepted = await holding(hub, {}, false);
+    const running = await holding(hub, { timeoutMs: 60_000 }, true);
+    await admin.zadd(hub.keys.ackDeadlines, 1, unaccepted.agent.agentId);
+    await admin.zadd(hub.keys.runDeadlines, 1, running.agent.agentId);
+    // An agent whose task is overdue for real: once it is told, a sweep has passed over the
+    // other two (ack deadlines come first in a sweep, run deadlines by score).
+    const overdue = await holding(hub, { timeoutMs: 300 }, true);
+    const told = new Promise((resolve) => overdue.agent.once('cancel', resolve));
+    expect(await told).toEqual({ taskId: overdue.msg.task.id, reason: 'timeout' });
+
+    expect(unaccepted.agent.cancels).toEqual([]);
+    expect(running.agent.cancels).toEqual([]);
+    expect(await record(hub, unaccepted.agent.agentId)).toMatchObject({
+      state: 'assigned',
+      taskId: unaccepted.msg.task.id,
+    });
+    const held = await record(hub, running.agent.agentId);
+    expect(held).toMatchObject({ state: 'working', taskId: running.msg.task.id });
+    expect(held.timeoutNotifiedAt).toBeUndefined();
+  });
+
+  it('after the run-timeout backstop fails an attempt, tells the agent to stop before the retry can reach it', async () => {
+    // The failure claims the freed agent for the next job in the same script: with one agent,
+    // the retry of the same task. A cancel names the task, not the assignment, so one sent
+    // after the retry's push would stop the retry.
+    const hub = await startHub({ RUN_TIMEOUT_GRACE_MS: '300' });
+    const { agent, queue } = await register(hub.url);
+    const seen: string[] = [];
+    agent.on('assign', (msg: TaskAssign) => seen.push(`assign ${msg.attempt}`));
+    agent.on('cancel', (msg: TaskCancel) => seen.push(`cancel ${msg.reason}`));
+    const first = agent.nextAssignment();
+    await api(hub.url, 'POST', '/v1/tasks', { queue, payload: {}, attempts: 2, timeoutMs: 300 });
+    expect(await agent.accept(await first)).toMatchObject({ ok: true });
+    const retry = await agent.nextAssignment(10_000); // no report: the backstop fails attempt 1
+    expect(retry.attempt).toBe(2);
+    // one socket, in order: whatever was sent before the accept's answer has arrived
+    expect(await agent.accept(retry)).toMatchObject({ ok: true });
+    expect(seen).toEqual(['assign 1', 'cancel timeout', 'cancel superseded', 'assign 2']);
+    expect(await agent.complete(retry, 'done')).toEqual({ ok: true });
+  });
+
+  it('refreshes its liveness on its own timer, however long between sweeps', async () => {
+    // others take a replica for gone after 3 heartbeat intervals (1.5 s here) without a refresh
+    const hub = await startHub({ SWEEP_MS: '60000', HEARTBEAT_MS: '500', LEASE_MS: '3000' });
+    const liveness = async () => Number(await admin.zscore(hub.keys.replicas, hub.config.hubId));
+    const first = await eventually(async () => (await liveness()) || undefined, {
+      what: 'the first liveness refresh',
+    });
+    await eventually(
+      async () => {
+        return (await liveness()) >= first + 1000 ? true : undefined;
+      },
+      { what: 'two liveness refreshes with no sweep between them', timeoutMs: 5000 },
+    );
+  });
+});
