@@ -244,7 +244,8 @@ describe('acquireStateLock', () => {
     expect(code).toBe(0);
     await writeFile(join(dir, 'sidecar.lock'), `${child.pid ?? 0}\n`);
     const lock = await acquireStateLock(dir);
-    expect(await readFile(join(dir, 'sidecar.lock'), 'utf8')).toBe(`${process.pid}\n`);
+    const [pid] = (await readFile(join(dir, 'sidecar.lock'), 'utf8')).split('\n');
+    expect(pid).toBe(String(process.pid));
     await lock.release();
   });
 });
