@@ -133,6 +133,51 @@ describe('the sidecar process against real hub processes', () => {
     await waitAgentState(hubs[1]!, 'stubborn', 'idle');
   });
 
+  it('stops a task cancelled while its sidecar had no connection, once the sidecar resumes it: the task ends cancelled', async () => {
+    const slowLease = { LEASE_MS: '30000', STALLED_INTERVAL_MS: '5000' };
+    const hub1 = await startHubProcess(redis.url, prefix, 'hub-1', slowLease);
+    const hub2 = await startHubProcess(redis.url, prefix, 'hub-2', slowLease);
+    hubs.push(hub1, hub2);
+    const pidsFile = join(dir, 'pids');
+    const proc = await sidecar(hub1, 'resumer', {
+      exec: `${process.execPath} ${STUBBORN}`,
+      env: { PIDS_FILE: pidsFile, AGENTCOM_KILL_GRACE_MS: '500' },
+    });
+    await waitAgentState(hub1, 'resumer', 'idle');
+    const created = await api<{ id: string }>(hub2.url, 'POST', '/v1/tasks', {
+      payload: {},
+      attempts: 3,
+    });
+    const pids = await eventually(() => readPidsFile(pidsFile), {
+      what: 'the handler and its grandchild to run',
+    });
+    try {
+      await waitAgentState(hub2, 'resumer', 'working');
+      // the sidecar's only replica is gone: the task:cancel reaches nobody
+      await hub1.kill('SIGKILL');
+      const response = await api(hub2.url, 'POST', `/v1/tasks/${created.body.id}/cancel`);
+      expect(response).toMatchObject({ status: 202, body: { cancelRequested: true } });
+      expect(pids.some(isProcessGone)).toBe(false);
+
+      // back on the same address within the lease: the sidecar reconnects and resumes its task
+      const hub1b = await startHubProcess(redis.url, prefix, 'hub-1b', slowLease, hub1.port);
+      hubs.push(hub1b);
+      const task = await waitTaskState(hub2, created.body.id, 'cancelled', 30_000);
+      expect(task.attemptsMade).toBe(1);
+      expect(pids.map(isProcessGone)).toEqual([true, true]);
+      expect(proc.output).toContain('the hub cancelled the task');
+      await waitAgentState(hub2, 'resumer', 'idle');
+    } finally {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    }
+  });
+
   it('delivers a result produced while the hub was down, even across a kill -9 of the sidecar: completed exactly once', async () => {
     const slowLease = { LEASE_MS: '30000', STALLED_INTERVAL_MS: '5000' };
     const hub = await startHubProcess(redis.url, prefix, 'hub-1', slowLease);

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { TaskView } from '@agentcom/shared';
+import type { AgentView, TaskView } from '@agentcom/shared';
 import type { Hub } from '../../hub/src/hub';
 import { api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
@@ -115,6 +115,91 @@ describe('cancel and run timeout (hub side, protocol-level agents)', () => {
     expect(await getTask(created.body.id)).toMatchObject({ state: 'cancelled', attemptsMade: 1 });
     const view = await api<{ state: string }>(hubA.url, 'GET', `/v1/agents/${agent.agentId}`);
     expect(view.body.state).toBe('idle');
+  });
+
+  it('tells an agent that resumes a task cancelled while it had no connection to stop: the task ends cancelled, not completed', async () => {
+    const queue = newQueue();
+    const agent = await register(hubA.url, queue);
+    const assigned = agent.nextAssignment();
+    const created = await api<{ id: string }>(hubA.url, 'POST', '/v1/tasks', {
+      queue,
+      payload: 1,
+      attempts: 3,
+    });
+    const msg = await assigned;
+    expect((await agent.accept(msg)).ok).toBe(true);
+    agent.close();
+    await eventually(
+      async () =>
+        (await api<AgentView>(hubA.url, 'GET', `/v1/agents/${agent.agentId}`)).body
+          .disconnectedAt !== undefined || undefined,
+      { what: 'the disconnect to be recorded' },
+    );
+    // nobody is in the agent's room: this task:cancel is lost
+    expect(await api(hubB.url, 'POST', `/v1/tasks/${created.body.id}/cancel`)).toMatchObject({
+      status: 202,
+      body: { cancelRequested: true },
+    });
+
+    const back = new TestAgent(hubB.url, agent.agentId, agent.token, [queue]);
+    agents.push(back);
+    back.current = { taskId: msg.task.id, token: msg.token, state: 'working' };
+    const cancel = nextCancel(back); // listening before connecting: it follows the connect
+    await back.connect();
+    expect(await cancel).toEqual({ taskId: created.body.id, reason: 'cancelled' });
+    expect(
+      (await api<AgentView>(hubB.url, 'GET', `/v1/agents/${agent.agentId}`)).body,
+    ).toMatchObject({ state: 'working', currentTask: { taskId: created.body.id } });
+
+    const ack = await back.send('task:fail', {
+      taskId: msg.task.id,
+      token: msg.token,
+      error: 'cancelled',
+      retryable: false,
+      kind: 'cancelled',
+    });
+    expect(ack).toEqual({ ok: true });
+    expect(await getTask(created.body.id)).toMatchObject({ state: 'cancelled', attemptsMade: 1 });
+  });
+
+  it('sends a pending cancel again with a heartbeat that names the task (a task:cancel that came before its task:assign is dropped by the sidecar)', async () => {
+    const queue = newQueue();
+    const agent = await register(hubA.url, queue);
+    const assigned = agent.nextAssignment();
+    const created = await api<{ id: string }>(hubA.url, 'POST', '/v1/tasks', {
+      queue,
+      payload: 1,
+      attempts: 3,
+    });
+    const msg = await assigned;
+    expect((await agent.accept(msg)).ok).toBe(true);
+    const first = nextCancel(agent);
+    expect((await api(hubB.url, 'POST', `/v1/tasks/${created.body.id}/cancel`)).status).toBe(202);
+    await first; // say the agent dropped it
+    // a heartbeat that names no task carries nothing (an emit would precede its ack)
+    expect(await agent.send('agent:heartbeat', {})).toMatchObject({ ok: true, state: 'working' });
+    expect(agent.cancels).toHaveLength(1);
+
+    const again = nextCancel(agent);
+    const beat = await agent.send('agent:heartbeat', { taskId: msg.task.id, token: msg.token });
+    expect(beat).toMatchObject({ ok: true, state: 'working' });
+    expect(beat).not.toHaveProperty('abort');
+    expect(await again).toEqual({ taskId: created.body.id, reason: 'cancelled' });
+    expect(agent.cancels).toHaveLength(2);
+
+    const ack = await agent.send('task:fail', {
+      taskId: msg.task.id,
+      token: msg.token,
+      error: 'killed by SIGTERM',
+      retryable: true,
+    });
+    expect(ack).toEqual({ ok: true });
+    expect(await getTask(created.body.id)).toMatchObject({ state: 'cancelled', attemptsMade: 1 });
+    // once the task is reported, its heartbeats carry no cancel
+    expect(
+      await agent.send('agent:heartbeat', { taskId: msg.task.id, token: msg.token }),
+    ).toMatchObject({ ok: true, abort: true });
+    expect(agent.cancels).toHaveLength(2);
   });
 
   it('tells the agent when a task runs past its timeout, then fails the attempt itself if no report comes', async () => {

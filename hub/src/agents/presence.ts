@@ -28,14 +28,18 @@ export interface ConnectOutcome {
   state: AgentState;
   /** Socket id of an older connection of the same agent that must be closed (`E_REPLACED`). */
   replacedSocketId?: string;
-  /** Tells the sidecar to drop a task it believes it holds. */
+  /**
+   * Sent to the new connection once it is recorded: `superseded` drops a task the sidecar
+   * believes it holds; `cancelled` stops a resumed task an operator cancelled meanwhile.
+   */
   cancel?: TaskCancel;
 }
 
 /**
  * Connections and disconnections of agents, as transitions of their records. A reconnect that
- * re-announces the current assignment while its lock still holds resumes it; anything the
- * sidecar holds that the hub no longer agrees with is cancelled as `superseded`.
+ * re-announces the current assignment while its lock still holds resumes it (and is told
+ * `task:cancel {reason: 'cancelled'}` when an operator's cancel of the task is pending); anything
+ * the sidecar holds that the hub no longer agrees with is cancelled as `superseded`.
  */
 export class Presence {
   constructor(private readonly options: PresenceOptions) {}
@@ -96,7 +100,12 @@ export class Presence {
             queue: record.taskQueue ?? '',
             token: record.token ?? '',
           });
-          return { state: 'working', ...(replacedSocketId ? { replacedSocketId } : {}) };
+          const resumed: ConnectOutcome = { state: 'working' };
+          if (replacedSocketId) resumed.replacedSocketId = replacedSocketId;
+          if (await this.cancelRequested(agentId, record.taskId ?? '')) {
+            resumed.cancel = { taskId: record.taskId ?? '', reason: 'cancelled' };
+          }
+          return resumed;
         }
       }
 
@@ -178,6 +187,25 @@ export class Presence {
       if (result.ok || result.reason === 'missing') return;
     }
     this.options.logger.warn({ agentId }, 'could not record disconnect after retries');
+  }
+
+  /**
+   * True when an operator asked to cancel the task (`cancel-requested:<taskId>`). Read after the
+   * resume is recorded: a cancel sent while the agent had no connection reached an empty room,
+   * and one sent from now on reaches the new connection (it joined its room before connecting).
+   * A failed read is logged, not thrown: the resume is recorded, and the heartbeats of the task
+   * carry the cancel too (see `AssignmentService.heartbeat`).
+   */
+  private async cancelRequested(agentId: string, taskId: string): Promise<boolean> {
+    try {
+      return (await this.options.redis.exists(this.options.keys.cancelRequested(taskId))) === 1;
+    } catch (err) {
+      this.options.logger.warn(
+        { agentId, taskId, err: String(err) },
+        'could not read the cancel request of a resumed task; its heartbeats will carry it',
+      );
+      return false;
+    }
   }
 
   /** True when the job's BullMQ lock is still the agent's token. */

@@ -6,6 +6,7 @@ import {
   type HeartbeatAck,
   type ReportAck,
   type TaskAccept,
+  type TaskCancel,
   type TaskComplete,
   type TaskFail,
   type TaskLog,
@@ -429,14 +430,17 @@ export class AssignmentService {
    * A heartbeat: records liveness; tells the agent to abort a task it no longer holds. `stale`
    * means the record names another connection than `socketId` (this replica was unreachable and
    * the others swept its agents): the caller closes the connection so the sidecar reconnects and
-   * its presence is recorded again.
+   * its presence is recorded again. `cancel`: the heartbeat names the task the agent works on and
+   * an operator asked to cancel it; the caller sends it `task:cancel` again, as the first one
+   * may have been lost (sent while the agent had no connection, or received before the
+   * assignment it cancels). The check is part of the batched heartbeat script: no round trip more.
    */
   async heartbeat(
     agentId: string,
     socketId: string,
     taskId?: string,
     token?: string,
-  ): Promise<{ ack: HeartbeatAck; stale: boolean }> {
+  ): Promise<{ ack: HeartbeatAck; stale: boolean; cancel?: TaskCancel }> {
     const presence = await this.heartbeats.check({ agentId, socketId });
     const stale = presence?.socketId !== socketId;
     if (!stale) this.options.leases.beat(agentId);
@@ -446,6 +450,9 @@ export class AssignmentService {
     if (!holds(presence, taskId, token)) return { ack: { ok: true, state, abort: true }, stale };
     if (!stale && presence?.state === 'working' && !this.options.leases.heldBy(agentId)) {
       this.options.leases.track(agentId, { taskId, queue: presence.taskQueue ?? '', token });
+    }
+    if (!stale && presence?.cancelRequested === true) {
+      return { ack: { ok: true, state }, stale, cancel: { taskId, reason: 'cancelled' } };
     }
     return { ack: { ok: true, state }, stale };
   }

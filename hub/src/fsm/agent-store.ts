@@ -74,6 +74,11 @@ export interface AgentPresence {
   taskId: string | undefined;
   token: string | undefined;
   taskQueue: string | undefined;
+  /**
+   * True when the record, on the heartbeat's connection, is `working` on a task an operator asked
+   * to cancel (absent otherwise).
+   */
+  cancelRequested?: true;
 }
 
 export type IndexName = 'ackDeadlines' | 'disconnected' | 'cooldowns' | 'runDeadlines';
@@ -497,7 +502,8 @@ export class AgentStore {
   /**
    * Heartbeats, checked together (one script): what each one needs of its agent's record, and
    * the heartbeat time recorded on the agents whose record still names the connection the
-   * heartbeat came on. `undefined` for an agent without a record.
+   * heartbeat came on. `undefined` for an agent without a record. For a working agent on that
+   * connection, the same call tells whether a cancel of its task is pending (`cancelRequested`).
    */
   async heartbeats(
     beats: ReadonlyArray<{ agentId: string; socketId: string }>,
@@ -505,19 +511,21 @@ export class AgentStore {
     if (beats.length === 0) return [];
     const flat = await this.scripts.heartbeats(
       beats.map((b) => this.keys.agent(b.agentId)),
-      [String(this.now()), ...beats.map((b) => b.socketId)],
+      [String(this.now()), ...beats.map((b) => b.socketId), this.keys.cancelRequestedPrefix],
     );
     const value = (v: string | undefined) => (v === undefined || v === '' ? undefined : v);
     return beats.map((_, i) => {
-      const [state, socketId, taskId, token, taskQueue] = flat.slice(i * 5, i * 5 + 5);
+      const [state, socketId, taskId, token, taskQueue, cancel] = flat.slice(i * 6, i * 6 + 6);
       if (!state) return undefined;
-      return {
+      const presence: AgentPresence = {
         state: isAgentState(state) ? state : 'offline',
         socketId: value(socketId),
         taskId: value(taskId),
         token: value(token),
         taskQueue: value(taskQueue),
       };
+      if (cancel === '1') presence.cancelRequested = true;
+      return presence;
     });
   }
 

@@ -148,6 +148,10 @@ export class AgentGateway implements AgentNotifier {
         log.warn('heartbeat from a connection the record does not know: closing it to resync');
         socket.disconnect(true);
       },
+      cancelTask: (msg) => {
+        log.info({ taskId: msg.taskId }, 'a cancel of the task is pending: sending it again');
+        socket.emit('task:cancel', msg);
+      },
       assignments: this.options.assignments,
       control: this.options.control,
     };

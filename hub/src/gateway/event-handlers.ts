@@ -6,6 +6,7 @@ import {
   type Ack,
   type AgentState,
   type ClientEventName,
+  type TaskCancel,
 } from '@agentcom/shared';
 import type { AssignmentService } from '../dispatch/assignments';
 import type { AgentControl } from '../agents/agent-control';
@@ -18,6 +19,8 @@ export interface HandlerContext {
   hubId: string;
   /** Closes this connection (the sidecar reconnects and re-announces). */
   dropConnection: () => void;
+  /** Sends `task:cancel` on this connection. */
+  cancelTask: (msg: TaskCancel) => void;
   assignments: AssignmentService;
   control: AgentControl;
 }
@@ -46,13 +49,15 @@ export const EVENT_HANDLERS: { [E in ClientEventName]: Handler } = {
   'task:fail': (ctx, msg: Parameters<AssignmentService['fail']>[1]) =>
     ctx.assignments.fail(ctx.agentId, msg),
   'agent:heartbeat': async (ctx, msg: { taskId?: string; token?: string }) => {
-    const { ack, stale } = await ctx.assignments.heartbeat(
+    const { ack, stale, cancel } = await ctx.assignments.heartbeat(
       ctx.agentId,
       ctx.socketId,
       msg.taskId,
       msg.token,
     );
     if (stale) setImmediate(ctx.dropConnection);
+    // a pending operator cancel the agent may have missed: sent again, ahead of the ack
+    if (cancel) ctx.cancelTask(cancel);
     return ack.ok ? { ...ack, hubId: ctx.hubId } : ack;
   },
   'agent:drain': async (ctx): Promise<Ack<{ state: AgentState }>> => ({

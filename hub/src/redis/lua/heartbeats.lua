@@ -1,23 +1,32 @@
 --[[
   heartbeats: the heartbeats one replica received in the last few milliseconds, in one call.
   For each agent: reads the fields a heartbeat checks and, when the record still names the
-  connection the heartbeat came on, records its time.
+  connection the heartbeat came on, records its time. For such a record `working` on a task, also
+  whether an operator asked to cancel that task (one EXISTS, for working agents only: idle ones
+  cost nothing more), so the heartbeat can carry the cancel to an agent that missed it.
 
-  KEYS[i]    agent hash of heartbeat i
-  ARGV[1]    now (ms)
-  ARGV[1+i]  socket id heartbeat i came on
+  KEYS[i]            agent hash of heartbeat i
+  ARGV[1]            now (ms)
+  ARGV[1+i]          socket id heartbeat i came on
+  ARGV[#KEYS + 2]    cancel-request key prefix (key = prefix .. taskId; same hash tag)
 
-  Returns a flat list, 5 values per heartbeat ("" = absent; state "" = no such agent):
-    state, socketId, taskId, token, taskQueue
+  Returns a flat list, 6 values per heartbeat ("" = absent; state "" = no such agent):
+    state, socketId, taskId, token, taskQueue, cancelRequested ("1" or "")
 ]]
+local cancelPrefix = ARGV[#KEYS + 2]
 local out = {}
 for i, key in ipairs(KEYS) do
   local f = redis.call("HMGET", key, "state", "socketId", "taskId", "token", "taskQueue")
+  local cancel = ""
   if f[1] and f[2] == ARGV[1 + i] then
     redis.call("HSET", key, "lastHeartbeatAt", ARGV[1])
+    if f[1] == "working" and f[3] and cancelPrefix and redis.call("EXISTS", cancelPrefix .. f[3]) == 1 then
+      cancel = "1"
+    end
   end
   for j = 1, 5 do
     out[#out + 1] = f[j] or ""
   end
+  out[#out + 1] = cancel
 end
 return out
