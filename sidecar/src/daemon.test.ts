@@ -6,13 +6,14 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { PROTOCOL_VERSION, type TaskAssign } from '@agentcom/shared';
 import type { SidecarConfig } from './config';
+import type { Logger } from './logger';
 import { startDaemon, type Daemon, type DaemonEvents } from './daemon';
 import { EXIT_CODES } from './exit-codes';
 import { INTERRUPTED_ERROR, STATE_FILE_NAME } from './outbox/outbox';
 import { StateDirInUseError } from './outbox/state-lock';
 import { ipcRequest } from './ipc/ipc-client';
 import { FakeHub } from './test-support/fake-hub';
-import { testLogger } from './test-support/logger';
+import { recordingLogger, testLogger } from './test-support/logger';
 import { makeTempDir } from './test-support/temp-dir';
 import { isProcessGone, waitUntil } from './test-support/process';
 import { identifyProcess, readProcStat } from './runner/process-identity';
@@ -79,9 +80,13 @@ function config(urls: string[], overrides: Partial<SidecarConfig> = {}): Sidecar
   };
 }
 
-async function start(urls: string[], overrides: Partial<SidecarConfig> = {}): Promise<Daemon> {
+async function start(
+  urls: string[],
+  overrides: Partial<SidecarConfig> = {},
+  logger: Logger = testLogger(),
+): Promise<Daemon> {
   const daemon = await startDaemon(config(urls, overrides), {
-    logger: testLogger(),
+    logger,
     reconnectionDelay: 50,
     reconnectionDelayMax: 200,
     refusedRetryMs: 100,
@@ -556,6 +561,25 @@ describe('daemon', () => {
       }
     });
 
+    it('warns that nothing was signalled for a task left working with no process recorded', async () => {
+      // The sidecar was killed between starting the handler and recording its process.
+      await leaveStateFile({
+        current: { taskId: 't9', token: 'token-t9', attempt: 1, state: 'working' },
+      });
+      const hub = await startHub();
+      const { logger, entries } = recordingLogger();
+      const failed = hub.nextEvent('task:fail');
+      await start([hub.url], {}, logger);
+      expect((await failed).message).toMatchObject({ taskId: 't9', error: INTERRUPTED_ERROR });
+      expect(entries()).toContainEqual(
+        expect.objectContaining({
+          level: 40,
+          taskId: 't9',
+          msg: expect.stringMatching(/^no handler process is recorded .* none was signalled/),
+        }),
+      );
+    });
+
     it('refuses to share its state dir with a running sidecar, and frees it on stop', async () => {
       const hub = await startHub();
       const first = await start([hub.url]);
@@ -724,12 +748,19 @@ describe('daemon', () => {
       });
       await writeFile(join(dir, 'state', 'current.json'), '{"id":"old"}');
       const failed = hub.nextEvent('task:fail');
-      const daemon = await start([hub.url], {
-        runner: { kind: 'wake', argv: [process.execPath, '-e', ''] },
-      });
+      const { logger, entries } = recordingLogger();
+      const daemon = await start(
+        [hub.url],
+        { runner: { kind: 'wake', argv: [process.execPath, '-e', ''] } },
+        logger,
+      );
       expect(existsSync(join(dir, 'state', 'current.json'))).toBe(false);
       expect((await failed).message).toMatchObject({ taskId: 'old', error: INTERRUPTED_ERROR });
       expect(daemon.status()).toMatchObject({ mode: 'wake', task: null });
+      // Wake mode records no process: there is nothing to warn about.
+      expect(entries().map((entry) => entry.msg)).not.toContainEqual(
+        expect.stringMatching(/^no handler process is recorded/),
+      );
     });
   });
 });

@@ -95,7 +95,8 @@ async function assemble(
   const events = new EventEmitter<DaemonEvents>();
   // The hub retries the interrupted task as soon as it is reported: its handler must not run on.
   const outbox = await Outbox.open(config.stateDir, logger, {
-    beforeReportingInterrupted: (held) => stopOrphanedHandler(held, config.killGraceMs, logger),
+    beforeReportingInterrupted: (held) =>
+      stopOrphanedHandler(held, config.runner.kind, config.killGraceMs, logger),
   });
   const wake =
     config.runner.kind === 'wake'
@@ -263,9 +264,26 @@ const REAPED: Record<ReapOutcome, string> = {
 };
 
 /** Stops the process group of a task a dead sidecar process left `working` (exec mode). */
-async function stopOrphanedHandler(held: HeldTask, graceMs: number, logger: Logger): Promise<void> {
+async function stopOrphanedHandler(
+  held: HeldTask,
+  runner: SidecarConfig['runner']['kind'],
+  graceMs: number,
+  logger: Logger,
+): Promise<void> {
   const recorded = held.process;
-  if (recorded === undefined) return;
+  if (recorded === undefined) {
+    // Wake mode records no process. In exec mode the sidecar died between starting the handler
+    // and recording it (or an older version wrote the file): nothing can be signalled, and the
+    // handler may still run while the hub retries the task, so the operator must hear of it.
+    if (runner === 'exec') {
+      logger.warn(
+        { taskId: held.taskId },
+        'no handler process is recorded for the interrupted task, so none was signalled: an ' +
+          'orphaned handler may still run the task (check by hand)',
+      );
+    }
+    return;
+  }
   const fields = { taskId: held.taskId, pid: recorded.pid };
   try {
     const outcome = await reapOrphan(recorded, { graceMs });

@@ -1,9 +1,11 @@
 import type { TaskAssign } from '@agentcom/shared';
+import type { Logger } from '../logger';
 import { LineRecorder } from '../test-support/line-recorder';
-import { testLogger } from '../test-support/logger';
+import { recordingLogger, testLogger } from '../test-support/logger';
 import { isProcessGone, waitUntil } from '../test-support/process';
 import { ExecRunner } from './exec-runner';
 import { readBootId, readProcStat, type TaskProcess } from './process-identity';
+import { MAX_OUTPUT_LINE_BYTES, MAX_STDOUT_LINE_BYTES } from './task-output';
 
 function assignment(overrides: Partial<TaskAssign> = {}): TaskAssign {
   return {
@@ -16,12 +18,12 @@ function assignment(overrides: Partial<TaskAssign> = {}): TaskAssign {
 }
 
 /** A runner of `node -e <script>`: a real child process per task. */
-function nodeRunner(script: string, killGraceMs = 5000): ExecRunner {
+function nodeRunner(script: string, killGraceMs = 5000, logger: Logger = testLogger()): ExecRunner {
   return new ExecRunner({
     argv: [process.execPath, '-e', script],
     env: { PATH: process.env.PATH ?? '' },
     killGraceMs,
-    logger: testLogger(),
+    logger,
   });
 }
 
@@ -59,6 +61,38 @@ describe('ExecRunner', () => {
       ).start(assignment(), sink);
       await run.outcome;
       expect(sink.lines).toEqual(['one', '', 'two', 'three']);
+    });
+
+    it('holds at most a bounded part of a line without a newline, cutting it', async () => {
+      const sink = new LineRecorder();
+      const run = nodeRunner(`process.stdout.write('x'.repeat(5 * 1024 * 1024));`).start(
+        assignment(),
+        sink,
+      );
+      await expect(run.outcome).resolves.toEqual({ type: 'complete', result: null });
+      expect(sink.lines).toHaveLength(1);
+      const [line = ''] = sink.lines;
+      expect(Buffer.byteLength(line)).toBeLessThanOrEqual(MAX_STDOUT_LINE_BYTES);
+      expect(line).toMatch(/^x+…$/);
+    });
+
+    it('cuts a stderr line to the log line limit, and names it in a failure', async () => {
+      const { logger, entries } = recordingLogger();
+      const run = nodeRunner(
+        `process.stderr.write('e'.repeat(1024 * 1024)); process.exit(4);`,
+        5000,
+        logger,
+      ).start(assignment(), new LineRecorder());
+      await expect(run.outcome).resolves.toEqual({
+        type: 'fail',
+        error: `exit code 4: ${'e'.repeat(2000)}…`,
+        retryable: true,
+        kind: 'error',
+      });
+      const logged = entries().filter((entry) => entry.msg === 'task stderr');
+      expect(logged.map((entry) => entry.line)).toEqual([
+        `${'e'.repeat(MAX_OUTPUT_LINE_BYTES - 3)}…`,
+      ]);
     });
 
     it('completes with null when the last line is not JSON', async () => {
@@ -143,6 +177,18 @@ describe('ExecRunner', () => {
       expect(outcome.type === 'fail' && outcome.error).toMatch(/could not start .*ENOENT/);
     });
 
+    it('refuses a JSON result longer than the stdout line it may be held in', async () => {
+      const run = nodeRunner(
+        `process.stdout.write(JSON.stringify({ big: 'x'.repeat(3 * 1024 * 1024) }) + '\\n');`,
+      ).start(assignment(), { log: () => undefined });
+      await expect(run.outcome).resolves.toEqual({
+        type: 'fail',
+        error: `the result (last stdout line) is not acceptable: it is longer than ${MAX_STDOUT_LINE_BYTES} bytes`,
+        retryable: false,
+        kind: 'error',
+      });
+    });
+
     it('refuses a JSON result larger than the protocol allows', async () => {
       const run = nodeRunner(
         `console.log(JSON.stringify({ big: 'x'.repeat(1024 * 1024 + 10) }));`,
@@ -214,6 +260,23 @@ describe('ExecRunner', () => {
       await sink.next(/^started$/);
       run.killNow();
       await expect(run.outcome).resolves.toMatchObject({ type: 'fail', kind: 'error' });
+    });
+
+    it('kills at once on a killNow that comes before the process announced its start', async () => {
+      const { logger, entries } = recordingLogger();
+      const run = nodeRunner(LONG, 60_000, logger).start(assignment(), new LineRecorder());
+      // The same turn as start(): the child's `spawn` event has not come yet.
+      run.killNow();
+      await expect(run.outcome).resolves.toEqual({
+        type: 'fail',
+        error: 'the sidecar shut down before the task finished',
+        retryable: true,
+        kind: 'error',
+      });
+      // A stop sent only once the start was announced would be a SIGTERM, after the grace a SIGKILL.
+      expect(entries().find((entry) => entry.msg === 'task process ended')).toMatchObject({
+        signal: 'SIGKILL',
+      });
     });
   });
 });

@@ -1,12 +1,19 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import type { TaskAssign } from '@agentcom/shared';
 import type { Logger } from '../logger';
 import { watchProcess } from './group-process';
 import { ProcessGroup } from './process-group';
+import { splitLines } from './line-splitter';
 import { identifyProcess } from './process-identity';
-import { LineTail, exitOutcome, truncate } from './task-output';
+import {
+  LineTail,
+  MAX_OUTPUT_LINE_BYTES,
+  MAX_STDOUT_LINE_BYTES,
+  exitOutcome,
+  truncate,
+  type LastLine,
+} from './task-output';
 import {
   startDeadline,
   stoppedOutcome,
@@ -100,9 +107,14 @@ class ExecRun implements RunningTask {
     // At once, in this turn: an exited child is not reaped (its stat gone) before a later one.
     const identity = child.pid === undefined ? undefined : identifyProcess(child.pid);
     const { startFailure, exited } = watchProcess(child);
+    // A pid means the process exists and leads its group already (spawn returns after the
+    // exec): a stop or killNow from now on reaches it, not only once its `spawn` event came.
+    const group =
+      child.pid === undefined ? undefined : new ProcessGroup(child.pid, this.options.killGraceMs);
+    this.group = group;
     const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
     const failure = await startFailure;
-    if (failure !== undefined || child.pid === undefined) {
+    if (failure !== undefined || group === undefined) {
       const reason = failure ?? 'no process was created';
       this.logger.error({ command, err: reason }, 'could not start the task command');
       return {
@@ -113,8 +125,6 @@ class ExecRun implements RunningTask {
       };
     }
     child.on('error', (err) => this.logger.warn({ err: errorText(err) }, 'task process error'));
-    const group = new ProcessGroup(child.pid, this.options.killGraceMs);
-    this.group = group;
     this.logger.info({ pid: child.pid }, 'task process started');
     if (identity !== undefined) this.sink.started?.(identity);
     if (this.stopReason !== undefined) void group.terminate();
@@ -124,13 +134,13 @@ class ExecRun implements RunningTask {
     child.stdin.on('error', () => undefined);
     child.stdin.end(`${JSON.stringify(this.assignment.task)}\n`);
 
-    let lastLine: string | undefined;
-    createInterface({ input: child.stdout, crlfDelay: Infinity }).on('line', (line) => {
-      if (line.trim() !== '') lastLine = line.trim();
+    let lastLine: LastLine | undefined;
+    splitLines(child.stdout, MAX_STDOUT_LINE_BYTES, (line, cut) => {
+      if (line.trim() !== '') lastLine = { text: line.trim(), cut };
       this.sink.log(line);
     });
     const stderrTail = new LineTail();
-    createInterface({ input: child.stderr, crlfDelay: Infinity }).on('line', (line) => {
+    splitLines(child.stderr, MAX_OUTPUT_LINE_BYTES, (line) => {
       stderrTail.push(line);
       this.logger.info({ stream: 'stderr', line }, 'task stderr');
     });

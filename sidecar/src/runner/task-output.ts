@@ -1,5 +1,14 @@
-import { boundedJsonSchema } from '@agentcom/shared';
+import { MAX_LOG_LINE_BYTES, MAX_PAYLOAD_BYTES, boundedJsonSchema } from '@agentcom/shared';
 import type { RunOutcome } from './task-runner';
+
+/** The longest output line a runner holds, as the log path cuts lines (see `fitLine`). */
+export const MAX_OUTPUT_LINE_BYTES = MAX_LOG_LINE_BYTES;
+/**
+ * The longest stdout line the exec runner holds: its last line may be a result of up to
+ * {@link MAX_PAYLOAD_BYTES} as compact JSON, with room for the whitespace and escapes a handler
+ * may write in it. Log lines are cut further on the log path.
+ */
+export const MAX_STDOUT_LINE_BYTES = 2 * MAX_PAYLOAD_BYTES;
 
 /** How many of the last stderr lines go into a failure message, and how long each may be. */
 export const STDERR_TAIL_LINES = 20;
@@ -15,15 +24,36 @@ export class LineTail {
 
   push(line: string): void {
     if (line.trim() === '') return;
-    this.lines.push(
-      line.length > STDERR_LINE_CHARS ? `${line.slice(0, STDERR_LINE_CHARS)}…` : line,
-    );
+    this.lines.push(line.length > STDERR_LINE_CHARS ? `${copyOf(cutChars(line))}…` : line);
     if (this.lines.length > this.size) this.lines.shift();
   }
 
   text(): string {
     return this.lines.join('\n');
   }
+}
+
+/** The first {@link STDERR_LINE_CHARS} UTF-16 units of `line`, not ending inside a surrogate pair. */
+function cutChars(line: string): string {
+  const last = line.charCodeAt(STDERR_LINE_CHARS - 1);
+  return line.slice(
+    0,
+    last >= 0xd800 && last <= 0xdbff ? STDERR_LINE_CHARS - 1 : STDERR_LINE_CHARS,
+  );
+}
+
+/**
+ * `text` as a string of its own. A slice of a string is a view that keeps the whole original
+ * alive; decoded from bytes, the copy references nothing, so a kept cut line costs its length.
+ */
+function copyOf(text: string): string {
+  return Buffer.from(text, 'utf8').toString('utf8');
+}
+
+/** The last non-empty stdout line of a task, and whether it was cut (see {@link MAX_STDOUT_LINE_BYTES}). */
+export interface LastLine {
+  text: string;
+  cut: boolean;
 }
 
 /**
@@ -36,7 +66,7 @@ export class LineTail {
 export function exitOutcome(
   code: number | null,
   signal: NodeJS.Signals | null,
-  lastStdoutLine: string | undefined,
+  lastStdoutLine: LastLine | undefined,
   stderrTail: string,
 ): RunOutcome {
   if (code === 0) return completion(lastStdoutLine);
@@ -49,11 +79,22 @@ export function exitOutcome(
   };
 }
 
-function completion(lastLine: string | undefined): RunOutcome {
+function completion(lastLine: LastLine | undefined): RunOutcome {
   if (lastLine === undefined) return { type: 'complete', result: null };
+  if (lastLine.cut) {
+    // Only its start was kept: a line that begins like a JSON object, array or string is taken
+    // for a result too large for the protocol; anything else is no result, as before.
+    if (!/^\s*[[{"]/.test(lastLine.text)) return { type: 'complete', result: null };
+    return {
+      type: 'fail',
+      error: `the result (last stdout line) is not acceptable: it is longer than ${MAX_STDOUT_LINE_BYTES} bytes`,
+      retryable: false,
+      kind: 'error',
+    };
+  }
   let value: unknown;
   try {
-    value = JSON.parse(lastLine);
+    value = JSON.parse(lastLine.text);
   } catch {
     return { type: 'complete', result: null };
   }

@@ -2,10 +2,12 @@ import { existsSync } from 'node:fs';
 import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TaskAssign } from '@agentcom/shared';
+import type { Logger } from '../logger';
 import { LineRecorder } from '../test-support/line-recorder';
-import { testLogger } from '../test-support/logger';
+import { recordingLogger, testLogger } from '../test-support/logger';
 import { isProcessGone, waitUntil } from '../test-support/process';
 import { makeTempDir } from '../test-support/temp-dir';
+import { MAX_OUTPUT_LINE_BYTES } from './task-output';
 import { TASK_FILE_NAME, WakeRunner } from './wake-runner';
 
 let dir: string;
@@ -43,13 +45,13 @@ function assignment(overrides: Partial<TaskAssign> = {}): TaskAssign {
 }
 
 /** A wake command of `node -e <script>`: a real child process per task. */
-function wakeRunner(script: string, killGraceMs = 5000): WakeRunner {
+function wakeRunner(script: string, killGraceMs = 5000, logger: Logger = testLogger()): WakeRunner {
   return new WakeRunner({
     argv: [process.execPath, '-e', script],
     env: { PATH: process.env.PATH ?? '' },
     stateDir: dir,
     killGraceMs,
-    logger: testLogger(),
+    logger,
   });
 }
 
@@ -129,6 +131,17 @@ describe('WakeRunner', () => {
       expect(runner.inHand()).toBeUndefined();
     });
 
+    it('cuts a line without a newline to the log line limit', async () => {
+      const sink = new LineRecorder();
+      const runner = wakeRunner(`process.stdout.write('y'.repeat(5 * 1024 * 1024));`);
+      const run = runner.start(assignment(), sink);
+      const line = await sink.next(/…$/);
+      expect(line).toBe(`${'y'.repeat(MAX_OUTPUT_LINE_BYTES - 3)}…`);
+      runner.report({ type: 'complete', result: null });
+      await run.outcome;
+      expect(sink.lines).toEqual([line]);
+    });
+
     it('passes a rate-limited failure through', async () => {
       const sink = new LineRecorder();
       const runner = wakeRunner(RECORD_AND_EXIT);
@@ -175,6 +188,27 @@ describe('WakeRunner', () => {
       });
       await expect(run.outcome).resolves.toEqual({ type: 'complete', result: 2 });
       expect(runner.report({ type: 'complete', result: 3 })).toMatchObject({ code: 'E_NO_TASK' });
+    });
+
+    it('does not wake an agent for a task the report ended while current.json was written', async () => {
+      const { logger, entries } = recordingLogger();
+      const marker = join(dir, 'woken');
+      const runner = wakeRunner(
+        `require('fs').writeFileSync(${JSON.stringify(marker)}, process.env.AGENTCOM_TASK_ID)`,
+        5000,
+        logger,
+      );
+      const run = runner.start(assignment(), new LineRecorder());
+      expect(runner.report({ type: 'complete', result: 1 })).toEqual({
+        ok: true,
+        taskId: 'task-1',
+      });
+      await expect(run.outcome).resolves.toEqual({ type: 'complete', result: 1 });
+      // A wake command started after the write is announced before the outcome: the file's
+      // removal, which the outcome waits for, comes after the start in the event loop.
+      expect(entries().map((entry) => entry.msg)).not.toContain('wake command started');
+      expect(existsSync(marker)).toBe(false);
+      expect(existsSync(join(dir, TASK_FILE_NAME))).toBe(false);
     });
 
     it('leaves a wake command still running alone: it may be the agent itself', async () => {

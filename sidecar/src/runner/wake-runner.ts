@@ -1,7 +1,6 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import type { TaskAssign } from '@agentcom/shared';
 import { errorText } from '../error-text';
@@ -9,7 +8,8 @@ import type { Logger } from '../logger';
 import { writeFileAtomic } from '../outbox/atomic-write';
 import { watchProcess } from './group-process';
 import { ProcessGroup } from './process-group';
-import { LineTail, truncate } from './task-output';
+import { splitLines } from './line-splitter';
+import { LineTail, MAX_OUTPUT_LINE_BYTES, truncate } from './task-output';
 import {
   startDeadline,
   stoppedOutcome,
@@ -238,6 +238,9 @@ class WakeRun implements RunningTask {
     };
     this.fileWritten = writeFileAtomic(this.taskFile, `${JSON.stringify(taskFile)}\n`, 0o600);
     await this.fileWritten;
+    // The agent may have reported (or the task been stopped) while the file was written: the
+    // task is over, and waking an agent for it would start work nobody waits for.
+    if (this.decided) return;
     if (this.stopReason !== undefined) {
       this.settle(stoppedOutcome(this.stopReason, this.assignment.timeoutMs));
       return;
@@ -274,16 +277,18 @@ class WakeRun implements RunningTask {
     child.on('error', (err) => this.logger.warn({ err: errorText(err) }, 'wake command error'));
     this.group = new ProcessGroup(child.pid, this.options.killGraceMs);
     this.logger.info({ pid: child.pid, taskFile: this.taskFile }, 'wake command started');
-    if (this.stopReason !== undefined) void this.group.terminate();
+    // Decided while it was starting (stopped, or a report that cannot be from this command,
+    // which was not running yet): it wakes an agent for a task that is over, so it is stopped.
+    if (this.decided || this.stopReason !== undefined) void this.group.terminate();
 
     // Lines after the task ended (a process the wake command left running, still writing to
     // its pipe) are not the task's any more: logged locally only.
-    createInterface({ input: child.stdout, crlfDelay: Infinity }).on('line', (line) => {
+    splitLines(child.stdout, MAX_OUTPUT_LINE_BYTES, (line) => {
       if (this.decided) this.logger.debug({ stream: 'stdout', line }, 'wake command output');
       else this.sink.log(line);
     });
     const stderrTail = new LineTail();
-    createInterface({ input: child.stderr, crlfDelay: Infinity }).on('line', (line) => {
+    splitLines(child.stderr, MAX_OUTPUT_LINE_BYTES, (line) => {
       stderrTail.push(line);
       this.logger.info({ stream: 'stderr', line }, 'wake command stderr');
     });

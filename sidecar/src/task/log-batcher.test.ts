@@ -1,5 +1,21 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { MAX_LOG_LINES, MAX_LOG_LINE_BYTES } from '@agentcom/shared';
 import { LogBatcher, fitLine } from './log-batcher';
+
+/**
+ * V8's garbage collector, for a test that measures what stays reachable: jest runs without
+ * `--expose-gc`, and a context created after the flag is set gets `gc` all the same.
+ */
+function collector(): () => void {
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+}
+
+/** A line of `bytes` ASCII bytes that is a string of its own (flat, not a view of another). */
+function distinctLine(bytes: number, seed: number): string {
+  return Buffer.alloc(bytes, 97 + (seed % 26)).toString('latin1');
+}
 
 /** A send that records batches and completes only when the test lets it. */
 class ControlledSend {
@@ -79,6 +95,30 @@ describe('LogBatcher', () => {
     await batcher.close(1000);
     expect(batches).toEqual([['a'], ['b']]);
   });
+
+  it('holds buffered long lines at their cut length, not at the length they were pushed with', async () => {
+    const gc = collector();
+    const sender = new ControlledSend();
+    const batcher = new LogBatcher(sender.send, { flushMs: 10, maxBuffered: 1000 });
+    batcher.push('first');
+    await sender.sent(1);
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    // 300 lines of 1 MB wait behind the batch in flight: ~2.4 MB once cut, 300 MB if the cut
+    // lines kept the pushed ones alive.
+    for (let i = 0; i < 300; i++) batcher.push(distinctLine(1_000_000, i));
+    gc();
+    const retained = process.memoryUsage().heapUsed - before;
+    expect(retained).toBeLessThan(30_000_000);
+    const closed = batcher.close(5000);
+    for (let sent = 2; sent <= 4; sent++) {
+      sender.releaseAll();
+      await sender.sent(sent);
+    }
+    sender.releaseAll();
+    await closed;
+    expect(sender.batches.flat()).toHaveLength(301);
+  });
 });
 
 describe('fitLine', () => {
@@ -91,5 +131,13 @@ describe('fitLine', () => {
     const cut = fitLine(line);
     expect(encoder.encode(cut).length).toBeLessThanOrEqual(MAX_LOG_LINE_BYTES);
     expect(cut.endsWith('€…')).toBe(true);
+  });
+
+  it('keeps a line of exactly the byte limit whole, and cuts one byte more', () => {
+    const line = 'x'.repeat(MAX_LOG_LINE_BYTES);
+    expect(fitLine(line)).toBe(line);
+    const cut = fitLine(`${line}€`);
+    expect(cut).toBe(`${'x'.repeat(MAX_LOG_LINE_BYTES - 3)}…`);
+    expect(encoder.encode(cut).length).toBe(MAX_LOG_LINE_BYTES);
   });
 });

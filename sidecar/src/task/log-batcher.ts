@@ -7,8 +7,9 @@ export interface LogBatcherOptions {
   maxBuffered?: number;
 }
 
-const ELLIPSIS = '…';
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const ELLIPSIS = encoder.encode('…');
 
 /**
  * Groups a task's output lines into `task:log` batches of at most {@link MAX_LOG_LINES} lines,
@@ -90,10 +91,13 @@ export class LogBatcher {
 
 /** Cuts `line` to at most {@link MAX_LOG_LINE_BYTES} bytes of UTF-8, never inside a character. */
 export function fitLine(line: string): string {
-  if (line.length * 3 <= MAX_LOG_LINE_BYTES || encoder.encode(line).length <= MAX_LOG_LINE_BYTES) {
-    return line;
-  }
-  const room = new Uint8Array(MAX_LOG_LINE_BYTES - encoder.encode(ELLIPSIS).length);
-  const { read } = encoder.encodeInto(line, room);
-  return `${line.slice(0, read)}${ELLIPSIS}`;
+  if (line.length * 3 <= MAX_LOG_LINE_BYTES) return line;
+  const bytes = new Uint8Array(MAX_LOG_LINE_BYTES);
+  if (encoder.encodeInto(line, bytes).read === line.length) return line;
+  const { written } = encoder.encodeInto(line, bytes.subarray(0, bytes.length - ELLIPSIS.length));
+  bytes.set(ELLIPSIS, written);
+  // Decoded from its own bytes, the cut line is a string of its own. `line.slice()` would be a
+  // view that keeps all of `line` alive for as long as the cut line is buffered, so the buffer's
+  // bound would hold whole lines of any length.
+  return decoder.decode(bytes.subarray(0, written + ELLIPSIS.length));
 }
