@@ -383,6 +383,32 @@ describe('HTTP API', () => {
       );
     });
 
+    it('closes the connection made with the old token when it rotates the token', async () => {
+      const agent = await TestAgent.register(hub.url, 'rotated', ['rotq']);
+      try {
+        const told = new Promise((resolve) => agent.socket.once('hub:error', resolve));
+        const closed = new Promise((resolve) => agent.socket.once('disconnect', resolve));
+        const rotated = await api<{ token: string }>(hub.url, 'POST', '/v1/agents', {
+          agentId: 'rotated',
+        });
+        expect(rotated.status).toBe(200);
+        expect(await told).toEqual({
+          code: 'E_UNAUTHORIZED',
+          message: 'the agent token was replaced',
+        });
+        expect(await closed).toBe('io server disconnect');
+        // the old token is refused from now on, the new one is taken
+        const stale = new TestAgent(hub.url, 'rotated', agent.token, ['rotq']);
+        await expect(stale.connect()).rejects.toMatchObject({ data: { code: 'E_UNAUTHORIZED' } });
+        stale.close();
+        const fresh = new TestAgent(hub.url, 'rotated', rotated.body.token, ['rotq']);
+        await fresh.connect();
+        fresh.close();
+      } finally {
+        agent.close();
+      }
+    });
+
     it('rejects a bad agent id', async () => {
       const response = await api<{ error: { code: string } }>(hub.url, 'POST', '/v1/agents', {
         agentId: 'has:colon',

@@ -21,10 +21,21 @@ export class AgentControl {
     if (!(await this.agents.revokeToken(agentId))) {
       throw new AppError('E_AGENT_NOT_FOUND', `No agent ${agentId}`);
     }
-    this.notifier.error(agentId, {
-      code: 'E_UNAUTHORIZED',
-      message: 'the agent token was revoked',
-    });
+    this.closeConnection(agentId, 'the agent token was revoked');
+  }
+
+  /**
+   * After its token was replaced (`POST /v1/agents` for an existing agent): the connection made
+   * with the old token is closed on every replica, so a leaked token stops working at once, not
+   * at the next reconnect. Its sidecar is told why (`E_UNAUTHORIZED`) and must be given the new
+   * token; a task it held returns to the queue when the lease runs out.
+   */
+  tokenReplaced(agentId: string): void {
+    this.closeConnection(agentId, 'the agent token was replaced');
+  }
+
+  private closeConnection(agentId: string, message: string): void {
+    this.notifier.error(agentId, { code: 'E_UNAUTHORIZED', message });
     this.notifier.disconnect(agentId);
   }
 

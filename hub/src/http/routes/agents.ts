@@ -13,11 +13,15 @@ import { parseOrThrow } from '../validate';
 export function registerAgentRoutes(app: FastifyInstance, services: HttpServices): void {
   const { agents, control } = services;
 
-  /** Mints a token for the agent (creating it, or rotating its token). The token is shown once. */
+  /**
+   * Mints a token for the agent (creating it, or rotating its token: the connection made with the
+   * old one is closed). The token is shown once.
+   */
   app.post('/v1/agents', async (request, reply) => {
     const body = parseOrThrow(createAgentBodySchema, request.body, 'body');
     const token = mintAgentToken();
     const created = await agents.register(body.agentId, hashToken(token), body.queues);
+    if (!created) control.tokenReplaced(body.agentId);
     const response: CreateAgentResponse = { agentId: body.agentId, token };
     if (body.queues) response.queues = body.queues;
     return reply.status(created ? 201 : 200).send(response);
