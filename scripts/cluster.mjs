@@ -74,6 +74,8 @@ function startHub(index, state) {
       HOST: '127.0.0.1',
       HUB_ID: `hub${index}`,
       AGENTCOM_ADMIN_KEY: state.adminKey,
+      // agents come through HAProxy, which appends their address to X-Forwarded-For
+      TRUST_PROXY: '1',
       ...JSON.parse(env.CLUSTER_HUB_ENV ?? '{}'),
     },
     detached: true,

@@ -47,7 +47,7 @@ export interface HubConfig {
   };
   /** `AUTH_FAIL_LIMIT` (20): failed sidecar handshakes per address per minute before `E_RATE_LIMITED`. */
   readonly authFailLimit: number;
-  /** `TRUST_PROXY` (0): take the client address from `X-Forwarded-For` (set behind a load balancer). */
+  /** `TRUST_PROXY` (0): behind one load balancer, the client address is the last `X-Forwarded-For` entry (the one it appended). */
   readonly trustProxy: boolean;
   /** `PING_INTERVAL_MS` (10000) and `PING_TIMEOUT_MS` (5000): Socket.IO liveness of each connection; a silent peer is dropped after their sum (Socket.IO's own defaults, 25 s + 20 s, keep a sidecar on a hung replica too long). */
   readonly pingIntervalMs: number;

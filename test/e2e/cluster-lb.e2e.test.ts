@@ -3,7 +3,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { TaskView } from '@agentcom/shared';
+import { AGENT_NAMESPACE, PROTOCOL_VERSION, type TaskView } from '@agentcom/shared';
+import { Redis } from 'ioredis';
+import { io } from 'socket.io-client';
+import { RedisKeys } from '../../hub/src/redis/keys';
 import { FAST_TIMINGS, api, eventually } from '../helpers/hub';
 import { completionsByTask, doubleHoldings, readTransitions } from '../helpers/invariants';
 import { ROOT, startSidecarProcess, type TestProcess } from '../helpers/processes';
@@ -156,5 +159,35 @@ describe('make cluster: hubs behind a real HAProxy', () => {
     const later = ['lb-agent-late-0', 'lb-agent-late-1', 'lb-agent-late-2'];
     const agents = await startAgents(later);
     expect(agents.some((a) => a.hubId === 'hub2')).toBe(true);
+  });
+
+  it('counts failed handshakes under the address HAProxy saw, not one the client put in X-Forwarded-For', async () => {
+    const refused = await new Promise<string>((resolve) => {
+      const socket = io(`${state.lbUrl}${AGENT_NAMESPACE}`, {
+        transports: ['websocket'],
+        reconnection: false,
+        extraHeaders: { 'x-forwarded-for': '198.51.100.77' },
+        auth: {
+          agentId: 'lb-agent-0',
+          token: 'agc_wrong',
+          protocol: PROTOCOL_VERSION,
+          queues: ['default'],
+          sidecarVersion: 't',
+        },
+      });
+      socket.on('connect_error', (err: Error & { data?: { code?: string } }) => {
+        socket.disconnect();
+        resolve(err.data?.code ?? err.message);
+      });
+    });
+    expect(refused).toBe('E_UNAUTHORIZED');
+    const keys = new RedisKeys('agentcom');
+    const redis = new Redis(state.redisUrl);
+    try {
+      expect(await redis.exists(keys.authFailures('127.0.0.1'))).toBe(1);
+      expect(await redis.exists(keys.authFailures('198.51.100.77'))).toBe(0);
+    } finally {
+      redis.disconnect();
+    }
   });
 });

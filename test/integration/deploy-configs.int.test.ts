@@ -55,7 +55,9 @@ describe('deployment files', () => {
         REDIS_URL: 'redis://redis:6379',
         PORT: '8080',
         HUB_ID: name,
+        TRUST_PROXY: '1',
       });
+      expect(hub.ports).toBeUndefined(); // reachable through HAProxy only
     }
     expect(services.haproxy).toMatchObject({
       ports: ['8080:8080', '8404:8404'],

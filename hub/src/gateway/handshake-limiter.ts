@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { AppError } from '@agentcom/shared';
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../redis/keys';
@@ -32,15 +33,24 @@ export class HandshakeLimiter {
   }
 }
 
-/** The client's address: the socket's peer, or the first X-Forwarded-For hop behind a trusted proxy. */
+/**
+ * The client's address: the socket's peer or, behind a trusted proxy (`TRUST_PROXY=1`), the last
+ * `X-Forwarded-For` entry: the one that proxy appended (HAProxy's `option forwardfor`, nginx's
+ * `$proxy_add_x_forwarded_for`). Entries before it are whatever the client sent, so taking the
+ * first let anyone lock another address out, or dodge the limit with a new address per try.
+ * A last entry that is not an IP address is ignored (it would also become a Redis key).
+ */
 export function clientAddress(
   handshake: { address: string; headers: Record<string, string | string[] | undefined> },
   trustProxy: boolean,
 ): string {
-  if (trustProxy) {
-    const forwarded = handshake.headers['x-forwarded-for'];
-    const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
-    if (first) return first;
-  }
-  return handshake.address.replace(/^::ffff:/, '');
+  const peer = unmapped(handshake.address);
+  if (!trustProxy) return peer;
+  const forwarded = handshake.headers['x-forwarded-for'];
+  const entries = (Array.isArray(forwarded) ? forwarded.join(',') : (forwarded ?? '')).split(',');
+  const last = unmapped(entries[entries.length - 1]?.trim() ?? '');
+  return isIP(last) !== 0 ? last : peer;
 }
+
+/** `::ffff:1.2.3.4` (an IPv4 peer of a dual-stack socket) as `1.2.3.4`. */
+const unmapped = (address: string): string => address.replace(/^::ffff:/, '');
