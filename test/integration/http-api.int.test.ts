@@ -84,6 +84,52 @@ describe('HTTP API', () => {
       expect(response.status).toBe(200);
     });
 
+    it("refuses a change sent from another site with the Basic key (a browser's cached credentials): 403 E_FORBIDDEN", async () => {
+      const basic = `Basic ${Buffer.from(`admin:${TEST_ADMIN_KEY}`).toString('base64')}`;
+      const drain = (headers: Record<string, string>) =>
+        api<{ error?: { code: string } }>(
+          hub.url,
+          'POST',
+          '/v1/agents/nobody-here/drain',
+          undefined,
+          headers,
+        );
+      const refused = { status: 403, body: { error: { code: 'E_FORBIDDEN' } } };
+      expect(await drain({ authorization: basic, 'sec-fetch-site': 'cross-site' })).toMatchObject(
+        refused,
+      );
+      expect(await drain({ authorization: basic, 'sec-fetch-site': 'same-site' })).toMatchObject(
+        refused,
+      );
+      // a browser without Sec-Fetch-Site: by its Origin
+      expect(await drain({ authorization: basic, origin: 'http://evil.example' })).toMatchObject(
+        refused,
+      );
+      expect(await drain({ authorization: basic, origin: 'null' })).toMatchObject(refused);
+      // Bull Board's actions too
+      const board = await fetch(`${hub.url}/admin/queues/api/queues/default/pause`, {
+        method: 'PUT',
+        headers: { authorization: basic, 'sec-fetch-site': 'cross-site' },
+      });
+      expect(board.status).toBe(403);
+      // allowed: the same origin, a typed URL, a read, a Bearer key, a client that is no browser
+      const passed = { status: 404, body: { error: { code: 'E_AGENT_NOT_FOUND' } } };
+      for (const headers of [
+        { authorization: basic, 'sec-fetch-site': 'same-origin' },
+        { authorization: basic, 'sec-fetch-site': 'none' },
+        { authorization: basic, origin: hub.url },
+        { authorization: basic },
+        { authorization: `Bearer ${TEST_ADMIN_KEY}`, 'sec-fetch-site': 'cross-site' },
+      ]) {
+        expect(await drain(headers)).toMatchObject(passed);
+      }
+      const read = await api(hub.url, 'GET', '/v1/agents', undefined, {
+        authorization: basic,
+        'sec-fetch-site': 'cross-site',
+      });
+      expect(read.status).toBe(200);
+    });
+
     it('serves health without the key', async () => {
       expect((await api(hub.url, 'GET', '/healthz', undefined, {})).status).toBe(200);
       expect(await api(hub.url, 'GET', '/readyz', undefined, {})).toEqual({
