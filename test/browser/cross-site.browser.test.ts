@@ -61,7 +61,7 @@ describe('a page of another site, in the browser of an operator who opened a das
       await evil.goto(`${attackerUrl}?agent=csrf-target`);
       const [answer] = await Promise.all([
         evil.waitForNavigation(),
-        evil.evaluate(() => (document.getElementById('f') as { submit(): void } | null)?.submit()),
+        evil.locator('#f').evaluate((form: { submit(): void }) => form.submit()),
       ]);
       expect(answer?.status()).toBe(403);
       expect(JSON.parse((await answer?.text()) ?? '{}')).toMatchObject({
