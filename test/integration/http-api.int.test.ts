@@ -114,7 +114,7 @@ describe('HTTP API', () => {
       expect(board.status).toBe(403);
       // allowed: the same origin, a typed URL, a read, a Bearer key, a client that is no browser
       const passed = { status: 404, body: { error: { code: 'E_AGENT_NOT_FOUND' } } };
-      for (const headers of [
+      for (const headers of <Array<Record<string, string>>>[
         { authorization: basic, 'sec-fetch-site': 'same-origin' },
         { authorization: basic, 'sec-fetch-site': 'none' },
         { authorization: basic, origin: hub.url },
