@@ -136,8 +136,8 @@ export class TaskService {
 
   async get(taskId: string): Promise<TaskView | undefined> {
     const job = await this.findJob(taskId);
-    if (job) return this.view(job);
-    return this.cancelledView(taskId);
+    const view = job && (await this.view(job));
+    return view ?? this.cancelledView(taskId);
   }
 
   /**
@@ -208,17 +208,30 @@ export class TaskService {
       }
       throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
     }
+    await this.refuseUnlessFailed(job);
+    await this.options.redis.del(this.options.keys.cancelRequested(taskId));
+    try {
+      await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+    } catch (err) {
+      // another retry (or retention) changed the job since it was read: answer as if it came first
+      const now = await this.findJob(taskId);
+      if (!now) throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
+      await this.refuseUnlessFailed(now);
+      throw err;
+    }
+    this.options.onCreated(job.queueName);
+    return { id: taskId, state: 'waiting', duplicate: false };
+  }
+
+  private async refuseUnlessFailed(job: TaskJob): Promise<void> {
     const state = await job.getState();
+    if (state === 'unknown') throw new AppError('E_TASK_NOT_FOUND', `No task ${job.id ?? ''}`);
     if (state !== 'failed') {
       throw new AppError(
         'E_INVALID_STATE',
-        `Task ${taskId} is ${mapJobState(state, job.failedReason)}; only failed or cancelled tasks can be retried`,
+        `Task ${job.id ?? ''} is ${mapJobState(state, job.failedReason)}; only failed or cancelled tasks can be retried`,
       );
     }
-    await this.options.redis.del(this.options.keys.cancelRequested(taskId));
-    await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
-    this.options.onCreated(job.queueName);
-    return { id: taskId, state: 'waiting', duplicate: false };
   }
 
   /** The task's log lines (BullMQ job log, also shown by Bull Board). */
@@ -228,14 +241,20 @@ export class TaskService {
     limit: number,
   ): Promise<{ logs: string[]; count: number }> {
     const job = await this.findJob(taskId);
-    if (!job) throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
+    if (!job) {
+      // cancelled before it ran: shown, without a line
+      if (await this.cancelledView(taskId)) return { logs: [], count: 0 };
+      throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
+    }
     const handle = await this.options.queues.get(job.queueName);
     return handle.queue.getJobLogs(taskId, start, start + limit - 1, true);
   }
 
-  async view(loaded: TaskJob): Promise<TaskView> {
+  /** The task of a loaded job; undefined when the job is gone by now (trimmed, removed). */
+  async view(loaded: TaskJob): Promise<TaskView | undefined> {
     let job = loaded;
     const jobState = await job.getState();
+    if (jobState === 'unknown') return undefined;
     if ((jobState === 'completed' || jobState === 'failed') && !job.finishedOn) {
       // it finished between loading its hash and reading its state: load the finished hash
       const handle = await this.options.queues.get(job.queueName);
