@@ -455,6 +455,42 @@ describe('HTTP API', () => {
       }
     });
 
+    it('refuses a connection whose token is revoked between its handshake and its connect', async () => {
+      // The revoke's disconnect goes to the agent's room before the new socket has joined it:
+      // here it lands right after the handshake read the record.
+      const created = await api<{ token: string }>(hub.url, 'POST', '/v1/agents', {
+        agentId: 'racer',
+      });
+      const store = hub.agents;
+      const read = store.get.bind(store);
+      let raced = false;
+      store.get = async (agentId: string) => {
+        const record = await read(agentId);
+        if (agentId === 'racer' && !raced) {
+          raced = true;
+          expect((await api(hub.url, 'DELETE', '/v1/agents/racer')).status).toBe(200);
+        }
+        return record;
+      };
+      const agent = new TestAgent(hub.url, 'racer', created.body.token);
+      try {
+        const told = new Promise((resolve) => agent.socket.once('hub:error', resolve));
+        const closed = new Promise((resolve) => agent.socket.once('disconnect', resolve));
+        await agent.connect(); // the handshake passed
+        expect(await told).toEqual({
+          code: 'E_UNAUTHORIZED',
+          message: 'the agent token was revoked or replaced',
+        });
+        expect(await closed).toBe('io server disconnect');
+        expect(raced).toBe(true);
+        const view = await api<{ state: string }>(hub.url, 'GET', '/v1/agents/racer');
+        expect(view.body.state).toBe('offline');
+      } finally {
+        store.get = read;
+        agent.close();
+      }
+    });
+
     it('rejects a bad agent id', async () => {
       const response = await api<{ error: { code: string } }>(hub.url, 'POST', '/v1/agents', {
         agentId: 'has:colon',

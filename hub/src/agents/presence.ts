@@ -1,4 +1,5 @@
-import type { AgentState, HandshakeAuth, TaskCancel } from '@agentcom/shared';
+import { AppError, type AgentState, type HandshakeAuth, type TaskCancel } from '@agentcom/shared';
+import { tokenMatches } from '../auth/tokens';
 import type { Redis } from 'ioredis';
 import type { AgentRecord } from '../fsm/agent-record';
 import { restingState, type TransitionReason } from '../fsm/agent-machine';
@@ -49,6 +50,11 @@ export class Presence {
     for (let i = 0; i < MAX_CAS_RETRIES; i++) {
       const record = await agents.get(agentId);
       if (!record) throw new Error(`agent ${agentId} vanished during connect`);
+      // The token was checked at the handshake; revoked or replaced since, the disconnect sent
+      // to the agent's room may have gone out before this socket joined it (it has joined by now).
+      if (!tokenMatches(auth.token, record.tokenHash)) {
+        throw new AppError('E_UNAUTHORIZED', 'the agent token was revoked or replaced');
+      }
       const now = agents.now();
       const replacedSocketId =
         record.socketId && record.socketId !== socketId && record.state !== 'offline'

@@ -171,8 +171,13 @@ export class AgentGateway implements AgentNotifier {
         return true;
       },
       (err: unknown) => {
-        log.error({ err: String(err) }, 'agent connect failed');
-        socket.emit('hub:error', { code: 'E_INTERNAL', message: 'connect failed; retry' });
+        if (isAppError(err)) {
+          log.warn({ code: err.code }, `agent connect refused: ${err.message}`);
+          socket.emit('hub:error', { code: err.code, message: err.message });
+        } else {
+          log.error({ err: String(err) }, 'agent connect failed');
+          socket.emit('hub:error', { code: 'E_INTERNAL', message: 'connect failed; retry' });
+        }
         socket.disconnect(true);
         return false;
       },
