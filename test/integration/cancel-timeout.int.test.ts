@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { AgentView, TaskView } from '@agentcom/shared';
+import type { AgentView, TaskAssign, TaskView } from '@agentcom/shared';
 import type { Hub } from '../../hub/src/hub';
 import { api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
@@ -34,6 +34,37 @@ describe('cancel and run timeout (hub side, protocol-level agents)', () => {
     ]);
     agents.push(agent);
     return agent;
+  };
+  /**
+   * A new agent (of a new queue, on hub A) that accepted the task created through `createOn`
+   * with `task` as its options; `id` is the task's, as the POST answered it.
+   */
+  const runningTask = async (task: Record<string, unknown> = {}, createOn = hubA.url) => {
+    const queue = newQueue();
+    const agent = await register(hubA.url, queue);
+    const assigned = agent.nextAssignment();
+    const created = await api<{ id: string }>(createOn, 'POST', '/v1/tasks', {
+      queue,
+      payload: 1,
+      ...task,
+    });
+    const msg = await assigned;
+    expect((await agent.accept(msg)).ok).toBe(true);
+    return { queue, agent, msg, id: created.body.id };
+  };
+  /**
+   * The agent reports its killed handler's exit, an ordinary retryable failure: the task still
+   * ends cancelled, after one attempt.
+   */
+  const reportKilledThenCancelled = async (agent: TestAgent, msg: TaskAssign, id: string) => {
+    const ack = await agent.send('task:fail', {
+      taskId: msg.task.id,
+      token: msg.token,
+      error: 'killed by SIGTERM',
+      retryable: true,
+    });
+    expect(ack).toEqual({ ok: true });
+    expect(await getTask(id)).toMatchObject({ state: 'cancelled', attemptsMade: 1 });
   };
   const getTask = async (id: string) =>
     (await api<TaskView>(hubA.url, 'GET', `/v1/tasks/${id}`)).body;
@@ -71,63 +102,30 @@ describe('cancel and run timeout (hub side, protocol-level agents)', () => {
   });
 
   it('refuses to cancel a completed task and a task that does not exist', async () => {
-    const queue = newQueue();
-    const agent = await register(hubA.url, queue);
-    const assigned = agent.nextAssignment();
-    const created = await api<{ id: string }>(hubA.url, 'POST', '/v1/tasks', { queue, payload: 1 });
-    const msg = await assigned;
-    await agent.accept(msg);
+    const { agent, msg, id } = await runningTask();
     await agent.complete(msg, 'done');
-    const refused = await api(hubB.url, 'POST', `/v1/tasks/${created.body.id}/cancel`);
+    const refused = await api(hubB.url, 'POST', `/v1/tasks/${id}/cancel`);
     expect(refused).toMatchObject({ status: 409, body: { error: { code: 'E_INVALID_STATE' } } });
     expect((await api(hubB.url, 'POST', '/v1/tasks/nope/cancel')).status).toBe(404);
-    expect(
-      (await api(hubB.url, 'POST', `/v1/tasks/${created.body.id}/cancel`, { bogus: 1 })).status,
-    ).toBe(400);
+    expect((await api(hubB.url, 'POST', `/v1/tasks/${id}/cancel`, { bogus: 1 })).status).toBe(400);
   });
 
   it('tells the agent of a running task to stop, wherever it is connected, and fails the task as cancelled without retry', async () => {
-    const queue = newQueue();
-    const agent = await register(hubA.url, queue);
-    const assigned = agent.nextAssignment();
-    const created = await api<{ id: string }>(hubA.url, 'POST', '/v1/tasks', {
-      queue,
-      payload: 1,
-      attempts: 3,
-    });
-    const msg = await assigned;
-    await agent.accept(msg);
+    const { agent, msg, id } = await runningTask({ attempts: 3 });
     const cancel = nextCancel(agent);
-    const response = await api(hubB.url, 'POST', `/v1/tasks/${created.body.id}/cancel`);
+    const response = await api(hubB.url, 'POST', `/v1/tasks/${id}/cancel`);
     expect(response).toMatchObject({
       status: 202,
       body: { cancelRequested: true, state: 'running' },
     });
-    expect(await cancel).toEqual({ taskId: created.body.id, reason: 'cancelled' });
-    // the killed handler's exit looks like an ordinary retryable failure: still cancelled
-    const ack = await agent.send('task:fail', {
-      taskId: msg.task.id,
-      token: msg.token,
-      error: 'killed by SIGTERM',
-      retryable: true,
-    });
-    expect(ack).toEqual({ ok: true });
-    expect(await getTask(created.body.id)).toMatchObject({ state: 'cancelled', attemptsMade: 1 });
+    expect(await cancel).toEqual({ taskId: id, reason: 'cancelled' });
+    await reportKilledThenCancelled(agent, msg, id);
     const view = await api<{ state: string }>(hubA.url, 'GET', `/v1/agents/${agent.agentId}`);
     expect(view.body.state).toBe('idle');
   });
 
   it('tells an agent that resumes a task cancelled while it had no connection to stop: the task ends cancelled, not completed', async () => {
-    const queue = newQueue();
-    const agent = await register(hubA.url, queue);
-    const assigned = agent.nextAssignment();
-    const created = await api<{ id: string }>(hubA.url, 'POST', '/v1/tasks', {
-      queue,
-      payload: 1,
-      attempts: 3,
-    });
-    const msg = await assigned;
-    expect((await agent.accept(msg)).ok).toBe(true);
+    const { queue, agent, msg, id } = await runningTask({ attempts: 3 });
     agent.close();
     await eventually(
       async () =>
@@ -136,7 +134,7 @@ describe('cancel and run timeout (hub side, protocol-level agents)', () => {
       { what: 'the disconnect to be recorded' },
     );
     // nobody is in the agent's room: this task:cancel is lost
-    expect(await api(hubB.url, 'POST', `/v1/tasks/${created.body.id}/cancel`)).toMatchObject({
+    expect(await api(hubB.url, 'POST', `/v1/tasks/${id}/cancel`)).toMatchObject({
       status: 202,
       body: { cancelRequested: true },
     });
@@ -146,10 +144,10 @@ describe('cancel and run timeout (hub side, protocol-level agents)', () => {
     back.current = { taskId: msg.task.id, token: msg.token, state: 'working' };
     const cancel = nextCancel(back); // listening before connecting: it follows the connect
     await back.connect();
-    expect(await cancel).toEqual({ taskId: created.body.id, reason: 'cancelled' });
+    expect(await cancel).toEqual({ taskId: id, reason: 'cancelled' });
     expect(
       (await api<AgentView>(hubB.url, 'GET', `/v1/agents/${agent.agentId}`)).body,
-    ).toMatchObject({ state: 'working', currentTask: { taskId: created.body.id } });
+    ).toMatchObject({ state: 'working', currentTask: { taskId: id } });
 
     const ack = await back.send('task:fail', {
       taskId: msg.task.id,
@@ -159,22 +157,13 @@ describe('cancel and run timeout (hub side, protocol-level agents)', () => {
       kind: 'cancelled',
     });
     expect(ack).toEqual({ ok: true });
-    expect(await getTask(created.body.id)).toMatchObject({ state: 'cancelled', attemptsMade: 1 });
+    expect(await getTask(id)).toMatchObject({ state: 'cancelled', attemptsMade: 1 });
   });
 
   it('sends a pending cancel again with a heartbeat that names the task (a task:cancel that came before its task:assign is dropped by the sidecar)', async () => {
-    const queue = newQueue();
-    const agent = await register(hubA.url, queue);
-    const assigned = agent.nextAssignment();
-    const created = await api<{ id: string }>(hubA.url, 'POST', '/v1/tasks', {
-      queue,
-      payload: 1,
-      attempts: 3,
-    });
-    const msg = await assigned;
-    expect((await agent.accept(msg)).ok).toBe(true);
+    const { agent, msg, id } = await runningTask({ attempts: 3 });
     const first = nextCancel(agent);
-    expect((await api(hubB.url, 'POST', `/v1/tasks/${created.body.id}/cancel`)).status).toBe(202);
+    expect((await api(hubB.url, 'POST', `/v1/tasks/${id}/cancel`)).status).toBe(202);
     await first; // say the agent dropped it
     // a heartbeat that names no task carries nothing (an emit would precede its ack)
     expect(await agent.send('agent:heartbeat', {})).toMatchObject({ ok: true, state: 'working' });
@@ -184,17 +173,10 @@ describe('cancel and run timeout (hub side, protocol-level agents)', () => {
     const beat = await agent.send('agent:heartbeat', { taskId: msg.task.id, token: msg.token });
     expect(beat).toMatchObject({ ok: true, state: 'working' });
     expect(beat).not.toHaveProperty('abort');
-    expect(await again).toEqual({ taskId: created.body.id, reason: 'cancelled' });
+    expect(await again).toEqual({ taskId: id, reason: 'cancelled' });
     expect(agent.cancels).toHaveLength(2);
 
-    const ack = await agent.send('task:fail', {
-      taskId: msg.task.id,
-      token: msg.token,
-      error: 'killed by SIGTERM',
-      retryable: true,
-    });
-    expect(ack).toEqual({ ok: true });
-    expect(await getTask(created.body.id)).toMatchObject({ state: 'cancelled', attemptsMade: 1 });
+    await reportKilledThenCancelled(agent, msg, id);
     // once the task is reported, its heartbeats carry no cancel
     expect(
       await agent.send('agent:heartbeat', { taskId: msg.task.id, token: msg.token }),
