@@ -697,6 +697,28 @@ describe('daemon', () => {
       expect(daemon.state()).toMatchObject({ connected: false, current: undefined, outbox: [] });
     });
 
+    it('asks a new connection to drain too, while it still finishes its task', async () => {
+      // the hub ends an agent's own drain with the connection that asked for it
+      const hub = await startHub();
+      const daemon = await start([hub.url]);
+      const { socket } = await hub.connection();
+      socket.emit('task:assign', assignment('t1'));
+      await hub.nextEvent('task:log');
+      const firstDrain = hub.nextEvent('agent:drain');
+      const stopped = daemon.shutdown();
+      await firstDrain;
+
+      const reconnected = hub.connection({ fresh: true });
+      const again = hub.nextEvent('agent:drain');
+      socket.disconnect(true); // a network blip during the drain
+      const { socket: fresh } = await reconnected;
+      const asked = await again;
+      expect(asked.socket.id).toBe(fresh.id);
+      await release('t1');
+      await stopped;
+      expect(hub.messages('task:complete')).toHaveLength(1);
+    });
+
     it('stops the task when the grace runs out and reports it as a retryable failure', async () => {
       const hub = await startHub();
       const daemon = await start([hub.url], { drainGraceMs: 200 });

@@ -158,6 +158,13 @@ async function assemble(
 
   connection.on('connected', (url) => {
     events.emit('connected', { url });
+    // A drain asked by this sidecar lasts as long as the connection that asked: still stopping,
+    // it asks the new one too, or the hub would hand it tasks again.
+    if (controller.isDraining) {
+      void connection.request('agent:drain', {}).catch((err: unknown) => {
+        logger.warn({ err: errorText(err) }, 'agent:drain not acknowledged after a reconnect');
+      });
+    }
     // Replay first: reports of earlier connections (or runs) go before anything new.
     void delivery.flush().finally(() => controller.heartbeat());
   });

@@ -281,7 +281,7 @@ describe('the sidecar process against real hub processes', () => {
     }
   });
 
-  it('on SIGTERM finishes the running task, delivers its result and exits 0', async () => {
+  it('on SIGTERM finishes the running task, delivers its result and exits 0; started again, it takes tasks', async () => {
     const hub = await startHubProcess(redis.url, prefix, 'hub-1');
     hubs.push(hub);
     const proc = await sidecar(hub, 'drainer');
@@ -294,6 +294,13 @@ describe('the sidecar process against real hub processes', () => {
     expect(await proc.exited).toEqual({ code: 0, signal: null });
     const task = await getTask(hub, created.body.id);
     expect(task).toMatchObject({ state: 'completed', result: { value: 'drained' } });
+    // the drain it asked for on SIGTERM ended with it (pm2 or systemd restart it like this)
+    await sidecar(hub, 'drainer');
+    await waitAgentState(hub, 'drainer', 'idle');
+    const next = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+      payload: { value: 'after the restart' },
+    });
+    await waitTaskState(hub, next.body.id, 'completed');
   });
 
   it('starts with a corrupt state file: moves it aside with a clear log line and serves tasks', async () => {

@@ -132,6 +132,36 @@ describe('operator API: tasks, agents, queues, metrics, Bull Board, docs', () =>
     expect((await api(url(0), 'POST', '/v1/tasks/none/retry')).status).toBe(404);
   });
 
+  it("ends an agent's own drain (its sidecar stopping) with its connection; an operator's drain outlasts reconnects", async () => {
+    const reconnect = async (agent: TestAgent, hub: number) => {
+      const closed = new Promise((resolve) => agent.socket.once('disconnect', resolve));
+      agent.close();
+      await closed;
+      const again = new TestAgent(url(hub), agent.agentId, agent.token, agent.queues);
+      agents.push(again);
+      await again.connect();
+      // handled once the connect is recorded: its answer names the state the connect left
+      const beat = (await again.send('agent:heartbeat', {})) as { state?: string };
+      return { again, state: beat.state };
+    };
+
+    // the sidecar drains itself on SIGTERM, stops, and is started again: it takes tasks
+    const queue = newQueue();
+    const stopping = await register(0, queue);
+    expect(await stopping.send('agent:drain', {})).toEqual({ ok: true, state: 'draining' });
+    const { again: restarted, state: restartedState } = await reconnect(stopping, 1);
+    expect(restartedState).toBe('idle');
+    const assigned = restarted.nextAssignment();
+    const created = await api<{ id: string }>(url(2), 'POST', '/v1/tasks', { queue, payload: 1 });
+    expect((await assigned).task.id).toBe(created.body.id);
+
+    // an operator's drain stays, also when the sidecar then drains itself too
+    const kept = await register(0, newQueue());
+    await api(url(1), 'POST', `/v1/agents/${kept.agentId}/drain`);
+    expect(await kept.send('agent:drain', {})).toEqual({ ok: true, state: 'draining' });
+    expect((await reconnect(kept, 2)).state).toBe('draining');
+  });
+
   it('drains and resumes an agent, and revokes it on every replica', async () => {
     const queue = newQueue();
     const agent = await register(0, queue);

@@ -1,5 +1,6 @@
 import { AppError, type AgentState } from '@agentcom/shared';
 import type { AgentNotifier } from '../dispatch/notifier';
+import { SELF_DRAIN } from '../fsm/agent-record';
 import type { AgentStore } from '../fsm/agent-store';
 
 const MAX_CAS_RETRIES = 8;
@@ -39,19 +40,25 @@ export class AgentControl {
     this.notifier.disconnect(agentId);
   }
 
-  /** The agent takes no new task; a running one finishes. */
-  async drain(agentId: string): Promise<AgentState> {
+  /**
+   * The agent takes no new task; a running one finishes. An operator's drain lasts until it is
+   * lifted; the agent's own (`bySelf`: its sidecar is stopping) ends with the connection that
+   * asked, so the sidecar takes tasks again when it is started again.
+   */
+  async drain(agentId: string, bySelf = false): Promise<AgentState> {
     for (let i = 0; i < MAX_CAS_RETRIES; i++) {
       const record = await this.agents.get(agentId);
       if (!record) throw new AppError('E_AGENT_NOT_FOUND', `No agent ${agentId}`);
       const to: AgentState = record.state === 'idle' ? 'draining' : record.state;
+      // an operator's drain stays one when the sidecar drains too
+      const operatorsDrain = record.drainRequested && !record.drainedBySelf;
       const result = await this.agents.transition({
         agentId,
         from: record.state,
         to,
         version: record.version,
         reason: 'drain',
-        set: { drainRequested: '1' },
+        set: { drainRequested: bySelf && !operatorsDrain ? SELF_DRAIN : '1' },
         idleRemove: record.queues,
       });
       if (result.ok) return to;

@@ -69,6 +69,9 @@ export class Presence {
         lastHeartbeatAt: now,
       };
       const idleRemove = [...new Set([...record.queues, ...auth.queues])];
+      // The agent's own drain belonged to the connection that asked (its sidecar was stopping):
+      // a new one starts undrained, and a sidecar still stopping asks again. An operator's stays.
+      const selfDrain = record.drainedBySelf ? ['drainRequested'] : [];
       const current = auth.current;
       // claimed for a task (maybe not recorded yet: see requeue) or holding one
       const wasAssigned = record.state === 'assigned' || Boolean(record.taskId);
@@ -90,7 +93,7 @@ export class Presence {
             reason: 'resume',
             task: record.taskId,
             set: { ...base, startedAt: record.startedAt ?? now },
-            del: ['disconnectedAt'],
+            del: ['disconnectedAt', ...selfDrain],
             idleRemove,
             index: {
               disconnected: 'remove',
@@ -116,7 +119,7 @@ export class Presence {
       }
 
       const to = restingState({
-        drainRequested: record.drainRequested,
+        drainRequested: record.drainRequested && !record.drainedBySelf,
         cooldownUntil: record.cooldownUntil,
         now,
       });
@@ -128,7 +131,7 @@ export class Presence {
         reason: 'connect',
         task: record.taskId,
         set: base,
-        del: wasAssigned ? [...TASK_FIELDS, 'disconnectedAt'] : ['disconnectedAt'],
+        del: [...(wasAssigned ? TASK_FIELDS : []), 'disconnectedAt', ...selfDrain],
         idleRemove,
         idleAdd: to === 'idle' ? auth.queues : [],
         index: {

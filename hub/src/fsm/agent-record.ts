@@ -1,6 +1,9 @@
 import { isAgentState, type AgentState, type AgentView } from '@agentcom/shared';
 
 /** An agent's Redis hash, parsed. Field names are the hash's field names. */
+/** `drainRequested` of a drain the agent asked for itself; an operator's is `1`. */
+export const SELF_DRAIN = 'self';
+
 export interface AgentRecord {
   agentId: string;
   state: AgentState;
@@ -25,6 +28,11 @@ export interface AgentRecord {
   connectedAt: number | undefined;
   lastHeartbeatAt: number | undefined;
   drainRequested: boolean;
+  /**
+   * The drain was asked by the agent itself (`agent:drain`, its sidecar stopping), not by an
+   * operator: it lasts as long as the connection that asked, and a new connection drops it.
+   */
+  drainedBySelf: boolean;
   tasksDone: number;
   tasksFailed: number;
 }
@@ -69,7 +77,8 @@ export function parseAgentRecord(
     cooldownUntil: num(hash.cooldownUntil),
     connectedAt: num(hash.connectedAt),
     lastHeartbeatAt: num(hash.lastHeartbeatAt),
-    drainRequested: hash.drainRequested === '1',
+    drainRequested: hash.drainRequested === '1' || hash.drainRequested === SELF_DRAIN,
+    drainedBySelf: hash.drainRequested === SELF_DRAIN,
     tasksDone: num(hash.tasksDone) ?? 0,
     tasksFailed: num(hash.tasksFailed) ?? 0,
   };

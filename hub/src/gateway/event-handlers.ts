@@ -62,7 +62,7 @@ export const EVENT_HANDLERS: { [E in ClientEventName]: Handler } = {
   },
   'agent:drain': async (ctx): Promise<Ack<{ state: AgentState }>> => ({
     ok: true,
-    state: await ctx.control.drain(ctx.agentId),
+    state: await ctx.control.drain(ctx.agentId, true),
   }),
   'agent:resume': async (ctx): Promise<Ack<{ state: AgentState }>> => ({
     ok: true,
