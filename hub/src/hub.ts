@@ -163,7 +163,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
       agents,
       control,
       listTasks: (query) => listTasks({ redis: redis.command, keys, queues, tasks }, query),
-      summarizeQueues: () => summarizeQueues({ redis: redis.command, keys, queues }),
+      summarizeQueues: () => summarizeQueues({ redis: redis.command, keys, queues, agents }),
     },
     readiness: {
       check: async () => {
@@ -215,7 +215,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     blockingRedis: () => redis.command.duplicate({ connectionName: 'agentcom:ui-events' }),
     queueCounts: async () =>
       Object.fromEntries(
-        (await summarizeQueues({ redis: redis.command, keys, queues })).map((q) => [
+        (await summarizeQueues({ redis: redis.command, keys, queues, agents })).map((q) => [
           q.name,
           q.counts,
         ]),

@@ -7,7 +7,7 @@
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { summarizeProfile } from './lib/cpuprofile';
-import { getQueues } from './lib/http';
+import { getQueues, requestJson } from './lib/http';
 import { hubRssKb, startHubs, stopHubs } from './lib/hubs';
 import type { LoadSpec } from './lib/load-spec';
 import { CpuMeter } from './lib/procs';
@@ -70,6 +70,13 @@ runBench('connections', 'Idle connections', QUICK ? 150_000 : 900_000, async () 
     const redisBase = await redis.usedMemory();
     log(`baseline: hub RSS ${rssBase.map((kb) => Math.round(kb / 1024)).join('/')} MiB`);
 
+    // The agents' queue, opened by a task that no one takes during the run (a queue is opened on
+    // every replica once a task was added to it; the agents alone name it and nothing more).
+    const opened = await requestJson('POST', `${urls[0] ?? ''}/v1/tasks`, {
+      payload: {},
+      delayMs: 24 * 3600 * 1000,
+    });
+    if (opened.status !== 201) throw new Error(`POST /v1/tasks answered ${opened.status}`);
     const init = await load.call(
       'init',
       {

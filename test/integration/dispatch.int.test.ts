@@ -587,3 +587,60 @@ describe('a completion that Redis refuses for a reason other than a superseded a
     }
   });
 });
+
+describe('queues an agent names', () => {
+  it('opens nothing for a queue no task was added to (a made-up name costs no replica a connection); a task added later reaches the agent', async () => {
+    const redis = await startRedis();
+    const hub = await startTestHub(redis.url);
+    const admin = new Redis(redis.url);
+    let agent: TestAgent | undefined;
+    try {
+      const calls = async (command: string) =>
+        Number(
+          /calls=(\d+)/.exec(
+            ((await admin.info('commandstats')) as string)
+              .split('\r\n')
+              .find((line) => line.startsWith(`cmdstat_${command}:`)) ?? '',
+          )?.[1] ?? 0,
+        );
+      const clients = async () =>
+        ((await admin.client('LIST')) as string).trim().split('\n').length;
+      const clientsBefore = await clients();
+      const existsBefore = await calls('exists');
+      const names = Array.from({ length: 32 }, (_, i) => `made-up-${i}`);
+      agent = await TestAgent.register(hub.url, 'namer', names);
+      // the agent's idle transition triggers a dispatch step for each of its queues
+      await eventually(
+        async () =>
+          (await calls('exists')) >= existsBefore + names.length ||
+          (await admin.scard(hub.keys.queues)) > 0 ||
+          undefined,
+        { what: 'a dispatch step per named queue' },
+      );
+      expect(await admin.smembers(hub.keys.queues)).toEqual([]);
+      expect(await clients()).toBeLessThan(clientsBefore + 4); // the agent's socket opens none
+
+      const assigned = agent.nextAssignment();
+      const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+        queue: 'made-up-7',
+        payload: {},
+      });
+      expect((await assigned).task.id).toBe(created.body.id);
+      expect(await admin.smembers(hub.keys.queues)).toEqual(['made-up-7']);
+      // still listed with its idle agents, without being opened
+      const listed = await api<{ queues: Array<{ name: string; idleAgents: number }> }>(
+        hub.url,
+        'GET',
+        '/v1/queues',
+      );
+      expect(listed.body.queues).toContainEqual(
+        expect.objectContaining({ name: 'made-up-3', idleAgents: 0 }),
+      );
+    } finally {
+      agent?.close();
+      admin.disconnect();
+      await hub.close();
+      await redis.dispose();
+    }
+  });
+});

@@ -119,7 +119,9 @@ export class Dispatcher {
    */
   async step(queue: string): Promise<boolean> {
     const { agents, ackTimeoutMs, leaseMs } = this.options;
-    await this.options.queues.get(queue); // a queue agents serve is known (and listed) from now
+    // nothing to hand out in a queue no task was added to (an agent may name any queue)
+    if (!(await this.options.queues.holdsTasks(queue))) return false;
+    await this.options.queues.get(queue);
     const step = await agents.claimAndFetch(queue, ackTimeoutMs, leaseMs);
     if (!step) return false;
     return this.carryOut(step);

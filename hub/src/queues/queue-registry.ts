@@ -30,6 +30,9 @@ export interface QueueRegistryOptions {
   onWaiting: (queue: string) => void;
 }
 
+/** Most names {@link QueueRegistry.holdsTasks} remembers as empty between two discoveries. */
+const MAX_EMPTY_NAMES = 10_000;
+
 /**
  * One Queue + one manual Worker per queue name per replica, created on first use, never one per
  * agent: Redis connections grow with queues, not agents. Queue names are recorded in Redis so
@@ -43,6 +46,8 @@ export interface QueueRegistryOptions {
  */
 export class QueueRegistry {
   private readonly handles = new Map<string, Promise<QueueHandle>>();
+  /** Names found to hold no task, until the next {@link discover}. */
+  private readonly empty = new Set<string>();
   private closed = false;
 
   constructor(private readonly options: QueueRegistryOptions) {}
@@ -62,8 +67,31 @@ export class QueueRegistry {
     return created;
   }
 
+  /**
+   * Whether `name` is a queue tasks were added to: recorded by a replica, or holding BullMQ's
+   * keys (a producer that adds jobs straight to BullMQ). Only then does dispatch open it: an
+   * agent names the queues it serves itself, and a made-up name must not cost every replica a
+   * Queue, a Worker with its Redis connection and a stalled checker for good (nor the metrics a
+   * series). A name found empty is not asked again until the next {@link discover}.
+   */
+  async holdsTasks(name: string): Promise<boolean> {
+    if (this.handles.has(name)) return true;
+    if (this.empty.has(name)) return false;
+    const { connection, keys } = this.options;
+    const [[, recorded], [, created]] = (await connection
+      .pipeline()
+      .sismember(keys.queues, name)
+      .exists(keys.bullMeta(name))
+      .exec()) as [[Error | null, number], [Error | null, number]];
+    if (recorded === 1 || created === 1) return true;
+    if (this.empty.size >= MAX_EMPTY_NAMES) this.empty.clear();
+    this.empty.add(name);
+    return false;
+  }
+
   /** Loads the queue names every replica has recorded and opens the missing ones. */
   async discover(): Promise<string[]> {
+    this.empty.clear();
     const names = await this.options.connection.smembers(this.options.keys.queues);
     await Promise.all(names.map((name) => this.get(name)));
     return names;

@@ -132,6 +132,11 @@ export class RedisKeys {
     return `${this.bullRoot}${queue}:`;
   }
 
+  /** BullMQ's meta hash of a queue, written when a job is first added (read only). */
+  bullMeta(queue: string): string {
+    return `${this.bullQueuePrefix(queue)}meta`;
+  }
+
   /** BullMQ's hash of a job (read only: BullMQ owns it). */
   bullJob(queue: string, taskId: string): string {
     return `${this.bullQueuePrefix(queue)}${taskId}`;
