@@ -87,14 +87,16 @@ export async function waitForRedis(
  * Spawns `redis-server` with `args` (see {@link redisServerArgs}) and resolves once it answers
  * PING on `port`. Rejects, with the process killed, when it cannot start
  * ({@link REDIS_MISSING_MESSAGE} when none is installed), exits, or does not answer in time;
- * `dir` names where its files are, for the message. Used by the embedded Redis and the tests.
+ * `dir` names where its files are, for the message; `detached` puts it in a process group of its
+ * own. Used by the embedded Redis and the tests.
  */
 export async function spawnRedisServer(
   port: number,
   args: readonly string[],
   dir: string,
+  options: { detached?: boolean } = {},
 ): Promise<ChildProcess> {
-  const child = spawn('redis-server', args, { stdio: 'ignore' });
+  const child = spawn('redis-server', args, { stdio: 'ignore', detached: options.detached });
   let failed: string | undefined;
   child.once('error', (err: NodeJS.ErrnoException) => {
     failed =
@@ -126,7 +128,17 @@ export async function startEmbeddedRedis(dataDir: string, port: number): Promise
     return { url, dir, owned: false, stop: async () => undefined };
   }
   mkdirSync(dir, { recursive: true });
-  const child = await spawnRedisServer(port, redisServerArgs(port, dir, { appendonly: true }), dir);
+  // In a process group of its own: Ctrl-C in a terminal signals the whole foreground group, and
+  // the hub stops Redis itself once it has stopped using it. (Debian's redis-server already
+  // leaves the hub's group by itself; this does not rely on it.)
+  const child = await spawnRedisServer(
+    port,
+    redisServerArgs(port, dir, { appendonly: true }),
+    dir,
+    {
+      detached: true,
+    },
+  );
   return {
     url,
     dir,

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { answersPing } from '../../hub/src/embedded-redis';
 import { eventually } from '../helpers/hub';
 import { HUB_MAIN, ROOT, TestProcess } from '../helpers/processes';
 import { freePort } from '../helpers/redis-server';
@@ -84,6 +85,49 @@ describe('agentcom-hub as a process', () => {
       expect(await hub.exited).toEqual({ code: 0, signal: null });
       const redisGone = await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => 'refused');
       expect(redisGone).toBe('refused');
+    } finally {
+      await hub.kill('SIGKILL');
+    }
+  });
+
+  it('with the embedded redis-server, stops cleanly on Ctrl-C (SIGINT to its whole process group)', async () => {
+    const port = await freePort();
+    const redisPort = await freePort();
+    // the hub leads a process group of its own, as a command started in a terminal does
+    const child = spawn(process.execPath, [HUB_MAIN], {
+      env: {
+        PATH: process.env.PATH ?? '',
+        HOME: process.env.HOME ?? '/tmp',
+        AGENTCOM_DEV: '1',
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        AGENTCOM_DATA_DIR: dir,
+        AGENTCOM_REDIS_PORT: String(redisPort),
+        // the stop waits a while before it closes anything
+        SHUTDOWN_DELAY_MS: '2000',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    const hub = new TestProcess('hub', child);
+    try {
+      await eventually(
+        async () => {
+          if (!hub.running) throw new Error(hub.output);
+          const response = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
+          return response?.status === 200 ? true : undefined;
+        },
+        { what: 'embedded hub ready' },
+      );
+      process.kill(-child.pid!, 'SIGINT');
+      await eventually(() => (hub.output.includes('"shutting down"') ? true : undefined), {
+        what: 'the graceful stop to begin',
+      });
+      // Redis still serves the stopping hub (its disconnects, its last sweeps)
+      expect(await answersPing(redisPort)).toBe(true);
+      expect(await hub.exited).toEqual({ code: 0, signal: null });
+      expect(hub.output).not.toContain('graceful shutdown timed out');
+      expect(await answersPing(redisPort)).toBe(false); // the hub stopped it
     } finally {
       await hub.kill('SIGKILL');
     }
