@@ -49,7 +49,12 @@ export interface HubConnectionOptions {
   urls: readonly string[];
   /** Called before every (re)connection: the handshake always carries the current state. */
   auth: () => HandshakeAuth;
-  /** Reconnect attempts on one URL before moving to the next (several URLs only). */
+  /**
+   * Failed connection attempts on one URL before moving to the next (several URLs only). An attempt
+   * fails when it does not end in a connection to the `/agent` namespace: the hub cannot be
+   * reached, the connection drops during the handshake, or the handshake takes longer than
+   * `handshakeTimeoutMs`.
+   */
   failoverAttempts: number;
   /** Default wait for an ack in {@link HubConnection.request}. */
   ackTimeoutMs: number;
@@ -63,6 +68,11 @@ export interface HubConnectionOptions {
    * code or closed the socket (socket.io does not reconnect on its own then), ±50%. Default 2 s.
    */
   refusedRetryMs?: number;
+  /**
+   * How long the `/agent` handshake may take once the websocket is open before the attempt counts
+   * as failed and the connection is dropped. Default 20 s.
+   */
+  handshakeTimeoutMs?: number;
 }
 
 /**
@@ -83,11 +93,14 @@ export class NotConnectedError extends Error {
  * The sidecar's Socket.IO connection to the hub (`/agent` namespace, websocket only).
  *
  * Reconnecting is socket.io-client's: exponential backoff with jitter (`reconnectionDelay` 200 ms,
- * `reconnectionDelayMax` 10 s, `randomizationFactor` 0.5). With several URLs each gets
- * `failoverAttempts` reconnect attempts, then a new Manager takes the next URL; after each full
- * round without success the next round's first delay doubles (up to the max), so an outage of all
- * hubs is not hammered. The handshake `auth` is a function, so every attempt announces the task
- * held at that moment.
+ * `reconnectionDelayMax` 10 s, `randomizationFactor` 0.5). An attempt whose websocket opened but
+ * whose `/agent` handshake did not complete (the connection dropped, or `handshakeTimeoutMs`
+ * passed) is retried by a new Manager after the same backoff, since socket.io-client starts its
+ * backoff and its attempt count over on every websocket it opens. With several URLs each gets
+ * `failoverAttempts` failed attempts, counted here across both kinds, then a new Manager takes the
+ * next URL; after each full round without success the next round's first delay doubles (up to the
+ * max), so an outage of all hubs is not hammered. The handshake `auth` is a function, so every
+ * attempt announces the task held at that moment.
  *
  * The hub ending things: a handshake refused with `E_UNAUTHORIZED`, `E_FORBIDDEN`,
  * `E_PROTOCOL_VERSION` or `E_VALIDATION`, or `hub:error` `E_REPLACED`, emits `ended` and stops
@@ -102,6 +115,10 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
   private generation = 0;
   private urlsFailed = 0;
   private failedRounds = 0;
+  /** Attempts on the current URL that failed since it was taken or last connected. */
+  private attemptsFailed = 0;
+  /** Drops an attempt whose websocket is open but whose handshake does not complete. */
+  private handshakeTimer: NodeJS.Timeout | undefined;
   /** Whether the current run of failed attempts was logged at warn already (the rest go to debug). */
   private unreachableLogged = false;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -167,34 +184,53 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
     const isCurrent = (): boolean => generation === this.generation;
     this.urlIndex = index % this.urls.length;
     const url = this.url;
-    const max = this.options.reconnectionDelayMax ?? 10_000;
     const manager = new Manager<ServerToClientEvents, ClientToServerEvents>(url, {
       transports: ['websocket'],
       autoConnect: false,
       reconnection: true,
-      reconnectionAttempts: this.urls.length > 1 ? this.options.failoverAttempts : Infinity,
-      reconnectionDelay: Math.min(
-        (this.options.reconnectionDelay ?? 200) * 2 ** this.failedRounds,
-        max,
-      ),
-      reconnectionDelayMax: max,
+      // The attempts are counted here (see attemptFailed): socket.io-client's count starts over
+      // on every websocket it opens, so it never gives up on a hub that accepts the websocket but
+      // never completes the handshake.
+      reconnectionAttempts: Infinity,
+      reconnectionDelay: this.firstDelay(),
+      reconnectionDelayMax: this.options.reconnectionDelayMax ?? 10_000,
       randomizationFactor: 0.5,
     });
     const socket = manager.socket(AGENT_NAMESPACE, {
       auth: (send: (data: object) => void) => send(this.options.auth()),
     });
     this.socket = socket;
+    /** Whether an attempt is under way whose outcome was not counted yet. */
+    let attempting = true;
+    /** Whether the namespace connection is up (socket.io-client clears `connected` before `disconnect`). */
+    let up = false;
+    // One failure can be heard twice (an error on an open websocket is followed by its close):
+    // only the first one counts.
+    const failed = (why: string, retry: 'by socket.io' | 'by reopening'): void => {
+      if (!attempting) return;
+      attempting = false;
+      clearTimeout(this.handshakeTimer);
+      this.attemptFailed(url, why, retry);
+    };
 
-    manager.on('reconnect_failed', () => {
+    manager.on('reconnect_attempt', () => {
+      if (isCurrent()) attempting = true;
+    });
+    manager.on('open', () => {
       if (!isCurrent()) return;
-      this.logger.warn(
-        { url },
-        `no answer from this hub after ${this.options.failoverAttempts} attempts`,
-      );
-      this.moveOn(0);
+      // The websocket is open; a hub that lost its backend can still hold the handshake forever.
+      const timeoutMs = this.options.handshakeTimeoutMs ?? 20_000;
+      clearTimeout(this.handshakeTimer);
+      this.handshakeTimer = setTimeout(() => {
+        if (isCurrent()) failed(`no handshake within ${timeoutMs} ms`, 'by reopening');
+      }, timeoutMs);
     });
     socket.on('connect', () => {
       if (!isCurrent()) return;
+      clearTimeout(this.handshakeTimer);
+      attempting = false;
+      up = true;
+      this.attemptsFailed = 0;
       this.urlsFailed = 0;
       this.failedRounds = 0;
       this.unreachableLogged = false;
@@ -203,10 +239,21 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
       this.emit('connected', url);
     });
     socket.on('connect_error', (err) => {
-      if (isCurrent()) this.onConnectError(url, socket, err);
+      if (!isCurrent()) return;
+      // While the socket is active socket.io reconnects by itself: the attempt only failed.
+      if (socket.active) failed(err.message, 'by socket.io');
+      else this.onRefused(url, err);
     });
     socket.on('disconnect', (reason) => {
       if (!isCurrent()) return;
+      if (!up) {
+        // socket.io-client reports a connection dropped during the handshake as a disconnect,
+        // but nothing was connected: the state stays as it was (`connecting` before the first
+        // connection), and it is one more failed attempt.
+        failed(`connection closed during the handshake: ${reason}`, 'by reopening');
+        return;
+      }
+      up = false;
       this.logger.warn({ url, reason }, 'disconnected from the hub');
       this.setState('disconnected');
       this.emit('disconnected', reason);
@@ -236,15 +283,33 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
     socket.connect();
   }
 
-  private onConnectError(url: string, socket: HubSocket, err: Error): void {
-    const { code, message } = describeHubError((err as { data?: unknown }).data, err.message);
-    if (socket.active) {
-      // Could not reach the hub: socket.io retries on its own, with backoff.
-      const level = this.unreachableLogged ? 'debug' : 'warn';
-      this.unreachableLogged = true;
-      this.logger[level]({ url, err: err.message }, 'cannot reach the hub; retrying');
+  /**
+   * Counts an attempt on `url` that did not end in a connection, and moves to the next URL after
+   * `failoverAttempts` of them. Otherwise the same URL is tried again: socket.io-client does that by
+   * itself after a websocket that could not open; a new Manager does it, after a backoff, for a
+   * handshake that did not complete.
+   */
+  private attemptFailed(url: string, why: string, retry: 'by socket.io' | 'by reopening'): void {
+    this.attemptsFailed++;
+    const limit = this.options.failoverAttempts;
+    if (this.urls.length > 1 && this.attemptsFailed >= limit) {
+      this.logger.warn({ url, err: why }, `no answer from this hub after ${limit} attempts`);
+      this.moveOn(0);
       return;
     }
+    const level = this.unreachableLogged ? 'debug' : 'warn';
+    this.unreachableLogged = true;
+    this.logger[level]({ url, err: why }, 'cannot reach the hub; retrying');
+    if (retry === 'by socket.io') return;
+    const index = this.urlIndex;
+    this.teardown('retrying');
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.open(index), this.backoff(this.attemptsFailed));
+  }
+
+  /** A handshake the hub refused: socket.io does not retry it by itself. */
+  private onRefused(url: string, err: Error): void {
+    const { code, message } = describeHubError((err as { data?: unknown }).data, err.message);
     if (REFUSED_FOR_GOOD.has(code)) {
       this.end({ kind: 'refused', code, message });
       return;
@@ -255,6 +320,7 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
 
   /** Drops the current socket and tries the next URL (the same one if it is the only one). */
   private moveOn(delayMs: number): void {
+    this.attemptsFailed = 0;
     this.urlsFailed++;
     if (this.urlsFailed % this.urls.length === 0) this.failedRounds++;
     const next = this.urlIndex + 1;
@@ -276,6 +342,19 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
     this.emit('ended', end);
   }
 
+  /** socket.io's first reconnect delay: doubled per full round of URLs without a connection. */
+  private firstDelay(): number {
+    const max = this.options.reconnectionDelayMax ?? 10_000;
+    return Math.min((this.options.reconnectionDelay ?? 200) * 2 ** this.failedRounds, max);
+  }
+
+  /** socket.io's backoff before the next attempt after `failed` failed ones: doubling, ±50%, capped. */
+  private backoff(failed: number): number {
+    const max = this.options.reconnectionDelayMax ?? 10_000;
+    const delay = this.firstDelay() * 2 ** (failed - 1) * (0.5 + Math.random());
+    return Math.round(Math.min(delay, max));
+  }
+
   private pause(): number {
     const base = this.options.refusedRetryMs ?? 2000;
     return Math.round(base * (0.5 + Math.random()));
@@ -283,6 +362,7 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
 
   private teardown(reason: string): void {
     this.generation++;
+    clearTimeout(this.handshakeTimer);
     const socket = this.socket;
     this.socket = undefined;
     if (socket === undefined) return;
