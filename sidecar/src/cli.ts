@@ -80,7 +80,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--ack-timeout-ms <ms>', 'wait for a hub ack (AGENTCOM_ACK_TIMEOUT_MS; default 10000)')
     .option(
       '--failover-attempts <n>',
-      'reconnect attempts per hub URL before the next (AGENTCOM_FAILOVER_ATTEMPTS; default 3)',
+      'failed connection attempts per hub URL before the next (AGENTCOM_FAILOVER_ATTEMPTS; default 3)',
     )
     .option(
       '--log-level <level>',

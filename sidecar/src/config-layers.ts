@@ -53,6 +53,14 @@ export class Layers {
     return fromFile;
   }
 
+  /**
+   * Records that the config file set `setting`, for one read without {@link pick}: `exec` and
+   * `wake` are taken from one layer together (config.ts, `pickRunner`).
+   */
+  tookFromFile(setting: Setting): void {
+    this.origin.set(setting, 'file');
+  }
+
   /** The name an error gives the setting: `--flag (VARIABLE)`, or `--flag (key in FILE)`. */
   optionName(setting: Setting): string {
     const { flag, env, key } = SOURCES[setting];

@@ -348,6 +348,24 @@ describe('loadRunConfig', () => {
       );
     });
 
+    it("names the file's key when its exec or wake command is not found", async () => {
+      await write({ exec: 'no-such-command-xyz --flag' });
+      expect(failingOption({ ...BASE_FLAGS, exec: undefined, config: file })).toBe(
+        `--exec (exec in ${file}): command "no-such-command-xyz" was not found on PATH`,
+      );
+      await write({ wake: [join(dir, 'no-such-wake')] });
+      expect(failingOption({ ...BASE_FLAGS, exec: undefined, config: file })).toBe(
+        `--wake (wake in ${file}): command "${join(dir, 'no-such-wake')}" is not an executable file`,
+      );
+      // A variable over the file's command is named as such.
+      expect(
+        failingOption(
+          { ...BASE_FLAGS, exec: undefined, config: file },
+          { ...BASE_ENV, AGENTCOM_EXEC: 'no-such-command-xyz' },
+        ),
+      ).toBe('--exec (AGENTCOM_EXEC): command "no-such-command-xyz" was not found on PATH');
+    });
+
     it('refuses a missing file it was told to read', () => {
       expect(failingOption({ ...BASE_FLAGS, config: join(dir, 'nope.json') })).toMatch(
         /^--config \(.*nope\.json\): cannot read the config file \(ENOENT\)$/,

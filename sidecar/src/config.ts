@@ -54,7 +54,7 @@ export interface SidecarConfig {
   readonly killGraceMs: number;
   /** `--ack-timeout-ms` / `AGENTCOM_ACK_TIMEOUT_MS`: how long an event waits for the hub's ack. Default 10000. */
   readonly ackTimeoutMs: number;
-  /** `--failover-attempts` / `AGENTCOM_FAILOVER_ATTEMPTS`: reconnect attempts on one URL before the next (several URLs only). Default 3. */
+  /** `--failover-attempts` / `AGENTCOM_FAILOVER_ATTEMPTS`: failed connection attempts on one URL before the next (several URLs only). Default 3. */
   readonly failoverAttempts: number;
   /** `--log-level` / `LOG_LEVEL`. Default `info`. */
   readonly logLevel: LogLevel;
@@ -138,6 +138,17 @@ const settingsSchema = z
   })
   .strict();
 
+/** A loaded config, with the names its settings go by. */
+export interface NamedRunConfig {
+  readonly config: SidecarConfig;
+  /**
+   * The name an error found after loading gives a setting (a log file that cannot be opened):
+   * `--log-file (AGENTCOM_LOG_FILE)`, or `--log-file (logFile in FILE)` for a value from the
+   * config file.
+   */
+  readonly optionName: (setting: Setting) => string;
+}
+
 /**
  * Builds the frozen config from the parsed flags, the environment and the config file (in that
  * order of precedence). Throws {@link ConfigError} naming the first bad or missing option. Reads
@@ -145,6 +156,11 @@ const settingsSchema = z
  * `--wake` command exists, so a broken setup fails at start rather than on the first task.
  */
 export function loadRunConfig(flags: RunFlags, env: Env = process.env): SidecarConfig {
+  return loadNamedRunConfig(flags, env).config;
+}
+
+/** {@link loadRunConfig}, with the name each setting goes by in errors. */
+export function loadNamedRunConfig(flags: RunFlags, env: Env = process.env): NamedRunConfig {
   const file = loadConfigFile(flags.config, env);
   const layers = new Layers(
     {
@@ -204,7 +220,7 @@ export function loadRunConfig(flags: RunFlags, env: Env = process.env): SidecarC
   }
   const { logFile, ...settings } = parsed.data;
 
-  return deepFreeze({
+  const config = deepFreeze({
     ...settings,
     token,
     ...(logFile !== undefined && { logFile }),
@@ -212,6 +228,7 @@ export function loadRunConfig(flags: RunFlags, env: Env = process.env): SidecarC
     runner,
     childEnv: childEnvironment(env),
   });
+  return { config, optionName: (setting) => layers.optionName(setting) };
 }
 
 /**
@@ -259,7 +276,7 @@ function loadConfigFile(flag: string | undefined, env: Env): ConfigFile | undefi
  * mode chosen in the environment or the config file, but one layer may not set both.
  */
 function pickRunner(layers: Layers): RunnerConfig {
-  const candidates: Array<{ exec?: Command; wake?: Command; where: string }> = [
+  const candidates: Array<{ exec?: Command; wake?: Command; where: string; file?: true }> = [
     {
       exec: text(layers.flag('exec')),
       wake: text(layers.flag('wake')),
@@ -274,12 +291,15 @@ function pickRunner(layers: Layers): RunnerConfig {
       exec: fileCommand(layers.file, 'exec'),
       wake: fileCommand(layers.file, 'wake'),
       where: `"exec" and "wake" in ${layers.file?.path ?? 'the config file'}`,
+      file: true,
     },
   ];
-  for (const { exec, wake, where } of candidates) {
+  for (const { exec, wake, where, file } of candidates) {
     if (exec !== undefined && wake !== undefined) {
       throw new ConfigError(where, 'give one of them, not both (a sidecar runs in one mode)');
     }
+    // So that an error names the file's key: `--exec (exec in FILE)`.
+    if (file === true) layers.tookFromFile(exec !== undefined ? 'exec' : 'wake');
     if (exec !== undefined) {
       return { kind: 'exec', argv: commandArgv(exec, layers.optionName('exec'), layers.env) };
     }

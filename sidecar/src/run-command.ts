@@ -1,5 +1,6 @@
 import { isConfigError } from './config-error';
-import { loadRunConfig, type RunFlags } from './config';
+import { loadNamedRunConfig, type NamedRunConfig, type RunFlags } from './config';
+import type { Env } from './config-layers';
 import { startDaemon, type Daemon } from './daemon';
 import { EXIT_CODES, type ExitCode } from './exit-codes';
 import { createLogger, type Logger } from './logger';
@@ -16,23 +17,25 @@ import { errorText } from './error-text';
 export async function runCommand(
   flags: RunFlags,
   stderr: NodeJS.WritableStream,
+  /** The environment (config.ts reads `process.env` when none is given). */
+  env?: Env,
 ): Promise<ExitCode> {
-  let config;
+  let loaded: NamedRunConfig;
   try {
-    config = loadRunConfig(flags);
+    loaded = loadNamedRunConfig(flags, env);
   } catch (err) {
     if (!isConfigError(err)) throw err;
     stderr.write(`agentcom-sidecar: ${err.message}\n`);
     return EXIT_CODES.BAD_CONFIG;
   }
+  const { config, optionName } = loaded;
   let logger: Logger;
   try {
     logger = createLogger(config.logLevel, config.agentId, config.logFile);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? errorText(err);
     stderr.write(
-      `agentcom-sidecar: --log-file (AGENTCOM_LOG_FILE): cannot open ${config.logFile ?? ''} (${code})
-`,
+      `agentcom-sidecar: ${optionName('logFile')}: cannot open ${config.logFile ?? ''} (${code})\n`,
     );
     return EXIT_CODES.BAD_CONFIG;
   }
@@ -42,7 +45,7 @@ export async function runCommand(
     daemon = await startDaemon(config, { logger });
   } catch (err) {
     if (err instanceof StateDirInUseError) {
-      stderr.write(`agentcom-sidecar: --state-dir (AGENTCOM_STATE_DIR): ${err.message}\n`);
+      stderr.write(`agentcom-sidecar: ${optionName('stateDir')}: ${err.message}\n`);
       return EXIT_CODES.BAD_CONFIG;
     }
     logger.fatal({ err: errorText(err) }, 'the sidecar could not start');

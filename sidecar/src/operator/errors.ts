@@ -1,5 +1,6 @@
 import type { ErrorBody } from '@agentcom/shared';
 import { OPERATOR_EXIT_CODES, type OperatorExitCode } from './exit-codes';
+import { oneLine } from './format';
 
 /**
  * Every failure of `agentcom` is one of these: the CLI prints `agentcom: <code>: <message>` on
@@ -17,17 +18,28 @@ export abstract class OperatorError extends Error {
   }
 }
 
-/** A bad option or argument, found before anything was sent. `option` names it (`--payload`). */
+/**
+ * A bad option or argument, found before anything was sent. `option` names it (`--payload`);
+ * none for the parser's own errors, whose message names what is wrong (see {@link fromParser}).
+ */
 export class UsageError extends OperatorError {
   readonly code = 'E_USAGE';
   readonly exitCode = OPERATOR_EXIT_CODES.USAGE;
 
   constructor(
-    readonly option: string,
+    readonly option: string | undefined,
     message: string,
   ) {
-    super(`${option}: ${message}`);
+    super(option === undefined ? message : `${option}: ${message}`);
     this.name = 'UsageError';
+  }
+
+  /**
+   * commander's error (`error: unknown option '--quue'` and maybe `(Did you mean --queue?)` on a
+   * line of its own), as one line.
+   */
+  static fromParser(message: string): UsageError {
+    return new UsageError(undefined, oneLine(message.replace(/^error: /, '')));
   }
 }
 

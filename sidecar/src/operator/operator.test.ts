@@ -1,4 +1,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -11,10 +13,12 @@ import {
   formatQueueTable,
   formatTable,
 } from './format';
+import { HubClient } from './hub-client';
 import { runOperatorCli } from './program';
 import { resolveHubSettings } from './settings';
 import { parseLabels, readPayload, taskBodyFromFlags, type TaskAddFlags } from './task-input';
 import { progressSink, waitForTask } from './wait';
+import { SIDECAR_VERSION } from '../version';
 
 /** The pure parts of `agentcom`; the CLI against a real hub is test/e2e/operator-cli.e2e.test.ts. */
 
@@ -219,6 +223,102 @@ describe('waiting for a task', () => {
     );
     expect(outcome).toMatchObject({ kind: 'timeout', task: { state: 'waiting' } });
   });
+
+  it('gives up on a hub failing for 30 s in a row, counted from the start of the first failing request', async () => {
+    let clock = 0;
+    let requests = 0;
+    const client = {
+      // No answer: each request runs into its 30 s timeout.
+      getTask: async (): Promise<TaskView> => {
+        requests++;
+        clock += 30_000;
+        throw new HubUnreachableError('no answer from the hub within 30 s');
+      },
+    };
+    await expect(
+      waitForTask(client, 't1', {
+        intervalMs: 1,
+        progress: progressSink(new PassThrough(), 'quiet', () => undefined),
+        signal: never,
+        now: () => clock,
+      }),
+    ).rejects.toBeInstanceOf(HubUnreachableError);
+    expect({ clock, requests }).toEqual({ clock: 30_000, requests: 1 });
+  });
+
+  it('bounds each request by the time left to --wait-timeout-s', async () => {
+    let clock = 0;
+    const bounds: Array<number | undefined> = [];
+    const client = {
+      // Answers once, then never: a request lasts until its bound, or the 30 s request timeout.
+      getTask: async (_id: string, options?: { timeoutMs?: number }): Promise<TaskView> => {
+        bounds.push(options?.timeoutMs);
+        if (bounds.length === 1) {
+          clock += 100;
+          return task();
+        }
+        clock += Math.min(options?.timeoutMs ?? Infinity, 30_000);
+        throw new HubUnreachableError('no answer');
+      },
+    };
+    const stderr = new PassThrough();
+    let text = '';
+    stderr.on('data', (chunk: Buffer) => (text += chunk.toString()));
+    const outcome = await waitForTask(client, 't1', {
+      intervalMs: 1,
+      timeoutMs: 5_000,
+      progress: progressSink(stderr, 'lines', () => undefined),
+      signal: never,
+      now: () => clock,
+    });
+    expect(outcome).toMatchObject({ kind: 'timeout', task: { state: 'waiting' } });
+    expect({ clock, bounds }).toEqual({ clock: 5_000, bounds: [5_000, 4_900] });
+    // The request cut short by the deadline is no passing problem worth a line.
+    expect(text).toBe('task t1: waiting, attempt 0/3, 0.1s\n');
+  });
+
+  it("fails with the hub's error when the timeout ran out before the hub ever answered", async () => {
+    let clock = 0;
+    let requests = 0;
+    const unreachable = new HubUnreachableError('no answer');
+    const client = {
+      getTask: async (_id: string, options?: { timeoutMs?: number }): Promise<TaskView> => {
+        requests++;
+        clock += Math.min(options?.timeoutMs ?? Infinity, 30_000);
+        throw unreachable;
+      },
+    };
+    await expect(
+      waitForTask(client, 't1', {
+        intervalMs: 1,
+        timeoutMs: 2_000,
+        progress: progressSink(new PassThrough(), 'quiet', () => undefined),
+        signal: never,
+        now: () => clock,
+      }),
+    ).rejects.toBe(unreachable);
+    expect({ clock, requests }).toEqual({ clock: 2_000, requests: 1 });
+  });
+});
+
+describe('the hub client', () => {
+  it('gives up on a request after the bound it was given, when shorter than its timeout', async () => {
+    // A real server that never answers (a busy machine may not even see the request in time).
+    const server = createServer(() => undefined);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const client = new HubClient({ url: `http://127.0.0.1:${port}`, adminKey: 'k' }, never);
+      const err = await client.getTask('t1', { timeoutMs: 50 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(HubUnreachableError);
+      expect((err as Error).message).toBe(
+        `no answer from the hub at http://127.0.0.1:${port} within 0.1 s (GET /v1/tasks/t1)`,
+      );
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
 });
 
 describe('the command line', () => {
@@ -258,5 +358,44 @@ describe('the command line', () => {
     expect(await run(['task', 'list', '--limit', '0'], { AGENTCOM_URL: 'http://h' })).toMatchObject(
       { code: 2, err: 'agentcom: E_USAGE: --limit: must be from 1 to 500\n' },
     );
+  });
+
+  it("reports the parser's usage errors as its own: E_USAGE on stderr, the body with --json", async () => {
+    const body = (message: string): string =>
+      `${JSON.stringify({ error: { code: 'E_USAGE', message } }, null, 2)}\n`;
+    const missing = "required option '--payload <json>' not specified";
+    expect(await run(['--json', 'task', 'add'])).toEqual({
+      code: 2,
+      out: body(missing),
+      err: `agentcom: E_USAGE: ${missing}\n`,
+    });
+    expect(await run(['task', 'list', '--bogus', '--json'])).toEqual({
+      code: 2,
+      out: body("unknown option '--bogus'"),
+      err: "agentcom: E_USAGE: unknown option '--bogus'\n",
+    });
+    // commander's hint, on a line of its own, joins the one line.
+    expect(await run(['task', 'add', '--payload', '1', '--quue', 'q'])).toEqual({
+      code: 2,
+      out: '',
+      err: "agentcom: E_USAGE: unknown option '--quue' (Did you mean --queue?)\n",
+    });
+    expect(await run(['task', 'get', '--json'])).toEqual({
+      code: 2,
+      out: body("missing required argument 'id'"),
+      err: "agentcom: E_USAGE: missing required argument 'id'\n",
+    });
+  });
+
+  it('prints help and the version as they are, exit 0', async () => {
+    const help = await run(['--json', '--help']);
+    expect(help).toMatchObject({ code: 0, err: '' });
+    expect(help.out).toMatch(/^Usage: agentcom /);
+    expect(await run(['task', 'add', '--help'])).toMatchObject({
+      code: 0,
+      out: expect.stringContaining('--payload <json>'),
+      err: '',
+    });
+    expect(await run(['--version'])).toEqual({ code: 0, out: `${SIDECAR_VERSION}\n`, err: '' });
   });
 });

@@ -20,7 +20,7 @@ import {
   type OperatorIo,
   type TaskListFlags,
 } from './commands';
-import { OperatorError } from './errors';
+import { OperatorError, UsageError } from './errors';
 import { OPERATOR_EXIT_CODES } from './exit-codes';
 import { refuseKeyInArgv } from './settings';
 import type { TaskAddFlags } from './task-input';
@@ -69,14 +69,8 @@ export async function runOperatorCli(argv: readonly string[], io: OperatorIo): P
     .configureOutput({
       writeOut: (text) => io.stdout.write(text),
       writeErr: (text) => io.stderr.write(text),
-      // One line, whatever commander adds (e.g. "(Did you mean --queue?)" on a line of its own).
-      outputError: (text, write) =>
-        write(
-          `agentcom: ${text
-            .replace(/^error: /, '')
-            .trim()
-            .replace(/\s*\n\s*/g, ' ')}\n`,
-        ),
+      // Reported from the CommanderError it throws next, as every failure is (see below).
+      outputError: () => undefined,
     })
     .option('--url <url>', "the hub's URL (AGENTCOM_URL)")
     .option(
@@ -233,8 +227,15 @@ export async function runOperatorCli(argv: readonly string[], io: OperatorIo): P
   try {
     await program.parseAsync([...argv]);
   } catch (err) {
-    if (err instanceof CommanderError) {
+    // `--help` and `--version` (exit 0), and the help a command without its subcommand prints
+    // on stderr (`agentcom task`): printed already.
+    if (err instanceof CommanderError && (err.exitCode === 0 || err.code === 'commander.help')) {
       return err.exitCode === 0 ? OPERATOR_EXIT_CODES.OK : OPERATOR_EXIT_CODES.USAGE;
+    }
+    // An unknown command or option, a missing argument or required option: E_USAGE, reported as
+    // the commands report theirs. The global flags (`--json`) are parsed wherever they stand.
+    if (err instanceof CommanderError) {
+      return new Context(io, program.opts<GlobalFlags>()).fail(UsageError.fromParser(err.message));
     }
     // `--admin-key` (refused while parsing, before any command ran)
     if (err instanceof OperatorError) {

@@ -85,7 +85,9 @@ export interface WaitOptions {
 /**
  * Polls the task until it is `completed`, `failed` or `cancelled`, the timeout runs out, or Ctrl-C.
  * A hub unreachable (or answering 5xx) for less than `transientGraceMs` in a row is waited out
- * (a replica restarting behind the load balancer); other errors are thrown.
+ * (a replica restarting behind the load balancer); other errors are thrown. No request outlives
+ * the timeout; when it runs out before the hub answered at all, the hub's error is thrown, as
+ * there is no task to show.
  */
 export async function waitForTask(
   client: Pick<HubClient, 'getTask'>,
@@ -98,26 +100,40 @@ export async function waitForTask(
   const started = now();
   const deadline = options.timeoutMs === undefined ? undefined : started + options.timeoutMs;
   let last: TaskView | undefined;
+  /** The error of the latest request, while the hub keeps failing. */
+  let failure: unknown;
+  /** When the first of the failing requests in a row was sent. */
   let failingSince: number | undefined;
   try {
     for (;;) {
       if (options.signal.aborted) return { kind: 'interrupted', task: last };
+      const sentAt = now();
+      if (deadline !== undefined && sentAt >= deadline) {
+        // `last` is undefined only after failures (the first request goes out before the deadline).
+        if (last === undefined) throw failure;
+        return { kind: 'timeout', task: last };
+      }
       try {
-        last = await client.getTask(taskId);
+        last = await client.getTask(
+          taskId,
+          deadline === undefined ? {} : { timeoutMs: deadline - sentAt },
+        );
+        failure = undefined;
         failingSince = undefined;
         options.progress.update(last, now() - started);
         if (isTerminalTaskState(last.state)) return { kind: 'finished', task: last };
       } catch (err) {
         if (options.signal.aborted) return { kind: 'interrupted', task: last };
         if (!isTransient(err)) throw err;
-        failingSince ??= now();
+        failure = err;
+        // From when the request was sent: one that times out has taken 30 s to fail.
+        failingSince ??= sentAt;
         if (now() - failingSince >= graceMs) throw err;
-        const message = err instanceof Error ? err.message : String(err);
-        options.progress.note(oneLine(`task ${taskId}: ${message} (trying again)`));
-      }
-      if (deadline !== undefined && now() >= deadline) {
-        if (last === undefined) return { kind: 'timeout', task: await client.getTask(taskId) };
-        return { kind: 'timeout', task: last };
+        // Cut short by the deadline: the wait is over, nothing will be tried again.
+        if (deadline === undefined || now() < deadline) {
+          const message = err instanceof Error ? err.message : String(err);
+          options.progress.note(oneLine(`task ${taskId}: ${message} (trying again)`));
+        }
       }
       const pause = deadline === undefined ? intervalMs : Math.min(intervalMs, deadline - now());
       await sleep(Math.max(0, pause), options.signal);
