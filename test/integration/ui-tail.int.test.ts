@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
+import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
+import { createLogger } from '../../hub/src/logger';
+import { TransitionTailer } from '../../hub/src/ui/transition-tailer';
 import { api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
@@ -191,5 +194,36 @@ describe('agents page: the events stream tail', () => {
     const { taskId: fifth } = await runTask();
     await again.transition((e) => e.task === fifth && e.to === 'working', 'the accept after');
     expect(again.received.filter((e) => compareIds(e.id, before) <= 0)).toEqual([]);
+  });
+});
+
+describe('the tail stopped while Redis is down', () => {
+  it('ends its reading loop at once, so the replica can still stop (the connection neither answers nor fails its read)', async () => {
+    const redis = await startRedis();
+    const connections: Redis[] = [];
+    const tailer = new TransitionTailer({
+      connect: () => {
+        // as hub.ts makes it: commands wait for a reconnect however long Redis is gone
+        const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+        connections.push(connection);
+        return connection;
+      },
+      stream: 'tail-test:events',
+      logger: createLogger({ level: 'silent', hubId: 'tail-test' }),
+      onTransitions: () => undefined,
+      blockMs: 5000,
+    });
+    try {
+      await tailer.start();
+      await redis.stop('SIGKILL');
+      await eventually(() => (connections[0]?.status === 'reconnecting' ? true : undefined), {
+        what: 'the tail connection reconnecting',
+      });
+      tailer.stop(); // the last browser left
+      await withTimeout(tailer.close(), 5000, 'the tailer to close');
+    } finally {
+      for (const connection of connections) connection.disconnect();
+      await redis.dispose();
+    }
   });
 });

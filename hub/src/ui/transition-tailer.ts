@@ -25,11 +25,17 @@ export interface TransitionTailerOptions {
 interface TailRun {
   connection: Redis;
   stopped: boolean;
+  /** Resolves when the run is stopped: a pending read is abandoned then, not awaited. */
+  halted: Promise<void>;
+  halt: () => void;
   /** Resolves once the start point is fixed (never rejects). */
   ready: Promise<void>;
   loop: Promise<void>;
   wakeRetry?: () => void;
 }
+
+/** What {@link TransitionTailer.unlessHalted} answers for a read abandoned by a stop. */
+const HALTED: unique symbol = Symbol('halted');
 
 const errorMessage = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
@@ -74,6 +80,7 @@ export class TransitionTailer {
     if (!run) return;
     this.current = undefined;
     run.stopped = true;
+    run.halt();
     run.wakeRetry?.();
     run.connection.disconnect();
   }
@@ -91,7 +98,16 @@ export class TransitionTailer {
     connection.on('error', () => undefined);
     let markReady!: () => void;
     const ready = new Promise<void>((resolve) => (markReady = resolve));
-    const run: TailRun = { connection, stopped: false, ready, loop: Promise.resolve() };
+    let halt!: () => void;
+    const halted = new Promise<void>((resolve) => (halt = resolve));
+    const run: TailRun = {
+      connection,
+      stopped: false,
+      halted,
+      halt,
+      ready,
+      loop: Promise.resolve(),
+    };
     run.loop = this.run(run, markReady).finally(() => {
       markReady(); // a run stopped before its start point was fixed: nobody waits forever
       this.loops.delete(run.loop);
@@ -108,21 +124,28 @@ export class TransitionTailer {
       try {
         if (lastId === undefined) {
           // The newest entry now ('0-0' for an empty stream): XREAD returns what comes after it.
-          const newest = await run.connection.xrevrange(stream, '+', '-', 'COUNT', 1);
+          const newest = await this.unlessHalted(
+            run,
+            run.connection.xrevrange(stream, '+', '-', 'COUNT', 1),
+          );
+          if (newest === HALTED) break;
           lastId = newest[0]?.[0] ?? '0-0';
           markReady();
           continue;
         }
-        const reply = await run.connection.xread(
-          'COUNT',
-          this.count,
-          'BLOCK',
-          this.blockMs,
-          'STREAMS',
-          stream,
-          lastId,
+        const reply = await this.unlessHalted(
+          run,
+          run.connection.xread(
+            'COUNT',
+            this.count,
+            'BLOCK',
+            this.blockMs,
+            'STREAMS',
+            stream,
+            lastId,
+          ),
         );
-        if (run.stopped) break;
+        if (reply === HALTED || run.stopped) break;
         const entries = reply?.[0]?.[1] ?? [];
         if (entries.length === 0) continue;
         const last = entries[entries.length - 1];
@@ -149,6 +172,16 @@ export class TransitionTailer {
         run.wakeRetry = undefined;
       }
     }
+  }
+
+  /**
+   * The read's reply, or {@link HALTED} once the run is stopped. A connection stopped while it
+   * reconnects (Redis down) neither answers nor fails the read it holds, and a loop awaiting it
+   * would keep `close()`, and so the replica's graceful stop, waiting for ever.
+   */
+  private async unlessHalted<T>(run: TailRun, read: Promise<T>): Promise<T | typeof HALTED> {
+    read.catch(() => undefined); // an abandoned read may still fail: nobody listens then
+    return Promise.race([read, run.halted.then((): typeof HALTED => HALTED)]);
   }
 
   private deliver(events: UiTransition[]): void {
