@@ -52,6 +52,8 @@ export interface HubConfig {
   /** `PING_INTERVAL_MS` (10000) and `PING_TIMEOUT_MS` (5000): Socket.IO liveness of each connection; a silent peer is dropped after their sum (Socket.IO's own defaults, 25 s + 20 s, keep a sidecar on a hung replica too long). */
   readonly pingIntervalMs: number;
   readonly pingTimeoutMs: number;
+  /** `METRICS_LEADER_TTL_MS` (30000): lifetime of the metrics leader's lease (renewed every third of it); a new leader exports the cluster gauges this long after one vanished. */
+  readonly metricsLeaderTtlMs: number;
   /** `EVENTS_MAX_LEN` (10000): approximate cap of the agent transition stream. */
   readonly eventsMaxLen: number;
   /** `LOG_LEVEL` (info). */
@@ -105,6 +107,7 @@ const envSchema = z.object({
   AUTH_FAIL_LIMIT: intMs(1, 1_000_000).default(20),
   TRUST_PROXY: z.enum(['0', '1']).default('0'),
   EVENTS_MAX_LEN: intMs(100, 100_000_000).default(10_000),
+  METRICS_LEADER_TTL_MS: intMs(300, 3_600_000).default(30_000),
   PING_INTERVAL_MS: intMs(100, 600_000).default(10_000),
   PING_TIMEOUT_MS: intMs(100, 600_000).default(5000),
   AGENTCOM_REDIS_PORT: intMs(1, 65535).default(6380),
@@ -171,6 +174,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
     authFailLimit: e.AUTH_FAIL_LIMIT,
     trustProxy: e.TRUST_PROXY === '1',
     eventsMaxLen: e.EVENTS_MAX_LEN,
+    metricsLeaderTtlMs: e.METRICS_LEADER_TTL_MS,
     pingIntervalMs: e.PING_INTERVAL_MS,
     pingTimeoutMs: e.PING_TIMEOUT_MS,
   });

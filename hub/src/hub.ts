@@ -146,10 +146,12 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
   const cancellation = new TaskCancellation({ redis: redis.command, keys, tasks, notifier });
   const cluster = new ClusterGauges({
     redis: redis.command,
+    scripts,
     keys,
     hubId: config.hubId,
     agents,
     queues,
+    leaderTtlMs: config.metricsLeaderTtlMs,
   });
 
   let draining = false;
@@ -261,6 +263,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
   await sweeper.disconnectEarlierSelf();
   leases.start();
   sweeper.start();
+  cluster.start();
   await app.listen({ port: config.port, host: config.host });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
@@ -293,6 +296,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
       // 4. timers, HTTP, BullMQ, Redis, in that order
       await sweeper.stop();
       await leases.stop();
+      await cluster.stop();
       await app.close().catch(() => undefined);
       await queues.close();
       await redis.close();

@@ -190,6 +190,9 @@ export class Dispatcher {
           'task failed: stalled too often',
         );
         await job.moveToFailed(new UnrecoverableError(job.deferredFailure), claim.token, false);
+        // No agent reports this failure, so the replica that applied it counts it: the claim's
+        // token is the job's lock, so only one replica's moveToFailed goes through.
+        this.options.metrics.tasksFailed.inc({ queue: claim.queue, outcome: 'failed' });
       } else {
         const outcome = await this.assign(claim, job);
         if (outcome !== 'cancelled') return outcome === 'assigned' || outcome === 'gone';
@@ -257,6 +260,8 @@ export class Dispatcher {
       if (stored.reason === 'conflict' && stored.field === '@absent') {
         const error = new UnrecoverableError(`${CANCELLED_PREFIX}${stored.actual}`);
         await job.moveToFailed(error, token, false);
+        // counted here as a reported cancellation is (no agent is left to report this one)
+        this.options.metrics.tasksFailed.inc({ queue: claim.queue, outcome: 'cancelled' });
         return 'cancelled';
       }
       // The agent went away between claim and assignment: the task goes straight back.
@@ -271,6 +276,7 @@ export class Dispatcher {
       attemptsStarted: job.attemptsStarted,
       attempts: job.opts.attempts ?? 1,
       delay: job.opts.delay ?? 0,
+      failedBefore: (job.stacktrace ?? []).length > 0,
     });
     return 'assigned';
   }
@@ -293,7 +299,9 @@ export class Dispatcher {
       ...(data.timeoutMs !== undefined ? { timeoutMs: data.timeoutMs } : {}),
     });
     this.assignedCount++;
-    if (task.attemptsStarted <= 1 && task.attemptsMade === 0) {
+    // Only the first push of a task: an operator's retry resets attemptsMade and attemptsStarted
+    // (BullMQ's reprocessJob), but it only retries a failed task, whose failure left its trace.
+    if (task.attemptsStarted <= 1 && task.attemptsMade === 0 && !task.failedBefore) {
       const readyAt = task.timestamp + task.delay;
       const latencyMs = Math.max(0, this.options.agents.now() - readyAt);
       this.options.metrics.dispatchLatency.observe({ queue }, latencyMs / 1000);
@@ -317,6 +325,8 @@ interface AssignedTask {
   attemptsStarted: number;
   attempts: number;
   delay: number;
+  /** The task failed before (an operator retried it): its next push is not its first. */
+  failedBefore: boolean;
 }
 
 /** A job hash as `claimAndFetch` returns it (BullMQ's field names), read like BullMQ's Job. */
@@ -331,5 +341,20 @@ function assignedTask(job: FetchedJob): AssignedTask {
     attemptsStarted: Number(fields.ats ?? 0),
     attempts: opts.attempts ?? 1,
     delay: opts.delay ?? 0,
+    failedBefore: hasTraces(fields.stacktrace),
   };
+}
+
+/**
+ * True when a job's `stacktrace` field lists a failure: every `moveToFailed` appends one (no task
+ * sets `stackTraceLimit`), and an operator's retry (`reprocessJob`) keeps them.
+ */
+function hasTraces(stacktrace: string | undefined): boolean {
+  if (!stacktrace) return false;
+  try {
+    const traces: unknown = JSON.parse(stacktrace);
+    return Array.isArray(traces) && traces.length > 0;
+  } catch {
+    return false;
+  }
 }

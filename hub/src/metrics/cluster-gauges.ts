@@ -4,7 +4,9 @@ import { AGENT_STATES } from '@agentcom/shared';
 import type { AgentStore } from '../fsm/agent-store';
 import type { QueueRegistry } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
+import type { AgentScripts } from '../redis/scripts';
 
+/** Default lifetime of the metrics lease (`METRICS_LEADER_TTL_MS`); the leader renews it every third of it. */
 const LEADER_TTL_MS = 30_000;
 const QUEUE_STATES = [
   'waiting',
@@ -19,19 +21,33 @@ const QUEUE_STATES = [
  * Cluster-wide gauges read from Redis: agents by state, tasks by queue and state. Only the
  * metrics leader exports them (a Redis lease any replica can take when it lapses), so scraping all
  * replicas and summing never counts them twice. Query them with `max without (hub)` or `sum`.
+ *
+ * Every replica runs a timer of its own (a third of the lease's TTL): the leader extends its
+ * lease, the others take it once it lapsed. Renewing on scrapes alone let the lease lapse whenever
+ * Prometheus scraped less often than the TTL (its default is 60 s), and the next replica scraped
+ * took over while the old leader's series were still live: both exported them.
  */
 export class ClusterGauges {
   private readonly registry = new Registry();
+  private readonly ttlMs: number;
+  private timer: NodeJS.Timeout | undefined;
+  private renewing: Promise<boolean> | undefined;
+  private rendering: Promise<string> | undefined;
+  private stopped = false;
 
   constructor(
     private readonly options: {
       redis: Redis;
+      scripts: Pick<AgentScripts, 'replaceIfEquals' | 'delIfEquals'>;
       keys: RedisKeys;
       hubId: string;
       agents: AgentStore;
       queues: QueueRegistry;
+      /** Lifetime of the lease (default {@link LEADER_TTL_MS}). */
+      leaderTtlMs?: number;
     },
   ) {
+    this.ttlMs = options.leaderTtlMs ?? LEADER_TTL_MS;
     const { agents, queues } = options;
     new Gauge({
       name: 'agentcom_agents',
@@ -65,18 +81,66 @@ export class ClusterGauges {
     });
   }
 
-  /** True when this replica holds (or just took) the metrics lease. */
-  async isLeader(): Promise<boolean> {
-    const { redis, keys, hubId } = this.options;
-    const taken = await redis.set(keys.metricsLeader, hubId, 'PX', LEADER_TTL_MS, 'NX');
-    if (taken === 'OK') return true;
-    if ((await redis.get(keys.metricsLeader)) !== hubId) return false;
-    await redis.pexpire(keys.metricsLeader, LEADER_TTL_MS);
-    return true;
+  /** Starts renewing (or trying to take) the lease, at once and then every third of its TTL. */
+  start(): void {
+    if (this.timer || this.stopped) return;
+    this.renew();
+    this.timer = setInterval(() => this.renew(), Math.max(1, Math.floor(this.ttlMs / 3)));
+    this.timer.unref();
   }
 
-  /** The gauges' exposition text, or '' when another replica is the leader. */
-  async render(): Promise<string> {
+  /**
+   * Stops renewing and gives the lease up, so another replica takes it at its next renewal rather
+   * than when the TTL runs out. A replica that lost Redis leaves the lease to lapse instead:
+   * waiting for Redis would hold up its close.
+   */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    const { redis, scripts, keys, hubId } = this.options;
+    if (redis.status !== 'ready') return;
+    // a renewal still running could take the lease again after it was given up
+    await this.renewing;
+    await scripts.delIfEquals(keys.metricsLeader, hubId).catch(() => undefined);
+  }
+
+  /** One renewal at a time: while Redis does not answer, further ticks are skipped. */
+  private renew(): void {
+    if (this.renewing) return;
+    this.renewing = this.isLeader()
+      .catch(() => false)
+      .finally(() => {
+        this.renewing = undefined;
+      });
+  }
+
+  /**
+   * True when this replica holds (or just took) the metrics lease. Extending it is one script
+   * (compare-and-extend): a GET then a PEXPIRE could extend a lease that lapsed and was taken by
+   * another replica in between.
+   */
+  async isLeader(): Promise<boolean> {
+    if (this.stopped) return false;
+    const { redis, scripts, keys, hubId } = this.options;
+    const taken = await redis.set(keys.metricsLeader, hubId, 'PX', this.ttlMs, 'NX');
+    if (taken === 'OK') return true;
+    return (await scripts.replaceIfEquals(keys.metricsLeader, hubId, hubId, this.ttlMs)) === 1;
+  }
+
+  /**
+   * The gauges' exposition text, or '' when another replica is the leader. Concurrent scrapes
+   * share one reading: while Redis does not answer, each scrape would otherwise queue more
+   * commands behind the first.
+   */
+  render(): Promise<string> {
+    this.rendering ??= this.read().finally(() => {
+      this.rendering = undefined;
+    });
+    return this.rendering;
+  }
+
+  private async read(): Promise<string> {
     return (await this.isLeader()) ? this.registry.metrics() : '';
   }
 }

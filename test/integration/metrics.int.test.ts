@@ -1,0 +1,232 @@
+import { randomBytes } from 'node:crypto';
+import type { TaskView } from '@agentcom/shared';
+import type { Hub } from '../../hub/src/hub';
+import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
+import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { TestAgent, withTimeout } from '../helpers/test-agent';
+
+type TestHub = Hub & { url: string };
+
+/** Sums the samples of one metric (optionally filtered by a label) over Prometheus texts. */
+function sumMetric(texts: string[], name: string, label?: string): number {
+  let total = 0;
+  for (const text of texts) {
+    for (const line of text.split('\n')) {
+      if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+      if (label && !line.includes(label)) continue;
+      total += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+  }
+  return total;
+}
+
+const scrape = async (hub: TestHub): Promise<string> => {
+  const response = await fetch(`${hub.url}/metrics`, {
+    headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` },
+  });
+  expect(response.status).toBe(200);
+  return response.text();
+};
+const scrapeAll = (hubs: TestHub[]): Promise<string[]> => Promise.all(hubs.map(scrape));
+const exportsClusterGauges = (text: string): boolean => text.includes('agentcom_agents{');
+
+describe('metrics', () => {
+  let redis: RedisProcess;
+  const hubs: TestHub[] = [];
+  const agents: TestAgent[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterEach(async () => {
+    for (const agent of agents.splice(0)) agent.close();
+    for (const hub of hubs.splice(0)) await hub.close();
+  });
+  afterAll(async () => {
+    await redis.dispose();
+  });
+
+  /** `n` replicas sharing a fresh prefix (a cluster of their own). */
+  const startHubs = async (n: number, env: Record<string, string> = {}): Promise<TestHub[]> => {
+    const prefix = `m${randomBytes(3).toString('hex')}`;
+    const started: TestHub[] = [];
+    for (let i = 0; i < n; i++) {
+      const hub = await startTestHub(redis.url, {
+        AGENTCOM_PREFIX: prefix,
+        HUB_ID: `hub-${i}-${prefix}`,
+        ...env,
+      });
+      hubs.push(hub);
+      started.push(hub);
+    }
+    return started;
+  };
+  const register = async (hub: TestHub, queue: string): Promise<TestAgent> => {
+    const agent = await TestAgent.register(hub.url, `agent-${randomBytes(4).toString('hex')}`, [
+      queue,
+    ]);
+    agents.push(agent);
+    return agent;
+  };
+  const newQueue = () => `q-${randomBytes(4).toString('hex')}`;
+  const taskIn = async (hub: TestHub, id: string, state: string): Promise<TaskView> =>
+    eventually(
+      async () => {
+        const view = (await api<TaskView>(hub.url, 'GET', `/v1/tasks/${id}`)).body;
+        return view.state === state ? view : undefined;
+      },
+      { what: `task ${id} ${state}`, timeoutMs: 20_000 },
+    );
+
+  it('counts a task failed for stalling too often once, on the replica that failed it', async () => {
+    const [a, b] = await startHubs(2, { MAX_STALLED_COUNT: '0', LEASE_MS: '1000' });
+    const queue = newQueue();
+    const agent = await register(a!, queue);
+    const assigned = agent.nextAssignment();
+    const created = await api<{ id: string }>(a!.url, 'POST', '/v1/tasks', {
+      queue,
+      payload: {},
+      attempts: 3,
+    });
+    await agent.accept(await assigned);
+    agent.close();
+    await register(b!, queue);
+    const task = await taskIn(a!, created.body.id, 'failed');
+    expect(task.error).toMatch(/stalled more than allowable limit/);
+    const label = `queue="${queue}",outcome="failed"`;
+    await eventually(
+      async () =>
+        sumMetric(await scrapeAll([a!, b!]), 'agentcom_tasks_failed_total', label) >= 1
+          ? true
+          : undefined,
+      { what: 'the stalled failure counted' },
+    );
+    const texts = await scrapeAll([a!, b!]);
+    expect(sumMetric(texts, 'agentcom_tasks_failed_total', label)).toBe(1);
+    expect(sumMetric(texts, 'agentcom_tasks_failed_total', `queue="${queue}"`)).toBe(1);
+  });
+
+  it('counts a running task cancelled after its agent vanished once, as cancelled', async () => {
+    const [a, b] = await startHubs(2, { LEASE_MS: '1000' });
+    const queue = newQueue();
+    const agent = await register(a!, queue);
+    const assigned = agent.nextAssignment();
+    const created = await api<{ id: string }>(a!.url, 'POST', '/v1/tasks', { queue, payload: {} });
+    await agent.accept(await assigned);
+    agent.close();
+    const cancelled = await api<{ cancelRequested?: boolean }>(
+      b!.url,
+      'POST',
+      `/v1/tasks/${created.body.id}/cancel`,
+    );
+    expect(cancelled.body.cancelRequested).toBe(true);
+    // the stalled checker puts the task back to wait, where the next claim finds it cancelled
+    const rescuer = await register(b!, queue);
+    await taskIn(a!, created.body.id, 'cancelled');
+    expect(rescuer.assignments).toHaveLength(0);
+    const label = `queue="${queue}",outcome="cancelled"`;
+    await eventually(
+      async () =>
+        sumMetric(await scrapeAll([a!, b!]), 'agentcom_tasks_failed_total', label) >= 1
+          ? true
+          : undefined,
+      { what: 'the cancellation counted' },
+    );
+    const texts = await scrapeAll([a!, b!]);
+    expect(sumMetric(texts, 'agentcom_tasks_failed_total', label)).toBe(1);
+    expect(sumMetric(texts, 'agentcom_tasks_failed_total', `queue="${queue}"`)).toBe(1);
+  });
+
+  it("observes a task's dispatch latency at its first push only, not again after an operator's retry", async () => {
+    const [a] = await startHubs(1);
+    const queue = newQueue();
+    const agent = await register(a!, queue);
+    let assigned = agent.nextAssignment();
+    const created = await api<{ id: string }>(a!.url, 'POST', '/v1/tasks', {
+      queue,
+      payload: {},
+      attempts: 1,
+    });
+    const first = await assigned;
+    await agent.accept(first);
+    await agent.send('task:fail', {
+      taskId: first.task.id,
+      token: first.token,
+      error: 'nope',
+      retryable: false,
+    });
+    await taskIn(a!, created.body.id, 'failed');
+    assigned = agent.nextAssignment(); // the push may arrive before the retry's answer
+    expect((await api(a!.url, 'POST', `/v1/tasks/${created.body.id}/retry`)).status).toBe(200);
+    const again = await assigned;
+    expect(again).toMatchObject({ task: { id: created.body.id }, attempt: 1 });
+    await agent.accept(again);
+    expect(await agent.complete(again, 'second go')).toEqual({ ok: true });
+    const text = await scrape(a!);
+    expect(sumMetric([text], 'agentcom_tasks_completed_total', `queue="${queue}"`)).toBe(1);
+    expect(sumMetric([text], 'agentcom_dispatch_latency_seconds_count', `queue="${queue}"`)).toBe(
+      1,
+    );
+  });
+
+  it('keeps the cluster gauges on one live leader between sparse scrapes; another replica takes over once it closes', async () => {
+    const ttlMs = 600;
+    const [a, b] = await startHubs(2, { METRICS_LEADER_TTL_MS: String(ttlMs) });
+    // whoever took the lease at start, the first replica to see it lapse would take it next
+    const texts = await scrapeAll([a!, b!]);
+    const leader = exportsClusterGauges(texts[0]!) ? a! : b!;
+    const other = leader === a ? b! : a!;
+    expect(texts.filter(exportsClusterGauges)).toHaveLength(1);
+    // Prometheus scraping less often than the TTL: nothing renews the lease but the replicas
+    for (let round = 0; round < 3; round++) {
+      await new Promise((resolve) => setTimeout(resolve, 2 * ttlMs));
+      expect(exportsClusterGauges(await scrape(other))).toBe(false);
+      expect(exportsClusterGauges(await scrape(leader))).toBe(true);
+    }
+    await leader.close();
+    hubs.splice(hubs.indexOf(leader), 1);
+    await eventually(async () => (exportsClusterGauges(await scrape(other)) ? true : undefined), {
+      what: 'the other replica to export the cluster gauges',
+      timeoutMs: 3 * ttlMs,
+    });
+  });
+});
+
+describe('metrics while Redis is down', () => {
+  let redis: RedisProcess;
+  let hub: TestHub | undefined;
+  let down = false;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(async () => {
+    // a hub closes with Redis there (a failed test may leave it stopped)
+    if (down) await redis.restart();
+    await hub?.close();
+    await redis.dispose();
+  });
+
+  it("answers /metrics with this replica's metrics, without the cluster gauges, while Redis is down", async () => {
+    hub = await startTestHub(redis.url);
+    const before = await scrape(hub);
+    expect(exportsClusterGauges(before)).toBe(true);
+    await redis.stop('SIGKILL');
+    down = true;
+    await eventually(() => (hub!.redis.command.status !== 'ready' ? true : undefined), {
+      what: 'the hub to see Redis gone',
+    });
+    const started = Date.now();
+    const during = await withTimeout(scrape(hub), 5000, '/metrics while Redis is down');
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(during).toContain('agentcom_redis_errors_total');
+    expect(during).toContain('agentcom_sockets');
+    expect(during).toContain('agentcom_process_cpu_seconds_total');
+    expect(exportsClusterGauges(during)).toBe(false);
+    await redis.restart();
+    down = false;
+    await eventually(async () => (exportsClusterGauges(await scrape(hub!)) ? true : undefined), {
+      what: 'the cluster gauges back with Redis',
+    });
+  });
+});
