@@ -7,12 +7,30 @@ import { eventually } from '../helpers/hub';
 import { HUB_MAIN, ROOT, TestProcess } from '../helpers/processes';
 import { freePort } from '../helpers/redis-server';
 
-function startHub(env: Record<string, string>, path = process.env.PATH ?? ''): TestProcess {
+/** `detached`: the hub leads a process group of its own, as a command started in a terminal. */
+function startHub(
+  env: Record<string, string>,
+  path = process.env.PATH ?? '',
+  detached = false,
+): TestProcess {
   const child = spawn(process.execPath, [HUB_MAIN], {
     env: { PATH: path, HOME: process.env.HOME ?? '/tmp', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached,
   });
   return new TestProcess('hub', child);
+}
+
+/** Resolves once the hub on `port` is ready; fails with its output if it exits first. */
+async function ready(hub: TestProcess, port: number): Promise<void> {
+  await eventually(
+    async () => {
+      if (!hub.running) throw new Error(hub.output);
+      const response = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
+      return response?.status === 200 ? true : undefined;
+    },
+    { what: 'embedded hub ready' },
+  );
 }
 
 jest.setTimeout(240_000);
@@ -65,14 +83,7 @@ describe('agentcom-hub as a process', () => {
       AGENTCOM_REDIS_PORT: String(redisPort),
     });
     try {
-      await eventually(
-        async () => {
-          if (!hub.running) throw new Error(hub.output);
-          const response = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
-          return response?.status === 200 ? true : undefined;
-        },
-        { what: 'embedded hub ready' },
-      );
+      await ready(hub, port);
       const key = /generated admin key: (\S+)/.exec(hub.output)?.[1];
       expect(key).toBeDefined();
       const agents = await fetch(`http://127.0.0.1:${port}/v1/agents`, {
@@ -93,11 +104,8 @@ describe('agentcom-hub as a process', () => {
   it('with the embedded redis-server, stops cleanly on Ctrl-C (SIGINT to its whole process group)', async () => {
     const port = await freePort();
     const redisPort = await freePort();
-    // the hub leads a process group of its own, as a command started in a terminal does
-    const child = spawn(process.execPath, [HUB_MAIN], {
-      env: {
-        PATH: process.env.PATH ?? '',
-        HOME: process.env.HOME ?? '/tmp',
+    const hub = startHub(
+      {
         AGENTCOM_DEV: '1',
         PORT: String(port),
         HOST: '127.0.0.1',
@@ -106,20 +114,12 @@ describe('agentcom-hub as a process', () => {
         // the stop waits a while before it closes anything
         SHUTDOWN_DELAY_MS: '2000',
       },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
-    const hub = new TestProcess('hub', child);
+      undefined,
+      true,
+    );
     try {
-      await eventually(
-        async () => {
-          if (!hub.running) throw new Error(hub.output);
-          const response = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
-          return response?.status === 200 ? true : undefined;
-        },
-        { what: 'embedded hub ready' },
-      );
-      process.kill(-child.pid!, 'SIGINT');
+      await ready(hub, port);
+      process.kill(-hub.child.pid!, 'SIGINT');
       await eventually(() => (hub.output.includes('"shutting down"') ? true : undefined), {
         what: 'the graceful stop to begin',
       });

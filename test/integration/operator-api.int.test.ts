@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { TaskAssign, TaskView } from '@agentcom/shared';
 import type { Hub } from '../../hub/src/hub';
 import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
+import { sumMetric } from '../helpers/metrics';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
 
@@ -9,19 +10,6 @@ const NO_AUTH = {};
 const basic = (password: string) => ({
   authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}`,
 });
-
-/** Sums the samples of one metric (optionally filtered by a label) over Prometheus texts. */
-function sumMetric(texts: string[], name: string, label?: string): number {
-  let total = 0;
-  for (const text of texts) {
-    for (const line of text.split('\n')) {
-      if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-      if (label && !line.includes(label)) continue;
-      total += Number(line.slice(line.lastIndexOf(' ') + 1));
-    }
-  }
-  return total;
-}
 
 describe('operator API: tasks, agents, queues, metrics, Bull Board, docs', () => {
   let redis: RedisProcess;
