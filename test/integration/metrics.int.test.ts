@@ -66,6 +66,24 @@ describe('metrics', () => {
       { what: `task ${id} ${state}`, timeoutMs: 20_000 },
     );
 
+  /**
+   * Waits until the replicas together count one final outcome of the queue's task, then checks
+   * that it is counted once, under `outcome` alone.
+   */
+  const expectCountedOnce = async (replicas: TestHub[], queue: string, outcome: string) => {
+    const label = `queue="${queue}",outcome="${outcome}"`;
+    await eventually(
+      async () =>
+        sumMetric(await scrapeAll(replicas), 'agentcom_tasks_failed_total', label) >= 1
+          ? true
+          : undefined,
+      { what: `the ${outcome} task counted` },
+    );
+    const texts = await scrapeAll(replicas);
+    expect(sumMetric(texts, 'agentcom_tasks_failed_total', label)).toBe(1);
+    expect(sumMetric(texts, 'agentcom_tasks_failed_total', `queue="${queue}"`)).toBe(1);
+  };
+
   it('counts a task failed for stalling too often once, on the replica that failed it', async () => {
     const [a, b] = await startHubs(2, { MAX_STALLED_COUNT: '0', LEASE_MS: '1000' });
     const queue = newQueue();
@@ -81,17 +99,7 @@ describe('metrics', () => {
     await register(b!, queue);
     const task = await taskIn(a!, created.body.id, 'failed');
     expect(task.error).toMatch(/stalled more than allowable limit/);
-    const label = `queue="${queue}",outcome="failed"`;
-    await eventually(
-      async () =>
-        sumMetric(await scrapeAll([a!, b!]), 'agentcom_tasks_failed_total', label) >= 1
-          ? true
-          : undefined,
-      { what: 'the stalled failure counted' },
-    );
-    const texts = await scrapeAll([a!, b!]);
-    expect(sumMetric(texts, 'agentcom_tasks_failed_total', label)).toBe(1);
-    expect(sumMetric(texts, 'agentcom_tasks_failed_total', `queue="${queue}"`)).toBe(1);
+    await expectCountedOnce([a!, b!], queue, 'failed');
   });
 
   it('counts a running task cancelled after its agent vanished once, as cancelled', async () => {
@@ -112,17 +120,7 @@ describe('metrics', () => {
     const rescuer = await register(b!, queue);
     await taskIn(a!, created.body.id, 'cancelled');
     expect(rescuer.assignments).toHaveLength(0);
-    const label = `queue="${queue}",outcome="cancelled"`;
-    await eventually(
-      async () =>
-        sumMetric(await scrapeAll([a!, b!]), 'agentcom_tasks_failed_total', label) >= 1
-          ? true
-          : undefined,
-      { what: 'the cancellation counted' },
-    );
-    const texts = await scrapeAll([a!, b!]);
-    expect(sumMetric(texts, 'agentcom_tasks_failed_total', label)).toBe(1);
-    expect(sumMetric(texts, 'agentcom_tasks_failed_total', `queue="${queue}"`)).toBe(1);
+    await expectCountedOnce([a!, b!], queue, 'cancelled');
   });
 
   it("observes a task's dispatch latency at its first push only, not again after an operator's retry", async () => {
