@@ -19,7 +19,26 @@ export interface RedisProcess {
   dispose(): Promise<void>;
 }
 
+/** Ports {@link freePort} gave out in this process: none is given twice. */
+const handedOut = new Set<number>();
+
+/**
+ * A loopback port nothing listens on now, never one this process was given before: two calls in a
+ * row can otherwise get the same port back from the kernel (a hub's HTTP port and its embedded
+ * Redis's once collided that way), as nothing listens on the first until it is used.
+ */
 export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = await unusedPort();
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error('no fresh free port in 50 tries');
+}
+
+function unusedPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
