@@ -10,8 +10,10 @@ DEMO_TASKS ?=
 
 help:
 	@echo "make demo   start Redis, 3 hub replicas and 4 sidecars, and run tasks (DEMO_TASKS=N to run N and exit)"
-	@echo "make test   build and run every test (unit, integration, end-to-end) against real redis-server processes"
-	@echo "make ci     what CI runs: install what is missing, format check, lint, typecheck, tests, demo"
+	@echo "make test   build and run every test (unit, integration, end-to-end, browser, fault) with real processes"
+	@echo "make ci     what CI runs: install what is missing, format check, lint, typecheck, tests, pack-test, demo"
+	@echo "make cluster [N=3] / make cluster-down   Redis, N hubs and HAProxy on loopback (the compose topology)"
+	@echo "make test-faults [FULL=1], make pack-test, make bench [QUICK=1]: see README.md"
 
 ## Installs what a fresh machine lacks: node_modules (npm ci) and, through apt-get, the Debian
 ## packages the tests drive for real: redis-server, haproxy, nginx, chromium.

@@ -24,8 +24,13 @@ const pidsFile = join(dir, 'pids');
 const stateFile = join(dir, 'cluster.json');
 
 const log = (line) => process.stdout.write(`${line}\n`);
+/** Set once `up` started a process: a failure after that leaves it running for `down` to stop. */
+let started = false;
 const fail = (line) => {
-  process.stderr.write(`cluster: ${line}\n`);
+  const hint = started
+    ? '\ncluster: what started is still running: `make cluster-down` stops it'
+    : '';
+  process.stderr.write(`cluster: ${line}${hint}\n`);
   process.exit(1);
 };
 
@@ -39,14 +44,51 @@ function readPids() {
       return { name, pid: Number(pid) };
     });
 }
-const recordPid = (name, pid) => writeFileSync(pidsFile, `${name} ${pid}\n`, { flag: 'a' });
-const alive = (pid) => {
+const recordPid = (name, pid) => {
+  started = true;
+  writeFileSync(pidsFile, `${name} ${pid}\n`, { flag: 'a' });
+};
+
+/** What the command line of each recorded process contains. */
+const commandOfName = (name) =>
+  name.startsWith('hub')
+    ? join(root, 'hub', 'dist', 'main.js')
+    : name === 'haproxy'
+      ? 'haproxy'
+      : 'redis-server';
+
+/**
+ * The state and command line of process `pid` (Linux: procfs; elsewhere: ps), or undefined when
+ * there is none.
+ */
+function processInfo(pid) {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+    const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+    return { state, args };
   } catch {
-    return false;
+    if (existsSync('/proc/self/stat')) return undefined; // procfs, and no such process
   }
+  const ps = spawnSync('ps', ['-o', 'stat=', '-o', 'args=', '-p', String(pid)], {
+    encoding: 'utf8',
+  });
+  const line = ps.status === 0 ? ps.stdout.trim() : '';
+  if (!line) return undefined;
+  const [state = '', ...args] = line.split(/\s+/);
+  return { state, args: args.join(' ') };
+}
+
+/**
+ * Whether the process recorded as `name` still runs: alive, not a zombie, and still the program
+ * `up` started. A pids file outlives its processes (a reboot, a kill -9): its pids may have been
+ * reused by anything since, which `down` must not signal and `up` must not take for a cluster.
+ */
+const alive = (name, pid) => {
+  const info = processInfo(pid);
+  return (
+    info !== undefined && !info.state.startsWith('Z') && info.args.includes(commandOfName(name))
+  );
 };
 
 async function waitFor(what, check, timeoutMs = 20_000) {
@@ -87,7 +129,7 @@ function startHub(index, state) {
 }
 
 async function up(count) {
-  if (readPids().some(({ pid }) => alive(pid)))
+  if (readPids().some(({ name, pid }) => alive(name, pid)))
     fail(`already running (see ${pidsFile}); run \`make cluster-down\` first`);
   for (const tool of ['redis-server', 'haproxy']) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0)
@@ -162,6 +204,15 @@ async function up(count) {
   log(`state         ${stateFile}; stop with \`make cluster-down\``);
 }
 
+/** Sends `sig`; a process that ended meanwhile is fine. */
+const signal = (pid, sig) => {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // gone already
+  }
+};
+
 async function down() {
   const pids = readPids();
   if (pids.length === 0) {
@@ -171,15 +222,15 @@ async function down() {
   // hubs first (graceful), then the balancer, then Redis
   const order = (name) => (name.startsWith('hub') ? 0 : name === 'haproxy' ? 1 : 2);
   for (const group of [0, 1, 2]) {
-    const members = pids.filter((p) => order(p.name) === group && alive(p.pid));
-    for (const { pid } of members) process.kill(pid, 'SIGTERM');
+    const members = pids.filter((p) => order(p.name) === group && alive(p.name, p.pid));
+    for (const { pid } of members) signal(pid, 'SIGTERM');
     const deadline = Date.now() + 20_000;
-    while (members.some(({ pid }) => alive(pid)) && Date.now() < deadline)
+    while (members.some(({ name, pid }) => alive(name, pid)) && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 100));
     for (const { name, pid } of members) {
-      if (alive(pid)) {
+      if (alive(name, pid)) {
         log(`cluster: ${name} (${pid}) ignored SIGTERM: SIGKILL`);
-        process.kill(pid, 'SIGKILL');
+        signal(pid, 'SIGKILL');
       }
     }
   }

@@ -13,9 +13,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
  */
 export function renderHaproxyConfig({ bind, statsBind, servers, dockerDns = false }) {
   const template = readFileSync(join(root, 'docker', 'haproxy.cfg.template'), 'utf8');
-  const lines = servers
-    .map(({ name, address }) => `  server ${name} ${address} check cookie ${name}`)
-    .join('\n');
+  const lines = servers.map(({ name, address }) => `  server ${name} ${address} check`).join('\n');
   // compose: re-resolve hub names through Docker's DNS, so a restarted container's new IP is used
   const resolvers = dockerDns
     ? 'resolvers docker\n  nameserver dns 127.0.0.11:53\n  hold valid 5s\n'

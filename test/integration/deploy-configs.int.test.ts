@@ -1,9 +1,65 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import { parse } from 'yaml';
+import { loadConfig } from '../../hub/src/config';
 import { ROOT } from '../helpers/processes';
+
+type Compose = {
+  services: Record<string, Record<string, unknown>>;
+  volumes?: Record<string, unknown>;
+};
+const readCompose = (): Compose =>
+  parse(readFileSync(join(ROOT, 'docker', 'compose.yaml'), 'utf8'), { merge: true }) as Compose;
+const DOCKERFILES = ['hub.Dockerfile', 'sidecar.Dockerfile'];
+const readDockerfile = (name: string): string => readFileSync(join(ROOT, 'docker', name), 'utf8');
+
+/**
+ * `.dockerignore` as Docker applies it (moby's patternmatcher): patterns from the context root,
+ * `*` within a path segment, `**` across segments, `!` re-includes, the last matching pattern
+ * wins, and a path is excluded when it or one of its parent directories is.
+ */
+function dockerIgnore(text: string): (path: string) => boolean {
+  const rules = text
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '' && !line.startsWith('#'))
+    .map((line) => {
+      const negate = line.startsWith('!');
+      const pattern = posix.normalize(negate ? line.slice(1).trim() : line).replace(/^\/+/, '');
+      let source = '';
+      for (let i = 0; i < pattern.length; i++) {
+        const ch = pattern[i]!;
+        if (ch === '*' && pattern[i + 1] === '*') {
+          i++;
+          if (pattern[i + 1] === '/') i++;
+          source += i + 1 >= pattern.length ? '.*' : '(.*/)?';
+        } else if (ch === '*') source += '[^/]*';
+        else if (ch === '?') source += '[^/]';
+        else source += ch.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+      }
+      return { negate, regex: new RegExp(`^${source}$`) };
+    });
+  return (path) => {
+    const parts = path.split('/');
+    let excluded = false;
+    for (const { negate, regex } of rules) {
+      const hit = parts.some((_, i) => regex.test(parts.slice(0, i + 1).join('/')));
+      if (hit) excluded = !negate;
+    }
+    return excluded;
+  };
+}
+
+/** The files of the build context (the repository root less what `.dockerignore` excludes). */
+function contextFiles(excluded: (path: string) => boolean, dir = ''): string[] {
+  return readdirSync(join(ROOT, dir), { withFileTypes: true }).flatMap((entry) => {
+    const path = dir ? `${dir}/${entry.name}` : entry.name;
+    if (excluded(path)) return []; // no `!` pattern re-includes anything under an excluded dir
+    return entry.isDirectory() ? contextFiles(excluded, path) : [path];
+  });
+}
 
 /** No Docker engine runs here: these checks are what can be proven about the files without one. */
 describe('deployment files', () => {
@@ -27,12 +83,7 @@ describe('deployment files', () => {
     );
 
   it('compose: Redis with AOF and noeviction, 3 hubs with health checks, HAProxy gated on healthy hubs, a sidecar', () => {
-    const compose = parse(readFileSync(join(ROOT, 'docker', 'compose.yaml'), 'utf8'), {
-      merge: true,
-    }) as {
-      services: Record<string, Record<string, unknown>>;
-    };
-    const { services } = compose;
+    const { services } = readCompose();
     expect(Object.keys(services).sort()).toEqual([
       'haproxy',
       'hub1',
@@ -94,6 +145,145 @@ describe('deployment files', () => {
     const text = render('loopback');
     expect(text).toContain('option httpchk GET /readyz');
     expect(text).toContain('timeout tunnel 1h');
+  });
+
+  /** A duration of HAProxy or nginx (`75s`, `1h`, `500ms`, bare seconds for nginx) in ms. */
+  const durationMs = (value: string): number => {
+    const match = /^(\d+)(ms|s|m|h)?$/.exec(value);
+    if (!match) throw new Error(`not a duration: ${value}`);
+    const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? 's']!;
+    return Number(match[1]) * unit;
+  };
+
+  it("HAProxy and nginx: no stickiness (the hubs take websockets only), idle timeouts above the hub's ping period", () => {
+    const hub = loadConfig({ AGENTCOM_DEV: '1' });
+    const silentFor = hub.pingIntervalMs + hub.pingTimeoutMs;
+    for (const text of [render('compose'), render('loopback')]) {
+      // a SERVERID cookie pinned dashboards and API clients to one replica for nothing
+      expect(text).not.toMatch(/^\s*cookie\b|\bcheck cookie\b/m);
+      const tunnel = /^\s*timeout tunnel (\S+)$/m.exec(text)?.[1];
+      expect(durationMs(tunnel ?? '0')).toBeGreaterThan(silentFor);
+    }
+    const nginx = readFileSync(join(ROOT, 'docker', 'nginx.conf'), 'utf8').replace(/#.*$/gm, '');
+    expect(nginx).not.toMatch(/\b(sticky|ip_hash|hash \$)/);
+    for (const directive of ['proxy_read_timeout', 'proxy_send_timeout']) {
+      const value = new RegExp(`${directive} (\\S+);`).exec(nginx)?.[1];
+      expect(durationMs(value ?? '0')).toBeGreaterThan(silentFor);
+    }
+  });
+
+  it('.dockerignore keeps host builds, node_modules and local state out of the context, and every COPY source in', () => {
+    const file = join(ROOT, '.dockerignore');
+    expect(existsSync(file)).toBe(true);
+    const excluded = dockerIgnore(readFileSync(file, 'utf8'));
+    // what a developer's checkout holds after `make build`, `make demo`, `make cluster`
+    for (const path of [
+      '.git/config',
+      'node_modules/zod/package.json',
+      'sidecar/node_modules/commander/package.json',
+      'hub/dist/main.js',
+      'shared/dist/index.js',
+      'sidecar/dist/cli.js',
+      'sidecar/build/cli.js',
+      'hub/tsconfig.tsbuildinfo',
+      'shared/tsconfig.tsbuildinfo',
+      'agentcom-sidecar-0.1.0.tgz',
+      '.agentcom/redis/appendonlydir/appendonly.aof.1.incr.aof',
+      '.agentcom/demo/demo-agent-1/token',
+      '.agentcom/cluster/cluster.json',
+    ]) {
+      expect({ path, excluded: excluded(path) }).toEqual({ path, excluded: true });
+    }
+    const context = contextFiles(excluded);
+    expect(
+      context.filter((path) =>
+        /(^|\/)(node_modules|dist|\.git|\.agentcom)(\/|$)|\.tsbuildinfo$/.test(path),
+      ),
+    ).toEqual([]);
+    // everything the Dockerfiles COPY from the context is in it
+    const needed = [
+      'hub/src/main.ts',
+      'hub/src/redis/lua/transition.lua',
+      'shared/src/index.ts',
+      'sidecar/src/cli.ts',
+      'sidecar/build.mjs',
+      'sidecar/README.md',
+    ];
+    for (const name of DOCKERFILES) {
+      for (const line of readDockerfile(name).split('\n')) {
+        const copy = /^COPY (?!--from)(.+)$/.exec(line);
+        if (!copy) continue;
+        const sources = copy[1]!.trim().split(/\s+/).slice(0, -1);
+        for (const source of sources) {
+          const path = source.replace(/\/$/, '');
+          const inContext = context.some((f) => f === path || f.startsWith(`${path}/`));
+          expect({ name, source, inContext }).toEqual({ name, source, inContext: true });
+        }
+      }
+    }
+    for (const path of needed) {
+      expect({ path, inContext: context.includes(path) }).toEqual({ path, inContext: true });
+    }
+  });
+
+  it('images: base images pinned to a release, `# syntax` on the first line, non-root', () => {
+    const pinned = /^[\w./-]+:\d+\.\d+\.\d+(-[\w.-]+)?(@sha256:[0-9a-f]{64})?$/;
+    const images: string[] = [];
+    for (const name of DOCKERFILES) {
+      const text = readDockerfile(name);
+      // a parser directive after any comment is a plain comment
+      expect({ name, first: text.split('\n')[0] }).toEqual({
+        name,
+        first: '# syntax=docker/dockerfile:1',
+      });
+      for (const match of text.matchAll(/^FROM (\S+)/gm)) images.push(match[1]!);
+      expect({ name, user: /^USER node$/m.test(text) }).toEqual({ name, user: true });
+    }
+    for (const service of Object.values(readCompose().services)) {
+      if (service.build === undefined) images.push(service.image as string);
+    }
+    expect(images.length).toBeGreaterThanOrEqual(6);
+    for (const image of images) {
+      expect({ image, pinned: pinned.test(image) }).toEqual({ image, pinned: true });
+    }
+  });
+
+  it('hub image: dev dependencies pruned from the whole tree', () => {
+    const text = readDockerfile('hub.Dockerfile');
+    const prune = /^[^#\n]*npm prune [^\n]*/m.exec(text)?.[0] ?? '';
+    expect(prune).toContain('--omit=dev');
+    // npm 11 keeps the root's devDependencies with a workspace filter
+    expect(prune).not.toMatch(/--workspace|--include-workspace-root/);
+  });
+
+  it('compose: the sidecar keeps its state dir (its outbox) in a volume the image prepared for it', () => {
+    const compose = readCompose();
+    const text = readDockerfile('sidecar.Dockerfile');
+    const stateDir = /^ENV AGENTCOM_STATE_DIR=(\S+)$/m.exec(text)?.[1];
+    expect(stateDir).toBeDefined();
+    const mounts = (compose.services.sidecar!.volumes as string[] | undefined) ?? [];
+    const mount = mounts.map((m) => m.split(':')).find(([, target]) => target === stateDir);
+    expect(mount).toBeDefined();
+    expect(Object.keys(compose.volumes ?? {})).toContain(mount![0]);
+    // a new named volume copies the image's directory: it must be node's and owner-only there
+    const beforeUser = text.slice(0, text.indexOf('\nUSER node'));
+    expect(beforeUser).toMatch(/chown -R node:node \/home\/node\/\.local/);
+    expect(beforeUser).toMatch(/chmod 700 "\$AGENTCOM_STATE_DIR"/);
+  });
+
+  it('compose: every hub variable is one the hub reads', () => {
+    const configSource = readFileSync(join(ROOT, 'hub', 'src', 'config.ts'), 'utf8');
+    const { services } = readCompose();
+    for (const name of ['hub1', 'hub2', 'hub3']) {
+      const env = services[name]!.environment as Record<string, string>;
+      expect(loadConfig({ ...env, AGENTCOM_ADMIN_KEY: 'x'.repeat(24) })).toBeDefined();
+      for (const key of Object.keys(env)) {
+        expect({ key, read: new RegExp(`^  ${key}: `, 'm').test(configSource) }).toEqual({
+          key,
+          read: true,
+        });
+      }
+    }
   });
 
   it('nginx -t accepts docker/nginx.conf rendered for loopback, with websocket upgrade and long timeouts', () => {

@@ -1,0 +1,96 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { ROOT } from '../helpers/processes';
+import { freePort } from '../helpers/redis-server';
+
+const run = promisify(execFile);
+
+/**
+ * `make cluster` / `make cluster-down` (scripts/cluster.mjs) with a pids file that outlived its
+ * processes (a reboot, a kill -9 of everything): the pids in it may belong to anything by now.
+ */
+jest.setTimeout(90_000);
+
+describe('scripts/cluster.mjs and a stale pids file', () => {
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  let stranger: ChildProcess;
+  let strangerExit: Promise<string>;
+
+  const cluster = (...args: string[]) =>
+    run(process.execPath, [join(ROOT, 'scripts', 'cluster.mjs'), ...args], { env, cwd: ROOT });
+
+  /** A pids file naming, for each role, a live process `up` never started. */
+  const writeStalePids = (pid: number) =>
+    writeFileSync(join(dir, 'pids'), `redis ${pid}\nhub1 ${pid}\nhaproxy ${pid}\n`);
+
+  /** Resolves `alive` when the stranger answers on stdin, `exited` if it was killed instead. */
+  const strangerState = (): Promise<string> =>
+    Promise.race([
+      strangerExit,
+      new Promise<string>((resolve) => {
+        stranger.stdout!.once('data', () => resolve('alive'));
+        stranger.stdin!.write('ping\n');
+      }),
+    ]);
+
+  /** Linux: whether `pid` runs (a zombie waiting for init to reap it does not). */
+  const running = (pid: number): boolean => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+    } catch {
+      return false;
+    }
+  };
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'agentcom-cluster-script-'));
+    env = {
+      ...process.env,
+      CLUSTER_DIR: dir,
+      CLUSTER_PORT: String(await freePort()),
+      CLUSTER_STATS_PORT: String(await freePort()),
+      CLUSTER_REDIS_PORT: String(await freePort()),
+      CLUSTER_HUB_BASE: String(await freePort()),
+    };
+    stranger = spawn(
+      process.execPath,
+      ['-e', "process.stdin.on('data', () => process.stdout.write('pong\\n'))"],
+      { stdio: ['pipe', 'pipe', 'ignore'] },
+    );
+    strangerExit = new Promise((resolve) => stranger.once('exit', () => resolve('exited')));
+    await strangerState();
+  });
+  afterEach(async () => {
+    stranger.kill('SIGKILL');
+    await strangerExit;
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('down signals no process that is not the one up started', async () => {
+    writeStalePids(stranger.pid!);
+    await cluster('down');
+    expect(await strangerState()).toBe('alive');
+  });
+
+  it('up is not refused by it, and down then stops exactly what up started', async () => {
+    writeStalePids(stranger.pid!);
+    const { stdout } = await cluster('up', '1');
+    expect(stdout).toContain('load balancer');
+    const started = readFileSync(join(dir, 'pids'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => Number(line.split(' ')[1]));
+    expect(started).toHaveLength(3); // up starts afresh: redis, hub1, haproxy
+    expect(started).not.toContain(stranger.pid);
+    expect(started.every(running)).toBe(true);
+
+    await cluster('down');
+    expect(started.filter(running)).toEqual([]);
+    expect(await strangerState()).toBe('alive');
+  });
+});
