@@ -5,6 +5,7 @@ import { INTERRUPTED_ERROR } from './outbox/outbox';
 import type { CliRun } from './test-support/cli-process';
 import { assignment, useCliFixture } from './test-support/cli-fixture';
 import { isProcessGone, waitUntil } from './test-support/process';
+import { StallingHub } from './test-support/stalling-hub';
 import { SIDECAR_VERSION } from './version';
 
 /**
@@ -40,6 +41,16 @@ function sidecarEnv(stateDir = join(cx.work, 'state')): Record<string, string> {
     AGENTCOM_KILL_GRACE_MS: '300',
     RELEASE: join(cx.work, 'release'),
   };
+}
+
+/** The JSON log lines the sidecar wrote to stderr so far. */
+function logEntries(run: CliRun): Array<Record<string, unknown>> {
+  return run
+    .stderr()
+    .trim()
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
 }
 
 /** Assigns a task to the connected sidecar and resolves with its handler's pid once it runs. */
@@ -157,17 +168,44 @@ describe('agentcom-sidecar (bundled CLI)', () => {
     });
   });
 
+  describe('when a hub holds the handshake', () => {
+    // Well short of the 20 s default timeout: only the configured one gets the sidecar there.
+    const TEST_TIMEOUT_MS = 10_000;
+    let stuck: StallingHub;
+
+    beforeEach(async () => {
+      stuck = new StallingHub();
+      await stuck.start();
+    });
+    afterEach(async () => {
+      await stuck.stop();
+    });
+
+    it(
+      'moves on to the next hub URL after --handshake-timeout-ms',
+      async () => {
+        const run = runCli(['run', '--handshake-timeout-ms', '300', '--failover-attempts', '1'], {
+          ...sidecarEnv(),
+          AGENTCOM_HUB: `${stuck.url},${cx.hub.url}`,
+        });
+        await cx.hub.connection();
+        expect(stuck.handshakes).toBe(1);
+        const why = 'no handshake within 300 ms';
+        await waitUntil(() => run.stderr().includes(why), 'the failover is logged', 2000);
+        expect(logEntries(run)).toContainEqual(
+          expect.objectContaining({ url: stuck.url, err: why }),
+        );
+      },
+      TEST_TIMEOUT_MS,
+    );
+  });
+
   describe('when the hub refuses or replaces it', () => {
     it('exits 3 on E_UNAUTHORIZED, logging why but never the token', async () => {
       cx.hub.refuseWith = 'E_UNAUTHORIZED';
       const run = runCli(['run', '--log-level', 'debug'], sidecarEnv());
       expect(await run.exited).toEqual({ code: EXIT_CODES.REFUSED, signal: null });
-      const entries = run
-        .stderr()
-        .trim()
-        .split('\n')
-        .map((line) => JSON.parse(line) as Record<string, unknown>);
-      expect(entries).toContainEqual(
+      expect(logEntries(run)).toContainEqual(
         expect.objectContaining({ agentId: 'cli-agent', code: 'E_UNAUTHORIZED' }),
       );
       expect(run.stderr()).not.toContain('cli-secret-token');

@@ -83,6 +83,10 @@ async function main(argv: string[]): Promise<number> {
       'failed connection attempts per hub URL before the next (AGENTCOM_FAILOVER_ATTEMPTS; default 3)',
     )
     .option(
+      '--handshake-timeout-ms <ms>',
+      'a hub handshake taking longer is a failed attempt (AGENTCOM_HANDSHAKE_TIMEOUT_MS; default 20000)',
+    )
+    .option(
       '--log-level <level>',
       'fatal|error|warn|info|debug|trace|silent (LOG_LEVEL; default info)',
     )

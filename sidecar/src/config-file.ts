@@ -23,6 +23,7 @@ const KEY_KINDS = {
   killGraceMs: 'integer',
   ackTimeoutMs: 'integer',
   failoverAttempts: 'integer',
+  handshakeTimeoutMs: 'integer',
   logLevel: 'string',
   logFile: 'path',
 } as const satisfies Record<string, 'string' | 'path' | 'list' | 'command' | 'integer'>;

@@ -25,6 +25,11 @@ export const SOURCES = {
     env: 'AGENTCOM_FAILOVER_ATTEMPTS',
     key: 'failoverAttempts',
   },
+  handshakeTimeoutMs: {
+    flag: '--handshake-timeout-ms',
+    env: 'AGENTCOM_HANDSHAKE_TIMEOUT_MS',
+    key: 'handshakeTimeoutMs',
+  },
   logLevel: { flag: '--log-level', env: 'LOG_LEVEL', key: 'logLevel' },
   logFile: { flag: '--log-file', env: 'AGENTCOM_LOG_FILE', key: 'logFile' },
 } as const satisfies Record<string, { flag: string; env: string; key: ConfigFileKey }>;

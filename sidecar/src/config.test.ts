@@ -2,6 +2,7 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isConfigError } from './config-error';
 import { loadRunConfig, resolveLocalTarget, type RunFlags } from './config';
+import { FIXTURE_TOKEN, useConfigFileFixture } from './test-support/config-file-fixture';
 import { makeTempDir } from './test-support/temp-dir';
 
 const PATH = process.env.PATH ?? '';
@@ -40,6 +41,7 @@ describe('loadRunConfig', () => {
         killGraceMs: 5000,
         ackTimeoutMs: 10000,
         failoverAttempts: 3,
+        handshakeTimeoutMs: 20000,
         logLevel: 'info',
       });
       expect(Object.isFrozen(config)).toBe(true);
@@ -80,6 +82,7 @@ describe('loadRunConfig', () => {
           AGENTCOM_KILL_GRACE_MS: '100',
           AGENTCOM_ACK_TIMEOUT_MS: '2000',
           AGENTCOM_FAILOVER_ATTEMPTS: '5',
+          AGENTCOM_HANDSHAKE_TIMEOUT_MS: '3000',
           LOG_LEVEL: 'debug',
         },
       );
@@ -94,17 +97,24 @@ describe('loadRunConfig', () => {
         killGraceMs: 100,
         ackTimeoutMs: 2000,
         failoverAttempts: 5,
+        handshakeTimeoutMs: 3000,
         logLevel: 'debug',
       });
     });
 
     it('prefers flags to the environment', () => {
       const config = loadRunConfig(
-        { ...BASE_FLAGS, heartbeatMs: '1000' },
-        { ...BASE_ENV, AGENTCOM_AGENT: 'ignored', AGENTCOM_HEARTBEAT_MS: '9999' },
+        { ...BASE_FLAGS, heartbeatMs: '1000', handshakeTimeoutMs: '500' },
+        {
+          ...BASE_ENV,
+          AGENTCOM_AGENT: 'ignored',
+          AGENTCOM_HEARTBEAT_MS: '9999',
+          AGENTCOM_HANDSHAKE_TIMEOUT_MS: '9999',
+        },
       );
       expect(config.agentId).toBe('agent-1');
       expect(config.heartbeatMs).toBe(1000);
+      expect(config.handshakeTimeoutMs).toBe(500);
     });
 
     it('puts the default state dir under XDG_STATE_HOME when set', () => {
@@ -213,21 +223,7 @@ describe('loadRunConfig', () => {
   });
 
   describe('with a config file', () => {
-    let dir: string;
-    let cleanup: () => Promise<void>;
-    let file: string;
-
-    beforeEach(async () => {
-      ({ dir, cleanup } = await makeTempDir());
-      file = join(dir, 'sidecar.json');
-      await writeFile(join(dir, 'token'), 'token-from-file\n', { mode: 0o600 });
-    });
-    afterEach(async () => {
-      await cleanup();
-    });
-
-    const write = (content: unknown): Promise<void> =>
-      writeFile(file, typeof content === 'string' ? content : JSON.stringify(content));
+    const cf = useConfigFileFixture();
 
     const FULL = {
       hub: ['http://a:1', 'http://b:2'],
@@ -241,35 +237,37 @@ describe('loadRunConfig', () => {
       killGraceMs: 100,
       ackTimeoutMs: 2000,
       failoverAttempts: 4,
+      handshakeTimeoutMs: 1500,
       logLevel: 'debug',
       logFile: 'logs/sidecar.log',
     };
 
     it('reads every option from it, resolving relative paths against its directory', async () => {
-      await write(FULL);
-      const config = loadRunConfig({ config: file }, { PATH, HOME: '/home/someone' });
+      await cf.write(FULL);
+      const config = loadRunConfig({ config: cf.file }, { PATH, HOME: '/home/someone' });
       expect(config).toMatchObject({
         hubUrls: ['http://a:1', 'http://b:2'],
         agentId: 'from-file',
-        token: 'token-from-file',
+        token: FIXTURE_TOKEN,
         queues: ['q1', 'q2'],
         runner: { kind: 'wake', argv: [process.execPath, 'wake.js', 'two words'] },
-        stateDir: join(dir, 'state'),
+        stateDir: join(cf.dir, 'state'),
         heartbeatMs: 250,
         drainGraceMs: 1000,
         killGraceMs: 100,
         ackTimeoutMs: 2000,
         failoverAttempts: 4,
+        handshakeTimeoutMs: 1500,
         logLevel: 'debug',
-        logFile: join(dir, 'logs', 'sidecar.log'),
-        configFile: file,
+        logFile: join(cf.dir, 'logs', 'sidecar.log'),
+        configFile: cf.file,
       });
     });
 
     it('ranks flags over the environment over the file over the defaults', async () => {
-      await write({ agent: 'file', heartbeatMs: 111, drainGraceMs: 222, killGraceMs: 333 });
+      await cf.write({ agent: 'file', heartbeatMs: 111, drainGraceMs: 222, killGraceMs: 333 });
       const config = loadRunConfig(
-        { ...BASE_FLAGS, agent: 'flag', heartbeatMs: '1000', config: file },
+        { ...BASE_FLAGS, agent: 'flag', heartbeatMs: '1000', config: cf.file },
         {
           ...BASE_ENV,
           AGENTCOM_AGENT: 'env',
@@ -287,40 +285,40 @@ describe('loadRunConfig', () => {
     });
 
     it('lets a flag choose exec over the wake command of the file', async () => {
-      await write(FULL);
-      const config = loadRunConfig({ config: file, exec: 'node handler.js' }, { PATH });
+      await cf.write(FULL);
+      const config = loadRunConfig({ config: cf.file, exec: 'node handler.js' }, { PATH });
       expect(config.runner).toEqual({ kind: 'exec', argv: ['node', 'handler.js'] });
     });
 
     it("prefers AGENTCOM_TOKEN to the file's tokenFile, and --token-file to both", async () => {
-      await write(FULL);
+      await cf.write(FULL);
       const env = { PATH, AGENTCOM_TOKEN: 'env-token' };
-      expect(loadRunConfig({ config: file }, env).token).toBe('env-token');
-      await writeFile(join(dir, 'flag-token'), 'flag-token', { mode: 0o600 });
-      expect(loadRunConfig({ config: file, tokenFile: join(dir, 'flag-token') }, env).token).toBe(
-        'flag-token',
-      );
+      expect(loadRunConfig({ config: cf.file }, env).token).toBe('env-token');
+      await writeFile(join(cf.dir, 'flag-token'), 'flag-token', { mode: 0o600 });
+      expect(
+        loadRunConfig({ config: cf.file, tokenFile: join(cf.dir, 'flag-token') }, env).token,
+      ).toBe('flag-token');
     });
 
     it('is found through AGENTCOM_CONFIG, and by default in XDG_CONFIG_HOME or ~/.config', async () => {
-      await write(FULL);
-      expect(loadRunConfig({}, { PATH, AGENTCOM_CONFIG: file }).agentId).toBe('from-file');
-      await mkdir(join(dir, 'xdg', 'agentcom'), { recursive: true });
+      await cf.write(FULL);
+      expect(loadRunConfig({}, { PATH, AGENTCOM_CONFIG: cf.file }).agentId).toBe('from-file');
+      await mkdir(join(cf.dir, 'xdg', 'agentcom'), { recursive: true });
       await writeFile(
-        join(dir, 'xdg', 'agentcom', 'sidecar.json'),
-        JSON.stringify({ ...FULL, agent: 'xdg', tokenFile: join(dir, 'token') }),
+        join(cf.dir, 'xdg', 'agentcom', 'sidecar.json'),
+        JSON.stringify({ ...FULL, agent: 'xdg', tokenFile: join(cf.dir, 'token') }),
       );
-      expect(loadRunConfig({}, { PATH, XDG_CONFIG_HOME: join(dir, 'xdg') }).agentId).toBe('xdg');
-      await mkdir(join(dir, 'home', '.config', 'agentcom'), { recursive: true });
+      expect(loadRunConfig({}, { PATH, XDG_CONFIG_HOME: join(cf.dir, 'xdg') }).agentId).toBe('xdg');
+      await mkdir(join(cf.dir, 'home', '.config', 'agentcom'), { recursive: true });
       await writeFile(
-        join(dir, 'home', '.config', 'agentcom', 'sidecar.json'),
-        JSON.stringify({ ...FULL, agent: 'home', tokenFile: join(dir, 'token') }),
+        join(cf.dir, 'home', '.config', 'agentcom', 'sidecar.json'),
+        JSON.stringify({ ...FULL, agent: 'home', tokenFile: join(cf.dir, 'token') }),
       );
-      expect(loadRunConfig({}, { PATH, HOME: join(dir, 'home') }).agentId).toBe('home');
+      expect(loadRunConfig({}, { PATH, HOME: join(cf.dir, 'home') }).agentId).toBe('home');
     });
 
     it('is optional at its default place', () => {
-      expect(loadRunConfig(BASE_FLAGS, { ...BASE_ENV, HOME: dir }).agentId).toBe('agent-1');
+      expect(loadRunConfig(BASE_FLAGS, { ...BASE_ENV, HOME: cf.dir }).agentId).toBe('agent-1');
     });
 
     it.each<[string, unknown, RegExp]>([
@@ -336,42 +334,51 @@ describe('loadRunConfig', () => {
       ['a list of numbers', { queues: [1] }, /"queues" must be a string or an array of strings/],
       ['an empty argv', { exec: [] }, /"exec" must be a command line/],
       ['a boolean duration', { heartbeatMs: true }, /"heartbeatMs" must be a number/],
+      [
+        'a handshake timeout as a list',
+        { handshakeTimeoutMs: [1000] },
+        /^--config \(.*\): "handshakeTimeoutMs" must be a number$/,
+      ],
     ])('refuses %s, naming the key', async (_case, content, message) => {
-      await write(content);
-      expect(failingOption({ ...BASE_FLAGS, config: file })).toMatch(message);
+      await cf.write(content);
+      expect(failingOption({ ...BASE_FLAGS, config: cf.file })).toMatch(message);
     });
 
     it("names the file's key when one of its values is bad", async () => {
-      await write({ heartbeatMs: 5 });
-      expect(failingOption({ ...BASE_FLAGS, config: file })).toBe(
-        `--heartbeat-ms (heartbeatMs in ${file}): Too small: expected number to be >=50`,
+      await cf.write({ heartbeatMs: 5 });
+      expect(failingOption({ ...BASE_FLAGS, config: cf.file })).toBe(
+        `--heartbeat-ms (heartbeatMs in ${cf.file}): Too small: expected number to be >=50`,
+      );
+      await cf.write({ handshakeTimeoutMs: 'slow' });
+      expect(failingOption({ ...BASE_FLAGS, config: cf.file })).toBe(
+        `--handshake-timeout-ms (handshakeTimeoutMs in ${cf.file}): must be a whole number`,
       );
     });
 
     it("names the file's key when its exec or wake command is not found", async () => {
-      await write({ exec: 'no-such-command-xyz --flag' });
-      expect(failingOption({ ...BASE_FLAGS, exec: undefined, config: file })).toBe(
-        `--exec (exec in ${file}): command "no-such-command-xyz" was not found on PATH`,
+      await cf.write({ exec: 'no-such-command-xyz --flag' });
+      expect(failingOption({ ...BASE_FLAGS, exec: undefined, config: cf.file })).toBe(
+        `--exec (exec in ${cf.file}): command "no-such-command-xyz" was not found on PATH`,
       );
-      await write({ wake: [join(dir, 'no-such-wake')] });
-      expect(failingOption({ ...BASE_FLAGS, exec: undefined, config: file })).toBe(
-        `--wake (wake in ${file}): command "${join(dir, 'no-such-wake')}" is not an executable file`,
+      await cf.write({ wake: [join(cf.dir, 'no-such-wake')] });
+      expect(failingOption({ ...BASE_FLAGS, exec: undefined, config: cf.file })).toBe(
+        `--wake (wake in ${cf.file}): command "${join(cf.dir, 'no-such-wake')}" is not an executable file`,
       );
       // A variable over the file's command is named as such.
       expect(
         failingOption(
-          { ...BASE_FLAGS, exec: undefined, config: file },
+          { ...BASE_FLAGS, exec: undefined, config: cf.file },
           { ...BASE_ENV, AGENTCOM_EXEC: 'no-such-command-xyz' },
         ),
       ).toBe('--exec (AGENTCOM_EXEC): command "no-such-command-xyz" was not found on PATH');
     });
 
     it('refuses a missing file it was told to read', () => {
-      expect(failingOption({ ...BASE_FLAGS, config: join(dir, 'nope.json') })).toMatch(
+      expect(failingOption({ ...BASE_FLAGS, config: join(cf.dir, 'nope.json') })).toMatch(
         /^--config \(.*nope\.json\): cannot read the config file \(ENOENT\)$/,
       );
       expect(
-        failingOption(BASE_FLAGS, { ...BASE_ENV, AGENTCOM_CONFIG: join(dir, 'nope.json') }),
+        failingOption(BASE_FLAGS, { ...BASE_ENV, AGENTCOM_CONFIG: join(cf.dir, 'nope.json') }),
       ).toMatch(/ENOENT/);
     });
   });
@@ -484,6 +491,24 @@ describe('loadRunConfig', () => {
       ],
       ['a bad kill grace', { ...BASE_FLAGS, killGraceMs: '1.5' }, BASE_ENV, /^--kill-grace-ms /],
       ['a bad ack timeout', { ...BASE_FLAGS, ackTimeoutMs: '1' }, BASE_ENV, /^--ack-timeout-ms /],
+      [
+        'a handshake timeout that is not a number',
+        { ...BASE_FLAGS, handshakeTimeoutMs: '20s' },
+        BASE_ENV,
+        /^--handshake-timeout-ms \(AGENTCOM_HANDSHAKE_TIMEOUT_MS\): must be a whole number$/,
+      ],
+      [
+        'a handshake timeout too small from env',
+        BASE_FLAGS,
+        { ...BASE_ENV, AGENTCOM_HANDSHAKE_TIMEOUT_MS: '50' },
+        /^--handshake-timeout-ms \(AGENTCOM_HANDSHAKE_TIMEOUT_MS\): Too small: expected number to be >=100$/,
+      ],
+      [
+        'a handshake timeout too large',
+        { ...BASE_FLAGS, handshakeTimeoutMs: '600001' },
+        BASE_ENV,
+        /^--handshake-timeout-ms \(AGENTCOM_HANDSHAKE_TIMEOUT_MS\): Too big: expected number to be <=600000$/,
+      ],
       [
         'zero failover attempts',
         { ...BASE_FLAGS, failoverAttempts: '0' },

@@ -56,6 +56,8 @@ export interface SidecarConfig {
   readonly ackTimeoutMs: number;
   /** `--failover-attempts` / `AGENTCOM_FAILOVER_ATTEMPTS`: failed connection attempts on one URL before the next (several URLs only). Default 3. */
   readonly failoverAttempts: number;
+  /** `--handshake-timeout-ms` / `AGENTCOM_HANDSHAKE_TIMEOUT_MS`: an `/agent` handshake taking longer once the websocket is open is a failed attempt. Default 20000. */
+  readonly handshakeTimeoutMs: number;
   /** `--log-level` / `LOG_LEVEL`. Default `info`. */
   readonly logLevel: LogLevel;
   /** `--log-file` / `AGENTCOM_LOG_FILE`: append the JSON log lines to this file. Default: stderr. */
@@ -81,6 +83,7 @@ export interface RunFlags {
   killGraceMs?: string;
   ackTimeoutMs?: string;
   failoverAttempts?: string;
+  handshakeTimeoutMs?: string;
   logLevel?: string;
   logFile?: string;
 }
@@ -133,6 +136,7 @@ const settingsSchema = z
     killGraceMs: integerSchema(0, 600_000),
     ackTimeoutMs: integerSchema(100, 600_000),
     failoverAttempts: integerSchema(1, 1000),
+    handshakeTimeoutMs: integerSchema(100, 600_000),
     logLevel: z.enum(LOG_LEVELS),
     logFile: z.string().min(1).optional(),
   })
@@ -177,6 +181,7 @@ export function loadNamedRunConfig(flags: RunFlags, env: Env = process.env): Nam
       killGraceMs: flags.killGraceMs,
       ackTimeoutMs: flags.ackTimeoutMs,
       failoverAttempts: flags.failoverAttempts,
+      handshakeTimeoutMs: flags.handshakeTimeoutMs,
       logLevel: flags.logLevel,
       logFile: flags.logFile,
     },
@@ -205,6 +210,7 @@ export function loadNamedRunConfig(flags: RunFlags, env: Env = process.env): Nam
     killGraceMs: layers.pick('killGraceMs') ?? '5000',
     ackTimeoutMs: layers.pick('ackTimeoutMs') ?? '10000',
     failoverAttempts: layers.pick('failoverAttempts') ?? '3',
+    handshakeTimeoutMs: layers.pick('handshakeTimeoutMs') ?? '20000',
     logLevel: layers.pick('logLevel') ?? 'info',
     logFile: layers.pick('logFile'),
   });

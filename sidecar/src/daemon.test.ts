@@ -74,6 +74,7 @@ function config(urls: string[], overrides: Partial<SidecarConfig> = {}): Sidecar
     killGraceMs: 300,
     ackTimeoutMs: 1000,
     failoverAttempts: 1,
+    handshakeTimeoutMs: 20_000,
     logLevel: 'silent',
     childEnv: { PATH: process.env.PATH ?? '', GATE_DIR: dir, RUNS_FILE: join(dir, 'runs') },
     ...overrides,

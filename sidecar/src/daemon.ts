@@ -132,6 +132,7 @@ async function assemble(
       };
     },
     failoverAttempts: config.failoverAttempts,
+    handshakeTimeoutMs: config.handshakeTimeoutMs,
     ackTimeoutMs: config.ackTimeoutMs,
     logger,
     reconnectionDelay: options.reconnectionDelay,

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { EXIT_CODES } from './exit-codes';
 import { runCommand } from './run-command';
-import { makeTempDir } from './test-support/temp-dir';
+import { useConfigFileFixture } from './test-support/config-file-fixture';
 
 /**
  * `agentcom-sidecar run` in-process, for the failures found after the config loaded: they name
@@ -13,48 +13,34 @@ import { makeTempDir } from './test-support/temp-dir';
  */
 
 describe('runCommand', () => {
-  let dir: string;
-  let cleanup: () => Promise<void>;
-  let file: string;
-
-  beforeEach(async () => {
-    ({ dir, cleanup } = await makeTempDir());
-    file = join(dir, 'sidecar.json');
-    await writeFile(join(dir, 'token'), 'token\n', { mode: 0o600 });
-  });
-  afterEach(async () => {
-    await cleanup();
-  });
+  const cf = useConfigFileFixture();
 
   /** Runs with a config file holding `settings` besides what `run` needs; resolves with stderr. */
   const run = async (settings: Record<string, string>) => {
-    await writeFile(
-      file,
-      JSON.stringify({
-        hub: 'http://127.0.0.1:1',
-        agent: 'a1',
-        queues: 'default',
-        tokenFile: 'token',
-        exec: [process.execPath, '-e', ''],
-        ...settings,
-      }),
-    );
+    await cf.write({
+      hub: 'http://127.0.0.1:1',
+      agent: 'a1',
+      queues: 'default',
+      tokenFile: 'token',
+      exec: [process.execPath, '-e', ''],
+      ...settings,
+    });
     const stderr = new PassThrough();
     let text = '';
     stderr.on('data', (chunk: Buffer) => (text += chunk.toString()));
-    const code = await runCommand({ config: file }, stderr, { PATH: process.env.PATH ?? '' });
+    const code = await runCommand({ config: cf.file }, stderr, { PATH: process.env.PATH ?? '' });
     return { code, stderr: text };
   };
 
   it("names the config file's logFile when the log file cannot be opened", async () => {
-    expect(await run({ logFile: dir })).toEqual({
+    expect(await run({ logFile: cf.dir })).toEqual({
       code: EXIT_CODES.BAD_CONFIG,
-      stderr: `agentcom-sidecar: --log-file (logFile in ${file}): cannot open ${dir} (EISDIR)\n`,
+      stderr: `agentcom-sidecar: --log-file (logFile in ${cf.file}): cannot open ${cf.dir} (EISDIR)\n`,
     });
   });
 
   it("names the config file's stateDir when another process holds it", async () => {
-    const stateDir = join(dir, 'state');
+    const stateDir = join(cf.dir, 'state');
     await mkdir(stateDir, { mode: 0o700 });
     // A live process of ours holds the lock (a lock naming its pid alone, as older sidecars wrote).
     const holder = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], {
@@ -66,7 +52,7 @@ describe('runCommand', () => {
       const { code, stderr } = await run({ stateDir });
       expect(code).toBe(EXIT_CODES.BAD_CONFIG);
       expect(stderr).toBe(
-        `agentcom-sidecar: --state-dir (stateDir in ${file}): the state dir is in use by process ${holder.pid} ` +
+        `agentcom-sidecar: --state-dir (stateDir in ${cf.file}): the state dir is in use by process ${holder.pid} ` +
           `(${join(stateDir, 'sidecar.lock')}); run one sidecar per state dir, or delete the lock file if that process is not a sidecar\n`,
       );
     } finally {

@@ -56,6 +56,11 @@ export interface HubConnectionOptions {
    * `handshakeTimeoutMs`.
    */
   failoverAttempts: number;
+  /**
+   * How long the `/agent` handshake may take once the websocket is open before the attempt counts
+   * as failed and the connection is dropped.
+   */
+  handshakeTimeoutMs: number;
   /** Default wait for an ack in {@link HubConnection.request}. */
   ackTimeoutMs: number;
   logger: Logger;
@@ -68,11 +73,6 @@ export interface HubConnectionOptions {
    * code or closed the socket (socket.io does not reconnect on its own then), ±50%. Default 2 s.
    */
   refusedRetryMs?: number;
-  /**
-   * How long the `/agent` handshake may take once the websocket is open before the attempt counts
-   * as failed and the connection is dropped. Default 20 s.
-   */
-  handshakeTimeoutMs?: number;
 }
 
 /**
@@ -219,7 +219,7 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
     manager.on('open', () => {
       if (!isCurrent()) return;
       // The websocket is open; a hub that lost its backend can still hold the handshake forever.
-      const timeoutMs = this.options.handshakeTimeoutMs ?? 20_000;
+      const timeoutMs = this.options.handshakeTimeoutMs;
       clearTimeout(this.handshakeTimer);
       this.handshakeTimer = setTimeout(() => {
         if (isCurrent()) failed(`no handshake within ${timeoutMs} ms`, 'by reopening');
