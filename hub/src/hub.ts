@@ -20,8 +20,9 @@ import { registerMetricsRoute } from './http/routes/metrics';
 import type { Logger } from './logger';
 import { ClusterGauges } from './metrics/cluster-gauges';
 import { HubMetrics } from './metrics/hub-metrics';
+import { TaskStartTimes } from './metrics/task-start-times';
 import { QueueRegistry } from './queues/queue-registry';
-import { summarizeQueues } from './queues/queue-summary';
+import { countsByQueue, summarizeQueues, type QueueSummaryDeps } from './queues/queue-summary';
 import { createRedisConnections, type RedisConnections } from './redis/connections';
 import { RedisKeys } from './redis/keys';
 import { agentScripts } from './redis/scripts';
@@ -81,6 +82,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     disconnect: (agentId) => gateway?.disconnect(agentId),
   };
 
+  const starts = new TaskStartTimes();
   const queues = new QueueRegistry({
     connection: redis.bullmq,
     keys,
@@ -89,6 +91,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     maxStalledCount: config.maxStalledCount,
     logger,
     onWaiting: onQueueWork,
+    onAdded: (job) => starts.added(job),
   });
   const leases: LeaseKeeper = new LeaseKeeper({
     queues,
@@ -154,6 +157,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     leaderTtlMs: config.metricsLeaderTtlMs,
   });
 
+  const queueSummaryDeps: QueueSummaryDeps = { redis: redis.command, keys, queues, agents };
   let draining = false;
   let bullBoard: { sync(): Promise<void> } | undefined;
   const app = createHttpApp({
@@ -165,7 +169,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
       agents,
       control,
       listTasks: (query) => listTasks({ redis: redis.command, keys, queues, tasks }, query),
-      summarizeQueues: () => summarizeQueues({ redis: redis.command, keys, queues, agents }),
+      summarizeQueues: () => summarizeQueues(queueSummaryDeps),
     },
     readiness: {
       check: async () => {
@@ -215,13 +219,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     logger,
     // a connection of its own for the blocking XREAD
     blockingRedis: () => redis.command.duplicate({ connectionName: 'agentcom:ui-events' }),
-    queueCounts: async () =>
-      Object.fromEntries(
-        (await summarizeQueues({ redis: redis.command, keys, queues, agents })).map((q) => [
-          q.name,
-          q.counts,
-        ]),
-      ),
+    queueCounts: (records) => countsByQueue(queueSummaryDeps, records),
   });
   dispatcher = new Dispatcher({
     keys,
@@ -233,6 +231,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     concurrency: config.dispatchConcurrency,
     logger,
     metrics,
+    starts,
   });
   const sweeper = new Sweeper({
     redis: redis.command,

@@ -155,6 +155,40 @@ describe('metrics', () => {
     );
   });
 
+  it('times the dispatch of a task pushed by the replica that added it below the millisecond, in sub-millisecond buckets', async () => {
+    const [a] = await startHubs(1);
+    const queue = newQueue();
+    const agent = await register(a!, queue);
+    await eventually(
+      async () => ((await a!.redis.command.zcard(a!.keys.idle(queue))) === 1 ? true : undefined),
+      { what: 'the agent idle' },
+    );
+    const assigned = agent.nextAssignment();
+    const started = performance.now();
+    expect((await api(a!.url, 'POST', '/v1/tasks', { queue, payload: {} })).status).toBe(201);
+    await assigned;
+    const windowSeconds = (performance.now() - started) / 1000;
+    const lines = (await scrape(a!)).split('\n').filter((l) => l.includes(`queue="${queue}"`));
+    const metric = (name: string) => sumMetric(lines, `agentcom_dispatch_latency_seconds_${name}`);
+    expect(metric('count')).toBe(1);
+    const latency = metric('sum');
+    expect(latency).toBeGreaterThan(0);
+    expect(latency).toBeLessThanOrEqual(windowSeconds);
+    // finer than whole milliseconds (all BullMQ's job.timestamp and Date.now() could tell)
+    const ms = latency * 1000;
+    expect(Math.abs(ms - Math.round(ms))).toBeGreaterThan(1e-6);
+    // every bucket counts the sample exactly when it is at most the bucket's bound
+    const buckets = new Map(
+      lines
+        .filter((l) => l.startsWith('agentcom_dispatch_latency_seconds_bucket{'))
+        .map((l) => [/le="([^"]+)"/.exec(l)![1]!, Number(l.slice(l.lastIndexOf(' ') + 1))]),
+    );
+    expect([...buckets.keys()].slice(0, 4)).toEqual(['0.0001', '0.00025', '0.0005', '0.001']);
+    for (const [le, count] of buckets) {
+      expect({ le, count }).toEqual({ le, count: le === '+Inf' || latency <= Number(le) ? 1 : 0 });
+    }
+  });
+
   it('keeps the cluster gauges on one live leader between sparse scrapes; another replica takes over once it closes', async () => {
     const ttlMs = 600;
     const [a, b] = await startHubs(2, { METRICS_LEADER_TTL_MS: String(ttlMs) });

@@ -3,6 +3,7 @@ import type { AgentStore, Claim, ClaimStep, FetchedJob } from '../fsm/agent-stor
 import type { RedisKeys } from '../redis/keys';
 import type { Logger } from '../logger';
 import type { HubMetrics } from '../metrics/hub-metrics';
+import type { TaskStartTimes } from '../metrics/task-start-times';
 import type { QueueRegistry, TaskData, TaskJob } from '../queues/queue-registry';
 import { CANCELLED_PREFIX } from '../tasks/task-service';
 import { TASK_FIELDS } from './assignments';
@@ -20,6 +21,8 @@ export interface DispatcherOptions {
   concurrency?: number;
   logger: Logger;
   metrics: HubMetrics;
+  /** This replica's tasks' start times, finer than `job.timestamp`, for the dispatch latency. */
+  starts?: TaskStartTimes;
 }
 
 /**
@@ -299,11 +302,13 @@ export class Dispatcher {
       ...(data.timeoutMs !== undefined ? { timeoutMs: data.timeoutMs } : {}),
     });
     this.assignedCount++;
+    const sinceAddedMs = this.options.starts?.takeElapsedMs(task.id);
     // Only the first push of a task: an operator's retry resets attemptsMade and attemptsStarted
     // (BullMQ's reprocessJob), but it only retries a failed task, whose failure left its trace.
     if (task.attemptsStarted <= 1 && task.attemptsMade === 0 && !task.failedBefore) {
-      const readyAt = task.timestamp + task.delay;
-      const latencyMs = Math.max(0, this.options.agents.now() - readyAt);
+      // below the millisecond when this replica added the task, in whole milliseconds otherwise
+      const latencyMs =
+        sinceAddedMs ?? Math.max(0, this.options.agents.now() - (task.timestamp + task.delay));
       this.options.metrics.dispatchLatency.observe({ queue }, latencyMs / 1000);
     }
   }

@@ -1,12 +1,17 @@
 import type { Redis } from 'ioredis';
-import { toAgentView } from '../fsm/agent-record';
+import { toAgentView, type AgentRecord } from '../fsm/agent-record';
 import type { AgentStore } from '../fsm/agent-store';
 import type { Logger } from '../logger';
 import type { RedisKeys } from '../redis/keys';
 import { parseTransitionEntry, type QueueCounts, type UiSnapshot } from './ui-events';
 
-/** BullMQ counts per queue name (e.g. waiting, active, completed, failed). */
-export type QueueCountsSource = () => Promise<Record<string, QueueCounts>>;
+/**
+ * BullMQ counts per queue name (e.g. waiting, active, completed, failed), given every agent
+ * record as the snapshot read them (so that they are read once per snapshot).
+ */
+export type QueueCountsSource = (
+  records: readonly AgentRecord[],
+) => Promise<Record<string, QueueCounts>>;
 
 export interface SnapshotReaderOptions {
   redis: Redis;
@@ -24,9 +29,11 @@ export function createSnapshotReader(options: SnapshotReaderOptions): () => Prom
   const { redis, keys, agents, hubId, logger, queueCounts } = options;
   const eventCount = options.eventCount ?? 50;
 
-  const countsOrNothing = async (): Promise<Record<string, QueueCounts>> => {
+  const countsOrNothing = async (
+    records: readonly AgentRecord[],
+  ): Promise<Record<string, QueueCounts>> => {
     try {
-      return await queueCounts();
+      return await queueCounts(records);
     } catch (err) {
       logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'ui: queue counts');
       return {};
@@ -34,10 +41,11 @@ export function createSnapshotReader(options: SnapshotReaderOptions): () => Prom
   };
 
   return async () => {
+    const reading = agents.listIds().then((ids) => agents.getMany(ids));
     const [records, names, counts, entries] = await Promise.all([
-      agents.listIds().then((ids) => agents.getMany(ids)),
+      reading,
       redis.smembers(keys.queues),
-      countsOrNothing(),
+      reading.then(countsOrNothing),
       redis.xrevrange(keys.events, '+', '-', 'COUNT', eventCount),
     ]);
     const views = records.map(toAgentView);
