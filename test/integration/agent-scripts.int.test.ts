@@ -734,6 +734,28 @@ describe('agent Lua scripts against a real redis-server', () => {
       });
     });
 
+    it("records a failure's intent with the job's attempt and stall counts; a replay keeps the first", async () => {
+      await redis.hset(keys.bullJob('q1', 't1'), { atm: '2', stc: '1' });
+      expect(await begin('failed')).toMatchObject({
+        status: 'ok',
+        previousMarker: '',
+        intent: 'failing a:tok q1 2 1',
+      });
+      expect(await redis.get(keys.finished('t1'))).toBe('failing a:tok q1 2 1');
+      // BullMQ's part counts an attempt, then the replica dies: the replay compares with the first
+      await redis.hset(keys.bullJob('q1', 't1'), { atm: '3' });
+      await redis.del(keys.reporting('t1'));
+      expect(await begin('failed', 'a:tok', 'L2')).toMatchObject({
+        status: 'ok',
+        previousMarker: 'failing a:tok q1 2 1',
+        intent: 'failing a:tok q1 2 1',
+      });
+      await redis.del(keys.reporting('t1'));
+      // no intent for a report superseded
+      expect(await begin('failed', 'a:stale', 'L3')).toMatchObject({ status: 'superseded' });
+      expect(await redis.get(keys.finished('t1'))).toBe('failing a:tok q1 2 1');
+    });
+
     it("releases the report lock only while it is still the caller's", async () => {
       await redis.set(keys.reporting('t1'), 'someone-else');
       await store.releaseReportLock('t1', 'L1');

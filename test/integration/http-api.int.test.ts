@@ -293,6 +293,38 @@ describe('HTTP API', () => {
       ).toEqual([]);
     });
 
+    it('answers a report whose replica died after BullMQ took it by its intent', async () => {
+      const admin = new Redis(redis.url);
+      try {
+        for (const [outcome, intent] of [
+          ['completed', 'completing'],
+          ['failed', 'failing'],
+        ] as const) {
+          const key = `k-intent-${outcome}`;
+          let token = '';
+          const id = await runToTrimmed(key, (msg) => {
+            token = msg.token;
+            return outcome === 'completed'
+              ? agent.complete(msg, null)
+              : agent.send('task:fail', {
+                  taskId: msg.task.id,
+                  token: msg.token,
+                  error: 'broken',
+                  retryable: false,
+                });
+          });
+          // as the replica that died between BullMQ's part and the marker leaves it
+          await admin.set(trimming.keys.finished(id), `${intent} ${token} ${queue} 0 0`);
+          expect(await repeat(key)).toEqual({
+            status: 200,
+            body: { id, state: outcome, duplicate: true },
+          });
+        }
+      } finally {
+        admin.disconnect();
+      }
+    });
+
     it('answers `removed` when no outcome of it is recorded either', async () => {
       const id = await runToTrimmed('k-unrecorded', (msg) => agent.complete(msg, null));
       // as a task that ended without a report of its agent (stalled too often) leaves it

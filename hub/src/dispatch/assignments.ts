@@ -27,6 +27,13 @@ import { agentIdOfToken } from './assignment-token';
 import { jobToComplete, moveToCompletedArgs } from './bull-completion';
 import { isStaleAssignmentError } from './bull-errors';
 import type { LeaseKeeper } from './lease-keeper';
+import {
+  failureTaken,
+  finishedMarker,
+  reportIntent,
+  type JobCounts,
+  type ReportOutcome,
+} from './report-intent';
 
 /** How long the outcome of a finished assignment is kept for idempotent replays. */
 const FINISHED_TTL_MS = 24 * 60 * 60 * 1000;
@@ -39,23 +46,22 @@ const REPORT_LOCK_TTL_MS = 5_000;
  */
 const REPORT_LOCK_WAIT_MS = 7_000;
 
-/** The finished marker of an applied report, `<outcome> <token>` (see `beginReport.lua`). */
-function finishedMarker(outcome: 'completed' | 'failed', token: string): string {
-  return `${outcome} ${token}`;
-}
-
-/** A completion's intent, as `beginReport.lua` writes it to the finished key. */
-function completionIntent(token: string, queue: string): string {
-  return `completing ${token} ${queue}`;
-}
-
 /**
- * The queue named by a completion's intent (`completing <token> <queue>`, see
- * `beginReport.lua`) when the intent is `token`'s; undefined otherwise.
+ * What a report does to its job: complete it, or fail it, which uses an attempt unless a quota
+ * puts the job back to wait.
  */
-function intentQueue(marker: string, token: string): string | undefined {
-  const prefix = completionIntent(token, '');
-  return marker.startsWith(prefix) ? marker.slice(prefix.length) : undefined;
+type Report = { outcome: 'completed' } | { outcome: 'failed'; usesAttempt: boolean };
+const COMPLETION: Report = { outcome: 'completed' };
+
+/** A report whose first step ({@link AssignmentService.beginReport}) let it go on. */
+interface BegunReport {
+  record: AgentRecord;
+  lockId: string;
+  /** The finished key's value before this report (this report's intent: a replay). */
+  previousMarker: string;
+  /** This report's intent, the finished key's value now. */
+  intent: string;
+  cancelReason: string | undefined;
 }
 
 export interface AssignmentServiceOptions {
@@ -154,9 +160,11 @@ export class AssignmentService {
     if (agentIdOfToken(msg.token) !== agentId) throw superseded(msg.taskId);
     const atOnce = await this.completeAtOnce(agentId, msg);
     if (atOnce) return atOnce;
-    const begun = await this.beginReport(agentId, msg.taskId, msg.token, 'completed');
+    const begun = await this.beginReport(agentId, msg.taskId, msg.token, COMPLETION);
     if (begun.status === 'duplicate') return begun.ack;
-    const { record, lockId, previousMarker } = begun;
+    const { record, lockId } = begun;
+    const finishRest = () =>
+      this.finish(record, msg.token, lockId, 'completed', 'complete', { tasksDone: 1 });
     const handle = await this.options.queues.get(record.taskQueue ?? '');
     const job = jobToComplete(handle.queue, msg.taskId, this.options.retention.completed);
     // Stop extending first: the lock disappears with the completion, and a lease tick racing it
@@ -165,30 +173,9 @@ export class AssignmentService {
     try {
       await job.moveToCompleted(msg.result ?? null, msg.token, false);
     } catch (err) {
-      // A replay of a completion whose replica stopped after BullMQ completed the job: the intent
-      // it recorded is still there and the job is completed, so it was this completion.
-      const ours =
-        intentQueue(previousMarker, msg.token) !== undefined &&
-        isStaleAssignmentError(err) &&
-        (await job.getState().catch(() => 'unknown')) === 'completed';
-      if (!ours) {
-        // The intent beginReport wrote must not outlive a completion BullMQ refused: a replay
-        // would read it as its own applied completion, and the task view would name this agent.
-        // (Any other error keeps it: BullMQ may have completed the job and lost the reply.)
-        if (isStaleAssignmentError(err)) {
-          await this.options.agents.restoreFinished(
-            msg.taskId,
-            completionIntent(msg.token, record.taskQueue ?? ''),
-            previousMarker,
-            FINISHED_TTL_MS,
-          );
-        }
-        return this.refused(agentId, msg.taskId, msg.token, lockId, err);
-      }
-      await this.finish(record, msg.token, lockId, 'completed', 'complete', { tasksDone: 1 });
-      return { ok: true, duplicate: true };
+      return this.refusedByBull(agentId, msg, COMPLETION, begun, finishRest, err);
     }
-    await this.finish(record, msg.token, lockId, 'completed', 'complete', { tasksDone: 1 });
+    await finishRest();
     this.observe(record, 'completed');
     return { ok: true };
   }
@@ -255,15 +242,20 @@ export class AssignmentService {
 
   async fail(agentId: string, msg: TaskFail): Promise<ReportAck> {
     if (agentIdOfToken(msg.token) !== agentId) throw superseded(msg.taskId);
-    const begun = await this.beginReport(agentId, msg.taskId, msg.token, 'failed');
-    if (begun.status === 'duplicate') return begun.ack;
-    const { record, lockId, cancelReason } = begun;
     const now = this.options.agents.now();
-    let outcome: 'requeued' | 'cancelled' | 'failed' | 'retried' = 'requeued';
     const cooldownUntil =
       msg.rateLimitedUntil !== undefined && msg.rateLimitedUntil > now
         ? msg.rateLimitedUntil
         : undefined;
+    const report: Report = { outcome: 'failed', usesAttempt: cooldownUntil === undefined };
+    const begun = await this.beginReport(agentId, msg.taskId, msg.token, report);
+    if (begun.status === 'duplicate') return begun.ack;
+    const { record, lockId, cancelReason } = begun;
+    const finishRest = () =>
+      cooldownUntil !== undefined
+        ? this.finish(record, msg.token, lockId, 'failed', 'rate_limited', {}, cooldownUntil)
+        : this.finish(record, msg.token, lockId, 'failed', 'fail', { tasksFailed: 1 });
+    let outcome: 'requeued' | 'cancelled' | 'failed' | 'retried' = 'requeued';
     this.options.leases.untrack(agentId, msg.token);
     try {
       const handle = await this.options.queues.get(record.taskQueue ?? '');
@@ -285,13 +277,9 @@ export class AssignmentService {
         outcome = cancelled ? 'cancelled' : final ? 'failed' : 'retried';
       }
     } catch (err) {
-      return this.refused(agentId, msg.taskId, msg.token, lockId, err);
+      return this.refusedByBull(agentId, msg, report, begun, finishRest, err);
     }
-    if (cooldownUntil !== undefined) {
-      await this.finish(record, msg.token, lockId, 'failed', 'rate_limited', {}, cooldownUntil);
-    } else {
-      await this.finish(record, msg.token, lockId, 'failed', 'fail', { tasksFailed: 1 });
-    }
+    await finishRest();
     this.observe(record, outcome);
     return { ok: true };
   }
@@ -299,27 +287,20 @@ export class AssignmentService {
   /**
    * The first step of a report (one script, `beginReport.lua`): the task's report lock, so
    * reports of one task are applied one at a time cluster-wide (a replay racing the original waits
-   * for it, then finds it applied and is answered as a duplicate), the duplicate check and the
-   * holder check. A replica that dies holding the lock holds it for {@link REPORT_LOCK_TTL_MS}
-   * at most; a report waits {@link REPORT_LOCK_WAIT_MS} at most, less than a sidecar waits for
-   * its ack, then answers E_UNAVAILABLE (the sidecar retries).
+   * for it, then finds it applied and is answered as a duplicate), the duplicate check, the
+   * holder check and the report's intent (see `report-intent.ts`). A replica that dies holding
+   * the lock holds it for {@link REPORT_LOCK_TTL_MS} at most; a report waits
+   * {@link REPORT_LOCK_WAIT_MS} at most, less than a sidecar waits for its ack, then answers
+   * E_UNAVAILABLE (the sidecar retries).
    */
   private async beginReport(
     agentId: string,
     taskId: string,
     token: string,
-    outcome: 'completed' | 'failed',
-  ): Promise<
-    | { status: 'duplicate'; ack: ReportAck }
-    | {
-        status: 'ok';
-        record: AgentRecord;
-        lockId: string;
-        previousMarker: string;
-        cancelReason: string | undefined;
-      }
-  > {
+    report: Report,
+  ): Promise<{ status: 'duplicate'; ack: ReportAck } | ({ status: 'ok' } & BegunReport)> {
     const { agents } = this.options;
+    const { outcome } = report;
     const lockId = randomUUID();
     const deadline = Date.now() + REPORT_LOCK_WAIT_MS;
     for (;;) {
@@ -334,7 +315,7 @@ export class AssignmentService {
       });
       switch (begun.status) {
         case 'superseded':
-          if (outcome === 'completed' && (await this.completedByIntent(taskId, token, begun))) {
+          if (await this.appliedByIntent(taskId, token, report, begun.previousMarker)) {
             return { status: 'duplicate', ack: { ok: true, duplicate: true } };
           }
           throw superseded(taskId);
@@ -374,7 +355,7 @@ export class AssignmentService {
     record: AgentRecord,
     token: string,
     lockId: string,
-    outcome: 'completed' | 'failed',
+    outcome: ReportOutcome,
     reason: TransitionReason,
     incr: Record<string, number>,
     cooldownUntil?: number,
@@ -396,30 +377,93 @@ export class AssignmentService {
   }
 
   /**
-   * A completion refused because the agent no longer holds the task may still be this
-   * completion's own: its replica died after BullMQ completed the job, and a reconnect released
-   * the agent before the replay came. Its intent names the queue; a completed job there means
-   * the completion was applied (another assignment would have replaced the intent with its own
-   * before completing). Records the outcome so later replays are plain duplicates.
+   * A report refused because the agent no longer holds the task may still be this report's own:
+   * its replica died after BullMQ's part, and a reconnect released the agent before the replay
+   * came. Its intent names the queue, so the job is found without the agent's record. Records
+   * the outcome so later replays are plain duplicates.
    */
-  private async completedByIntent(
+  private async appliedByIntent(
     taskId: string,
     token: string,
-    begun: { previousMarker: string },
+    report: Report,
+    previousMarker: string,
   ): Promise<boolean> {
-    const queue = intentQueue(begun.previousMarker, token);
-    if (queue === undefined || queue === '') return false;
-    const handle = await this.options.queues.get(queue);
-    const job = await handle.queue.getJob(taskId);
-    if ((await job?.getState()) !== 'completed') return false;
-    const { redis, keys } = this.options;
-    await redis.set(
-      keys.finished(taskId),
-      finishedMarker('completed', token),
-      'PX',
-      FINISHED_TTL_MS,
-    );
+    if (!(await this.appliedByBull(taskId, token, report, previousMarker))) return false;
+    const marker = finishedMarker(report.outcome, token);
+    await this.options.agents.replaceFinished(taskId, previousMarker, marker, FINISHED_TTL_MS);
     return true;
+  }
+
+  /**
+   * Whether BullMQ applied the report of `token` whose intent `marker` records (the finished
+   * key's value before this replay): for a completion, the job in the intent's queue is
+   * completed (another assignment would have replaced the intent with its own before
+   * completing); for a failure, see {@link failureTaken}.
+   */
+  private async appliedByBull(
+    taskId: string,
+    token: string,
+    report: Report,
+    marker: string,
+  ): Promise<boolean> {
+    const intent = reportIntent(marker, token);
+    if (intent?.outcome !== report.outcome || intent.queue === '') return false;
+    if (intent.outcome === 'failed') {
+      const usesAttempt = report.outcome === 'failed' && report.usesAttempt;
+      return failureTaken(intent, await this.jobCounts(intent.queue, taskId), token, usesAttempt);
+    }
+    const handle = await this.options.queues.get(intent.queue);
+    const job = await handle.queue.getJob(taskId);
+    return (await job?.getState().catch(() => 'unknown')) === 'completed';
+  }
+
+  /** The counts of a job a failure's intent is compared with (see {@link failureTaken}). */
+  private async jobCounts(queue: string, taskId: string): Promise<JobCounts> {
+    const { redis, keys } = this.options;
+    const [[timestamp, attemptsMade, stalledCount], lock] = await Promise.all([
+      redis.hmget(keys.bullJob(queue, taskId), 'timestamp', 'atm', 'stc'),
+      redis.get(keys.bullLock(queue, taskId)),
+    ]);
+    return {
+      exists: timestamp !== null,
+      attemptsMade: Number(attemptsMade ?? 0),
+      stalledCount: Number(stalledCount ?? 0),
+      lock: lock ?? undefined,
+    };
+  }
+
+  /**
+   * BullMQ refused a report's part (`err`). The replay of a report whose replica died after
+   * BullMQ's part finds its intent and the job as that part left it: it finishes the report's
+   * remaining part (`finishRest`: the agent's record and the finished marker) and is answered as
+   * a duplicate, counted nowhere (the dead replica counted it, or nobody). Otherwise the intent
+   * must not outlive a part BullMQ refused (a replay would read it as its own applied report,
+   * and the task view would name this agent): the finished key is put back. Any other error
+   * keeps it: BullMQ may have applied the part and lost the reply.
+   */
+  private async refusedByBull(
+    agentId: string,
+    msg: { taskId: string; token: string },
+    report: Report,
+    begun: BegunReport,
+    finishRest: () => Promise<void>,
+    err: unknown,
+  ): Promise<ReportAck> {
+    const { taskId, token } = msg;
+    const stale = isStaleAssignmentError(err);
+    if (stale && (await this.appliedByBull(taskId, token, report, begun.previousMarker))) {
+      await finishRest();
+      return { ok: true, duplicate: true };
+    }
+    if (stale || isAppError(err)) {
+      await this.options.agents.replaceFinished(
+        taskId,
+        begun.intent,
+        begun.previousMarker,
+        FINISHED_TTL_MS,
+      );
+    }
+    return this.refused(agentId, taskId, token, begun.lockId, err);
   }
 
   private async unlock(taskId: string, lockId: string): Promise<void> {

@@ -54,17 +54,19 @@ export type BeginReport =
   | { status: 'busy' }
   | {
       status: 'superseded';
-      /** The finished key's value (`completing <token> <queue>`: a completion's intent). */
+      /** The finished key's value (a report's intent, see `report-intent.ts`, or a marker). */
       previousMarker: string;
     }
   | { status: 'duplicate'; record: AgentRecord | undefined }
   | {
       status: 'ok';
       record: AgentRecord;
-      /** The finished key's value before this report (`completing <token>`: a replay). */
+      /** The finished key's value before this report (this report's intent: a replay). */
       previousMarker: string;
       /** Set when an operator asked to cancel the task. */
       cancelReason: string | undefined;
+      /** This report's intent, the finished key's value now (see `report-intent.ts`). */
+      intent: string;
     };
 
 /** The part of an agent record a heartbeat checks. */
@@ -426,7 +428,7 @@ export class AgentStore {
   /**
    * The first step of applying a report (see `beginReport.lua`): takes the task's report lock
    * (owner `lockId`), answers a replay of an applied report as `duplicate`, checks the agent
-   * still holds the task under `token`, and for a completion records the intent.
+   * still holds the task under `token`, and records the report's intent.
    */
   async beginReport(request: {
     agentId: string;
@@ -452,6 +454,7 @@ export class AgentStore {
         request.lockId,
         request.lockTtlMs,
         request.finishedTtlMs,
+        this.keys.bullRoot,
       ],
     );
     const record = (flat: string[]): AgentRecord | undefined =>
@@ -471,6 +474,7 @@ export class AgentStore {
           record: current,
           previousMarker: reply[2],
           cancelReason: reply[3] === '' ? undefined : reply[3],
+          intent: reply[4],
         };
       }
     }
@@ -482,16 +486,16 @@ export class AgentStore {
   }
 
   /**
-   * Puts back the task's finished key as it was before a completion's intent (`intent`) replaced
-   * it, unless something else was written since; `previous` "" deletes it.
+   * Sets the task's finished key to `value` ("" deletes it) while it still holds `expected`: a
+   * report's intent is put back as it was before, or replaced by the report's outcome.
    */
-  async restoreFinished(
+  async replaceFinished(
     taskId: string,
-    intent: string,
-    previous: string,
+    expected: string,
+    value: string,
     ttlMs: number,
   ): Promise<void> {
-    await this.scripts.replaceIfEquals(this.keys.finished(taskId), intent, previous, ttlMs);
+    await this.scripts.replaceIfEquals(this.keys.finished(taskId), expected, value, ttlMs);
   }
 
   /** The id of the active job of `queue` locked with `token` (a recovery path: O(active)). */

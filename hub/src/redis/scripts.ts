@@ -89,7 +89,10 @@ export type AcceptReply = [1 | 2, number, string] | [0, string];
 export type CompleteAtOnceReply =
   ['slow'] | ['completed', string, string, TransitionReply, ClaimAndFetchReply];
 export type BeginReportReply =
-  ['busy'] | ['superseded', string] | ['duplicate', string[]] | ['ok', string[], string, string];
+  | ['busy']
+  | ['superseded', string]
+  | ['duplicate', string[]]
+  | ['ok', string[], string, string, string];
 
 export interface AgentScripts {
   transition(keys: string[], spec: string): Promise<TransitionReply>;

@@ -143,10 +143,12 @@ export class TaskService {
   /**
    * The state of a task no longer kept, from its finished marker: an idempotency key outlives
    * the task when retention trims it (the marker lives as long as the key, 24 h, and is written
-   * later). A failure with a cancel request on record was the cancellation of a running task.
+   * later; a report's intent, `completing`/`failing`, counts as its outcome: a task retention
+   * trimmed was not put back to run). A failure with a cancel request on record was the
+   * cancellation of a running task.
    * `removed` without a marker: the task ended without a report of its agent (failed for
-   * stalling too often, for instance). (Removing a task, by cancelling it while it waits or from
-   * Bull Board, frees its idempotency key.)
+   * stalling too often, for instance). (A task cancelled while it waits keeps its idempotency
+   * key, and {@link get} shows it from its record; removing it from Bull Board frees the key.)
    */
   private async outcomeOfRemoved(taskId: string): Promise<TaskState | 'removed'> {
     const { redis, keys } = this.options;
@@ -156,7 +158,9 @@ export class TaskService {
     );
     const outcome = marker?.split(' ', 1)[0];
     if (outcome === 'completed' || outcome === 'completing') return 'completed';
-    if (outcome === 'failed') return cancelRequest === null ? 'failed' : 'cancelled';
+    if (outcome === 'failed' || outcome === 'failing') {
+      return cancelRequest === null ? 'failed' : 'cancelled';
+    }
     return 'removed';
   }
 
@@ -203,7 +207,7 @@ export class TaskService {
       if (await this.cancelledView(taskId)) {
         throw new AppError(
           'E_INVALID_STATE',
-          `Task ${taskId} was cancelled before it ran; create a new task`,
+          `Task ${taskId} was cancelled before it ran; create a new task (with another idempotency key)`,
         );
       }
       throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);

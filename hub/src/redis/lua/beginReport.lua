@@ -1,11 +1,14 @@
 --[[
   beginReport: the first step of applying a report (complete or fail) of a task, in one round
   trip. Takes the task's report lock (reports of one task are applied one at a time,
-  cluster-wide), answers a replay of an applied report as a duplicate, and checks that the agent
-  still holds the task under the token. For a completion it records the intent
-  (`completing <token> <queue>` in the finished key): should the replica die after BullMQ
-  completed the job but before the outcome was recorded, the replay can tell that the completion
-  was its own, even when the agent was released meanwhile (a reconnect).
+  cluster-wide), answers a replay of an applied report as a duplicate, checks that the agent
+  still holds the task under the token, and records the report's intent in the finished key:
+  `completing <token> <queue>` for a completion, `failing <token> <queue> <attemptsMade>
+  <stalledCount>` for a failure (the job's `atm` and `stc` before BullMQ's part). Should the
+  replica die after BullMQ's part but before the outcome was recorded, the replay can tell that
+  BullMQ applied this report (see `report-intent.ts`), even when the agent was released
+  meanwhile (a reconnect). A failure's replay keeps the intent its first try wrote: the counts
+  it compares are those from before BullMQ's part.
 
   KEYS[1]  agent hash
   KEYS[2]  report lock of the task
@@ -18,14 +21,17 @@
   ARGV[4]  lock owner id
   ARGV[5]  lock TTL (ms)
   ARGV[6]  finished-key TTL (ms)
+  ARGV[7]  BullMQ's key root (`<bullPrefix>:`): the job's hash is `<root><queue>:<task id>`
 
   Returns:
     { "busy" }                                     another report of the task is being applied
     { "duplicate", record }                        this report was applied before
     { "superseded", previousMarker }               the agent does not hold the task (lock released)
-    { "ok", record, previousMarker, cancelReason } go on; record = HGETALL of the agent;
+    { "ok", record, previousMarker, cancelReason, intent }
+                                                   go on; record = HGETALL of the agent;
                                                    cancelReason is read for failures only
-                                                   (a completion wins over a cancel request)
+                                                   (a completion wins over a cancel request);
+                                                   intent = the finished key's value now
 ]]
 if not redis.call("SET", KEYS[2], ARGV[4], "PX", ARGV[5], "NX") then
   return { "busy" }
@@ -35,7 +41,8 @@ local f = {}
 for i = 1, #record, 2 do
   f[record[i]] = record[i + 1]
 end
-local completing = "completing " .. ARGV[2] .. " " .. (f.taskQueue or "")
+local token, queue = ARGV[2], f.taskQueue or ""
+local completing = "completing " .. token .. " " .. queue
 local marker
 if ARGV[3] == "completed" then
   -- the usual case (no marker yet) costs one call; the rare ones below put the old value back
@@ -52,16 +59,23 @@ local function restoreMarker()
     end
   end
 end
-if marker == ARGV[3] .. " " .. ARGV[2] then
+if marker == ARGV[3] .. " " .. token then
   restoreMarker()
   return { "duplicate", record }
 end
-if f.taskId ~= ARGV[1] or f.token ~= ARGV[2] or (f.state ~= "assigned" and f.state ~= "working") then
+if f.taskId ~= ARGV[1] or f.token ~= token or (f.state ~= "assigned" and f.state ~= "working") then
   restoreMarker()
   redis.call("DEL", KEYS[2])
   return { "superseded", marker }
 end
 if ARGV[3] == "completed" then
-  return { "ok", record, marker, "" }
+  return { "ok", record, marker, "", completing }
 end
-return { "ok", record, marker, redis.call("GET", KEYS[4]) or "" }
+local failing = "failing " .. token .. " "
+local intent = marker
+if string.sub(marker, 1, #failing) ~= failing then
+  local counts = redis.call("HMGET", ARGV[7] .. queue .. ":" .. ARGV[1], "atm", "stc")
+  intent = failing .. queue .. " " .. (counts[1] or "0") .. " " .. (counts[2] or "0")
+  redis.call("SET", KEYS[3], intent, "PX", ARGV[6])
+end
+return { "ok", record, marker, redis.call("GET", KEYS[4]) or "", intent }

@@ -1,7 +1,8 @@
 --[[
-  replaceIfEquals: puts a key's earlier value back only while it still holds the caller's (a
-  completion refused after `beginReport` wrote its intent to the task's finished key restores
-  what was there, unless another report has written since).
+  replaceIfEquals: replaces a key's value only while it still holds the caller's (a report
+  refused after `beginReport` wrote its intent to the task's finished key restores what was
+  there, and a replay that finds its report applied replaces the intent with its outcome,
+  unless another report has written since).
 
   KEYS[1]  the key
   ARGV[1]  the value the caller set

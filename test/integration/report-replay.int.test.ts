@@ -1,0 +1,257 @@
+import { randomBytes } from 'node:crypto';
+import type { TaskAssign, TaskView } from '@agentcom/shared';
+import { Job, Queue, UnrecoverableError } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { Hub } from '../../hub/src/hub';
+import { TEST_ADMIN_KEY, api, startTestHub } from '../helpers/hub';
+import { sumMetric } from '../helpers/metrics';
+import { eventually } from '../helpers/poll';
+import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { TestAgent } from '../helpers/test-agent';
+
+/**
+ * The replay of a report whose replica died half-way. The test plays that replica: the report's
+ * intent recorded (`beginReport`, as the hub runs it), then BullMQ's part or not, then nothing
+ * more but its report lock running out. No lease tick runs meanwhile (HEARTBEAT_MS 60 s): the
+ * dying replica's lease keeper would have died with it.
+ */
+describe('the replay of a report whose replica died half-way', () => {
+  let redis: RedisProcess;
+  let hub: Hub & { url: string };
+  let connection: Redis;
+  const agents: TestAgent[] = [];
+  const queues: Queue[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    hub = await startTestHub(redis.url, {
+      HUB_ID: 'hub-d',
+      HEARTBEAT_MS: '60000',
+      LEASE_MS: '300000',
+    });
+    connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+  });
+  afterEach(async () => {
+    for (const agent of agents.splice(0)) agent.close();
+    for (const queue of queues.splice(0)) await queue.close();
+  });
+  afterAll(async () => {
+    await connection.quit();
+    await hub.close();
+    await redis.dispose();
+  });
+
+  /**
+   * A new agent works on a new task (`attempts`) and its replica dies applying its report
+   * (`outcome`): the intent is recorded, `bullPart` runs (BullMQ's part, or what else happens to
+   * the job), the report lock runs out. With `reconnect`, the sidecar then reconnects announcing
+   * the finished task: the lock is gone, so the hub cannot resume the task and frees the agent.
+   * Returns the connection the sidecar replays the report on.
+   */
+  const diedMidReport = async (options: {
+    outcome: 'completed' | 'failed';
+    attempts?: number;
+    bullPart: (job: Job, token: string) => Promise<unknown>;
+    reconnect: boolean;
+  }) => {
+    const queue = `q-${randomBytes(4).toString('hex')}`;
+    const bull = new Queue(queue, { connection, prefix: hub.keys.bullPrefix });
+    queues.push(bull);
+    const agentId = `agent-${randomBytes(4).toString('hex')}`;
+    const agent = await TestAgent.register(hub.url, agentId, [queue]);
+    agents.push(agent);
+    const assigned = agent.nextAssignment();
+    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+      queue,
+      payload: {},
+      ...(options.attempts !== undefined ? { attempts: options.attempts } : {}),
+    });
+    expect(created.status).toBe(201);
+    const id = created.body.id;
+    const assignment = await assigned;
+    const { token } = assignment;
+    await agent.accept(assignment);
+    const begun = await hub.agents.beginReport({
+      agentId,
+      taskId: id,
+      token,
+      outcome: options.outcome,
+      lockId: 'the-dying-replica',
+      lockTtlMs: 5000,
+      finishedTtlMs: 60_000,
+    });
+    expect(begun.status).toBe('ok');
+    const job = await Job.fromId(bull, id);
+    if (!job) throw new Error(`no job ${id}`);
+    await options.bullPart(job, token);
+    await connection.del(hub.keys.reporting(id)); // its report lock ran out
+    let sender = agent;
+    if (options.reconnect) {
+      agent.current = { taskId: id, token, state: 'finished' };
+      sender = await agent.reconnectTo(hub.url);
+      agents.push(sender);
+      await eventually(
+        async () => ((await hub.agents.get(agentId))?.token !== token ? true : undefined),
+        { what: 'the agent freed by its reconnect' },
+      );
+    }
+    return { queue, id, token, agentId, sender };
+  };
+  const getTask = async (id: string): Promise<TaskView> =>
+    (await api<TaskView>(hub.url, 'GET', `/v1/tasks/${id}`)).body;
+  /** The task's attempts BullMQ counted. */
+  const attemptsMade = async (queue: string, id: string): Promise<number> =>
+    Number((await connection.hget(hub.keys.bullJob(queue, id), 'atm')) ?? 0);
+  /** This hub's count of the queue's failed tasks (the dying replica's died with it). */
+  const failuresCounted = async (queue: string): Promise<number> => {
+    const response = await fetch(`${hub.url}/metrics`, {
+      headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` },
+    });
+    return sumMetric([await response.text()], 'agentcom_tasks_failed_total', `"${queue}"`);
+  };
+  /** The assignment of task `id` to `agent` under another token than `token` (also a past one). */
+  const handedOutAgain = (agent: TestAgent, id: string, token: string): Promise<TaskAssign> =>
+    eventually(() => agent.assignments.find((a) => a.task.id === id && a.token !== token), {
+      what: `task ${id} handed out again`,
+    });
+
+  it.each([
+    ['the replay comes on the same connection', false],
+    ['the sidecar reconnected first, which released the agent', true],
+  ])(
+    'answers the replay of a completion whose replica died after BullMQ completed the job as a duplicate: %s',
+    async (_, reconnect) => {
+      const { id, token, agentId, sender } = await diedMidReport({
+        outcome: 'completed',
+        bullPart: (job, lock) => job.moveToCompleted('done', lock, false),
+        reconnect,
+      });
+      if (reconnect) expect((await hub.agents.get(agentId))?.taskId).toBeUndefined();
+      expect(await sender.send('task:complete', { taskId: id, token, result: 'done' })).toEqual({
+        ok: true,
+        duplicate: true,
+      });
+      expect(await getTask(id)).toMatchObject({ state: 'completed', result: 'done' });
+      // a reconnect released the agent without counting the task as done
+      expect(await hub.agents.get(agentId)).toMatchObject({
+        state: 'idle',
+        tasksDone: reconnect ? 0 : 1,
+      });
+      expect(await connection.get(hub.keys.finished(id))).toBe(`completed ${token}`);
+    },
+  );
+
+  describe.each([
+    ['the replay comes on the same connection', false],
+    ['the sidecar reconnected first, which released the agent', true],
+  ])('answers as a duplicate the replay of a failure BullMQ applied: %s', (_, reconnect) => {
+    /** What every such replay leaves: the report's marker, no lock, nothing counted twice. */
+    const expectFinished = async (queue: string, id: string, token: string) => {
+      expect(await connection.get(hub.keys.finished(id))).toBe(`failed ${token}`);
+      expect(await connection.get(hub.keys.reporting(id))).toBeNull();
+      expect(await failuresCounted(queue)).toBe(0);
+    };
+
+    it('a final failure', async () => {
+      const { queue, id, token, agentId, sender } = await diedMidReport({
+        outcome: 'failed',
+        bullPart: (job, lock) => job.moveToFailed(new UnrecoverableError('boom'), lock, false),
+        reconnect,
+      });
+      const fail = { taskId: id, token, error: 'boom', retryable: false };
+      expect(await sender.send('task:fail', fail)).toEqual({ ok: true, duplicate: true });
+      expect(await getTask(id)).toMatchObject({ state: 'failed', error: 'boom', attemptsMade: 1 });
+      // a reconnect released the agent without counting the failure
+      expect(await hub.agents.get(agentId)).toMatchObject({
+        state: 'idle',
+        tasksFailed: reconnect ? 0 : 1,
+      });
+      await expectFinished(queue, id, token);
+      expect(await sender.send('task:fail', fail)).toEqual({ ok: true, duplicate: true });
+    });
+
+    it('a failure BullMQ retries: the retry runs once, on the freed agent', async () => {
+      const { queue, id, token, agentId, sender } = await diedMidReport({
+        outcome: 'failed',
+        attempts: 3,
+        bullPart: (job, lock) => job.moveToFailed(new Error('flaky'), lock, false),
+        reconnect,
+      });
+      const fail = { taskId: id, token, error: 'flaky', retryable: true };
+      expect(await sender.send('task:fail', fail)).toEqual({ ok: true, duplicate: true });
+      // freed by the replay, or by the reconnect before it: the agent is handed the retry
+      const retry = await handedOutAgain(sender, id, token);
+      expect(retry).toMatchObject({ attempt: 2 });
+      expect(await attemptsMade(queue, id)).toBe(1);
+      const record = await hub.agents.get(agentId);
+      expect(record).toMatchObject({
+        taskId: id,
+        token: retry.token,
+        tasksFailed: reconnect ? 0 : 1,
+      });
+      await expectFinished(queue, id, token);
+    });
+
+    it('a quota: the job went back to wait without an attempt', async () => {
+      const { queue, id, token, agentId, sender } = await diedMidReport({
+        outcome: 'failed',
+        bullPart: (job, lock) => job.moveToWait(lock),
+        reconnect,
+      });
+      const rateLimitedUntil = Date.now() + 60_000;
+      const fail = { taskId: id, token, error: 'quota', retryable: true, rateLimitedUntil };
+      expect(await sender.send('task:fail', fail)).toEqual({ ok: true, duplicate: true });
+      expect(await attemptsMade(queue, id)).toBe(0);
+      if (reconnect) {
+        // the reconnect freed the agent before the replay could cool it down
+        expect(await handedOutAgain(sender, id, token)).toMatchObject({ attempt: 1 });
+      } else {
+        expect(await hub.agents.get(agentId)).toMatchObject({
+          state: 'cooldown',
+          cooldownUntil: rateLimitedUntil,
+          tasksFailed: 0,
+        });
+        expect((await getTask(id)).state).toBe('waiting');
+      }
+      await expectFinished(queue, id, token);
+    });
+  });
+
+  it.each([
+    ['a failure', 'its job stalled', undefined],
+    ['a quota', 'its job stalled', 60_000],
+    ['a failure', 'its job was put back to wait under its token', undefined],
+  ])(
+    'refuses the replay of %s whose replica died before BullMQ took it: %s',
+    async (_, jobAfter, rateLimitedFor) => {
+      const { queue, id, token, agentId, sender } = await diedMidReport({
+        outcome: 'failed',
+        bullPart: async (job, lock) => {
+          if (jobAfter !== 'its job stalled') return job.moveToWait(lock);
+          // the lock runs out (no replica extends it): the stalled checker puts the job back
+          await connection.del(hub.keys.bullLock(job.queueName, job.id ?? ''));
+          return eventually(async () => ((await job.getState()) === 'waiting' ? true : undefined), {
+            what: 'the stalled job back to wait',
+          });
+        },
+        reconnect: false,
+      });
+      const fail = {
+        taskId: id,
+        token,
+        error: 'late',
+        retryable: true,
+        ...(rateLimitedFor !== undefined ? { rateLimitedUntil: Date.now() + rateLimitedFor } : {}),
+      };
+      expect(await sender.send('task:fail', fail)).toMatchObject({
+        ok: false,
+        code: 'E_ASSIGNMENT_SUPERSEDED',
+      });
+      expect(await attemptsMade(queue, id)).toBe(0);
+      expect(await connection.get(hub.keys.finished(id))).not.toBe(`failed ${token}`);
+      const record = await hub.agents.get(agentId);
+      expect(record?.token).not.toBe(token);
+      expect(record?.tasksFailed).toBe(0);
+    },
+  );
+});
