@@ -32,12 +32,12 @@ describe('task views at their edges', () => {
   const create = async (queue: string, payload: unknown = {}) =>
     (await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', { queue, payload, attempts: 1 })).body
       .id;
-  /** Walks every page of a listing; the pages, in order. */
-  const walk = async (query: string, between?: (page: number) => Promise<void>) => {
+  /** Walks every page of a listing; the pages, in order. `between` runs before each request. */
+  const walk = async (query: string, between?: (pages: Page[]) => Promise<void>) => {
     const pages: Page[] = [];
     let cursor: string | undefined;
     do {
-      await between?.(pages.length);
+      await between?.(pages);
       const response = await api<Page>(
         hub.url,
         'GET',
@@ -83,15 +83,31 @@ describe('task views at their edges', () => {
     }
   });
 
-  it('refuses a crafted cursor with E_VALIDATION, an offset past any list included', async () => {
+  it('refuses a crafted cursor with E_VALIDATION, offsets of the former format included', async () => {
     const queue = newQueue();
     await create(queue);
     for (const cursor of [
       b64('{"q":"a","t":"failed","o":1e20}'),
-      b64('{"q":"a","t":"failed","o":-1}'),
-      b64('{"q":"a","t":"nope","o":0}'),
-      b64('{"q":1,"t":"failed","o":0}'),
+      b64('{"q":"a","t":"failed","o":0}'),
+      b64('{"q":"a","t":"nope"}'),
+      b64('{"q":1,"t":"failed"}'),
+      b64('{"q":"a","t":"failed","a":"x","s":1e400}'),
+      b64('{"q":"a","t":"failed","a":"x","s":"1"}'),
+      b64('{"q":"a","t":"failed","a":"x"}'),
+      b64('{"q":"a","t":"failed","a":"x","n":"y"}'),
+      b64('{"q":"a","t":"failed","a":"","s":1}'),
+      b64('{"q":"a","t":"failed","s":1}'),
+      b64('{"q":"a","t":"wait","a":"x","n":"y"}'),
+      b64('{"q":"a","t":"wait","a":"x","as":"0:0","n":"y"}'),
+      b64('{"q":"a","t":"wait","a":"x","as":"0:0","n":"y","ns":"1e3:0"}'),
+      b64('{"q":"a","t":"wait","a":"x","as":0,"n":"y","ns":"0:0"}'),
+      b64('{"q":"a","t":"wait","a":"x","as":"0:0","n":"","ns":"0:0"}'),
+      b64('{"q":"a","t":"wait","a":["x"],"as":"0:0","n":"y","ns":"0:0"}'),
+      b64('{"q":"a","t":"wait","a":"x","as":"0:0","n":"y","ns":"0:0","s":1}'),
+      b64('{"q":"a","t":"failed","a":"x","as":"0:0","n":"y","ns":"0:0"}'),
+      b64('{"q":"a","t":"failed","__proto__":{"a":"x","s":1}}'),
       b64('{"p":0,"o":0}'),
+      b64('[]'),
       b64('null'),
     ]) {
       const response = await api<{ error: { code: string } }>(
@@ -104,6 +120,25 @@ describe('task views at their edges', () => {
         status: 400,
         code: 'E_VALIDATION',
       });
+    }
+  });
+
+  it('answers a well-formed cursor naming jobs or scores that never were with a page, not an error', async () => {
+    const queue = newQueue();
+    const id = await create(queue);
+    for (const [state, cursor, listed] of [
+      ['waiting', { q: queue, t: 'wait', a: 'none', as: '0:0', n: 'none', ns: '1:2' }, [id]],
+      ['failed', { q: queue, t: 'failed', a: 'none', s: -1e308 }, []],
+      ['failed', { q: queue, t: 'failed', a: 'z'.repeat(128), s: 1.5e300 }, []],
+      ['waiting', { q: '', t: 'wait' }, [id]],
+    ] as const) {
+      const response = await api<Page>(
+        hub.url,
+        'GET',
+        `/v1/tasks?queue=${queue}&state=${state}&cursor=${b64(JSON.stringify(cursor))}`,
+      );
+      expect(response.status).toBe(200);
+      expect(response.body.tasks.map((t) => t.id)).toEqual(listed);
     }
   });
 
@@ -146,6 +181,143 @@ describe('task views at their edges', () => {
     expect(cancelled[0]).toEqual({ tasks: [], nextCursor: expect.any(String) });
     expect(cancelled.length).toBeGreaterThanOrEqual(2);
     expect(cancelled.flatMap((p) => p.tasks)).toEqual([]);
+  });
+
+  /**
+   * Whether every task that stayed in the listed state for the whole walk was listed, once (a task
+   * that left it, and may have come back, may be listed or not).
+   */
+  const expectEachStayedOnce = (pages: Page[], all: string[], left: Set<string>) => {
+    const listed = pages.flatMap((p) => p.tasks.map((t) => t.id));
+    const times = (id: string) => listed.filter((listedId) => listedId === id).length;
+    const stayed = all.filter((id) => !left.has(id));
+    const repeated = stayed.filter((id) => times(id) > 1);
+    const missed = stayed.filter((id) => times(id) === 0);
+    expect({ repeated, missed }).toEqual({ repeated: [], missed: [] });
+  };
+  const lastListed = (pages: Page[]) => pages.at(-1)!.tasks.at(-1)!.id;
+
+  it('misses no waiting task and repeats none while tasks are dispatched, cancelled, handed back and created between pages', async () => {
+    const queue = newQueue();
+    const all: string[] = [];
+    for (let i = 0; i < 12; i++) all.push(await create(queue, i));
+    const left = new Set<string>();
+    /** Registers an agent of the queue: it is handed the oldest waiting task, and accepts it. */
+    const takeOldest = async () => {
+      const agent = await TestAgent.register(hub.url, `agent-${randomBytes(4).toString('hex')}`, [
+        queue,
+      ]);
+      agents.push(agent);
+      const msg = await agent.nextAssignment();
+      expect(await agent.accept(msg)).toMatchObject({ ok: true });
+      left.add(msg.task.id);
+      return { agent, msg };
+    };
+    const pages = await walk(`queue=${queue}&state=waiting&limit=3`, async (pages) => {
+      if (pages.length === 1) {
+        await takeOldest(); // leaves at the end the walk started from
+        all.push(await create(queue, 'new'));
+      } else if (pages.length === 2) {
+        // the last task listed, and one listed before, leave from the middle
+        for (const id of [lastListed(pages), pages[0]!.tasks[1]!.id]) {
+          expect((await api(hub.url, 'POST', `/v1/tasks/${id}/cancel`)).status).toBe(200);
+          left.add(id);
+        }
+      } else if (pages.length === 3) {
+        // a task listed on the first page goes to an agent, which hands it back (rate limited):
+        // it comes back at the end the walk started from
+        const { agent, msg } = await takeOldest();
+        expect(
+          await agent.send('task:fail', {
+            taskId: msg.task.id,
+            token: msg.token,
+            error: 'quota',
+            retryable: true,
+            rateLimitedUntil: Date.now() + 3_600_000,
+          }),
+        ).toMatchObject({ ok: true });
+        expect((await api<TaskView>(hub.url, 'GET', `/v1/tasks/${msg.task.id}`)).body.state).toBe(
+          'waiting',
+        );
+        all.push(await create(queue, 'new'));
+      }
+    });
+    expect(pages.length).toBeGreaterThanOrEqual(4);
+    expectEachStayedOnce(pages, all, left);
+  });
+
+  it.each([
+    ['BullMQ retries it', true],
+    ['an operator retries it', false],
+  ])(
+    'misses no waiting task when the last one listed ran, failed and came back to wait between pages (%s)',
+    async (_, retryable) => {
+      const queue = newQueue();
+      const all: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        const body = { queue, payload: i, attempts: retryable ? 2 : 1 };
+        all.push((await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', body)).body.id);
+      }
+      const left = new Set<string>();
+      const pages = await walk(`queue=${queue}&state=waiting&limit=1`, async (pages) => {
+        if (pages.length !== 1) return;
+        // the task listed goes to an agent and fails; the agent then gets the task after it, and
+        // the failed one comes back to wait at the newest end, where the walk has not been yet
+        const agent = await TestAgent.register(hub.url, `agent-${randomBytes(4).toString('hex')}`, [
+          queue,
+        ]);
+        agents.push(agent);
+        const first = await agent.nextAssignment();
+        expect(first.task.id).toBe(lastListed(pages));
+        await agent.accept(first);
+        const second = agent.nextAssignment();
+        const failure = { taskId: first.task.id, token: first.token, error: 'x', retryable };
+        expect(await agent.send('task:fail', failure)).toMatchObject({ ok: true });
+        const taken = await second;
+        await agent.accept(taken);
+        if (!retryable) {
+          const retried = await api(hub.url, 'POST', `/v1/tasks/${first.task.id}/retry`);
+          expect(retried.status).toBe(200);
+        }
+        left.add(first.task.id).add(taken.task.id);
+      });
+      expectEachStayedOnce(pages, all, left);
+    },
+  );
+
+  it('misses no failed task and repeats none while failed tasks are retried between pages', async () => {
+    const queue = newQueue();
+    const agent = await TestAgent.register(hub.url, `agent-${randomBytes(4).toString('hex')}`, [
+      queue,
+    ]);
+    agents.push(agent);
+    const all: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const assigned = agent.nextAssignment();
+      all.push(await create(queue, i));
+      const msg = await assigned;
+      await agent.accept(msg);
+      expect(
+        await agent.send('task:fail', {
+          taskId: msg.task.id,
+          token: msg.token,
+          error: 'x',
+          retryable: false,
+        }),
+      ).toMatchObject({ ok: true });
+    }
+    agent.close(); // retried tasks stay waiting
+    const left = new Set<string>();
+    const retry = async (id: string) => {
+      expect((await api(hub.url, 'POST', `/v1/tasks/${id}/retry`)).status).toBe(200);
+      left.add(id);
+    };
+    const pages = await walk(`queue=${queue}&state=failed&limit=2`, async (pages) => {
+      if (pages.length === 1) await retry(pages[0]!.tasks[0]!.id);
+      if (pages.length === 2) await retry(lastListed(pages));
+    });
+    expect(pages.length).toBeGreaterThanOrEqual(4);
+    expectEachStayedOnce(pages, all, left);
   });
 
   it('repeats no task when a queue is created between pages', async () => {

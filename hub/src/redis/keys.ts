@@ -142,6 +142,11 @@ export class RedisKeys {
     return `${this.bullQueuePrefix(queue)}${taskId}`;
   }
 
+  /** BullMQ's job schedulers of a queue (agentcom adds none; BullMQ's `removeJob` reads it). */
+  bullRepeat(queue: string): string {
+    return `${this.bullQueuePrefix(queue)}repeat`;
+  }
+
   /** BullMQ's lock key of a job (read only: BullMQ owns it). */
   bullLock(queue: string, taskId: string): string {
     return `${this.bullJob(queue, taskId)}:lock`;

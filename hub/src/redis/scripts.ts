@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import { LuaScript, type ScriptArg } from './script-command';
 import { moveToActive as bullMoveToActive } from 'bullmq/dist/cjs/scripts/moveToActive-11.js';
 import { moveToFinished as bullMoveToFinished } from 'bullmq/dist/cjs/scripts/moveToFinished-14.js';
+import { removeJob as bullRemoveJob } from 'bullmq/dist/cjs/scripts/removeJob-2.js';
 
 /**
  * Loads agentcom's Lua scripts (one per atomic operation, in `src/redis/lua/`, each with a
@@ -24,6 +25,8 @@ export const SCRIPT_NAMES = [
   'transitionThenClaim',
   'claimAndFetch',
   'completeAtOnce',
+  'cancelTask',
+  'idsAfter',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -47,6 +50,8 @@ function localFunction(name: string, source: string): string {
  */
 export const BULL_MOVE_TO_ACTIVE: string = bullMoveToActive.content;
 export const BULL_MOVE_TO_FINISHED: string = bullMoveToFinished.content;
+/** BullMQ's own `removeJob` script: `cancelTask` removes a waiting job with it. */
+export const BULL_REMOVE_JOB: string = bullRemoveJob.content;
 
 /**
  * Scripts composed of others: the local functions (name, source) that come before the script's
@@ -67,6 +72,7 @@ const COMPOSED: Partial<Record<ScriptName, ReadonlyArray<readonly [string, () =>
     ['claimAndFetch', () => scriptSource('claimAndFetch')],
     ['moveToFinished', () => BULL_MOVE_TO_FINISHED],
   ],
+  cancelTask: [['removeJob', () => BULL_REMOVE_JOB]],
 };
 
 /** The source of a script as Redis runs it (composed scripts: their parts first). */

@@ -2,7 +2,10 @@ import { AppError, type TaskState } from '@agentcom/shared';
 import type { Redis } from 'ioredis';
 import { agentIdOfToken } from '../dispatch/assignment-token';
 import type { AgentNotifier } from '../dispatch/notifier';
+import type { TaskJob } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
+import { LuaScript } from '../redis/script-command';
+import { scriptSource } from '../redis/scripts';
 import { CANCELLED_PREFIX, type TaskService } from './task-service';
 
 /** How long a cancel request of a running task, or the record of a removed one, is kept. */
@@ -15,14 +18,22 @@ export interface CancelOutcome {
   cancelRequested?: boolean;
 }
 
+/** See `cancelTask.lua`. */
+type CancelTaskReply =
+  ['gone'] | ['completed'] | ['failed', string] | ['running', string | null] | ['removed'];
+
 /**
  * Cancels a task from any replica. A waiting or delayed task is removed at once (a record of it
- * stays, so the API shows it `cancelled`). A running one gets `task:cancel` at its agent, wherever
- * it is connected; the agent kills its process group and reports, and the task fails as
- * `cancelled` without retry. The request is kept, so a task that comes back to wait before its
- * agent reported (the agent vanished) is cancelled when next fetched.
+ * stays, so the API shows it `cancelled`, and so does its idempotency key). A running one gets
+ * `task:cancel` at its agent, wherever it is connected; the agent kills its process group and
+ * reports, and the task fails as `cancelled` without retry. The request is kept, so a task that
+ * comes back to wait before its agent reported (the agent vanished) is cancelled when next
+ * fetched. A task that completed or failed before the cancel took effect stays so: the cancel
+ * reads the job's state and acts on it in one script.
  */
 export class TaskCancellation {
+  private readonly script = new LuaScript('cancelTask', scriptSource('cancelTask'));
+
   constructor(
     private readonly options: {
       redis: Redis;
@@ -33,45 +44,69 @@ export class TaskCancellation {
   ) {}
 
   async cancel(taskId: string, reason = 'cancelled by an operator'): Promise<CancelOutcome> {
+    const job = await this.options.tasks.findJob(taskId);
+    return job ? this.cancelJob(job, reason) : this.cancelledBefore(taskId);
+  }
+
+  /**
+   * Cancels the task of a loaded job by the job's state when the cancel takes effect
+   * (`cancelTask.lua`), whatever it was when the job was loaded.
+   */
+  async cancelJob(job: TaskJob, reason: string): Promise<CancelOutcome> {
     const { redis, keys, tasks, notifier } = this.options;
-    const job = await tasks.findJob(taskId);
-    if (!job) {
-      if (await redis.exists(keys.cancelledTask(taskId))) return { id: taskId, state: 'cancelled' };
-      throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
-    }
-    const state = await job.getState();
-    if (
-      state === 'completed' ||
-      (state === 'failed' && !job.failedReason?.startsWith(CANCELLED_PREFIX))
-    ) {
-      throw new AppError('E_INVALID_STATE', `Task ${taskId} is already ${state}`);
-    }
-    if (state === 'failed') return { id: taskId, state: 'cancelled' };
-    if (state !== 'active') {
-      const record = JSON.stringify({
-        id: taskId,
-        queue: job.queueName,
-        payload: job.data.payload,
-        labels: job.data.labels,
-        createdAt: job.timestamp,
-        cancelledAt: Date.now(),
-        reason,
-        attemptsMade: job.attemptsMade,
-        attempts: job.opts.attempts ?? 1,
-      });
-      try {
-        await job.remove();
-        await redis.set(keys.cancelledTask(taskId), record, 'PX', CANCEL_TTL_MS);
+    const taskId = job.id ?? '';
+    const reply = await this.script.run<CancelTaskReply>(
+      redis,
+      [
+        keys.bullJob(job.queueName, taskId),
+        keys.bullRepeat(job.queueName),
+        keys.cancelledTask(taskId),
+        keys.cancelRequested(taskId),
+      ],
+      [taskId, keys.bullQueuePrefix(job.queueName), record(job, reason), reason, CANCEL_TTL_MS],
+    );
+    switch (reply[0]) {
+      case 'removed':
         return { id: taskId, state: 'cancelled' };
-      } catch {
-        // fetched by a dispatcher meanwhile: it is active now, cancel it as a running task
+      case 'gone':
+        return this.cancelledBefore(taskId);
+      case 'completed':
+        throw alreadyFinished(taskId, 'completed');
+      case 'failed':
+        if (reply[1].startsWith(CANCELLED_PREFIX)) return { id: taskId, state: 'cancelled' };
+        throw alreadyFinished(taskId, 'failed');
+      case 'running': {
+        const agentId = reply[1] ? agentIdOfToken(reply[1]) : undefined;
+        if (agentId) notifier.cancel(agentId, { taskId, reason: 'cancelled' });
+        const view = await tasks.get(taskId);
+        return { id: taskId, state: view?.state ?? 'running', cancelRequested: true };
       }
     }
-    await redis.set(keys.cancelRequested(taskId), reason, 'PX', CANCEL_TTL_MS);
-    const token = await redis.get(keys.bullLock(job.queueName, taskId));
-    const agentId = token ? agentIdOfToken(token) : undefined;
-    if (agentId) notifier.cancel(agentId, { taskId, reason: 'cancelled' });
-    const view = await tasks.get(taskId);
-    return { id: taskId, state: view?.state ?? 'running', cancelRequested: true };
   }
+
+  /** A task without a job: cancelled before it ran (a repeated cancel), or no such task. */
+  private async cancelledBefore(taskId: string): Promise<CancelOutcome> {
+    const { redis, keys } = this.options;
+    if (await redis.exists(keys.cancelledTask(taskId))) return { id: taskId, state: 'cancelled' };
+    throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
+  }
+}
+
+function alreadyFinished(taskId: string, state: 'completed' | 'failed'): AppError {
+  return new AppError('E_INVALID_STATE', `Task ${taskId} is already ${state}`);
+}
+
+/** What the API shows of a task removed before it ran (`TaskService` reads it back). */
+function record(job: TaskJob, reason: string): string {
+  return JSON.stringify({
+    id: job.id,
+    queue: job.queueName,
+    payload: job.data.payload,
+    labels: job.data.labels,
+    createdAt: job.timestamp,
+    cancelledAt: Date.now(),
+    reason,
+    attemptsMade: job.attemptsMade,
+    attempts: job.opts.attempts ?? 1,
+  });
 }

@@ -2,6 +2,7 @@ import { AppError, type ListTasksQuery, type TaskState, type TaskView } from '@a
 import type { Redis } from 'ioredis';
 import type { QueueRegistry } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
+import { LIST_TYPES, readIdsAfter, type ListingPosition } from './listing-position';
 import type { TaskService } from './task-service';
 
 /** BullMQ job types that hold the tasks of each API state (active holds assigned and running). */
@@ -27,43 +28,75 @@ export const MAX_SCANNED_PER_PAGE = 500;
 interface Cursor {
   q: string;
   t: string;
-  /** offset within that (queue, type) */
-  o: number;
+  /** where in that (queue, type); none: at its start */
+  at?: ListingPosition;
 }
+
+/** An encoded cursor's fields at the start of a type: the queue and the type. */
+const START_FIELDS = ['q', 't'];
+/** In a sorted set: also the last job read (`a`) and its score (`s`). */
+const SORTED_SET_FIELDS = [...START_FIELDS, 'a', 's'];
+/** In a list: also the last job read (`a`), its stay (`as`), the job after it (`n`), its stay. */
+const LIST_FIELDS = [...START_FIELDS, 'a', 'as', 'n', 'ns'];
+
+const notACursor = () => new AppError('E_VALIDATION', 'cursor: not a cursor this API returned');
+const hasExactly = (names: string[], expected: string[]) =>
+  names.length === expected.length && expected.every((name) => names.includes(name));
+const isId = (value: unknown): value is string => typeof value === 'string' && value !== '';
+/** A job's stay as `idsAfter.lua` writes it: runs started, length of its stack traces. */
+const isStay = (value: unknown): value is string =>
+  typeof value === 'string' && /^\d{1,15}:\d{1,15}$/.test(value);
 
 /** The cursor a page answered, or E_VALIDATION. */
 export function decodeCursor(raw: string): Cursor {
+  let parsed: unknown;
   try {
-    const parsed = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as Partial<Cursor>;
-    if (
-      typeof parsed === 'object' &&
-      parsed !== null &&
-      typeof parsed.q === 'string' &&
-      typeof parsed.t === 'string' &&
-      ALL_TYPES.includes(parsed.t) &&
-      Number.isSafeInteger(parsed.o) &&
-      parsed.o! >= 0
-    ) {
-      return { q: parsed.q, t: parsed.t, o: parsed.o! };
-    }
+    parsed = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8'));
   } catch {
-    // fall through
+    throw notACursor();
   }
-  throw new AppError('E_VALIDATION', 'cursor: not a cursor this API returned');
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw notACursor();
+  const fields = parsed as Record<string, unknown>;
+  const names = Object.keys(fields);
+  const { q, t, a, s, as, n, ns } = fields;
+  if (typeof q !== 'string' || typeof t !== 'string' || !ALL_TYPES.includes(t)) throw notACursor();
+  if (hasExactly(names, START_FIELDS)) return { q, t };
+  const list = LIST_TYPES.includes(t);
+  if (list && hasExactly(names, LIST_FIELDS) && isId(a) && isStay(as) && isId(n) && isStay(ns))
+    return { q, t, at: { last: a, stay: as, next: n, nextStay: ns } };
+  if (!list && hasExactly(names, SORTED_SET_FIELDS) && isId(a) && Number.isFinite(s))
+    return { q, t, at: { last: a, score: s as number } };
+  throw notACursor();
 }
 
-const encodeCursor = (cursor: Cursor): string =>
-  Buffer.from(JSON.stringify(cursor)).toString('base64url');
+function encodeCursor(pair: { queue: string; type: string }, at?: ListingPosition): string {
+  const where = !at
+    ? {}
+    : 'score' in at
+      ? { a: at.last, s: at.score }
+      : { a: at.last, as: at.stay, n: at.next, ns: at.nextStay };
+  return Buffer.from(JSON.stringify({ q: pair.queue, t: pair.type, ...where })).toString(
+    'base64url',
+  );
+}
 
 /**
- * `GET /v1/tasks`: walks (queue, BullMQ type) pairs in a fixed order (queues by name); the cursor
- * names the pair it stopped in, and an offset in it, so a queue created between pages changes
- * nothing already walked. A page holds at most `limit` tasks and reads at most
- * {@link MAX_SCANNED_PER_PAGE} jobs: it may hold fewer, even none, and still have a
- * `nextCursor`; the walk ends when there is none. Offsets count from each type's oldest job, so a
- * task that leaves the type between pages (dispatched, trimmed) moves the rest by one: a page may
- * then miss one task. Tasks cancelled while waiting (their job removed) are not listed;
- * `GET /v1/tasks/:id` still shows them.
+ * `GET /v1/tasks`: walks (queue, BullMQ type) pairs in a fixed order (queues by name), each type
+ * oldest first; the cursor names the pair it stopped in, and where in it, so a queue created
+ * between pages changes nothing already walked. A page holds at most `limit` tasks and reads at
+ * most {@link MAX_SCANNED_PER_PAGE} jobs: it may hold fewer, even none, and still have a
+ * `nextCursor`; the walk ends when there is none.
+ *
+ * Where in a type is not an offset (a task leaving or entering the type would move it, and the
+ * next page would miss or repeat one) but the last job read: in a sorted set with its score, in a
+ * list with the job after it (`idsAfter.lua`). So a walk lists once every task that stays in the
+ * listed state all along; a task that enters or leaves it meanwhile may or may not be listed. One
+ * exception, in a list (waiting, assigned, running): when both jobs the cursor names were removed
+ * from its middle (cancelled, or finished while older ones ran on), the walk starts that list
+ * over, and may list again tasks it listed (it still misses none).
+ *
+ * Tasks cancelled while waiting (their job removed) are not listed; `GET /v1/tasks/:id` still
+ * shows them.
  */
 export async function listTasks(
   deps: { redis: Redis; keys: RedisKeys; queues: QueueRegistry; tasks: TaskService },
@@ -76,31 +109,29 @@ export async function listTasks(
   let p = cursor ? pairs.findIndex((pair) => notBefore(pair, cursor)) : 0;
   if (p < 0) return { tasks: [] };
   const resumed = cursor && pairs[p]!.queue === cursor.q && pairs[p]!.type === cursor.t;
-  let o = resumed ? cursor.o : 0;
+  let at = resumed ? cursor.at : undefined;
   const tasks: TaskView[] = [];
   let scanned = 0;
   while (p < pairs.length && tasks.length < query.limit && scanned < MAX_SCANNED_PER_PAGE) {
     const pair = pairs[p]!;
     const known = await deps.redis.sismember(deps.keys.queues, pair.queue);
     if (!known) return { tasks };
-    const handle = await deps.queues.get(pair.queue);
+    const { queue } = await deps.queues.get(pair.queue);
     const need = Math.min(query.limit - tasks.length, MAX_SCANNED_PER_PAGE - scanned);
-    const jobs = await handle.queue.getJobs([pair.type as 'wait'], o, o + need - 1, true);
+    const prefix = deps.keys.bullQueuePrefix(pair.queue);
+    const read = await readIdsAfter(deps.redis, prefix, pair.type, at, need);
     scanned += need;
+    const jobs = await Promise.all(read.ids.map((id) => queue.getJob(id)));
     for (const job of jobs) {
       if (!job) continue;
       const view = await deps.tasks.view(job);
       if (view && (!query.state || view.state === query.state)) tasks.push(view);
     }
-    if (jobs.length < need) {
-      p++;
-      o = 0;
-    } else {
-      o += jobs.length;
-    }
+    at = read.end;
+    if (!at) p++;
   }
   if (p >= pairs.length) return { tasks };
-  return { tasks, nextCursor: encodeCursor({ q: pairs[p]!.queue, t: pairs[p]!.type, o }) };
+  return { tasks, nextCursor: encodeCursor(pairs[p]!, at) };
 }
 
 /** Whether `pair` is at or after the cursor's pair in the walk's order. */

@@ -5,3 +5,6 @@ declare module 'bullmq/dist/cjs/scripts/moveToActive-11.js' {
 declare module 'bullmq/dist/cjs/scripts/moveToFinished-14.js' {
   export const moveToFinished: { name: string; content: string; keys: number };
 }
+declare module 'bullmq/dist/cjs/scripts/removeJob-2.js' {
+  export const removeJob: { name: string; content: string; keys: number };
+}
