@@ -49,10 +49,12 @@ describe('loadRunConfig', () => {
       expect(Object.isFrozen(config.runner.argv)).toBe(true);
     });
 
-    it('keeps the token out of the environment handed to tasks', () => {
+    it('keeps the credentials out of the environment handed to tasks', () => {
       const config = loadRunConfig(BASE_FLAGS, {
         ...BASE_ENV,
         AGENTCOM_TOKEN_FILE: '',
+        AGENTCOM_ADMIN_KEY: 'admin-key',
+        AGENTCOM_ADMIN_KEY_FILE: '/etc/agentcom/admin-key',
         OTHER: 'x',
       });
       expect(config.childEnv).toEqual({ PATH, HOME: '/home/someone', OTHER: 'x' });

@@ -6,6 +6,7 @@ import { agentIdSchema, handshakeAuthSchema, queueNameSchema } from '@agentcom/s
 import { ConfigError } from './config-error';
 import { readConfigFile, type ConfigFile } from './config-file';
 import { Layers, nonEmpty, type Env, type Setting } from './config-layers';
+import { taskEnvironment } from './runner/task-environment';
 import { SplitCommandError, splitCommand } from './split-command';
 
 /**
@@ -64,7 +65,7 @@ export interface SidecarConfig {
   readonly logFile?: string;
   /** The config file that was read, if any (for the start log line). */
   readonly configFile?: string;
-  /** The environment handed to task processes: this process's, minus `AGENTCOM_TOKEN` and `AGENTCOM_TOKEN_FILE`. */
+  /** The environment handed to task processes: this process's, minus its credentials (`CREDENTIAL_VARIABLES`). */
   readonly childEnv: Readonly<Record<string, string>>;
 }
 
@@ -232,7 +233,7 @@ export function loadNamedRunConfig(flags: RunFlags, env: Env = process.env): Nam
     ...(logFile !== undefined && { logFile }),
     ...(file !== undefined && { configFile: file.path }),
     runner,
-    childEnv: childEnvironment(env),
+    childEnv: taskEnvironment(env),
   });
   return { config, optionName: (setting) => layers.optionName(setting) };
 }
@@ -441,15 +442,6 @@ function defaultStateDir(agentId: string, env: Env): string {
     nonEmpty(env.XDG_STATE_HOME) ?? join(nonEmpty(env.HOME) ?? homedir(), '.local', 'state');
   // One directory per agent id: two sidecars on one machine never share an outbox.
   return join(base, 'agentcom', agentId);
-}
-
-function childEnvironment(env: Env): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [key, value] of Object.entries(env)) {
-    if (value === undefined || key === 'AGENTCOM_TOKEN' || key === 'AGENTCOM_TOKEN_FILE') continue;
-    out[key] = value;
-  }
-  return out;
 }
 
 function deepFreeze<T>(value: T): T {

@@ -100,6 +100,28 @@ function next<E extends keyof DaemonEvents>(daemon: Daemon, event: E): Promise<D
   return once(daemon.events, event).then((args) => args[0] as DaemonEvents[E][0]);
 }
 
+type HubSocket = Awaited<ReturnType<FakeHub['connection']>>['socket'];
+
+/** A new hub, a daemon started against it, and the hub's side of their connection. */
+async function connected(
+  overrides: Partial<SidecarConfig> = {},
+): Promise<{ hub: FakeHub; daemon: Daemon; socket: HubSocket }> {
+  const hub = await startHub();
+  const daemon = await start([hub.url], overrides);
+  const { socket } = await hub.connection();
+  return { hub, daemon, socket };
+}
+
+/** As {@link connected}, with task t1 assigned and its handler running (its first log line sent). */
+async function running(
+  overrides: Partial<SidecarConfig> = {},
+): Promise<{ hub: FakeHub; daemon: Daemon; socket: HubSocket }> {
+  const started = await connected(overrides);
+  started.socket.emit('task:assign', assignment('t1'));
+  await started.hub.nextEvent('task:log');
+  return started;
+}
+
 function assignment(taskId: string, overrides: Partial<TaskAssign> = {}): TaskAssign {
   return {
     task: { id: taskId, queue: 'default', payload: { n: 1 }, createdAt: Date.now() },
@@ -150,9 +172,7 @@ describe('daemon', () => {
 
   describe('when the hub assigns a task', () => {
     it('accepts it, runs the command, sends its output as logs and completes it with the result', async () => {
-      const hub = await startHub();
-      const daemon = await start([hub.url]);
-      const { socket } = await hub.connection();
+      const { hub, daemon, socket } = await connected();
 
       const assigned = next(daemon, 'assigned');
       const completed = hub.nextEvent('task:complete');
@@ -182,9 +202,7 @@ describe('daemon', () => {
     });
 
     it('reports a failing command with task:fail and its stderr', async () => {
-      const hub = await startHub();
-      await start([hub.url]);
-      const { socket } = await hub.connection();
+      const { hub, socket } = await connected();
       const failed = hub.nextEvent('task:fail');
       socket.emit(
         'task:assign',
@@ -203,12 +221,10 @@ describe('daemon', () => {
     });
 
     it('sends an unanswered accept again and runs the task once it is acknowledged', async () => {
-      const hub = await startHub();
+      const { hub, daemon, socket } = await connected({ ackTimeoutMs: 200 });
       let accepts = 0;
       hub.respond = ({ event }) =>
         event === 'task:accept' && ++accepts === 1 ? 'no-ack' : undefined;
-      const daemon = await start([hub.url], { ackTimeoutMs: 200 });
-      const { socket } = await hub.connection();
       const completed = hub.nextEvent('task:complete');
       const reported = next(daemon, 'reported');
       socket.emit('task:assign', assignment('t1'));
@@ -221,10 +237,8 @@ describe('daemon', () => {
     });
 
     it('sends an accept that its closed connection never answered again on the next connection', async () => {
-      const hub = await startHub();
+      const { hub, daemon, socket } = await connected({ ackTimeoutMs: 2000 });
       hub.respond = ({ event }) => (event === 'task:accept' ? 'no-ack' : undefined);
-      const daemon = await start([hub.url], { ackTimeoutMs: 2000 });
-      const { socket } = await hub.connection();
       const firstAccept = hub.nextEvent('task:accept');
       socket.emit('task:assign', assignment('t1'));
       await firstAccept;
@@ -244,10 +258,8 @@ describe('daemon', () => {
     });
 
     it('gives the task up when no accept is ever answered', async () => {
-      const hub = await startHub();
+      const { hub, daemon, socket } = await connected({ ackTimeoutMs: 200 });
       hub.respond = ({ event }) => (event === 'task:accept' ? 'no-ack' : undefined);
-      const daemon = await start([hub.url], { ackTimeoutMs: 200 });
-      const { socket } = await hub.connection();
       const dropped = next(daemon, 'dropped');
       socket.emit('task:assign', assignment('t1'));
       expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
@@ -256,13 +268,11 @@ describe('daemon', () => {
     });
 
     it('drops the task without running it when the hub refuses the accept', async () => {
-      const hub = await startHub();
+      const { hub, daemon, socket } = await connected();
       hub.respond = ({ event }) =>
         event === 'task:accept'
           ? { ok: false, code: 'E_ASSIGNMENT_SUPERSEDED', message: 'gone' }
           : undefined;
-      const daemon = await start([hub.url]);
-      const { socket } = await hub.connection();
       const dropped = next(daemon, 'dropped');
       socket.emit('task:assign', assignment('t1'));
       expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
@@ -271,9 +281,7 @@ describe('daemon', () => {
     });
 
     it('ignores an invalid assignment', async () => {
-      const hub = await startHub();
-      const daemon = await start([hub.url]);
-      const { socket } = await hub.connection();
+      const { daemon, socket } = await connected();
       const assigned = next(daemon, 'assigned');
       socket.emit('task:assign', { ...assignment('bad'), token: 42 } as unknown as TaskAssign);
       socket.emit('task:assign', assignment('t2'));
@@ -281,9 +289,7 @@ describe('daemon', () => {
     });
 
     it('does not run a task twice when the hub assigns it again, and confirms it again', async () => {
-      const hub = await startHub();
-      const daemon = await start([hub.url]);
-      const { socket } = await hub.connection();
+      const { hub, daemon, socket } = await connected();
       const accepted = next(daemon, 'accepted');
       socket.emit('task:assign', assignment('t1'));
       await accepted;
@@ -291,7 +297,7 @@ describe('daemon', () => {
 
       const secondAccept = hub.nextEvent('task:accept');
       socket.emit('task:assign', assignment('t1'));
-      await secondAccept;
+      expect((await secondAccept).message).toEqual({ taskId: 't1', token: 'token-t1' });
       const reported = next(daemon, 'reported');
       await release('t1');
       await reported;
@@ -299,9 +305,7 @@ describe('daemon', () => {
     });
 
     it('ignores another task while one runs', async () => {
-      const hub = await startHub();
-      const daemon = await start([hub.url]);
-      const { socket } = await hub.connection();
+      const { hub, daemon, socket } = await connected();
       const accepted = next(daemon, 'accepted');
       socket.emit('task:assign', assignment('t1'));
       await accepted;
@@ -315,21 +319,8 @@ describe('daemon', () => {
   });
 
   describe('when the hub takes the task back', () => {
-    async function running(): Promise<{
-      hub: FakeHub;
-      daemon: Daemon;
-      socket: Awaited<ReturnType<FakeHub['connection']>>['socket'];
-    }> {
-      const hub = await startHub();
-      const daemon = await start([hub.url], { heartbeatMs: 100 });
-      const { socket } = await hub.connection();
-      socket.emit('task:assign', assignment('t1'));
-      await hub.nextEvent('task:log');
-      return { hub, daemon, socket };
-    }
-
     it('kills the task and fails it, not retryable, on task:cancel "cancelled"', async () => {
-      const { hub, socket } = await running();
+      const { hub, socket } = await running({ heartbeatMs: 100 });
       const failed = hub.nextEvent('task:fail');
       socket.emit('task:cancel', { taskId: 't1', reason: 'cancelled' });
       expect((await failed).message).toEqual({
@@ -342,7 +333,7 @@ describe('daemon', () => {
     });
 
     it('kills the task and reports nothing on task:cancel "lease_lost"', async () => {
-      const { hub, daemon, socket } = await running();
+      const { hub, daemon, socket } = await running({ heartbeatMs: 100 });
       const dropped = next(daemon, 'dropped');
       socket.emit('task:cancel', { taskId: 't1', reason: 'lease_lost' });
       expect(await dropped).toEqual({ taskId: 't1', reason: 'lease_lost' });
@@ -352,7 +343,7 @@ describe('daemon', () => {
     });
 
     it('kills the task and reports nothing when a heartbeat ack says abort', async () => {
-      const { hub, daemon } = await running();
+      const { hub, daemon } = await running({ heartbeatMs: 100 });
       const heartbeat = hub.nextEvent('agent:heartbeat', (message) => message.taskId === 't1');
       hub.respond = ({ event }) =>
         event === 'agent:heartbeat' ? { ok: true, state: 'idle', abort: true } : undefined;
@@ -362,16 +353,44 @@ describe('daemon', () => {
     });
   });
 
+  describe('when the handler exits', () => {
+    it('stores its result durably at once, while its last log lines still wait for the hub', async () => {
+      const hub = await startHub();
+      // A hung replica: the connection stays up, task:log is never answered.
+      hub.respond = ({ event }) => (event === 'task:log' ? 'no-ack' : undefined);
+      const daemon = await start([hub.url], { ackTimeoutMs: 8000 });
+      const { socket } = await hub.connection();
+      const logging = hub.nextEvent('task:log');
+      socket.emit('task:assign', assignment('t1'));
+      await logging;
+      const finished = next(daemon, 'finished');
+      await release('t1');
+      // What a kill -9 leaves from now on: the result, not a task `working` that the restart
+      // reports as interrupted and the hub runs again.
+      const readState = (): unknown =>
+        JSON.parse(readFileSync(join(dir, 'state', STATE_FILE_NAME), 'utf8'));
+      await waitUntil(
+        () => JSON.stringify(readState()).includes('"state":"finished"'),
+        'the result is in the state file',
+        3000,
+      );
+      expect(readState()).toMatchObject({
+        current: { taskId: 't1', state: 'finished' },
+        outbox: [{ type: 'complete', taskId: 't1', result: { done: 't1' } }],
+      });
+      await finished;
+      expect(hub.messages('task:complete')).toEqual([]);
+    });
+  });
+
   describe('when the report cannot be delivered at once', () => {
     it('keeps it while the hub answers a retryable code, then sends it again', async () => {
-      const hub = await startHub();
+      const { hub, daemon, socket } = await connected({ ackTimeoutMs: 200 });
       let refusals = 2;
       hub.respond = ({ event }) =>
         event === 'task:complete' && refusals-- > 0
           ? { ok: false, code: 'E_UNAVAILABLE', message: 'busy' }
           : undefined;
-      const daemon = await start([hub.url], { ackTimeoutMs: 200 });
-      const { socket } = await hub.connection();
       const finished = next(daemon, 'finished');
       const reported = next(daemon, 'reported');
       socket.emit('task:assign', assignment('t1'));
@@ -384,13 +403,11 @@ describe('daemon', () => {
     });
 
     it('removes it when the hub rejects it as superseded', async () => {
-      const hub = await startHub();
+      const { hub, daemon, socket } = await connected();
       hub.respond = ({ event }) =>
         event === 'task:complete'
           ? { ok: false, code: 'E_ASSIGNMENT_SUPERSEDED', message: 'late' }
           : undefined;
-      const daemon = await start([hub.url]);
-      const { socket } = await hub.connection();
       const reported = next(daemon, 'reported');
       socket.emit('task:assign', assignment('t1'));
       await release('t1');
@@ -404,11 +421,7 @@ describe('daemon', () => {
     });
 
     it('keeps the task through a hub restart, stores the report while away and replays it on reconnect', async () => {
-      const hub = await startHub();
-      const daemon = await start([hub.url]);
-      const { socket } = await hub.connection();
-      socket.emit('task:assign', assignment('t1'));
-      await hub.nextEvent('task:log');
+      const { hub, daemon } = await running();
 
       // The hub goes away mid-task and comes back: the handshake re-announces the running task.
       const disconnected = next(daemon, 'disconnected');
@@ -492,9 +505,7 @@ describe('daemon', () => {
     });
 
     it('records the running handler in the state file: its pid, start time and boot', async () => {
-      const hub = await startHub();
-      const daemon = await start([hub.url]);
-      const { socket } = await hub.connection();
+      const { hub, daemon, socket } = await connected();
       const assigned = next(daemon, 'assigned');
       socket.emit('task:assign', assignment('t1'));
       await assigned;
@@ -609,16 +620,23 @@ describe('daemon', () => {
     it('retries a refusal with a retryable code until the hub takes it', async () => {
       const hub = await startHub();
       hub.refuseWith = 'E_UNAVAILABLE';
-      const daemon = await start([hub.url]);
-      const connected = next(daemon, 'connected');
-      setImmediate(() => (hub.refuseWith = undefined));
-      expect(await connected).toEqual({ url: hub.url });
+      const { logger, entries } = recordingLogger();
+      const daemon = await start([hub.url], {}, logger);
+      const refusals = (): unknown[] =>
+        entries().filter(
+          (entry) => entry.code === 'E_UNAVAILABLE' && /refused/.test(String(entry.msg)),
+        );
+      // two refusals: it retried after the first, and is still retrying
+      await waitUntil(() => refusals().length >= 2, 'two refused handshakes');
+      expect(daemon.state().connected).toBe(false);
+      const taken = next(daemon, 'connected');
+      hub.refuseWith = undefined;
+      expect(await taken).toEqual({ url: hub.url });
+      expect(hub.handshakes).toHaveLength(1);
     });
 
     it('connects again when the hub closes its socket without a reason', async () => {
-      const hub = await startHub();
-      const daemon = await start([hub.url]);
-      const { socket } = await hub.connection();
+      const { hub, daemon, socket } = await connected();
       const disconnected = next(daemon, 'disconnected');
       const again = hub.connection({ fresh: true });
       socket.disconnect(true);
@@ -628,11 +646,7 @@ describe('daemon', () => {
     });
 
     it('ends with exit code 4 on hub:error E_REPLACED, and stops the task', async () => {
-      const hub = await startHub();
-      const daemon = await start([hub.url]);
-      const { socket } = await hub.connection();
-      socket.emit('task:assign', assignment('t1'));
-      await hub.nextEvent('task:log');
+      const { hub, daemon, socket } = await running();
       socket.emit('hub:error', { code: 'E_REPLACED', message: 'replaced' });
       socket.disconnect(true);
       expect(await daemon.ended).toEqual({
@@ -679,11 +693,7 @@ describe('daemon', () => {
 
   describe('on shutdown', () => {
     it('sends agent:drain, lets the task finish, delivers its report, then stops', async () => {
-      const hub = await startHub();
-      const daemon = await start([hub.url]);
-      const { socket } = await hub.connection();
-      socket.emit('task:assign', assignment('t1'));
-      await hub.nextEvent('task:log');
+      const { hub, daemon, socket } = await running();
 
       const drain = hub.nextEvent('agent:drain');
       const stopped = daemon.shutdown();
@@ -700,11 +710,7 @@ describe('daemon', () => {
 
     it('asks a new connection to drain too, while it still finishes its task', async () => {
       // the hub ends an agent's own drain with the connection that asked for it
-      const hub = await startHub();
-      const daemon = await start([hub.url]);
-      const { socket } = await hub.connection();
-      socket.emit('task:assign', assignment('t1'));
-      await hub.nextEvent('task:log');
+      const { hub, daemon, socket } = await running();
       const firstDrain = hub.nextEvent('agent:drain');
       const stopped = daemon.shutdown();
       await firstDrain;
@@ -721,11 +727,7 @@ describe('daemon', () => {
     });
 
     it('stops the task when the grace runs out and reports it as a retryable failure', async () => {
-      const hub = await startHub();
-      const daemon = await start([hub.url], { drainGraceMs: 200 });
-      const { socket } = await hub.connection();
-      socket.emit('task:assign', assignment('t1'));
-      await hub.nextEvent('task:log');
+      const { hub, daemon } = await running({ drainGraceMs: 200 });
       await daemon.shutdown();
       expect(hub.messages('task:fail')).toEqual([
         {

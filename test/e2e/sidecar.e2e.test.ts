@@ -11,6 +11,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TaskView } from '@agentcom/shared';
+import { CREDENTIAL_VARIABLES } from '../../sidecar/src/runner/task-environment';
 import { isProcessGone } from '../../sidecar/src/test-support/process';
 import { api, eventually } from '../helpers/hub';
 import { completionsByTask, readTransitions } from '../helpers/invariants';
@@ -26,6 +27,8 @@ import {
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 const STUBBORN = join(ROOT, 'test', 'fixtures', 'stubborn-handler.mjs');
+/** Prints the AGENTCOM_* variables it was given and completes with their names (`vars`). */
+const ENV_DUMP = join(ROOT, 'test', 'faults', 'env-dump-handler.mjs');
 
 /**
  * "<handler pid> <grandchild pid>" as the stubborn handler writes it, or undefined until both are
@@ -301,6 +304,23 @@ describe('the sidecar process against real hub processes', () => {
       payload: { value: 'after the restart' },
     });
     await waitTaskState(hub, next.body.id, 'completed');
+  });
+
+  it('hands the handler none of the credentials of its environment: no agent token, no admin key', async () => {
+    const hub = await startHubProcess(redis.url, prefix, 'hub-1');
+    hubs.push(hub);
+    // An operator who ran `agentcom task add` from this shell has the admin key exported.
+    const adminKey = `admin-${randomBytes(16).toString('hex')}`;
+    await sidecar(hub, 'guarded', {
+      exec: `${process.execPath} ${ENV_DUMP}`,
+      env: { AGENTCOM_ADMIN_KEY: adminKey, AGENTCOM_ADMIN_KEY_FILE: join(dir, 'admin-key') },
+    });
+    await waitAgentState(hub, 'guarded', 'idle');
+    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', { payload: {} });
+    const task = await waitTaskState(hub, created.body.id, 'completed');
+    const vars = (task.result as { vars: string[] }).vars;
+    expect(vars).toEqual(expect.arrayContaining(['AGENTCOM_TASK_ID', 'AGENTCOM_AGENT']));
+    for (const secret of CREDENTIAL_VARIABLES) expect(vars).not.toContain(secret);
   });
 
   it('starts with a corrupt state file: moves it aside with a clear log line and serves tasks', async () => {

@@ -1,10 +1,22 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
+import { open, readdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /** Prefix of the temporary files {@link writeFileAtomic} leaves behind only if it crashes mid-write. */
-export function tempPrefix(path: string): string {
+function tempPrefix(path: string): string {
   return `.${basename(path)}.tmp-`;
+}
+
+/**
+ * Removes the temporary files of `path` that a process killed in {@link writeFileAtomic} left
+ * (each holds part of what was being written). Only for a file no live process is writing.
+ */
+export async function removeLeftoverTempFiles(path: string): Promise<void> {
+  const dir = dirname(path);
+  const prefix = tempPrefix(path);
+  for (const name of await readdir(dir)) {
+    if (name.startsWith(prefix)) await rm(join(dir, name), { force: true });
+  }
 }
 
 /**

@@ -1,7 +1,7 @@
-import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../logger';
-import { tempPrefix, writeFileAtomic } from './atomic-write';
+import { removeLeftoverTempFiles, writeFileAtomic } from './atomic-write';
 import {
   STATE_FILE_VERSION,
   stateFileSchema,
@@ -56,7 +56,7 @@ export class Outbox {
   static async open(dir: string, logger: Logger, options: OpenOptions = {}): Promise<Outbox> {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const path = join(dir, STATE_FILE_NAME);
-    await removeLeftoverTempFiles(dir, path);
+    await removeLeftoverTempFiles(path);
     const outbox = new Outbox(path, await loadState(path, logger));
     const held = outbox.state.current;
     if (held?.state === 'working') {
@@ -196,11 +196,4 @@ async function loadState(path: string, logger: Logger): Promise<StateFile> {
       'undelivered results it held must be recovered by hand',
   );
   return emptyState();
-}
-
-async function removeLeftoverTempFiles(dir: string, path: string): Promise<void> {
-  const prefix = tempPrefix(path);
-  for (const name of await readdir(dir)) {
-    if (name.startsWith(prefix)) await rm(join(dir, name), { force: true });
-  }
 }

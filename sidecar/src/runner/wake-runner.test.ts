@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { stat, writeFile } from 'node:fs/promises';
+import { readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TaskAssign } from '@agentcom/shared';
 import type { Logger } from '../logger';
@@ -299,6 +299,24 @@ describe('WakeRunner', () => {
       await expect(run.outcome).resolves.toMatchObject({ kind: 'cancelled' });
       await waitUntil(() => isProcessGone(pid), 'the wake command is gone', 2000);
     });
+
+    it('refuses a report that comes while a stopped wake command is given its grace: the stop decided', async () => {
+      const sink = new LineRecorder();
+      const runner = wakeRunner(
+        `process.on('SIGTERM', () => console.log('ignoring SIGTERM')); ${STAY_UP}`,
+        1000,
+      );
+      const run = runner.start(assignment(), sink);
+      await pidOf(sink);
+      run.stop('cancelled');
+      await sink.next(/^ignoring SIGTERM$/);
+      expect(runner.inHand()).toBeUndefined();
+      expect(runner.report({ type: 'complete', result: 'too late' })).toMatchObject({
+        ok: false,
+        code: 'E_NO_TASK',
+      });
+      await expect(run.outcome).resolves.toMatchObject({ type: 'fail', kind: 'cancelled' });
+    });
   });
 
   it('removes a current.json left by a sidecar that died', async () => {
@@ -306,5 +324,13 @@ describe('WakeRunner', () => {
     const runner = wakeRunner(RECORD_AND_EXIT);
     await runner.removeStaleTaskFile();
     await expect(stat(join(dir, TASK_FILE_NAME))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('removes the temporary file of a current.json whose write the death of a sidecar cut', async () => {
+    const leftover = `.${TASK_FILE_NAME}.tmp-123-abcd`;
+    await writeFile(join(dir, leftover), '{"id":"old","payload":{"secret":');
+    await writeFile(join(dir, 'unrelated'), 'kept');
+    await wakeRunner(RECORD_AND_EXIT).removeStaleTaskFile();
+    expect(await readdir(dir)).toEqual(['unrelated']);
   });
 });

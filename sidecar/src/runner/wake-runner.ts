@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import type { TaskAssign } from '@agentcom/shared';
 import { errorText } from '../error-text';
 import type { Logger } from '../logger';
-import { writeFileAtomic } from '../outbox/atomic-write';
+import { removeLeftoverTempFiles, writeFileAtomic } from '../outbox/atomic-write';
 import { watchProcess } from './group-process';
 import { ProcessGroup } from './process-group';
 import { splitLines } from './line-splitter';
@@ -78,9 +78,13 @@ export class WakeRunner implements TaskRunner {
     return join(this.options.stateDir, TASK_FILE_NAME);
   }
 
-  /** Removes a `current.json` left by a sidecar that died (its task is reported as interrupted). */
+  /**
+   * Removes a `current.json` left by a sidecar that died (its task is reported as interrupted),
+   * and the temporary file of one it died writing.
+   */
   async removeStaleTaskFile(): Promise<void> {
     await rm(this.taskFile, { force: true });
+    await removeLeftoverTempFiles(this.taskFile);
   }
 
   start(assignment: TaskAssign, sink: RunSink): RunningTask {
@@ -159,8 +163,12 @@ class WakeRun implements RunningTask {
     );
   }
 
+  /**
+   * Whether the task is no longer the agent's to report: its outcome is decided, or it is being
+   * stopped (a stop decides the outcome even while the wake command gets its grace).
+   */
   get settled(): boolean {
-    return this.decided;
+    return this.decided || this.stopReason !== undefined;
   }
 
   describe(): TaskInHand {
@@ -172,7 +180,7 @@ class WakeRun implements RunningTask {
   }
 
   report(report: AgentReport): void {
-    if (this.decided) return;
+    if (this.settled) return;
     this.logger.info({ report: report.type }, 'the agent reported');
     if (!this.wakeExited && this.group !== undefined) {
       this.logger.info('the wake command is still running: it is left to finish on its own');

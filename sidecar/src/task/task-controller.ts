@@ -265,8 +265,13 @@ export class TaskController {
     }
     events.emit('accepted', { taskId: ref.taskId });
 
-    const outcome = await this.run(session);
+    const { connection, ackTimeoutMs } = this.options;
+    const logs = new LogBatcher(async (lines) => {
+      await connection.request('task:log', { ...ref, lines });
+    });
+    const outcome = await this.run(session, logs);
     if (outcome.type === 'dropped') {
+      await logs.close(ackTimeoutMs);
       logger.info({ reason: outcome.reason }, 'task dropped without a report');
       await this.durably('forget the task', () => outbox.dropTask(ref));
       events.emit('dropped', { taskId: ref.taskId, reason: outcome.reason });
@@ -285,9 +290,14 @@ export class TaskController {
               rateLimitedUntil: outcome.rateLimitedUntil,
             }),
           };
+    // Stored before the last log lines are sent (up to ackTimeoutMs to a hub that is slow to
+    // answer them): a crash meanwhile must not lose the result and have the task run again.
     await this.durably('store the report', () => outbox.finishTask(report));
     logger.info({ report: report.type }, 'task finished; report stored');
     events.emit('finished', { taskId: ref.taskId, report });
+    // The last lines go before the report, so the task's log reads in order (unless a reconnect
+    // meanwhile replays the outbox first: logs are best-effort, the report is not).
+    await logs.close(ackTimeoutMs);
     void delivery.flush();
   }
 
@@ -341,24 +351,19 @@ export class TaskController {
     if (onConnected) events.off('connected', onConnected);
   }
 
-  private async run(session: Session): Promise<RunOutcome> {
+  /** Runs the task, its output lines into `logs`; settles once it ended. */
+  private async run(session: Session, logs: LogBatcher): Promise<RunOutcome> {
     const { assignment, ref } = session;
     if (session.stopReason !== undefined)
       return stoppedOutcome(session.stopReason, assignment.timeoutMs);
-    const { connection, runner, outbox, ackTimeoutMs } = this.options;
-    const logs = new LogBatcher(async (lines) => {
-      await connection.request('task:log', { ...ref, lines });
-    });
+    const { runner, outbox } = this.options;
     const running = runner.start(assignment, {
       log: (line) => logs.push(line),
       started: (process) =>
         void this.durably('record the task process', () => outbox.recordProcess(ref, process)),
     });
     session.running = running;
-    const outcome = await running.outcome;
-    // The last lines go before the report, so the task's log reads in order.
-    await logs.close(ackTimeoutMs);
-    return outcome;
+    return running.outcome;
   }
 
   private stopSession(session: Session, reason: StopReason): void {
