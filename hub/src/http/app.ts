@@ -1,11 +1,13 @@
-import { AppError, MAX_MESSAGE_BYTES } from '@agentcom/shared';
+import { AppError, ERROR_CODES, MAX_MESSAGE_BYTES } from '@agentcom/shared';
 import { isUtf8 } from 'node:buffer';
+import { STATUS_CODES } from 'node:http';
 import Fastify, {
   LogController,
   type FastifyBaseLogger,
   type FastifyInstance,
   type FastifyReply,
 } from 'fastify';
+import type { Duplex } from 'node:stream';
 import type { Logger } from '../logger';
 import { requireAdmin } from './admin-auth';
 import { createErrorHandler, errorBody } from './errors';
@@ -44,6 +46,8 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
         .status(400)
         .send(errorBody('E_VALIDATION', err.message));
     },
+    // a request that is not valid HTTP, or whose headers are too large, too
+    clientErrorHandler: answerClientError,
   });
   // A stopping replica's HTTP server only closes once its connections have: a keep-alive client
   // that is never idle (a load balancer's checks, a busy API client) would keep it open for
@@ -82,4 +86,29 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
   });
   options.extend?.(app);
   return app;
+}
+
+/**
+ * Node's `clientError`: the request could not be parsed as HTTP (a bad header line, conflicting
+ * lengths, headers above Node's limit), so no route or error handler sees it. Fastify's default
+ * answers `{"error":"Bad Request","statusCode":400}`; this answers in the API's format, with the
+ * status of the code, and closes the connection (nothing after a broken request can be trusted).
+ */
+function answerClientError(err: Error & { code?: string }, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [code, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? (['E_PAYLOAD_TOO_LARGE', 'the request headers are too large'] as const)
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? (['E_VALIDATION', 'the request did not arrive in time'] as const)
+        : (['E_VALIDATION', `not a valid HTTP request (${err.code ?? err.message})`] as const);
+  const status = ERROR_CODES[code].httpStatus;
+  const text = JSON.stringify(errorBody(code, message));
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+    );
+  }
+  socket.destroy();
 }

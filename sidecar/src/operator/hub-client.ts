@@ -52,6 +52,25 @@ export interface RevokeResponse {
 type Query = Record<string, string | number | undefined>;
 
 /**
+ * What a successful answer holds at the least, checked before a command reads it: JSON of another
+ * shape (another service at the URL, a proxy's own JSON) is no agentcom answer, not a crash.
+ */
+type Shape = (body: Record<string, unknown>) => boolean;
+const isString = (value: unknown): boolean => typeof value === 'string';
+const SHAPES = {
+  created: (body) => isString(body.id) && isString(body.state),
+  task: (body) => isString(body.id) && isString(body.queue) && isString(body.state),
+  tasks: (body) => Array.isArray(body.tasks),
+  logs: (body) => Array.isArray(body.logs) && typeof body.count === 'number',
+  agents: (body) => Array.isArray(body.agents),
+  agent: (body) => isString(body.agentId) && isString(body.state) && Array.isArray(body.queues),
+  token: (body) => isString(body.agentId) && isString(body.token),
+  agentState: (body) => isString(body.agentId) && isString(body.state),
+  revoked: (body) => isString(body.agentId) && body.revoked === true,
+  queues: (body) => Array.isArray(body.queues),
+} satisfies Record<string, Shape>;
+
+/**
  * The hub's HTTP API, as the operator CLI uses it (Node's global `fetch`; never Redis). Every
  * method throws {@link ApiError} on an agentcom error answer, {@link HubUnreachableError} when
  * the hub did not answer (or something else did), {@link InterruptedError} on Ctrl-C.
@@ -68,41 +87,45 @@ export class HubClient {
   }
 
   createTask(body: CreateTaskBody): Promise<{ status: number; body: CreateTaskResponse }> {
-    return this.request('POST', '/v1/tasks', { body });
+    return this.request('POST', '/v1/tasks', { body, shape: SHAPES.created });
   }
 
   /** `timeoutMs`: give up sooner than the usual {@link REQUEST_TIMEOUT_MS} (a wait's deadline). */
   async getTask(id: string, options: { timeoutMs?: number } = {}): Promise<TaskView> {
     const path = `/v1/tasks/${encodeURIComponent(id)}`;
-    return (await this.request<TaskView>('GET', path, options)).body;
+    return (await this.request<TaskView>('GET', path, { ...options, shape: SHAPES.task })).body;
   }
 
   async listTasks(query: Query): Promise<TaskListResponse> {
-    return (await this.request<TaskListResponse>('GET', '/v1/tasks', { query })).body;
+    const shape = SHAPES.tasks;
+    return (await this.request<TaskListResponse>('GET', '/v1/tasks', { query, shape })).body;
   }
 
   async cancelTask(id: string, reason?: string): Promise<CancelResponse> {
     const path = `/v1/tasks/${encodeURIComponent(id)}/cancel`;
     const body = reason === undefined ? {} : { reason };
-    return (await this.request<CancelResponse>('POST', path, { body })).body;
+    return (await this.request<CancelResponse>('POST', path, { body, shape: SHAPES.created })).body;
   }
 
   async retryTask(id: string): Promise<CreateTaskResponse> {
     const path = `/v1/tasks/${encodeURIComponent(id)}/retry`;
-    return (await this.request<CreateTaskResponse>('POST', path)).body;
+    return (await this.request<CreateTaskResponse>('POST', path, { shape: SHAPES.created })).body;
   }
 
   async taskLogs(id: string, query: Query): Promise<TaskLogsResponse> {
     const path = `/v1/tasks/${encodeURIComponent(id)}/logs`;
-    return (await this.request<TaskLogsResponse>('GET', path, { query })).body;
+    return (await this.request<TaskLogsResponse>('GET', path, { query, shape: SHAPES.logs })).body;
   }
 
   async listAgents(): Promise<AgentView[]> {
-    return (await this.request<{ agents: AgentView[] }>('GET', '/v1/agents')).body.agents;
+    const shape = SHAPES.agents;
+    return (await this.request<{ agents: AgentView[] }>('GET', '/v1/agents', { shape })).body
+      .agents;
   }
 
   async getAgent(id: string): Promise<AgentView> {
-    return (await this.request<AgentView>('GET', `/v1/agents/${encodeURIComponent(id)}`)).body;
+    const path = `/v1/agents/${encodeURIComponent(id)}`;
+    return (await this.request<AgentView>('GET', path, { shape: SHAPES.agent })).body;
   }
 
   createAgentToken(
@@ -111,36 +134,42 @@ export class HubClient {
   ): Promise<{ status: number; body: CreateAgentResponse }> {
     return this.request('POST', '/v1/agents', {
       body: { agentId, ...(queues !== undefined && queues.length > 0 ? { queues } : {}) },
+      shape: SHAPES.token,
     });
   }
 
   async revokeAgent(id: string): Promise<RevokeResponse> {
     const path = `/v1/agents/${encodeURIComponent(id)}`;
-    return (await this.request<RevokeResponse>('DELETE', path)).body;
+    return (await this.request<RevokeResponse>('DELETE', path, { shape: SHAPES.revoked })).body;
   }
 
   async drainAgent(id: string): Promise<AgentStateResponse> {
     const path = `/v1/agents/${encodeURIComponent(id)}/drain`;
-    return (await this.request<AgentStateResponse>('POST', path)).body;
+    return (await this.request<AgentStateResponse>('POST', path, { shape: SHAPES.agentState }))
+      .body;
   }
 
   async resumeAgent(id: string): Promise<AgentStateResponse> {
     const path = `/v1/agents/${encodeURIComponent(id)}/resume`;
-    return (await this.request<AgentStateResponse>('POST', path)).body;
+    return (await this.request<AgentStateResponse>('POST', path, { shape: SHAPES.agentState }))
+      .body;
   }
 
   async listQueues(): Promise<QueueSummary[]> {
-    return (await this.request<{ queues: QueueSummary[] }>('GET', '/v1/queues')).body.queues;
+    const shape = SHAPES.queues;
+    return (await this.request<{ queues: QueueSummary[] }>('GET', '/v1/queues', { shape })).body
+      .queues;
   }
 
   /**
-   * One JSON request. The response body is the hub's own type (the hub validates its inputs).
-   * `timeoutMs` shortens the client's timeout (never lengthens it).
+   * One JSON request. A successful answer must be a JSON object (of `shape`, when given): it is
+   * then taken as the hub's own type. `timeoutMs` shortens the client's timeout (never lengthens
+   * it).
    */
   async request<T>(
     method: 'GET' | 'POST' | 'DELETE',
     path: string,
-    options: { body?: unknown; query?: Query; timeoutMs?: number } = {},
+    options: { body?: unknown; query?: Query; timeoutMs?: number; shape?: Shape } = {},
   ): Promise<{ status: number; body: T }> {
     if (this.interrupted.aborted) throw new InterruptedError();
     const target = `${this.settings.url}${path}${queryString(options.query)}`;
@@ -193,6 +222,11 @@ export class HubClient {
           `the server at ${this.settings.url} answered ${method} ${path} with something other than JSON: is it an agentcom hub?`,
         );
       }
+      if (!isRecord(body) || (options.shape !== undefined && !options.shape(body))) {
+        throw new HubUnreachableError(
+          `the server at ${this.settings.url} answered ${method} ${path} with JSON that is not the hub's answer to it: is it an agentcom hub?`,
+        );
+      }
       return { status, body: body as T };
     }
     if (isErrorBody(body)) throw new ApiError(status, body);
@@ -219,6 +253,10 @@ function parseJson(text: string): unknown {
   } catch {
     return undefined;
   }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function isErrorBody(value: unknown): value is ErrorBody {

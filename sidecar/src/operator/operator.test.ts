@@ -387,6 +387,63 @@ describe('the command line', () => {
     });
   });
 
+  it.each([
+    ['an empty object', '{}'],
+    ['null', 'null'],
+    ['an array', '[]'],
+    ["another service's JSON", '{"status":"ok","agents":3,"tasks":"none"}'],
+  ])(
+    'refuses a 2xx answer of %s as no hub: exit 5, E_UNREACHABLE, one JSON document with --json',
+    async (_, answer) => {
+      // a real server at the URL that answers JSON, but not the hub's
+      const server = createServer((_request, response) => {
+        response.writeHead(200, { 'content-type': 'application/json' }).end(answer);
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      try {
+        const { port } = server.address() as AddressInfo;
+        const env = { AGENTCOM_URL: `http://127.0.0.1:${port}`, AGENTCOM_ADMIN_KEY: 'k' };
+        for (const command of [
+          ['task', 'add', '--payload', '1'],
+          ['task', 'get', 't1'],
+          ['task', 'list'],
+          ['task', 'list', '--all'],
+          ['task', 'cancel', 't1'],
+          ['task', 'retry', 't1'],
+          ['task', 'logs', 't1'],
+          ['agents'],
+          ['agent', 'get', 'a1'],
+          ['agent', 'token', 'create', 'a1'],
+          ['agent', 'token', 'revoke', 'a1'],
+          ['agent', 'drain', 'a1'],
+          ['agent', 'resume', 'a1'],
+          ['queues'],
+        ]) {
+          for (const json of [true, false]) {
+            const args = json ? ['--json', ...command] : command;
+            const result = await run(args, env).catch((err: unknown) => ({ thrown: String(err) }));
+            const message = expect.stringMatching(/with JSON that is not the hub's answer to it/);
+            expect({ args, result }).toEqual({
+              args,
+              result: {
+                code: 5,
+                out: json ? expect.any(String) : '',
+                err: expect.stringMatching(/^agentcom: E_UNREACHABLE: the server at .*\n$/),
+              },
+            });
+            if (json) {
+              const { out } = result as { out: string };
+              expect(JSON.parse(out)).toEqual({ error: { code: 'E_UNREACHABLE', message } });
+            }
+          }
+        }
+      } finally {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      }
+    },
+  );
+
   it('prints help and the version as they are, exit 0', async () => {
     const help = await run(['--json', '--help']);
     expect(help).toMatchObject({ code: 0, err: '' });

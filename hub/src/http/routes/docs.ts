@@ -1,35 +1,69 @@
 import {
+  AGENT_STATES,
+  ERROR_CODES,
   PROTOCOL_VERSION,
+  TASK_STATES,
   cancelTaskBodySchema,
   createAgentBodySchema,
   createTaskBatchBodySchema,
+  createTaskBatchResponseSchema,
   createTaskBodySchema,
+  createTaskResponseSchema,
   listTasksQuerySchema,
   taskLogsQuerySchema,
+  type ErrorCode,
 } from '@agentcom/shared';
 import type { FastifyInstance } from 'fastify';
 import { z, type ZodType } from 'zod';
+import { BULL_BOARD_PATH } from '../bull-board';
 
-const jsonSchema = (schema: ZodType): unknown =>
-  z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' });
+const jsonSchema = (schema: ZodType, io: 'input' | 'output' = 'input'): unknown =>
+  z.toJSONSchema(schema, { io, unrepresentable: 'any' });
 
-const errorResponse = {
-  description: 'Error: `{error: {code, message, details?}}`, codes in shared/src/errors/codes.ts',
-  content: {
-    'application/json': {
-      schema: {
-        type: 'object',
-        properties: {
-          error: {
-            type: 'object',
-            properties: { code: { type: 'string' }, message: { type: 'string' }, details: {} },
-            required: ['code', 'message'],
-          },
-        },
+/**
+ * The error body of one status of one route, its `code` one of `codes` (each of which answers
+ * with that status, shared/src/errors/codes.ts).
+ */
+const errorBodySchema = (codes: readonly ErrorCode[]) => ({
+  type: 'object',
+  properties: {
+    error: {
+      type: 'object',
+      properties: {
+        code: { type: 'string', enum: [...codes] },
+        message: { type: 'string' },
+        details: {},
       },
+      required: ['code', 'message'],
+      additionalProperties: false,
     },
   },
+  required: ['error'],
+  additionalProperties: false,
+});
+
+/** The error responses of a route, one per status, from the codes it may answer. */
+const errorResponses = (codes: readonly ErrorCode[]): Record<string, unknown> => {
+  const byStatus = new Map<number, ErrorCode[]>();
+  for (const code of new Set(codes)) {
+    const status = ERROR_CODES[code].httpStatus;
+    byStatus.set(status, [...(byStatus.get(status) ?? []), code]);
+  }
+  return Object.fromEntries(
+    [...byStatus].map(([status, atStatus]) => [
+      String(status),
+      {
+        description: `Error: ${atStatus.map((code) => `\`${code}\``).join(', ')}`,
+        content: { 'application/json': { schema: errorBodySchema(atStatus) } },
+      },
+    ]),
+  );
 };
+
+const json = (description: string, schema?: ZodType) => ({
+  description,
+  content: { 'application/json': { schema: schema ? jsonSchema(schema, 'output') : {} } },
+});
 
 const queryParameters = (schema: ZodType): unknown[] => {
   const described = jsonSchema(schema) as { properties?: Record<string, unknown> };
@@ -43,13 +77,290 @@ const idParameter = [{ name: 'id', in: 'path', required: true, schema: { type: '
 const body = (schema: ZodType) => ({
   content: { 'application/json': { schema: jsonSchema(schema) } },
 });
-const ok = (description: string) => ({ description, content: { 'application/json': {} } });
-const op = (summary: string, extra: Record<string, unknown> = {}) => ({
-  summary,
-  security: [{ bearer: [] }],
-  responses: { 200: ok('OK'), default: errorResponse },
-  ...extra,
+
+/** Success bodies: what clients rely on (more fields may come; none of these goes away). */
+const taskView = z.looseObject({
+  id: z.string(),
+  queue: z.string(),
+  state: z.enum(TASK_STATES),
+  attempts: z.number(),
+  createdAt: z.number(),
 });
+const agentView = z.looseObject({
+  agentId: z.string(),
+  state: z.enum(AGENT_STATES),
+  queues: z.array(z.string()),
+});
+const agentState = z.object({ agentId: z.string(), state: z.enum(AGENT_STATES) });
+const cancelResponse = z.object({
+  id: z.string(),
+  state: z.enum(TASK_STATES),
+  cancelRequested: z.boolean().optional(),
+});
+const createAgentResponse = z.object({
+  agentId: z.string(),
+  token: z.string(),
+  queues: z.array(z.string()).optional(),
+});
+
+type Access = 'open' | 'admin' | 'page';
+interface Operation {
+  summary: string;
+  /** `admin`: the API's 401 without the key; `page`: the same with a Basic challenge. */
+  access: Access;
+  /** Success responses by status. */
+  ok: Record<string, unknown>;
+  /** Error codes beyond those every route of its kind may answer. */
+  errors?: ErrorCode[];
+  /** A path parameter, a query or a body: malformed ones answer 400. */
+  input?: boolean;
+  parameters?: unknown[];
+  requestBody?: unknown;
+}
+
+const UNSAFE_METHODS = new Set(['post', 'put', 'patch', 'delete']);
+
+/**
+ * One operation with every error it may answer: 401 behind the key, 403 for a change sent from
+ * another site with a browser's Basic credentials, 400 for a malformed path, query or body (or a
+ * body that is not JSON), 413 for a body above the limit, 500 from anything unexpected.
+ */
+function operation(method: string, spec: Operation): Record<string, unknown> {
+  const unsafe = UNSAFE_METHODS.has(method);
+  const codes: ErrorCode[] = [...(spec.errors ?? [])];
+  if (spec.access !== 'open') codes.push('E_UNAUTHORIZED');
+  if (spec.access !== 'open' && unsafe) codes.push('E_FORBIDDEN');
+  if (spec.input === true || unsafe) codes.push('E_VALIDATION');
+  if (unsafe) codes.push('E_PAYLOAD_TOO_LARGE');
+  codes.push('E_INTERNAL');
+  return {
+    summary: spec.summary,
+    ...(spec.access === 'open' ? {} : { security: [{ bearer: [] }, { basic: [] }] }),
+    ...(spec.parameters ? { parameters: spec.parameters } : {}),
+    ...(spec.requestBody ? { requestBody: spec.requestBody } : {}),
+    responses: { ...spec.ok, ...errorResponses(codes) },
+  };
+}
+
+type Paths = Record<string, Record<string, Operation>>;
+
+const PATHS: Paths = {
+  '/v1/tasks': {
+    post: {
+      summary: 'Create a task',
+      access: 'admin',
+      requestBody: body(createTaskBodySchema),
+      ok: {
+        201: json('Created', createTaskResponseSchema),
+        200: json('Existing task of the idempotency key', createTaskResponseSchema),
+      },
+    },
+    get: {
+      summary: 'List tasks, page by page (go on while there is a nextCursor)',
+      access: 'admin',
+      input: true,
+      parameters: queryParameters(listTasksQuerySchema),
+      ok: {
+        200: json(
+          'A page',
+          z.object({ tasks: z.array(taskView), nextCursor: z.string().optional() }),
+        ),
+      },
+    },
+  },
+  '/v1/tasks/batch': {
+    post: {
+      summary: 'Create up to 500 tasks in one request (all validated before any is created)',
+      access: 'admin',
+      requestBody: body(createTaskBatchBodySchema),
+      ok: {
+        201: json(
+          'Created (entries in request order; duplicates marked)',
+          createTaskBatchResponseSchema,
+        ),
+        200: json(
+          'Every task was an existing task of its idempotency key',
+          createTaskBatchResponseSchema,
+        ),
+      },
+    },
+  },
+  '/v1/tasks/{id}': {
+    get: {
+      summary: 'Get a task',
+      access: 'admin',
+      input: true,
+      parameters: idParameter,
+      errors: ['E_TASK_NOT_FOUND'],
+      ok: { 200: json('The task', taskView) },
+    },
+  },
+  '/v1/tasks/{id}/logs': {
+    get: {
+      summary: 'Task log lines',
+      access: 'admin',
+      input: true,
+      parameters: [...idParameter, ...queryParameters(taskLogsQuerySchema)],
+      errors: ['E_TASK_NOT_FOUND'],
+      ok: { 200: json('Lines', z.object({ logs: z.array(z.string()), count: z.number() })) },
+    },
+  },
+  '/v1/tasks/{id}/cancel': {
+    post: {
+      summary: 'Cancel a task (409 once it completed or failed)',
+      access: 'admin',
+      parameters: idParameter,
+      requestBody: body(cancelTaskBodySchema),
+      errors: ['E_TASK_NOT_FOUND', 'E_INVALID_STATE'],
+      ok: {
+        200: json('Cancelled', cancelResponse),
+        202: json('Its agent was told to stop', cancelResponse),
+      },
+    },
+  },
+  '/v1/tasks/{id}/retry': {
+    post: {
+      summary: 'Retry a failed or cancelled task (409 in any other state)',
+      access: 'admin',
+      parameters: idParameter,
+      errors: ['E_TASK_NOT_FOUND', 'E_INVALID_STATE'],
+      ok: { 200: json('Waiting again', createTaskResponseSchema) },
+    },
+  },
+  '/v1/agents': {
+    post: {
+      summary: 'Mint an agent token (create or rotate)',
+      access: 'admin',
+      requestBody: body(createAgentBodySchema),
+      ok: {
+        201: json('Created', createAgentResponse),
+        200: json('Token rotated', createAgentResponse),
+      },
+    },
+    get: {
+      summary: 'List agents',
+      access: 'admin',
+      ok: { 200: json('Agents', z.object({ agents: z.array(agentView) })) },
+    },
+  },
+  '/v1/agents/{id}': {
+    get: {
+      summary: 'Get an agent',
+      access: 'admin',
+      input: true,
+      parameters: idParameter,
+      errors: ['E_AGENT_NOT_FOUND'],
+      ok: { 200: json('The agent', agentView) },
+    },
+    delete: {
+      summary: 'Revoke the token and disconnect',
+      access: 'admin',
+      parameters: idParameter,
+      errors: ['E_AGENT_NOT_FOUND'],
+      ok: { 200: json('Revoked', z.object({ agentId: z.string(), revoked: z.literal(true) })) },
+    },
+  },
+  '/v1/agents/{id}/drain': {
+    post: {
+      summary: 'Drain: finish the current task, take no new one',
+      access: 'admin',
+      parameters: idParameter,
+      errors: ['E_AGENT_NOT_FOUND', 'E_UNAVAILABLE'],
+      ok: { 200: json('Its state now', agentState) },
+    },
+  },
+  '/v1/agents/{id}/resume': {
+    post: {
+      summary: 'Lift a drain',
+      access: 'admin',
+      parameters: idParameter,
+      errors: ['E_AGENT_NOT_FOUND', 'E_UNAVAILABLE'],
+      ok: { 200: json('Its state now', agentState) },
+    },
+  },
+  '/v1/queues': {
+    get: {
+      summary: 'Counts and idle agents per queue',
+      access: 'admin',
+      ok: {
+        200: json(
+          'Queues',
+          z.object({
+            queues: z.array(
+              z.looseObject({
+                name: z.string(),
+                counts: z.record(z.string(), z.number()),
+                idleAgents: z.number(),
+              }),
+            ),
+          }),
+        ),
+      },
+    },
+  },
+  '/metrics': {
+    get: {
+      summary: 'Prometheus metrics',
+      access: 'admin',
+      ok: { 200: { description: 'Prometheus text', content: { 'text/plain': {} } } },
+    },
+  },
+  '/healthz': {
+    get: {
+      summary: 'Liveness',
+      access: 'open',
+      ok: { 200: json('Alive', z.object({ ok: z.literal(true) })) },
+    },
+  },
+  '/readyz': {
+    get: {
+      summary: 'Readiness: Redis, adapter, not draining',
+      access: 'open',
+      ok: {
+        200: json('Ready', z.object({ ok: z.literal(true) })),
+        503: json('Not ready', z.object({ ok: z.literal(false), problems: z.array(z.string()) })),
+      },
+    },
+  },
+  '/docs': {
+    get: {
+      summary: 'This document, browsable',
+      access: 'open',
+      ok: { 200: { description: 'HTML', content: { 'text/html': {} } } },
+    },
+  },
+  '/docs/openapi.json': {
+    get: { summary: 'This document', access: 'open', ok: { 200: json('OpenAPI 3.1') } },
+  },
+  '/': {
+    get: {
+      summary: 'The agents page (a browser asks for the key as the Basic password)',
+      access: 'page',
+      ok: { 200: { description: 'HTML', content: { 'text/html': {} } } },
+    },
+  },
+  '/ui/socket.io.min.js': {
+    get: {
+      summary: "The agents page's Socket.IO client",
+      access: 'page',
+      ok: { 200: { description: 'JavaScript', content: { 'application/javascript': {} } } },
+    },
+  },
+  '/ui/socket.io.min.js.map': {
+    get: {
+      summary: 'Its source map',
+      access: 'page',
+      ok: { 200: json('Source map') },
+    },
+  },
+  [BULL_BOARD_PATH]: {
+    get: {
+      summary: `Bull Board (its own routes under ${BULL_BOARD_PATH}/, behind the key too, answer in its own format)`,
+      access: 'page',
+      ok: { 200: { description: 'HTML', content: { 'text/html': {} } } },
+    },
+  },
+};
 
 /** The OpenAPI document, generated from the same zod schemas the routes validate with. */
 export function openApiDocument(): unknown {
@@ -58,80 +369,31 @@ export function openApiDocument(): unknown {
     info: {
       title: 'agentcom hub API',
       version: '1',
-      description: `Sidecar protocol version ${PROTOCOL_VERSION}: see docs/protocol.md`,
+      description: [
+        `Sidecar protocol version ${PROTOCOL_VERSION}: see docs/protocol.md.`,
+        'Every error is `{error: {code, message, details?}}` with a code of shared/src/errors/codes.ts;',
+        'a path or method without a route answers 404 `E_NOT_FOUND`, a request that is not valid HTTP 400 `E_VALIDATION`',
+        '(headers above the limit: 413 `E_PAYLOAD_TOO_LARGE`).',
+      ].join(' '),
     },
     components: {
       securitySchemes: {
         bearer: { type: 'http', scheme: 'bearer', description: 'AGENTCOM_ADMIN_KEY' },
-      },
-    },
-    paths: {
-      '/v1/tasks': {
-        post: op('Create a task', {
-          requestBody: body(createTaskBodySchema),
-          responses: {
-            201: ok('Created'),
-            200: ok('Existing task of the idempotency key'),
-            default: errorResponse,
-          },
-        }),
-        get: op('List tasks', { parameters: queryParameters(listTasksQuerySchema) }),
-      },
-      '/v1/tasks/batch': {
-        post: op('Create up to 500 tasks in one request (all validated before any is created)', {
-          requestBody: body(createTaskBatchBodySchema),
-          responses: {
-            201: ok('Created (entries in request order; duplicates marked)'),
-            200: ok('Every task was an existing task of its idempotency key'),
-            default: errorResponse,
-          },
-        }),
-      },
-      '/v1/tasks/{id}': { get: op('Get a task', { parameters: idParameter }) },
-      '/v1/tasks/{id}/logs': {
-        get: op('Task log lines', {
-          parameters: [...idParameter, ...queryParameters(taskLogsQuerySchema)],
-        }),
-      },
-      '/v1/tasks/{id}/cancel': {
-        post: op('Cancel a task', {
-          parameters: idParameter,
-          requestBody: body(cancelTaskBodySchema),
-          responses: {
-            200: ok('Cancelled'),
-            202: ok('Its agent was told to stop'),
-            default: errorResponse,
-          },
-        }),
-      },
-      '/v1/tasks/{id}/retry': {
-        post: op('Retry a failed or cancelled task', { parameters: idParameter }),
-      },
-      '/v1/agents': {
-        post: op('Mint an agent token (create or rotate)', {
-          requestBody: body(createAgentBodySchema),
-          responses: { 201: ok('Created'), 200: ok('Token rotated'), default: errorResponse },
-        }),
-        get: op('List agents'),
-      },
-      '/v1/agents/{id}': {
-        get: op('Get an agent', { parameters: idParameter }),
-        delete: op('Revoke the token and disconnect', { parameters: idParameter }),
-      },
-      '/v1/agents/{id}/drain': {
-        post: op('Drain: finish the current task, take no new one', { parameters: idParameter }),
-      },
-      '/v1/agents/{id}/resume': { post: op('Lift a drain', { parameters: idParameter }) },
-      '/v1/queues': { get: op('Counts and idle agents per queue') },
-      '/metrics': { get: op('Prometheus metrics') },
-      '/healthz': { get: { summary: 'Liveness', responses: { 200: ok('Alive') } } },
-      '/readyz': {
-        get: {
-          summary: 'Readiness: Redis, adapter, not draining',
-          responses: { 200: ok('Ready'), 503: ok('Not ready') },
+        basic: {
+          type: 'http',
+          scheme: 'basic',
+          description: 'any user, AGENTCOM_ADMIN_KEY as password',
         },
       },
     },
+    paths: Object.fromEntries(
+      Object.entries(PATHS).map(([path, operations]) => [
+        path,
+        Object.fromEntries(
+          Object.entries(operations).map(([method, spec]) => [method, operation(method, spec)]),
+        ),
+      ]),
+    ),
   };
 }
 
