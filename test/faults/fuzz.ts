@@ -340,7 +340,11 @@ export class FailureLog {
   private readonly groups = new Map<string, { count: number; examples: string[] }>();
   total = 0;
 
+  /** `parent`, when given, records every failure added here too (a run-wide log of phases). */
+  constructor(private readonly parent?: FailureLog) {}
+
   add(signature: string, example: string): void {
+    this.parent?.add(signature, example);
     this.total++;
     const group = this.groups.get(signature) ?? { count: 0, examples: [] };
     group.count++;

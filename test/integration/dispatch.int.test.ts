@@ -3,6 +3,7 @@ import { CLIENT_EVENTS, type TaskView } from '@agentcom/shared';
 import { Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
+import { commandCalls } from '../helpers/commandstats';
 import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
@@ -524,24 +525,16 @@ describe('queues an agent names', () => {
     const admin = new Redis(redis.url);
     let agent: TestAgent | undefined;
     try {
-      const calls = async (command: string) =>
-        Number(
-          /calls=(\d+)/.exec(
-            ((await admin.info('commandstats')) as string)
-              .split('\r\n')
-              .find((line) => line.startsWith(`cmdstat_${command}:`)) ?? '',
-          )?.[1] ?? 0,
-        );
       const clients = async () =>
         ((await admin.client('LIST')) as string).trim().split('\n').length;
       const clientsBefore = await clients();
-      const existsBefore = await calls('exists');
+      const existsBefore = await commandCalls(admin, 'exists');
       const names = Array.from({ length: 32 }, (_, i) => `made-up-${i}`);
       agent = await TestAgent.register(hub.url, 'namer', names);
       // the agent's idle transition triggers a dispatch step for each of its queues
       await eventually(
         async () =>
-          (await calls('exists')) >= existsBefore + names.length ||
+          (await commandCalls(admin, 'exists')) >= existsBefore + names.length ||
           (await admin.scard(hub.keys.queues)) > 0 ||
           undefined,
         { what: 'a dispatch step per named queue' },

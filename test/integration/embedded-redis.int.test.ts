@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { answersPing, redisServerArgs, spawnRedisServer } from '../../hub/src/embedded-redis';
 import { freePort } from '../helpers/redis-server';
 
@@ -18,9 +19,20 @@ describe('spawnRedisServer (the embedded Redis, the tests and the benchmarks sta
       redisServerArgs(port, dir, { appendonly: false }),
       dir,
     );
+    const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true });
     try {
       expect(await answersPing(port)).toBe(true);
+      await client.connect();
+      const config = async (name: string): Promise<string | undefined> =>
+        ((await client.config('GET', name)) as string[])[1];
+      expect({
+        dir: await config('dir'),
+        appendonly: await config('appendonly'),
+        save: await config('save'),
+        maxmemoryPolicy: await config('maxmemory-policy'),
+      }).toEqual({ dir, appendonly: 'no', save: '', maxmemoryPolicy: 'noeviction' });
     } finally {
+      client.disconnect();
       const exited = new Promise((resolve) => child.once('exit', resolve));
       child.kill('SIGKILL');
       await exited;

@@ -199,6 +199,8 @@ describe('metrics', () => {
     expect(texts.filter(exportsClusterGauges)).toHaveLength(1);
     // Prometheus scraping less often than the TTL: nothing renews the lease but the replicas
     for (let round = 0; round < 3; round++) {
+      // a deliberate gap of two TTLs without a scrape: the property is that the lease does not
+      // change hands meanwhile (only the replicas' own renewal keeps it)
       await new Promise((resolve) => setTimeout(resolve, 2 * ttlMs));
       expect(exportsClusterGauges(await scrape(other))).toBe(false);
       expect(exportsClusterGauges(await scrape(leader))).toBe(true);
