@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import {
   AppError,
   isAppError,
+  MAX_TASK_LOG_LINES,
   type AgentState,
   type HeartbeatAck,
   type ReportAck,
@@ -12,6 +13,7 @@ import {
   type TaskLog,
   type TaskProgress,
 } from '@agentcom/shared';
+import { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { HeartbeatBatch } from '../agents/heartbeat-batch';
 import type { HubConfig } from '../config';
@@ -20,7 +22,7 @@ import { restingState, type TransitionReason } from '../fsm/agent-machine';
 import type { AgentPresence, AgentStore, ClaimStep, TransitionRequest } from '../fsm/agent-store';
 import type { Logger } from '../logger';
 import type { HubMetrics } from '../metrics/hub-metrics';
-import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
+import type { QueueHandle, QueueRegistry, TaskJob } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
 import { CANCELLED_PREFIX } from '../tasks/task-service';
 import { agentIdOfToken } from './assignment-token';
@@ -150,9 +152,10 @@ export class AssignmentService {
     );
   }
 
+  /** Appends the lines to the job's log, which keeps the last {@link MAX_TASK_LOG_LINES}. */
   async log(agentId: string, msg: TaskLog): Promise<void> {
-    const { job } = await this.currentJob(agentId, msg.taskId, msg.token);
-    for (const line of msg.lines) await job.log(line);
+    const { queue } = await this.currentJob(agentId, msg.taskId, msg.token);
+    for (const line of msg.lines) await Job.addJobLog(queue, msg.taskId, line, MAX_TASK_LOG_LINES);
   }
 
   async complete(agentId: string, msg: TaskComplete): Promise<ReportAck> {
@@ -645,13 +648,13 @@ export class AssignmentService {
     agentId: string,
     taskId: string,
     token: string,
-  ): Promise<{ job: TaskJob; record: AgentRecord }> {
+  ): Promise<{ job: TaskJob; record: AgentRecord; queue: QueueHandle['queue'] }> {
     const record = await this.options.agents.get(agentId);
     if (!holds(record, taskId, token) || !record?.taskQueue) throw superseded(taskId);
-    const handle = await this.options.queues.get(record.taskQueue);
-    const job = await handle.queue.getJob(taskId);
+    const { queue } = await this.options.queues.get(record.taskQueue);
+    const job = await queue.getJob(taskId);
     if (!job) throw superseded(taskId);
-    return { job: job as TaskJob, record };
+    return { job: job as TaskJob, record, queue };
   }
 
   /** Counts an applied report (on this replica only: each report is applied once). */

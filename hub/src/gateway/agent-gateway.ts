@@ -2,6 +2,7 @@ import {
   AGENT_NAMESPACE,
   AppError,
   CLIENT_EVENTS,
+  MAX_EVENTS_IN_FLIGHT,
   isAppError,
   type ClientEventName,
   type HandshakeAuth,
@@ -16,7 +17,8 @@ import type { AgentStore } from '../fsm/agent-store';
 import type { Logger } from '../logger';
 import { authenticateHandshake } from './auth';
 import { clientAddress, type HandshakeLimiter } from './handshake-limiter';
-import { handleClientEvent, type HandlerContext } from './event-handlers';
+import { parseClientEvent, runClientEvent, type HandlerContext } from './event-handlers';
+import { InFlightLimit } from './in-flight-limit';
 
 /** Inbound events as they arrive: untrusted until their schema accepted them. */
 type RawClientEvents = { [E in ClientEventName]: (...args: unknown[]) => void };
@@ -183,38 +185,7 @@ export class AgentGateway implements AgentNotifier {
       },
     );
 
-    for (const event of CLIENT_EVENTS) {
-      socket.on(event, (...args: unknown[]) => {
-        const ack = args.at(-1);
-        if (typeof ack !== 'function') {
-          this.options.onRejectedPayload();
-          return;
-        }
-        const reply = ack as (response: unknown) => void;
-        if (args.length !== 2) {
-          this.options.onRejectedPayload();
-          reply({
-            ok: false,
-            code: 'E_VALIDATION',
-            message: `${event}: expected exactly one payload`,
-          });
-          return;
-        }
-        const payload = args[0];
-        void ready
-          .then((ok) =>
-            ok
-              ? handleClientEvent(ctx, event, payload, (err) =>
-                  log.error({ event, err: String(err) }, 'event handler failed'),
-                )
-              : { ok: false as const, code: 'E_UNAVAILABLE' as const, message: 'not connected' },
-          )
-          .then((response) => {
-            if (!response.ok && response.code === 'E_VALIDATION') this.options.onRejectedPayload();
-            reply(response);
-          });
-      });
-    }
+    this.routeClientEvents(socket, ctx, ready, log);
     socket.onAny((event: unknown, ...args: unknown[]) => {
       if ((CLIENT_EVENTS as unknown[]).includes(event)) return;
       this.options.onRejectedPayload();
@@ -238,5 +209,70 @@ export class AgentGateway implements AgentNotifier {
       this.pendingDisconnects.add(recorded);
       void recorded.finally(() => this.pendingDisconnects.delete(recorded));
     });
+  }
+
+  /**
+   * Answers each client event with an ack: refused at once when it has no single payload, its
+   * schema refuses it, or {@link MAX_EVENTS_IN_FLIGHT} events of this connection are still being
+   * handled (`E_RATE_LIMITED`: the excess of an agent that does not wait for its acks costs no
+   * Redis work and holds no memory); otherwise handled once the connection's presence is recorded.
+   */
+  private routeClientEvents(
+    socket: AgentSocket,
+    ctx: HandlerContext,
+    ready: Promise<boolean>,
+    log: Logger,
+  ): void {
+    const inFlight = new InFlightLimit(MAX_EVENTS_IN_FLIGHT);
+    let warnedInFlight = false;
+    for (const event of CLIENT_EVENTS) {
+      socket.on(event, (...args: unknown[]) => {
+        const ack = args.at(-1);
+        if (typeof ack !== 'function') {
+          this.options.onRejectedPayload();
+          return;
+        }
+        const reply = ack as (response: unknown) => void;
+        if (args.length !== 2) {
+          this.options.onRejectedPayload();
+          reply({
+            ok: false,
+            code: 'E_VALIDATION',
+            message: `${event}: expected exactly one payload`,
+          });
+          return;
+        }
+        const parsed = parseClientEvent(event, args[0]);
+        if (!parsed.ok) {
+          this.options.onRejectedPayload();
+          reply(parsed);
+          return;
+        }
+        if (!inFlight.take()) {
+          if (!warnedInFlight)
+            log.warn({ event }, 'too many events in flight: refusing the excess');
+          warnedInFlight = true;
+          reply({
+            ok: false,
+            code: 'E_RATE_LIMITED',
+            message: `${event}: ${inFlight.max} events of this connection are being handled; wait for their acks`,
+          });
+          return;
+        }
+        void ready
+          .then((ok) =>
+            ok
+              ? runClientEvent(ctx, event, parsed.data, (err) =>
+                  log.error({ event, err: String(err) }, 'event handler failed'),
+                )
+              : { ok: false as const, code: 'E_UNAVAILABLE' as const, message: 'not connected' },
+          )
+          .then((response) => {
+            inFlight.release();
+            if (!response.ok && response.code === 'E_VALIDATION') this.options.onRejectedPayload();
+            reply(response);
+          });
+      });
+    }
   }
 }

@@ -4,6 +4,7 @@ import {
   describeZodError,
   isAppError,
   type Ack,
+  type AckError,
   type AgentState,
   type ClientEventName,
   type TaskCancel,
@@ -70,23 +71,29 @@ export const EVENT_HANDLERS: { [E in ClientEventName]: Handler } = {
   }),
 };
 
-/** Validates a payload and runs its handler; every failure becomes an error ack, never a throw. */
-export async function handleClientEvent(
-  ctx: HandlerContext,
+/** A payload checked with its event's schema: the parsed payload, or the `E_VALIDATION` ack. */
+export function parseClientEvent(
   event: ClientEventName,
   payload: unknown,
+): { ok: true; data: unknown } | AckError {
+  const parsed = CLIENT_EVENT_SCHEMAS[event].safeParse(payload);
+  if (parsed.success) return { ok: true, data: parsed.data };
+  return {
+    ok: false,
+    code: 'E_VALIDATION',
+    message: `${event}: ${describeZodError(parsed.error)}`,
+  };
+}
+
+/** Runs the handler of a parsed payload; every failure becomes an error ack, never a throw. */
+export async function runClientEvent(
+  ctx: HandlerContext,
+  event: ClientEventName,
+  data: unknown,
   onInternalError: (err: unknown) => void,
 ): Promise<Ack<object>> {
-  const parsed = CLIENT_EVENT_SCHEMAS[event].safeParse(payload);
-  if (!parsed.success) {
-    return {
-      ok: false,
-      code: 'E_VALIDATION',
-      message: `${event}: ${describeZodError(parsed.error)}`,
-    };
-  }
   try {
-    return await EVENT_HANDLERS[event](ctx, parsed.data as never);
+    return await EVENT_HANDLERS[event](ctx, data as never);
   } catch (err) {
     if (isAppError(err)) return { ok: false, code: err.code, message: err.message };
     onInternalError(err);

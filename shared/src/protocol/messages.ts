@@ -87,6 +87,8 @@ export type TaskProgress = z.infer<typeof taskProgressSchema>;
 
 export const MAX_LOG_LINES = 100;
 export const MAX_LOG_LINE_BYTES = 8 * 1024;
+/** Log lines the hub keeps per task: each line over it drops the oldest (as BullMQ's `keepLogs`). */
+export const MAX_TASK_LOG_LINES = 10_000;
 export const taskLogSchema = z
   .object({
     ...assignmentRef,
