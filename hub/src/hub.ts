@@ -16,6 +16,7 @@ import { HandshakeLimiter } from './gateway/handshake-limiter';
 import { registerAgentsPage } from './ui/agents-page';
 import { createHttpApp } from './http/app';
 import { registerBullBoard } from './http/bull-board';
+import { rejectWhileRedisDown } from './http/redis-gate';
 import { registerMetricsRoute } from './http/routes/metrics';
 import type { Logger } from './logger';
 import { ClusterGauges } from './metrics/cluster-gauges';
@@ -186,6 +187,14 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     },
     closing: () => draining,
   });
+  app.addHook(
+    'onRequest',
+    rejectWhileRedisDown(() =>
+      redis.command.status === 'ready' && redis.bullmq.status === 'ready'
+        ? undefined
+        : 'Redis is unreachable',
+    ),
+  );
 
   const io = new Server(app.server, {
     transports: ['websocket'],

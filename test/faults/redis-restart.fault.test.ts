@@ -85,3 +85,22 @@ describe('Redis restart under load (appendonly yes, appendfsync everysec)', () =
     });
   });
 });
+
+describe('Redis restart without persistence (its data lost)', () => {
+  let cluster: FaultCluster;
+  afterEach(async () => cluster?.stop());
+
+  it('keeps every sidecar serving: connected agents are recorded again at their next heartbeat', async () => {
+    cluster = new FaultCluster();
+    await cluster.start({ hubs: 2, sidecars: 4, appendonly: false });
+    await cluster.redis.stop('SIGKILL');
+    await cluster.redis.restart();
+    // agent records, token hashes and idle indexes are gone: the next heartbeats record them again
+    await cluster.waitIdle(4);
+    for (let n = 0; n < 8; n++) await cluster.submit({ sleepMs: 50 });
+    expectExactlyOnce(await cluster.checkInvariants(60_000));
+    expect(cluster.sidecars.filter((s) => !s.running).map((s) => s.output.slice(-2000))).toEqual(
+      [],
+    );
+  });
+});

@@ -1,5 +1,5 @@
 import { AppError, type AgentState, type HandshakeAuth, type TaskCancel } from '@agentcom/shared';
-import { tokenMatches } from '../auth/tokens';
+import { hashToken, tokenMatches } from '../auth/tokens';
 import type { Redis } from 'ioredis';
 import type { AgentRecord } from '../fsm/agent-record';
 import { restingState, type TransitionReason } from '../fsm/agent-machine';
@@ -9,8 +9,11 @@ import type { LeaseKeeper } from '../dispatch/lease-keeper';
 import type { Logger } from '../logger';
 import type { QueueRegistry } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
+import { LuaScript } from '../redis/script-command';
+import { scriptSource } from '../redis/scripts';
 
 const MAX_CAS_RETRIES = 8;
+const RESTORE_AGENT = new LuaScript('restoreAgent', scriptSource('restoreAgent'));
 
 export interface PresenceOptions {
   redis: Redis;
@@ -152,6 +155,28 @@ export class Presence {
       return outcome;
     }
     throw new Error(`agent ${agentId}: record changed too often during connect`);
+  }
+
+  /**
+   * Records again, from its live connection, an agent whose record Redis lost (restarted empty,
+   * failed over to an empty replica, flushed): the record is written only when missing, with the
+   * hash of the token the connection authenticated with and the queues it serves as its allowed
+   * queues, then the connection is recorded as a new one (idle). Without this the replica closed
+   * the connection to resync it, and the sidecar, refused at its next handshake (unknown agent),
+   * stopped for good. False when the record exists (the caller closes the connection to resync).
+   */
+  async restore(agentId: string, socketId: string, auth: HandshakeAuth): Promise<boolean> {
+    const { redis, keys } = this.options;
+    const written = await RESTORE_AGENT.run<number>(
+      redis,
+      [keys.agent(agentId), keys.agents],
+      [agentId, hashToken(auth.token), auth.queues.join(',')],
+    );
+    if (written !== 1) return false;
+    // the task the handshake announced is not this connection's to resume: Redis lost it
+    const { current: _announced, ...fresh } = auth;
+    await this.connect(agentId, socketId, fresh);
+    return true;
   }
 
   /**

@@ -57,6 +57,8 @@ export interface AgentGatewayOptions {
 export class AgentGateway implements AgentNotifier {
   readonly nsp: AgentNamespace;
   private readonly pendingDisconnects = new Set<Promise<void>>();
+  /** Connections whose stale heartbeat is being handled (see {@link resync}). */
+  private readonly resyncing = new Set<string>();
   constructor(private readonly options: AgentGatewayOptions) {
     this.nsp = options.io.of(AGENT_NAMESPACE) as unknown as AgentNamespace;
     this.nsp.use((socket, next) => {
@@ -136,6 +138,31 @@ export class AgentGateway implements AgentNotifier {
     this.nsp.local.emit('hub:draining', {});
   }
 
+  /**
+   * A heartbeat came on a connection the agent's record does not name. When the record is gone
+   * (Redis lost its data) the agent is recorded again from this connection; otherwise the
+   * connection is closed, so the sidecar reconnects and its presence is recorded again.
+   */
+  private async resync(socket: AgentSocket, log: Logger): Promise<void> {
+    // one at a time per connection: a second stale heartbeat would find the record just restored
+    if (this.resyncing.has(socket.id)) return;
+    this.resyncing.add(socket.id);
+    const { auth } = socket.data;
+    const restored = await this.options.presence
+      .restore(auth.agentId, socket.id, auth)
+      .catch((err: unknown) => {
+        log.warn({ err: String(err) }, 'could not record the agent again');
+        return false;
+      })
+      .finally(() => this.resyncing.delete(socket.id));
+    if (restored) {
+      log.warn('agent record lost by Redis: recorded again from its live connection');
+      return;
+    }
+    log.warn('heartbeat from a connection the record does not know: closing it to resync');
+    socket.disconnect(true);
+  }
+
   private onConnection(socket: AgentSocket): void {
     const { presence, logger } = this.options;
     const { auth } = socket.data;
@@ -146,10 +173,7 @@ export class AgentGateway implements AgentNotifier {
       agentId,
       socketId: socket.id,
       hubId: this.options.hubId,
-      dropConnection: () => {
-        log.warn('heartbeat from a connection the record does not know: closing it to resync');
-        socket.disconnect(true);
-      },
+      dropConnection: () => void this.resync(socket, log),
       cancelTask: (msg) => {
         log.info({ taskId: msg.taskId }, 'a cancel of the task is pending: sending it again');
         socket.emit('task:cancel', msg);

@@ -27,6 +27,7 @@ export const SCRIPT_NAMES = [
   'completeAtOnce',
   'cancelTask',
   'idsAfter',
+  'restoreAgent',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
