@@ -26,6 +26,9 @@ describe('the API while Redis is down', () => {
     });
 
   it('answers 503 at once, and a task refused then is never created when Redis is back', async () => {
+    const document = (await (await fetch(`${hub.url}/docs/openapi.json`)).json()) as {
+      paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
+    };
     await redis.stop('SIGKILL');
     try {
       await eventually(() => (hub.redis.command.status !== 'ready' ? true : undefined), {
@@ -38,6 +41,11 @@ describe('the API while Redis is down', () => {
       expect(created.status).toBe(503);
       expect(await created.json()).toMatchObject({ error: { code: 'E_UNAVAILABLE' } });
       expect((await bounded('/v1/tasks')).status).toBe(503);
+      // and the API's document declares it
+      for (const method of ['post', 'get']) {
+        const declared = document.paths['/v1/tasks']?.[method]?.responses['503'];
+        expect(JSON.stringify(declared)).toContain('E_UNAVAILABLE');
+      }
       // the replica's own metrics still answer (they need no Redis)
       expect((await bounded('/metrics')).status).toBe(200);
     } finally {

@@ -3,7 +3,7 @@ import type { onRequestHookHandler } from 'fastify';
 import { errorBody } from './errors';
 
 /** The API's routes: the ones that read or write Redis for their answer. */
-const API_PREFIX = '/v1/';
+export const API_PREFIX = '/v1/';
 
 /**
  * Answers API requests `503 E_UNAVAILABLE` at once while `redisDown()` says a connection the

@@ -16,6 +16,7 @@ import {
 import type { FastifyInstance } from 'fastify';
 import { z, type ZodType } from 'zod';
 import { BULL_BOARD_PATH } from '../bull-board';
+import { API_PREFIX } from '../redis-gate';
 
 const jsonSchema = (schema: ZodType, io: 'input' | 'output' = 'input'): unknown =>
   z.toJSONSchema(schema, { io, unrepresentable: 'any' });
@@ -122,12 +123,14 @@ const UNSAFE_METHODS = new Set(['post', 'put', 'patch', 'delete']);
 
 /**
  * One operation with every error it may answer: 401 behind the key, 403 for a change sent from
- * another site with a browser's Basic credentials, 400 for a malformed path, query or body (or a
+ * another site with a browser's Basic credentials, 503 for an API route while Redis is away
+ * (`redis-gate.ts`), 400 for a malformed path, query or body (or a
  * body that is not JSON), 413 for a body above the limit, 500 from anything unexpected.
  */
-function operation(method: string, spec: Operation): Record<string, unknown> {
+function operation(path: string, method: string, spec: Operation): Record<string, unknown> {
   const unsafe = UNSAFE_METHODS.has(method);
   const codes: ErrorCode[] = [...(spec.errors ?? [])];
+  if (path.startsWith(API_PREFIX) && !codes.includes('E_UNAVAILABLE')) codes.push('E_UNAVAILABLE');
   if (spec.access !== 'open') codes.push('E_UNAUTHORIZED');
   if (spec.access !== 'open' && unsafe) codes.push('E_FORBIDDEN');
   if (spec.input === true || unsafe) codes.push('E_VALIDATION');
@@ -390,7 +393,10 @@ export function openApiDocument(): unknown {
       Object.entries(PATHS).map(([path, operations]) => [
         path,
         Object.fromEntries(
-          Object.entries(operations).map(([method, spec]) => [method, operation(method, spec)]),
+          Object.entries(operations).map(([method, spec]) => [
+            method,
+            operation(path, method, spec),
+          ]),
         ),
       ]),
     ),
