@@ -24,7 +24,7 @@ export interface HubConfig {
   readonly leaseMs: number;
   /** `HEARTBEAT_MS` (5000): sidecar heartbeat and lease-extension period. */
   readonly heartbeatMs: number;
-  /** `ACK_TIMEOUT_MS` (10000): time an agent has to accept a pushed task. */
+  /** `ACK_TIMEOUT_MS` (10000): time an agent has to accept a pushed task; one that lets it pass rests in cooldown as long. */
   readonly ackTimeoutMs: number;
   /** `DISPATCH_CONCURRENCY` (8): dispatch steps one replica runs at once per queue. */
   readonly dispatchConcurrency: number;

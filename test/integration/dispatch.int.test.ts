@@ -346,8 +346,9 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
       const id = await createTask(hub.url, { queue, payload: {} });
       const first = await worker.getNextJob('first-agent:t1', { block: false });
       const loaded = await Job.fromId(bull, id); // a view starts from the hash, as of now
-      // the first holder lost the job (back to wait, no attempt used); another agent fetched it
-      await first?.moveToWait('first-agent:t1');
+      // the first holder's attempt failed (the job back to wait for its retry); another agent
+      // fetched the job for attempt 2
+      await first?.moveToFailed(new Error('attempt 1 failed'), 'first-agent:t1');
       await worker.getNextJob('rescuer:t2', { block: false });
       const view = await hub.tasks.view(loaded as never);
       expect(view).toMatchObject({ state: 'running', agentId: 'rescuer', attempt: 2 });

@@ -38,7 +38,8 @@ export interface SweeperOptions {
  * sweep, another replica's), and an agent listed for one task may hold the next one already.
  * - refreshes this replica's liveness, on a timer of its own (a long sweep must not let the
  *   other replicas take this one for gone);
- * - assigned agents that did not accept in time: task back to wait, agent idle;
+ * - assigned agents that did not accept in time: task back to wait, agent in cooldown for an
+ *   ack timeout (another agent gets the task meanwhile);
  * - disconnected task holders past the lease: agent offline (the stalled checker requeues the job);
  * - cooldowns that ended: agent idle;
  * - tasks past their run timeout: the agent is told to stop (`task:cancel` reason `timeout`);
@@ -188,12 +189,17 @@ export class Sweeper {
         continue;
       }
       const connected = record.socketId !== undefined && record.disconnectedAt === undefined;
+      // An agent that was pushed its task (the task is recorded: the push follows at once) and
+      // did not accept it rests in cooldown for an ack timeout: the task goes to another agent
+      // meanwhile, not straight back to this one (a claim prefers an agent of its own replica,
+      // and a lone agent is the only one). An agent that was claimed but never told (its
+      // replica died before recording the task) did nothing wrong: it rests as usual.
+      const cooldownUntil =
+        connected && record.taskId !== undefined
+          ? Math.max(record.cooldownUntil ?? 0, now + this.options.ackTimeoutMs)
+          : record.cooldownUntil;
       const to = connected
-        ? restingState({
-            drainRequested: record.drainRequested,
-            cooldownUntil: record.cooldownUntil,
-            now,
-          })
+        ? restingState({ drainRequested: record.drainRequested, cooldownUntil, now })
         : 'offline';
       const result = await agents.transition({
         agentId,
@@ -202,9 +208,14 @@ export class Sweeper {
         version: record.version,
         reason: 'ack_timeout',
         task: record.taskId,
+        ...(to === 'cooldown' ? { set: { cooldownUntil: cooldownUntil ?? now } } : {}),
         del: TASK_FIELDS,
         idleAdd: to === 'idle' ? record.queues : [],
-        index: { ackDeadline: 'remove', disconnected: 'remove' },
+        index: {
+          ackDeadline: 'remove',
+          disconnected: 'remove',
+          ...(to === 'cooldown' ? { cooldown: cooldownUntil ?? now } : {}),
+        },
       });
       if (!result.ok) continue;
       this.options.logger.info(

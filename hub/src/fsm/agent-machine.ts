@@ -14,7 +14,7 @@ export const TRANSITION_REASONS = [
   'assign', // the agent got a task (idle -> assigned in one dispatch step, or after a claim)
   'release', // the claimed agent got no task after all
   'accept', // the sidecar accepted the pushed task
-  'ack_timeout', // the sidecar did not accept in time; the task went back to wait
+  'ack_timeout', // the sidecar did not accept in time: task back to wait, agent to cooldown
   'complete', // the task completed
   'fail', // the attempt failed
   'rate_limited', // the agent reported a rate limit: cooldown, task back to wait
@@ -35,7 +35,8 @@ export type TransitionReason = (typeof TRANSITION_REASONS)[number];
 export const AGENT_TRANSITIONS: Readonly<Record<AgentState, readonly AgentState[]>> = {
   offline: ['idle', 'working', 'cooldown', 'draining', 'offline'],
   idle: ['assigned', 'draining', 'offline', 'idle'],
-  // cooldown: a rate limit reported before the accept (a client may refuse a task it cannot run)
+  // cooldown: a rate limit reported before the accept (a client may refuse a task it cannot run),
+  // or an ack timeout (the task goes to another agent while this one rests)
   assigned: ['assigned', 'working', 'idle', 'cooldown', 'draining', 'offline'],
   working: ['working', 'idle', 'cooldown', 'draining', 'offline'],
   draining: ['draining', 'idle', 'offline'],

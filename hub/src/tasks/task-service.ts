@@ -294,7 +294,7 @@ export class TaskService {
       payload: job.data.payload,
       priority: job.opts.priority ?? 0,
       attempts: job.opts.attempts ?? 1,
-      attempt: job.attemptsStarted,
+      attempt: attemptOf(job, jobState === 'completed' || jobState === 'failed'),
       attemptsMade: job.attemptsMade,
       createdAt: job.timestamp,
     };
@@ -313,6 +313,21 @@ export class TaskService {
     if (job.finishedOn) view.finishedAt = job.finishedOn;
     return view;
   }
+}
+
+/**
+ * The attempt a task is on (or ended on) as `task:assign` numbers it: 0 before its first start.
+ * BullMQ counts a start in `attemptsStarted` each time the job is fetched, also when it then went
+ * back to wait without using an attempt (an ack timeout, a rate limit, a task its agent did not
+ * hold); `attemptsMade` counts the attempts used (the last one included once the job finished),
+ * so an unfinished job is on at most one more.
+ */
+export function attemptOf(
+  job: { attemptsStarted: number; attemptsMade: number; opts: { attempts?: number } },
+  finished: boolean,
+): number {
+  const used = job.attemptsMade + (finished ? 0 : 1);
+  return Math.min(job.attemptsStarted, used, job.opts.attempts ?? 1);
 }
 
 export function mapJobState(

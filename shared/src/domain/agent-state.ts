@@ -5,7 +5,7 @@
  * - `assigned`: a task was pushed; waiting for `task:accept` (ack timeout puts the task back).
  * - `working`: running a task; heartbeats extend the lease.
  * - `draining`: finishes its task, takes no new one.
- * - `cooldown`: reported a rate limit; becomes idle again at `cooldownUntil`.
+ * - `cooldown`: reported a rate limit, or let an ack timeout pass; idle again at `cooldownUntil`.
  */
 export const AGENT_STATES = [
   'offline',
