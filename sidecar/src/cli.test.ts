@@ -1,4 +1,4 @@
-import { readFile, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EXIT_CODES } from './exit-codes';
 import { INTERRUPTED_ERROR } from './outbox/outbox';
@@ -153,6 +153,61 @@ describe('agentcom-sidecar (bundled CLI)', () => {
       expect(run.stderr()).toBe(
         `agentcom-sidecar: --log-file (AGENTCOM_LOG_FILE): cannot open ${path} (${code})\n`,
       );
+    });
+
+    // root reads any file: drop the capabilities that let it, so it meets a mode as others do
+    const asOwnerOnly =
+      process.getuid?.() === 0
+        ? ['setpriv', '--bounding-set=-dac_override,-dac_read_search', '--']
+        : [];
+
+    it.each<[string, (stateDir: string) => Promise<string>]>([
+      [
+        'state.json is a directory',
+        async (stateDir) => {
+          await mkdir(join(stateDir, 'state.json', 'x'), { recursive: true });
+          return (
+            `${join(stateDir, 'state.json')} is a directory, not the state file: move it out of ` +
+            'the way (the sidecar creates the file)'
+          );
+        },
+      ],
+      [
+        'state.json is unreadable',
+        async (stateDir) => {
+          const path = join(stateDir, 'state.json');
+          await writeFile(path, '{"version":1,"outbox":[]}\n', { mode: 0o600 });
+          await chmod(path, 0o000);
+          return (
+            `the sidecar's user (uid ${process.getuid?.() ?? '?'}) may not read or write ${path} ` +
+            '(EACCES): give it to that user (chown, chmod 600 for a file, 700 for a directory), ' +
+            'or choose another --state-dir'
+          );
+        },
+      ],
+      [
+        'the state dir is a file',
+        async (stateDir) => {
+          await rm(stateDir, { recursive: true, force: true });
+          await writeFile(stateDir, '');
+          return (
+            `${stateDir} is not a usable directory for the state dir (EEXIST): a file is in the ` +
+            'way; move it, or choose another --state-dir'
+          );
+        },
+      ],
+    ])('exits 2 with one line naming the path when %s', async (_case, setUp) => {
+      const stateDir = join(cx.work, 'state');
+      await mkdir(stateDir, { recursive: true, mode: 0o700 });
+      const line = await setUp(stateDir);
+      const run = cx.cli.start(
+        ['run'],
+        { HOME: cx.work, ...sidecarEnv(stateDir) },
+        undefined,
+        asOwnerOnly,
+      );
+      expect(await run.exited).toEqual({ code: EXIT_CODES.BAD_CONFIG, signal: null });
+      expect(run.stderr()).toBe(`agentcom-sidecar: --state-dir (AGENTCOM_STATE_DIR): ${line}\n`);
     });
 
     it('exits 2 when another sidecar holds the state dir', async () => {

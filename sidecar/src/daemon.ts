@@ -8,6 +8,7 @@ import type { DaemonEvents } from './daemon-events';
 import { EXIT_CODES, type ExitCode } from './exit-codes';
 import { createLogger, type Logger } from './logger';
 import { Outbox } from './outbox/outbox';
+import { asStateFileError } from './outbox/state-file-error';
 import { acquireStateLock, type StateLock } from './outbox/state-lock';
 import type { HeldTask, Report } from './outbox/state-schema';
 import { createIpcHandler } from './ipc/ipc-handler';
@@ -69,15 +70,24 @@ export async function startDaemon(
   options: DaemonOptions = {},
 ): Promise<Daemon> {
   const logger = options.logger ?? createLogger(config.logLevel, config.agentId);
-  await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
-  const dirMode = (await stat(config.stateDir)).mode & 0o777;
+  // a state dir or state.json the user cannot use as it is: one line naming it (StateFileError)
+  const unusableDir = (err: unknown) => asStateFileError(err, config.stateDir, 'the state dir');
+  let dirMode: number;
+  try {
+    await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
+    dirMode = (await stat(config.stateDir)).mode & 0o777;
+  } catch (err) {
+    throw unusableDir(err);
+  }
   if ((dirMode & 0o077) !== 0) {
     logger.warn(
       { stateDir: config.stateDir, mode: dirMode.toString(8) },
       'the state dir is open to group or others: make it owner-only (chmod 700)',
     );
   }
-  const lock = await acquireStateLock(config.stateDir);
+  const lock = await acquireStateLock(config.stateDir).catch((err: unknown) => {
+    throw unusableDir(err);
+  });
   try {
     return await assemble(config, options, logger, lock);
   } catch (err) {

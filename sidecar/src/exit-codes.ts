@@ -6,9 +6,12 @@
 export const EXIT_CODES = {
   /** Drained and stopped after SIGTERM/SIGINT. */
   OK: 0,
-  /** An unexpected error (a bug, an unreadable state dir). */
+  /** An unexpected error (a bug, a failing disk). */
   UNEXPECTED: 1,
-  /** A missing or malformed option; stderr names it. */
+  /**
+   * A missing or malformed option, or a state dir in use or unusable as it is (`state.json` a
+   * directory or unreadable); one line on stderr names it.
+   */
   BAD_CONFIG: 2,
   /** The hub refused the handshake for good (`E_UNAUTHORIZED`, `E_PROTOCOL_VERSION`, ...). */
   REFUSED: 3,

@@ -4,6 +4,7 @@ import type { Env } from './config-layers';
 import { startDaemon, type Daemon } from './daemon';
 import { EXIT_CODES, type ExitCode } from './exit-codes';
 import { createLogger, type Logger } from './logger';
+import { StateFileError } from './outbox/state-file-error';
 import { StateDirInUseError } from './outbox/state-lock';
 import { errorText } from './error-text';
 
@@ -44,7 +45,7 @@ export async function runCommand(
   try {
     daemon = await startDaemon(config, { logger });
   } catch (err) {
-    if (err instanceof StateDirInUseError) {
+    if (err instanceof StateDirInUseError || err instanceof StateFileError) {
       stderr.write(`agentcom-sidecar: ${optionName('stateDir')}: ${err.message}\n`);
       return EXIT_CODES.BAD_CONFIG;
     }

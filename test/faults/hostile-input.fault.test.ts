@@ -7,6 +7,7 @@ import {
   CLIENT_EVENTS,
   CLIENT_EVENT_SCHEMAS,
   ERROR_CODES,
+  MAX_CURSOR_LENGTH,
   MAX_MESSAGE_BYTES,
   MAX_PAYLOAD_BYTES,
   PROTOCOL_VERSION,
@@ -1041,7 +1042,7 @@ const LIST_BAD: Record<string, readonly string[]> = {
   state: ['', 'WAITING', 'done', 'active', 'x'.repeat(300), 'cancelled '],
   queue: ['', 'a:b', '{x}', 'q'.repeat(65), ' ', '.q', '%zz', 'é'],
   cursor: [
-    'x'.repeat(513),
+    'x'.repeat(MAX_CURSOR_LENGTH + 1),
     'x'.repeat(5000),
     '!!!',
     b64('{"p":-1,"o":0}'),

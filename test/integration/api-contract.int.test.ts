@@ -334,6 +334,77 @@ describe('the API contract: the OpenAPI document against a real hub', () => {
     }
   });
 
+  it('says what is wrong with a refused body, Content-Type or path id', async () => {
+    const messageOf = (answer: { body: unknown }): string =>
+      (answer.body as { error: { message: string } }).error.message;
+    const refused = async (route: string, path: string, init: Parameters<typeof call>[2]) => {
+      const answer = await call(route, path, init);
+      expect({ path, status: answer.status, code: codeOf(answer) }).toEqual({
+        path,
+        status: 400,
+        code: 'E_VALIDATION',
+      });
+      return messageOf(answer);
+    };
+    const json = { ...KEY, 'content-type': 'application/json' };
+    // valid JSON, refused for a key that could poison prototypes: not "not valid JSON"
+    for (const body of [
+      '{"payload":1,"__proto__":{"x":1}}',
+      '{"payload":{"a":[{"__proto__":null}]}}',
+      '{"payload":{"constructor":{"prototype":{"x":1}}}}',
+    ]) {
+      const message = await refused('/v1/tasks', '/v1/tasks', {
+        method: 'POST',
+        body,
+        headers: json,
+      });
+      expect({ body, message }).toEqual({
+        body,
+        message: expect.stringMatching(/valid JSON but .*"__proto__".*"constructor".*not allowed/),
+      });
+    }
+    expect(
+      await refused('/v1/tasks', '/v1/tasks', {
+        method: 'POST',
+        body: '{"payload":',
+        headers: json,
+      }),
+    ).toMatch(/not valid JSON/);
+    // a Content-Type the API does not parse: the one received and the one expected
+    for (const type of ['application/xml', 'application/x-www-form-urlencoded; charset=utf-8']) {
+      const message = await refused('/v1/tasks', '/v1/tasks', {
+        method: 'POST',
+        body: 'a=1',
+        headers: { ...KEY, 'content-type': type },
+      });
+      expect(message).toBe(
+        `Content-Type ${JSON.stringify(type)} is not supported: send the body as application/json`,
+      );
+    }
+    expect(
+      await refused('/v1/tasks/{id}/cancel', '/v1/tasks/x/cancel', {
+        method: 'POST',
+        body: new TextEncoder().encode('{}'),
+      }),
+    ).toBe('the body has no Content-Type: send it as application/json');
+    // an id too long: the id schema's limit, however long it is
+    const tooLong = 'path: id: Too big: expected string to have <=128 characters';
+    for (const length of [129, 257, 300, 5000]) {
+      const id = 'a'.repeat(length);
+      expect({ length, message: await refused('/v1/tasks/{id}', `/v1/tasks/${id}`, {}) }).toEqual({
+        length,
+        message: tooLong,
+      });
+      expect({
+        length,
+        message: await refused('/v1/tasks/{id}/logs', `/v1/tasks/${id}/logs`, {}),
+      }).toEqual({ length, message: tooLong });
+      expect({ length, message: await refused('/v1/agents/{id}', `/v1/agents/${id}`, {}) }).toEqual(
+        { length, message: tooLong },
+      );
+    }
+  });
+
   it('a cancel of a completed task answers 409, of a running one 202; a retry of a failed one 200', async () => {
     const agent = await TestAgent.register(hub.url, 'contract-agent', ['contract-run']);
     try {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { TaskView } from '@agentcom/shared';
+import { MAX_QUEUE_NAME_LENGTH, MAX_TASK_ID_LENGTH, type TaskView } from '@agentcom/shared';
 import { Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
@@ -181,6 +181,31 @@ describe('task views at their edges', () => {
     expect(cancelled[0]).toEqual({ tasks: [], nextCursor: expect.any(String) });
     expect(cancelled.length).toBeGreaterThanOrEqual(2);
     expect(cancelled.flatMap((p) => p.tasks)).toEqual([]);
+  });
+
+  it('walks every page of jobs an outside BullMQ producer added with long ids, in a long-named queue', async () => {
+    // a cursor in a list names two job ids: at their longest, and of characters JSON escapes
+    const queue = `${newQueue()}-`.padEnd(MAX_QUEUE_NAME_LENGTH, 'q');
+    const first = await create(queue); // a task through the API: the hub knows the queue
+    const ids = [
+      ...['a', 'b', 'c'].map((c) => c.repeat(MAX_TASK_ID_LENGTH)),
+      'é'.repeat(MAX_TASK_ID_LENGTH),
+      '\u0001'.repeat(MAX_TASK_ID_LENGTH),
+      `x${'"\\'.repeat(MAX_TASK_ID_LENGTH / 2 - 1)}y`,
+      // longer than a task id can be: BullMQ takes them, and so does the listing
+      'd'.repeat(300),
+      'e'.repeat(300),
+    ];
+    const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const bull = new Queue(queue, { connection, prefix: hub.keys.bullPrefix });
+    try {
+      for (const jobId of ids) await bull.add('task', { payload: jobId.length }, { jobId });
+    } finally {
+      await bull.close();
+      connection.disconnect();
+    }
+    const pages = await walk(`queue=${queue}&state=waiting&limit=1`);
+    expect(pages.flatMap((p) => p.tasks.map((t) => t.id))).toEqual([first, ...ids]);
   });
 
   /**

@@ -38,8 +38,10 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: MAX_MESSAGE_BYTES,
     forceCloseConnections: 'idle',
-    // ids are up to 128 characters (Fastify's default limit is 100)
-    routerOptions: { maxParamLength: 256 },
+    // Fastify's default limit (100) would refuse a long id before its route's schema could name
+    // the schema's limit (ids are up to 128 characters): no shorter than a request line can be
+    // (Node's headers limit, 16 KiB), so the route's own validation always answers
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // malformed URLs (bad percent-encoding, ...) answer in the API's error format too
     frameworkErrors: (err, _request, reply) => {
       void (reply as unknown as FastifyReply)
@@ -67,7 +69,16 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
       done(new AppError('E_VALIDATION', 'the body is not valid UTF-8'), undefined);
       return;
     }
-    void parseJson(request, bytes.toString('utf8'), done);
+    const text = bytes.toString('utf8');
+    void parseJson(request, text, (err, parsed) => {
+      // the parser refuses prototype poisoning with the error of a syntax error: valid JSON with
+      // such a key is told so
+      if (err && isValidJson(text)) {
+        done(new AppError('E_VALIDATION', POISONING_MESSAGE), undefined);
+        return;
+      }
+      done(err, parsed);
+    });
   });
   app.setErrorHandler(createErrorHandler(options.logger));
   app.setNotFoundHandler((request, reply) => {
@@ -86,6 +97,22 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
   });
   options.extend?.(app);
   return app;
+}
+
+/** Longest path parameter the router takes (see `routerOptions`). */
+const MAX_PARAM_LENGTH = 64 * 1024;
+
+const POISONING_MESSAGE =
+  'the body is valid JSON but has a "__proto__" key, or a "constructor" key holding "prototype", ' +
+  'which are not allowed (anywhere in the body)';
+
+function isValidJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -24,7 +24,7 @@ export function errorBody(code: ErrorCode, message: string, details?: unknown): 
 
 /** The one error handler: every failure leaves as `{error:{code,message}}` with the code's status. */
 export function createErrorHandler(logger: Logger) {
-  return (err: FastifyError | Error, _request: FastifyRequest, reply: FastifyReply): void => {
+  return (err: FastifyError | Error, request: FastifyRequest, reply: FastifyReply): void => {
     if (isAppError(err)) {
       void reply.status(err.httpStatus).send(errorBody(err.code, err.message, err.details));
       return;
@@ -33,7 +33,11 @@ export function createErrorHandler(logger: Logger) {
     const mapped = fastifyCode ? FASTIFY_CODES[fastifyCode] : undefined;
     const status = (err as FastifyError).statusCode;
     if (mapped) {
-      void reply.status(ERROR_CODES[mapped].httpStatus).send(errorBody(mapped, err.message));
+      const message =
+        fastifyCode === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
+          ? unsupportedMediaType(request.headers['content-type'])
+          : err.message;
+      void reply.status(ERROR_CODES[mapped].httpStatus).send(errorBody(mapped, message));
       return;
     }
     if (status !== undefined && status >= 400 && status < 500) {
@@ -44,4 +48,11 @@ export function createErrorHandler(logger: Logger) {
     const internal = new AppError('E_INTERNAL');
     void reply.status(internal.httpStatus).send(errorBody(internal.code, internal.message));
   };
+}
+
+/** Fastify says only "Unsupported Media Type": name the type received and the one expected. */
+function unsupportedMediaType(contentType: string | undefined): string {
+  if (contentType === undefined) return 'the body has no Content-Type: send it as application/json';
+  const shown = contentType.length > 100 ? `${contentType.slice(0, 100)}…` : contentType;
+  return `Content-Type ${JSON.stringify(shown)} is not supported: send the body as application/json`;
 }

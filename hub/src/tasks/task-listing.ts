@@ -69,7 +69,11 @@ export function decodeCursor(raw: string): Cursor {
   throw notACursor();
 }
 
-function encodeCursor(pair: { queue: string; type: string }, at?: ListingPosition): string {
+/**
+ * The cursor of a walk stopped in `pair` at `at`: never longer than shared's `MAX_CURSOR_LENGTH`
+ * when the queue and job ids are as long as a queue name and a task id can be.
+ */
+export function encodeCursor(pair: { queue: string; type: string }, at?: ListingPosition): string {
   const where = !at
     ? {}
     : 'score' in at

@@ -1,5 +1,12 @@
 import { z } from 'zod';
-import { DEFAULT_QUEUE, agentIdSchema, queueNameSchema, taskIdSchema } from '../domain/ids';
+import {
+  DEFAULT_QUEUE,
+  MAX_QUEUE_NAME_LENGTH,
+  MAX_TASK_ID_LENGTH,
+  agentIdSchema,
+  queueNameSchema,
+  taskIdSchema,
+} from '../domain/ids';
 import { boundedJsonSchema, labelsSchema } from '../domain/json';
 import { TASK_STATES } from '../domain/task-state';
 
@@ -70,13 +77,38 @@ export type CreateTaskBatchBody = z.input<typeof createTaskBatchBodySchema>;
 export const createTaskBatchResponseSchema = z.object({ tasks: z.array(createTaskResponseSchema) });
 export type CreateTaskBatchResponse = z.infer<typeof createTaskBatchResponseSchema>;
 
+/** Most bytes of a JSON string of `units` UTF-16 units of any kind (`\u001f`: 6 for 1). */
+const anyJsonStringBytes = (units: number): number => 6 * units + 2;
+/** Bytes of a JSON string of `length` ASCII letters, digits and punctuation that need no escape. */
+const plainJsonStringBytes = (length: number): number => length + 2;
+
+/**
+ * Longest `cursor` of `GET /v1/tasks`: the widest the hub can answer (hub/src/tasks/task-listing.ts),
+ * so that every cursor it answered is taken back, and no longer, so a made-up one stays bounded.
+ * The widest is a list's: base64url of `{"q","t","a","as","n","ns"}`, a queue name, a BullMQ type,
+ * two job ids of up to {@link MAX_TASK_ID_LENGTH} units, whatever characters an outside BullMQ
+ * producer gave them (BullMQ itself takes any id), and their stays (`\d{1,15}:\d{1,15}`).
+ * Derived, not written out: a longer id or queue name lengthens it.
+ */
+export const MAX_CURSOR_LENGTH = Math.ceil(
+  (4 / 3) *
+    // braces, commas and the keys with their colons, then the values
+    (2 +
+      5 +
+      26 +
+      plainJsonStringBytes(MAX_QUEUE_NAME_LENGTH) +
+      plainJsonStringBytes('prioritized'.length) +
+      2 * anyJsonStringBytes(MAX_TASK_ID_LENGTH) +
+      2 * plainJsonStringBytes('999999999999999:999999999999999'.length)),
+);
+
 /** `GET /v1/tasks` query. `cursor` is opaque: pass back the `nextCursor` of the previous page. */
 export const listTasksQuerySchema = z
   .object({
     queue: queueNameSchema.optional(),
     state: z.enum(TASK_STATES).optional(),
     limit: z.coerce.number().int().min(1).max(500).default(50),
-    cursor: z.string().max(512).optional(),
+    cursor: z.string().max(MAX_CURSOR_LENGTH).optional(),
   })
   .strict();
 export type ListTasksQuery = z.output<typeof listTasksQuerySchema>;

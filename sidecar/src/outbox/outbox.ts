@@ -12,6 +12,7 @@ import {
   type TaskProcess,
 } from './state-schema';
 import { errorText } from '../error-text';
+import { asStateFileError } from './state-file-error';
 
 export const STATE_FILE_NAME = 'state.json';
 
@@ -177,7 +178,7 @@ async function loadState(path: string, logger: Logger): Promise<StateFile> {
     text = await readFile(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return emptyState();
-    throw err;
+    throw asStateFileError(err, path, 'the state file');
   }
   let problem: string;
   try {

@@ -35,9 +35,18 @@ export class CliProcesses {
 
   constructor(private readonly bundle: () => string) {}
 
-  /** Starts `agentcom-sidecar ...args` with exactly `env` (plus PATH); `stdin` is written then closed. */
-  start(args: string[], env: Record<string, string>, stdin?: string): CliRun {
-    const child = spawn(process.execPath, [this.bundle(), ...args], {
+  /**
+   * Starts `agentcom-sidecar ...args` with exactly `env` (plus PATH); `stdin` is written then
+   * closed. `launcher`: a command (and its arguments) that runs node, e.g. `setpriv ... --`.
+   */
+  start(
+    args: string[],
+    env: Record<string, string>,
+    stdin?: string,
+    launcher: string[] = [],
+  ): CliRun {
+    const command = [...launcher, process.execPath, this.bundle(), ...args];
+    const child = spawn(command[0]!, command.slice(1), {
       env: { PATH: process.env.PATH ?? '', ...env },
       stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     });
