@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { AGENT_NAMESPACE, PROTOCOL_VERSION, type TaskView } from '@agentcom/shared';
@@ -10,7 +9,7 @@ import { RedisKeys } from '../../hub/src/redis/keys';
 import { FAST_TIMINGS, api, eventually } from '../helpers/hub';
 import { completionsByTask, doubleHoldings, readTransitions } from '../helpers/invariants';
 import { ROOT, startSidecarProcess, type TestProcess } from '../helpers/processes';
-import { freePort } from '../helpers/redis-server';
+import { clusterScriptEnv } from '../helpers/cluster-script';
 
 const run = promisify(execFile);
 
@@ -48,16 +47,9 @@ describe('make cluster: hubs behind a real HAProxy', () => {
     );
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'agentcom-cluster-'));
-    env = {
-      ...process.env,
-      CLUSTER_DIR: dir,
-      CLUSTER_PORT: String(await freePort()),
-      CLUSTER_STATS_PORT: String(await freePort()),
-      CLUSTER_REDIS_PORT: String(await freePort()),
-      CLUSTER_HUB_BASE: String(await freePort()),
+    ({ dir, env } = await clusterScriptEnv('agentcom-cluster-', {
       CLUSTER_HUB_ENV: JSON.stringify({ ...FAST_TIMINGS, LEASE_MS: '8000' }),
-    };
+    }));
     // hub ports are consecutive from the base: make sure the next two are free too
     const { stdout } = await cluster('up', '3');
     expect(stdout).toContain('load balancer');

@@ -1,10 +1,9 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ROOT } from '../helpers/processes';
-import { freePort } from '../helpers/redis-server';
+import { clusterScriptEnv } from '../helpers/cluster-script';
 
 const run = promisify(execFile);
 
@@ -48,15 +47,7 @@ describe('scripts/cluster.mjs and a stale pids file', () => {
   };
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'agentcom-cluster-script-'));
-    env = {
-      ...process.env,
-      CLUSTER_DIR: dir,
-      CLUSTER_PORT: String(await freePort()),
-      CLUSTER_STATS_PORT: String(await freePort()),
-      CLUSTER_REDIS_PORT: String(await freePort()),
-      CLUSTER_HUB_BASE: String(await freePort()),
-    };
+    ({ dir, env } = await clusterScriptEnv('agentcom-cluster-script-'));
     stranger = spawn(
       process.execPath,
       ['-e', "process.stdin.on('data', () => process.stdout.write('pong\\n'))"],
