@@ -26,6 +26,7 @@ import { QueueRegistry } from './queues/queue-registry';
 import { countsByQueue, summarizeQueues, type QueueSummaryDeps } from './queues/queue-summary';
 import { createRedisConnections, type RedisConnections } from './redis/connections';
 import { RedisKeys } from './redis/keys';
+import { RedisProbe } from './redis/redis-probe';
 import { agentScripts } from './redis/scripts';
 import { TaskCancellation } from './tasks/task-cancellation';
 import { listTasks } from './tasks/task-listing';
@@ -158,6 +159,8 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     leaderTtlMs: config.metricsLeaderTtlMs,
   });
 
+  // whether Redis answers (a frozen one keeps its connections `ready`): /readyz and the API gate
+  const redisProbe = new RedisProbe(redis.command);
   const queueSummaryDeps: QueueSummaryDeps = { redis: redis.command, keys, queues, agents };
   let draining = false;
   let bullBoard: { sync(): Promise<void> } | undefined;
@@ -176,7 +179,8 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
       check: async () => {
         const problems: string[] = [];
         if (draining) problems.push('draining');
-        if (redis.command.status !== 'ready') problems.push(`redis ${redis.command.status}`);
+        const redisProblem = await redisProbe.problem();
+        if (redisProblem !== undefined) problems.push(redisProblem);
         if (redis.sub.status !== 'ready') problems.push(`adapter subscriber ${redis.sub.status}`);
         return problems;
       },
@@ -190,9 +194,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
   app.addHook(
     'onRequest',
     rejectWhileRedisDown(() =>
-      redis.command.status === 'ready' && redis.bullmq.status === 'ready'
-        ? undefined
-        : 'Redis is unreachable',
+      redis.bullmq.status === 'ready' ? redisProbe.problem() : `redis ${redis.bullmq.status}`,
     ),
   );
 

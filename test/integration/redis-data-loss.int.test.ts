@@ -84,3 +84,62 @@ describe('agents connected while Redis restarts empty', () => {
     }
   });
 });
+
+describe('queue names after Redis restarts empty', () => {
+  let redis: RedisProcess;
+  const hubs: Array<Hub & { url: string }> = [];
+  let agent: TestAgent | undefined;
+
+  beforeEach(async () => {
+    redis = await startRedis({ appendonly: false });
+  });
+  afterEach(async () => {
+    agent?.close();
+    for (const hub of hubs.splice(0)) await hub.close();
+    await redis.dispose();
+  });
+
+  it('are recorded again by the replica that has them open: a replica started later, GET /v1/queues and task look-ups find them', async () => {
+    const first = await startTestHub(redis.url);
+    hubs.push(first);
+    // the replica opens `jobs` (a task added) and an agent serves it
+    await api(first.url, 'POST', '/v1/tasks', { queue: 'jobs', payload: { before: true } });
+    agent = await TestAgent.register(first.url, 'worker', ['jobs']);
+    await redis.stop('SIGKILL');
+    await redis.restart();
+    await eventually(() => (first.redis.command.status === 'ready' ? true : undefined), {
+      what: 'the replica reconnected to the empty Redis',
+    });
+    // added through the replica whose `jobs` queue was open before Redis lost its data
+    const created = await api<{ id: string }>(first.url, 'POST', '/v1/tasks', {
+      queue: 'jobs',
+      payload: { after: true },
+    });
+    expect(created.status).toBe(201);
+    const second = await startTestHub(redis.url, { AGENTCOM_PREFIX: first.config.prefix });
+    hubs.push(second);
+    for (const hub of [first, second]) {
+      await eventually(
+        async () => {
+          const { body } = await api<{ queues: Array<{ name: string; counts: object }> }>(
+            hub.url,
+            'GET',
+            '/v1/queues',
+          );
+          const jobs = body.queues.find((q) => q.name === 'jobs');
+          return jobs && Object.values(jobs.counts).some((n) => n > 0) ? true : undefined;
+        },
+        {
+          what: `GET /v1/queues on ${hub.config.hubId} counting the task of jobs`,
+          timeoutMs: 10_000,
+        },
+      );
+      expect(await api(hub.url, 'GET', `/v1/tasks/${created.body.id}`)).toMatchObject({
+        status: 200,
+        body: { id: created.body.id },
+      });
+      const listed = await api<{ tasks: Array<{ id: string }> }>(hub.url, 'GET', '/v1/tasks');
+      expect(listed.body.tasks.map((t) => t.id)).toContain(created.body.id);
+    }
+  });
+});

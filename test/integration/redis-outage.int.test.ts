@@ -1,6 +1,9 @@
+import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
+import { commandCalls } from '../helpers/commandstats';
 import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { TestAgent } from '../helpers/test-agent';
 
 /** How long a request may take to be answered while Redis is down (it used to wait for Redis). */
 const ANSWER_BOUND_MS = 3000;
@@ -56,5 +59,151 @@ describe('the API while Redis is down', () => {
     });
     const listed = await api<{ tasks: unknown[] }>(hub.url, 'GET', '/v1/tasks');
     expect(listed).toMatchObject({ status: 200, body: { tasks: [] } });
+  });
+});
+
+describe('the replica while Redis is frozen (SIGSTOP: connections stay open and `ready`)', () => {
+  let redis: RedisProcess;
+  let hub: Hub & { url: string };
+
+  beforeAll(async () => {
+    redis = await startRedis({ appendonly: false });
+    hub = await startTestHub(redis.url);
+  });
+  afterAll(async () => {
+    await hub.close();
+    await redis.dispose();
+  });
+
+  const bounded = (path: string, init: RequestInit = {}): Promise<Response> =>
+    fetch(`${hub.url}${path}`, {
+      ...init,
+      headers: { authorization: `Bearer ${TEST_ADMIN_KEY}`, 'content-type': 'application/json' },
+      signal: AbortSignal.timeout(ANSWER_BOUND_MS),
+    });
+
+  it('turns not ready and answers the API 503 at once, and recovers when Redis resumes', async () => {
+    expect((await bounded('/readyz')).status).toBe(200);
+    process.kill(redis.pid!, 'SIGSTOP');
+    try {
+      const problems = await eventually(
+        async () => {
+          const response = await bounded('/readyz');
+          return response.status === 503
+            ? ((await response.json()) as { problems: string[] }).problems
+            : undefined;
+        },
+        { what: '/readyz 503 while Redis does not answer', timeoutMs: 10_000 },
+      );
+      expect(problems.join()).toMatch(/redis/i);
+      // the TCP connection is still open: ioredis still calls it ready
+      expect(hub.redis.command.status).toBe('ready');
+      const created = await bounded('/v1/tasks', {
+        method: 'POST',
+        body: JSON.stringify({ payload: { during: 'freeze' } }),
+      });
+      expect(created.status).toBe(503);
+      expect(await created.json()).toMatchObject({ error: { code: 'E_UNAVAILABLE' } });
+      expect((await bounded('/v1/queues')).status).toBe(503);
+      expect((await bounded('/metrics')).status).toBe(200);
+    } finally {
+      process.kill(redis.pid!, 'SIGCONT');
+    }
+    await eventually(async () => ((await bounded('/readyz')).status === 200 ? true : undefined), {
+      what: 'ready again',
+    });
+    expect(await api(hub.url, 'GET', '/v1/tasks')).toMatchObject({ status: 200 });
+  });
+
+  it('costs one PING per interval however often /readyz and the API are asked', async () => {
+    const client = new Redis(redis.url);
+    try {
+      const before = await commandCalls(client, 'ping');
+      const started = Date.now();
+      await Promise.all(Array.from({ length: 20 }, () => bounded('/readyz')));
+      for (let n = 0; n < 20; n++) {
+        expect((await bounded('/readyz')).status).toBe(200);
+        expect((await bounded('/v1/queues')).status).toBe(200);
+      }
+      const intervals = Math.ceil((Date.now() - started) / 1000);
+      expect((await commandCalls(client, 'ping')) - before).toBeLessThanOrEqual(intervals + 1);
+    } finally {
+      client.disconnect();
+    }
+  });
+});
+
+describe("ioredis' offline queue while Redis is down", () => {
+  let redis: RedisProcess;
+  let hub: Hub & { url: string };
+  const agents: TestAgent[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis({ appendonly: true });
+    // A 60 s heartbeat period: the replica's liveness refresh (a ZADD every half period, still
+    // queued for the whole outage: see docs/design.md) adds none during the outage below, so the
+    // count is the agents' heartbeats, the disconnect and the serialised timers.
+    hub = await startTestHub(redis.url, { HEARTBEAT_MS: '60000', LEASE_MS: '120000' });
+  });
+  afterAll(async () => {
+    for (const agent of agents) agent.close();
+    await hub.close();
+    await redis.dispose();
+  });
+
+  const queued = (): number =>
+    (hub.redis.command as unknown as { offlineQueue: { length: number } }).offlineQueue.length;
+  const heartbeat = (agent: TestAgent, timeoutMs: number) =>
+    agent.socket.timeout(timeoutMs).emitWithAck('agent:heartbeat', {}) as Promise<{
+      ok: boolean;
+      state?: string;
+    }>;
+
+  it('holds at most one heartbeat check per connected agent, however long the outage; recorded disconnects still apply when Redis is back', async () => {
+    for (let n = 0; n < 4; n++) agents.push(await TestAgent.register(hub.url, `beating-${n}`));
+    const leaver = await TestAgent.register(hub.url, 'leaver');
+    await redis.stop('SIGTERM');
+    const seen = { before: 0, most: 0, beats: 0 };
+    try {
+      await eventually(() => (hub.redis.command.status !== 'ready' ? true : undefined), {
+        what: 'the hub saw Redis go',
+      });
+      seen.before = queued();
+      leaver.close(); // its disconnect is recorded when Redis is back
+      // The outage: for 4 s every agent heartbeats as a sidecar does when its ack times out,
+      // here every 100 ms (a sidecar: every 10 s, for as long as the outage lasts).
+      const until = Date.now() + 4000;
+      await Promise.all(
+        agents.map(async (agent) => {
+          while (Date.now() < until) {
+            seen.beats++;
+            await heartbeat(agent, 100).catch(() => undefined);
+            seen.most = Math.max(seen.most, queued());
+          }
+        }),
+      );
+    } finally {
+      await redis.restart();
+    }
+    expect(seen.beats).toBeGreaterThan(4 * 20);
+    // one check per agent, the disconnect, and what the serialised timers hold
+    expect(seen.most - seen.before).toBeLessThanOrEqual(agents.length + 4);
+    // the checks held during the outage are answered, then each agent's heartbeats are again
+    for (const agent of agents) {
+      await eventually(
+        async () => {
+          const ack = await heartbeat(agent, 10_000);
+          return ack.ok && ack.state === 'idle' ? true : undefined;
+        },
+        { what: `${agent.agentId} heartbeating idle again` },
+      );
+    }
+    await eventually(
+      async () => {
+        const { body } = await api<{ state: string }>(hub.url, 'GET', '/v1/agents/leaver');
+        return body.state === 'offline' ? true : undefined;
+      },
+      { what: 'the disconnect during the outage recorded' },
+    );
   });
 });

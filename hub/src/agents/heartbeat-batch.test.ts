@@ -58,4 +58,31 @@ describe('HeartbeatBatch', () => {
     fail = false;
     expect((await batch.check({ agentId: 'a', socketId: 's1' }))?.state).toBe('idle');
   });
+
+  it('gives a heartbeat of a connection whose check is unanswered that answer, adding no check', async () => {
+    const calls: Heartbeat[][] = [];
+    let answer: () => void = () => undefined;
+    const batch = new HeartbeatBatch((beats) => {
+      calls.push([...beats]);
+      return new Promise((resolve) => (answer = () => resolve(beats.map(presence))));
+    }, 5);
+    const first = batch.check({ agentId: 'a', socketId: 's1' });
+    await new Promise((resolve) => setTimeout(resolve, 20)); // the first check is sent by now
+    const again = [1, 2, 3].map(() => batch.check({ agentId: 'a', socketId: 's1' }));
+    const other = batch.check({ agentId: 'a', socketId: 's2' });
+    answer();
+    expect(await Promise.all([first, ...again])).toEqual(
+      Array(4).fill(presence({ agentId: 'a', socketId: 's1' })),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 20)); // the second connection's batch is sent
+    answer();
+    expect((await other)?.socketId).toBe('s2');
+    expect(calls.map((beats) => beats.map((b) => b.socketId))).toEqual([['s1'], ['s2']]);
+    // answered: the next heartbeat is checked again
+    const next = batch.check({ agentId: 'a', socketId: 's1' });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    answer();
+    await next;
+    expect(calls).toHaveLength(3);
+  });
 });

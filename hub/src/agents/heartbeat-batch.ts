@@ -14,6 +14,11 @@ type CheckMany = (beats: readonly Heartbeat[]) => Promise<Array<AgentPresence | 
  * millisecond or two; checked one by one, each cost a command, a write(2) to Redis and a reply
  * to parse, and that was most of a replica's CPU at idle. A heartbeat's answer waits at most
  * `windowMs` more.
+ *
+ * A heartbeat of a connection whose previous one is still unanswered shares that check's answer
+ * (read after both were sent) instead of adding another: while Redis is away, a sidecar whose ack
+ * timed out heartbeats again, and each one queued a command in ioredis' offline queue for as
+ * long as the outage lasted. At most one check per connection is now pending.
  */
 export class HeartbeatBatch {
   private pending: Array<{
@@ -22,6 +27,8 @@ export class HeartbeatBatch {
     reject: (err: unknown) => void;
   }> = [];
   private timer: NodeJS.Timeout | undefined;
+  /** The unanswered check of each connection (by socket id). */
+  private readonly unanswered = new Map<string, Promise<AgentPresence | undefined>>();
 
   constructor(
     private readonly checkMany: CheckMany,
@@ -31,11 +38,20 @@ export class HeartbeatBatch {
 
   /** The agent's presence as the record has it, once the batch this heartbeat joined ran. */
   check(beat: Heartbeat): Promise<AgentPresence | undefined> {
-    return new Promise((resolve, reject) => {
+    const key = `${beat.agentId}\n${beat.socketId}`;
+    const unanswered = this.unanswered.get(key);
+    if (unanswered) return unanswered;
+    const checked = new Promise<AgentPresence | undefined>((resolve, reject) => {
       this.pending.push({ beat, resolve, reject });
       if (this.pending.length >= this.maxBatch) this.flush();
       else this.timer ??= setTimeout(() => this.flush(), this.windowMs);
     });
+    this.unanswered.set(key, checked);
+    const settled = (): void => {
+      if (this.unanswered.get(key) === checked) this.unanswered.delete(key);
+    };
+    checked.then(settled, settled);
+    return checked;
   }
 
   private flush(): void {

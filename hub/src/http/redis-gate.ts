@@ -6,20 +6,28 @@ import { errorBody } from './errors';
 export const API_PREFIX = '/v1/';
 
 /**
- * Answers API requests `503 E_UNAVAILABLE` at once while `redisDown()` says a connection the
- * API needs is not ready. Without it a request waited in ioredis' offline queue for as long as
- * Redis was away (hub memory growing with every request), and ran when Redis came back: a task
- * whose client had given up (no 201) was created and executed anyway, and created twice by a
- * client that retried. /metrics, /healthz and /readyz keep answering.
+ * Answers API requests `503 E_UNAVAILABLE` at once while `redisDown()` says what is wrong with
+ * Redis: a connection the API needs not ready, or Redis not answering (see `RedisProbe`: a
+ * frozen Redis keeps its connections `ready`). Without it a request waited in ioredis' offline
+ * queue for as long as Redis was away (hub memory growing with every request), and ran when
+ * Redis came back: a task whose client had given up (no 201) was created and executed anyway,
+ * and created twice by a client that retried. /metrics, /healthz and /readyz keep answering.
+ * `redisDown` answers synchronously while it knows; a promise when it has to ask Redis.
  */
-export function rejectWhileRedisDown(redisDown: () => string | undefined): onRequestHookHandler {
+export function rejectWhileRedisDown(
+  redisDown: () => string | undefined | Promise<string | undefined>,
+): onRequestHookHandler {
   return (request, reply, done) => {
     const problem = request.url.startsWith(API_PREFIX) ? redisDown() : undefined;
-    if (problem === undefined) {
-      done();
-      return;
-    }
-    const error = new AppError('E_UNAVAILABLE', `${problem}; retry later`);
-    void reply.status(error.httpStatus).send(errorBody(error.code, error.message));
+    const answer = (found: string | undefined): void => {
+      if (found === undefined) {
+        done();
+        return;
+      }
+      const error = new AppError('E_UNAVAILABLE', `${found}; retry later`);
+      void reply.status(error.httpStatus).send(errorBody(error.code, error.message));
+    };
+    if (problem instanceof Promise) void problem.then(answer, () => answer('redis check failed'));
+    else answer(problem);
   };
 }

@@ -91,10 +91,23 @@ export class QueueRegistry {
     return false;
   }
 
-  /** Loads the queue names every replica has recorded and opens the missing ones. */
+  /**
+   * Loads the queue names every replica has recorded and opens the missing ones. Names this
+   * replica has open that the set lacks are recorded again: a name is recorded when its queue is
+   * first opened, so after Redis lost its data (restarted empty, failed over, flushed) a queue
+   * kept open here would otherwise stay unknown to the other replicas, `GET /v1/queues` and task
+   * look-ups (they read the set) for good. Costs nothing more while the set is whole.
+   */
   async discover(): Promise<string[]> {
     this.empty.clear();
-    const names = await this.options.connection.smembers(this.options.keys.queues);
+    const { connection, keys } = this.options;
+    const names = await connection.smembers(keys.queues);
+    const recorded = new Set(names);
+    const lost = this.names().filter((name) => !recorded.has(name));
+    if (lost.length > 0 && !this.closed) {
+      await connection.sadd(keys.queues, ...lost);
+      names.push(...lost);
+    }
     await Promise.all(names.map((name) => this.get(name)));
     return names;
   }
