@@ -44,12 +44,23 @@ export interface SweeperOptions {
  * - cooldowns that ended: agent idle;
  * - tasks past their run timeout: the agent is told to stop (`task:cancel` reason `timeout`);
  *   if it has not reported a grace later, the attempt is failed here as `timeout`;
- * - replicas that stopped refreshing: their agents are disconnected as `replica_gone`.
+ * - replicas that stopped refreshing: their agents are disconnected as `replica_gone` (not within
+ *   three heartbeats of this replica's own reconnection to Redis: the others lost it as well).
  */
 export class Sweeper {
   private timer: NodeJS.Timeout | undefined;
   private livenessTimer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
+  /**
+   * When this replica's Redis connection last came back (undefined: never lost since start).
+   * The other replicas could not refresh their liveness while Redis was away either, and some
+   * reconnect later than this one: until they had the same time to refresh, none is judged gone.
+   */
+  private reachableSince: number | undefined;
+  private readonly onRedisReady = (): void => {
+    this.reachableSince = this.options.agents.now();
+    void this.refreshLiveness();
+  };
 
   constructor(private readonly options: SweeperOptions) {}
 
@@ -63,12 +74,18 @@ export class Sweeper {
     this.livenessTimer.unref();
     this.timer = setInterval(() => this.runOnce(), this.options.sweepMs);
     this.timer.unref();
+    this.options.redis.on('ready', this.onRedisReady);
     this.runOnce();
   }
 
-  /** Records that this replica is alive (the `replicas` sorted set, scored by time). */
+  /**
+   * Records that this replica is alive (the `replicas` sorted set, scored by time). Not while the
+   * connection is away: a refresh queued then would land late with a stale time (and they piled
+   * up in ioredis' offline queue); the connection's return refreshes at once instead.
+   */
   async refreshLiveness(): Promise<void> {
     const { redis, keys, hubId, agents, logger } = this.options;
+    if (redis.status !== 'ready') return;
     await redis
       .zadd(keys.replicas, agents.now(), hubId)
       .catch((err: unknown) => logger.warn({ err: String(err) }, 'liveness refresh failed'));
@@ -104,6 +121,7 @@ export class Sweeper {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     if (this.livenessTimer) clearInterval(this.livenessTimer);
+    this.options.redis.off('ready', this.onRedisReady);
     this.timer = undefined;
     this.livenessTimer = undefined;
     await this.running;
@@ -281,6 +299,7 @@ export class Sweeper {
 
   private async goneReplicas(now: number): Promise<void> {
     const { redis, keys, hubId, heartbeatMs } = this.options;
+    if (this.reachableSince !== undefined && now - this.reachableSince < 3 * heartbeatMs) return;
     const gone = (await redis.zrangebyscore(keys.replicas, '-inf', now - 3 * heartbeatMs)).filter(
       (id) => id !== hubId,
     );
