@@ -217,6 +217,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     limiter: new HandshakeLimiter(redis.command, keys, config.authFailLimit),
     hubId: config.hubId,
     trustProxy: config.trustProxy,
+    redisProblem: () => redisProbe.problem(),
   });
   metrics.trackSockets(() => gateway?.localSocketCount() ?? 0);
   const agentsPage = registerAgentsPage({

@@ -28,6 +28,39 @@ describe('the API while Redis is down', () => {
       signal: AbortSignal.timeout(ANSWER_BOUND_MS),
     });
 
+  it('refuses an agent handshake E_UNAVAILABLE at once, and takes it once Redis is back', async () => {
+    const minted = await api<{ token: string }>(hub.url, 'POST', '/v1/agents', {
+      agentId: 'agent-in-outage',
+    });
+    expect(minted.status).toBe(201);
+    const agent = new TestAgent(hub.url, 'agent-in-outage', minted.body.token);
+    try {
+      await redis.stop('SIGKILL');
+      try {
+        await eventually(() => (hub.redis.command.status !== 'ready' ? true : undefined), {
+          what: 'the hub saw Redis go',
+        });
+        const refused = new Promise<unknown>((resolve) =>
+          agent.socket.once('connect_error', (err) => resolve((err as { data?: unknown }).data)),
+        );
+        agent.socket.connect();
+        const timedOut = new Promise((resolve) =>
+          setTimeout(() => resolve('no answer'), ANSWER_BOUND_MS),
+        );
+        expect(await Promise.race([refused, timedOut])).toMatchObject({ code: 'E_UNAVAILABLE' });
+      } finally {
+        await redis.restart();
+      }
+      await eventually(async () => ((await bounded('/readyz')).status === 200 ? true : undefined), {
+        what: 'ready again',
+      });
+      await agent.connect();
+      expect(agent.socket.connected).toBe(true);
+    } finally {
+      agent.close();
+    }
+  });
+
   it('answers 503 at once, and a task refused then is never created when Redis is back', async () => {
     const document = (await (await fetch(`${hub.url}/docs/openapi.json`)).json()) as {
       paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;

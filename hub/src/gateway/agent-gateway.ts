@@ -47,6 +47,12 @@ export interface AgentGatewayOptions {
   limiter: HandshakeLimiter;
   hubId: string;
   trustProxy: boolean;
+  /**
+   * Undefined when Redis answers, else what is wrong (`RedisProbe`): a handshake while Redis is
+   * away is refused `E_UNAVAILABLE` at once (the sidecar retries with backoff) instead of waiting
+   * in ioredis' offline queue, one more queued check per reconnect attempt of every sidecar.
+   */
+  redisProblem: () => string | undefined | Promise<string | undefined>;
 }
 
 /**
@@ -63,8 +69,11 @@ export class AgentGateway implements AgentNotifier {
     this.nsp = options.io.of(AGENT_NAMESPACE) as unknown as AgentNamespace;
     this.nsp.use((socket, next) => {
       const address = clientAddress(socket.handshake, options.trustProxy);
-      options.limiter
-        .check(address)
+      Promise.resolve(options.redisProblem())
+        .then((problem) => {
+          if (problem !== undefined) throw new AppError('E_UNAVAILABLE', `${problem}; retry later`);
+          return options.limiter.check(address);
+        })
         .then(() =>
           authenticateHandshake(socket.handshake.auth, options.agents).catch(
             async (err: unknown) => {
