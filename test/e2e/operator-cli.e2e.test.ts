@@ -51,6 +51,8 @@ describe('agentcom (operator CLI) against a real hub process', () => {
   const agents: TestAgent[] = [];
   /** Failures inside the agents' handlers, checked after each test. */
   const agentErrors: unknown[] = [];
+  /** The agents' handlers still running: a test may end before a report's ack came back. */
+  const serving = new Set<Promise<void>>();
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'agentcom-operator-cli-'));
@@ -58,7 +60,12 @@ describe('agentcom (operator CLI) against a real hub process', () => {
     redis = await startRedis();
     hub = await startHubProcess(redis.url, `c${randomBytes(3).toString('hex')}`, 'hub-cli');
   });
-  afterEach(() => {
+  afterEach(async () => {
+    // closing an agent with a report in flight would fail that report ('socket has been
+    // disconnected'): let the handlers end first (a task left hanging ends with its agent)
+    await withTimeout(Promise.all(serving), 10_000, 'the agents to finish their tasks').catch(
+      () => undefined,
+    );
     for (const agent of agents.splice(0)) agent.close();
     expect(agentErrors.splice(0)).toEqual([]);
   });
@@ -123,7 +130,11 @@ describe('agentcom (operator CLI) against a real hub process', () => {
     agents.push(agent);
     await agent.connect();
     agent.on('assign', (msg: TaskAssign) => {
-      serve(agent, msg).catch((err: unknown) => agentErrors.push(err));
+      const served = serve(agent, msg).catch((err: unknown) => {
+        agentErrors.push(err);
+      });
+      serving.add(served);
+      void served.finally(() => serving.delete(served));
     });
     return agent;
   }
