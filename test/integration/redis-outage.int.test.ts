@@ -8,36 +8,50 @@ import { TestAgent } from '../helpers/test-agent';
 /** How long a request may take to be answered while Redis is down (it used to wait for Redis). */
 const ANSWER_BOUND_MS = 3000;
 
-describe('the API while Redis is down', () => {
-  let redis: RedisProcess;
-  let hub: Hub & { url: string };
-
+/** A replica on a private Redis of its own for the enclosing describe block. */
+function replicaOnPrivateRedis(appendonly: boolean): {
+  redis: RedisProcess;
+  hub: Hub & { url: string };
+} {
+  const replica = {} as { redis: RedisProcess; hub: Hub & { url: string } };
   beforeAll(async () => {
-    redis = await startRedis({ appendonly: true });
-    hub = await startTestHub(redis.url);
+    replica.redis = await startRedis({ appendonly });
+    replica.hub = await startTestHub(replica.redis.url);
   });
   afterAll(async () => {
-    await hub.close();
-    await redis.dispose();
+    await replica.hub.close();
+    await replica.redis.dispose();
   });
+  return replica;
+}
 
-  const bounded = (path: string, init: RequestInit = {}): Promise<Response> =>
-    fetch(`${hub.url}${path}`, {
-      ...init,
-      headers: { authorization: `Bearer ${TEST_ADMIN_KEY}`, 'content-type': 'application/json' },
-      signal: AbortSignal.timeout(ANSWER_BOUND_MS),
-    });
+/** A request to `hub` with the admin key that gives up after {@link ANSWER_BOUND_MS}. */
+function boundedRequest(
+  hub: { url: string },
+  path: string,
+  init: RequestInit = {},
+): Promise<Response> {
+  return fetch(`${hub.url}${path}`, {
+    ...init,
+    headers: { authorization: `Bearer ${TEST_ADMIN_KEY}`, 'content-type': 'application/json' },
+    signal: AbortSignal.timeout(ANSWER_BOUND_MS),
+  });
+}
+
+describe('the API while Redis is down', () => {
+  const replica = replicaOnPrivateRedis(true);
+  const bounded = (path: string, init?: RequestInit) => boundedRequest(replica.hub, path, init);
 
   it('refuses an agent handshake E_UNAVAILABLE at once, and takes it once Redis is back', async () => {
-    const minted = await api<{ token: string }>(hub.url, 'POST', '/v1/agents', {
+    const minted = await api<{ token: string }>(replica.hub.url, 'POST', '/v1/agents', {
       agentId: 'agent-in-outage',
     });
     expect(minted.status).toBe(201);
-    const agent = new TestAgent(hub.url, 'agent-in-outage', minted.body.token);
+    const agent = new TestAgent(replica.hub.url, 'agent-in-outage', minted.body.token);
     try {
-      await redis.stop('SIGKILL');
+      await replica.redis.stop('SIGKILL');
       try {
-        await eventually(() => (hub.redis.command.status !== 'ready' ? true : undefined), {
+        await eventually(() => (replica.hub.redis.command.status !== 'ready' ? true : undefined), {
           what: 'the hub saw Redis go',
         });
         const refused = new Promise<unknown>((resolve) =>
@@ -49,7 +63,7 @@ describe('the API while Redis is down', () => {
         );
         expect(await Promise.race([refused, timedOut])).toMatchObject({ code: 'E_UNAVAILABLE' });
       } finally {
-        await redis.restart();
+        await replica.redis.restart();
       }
       await eventually(async () => ((await bounded('/readyz')).status === 200 ? true : undefined), {
         what: 'ready again',
@@ -62,12 +76,12 @@ describe('the API while Redis is down', () => {
   });
 
   it('answers 503 at once, and a task refused then is never created when Redis is back', async () => {
-    const document = (await (await fetch(`${hub.url}/docs/openapi.json`)).json()) as {
+    const document = (await (await fetch(`${replica.hub.url}/docs/openapi.json`)).json()) as {
       paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
     };
-    await redis.stop('SIGKILL');
+    await replica.redis.stop('SIGKILL');
     try {
-      await eventually(() => (hub.redis.command.status !== 'ready' ? true : undefined), {
+      await eventually(() => (replica.hub.redis.command.status !== 'ready' ? true : undefined), {
         what: 'the hub saw Redis go',
       });
       const created = await bounded('/v1/tasks', {
@@ -85,39 +99,23 @@ describe('the API while Redis is down', () => {
       // the replica's own metrics still answer (they need no Redis)
       expect((await bounded('/metrics')).status).toBe(200);
     } finally {
-      await redis.restart();
+      await replica.redis.restart();
     }
     await eventually(async () => ((await bounded('/readyz')).status === 200 ? true : undefined), {
       what: 'ready again',
     });
-    const listed = await api<{ tasks: unknown[] }>(hub.url, 'GET', '/v1/tasks');
+    const listed = await api<{ tasks: unknown[] }>(replica.hub.url, 'GET', '/v1/tasks');
     expect(listed).toMatchObject({ status: 200, body: { tasks: [] } });
   });
 });
 
 describe('the replica while Redis is frozen (SIGSTOP: connections stay open and `ready`)', () => {
-  let redis: RedisProcess;
-  let hub: Hub & { url: string };
-
-  beforeAll(async () => {
-    redis = await startRedis({ appendonly: false });
-    hub = await startTestHub(redis.url);
-  });
-  afterAll(async () => {
-    await hub.close();
-    await redis.dispose();
-  });
-
-  const bounded = (path: string, init: RequestInit = {}): Promise<Response> =>
-    fetch(`${hub.url}${path}`, {
-      ...init,
-      headers: { authorization: `Bearer ${TEST_ADMIN_KEY}`, 'content-type': 'application/json' },
-      signal: AbortSignal.timeout(ANSWER_BOUND_MS),
-    });
+  const replica = replicaOnPrivateRedis(false);
+  const bounded = (path: string, init?: RequestInit) => boundedRequest(replica.hub, path, init);
 
   it('turns not ready and answers the API 503 at once, and recovers when Redis resumes', async () => {
     expect((await bounded('/readyz')).status).toBe(200);
-    process.kill(redis.pid!, 'SIGSTOP');
+    process.kill(replica.redis.pid!, 'SIGSTOP');
     try {
       const problems = await eventually(
         async () => {
@@ -130,7 +128,7 @@ describe('the replica while Redis is frozen (SIGSTOP: connections stay open and 
       );
       expect(problems.join()).toMatch(/redis/i);
       // the TCP connection is still open: ioredis still calls it ready
-      expect(hub.redis.command.status).toBe('ready');
+      expect(replica.hub.redis.command.status).toBe('ready');
       const created = await bounded('/v1/tasks', {
         method: 'POST',
         body: JSON.stringify({ payload: { during: 'freeze' } }),
@@ -140,16 +138,16 @@ describe('the replica while Redis is frozen (SIGSTOP: connections stay open and 
       expect((await bounded('/v1/queues')).status).toBe(503);
       expect((await bounded('/metrics')).status).toBe(200);
     } finally {
-      process.kill(redis.pid!, 'SIGCONT');
+      process.kill(replica.redis.pid!, 'SIGCONT');
     }
     await eventually(async () => ((await bounded('/readyz')).status === 200 ? true : undefined), {
       what: 'ready again',
     });
-    expect(await api(hub.url, 'GET', '/v1/tasks')).toMatchObject({ status: 200 });
+    expect(await api(replica.hub.url, 'GET', '/v1/tasks')).toMatchObject({ status: 200 });
   });
 
   it('costs one PING per interval however often /readyz and the API are asked', async () => {
-    const client = new Redis(redis.url);
+    const client = new Redis(replica.redis.url);
     try {
       const before = await commandCalls(client, 'ping');
       const started = Date.now();
@@ -173,8 +171,7 @@ describe("ioredis' offline queue while Redis is down", () => {
 
   beforeAll(async () => {
     redis = await startRedis({ appendonly: true });
-    // A 60 s heartbeat period: the replica's liveness refresh (a ZADD every half period, still
-    // queued for the whole outage: see docs/design.md) adds none during the outage below, so the
+    // A 60 s heartbeat period: no timer of the replica's own falls in the outage below, so the
     // count is the agents' heartbeats, the disconnect and the serialised timers.
     hub = await startTestHub(redis.url, { HEARTBEAT_MS: '60000', LEASE_MS: '120000' });
   });
