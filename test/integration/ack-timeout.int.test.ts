@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { TaskAssign, TaskView } from '@agentcom/shared';
-import type { Hub } from '../../hub/src/hub';
 import { api, eventually, startTestHub } from '../helpers/hub';
 import { readTransitions } from '../helpers/invariants';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { useHubsFixture } from '../helpers/hubs-fixture';
 import { TestAgent } from '../helpers/test-agent';
 
 const ACK_TIMEOUT_MS = 1000;
@@ -14,23 +13,11 @@ const ACK_TIMEOUT_MS = 1000;
  * instead of being pushed to the silent one again and again. Real Redis, real hubs and sockets.
  */
 describe('an agent that does not accept its task in time', () => {
-  let redis: RedisProcess;
-  const hubs: Array<Hub & { url: string }> = [];
-  const agents: TestAgent[] = [];
-
-  beforeAll(async () => {
-    redis = await startRedis();
-  });
-  afterEach(async () => {
-    for (const agent of agents.splice(0)) agent.close();
-    for (const hub of hubs.splice(0)) await hub.close();
-  });
-  afterAll(async () => {
-    await redis.dispose();
-  });
+  const fixture = useHubsFixture();
+  const { hubs, agents } = fixture;
 
   const startHub = async (env: Record<string, string>) => {
-    const hub = await startTestHub(redis.url, {
+    const hub = await startTestHub(fixture.redis.url, {
       ACK_TIMEOUT_MS: String(ACK_TIMEOUT_MS),
       SWEEP_MS: '100',
       ...env,
@@ -77,7 +64,7 @@ describe('an agent that does not accept its task in time', () => {
       what: 'the silent agent told its task is superseded',
     });
     expect(silent.cancels).toEqual([{ taskId: id, reason: 'superseded' }]);
-    const timedOut = (await readTransitions(redis.url, prefix)).filter(
+    const timedOut = (await readTransitions(fixture.redis.url, prefix)).filter(
       (event) => event.agent === silent.agentId && event.reason === 'ack_timeout',
     );
     expect(timedOut).toMatchObject([{ from: 'assigned', to: 'cooldown', task: id }]);

@@ -3,6 +3,7 @@ import type { TaskView } from '@agentcom/shared';
 import type { Hub } from '../../hub/src/hub';
 import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
 import { sumMetric } from '../helpers/metrics';
+import { useHubsFixture } from '../helpers/hubs-fixture';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
 
@@ -19,27 +20,15 @@ const scrapeAll = (hubs: TestHub[]): Promise<string[]> => Promise.all(hubs.map(s
 const exportsClusterGauges = (text: string): boolean => text.includes('agentcom_agents{');
 
 describe('metrics', () => {
-  let redis: RedisProcess;
-  const hubs: TestHub[] = [];
-  const agents: TestAgent[] = [];
-
-  beforeAll(async () => {
-    redis = await startRedis();
-  });
-  afterEach(async () => {
-    for (const agent of agents.splice(0)) agent.close();
-    for (const hub of hubs.splice(0)) await hub.close();
-  });
-  afterAll(async () => {
-    await redis.dispose();
-  });
+  const fixture = useHubsFixture();
+  const { hubs, agents } = fixture;
 
   /** `n` replicas sharing a fresh prefix (a cluster of their own). */
   const startHubs = async (n: number, env: Record<string, string> = {}): Promise<TestHub[]> => {
     const prefix = `m${randomBytes(3).toString('hex')}`;
     const started: TestHub[] = [];
     for (let i = 0; i < n; i++) {
-      const hub = await startTestHub(redis.url, {
+      const hub = await startTestHub(fixture.redis.url, {
         AGENTCOM_PREFIX: prefix,
         HUB_ID: `hub-${i}-${prefix}`,
         ...env,
