@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
+import { RedisProbe } from '../../hub/src/redis/redis-probe';
 import { commandCalls } from '../helpers/commandstats';
 import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
@@ -235,5 +236,41 @@ describe("ioredis' offline queue while Redis is down", () => {
       },
       { what: 'the disconnect during the outage recorded' },
     );
+  });
+});
+
+describe('the Redis probe across a reconnect', () => {
+  let redis: RedisProcess;
+  let client: Redis;
+  beforeAll(async () => {
+    redis = await startRedis();
+    client = new Redis(redis.url, { maxRetriesPerRequest: null, retryStrategy: () => 20 });
+  });
+  afterAll(async () => {
+    client.disconnect();
+    await redis.dispose();
+  });
+
+  it('does not take Redis for not answering the moment a new connection is ready (a PING sent before the drop is forgotten)', async () => {
+    const probe = new RedisProbe(client, { intervalMs: 1000, timeoutMs: 300 });
+    await eventually(() => (client.status === 'ready' ? true : undefined), { what: 'ready' });
+    expect(await probe.problem()).toBeUndefined();
+    process.kill(redis.pid!, 'SIGSTOP');
+    // the last answer stands for an interval; after it a PING is sent and goes unanswered
+    const frozen = await eventually(
+      async () => {
+        const problem = await probe.problem();
+        return problem?.includes('not answering') ? problem : undefined;
+      },
+      { what: 'the probe saw the frozen Redis' },
+    );
+    expect(frozen).toMatch(/PING unanswered/);
+    // Redis dies with that PING unanswered and comes back on the same port
+    await redis.stop('SIGKILL');
+    const problemWhenReady = new Promise<string | undefined>((resolve) =>
+      client.once('ready', () => void Promise.resolve(probe.problem()).then(resolve)),
+    );
+    await redis.restart();
+    expect(await problemWhenReady).toBeUndefined();
   });
 });

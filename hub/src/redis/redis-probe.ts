@@ -16,7 +16,7 @@ export interface RedisProbeOptions {
  * connection is not ready: it would wait in the offline queue) and takes Redis for not answering
  * once it has gone unanswered for `timeoutMs`. An answer stands for `intervalMs`, so frequent
  * health checks and requests cost one PING per interval; at most one PING is pending (a frozen
- * Redis is not sent one per check).
+ * Redis is not sent one per check; a PING pending when the connection drops is forgotten).
  */
 export class RedisProbe {
   private readonly intervalMs: number;
@@ -32,6 +32,13 @@ export class RedisProbe {
     this.intervalMs = options.intervalMs ?? 1000;
     this.timeoutMs = options.timeoutMs ?? 2000;
     this.now = options.now ?? Date.now;
+    // A PING sent before the connection dropped is resent by ioredis after the reconnect, behind
+    // whatever else waits: timed from before the drop, it read as "unanswered for seconds" the
+    // moment the connection was ready again, and the API answered 503 until the replay reached
+    // it. A new connection gets a PING of its own.
+    redis.on('close', () => {
+      this.pending = undefined;
+    });
   }
 
   /**
@@ -69,9 +76,10 @@ export class RedisProbe {
       },
       (err: unknown) => `redis PING failed: ${err instanceof Error ? err.message : String(err)}`,
     );
+    const ping = { since, answered };
     void answered.finally(() => {
-      this.pending = undefined;
+      if (this.pending === ping) this.pending = undefined;
     });
-    return { since, answered };
+    return ping;
   }
 }
