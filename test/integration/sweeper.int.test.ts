@@ -3,31 +3,24 @@ import type { TaskAssign, TaskCancel } from '@agentcom/shared';
 import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
 import { api, eventually, startTestHub } from '../helpers/hub';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { useHubsFixture } from '../helpers/hubs-fixture';
 import { TestAgent } from '../helpers/test-agent';
 
 /** The sweeper against a real Redis and in-process replicas, with protocol-level agents. */
 describe('sweeper', () => {
-  let redis: RedisProcess;
+  const fixture = useHubsFixture();
+  const { hubs, agents } = fixture;
   let admin: Redis;
-  const hubs: Array<Hub & { url: string }> = [];
-  const agents: TestAgent[] = [];
 
-  beforeAll(async () => {
-    redis = await startRedis();
-    admin = new Redis(redis.url);
+  beforeAll(() => {
+    admin = new Redis(fixture.redis.url);
   });
-  afterEach(async () => {
-    for (const agent of agents.splice(0)) agent.close();
-    for (const hub of hubs.splice(0)) await hub.close();
-  });
-  afterAll(async () => {
+  afterAll(() => {
     admin.disconnect();
-    await redis.dispose();
   });
 
   const startHub = async (env: Record<string, string> = {}) => {
-    const hub = await startTestHub(redis.url, env);
+    const hub = await startTestHub(fixture.redis.url, env);
     hubs.push(hub);
     return hub;
   };
