@@ -12,6 +12,7 @@ describe('hub config', () => {
       leaseMs: 60_000,
       heartbeatMs: 5000,
       ackTimeoutMs: 10_000,
+      ackCooldownMaxMs: 300_000,
       stalledIntervalMs: 15_000,
       adminKeyGenerated: false,
     });
@@ -25,6 +26,7 @@ describe('hub config', () => {
     [{ LEASE_MS: '-5' }, /^LEASE_MS:/],
     [{ REDIS_URL: 'http://x' }, /^REDIS_URL: must start with redis:\/\//],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL:/],
+    [{ ACK_COOLDOWN_MAX_MS: '5m' }, /^ACK_COOLDOWN_MAX_MS: must be a whole number/],
     [{ AGENTCOM_PREFIX: 'has space' }, /^AGENTCOM_PREFIX:/],
     [
       { HEARTBEAT_MS: '40000', LEASE_MS: '60000' },
@@ -33,6 +35,11 @@ describe('hub config', () => {
   ])('fails fast naming the variable for %j', (env, message) => {
     expect(() => loadConfig({ ...base, ...env })).toThrow(ConfigError);
     expect(() => loadConfig({ ...base, ...env })).toThrow(message);
+  });
+
+  it('reads the bound on the doubling ack-timeout cooldown (0: no doubling)', () => {
+    expect(loadConfig({ ...base, ACK_COOLDOWN_MAX_MS: '60000' }).ackCooldownMaxMs).toBe(60_000);
+    expect(loadConfig({ ...base, ACK_COOLDOWN_MAX_MS: '0' }).ackCooldownMaxMs).toBe(0);
   });
 
   it('requires an admin key unless AGENTCOM_DEV=1, which generates one', () => {

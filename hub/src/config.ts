@@ -24,8 +24,10 @@ export interface HubConfig {
   readonly leaseMs: number;
   /** `HEARTBEAT_MS` (5000): sidecar heartbeat and lease-extension period. */
   readonly heartbeatMs: number;
-  /** `ACK_TIMEOUT_MS` (10000): time an agent has to accept a pushed task; one that lets it pass rests in cooldown as long. */
+  /** `ACK_TIMEOUT_MS` (10000): time an agent has to accept a pushed task; one that lets it pass rests in cooldown as long, twice as long at each further ack timeout in a row. */
   readonly ackTimeoutMs: number;
+  /** `ACK_COOLDOWN_MAX_MS` (300000, 5 minutes): bound on that doubling cooldown; the first is always one ack timeout, so a value at or below `ACK_TIMEOUT_MS` turns the doubling off. See {@link DEFAULT_ACK_COOLDOWN_MAX_MS}. */
+  readonly ackCooldownMaxMs: number;
   /** `DISPATCH_CONCURRENCY` (8): dispatch steps one replica runs at once per queue. */
   readonly dispatchConcurrency: number;
   /** `STALLED_INTERVAL_MS` (15000): BullMQ stalled-job check period. */
@@ -64,6 +66,17 @@ export interface HubConfig {
   readonly embeddedRedisPort: number;
 }
 
+/**
+ * Default bound on the cooldown of an agent that keeps letting ack timeouts pass (connected and
+ * heartbeating, but never accepting: a wedged sidecar). Each miss delays its task by an ack
+ * timeout; doubling the rest makes that rare (at the default 10 s ack timeout the bound is
+ * reached after 6 misses, and the agent then delays one task by 10 s about every 5 minutes, not
+ * every 20 s). It is bounded because the rest also outlasts the fault: an agent whose sidecar
+ * recovers or is restarted (a reconnect does not end a cooldown) gets work again within 5 minutes,
+ * and a queue whose only agent it is waits no longer than that for the next try.
+ */
+export const DEFAULT_ACK_COOLDOWN_MAX_MS = 300_000;
+
 const intMs = (min: number, max: number) =>
   z
     .string()
@@ -91,6 +104,7 @@ const envSchema = z.object({
   LEASE_MS: intMs(1000, 86_400_000).default(60_000),
   HEARTBEAT_MS: intMs(100, 600_000).default(5000),
   ACK_TIMEOUT_MS: intMs(100, 600_000).default(10_000),
+  ACK_COOLDOWN_MAX_MS: intMs(0, 86_400_000).default(DEFAULT_ACK_COOLDOWN_MAX_MS),
   DISPATCH_CONCURRENCY: intMs(1, 256).default(8),
   STALLED_INTERVAL_MS: intMs(100, 3_600_000).default(15_000),
   MAX_STALLED_COUNT: intMs(0, 1000).default(2),
@@ -157,6 +171,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
     leaseMs: e.LEASE_MS,
     heartbeatMs: e.HEARTBEAT_MS,
     ackTimeoutMs: e.ACK_TIMEOUT_MS,
+    ackCooldownMaxMs: e.ACK_COOLDOWN_MAX_MS,
     dispatchConcurrency: e.DISPATCH_CONCURRENCY,
     stalledIntervalMs: e.STALLED_INTERVAL_MS,
     maxStalledCount: e.MAX_STALLED_COUNT,

@@ -255,6 +255,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     leaseMs: config.leaseMs,
     ackTimeoutMs: config.ackTimeoutMs,
     heartbeatMs: config.heartbeatMs,
+    ackCooldownMaxMs: config.ackCooldownMaxMs,
     sweepMs: config.sweepMs,
     runTimeoutGraceMs: config.runTimeoutGraceMs,
     logger,

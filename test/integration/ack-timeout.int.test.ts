@@ -1,7 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import type { TaskAssign, TaskView } from '@agentcom/shared';
-import { api, eventually, startTestHub } from '../helpers/hub';
-import { readTransitions } from '../helpers/invariants';
+import type { AgentView, TaskAssign, TaskView } from '@agentcom/shared';
+import { pino } from 'pino';
+import { loadConfig } from '../../hub/src/config';
+import { startHub as startReplica } from '../../hub/src/hub';
+import { api, eventually, FAST_TIMINGS, startTestHub, TEST_ADMIN_KEY } from '../helpers/hub';
+import { readTransitions, type TransitionEvent } from '../helpers/invariants';
 import { useHubsFixture } from '../helpers/hubs-fixture';
 import { TestAgent } from '../helpers/test-agent';
 
@@ -115,5 +118,167 @@ describe('an agent that does not accept its task in time', () => {
     expect(await getTask(hub.url, id)).toMatchObject({ state: 'running', attempt: 1 });
     expect(await silent.complete(msg, 'done')).toEqual({ ok: true });
     expect(await getTask(hub.url, id)).toMatchObject({ state: 'completed', attempt: 1 });
+  });
+
+  /**
+   * A replica with a short ack timeout whose log lines (`info` and up, parsed) the test reads:
+   * it is the only replica, so the sweep that finds each ack timeout is its own.
+   */
+  const startLoggedHub = async (env: Record<string, string>) => {
+    const logs: Array<Record<string, unknown>> = [];
+    const config = loadConfig({
+      REDIS_URL: fixture.redis.url,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      AGENTCOM_ADMIN_KEY: TEST_ADMIN_KEY,
+      AGENTCOM_PREFIX: `k${randomBytes(3).toString('hex')}`,
+      ...FAST_TIMINGS,
+      SWEEP_MS: '100',
+      ...env,
+    });
+    const logger = pino(
+      { level: 'info' },
+      { write: (line: string) => logs.push(JSON.parse(line) as Record<string, unknown>) },
+    );
+    const hub = Object.assign(await startReplica(config, logger), { url: '' });
+    hub.url = `http://127.0.0.1:${hub.port}`;
+    hubs.push(hub);
+    return { hub, prefix: config.prefix, logs };
+  };
+  const ackTimeoutLogs = (logs: ReadonlyArray<Record<string, unknown>>) =>
+    logs
+      .filter((line) => typeof line.msg === 'string' && line.msg.startsWith('ack timeout'))
+      .map((line) => ({
+        level: line.level,
+        missedAcks: line.missedAcks,
+        cooldownMs: line.cooldownMs,
+      }));
+  const getAgent = async (hubUrl: string, agentId: string): Promise<AgentView> =>
+    (await api<AgentView>(hubUrl, 'GET', `/v1/agents/${agentId}`)).body;
+  /** The agent's ack timeouts, each with the end of the cooldown it started (when it ended). */
+  const rests = (events: readonly TransitionEvent[], agentId: string) => {
+    const own = events.filter((event) => event.agent === agentId);
+    return own
+      .filter((event) => event.reason === 'ack_timeout')
+      .map((missed) => ({
+        missed,
+        over: own.find((event) => event.reason === 'cooldown_over' && event.at >= missed.at),
+      }));
+  };
+  // pino's numeric levels
+  const INFO = 30;
+  const WARN = 40;
+
+  it('rests twice as long at each ack timeout in a row, up to ACK_COOLDOWN_MAX_MS, and says so', async () => {
+    const ack = 500;
+    const { hub, prefix, logs } = await startLoggedHub({
+      ACK_TIMEOUT_MS: String(ack),
+      ACK_COOLDOWN_MAX_MS: String(4 * ack),
+    });
+    const queue = `q-${randomBytes(4).toString('hex')}`;
+    const silent = await register(hub.url, queue);
+    const id = await createTask(hub.url, { queue, payload: {} });
+
+    // the fourth miss (logged once the sweep's transition is written): the agent rests, the API
+    // shows the count
+    const view = await eventually(
+      async () => {
+        if (ackTimeoutLogs(logs).length < 4) return undefined;
+        const agent = await getAgent(hub.url, silent.agentId);
+        return agent.missedAcks === 4 && agent.state === 'cooldown' ? agent : undefined;
+      },
+      { what: 'four ack timeouts in a row', timeoutMs: 40 * ack },
+    );
+    expect(view.cooldownUntil).toEqual(expect.any(Number));
+    // alone in its queue, the silent agent was pushed the same task each time
+    expect(new Set(silent.assignments.map((a) => a.task.id))).toEqual(new Set([id]));
+
+    // one ack timeout, then doubled, then bounded (8 ack timeouts unbounded); warned from the second
+    expect(ackTimeoutLogs(logs).slice(0, 4)).toEqual([
+      { level: INFO, missedAcks: 1, cooldownMs: ack },
+      { level: WARN, missedAcks: 2, cooldownMs: 2 * ack },
+      { level: WARN, missedAcks: 3, cooldownMs: 4 * ack },
+      { level: WARN, missedAcks: 4, cooldownMs: 4 * ack },
+    ]);
+    // and the cooldowns lasted that long (the sweep's clock may run a little ahead of the event's)
+    const ended = rests(await readTransitions(fixture.redis.url, prefix), silent.agentId)
+      .slice(0, 3)
+      .map(({ missed, over }) => (over ? over.at - missed.at : undefined));
+    expect(ended).toEqual([expect.any(Number), expect.any(Number), expect.any(Number)]);
+    [ack, 2 * ack, 4 * ack].forEach((rest, i) => expect(ended[i]).toBeGreaterThan(rest - 200));
+  });
+
+  it('ends the streak at an accept: the next ack timeout rests one ack timeout again', async () => {
+    const { hub, prefix, logs } = await startLoggedHub({
+      ACK_TIMEOUT_MS: String(ACK_TIMEOUT_MS),
+    });
+    const queue = `q-${randomBytes(4).toString('hex')}`;
+    const agent = await register(hub.url, queue);
+    await createTask(hub.url, { queue, payload: {} });
+    // two misses (one ack timeout of rest, then two), then the agent takes the third push
+    const third = await eventually(() => agent.assignments[2], {
+      what: 'the third push',
+      timeoutMs: 15 * ACK_TIMEOUT_MS,
+    });
+    expect(await agent.accept(third)).toMatchObject({ ok: true });
+    expect((await hub.agents.get(agent.agentId))?.missedAcks).toBe(0);
+    expect(await getAgent(hub.url, agent.agentId)).not.toHaveProperty('missedAcks');
+    expect(await agent.complete(third, 'ok')).toEqual({ ok: true });
+
+    // a miss after the accept is a first one again
+    const next = agent.nextAssignment();
+    const id = await createTask(hub.url, { queue, payload: {} });
+    expect((await next).task.id).toBe(id);
+    const record = await eventually(
+      async () => {
+        if (ackTimeoutLogs(logs).length < 3) return undefined; // logged after the transition
+        const current = await hub.agents.get(agent.agentId);
+        return current?.state === 'cooldown' ? current : undefined;
+      },
+      { what: 'the ack timeout after the accept', timeoutMs: 5 * ACK_TIMEOUT_MS },
+    );
+    expect(record.missedAcks).toBe(1);
+    const missed = rests(await readTransitions(fixture.redis.url, prefix), agent.agentId).at(-1);
+    expect(missed?.missed.task).toBe(id);
+    // one ack timeout of rest (the streak's third would rest four)
+    expect((record.cooldownUntil ?? 0) - (missed?.missed.at ?? 0)).toBeLessThanOrEqual(
+      ACK_TIMEOUT_MS,
+    );
+    expect(ackTimeoutLogs(logs).map((line) => line.missedAcks)).toEqual([1, 2, 1]);
+    expect(ackTimeoutLogs(logs).map((line) => line.level)).toEqual([INFO, WARN, INFO]);
+  });
+
+  it('keeps the streak and the cooldown across a reconnect', async () => {
+    const { hub } = await startLoggedHub({ ACK_TIMEOUT_MS: String(ACK_TIMEOUT_MS) });
+    const queue = `q-${randomBytes(4).toString('hex')}`;
+    const silent = await register(hub.url, queue);
+    await createTask(hub.url, { queue, payload: {} });
+    const resting = await eventually(
+      async () => {
+        const record = await hub.agents.get(silent.agentId);
+        return record?.state === 'cooldown' && record.missedAcks === 2 ? record : undefined;
+      },
+      { what: 'two ack timeouts in a row', timeoutMs: 15 * ACK_TIMEOUT_MS },
+    );
+    // reconnecting is no way out of a cooldown (two ack timeouts long now), nor of the streak
+    const again = await silent.reconnectTo(hub.url);
+    agents.push(again);
+    const reconnected = await eventually(
+      async () => {
+        const record = await hub.agents.get(silent.agentId);
+        return record?.socketId === again.socket.id ? record : undefined;
+      },
+      { what: 'the new connection recorded' },
+    );
+    expect(reconnected).toMatchObject({
+      state: 'cooldown',
+      cooldownUntil: resting.cooldownUntil,
+      missedAcks: 2,
+    });
+    // still silent: the next miss is the third
+    await eventually(
+      async () => ((await hub.agents.get(silent.agentId))?.missedAcks === 3 ? true : undefined),
+      { what: 'the third ack timeout in a row', timeoutMs: 15 * ACK_TIMEOUT_MS },
+    );
   });
 });

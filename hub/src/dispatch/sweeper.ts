@@ -1,7 +1,7 @@
 import type { TaskFail } from '@agentcom/shared';
 import type { Redis } from 'ioredis';
 import type { Presence } from '../agents/presence';
-import { restingState } from '../fsm/agent-machine';
+import { ackTimeoutCooldownMs, restingState } from '../fsm/agent-machine';
 import type { AgentRecord } from '../fsm/agent-record';
 import type { AgentStore } from '../fsm/agent-store';
 import type { Logger } from '../logger';
@@ -19,6 +19,8 @@ export interface SweeperOptions {
   leaseMs: number;
   /** How long an assigned agent has to accept (`ACK_TIMEOUT_MS`). */
   ackTimeoutMs: number;
+  /** Bound on the cooldown of an agent that lets ack timeouts pass in a row (`ACK_COOLDOWN_MAX_MS`). */
+  ackCooldownMaxMs: number;
   heartbeatMs: number;
   sweepMs: number;
   /** How long an agent has to report after being told its task timed out. */
@@ -39,7 +41,8 @@ export interface SweeperOptions {
  * - refreshes this replica's liveness, on a timer of its own (a long sweep must not let the
  *   other replicas take this one for gone);
  * - assigned agents that did not accept in time: task back to wait, agent in cooldown for an
- *   ack timeout (another agent gets the task meanwhile);
+ *   ack timeout, twice as long at each further miss in a row (another agent gets the task
+ *   meanwhile);
  * - disconnected task holders past the lease: agent offline (the stalled checker requeues the job);
  * - cooldowns that ended: agent idle;
  * - tasks past their run timeout: the agent is told to stop (`task:cancel` reason `timeout`);
@@ -208,14 +211,23 @@ export class Sweeper {
       }
       const connected = record.socketId !== undefined && record.disconnectedAt === undefined;
       // An agent that was pushed its task (the task is recorded: the push follows at once) and
-      // did not accept it rests in cooldown for an ack timeout: the task goes to another agent
-      // meanwhile, not straight back to this one (a claim prefers an agent of its own replica,
-      // and a lone agent is the only one). An agent that was claimed but never told (its
-      // replica died before recording the task) did nothing wrong: it rests as usual.
-      const cooldownUntil =
-        connected && record.taskId !== undefined
-          ? Math.max(record.cooldownUntil ?? 0, now + this.options.ackTimeoutMs)
-          : record.cooldownUntil;
+      // did not accept it rests in cooldown: the task goes to another agent meanwhile, not
+      // straight back to this one (a claim prefers an agent of its own replica, and a lone agent
+      // is the only one). The rest doubles at each miss in a row (`missedAcks`, reset by an
+      // accept), up to a bound: a silent agent (a wedged sidecar, connected and heartbeating)
+      // would otherwise take a task, and delay it, every two ack timeouts for ever. An agent that
+      // was claimed but never told (its replica died before recording the task) did nothing
+      // wrong: it rests as usual. Neither it nor one that disconnected counts a miss.
+      const missed = connected && record.taskId !== undefined;
+      const missedAcks = missed ? record.missedAcks + 1 : record.missedAcks;
+      const restMs = ackTimeoutCooldownMs(
+        missedAcks,
+        this.options.ackTimeoutMs,
+        this.options.ackCooldownMaxMs,
+      );
+      const cooldownUntil = missed
+        ? Math.max(record.cooldownUntil ?? 0, now + restMs)
+        : record.cooldownUntil;
       const to = connected
         ? restingState({ drainRequested: record.drainRequested, cooldownUntil, now })
         : 'offline';
@@ -226,7 +238,10 @@ export class Sweeper {
         version: record.version,
         reason: 'ack_timeout',
         task: record.taskId,
-        ...(to === 'cooldown' ? { set: { cooldownUntil: cooldownUntil ?? now } } : {}),
+        set: {
+          ...(to === 'cooldown' ? { cooldownUntil: cooldownUntil ?? now } : {}),
+          ...(missed ? { missedAcks } : {}),
+        },
         del: TASK_FIELDS,
         idleAdd: to === 'idle' ? record.queues : [],
         index: {
@@ -236,10 +251,18 @@ export class Sweeper {
         },
       });
       if (!result.ok) continue;
-      this.options.logger.info(
-        { agentId, taskId: record.taskId },
-        'ack timeout: task back to wait',
-      );
+      if (missed && missedAcks > 1) {
+        // the operator's cue: the agent is connected, yet lets its tasks pass
+        this.options.logger.warn(
+          { agentId, taskId: record.taskId, missedAcks, cooldownMs: restMs },
+          'ack timeouts in a row: task back to wait, agent rests longer',
+        );
+      } else {
+        this.options.logger.info(
+          { agentId, taskId: record.taskId, ...(missed ? { missedAcks, cooldownMs: restMs } : {}) },
+          'ack timeout: task back to wait',
+        );
+      }
       await presence.requeue(record);
       if (record.taskId) notifier.cancel(agentId, { taskId: record.taskId, reason: 'superseded' });
       if (to === 'idle') this.options.onAgentIdle(record.queues);

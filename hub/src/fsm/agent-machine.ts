@@ -60,3 +60,19 @@ export function restingState(flags: {
   if (flags.drainRequested) return 'draining';
   return 'idle';
 }
+
+/**
+ * How long an agent rests in cooldown after its `missedAcks`-th ack timeout in a row (the record's
+ * `missedAcks`, counted by the sweeper, reset by an accept): one ack timeout, twice as long at
+ * each further miss, at most `maxMs` but never less than one ack timeout. A silent agent (a
+ * wedged sidecar: connected, heartbeating, never accepting) otherwise takes a task, and delays
+ * it by an ack timeout, every two ack timeouts for ever.
+ */
+export function ackTimeoutCooldownMs(
+  missedAcks: number,
+  ackTimeoutMs: number,
+  maxMs: number,
+): number {
+  const doublings = Math.min(Math.max(missedAcks - 1, 0), 30); // 2^30 ack timeouts: past any cap
+  return Math.min(ackTimeoutMs * 2 ** doublings, Math.max(maxMs, ackTimeoutMs));
+}

@@ -35,6 +35,11 @@ export interface AgentRecord {
   drainedBySelf: boolean;
   tasksDone: number;
   tasksFailed: number;
+  /**
+   * Ack timeouts in a row: pushed tasks the agent let pass since it last accepted one (the
+   * sweeper counts them, `accept.lua` resets the count). Each one doubles its next cooldown.
+   */
+  missedAcks: number;
 }
 
 const num = (value: string | undefined): number | undefined =>
@@ -81,6 +86,7 @@ export function parseAgentRecord(
     drainedBySelf: hash.drainRequested === SELF_DRAIN,
     tasksDone: num(hash.tasksDone) ?? 0,
     tasksFailed: num(hash.tasksFailed) ?? 0,
+    missedAcks: num(hash.missedAcks) ?? 0,
   };
 }
 
@@ -107,5 +113,6 @@ export function toAgentView(record: AgentRecord): AgentView {
   if (record.connectedAt !== undefined) view.connectedAt = record.connectedAt;
   if (record.disconnectedAt !== undefined) view.disconnectedAt = record.disconnectedAt;
   if (record.cooldownUntil !== undefined) view.cooldownUntil = record.cooldownUntil;
+  if (record.missedAcks > 0) view.missedAcks = record.missedAcks;
   return view;
 }

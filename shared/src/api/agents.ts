@@ -31,6 +31,11 @@ export interface AgentView {
   connectedAt?: number;
   disconnectedAt?: number;
   cooldownUntil?: number;
+  /**
+   * Ack timeouts in a row (tasks pushed to the agent that it did not accept in time, since it
+   * last accepted one); each doubles its cooldown, up to `ACK_COOLDOWN_MAX_MS`. Absent: none.
+   */
+  missedAcks?: number;
   tasksDone: number;
   tasksFailed: number;
   version: number;

@@ -1,7 +1,8 @@
 --[[
   accept: the agent starts the task it was assigned (assigned -> working), in one step: checks
   that it still holds the task under this token, leaves the ack-deadline index, enters the
-  run-deadline index when the task has a run timeout, logs the event.
+  run-deadline index when the task has a run timeout, ends the agent's streak of ack timeouts
+  (`missedAcks`, which doubles its next ack-timeout cooldown: see the sweeper), logs the event.
   (The transition table allows assigned -> working; this script is that one transition.)
 
   KEYS[1]  agent hash
@@ -21,7 +22,8 @@
     { 2, version, taskQueue }   already working on it (a replayed accept)
     { 0, state }                the agent does not hold this task under this token
 ]]
-local f = redis.call("HMGET", KEYS[1], "state", "taskId", "token", "taskQueue", "taskTimeoutMs", "version")
+local f = redis.call("HMGET", KEYS[1],
+  "state", "taskId", "token", "taskQueue", "taskTimeoutMs", "version", "missedAcks")
 local state, taskId, token, taskQueue, timeoutMs = f[1], f[2], f[3], f[4] or "", f[5]
 if taskId ~= ARGV[2] or token ~= ARGV[3] or (state ~= "assigned" and state ~= "working") then
   return { 0, state or "" }
@@ -30,7 +32,14 @@ if state == "working" then
   return { 2, tonumber(f[6] or "0"), taskQueue }
 end
 local version = tonumber(f[6] or "0") + 1
-redis.call("HSET", KEYS[1], "state", "working", "startedAt", ARGV[4], "version", version)
+local patch = { "state", "working", "startedAt", ARGV[4], "version", version }
+-- the agent answered: no further command for it (the accept path is counted), a field of the
+-- same HSET, and only when a streak was counted (most records never have one)
+if f[7] and f[7] ~= "0" then
+  patch[#patch + 1] = "missedAcks"
+  patch[#patch + 1] = "0"
+end
+redis.call("HSET", KEYS[1], unpack(patch))
 redis.call("ZREM", KEYS[3], ARGV[1])
 if timeoutMs and timeoutMs ~= "" then
   redis.call("ZADD", KEYS[4], tonumber(ARGV[4]) + tonumber(timeoutMs), ARGV[1])
