@@ -3,9 +3,17 @@ import {
   MAX_EVENTS_IN_FLIGHT,
   MAX_LOG_LINES,
   MAX_TASK_LOG_LINES,
+  type AgentView,
   type TaskAssign,
+  type TaskView,
 } from '@agentcom/shared';
-import { api } from '../helpers/hub';
+import {
+  FLOOD_COOLDOWN_MS,
+  FLOOD_REFUSALS,
+  FLOOD_REFUSALS_PER_SECOND,
+} from '../../hub/src/gateway/flood-guard';
+import { TEST_ADMIN_KEY, api, eventually } from '../helpers/hub';
+import { sumMetric } from '../helpers/metrics';
 import { startHubProcess, type HubProcess } from '../helpers/processes';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
@@ -13,13 +21,20 @@ import { TestAgent, withTimeout } from '../helpers/test-agent';
 /**
  * An authenticated agent that floods the hub with events for its own task, without waiting for
  * their acks: the replica bounds the work it takes from one connection (the excess is refused
- * E_RATE_LIMITED, nothing else), the task's log stays bounded in Redis, the flooder stays
- * connected, and a sidecar that waits for its acks is never refused. One hub process, one
+ * E_RATE_LIMITED, nothing else), the task's log stays bounded in Redis, a burst within the
+ * refusal budget keeps the connection, a flood beyond it closes the connection (the task held
+ * comes back through the usual disconnect path, the agent's handshakes are refused for the
+ * cooldown), and a sidecar that waits for its acks is never refused. One hub process, one
  * redis-server, protocol-level agents.
  */
 
-const FLOOD_EVENTS = 10_000;
+/** A burst within the refusal budget: at most this many refused, whatever gets taken. */
+const BURST_EVENTS = FLOOD_REFUSALS;
+/** A flood beyond it, sent at once: the budget refills by 100 a second, not by thousands. */
+const FLOOD_EVENTS = 5 * FLOOD_REFUSALS;
 const LINE = 'x'.repeat(100);
+const FLOOD_WARNING =
+  'agent kept sending events beyond the in-flight limit: closing its connection';
 
 jest.setTimeout(180_000);
 
@@ -47,6 +62,36 @@ function flood(
     }),
     120_000,
     'the acks of the flood',
+  );
+}
+
+/**
+ * Emits {@link FLOOD_EVENTS} events at once, without waiting, and resolves once the replica closed
+ * the connection, with the `hub:error` it sent first and the close reason (bounded).
+ */
+async function floodUntilClosed(
+  agent: TestAgent,
+  message: (i: number) => [string, unknown],
+): Promise<{ error: unknown; reason: string; at: number }> {
+  const error = new Promise<unknown>((resolve) => agent.socket.once('hub:error', resolve));
+  const closed = new Promise<string>((resolve) => agent.socket.once('disconnect', resolve));
+  for (let i = 0; i < FLOOD_EVENTS; i++) {
+    const [event, payload] = message(i);
+    (agent.socket as unknown as Loose).emit(event, payload, () => undefined);
+  }
+  const [hubError, reason] = await withTimeout(
+    Promise.all([error, closed]),
+    60_000,
+    'the replica closing the flooding connection',
+  );
+  return { error: hubError, reason, at: Date.now() };
+}
+
+/** The stable code of a refused handshake (`connect_error` data), or `connected`. */
+async function handshake(agent: TestAgent): Promise<string> {
+  return agent.connect().then(
+    () => 'connected',
+    (err: unknown) => String((err as { data?: { code?: unknown } }).data?.code ?? err),
   );
 }
 
@@ -86,8 +131,28 @@ describe('an agent flooding its replica with events', () => {
     );
     return { count, last: tail.body.logs };
   };
+  const floodDisconnects = async (): Promise<number> => {
+    const response = await fetch(`${hub.url}/metrics`, {
+      headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` },
+    });
+    expect(response.status).toBe(200);
+    const text = await response.text();
+    // the series is exported from the start, at 0 before any flood
+    expect(text).toMatch(/^agentcom_agent_disconnects_total\{[^}]*reason="flood"/m);
+    return sumMetric([text], 'agentcom_agent_disconnects_total', 'reason="flood"');
+  };
+  /** The replica's warnings (pino level 40) that it closed this agent's connection for flooding. */
+  const floodWarnings = (agentId: string): number =>
+    hub.output
+      .split('\n')
+      .filter(
+        (line) =>
+          line.includes(FLOOD_WARNING) &&
+          line.includes(`"agentId":"${agentId}"`) &&
+          line.includes('"level":40'),
+      ).length;
 
-  it(`refuses E_RATE_LIMITED what one connection sends beyond ${MAX_EVENTS_IN_FLIGHT} events in flight; the flooder stays connected, others are served`, async () => {
+  it(`refuses E_RATE_LIMITED what one connection sends beyond ${MAX_EVENTS_IN_FLIGHT} events in flight; a burst within the refusal budget keeps the connection, others are served`, async () => {
     const { agent: flooder, msg } = await working('flooder');
     const ref = { taskId: msg.task.id, token: msg.token };
     const lines = Array.from({ length: MAX_LOG_LINES }, (_, i) => `${i} ${LINE}`);
@@ -98,8 +163,10 @@ describe('an agent flooding its replica with events', () => {
       ['task:log', { ...ref, lines }],
       ['task:progress', { ...ref, progress: 50, message: LINE }],
       ['agent:heartbeat', ref],
+      // a payload its schema refuses: beyond the limit it is refused unread, like the others
+      ['task:accept', { taskId: 7 }],
     ];
-    const flooded = flood(flooder, FLOOD_EVENTS, (i) => kinds[i % kinds.length]!);
+    const flooded = flood(flooder, BURST_EVENTS, (i) => kinds[i % kinds.length]!);
     // meanwhile another agent of the replica gets a task and its heartbeats answered
     const assigned = victim.nextAssignment(60_000);
     const created = await api(hub.url, 'POST', '/v1/tasks', { queue: 'bystander-q', payload: {} });
@@ -111,9 +178,15 @@ describe('an agent flooding its replica with events', () => {
     // every event answered: taken, or refused at once; nothing else
     const total = (answer: string): number =>
       kinds.reduce((sum, [event]) => sum + (answers[`${event} ${answer}`] ?? 0), 0);
-    expect(total('ok') + total('E_RATE_LIMITED')).toBe(FLOOD_EVENTS);
-    expect(total('E_RATE_LIMITED')).toBeGreaterThan(FLOOD_EVENTS / 2);
+    expect(total('ok') + total('E_RATE_LIMITED') + total('E_VALIDATION')).toBe(BURST_EVENTS);
+    expect(total('E_RATE_LIMITED')).toBeGreaterThan(BURST_EVENTS / 2);
+    // the in-flight check comes before the schema: the excess costs no schema check
+    expect(answers['task:accept ok']).toBeUndefined();
+    expect(answers['task:accept E_VALIDATION']).toBeGreaterThan(0);
+    expect(answers['task:accept E_RATE_LIMITED']).toBeGreaterThan(BURST_EVENTS / kinds.length / 2);
+    expect(total('E_VALIDATION')).toBe(answers['task:accept E_VALIDATION']);
     expect(flooder.socket.connected).toBe(true);
+    expect(await floodDisconnects()).toBe(0);
     // the Redis log of the task holds what was taken, never more than the cap
     const taken = (answers['task:log ok'] ?? 0) * MAX_LOG_LINES;
     expect((await logCount(ref.taskId)).count).toBe(Math.min(taken, MAX_TASK_LOG_LINES));
@@ -149,5 +222,92 @@ describe('an agent flooding its replica with events', () => {
     );
     expect(first.body.logs).toEqual([String(sent - MAX_TASK_LOG_LINES)]);
     expect(await agent.complete(msg, 'done')).toEqual({ ok: true });
+  });
+
+  it(`closes a connection refused over ${FLOOD_REFUSALS} times (then ${FLOOD_REFUSALS_PER_SECOND} a second): hub:error E_RATE_LIMITED, a warning, a metric; the task it held comes back; its handshakes are refused for ${FLOOD_COOLDOWN_MS / 1000} s, then it may connect and is closed again if it floods again`, async () => {
+    const agentId = 'flood-closed';
+    const queue = `${agentId}-q`;
+    const { agent: flooder, msg } = await working(agentId);
+    const ref = { taskId: msg.task.id, token: msg.token };
+    // idle on the same queue: gets the task once it is back to wait
+    const rescuer = await TestAgent.register(hub.url, 'rescuer', [queue]);
+    agents.push(rescuer);
+    const rescued = rescuer.nextAssignment(60_000);
+    rescued.catch(() => undefined); // awaited below; not left unhandled if the test fails first
+
+    const lines = Array.from({ length: MAX_LOG_LINES }, (_, i) => `${i} ${LINE}`);
+    const kinds: Array<[string, unknown]> = [
+      ['task:log', { ...ref, lines }],
+      ['task:progress', { ...ref, progress: 50, message: LINE }],
+      ['agent:heartbeat', ref],
+    ];
+    const closed = await floodUntilClosed(flooder, (i) => kinds[i % kinds.length]!);
+    expect(closed.error).toEqual({
+      code: 'E_RATE_LIMITED',
+      message: expect.stringContaining('connection closed') as unknown,
+    });
+    expect(closed.reason).toBe('io server disconnect');
+    expect(await floodDisconnects()).toBe(1);
+    await eventually(() => (floodWarnings(agentId) === 1 ? true : undefined), {
+      what: 'the warning naming the agent',
+    });
+
+    // the usual disconnect: the record keeps the task, the agent is only away
+    const away = await api<AgentView>(hub.url, 'GET', `/v1/agents/${agentId}`);
+    expect(away.body).toMatchObject({ currentTask: { taskId: ref.taskId } });
+    expect(away.body.disconnectedAt).toBeDefined();
+
+    // reconnecting at once, as the flooder it is: refused, before any token check (no Redis
+    // work: a wrong token gets the same answer, and counts no failed handshake)
+    const refusedCodes = new Set<string>();
+    const early = new TestAgent(hub.url, agentId, flooder.token, [queue]);
+    early.current = flooder.current;
+    refusedCodes.add(await handshake(early));
+    early.close();
+    expect([...refusedCodes]).toEqual(['E_RATE_LIMITED']);
+    const guessing = new TestAgent(hub.url, agentId, 'not-the-token', [queue]);
+    expect(await handshake(guessing)).toBe('E_RATE_LIMITED');
+    guessing.close();
+
+    // the task is not lost: back to wait once its lease is over, and run by the other agent
+    const next = await rescued;
+    expect(next.task.id).toBe(ref.taskId);
+    expect(await rescuer.accept(next)).toMatchObject({ ok: true });
+    expect(await rescuer.complete(next, 'rescued')).toEqual({ ok: true });
+    const task = await api<TaskView>(hub.url, 'GET', `/v1/tasks/${ref.taskId}`);
+    expect(task.body).toMatchObject({ state: 'completed', result: 'rescued', agentId: 'rescuer' });
+
+    // once the cooldown is over it connects again (refused E_RATE_LIMITED until then) ...
+    const back = await eventually(
+      async () => {
+        const attempt = new TestAgent(hub.url, agentId, flooder.token, [queue]);
+        const outcome = await handshake(attempt);
+        if (outcome === 'connected') return attempt;
+        refusedCodes.add(outcome);
+        attempt.close();
+        return undefined;
+      },
+      {
+        timeoutMs: FLOOD_COOLDOWN_MS + 10_000,
+        intervalMs: 500,
+        what: 'a handshake after the cooldown',
+      },
+    );
+    agents.push(back);
+    expect([...refusedCodes]).toEqual(['E_RATE_LIMITED']);
+    expect(Date.now() - closed.at).toBeGreaterThanOrEqual(FLOOD_COOLDOWN_MS - 1000);
+    expect(await back.send('agent:heartbeat', {})).toMatchObject({ ok: true, state: 'idle' });
+
+    // ... and flooding again closes it again, for another cooldown
+    const again = await floodUntilClosed(back, () => ['agent:heartbeat', {}]);
+    expect(again.error).toMatchObject({ code: 'E_RATE_LIMITED' });
+    expect(again.reason).toBe('io server disconnect');
+    expect(await floodDisconnects()).toBe(2);
+    await eventually(() => (floodWarnings(agentId) === 2 ? true : undefined), {
+      what: 'the second warning',
+    });
+    const refusedAgain = new TestAgent(hub.url, agentId, flooder.token, [queue]);
+    expect(await handshake(refusedAgain)).toBe('E_RATE_LIMITED');
+    refusedAgain.close();
   });
 });

@@ -18,6 +18,7 @@ import type { Logger } from '../logger';
 import { authenticateHandshake } from './auth';
 import { clientAddress, type HandshakeLimiter } from './handshake-limiter';
 import { parseClientEvent, runClientEvent, type HandlerContext } from './event-handlers';
+import { FloodCooldown, RefusalBudget } from './flood-guard';
 import { InFlightLimit } from './in-flight-limit';
 
 /** Inbound events as they arrive: untrusted until their schema accepted them. */
@@ -44,6 +45,8 @@ export interface AgentGatewayOptions {
   logger: Logger;
   /** Called for each payload refused at the boundary (metrics). */
   onRejectedPayload: () => void;
+  /** Called for each connection closed for flooding (metrics; see {@link RefusalBudget}). */
+  onFloodDisconnect: () => void;
   limiter: HandshakeLimiter;
   hubId: string;
   trustProxy: boolean;
@@ -65,11 +68,17 @@ export class AgentGateway implements AgentNotifier {
   private readonly pendingDisconnects = new Set<Promise<void>>();
   /** Connections whose stale heartbeat is being handled (see {@link resync}). */
   private readonly resyncing = new Set<string>();
+  /** Agents whose connection was closed for flooding, refused at the handshake for a while. */
+  private readonly floodCooldown = new FloodCooldown();
   constructor(private readonly options: AgentGatewayOptions) {
     this.nsp = options.io.of(AGENT_NAMESPACE) as unknown as AgentNamespace;
     this.nsp.use((socket, next) => {
       const address = clientAddress(socket.handshake, options.trustProxy);
-      Promise.resolve(options.redisProblem())
+      Promise.resolve()
+        .then(() => {
+          this.floodCooldown.check(socket.handshake.auth);
+          return options.redisProblem();
+        })
         .then((problem) => {
           if (problem !== undefined) throw new AppError('E_UNAVAILABLE', `${problem}; retry later`);
           return options.limiter.check(address);
@@ -245,10 +254,12 @@ export class AgentGateway implements AgentNotifier {
   }
 
   /**
-   * Answers each client event with an ack: refused at once when it has no single payload, its
-   * schema refuses it, or {@link MAX_EVENTS_IN_FLIGHT} events of this connection are still being
-   * handled (`E_RATE_LIMITED`: the excess of an agent that does not wait for its acks costs no
-   * Redis work and holds no memory); otherwise handled once the connection's presence is recorded.
+   * Answers each client event with an ack: refused at once when {@link MAX_EVENTS_IN_FLIGHT}
+   * events of this connection are still being handled (`E_RATE_LIMITED`, checked first: the
+   * excess of an agent that does not wait for its acks costs no schema check, no Redis work and
+   * holds no memory), when it has no single payload, or when its schema refuses it; otherwise
+   * handled once the connection's presence is recorded. A connection that keeps being refused
+   * beyond its {@link RefusalBudget} is closed ({@link closeFlooder}).
    */
   private routeClientEvents(
     socket: AgentSocket,
@@ -257,6 +268,7 @@ export class AgentGateway implements AgentNotifier {
     log: Logger,
   ): void {
     const inFlight = new InFlightLimit(MAX_EVENTS_IN_FLIGHT);
+    const refusals = new RefusalBudget();
     let warnedInFlight = false;
     for (const event of CLIENT_EVENTS) {
       socket.on(event, (...args: unknown[]) => {
@@ -266,7 +278,20 @@ export class AgentGateway implements AgentNotifier {
           return;
         }
         const reply = ack as (response: unknown) => void;
+        if (!inFlight.take()) {
+          if (!warnedInFlight)
+            log.warn({ event }, 'too many events in flight: refusing the excess');
+          warnedInFlight = true;
+          reply({
+            ok: false,
+            code: 'E_RATE_LIMITED',
+            message: `${event}: ${inFlight.max} events of this connection are being handled; wait for their acks`,
+          });
+          if (!refusals.spend()) this.closeFlooder(socket, refusals, log);
+          return;
+        }
         if (args.length !== 2) {
+          inFlight.release();
           this.options.onRejectedPayload();
           reply({
             ok: false,
@@ -277,19 +302,9 @@ export class AgentGateway implements AgentNotifier {
         }
         const parsed = parseClientEvent(event, args[0]);
         if (!parsed.ok) {
+          inFlight.release();
           this.options.onRejectedPayload();
           reply(parsed);
-          return;
-        }
-        if (!inFlight.take()) {
-          if (!warnedInFlight)
-            log.warn({ event }, 'too many events in flight: refusing the excess');
-          warnedInFlight = true;
-          reply({
-            ok: false,
-            code: 'E_RATE_LIMITED',
-            message: `${event}: ${inFlight.max} events of this connection are being handled; wait for their acks`,
-          });
           return;
         }
         void ready
@@ -307,5 +322,28 @@ export class AgentGateway implements AgentNotifier {
           });
       });
     }
+  }
+
+  /**
+   * Closes a connection that spent its refusal budget: it kept emitting without waiting for its
+   * acks, and each refused frame still costs this replica its decoding, for as long as it goes
+   * on. The agent learns why (`hub:error E_RATE_LIMITED`), its handshakes are refused here for
+   * the cooldown, and the disconnect is the usual one: a task it holds is kept until the lease,
+   * resumed if it reconnects in time, put back to wait otherwise.
+   */
+  private closeFlooder(socket: AgentSocket, refusals: RefusalBudget, log: Logger): void {
+    if (!socket.connected) return; // once: a spent budget stays spent
+    const { agentId } = socket.data.auth;
+    this.floodCooldown.start(agentId);
+    this.options.onFloodDisconnect();
+    log.warn(
+      { refusedOver: refusals.burst, perSecond: refusals.perSecond },
+      'agent kept sending events beyond the in-flight limit: closing its connection',
+    );
+    socket.emit('hub:error', {
+      code: 'E_RATE_LIMITED',
+      message: `too many events refused for being beyond ${MAX_EVENTS_IN_FLIGHT} in flight (over ${refusals.burst}, then ${refusals.perSecond} a second): connection closed; wait for their acks`,
+    });
+    socket.disconnect(true);
   }
 }

@@ -61,6 +61,13 @@ export class HubMetrics {
     registers: [this.registry],
   });
 
+  readonly agentDisconnects = new Counter({
+    name: 'agentcom_agent_disconnects_total',
+    help: 'Agent connections this replica closed for misbehaving, by reason. flood: kept sending events beyond the in-flight limit without waiting for their acks',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   readonly redisErrors = new Counter({
     name: 'agentcom_redis_errors_total',
     help: 'Redis connection errors seen by this replica',
@@ -70,6 +77,8 @@ export class HubMetrics {
   constructor(hubId: string) {
     this.registry.setDefaultLabels({ hub: hubId });
     collectDefaultMetrics({ register: this.registry, prefix: 'agentcom_' });
+    // exported at 0 from the start: an alert on increase() sees the first disconnect too
+    this.agentDisconnects.inc({ reason: 'flood' }, 0);
   }
 
   /** Registers the gauge of agent sockets connected to this replica. */

@@ -1,0 +1,64 @@
+import { isAppError } from '@agentcom/shared';
+import {
+  FLOOD_COOLDOWN_MS,
+  FLOOD_REFUSALS,
+  FLOOD_REFUSALS_PER_SECOND,
+  FloodCooldown,
+  RefusalBudget,
+} from './flood-guard';
+
+describe('RefusalBudget', () => {
+  it(`takes ${FLOOD_REFUSALS} refusals at once, then ${FLOOD_REFUSALS_PER_SECOND} a second`, () => {
+    const budget = new RefusalBudget(FLOOD_REFUSALS, FLOOD_REFUSALS_PER_SECOND, 0);
+    for (let i = 0; i < FLOOD_REFUSALS; i++) expect(budget.spend(0)).toBe(true);
+    expect(budget.spend(0)).toBe(false);
+    // one more a 1/perSecond later
+    const step = 1000 / FLOOD_REFUSALS_PER_SECOND;
+    expect(budget.spend(step)).toBe(true);
+    expect(budget.spend(step)).toBe(false);
+  });
+
+  it('never holds more than the burst, however long the connection was quiet', () => {
+    const budget = new RefusalBudget(10, 1, 0);
+    for (let i = 0; i < 10; i++) expect(budget.spend(3_600_000)).toBe(true);
+    expect(budget.spend(3_600_000)).toBe(false);
+  });
+
+  it('is never spent by a sidecar refused at its worst during a stall (34 a second)', () => {
+    const budget = new RefusalBudget(FLOOD_REFUSALS, FLOOD_REFUSALS_PER_SECOND, 0);
+    let spent = 0;
+    for (let ms = 0; ms < 3_600_000; ms += 1000 / 34) if (!budget.spend(ms)) spent++;
+    expect(spent).toBe(0);
+  });
+});
+
+describe('FloodCooldown', () => {
+  const refusal = (check: () => void): string | undefined => {
+    try {
+      check();
+      return undefined;
+    } catch (err) {
+      return isAppError(err) ? `${err.code} ${err.message}` : String(err);
+    }
+  };
+
+  it('refuses the handshakes naming a cooling agent E_RATE_LIMITED until its cooldown is over', () => {
+    const cooldown = new FloodCooldown();
+    cooldown.start('flooder', 0);
+    expect(refusal(() => cooldown.check({ agentId: 'flooder' }, 1))).toBe(
+      `E_RATE_LIMITED this agent's connection was closed for flooding; retry in ${FLOOD_COOLDOWN_MS / 1000} s`,
+    );
+    expect(refusal(() => cooldown.check({ agentId: 'other' }, 1))).toBeUndefined();
+    expect(
+      refusal(() => cooldown.check({ agentId: 'flooder' }, FLOOD_COOLDOWN_MS)),
+    ).toBeUndefined();
+  });
+
+  it('lets any other handshake through to the usual checks', () => {
+    const cooldown = new FloodCooldown(1000);
+    cooldown.start('flooder', 0);
+    for (const auth of [undefined, null, 'flooder', 7, {}, { agentId: 7 }, ['flooder']]) {
+      expect(refusal(() => cooldown.check(auth, 1))).toBeUndefined();
+    }
+  });
+});

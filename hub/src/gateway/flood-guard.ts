@@ -1,0 +1,91 @@
+import { AppError } from '@agentcom/shared';
+
+/**
+ * Events of one connection that may be refused `E_RATE_LIMITED` at once (the in-flight limit)
+ * before the connection is closed; after that, {@link FLOOD_REFUSALS_PER_SECOND} a second more.
+ *
+ * A sidecar never gets one refused from a replica that answers it: it waits for its acks (one
+ * log batch, one heartbeat, one report, an accept), a handful of events where the limit is 32.
+ * It only reaches the limit when the replica holds 32 of its events unanswered for longer than
+ * its ack timeout (a Redis stall of a minute and more: it sends again what timed out), and is
+ * then refused at most a few events a second: a log batch every 250 ms, a heartbeat each
+ * interval, a report each ack timeout (34 a second with every timing at its minimum, 4 with the
+ * defaults). Only a task printing over 10,000 lines a second throughout such a stall could have
+ * its log batches refused faster (one per round trip), and being closed then costs nothing:
+ * the sidecar reconnects once the cooldown is over and announces its task. A client that emits
+ * without waiting for its acks gets there within milliseconds.
+ */
+export const FLOOD_REFUSALS = 1000;
+export const FLOOD_REFUSALS_PER_SECOND = 100;
+/**
+ * How long this replica refuses the handshakes of an agent whose connection it closed for
+ * flooding: the time the budget takes to fill up again, so reconnecting buys a flooder no more
+ * refusals than staying connected at the sustained rate would.
+ */
+export const FLOOD_COOLDOWN_MS = (FLOOD_REFUSALS / FLOOD_REFUSALS_PER_SECOND) * 1000;
+
+/**
+ * The refusals one connection may still get: a token bucket of {@link FLOOD_REFUSALS} that fills
+ * at {@link FLOOD_REFUSALS_PER_SECOND}. Only refused events spend it, so the events a
+ * connection has handled cost nothing here.
+ */
+export class RefusalBudget {
+  private left: number;
+  private at: number;
+
+  constructor(
+    readonly burst = FLOOD_REFUSALS,
+    readonly perSecond = FLOOD_REFUSALS_PER_SECOND,
+    now = performance.now(),
+  ) {
+    this.left = burst;
+    this.at = now;
+  }
+
+  /** Counts one refusal; false once the budget is spent (the connection must be closed). */
+  spend(now = performance.now()): boolean {
+    this.left = Math.min(this.burst, this.left + ((now - this.at) * this.perSecond) / 1000);
+    this.at = now;
+    if (this.left < 1) return false;
+    this.left--;
+    return true;
+  }
+}
+
+/**
+ * Agents whose connection this replica closed for flooding, refused at the handshake until their
+ * cooldown is over. Kept in this replica's memory, before any Redis work: a flooder that
+ * reconnects through the load balancer to another replica spends that replica's budget once,
+ * so the whole cluster takes at most one budget per replica per cooldown from it.
+ */
+export class FloodCooldown {
+  private readonly until = new Map<string, number>();
+
+  constructor(private readonly cooldownMs = FLOOD_COOLDOWN_MS) {}
+
+  start(agentId: string, now = Date.now()): void {
+    // the agents cooling down at once are the flooders of the last cooldown: a short walk
+    for (const [id, end] of this.until) if (end <= now) this.until.delete(id);
+    this.until.set(agentId, now + this.cooldownMs);
+  }
+
+  /**
+   * Throws `E_RATE_LIMITED` when the agent a handshake names is cooling down. Checked before the
+   * token, so a refused reconnect costs no Redis work: any handshake naming that agent is refused
+   * meanwhile, and only that agent's own flood (on an authenticated connection) starts a cooldown.
+   */
+  check(auth: unknown, now = Date.now()): void {
+    const agentId = (auth as { agentId?: unknown } | null | undefined)?.agentId;
+    if (typeof agentId !== 'string') return;
+    const end = this.until.get(agentId);
+    if (end === undefined) return;
+    if (end <= now) {
+      this.until.delete(agentId);
+      return;
+    }
+    throw new AppError(
+      'E_RATE_LIMITED',
+      `this agent's connection was closed for flooding; retry in ${Math.ceil((end - now) / 1000)} s`,
+    );
+  }
+}
