@@ -3,24 +3,40 @@
 // ports 8081-8083, 4 sidecars spread over them, tasks submitted to every replica and their
 // results printed. Ctrl-C stops everything. With DEMO_TASKS=N it runs N tasks and exits 0 once
 // all completed (1 if any failed or a 120 s deadline passed).
+// Every run uses the key prefix `demo` and clears it first, so the Redis, whose data outlives the
+// run, holds one run's keys at most. One demo per Redis at a time: a second run would clear the
+// first's keys, so it stops first if a hub port is taken.
+// Env: DEMO_HUB_BASE (8081 → hubs 8081..8083), AGENTCOM_REDIS_PORT (6380), AGENTCOM_DATA_DIR
+// (.agentcom: the Redis AOF in redis/, the sidecars' state in demo/).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 const { startEmbeddedRedis } = require(join(root, 'hub/dist/embedded-redis.js'));
+const { RedisKeys } = require(join(root, 'hub/dist/redis/keys.js'));
+const { Redis } = require('ioredis');
 
 const fixedCount = process.env.DEMO_TASKS ? Number(process.env.DEMO_TASKS) : undefined;
-const hubPorts = [8081, 8082, 8083];
+const hubBase = Number(process.env.DEMO_HUB_BASE ?? 8081);
+const hubPorts = [hubBase, hubBase + 1, hubBase + 2];
 const agentCount = 4;
-const dataDir = join(root, '.agentcom');
+const dataDir = resolve(process.env.AGENTCOM_DATA_DIR ?? join(root, '.agentcom'));
 const demoDir = join(dataDir, 'demo');
 const adminKey = process.env.AGENTCOM_ADMIN_KEY ?? randomBytes(18).toString('base64url');
-const prefix = `demo${randomBytes(3).toString('hex')}`;
+const prefix = 'demo';
+/**
+ * What a run clears before its hubs start: its prefix's keys (BullMQ's too), and those of the
+ * random prefixes earlier versions of the demo used per run (`demo` and 6 hex digits).
+ */
+const clearedPatterns = [prefix, `demo${'[0-9a-f]'.repeat(6)}`].map(
+  (name) => `${new RedisKeys(name).root}:*`,
+);
 const children = [];
 let stopping = false;
 
@@ -75,6 +91,36 @@ async function waitReady(port) {
   throw new Error(`hub on port ${port} not ready within 20 s`);
 }
 
+/** Refuses to go on when a hub port is taken (another demo, most likely), before any clearing. */
+async function ensurePortFree(port) {
+  await new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once('error', (err) =>
+      reject(new Error(`port ${port} is taken (${err.code}): is another demo running?`)),
+    );
+    server.listen(port, '127.0.0.1', () => server.close(() => resolvePort()));
+  });
+}
+
+/** Deletes the keys of earlier runs (see {@link clearedPatterns}); answers how many. */
+async function clearEarlierRuns(url) {
+  const client = new Redis(url, { maxRetriesPerRequest: 1 });
+  let count = 0;
+  try {
+    for (const match of clearedPatterns) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await client.scan(cursor, 'MATCH', match, 'COUNT', 1000);
+        if (keys.length > 0) count += await client.unlink(...keys);
+        cursor = next;
+      } while (cursor !== '0');
+    }
+  } finally {
+    client.disconnect();
+  }
+  return count;
+}
+
 let redis;
 async function stop(code) {
   if (stopping) return;
@@ -98,8 +144,10 @@ process.on('SIGINT', () => void stop(0));
 process.on('SIGTERM', () => void stop(0));
 
 async function main() {
+  await Promise.all(hubPorts.map(ensurePortFree));
   redis = await startEmbeddedRedis(dataDir, Number(process.env.AGENTCOM_REDIS_PORT ?? 6380));
   log(`redis     ${redis.url} (AOF in ${redis.dir}${redis.owned ? '' : ', already running'})`);
+  log(`cleared   ${await clearEarlierRuns(redis.url)} keys of earlier runs (prefix ${prefix})`);
   for (const [i, port] of hubPorts.entries()) {
     start(`hub-${i + 1}`, [join(root, 'hub/dist/main.js')], {
       REDIS_URL: redis.url,
@@ -134,7 +182,9 @@ async function main() {
   for (const port of hubPorts)
     log(`hub       http://127.0.0.1:${port}  (GET /v1/agents, /v1/tasks/:id; /healthz, /readyz)`);
   log(`admin key ${adminKey}`);
-  log(`try:      curl -s -H 'authorization: Bearer ${adminKey}' http://127.0.0.1:8081/v1/agents`);
+  log(
+    `try:      curl -s -H 'authorization: Bearer ${adminKey}' http://127.0.0.1:${hubPorts[0]}/v1/agents`,
+  );
 
   const pending = new Map();
   let submitted = 0;

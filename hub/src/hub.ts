@@ -93,7 +93,6 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     maxStalledCount: config.maxStalledCount,
     logger,
     onWaiting: onQueueWork,
-    onAdded: (job) => starts.added(job),
   });
   const leases: LeaseKeeper = new LeaseKeeper({
     queues,
@@ -145,6 +144,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     queues,
     agents,
     metrics,
+    starts,
     retention: config.retention,
     onCreated: onQueueWork,
   });

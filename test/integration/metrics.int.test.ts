@@ -178,6 +178,33 @@ describe('metrics', () => {
     }
   });
 
+  it('times batch-submitted tasks pushed by the replica that added them below the millisecond, as single ones', async () => {
+    const [a] = await startHubs(1);
+    const queue = newQueue();
+    const size = 4;
+    const batchAgents = await Promise.all(Array.from({ length: size }, () => register(a!, queue)));
+    await eventually(
+      async () => ((await a!.redis.command.zcard(a!.keys.idle(queue))) === size ? true : undefined),
+      { what: 'the agents idle' },
+    );
+    const assigned = batchAgents.map((agent) => agent.nextAssignment());
+    const started = performance.now();
+    const tasks = Array.from({ length: size }, (_, i) => ({ queue, payload: { i } }));
+    expect((await api(a!.url, 'POST', '/v1/tasks/batch', { tasks })).status).toBe(201);
+    await Promise.all(assigned);
+    const windowSeconds = (performance.now() - started) / 1000;
+    const lines = (await scrape(a!)).split('\n').filter((l) => l.includes(`queue="${queue}"`));
+    const metric = (name: string) => sumMetric(lines, `agentcom_dispatch_latency_seconds_${name}`);
+    expect(metric('count')).toBe(size);
+    const latency = metric('sum');
+    expect(latency).toBeGreaterThan(0);
+    expect(latency).toBeLessThanOrEqual(size * windowSeconds);
+    // samples in whole milliseconds (BullMQ's job.timestamp: addBulk emits no `waiting` event)
+    // would add up to whole milliseconds too
+    const ms = latency * 1000;
+    expect(Math.abs(ms - Math.round(ms))).toBeGreaterThan(1e-6);
+  });
+
   it('keeps the cluster gauges on one live leader between sparse scrapes; another replica takes over once it closes', async () => {
     const ttlMs = 600;
     const [a, b] = await startHubs(2, { METRICS_LEADER_TTL_MS: String(ttlMs) });

@@ -10,7 +10,7 @@ export class HubMetrics {
 
   readonly tasksCreated = new Counter({
     name: 'agentcom_tasks_created_total',
-    help: 'Tasks accepted by POST /v1/tasks on this replica',
+    help: 'Tasks this replica created (POST /v1/tasks and /v1/tasks/batch; not idempotent duplicates)',
     labelNames: ['queue'] as const,
     registers: [this.registry],
   });

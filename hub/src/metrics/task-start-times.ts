@@ -1,20 +1,15 @@
 import { performance } from 'node:perf_hooks';
 
-/** What {@link TaskStartTimes.added} needs of a job BullMQ's `Queue.add` created. */
-export interface AddedJob {
-  id?: string | undefined;
-  opts: { jobId?: string | undefined; delay?: number | undefined };
-}
-
 /** Most tasks whose start one replica remembers (about 100 bytes each). */
 const MAX_STARTS = 10_000;
 
 /**
- * When this replica's own tasks became waiting, on its monotonic sub-millisecond clock: the
- * dispatch latency of a task created and first pushed by the same replica is measured from it,
- * finer than BullMQ's millisecond `job.timestamp`. O(1) per task, bounded: a task pushed by
- * another replica is never taken out here, so past `capacity` the oldest start is dropped (that
- * task, if this replica pushes it after all, is measured from `job.timestamp`).
+ * When this replica created its own tasks, on its monotonic sub-millisecond clock: the dispatch
+ * latency of a task created and first pushed by the same replica is measured from it, finer than
+ * BullMQ's millisecond `job.timestamp` (taken at the same moment: when the job is built, before
+ * its add). O(1) per task, bounded: a task pushed by another replica is never taken out here, so
+ * past `capacity` the oldest start is dropped (that task, if this replica pushes it after all, is
+ * measured from `job.timestamp`).
  */
 export class TaskStartTimes {
   private readonly starts = new Map<string, number>();
@@ -25,20 +20,24 @@ export class TaskStartTimes {
   ) {}
 
   /**
-   * A job this replica added (BullMQ's `waiting` event of its Queue, emitted once Redis stored
-   * it). Left out: a delayed job (waiting only later) and an idempotent duplicate (BullMQ answers
-   * the earlier job, whose start was earlier).
+   * A task this replica is about to add, by the id it chose for its job. Taken before the add is
+   * sent, not after its reply: a dispatch step already running may push the task before the
+   * add's caller resumes (a batch's first tasks, while its last are being answered).
    */
-  added(job: AddedJob): void {
-    if (!job.id || job.id !== job.opts.jobId || (job.opts.delay ?? 0) > 0) return;
+  start(taskId: string): void {
     if (this.starts.size >= this.capacity) {
       const oldest = this.starts.keys().next();
       if (!oldest.done) this.starts.delete(oldest.value);
     }
-    this.starts.set(job.id, this.now());
+    this.starts.set(taskId, this.now());
   }
 
-  /** Milliseconds since the task was added, if this replica added it; forgets it either way. */
+  /** Drops a start whose add created no task: it failed, or BullMQ answered an earlier one. */
+  forget(taskId: string): void {
+    this.starts.delete(taskId);
+  }
+
+  /** Milliseconds since the task was started, if this replica started it; forgets it either way. */
   takeElapsedMs(taskId: string): number | undefined {
     const start = this.starts.get(taskId);
     if (start === undefined) return undefined;

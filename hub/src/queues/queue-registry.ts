@@ -28,8 +28,6 @@ export interface QueueRegistryOptions {
   logger: Logger;
   /** Called when this replica's stalled checker moved jobs of the queue back to wait. */
   onWaiting: (queue: string) => void;
-  /** Called with each job this replica's `Queue.add` stored (BullMQ's `waiting` event). */
-  onAdded?: (job: TaskJob) => void;
 }
 
 /** Most names {@link QueueRegistry.holdsTasks} remembers as empty between two discoveries. */
@@ -130,8 +128,6 @@ export class QueueRegistry {
     };
     queue.on('error', onError);
     worker.on('error', onError);
-    const { onAdded } = this.options;
-    if (onAdded) queue.on('waiting', onAdded);
     worker.on('stalled', (jobId: string) => {
       logger.info({ queue: name, taskId: jobId }, 'task stalled, back to wait');
       this.options.onWaiting(name);

@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis';
 import type { AgentStore } from '../fsm/agent-store';
 import type { HubConfig } from '../config';
 import type { HubMetrics } from '../metrics/hub-metrics';
+import type { TaskStartTimes } from '../metrics/task-start-times';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
 import { agentIdOfToken } from '../dispatch/assignment-token';
@@ -23,6 +24,8 @@ export interface TaskServiceOptions {
   /** Called after this replica added a task (the dispatcher's fastest trigger). */
   onCreated: (queue: string) => void;
   metrics: HubMetrics;
+  /** Where the dispatch latency of this replica's own tasks starts (sub-millisecond). */
+  starts: TaskStartTimes;
   /** How many finished tasks BullMQ keeps, and for how long (seconds). */
   retention: HubConfig['retention'];
 }
@@ -34,6 +37,13 @@ export interface CreatedTask {
   duplicate: boolean;
 }
 
+/** The BullMQ job of a new task, with the id agentcom chose for it. */
+interface JobSpec {
+  name: 'task';
+  data: TaskJob['data'];
+  opts: JobsOptions & { jobId: string };
+}
+
 /** Creates tasks as BullMQ jobs and shows them as the API's {@link TaskView}. */
 export class TaskService {
   constructor(private readonly options: TaskServiceOptions) {}
@@ -41,7 +51,7 @@ export class TaskService {
   async create(input: CreateTaskInput): Promise<CreatedTask> {
     const handle = await this.options.queues.get(input.queue);
     const spec = this.jobSpec(input);
-    const job = await handle.queue.add(spec.name, spec.data, spec.opts);
+    const job = await this.timed([spec], () => handle.queue.add(spec.name, spec.data, spec.opts));
     return this.created(input, spec.opts.jobId, job.id);
   }
 
@@ -62,7 +72,7 @@ export class TaskService {
       [...byQueue].map(async ([queue, indexes]) => {
         const handle = await this.options.queues.get(queue);
         const specs = indexes.map((index) => this.jobSpec(inputs[index]!));
-        const jobs = await handle.queue.addBulk(specs);
+        const jobs = await this.timed(specs, () => handle.queue.addBulk(specs));
         await Promise.all(
           indexes.map(async (index, k) => {
             results[index] = await this.created(inputs[index]!, specs[k]!.opts.jobId, jobs[k]?.id);
@@ -73,12 +83,28 @@ export class TaskService {
     return results;
   }
 
+  /**
+   * Adds jobs with their dispatch latency timed from now, the same way for one task or a batch
+   * (BullMQ's `waiting` event, which `addBulk` does not emit, left batches in whole
+   * milliseconds). Delayed tasks are not: they are timed from when they are due, in whole
+   * milliseconds (`job.timestamp + delay`). The starts of a failed add are dropped (a batch may
+   * have created some of its tasks: those are then timed in whole milliseconds); {@link created}
+   * drops a duplicate's.
+   */
+  private async timed<T>(specs: readonly JobSpec[], add: () => Promise<T>): Promise<T> {
+    const { starts } = this.options;
+    const timed = specs.filter((spec) => !spec.opts.delay).map((spec) => spec.opts.jobId);
+    for (const id of timed) starts.start(id);
+    try {
+      return await add();
+    } catch (err) {
+      for (const id of timed) starts.forget(id);
+      throw err;
+    }
+  }
+
   /** The BullMQ job of a new task: a fresh uuid as its id, the task's options as job options. */
-  private jobSpec(input: CreateTaskInput): {
-    name: 'task';
-    data: TaskJob['data'];
-    opts: JobsOptions & { jobId: string };
-  } {
+  private jobSpec(input: CreateTaskInput): JobSpec {
     const data: TaskJob['data'] = { payload: input.payload };
     if (input.labels) data.labels = input.labels;
     if (input.timeoutMs !== undefined) data.timeoutMs = input.timeoutMs;
@@ -110,6 +136,7 @@ export class TaskService {
   ): Promise<CreatedTask> {
     const id = addedId ?? jobId;
     if (id !== jobId) {
+      this.options.starts.forget(jobId); // no job was built under this id
       const existing = await this.get(id);
       return { id, state: existing?.state ?? (await this.outcomeOfRemoved(id)), duplicate: true };
     }
