@@ -67,6 +67,54 @@ describe('reading job ids after a listing position', () => {
     expect(listed).toEqual(['j1', 'j2', 'j3', 'j4', 'j6', 'j7', 'j8', 'j9', 'n1']);
   });
 
+  it('starts a list over from the oldest when both jobs the position names were removed from its middle: it lists again jobs read before, and misses none', async () => {
+    // no position of bounded size tells the jobs read from the others once both are gone
+    await redis.lpush('p:both', 'j1', 'j2', 'j3', 'j4', 'j5', 'j6', 'j7', 'j8');
+    const listed = await walk('both', async (read) => {
+      // after j3, j4 (j5 next): the last one read and the one after it are cancelled
+      if (read === 2) expect(await redis.lrem('p:both', 1, 'j4')).toBe(1);
+      if (read === 2) expect(await redis.lrem('p:both', 1, 'j5')).toBe(1);
+    });
+    expect(listed).toEqual(['j1', 'j2', 'j3', 'j4', 'j1', 'j2', 'j3', 'j6', 'j7', 'j8']);
+  });
+
+  it('finds in a list jobs whose ids are too long to name in a cursor, by digest', async () => {
+    // of one length and one long prefix, but for their last character; and of multibyte ones
+    const long = (last: string) => 'x'.repeat(999) + last;
+    const [a, b, d, e, g] = [long('1'), long('2'), long('3'), 'é'.repeat(2500), 'g'.repeat(5000)];
+    await redis.lpush('p:long', a, b, 'c', d, e, 'f');
+    const listed = await walk('long', async (read) => {
+      if (read === 1) {
+        // after a, b (c next): b leaves from the middle; one enters at the newest end
+        expect(await redis.lrem('p:long', 1, b)).toBe(1);
+        await redis.lpush('p:long', g);
+      }
+      if (read === 2) {
+        // after c, d (e next): one taken from the oldest end, one handed back there
+        expect(await redis.rpop('p:long')).toBe(a);
+        await redis.rpush('p:long', 'back');
+      }
+      // after e, f (g next): f leaves from the middle
+      if (read === 3) expect(await redis.lrem('p:long', 1, 'f')).toBe(1);
+    });
+    expect(listed).toEqual([a, b, 'c', d, e, 'f', g]);
+  });
+
+  it('goes on in a sorted set after a job whose id is too long to name in a cursor, and from the first of its score and prefix when it is gone', async () => {
+    // one score for most, in byte order: "a" < ka < kb < kc < kd < m < "z"; k* share a prefix
+    // longer than a cursor keeps of a long id
+    const k = (last: string) => 'k'.repeat(200) + last;
+    const [ka, kb, kc, kd] = [k('a'), k('b'), k('c'), k('d')];
+    const [m, q] = ['m'.repeat(300), 'q'.repeat(1000)];
+    await redis.zadd('p:lz', 5, kc, 5, 'z', 5, ka, 5, m, 5, 'a', 5, kd, 5, kb, 7, q, 9, 'f');
+    const listed = await walk('lz', async (read) => {
+      // after kb, kc: kc leaves; where it was among the ids of its prefix is not known any more,
+      // so the walk goes on from the first of them, ka
+      if (read === 2) expect(await redis.zrem('p:lz', kc)).toBe(1);
+    });
+    expect(listed).toEqual(['a', ka, kb, kc, ka, kb, kd, m, 'z', q, 'f']);
+  });
+
   it('reads nothing from a key with no jobs', async () => {
     expect(await readIdsAfter(redis, 'p:', 'none', undefined, 5)).toEqual({ ids: [] });
     expect(await readIdsAfter(redis, 'p:', 'none', { last: 'x', score: 1 }, 5)).toEqual({

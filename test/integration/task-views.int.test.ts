@@ -106,6 +106,16 @@ describe('task views at their edges', () => {
       b64('{"q":"a","t":"wait","a":"x","as":"0:0","n":"y","ns":"0:0","s":1}'),
       b64('{"q":"a","t":"failed","a":"x","as":"0:0","n":"y","ns":"0:0"}'),
       b64('{"q":"a","t":"failed","__proto__":{"a":"x","s":1}}'),
+      // a job named by a digest: [prefix, SHA-1 (40 hex digits), length in bytes]
+      b64(`{"q":"a","t":"failed","a":["x","${'0'.repeat(40)}"],"s":1}`),
+      b64(`{"q":"a","t":"failed","a":["x","${'0'.repeat(40)}",0],"s":1}`),
+      b64(`{"q":"a","t":"failed","a":["x","${'0'.repeat(40)}",1.5],"s":1}`),
+      b64(`{"q":"a","t":"failed","a":["x","${'0'.repeat(40)}","9"],"s":1}`),
+      b64(`{"q":"a","t":"failed","a":["x","${'0'.repeat(39)}",9],"s":1}`),
+      b64(`{"q":"a","t":"failed","a":["x","${'G'.repeat(40)}",9],"s":1}`),
+      b64(`{"q":"a","t":"failed","a":[1,"${'0'.repeat(40)}",9],"s":1}`),
+      b64(`{"q":"a","t":"failed","a":["x","${'0'.repeat(40)}",9,1],"s":1}`),
+      b64(`{"q":"a","t":"wait","a":"x","as":"0:0","n":["y","${'0'.repeat(40)}",-1],"ns":"0:0"}`),
       b64('{"p":0,"o":0}'),
       b64('[]'),
       b64('null'),
@@ -131,6 +141,12 @@ describe('task views at their edges', () => {
       ['failed', { q: queue, t: 'failed', a: 'none', s: -1e308 }, []],
       ['failed', { q: queue, t: 'failed', a: 'z'.repeat(128), s: 1.5e300 }, []],
       ['waiting', { q: '', t: 'wait' }, [id]],
+      [
+        'waiting',
+        { q: queue, t: 'wait', a: ['x', 'f'.repeat(40), 200], as: '0:0', n: 'y', ns: '0:0' },
+        [id],
+      ],
+      ['failed', { q: queue, t: 'failed', a: ['', '0'.repeat(40), 1], s: 0 }, []],
     ] as const) {
       const response = await api<Page>(
         hub.url,
@@ -206,6 +222,74 @@ describe('task views at their edges', () => {
     }
     const pages = await walk(`queue=${queue}&state=waiting&limit=1`);
     expect(pages.flatMap((p) => p.tasks.map((t) => t.id))).toEqual([first, ...ids]);
+    // a cursor naming such ids whole (as cursors did before long ids were digested) still works
+    const former = { q: queue, t: 'wait', a: 'd'.repeat(300), as: '0:0', n: 'e'.repeat(300) };
+    const cursor = b64(JSON.stringify({ ...former, ns: '0:0' }));
+    const page = await api<Page>(hub.url, 'GET', `/v1/tasks?queue=${queue}&cursor=${cursor}`);
+    expect(page.body.tasks.map((t) => t.id)).toEqual(['e'.repeat(300)]);
+  });
+
+  it('walks past jobs whose ids are too long to carry in a cursor, waiting, delayed, completed and failed', async () => {
+    // an outside BullMQ producer takes ids of any length: of 1,000 and 5,000 characters here, some
+    // of one length sharing all but their last character, between ordinary ones
+    const queue = newQueue();
+    const idsOf = (state: string) => [
+      `${state}-a`.padEnd(1000, 'a'),
+      `${state}-b`.padEnd(5000, 'b'),
+      `${state}-short`,
+      `${state}-`.padEnd(4999, 'p') + 'x',
+      `${state}-`.padEnd(4999, 'p') + 'y',
+      `${state}-c`.padEnd(1000, 'é'),
+      `${state}-d`.padEnd(5000, 'd'),
+    ];
+    const ids = Object.fromEntries(
+      ['waiting', 'delayed', 'completed', 'failed'].map((state) => [state, idsOf(state)]),
+    );
+    const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const bull = new Queue(queue, { connection, prefix: hub.keys.bullPrefix });
+    try {
+      // completed and failed first, by an outside worker, closed before the others are added
+      const worker = new Worker<{ fail?: boolean }>(
+        queue,
+        (job) =>
+          job.data.fail ? Promise.reject(new UnrecoverableError('on purpose')) : Promise.resolve(1),
+        { connection, prefix: hub.keys.bullPrefix },
+      );
+      try {
+        const finished = ids.completed!.length + ids.failed!.length;
+        let count = 0;
+        const allFinished = new Promise<void>((resolve) => {
+          const onFinished = () => {
+            if (++count === finished) resolve();
+          };
+          worker.on('completed', onFinished).on('failed', onFinished);
+        });
+        for (const jobId of ids.completed!) await bull.add('task', {}, { jobId });
+        for (const jobId of ids.failed!) await bull.add('task', { fail: true }, { jobId });
+        await allFinished;
+      } finally {
+        await worker.close();
+      }
+      for (const jobId of ids.delayed!) await bull.add('task', {}, { jobId, delay: 3_600_000 });
+      ids.waiting!.unshift(await create(queue)); // through the API: the hub knows the queue
+      for (const jobId of ids.waiting!.slice(1)) await bull.add('task', {}, { jobId });
+    } finally {
+      await bull.close();
+      connection.disconnect();
+    }
+    const sorted = (list: string[]) => [...list].sort();
+    for (const limit of [1, 2, 3]) {
+      for (const [state, expected] of Object.entries(ids)) {
+        const pages = await walk(`queue=${queue}&state=${state}&limit=${limit}`);
+        const listed = pages.flatMap((p) => p.tasks.map((t) => t.id));
+        // every one exactly once; the list oldest first
+        if (state === 'waiting') expect(listed).toEqual(expected);
+        else expect(sorted(listed)).toEqual(sorted(expected));
+      }
+      const pages = await walk(`queue=${queue}&limit=${limit}`);
+      const listed = pages.flatMap((p) => p.tasks.map((t) => t.id));
+      expect(sorted(listed)).toEqual(sorted(Object.values(ids).flat()));
+    }
   });
 
   /**
@@ -269,6 +353,23 @@ describe('task views at their edges', () => {
     });
     expect(pages.length).toBeGreaterThanOrEqual(4);
     expectEachStayedOnce(pages, all, left);
+  });
+
+  it('lists again, and misses none, when the last task listed and the one after it are cancelled between pages', async () => {
+    // no bounded cursor tells the tasks listed from the others once both are gone: the walk of
+    // the waiting list starts over from the oldest
+    const queue = newQueue();
+    const ids: string[] = [];
+    for (let i = 0; i < 8; i++) ids.push(await create(queue, i));
+    const pages = await walk(`queue=${queue}&state=waiting&limit=3`, async (pages) => {
+      if (pages.length !== 1) return;
+      for (const id of [ids[2]!, ids[3]!]) {
+        expect((await api(hub.url, 'POST', `/v1/tasks/${id}/cancel`)).status).toBe(200);
+      }
+    });
+    const listed = pages.flatMap((p) => p.tasks.map((t) => t.id));
+    const [t0, t1, t2, , t4, t5, t6, t7] = ids;
+    expect(listed).toEqual([t0, t1, t2, t0, t1, t4, t5, t6, t7]);
   });
 
   it.each([

@@ -2,7 +2,7 @@ import { AppError, type ListTasksQuery, type TaskState, type TaskView } from '@a
 import type { Redis } from 'ioredis';
 import type { QueueRegistry } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
-import { LIST_TYPES, readIdsAfter, type ListingPosition } from './listing-position';
+import { LIST_TYPES, readIdsAfter, type JobName, type ListingPosition } from './listing-position';
 import type { TaskService } from './task-service';
 
 /** BullMQ job types that hold the tasks of each API state (active holds assigned and running). */
@@ -34,7 +34,10 @@ interface Cursor {
 
 /** An encoded cursor's fields at the start of a type: the queue and the type. */
 const START_FIELDS = ['q', 't'];
-/** In a sorted set: also the last job read (`a`) and its score (`s`). */
+/**
+ * In a sorted set: also the last job read (`a`) and its score (`s`). A job is named by its id, or
+ * by `[prefix, SHA-1, bytes]` when its id is too long to carry (`DigestedId`).
+ */
 const SORTED_SET_FIELDS = [...START_FIELDS, 'a', 's'];
 /** In a list: also the last job read (`a`), its stay (`as`), the job after it (`n`), its stay. */
 const LIST_FIELDS = [...START_FIELDS, 'a', 'as', 'n', 'ns'];
@@ -43,6 +46,18 @@ const notACursor = () => new AppError('E_VALIDATION', 'cursor: not a cursor this
 const hasExactly = (names: string[], expected: string[]) =>
   names.length === expected.length && expected.every((name) => names.includes(name));
 const isId = (value: unknown): value is string => typeof value === 'string' && value !== '';
+/** A job as a cursor names it: its id, or `[prefix, SHA-1, bytes]` (`DigestedId`); else none. */
+function decodeJobName(value: unknown): JobName | undefined {
+  if (isId(value)) return value;
+  if (!Array.isArray(value) || value.length !== 3) return undefined;
+  const [prefix, sha1, bytes] = value as unknown[];
+  if (typeof prefix !== 'string' || typeof sha1 !== 'string' || !/^[0-9a-f]{40}$/.test(sha1))
+    return undefined;
+  if (typeof bytes !== 'number' || !Number.isSafeInteger(bytes) || bytes <= 0) return undefined;
+  return { prefix, sha1, bytes };
+}
+const encodeJobName = (job: JobName) =>
+  typeof job === 'string' ? job : [job.prefix, job.sha1, job.bytes];
 /** A job's stay as `idsAfter.lua` writes it: runs started, length of its stack traces. */
 const isStay = (value: unknown): value is string =>
   typeof value === 'string' && /^\d{1,15}:\d{1,15}$/.test(value);
@@ -62,23 +77,24 @@ export function decodeCursor(raw: string): Cursor {
   if (typeof q !== 'string' || typeof t !== 'string' || !ALL_TYPES.includes(t)) throw notACursor();
   if (hasExactly(names, START_FIELDS)) return { q, t };
   const list = LIST_TYPES.includes(t);
-  if (list && hasExactly(names, LIST_FIELDS) && isId(a) && isStay(as) && isId(n) && isStay(ns))
-    return { q, t, at: { last: a, stay: as, next: n, nextStay: ns } };
-  if (!list && hasExactly(names, SORTED_SET_FIELDS) && isId(a) && Number.isFinite(s))
-    return { q, t, at: { last: a, score: s as number } };
+  const [last, next] = [decodeJobName(a), decodeJobName(n)];
+  if (list && hasExactly(names, LIST_FIELDS) && last && isStay(as) && next && isStay(ns))
+    return { q, t, at: { last, stay: as, next, nextStay: ns } };
+  if (!list && hasExactly(names, SORTED_SET_FIELDS) && last && Number.isFinite(s))
+    return { q, t, at: { last, score: s as number } };
   throw notACursor();
 }
 
 /**
  * The cursor of a walk stopped in `pair` at `at`: never longer than shared's `MAX_CURSOR_LENGTH`
- * when the queue and job ids are as long as a queue name and a task id can be.
+ * (a job id longer than a task id can be is named by a digest, shorter than such an id).
  */
 export function encodeCursor(pair: { queue: string; type: string }, at?: ListingPosition): string {
   const where = !at
     ? {}
     : 'score' in at
-      ? { a: at.last, s: at.score }
-      : { a: at.last, as: at.stay, n: at.next, ns: at.nextStay };
+      ? { a: encodeJobName(at.last), s: at.score }
+      : { a: encodeJobName(at.last), as: at.stay, n: encodeJobName(at.next), ns: at.nextStay };
   return Buffer.from(JSON.stringify({ q: pair.queue, t: pair.type, ...where })).toString(
     'base64url',
   );
@@ -97,7 +113,12 @@ export function encodeCursor(pair: { queue: string; type: string }, at?: Listing
  * listed state all along; a task that enters or leaves it meanwhile may or may not be listed. One
  * exception, in a list (waiting, assigned, running): when both jobs the cursor names were removed
  * from its middle (cancelled, or finished while older ones ran on), the walk starts that list
- * over, and may list again tasks it listed (it still misses none).
+ * over, and may list again tasks it listed (it still misses none): a cursor of bounded size cannot
+ * tell the tasks read from the others once both are gone (`idsAfter.lua`). A job whose id is
+ * longer than a task id can be (an outside producer's) is named by a digest (`DigestedId`), so
+ * the cursor stays bounded and the walk goes on past it; when such a job, the last one read,
+ * leaves a sorted set, the walk goes on from the first job of its score and prefix, and may list
+ * again some of those (it misses none).
  *
  * Tasks cancelled while waiting (their job removed) are not listed; `GET /v1/tasks/:id` still
  * shows them.

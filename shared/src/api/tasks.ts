@@ -87,8 +87,10 @@ const plainJsonStringBytes = (length: number): number => length + 2;
  * so that every cursor it answered is taken back, and no longer, so a made-up one stays bounded.
  * The widest is a list's: base64url of `{"q","t","a","as","n","ns"}`, a queue name, a BullMQ type,
  * two job ids of up to {@link MAX_TASK_ID_LENGTH} units, whatever characters an outside BullMQ
- * producer gave them (BullMQ itself takes any id), and their stays (`\d{1,15}:\d{1,15}`).
- * Derived, not written out: a longer id or queue name lengthens it.
+ * producer gave them, and their stays (`\d{1,15}:\d{1,15}`). BullMQ takes ids of any length: a
+ * longer one is named by a digest instead (a prefix of 32 units, a SHA-1, a length), narrower, so
+ * that the walk goes on past it. Derived, not written out: a longer task id or queue name
+ * lengthens it.
  */
 export const MAX_CURSOR_LENGTH = Math.ceil(
   (4 / 3) *

@@ -66,11 +66,13 @@ const json = (description: string, schema?: ZodType) => ({
   content: { 'application/json': { schema: schema ? jsonSchema(schema, 'output') : {} } },
 });
 
-const queryParameters = (schema: ZodType): unknown[] => {
+/** A query's parameters, with a description for those named in `descriptions`. */
+const queryParameters = (schema: ZodType, descriptions: Record<string, string> = {}): unknown[] => {
   const described = jsonSchema(schema) as { properties?: Record<string, unknown> };
   return Object.entries(described.properties ?? {}).map(([name, property]) => ({
     name,
     in: 'query',
+    ...(descriptions[name] ? { description: descriptions[name] } : {}),
     schema: property,
   }));
 };
@@ -145,6 +147,20 @@ function operation(path: string, method: string, spec: Operation): Record<string
   };
 }
 
+/** What a client of `GET /v1/tasks` may rely on across pages (hub/src/tasks/task-listing.ts). */
+const LIST_CURSOR_DESCRIPTION = [
+  'Opaque: the `nextCursor` of the previous page, as it was; any other answers 400 `E_VALIDATION`.',
+  'It names where the walk stopped (a queue, a job type, the last job read), not an offset: a walk',
+  'lists exactly once every task that stays in the listed state throughout, and goes past jobs of',
+  'any id length; a task entering or leaving the state meanwhile may or may not be listed.',
+  'Exceptions: when the last task listed and the one after it both leave the middle of a list',
+  'between two pages (waiting tasks without a priority, assigned and running ones: cancelled, or',
+  'finished while older ones run on), the walk starts that list over; when the last task listed',
+  'has an id longer than 128 characters and leaves, the walk goes on from the first task of its',
+  'state with its score (time or priority) and the same first 32 characters. Either may list',
+  'again tasks it listed, and misses none.',
+].join(' ');
+
 type Paths = Record<string, Record<string, Operation>>;
 
 const PATHS: Paths = {
@@ -162,7 +178,7 @@ const PATHS: Paths = {
       summary: 'List tasks, page by page (go on while there is a nextCursor)',
       access: 'admin',
       input: true,
-      parameters: queryParameters(listTasksQuerySchema),
+      parameters: queryParameters(listTasksQuerySchema, { cursor: LIST_CURSOR_DESCRIPTION }),
       ok: {
         200: json(
           'A page',
