@@ -276,8 +276,86 @@ describe('daemon', () => {
       const dropped = next(daemon, 'dropped');
       socket.emit('task:assign', assignment('t1'));
       expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
+      expect(hub.messages('task:accept')).toHaveLength(1);
       expect(await runs()).toEqual([]);
       expect(daemon.state().current).toBeUndefined();
+    });
+
+    it('sends an accept refused with a retryable code again after a pause, and runs the task', async () => {
+      const ackTimeoutMs = 1000;
+      const { hub, daemon, socket } = await connected({ ackTimeoutMs });
+      const refusals = ['E_RATE_LIMITED', 'E_UNAVAILABLE'];
+      const acceptedAt: number[] = [];
+      hub.respond = ({ event }) => {
+        if (event !== 'task:accept') return undefined;
+        acceptedAt.push(performance.now());
+        const code = refusals.shift();
+        return code === undefined ? undefined : { ok: false, code, message: 'not now' };
+      };
+      const settled = Promise.race([next(daemon, 'accepted'), next(daemon, 'dropped')]);
+      const completed = hub.nextEvent('task:complete');
+      socket.emit('task:assign', assignment('t1'));
+      expect(await settled).toEqual({ taskId: 't1' });
+      await release('t1');
+      expect((await completed).message).toMatchObject({ taskId: 't1', token: 'token-t1' });
+      expect(await runs()).toEqual(['t1']);
+      expect(acceptedAt).toHaveLength(3);
+      // Paused at least half of a tenth of ackTimeoutMs after the first refusal, of a fifth after the second.
+      expect(acceptedAt[1]! - acceptedAt[0]!).toBeGreaterThanOrEqual(ackTimeoutMs * 0.05 - 1);
+      expect(acceptedAt[2]! - acceptedAt[1]!).toBeGreaterThanOrEqual(ackTimeoutMs * 0.1 - 1);
+    });
+
+    it('gives the task up when the retryable refusals of the accept go on', async () => {
+      const { hub, daemon, socket } = await connected();
+      hub.respond = ({ event }) =>
+        event === 'task:accept'
+          ? { ok: false, code: 'E_UNAVAILABLE', message: 'redis' }
+          : undefined;
+      const dropped = next(daemon, 'dropped');
+      socket.emit('task:assign', assignment('t1'));
+      expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
+      expect(hub.messages('task:accept')).toHaveLength(3);
+      expect(await runs()).toEqual([]);
+    });
+
+    it('does not send a refused accept again once the hub stopped waiting for it', async () => {
+      // The first accept is left unanswered for all of ackTimeoutMs: the hub has put the task
+      // back by the time the second is refused E_UNAVAILABLE, so a third would come too late.
+      const { hub, daemon, socket } = await connected({ ackTimeoutMs: 300 });
+      let accepts = 0;
+      hub.respond = ({ event }) => {
+        if (event !== 'task:accept') return undefined;
+        return ++accepts === 1 ? 'no-ack' : { ok: false, code: 'E_UNAVAILABLE', message: 'redis' };
+      };
+      const dropped = next(daemon, 'dropped');
+      socket.emit('task:assign', assignment('t1'));
+      expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
+      expect(accepts).toBe(2);
+      expect(await runs()).toEqual([]);
+    });
+
+    it('stops waiting to send a refused accept again when it is stopped', async () => {
+      const hub = await startHub();
+      hub.respond = ({ event }) =>
+        event === 'task:accept'
+          ? { ok: false, code: 'E_UNAVAILABLE', message: 'redis' }
+          : undefined;
+      const { logger, entries } = recordingLogger();
+      // Pauses of 1-3 s at this ackTimeoutMs.
+      const daemon = await start([hub.url], { ackTimeoutMs: 20_000 }, logger);
+      const { socket } = await hub.connection();
+      const dropped = next(daemon, 'dropped');
+      socket.emit('task:assign', assignment('t1'));
+      await waitUntil(
+        () => entries().some((entry) => /sending it again after a pause/.test(String(entry.msg))),
+        'the refused accept is paused',
+        5000,
+      );
+      const stopping = performance.now();
+      await daemon.stop();
+      expect(performance.now() - stopping).toBeLessThan(1000);
+      expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
+      expect(hub.messages('task:accept')).toHaveLength(1);
     });
 
     it('ignores an invalid assignment', async () => {
@@ -350,6 +428,41 @@ describe('daemon', () => {
       expect((await heartbeat).message).toEqual({ taskId: 't1', token: 'token-t1' });
       expect(await next(daemon, 'dropped')).toEqual({ taskId: 't1', reason: 'lease_lost' });
       expect(hub.messages('task:fail')).toEqual([]);
+    });
+  });
+
+  describe('when the hub refuses log lines', () => {
+    it('waits for the flush delay before sending the next batch, however many lines wait', async () => {
+      const flushMs = 250; // the batcher's default
+      const { hub, socket } = await connected({
+        runner: {
+          kind: 'exec',
+          argv: [
+            process.execPath,
+            '-e',
+            `process.stdout.write(Array.from({ length: 300 }, (_, i) => 'line ' + i + '\\n').join(''))`,
+          ],
+        },
+      });
+      const logsAt: number[] = [];
+      hub.respond = ({ event }) => {
+        if (event !== 'task:log') return undefined;
+        logsAt.push(performance.now());
+        return logsAt.length === 1
+          ? { ok: false, code: 'E_RATE_LIMITED', message: 'too many events in flight' }
+          : undefined;
+      };
+      const completed = hub.nextEvent('task:complete');
+      socket.emit('task:assign', assignment('t1'));
+      await completed;
+      // The 300 lines came at once: without the pause the second batch left on the refusal.
+      expect(logsAt).toHaveLength(3);
+      expect(logsAt[1]! - logsAt[0]!).toBeGreaterThanOrEqual(flushMs - 1);
+      expect(hub.messages('task:log').map(({ lines }) => (lines as string[])[0])).toEqual([
+        'line 0',
+        'line 100',
+        'line 200',
+      ]);
     });
   });
 

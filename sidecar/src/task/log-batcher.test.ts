@@ -96,6 +96,32 @@ describe('LogBatcher', () => {
     expect(batches).toEqual([['a'], ['b']]);
   });
 
+  it('pauses for the flush delay after a batch that was not taken, however many lines wait', async () => {
+    const flushMs = 100;
+    const sends: Array<{ lines: string[]; at: number }> = [];
+    let refusedAt = 0;
+    let secondSent: () => void = () => undefined;
+    const second = new Promise<void>((resolve) => (secondSent = resolve));
+    const batcher = new LogBatcher(
+      async (lines) => {
+        sends.push({ lines, at: performance.now() });
+        if (sends.length === 2) secondSent();
+        if (sends.length > 1) return;
+        await Promise.resolve();
+        refusedAt = performance.now();
+        throw new Error('the hub refused task:log: E_RATE_LIMITED');
+      },
+      { flushMs },
+    );
+    for (let i = 0; i < 3 * MAX_LOG_LINES; i++) batcher.push(`line ${i}`);
+    await second;
+    // 200 lines waited: without the pause the next batch left as soon as the first was refused.
+    expect(sends[1]!.at - refusedAt).toBeGreaterThanOrEqual(flushMs - 1);
+    expect(sends[1]!.lines[0]).toBe(`line ${MAX_LOG_LINES}`);
+    await batcher.close(5000);
+    expect(sends.flatMap(({ lines }) => lines)).toHaveLength(3 * MAX_LOG_LINES);
+  });
+
   it('holds buffered long lines at their cut length, not at the length they were pushed with', async () => {
     const gc = collector();
     const sender = new ControlledSend();

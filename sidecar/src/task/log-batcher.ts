@@ -1,7 +1,11 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { MAX_LOG_LINES, MAX_LOG_LINE_BYTES } from '@agentcom/shared';
 
 export interface LogBatcherOptions {
-  /** How long a line may wait for others before its batch is sent. Default 250 ms. */
+  /**
+   * How long a line may wait for others before its batch is sent, and the pause after a batch that
+   * was not taken before the next one. Default 250 ms.
+   */
   flushMs?: number;
   /** Lines held while a batch is in flight; beyond it new lines are counted and dropped. Default 1000. */
   maxBuffered?: number;
@@ -16,6 +20,12 @@ const ELLIPSIS = encoder.encode('…');
  * each line cut to {@link MAX_LOG_LINE_BYTES} bytes of UTF-8. One batch is in flight at a time;
  * a task that prints faster than the hub takes it loses lines, replaced by one
  * `[agentcom: N log lines dropped]` line. Logs are best-effort: a failed send is not retried.
+ *
+ * `send` rejects when the batch was not taken: refused (`E_RATE_LIMITED`, ...), unanswered, or
+ * not connected. The next batch then waits `flushMs`, however many lines are waiting, and the
+ * batch in flight lasts until then: a task printing faster than a refusing hub lets through keeps
+ * its buffer full and drops lines, rather than having the hub refuse it batch after batch (a
+ * connection refused over 1,000 times, then 100 a second, is closed by the hub).
  */
 export class LogBatcher {
   private buffer: string[] = [];
@@ -80,7 +90,7 @@ export class LogBatcher {
     }
     lines.push(...this.buffer.splice(0, MAX_LOG_LINES - lines.length));
     this.inFlight = this.send(lines)
-      .catch(() => undefined)
+      .catch(() => sleep(this.flushMs))
       .finally(() => {
         this.inFlight = undefined;
         if (this.buffer.length >= MAX_LOG_LINES) this.pump();

@@ -1,4 +1,7 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  ERROR_CODES,
+  isErrorCode,
   taskAssignSchema,
   taskCancelSchema,
   type AgentHeartbeat,
@@ -21,8 +24,18 @@ import { LogBatcher } from './log-batcher';
 import type { ReportDelivery } from './report-delivery';
 import { errorText } from '../error-text';
 
-/** How many times an unanswered `task:accept` is sent before the task is given up. */
+/**
+ * How many times a `task:accept` left unanswered, or refused with a retryable code, is sent before
+ * the task is given up.
+ */
 const ACCEPT_ATTEMPTS = 3;
+
+/**
+ * The pause before sending again an accept refused with a retryable code, as a share of
+ * `ackTimeoutMs`; doubled at each further refusal, ±50%. The pauses of {@link ACCEPT_ATTEMPTS}
+ * attempts add up to at most 0.45 `ackTimeoutMs` (0.5–1.5 s, then 1–3 s at the default 10 s).
+ */
+const ACCEPT_RETRY_SHARE = 0.1;
 
 export interface TaskControllerOptions {
   outbox: Outbox;
@@ -54,6 +67,8 @@ interface Session {
   running: RunningTask | undefined;
   /** A stop that arrived before the task started. */
   stopReason: StopReason | undefined;
+  /** Aborted when the task is stopped: ends a pause between two accepts at once. */
+  readonly stopping: AbortController;
   done: Promise<void>;
 }
 
@@ -144,6 +159,7 @@ export class TaskController {
       logger: log,
       running: undefined,
       stopReason: undefined,
+      stopping: new AbortController(),
       done: Promise.resolve(),
     };
     this.session = session;
@@ -266,8 +282,11 @@ export class TaskController {
     events.emit('accepted', { taskId: ref.taskId });
 
     const { connection, ackTimeoutMs } = this.options;
+    // A refused batch rejects, as an unanswered one does: the batcher pauses before its next one,
+    // so a chatty task does not keep a hub that refuses it busy refusing.
     const logs = new LogBatcher(async (lines) => {
-      await connection.request('task:log', { ...ref, lines });
+      const ack = await connection.request('task:log', { ...ref, lines });
+      if (!ack.ok) throw new Error(`the hub refused task:log: ${ack.code} (${ack.message})`);
     });
     const outcome = await this.run(session, logs);
     if (outcome.type === 'dropped') {
@@ -307,6 +326,13 @@ export class TaskController {
    * {@link ACCEPT_ATTEMPTS} times: a reconnect announces the task, the hub may resume it, and a
    * replayed accept of a resumed task is answered `ok`. Giving up would leave the hub counting on
    * a task nobody runs until its heartbeat check notices.
+   *
+   * A refusal with a retryable code (`E_RATE_LIMITED`, `E_UNAVAILABLE` while the hub's Redis is
+   * down, `E_INTERNAL`; see `ERROR_CODES`) is sent again too, after a pause, within the same
+   * attempts and only while the hub still waits for it: past `ackTimeoutMs` (the sidecar's
+   * stand-in for the hub's `ACK_TIMEOUT_MS`, both 10 s by default) the hub has put the task back
+   * and would refuse it as superseded. Any other refusal (`E_ASSIGNMENT_SUPERSEDED`, ...) drops
+   * the task at once, and so does a stop.
    */
   private async accept(session: Session): Promise<boolean> {
     const { connection, ackTimeoutMs } = this.options;
@@ -314,11 +340,24 @@ export class TaskController {
       try {
         const ack = await connection.request('task:accept', session.ref);
         if (ack.ok) return true;
-        session.logger.warn(
-          { code: ack.code, reason: ack.message },
-          'the hub refused task:accept; dropping the task',
+        const pauseMs = this.acceptRetryPause(session, ack.code, attempt);
+        if (pauseMs === undefined) {
+          session.logger.warn(
+            { code: ack.code, reason: ack.message, attempts: attempt },
+            'the hub refused task:accept; dropping the task',
+          );
+          return false;
+        }
+        session.logger.info(
+          { code: ack.code, reason: ack.message, attempt, pauseMs },
+          'the hub cannot take task:accept now; sending it again after a pause',
         );
-        return false;
+        // Rejects when the task is stopped meanwhile: the stop is seen below.
+        await sleep(pauseMs, undefined, { signal: session.stopping.signal }).catch(() => undefined);
+        if (session.stopReason !== undefined) {
+          session.logger.info('stopped while waiting to send task:accept again; dropping the task');
+          return false;
+        }
       } catch (err) {
         if (attempt >= ACCEPT_ATTEMPTS || session.stopReason !== undefined) {
           session.logger.warn(
@@ -334,6 +373,23 @@ export class TaskController {
         await this.untilConnected(ackTimeoutMs);
       }
     }
+  }
+
+  /**
+   * The pause before sending again an accept refused with `code` on its `attempt`th try, or
+   * undefined when it must not be sent again: the code is not retryable (an unknown one, from a
+   * newer hub, is taken as retryable, as report delivery does), no attempt is left, the task is
+   * being stopped, or the pause would end after the hub stopped waiting for the accept.
+   */
+  private acceptRetryPause(session: Session, code: string, attempt: number): number | undefined {
+    const retryable = isErrorCode(code) ? ERROR_CODES[code].retryable : true;
+    if (!retryable || attempt >= ACCEPT_ATTEMPTS || session.stopReason !== undefined)
+      return undefined;
+    const { ackTimeoutMs } = this.options;
+    const pauseMs = Math.round(
+      ackTimeoutMs * ACCEPT_RETRY_SHARE * 2 ** (attempt - 1) * (0.5 + Math.random()),
+    );
+    return Date.now() + pauseMs < session.since + ackTimeoutMs ? pauseMs : undefined;
   }
 
   /** Resolves once connected (the daemon's `connected` event), or after `timeoutMs`. */
@@ -369,6 +425,7 @@ export class TaskController {
   private stopSession(session: Session, reason: StopReason): void {
     if (session.running !== undefined) session.running.stop(reason);
     else session.stopReason ??= reason;
+    session.stopping.abort();
   }
 
   /**
