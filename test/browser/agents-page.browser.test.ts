@@ -258,6 +258,28 @@ describe('live agents page at /', () => {
         expect(pageErrors).toEqual([]);
       });
 
+      it('shows the ack timeouts an agent let pass in a row, until a resume ends the streak', async () => {
+        const queue = `q-${randomBytes(3).toString('hex')}`;
+        const silent = await register(hubB.url, newAgentId('silent'), queue);
+        const row = page.locator(`#agents tr[data-agent="${silent.agentId}"]`);
+        await row.locator('.badge', { hasText: /^idle$/ }).waitFor();
+        const id = await createTask(hubA.url, queue);
+        // it lets its push pass: an ack timeout later it rests, the page counts the miss
+        await row.locator('td.state .badge', { hasText: /^cooldown$/ }).waitFor();
+        await row.locator('td.state .missed-acks', { hasText: /^missed acks: 1$/ }).waitFor();
+
+        const pushed = silent.nextAssignment();
+        const resumed = await api(hubA.url, 'POST', `/v1/agents/${silent.agentId}/resume`);
+        expect(resumed.body).toMatchObject({ state: 'idle' });
+        const msg = await pushed;
+        expect(msg.task.id).toBe(id);
+        expect(await silent.accept(msg)).toMatchObject({ ok: true });
+        await row.locator('td.state .badge', { hasText: /^working$/ }).waitFor();
+        expect(await row.locator('td.state .missed-acks').count()).toBe(0);
+        expect(await silent.complete(msg, 'ok')).toEqual({ ok: true });
+        expect(pageErrors).toEqual([]);
+      });
+
       it('says so when its session ended, and is live again after a reload', async () => {
         const boot = JSON.parse((await page.locator('#agentcom-boot').textContent()) ?? '{}') as {
           session: string;

@@ -281,4 +281,126 @@ describe('an agent that does not accept its task in time', () => {
       { what: 'the third ack timeout in a row', timeoutMs: 15 * ACK_TIMEOUT_MS },
     );
   });
+
+  /** Starts a hub and an agent that lets its pushes pass until `missedAcks` reaches `count`. */
+  const silentUntil = async (count: number) => {
+    const { hub, prefix } = await startLoggedHub({ ACK_TIMEOUT_MS: String(ACK_TIMEOUT_MS) });
+    const queue = `q-${randomBytes(4).toString('hex')}`;
+    const agent = await register(hub.url, queue);
+    const id = await createTask(hub.url, { queue, payload: {} });
+    const resting = await eventually(
+      async () => {
+        const record = await hub.agents.get(agent.agentId);
+        return record?.state === 'cooldown' && record.missedAcks === count ? record : undefined;
+      },
+      { what: `${count} ack timeouts in a row`, timeoutMs: (4 * count + 4) * ACK_TIMEOUT_MS },
+    );
+    return { hub, prefix, queue, agent, id, resting };
+  };
+  const resume = async (hubUrl: string, agentId: string) =>
+    api<{ agentId: string; state: string }>(hubUrl, 'POST', `/v1/agents/${agentId}/resume`);
+
+  it("ends the rest at an operator's resume: idle at once, streak gone, pushed the waiting task", async () => {
+    // two misses: the agent rests two ack timeouts, its task waits
+    const { hub, prefix, agent, id, resting } = await silentUntil(2);
+    const pushed = agent.nextAssignment();
+    const resumed = await resume(hub.url, agent.agentId);
+    expect(resumed).toMatchObject({ status: 200, body: { agentId: agent.agentId, state: 'idle' } });
+    const view = await getAgent(hub.url, agent.agentId);
+    expect(view).not.toHaveProperty('missedAcks');
+    expect(view).not.toHaveProperty('cooldownUntil');
+    // pushed the waiting task at once, not when the rest would have ended
+    const msg = await pushed;
+    expect(msg.task.id).toBe(id);
+    const events = (await readTransitions(fixture.redis.url, prefix)).filter(
+      (event) => event.agent === agent.agentId,
+    );
+    const undrain = events.find((event) => event.reason === 'undrain');
+    expect(undrain).toMatchObject({ from: 'cooldown', to: 'idle' });
+    const assign = events.filter((event) => event.to === 'assigned').at(-1);
+    expect(assign?.at).toBeLessThan(resting.cooldownUntil ?? 0);
+    expect(
+      events.some((event) => event.reason === 'cooldown_over' && event.at >= (undrain?.at ?? 0)),
+    ).toBe(false);
+    const record = await hub.agents.get(agent.agentId);
+    expect(record).toMatchObject({ state: 'assigned', taskId: id, missedAcks: 0 });
+    expect(record?.cooldownUntil).toBeUndefined();
+    expect(await hub.redis.command.zscore(hub.keys.cooldowns, agent.agentId)).toBeNull();
+    expect(await agent.accept(msg)).toMatchObject({ ok: true });
+    expect(await agent.complete(msg, 'ok')).toEqual({ ok: true });
+  });
+
+  it('leaves a cooldown the agent reported itself (a rate limit) to run out at a resume', async () => {
+    const hub = await startHub({});
+    const queue = `q-${randomBytes(4).toString('hex')}`;
+    const agent = await register(hub.url, queue);
+    const pushed = agent.nextAssignment();
+    const id = await createTask(hub.url, { queue, payload: {} });
+    const msg = await pushed;
+    const rateLimitedUntil = Date.now() + 60_000;
+    expect(
+      await agent.send('task:fail', {
+        taskId: id,
+        token: msg.token,
+        error: 'quota',
+        retryable: true,
+        rateLimitedUntil,
+      }),
+    ).toEqual({ ok: true });
+    expect(await hub.agents.get(agent.agentId)).toMatchObject({
+      state: 'cooldown',
+      cooldownUntil: rateLimitedUntil,
+      missedAcks: 0,
+    });
+    const resumed = await resume(hub.url, agent.agentId);
+    expect(resumed).toMatchObject({ status: 200, body: { state: 'cooldown' } });
+    expect(await hub.agents.get(agent.agentId)).toMatchObject({
+      state: 'cooldown',
+      cooldownUntil: rateLimitedUntil,
+    });
+    expect(await hub.redis.command.zscore(hub.keys.cooldowns, agent.agentId)).toBe(
+      String(rateLimitedUntil),
+    );
+    expect(await getTask(hub.url, id)).toMatchObject({ state: 'waiting' });
+  });
+
+  it('ends the streak at a refusal: a task:fail sent before the accept', async () => {
+    const { hub, agent, id } = await silentUntil(1);
+    // the rest over (one ack timeout), the task is pushed again: the agent refuses it
+    const msg = await agent.nextAssignment(5 * ACK_TIMEOUT_MS);
+    expect(msg.task.id).toBe(id);
+    expect((await hub.agents.get(agent.agentId))?.missedAcks).toBe(1);
+    expect(
+      await agent.send('task:fail', {
+        taskId: id,
+        token: msg.token,
+        error: 'cannot run it here',
+        retryable: false,
+      }),
+    ).toEqual({ ok: true });
+    expect(await hub.agents.get(agent.agentId)).toMatchObject({ state: 'idle', missedAcks: 0 });
+    expect(await getAgent(hub.url, agent.agentId)).not.toHaveProperty('missedAcks');
+    expect(await getTask(hub.url, id)).toMatchObject({ state: 'failed' });
+  });
+
+  it('ends the streak at a reconnect that resumes the pushed task', async () => {
+    const { hub, agent, id } = await silentUntil(1);
+    // the rest over (one ack timeout), the task is pushed again
+    const msg = await agent.nextAssignment(5 * ACK_TIMEOUT_MS);
+    expect(msg.task.id).toBe(id);
+    // the push arrived, the accept did not go out: the sidecar announces the task on its reconnect
+    agent.current = { taskId: id, token: msg.token, state: 'assigned' };
+    const again = await agent.reconnectTo(hub.url);
+    agents.push(again);
+    const record = await eventually(
+      async () => {
+        const current = await hub.agents.get(agent.agentId);
+        return current?.socketId === again.socket.id ? current : undefined;
+      },
+      { what: 'the new connection recorded' },
+    );
+    expect(record).toMatchObject({ state: 'working', taskId: id, missedAcks: 0 });
+    expect(await getAgent(hub.url, agent.agentId)).not.toHaveProperty('missedAcks');
+    expect(await again.complete(msg, 'ok')).toEqual({ ok: true });
+  });
 });

@@ -69,4 +69,19 @@ describe('agents page snapshot', () => {
     );
     expect(listed.body.queues).toHaveLength(connected + 1);
   });
+
+  it("carries an agent's streak of ack timeouts (missedAcks), which the page shows next to its state", async () => {
+    const agent = await TestAgent.register(hub.url, 'snap-streak', ['streak']);
+    agents.push(agent);
+    // the count as the sweeper leaves it (test/integration/ack-timeout.int.test.ts makes real ones)
+    await admin.hset(hub.keys.agent(agent.agentId), 'missedAcks', '3');
+    const client = new UiClient(hub.url, { session: await pageSession(hub.url) });
+    clients.push(client);
+    await client.connected();
+    const snapshot = await eventually(() => client.snapshots[0], { what: 'the first snapshot' });
+    expect(snapshot.agents.find((view) => view.agentId === agent.agentId)).toMatchObject({
+      state: 'idle',
+      missedAcks: 3,
+    });
+  });
 });

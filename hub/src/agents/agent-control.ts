@@ -66,20 +66,38 @@ export class AgentControl {
     throw new AppError('E_UNAVAILABLE', 'The agent record changed too often; retry');
   }
 
-  /** Lifts a drain: a draining agent becomes idle again. */
+  /**
+   * Lifts a drain (a draining agent becomes idle again) and ends a streak of ack timeouts
+   * (`missedAcks`): the operator vouches for the agent, so the rest the streak started ends too
+   * (an agent in `cooldown` becomes idle at once; an offline one reconnects idle). A cooldown the
+   * agent reported itself (a rate limit: no streak) is left to run out: the agent said it cannot
+   * take work until then.
+   */
   async undrain(agentId: string): Promise<AgentState> {
     for (let i = 0; i < MAX_CAS_RETRIES; i++) {
       const record = await this.agents.get(agentId);
       if (!record) throw new AppError('E_AGENT_NOT_FOUND', `No agent ${agentId}`);
-      const to: AgentState = record.state === 'draining' ? 'idle' : record.state;
+      // the rest may hold a rate limit reported earlier too (the sweeper keeps the later end):
+      // the operator's word ends it all the same
+      const endsRest = record.missedAcks > 0 && record.cooldownUntil !== undefined;
+      // idle, not the resting state of the record: the drain is lifted by this very transition
+      const to: AgentState =
+        record.state === 'draining' || (record.state === 'cooldown' && endsRest)
+          ? 'idle'
+          : record.state;
       const result = await this.agents.transition({
         agentId,
         from: record.state,
         to,
         version: record.version,
         reason: 'undrain',
-        del: ['drainRequested'],
+        del: [
+          'drainRequested',
+          ...(record.missedAcks > 0 ? ['missedAcks'] : []),
+          ...(endsRest ? ['cooldownUntil'] : []),
+        ],
         idleAdd: to === 'idle' ? record.queues : [],
+        ...(endsRest ? { index: { cooldown: 'remove' as const } } : {}),
       });
       if (result.ok) {
         if (to === 'idle') this.onAgentIdle(record.queues);

@@ -96,7 +96,9 @@ export class Presence {
             reason: 'resume',
             task: record.taskId,
             set: { ...base, startedAt: record.startedAt ?? now },
-            del: ['disconnectedAt', ...selfDrain],
+            // a resume answers for the task as an accept does: it ends a streak of ack
+            // timeouts (a field of the same HDEL, and only when a streak was counted)
+            del: ['disconnectedAt', ...selfDrain, ...(record.missedAcks > 0 ? ['missedAcks'] : [])],
             idleRemove,
             index: {
               disconnected: 'remove',

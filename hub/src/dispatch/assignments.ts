@@ -113,6 +113,9 @@ export const TASK_FIELDS = [
   'timeoutNotifiedAt',
 ];
 
+/** Release reasons that are the agent's own report of its task (the others are the hub's). */
+const AGENT_REPORTS: readonly TransitionReason[] = ['complete', 'fail', 'rate_limited'];
+
 /**
  * What agents do with their assignments: accept, report progress/logs, complete, fail,
  * heartbeat. Every call is fenced by the assignment token: only the agent holding the current
@@ -600,6 +603,7 @@ export class AssignmentService {
           now,
         })
       : 'offline';
+    const answered = record.state === 'assigned' && AGENT_REPORTS.includes(reason);
     const request: TransitionRequest = {
       agentId: record.agentId,
       from: record.state,
@@ -607,7 +611,9 @@ export class AssignmentService {
       version: record.version,
       reason,
       task: record.taskId,
-      del: TASK_FIELDS,
+      // a report of a task not accepted yet (a refusal) answers for it as an accept does: it
+      // ends a streak of ack timeouts (a field of the same HDEL, and only when one was counted)
+      del: answered && record.missedAcks > 0 ? [...TASK_FIELDS, 'missedAcks'] : TASK_FIELDS,
       incr,
       set: cooldownUntil !== undefined ? { cooldownUntil } : {},
       idleAdd: to === 'idle' ? record.queues : [],

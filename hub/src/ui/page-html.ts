@@ -62,6 +62,7 @@ tr[data-state="offline"] td { color: var(--muted); }
 .state-working { background: #2563eb; }
 .state-draining { background: #7c3aed; }
 .state-cooldown { background: #ea580c; }
+.missed-acks { margin-left: 6px; font-size: 12px; color: #c2410c; }
 .arrow { margin: 0 6px; color: var(--muted); }
 .empty { color: var(--muted); margin: 8px 0 0; }
 footer { padding: 0 24px 16px; color: var(--muted); font-size: 12px; }

@@ -14,6 +14,9 @@ export const AGENTS_PAGE_SCRIPT = String.raw`
   var boot = JSON.parse(document.getElementById('agentcom-boot').textContent);
   var STATES = ['offline', 'idle', 'assigned', 'working', 'draining', 'cooldown'];
   var JOB_STATES = ['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed'];
+  // transitions that end an agent's streak of ack timeouts: its answers for a pushed task, and
+  // an operator's resume
+  var STREAK_ENDS = ['accept', 'resume', 'fail', 'rate_limited', 'complete', 'undrain'];
   var MAX_EVENTS = 50;
   var REFRESH_MS = 10000;
   var agents = new Map();
@@ -151,6 +154,13 @@ export const AGENTS_PAGE_SCRIPT = String.raw`
     a.version = t.version;
     a.state = t.to;
     a.touchedAt = Date.now();
+    // the streak of ack timeouts (missedAcks, as the hub counts it: a miss of a pushed task by a
+    // connected agent; an answer of the agent or an operator's resume ends it)
+    if (t.reason === 'ack_timeout' && t.to === 'cooldown' && t.task) {
+      a.missedAcks = (a.missedAcks || 0) + 1;
+    } else if (STREAK_ENDS.indexOf(t.reason) >= 0 && (t.from === 'assigned' || t.reason === 'undrain')) {
+      delete a.missedAcks;
+    }
     if (t.reason === 'complete') a.tasksDone += 1;
     if (t.reason === 'fail') a.tasksFailed += 1;
     if (t.to === 'assigned' || t.to === 'working') {
@@ -211,10 +221,13 @@ export const AGENTS_PAGE_SCRIPT = String.raw`
       var labels = Object.keys(a.labels || {}).map(function (k) { return k + '=' + a.labels[k]; });
       name.title = labels.join(', ');
       var stateCell = cell(row, 'state');
-      var current = stateCell.firstChild;
-      if (!current || current.textContent !== a.state) {
+      // the ack timeouts the agent let pass in a row, when it has a streak (its cooldown doubles)
+      var missed = a.missedAcks ? 'missed acks: ' + a.missedAcks : '';
+      if (stateCell.dataset.shown !== a.state + ' ' + missed) {
+        stateCell.dataset.shown = a.state + ' ' + missed;
         stateCell.textContent = '';
         stateCell.appendChild(badge(a.state));
+        if (missed) stateCell.appendChild(el('span', 'missed-acks', missed));
       }
       setText(cell(row, 'queues'), (a.queues || []).join(', ') || '\u2013');
       var task = a.currentTask;

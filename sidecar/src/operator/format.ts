@@ -126,6 +126,18 @@ export function formatTaskTable(tasks: readonly TaskView[], now: number): string
   );
 }
 
+/**
+ * The state column: a cooldown with its time left, and the ack timeouts the agent let pass in a
+ * row when it has a streak (`cooldown 12s (missed acks: 3)`).
+ */
+function formatAgentState(agent: AgentView, now: number): string {
+  const state =
+    agent.state === 'cooldown' && agent.cooldownUntil !== undefined
+      ? `cooldown ${formatDuration(agent.cooldownUntil - now)}`
+      : agent.state;
+  return agent.missedAcks ? `${state} (missed acks: ${agent.missedAcks})` : state;
+}
+
 /** `agentcom agents`: one row per agent, sorted by id. */
 export function formatAgentTable(agents: readonly AgentView[], now: number): string {
   const sorted = [...agents].sort((a, b) => a.agentId.localeCompare(b.agentId));
@@ -133,9 +145,7 @@ export function formatAgentTable(agents: readonly AgentView[], now: number): str
     ['AGENT', 'STATE', 'QUEUES', 'REPLICA', 'TASK', 'HEARTBEAT', 'DONE', 'FAILED'],
     sorted.map((agent) => [
       agent.agentId,
-      agent.state === 'cooldown' && agent.cooldownUntil !== undefined
-        ? `cooldown ${formatDuration(agent.cooldownUntil - now)}`
-        : agent.state,
+      formatAgentState(agent, now),
       agent.queues.join(','),
       agent.hubId ?? '-',
       agent.currentTask
@@ -176,6 +186,8 @@ export function formatAgent(agent: AgentView, now: number): string {
         ? new Date(agent.cooldownUntil).toISOString()
         : undefined,
     ],
+    // ack timeouts in a row: each one doubled the cooldown (`agentcom agent resume` ends it)
+    ['missed acks', agent.missedAcks ? String(agent.missedAcks) : undefined],
     ['tasks done', String(agent.tasksDone)],
     ['tasks failed', String(agent.tasksFailed)],
   ]);

@@ -4,9 +4,11 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
-import type { TaskView } from '@agentcom/shared';
+import type { AgentView, TaskView } from '@agentcom/shared';
 import { ApiError, HubConfigError, HubUnreachableError, UsageError } from './errors';
 import {
+  formatAgent,
+  formatAgentTable,
   formatDuration,
   formatFields,
   formatProgress,
@@ -82,6 +84,36 @@ describe('format', () => {
       'QUEUE  WAITING  ACTIVE  DELAYED  COMPLETED  FAILED  IDLE AGENTS\n' +
         'q      3        0       0        0          1       3\n',
     );
+  });
+
+  it('shows the ack timeouts an agent let pass in a row next to its cooldown, only when it has some', () => {
+    const now = Date.UTC(2026, 0, 2, 3, 4, 5);
+    const agent = (patch: Partial<AgentView>): AgentView => ({
+      agentId: 'a1',
+      state: 'idle',
+      queues: ['q'],
+      labels: {},
+      tasksDone: 0,
+      tasksFailed: 0,
+      version: 1,
+      ...patch,
+    });
+    const resting = agent({ state: 'cooldown', cooldownUntil: now + 12_000, missedAcks: 3 });
+    expect(formatAgentTable([resting, agent({ agentId: 'a2' })], now)).toBe(
+      'AGENT  STATE                          QUEUES  REPLICA  TASK  HEARTBEAT  DONE  FAILED\n' +
+        'a1     cooldown 12s (missed acks: 3)  q       -        -     -          0     0\n' +
+        'a2     idle                           q       -        -     -          0     0\n',
+    );
+    expect(formatAgent(resting, now)).toBe(
+      'agent:          a1\n' +
+        'state:          cooldown\n' +
+        'queues:         q\n' +
+        'cooldown until: 2026-01-02T03:04:17.000Z\n' +
+        'missed acks:    3\n' +
+        'tasks done:     0\n' +
+        'tasks failed:   0\n',
+    );
+    expect(formatAgent(agent({}), now)).not.toContain('missed acks');
   });
 
   it('shows the progress of a task being waited on', () => {

@@ -109,6 +109,8 @@ const createAgentResponse = z.object({
 type Access = 'open' | 'admin' | 'page';
 interface Operation {
   summary: string;
+  /** Longer text, when the summary does not say it all. */
+  description?: string;
   /** `admin`: the API's 401 without the key; `page`: the same with a Basic challenge. */
   access: Access;
   /** Success responses by status. */
@@ -140,6 +142,7 @@ function operation(path: string, method: string, spec: Operation): Record<string
   codes.push('E_INTERNAL');
   return {
     summary: spec.summary,
+    ...(spec.description ? { description: spec.description } : {}),
     ...(spec.access === 'open' ? {} : { security: [{ bearer: [] }, { basic: [] }] }),
     ...(spec.parameters ? { parameters: spec.parameters } : {}),
     ...(spec.requestBody ? { requestBody: spec.requestBody } : {}),
@@ -290,7 +293,14 @@ const PATHS: Paths = {
   },
   '/v1/agents/{id}/resume': {
     post: {
-      summary: 'Lift a drain',
+      summary: 'Lift a drain; end a rest after ack timeouts',
+      description: [
+        'Lifts a drain (a draining agent becomes idle) and ends a streak of ack timeouts: the',
+        "agent's `missedAcks` is reset, and an agent resting in `cooldown` because of them becomes",
+        'idle at once (its next ack timeout rests one ack timeout again). A cooldown the agent',
+        'reported itself (a rate limit, `missedAcks` absent) is not ended: the agent said it cannot',
+        'take work until then.',
+      ].join(' '),
       access: 'admin',
       parameters: idParameter,
       errors: ['E_AGENT_NOT_FOUND', 'E_UNAVAILABLE'],
