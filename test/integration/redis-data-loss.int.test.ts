@@ -1,8 +1,7 @@
 import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
 import { RedisKeys } from '../../hub/src/redis/keys';
-import { LuaScript } from '../../hub/src/redis/script-command';
-import { scriptSource } from '../../hub/src/redis/scripts';
+import { luaScript } from '../../hub/src/redis/scripts';
 import { api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
@@ -75,7 +74,7 @@ describe('agents connected while Redis restarts empty', () => {
     try {
       await api(hub.url, 'POST', '/v1/agents', { agentId: 'revoked' });
       await api(hub.url, 'DELETE', '/v1/agents/revoked');
-      const restore = new LuaScript('restoreAgent', scriptSource('restoreAgent'));
+      const restore = luaScript('restoreAgent');
       const args = ['revoked', 'a'.repeat(64), 'default'];
       expect(await restore.run(client, [keys.agent('revoked'), keys.agents], args)).toBe(0);
       expect(await client.hget(keys.agent('revoked'), 'tokenHash')).toBeNull();

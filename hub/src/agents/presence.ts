@@ -9,11 +9,10 @@ import type { LeaseKeeper } from '../dispatch/lease-keeper';
 import type { Logger } from '../logger';
 import type { QueueRegistry } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
-import { LuaScript } from '../redis/script-command';
-import { scriptSource } from '../redis/scripts';
+import { luaScript } from '../redis/scripts';
 
 const MAX_CAS_RETRIES = 8;
-const RESTORE_AGENT = new LuaScript('restoreAgent', scriptSource('restoreAgent'));
+const RESTORE_AGENT = luaScript('restoreAgent');
 
 export interface PresenceOptions {
   redis: Redis;

@@ -82,6 +82,14 @@ export function scriptSource(name: ScriptName): string {
   return parts.join('') + readScript(name);
 }
 
+/**
+ * A script of agentcom, ready to run on any client (EVALSHA, EVAL when Redis does not know it
+ * yet; `script-command.ts`). Every script is built here, from the folder and the composition above.
+ */
+export function luaScript(name: ScriptName): LuaScript {
+  return new LuaScript(name, scriptSource(name));
+}
+
 /** Raw replies as Redis returns them. */
 export type TransitionReply = [1, number] | [0, string, string, string, number] | [-1];
 export type ClaimReply = [string, number, string, string, string] | null;
@@ -135,7 +143,7 @@ export interface AgentScripts {
  */
 export function agentScripts(client: Redis): AgentScripts {
   const define = <R>(name: ScriptName) => {
-    const script = new LuaScript(name, scriptSource(name));
+    const script = luaScript(name);
     return (keys: readonly string[], args: readonly ScriptArg[] = []): Promise<R> =>
       script.run<R>(client, keys, args);
   };

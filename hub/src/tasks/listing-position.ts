@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
 import { MAX_TASK_ID_LENGTH } from '@agentcom/shared';
 import type { Redis } from 'ioredis';
-import { LuaScript } from '../redis/script-command';
-import { scriptSource } from '../redis/scripts';
+import { luaScript } from '../redis/scripts';
 
 /**
  * A job whose id is longer than a task id can be (an outside BullMQ producer's: BullMQ takes ids
@@ -35,7 +34,7 @@ export type ListingPosition =
 /** BullMQ job types whose jobs are in a Redis list (the others are in sorted sets). */
 export const LIST_TYPES: readonly string[] = ['wait', 'active'];
 
-const IDS_AFTER = new LuaScript('idsAfter', scriptSource('idsAfter'));
+const IDS_AFTER = luaScript('idsAfter');
 
 /** How a position names the job `id`: by its id up to a task id's length, else by a digest. */
 export function nameOf(id: string): JobName {

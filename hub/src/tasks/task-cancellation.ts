@@ -4,8 +4,7 @@ import { agentIdOfToken } from '../dispatch/assignment-token';
 import type { AgentNotifier } from '../dispatch/notifier';
 import type { TaskJob } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
-import { LuaScript } from '../redis/script-command';
-import { scriptSource } from '../redis/scripts';
+import { luaScript } from '../redis/scripts';
 import { CANCELLED_PREFIX, type TaskService } from './task-service';
 
 /** How long a cancel request of a running task, or the record of a removed one, is kept. */
@@ -32,7 +31,7 @@ type CancelTaskReply =
  * reads the job's state and acts on it in one script.
  */
 export class TaskCancellation {
-  private readonly script = new LuaScript('cancelTask', scriptSource('cancelTask'));
+  private readonly script = luaScript('cancelTask');
 
   constructor(
     private readonly options: {
