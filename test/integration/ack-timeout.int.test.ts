@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { AgentView, TaskAssign, TaskView } from '@agentcom/shared';
 import { pino } from 'pino';
 import { loadConfig } from '../../hub/src/config';
-import { startHub as startReplica } from '../../hub/src/hub';
+import { startHub as startReplica, type Hub } from '../../hub/src/hub';
 import { api, eventually, FAST_TIMINGS, startTestHub, TEST_ADMIN_KEY } from '../helpers/hub';
 import { readTransitions, type TransitionEvent } from '../helpers/invariants';
 import { useHubsFixture } from '../helpers/hubs-fixture';
@@ -42,6 +42,19 @@ describe('an agent that does not accept its task in time', () => {
   };
   const getTask = async (hubUrl: string, id: string): Promise<TaskView> =>
     (await api<TaskView>(hubUrl, 'GET', `/v1/tasks/${id}`)).body;
+  /** Connects `agent` again and waits for the hub to record the new connection. */
+  const reconnectRecorded = async (hub: Hub & { url: string }, agent: TestAgent) => {
+    const again = await agent.reconnectTo(hub.url);
+    agents.push(again);
+    const record = await eventually(
+      async () => {
+        const current = await hub.agents.get(agent.agentId);
+        return current?.socketId === again.socket.id ? current : undefined;
+      },
+      { what: 'the new connection recorded' },
+    );
+    return { again, record };
+  };
 
   it('rests in cooldown, and a healthy agent connected later gets the task meanwhile', async () => {
     // Two replicas. Only A sweeps (B's sweep runs once at start), so A finds the ack timeout
@@ -261,15 +274,7 @@ describe('an agent that does not accept its task in time', () => {
       { what: 'two ack timeouts in a row', timeoutMs: 15 * ACK_TIMEOUT_MS },
     );
     // reconnecting is no way out of a cooldown (two ack timeouts long now), nor of the streak
-    const again = await silent.reconnectTo(hub.url);
-    agents.push(again);
-    const reconnected = await eventually(
-      async () => {
-        const record = await hub.agents.get(silent.agentId);
-        return record?.socketId === again.socket.id ? record : undefined;
-      },
-      { what: 'the new connection recorded' },
-    );
+    const { record: reconnected } = await reconnectRecorded(hub, silent);
     expect(reconnected).toMatchObject({
       state: 'cooldown',
       cooldownUntil: resting.cooldownUntil,
@@ -390,15 +395,7 @@ describe('an agent that does not accept its task in time', () => {
     expect(msg.task.id).toBe(id);
     // the push arrived, the accept did not go out: the sidecar announces the task on its reconnect
     agent.current = { taskId: id, token: msg.token, state: 'assigned' };
-    const again = await agent.reconnectTo(hub.url);
-    agents.push(again);
-    const record = await eventually(
-      async () => {
-        const current = await hub.agents.get(agent.agentId);
-        return current?.socketId === again.socket.id ? current : undefined;
-      },
-      { what: 'the new connection recorded' },
-    );
+    const { again, record } = await reconnectRecorded(hub, agent);
     expect(record).toMatchObject({ state: 'working', taskId: id, missedAcks: 0 });
     expect(await getAgent(hub.url, agent.agentId)).not.toHaveProperty('missedAcks');
     expect(await again.complete(msg, 'ok')).toEqual({ ok: true });
