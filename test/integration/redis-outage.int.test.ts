@@ -202,13 +202,17 @@ describe("ioredis' offline queue while Redis is down", () => {
       seen.before = queued();
       leaver.close(); // its disconnect is recorded when Redis is back
       // The outage: for 4 s every agent heartbeats as a sidecar does when its ack times out,
-      // here every 100 ms (a sidecar: every 10 s, for as long as the outage lasts).
+      // here every 100 ms (a sidecar: every 10 s, for as long as the outage lasts). A beat the
+      // replica refuses at once (32 in flight) waits for the next interval too, as a sidecar's
+      // does: beating again at once would be a flood, and the replica closes a flooder.
       const until = Date.now() + 4000;
       await Promise.all(
         agents.map(async (agent) => {
           while (Date.now() < until) {
             seen.beats++;
+            const interval = new Promise((resolve) => setTimeout(resolve, 100));
             await heartbeat(agent, 100).catch(() => undefined);
+            await interval;
             seen.most = Math.max(seen.most, queued());
           }
         }),
