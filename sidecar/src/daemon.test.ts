@@ -358,6 +358,32 @@ describe('daemon', () => {
       expect(hub.messages('task:accept')).toHaveLength(1);
     });
 
+    it('stops waiting for a connection to send an unanswered accept again when it is stopped', async () => {
+      const hub = await startHub();
+      hub.respond = ({ event }) => (event === 'task:accept' ? 'no-ack' : undefined);
+      const { logger, entries } = recordingLogger();
+      // Without the stop, it would wait up to this ackTimeoutMs for a connection.
+      const daemon = await start([hub.url], { ackTimeoutMs: 20_000 }, logger);
+      const { socket } = await hub.connection();
+      const dropped = next(daemon, 'dropped');
+      const accept = hub.nextEvent('task:accept');
+      socket.emit('task:assign', assignment('t1'));
+      await accept;
+      await hub.stop(); // the accept's connection drops unanswered, and no hub is left
+      await waitUntil(
+        () =>
+          entries().some((entry) => /not acknowledged; sending it again/.test(String(entry.msg))),
+        'the unanswered accept waits for a connection',
+        5000,
+      );
+      const stopping = performance.now();
+      await daemon.stop();
+      expect(performance.now() - stopping).toBeLessThan(1000);
+      expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
+      expect(hub.messages('task:accept')).toHaveLength(1);
+      expect(await runs()).toEqual([]);
+    });
+
     it('ignores an invalid assignment', async () => {
       const { daemon, socket } = await connected();
       const assigned = next(daemon, 'assigned');

@@ -354,10 +354,7 @@ export class TaskController {
         );
         // Rejects when the task is stopped meanwhile: the stop is seen below.
         await sleep(pauseMs, undefined, { signal: session.stopping.signal }).catch(() => undefined);
-        if (session.stopReason !== undefined) {
-          session.logger.info('stopped while waiting to send task:accept again; dropping the task');
-          return false;
-        }
+        if (stoppedWhileWaiting(session)) return false;
       } catch (err) {
         if (attempt >= ACCEPT_ATTEMPTS || session.stopReason !== undefined) {
           session.logger.warn(
@@ -370,7 +367,8 @@ export class TaskController {
           { err: errorText(err), attempt },
           'task:accept not acknowledged; sending it again',
         );
-        await this.untilConnected(ackTimeoutMs);
+        await this.untilConnected(ackTimeoutMs, session.stopping.signal);
+        if (stoppedWhileWaiting(session)) return false;
       }
     }
   }
@@ -392,19 +390,26 @@ export class TaskController {
     return Date.now() + pauseMs < session.since + ackTimeoutMs ? pauseMs : undefined;
   }
 
-  /** Resolves once connected (the daemon's `connected` event), or after `timeoutMs`. */
-  private async untilConnected(timeoutMs: number): Promise<void> {
-    if (this.options.connection.connected) return;
+  /**
+   * Resolves once connected (the daemon's `connected` event), after `timeoutMs`, or as soon as
+   * `stopped` aborts (a stop must not wait out the ack timeout for a connection).
+   */
+  private async untilConnected(timeoutMs: number, stopped: AbortSignal): Promise<void> {
+    if (this.options.connection.connected || stopped.aborted) return;
     const { events } = this.options;
     let timer: NodeJS.Timeout | undefined;
-    let onConnected: (() => void) | undefined;
+    let settle: (() => void) | undefined;
     await new Promise<void>((resolve) => {
-      onConnected = resolve;
-      events.once('connected', onConnected);
+      settle = resolve;
+      events.once('connected', settle);
+      stopped.addEventListener('abort', settle, { once: true });
       timer = setTimeout(resolve, timeoutMs);
     });
     clearTimeout(timer);
-    if (onConnected) events.off('connected', onConnected);
+    if (settle) {
+      events.off('connected', settle);
+      stopped.removeEventListener('abort', settle);
+    }
   }
 
   /** Runs the task, its output lines into `logs`; settles once it ended. */
@@ -439,4 +444,11 @@ export class TaskController {
       this.options.logger.error({ err: errorText(err) }, `could not ${what} in the state file`);
     }
   }
+}
+
+/** Whether the task was stopped while its accept waited to be sent again (logged: it is dropped). */
+function stoppedWhileWaiting(session: Session): boolean {
+  if (session.stopReason === undefined) return false;
+  session.logger.info('stopped while waiting to send task:accept again; dropping the task');
+  return true;
 }
