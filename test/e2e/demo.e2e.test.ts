@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { startEmbeddedRedis } from '../../hub/src/embedded-redis';
 import { RedisKeys } from '../../hub/src/redis/keys';
 import { ROOT } from '../helpers/processes';
-import { freePort } from '../helpers/redis-server';
+import { freePort, freePortRange } from '../helpers/redis-server';
 
 /**
  * `make demo` (scripts/demo.mjs) keeps its Redis data between runs (AOF under
@@ -29,7 +29,7 @@ describe('scripts/demo.mjs', () => {
       ...process.env,
       AGENTCOM_DATA_DIR: dataDir,
       AGENTCOM_REDIS_PORT: String(redisPort),
-      DEMO_HUB_BASE: String(await freePort()),
+      DEMO_HUB_BASE: String(await freePortRange(3)), // hubs on base, base+1, base+2
     };
     delete env.DEMO_TASKS;
   });

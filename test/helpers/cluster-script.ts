@@ -1,7 +1,10 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from './redis-server';
+import { freePort, freePortRange } from './redis-server';
+
+/** The most hubs a test's cluster runs: their ports, from `CLUSTER_HUB_BASE` on, are all free. */
+const MAX_HUBS = 3;
 
 /**
  * The environment of a private `scripts/cluster.mjs` run: its own state dir (`dir`, to remove
@@ -18,7 +21,7 @@ export async function clusterScriptEnv(
     CLUSTER_PORT: String(await freePort()),
     CLUSTER_STATS_PORT: String(await freePort()),
     CLUSTER_REDIS_PORT: String(await freePort()),
-    CLUSTER_HUB_BASE: String(await freePort()),
+    CLUSTER_HUB_BASE: String(await freePortRange(MAX_HUBS)),
     ...extra,
   };
   return { dir, env };

@@ -38,6 +38,33 @@ export async function freePort(): Promise<number> {
   throw new Error('no fresh free port in 50 tries');
 }
 
+/**
+ * The first of `count` consecutive loopback ports nothing listens on now, none given out before
+ * (for the scripts that put their hubs on a base port and the ones after it: `DEMO_HUB_BASE`,
+ * `CLUSTER_HUB_BASE`). Each port after the first is checked by listening on it.
+ */
+export async function freePortRange(count: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = await unusedPort();
+    const ports = Array.from({ length: count }, (_, i) => base + i);
+    if (ports.some((port) => port > 65535 || handedOut.has(port))) continue;
+    const free = await Promise.all(ports.slice(1).map(isFree));
+    if (free.every(Boolean)) {
+      for (const port of ports) handedOut.add(port);
+      return base;
+    }
+  }
+  throw new Error(`no ${count} consecutive free ports in 50 tries`);
+}
+
+function isFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
 function unusedPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
