@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { FLOOD_REFUSALS } from './gateway/flood-guard';
 import { z } from 'zod';
 
 /**
@@ -49,6 +50,8 @@ export interface HubConfig {
   };
   /** `AUTH_FAIL_LIMIT` (20): failed sidecar handshakes per address per minute before `E_RATE_LIMITED`. */
   readonly authFailLimit: number;
+  /** `AGENT_FLOOD_REFUSALS` (1000): events of one agent connection refused at once (then 100 a second) before it is closed for flooding (see `hub/src/gateway/flood-guard.ts`). */
+  readonly agentFloodRefusals: number;
   /** `TRUST_PROXY` (0): behind one load balancer, the client address is the last `X-Forwarded-For` entry (the one it appended). */
   readonly trustProxy: boolean;
   /** `PING_INTERVAL_MS` (10000) and `PING_TIMEOUT_MS` (5000): Socket.IO liveness of each connection; a silent peer is dropped after their sum (Socket.IO's own defaults, 25 s + 20 s, keep a sidecar on a hung replica too long). */
@@ -119,6 +122,7 @@ const envSchema = z.object({
   RETENTION_FAILED_COUNT: intMs(0, 100_000_000).default(50_000),
   RETENTION_FAILED_AGE_S: intMs(1, 10 * 365 * 86_400).default(30 * 86_400),
   AUTH_FAIL_LIMIT: intMs(1, 1_000_000).default(20),
+  AGENT_FLOOD_REFUSALS: intMs(100, 1_000_000).default(FLOOD_REFUSALS),
   TRUST_PROXY: z.enum(['0', '1']).default('0'),
   EVENTS_MAX_LEN: intMs(100, 100_000_000).default(10_000),
   METRICS_LEADER_TTL_MS: intMs(300, 3_600_000).default(30_000),
@@ -187,6 +191,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
       failed: { count: e.RETENTION_FAILED_COUNT, age: e.RETENTION_FAILED_AGE_S },
     },
     authFailLimit: e.AUTH_FAIL_LIMIT,
+    agentFloodRefusals: e.AGENT_FLOOD_REFUSALS,
     trustProxy: e.TRUST_PROXY === '1',
     eventsMaxLen: e.EVENTS_MAX_LEN,
     metricsLeaderTtlMs: e.METRICS_LEADER_TTL_MS,

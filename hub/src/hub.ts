@@ -216,6 +216,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     onRejectedPayload: () => metrics.payloadsRejected.inc(),
     onFloodDisconnect: () => metrics.agentDisconnects.inc({ reason: 'flood' }),
     limiter: new HandshakeLimiter(redis.command, keys, config.authFailLimit),
+    floodRefusals: config.agentFloodRefusals,
     hubId: config.hubId,
     trustProxy: config.trustProxy,
     redisProblem: () => redisProbe.problem(),

@@ -3,20 +3,23 @@ import {
   MAX_EVENTS_IN_FLIGHT,
   MAX_LOG_LINES,
   MAX_TASK_LOG_LINES,
+  PROTOCOL_VERSION,
   type AgentView,
   type TaskAssign,
   type TaskView,
 } from '@agentcom/shared';
 import {
+  FLOOD_CLOSE_GRACE_MS,
   FLOOD_COOLDOWN_MS,
   FLOOD_REFUSALS,
   FLOOD_REFUSALS_PER_SECOND,
 } from '../../hub/src/gateway/flood-guard';
 import { TEST_ADMIN_KEY, api, eventually } from '../helpers/hub';
 import { sumMetric } from '../helpers/metrics';
-import { startHubProcess, type HubProcess } from '../helpers/processes';
+import { mintToken, startHubProcess, type HubProcess } from '../helpers/processes';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
+import { RawSocketIo } from './raw-socket';
 
 /**
  * An authenticated agent that floods the hub with events for its own task, without waiting for
@@ -24,8 +27,11 @@ import { TestAgent, withTimeout } from '../helpers/test-agent';
  * E_RATE_LIMITED, nothing else), the task's log stays bounded in Redis, a burst within the
  * refusal budget keeps the connection, a flood beyond it closes the connection (the task held
  * comes back through the usual disconnect path, the agent's handshakes are refused for the
- * cooldown), and a sidecar that waits for its acks is never refused. One hub process, one
- * redis-server, protocol-level agents.
+ * cooldown), and a sidecar that waits for its acks is never refused. Every kind of refusal spends
+ * the same budget: events without an ack, without exactly one payload, refused by their schema
+ * or under a name that is no client event close a connection that keeps sending them too. A
+ * flooder that never answers the WebSocket close loses its TCP connection within a second or
+ * so. One hub process, one redis-server, protocol-level agents.
  */
 
 /** A burst within the refusal budget: at most this many refused, whatever gets taken. */
@@ -33,12 +39,12 @@ const BURST_EVENTS = FLOOD_REFUSALS;
 /** A flood beyond it, sent at once: the budget refills by 100 a second, not by thousands. */
 const FLOOD_EVENTS = 5 * FLOOD_REFUSALS;
 const LINE = 'x'.repeat(100);
-const FLOOD_WARNING =
-  'agent kept sending events beyond the in-flight limit: closing its connection';
+const FLOOD_WARNING = 'agent kept sending events that are refused: closing its connection';
 
 jest.setTimeout(180_000);
 
-type Loose = { emit(event: string, payload: unknown, ack: (res: unknown) => void): void };
+type Loose = { emit(event: string, ...args: unknown[]): void };
+const noAnswer = (): void => undefined;
 
 /** Emits `count` events at once, without waiting; resolves with how many got each answer, per event. */
 function flood(
@@ -52,7 +58,7 @@ function flood(
     new Promise((resolve) => {
       for (let i = 0; i < count; i++) {
         const [event, payload] = message(i);
-        (agent.socket as unknown as Loose).emit(event, payload, (res) => {
+        (agent.socket as unknown as Loose).emit(event, payload, (res: unknown) => {
           const { ok, code } = res as { ok: boolean; code?: string };
           const key = `${event} ${ok ? 'ok' : String(code)}`;
           answers[key] = (answers[key] ?? 0) + 1;
@@ -77,7 +83,7 @@ async function floodUntilClosed(
   const closed = new Promise<string>((resolve) => agent.socket.once('disconnect', resolve));
   for (let i = 0; i < FLOOD_EVENTS; i++) {
     const [event, payload] = message(i);
-    (agent.socket as unknown as Loose).emit(event, payload, () => undefined);
+    (agent.socket as unknown as Loose).emit(event, payload, noAnswer);
   }
   const [hubError, reason] = await withTimeout(
     Promise.all([error, closed]),
@@ -85,6 +91,32 @@ async function floodUntilClosed(
     'the replica closing the flooding connection',
   );
   return { error: hubError, reason, at: Date.now() };
+}
+
+/**
+ * Sends `count` events with `send`, without waiting, then a heartbeat with an ack. Resolves with
+ * the `hub:error` the replica sent and the close reason once it closed the connection, or with
+ * `still connected` when the heartbeat is answered: a connection's events are handled in order,
+ * so the replica let the whole flood through without closing it.
+ */
+async function floodOutcome(
+  agent: TestAgent,
+  count: number,
+  send: (socket: Loose, i: number) => void,
+): Promise<{ error: unknown; reason: string } | 'still connected'> {
+  const socket = agent.socket as unknown as Loose;
+  const error = new Promise<unknown>((resolve) => agent.socket.once('hub:error', resolve));
+  const reason = new Promise<string>((resolve) => agent.socket.once('disconnect', resolve));
+  const closed = Promise.all([error, reason]).then(([e, r]) => ({ error: e, reason: r }));
+  for (let i = 0; i < count; i++) send(socket, i);
+  const answered = new Promise<'still connected'>((resolve) =>
+    socket.emit('agent:heartbeat', {}, () => resolve('still connected')),
+  );
+  return withTimeout(
+    Promise.race([closed, answered]),
+    60_000,
+    'the replica closing the connection, or answering after the flood',
+  );
 }
 
 /** The stable code of a refused handshake (`connect_error` data), or `connected`. */
@@ -99,6 +131,7 @@ describe('an agent flooding its replica with events', () => {
   let redis: RedisProcess;
   let hub: HubProcess;
   const agents: TestAgent[] = [];
+  const raws: RawSocketIo[] = [];
 
   beforeAll(async () => {
     redis = await startRedis();
@@ -106,6 +139,7 @@ describe('an agent flooding its replica with events', () => {
   }, 60_000);
   afterAll(async () => {
     for (const agent of agents) agent.close();
+    for (const raw of raws) raw.close();
     await hub?.kill('SIGKILL');
     await redis?.dispose();
   });
@@ -141,15 +175,19 @@ describe('an agent flooding its replica with events', () => {
     expect(text).toMatch(/^agentcom_agent_disconnects_total\{[^}]*reason="flood"/m);
     return sumMetric([text], 'agentcom_agent_disconnects_total', 'reason="flood"');
   };
-  /** The replica's warnings (pino level 40) that it closed this agent's connection for flooding. */
-  const floodWarnings = (agentId: string): number =>
+  /**
+   * The replica's warnings (pino level 40) that it closed this agent's connection for flooding,
+   * naming the kind of the last refusal when `kind` is given.
+   */
+  const floodWarnings = (agentId: string, kind?: string): number =>
     hub.output
       .split('\n')
       .filter(
         (line) =>
           line.includes(FLOOD_WARNING) &&
           line.includes(`"agentId":"${agentId}"`) &&
-          line.includes('"level":40'),
+          line.includes('"level":40') &&
+          (kind === undefined || line.includes(`"kind":"${kind}"`)),
       ).length;
 
   it(`refuses E_RATE_LIMITED what one connection sends beyond ${MAX_EVENTS_IN_FLIGHT} events in flight; a burst within the refusal budget keeps the connection, others are served`, async () => {
@@ -309,5 +347,102 @@ describe('an agent flooding its replica with events', () => {
     const refusedAgain = new TestAgent(hub.url, agentId, flooder.token, [queue]);
     expect(await handshake(refusedAgain)).toBe('E_RATE_LIMITED');
     refusedAgain.close();
+  });
+
+  const refusedKinds: Array<[string, string, (socket: Loose, i: number) => void]> = [
+    [
+      'events without an ack callback',
+      'without an ack',
+      (socket, i) => socket.emit(i % 2 ? 'agent:heartbeat' : 'task:log', { lines: [LINE] }),
+    ],
+    [
+      'events without exactly one payload',
+      'not one payload',
+      (socket, i) =>
+        i % 2
+          ? socket.emit('agent:heartbeat', noAnswer)
+          : socket.emit('agent:heartbeat', {}, 'extra', noAnswer),
+    ],
+    [
+      'payloads their schema refuses',
+      'refused by its schema',
+      (socket) =>
+        socket.emit(
+          'task:log',
+          { taskId: 7, token: 't', lines: Array.from({ length: MAX_LOG_LINES }, () => LINE) },
+          noAnswer,
+        ),
+    ],
+    [
+      'events under names that are no client event, with an ack or without',
+      'unknown event',
+      (socket, i) =>
+        i % 2
+          ? socket.emit('no:such:event', { lines: [LINE] })
+          : socket.emit('task:cancel', {}, noAnswer),
+    ],
+  ];
+
+  it.each(refusedKinds)(
+    `closes a connection that keeps sending %s (the same budget: over ${FLOOD_REFUSALS}, then ${FLOOD_REFUSALS_PER_SECOND} a second)`,
+    async (_, kind, send) => {
+      const agentId = `flood-${kind.replace(/ /g, '-')}`;
+      const flooder = await TestAgent.register(hub.url, agentId, [`${agentId}-q`]);
+      agents.push(flooder);
+      const before = await floodDisconnects();
+
+      const outcome = await floodOutcome(flooder, FLOOD_EVENTS, send);
+      expect(outcome).toEqual({
+        error: {
+          code: 'E_RATE_LIMITED',
+          message: expect.stringContaining('connection closed') as unknown,
+        },
+        reason: 'io server disconnect',
+      });
+      expect(await floodDisconnects()).toBe(before + 1);
+      await eventually(() => (floodWarnings(agentId, kind) === 1 ? true : undefined), {
+        what: `the warning naming the agent and the refusal (${kind})`,
+      });
+      const again = new TestAgent(hub.url, agentId, flooder.token, [`${agentId}-q`]);
+      expect(await handshake(again)).toBe('E_RATE_LIMITED');
+      again.close();
+    },
+  );
+
+  it(`drops the TCP connection of a flooder that never answers the WebSocket close ${FLOOD_CLOSE_GRACE_MS} ms after closing it, not ws' 30 s later`, async () => {
+    const agentId = 'flood-deaf';
+    const token = await mintToken(hub.url, agentId);
+    const raw = await RawSocketIo.open(hub.url);
+    raws.push(raw);
+    const auth = { agentId, token, protocol: PROTOCOL_VERSION, queues: ['q'], sidecarVersion: 't' };
+    expect(await raw.connect(JSON.stringify(auth))).toMatchObject({ kind: 'connected' });
+    const before = await floodDisconnects();
+
+    // from now on it reads nothing: not its acks, not the hub:error, not the close frame
+    raw.stopReading();
+    // heartbeats with an ack id, at once: the excess beyond the in-flight limit is refused
+    for (let id = 1; id <= 2 * FLOOD_REFUSALS; id++) {
+      raw.sendFrame(`42/agent,${id}["agent:heartbeat",{}]`);
+    }
+    const flooded = Date.now();
+    // and it goes on sending, as a flooder does, for as long as its connection lasts
+    const more = setInterval(() => raw.emitNoAck('["agent:heartbeat",{}]'), 10);
+    const closed = await raw
+      .waitClosed(FLOOD_CLOSE_GRACE_MS + 4000)
+      .then((code) =>
+        code === undefined ? 'still open' : `closed after ${Date.now() - flooded} ms`,
+      )
+      .finally(() => clearInterval(more));
+    expect(closed).toMatch(/^closed after \d+ ms$/);
+    // the replica closed it for flooding first: the flood went through the usual path
+    expect(await floodDisconnects()).toBe(before + 1);
+    await eventually(
+      () => (floodWarnings(agentId, 'beyond the in-flight limit') === 1 ? true : undefined),
+      { what: 'the warning naming the agent' },
+    );
+    // the replica serves on
+    const bystander = await TestAgent.register(hub.url, 'after-the-deaf-one');
+    agents.push(bystander);
+    expect(await bystander.send('agent:heartbeat', {})).toMatchObject({ ok: true });
   });
 });

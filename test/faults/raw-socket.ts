@@ -181,6 +181,14 @@ export class RawSocketIo {
     });
   }
 
+  /**
+   * Stops reading what the hub sends (`ws` pause), while it may still send: a peer that never
+   * gets its acks, nor the hub's close frame, so it never answers the close.
+   */
+  stopReading(): void {
+    this.ws.pause();
+  }
+
   close(): void {
     this.ws.close();
   }

@@ -18,7 +18,7 @@ import type { Logger } from '../logger';
 import { authenticateHandshake } from './auth';
 import { clientAddress, type HandshakeLimiter } from './handshake-limiter';
 import { parseClientEvent, runClientEvent, type HandlerContext } from './event-handlers';
-import { FloodCooldown, RefusalBudget } from './flood-guard';
+import { FloodCooldown, RefusalBudget, dropUpgradedConnection } from './flood-guard';
 import { InFlightLimit } from './in-flight-limit';
 
 /** Inbound events as they arrive: untrusted until their schema accepted them. */
@@ -33,6 +33,13 @@ export type AgentNamespace = Namespace<
   SocketData
 >;
 type AgentSocket = Socket<RawClientEvents, ServerToClientEvents, Record<string, never>, SocketData>;
+/** Why an event was refused at the boundary (logged when the refusals close the connection). */
+type RefusalKind =
+  | 'beyond the in-flight limit'
+  | 'without an ack'
+  | 'not one payload'
+  | 'refused by its schema'
+  | 'unknown event';
 
 export const agentRoom = (agentId: string): string => `agent:${agentId}`;
 
@@ -47,6 +54,8 @@ export interface AgentGatewayOptions {
   onRejectedPayload: () => void;
   /** Called for each connection closed for flooding (metrics; see {@link RefusalBudget}). */
   onFloodDisconnect: () => void;
+  /** Refusals one connection may get at once before it is closed (`FLOOD_REFUSALS` by default). */
+  floodRefusals?: number;
   limiter: HandshakeLimiter;
   hubId: string;
   trustProxy: boolean;
@@ -228,18 +237,6 @@ export class AgentGateway implements AgentNotifier {
     );
 
     this.routeClientEvents(socket, ctx, ready, log);
-    socket.onAny((event: unknown, ...args: unknown[]) => {
-      if ((CLIENT_EVENTS as unknown[]).includes(event)) return;
-      this.options.onRejectedPayload();
-      const ack = args[args.length - 1];
-      if (typeof ack === 'function') {
-        (ack as (response: unknown) => void)({
-          ok: false,
-          code: 'E_VALIDATION',
-          message: `unknown event ${JSON.stringify(String(event)).slice(0, 80)}`,
-        });
-      }
-    });
     socket.on('disconnect', (reason) => {
       const recorded = ready.then(async (ok) => {
         if (!ok) return;
@@ -258,8 +255,14 @@ export class AgentGateway implements AgentNotifier {
    * events of this connection are still being handled (`E_RATE_LIMITED`, checked first: the
    * excess of an agent that does not wait for its acks costs no schema check, no Redis work and
    * holds no memory), when it has no single payload, or when its schema refuses it; otherwise
-   * handled once the connection's presence is recorded. A connection that keeps being refused
-   * beyond its {@link RefusalBudget} is closed ({@link closeFlooder}).
+   * handled once the connection's presence is recorded. An event without an ack callback is
+   * dropped, and so is one whose name is no client event (answered `E_VALIDATION` when it carries
+   * an ack).
+   *
+   * Each of these refusals spends the connection's one {@link RefusalBudget}, whatever its kind
+   * (a sidecar never sends any but the in-flight excess, and that only during a long Redis
+   * stall); a connection that spends it is closed ({@link closeFlooder}). An event that reached
+   * its handler spends nothing, whatever the handler answers.
    */
   private routeClientEvents(
     socket: AgentSocket,
@@ -268,13 +271,17 @@ export class AgentGateway implements AgentNotifier {
     log: Logger,
   ): void {
     const inFlight = new InFlightLimit(MAX_EVENTS_IN_FLIGHT);
-    const refusals = new RefusalBudget();
+    const budget = new RefusalBudget(this.options.floodRefusals);
+    const refused = (event: unknown, kind: RefusalKind): void => {
+      if (!budget.spend()) this.closeFlooder(socket, budget, { event, kind }, log);
+    };
     let warnedInFlight = false;
     for (const event of CLIENT_EVENTS) {
       socket.on(event, (...args: unknown[]) => {
         const ack = args.at(-1);
         if (typeof ack !== 'function') {
           this.options.onRejectedPayload();
+          refused(event, 'without an ack');
           return;
         }
         const reply = ack as (response: unknown) => void;
@@ -287,24 +294,15 @@ export class AgentGateway implements AgentNotifier {
             code: 'E_RATE_LIMITED',
             message: `${event}: ${inFlight.max} events of this connection are being handled; wait for their acks`,
           });
-          if (!refusals.spend()) this.closeFlooder(socket, refusals, log);
+          refused(event, 'beyond the in-flight limit');
           return;
         }
-        if (args.length !== 2) {
-          inFlight.release();
-          this.options.onRejectedPayload();
-          reply({
-            ok: false,
-            code: 'E_VALIDATION',
-            message: `${event}: expected exactly one payload`,
-          });
-          return;
-        }
-        const parsed = parseClientEvent(event, args[0]);
+        const parsed = this.parsePayload(event, args);
         if (!parsed.ok) {
           inFlight.release();
           this.options.onRejectedPayload();
           reply(parsed);
+          refused(event, args.length === 2 ? 'refused by its schema' : 'not one payload');
           return;
         }
         void ready
@@ -322,28 +320,70 @@ export class AgentGateway implements AgentNotifier {
           });
       });
     }
+    socket.onAny((event: unknown, ...args: unknown[]) => {
+      if ((CLIENT_EVENTS as unknown[]).includes(event)) return;
+      this.refuseUnknownEvent(event, args.at(-1));
+      refused(event, 'unknown event');
+    });
+  }
+
+  /** The payload of a client event (`args` ends with its ack), or the `E_VALIDATION` ack. */
+  private parsePayload(
+    event: ClientEventName,
+    args: unknown[],
+  ): ReturnType<typeof parseClientEvent> {
+    if (args.length !== 2) {
+      return { ok: false, code: 'E_VALIDATION', message: `${event}: expected exactly one payload` };
+    }
+    return parseClientEvent(event, args[0]);
+  }
+
+  /**
+   * An event whose name is no client event (Socket.IO would drop it unseen, there being no
+   * listener): counted as a refused payload, answered `E_VALIDATION` if it carries an ack.
+   */
+  private refuseUnknownEvent(event: unknown, ack: unknown): void {
+    this.options.onRejectedPayload();
+    if (typeof ack !== 'function') return;
+    (ack as (response: unknown) => void)({
+      ok: false,
+      code: 'E_VALIDATION',
+      message: `unknown event ${JSON.stringify(String(event)).slice(0, 80)}`,
+    });
   }
 
   /**
    * Closes a connection that spent its refusal budget: it kept emitting without waiting for its
-   * acks, and each refused frame still costs this replica its decoding, for as long as it goes
-   * on. The agent learns why (`hub:error E_RATE_LIMITED`), its handshakes are refused here for
-   * the cooldown, and the disconnect is the usual one: a task it holds is kept until the lease,
-   * resumed if it reconnects in time, put back to wait otherwise.
+   * acks, or kept sending events that are refused, and each refused frame still costs this
+   * replica its decoding, for as long as it goes on. The agent learns why (`hub:error
+   * E_RATE_LIMITED`), its handshakes are refused here for the cooldown, and the disconnect is the
+   * usual one: a task it holds is kept until the lease, resumed if it reconnects in time, put back
+   * to wait otherwise. Its TCP connection is dropped `FLOOD_CLOSE_GRACE_MS` later, whether
+   * or not it answered the WebSocket close ({@link dropUpgradedConnection}).
    */
-  private closeFlooder(socket: AgentSocket, refusals: RefusalBudget, log: Logger): void {
+  private closeFlooder(
+    socket: AgentSocket,
+    budget: RefusalBudget,
+    last: { event: unknown; kind: RefusalKind },
+    log: Logger,
+  ): void {
     if (!socket.connected) return; // once: a spent budget stays spent
     const { agentId } = socket.data.auth;
     this.floodCooldown.start(agentId);
     this.options.onFloodDisconnect();
     log.warn(
-      { refusedOver: refusals.burst, perSecond: refusals.perSecond },
-      'agent kept sending events beyond the in-flight limit: closing its connection',
+      {
+        refusedOver: budget.burst,
+        perSecond: budget.perSecond,
+        lastRefused: { event: String(last.event).slice(0, 80), kind: last.kind },
+      },
+      'agent kept sending events that are refused: closing its connection',
     );
     socket.emit('hub:error', {
       code: 'E_RATE_LIMITED',
-      message: `too many events refused for being beyond ${MAX_EVENTS_IN_FLIGHT} in flight (over ${refusals.burst}, then ${refusals.perSecond} a second): connection closed; wait for their acks`,
+      message: `too many events refused (over ${budget.burst}, then ${budget.perSecond} a second: beyond ${MAX_EVENTS_IN_FLIGHT} in flight, without an ack, not valid or unknown): connection closed; wait for the acks of your events`,
     });
     socket.disconnect(true);
+    dropUpgradedConnection(socket.request);
   }
 }

@@ -1,10 +1,14 @@
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import { Socket } from 'node:net';
 import { isAppError } from '@agentcom/shared';
 import {
+  FLOOD_CLOSE_GRACE_MS,
   FLOOD_COOLDOWN_MS,
   FLOOD_REFUSALS,
   FLOOD_REFUSALS_PER_SECOND,
   FloodCooldown,
   RefusalBudget,
+  dropUpgradedConnection,
 } from './flood-guard';
 
 describe('RefusalBudget', () => {
@@ -59,6 +63,36 @@ describe('FloodCooldown', () => {
     cooldown.start('flooder', 0);
     for (const auth of [undefined, null, 'flooder', 7, {}, { agentId: 7 }, ['flooder']]) {
       expect(refusal(() => cooldown.check(auth, 1))).toBeUndefined();
+    }
+  });
+});
+
+describe('dropUpgradedConnection', () => {
+  afterEach(() => jest.useRealTimers());
+
+  const request = (headers: IncomingHttpHeaders): { request: IncomingMessage; tcp: Socket } => {
+    const tcp = new Socket();
+    return { request: { headers, socket: tcp } as unknown as IncomingMessage, tcp };
+  };
+
+  it(`destroys the TCP connection of a WebSocket upgrade ${FLOOD_CLOSE_GRACE_MS} ms later, whatever its closing handshake`, () => {
+    jest.useFakeTimers();
+    const { request: upgrade, tcp } = request({ upgrade: 'WebSocket', connection: 'Upgrade' });
+    dropUpgradedConnection(upgrade);
+    jest.advanceTimersByTime(FLOOD_CLOSE_GRACE_MS - 1);
+    expect(tcp.destroyed).toBe(false);
+    jest.advanceTimersByTime(1);
+    expect(tcp.destroyed).toBe(true);
+  });
+
+  it('leaves alone the connection of a request that is no WebSocket upgrade (a keep-alive one a proxy may share)', () => {
+    jest.useFakeTimers();
+    for (const headers of [{}, { connection: 'keep-alive' }, { upgrade: 'h2c' }]) {
+      const { request: polling, tcp } = request(headers);
+      dropUpgradedConnection(polling, 0);
+      expect(jest.getTimerCount()).toBe(0);
+      jest.runAllTimers();
+      expect(tcp.destroyed).toBe(false);
     }
   });
 });

@@ -1,11 +1,18 @@
+import type { IncomingMessage } from 'node:http';
 import { AppError } from '@agentcom/shared';
 
 /**
- * Events of one connection that may be refused `E_RATE_LIMITED` at once (the in-flight limit)
- * before the connection is closed; after that, {@link FLOOD_REFUSALS_PER_SECOND} a second more.
+ * Events of one connection that may be refused at once before the connection is closed; after
+ * that, {@link FLOOD_REFUSALS_PER_SECOND} a second more. Every event refused at the boundary,
+ * before any handler runs, counts, whatever the reason: beyond the in-flight limit
+ * (`E_RATE_LIMITED`), sent without an ack callback (dropped), without exactly one payload or with
+ * one its schema refuses (`E_VALIDATION`), or under a name that is no client event (dropped, or
+ * answered `E_VALIDATION` when it carries an ack). Each still costs this replica its decoding,
+ * the schema check of a big payload more.
  *
- * A sidecar never gets one refused from a replica that answers it: it waits for its acks (one
- * log batch, one heartbeat, one report, an accept), a handful of events where the limit is 32.
+ * A sidecar never sends the last four kinds, and never gets one refused beyond the in-flight
+ * limit from a replica that answers it: it waits for its acks (one log batch, one heartbeat, one
+ * report, an accept), a handful of events where the limit is 32.
  * It only reaches the limit when the replica holds 32 of its events unanswered for longer than
  * its ack timeout (a Redis stall of a minute and more: it sends again what timed out), and is
  * then refused at most a few events a second: a log batch every 250 ms, a heartbeat each
@@ -13,7 +20,8 @@ import { AppError } from '@agentcom/shared';
  * defaults). Only a task printing over 10,000 lines a second throughout such a stall could have
  * its log batches refused faster (one per round trip), and being closed then costs nothing:
  * the sidecar reconnects once the cooldown is over and announces its task. A client that emits
- * without waiting for its acks gets there within milliseconds.
+ * without waiting for its acks, or keeps sending what is refused, gets there within
+ * milliseconds.
  */
 export const FLOOD_REFUSALS = 1000;
 export const FLOOD_REFUSALS_PER_SECOND = 100;
@@ -25,9 +33,19 @@ export const FLOOD_REFUSALS_PER_SECOND = 100;
 export const FLOOD_COOLDOWN_MS = (FLOOD_REFUSALS / FLOOD_REFUSALS_PER_SECOND) * 1000;
 
 /**
+ * How long the WebSocket of a connection closed for flooding gets to finish its closing handshake
+ * before this replica drops its TCP connection. `ws` would wait 30 s for the peer's close frame,
+ * reading and parsing every frame the peer sends meanwhile: a flooder that never answers the
+ * close would keep the replica busy that long. A client that reads what it is sent answers
+ * within a round trip, after the `hub:error` that tells it why.
+ */
+export const FLOOD_CLOSE_GRACE_MS = 1000;
+
+/**
  * The refusals one connection may still get: a token bucket of {@link FLOOD_REFUSALS} that fills
- * at {@link FLOOD_REFUSALS_PER_SECOND}. Only refused events spend it, so the events a
- * connection has handled cost nothing here.
+ * at {@link FLOOD_REFUSALS_PER_SECOND}. One budget per connection for every kind of refusal (see
+ * {@link FLOOD_REFUSALS}); the events a connection has handled cost nothing here, even those a
+ * handler answered with an error.
  */
 export class RefusalBudget {
   private left: number;
@@ -88,4 +106,22 @@ export class FloodCooldown {
       `this agent's connection was closed for flooding; retry in ${Math.ceil((end - now) / 1000)} s`,
     );
   }
+}
+
+/**
+ * Destroys, once `graceMs` have passed, the TCP connection that `request` (a Socket.IO
+ * connection's `socket.request`) upgraded to a WebSocket, whatever state its closing handshake is
+ * in (a no-op when it is over). Nothing when the request is no WebSocket upgrade: the TCP
+ * connection of an HTTP long-polling request may be a keep-alive one that a proxy shares between
+ * clients, while an upgraded one carries that WebSocket only (through a proxy too, as a tunnel of
+ * its own). The hub serves WebSocket only.
+ */
+export function dropUpgradedConnection(
+  request: IncomingMessage,
+  graceMs = FLOOD_CLOSE_GRACE_MS,
+): void {
+  if (request.headers.upgrade?.toLowerCase() !== 'websocket') return;
+  const tcp = request.socket;
+  if (tcp.destroyed) return;
+  setTimeout(() => tcp.destroy(), graceMs).unref();
 }

@@ -63,7 +63,7 @@ export class HubMetrics {
 
   readonly agentDisconnects = new Counter({
     name: 'agentcom_agent_disconnects_total',
-    help: 'Agent connections this replica closed for misbehaving, by reason. flood: kept sending events beyond the in-flight limit without waiting for their acks',
+    help: 'Agent connections this replica closed for misbehaving, by reason. flood: kept sending events the replica refused unread (beyond the in-flight limit, without an ack, invalid or unknown)',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
