@@ -154,6 +154,28 @@ async function leaveStateFile(state: { current?: object; outbox?: object[] }): P
   );
 }
 
+/**
+ * Once the log shows the accept of t1 waiting (`waiting`), stops the daemon: the stop must not
+ * wait that out (well under a second), and the task is dropped unaccepted.
+ */
+async function stopWhileWaiting(
+  daemon: Daemon,
+  entries: () => Array<{ msg?: unknown }>,
+  waiting: RegExp,
+  what: string,
+): Promise<void> {
+  const dropped = next(daemon, 'dropped');
+  await waitUntil(
+    () => entries().some((entry) => waiting.test(String(entry.msg))),
+    `the accept ${what}`,
+    5000,
+  );
+  const stopping = performance.now();
+  await daemon.stop();
+  expect(performance.now() - stopping).toBeLessThan(1000);
+  expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
+}
+
 describe('daemon', () => {
   describe('when it connects', () => {
     it('announces its identity, protocol, queues and version, and no task', async () => {
@@ -344,17 +366,8 @@ describe('daemon', () => {
       // Pauses of 1-3 s at this ackTimeoutMs.
       const daemon = await start([hub.url], { ackTimeoutMs: 20_000 }, logger);
       const { socket } = await hub.connection();
-      const dropped = next(daemon, 'dropped');
       socket.emit('task:assign', assignment('t1'));
-      await waitUntil(
-        () => entries().some((entry) => /sending it again after a pause/.test(String(entry.msg))),
-        'the refused accept is paused',
-        5000,
-      );
-      const stopping = performance.now();
-      await daemon.stop();
-      expect(performance.now() - stopping).toBeLessThan(1000);
-      expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
+      await stopWhileWaiting(daemon, entries, /sending it again after a pause/, 'is paused');
       expect(hub.messages('task:accept')).toHaveLength(1);
     });
 
@@ -365,21 +378,16 @@ describe('daemon', () => {
       // Without the stop, it would wait up to this ackTimeoutMs for a connection.
       const daemon = await start([hub.url], { ackTimeoutMs: 20_000 }, logger);
       const { socket } = await hub.connection();
-      const dropped = next(daemon, 'dropped');
       const accept = hub.nextEvent('task:accept');
       socket.emit('task:assign', assignment('t1'));
       await accept;
       await hub.stop(); // the accept's connection drops unanswered, and no hub is left
-      await waitUntil(
-        () =>
-          entries().some((entry) => /not acknowledged; sending it again/.test(String(entry.msg))),
-        'the unanswered accept waits for a connection',
-        5000,
+      await stopWhileWaiting(
+        daemon,
+        entries,
+        /not acknowledged; sending it again/,
+        'waits for a connection',
       );
-      const stopping = performance.now();
-      await daemon.stop();
-      expect(performance.now() - stopping).toBeLessThan(1000);
-      expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
       expect(hub.messages('task:accept')).toHaveLength(1);
       expect(await runs()).toEqual([]);
     });
