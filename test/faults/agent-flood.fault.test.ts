@@ -445,4 +445,45 @@ describe('an agent flooding its replica with events', () => {
     agents.push(bystander);
     expect(await bystander.send('agent:heartbeat', {})).toMatchObject({ ok: true });
   });
+  it('AGENT_FLOOD_REFUSALS sets the budget, and the handshake cooldown follows it (the time the budget takes to fill up again)', async () => {
+    const budget = 200;
+    const small = await startHubProcess(
+      redis.url,
+      `g${randomBytes(3).toString('hex')}`,
+      'hub-flood-small',
+      { AGENT_FLOOD_REFUSALS: String(budget) },
+    );
+    try {
+      const unknownEvents = (socket: Loose): void => socket.emit('no:such:event', {});
+      const count = 2.5 * budget; // within the default budget, beyond this one
+      const patient = await TestAgent.register(hub.url, 'flood-knob-default', ['knob-q']);
+      agents.push(patient);
+      expect(await floodOutcome(patient, count, unknownEvents)).toBe('still connected');
+
+      const flooder = await TestAgent.register(small.url, 'flood-knob-small', ['knob-q']);
+      agents.push(flooder);
+      expect(await floodOutcome(flooder, count, unknownEvents)).toMatchObject({
+        reason: 'io server disconnect',
+      });
+      const closedAt = Date.now();
+      const cooldownMs = (budget / FLOOD_REFUSALS_PER_SECOND) * 1000; // 2 s, not the default 10
+      const again = (): TestAgent => {
+        const agent = new TestAgent(small.url, flooder.agentId, flooder.token, ['knob-q']);
+        agents.push(agent);
+        return agent;
+      };
+      expect(await handshake(again())).toBe('E_RATE_LIMITED');
+      await eventually(
+        async () => ((await handshake(again())) === 'connected' ? true : undefined),
+        {
+          timeoutMs: FLOOD_COOLDOWN_MS - 2000,
+          intervalMs: 200,
+          what: `a handshake let through once the ${cooldownMs} ms cooldown is over`,
+        },
+      );
+      expect(Date.now() - closedAt).toBeGreaterThanOrEqual(cooldownMs - 500);
+    } finally {
+      await small.kill('SIGKILL');
+    }
+  });
 });

@@ -18,7 +18,13 @@ import type { Logger } from '../logger';
 import { authenticateHandshake } from './auth';
 import { clientAddress, type HandshakeLimiter } from './handshake-limiter';
 import { parseClientEvent, runClientEvent, type HandlerContext } from './event-handlers';
-import { FloodCooldown, RefusalBudget, dropUpgradedConnection } from './flood-guard';
+import {
+  FLOOD_REFUSALS,
+  FloodCooldown,
+  RefusalBudget,
+  dropUpgradedConnection,
+  floodCooldownMs,
+} from './flood-guard';
 import { InFlightLimit } from './in-flight-limit';
 
 /** Inbound events as they arrive: untrusted until their schema accepted them. */
@@ -78,8 +84,11 @@ export class AgentGateway implements AgentNotifier {
   /** Connections whose stale heartbeat is being handled (see {@link resync}). */
   private readonly resyncing = new Set<string>();
   /** Agents whose connection was closed for flooding, refused at the handshake for a while. */
-  private readonly floodCooldown = new FloodCooldown();
+  private readonly floodCooldown: FloodCooldown;
   constructor(private readonly options: AgentGatewayOptions) {
+    this.floodCooldown = new FloodCooldown(
+      floodCooldownMs(options.floodRefusals ?? FLOOD_REFUSALS),
+    );
     this.nsp = options.io.of(AGENT_NAMESPACE) as unknown as AgentNamespace;
     this.nsp.use((socket, next) => {
       const address = clientAddress(socket.handshake, options.trustProxy);

@@ -9,6 +9,7 @@ import {
   FloodCooldown,
   RefusalBudget,
   dropUpgradedConnection,
+  floodCooldownMs,
 } from './flood-guard';
 
 describe('RefusalBudget', () => {
@@ -56,6 +57,12 @@ describe('FloodCooldown', () => {
     expect(
       refusal(() => cooldown.check({ agentId: 'flooder' }, FLOOD_COOLDOWN_MS)),
     ).toBeUndefined();
+  });
+
+  it('lasts as long as the budget takes to fill up again: 10 s for the default, 20 s for twice that', () => {
+    expect(FLOOD_COOLDOWN_MS).toBe(10_000);
+    expect(floodCooldownMs(2 * FLOOD_REFUSALS)).toBe(20_000);
+    expect(floodCooldownMs(100)).toBe(1000);
   });
 
   it('lets any other handshake through to the usual checks', () => {

@@ -27,10 +27,13 @@ export const FLOOD_REFUSALS = 1000;
 export const FLOOD_REFUSALS_PER_SECOND = 100;
 /**
  * How long this replica refuses the handshakes of an agent whose connection it closed for
- * flooding: the time the budget takes to fill up again, so reconnecting buys a flooder no more
- * refusals than staying connected at the sustained rate would.
+ * flooding, with a budget of `refusals`: the time the budget takes to fill up again, so
+ * reconnecting buys a flooder no more refusals than staying connected at the sustained rate would.
  */
-export const FLOOD_COOLDOWN_MS = (FLOOD_REFUSALS / FLOOD_REFUSALS_PER_SECOND) * 1000;
+export const floodCooldownMs = (refusals: number): number =>
+  (refusals / FLOOD_REFUSALS_PER_SECOND) * 1000;
+/** {@link floodCooldownMs} of the default budget: 10 s. */
+export const FLOOD_COOLDOWN_MS = floodCooldownMs(FLOOD_REFUSALS);
 
 /**
  * How long the WebSocket of a connection closed for flooding gets to finish its closing handshake
