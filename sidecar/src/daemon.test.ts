@@ -12,7 +12,7 @@ import { EXIT_CODES } from './exit-codes';
 import { INTERRUPTED_ERROR, STATE_FILE_NAME } from './outbox/outbox';
 import { StateDirInUseError } from './outbox/state-lock';
 import { ipcRequest } from './ipc/ipc-client';
-import { FakeHub } from './test-support/fake-hub';
+import { FakeHub, type Responder } from './test-support/fake-hub';
 import { recordingLogger, testLogger } from './test-support/logger';
 import { makeTempDir } from './test-support/temp-dir';
 import { isProcessGone, waitUntil } from './test-support/process';
@@ -120,6 +120,11 @@ async function running(
   started.socket.emit('task:assign', assignment('t1'));
   await started.hub.nextEvent('task:log');
   return started;
+}
+
+/** A responder that refuses every `event` with `code`, and answers the others as usual. */
+function refusing(event: string, code: string, message: string): Responder {
+  return (received) => (received.event === event ? { ok: false, code, message } : undefined);
 }
 
 function assignment(taskId: string, overrides: Partial<TaskAssign> = {}): TaskAssign {
@@ -291,10 +296,7 @@ describe('daemon', () => {
 
     it('drops the task without running it when the hub refuses the accept', async () => {
       const { hub, daemon, socket } = await connected();
-      hub.respond = ({ event }) =>
-        event === 'task:accept'
-          ? { ok: false, code: 'E_ASSIGNMENT_SUPERSEDED', message: 'gone' }
-          : undefined;
+      hub.respond = refusing('task:accept', 'E_ASSIGNMENT_SUPERSEDED', 'gone');
       const dropped = next(daemon, 'dropped');
       socket.emit('task:assign', assignment('t1'));
       expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
@@ -329,10 +331,7 @@ describe('daemon', () => {
 
     it('gives the task up when the retryable refusals of the accept go on', async () => {
       const { hub, daemon, socket } = await connected();
-      hub.respond = ({ event }) =>
-        event === 'task:accept'
-          ? { ok: false, code: 'E_UNAVAILABLE', message: 'redis' }
-          : undefined;
+      hub.respond = refusing('task:accept', 'E_UNAVAILABLE', 'redis');
       const dropped = next(daemon, 'dropped');
       socket.emit('task:assign', assignment('t1'));
       expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
@@ -358,10 +357,7 @@ describe('daemon', () => {
 
     it('stops waiting to send a refused accept again when it is stopped', async () => {
       const hub = await startHub();
-      hub.respond = ({ event }) =>
-        event === 'task:accept'
-          ? { ok: false, code: 'E_UNAVAILABLE', message: 'redis' }
-          : undefined;
+      hub.respond = refusing('task:accept', 'E_UNAVAILABLE', 'redis');
       const { logger, entries } = recordingLogger();
       // Pauses of 1-3 s at this ackTimeoutMs.
       const daemon = await start([hub.url], { ackTimeoutMs: 20_000 }, logger);
@@ -551,10 +547,7 @@ describe('daemon', () => {
 
     it('removes it when the hub rejects it as superseded', async () => {
       const { hub, daemon, socket } = await connected();
-      hub.respond = ({ event }) =>
-        event === 'task:complete'
-          ? { ok: false, code: 'E_ASSIGNMENT_SUPERSEDED', message: 'late' }
-          : undefined;
+      hub.respond = refusing('task:complete', 'E_ASSIGNMENT_SUPERSEDED', 'late');
       const reported = next(daemon, 'reported');
       socket.emit('task:assign', assignment('t1'));
       await release('t1');
