@@ -294,13 +294,16 @@ describe('daemon', () => {
       expect(await runs()).toEqual([]);
     });
 
-    it('drops the task without running it when the hub refuses the accept', async () => {
+    it.each([
+      ['drops the task at the first refusal that is not retryable', 'E_ASSIGNMENT_SUPERSEDED', 1],
+      ['gives the task up when the retryable refusals of the accept go on', 'E_UNAVAILABLE', 3],
+    ])('%s, without running it (%s: %i accepts)', async (_, code, accepts) => {
       const { hub, daemon, socket } = await connected();
-      hub.respond = refusing('task:accept', 'E_ASSIGNMENT_SUPERSEDED', 'gone');
+      hub.respond = refusing('task:accept', code, 'refused');
       const dropped = next(daemon, 'dropped');
       socket.emit('task:assign', assignment('t1'));
       expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
-      expect(hub.messages('task:accept')).toHaveLength(1);
+      expect(hub.messages('task:accept')).toHaveLength(accepts);
       expect(await runs()).toEqual([]);
       expect(daemon.state().current).toBeUndefined();
     });
@@ -327,16 +330,6 @@ describe('daemon', () => {
       // Paused at least half of a tenth of ackTimeoutMs after the first refusal, of a fifth after the second.
       expect(acceptedAt[1]! - acceptedAt[0]!).toBeGreaterThanOrEqual(ackTimeoutMs * 0.05 - 1);
       expect(acceptedAt[2]! - acceptedAt[1]!).toBeGreaterThanOrEqual(ackTimeoutMs * 0.1 - 1);
-    });
-
-    it('gives the task up when the retryable refusals of the accept go on', async () => {
-      const { hub, daemon, socket } = await connected();
-      hub.respond = refusing('task:accept', 'E_UNAVAILABLE', 'redis');
-      const dropped = next(daemon, 'dropped');
-      socket.emit('task:assign', assignment('t1'));
-      expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
-      expect(hub.messages('task:accept')).toHaveLength(3);
-      expect(await runs()).toEqual([]);
     });
 
     it('does not send a refused accept again once the hub stopped waiting for it', async () => {
