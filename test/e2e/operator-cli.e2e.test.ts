@@ -159,19 +159,10 @@ describe('agentcom (operator CLI) against a real hub process', () => {
     if (script.action === 'complete') {
       expect(await agent.complete(msg, script.result ?? null)).toEqual({ ok: true });
     } else if (script.action === 'fail') {
-      await agent.send('task:fail', {
-        ...ref,
-        error: 'boom: the handler gave up',
-        retryable: false,
-      });
+      await agent.fail(msg, { error: 'boom: the handler gave up', retryable: false });
     } else {
       await cancelled;
-      await agent.send('task:fail', {
-        ...ref,
-        error: 'cancelled',
-        retryable: false,
-        kind: 'cancelled',
-      });
+      await agent.fail(msg, { error: 'cancelled', retryable: false, kind: 'cancelled' });
     }
   }
 

@@ -8,6 +8,7 @@ import {
   type ServerToClientEvents,
   type TaskAssign,
   type TaskCancel,
+  type TaskFail,
 } from '@agentcom/shared';
 import { io, type Socket } from 'socket.io-client';
 import { api } from './hub';
@@ -115,6 +116,16 @@ export class TestAgent extends EventEmitter {
 
   async complete(msg: TaskAssign, result: unknown): Promise<Ack<Record<string, unknown>>> {
     const ack = await this.send('task:complete', { taskId: msg.task.id, token: msg.token, result });
+    if (ack.ok) this.current = undefined;
+    return ack;
+  }
+
+  /** Reports the assignment failed (`task:fail`): `{error, retryable, kind?, rateLimitedUntil?}`. */
+  async fail(
+    msg: TaskAssign,
+    failure: Omit<TaskFail, 'taskId' | 'token'>,
+  ): Promise<Ack<Record<string, unknown>>> {
+    const ack = await this.send('task:fail', { taskId: msg.task.id, token: msg.token, ...failure });
     if (ack.ok) this.current = undefined;
     return ack;
   }

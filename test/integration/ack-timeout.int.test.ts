@@ -343,15 +343,9 @@ describe('an agent that does not accept its task in time', () => {
     const id = await createTask(hub.url, { queue, payload: {} });
     const msg = await pushed;
     const rateLimitedUntil = Date.now() + 60_000;
-    expect(
-      await agent.send('task:fail', {
-        taskId: id,
-        token: msg.token,
-        error: 'quota',
-        retryable: true,
-        rateLimitedUntil,
-      }),
-    ).toEqual({ ok: true });
+    expect(await agent.fail(msg, { error: 'quota', retryable: true, rateLimitedUntil })).toEqual({
+      ok: true,
+    });
     expect(await hub.agents.get(agent.agentId)).toMatchObject({
       state: 'cooldown',
       cooldownUntil: rateLimitedUntil,
@@ -375,14 +369,9 @@ describe('an agent that does not accept its task in time', () => {
     const msg = await agent.nextAssignment(5 * ACK_TIMEOUT_MS);
     expect(msg.task.id).toBe(id);
     expect((await hub.agents.get(agent.agentId))?.missedAcks).toBe(1);
-    expect(
-      await agent.send('task:fail', {
-        taskId: id,
-        token: msg.token,
-        error: 'cannot run it here',
-        retryable: false,
-      }),
-    ).toEqual({ ok: true });
+    expect(await agent.fail(msg, { error: 'cannot run it here', retryable: false })).toEqual({
+      ok: true,
+    });
     expect(await hub.agents.get(agent.agentId)).toMatchObject({ state: 'idle', missedAcks: 0 });
     expect(await getAgent(hub.url, agent.agentId)).not.toHaveProperty('missedAcks');
     expect(await getTask(hub.url, id)).toMatchObject({ state: 'failed' });

@@ -90,12 +90,7 @@ describe('cancel races and the idempotency key of a cancelled task', () => {
   it('leaves a task that failed for good after the cancel loaded it failed', async () => {
     const { queue, id, job } = await loadedWaitingTask({ attempts: 1 });
     const { agent, msg } = await agentRunning(queue);
-    const failed = await agent.send('task:fail', {
-      taskId: id,
-      token: msg.token,
-      error: 'broken',
-      retryable: false,
-    });
+    const failed = await agent.fail(msg, { error: 'broken', retryable: false });
     expect(failed).toEqual({ ok: true });
 
     await expect(cancellation.cancelJob(job, 'too late')).rejects.toMatchObject({

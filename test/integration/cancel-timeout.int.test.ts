@@ -57,12 +57,7 @@ describe('cancel and run timeout (hub side, protocol-level agents)', () => {
    * ends cancelled, after one attempt.
    */
   const reportKilledThenCancelled = async (agent: TestAgent, msg: TaskAssign, id: string) => {
-    const ack = await agent.send('task:fail', {
-      taskId: msg.task.id,
-      token: msg.token,
-      error: 'killed by SIGTERM',
-      retryable: true,
-    });
+    const ack = await agent.fail(msg, { error: 'killed by SIGTERM', retryable: true });
     expect(ack).toEqual({ ok: true });
     expect(await getTask(id)).toMatchObject({ state: 'cancelled', attemptsMade: 1 });
   };
@@ -149,13 +144,7 @@ describe('cancel and run timeout (hub side, protocol-level agents)', () => {
       (await api<AgentView>(hubB.url, 'GET', `/v1/agents/${agent.agentId}`)).body,
     ).toMatchObject({ state: 'working', currentTask: { taskId: id } });
 
-    const ack = await back.send('task:fail', {
-      taskId: msg.task.id,
-      token: msg.token,
-      error: 'cancelled',
-      retryable: false,
-      kind: 'cancelled',
-    });
+    const ack = await back.fail(msg, { error: 'cancelled', retryable: false, kind: 'cancelled' });
     expect(ack).toEqual({ ok: true });
     expect(await getTask(id)).toMatchObject({ state: 'cancelled', attemptsMade: 1 });
   });
@@ -206,13 +195,7 @@ describe('cancel and run timeout (hub side, protocol-level agents)', () => {
     });
     expect(first.error).toMatch(/timed out after 300 ms/);
     // the late report of the first attempt finds it already failed for that token: a no-op
-    const late = await silent.send('task:fail', {
-      taskId: msg.task.id,
-      token: msg.token,
-      error: 'timeout',
-      retryable: true,
-      kind: 'timeout',
-    });
+    const late = await silent.fail(msg, { error: 'timeout', retryable: true, kind: 'timeout' });
     expect(late).toEqual({ ok: true, duplicate: true });
     expect((await getTask(created.body.id)).attemptsMade).toBe(1);
     await silent.accept(retried);

@@ -176,12 +176,7 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
       expect(msg.task.id).toBe(id);
       seen.push({ attempt: msg.attempt, at: Date.now() });
       await agent.accept(msg);
-      const ack = await agent.send('task:fail', {
-        taskId: id,
-        token: msg.token,
-        error: `boom ${i}`,
-        retryable: true,
-      });
+      const ack = await agent.fail(msg, { error: `boom ${i}`, retryable: true });
       expect(ack).toEqual({ ok: true });
     }
     expect(seen.map((s) => s.attempt)).toEqual([1, 2, 3]);
@@ -238,9 +233,7 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
       if (accepts) await limited.accept(msg);
       const helper = await register(hubB.url, queue);
       const next = helper.nextAssignment();
-      const ack = await limited.send('task:fail', {
-        taskId: id,
-        token: msg.token,
+      const ack = await limited.fail(msg, {
         error: 'quota',
         retryable: true,
         rateLimitedUntil: Date.now() + 1500,

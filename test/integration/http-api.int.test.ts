@@ -264,13 +264,7 @@ describe('HTTP API', () => {
         body: { id: completed, state: 'completed', duplicate: true },
       });
 
-      const fail = (msg: TaskAssign) =>
-        agent.send('task:fail', {
-          taskId: msg.task.id,
-          token: msg.token,
-          error: 'broken',
-          retryable: false,
-        });
+      const fail = (msg: TaskAssign) => agent.fail(msg, { error: 'broken', retryable: false });
       const failed = await runToTrimmed('k-failed', fail);
       expect(await repeat('k-failed')).toEqual({
         status: 200,
@@ -306,12 +300,7 @@ describe('HTTP API', () => {
             token = msg.token;
             return outcome === 'completed'
               ? agent.complete(msg, null)
-              : agent.send('task:fail', {
-                  taskId: msg.task.id,
-                  token: msg.token,
-                  error: 'broken',
-                  retryable: false,
-                });
+              : agent.fail(msg, { error: 'broken', retryable: false });
           });
           // as the replica that died between BullMQ's part and the marker leaves it
           await admin.set(trimming.keys.finished(id), `${intent} ${token} ${queue} 0 0`);

@@ -124,12 +124,7 @@ describe('metrics', () => {
     });
     const first = await assigned;
     await agent.accept(first);
-    await agent.send('task:fail', {
-      taskId: first.task.id,
-      token: first.token,
-      error: 'nope',
-      retryable: false,
-    });
+    await agent.fail(first, { error: 'nope', retryable: false });
     await taskIn(a!, created.body.id, 'failed');
     assigned = agent.nextAssignment(); // the push may arrive before the retry's answer
     expect((await api(a!.url, 'POST', `/v1/tasks/${created.body.id}/retry`)).status).toBe(200);

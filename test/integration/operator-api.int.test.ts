@@ -87,12 +87,7 @@ describe('operator API: tasks, agents, queues, metrics, Bull Board, docs', () =>
       token: msg.token,
       lines: ['working', 'still working'],
     });
-    await agent.send('task:fail', {
-      taskId: msg.task.id,
-      token: msg.token,
-      error: 'nope',
-      retryable: true,
-    });
+    await agent.fail(msg, { error: 'nope', retryable: true });
     expect((await api<TaskView>(url(2), 'GET', `/v1/tasks/${created.body.id}`)).body.state).toBe(
       'failed',
     );

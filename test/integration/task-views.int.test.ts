@@ -61,14 +61,7 @@ describe('task views at their edges', () => {
       const id = await create(queue);
       const msg = await assigned;
       await agent.accept(msg);
-      expect(
-        await agent.send('task:fail', {
-          taskId: id,
-          token: msg.token,
-          error: 'x',
-          retryable: false,
-        }),
-      ).toEqual({ ok: true });
+      expect(await agent.fail(msg, { error: 'x', retryable: false })).toEqual({ ok: true });
       const again = agent.nextAssignment();
       const answers = await Promise.all([
         api<{ error?: { code: string } }>(hub.url, 'POST', `/v1/tasks/${id}/retry`),
@@ -337,9 +330,7 @@ describe('task views at their edges', () => {
         // it comes back at the end the walk started from
         const { agent, msg } = await takeOldest();
         expect(
-          await agent.send('task:fail', {
-            taskId: msg.task.id,
-            token: msg.token,
+          await agent.fail(msg, {
             error: 'quota',
             retryable: true,
             rateLimitedUntil: Date.now() + 3_600_000,
@@ -423,14 +414,7 @@ describe('task views at their edges', () => {
       all.push(await create(queue, i));
       const msg = await assigned;
       await agent.accept(msg);
-      expect(
-        await agent.send('task:fail', {
-          taskId: msg.task.id,
-          token: msg.token,
-          error: 'x',
-          retryable: false,
-        }),
-      ).toMatchObject({ ok: true });
+      expect(await agent.fail(msg, { error: 'x', retryable: false })).toMatchObject({ ok: true });
     }
     agent.close(); // retried tasks stay waiting
     const left = new Set<string>();
