@@ -335,6 +335,27 @@ describe('an agent that does not accept its task in time', () => {
     expect(await agent.complete(msg, 'ok')).toEqual({ ok: true });
   });
 
+  it("keeps the rest and the streak at the agent's own agent:resume (it cannot vouch for itself)", async () => {
+    const { hub, agent, resting } = await silentUntil(2);
+    // a drain of its own, then its own resume: the drain is lifted, the rest stays
+    expect(await agent.send('agent:drain', {})).toEqual({ ok: true, state: 'cooldown' });
+    expect((await hub.agents.get(agent.agentId))?.drainRequested).toBe(true);
+    expect(await agent.send('agent:resume', {})).toEqual({ ok: true, state: 'cooldown' });
+    // and without a drain to lift: nothing changes at all
+    const before = await hub.agents.get(agent.agentId);
+    expect(await agent.send('agent:resume', {})).toEqual({ ok: true, state: 'cooldown' });
+    const record = await hub.agents.get(agent.agentId);
+    expect(record).toMatchObject({
+      state: 'cooldown',
+      missedAcks: 2,
+      cooldownUntil: resting.cooldownUntil,
+      drainRequested: false,
+    });
+    expect(record?.version).toBe(before?.version);
+    expect(await hub.redis.command.zscore(hub.keys.cooldowns, agent.agentId)).not.toBeNull();
+    expect(await getAgent(hub.url, agent.agentId)).toMatchObject({ missedAcks: 2 });
+  });
+
   it('leaves a cooldown the agent reported itself (a rate limit) to run out at a resume', async () => {
     const hub = await startHub({});
     const queue = `q-${randomBytes(4).toString('hex')}`;

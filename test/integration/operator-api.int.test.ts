@@ -145,6 +145,34 @@ describe('operator API: tasks, agents, queues, metrics, Bull Board, docs', () =>
     expect((await reconnect(kept, 2)).state).toBe('draining');
   });
 
+  it("lets agent:resume lift only the agent's own drain: an operator's is refused E_FORBIDDEN", async () => {
+    const queue = newQueue();
+    const agent = await register(0, queue);
+    expect(await agent.send('agent:drain', {})).toEqual({ ok: true, state: 'draining' });
+    expect(await agent.send('agent:resume', {})).toEqual({ ok: true, state: 'idle' });
+    const assigned = agent.nextAssignment();
+    const created = await api<{ id: string }>(url(1), 'POST', '/v1/tasks', { queue, payload: 1 });
+    const msg = await assigned;
+    expect(msg.task.id).toBe(created.body.id);
+    await agent.accept(msg);
+    await agent.complete(msg, 'done');
+
+    await api(url(1), 'POST', `/v1/agents/${agent.agentId}/drain`);
+    expect(await agent.send('agent:resume', {})).toMatchObject({ ok: false, code: 'E_FORBIDDEN' });
+    // also when the sidecar drained itself on top of it
+    expect(await agent.send('agent:drain', {})).toEqual({ ok: true, state: 'draining' });
+    expect(await agent.send('agent:resume', {})).toMatchObject({ ok: false, code: 'E_FORBIDDEN' });
+    const view = await api<{ state: string }>(url(2), 'GET', `/v1/agents/${agent.agentId}`);
+    expect(view.body.state).toBe('draining');
+    const waiting = await api<{ id: string }>(url(1), 'POST', '/v1/tasks', { queue, payload: 2 });
+    const pushed = agent.nextAssignment(); // may arrive before the resume's answer
+    expect((await api(url(2), 'POST', `/v1/agents/${agent.agentId}/resume`)).body).toMatchObject({
+      state: 'idle',
+    });
+    expect((await pushed).task.id).toBe(waiting.body.id);
+    expect(agent.assignments).toHaveLength(2);
+  });
+
   it('drains and resumes an agent, and revokes it on every replica', async () => {
     const queue = newQueue();
     const agent = await register(0, queue);

@@ -67,19 +67,31 @@ export class AgentControl {
   }
 
   /**
-   * Lifts a drain (a draining agent becomes idle again) and ends a streak of ack timeouts
-   * (`missedAcks`): the operator vouches for the agent, so the rest the streak started ends too
-   * (an agent in `cooldown` becomes idle at once; an offline one reconnects idle). A cooldown the
-   * agent reported itself (a rate limit: no streak) is left to run out: the agent said it cannot
-   * take work until then.
+   * Lifts a drain (a draining agent becomes idle again). An operator's resume also ends a streak
+   * of ack timeouts (`missedAcks`): the operator vouches for the agent, so the rest the streak
+   * started ends too (an agent in `cooldown` becomes idle at once; an offline one reconnects
+   * idle). A cooldown the agent reported itself (a rate limit: no streak) is left to run out: the
+   * agent said it cannot take work until then.
+   *
+   * The agent's own resume (`bySelf`: `agent:resume`) lifts only the drain it asked for itself:
+   * an operator's drain is refused (`E_FORBIDDEN`), and an ack-timeout rest and its count stay
+   * (an agent cannot vouch for itself, or resuming would be a way out of the rest).
    */
-  async undrain(agentId: string): Promise<AgentState> {
+  async undrain(agentId: string, bySelf = false): Promise<AgentState> {
     for (let i = 0; i < MAX_CAS_RETRIES; i++) {
       const record = await this.agents.get(agentId);
       if (!record) throw new AppError('E_AGENT_NOT_FOUND', `No agent ${agentId}`);
+      if (bySelf && record.drainRequested && !record.drainedBySelf) {
+        throw new AppError(
+          'E_FORBIDDEN',
+          `Agent ${agentId} was drained by an operator: only an operator resumes it`,
+        );
+      }
+      if (bySelf && !record.drainRequested) return record.state;
       // the rest may hold a rate limit reported earlier too (the sweeper keeps the later end):
       // the operator's word ends it all the same
-      const endsRest = record.missedAcks > 0 && record.cooldownUntil !== undefined;
+      const endsStreak = !bySelf && record.missedAcks > 0;
+      const endsRest = endsStreak && record.cooldownUntil !== undefined;
       // idle, not the resting state of the record: the drain is lifted by this very transition
       const to: AgentState =
         record.state === 'draining' || (record.state === 'cooldown' && endsRest)
@@ -90,10 +102,10 @@ export class AgentControl {
         from: record.state,
         to,
         version: record.version,
-        reason: 'undrain',
+        reason: bySelf ? 'undrain_self' : 'undrain',
         del: [
           'drainRequested',
-          ...(record.missedAcks > 0 ? ['missedAcks'] : []),
+          ...(endsStreak ? ['missedAcks'] : []),
           ...(endsRest ? ['cooldownUntil'] : []),
         ],
         idleAdd: to === 'idle' ? record.queues : [],

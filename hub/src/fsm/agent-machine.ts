@@ -20,7 +20,8 @@ export const TRANSITION_REASONS = [
   'rate_limited', // the agent reported a rate limit: cooldown, task back to wait
   'cooldown_over', // the cooldown ended
   'drain', // operator or agent asked to drain
-  'undrain', // operator or agent resumed a drained agent (an operator's resume also ends an ack-timeout rest)
+  'undrain', // an operator resumed the agent: lifts any drain, ends an ack-timeout rest
+  'undrain_self', // the agent lifted the drain it asked for itself (agent:resume)
   'disconnect', // the connection closed
   'lease_expired', // a disconnected agent did not come back within the lease
   'lease_lost', // the task's lock was lost while the agent was connected

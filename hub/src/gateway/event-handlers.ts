@@ -67,7 +67,7 @@ export const EVENT_HANDLERS: { [E in ClientEventName]: Handler } = {
   }),
   'agent:resume': async (ctx): Promise<Ack<{ state: AgentState }>> => ({
     ok: true,
-    state: await ctx.control.undrain(ctx.agentId),
+    state: await ctx.control.undrain(ctx.agentId, true),
   }),
 };
 
