@@ -37,7 +37,7 @@ export interface HubConfig {
   readonly maxStalledCount: number;
   /** `RUN_TIMEOUT_GRACE_MS` (10000): after telling an agent its task timed out, how long it has to report before the hub fails the attempt itself. */
   readonly runTimeoutGraceMs: number;
-  /** `SWEEP_MS` (1000): period of the sweeper and of the dispatcher's safety tick. */
+  /** `SWEEP_MS` (1000): period of the sweeper, and of the dispatcher's safety tick up to 1 s. */
   readonly sweepMs: number;
   /** `SHUTDOWN_DELAY_MS` (0): on SIGTERM, time between `/readyz` turning 503 (sidecars told to move) and closing sockets, for a load balancer to stop routing here. */
   readonly shutdownDelayMs: number;

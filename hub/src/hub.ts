@@ -263,12 +263,9 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     logger,
     onAgentIdle,
     failAttempt: (agentId, report) => assignments.fail(agentId, report),
-    afterSweep: () => {
-      void queues
-        .discover()
-        .then((names) => dispatcher?.triggerAll(names))
-        .then(() => bullBoard?.sync())
-        .catch(() => undefined);
+    onTick: async () => {
+      dispatcher?.triggerAll(await queues.discover());
+      await bullBoard?.sync();
     },
   });
 

@@ -560,3 +560,28 @@ describe('queues an agent names', () => {
     }
   });
 });
+
+describe('the safety tick', () => {
+  it('hands out a delayed task once it is due, every second at most, whatever SWEEP_MS is', async () => {
+    const redis = await startRedis();
+    // a sweep a minute: the tick used to run after each sweep only
+    const hub = await startTestHub(redis.url, { SWEEP_MS: '60000' });
+    let agent: TestAgent | undefined;
+    try {
+      const queue = `q-${randomBytes(4).toString('hex')}`;
+      agent = await TestAgent.register(hub.url, 'patient', [queue]);
+      const assigned = agent.nextAssignment(10_000);
+      const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+        queue,
+        payload: {},
+        delayMs: 300,
+      });
+      expect(created.status).toBe(201);
+      expect((await assigned).task.id).toBe(created.body.id);
+    } finally {
+      agent?.close();
+      await hub.close();
+      await redis.dispose();
+    }
+  });
+});

@@ -29,9 +29,16 @@ export interface SweeperOptions {
   onAgentIdle: (queues: readonly string[]) => void;
   /** Fails an attempt as its agent would (the run-timeout backstop). */
   failAttempt: (agentId: string, report: TaskFail) => Promise<unknown>;
-  /** Runs after each sweep (the dispatcher's safety tick). */
-  afterSweep?: () => void;
+  /**
+   * The dispatcher's safety tick: runs every `sweepMs`, at most every {@link MAX_TICK_MS}, on a
+   * timer of its own (a long sweep must not hold dispatch up: delayed tasks become due, and tasks
+   * added straight to BullMQ show up, only at a tick). A tick still running is not started again.
+   */
+  onTick?: () => Promise<void>;
 }
+
+/** The safety tick's longest period, whatever `SWEEP_MS` is. */
+export const MAX_TICK_MS = 1000;
 
 /**
  * Finds stuck work on every replica (all steps are compare-and-set, so replicas sweeping at the
@@ -53,7 +60,9 @@ export interface SweeperOptions {
 export class Sweeper {
   private timer: NodeJS.Timeout | undefined;
   private livenessTimer: NodeJS.Timeout | undefined;
+  private tickTimer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
+  private ticking: Promise<void> | undefined;
   /**
    * When this replica's Redis connection last came back (undefined: never lost since start).
    * The other replicas could not refresh their liveness while Redis was away either, and some
@@ -77,8 +86,14 @@ export class Sweeper {
     this.livenessTimer.unref();
     this.timer = setInterval(() => this.runOnce(), this.options.sweepMs);
     this.timer.unref();
+    this.tickTimer = setInterval(
+      () => this.tickOnce(),
+      Math.min(this.options.sweepMs, MAX_TICK_MS),
+    );
+    this.tickTimer.unref();
     this.options.redis.on('ready', this.onRedisReady);
     this.runOnce();
+    this.tickOnce();
   }
 
   /**
@@ -117,17 +132,29 @@ export class Sweeper {
       .catch((err: unknown) => this.options.logger.warn({ err: String(err) }, 'sweep failed'))
       .finally(() => {
         this.running = undefined;
-        this.options.afterSweep?.();
+      });
+  }
+
+  private tickOnce(): void {
+    const { onTick } = this.options;
+    if (this.ticking || !onTick) return;
+    this.ticking = onTick()
+      .catch(() => undefined)
+      .finally(() => {
+        this.ticking = undefined;
       });
   }
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     if (this.livenessTimer) clearInterval(this.livenessTimer);
+    if (this.tickTimer) clearInterval(this.tickTimer);
     this.options.redis.off('ready', this.onRedisReady);
     this.timer = undefined;
     this.livenessTimer = undefined;
+    this.tickTimer = undefined;
     await this.running;
+    await this.ticking;
     // The liveness entry is left to age out: should a disconnect have gone unrecorded, the other
     // replicas then sweep this replica's agents as `replica_gone`.
   }
