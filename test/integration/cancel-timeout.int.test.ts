@@ -173,6 +173,20 @@ describe('cancel and run timeout (hub side, protocol-level agents)', () => {
     expect(agent.cancels).toHaveLength(2);
   });
 
+  it("takes a completion reported after the timeout's cancel, within the grace: the handler had finished", async () => {
+    const { agent, msg, id } = await runningTask({ timeoutMs: 300, attempts: 2 });
+    expect(await nextCancel(agent)).toEqual({ taskId: id, reason: 'timeout' });
+    expect(await agent.complete(msg, 'just in time')).toEqual({ ok: true });
+    expect(await getTask(id)).toMatchObject({
+      state: 'completed',
+      result: 'just in time',
+    });
+    // released: the grace's backstop has no attempt left to fail
+    const record = await hubA.agents.get(agent.agentId);
+    expect(record).toMatchObject({ state: 'idle' });
+    expect(record?.taskId).toBeUndefined();
+  });
+
   it('tells the agent when a task runs past its timeout, then fails the attempt itself if no report comes', async () => {
     const queue = newQueue();
     const silent = await register(hubA.url, queue);
