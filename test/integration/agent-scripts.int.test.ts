@@ -175,6 +175,19 @@ describe('agent Lua scripts against a real redis-server', () => {
     });
   });
 
+  describe('removeFromIndex', () => {
+    it('drops an entry only while it is still due by the bound it was listed with', async () => {
+      await redis.zadd(keys.cooldowns, 2000, 'a');
+      expect(await store.dueIn('cooldowns', 1500)).toEqual([]);
+      // listed as due by 1,500, then a new rest ending at 2,000 was recorded: it stays
+      await store.removeFromIndex('cooldowns', 'a', 1500);
+      expect(await redis.zscore(keys.cooldowns, 'a')).toBe('2000');
+      await store.removeFromIndex('cooldowns', 'a', 2000);
+      expect(await redis.zscore(keys.cooldowns, 'a')).toBeNull();
+      await expect(store.removeFromIndex('cooldowns', 'a', 2000)).resolves.toBeUndefined();
+    });
+  });
+
   describe('claimIdle', () => {
     const queues: Queue[] = [];
     afterEach(async () => {

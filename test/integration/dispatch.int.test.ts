@@ -185,6 +185,36 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     expect(task).toMatchObject({ error: 'boom 3', attemptsMade: 3 });
   });
 
+  it('drops a rest that ended while the agent was away when it connects again (time and index entry)', async () => {
+    const queue = newQueue();
+    const limited = await register(hubA.url, queue);
+    const first = limited.nextAssignment();
+    await createTask(hubA.url, { queue, payload: {}, attempts: 1 });
+    const msg = await first;
+    const until = Date.now() + 300;
+    expect(
+      await limited.fail(msg, { error: 'quota', retryable: true, rateLimitedUntil: until }),
+    ).toEqual({ ok: true });
+    // away before the rest ends: offline, the rest's time and entry kept
+    const gone = new Promise((resolve) => limited.socket.once('disconnect', resolve));
+    limited.close();
+    await gone;
+    const offline = await eventually(async () => {
+      const record = await hubA.agents.get(limited.agentId);
+      return record?.state === 'offline' ? record : undefined;
+    });
+    expect(offline.cooldownUntil).toBe(until);
+    await eventually(async () => (Date.now() > until + 50 ? true : undefined), {
+      what: 'the rest to end',
+    });
+    const back = await limited.reconnectTo(hubB.url);
+    agents.push(back);
+    const record = await hubB.agents.get(limited.agentId);
+    expect(record).toMatchObject({ state: 'idle' });
+    expect(record?.cooldownUntil).toBeUndefined();
+    expect(await hubB.redis.command.zscore(hubB.keys.cooldowns, limited.agentId)).toBeNull();
+  });
+
   it('resumes a task when the agent reconnects to another replica within the lease', async () => {
     const working = await workingOnTask(hubA.url);
     const { id, msg } = working;

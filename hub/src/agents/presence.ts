@@ -127,6 +127,9 @@ export class Presence {
         cooldownUntil: record.cooldownUntil,
         now,
       });
+      // a rest that ended while the agent was away: its time and index entry go with it (the
+      // sweeper ends only the rests of agents in cooldown)
+      const endedRest = to !== 'cooldown' && record.cooldownUntil !== undefined;
       const result = await agents.transition({
         agentId,
         from: record.state,
@@ -135,7 +138,12 @@ export class Presence {
         reason: 'connect',
         task: record.taskId,
         set: base,
-        del: [...(wasAssigned ? TASK_FIELDS : []), 'disconnectedAt', ...selfDrain],
+        del: [
+          ...(wasAssigned ? TASK_FIELDS : []),
+          'disconnectedAt',
+          ...selfDrain,
+          ...(endedRest ? ['cooldownUntil'] : []),
+        ],
         idleRemove,
         idleAdd: to === 'idle' ? auth.queues : [],
         index: {
@@ -143,6 +151,7 @@ export class Presence {
           ackDeadline: 'remove',
           runDeadline: 'remove',
           ...(to === 'cooldown' ? { cooldown: record.cooldownUntil ?? now } : {}),
+          ...(endedRest ? { cooldown: 'remove' as const } : {}),
         },
       });
       if (!result.ok) continue;

@@ -173,7 +173,7 @@ export class Sweeper {
     for (const agentId of await agents.dueIn('runDeadlines', now)) {
       const record = await agents.get(agentId);
       if (!record || record.state !== 'working' || !record.taskId || !record.token) {
-        await agents.removeFromIndex('runDeadlines', agentId);
+        await agents.removeFromIndex('runDeadlines', agentId, now);
         continue;
       }
       if (!this.runOverdue(record, now)) continue; // listed for an earlier task, or notified since
@@ -229,7 +229,7 @@ export class Sweeper {
     for (const agentId of await agents.dueIn('ackDeadlines', now)) {
       const record = await agents.get(agentId);
       if (!record || record.state !== 'assigned') {
-        await agents.removeFromIndex('ackDeadlines', agentId);
+        await agents.removeFromIndex('ackDeadlines', agentId, now);
         continue;
       }
       // listed for an earlier assignment: this one was claimed since
@@ -298,10 +298,11 @@ export class Sweeper {
 
   private async expiredLeases(now: number): Promise<void> {
     const { agents, leaseMs } = this.options;
-    for (const agentId of await agents.dueIn('disconnected', now - leaseMs)) {
+    const dueBy = now - leaseMs;
+    for (const agentId of await agents.dueIn('disconnected', dueBy)) {
       const record = await agents.get(agentId);
       if (!record || record.disconnectedAt === undefined || record.socketId !== undefined) {
-        await agents.removeFromIndex('disconnected', agentId);
+        await agents.removeFromIndex('disconnected', agentId, dueBy);
         continue;
       }
       if (record.disconnectedAt > now - leaseMs) continue;
@@ -329,7 +330,7 @@ export class Sweeper {
     for (const agentId of await agents.dueIn('cooldowns', now)) {
       const record = await agents.get(agentId);
       if (!record || record.state !== 'cooldown') {
-        await agents.removeFromIndex('cooldowns', agentId);
+        await agents.removeFromIndex('cooldowns', agentId, now);
         continue;
       }
       const to = record.drainRequested ? 'draining' : 'idle';

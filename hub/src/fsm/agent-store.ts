@@ -538,8 +538,12 @@ export class AgentStore {
     return this.redis.zrangebyscore(this.keys[index], '-inf', String(max), 'LIMIT', 0, limit);
   }
 
-  async removeFromIndex(index: IndexName, agentId: string): Promise<void> {
-    await this.redis.zrem(this.keys[index], agentId);
+  /**
+   * Drops a stale entry listed by {@link dueIn} with `dueBy`: only while it is still due by then.
+   * An entry made since for a new deadline (the agent re-entered the index) stays.
+   */
+  async removeFromIndex(index: IndexName, agentId: string, dueBy: number): Promise<void> {
+    await this.scripts.removeIfDue(this.keys[index], agentId, dueBy);
   }
 
   /** Idle agents of a queue, longest idle first. */

@@ -28,6 +28,7 @@ export const SCRIPT_NAMES = [
   'cancelTask',
   'idsAfter',
   'restoreAgent',
+  'removeIfDue',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -121,6 +122,7 @@ export interface AgentScripts {
   heartbeats(agentKeys: string[], args: (string | number)[]): Promise<string[]>;
   delIfEquals(key: string, value: string): Promise<number>;
   replaceIfEquals(key: string, value: string, previous: string, ttlMs: number): Promise<number>;
+  removeIfDue(index: string, member: string, dueBy: number): Promise<number>;
   claimAndFetch(
     keys: [string, string, string],
     args: (string | number)[],
@@ -151,6 +153,7 @@ export function agentScripts(client: Redis): AgentScripts {
   const findJobByLock = define<string | null>('findJobByLock');
   const delIfEquals = define<number>('delIfEquals');
   const replaceIfEquals = define<number>('replaceIfEquals');
+  const removeIfDue = define<number>('removeIfDue');
   const transitionThenClaim = define<[TransitionReply, ClaimAndFetchReply]>('transitionThenClaim');
   return {
     // these take their KEYS and ARGV as they are
@@ -165,6 +168,7 @@ export function agentScripts(client: Redis): AgentScripts {
     delIfEquals: (key, value) => delIfEquals([key], [value]),
     replaceIfEquals: (key, value, previous, ttlMs) =>
       replaceIfEquals([key], [value, previous, ttlMs]),
+    removeIfDue: (index, member, dueBy) => removeIfDue([index], [member, dueBy]),
     transitionThenClaim: (transitionKeys, spec, claimKeys, claimArgs) =>
       transitionThenClaim(
         [...transitionKeys, ...claimKeys],
