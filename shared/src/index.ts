@@ -11,3 +11,4 @@ export * from './errors/app-error';
 export * from './api/tasks';
 export * from './api/agents';
 export * from './api/errors';
+export * from './timing/backoff';

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { Manager, type Socket } from 'socket.io-client';
 import {
   AGENT_NAMESPACE,
+  backoffMs,
   type ClientEventName,
   type ClientToServerEvents,
   type HandshakeAuth,
@@ -350,14 +351,12 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
 
   /** socket.io's backoff before the next attempt after `failed` failed ones: doubling, ±50%, capped. */
   private backoff(failed: number): number {
-    const max = this.options.reconnectionDelayMax ?? 10_000;
-    const delay = this.firstDelay() * 2 ** (failed - 1) * (0.5 + Math.random());
-    return Math.round(Math.min(delay, max));
+    const maxMs = this.options.reconnectionDelayMax ?? 10_000;
+    return backoffMs(failed, { baseMs: this.firstDelay(), maxMs });
   }
 
   private pause(): number {
-    const base = this.options.refusedRetryMs ?? 2000;
-    return Math.round(base * (0.5 + Math.random()));
+    return backoffMs(1, { baseMs: this.options.refusedRetryMs ?? 2000 });
   }
 
   private teardown(reason: string): void {

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  backoffMs,
   ERROR_CODES,
   isErrorCode,
   taskAssignSchema,
@@ -384,9 +385,7 @@ export class TaskController {
     if (!retryable || attempt >= ACCEPT_ATTEMPTS || session.stopReason !== undefined)
       return undefined;
     const { ackTimeoutMs } = this.options;
-    const pauseMs = Math.round(
-      ackTimeoutMs * ACCEPT_RETRY_SHARE * 2 ** (attempt - 1) * (0.5 + Math.random()),
-    );
+    const pauseMs = backoffMs(attempt, { baseMs: ackTimeoutMs * ACCEPT_RETRY_SHARE });
     return Date.now() + pauseMs < session.since + ackTimeoutMs ? pauseMs : undefined;
   }
 
