@@ -25,6 +25,7 @@ describe('hub config', () => {
     [{ PORT: '70000' }, /^PORT:/],
     [{ LEASE_MS: '-5' }, /^LEASE_MS:/],
     [{ REDIS_URL: 'http://x' }, /^REDIS_URL: must start with redis:\/\//],
+    [{ REDIS_URL: '' }, /^REDIS_URL: set but empty/],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL:/],
     [{ ACK_COOLDOWN_MAX_MS: '5m' }, /^ACK_COOLDOWN_MAX_MS: must be a whole number/],
     [{ AGENTCOM_PREFIX: 'has space' }, /^AGENTCOM_PREFIX:/],
@@ -35,6 +36,13 @@ describe('hub config', () => {
   ])('fails fast naming the variable for %j', (env, message) => {
     expect(() => loadConfig({ ...base, ...env })).toThrow(ConfigError);
     expect(() => loadConfig({ ...base, ...env })).toThrow(message);
+  });
+
+  it('takes any other empty variable as unset: its default', () => {
+    expect(loadConfig({ ...base, PORT: '', LOG_LEVEL: '' })).toMatchObject({
+      port: 8080,
+      logLevel: 'info',
+    });
   });
 
   it('reads the bound on the doubling ack-timeout cooldown (0: no doubling)', () => {

@@ -140,6 +140,13 @@ export class ConfigError extends Error {
 
 /** Parses an environment (defaults to `process.env`); throws {@link ConfigError} naming the variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
+  // Empty is unset for every variable but this one, whose unset means something else altogether:
+  // a `REDIS_URL: ${REDIS_URL}` that found nothing would have each replica start its own Redis.
+  if (env.REDIS_URL === '') {
+    throw new ConfigError(
+      'REDIS_URL: set but empty; give the redis:// URL the replicas share, or unset it to start the embedded redis-server',
+    );
+  }
   const relevant = Object.fromEntries(
     Object.keys(envSchema.shape).flatMap((key) => {
       const value = env[key];
