@@ -33,6 +33,8 @@ describe('hub config', () => {
       { HEARTBEAT_MS: '40000', LEASE_MS: '60000' },
       /^LEASE_MS: must be at least twice HEARTBEAT_MS/,
     ],
+    [{ ACK_TIMEOUT_MS: '60000' }, /^ACK_TIMEOUT_MS: must be below LEASE_MS \(60000\)/],
+    [{ ACK_TIMEOUT_MS: '20000', LEASE_MS: '15000' }, /^ACK_TIMEOUT_MS: must be below LEASE_MS/],
   ])('fails fast naming the variable for %j', (env, message) => {
     expect(() => loadConfig({ ...base, ...env })).toThrow(ConfigError);
     expect(() => loadConfig({ ...base, ...env })).toThrow(message);

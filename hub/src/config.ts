@@ -171,6 +171,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
   if (e.HEARTBEAT_MS * 2 > e.LEASE_MS) {
     throw new ConfigError(`LEASE_MS: must be at least twice HEARTBEAT_MS (${e.HEARTBEAT_MS})`);
   }
+  // A job's lock is taken for one lease when it is fetched, and extended only from the accept:
+  // were the wait for the accept longer, the lock could run out first, BullMQ hand the job to
+  // another agent, and a late accept (the script checks the record, not the lock) run it twice.
+  if (e.ACK_TIMEOUT_MS >= e.LEASE_MS) {
+    throw new ConfigError(
+      `ACK_TIMEOUT_MS: must be below LEASE_MS (${e.LEASE_MS}): a task's lock must outlast the wait for its accept`,
+    );
+  }
   return Object.freeze({
     redisUrl: e.REDIS_URL,
     port: e.PORT,

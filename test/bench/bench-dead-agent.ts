@@ -20,7 +20,7 @@ import { BENCH_DIR, QUICK, SIDECAR_CLI, log, round, sleep, waitFor } from './lib
 const REPLICAS = 3;
 /** QUICK: scaled down; full: the hub's and the sidecar's defaults. */
 const TIMINGS: Record<string, string> = QUICK
-  ? { LEASE_MS: '6000', HEARTBEAT_MS: '1000', STALLED_INTERVAL_MS: '1500' }
+  ? { LEASE_MS: '6000', HEARTBEAT_MS: '1000', STALLED_INTERVAL_MS: '1500', ACK_TIMEOUT_MS: '3000' }
   : {};
 const LEASE_MS = Number(TIMINGS.LEASE_MS ?? 60_000);
 const STALLED_MS = Number(TIMINGS.STALLED_INTERVAL_MS ?? 15_000);

@@ -74,7 +74,11 @@ describe('metrics', () => {
   };
 
   it('counts a task failed for stalling too often once, on the replica that failed it', async () => {
-    const [a, b] = await startHubs(2, { MAX_STALLED_COUNT: '0', LEASE_MS: '1000' });
+    const [a, b] = await startHubs(2, {
+      MAX_STALLED_COUNT: '0',
+      LEASE_MS: '1000',
+      ACK_TIMEOUT_MS: '500',
+    });
     const queue = newQueue();
     const agent = await register(a!, queue);
     const assigned = agent.nextAssignment();
@@ -92,7 +96,7 @@ describe('metrics', () => {
   });
 
   it('counts a running task cancelled after its agent vanished once, as cancelled', async () => {
-    const [a, b] = await startHubs(2, { LEASE_MS: '1000' });
+    const [a, b] = await startHubs(2, { LEASE_MS: '1000', ACK_TIMEOUT_MS: '500' });
     const queue = newQueue();
     const agent = await register(a!, queue);
     const assigned = agent.nextAssignment();

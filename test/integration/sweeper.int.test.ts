@@ -53,7 +53,11 @@ describe('sweeper', () => {
     // The sweep lists the agents due in an index, then reads each record: by then an agent may
     // hold its next task (a long sweep, or another replica's list). Here the index itself names
     // two agents as due whose current assignments are not: as a stale list would.
-    const hub = await startHub({ ACK_TIMEOUT_MS: '60000', RUN_TIMEOUT_GRACE_MS: '60000' });
+    const hub = await startHub({
+      ACK_TIMEOUT_MS: '60000',
+      LEASE_MS: '120000',
+      RUN_TIMEOUT_GRACE_MS: '60000',
+    });
     const unaccepted = await holding(hub, {}, false);
     const running = await holding(hub, { timeoutMs: 60_000 }, true);
     await admin.zadd(hub.keys.ackDeadlines, 1, unaccepted.agent.agentId);
