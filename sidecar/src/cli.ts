@@ -57,6 +57,12 @@ async function main(argv: string[]): Promise<number> {
       [],
     )
     .option(
+      '--label <key=value>',
+      "this agent's label, shown by the hub; repeat or comma-separate (AGENTCOM_LABELS)",
+      collect,
+      [],
+    )
+    .option(
       '--exec <command>',
       'command run per task, split like a shell but never run by one (AGENTCOM_EXEC)',
     )

@@ -15,6 +15,7 @@ const KEY_KINDS = {
   agent: 'string',
   tokenFile: 'path',
   queues: 'list',
+  labels: 'labels',
   exec: 'command',
   wake: 'command',
   stateDir: 'path',
@@ -26,7 +27,7 @@ const KEY_KINDS = {
   handshakeTimeoutMs: 'integer',
   logLevel: 'string',
   logFile: 'path',
-} as const satisfies Record<string, 'string' | 'path' | 'list' | 'command' | 'integer'>;
+} as const satisfies Record<string, 'string' | 'path' | 'list' | 'labels' | 'command' | 'integer'>;
 
 export type ConfigFileKey = keyof typeof KEY_KINDS;
 export const CONFIG_FILE_KEYS = Object.keys(KEY_KINDS) as ConfigFileKey[];
@@ -35,15 +36,17 @@ export const CONFIG_FILE_KEYS = Object.keys(KEY_KINDS) as ConfigFileKey[];
 const HINTS: Readonly<Record<string, string>> = {
   token: 'the token never goes in the config file: name a file holding it with "tokenFile"',
   queue: 'the key is "queues"',
+  label: 'the key is "labels"',
   config: 'a config file cannot name another one',
 };
 
 export interface ConfigFile {
   readonly path: string;
   /**
-   * Each key as a flag would give it: text. Lists (`hub`, `queues`) are comma-joined; relative
-   * paths (`tokenFile`, `stateDir`, `logFile`) are resolved against the file's directory; a
-   * command given as a string is kept as text, to be split like `--exec`.
+   * Each key as a flag would give it: text. Lists (`hub`, `queues`) are comma-joined, and so are
+   * `labels` as `key=value` items (see {@link labelsText}); relative paths (`tokenFile`,
+   * `stateDir`, `logFile`) are resolved against the file's directory; a command given as a
+   * string is kept as text, to be split like `--exec`.
    */
   readonly text: Partial<Record<ConfigFileKey, string>>;
   /** `exec` / `wake` given as a JSON array of strings: the argv as is, never split. */
@@ -119,12 +122,54 @@ function readKey(
       else if (isStringArray(value)) out.text[key] = value.join(',');
       else throw bad('a string or an array of strings');
       return;
+    case 'labels':
+      out.text[key] = labelsText(value, option);
+      return;
     case 'command':
       if (typeof value === 'string') out.text[key] = value;
       else if (isStringArray(value) && value.length > 0) out.argv[key as 'exec' | 'wake'] = value;
       else throw bad('a command line (string) or an argv (non-empty array of strings)');
       return;
   }
+}
+
+/**
+ * `labels` as the `--label` flags give them: `key=value` items, comma-joined (config.ts splits
+ * them at the commas, then each at its first `=`). The file may hold a `"k=v,k2=v2"` string (taken
+ * as is), an array of `"k=v"` strings, or an object of string values. A comma inside an item, or
+ * an `=` inside an object's key, cannot be said in that text: refused rather than mis-split.
+ */
+function labelsText(value: unknown, option: string): string {
+  if (typeof value === 'string') return value;
+  let items: string[];
+  if (isStringArray(value)) {
+    items = value;
+  } else if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+    items = Object.entries(value).map(([name, text]) => {
+      if (typeof text !== 'string') {
+        throw new ConfigError(option, `"labels": the value of "${name}" must be a string`);
+      }
+      if (name.includes('=')) {
+        throw new ConfigError(option, `"labels": the label name "${name}" cannot hold "="`);
+      }
+      return `${name}=${text}`;
+    });
+  } else {
+    throw new ConfigError(
+      option,
+      '"labels" must be an object of string values, an array of "key=value" strings, ' +
+        'or a "key=value,key=value" string',
+    );
+  }
+  const withComma = items.find((item) => item.includes(','));
+  if (withComma !== undefined) {
+    throw new ConfigError(
+      option,
+      `"labels": "${withComma}" holds a comma, which a label cannot (labels are read as ` +
+        'key=value,key=value)',
+    );
+  }
+  return items.join(',');
 }
 
 function isStringArray(value: unknown): value is string[] {

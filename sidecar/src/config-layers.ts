@@ -13,6 +13,7 @@ export const SOURCES = {
   agentId: { flag: '--agent', env: 'AGENTCOM_AGENT', key: 'agent' },
   tokenFile: { flag: '--token-file', env: 'AGENTCOM_TOKEN_FILE', key: 'tokenFile' },
   queues: { flag: '--queue', env: 'AGENTCOM_QUEUES', key: 'queues' },
+  labels: { flag: '--label', env: 'AGENTCOM_LABELS', key: 'labels' },
   exec: { flag: '--exec', env: 'AGENTCOM_EXEC', key: 'exec' },
   wake: { flag: '--wake', env: 'AGENTCOM_WAKE', key: 'wake' },
   stateDir: { flag: '--state-dir', env: 'AGENTCOM_STATE_DIR', key: 'stateDir' },

@@ -47,6 +47,8 @@ describe('loadRunConfig', () => {
       expect(Object.isFrozen(config)).toBe(true);
       expect(Object.isFrozen(config.queues)).toBe(true);
       expect(Object.isFrozen(config.runner.argv)).toBe(true);
+      expect(config.labels).toEqual({});
+      expect(Object.isFrozen(config.labels)).toBe(true);
     });
 
     it('keeps the credentials out of the environment handed to tasks', () => {
@@ -67,6 +69,28 @@ describe('loadRunConfig', () => {
       );
       expect(config.hubUrls).toEqual(['http://a:1', 'ws://b:2']);
       expect(config.queues).toEqual(['q1', 'q2', 'q3']);
+    });
+
+    it('takes labels from repeated and comma-separated --label flags, split at the first "="', () => {
+      const config = loadRunConfig(
+        { ...BASE_FLAGS, label: ['gpu=a100', ' zone = eu-1 ,url=http://x/?a=b', 'empty='] },
+        BASE_ENV,
+      );
+      expect(config.labels).toEqual({
+        gpu: 'a100',
+        zone: 'eu-1',
+        url: 'http://x/?a=b',
+        empty: '',
+      });
+      expect(Object.isFrozen(config.labels)).toBe(true);
+    });
+
+    it('reads labels from AGENTCOM_LABELS, and prefers --label to it as a whole', () => {
+      const env = { ...BASE_ENV, AGENTCOM_LABELS: 'gpu=a100, zone=eu-1' };
+      expect(loadRunConfig(BASE_FLAGS, env).labels).toEqual({ gpu: 'a100', zone: 'eu-1' });
+      expect(loadRunConfig({ ...BASE_FLAGS, label: ['gpu=h100'] }, env).labels).toEqual({
+        gpu: 'h100',
+      });
     });
 
     it('reads every setting from the environment when no flag is given', () => {
@@ -232,6 +256,7 @@ describe('loadRunConfig', () => {
       agent: 'from-file',
       tokenFile: 'token',
       queues: ['q1', 'q2'],
+      labels: { gpu: 'a100', zone: 'eu-1' },
       wake: [process.execPath, 'wake.js', 'two words'],
       stateDir: 'state',
       heartbeatMs: 250,
@@ -252,6 +277,7 @@ describe('loadRunConfig', () => {
         agentId: 'from-file',
         token: FIXTURE_TOKEN,
         queues: ['q1', 'q2'],
+        labels: { gpu: 'a100', zone: 'eu-1' },
         runner: { kind: 'wake', argv: [process.execPath, 'wake.js', 'two words'] },
         stateDir: join(cf.dir, 'state'),
         heartbeatMs: 250,
@@ -283,6 +309,31 @@ describe('loadRunConfig', () => {
         drainGraceMs: 3000,
         killGraceMs: 333,
         ackTimeoutMs: 10000,
+      });
+    });
+
+    it('takes its labels as an object, an array of "key=value" or a "key=value,..." string', async () => {
+      const labelsFrom = async (labels: unknown) => {
+        await cf.write({ labels });
+        return loadRunConfig({ ...BASE_FLAGS, config: cf.file }, BASE_ENV).labels;
+      };
+      expect(await labelsFrom({ gpu: 'a100', note: 'x=y z' })).toEqual({
+        gpu: 'a100',
+        note: 'x=y z',
+      });
+      expect(await labelsFrom(['gpu=a100', 'zone=eu-1'])).toEqual({ gpu: 'a100', zone: 'eu-1' });
+      expect(await labelsFrom('gpu=a100, zone=eu-1')).toEqual({ gpu: 'a100', zone: 'eu-1' });
+      expect(await labelsFrom({})).toEqual({});
+    });
+
+    it("ranks --label over AGENTCOM_LABELS over the file's labels, never merging them", async () => {
+      await cf.write({ labels: { gpu: 'file', os: 'linux' } });
+      const flags = { ...BASE_FLAGS, config: cf.file };
+      const env = { ...BASE_ENV, AGENTCOM_LABELS: 'gpu=env' };
+      expect(loadRunConfig(flags, BASE_ENV).labels).toEqual({ gpu: 'file', os: 'linux' });
+      expect(loadRunConfig(flags, env).labels).toEqual({ gpu: 'env' });
+      expect(loadRunConfig({ ...flags, label: ['gpu=flag'] }, env).labels).toEqual({
+        gpu: 'flag',
       });
     });
 
@@ -341,6 +392,36 @@ describe('loadRunConfig', () => {
         { handshakeTimeoutMs: [1000] },
         /^--config \(.*\): "handshakeTimeoutMs" must be a number$/,
       ],
+      [
+        'a "label" key',
+        { label: 'gpu=a100' },
+        /^--config \(.*\): unknown key "label": the key is "labels"$/,
+      ],
+      [
+        'a label value with a comma',
+        { labels: { gpu: 'a100', note: 'a,b' } },
+        /^--config \(.*\): "labels": "note=a,b" holds a comma, which a label cannot/,
+      ],
+      [
+        'a label item of an array with a comma',
+        { labels: ['gpu=a100,zone=eu-1'] },
+        /^--config \(.*\): "labels": "gpu=a100,zone=eu-1" holds a comma/,
+      ],
+      [
+        'a label value that is not a string',
+        { labels: { gpu: 1 } },
+        /^--config \(.*\): "labels": the value of "gpu" must be a string$/,
+      ],
+      [
+        'a label name with "="',
+        { labels: { 'gpu=a': '100' } },
+        /^--config \(.*\): "labels": the label name "gpu=a" cannot hold "="$/,
+      ],
+      [
+        'labels as a number',
+        { labels: 5 },
+        /^--config \(.*\): "labels" must be an object of string values, an array of "key=value" strings/,
+      ],
     ])('refuses %s, naming the key', async (_case, content, message) => {
       await cf.write(content);
       expect(failingOption({ ...BASE_FLAGS, config: cf.file })).toMatch(message);
@@ -354,6 +435,15 @@ describe('loadRunConfig', () => {
       await cf.write({ handshakeTimeoutMs: 'slow' });
       expect(failingOption({ ...BASE_FLAGS, config: cf.file })).toBe(
         `--handshake-timeout-ms (handshakeTimeoutMs in ${cf.file}): must be a whole number`,
+      );
+      await cf.write({ labels: ['gpu=a100', 'zone'] });
+      expect(failingOption({ ...BASE_FLAGS, config: cf.file })).toBe(
+        `--label (labels in ${cf.file}): "zone" is not key=value`,
+      );
+      await cf.write({ labels: { [`${'k'.repeat(65)}`]: 'v' } });
+      expect(failingOption({ ...BASE_FLAGS, config: cf.file })).toBe(
+        `--label (labels in ${cf.file}): Too big: expected string to have <=64 characters ` +
+          `(label key "${'k'.repeat(65)}")`,
       );
     });
 
@@ -424,6 +514,51 @@ describe('loadRunConfig', () => {
         { ...BASE_FLAGS, queue: ['ok', 'not ok'] },
         BASE_ENV,
         /^--queue .*\(item 1\)/,
+      ],
+      [
+        'a label without "="',
+        { ...BASE_FLAGS, label: ['gpu=a100', 'zone'] },
+        BASE_ENV,
+        /^--label \(AGENTCOM_LABELS\): "zone" is not key=value$/,
+      ],
+      [
+        'a label from the environment without "="',
+        BASE_FLAGS,
+        { ...BASE_ENV, AGENTCOM_LABELS: 'gpu=a100,a100' },
+        /^--label \(AGENTCOM_LABELS\): "a100" is not key=value$/,
+      ],
+      [
+        'a label with an empty key',
+        { ...BASE_FLAGS, label: [' =a100'] },
+        BASE_ENV,
+        /^--label \(AGENTCOM_LABELS\): "=a100" has an empty key$/,
+      ],
+      [
+        'a label key given twice',
+        { ...BASE_FLAGS, label: ['gpu=a100', 'zone=eu-1,gpu=h100'] },
+        BASE_ENV,
+        /^--label \(AGENTCOM_LABELS\): the label "gpu" is given twice: give each key once$/,
+      ],
+      [
+        'a label key too long',
+        { ...BASE_FLAGS, label: [`${'k'.repeat(65)}=v`] },
+        BASE_ENV,
+        /^--label \(AGENTCOM_LABELS\): Too big: expected string to have <=64 characters \(label key "k{65}"\)$/,
+      ],
+      [
+        'a label value too long',
+        { ...BASE_FLAGS, label: [`gpu=${'v'.repeat(257)}`] },
+        BASE_ENV,
+        /^--label \(AGENTCOM_LABELS\): Too big: expected string to have <=256 characters \(label "gpu"\)$/,
+      ],
+      [
+        'more than 32 labels',
+        BASE_FLAGS,
+        {
+          ...BASE_ENV,
+          AGENTCOM_LABELS: Array.from({ length: 33 }, (_, i) => `k${i}=v`).join(','),
+        },
+        /^--label \(AGENTCOM_LABELS\): at most 32 labels$/,
       ],
       [
         'no exec nor wake',

@@ -2,7 +2,12 @@ import { accessSync, constants as fsConstants, readFileSync, statSync } from 'no
 import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { z } from 'zod';
-import { agentIdSchema, handshakeAuthSchema, queueNameSchema } from '@agentcom/shared';
+import {
+  agentIdSchema,
+  handshakeAuthSchema,
+  labelsSchema,
+  queueNameSchema,
+} from '@agentcom/shared';
 import { ConfigError } from './config-error';
 import { readConfigFile, type ConfigFile } from './config-file';
 import { Layers, nonEmpty, type Env, type Setting } from './config-layers';
@@ -43,6 +48,11 @@ export interface SidecarConfig {
   readonly token: string;
   /** `--queue` (repeatable, or comma-separated) / `AGENTCOM_QUEUES` / `queues`: the queues served. Required. */
   readonly queues: readonly string[];
+  /**
+   * `--label k=v` (repeatable, or comma-separated) / `AGENTCOM_LABELS` (`k=v,k2=v2`) / `labels`:
+   * this agent's labels, sent in the handshake (the hub shows them). Default none: `{}`.
+   */
+  readonly labels: Readonly<Record<string, string>>;
   /** `--exec` or `--wake` (exactly one): how tasks are carried out. */
   readonly runner: RunnerConfig;
   /** `--state-dir` / `AGENTCOM_STATE_DIR` / `stateDir`. Default `$XDG_STATE_HOME/agentcom/<agentId>` (`~/.local/state/...`). */
@@ -76,6 +86,7 @@ export interface RunFlags {
   agent?: string;
   tokenFile?: string;
   queue?: string[];
+  label?: string[];
   exec?: string;
   wake?: string;
   stateDir?: string;
@@ -131,6 +142,7 @@ const settingsSchema = z
     hubUrls: z.array(hubUrlSchema).min(1, 'needs at least one URL'),
     agentId: agentIdSchema,
     queues: z.array(queueNameSchema).min(1, 'needs at least one queue').max(32),
+    labels: labelsSchema,
     stateDir: stateDirSchema,
     heartbeatMs: integerSchema(50, 600_000),
     drainGraceMs: integerSchema(0, 86_400_000),
@@ -174,6 +186,8 @@ export function loadNamedRunConfig(flags: RunFlags, env: Env = process.env): Nam
       tokenFile: flags.tokenFile,
       queues:
         flags.queue !== undefined && flags.queue.length > 0 ? flags.queue.join(',') : undefined,
+      labels:
+        flags.label !== undefined && flags.label.length > 0 ? flags.label.join(',') : undefined,
       exec: flags.exec,
       wake: flags.wake,
       stateDir: flags.stateDir,
@@ -198,6 +212,9 @@ export function loadNamedRunConfig(flags: RunFlags, env: Env = process.env): Nam
   const hub = required('hubUrls');
   const agentId = required('agentId');
   const queues = unique(splitList(required('queues')));
+  // `pick` before `optionName`: it records whether the text came from the config file.
+  const labelsText = layers.pick('labels') ?? '';
+  const labels = parseLabels(labelsText, layers.optionName('labels'));
   const runner = pickRunner(layers);
   const token = readToken(layers);
 
@@ -205,6 +222,7 @@ export function loadNamedRunConfig(flags: RunFlags, env: Env = process.env): Nam
     hubUrls: unique(splitList(hub)),
     agentId,
     queues,
+    labels,
     stateDir: layers.pick('stateDir') ?? defaultStateDir(agentId, env),
     heartbeatMs: layers.pick('heartbeatMs') ?? '5000',
     drainGraceMs: layers.pick('drainGraceMs') ?? '30000',
@@ -218,12 +236,7 @@ export function loadNamedRunConfig(flags: RunFlags, env: Env = process.env): Nam
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const setting = (issue?.path[0] ?? 'hubUrls') as Setting;
-    const where =
-      issue !== undefined && issue.path.length > 1 ? ` (item ${String(issue.path[1])})` : '';
-    throw new ConfigError(
-      layers.optionName(setting),
-      `${issue?.message ?? 'is not valid'}${where}`,
-    );
+    throw new ConfigError(layers.optionName(setting), issueText(setting, issue));
   }
   const { logFile, ...settings } = parsed.data;
 
@@ -339,6 +352,40 @@ function splitList(text: string): string[] {
     .split(',')
     .map((item) => item.trim())
     .filter((item) => item.length > 0);
+}
+
+/**
+ * The `key=value` items of `--label` / `AGENTCOM_LABELS` / `labels` (comma-separated; the config
+ * file's forms arrive as this text too), split at each item's first `=`, key and value trimmed.
+ * An item with no `=` or an empty key, or a key given twice, is refused naming `option`. The
+ * limits (key and value lengths, number of labels) are `labelsSchema`'s, in `settingsSchema`.
+ */
+function parseLabels(text: string, option: string): Record<string, string> {
+  const labels = new Map<string, string>();
+  for (const item of splitList(text)) {
+    const equals = item.indexOf('=');
+    if (equals < 0) throw new ConfigError(option, `"${item}" is not key=value`);
+    const key = item.slice(0, equals).trim();
+    if (key === '') throw new ConfigError(option, `"${item}" has an empty key`);
+    if (labels.has(key)) {
+      throw new ConfigError(option, `the label "${key}" is given twice: give each key once`);
+    }
+    labels.set(key, item.slice(equals + 1).trim());
+  }
+  return Object.fromEntries(labels);
+}
+
+/** What a `settingsSchema` issue says: its message, and which item or label it is about. */
+function issueText(setting: Setting, issue: z.core.$ZodIssue | undefined): string {
+  if (issue === undefined) return 'is not valid';
+  const item = issue.path[1];
+  if (item === undefined) return issue.message;
+  if (setting !== 'labels') return `${issue.message} (item ${String(item)})`;
+  // A record's bad key is an `invalid_key` issue ("Invalid key in record"), the key's own inside.
+  if (issue.code === 'invalid_key') {
+    return `${issue.issues[0]?.message ?? issue.message} (label key "${String(item)}")`;
+  }
+  return `${issue.message} (label "${String(item)}")`;
 }
 
 function unique(items: string[]): string[] {

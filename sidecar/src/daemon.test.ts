@@ -67,6 +67,7 @@ function config(urls: string[], overrides: Partial<SidecarConfig> = {}): Sidecar
     agentId: 'agent-1',
     token: 'agent-secret',
     queues: ['default', 'gpu'],
+    labels: {},
     runner: { kind: 'exec', argv: [process.execPath, '-e', GATED_HANDLER] },
     stateDir: join(dir, 'state'),
     heartbeatMs: 60_000,

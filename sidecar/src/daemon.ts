@@ -137,6 +137,8 @@ async function assemble(
         token: config.token,
         protocol: PROTOCOL_VERSION,
         queues: [...config.queues],
+        // Only when there is one at least: the hub takes a missing `labels` as none.
+        ...(Object.keys(config.labels).length > 0 && { labels: { ...config.labels } }),
         sidecarVersion: SIDECAR_VERSION,
         ...(current !== undefined && { current }),
       };
@@ -235,6 +237,7 @@ async function assemble(
       version: SIDECAR_VERSION,
       hubs: config.hubUrls,
       queues: config.queues,
+      labels: config.labels,
       mode: config.runner.kind,
       configFile: config.configFile,
       stateDir: config.stateDir,

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   existsSync,
@@ -13,16 +14,18 @@ import { join } from 'node:path';
 import type { TaskView } from '@agentcom/shared';
 import { CREDENTIAL_VARIABLES } from '../../sidecar/src/runner/task-environment';
 import { isProcessGone } from '../../sidecar/src/test-support/process';
-import { api, eventually } from '../helpers/hub';
+import { FAST_TIMINGS, api, eventually } from '../helpers/hub';
 import { completionsByTask, readTransitions } from '../helpers/invariants';
 import {
+  RECORD_HANDLER,
   ROOT,
+  SIDECAR_CLI,
+  TestProcess,
   mintToken,
   runSidecarCli,
   startHubProcess,
   startSidecarProcess,
   type HubProcess,
-  type TestProcess,
 } from '../helpers/processes';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
@@ -321,6 +324,35 @@ describe('the sidecar process against real hub processes', () => {
     const vars = (task.result as { vars: string[] }).vars;
     expect(vars).toEqual(expect.arrayContaining(['AGENTCOM_TASK_ID', 'AGENTCOM_AGENT']));
     for (const secret of CREDENTIAL_VARIABLES) expect(vars).not.toContain(secret);
+  });
+
+  it('sends the labels of its --label flags in the handshake: GET /v1/agents/:id shows them', async () => {
+    const hub = await startHubProcess(redis.url, prefix, 'hub-1');
+    hubs.push(hub);
+    const stateDir = join(dir, 'labelled');
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    const tokenFile = join(stateDir, 'token');
+    writeFileSync(tokenFile, await mintToken(hub.url, 'labelled'), { mode: 0o600 });
+    // startSidecarProcess sets everything through the environment; the flags are the point here.
+    const args = [
+      ...['--hub', hub.url, '--agent', 'labelled', '--token-file', tokenFile],
+      ...['--queue', 'default', '--exec', `${process.execPath} ${RECORD_HANDLER}`],
+      ...['--state-dir', stateDir, '--heartbeat-ms', FAST_TIMINGS.HEARTBEAT_MS],
+      ...['--label', 'gpu=a100', '--label', 'zone=eu-1'],
+    ];
+    expect(existsSync(SIDECAR_CLI)).toBe(true); // else: run `make build` first
+    const child = spawn(process.execPath, [SIDECAR_CLI, 'run', ...args], {
+      env: { ...process.env, RUN_LOG: join(dir, 'run.log') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    sidecars.push(new TestProcess('labelled', child));
+    await waitAgentState(hub, 'labelled', 'idle');
+    const agent = await api<{ labels: Record<string, string> }>(
+      hub.url,
+      'GET',
+      '/v1/agents/labelled',
+    );
+    expect(agent.body.labels).toEqual({ gpu: 'a100', zone: 'eu-1' });
   });
 
   it('starts with a corrupt state file: moves it aside with a clear log line and serves tasks', async () => {
