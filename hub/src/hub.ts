@@ -46,6 +46,8 @@ export interface Hub {
   readonly tasks: TaskService;
   readonly gateway: AgentGateway;
   readonly dispatcher: Dispatcher;
+  /** The leases this replica extends (tasks of the agents connected here). */
+  readonly leases: LeaseKeeper;
   readonly metrics: HubMetrics;
   /** The port actually listened on. */
   readonly port: number;
@@ -316,5 +318,19 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     return closing;
   };
 
-  return { config, app, io, redis, keys, agents, tasks, gateway, dispatcher, metrics, port, close };
+  return {
+    config,
+    app,
+    io,
+    redis,
+    keys,
+    agents,
+    tasks,
+    gateway,
+    dispatcher,
+    leases,
+    metrics,
+    port,
+    close,
+  };
 }

@@ -92,3 +92,71 @@ describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', ()
     expect(ack).toEqual({ ok: true, state: 'idle', abort: true, hubId: hub.config.hubId });
   });
 });
+
+describe("the lease keeper's entries follow the agent's connections on one replica", () => {
+  let redis: RedisProcess;
+  let hub: Hub & { url: string };
+  const agents: TestAgent[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    hub = await startTestHub(redis.url);
+  });
+  afterEach(() => {
+    for (const agent of agents.splice(0)) agent.close();
+  });
+  afterAll(async () => {
+    await hub.close();
+    await redis.dispose();
+  });
+
+  /** An agent of a new queue that was pushed a new task (not accepted yet). */
+  const pushed = async () => {
+    const queue = `q-${randomBytes(4).toString('hex')}`;
+    const agent = await TestAgent.register(hub.url, `agent-${randomBytes(4).toString('hex')}`, [
+      queue,
+    ]);
+    agents.push(agent);
+    const assigned = agent.nextAssignment();
+    await api(hub.url, 'POST', '/v1/tasks', { queue, payload: {} });
+    return { agent, msg: await assigned };
+  };
+  const closed = (agent: TestAgent) =>
+    new Promise<void>((resolve) => agent.socket.once('disconnect', () => resolve()));
+
+  it('keeps the lease of a newer connection that resumed the task when the older one closes', async () => {
+    const { agent, msg } = await pushed();
+    expect(await agent.accept(msg)).toMatchObject({ ok: true });
+    const held = { taskId: msg.task.id, queue: msg.task.queue, token: msg.token };
+    expect(hub.leases.heldBy(agent.agentId)).toMatchObject(held);
+    // the sidecar reconnects (same replica) and resumes: its older connection is replaced
+    const replaced = closed(agent);
+    const again = new TestAgent(hub.url, agent.agentId, agent.token, agent.queues);
+    again.current = agent.current;
+    agents.push(again);
+    await again.connect();
+    await replaced;
+    await hub.gateway.settled(2000); // the older connection's disconnect is recorded
+    expect(await hub.agents.get(agent.agentId)).toMatchObject({ state: 'working' });
+    expect(hub.leases.heldBy(agent.agentId)).toMatchObject(held);
+    expect(await again.complete(msg, 'done')).toEqual({ ok: true });
+  });
+
+  it('drops the lease of the older connection when the newer one does not resume its task', async () => {
+    const { agent, msg } = await pushed();
+    expect(await agent.accept(msg)).toMatchObject({ ok: true });
+    expect(hub.leases.heldBy(agent.agentId)).toMatchObject({ token: msg.token });
+    // restarted without its task (say its state was lost): the task goes back to wait
+    const replaced = closed(agent);
+    const again = new TestAgent(hub.url, agent.agentId, agent.token, agent.queues);
+    agents.push(again);
+    const retried = again.nextAssignment();
+    await again.connect();
+    await replaced;
+    await hub.gateway.settled(2000);
+    const next = await retried; // the same task, pushed again under a new token
+    expect(next.task.id).toBe(msg.task.id);
+    expect(next.token).not.toBe(msg.token);
+    expect(hub.leases.heldBy(agent.agentId)).toBeUndefined();
+  });
+});

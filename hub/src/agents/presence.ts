@@ -155,6 +155,8 @@ export class Presence {
         },
       });
       if (!result.ok) continue;
+      // this connection holds no task: an older one's lease on this replica is not its to extend
+      this.options.leases.untrack(agentId);
       if (wasAssigned) await this.requeue(record);
       if (to === 'idle') this.options.onAgentIdle(auth.queues);
       const outcome: ConnectOutcome = { state: to };
@@ -198,11 +200,16 @@ export class Presence {
     socketId: string,
     reason: TransitionReason = 'disconnect',
   ): Promise<void> {
-    const { agents } = this.options;
-    this.options.leases.untrack(agentId);
+    const { agents, leases, hubId } = this.options;
     for (let i = 0; i < MAX_CAS_RETRIES; i++) {
       const record = await agents.get(agentId);
-      if (!record || record.socketId !== socketId) return; // replaced or already handled
+      if (!record || record.socketId !== socketId) {
+        // replaced or already handled: a newer connection to this replica keeps the lease it
+        // tracks (a resume tracked it), one elsewhere has it extended there
+        if (record?.socketId === undefined || record.hubId !== hubId) leases.untrack(agentId);
+        return;
+      }
+      leases.untrack(agentId);
       const now = agents.now();
       const holdsTask =
         (record.state === 'assigned' || record.state === 'working') && record.taskId;

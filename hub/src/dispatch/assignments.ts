@@ -135,16 +135,24 @@ export class AssignmentService {
 
   /**
    * assigned → working, one script. The job's lock needs no extension here: it was taken for a
-   * whole lease when the job was fetched, and the lease keeper extends it from now on.
+   * whole lease when the job was fetched, and the lease keeper extends it from now on, while the
+   * connection that accepted is open (`connected`): one that closed while the script ran was
+   * untracked by its disconnect already, and is not tracked again.
    */
-  async accept(agentId: string, msg: TaskAccept): Promise<{ state: AgentState }> {
+  async accept(
+    agentId: string,
+    msg: TaskAccept,
+    connected: () => boolean = () => true,
+  ): Promise<{ state: AgentState }> {
     const accepted = await this.options.agents.accept(agentId, msg.taskId, msg.token);
     if (!accepted) throw superseded(msg.taskId);
-    this.options.leases.track(agentId, {
-      taskId: msg.taskId,
-      queue: accepted.taskQueue,
-      token: msg.token,
-    });
+    if (connected()) {
+      this.options.leases.track(agentId, {
+        taskId: msg.taskId,
+        queue: accepted.taskQueue,
+        token: msg.token,
+      });
+    }
     return { state: 'working' };
   }
 

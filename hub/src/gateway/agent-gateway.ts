@@ -210,6 +210,7 @@ export class AgentGateway implements AgentNotifier {
       socketId: socket.id,
       hubId: this.options.hubId,
       dropConnection: () => void this.resync(socket, log),
+      isConnected: () => socket.connected,
       cancelTask: (msg) => {
         log.info({ taskId: msg.taskId }, 'a cancel of the task is pending: sending it again');
         socket.emit('task:cancel', msg);

@@ -20,6 +20,8 @@ export interface HandlerContext {
   hubId: string;
   /** Closes this connection (the sidecar reconnects and re-announces). */
   dropConnection: () => void;
+  /** False once this connection closed (its disconnect is being recorded). */
+  isConnected: () => boolean;
   /** Sends `task:cancel` on this connection. */
   cancelTask: (msg: TaskCancel) => void;
   assignments: AssignmentService;
@@ -35,7 +37,7 @@ type Handler = (ctx: HandlerContext, payload: never) => Promise<Ack<object>>;
 export const EVENT_HANDLERS: { [E in ClientEventName]: Handler } = {
   'task:accept': async (ctx, msg: Parameters<AssignmentService['accept']>[1]) => ({
     ok: true,
-    ...(await ctx.assignments.accept(ctx.agentId, msg)),
+    ...(await ctx.assignments.accept(ctx.agentId, msg, ctx.isConnected)),
   }),
   'task:progress': async (ctx, msg: Parameters<AssignmentService['progress']>[1]) => {
     await ctx.assignments.progress(ctx.agentId, msg);
