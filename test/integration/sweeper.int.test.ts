@@ -1,9 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import type { TaskAssign, TaskCancel } from '@agentcom/shared';
+import type { TaskAssign, TaskCancel, TaskFail } from '@agentcom/shared';
 import { Redis } from 'ioredis';
+import type { Presence } from '../../hub/src/agents/presence';
+import { Sweeper } from '../../hub/src/dispatch/sweeper';
+import { AgentStore } from '../../hub/src/fsm/agent-store';
 import type { Hub } from '../../hub/src/hub';
+import { createLogger } from '../../hub/src/logger';
+import { RedisKeys } from '../../hub/src/redis/keys';
+import { agentScripts } from '../../hub/src/redis/scripts';
 import { api, eventually, startTestHub } from '../helpers/hub';
 import { useHubsFixture } from '../helpers/hubs-fixture';
+import { startRedis } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
 
 /** The sweeper against a real Redis and in-process replicas, with protocol-level agents. */
@@ -112,5 +119,71 @@ describe('sweeper', () => {
       },
       { what: 'two liveness refreshes with no sweep between them', timeoutMs: 5000 },
     );
+  });
+});
+
+describe('the run-timeout backstop, swept by two replicas at once', () => {
+  it('is applied by one of them: one cancel, one failure of the attempt', async () => {
+    const server = await startRedis();
+    const redis = new Redis(server.url);
+    try {
+      const keys = new RedisKeys(`b${randomBytes(3).toString('hex')}`);
+      const agents = new AgentStore({ redis, scripts: agentScripts(redis), keys, hubId: 'hub-a' });
+      // agent `a` works on t1, was told of its run timeout, and the grace has run out since
+      await agents.register('a', 'h'.repeat(64));
+      const now = Date.now();
+      const steps = [
+        { from: 'offline', to: 'idle', reason: 'connect', set: { queues: 'q1', socketId: 's-a' } },
+        { from: 'idle', to: 'assigned', reason: 'assign', set: { taskId: 't1', token: 'a:tok' } },
+        { from: 'assigned', to: 'working', reason: 'accept', set: { taskQueue: 'q1' } },
+        {
+          from: 'working',
+          to: 'working',
+          reason: 'timeout',
+          set: { taskTimeoutMs: 300, timeoutNotifiedAt: now - 1000 },
+          index: { runDeadline: now - 500 },
+        },
+      ] as const;
+      for (const step of steps) {
+        expect((await agents.transition({ agentId: 'a', ...step })).ok).toBe(true);
+      }
+      const cancels: Array<[string, TaskCancel]> = [];
+      const failures: Array<[string, TaskFail]> = [];
+      const sweeper = (hubId: string) =>
+        new Sweeper({
+          redis,
+          keys,
+          agents,
+          // the steps this test runs (run deadlines on an agent with a live socket) never use it
+          presence: {} as Presence,
+          notifier: {
+            cancel: (agentId, msg) => cancels.push([agentId, msg]),
+            assign: () => undefined,
+            error: () => undefined,
+            disconnect: () => undefined,
+          },
+          hubId,
+          leaseMs: 60_000,
+          ackTimeoutMs: 10_000,
+          ackCooldownMaxMs: 300_000,
+          heartbeatMs: 5000,
+          sweepMs: 1000,
+          runTimeoutGraceMs: 500,
+          logger: createLogger({ level: 'silent', hubId }),
+          onAgentIdle: () => undefined,
+          failAttempt: async (agentId, report) => {
+            failures.push([agentId, report]);
+          },
+        });
+      // both list the agent and read its record before either acts on it
+      await Promise.all([sweeper('hub-a').sweep(), sweeper('hub-b').sweep()]);
+      expect(cancels).toEqual([['a', { taskId: 't1', reason: 'superseded' }]]);
+      expect(failures).toEqual([
+        ['a', expect.objectContaining({ taskId: 't1', token: 'a:tok', kind: 'timeout' })],
+      ]);
+    } finally {
+      redis.disconnect();
+      await server.dispose();
+    }
   });
 });
