@@ -106,6 +106,36 @@ describe('sweeper', () => {
     expect(await agent.complete(retry, 'done')).toEqual({ ok: true });
   });
 
+  it("after another replica's backstop failed an attempt, the agent's replica does not cancel the retry when it loses the old lease", async () => {
+    // the agent is connected to R, which extends its lease; S (sweeping) applies the backstop
+    const prefix = `l${randomBytes(3).toString('hex')}`;
+    const replica = await startHub({ AGENTCOM_PREFIX: prefix, SWEEP_MS: '60000' });
+    const sweeping = await startHub({ AGENTCOM_PREFIX: prefix, RUN_TIMEOUT_GRACE_MS: '300' });
+    const { agent, queue } = await register(replica.url);
+    const seen: string[] = [];
+    agent.on('assign', (msg: TaskAssign) => seen.push(`assign ${msg.attempt}`));
+    agent.on('cancel', (msg: TaskCancel) => seen.push(`cancel ${msg.reason}`));
+    const first = agent.nextAssignment();
+    await api(sweeping.url, 'POST', '/v1/tasks', {
+      queue,
+      payload: {},
+      attempts: 2,
+      timeoutMs: 300,
+    });
+    const msg = await first;
+    expect(await agent.accept(msg)).toMatchObject({ ok: true });
+    expect(replica.leases.heldBy(agent.agentId)).toMatchObject({ token: msg.token });
+    const retry = await agent.nextAssignment(10_000); // S failed attempt 1, the retry came back
+    expect(retry.attempt).toBe(2);
+    // R's next lease tick finds the old lock gone
+    await eventually(async () => (replica.leases.heldBy(agent.agentId) ? undefined : true), {
+      what: "R's lease tick",
+    });
+    expect(await agent.accept(retry)).toMatchObject({ ok: true });
+    expect(seen).toEqual(['assign 1', 'cancel timeout', 'cancel superseded', 'assign 2']);
+    expect(await agent.complete(retry, 'done')).toEqual({ ok: true });
+  });
+
   it('refreshes its liveness on its own timer, however long between sweeps', async () => {
     // others take a replica for gone after 3 heartbeat intervals (1.5 s here) without a refresh
     const hub = await startHub({ SWEEP_MS: '60000', HEARTBEAT_MS: '500', LEASE_MS: '3000' });
