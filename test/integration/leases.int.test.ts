@@ -91,32 +91,12 @@ describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', ()
     });
     expect(ack).toEqual({ ok: true, state: 'idle', abort: true, hubId: hub.config.hubId });
   });
-});
 
-describe("the lease keeper's entries follow the agent's connections on one replica", () => {
-  let redis: RedisProcess;
-  let hub: Hub & { url: string };
-  const agents: TestAgent[] = [];
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    hub = await startTestHub(redis.url);
-  });
-  afterEach(() => {
-    for (const agent of agents.splice(0)) agent.close();
-  });
-  afterAll(async () => {
-    await hub.close();
-    await redis.dispose();
-  });
-
+  // the lease keeper's entries follow the agent's connections on one replica
   /** An agent of a new queue that was pushed a new task (not accepted yet). */
   const pushed = async () => {
     const queue = `q-${randomBytes(4).toString('hex')}`;
-    const agent = await TestAgent.register(hub.url, `agent-${randomBytes(4).toString('hex')}`, [
-      queue,
-    ]);
-    agents.push(agent);
+    const agent = await register(queue);
     const assigned = agent.nextAssignment();
     await api(hub.url, 'POST', '/v1/tasks', { queue, payload: {} });
     return { agent, msg: await assigned };

@@ -177,25 +177,13 @@ export class Sweeper {
         continue;
       }
       if (!this.runOverdue(record, now)) continue; // listed for an earlier task, or notified since
-      if (record.timeoutNotifiedAt === undefined) {
-        const result = await agents.transition({
-          agentId,
-          from: 'working',
-          to: 'working',
-          version: record.version,
-          reason: 'timeout',
-          task: record.taskId,
-          set: { timeoutNotifiedAt: now },
-          index: { runDeadline: now + this.options.runTimeoutGraceMs },
-        });
-        if (result.ok) notifier.cancel(agentId, { taskId: record.taskId, reason: 'timeout' });
-        continue;
-      }
-      // One replica goes on: another that listed the agent too, and read the record before this
-      // write, fails it; one that reads it after finds the grace started again. Its cancel,
-      // sent once this replica's retry may have been pushed, would stop the retry. A replica
-      // that dies before failing the attempt leaves it to the next sweep a grace later.
-      const backstop = await agents.transition({
+      // Both stages start a grace on the record first, compare-and-set: one replica goes on.
+      // At the second, another that listed the agent too and read the record before this write
+      // fails it; one that reads it after finds the grace started again. Its cancel, sent once
+      // this replica's retry may have been pushed, would stop the retry. A replica that dies
+      // before failing the attempt leaves it to the next sweep, a grace later.
+      const told = record.timeoutNotifiedAt !== undefined;
+      const graceStarted = await agents.transition({
         agentId,
         from: 'working',
         to: 'working',
@@ -205,7 +193,11 @@ export class Sweeper {
         set: { timeoutNotifiedAt: now },
         index: { runDeadline: now + this.options.runTimeoutGraceMs },
       });
-      if (!backstop.ok) continue;
+      if (!graceStarted.ok) continue;
+      if (!told) {
+        notifier.cancel(agentId, { taskId: record.taskId, reason: 'timeout' });
+        continue;
+      }
       this.options.logger.warn(
         { agentId, taskId: record.taskId },
         'no report after the run timeout: failing the attempt',
