@@ -5,7 +5,7 @@ import { Server } from 'socket.io';
 import { AgentControl } from './agents/agent-control';
 import { Presence } from './agents/presence';
 import type { HubConfig } from './config';
-import { AssignmentService, holds } from './dispatch/assignments';
+import { AssignmentService } from './dispatch/assignments';
 import { Dispatcher } from './dispatch/dispatcher';
 import { LeaseKeeper } from './dispatch/lease-keeper';
 import type { AgentNotifier } from './dispatch/notifier';
@@ -102,18 +102,8 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     heartbeatMs: config.heartbeatMs,
     logger,
     onLeaseLost: (agentId, task) => {
-      agents
-        .get(agentId)
-        .then(async (record) => {
-          // Ended elsewhere meanwhile (the run-timeout backstop of another replica, which told
-          // the agent): a cancel now could stop the next assignment of the same task to it. An
-          // agent that still runs the task learns from its next heartbeat (`abort`).
-          if (!holds(record, task.taskId, task.token)) return;
-          logger.warn({ agentId, taskId: task.taskId }, 'lease lost: telling the agent to abort');
-          // told first, as the backstop does: the release may claim the agent for the retry
-          notifier.cancel(agentId, { taskId: task.taskId, reason: 'lease_lost' });
-          await assignments.release(agentId, task.taskId, task.token, 'lease_lost');
-        })
+      assignments
+        .leaseLost(agentId, task, (cancel) => notifier.cancel(agentId, cancel))
         .catch((err: unknown) =>
           logger.warn(
             { agentId, taskId: task.taskId, err: String(err) },

@@ -28,7 +28,7 @@ import { CANCELLED_PREFIX } from '../tasks/task-service';
 import { agentIdOfToken } from './assignment-token';
 import { jobToComplete, moveToCompletedArgs } from './bull-completion';
 import { isStaleAssignmentError } from './bull-errors';
-import type { LeaseKeeper } from './lease-keeper';
+import type { HeldTask, LeaseKeeper } from './lease-keeper';
 import {
   failureTaken,
   finishedMarker,
@@ -562,6 +562,28 @@ export class AssignmentService {
     await job?.moveToWait(task.token).catch(() => undefined);
     await this.release(agentId, task.taskId, task.token, 'not_held');
     this.options.onAgentIdle([task.queue]);
+  }
+
+  /**
+   * The lock of a task this replica extended was lost: the agent is told to stop it (first: the
+   * release may claim the agent for the task's retry) and released, but only while its record
+   * still holds that assignment. One that ended elsewhere meanwhile (another replica's
+   * run-timeout backstop, which told the agent) may have been followed by the next assignment
+   * of the same task to this agent, which a cancel now would stop; an agent still running an
+   * assignment that ended learns it from its next heartbeat (`abort`).
+   */
+  async leaseLost(
+    agentId: string,
+    task: HeldTask,
+    tell: (cancel: TaskCancel) => void,
+  ): Promise<void> {
+    if (!holds(await this.options.agents.get(agentId), task.taskId, task.token)) return;
+    this.options.logger.warn(
+      { agentId, taskId: task.taskId },
+      'lease lost: telling the agent to abort',
+    );
+    tell({ taskId: task.taskId, reason: 'lease_lost' });
+    await this.release(agentId, task.taskId, task.token, 'lease_lost');
   }
 
   /**
