@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   existsSync,
@@ -14,18 +13,16 @@ import { join } from 'node:path';
 import type { TaskView } from '@agentcom/shared';
 import { CREDENTIAL_VARIABLES } from '../../sidecar/src/runner/task-environment';
 import { isProcessGone } from '../../sidecar/src/test-support/process';
-import { FAST_TIMINGS, api, eventually } from '../helpers/hub';
+import { api, eventually } from '../helpers/hub';
 import { completionsByTask, readTransitions } from '../helpers/invariants';
 import {
-  RECORD_HANDLER,
   ROOT,
-  SIDECAR_CLI,
-  TestProcess,
   mintToken,
   runSidecarCli,
   startHubProcess,
   startSidecarProcess,
   type HubProcess,
+  type TestProcess,
 } from '../helpers/processes';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
@@ -329,23 +326,15 @@ describe('the sidecar process against real hub processes', () => {
   it('sends the labels of its --label flags in the handshake: GET /v1/agents/:id shows them', async () => {
     const hub = await startHubProcess(redis.url, prefix, 'hub-1');
     hubs.push(hub);
-    const stateDir = join(dir, 'labelled');
-    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    const tokenFile = join(stateDir, 'token');
-    writeFileSync(tokenFile, await mintToken(hub.url, 'labelled'), { mode: 0o600 });
-    // startSidecarProcess sets everything through the environment; the flags are the point here.
-    const args = [
-      ...['--hub', hub.url, '--agent', 'labelled', '--token-file', tokenFile],
-      ...['--queue', 'default', '--exec', `${process.execPath} ${RECORD_HANDLER}`],
-      ...['--state-dir', stateDir, '--heartbeat-ms', FAST_TIMINGS.HEARTBEAT_MS],
-      ...['--label', 'gpu=a100', '--label', 'zone=eu-1'],
-    ];
-    expect(existsSync(SIDECAR_CLI)).toBe(true); // else: run `make build` first
-    const child = spawn(process.execPath, [SIDECAR_CLI, 'run', ...args], {
-      env: { ...process.env, RUN_LOG: join(dir, 'run.log') },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    sidecars.push(new TestProcess('labelled', child));
+    sidecars.push(
+      startSidecarProcess({
+        hubUrls: [hub.url],
+        agentId: 'labelled',
+        token: await mintToken(hub.url, 'labelled'),
+        stateDir: join(dir, 'labelled'),
+        args: ['--label', 'gpu=a100', '--label', 'zone=eu-1'],
+      }),
+    );
     await waitAgentState(hub, 'labelled', 'idle');
     const agent = await api<{ labels: Record<string, string> }>(
       hub.url,

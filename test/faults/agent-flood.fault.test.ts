@@ -80,7 +80,7 @@ async function floodUntilClosed(
   message: (i: number) => [string, unknown],
 ): Promise<{ error: unknown; reason: string; at: number }> {
   const error = new Promise<unknown>((resolve) => agent.socket.once('hub:error', resolve));
-  const closed = new Promise<string>((resolve) => agent.socket.once('disconnect', resolve));
+  const closed = agent.disconnected();
   for (let i = 0; i < FLOOD_EVENTS; i++) {
     const [event, payload] = message(i);
     (agent.socket as unknown as Loose).emit(event, payload, noAnswer);
@@ -106,7 +106,7 @@ async function floodOutcome(
 ): Promise<{ error: unknown; reason: string } | 'still connected'> {
   const socket = agent.socket as unknown as Loose;
   const error = new Promise<unknown>((resolve) => agent.socket.once('hub:error', resolve));
-  const reason = new Promise<string>((resolve) => agent.socket.once('disconnect', resolve));
+  const reason = agent.disconnected();
   const closed = Promise.all([error, reason]).then(([e, r]) => ({ error: e, reason: r }));
   for (let i = 0; i < count; i++) send(socket, i);
   const answered = new Promise<'still connected'>((resolve) =>

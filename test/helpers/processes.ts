@@ -118,6 +118,8 @@ export interface SidecarOptions {
   queues?: string[];
   exec?: string;
   env?: Record<string, string>;
+  /** Flags after `run` (the settings above come through the environment). */
+  args?: string[];
 }
 
 /** Writes the token file (0600) and starts `agentcom-sidecar run` as a child process. */
@@ -126,7 +128,7 @@ export function startSidecarProcess(options: SidecarOptions): TestProcess {
   mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
   const tokenFile = join(options.stateDir, 'token');
   writeFileSync(tokenFile, options.token, { mode: 0o600 });
-  const child = spawn(process.execPath, [SIDECAR_CLI, 'run'], {
+  const child = spawn(process.execPath, [SIDECAR_CLI, 'run', ...(options.args ?? [])], {
     env: {
       ...process.env,
       AGENTCOM_HUB: options.hubUrls.join(','),

@@ -133,6 +133,11 @@ export class TestAgent extends EventEmitter {
   close(): void {
     this.socket.disconnect();
   }
+
+  /** Resolves with the reason once this connection closes (listen before what closes it). */
+  disconnected(): Promise<string> {
+    return new Promise((resolve) => this.socket.once('disconnect', (reason) => resolve(reason)));
+  }
 }
 
 export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {

@@ -196,7 +196,7 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
       await limited.fail(msg, { error: 'quota', retryable: true, rateLimitedUntil: until }),
     ).toEqual({ ok: true });
     // away before the rest ends: offline, the rest's time and entry kept
-    const gone = new Promise((resolve) => limited.socket.once('disconnect', resolve));
+    const gone = limited.disconnected();
     limited.close();
     await gone;
     const offline = await eventually(async () => {

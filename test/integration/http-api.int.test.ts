@@ -454,7 +454,7 @@ describe('HTTP API', () => {
       const agent = await TestAgent.register(hub.url, 'rotated', ['rotq']);
       try {
         const told = new Promise((resolve) => agent.socket.once('hub:error', resolve));
-        const closed = new Promise((resolve) => agent.socket.once('disconnect', resolve));
+        const closed = agent.disconnected();
         const rotated = await api<{ token: string }>(hub.url, 'POST', '/v1/agents', {
           agentId: 'rotated',
         });
@@ -496,7 +496,7 @@ describe('HTTP API', () => {
       const agent = new TestAgent(hub.url, 'racer', created.body.token);
       try {
         const told = new Promise((resolve) => agent.socket.once('hub:error', resolve));
-        const closed = new Promise((resolve) => agent.socket.once('disconnect', resolve));
+        const closed = agent.disconnected();
         await agent.connect(); // the handshake passed
         expect(await told).toEqual({
           code: 'E_UNAUTHORIZED',

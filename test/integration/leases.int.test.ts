@@ -101,8 +101,6 @@ describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', ()
     await api(hub.url, 'POST', '/v1/tasks', { queue, payload: {} });
     return { agent, msg: await assigned };
   };
-  const closed = (agent: TestAgent) =>
-    new Promise<void>((resolve) => agent.socket.once('disconnect', () => resolve()));
 
   it('keeps the lease of a newer connection that resumed the task when the older one closes', async () => {
     const { agent, msg } = await pushed();
@@ -110,7 +108,7 @@ describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', ()
     const held = { taskId: msg.task.id, queue: msg.task.queue, token: msg.token };
     expect(hub.leases.heldBy(agent.agentId)).toMatchObject(held);
     // the sidecar reconnects (same replica) and resumes: its older connection is replaced
-    const replaced = closed(agent);
+    const replaced = agent.disconnected();
     const again = new TestAgent(hub.url, agent.agentId, agent.token, agent.queues);
     again.current = agent.current;
     agents.push(again);
@@ -127,7 +125,7 @@ describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', ()
     expect(await agent.accept(msg)).toMatchObject({ ok: true });
     expect(hub.leases.heldBy(agent.agentId)).toMatchObject({ token: msg.token });
     // restarted without its task (say its state was lost): the task goes back to wait
-    const replaced = closed(agent);
+    const replaced = agent.disconnected();
     const again = new TestAgent(hub.url, agent.agentId, agent.token, agent.queues);
     agents.push(again);
     const retried = again.nextAssignment();

@@ -117,7 +117,7 @@ describe('operator API: tasks, agents, queues, metrics, Bull Board, docs', () =>
 
   it("ends an agent's own drain (its sidecar stopping) with its connection; an operator's drain outlasts reconnects", async () => {
     const reconnect = async (agent: TestAgent, hub: number) => {
-      const closed = new Promise((resolve) => agent.socket.once('disconnect', resolve));
+      const closed = agent.disconnected();
       agent.close();
       await closed;
       const again = new TestAgent(url(hub), agent.agentId, agent.token, agent.queues);
@@ -192,11 +192,7 @@ describe('operator API: tasks, agents, queues, metrics, Bull Board, docs', () =>
     });
     expect((await assigned).task.id).toBe(created.body.id);
 
-    const disconnected = withTimeout(
-      new Promise((resolve) => agent.socket.once('disconnect', resolve)),
-      1000,
-      'disconnect within 1 s',
-    );
+    const disconnected = withTimeout(agent.disconnected(), 1000, 'disconnect within 1 s');
     expect(await api(url(2), 'DELETE', `/v1/agents/${agent.agentId}`)).toEqual({
       status: 200,
       body: { agentId: agent.agentId, revoked: true },
