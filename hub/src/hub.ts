@@ -80,7 +80,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
   const onAgentIdle = (queues: readonly string[]): void => dispatcher?.triggerAll(queues);
   const onQueueWork = (queue: string): void => dispatcher?.trigger(queue);
   const notifier: AgentNotifier = {
-    assign: (agentId, message) => gateway?.assign(agentId, message),
+    assign: (agentId, message, socketId) => gateway?.assign(agentId, message, socketId),
     cancel: (agentId, message) => gateway?.cancel(agentId, message),
     error: (agentId, message) => gateway?.error(agentId, message),
     disconnect: (agentId) => gateway?.disconnect(agentId),

@@ -94,6 +94,27 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     expect(metrics).toContain(`agentcom_completions_at_once_total{queue="${queue}",hub="hub-a"} 1`);
   });
 
+  it('pushes a task to the connection the claimed record names, not to a connection of the agent another replica still holds', async () => {
+    const queue = newQueue();
+    const agent = await register(hubB.url, queue);
+    // Replica A still holds a connection in the agent's room, as it does with an older connection
+    // of the agent whose replacement on B has not reached it yet; a bystander's socket joined to
+    // the room stands in for it (the room's state is the same).
+    const bystander = await register(hubA.url, newQueue());
+    const held = hubA.gateway.nsp.sockets.get(bystander.socket.id ?? '');
+    expect(held).toBeDefined();
+    await held?.join(`agent:${agent.agentId}`);
+
+    const assigned = agent.nextAssignment(5000);
+    const id = await createTask(hubA.url, { queue, payload: {} });
+    const msg = await assigned;
+    expect(msg.task.id).toBe(id);
+    expect(await agent.accept(msg)).toMatchObject({ ok: true, state: 'working' });
+    // a round trip on the held connection after the push: anything sent to it arrived first
+    expect(await bystander.send('agent:heartbeat', {})).toMatchObject({ ok: true });
+    expect(bystander.assignments).toEqual([]);
+  });
+
   it('rejects a superseded token without changing anything and acknowledges a replayed completion once', async () => {
     const { agent, id, msg } = await workingOnTask(hubA.url);
     const stale = await agent.send('task:complete', {

@@ -1,3 +1,4 @@
+import type { TaskAssign } from '@agentcom/shared';
 import { UnrecoverableError } from 'bullmq';
 import type { AgentStore, Claim, ClaimStep, FetchedJob } from '../fsm/agent-store';
 import type { RedisKeys } from '../redis/keys';
@@ -286,9 +287,9 @@ export class Dispatcher {
 
   /** Emits `task:assign` for a task recorded on the claimed agent. */
   private push(claim: Claim, task: AssignedTask): void {
-    const { agentId, token, queue } = claim;
+    const { agentId, token, queue, socketId } = claim;
     const { data, attempts } = task;
-    this.options.notifier.assign(agentId, {
+    const message: TaskAssign = {
       task: {
         id: task.id,
         queue,
@@ -300,7 +301,8 @@ export class Dispatcher {
       attempt: Math.min(task.attemptsMade + 1, attempts),
       attempts,
       ...(data.timeoutMs !== undefined ? { timeoutMs: data.timeoutMs } : {}),
-    });
+    };
+    this.options.notifier.assign(agentId, message, socketId);
     this.assignedCount++;
     const sinceAddedMs = this.options.starts?.takeElapsedMs(task.id);
     // Only the first push of a task: an operator's retry resets attemptsMade and attemptsStarted

@@ -6,7 +6,11 @@ import type { HubError, TaskAssign, TaskCancel } from '@agentcom/shared';
  * `emitWithAck`/`fetchSockets`, which wait on every replica).
  */
 export interface AgentNotifier {
-  assign(agentId: string, message: TaskAssign): void;
+  /**
+   * Pushes a task to the agent's connection `socketId` (the one its record named when it was
+   * claimed), or to whichever connection the agent has when none is known.
+   */
+  assign(agentId: string, message: TaskAssign, socketId?: string): void;
   cancel(agentId: string, message: TaskCancel): void;
   error(agentId: string, message: HubError): void;
   /** Closes the agent's connection, on whichever replica holds it. */

@@ -30,6 +30,11 @@ export interface Claim {
   queue: string;
   /** The assignment token (also the job's BullMQ lock token). */
   token: string;
+  /**
+   * The connection the claimed record names: the push goes to it, not to whichever connection of
+   * the agent a replica still holds (an older one whose replacement has not reached it yet).
+   */
+  socketId?: string;
 }
 
 /** A job BullMQ handed out, as its hash (`data`, `opts`, `timestamp`, `atm`, `ats`, ...). */
@@ -569,18 +574,18 @@ function transitionResult(reply: TransitionReply): TransitionResult {
 
 function claimStepFrom(reply: ClaimAndFetchReply): ClaimStep | undefined {
   if (!reply) return undefined;
-  const claim = claimFrom([reply[0], reply[1], reply[2], reply[3], reply[4]]);
+  const claim = claimFrom([reply[0], reply[1], reply[2], reply[3], reply[4], reply[5]]);
   if (!claim) return undefined;
-  switch (reply[5]) {
+  switch (reply[6]) {
     case 'assigned':
       return {
         outcome: 'assigned',
         claim,
-        job: { id: reply[6], fields: hashFromFlat(reply[7]) },
-        more: reply[8] === 1,
+        job: { id: reply[7], fields: hashFromFlat(reply[8]) },
+        more: reply[9] === 1,
       };
     case 'fetched':
-      return { outcome: 'fetched', claim, jobId: reply[6] };
+      return { outcome: 'fetched', claim, jobId: reply[7] };
     default:
       return { outcome: 'claimed', claim };
   }
@@ -588,12 +593,13 @@ function claimStepFrom(reply: ClaimAndFetchReply): ClaimStep | undefined {
 
 function claimFrom(reply: ClaimReply): Claim | undefined {
   if (!reply) return undefined;
-  const [agentId, version, queues, fetchFrom, token] = reply;
+  const [agentId, version, queues, fetchFrom, token, socketId] = reply;
   return {
     agentId,
     version: Number(version),
     queues: queues.split(',').filter(Boolean),
     queue: fetchFrom,
     token,
+    ...(socketId ? { socketId } : {}),
   };
 }

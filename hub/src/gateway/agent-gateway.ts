@@ -128,10 +128,25 @@ export class AgentGateway implements AgentNotifier {
   }
 
   /**
-   * Pushes a task. When the agent's socket is on this replica the emit stays local: the Redis
-   * adapter would publish every emit to all replicas, which decode it to find nobody there.
+   * Pushes a task to the connection the agent's record named when it was claimed (`socketId`).
+   * When that socket is on this replica the emit stays local: the Redis adapter would publish
+   * every emit to all replicas, which decode it to find nobody there. Otherwise it goes to that
+   * socket's own room on whichever replica holds it. Not the agent's room: a replica can still
+   * hold an older connection of the agent whose replacement (on another replica) has not reached
+   * it yet, and a push to that room would stay here, on a closing socket, while the live
+   * connection never got it; the agent would then be charged an ack timeout for it.
    */
-  assign(agentId: string, message: Parameters<ServerToClientEvents['task:assign']>[0]): void {
+  assign(
+    agentId: string,
+    message: Parameters<ServerToClientEvents['task:assign']>[0],
+    socketId?: string,
+  ): void {
+    if (socketId !== undefined) {
+      const local = this.nsp.sockets.get(socketId);
+      if (local) local.emit('task:assign', message);
+      else this.nsp.to(socketId).emit('task:assign', message);
+      return;
+    }
     const room = agentRoom(agentId);
     if ((this.nsp.adapter.rooms.get(room)?.size ?? 0) > 0) {
       this.nsp.local.to(room).emit('task:assign', message);

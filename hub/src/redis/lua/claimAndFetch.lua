@@ -25,21 +25,22 @@
 
   Returns:
     false                                                         nothing claimed
-    { agentId, version, queues, queue, token, "assigned", jobId, job, more }
+    { agentId, version, queues, queue, token, socketId, "assigned", jobId, job, more }
                                                                   recorded; `version` after it;
                                                                   job = the job hash (flat);
                                                                   more = 1 when ARGV[7]'s queue
                                                                   has another job waiting and
                                                                   an idle agent (another step
                                                                   may assign), else 0
-    { agentId, version, queues, queue, token, "fetched", jobId }  claimed and fetched, not recorded
-    { agentId, version, queues, queue, token, "claimed", false }  claimed, nothing fetched
+    { agentId, version, queues, queue, token, socketId, "fetched", jobId }  claimed and fetched, not recorded
+    { agentId, version, queues, queue, token, socketId, "claimed", false }  claimed, nothing fetched
 ]]
 local claim = claimIdle(KEYS, ARGV, true)
 if not claim then
   return false
 end
-local agentId, version, queue, token, record = claim[1], claim[2], claim[4], claim[5], claim[6]
+local agentId, version, queue, token, socketId, record =
+  claim[1], claim[2], claim[4], claim[5], claim[6], claim[7]
 local base = ARGV[8] .. queue .. ":"
 local fetched = moveToActive({
   base .. "wait", base .. "active", base .. "prioritized", base .. "events",
@@ -50,7 +51,7 @@ local fetched = moveToActive({
 local job, jobId = fetched[1], fetched[2]
 if type(job) ~= "table" or not jobId or jobId == 0 then
   record({}, "claim", "")
-  return { agentId, version, claim[3], queue, token, "claimed", false }
+  return { agentId, version, claim[3], queue, token, socketId, "claimed", false }
 end
 
 local data
@@ -60,12 +61,12 @@ for i = 1, #job, 2 do
     data = job[i + 1]
   elseif field == "defa" then
     record({}, "claim", "")
-    return { agentId, version, claim[3], queue, token, "fetched", jobId }
+    return { agentId, version, claim[3], queue, token, socketId, "fetched", jobId }
   end
 end
 if redis.call("EXISTS", ARGV[11] .. jobId) == 1 then
   record({}, "claim", "")
-  return { agentId, version, claim[3], queue, token, "fetched", jobId }
+  return { agentId, version, claim[3], queue, token, socketId, "fetched", jobId }
 end
 
 -- the task's run timeout, when it has one (decoded only when the data names one)
@@ -93,4 +94,4 @@ if redis.call("ZCARD", KEYS[1]) > 0 then
     more = 1
   end
 end
-return { agentId, version, claim[3], queue, token, "assigned", jobId, job, more }
+return { agentId, version, claim[3], queue, token, socketId, "assigned", jobId, job, more }

@@ -32,7 +32,9 @@
   event (`assign`) instead of two each.
 
   Returns:
-    { agentId, version, queues, queue, token }  claimed; `queue` is where to fetch from
+    { agentId, version, queues, queue, token, socketId }  claimed; `queue` is where to fetch
+                                                          from, `socketId` the connection the
+                                                          record names (the push goes to it)
     false                                        no runnable job in the queue, or no idle agent
 ]]
 local deferRecord = ...
@@ -84,13 +86,14 @@ local function claim(agentId, f)
     redis.call("ZREM", KEYS[1], agentId)
   end
   redis.call("ZADD", KEYS[3], ARGV[4], agentId)
+  local socketId = f[5] or ""
   if deferRecord then
-    return { agentId, version, queues, chosen, token, function(extra, reason, task)
+    return { agentId, version, queues, chosen, token, socketId, function(extra, reason, task)
       record(agentId, version, chosen, token, extra, reason, task)
     end }
   end
   record(agentId, version, chosen, token, {}, "claim", "")
-  return { agentId, version, queues, chosen, token }
+  return { agentId, version, queues, chosen, token, socketId }
 end
 
 -- The longest-idle agents first: nothing to do without one (one command when all are busy).
@@ -101,7 +104,7 @@ if #head == 0 or not runnable(ARGV[7]) then
 end
 local firstId, firstFields
 for _, agentId in ipairs(head) do
-  local f = redis.call("HMGET", ARGV[1] .. agentId, "state", "queues", "version", "hubId")
+  local f = redis.call("HMGET", ARGV[1] .. agentId, "state", "queues", "version", "hubId", "socketId")
   if f[1] == "idle" then
     if f[4] == ARGV[5] then
       return claim(agentId, f)
@@ -123,7 +126,7 @@ for _ = 1, 32 do
   if not agentId then
     return false
   end
-  local f = redis.call("HMGET", ARGV[1] .. agentId, "state", "queues", "version")
+  local f = redis.call("HMGET", ARGV[1] .. agentId, "state", "queues", "version", "hubId", "socketId")
   if f[1] == "idle" then
     return claim(agentId, f)
   end
