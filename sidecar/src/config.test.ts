@@ -546,6 +546,12 @@ describe('loadRunConfig', () => {
         /^--label \(AGENTCOM_LABELS\): Too big: expected string to have <=64 characters \(label key "k{65}"\)$/,
       ],
       [
+        'a label keyed __proto__ (zod dropped it silently)',
+        { ...BASE_FLAGS, label: ['__proto__=x', 'gpu=a100'] },
+        BASE_ENV,
+        /^--label \(AGENTCOM_LABELS\): the label key __proto__ is reserved$/,
+      ],
+      [
         'a label value too long',
         { ...BASE_FLAGS, label: [`gpu=${'v'.repeat(257)}`] },
         BASE_ENV,

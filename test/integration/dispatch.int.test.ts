@@ -330,6 +330,20 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
       await expect(agent.connect()).rejects.toMatchObject({ data: { code: 'E_PROTOCOL_VERSION' } });
     });
 
+    it('refuses a label keyed __proto__ with E_VALIDATION naming it, where it used to vanish', async () => {
+      const created = await api<{ token: string }>(hubA.url, 'POST', '/v1/agents', {
+        agentId: 'proto-label-agent',
+      });
+      const labels = JSON.parse('{"__proto__":"x","team":"a"}') as Record<string, string>;
+      const agent = new TestAgent(hubA.url, 'proto-label-agent', created.body.token, ['default'], {
+        labels,
+      });
+      agents.push(agent);
+      await expect(agent.connect()).rejects.toMatchObject({
+        data: { code: 'E_VALIDATION', message: expect.stringContaining('__proto__') as unknown },
+      });
+    });
+
     it('answers a malformed payload on every client event with E_VALIDATION and keeps serving', async () => {
       const queue = newQueue();
       const agent = await register(hubA.url, queue);

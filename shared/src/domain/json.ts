@@ -82,7 +82,24 @@ export const boundedJsonSchema = z.unknown().superRefine((value, ctx) => {
   }
 });
 
-export const labelsSchema = z
+const labelsRecordSchema = z
   .record(z.string().min(1).max(64), z.string().max(256))
   .refine((labels) => Object.keys(labels).length <= 32, 'at most 32 labels');
+
+/**
+ * Labels, refusing one keyed `__proto__`. JSON.parse makes it an own key, but zod's records skip
+ * it (a parsed object cannot hold it: it is the prototype's setter), so it vanished from what was
+ * accepted without a word. Checked on the raw input, before the record; the JSON schema and the
+ * types are the record's.
+ */
+export const labelsSchema = z.preprocess<
+  unknown,
+  typeof labelsRecordSchema,
+  z.input<typeof labelsRecordSchema>
+>((value, ctx) => {
+  if (typeof value === 'object' && value !== null && Object.hasOwn(value, '__proto__')) {
+    ctx.addIssue({ code: 'custom', message: 'the label key __proto__ is reserved' });
+  }
+  return value;
+}, labelsRecordSchema);
 export type Labels = z.infer<typeof labelsSchema>;
