@@ -444,6 +444,15 @@ describe('daemon', () => {
       expect(hub.messages('task:fail')).toEqual([]);
     });
 
+    it('ignores a task:cancel naming an earlier assignment of the task, and takes one naming its own', async () => {
+      const { hub, daemon, socket } = await running({ heartbeatMs: 100 });
+      const dropped = next(daemon, 'dropped');
+      socket.emit('task:cancel', { taskId: 't1', reason: 'superseded', token: 'token-earlier' });
+      socket.emit('task:cancel', { taskId: 't1', reason: 'lease_lost', token: 'token-t1' });
+      expect(await dropped).toEqual({ taskId: 't1', reason: 'lease_lost' });
+      expect(hub.messages('task:fail')).toEqual([]);
+    });
+
     it('kills the task and reports nothing when a heartbeat ack says abort', async () => {
       const { hub, daemon } = await running({ heartbeatMs: 100 });
       const heartbeat = hub.nextEvent('agent:heartbeat', (message) => message.taskId === 't1');

@@ -79,7 +79,9 @@ describe('an agent that does not accept its task in time', () => {
     await eventually(() => (silent.cancels.length > 0 ? true : undefined), {
       what: 'the silent agent told its task is superseded',
     });
-    expect(silent.cancels).toEqual([{ taskId: id, reason: 'superseded' }]);
+    expect(silent.cancels).toEqual([
+      { taskId: id, reason: 'superseded', token: silent.assignments[0]?.token },
+    ]);
     const timedOut = (await readTransitions(fixture.redis.url, prefix)).filter(
       (event) => event.agent === silent.agentId && event.reason === 'ack_timeout',
     );

@@ -175,7 +175,7 @@ describe('cancel and run timeout (hub side, protocol-level agents)', () => {
 
   it("takes a completion reported after the timeout's cancel, within the grace: the handler had finished", async () => {
     const { agent, msg, id } = await runningTask({ timeoutMs: 300, attempts: 2 });
-    expect(await nextCancel(agent)).toEqual({ taskId: id, reason: 'timeout' });
+    expect(await nextCancel(agent)).toEqual({ taskId: id, reason: 'timeout', token: msg.token });
     expect(await agent.complete(msg, 'just in time')).toEqual({ ok: true });
     expect(await getTask(id)).toMatchObject({
       state: 'completed',
@@ -200,7 +200,11 @@ describe('cancel and run timeout (hub side, protocol-level agents)', () => {
     const msg = await assigned;
     expect(msg.timeoutMs).toBe(300);
     await silent.accept(msg);
-    expect(await nextCancel(silent)).toEqual({ taskId: created.body.id, reason: 'timeout' });
+    expect(await nextCancel(silent)).toEqual({
+      taskId: created.body.id,
+      reason: 'timeout',
+      token: msg.token,
+    });
     const retried = await silent.nextAssignment(10_000);
     expect(retried).toMatchObject({ task: { id: created.body.id }, attempt: 2 });
     const first = await eventually(async () => {

@@ -73,7 +73,11 @@ describe('sweeper', () => {
     // other two (ack deadlines come first in a sweep, run deadlines by score).
     const overdue = await holding(hub, { timeoutMs: 300 }, true);
     const told = new Promise((resolve) => overdue.agent.once('cancel', resolve));
-    expect(await told).toEqual({ taskId: overdue.msg.task.id, reason: 'timeout' });
+    expect(await told).toEqual({
+      taskId: overdue.msg.task.id,
+      reason: 'timeout',
+      token: overdue.msg.token,
+    });
 
     expect(unaccepted.agent.cancels).toEqual([]);
     expect(running.agent.cancels).toEqual([]);
@@ -207,7 +211,7 @@ describe('the run-timeout backstop, swept by two replicas at once', () => {
         });
       // both list the agent and read its record before either acts on it
       await Promise.all([sweeper('hub-a').sweep(), sweeper('hub-b').sweep()]);
-      expect(cancels).toEqual([['a', { taskId: 't1', reason: 'superseded' }]]);
+      expect(cancels).toEqual([['a', { taskId: 't1', reason: 'superseded', token: 'a:tok' }]]);
       expect(failures).toEqual([
         ['a', expect.objectContaining({ taskId: 't1', token: 'a:tok', kind: 'timeout' })],
       ]);

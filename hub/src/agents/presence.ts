@@ -162,7 +162,7 @@ export class Presence {
       const outcome: ConnectOutcome = { state: to };
       if (replacedSocketId) outcome.replacedSocketId = replacedSocketId;
       if (current && current.state !== 'finished') {
-        outcome.cancel = { taskId: current.taskId, reason: 'superseded' };
+        outcome.cancel = { taskId: current.taskId, reason: 'superseded', token: current.token };
       }
       return outcome;
     }

@@ -582,7 +582,7 @@ export class AssignmentService {
       { agentId, taskId: task.taskId },
       'lease lost: telling the agent to abort',
     );
-    tell({ taskId: task.taskId, reason: 'lease_lost' });
+    tell({ taskId: task.taskId, reason: 'lease_lost', token: task.token });
     await this.release(agentId, task.taskId, task.token, 'lease_lost');
   }
 

@@ -195,7 +195,7 @@ export class Sweeper {
       });
       if (!graceStarted.ok) continue;
       if (!told) {
-        notifier.cancel(agentId, { taskId: record.taskId, reason: 'timeout' });
+        notifier.cancel(agentId, { taskId: record.taskId, reason: 'timeout', token: record.token });
         continue;
       }
       this.options.logger.warn(
@@ -203,8 +203,13 @@ export class Sweeper {
         'no report after the run timeout: failing the attempt',
       );
       // Told first: the failure may hand the same task straight back to this agent (a retry,
-      // claimed in the same script), and a cancel names the task only, not the assignment.
-      notifier.cancel(agentId, { taskId: record.taskId, reason: 'superseded' });
+      // claimed in the same script); the cancel names this assignment, so a sidecar that gets
+      // the retry's push first still ignores it.
+      notifier.cancel(agentId, {
+        taskId: record.taskId,
+        reason: 'superseded',
+        token: record.token,
+      });
       await this.options
         .failAttempt(agentId, {
           taskId: record.taskId,
@@ -298,7 +303,10 @@ export class Sweeper {
         );
       }
       await presence.requeue(record);
-      if (record.taskId) notifier.cancel(agentId, { taskId: record.taskId, reason: 'superseded' });
+      if (record.taskId) {
+        const { taskId, token } = record;
+        notifier.cancel(agentId, { taskId, reason: 'superseded', ...(token ? { token } : {}) });
+      }
       if (to === 'idle') this.options.onAgentIdle(record.queues);
     }
   }

@@ -58,8 +58,18 @@ export const taskAssignSchema = z
 export type TaskAssign = z.infer<typeof taskAssignSchema>;
 
 export const CANCEL_REASONS = ['cancelled', 'timeout', 'lease_lost', 'superseded'] as const;
+/**
+ * `token`: the assignment the cancel stops (a run timeout, a lost lease, a superseded
+ * assignment); the sidecar ignores it when it holds another assignment of the task (a retry
+ * pushed to it meanwhile). Without one (an operator's cancel) it stops whichever assignment of
+ * the task the sidecar holds.
+ */
 export const taskCancelSchema = z
-  .object({ taskId: taskIdSchema, reason: z.enum(CANCEL_REASONS) })
+  .object({
+    taskId: taskIdSchema,
+    reason: z.enum(CANCEL_REASONS),
+    token: assignmentTokenSchema.optional(),
+  })
   .strict();
 export type TaskCancel = z.infer<typeof taskCancelSchema>;
 

@@ -180,13 +180,18 @@ export class TaskController {
       );
       return;
     }
-    const { taskId, reason } = parsed.data;
+    const { taskId, reason, token } = parsed.data;
     const session = this.session;
     if (session === undefined || session.ref.taskId !== taskId) {
       this.options.logger.info(
         { taskId, reason },
         'task:cancel for a task not running here: ignored',
       );
+      return;
+    }
+    if (token !== undefined && token !== session.ref.token) {
+      // sent for an earlier assignment of the task, which the hub then gave to this agent again
+      session.logger.info({ reason }, 'task:cancel for an earlier assignment of the task: ignored');
       return;
     }
     session.logger.info({ reason }, 'the hub cancelled the task');
