@@ -140,6 +140,26 @@ describe('ExecRunner', () => {
     });
   });
 
+  describe('when the task cannot be written to the command', () => {
+    it('fails, retryable, and starts no process (a payload nested too deep for JSON.stringify)', async () => {
+      let deep: unknown = 0;
+      for (let i = 0; i < 20_000; i++) deep = [deep];
+      const started: TaskProcess[] = [];
+      const run = nodeRunner(`setInterval(() => {}, 1000);`, 300).start(
+        assignment({ task: { id: 'deep', queue: 'default', payload: deep, createdAt: 1 } }),
+        { log: () => undefined, started: (process) => started.push(process) },
+      );
+      await expect(run.outcome).resolves.toMatchObject({
+        type: 'fail',
+        retryable: true,
+        error: expect.stringMatching(
+          /^the sidecar failed to run the task: .*call stack/,
+        ) as unknown,
+      });
+      expect(started).toEqual([]);
+    });
+  });
+
   describe('when the command fails', () => {
     it('fails, retryable, with the exit code and the stderr tail', async () => {
       const run = nodeRunner(

@@ -70,12 +70,16 @@ class ExecRun implements RunningTask {
     private readonly sink: RunSink,
   ) {
     this.logger = options.logger.child({ taskId: assignment.task.id, attempt: assignment.attempt });
-    this.outcome = this.run().catch((err: unknown) => ({
-      type: 'fail' as const,
-      error: truncate(`the sidecar failed to run the task: ${errorText(err)}`),
-      retryable: true,
-      kind: 'error' as const,
-    }));
+    this.outcome = this.run().catch(async (err: unknown) => {
+      // whatever threw, nothing of the task may outlive its report
+      await this.group?.terminate();
+      return {
+        type: 'fail' as const,
+        error: truncate(`the sidecar failed to run the task: ${errorText(err)}`),
+        retryable: true,
+        kind: 'error' as const,
+      };
+    });
   }
 
   stop(reason: StopReason): void {
@@ -93,6 +97,9 @@ class ExecRun implements RunningTask {
   private async run(): Promise<RunOutcome> {
     const [command, ...args] = this.options.argv;
     if (command === undefined) throw new Error('no command configured');
+    // Built before anything is started: a task that cannot be written (a payload nested too deep
+    // for JSON.stringify) fails with no process left behind.
+    const input = `${JSON.stringify(this.assignment.task)}\n`;
     const child: TaskChild = spawn(command, args, {
       shell: false,
       detached: true,
@@ -132,7 +139,7 @@ class ExecRun implements RunningTask {
 
     // The child may exit without reading stdin: a broken pipe here is not the task's failure.
     child.stdin.on('error', () => undefined);
-    child.stdin.end(`${JSON.stringify(this.assignment.task)}\n`);
+    child.stdin.end(input);
 
     let lastLine: LastLine | undefined;
     splitLines(child.stdout, MAX_STDOUT_LINE_BYTES, (line, cut) => {
