@@ -453,6 +453,22 @@ describe('daemon', () => {
       expect(hub.messages('task:fail')).toEqual([]);
     });
 
+    it('takes the retry the hub pushes right after taking the task back, once the old handler is gone', async () => {
+      // the hub's ack-timeout or backstop path: cancel the assignment, free the agent, and hand it
+      // the same task again (a new token) while its handler is still being stopped
+      const { hub, socket } = await running({ heartbeatMs: 100 });
+      const retried = hub.nextEvent('task:accept', (message) => message.token === 'token-t1-b');
+      socket.emit('task:cancel', { taskId: 't1', reason: 'superseded', token: 'token-t1' });
+      socket.emit('task:assign', assignment('t1', { token: 'token-t1-b', attempt: 2 }));
+      expect((await retried).message).toEqual({ taskId: 't1', token: 'token-t1-b' });
+      await release('t1');
+      await hub.nextEvent('task:complete');
+      expect(await runs()).toEqual(['t1', 't1']);
+      expect(hub.messages('task:complete')).toEqual([
+        { taskId: 't1', token: 'token-t1-b', result: { done: 't1', payload: { n: 1 } } },
+      ]);
+    });
+
     it('kills the task and reports nothing when a heartbeat ack says abort', async () => {
       const { hub, daemon } = await running({ heartbeatMs: 100 });
       const heartbeat = hub.nextEvent('agent:heartbeat', (message) => message.taskId === 't1');
@@ -461,6 +477,24 @@ describe('daemon', () => {
       expect((await heartbeat).message).toEqual({ taskId: 't1', token: 'token-t1' });
       expect(await next(daemon, 'dropped')).toEqual({ taskId: 't1', reason: 'lease_lost' });
       expect(hub.messages('task:fail')).toEqual([]);
+    });
+  });
+
+  describe('when the last log lines of a finished task wait for the hub', () => {
+    it('takes the next task as soon as the report is stored', async () => {
+      // e.g. a reconnect replayed the report and the hub pushed the next task at once
+      const { hub, daemon, socket } = await connected({ ackTimeoutMs: 5000 });
+      hub.respond = ({ event }) => (event === 'task:log' ? 'no-ack' : undefined);
+      const finished = next(daemon, 'finished');
+      socket.emit('task:assign', assignment('t1'));
+      await hub.nextEvent('task:log');
+      await release('t1');
+      await finished;
+      const accepted = hub.nextEvent('task:accept', (message) => message.taskId === 't2');
+      socket.emit('task:assign', assignment('t2'));
+      expect((await accepted).message).toEqual({ taskId: 't2', token: 'token-t2' });
+      await hub.nextEvent('task:log', (message) => message.taskId === 't2');
+      expect(await runs()).toEqual(['t1', 't2']);
     });
   });
 
@@ -849,6 +883,19 @@ describe('daemon', () => {
       ]);
       expect(await runs()).toEqual(['t1']);
       expect(daemon.state()).toMatchObject({ connected: false, current: undefined, outbox: [] });
+    });
+
+    it('takes no task pushed while agent:drain waits for its ack', async () => {
+      const { hub, daemon, socket } = await connected();
+      hub.respond = ({ event }) => (event === 'agent:drain' ? 'no-ack' : undefined);
+      await waitUntil(() => daemon.state().connected, 'the daemon connected');
+      const drain = hub.nextEvent('agent:drain');
+      const stopped = daemon.shutdown();
+      await drain;
+      socket.emit('task:assign', assignment('t2'));
+      await stopped;
+      expect(hub.messages('task:accept')).toEqual([]);
+      expect(await runs()).toEqual([]);
     });
 
     it('asks a new connection to drain too, while it still finishes its task', async () => {

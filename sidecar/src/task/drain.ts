@@ -22,12 +22,15 @@ export interface DrainParts {
 export async function drain(parts: DrainParts): Promise<void> {
   const { connection, controller, delivery, outbox, logger, graceMs } = parts;
   logger.info({ graceMs }, 'draining: finishing the current task, taking no new one');
+  // Called first: it stops taking tasks at once, and the grace runs from now, not from the hub's
+  // answer (a task pushed while agent:drain awaits its ack is not taken).
+  const finished = controller.drain(graceMs);
   if (connection.connected) {
     await connection.request('agent:drain', {}).catch((err: unknown) => {
       logger.warn({ err: errorText(err) }, 'agent:drain not acknowledged');
     });
   }
-  await controller.drain(graceMs);
+  await finished;
   await delivery.flush();
   const undelivered = outbox.reports.length;
   if (undelivered > 0) {

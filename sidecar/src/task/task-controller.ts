@@ -70,7 +70,20 @@ interface Session {
   stopReason: StopReason | undefined;
   /** Aborted when the task is stopped: ends a pause between two accepts at once. */
   readonly stopping: AbortController;
+  /**
+   * Set once the task is being stopped or its outcome is known: the hub may already have pushed
+   * the agent's next task, which is then taken as soon as this one is over ({@link deferred}).
+   */
+  ending: boolean;
+  /** The whole flow: until the report is stored, the last log lines sent and delivery started. */
   done: Promise<void>;
+}
+
+/** An assignment that arrived while the session before it was ending. */
+interface DeferredAssignment {
+  readonly payload: unknown;
+  /** Epoch ms it arrived: the hub's ack timeout runs from then. */
+  readonly receivedAt: number;
 }
 
 /**
@@ -81,7 +94,12 @@ interface Session {
  * `timeout` end it with a failure report.
  */
 export class TaskController {
+  /** The task being carried out, until its report is stored or it is dropped. */
   private session: Session | undefined;
+  /** Taken when the session ends (see {@link Session.ending}); the latest one wins. */
+  private deferred: DeferredAssignment | undefined;
+  /** The last session's whole flow (its log lines may still be on their way after it ended). */
+  private lastFlow: Promise<void> = Promise.resolve();
   private draining = false;
   private heartbeatInFlight = false;
   private lastHeartbeat: HeartbeatSeen | undefined;
@@ -114,7 +132,8 @@ export class TaskController {
       : { taskId: held.taskId, token: held.token, state: held.state };
   }
 
-  onAssign(payload: unknown): void {
+  /** A `task:assign` from the hub; `receivedAt` is when it arrived (epoch ms). */
+  onAssign(payload: unknown, receivedAt = Date.now()): void {
     const { logger, outbox, delivery } = this.options;
     const parsed = taskAssignSchema.safeParse(payload);
     if (!parsed.success) {
@@ -135,6 +154,14 @@ export class TaskController {
           (err: unknown) =>
             log.warn({ err: errorText(err) }, 'task:accept of the running task not acknowledged'),
         );
+      } else if (running.ending) {
+        // The hub took the running task back (or it is reporting it) and freed the agent at once:
+        // its next task waits here until the old process group is gone.
+        log.info(
+          { endingTaskId: running.ref.taskId },
+          'the previous task is ending: taking this assignment once it has',
+        );
+        this.deferred = { payload, receivedAt };
       } else {
         log.warn(
           { runningTaskId: running.ref.taskId },
@@ -156,19 +183,37 @@ export class TaskController {
     const session: Session = {
       assignment,
       ref,
-      since: Date.now(),
+      since: receivedAt,
       logger: log,
       running: undefined,
       stopReason: undefined,
       stopping: new AbortController(),
+      ending: false,
       done: Promise.resolve(),
     };
     this.session = session;
     session.done = this.carryOut(session)
       .catch((err: unknown) => log.error({ err: errorText(err) }, 'task flow failed'))
-      .finally(() => {
-        if (this.session === session) this.session = undefined;
-      });
+      .finally(() => this.endSession(session));
+    this.lastFlow = session.done;
+  }
+
+  /**
+   * The session no longer holds the agent: its report is stored or it was dropped (its last log
+   * lines may still be on their way). An assignment that arrived while it was ending is taken
+   * now, unless the hub's ack timeout for it has passed meanwhile.
+   */
+  private endSession(session: Session): void {
+    if (this.session !== session) return;
+    this.session = undefined;
+    const next = this.deferred;
+    this.deferred = undefined;
+    if (next === undefined) return;
+    if (Date.now() - next.receivedAt >= this.options.ackTimeoutMs) {
+      this.options.logger.info('an assignment waited past the ack timeout: not taking it');
+      return;
+    }
+    this.onAssign(next.payload, next.receivedAt);
   }
 
   onCancel(payload: unknown): void {
@@ -236,13 +281,14 @@ export class TaskController {
   }
 
   /**
-   * Stops taking tasks and waits for the running one up to `graceMs`; past it the task is stopped
-   * (`shutdown`: a retryable failure). Settles when its report is in the outbox.
+   * Stops taking tasks (at once, before its first await) and waits for the running one up to
+   * `graceMs`; past it the task is stopped (`shutdown`: a retryable failure). Settles when its
+   * report is in the outbox and its last log lines were sent.
    */
   async drain(graceMs: number): Promise<void> {
     this.draining = true;
     const session = this.session;
-    if (session === undefined) return;
+    if (session === undefined) return this.lastFlow;
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise<'grace over'>((resolve) => {
       timer = setTimeout(() => resolve('grace over'), graceMs);
@@ -260,7 +306,7 @@ export class TaskController {
   async stopNow(): Promise<void> {
     this.draining = true;
     const session = this.session;
-    if (session === undefined) return;
+    if (session === undefined) return this.lastFlow;
     this.stopSession(session, 'shutdown');
     await session.done;
   }
@@ -281,6 +327,7 @@ export class TaskController {
     events.emit('assigned', { ...ref, attempt: assignment.attempt });
 
     if (!(await this.accept(session))) {
+      session.ending = true;
       await this.durably('forget the task', () => outbox.dropTask(ref));
       events.emit('dropped', { taskId: ref.taskId, reason: 'not_accepted' });
       return;
@@ -295,11 +342,13 @@ export class TaskController {
       if (!ack.ok) throw new Error(`the hub refused task:log: ${ack.code} (${ack.message})`);
     });
     const outcome = await this.run(session, logs);
+    session.ending = true;
     if (outcome.type === 'dropped') {
-      await logs.close(ackTimeoutMs);
       logger.info({ reason: outcome.reason }, 'task dropped without a report');
       await this.durably('forget the task', () => outbox.dropTask(ref));
       events.emit('dropped', { taskId: ref.taskId, reason: outcome.reason });
+      this.endSession(session);
+      await logs.close(ackTimeoutMs);
       return;
     }
     const report: Report =
@@ -320,6 +369,9 @@ export class TaskController {
     await this.durably('store the report', () => outbox.finishTask(report));
     logger.info({ report: report.type }, 'task finished; report stored');
     events.emit('finished', { taskId: ref.taskId, report });
+    // The agent may take its next task now: a reconnect meanwhile replays the report, and the hub
+    // then pushes the next task at once.
+    this.endSession(session);
     // The last lines go before the report, so the task's log reads in order (unless a reconnect
     // meanwhile replays the outbox first: logs are best-effort, the report is not).
     await logs.close(ackTimeoutMs);
@@ -434,6 +486,7 @@ export class TaskController {
   private stopSession(session: Session, reason: StopReason): void {
     if (session.running !== undefined) session.running.stop(reason);
     else session.stopReason ??= reason;
+    session.ending = true;
     session.stopping.abort();
   }
 
