@@ -420,6 +420,18 @@ describe('daemon', () => {
     });
   });
 
+  describe('when the hub answers with a malformed ack', () => {
+    it('takes a heartbeat ack with a state it cannot read as no answer; status still answers', async () => {
+      const { hub, daemon } = await connected({ heartbeatMs: 100 });
+      hub.respond = ({ event }) =>
+        event === 'agent:heartbeat' ? { ok: true, state: { x: 1 }, abort: 'yes' } : undefined;
+      await hub.nextEvent('agent:heartbeat');
+      await hub.nextEvent('agent:heartbeat'); // the first one's ack was read before it was sent
+      const status = await ipcRequest(daemon.socketPath, { type: 'status' }, 5000);
+      expect(status).toMatchObject({ ok: true, status: { agentState: null } });
+    });
+  });
+
   describe('when the hub takes the task back', () => {
     it('kills the task and fails it, not retryable, on task:cancel "cancelled"', async () => {
       const { hub, socket } = await running({ heartbeatMs: 100 });

@@ -1,5 +1,6 @@
+import { z } from 'zod';
 import type { ErrorCode } from '../errors/codes';
-import type { AgentState } from '../domain/agent-state';
+import { AGENT_STATES, type AgentState } from '../domain/agent-state';
 
 /** The answer to every sidecar → hub event. */
 export type AckOk<T extends object = object> = { ok: true } & T;
@@ -15,3 +16,23 @@ export type ReportAck = Ack<{ duplicate?: boolean }>;
 /** `hubId`: the replica that answered (shown by `agentcom-sidecar status`). */
 export type HeartbeatAck = Ack<{ state: AgentState; abort?: boolean; hubId?: string }>;
 export type StateAck = Ack<{ state: AgentState }>;
+
+/**
+ * Schemas of the acks, for the sidecar to check what a hub answers before it reads a field. Not
+ * strict: a newer hub of the same major may add fields (the heartbeat's `hubId` came that way),
+ * which are dropped. `code` is any string: a newer hub may answer a code this version does not
+ * know, which the sidecar takes as retryable.
+ */
+const ackErrorSchema = z.object({ ok: z.literal(false), code: z.string(), message: z.string() });
+const ackWith = <T extends z.ZodRawShape>(shape: T) =>
+  z.discriminatedUnion('ok', [z.object({ ok: z.literal(true), ...shape }), ackErrorSchema]);
+const agentStateSchema = z.enum(AGENT_STATES);
+
+export const ackSchema = ackWith({});
+export const reportAckSchema = ackWith({ duplicate: z.boolean().optional() });
+export const heartbeatAckSchema = ackWith({
+  state: agentStateSchema,
+  abort: z.boolean().optional(),
+  hubId: z.string().optional(),
+});
+export const stateAckSchema = ackWith({ state: agentStateSchema });

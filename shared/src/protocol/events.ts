@@ -10,7 +10,16 @@ import type {
   TaskLog,
   TaskProgress,
 } from './messages';
-import type { Ack, HeartbeatAck, ReportAck, StateAck } from './ack';
+import {
+  ackSchema,
+  heartbeatAckSchema,
+  reportAckSchema,
+  stateAckSchema,
+  type Ack,
+  type HeartbeatAck,
+  type ReportAck,
+  type StateAck,
+} from './ack';
 import {
   agentHeartbeatSchema,
   emptySchema,
@@ -56,3 +65,15 @@ export const CLIENT_EVENT_SCHEMAS = {
 } as const satisfies Record<ClientEventName, unknown>;
 
 export const CLIENT_EVENTS = Object.keys(CLIENT_EVENT_SCHEMAS) as ClientEventName[];
+
+/** The schema of each client event's ack (what the sidecar checks the hub's answer against). */
+export const CLIENT_ACK_SCHEMAS = {
+  'task:accept': ackSchema,
+  'task:progress': ackSchema,
+  'task:log': ackSchema,
+  'task:complete': reportAckSchema,
+  'task:fail': reportAckSchema,
+  'agent:heartbeat': heartbeatAckSchema,
+  'agent:drain': stateAckSchema,
+  'agent:resume': stateAckSchema,
+} as const satisfies Record<ClientEventName, unknown>;

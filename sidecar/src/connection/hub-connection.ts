@@ -2,7 +2,9 @@ import { EventEmitter } from 'node:events';
 import { Manager, type Socket } from 'socket.io-client';
 import {
   AGENT_NAMESPACE,
+  CLIENT_ACK_SCHEMAS,
   backoffMs,
+  describeZodError,
   type ClientEventName,
   type ClientToServerEvents,
   type HandshakeAuth,
@@ -167,8 +169,14 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
     if (socket === undefined || !socket.connected) throw new NotConnectedError(event);
     const emitter = socket.timeout(timeoutMs) as unknown as AckEmitter<E>;
     const ack: unknown = await emitter.emitWithAck(event, message);
-    if (!isAckShape(ack)) throw new Error(`the hub answered ${event} with a malformed ack`);
-    return ack as ClientAck<E>;
+    const parsed = CLIENT_ACK_SCHEMAS[event].safeParse(ack);
+    if (!parsed.success) {
+      throw new Error(
+        `the hub answered ${event} with a malformed ack: ${describeZodError(parsed.error)}`,
+      );
+    }
+    // An error `code` this version does not know (a newer hub's) is read as retryable.
+    return parsed.data as ClientAck<E>;
   }
 
   /** Disconnects and stays disconnected. */
@@ -383,14 +391,6 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
 /** `emitWithAck` on a `timeout()` socket, for one event: socket.io's types cannot follow a generic event name. */
 interface AckEmitter<E extends ClientEventName> {
   emitWithAck(event: E, message: ClientMessage<E>): Promise<unknown>;
-}
-
-function isAckShape(value: unknown): value is { ok: boolean } {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as { ok?: unknown }).ok === 'boolean'
-  );
 }
 
 function describeHubError(

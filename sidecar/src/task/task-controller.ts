@@ -260,8 +260,7 @@ export class TaskController {
       this.lastHeartbeat = {
         state: ack.state,
         at: Date.now(),
-        // Not in protocol 1's ack: read when a hub adds it.
-        hubId: 'hubId' in ack && typeof ack.hubId === 'string' ? ack.hubId : undefined,
+        hubId: ack.hubId,
       };
       const session = this.session;
       if (
