@@ -8,6 +8,9 @@ import { MAX_IPC_LINE_BYTES, type IpcResponse } from './ipc-protocol';
 /** An idle local connection is closed after this long. */
 const IDLE_TIMEOUT_MS = 60_000;
 
+/** Local connections open at once; one more is closed as it arrives. */
+export const MAX_IPC_CONNECTIONS = 32;
+
 /** Answers one request line (already parsed as JSON, not yet validated). */
 export type IpcHandler = (request: unknown) => Promise<IpcResponse>;
 
@@ -24,7 +27,10 @@ export interface IpcServer {
  * 0700 as well. A socket file left by a dead sidecar is removed first: the caller holds the
  * state-dir lock, so no live sidecar owns it.
  *
- * Each connection carries newline-delimited JSON: every line is a request, answered by one line.
+ * Each connection carries newline-delimited JSON: every line is a request, answered by one line,
+ * one request at a time: the next is read once the answer has been written, so a client that
+ * sends and never reads is held back by its socket, not buffered here. A client may half-close
+ * after its request: the connection is closed once every request read was answered.
  */
 export async function startIpcServer(
   path: string,
@@ -33,11 +39,12 @@ export async function startIpcServer(
 ): Promise<IpcServer> {
   await rm(path, { force: true });
   const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     serve(socket, handler, logger);
   });
+  server.maxConnections = MAX_IPC_CONNECTIONS;
   listenOwnerOnly(server, path);
   await Promise.race([
     once(server, 'listening'),
@@ -79,44 +86,67 @@ function listenOwnerOnly(server: Server, path: string): void {
 function serve(socket: Socket, handler: IpcHandler, logger: Logger): void {
   socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
   socket.on('error', (err) => logger.debug({ err: errorText(err) }, 'local IPC connection error'));
-  let buffer = '';
-  let queue: Promise<void> = Promise.resolve();
   socket.setEncoding('utf8');
+  let buffer = '';
+  /** A request is being answered: reading is paused until its answer has left. */
+  let answering = false;
+  /** The client half-closed: the connection ends once every request read was answered. */
+  let clientEnded = false;
+  /** An overlong request was refused: nothing more of this connection is read or run. */
+  let refused = false;
+
+  const answerAll = async (): Promise<void> => {
+    answering = true;
+    socket.pause();
+    let newline: number;
+    while (!refused && (newline = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, newline);
+      buffer = buffer.slice(newline + 1);
+      if (line.trim() === '') continue;
+      const flushed = await answer(socket, line, handler, logger);
+      if (!flushed && socket.writable) {
+        await Promise.race([once(socket, 'drain'), once(socket, 'close')]);
+      }
+    }
+    answering = false;
+    if (clientEnded) socket.end();
+    else socket.resume();
+  };
+
   socket.on('data', (chunk: string) => {
+    if (refused) return;
     buffer += chunk;
     if (buffer.length > MAX_IPC_LINE_BYTES) {
+      refused = true;
+      buffer = '';
       reply(socket, {
         ok: false,
         code: 'E_BAD_REQUEST',
         message: `request too long (over ${MAX_IPC_LINE_BYTES} bytes)`,
       });
       socket.end();
-      buffer = '';
       return;
     }
-    let newline: number;
-    while ((newline = buffer.indexOf('\n')) >= 0) {
-      const line = buffer.slice(0, newline);
-      buffer = buffer.slice(newline + 1);
-      if (line.trim() === '') continue;
-      // Requests of one connection are answered in order.
-      queue = queue.then(() => answer(socket, line, handler, logger));
-    }
+    if (!answering && buffer.includes('\n')) void answerAll();
+  });
+  socket.on('end', () => {
+    clientEnded = true;
+    if (!answering) socket.end();
   });
 }
 
+/** Answers one request line; false when its answer waits in the socket's buffer. */
 async function answer(
   socket: Socket,
   line: string,
   handler: IpcHandler,
   logger: Logger,
-): Promise<void> {
+): Promise<boolean> {
   let request: unknown;
   try {
     request = JSON.parse(line);
   } catch {
-    reply(socket, { ok: false, code: 'E_BAD_REQUEST', message: 'the request is not JSON' });
-    return;
+    return reply(socket, { ok: false, code: 'E_BAD_REQUEST', message: 'the request is not JSON' });
   }
   let response: IpcResponse;
   try {
@@ -125,10 +155,11 @@ async function answer(
     logger.error({ err: errorText(err) }, 'local IPC request failed');
     response = { ok: false, code: 'E_INTERNAL', message: `the sidecar failed: ${errorText(err)}` };
   }
-  reply(socket, response);
+  return reply(socket, response);
 }
 
-function reply(socket: Socket, response: IpcResponse): void {
-  if (!socket.writable) return;
-  socket.write(`${JSON.stringify(response)}\n`);
+/** Writes one answer line; false when it waits in the socket's buffer (or cannot be sent). */
+function reply(socket: Socket, response: IpcResponse): boolean {
+  if (!socket.writable) return true;
+  return socket.write(`${JSON.stringify(response)}\n`);
 }
