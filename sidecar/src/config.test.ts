@@ -143,6 +143,19 @@ describe('loadRunConfig', () => {
       expect(config.handshakeTimeoutMs).toBe(500);
     });
 
+    it('makes a relative state dir absolute (the wake command and its agent may run elsewhere)', () => {
+      expect(loadRunConfig({ ...BASE_FLAGS, stateDir: 'rel-state' }, BASE_ENV).stateDir).toBe(
+        join(process.cwd(), 'rel-state'),
+      );
+      expect(
+        loadRunConfig(BASE_FLAGS, { ...BASE_ENV, AGENTCOM_STATE_DIR: './s/env' }).stateDir,
+      ).toBe(join(process.cwd(), 's', 'env'));
+      expect(resolveLocalTarget({ stateDir: 'rel-state' }, {})).toEqual({
+        stateDir: join(process.cwd(), 'rel-state'),
+        socketPath: join(process.cwd(), 'rel-state', 'sidecar.sock'),
+      });
+    });
+
     it('puts the default state dir under XDG_STATE_HOME when set', () => {
       const config = loadRunConfig(BASE_FLAGS, { ...BASE_ENV, XDG_STATE_HOME: '/xdg' });
       expect(config.stateDir).toBe('/xdg/agentcom/agent-1');

@@ -1,6 +1,6 @@
 import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { delimiter, join, resolve } from 'node:path';
 import { z } from 'zod';
 import {
   agentIdSchema,
@@ -223,7 +223,8 @@ export function loadNamedRunConfig(flags: RunFlags, env: Env = process.env): Nam
     agentId,
     queues,
     labels,
-    stateDir: layers.pick('stateDir') ?? defaultStateDir(agentId, env),
+    // absolute: the wake command and its agent get it, and may run in another directory
+    stateDir: resolve(layers.pick('stateDir') ?? defaultStateDir(agentId, env)),
     heartbeatMs: layers.pick('heartbeatMs') ?? '5000',
     drainGraceMs: layers.pick('drainGraceMs') ?? '30000',
     killGraceMs: layers.pick('killGraceMs') ?? '5000',
@@ -280,6 +281,7 @@ export function resolveLocalTarget(
     }
     stateDir = defaultStateDir(agentId, env);
   }
+  stateDir = resolve(stateDir);
   return { stateDir, socketPath: join(stateDir, IPC_SOCKET_NAME) };
 }
 
