@@ -52,6 +52,19 @@ describe('hub config', () => {
     expect(loadConfig({ ...base, ACK_COOLDOWN_MAX_MS: '0' }).ackCooldownMaxMs).toBe(0);
   });
 
+  it('refuses an admin key no HTTP header can carry, without echoing it', () => {
+    for (const key of ['a-long-enough-key\n# rotated', 'a-long-enough key', 'a-long-enough-kéy']) {
+      let message = '';
+      try {
+        loadConfig({ AGENTCOM_ADMIN_KEY: key });
+      } catch (err) {
+        message = (err as Error).message;
+      }
+      expect(message).toMatch(/^AGENTCOM_ADMIN_KEY: must be printable ASCII without spaces/);
+      expect(message).not.toContain('a-long-enough');
+    }
+  });
+
   it('requires an admin key unless AGENTCOM_DEV=1, which generates one', () => {
     expect(() => loadConfig({})).toThrow(/^AGENTCOM_ADMIN_KEY: required/);
     const dev = loadConfig({ AGENTCOM_DEV: '1' });

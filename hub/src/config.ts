@@ -98,7 +98,14 @@ const envSchema = z.object({
     .string()
     .regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, ".", "_" or "-" (at most 64)')
     .optional(),
-  AGENTCOM_ADMIN_KEY: z.string().min(16, 'must be at least 16 characters').optional(),
+  AGENTCOM_ADMIN_KEY: z
+    .string()
+    .min(16, 'must be at least 16 characters')
+    .regex(
+      /^[\x21-\x7e]+$/,
+      'must be printable ASCII without spaces: it travels in an HTTP header (a second line in the value?)',
+    )
+    .optional(),
   AGENTCOM_DEV: z.enum(['0', '1']).optional(),
   AGENTCOM_PREFIX: z
     .string()
@@ -139,6 +146,9 @@ export class ConfigError extends Error {
 }
 
 /** Parses an environment (defaults to `process.env`); throws {@link ConfigError} naming the variable. */
+/** Variables whose value a refusal never repeats (it ends up in logs): a key, a password in a URL. */
+const SECRET_VARIABLES: ReadonlySet<string> = new Set(['AGENTCOM_ADMIN_KEY', 'REDIS_URL']);
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
   // Empty is unset for every variable but this one, whose unset means something else altogether:
   // a `REDIS_URL: ${REDIS_URL}` that found nothing would have each replica start its own Redis.
@@ -157,9 +167,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const name = issue?.path[0] !== undefined ? String(issue.path[0]) : 'environment';
-    throw new ConfigError(
-      `${name}: ${issue?.message ?? 'invalid'} (got ${JSON.stringify(relevant[name])})`,
-    );
+    const shown = SECRET_VARIABLES.has(name)
+      ? 'the value is not shown: it may hold a secret'
+      : `got ${JSON.stringify(relevant[name])}`;
+    throw new ConfigError(`${name}: ${issue?.message ?? 'invalid'} (${shown})`);
   }
   const e = parsed.data;
   const dev = e.AGENTCOM_DEV === '1';

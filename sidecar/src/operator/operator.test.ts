@@ -196,6 +196,33 @@ describe('hub settings', () => {
   });
 });
 
+describe('the admin key', () => {
+  it('is refused, without being echoed, when it holds what an HTTP header cannot carry', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'agentcom-key-'));
+    try {
+      const file = join(dir, 'admin.key');
+      writeFileSync(file, 'S3CRET-ADMIN-KEY\n# rotated 2026-01-01\n', { mode: 0o600 });
+      for (const env of [
+        { AGENTCOM_URL: 'http://hub', AGENTCOM_ADMIN_KEY_FILE: file },
+        { AGENTCOM_URL: 'http://hub', AGENTCOM_ADMIN_KEY: 'S3CRET-ADMIN-KEY\nX=1' },
+        { AGENTCOM_URL: 'http://hub', AGENTCOM_ADMIN_KEY: 'S3CRET ADMIN KEY' },
+      ]) {
+        let error: unknown;
+        try {
+          resolveHubSettings({}, env);
+        } catch (err) {
+          error = err;
+        }
+        expect(error).toBeInstanceOf(HubConfigError);
+        expect((error as Error).message).toMatch(/a character an HTTP header cannot carry/);
+        expect((error as Error).message).not.toContain('S3CRET');
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('waiting for a task', () => {
   it('rides out a hub unreachable for a while, and prints a line per change when not a terminal', async () => {
     const answers: Array<TaskView | Error> = [

@@ -80,7 +80,22 @@ function resolveAdminKey(flags: HubFlags, env: Env): string {
   if (fromEnv.length > MAX_KEY_LENGTH) {
     throw new HubConfigError(`AGENTCOM_ADMIN_KEY: is longer than ${MAX_KEY_LENGTH} characters`);
   }
-  return fromEnv;
+  return headerSafeKey(fromEnv, 'AGENTCOM_ADMIN_KEY');
+}
+
+/**
+ * The key as it goes in the `Authorization` header: printable ASCII without spaces, as the hub
+ * requires of it. Anything else (a second line in the file or the variable) is refused here,
+ * without echoing the key: fetch would throw an error that quotes the whole header.
+ */
+function headerSafeKey(key: string, where: string): string {
+  if (!/^[\x21-\x7e]+$/.test(key)) {
+    throw new HubConfigError(
+      `${where}: the key holds a character an HTTP header cannot carry (a space, a second line, ` +
+        'a non-ASCII character); the hub accepts printable ASCII only',
+    );
+  }
+  return key;
 }
 
 function readKeyFile(path: string, option: string): string {
@@ -105,7 +120,7 @@ function readKeyFile(path: string, option: string): string {
   if (key.length > MAX_KEY_LENGTH) {
     throw new HubConfigError(`${option}: ${path} holds more than ${MAX_KEY_LENGTH} characters`);
   }
-  return key;
+  return headerSafeKey(key, `${option}: ${path}`);
 }
 
 /** `--admin-key` is refused on purpose: argv is visible to every user of the machine (`ps`). */
