@@ -118,7 +118,11 @@ async function main(argv: string[]): Promise<number> {
       .command('done')
       .description('wake mode: the task in hand is done (its result goes to the hub)')
       .option('--result <file>', 'the result as JSON, from FILE or - for stdin (default null)')
-      .option('--task <id>', 'only if this is the task in hand'),
+      .option('--task <id>', 'only if this is the task in hand')
+      .option(
+        '--run <id>',
+        'only if this is the run in hand (`run` of current.json, AGENTCOM_RUN_ID)',
+      ),
   ).action(async (flags: DoneFlags) => {
     exitCode = await doneCommand(flags, io);
   });
@@ -133,7 +137,11 @@ async function main(argv: string[]): Promise<number> {
         'rate limited: the hub pauses this agent and requeues the task without using an attempt',
       )
       .option('--no-retry', 'the task must not be retried')
-      .option('--task <id>', 'only if this is the task in hand'),
+      .option('--task <id>', 'only if this is the task in hand')
+      .option(
+        '--run <id>',
+        'only if this is the run in hand (`run` of current.json, AGENTCOM_RUN_ID)',
+      ),
   ).action(async (flags: FailFlags) => {
     exitCode = await failCommand(flags, io);
   });

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { TaskAssign } from '@agentcom/shared';
 import { EXIT_CODES, LOCAL_EXIT_CODES } from './exit-codes';
 import { sidecarStatusSchema } from './ipc/ipc-protocol';
 import type { CliRun } from './test-support/cli-process';
@@ -20,6 +21,7 @@ const WAKE = `
   fs.appendFileSync(process.env.WAKE_LOG, JSON.stringify({
     taskId: process.env.AGENTCOM_TASK_ID,
     attempt: process.env.AGENTCOM_ATTEMPT,
+    run: process.env.AGENTCOM_RUN_ID,
     stateDir: process.env.AGENTCOM_STATE_DIR,
     file,
     present,
@@ -69,12 +71,15 @@ async function startSidecar(overrides: Record<string, string> = {}): Promise<Cli
 }
 
 /** Assigns a task and resolves once the wake command ran (its `woke` line reached the hub). */
-async function assignAndWake(taskId: string): Promise<Record<string, unknown>> {
+async function assignAndWake(
+  taskId: string,
+  overrides: Partial<TaskAssign> = {},
+): Promise<Record<string, unknown>> {
   const { socket } = await cx.hub.connection();
   const woke = cx.hub.nextEvent('task:log', (message) =>
     JSON.stringify(message.lines).includes(`woke ${taskId}`),
   );
-  socket.emit('task:assign', assignment(taskId, { ask: 'fix the bug' }));
+  socket.emit('task:assign', { ...assignment(taskId, { ask: 'fix the bug' }), ...overrides });
   await woke;
   const lines = (await readFile(join(cx.work, 'wake.log'), 'utf8')).trim().split('\n');
   return JSON.parse(lines[lines.length - 1] as string) as Record<string, unknown>;
@@ -89,9 +94,11 @@ describe('wake mode (bundled CLI processes)', () => {
   it('wakes the agent with current.json, and completes the task with what `done --result -` reads', async () => {
     const sidecar = await startSidecar();
     const wake = await assignAndWake('t1');
+    expect(wake.run).toMatch(/^[0-9a-f]{16}$/);
     expect(wake).toEqual({
       taskId: 't1',
       attempt: '1',
+      run: wake.run,
       stateDir: stateDir(),
       file: join(stateDir(), 'current.json'),
       present: true,
@@ -103,6 +110,7 @@ describe('wake mode (bundled CLI processes)', () => {
         attempt: 1,
         attempts: 3,
         createdAt: 1,
+        run: wake.run,
       },
     });
 
@@ -219,6 +227,30 @@ describe('wake mode (bundled CLI processes)', () => {
       const completed = cx.hub.nextEvent('task:complete');
       expect((await cx.cli.run(['done', '--task', 't1'], localEnv())).code).toBe(0);
       expect((await completed).message.taskId).toBe('t1');
+    });
+
+    it('exits 1 for done --run naming an earlier run of the same task (a retry came back here)', async () => {
+      await startSidecar();
+      const first = await assignAndWake('t1');
+      // the hub takes attempt 1 back and gives the task to this agent again; the first run's
+      // agent is still at work and reports later
+      const { socket } = await cx.hub.connection();
+      socket.emit('task:cancel', { taskId: 't1', reason: 'superseded', token: 'tok-t1' });
+      const second = await assignAndWake('t1', { token: 'tok-t1-b', attempt: 2 });
+      expect(second.run).not.toBe(first.run);
+      const late = await cx.cli.run(
+        ['done', '--task', 't1', '--run', String(first.run)],
+        localEnv(),
+      );
+      expect(late).toEqual({
+        code: LOCAL_EXIT_CODES.REFUSED,
+        stdout: '',
+        stderr: `agentcom-sidecar: run ${String(first.run)} is not in hand: the task in hand (t1) is another run of it, or another task\n`,
+      });
+      const completed = cx.hub.nextEvent('task:complete');
+      const done = await cx.cli.run(['done', '--run', String(second.run)], localEnv());
+      expect(done.code).toBe(LOCAL_EXIT_CODES.OK);
+      expect((await completed).message).toMatchObject({ taskId: 't1', token: 'tok-t1-b' });
     });
 
     it('exits 2 for a result that is not JSON, and the task stays in hand', async () => {

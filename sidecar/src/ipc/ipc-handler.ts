@@ -70,7 +70,7 @@ async function report(
         };
   const inHand = wake.inHand();
   const stored = inHand === undefined ? undefined : taskEnded(events, inHand.taskId);
-  const taken = wake.report(agentReport, request.taskId);
+  const taken = wake.report(agentReport, request.taskId, request.run);
   if (!taken.ok) {
     stored?.cancel();
     return { ok: false, code: taken.code, message: taken.message };

@@ -14,6 +14,9 @@ export const MAX_IPC_LINE_BYTES = 4 * 1024 * 1024;
 /** Longest `--retry-after`: one week. */
 export const MAX_RETRY_AFTER_SECONDS = 7 * 24 * 3600;
 
+/** A wake run's id (`run` in `current.json`, `AGENTCOM_RUN_ID`): 16 hex digits. */
+export const runIdSchema = z.string().regex(/^[0-9a-f]{16}$/, 'must be a run id (16 hex digits)');
+
 export const statusRequestSchema = z.object({ type: z.literal('status') }).strict();
 
 export const doneRequestSchema = z
@@ -21,6 +24,8 @@ export const doneRequestSchema = z
     type: z.literal('done'),
     /** Only end this task: refused if another one is in hand. */
     taskId: taskIdSchema.optional(),
+    /** Only end this run (`run` of `current.json`): refused for another attempt of the task. */
+    run: runIdSchema.optional(),
     /** The task's result; absent means `null`. */
     result: boundedJsonSchema.optional(),
   })
@@ -30,6 +35,7 @@ export const failRequestSchema = z
   .object({
     type: z.literal('fail'),
     taskId: taskIdSchema.optional(),
+    run: runIdSchema.optional(),
     reason: z
       .string()
       .min(1)

@@ -8,6 +8,7 @@ import { LOCAL_EXIT_CODES, type LocalExitCode } from '../exit-codes';
 import { SidecarUnreachableError, ipcRequest } from './ipc-client';
 import {
   MAX_RETRY_AFTER_SECONDS,
+  runIdSchema,
   type IpcErrorCode,
   type IpcRequest,
   type IpcResponse,
@@ -33,6 +34,7 @@ export interface StatusFlags extends LocalFlags {
 export interface DoneFlags extends LocalFlags {
   result?: string;
   task?: string;
+  run?: string;
 }
 
 export interface FailFlags extends LocalFlags {
@@ -41,6 +43,7 @@ export interface FailFlags extends LocalFlags {
   /** `--no-retry` sets it to false. */
   retry?: boolean;
   task?: string;
+  run?: string;
 }
 
 /** `status` answers fast; `done` / `fail` wait for the report to be stored (bounded by the sidecar). */
@@ -72,10 +75,12 @@ export async function doneCommand(flags: DoneFlags, io: LocalIo): Promise<LocalE
     io,
     async () => {
       const taskId = checkTaskId(flags.task);
+      const run = checkRunId(flags.run);
       const result = await readResult(flags.result, io.stdin);
       return {
         type: 'done',
         ...(taskId !== undefined && { taskId }),
+        ...(run !== undefined && { run }),
         ...(result !== undefined && { result }),
       };
     },
@@ -92,6 +97,7 @@ export async function failCommand(flags: FailFlags, io: LocalIo): Promise<LocalE
     io,
     async () => {
       const taskId = checkTaskId(flags.task);
+      const run = checkRunId(flags.run);
       if (flags.reason.trim() === '') throw new UsageError('--reason: must not be empty');
       if (flags.reason.length > 64 * 1024) throw new UsageError('--reason: at most 64 KiB');
       const retryable = flags.retry !== false;
@@ -106,6 +112,7 @@ export async function failCommand(flags: FailFlags, io: LocalIo): Promise<LocalE
         reason: flags.reason,
         retryable,
         ...(taskId !== undefined && { taskId }),
+        ...(run !== undefined && { run }),
         ...(retryAfterSeconds !== undefined && { retryAfterSeconds }),
       };
     },
@@ -154,6 +161,15 @@ async function talk(
 
 function exitCodeOf(code: IpcErrorCode): LocalExitCode {
   return code === 'E_BAD_REQUEST' ? LOCAL_EXIT_CODES.USAGE : LOCAL_EXIT_CODES.REFUSED;
+}
+
+function checkRunId(run: string | undefined): string | undefined {
+  if (run === undefined) return undefined;
+  const checked = runIdSchema.safeParse(run);
+  if (!checked.success) {
+    throw new UsageError(`--run: ${checked.error.issues[0]?.message ?? 'not a run id'}`);
+  }
+  return run;
 }
 
 function checkTaskId(taskId: string | undefined): string | undefined {

@@ -64,6 +64,7 @@ const RECORD_AND_EXIT = `
       id: process.env.AGENTCOM_TASK_ID,
       file,
       attempt: process.env.AGENTCOM_ATTEMPT,
+      run: process.env.AGENTCOM_RUN_ID,
       stateDir: process.env.AGENTCOM_STATE_DIR,
       token: process.env.AGENTCOM_TASK_TOKEN ?? null,
     },
@@ -89,11 +90,14 @@ describe('WakeRunner', () => {
       const run = runner.start(assignment({ timeoutMs: 60_000 }), sink);
 
       const seen = JSON.parse((await sink.next(/^woke /)).slice(5)) as Record<string, unknown>;
+      const runId = runner.inHand()?.runId;
+      expect(runId).toMatch(/^[0-9a-f]{16}$/);
       expect(seen).toEqual({
         env: {
           id: 'task-1',
           file: join(dir, TASK_FILE_NAME),
           attempt: '2',
+          run: runId,
           stateDir: dir,
           token: null,
         },
@@ -106,6 +110,7 @@ describe('WakeRunner', () => {
           attempts: 3,
           timeoutMs: 60_000,
           createdAt: 1_700_000_000_000,
+          run: runId,
         },
         mode: '600',
       });

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -47,6 +48,8 @@ export type ReportRefusal =
 /** The task in hand, as `status` and the IPC commands see it. */
 export interface TaskInHand {
   taskId: string;
+  /** This run's id (`run` in `current.json`): tells two runs of the same task apart. */
+  runId: string;
   attempt: number;
   /** Epoch ms the run started (`current.json` written). */
   startedAt: number;
@@ -55,7 +58,8 @@ export interface TaskInHand {
 /**
  * `wake` mode: for each task, write it to `<state-dir>/current.json` (atomically, owner-only),
  * run the wake command (no shell, its own process group) with `AGENTCOM_TASK_ID`,
- * `AGENTCOM_TASK_FILE`, `AGENTCOM_ATTEMPT` and `AGENTCOM_STATE_DIR` added to its environment, and
+ * `AGENTCOM_TASK_FILE`, `AGENTCOM_ATTEMPT`, `AGENTCOM_RUN_ID` (the `run` of `current.json`) and
+ * `AGENTCOM_STATE_DIR` added to its environment, and
  * wait for the agent it woke to report through the local IPC ({@link WakeRunner.report}).
  *
  * - The wake command's stdout lines are task log lines; its stderr is logged locally.
@@ -104,22 +108,32 @@ export class WakeRunner implements TaskRunner {
 
   /**
    * Ends the task in hand with the agent's report. With `taskId`, only that task: a late report
-   * of an earlier task never ends the next one. Returns the task id it ended, or why not.
+   * of an earlier task never ends the next one; with `runId`, only that run: a late report of an
+   * earlier attempt never ends a retry of the same task that came back to this sidecar. Returns
+   * the task id it ended, or why not.
    */
   report(
     report: AgentReport,
     taskId?: string,
+    runId?: string,
   ): { ok: true; taskId: string } | ({ ok: false } & ReportRefusal) {
     const run = this.active;
     if (run === undefined || run.settled) {
       return { ok: false, code: 'E_NO_TASK', message: 'no task in hand' };
     }
-    const current = run.describe().taskId;
+    const { taskId: current, runId: currentRun } = run.describe();
     if (taskId !== undefined && taskId !== current) {
       return {
         ok: false,
         code: 'E_OTHER_TASK',
         message: `task ${taskId} is not in hand (the task in hand is ${current})`,
+      };
+    }
+    if (runId !== undefined && runId !== currentRun) {
+      return {
+        ok: false,
+        code: 'E_OTHER_TASK',
+        message: `run ${runId} is not in hand: the task in hand (${current}) is another run of it, or another task`,
       };
     }
     run.report(report);
@@ -141,6 +155,8 @@ class WakeRun implements RunningTask {
   /** The write of `current.json`: its removal waits for it, so no file outlives the task. */
   private fileWritten: Promise<void> = Promise.resolve();
   private readonly startedAt = Date.now();
+  /** Random, not derived from the assignment token (which the agent never sees). */
+  private readonly runId = randomBytes(8).toString('hex');
   private readonly logger: Logger;
 
   constructor(
@@ -174,6 +190,7 @@ class WakeRun implements RunningTask {
   describe(): TaskInHand {
     return {
       taskId: this.assignment.task.id,
+      runId: this.runId,
       attempt: this.assignment.attempt,
       startedAt: this.startedAt,
     };
@@ -243,6 +260,7 @@ class WakeRun implements RunningTask {
       attempts: this.assignment.attempts,
       ...(this.assignment.timeoutMs !== undefined && { timeoutMs: this.assignment.timeoutMs }),
       createdAt: task.createdAt,
+      run: this.runId,
     };
     this.fileWritten = writeFileAtomic(this.taskFile, `${JSON.stringify(taskFile)}\n`, 0o600);
     await this.fileWritten;
@@ -266,6 +284,7 @@ class WakeRun implements RunningTask {
         AGENTCOM_TASK_ID: task.id,
         AGENTCOM_TASK_FILE: this.taskFile,
         AGENTCOM_ATTEMPT: String(this.assignment.attempt),
+        AGENTCOM_RUN_ID: this.runId,
         AGENTCOM_STATE_DIR: this.options.stateDir,
       },
     });
