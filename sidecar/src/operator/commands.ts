@@ -1,6 +1,12 @@
 import type { Readable } from 'node:stream';
 import { TASK_STATES, type TaskState, type TaskView } from '@agentcom/shared';
-import { InterruptedError, OperatorError, UsageError, isTransient } from './errors';
+import {
+  InterruptedError,
+  ListingUnstableError,
+  OperatorError,
+  UsageError,
+  isTransient,
+} from './errors';
 import { OPERATOR_EXIT_CODES, type OperatorExitCode } from './exit-codes';
 import {
   formatAgent,
@@ -78,6 +84,9 @@ export class Context {
 }
 
 // ---- tasks -----------------------------------------------------------------------------------
+
+/** How many times `task list --all` follows the same cursor before it gives up. */
+const MAX_CURSOR_REPEATS = 3;
 
 const OUTCOME_EXIT: Record<'completed' | 'failed' | 'cancelled', OperatorExitCode> = {
   completed: OPERATOR_EXIT_CODES.OK,
@@ -172,11 +181,27 @@ export async function taskList(ctx: Context, flags: TaskListFlags): Promise<Oper
   };
   let page: TaskListResponse = await client.listTasks({ ...query, cursor: flags.cursor });
   const tasks = [...page.tasks];
-  const seen = new Set<string>();
-  while (flags.all === true && page.nextCursor !== undefined && !seen.has(page.nextCursor)) {
-    seen.add(page.nextCursor);
-    page = await client.listTasks({ ...query, cursor: page.nextCursor });
-    tasks.push(...page.tasks);
+  if (flags.all === true) {
+    // The hub may start a list over (both tasks its cursor named left it meanwhile) and then
+    // hand out a cursor this walk followed before: followed again, up to a bound; a task listed
+    // twice is shown once.
+    const listed = new Set(tasks.map((task) => task.id));
+    const followed = new Map<string, number>();
+    while (page.nextCursor !== undefined) {
+      const times = (followed.get(page.nextCursor) ?? 0) + 1;
+      if (times > MAX_CURSOR_REPEATS) {
+        throw new ListingUnstableError(
+          `the listing started over ${MAX_CURSOR_REPEATS} times (tasks leaving it while it was read); run it again`,
+        );
+      }
+      followed.set(page.nextCursor, times);
+      page = await client.listTasks({ ...query, cursor: page.nextCursor });
+      for (const task of page.tasks) {
+        if (listed.has(task.id)) continue;
+        listed.add(task.id);
+        tasks.push(task);
+      }
+    }
   }
   if (ctx.json) {
     ctx.printJson(flags.all === true ? { tasks } : page);

@@ -94,6 +94,20 @@ export class ApiError extends OperatorError {
   }
 }
 
+/**
+ * `task list --all` kept being sent back to a page it had read (the hub starts a list over when
+ * both tasks its cursor names leave it meanwhile): given up rather than loop, with exit 1.
+ */
+export class ListingUnstableError extends OperatorError {
+  readonly code = 'E_LISTING_UNSTABLE';
+  readonly exitCode = OPERATOR_EXIT_CODES.API_ERROR;
+
+  constructor(message: string) {
+    super(message);
+    this.name = 'ListingUnstableError';
+  }
+}
+
 /** Ctrl-C while a request was in flight. */
 export class InterruptedError extends OperatorError {
   readonly code = 'E_INTERRUPTED';

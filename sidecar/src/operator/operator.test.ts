@@ -446,6 +446,77 @@ describe('the command line', () => {
     });
   });
 
+  describe('task list --all', () => {
+    const task = (id: string) => ({
+      id,
+      queue: 'default',
+      state: 'running',
+      payload: null,
+      priority: 0,
+      attempts: 3,
+      attempt: 1,
+      attemptsMade: 0,
+      createdAt: 0,
+    });
+    /** A hub whose pages are `pages(cursor, how many times that cursor was asked)`. */
+    const withPages = async (
+      pages: (cursor: string, times: number) => { tasks: unknown[]; nextCursor?: string },
+      body: (env: Record<string, string>, asked: string[]) => Promise<void>,
+    ): Promise<void> => {
+      const asked: string[] = [];
+      const server = createServer((request, response) => {
+        const cursor = new URL(request.url ?? '/', 'http://x').searchParams.get('cursor') ?? '';
+        asked.push(cursor);
+        const times = asked.filter((c) => c === cursor).length;
+        response
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(JSON.stringify(pages(cursor, times)));
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      try {
+        const { port } = server.address() as AddressInfo;
+        await body({ AGENTCOM_URL: `http://127.0.0.1:${port}`, AGENTCOM_ADMIN_KEY: 'k' }, asked);
+      } finally {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      }
+    };
+
+    it('follows a cursor again when the hub started a list over, and shows each task once', async () => {
+      await withPages(
+        (cursor, times) =>
+          cursor === ''
+            ? { tasks: [task('t1')], nextCursor: 'c1' }
+            : cursor === 'c1' && times === 1
+              ? { tasks: [task('t2')], nextCursor: 'c2' }
+              : cursor === 'c2'
+                ? { tasks: [task('t1')], nextCursor: 'c1' } // started over: page 1 again
+                : { tasks: [task('t5'), task('t6')] },
+        async (env, asked) => {
+          const result = await run(['--json', 'task', 'list', '--all'], env);
+          expect(result.code).toBe(0);
+          const listed = (JSON.parse(result.out) as { tasks: Array<{ id: string }> }).tasks;
+          expect(listed.map((t) => t.id)).toEqual(['t1', 't2', 't5', 't6']);
+          expect(asked).toEqual(['', 'c1', 'c2', 'c1']);
+        },
+      );
+    });
+
+    it('gives up with E_LISTING_UNSTABLE (exit 1) when it keeps being sent back', async () => {
+      await withPages(
+        () => ({ tasks: [task('t1')], nextCursor: 'c1' }),
+        async (env, asked) => {
+          expect(await run(['task', 'list', '--all'], env)).toMatchObject({
+            code: 1,
+            out: '',
+            err: expect.stringMatching(/^agentcom: E_LISTING_UNSTABLE: the listing started over/),
+          });
+          expect(asked).toEqual(['', 'c1', 'c1', 'c1']);
+        },
+      );
+    });
+  });
+
   it.each([
     ['an empty object', '{}'],
     ['null', 'null'],
