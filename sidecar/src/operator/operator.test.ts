@@ -157,6 +157,9 @@ describe('task input', () => {
     expect(await refusal({ backoff: 'linear:5' })).toEqual(['--backoff', 2]);
     expect(await refusal({ label: ['=x'] })).toEqual(['--label', 2]);
     expect(parseLabels(['a=b=c', 'd='])).toEqual({ a: 'b=c', d: '' });
+    // refused as the sidecar's --label refuses them (they vanished, or the last one won)
+    expect(await refusal({ label: ['__proto__=x', 'k=v'] })).toEqual(['--label', 2]);
+    expect(await refusal({ label: ['k=v', 'k=w'] })).toEqual(['--label', 2]);
     expect(
       await taskBodyFromFlags(
         flags({ payload: '1', attempts: '2', backoff: 'exponential:500', label: ['k=v'] }),

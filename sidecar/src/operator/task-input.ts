@@ -115,15 +115,24 @@ export async function readPayload(
   }
 }
 
-/** `--label key=value`, repeatable; the value may hold `=`. */
+/**
+ * `--label key=value`, repeatable; the value may hold `=`. A key given twice is refused, as the
+ * sidecar's `--label` does, and so is `__proto__` (an object cannot hold it as its own key: it
+ * would vanish from the request).
+ */
 export function parseLabels(specs: readonly string[]): Record<string, string> {
-  const labels: Record<string, string> = {};
+  const labels = new Map<string, string>();
   for (const spec of specs) {
     const at = spec.indexOf('=');
     if (at <= 0) throw new UsageError('--label', `${spec}: must be key=value`);
-    labels[spec.slice(0, at)] = spec.slice(at + 1);
+    const key = spec.slice(0, at);
+    if (key === '__proto__') throw new UsageError('--label', 'the label key __proto__ is reserved');
+    if (labels.has(key)) {
+      throw new UsageError('--label', `the label "${key}" is given twice: give each key once`);
+    }
+    labels.set(key, spec.slice(at + 1));
   }
-  return labels;
+  return Object.fromEntries(labels);
 }
 
 /** `--backoff fixed:MS` or `exponential:MS`. */
