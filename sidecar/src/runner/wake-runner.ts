@@ -289,8 +289,11 @@ class WakeRun implements RunningTask {
       },
     });
     const { startFailure, exited } = watchProcess(child);
+    // A pid means the process exists and leads its group already (spawn returns after the exec):
+    // a stop from now on settles the outcome only once the group is gone, as in exec mode.
+    if (child.pid !== undefined) this.group = new ProcessGroup(child.pid, this.options.killGraceMs);
     const failure = await startFailure;
-    if (failure !== undefined || child.pid === undefined) {
+    if (failure !== undefined || this.group === undefined) {
       const reason = failure ?? 'no process was created';
       this.logger.error({ command, err: reason }, 'could not start the wake command');
       this.settle({
@@ -301,12 +304,12 @@ class WakeRun implements RunningTask {
       });
       return;
     }
+    const group = this.group;
     child.on('error', (err) => this.logger.warn({ err: errorText(err) }, 'wake command error'));
-    this.group = new ProcessGroup(child.pid, this.options.killGraceMs);
     this.logger.info({ pid: child.pid, taskFile: this.taskFile }, 'wake command started');
     // Decided while it was starting (stopped, or a report that cannot be from this command,
     // which was not running yet): it wakes an agent for a task that is over, so it is stopped.
-    if (this.decided || this.stopReason !== undefined) void this.group.terminate();
+    if (this.decided || this.stopReason !== undefined) void group.terminate();
 
     // Lines after the task ended (a process the wake command left running, still writing to
     // its pipe) are not the task's any more: logged locally only.
