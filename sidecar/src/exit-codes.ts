@@ -33,7 +33,7 @@ export const LOCAL_EXIT_CODES = {
   REFUSED: 1,
   /** Bad usage: a missing or malformed option, a result that is not acceptable JSON. */
   USAGE: 2,
-  /** The sidecar is not running (no one listens on its socket). */
+  /** The sidecar cannot be reached: not running (no one listens on its socket), or another user's. */
   NOT_RUNNING: 3,
 } as const;
 

@@ -11,7 +11,9 @@ export class SidecarUnreachableError extends Error {
     super(
       code === 'ENOENT' || code === 'ECONNREFUSED'
         ? `the sidecar is not running (no one listens on ${socketPath})`
-        : `cannot reach the sidecar at ${socketPath} (${code})`,
+        : code === 'EACCES' || code === 'EPERM'
+          ? `cannot reach the sidecar at ${socketPath} (${code}): its socket is another user's; run this as the sidecar's user`
+          : `cannot reach the sidecar at ${socketPath} (${code})`,
     );
     this.name = 'SidecarUnreachableError';
   }
