@@ -1,15 +1,35 @@
-import type {
-  AgentView,
-  CreateAgentResponse,
-  CreateTaskBody,
-  CreateTaskResponse,
-  ErrorBody,
-  TaskState,
-  TaskView,
+import {
+  agentIdSchema,
+  taskIdSchema,
+  type AgentView,
+  type CreateAgentResponse,
+  type CreateTaskBody,
+  type CreateTaskResponse,
+  type ErrorBody,
+  type TaskState,
+  type TaskView,
 } from '@agentcom/shared';
+import type { ZodType } from 'zod';
 import { errorText } from '../error-text';
-import { ApiError, HubUnreachableError, InterruptedError } from './errors';
+import { ApiError, HubUnreachableError, InterruptedError, UsageError } from './errors';
 import type { HubSettings } from './settings';
+
+/**
+ * An id as a path segment, checked as the hub checks it before anything is sent: `.` or `..`
+ * would be normalized by URL into another route (`task get .` asked `GET /v1/tasks/`).
+ */
+function idSegment(id: string, schema: ZodType, what: string): string {
+  const checked = schema.safeParse(id);
+  if (!checked.success) {
+    throw new UsageError(
+      undefined,
+      `${what} ${JSON.stringify(id)}: ${checked.error.issues[0]?.message ?? 'not valid'}`,
+    );
+  }
+  return encodeURIComponent(id);
+}
+const taskSegment = (id: string): string => idSegment(id, taskIdSchema, 'task id');
+const agentSegment = (id: string): string => idSegment(id, agentIdSchema, 'agent id');
 
 /** How long one request may take before the hub counts as unreachable. */
 export const REQUEST_TIMEOUT_MS = 30_000;
@@ -92,7 +112,7 @@ export class HubClient {
 
   /** `timeoutMs`: give up sooner than the usual {@link REQUEST_TIMEOUT_MS} (a wait's deadline). */
   async getTask(id: string, options: { timeoutMs?: number } = {}): Promise<TaskView> {
-    const path = `/v1/tasks/${encodeURIComponent(id)}`;
+    const path = `/v1/tasks/${taskSegment(id)}`;
     return (await this.request<TaskView>('GET', path, { ...options, shape: SHAPES.task })).body;
   }
 
@@ -102,18 +122,18 @@ export class HubClient {
   }
 
   async cancelTask(id: string, reason?: string): Promise<CancelResponse> {
-    const path = `/v1/tasks/${encodeURIComponent(id)}/cancel`;
+    const path = `/v1/tasks/${taskSegment(id)}/cancel`;
     const body = reason === undefined ? {} : { reason };
     return (await this.request<CancelResponse>('POST', path, { body, shape: SHAPES.created })).body;
   }
 
   async retryTask(id: string): Promise<CreateTaskResponse> {
-    const path = `/v1/tasks/${encodeURIComponent(id)}/retry`;
+    const path = `/v1/tasks/${taskSegment(id)}/retry`;
     return (await this.request<CreateTaskResponse>('POST', path, { shape: SHAPES.created })).body;
   }
 
   async taskLogs(id: string, query: Query): Promise<TaskLogsResponse> {
-    const path = `/v1/tasks/${encodeURIComponent(id)}/logs`;
+    const path = `/v1/tasks/${taskSegment(id)}/logs`;
     return (await this.request<TaskLogsResponse>('GET', path, { query, shape: SHAPES.logs })).body;
   }
 
@@ -124,7 +144,7 @@ export class HubClient {
   }
 
   async getAgent(id: string): Promise<AgentView> {
-    const path = `/v1/agents/${encodeURIComponent(id)}`;
+    const path = `/v1/agents/${agentSegment(id)}`;
     return (await this.request<AgentView>('GET', path, { shape: SHAPES.agent })).body;
   }
 
@@ -139,18 +159,18 @@ export class HubClient {
   }
 
   async revokeAgent(id: string): Promise<RevokeResponse> {
-    const path = `/v1/agents/${encodeURIComponent(id)}`;
+    const path = `/v1/agents/${agentSegment(id)}`;
     return (await this.request<RevokeResponse>('DELETE', path, { shape: SHAPES.revoked })).body;
   }
 
   async drainAgent(id: string): Promise<AgentStateResponse> {
-    const path = `/v1/agents/${encodeURIComponent(id)}/drain`;
+    const path = `/v1/agents/${agentSegment(id)}/drain`;
     return (await this.request<AgentStateResponse>('POST', path, { shape: SHAPES.agentState }))
       .body;
   }
 
   async resumeAgent(id: string): Promise<AgentStateResponse> {
-    const path = `/v1/agents/${encodeURIComponent(id)}/resume`;
+    const path = `/v1/agents/${agentSegment(id)}/resume`;
     return (await this.request<AgentStateResponse>('POST', path, { shape: SHAPES.agentState }))
       .body;
   }

@@ -449,6 +449,35 @@ describe('the command line', () => {
     });
   });
 
+  it('refuses an id the hub would refuse before sending anything (URL would turn `.` into another route)', async () => {
+    let requests = 0;
+    const server = createServer((_request, response) => {
+      requests++;
+      response.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const env = { AGENTCOM_URL: `http://127.0.0.1:${port}`, AGENTCOM_ADMIN_KEY: 'k' };
+      for (const args of [
+        ['task', 'get', '.'],
+        ['task', 'cancel', '..'],
+        ['task', 'logs', 'a/b'],
+        ['agent', 'get', '.'],
+        ['agent', 'drain', '..'],
+      ]) {
+        expect({ args, result: await run(args, env) }).toMatchObject({
+          args,
+          result: { code: 2, err: expect.stringMatching(/^agentcom: E_USAGE: (task|agent) id "/) },
+        });
+      }
+      expect(requests).toBe(0);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
   describe('task list --all', () => {
     const task = (id: string) => ({
       id,
