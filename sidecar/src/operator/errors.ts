@@ -45,13 +45,9 @@ export class UsageError extends OperatorError {
 
 /** No URL or admin key (or an unreadable / malformed one): nothing can be sent. */
 export class HubConfigError extends OperatorError {
+  override readonly name = 'HubConfigError';
   readonly code = 'E_CONFIG';
   readonly exitCode = OPERATOR_EXIT_CODES.NO_HUB;
-
-  constructor(message: string) {
-    super(message);
-    this.name = 'HubConfigError';
-  }
 }
 
 /**
@@ -59,13 +55,9 @@ export class HubConfigError extends OperatorError {
  * Transient: `--wait` and `--watch` keep trying for a while.
  */
 export class HubUnreachableError extends OperatorError {
+  override readonly name = 'HubUnreachableError';
   readonly code = 'E_UNREACHABLE';
   readonly exitCode = OPERATOR_EXIT_CODES.NO_HUB;
-
-  constructor(message: string) {
-    super(message);
-    this.name = 'HubUnreachableError';
-  }
 }
 
 /** The hub's answer `{error: {code, message, details?}}` with an HTTP error status. */
@@ -99,13 +91,9 @@ export class ApiError extends OperatorError {
  * both tasks its cursor names leave it meanwhile): given up rather than loop, with exit 1.
  */
 export class ListingUnstableError extends OperatorError {
+  override readonly name = 'ListingUnstableError';
   readonly code = 'E_LISTING_UNSTABLE';
   readonly exitCode = OPERATOR_EXIT_CODES.API_ERROR;
-
-  constructor(message: string) {
-    super(message);
-    this.name = 'ListingUnstableError';
-  }
 }
 
 /** Ctrl-C while a request was in flight. */
