@@ -104,9 +104,7 @@ function serve(socket: Socket, handler: IpcHandler, logger: Logger): void {
       buffer = buffer.slice(newline + 1);
       if (line.trim() === '') continue;
       const flushed = await answer(socket, line, handler, logger);
-      if (!flushed && socket.writable) {
-        await Promise.race([once(socket, 'drain'), once(socket, 'close')]);
-      }
+      if (!flushed && socket.writable) await drainedOrClosed(socket);
     }
     answering = false;
     if (clientEnded) socket.end();
@@ -132,6 +130,19 @@ function serve(socket: Socket, handler: IpcHandler, logger: Logger): void {
   socket.on('end', () => {
     clientEnded = true;
     if (!answering) socket.end();
+  });
+}
+
+/** Resolves once the socket's write buffer drained, or it closed (no listener left behind). */
+function drainedOrClosed(socket: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      socket.off('drain', done);
+      socket.off('close', done);
+      resolve();
+    };
+    socket.on('drain', done);
+    socket.on('close', done);
   });
 }
 
