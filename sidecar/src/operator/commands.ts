@@ -15,6 +15,8 @@ import {
   formatTask,
   formatTaskTable,
   oneLine,
+  terminalSafeJson,
+  visible,
 } from './format';
 import { HubClient, type TaskListResponse } from './hub-client';
 import { resolveHubSettings, type Env, type HubFlags } from './settings';
@@ -60,24 +62,25 @@ export class Context {
     return this.hub;
   }
 
-  /** Human text on stdout. */
+  /** Human text on stdout, control characters shown escaped ({@link visible}). */
   out(text: string): void {
-    this.io.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+    this.io.stdout.write(visible(text.endsWith('\n') ? text : `${text}\n`));
   }
 
   /** A JSON document on stdout (indented; `compact` for one line per value, as `--watch` prints). */
   printJson(value: unknown, compact = false): void {
-    this.io.stdout.write(`${compact ? JSON.stringify(value) : JSON.stringify(value, null, 2)}\n`);
+    const json = compact ? JSON.stringify(value) : JSON.stringify(value, null, 2);
+    this.io.stdout.write(`${terminalSafeJson(json)}\n`);
   }
 
   /** A remark on stderr, `agentcom: ...`: never mixed into the output scripts read. */
   note(text: string): void {
-    this.io.stderr.write(`agentcom: ${oneLine(text)}\n`);
+    this.io.stderr.write(`agentcom: ${visible(oneLine(text))}\n`);
   }
 
   /** Reports a failure: one line on stderr; with `--json`, the error body on stdout too. */
   fail(err: OperatorError): OperatorExitCode {
-    this.io.stderr.write(`agentcom: ${err.code}: ${oneLine(err.message)}\n`);
+    this.io.stderr.write(`agentcom: ${err.code}: ${visible(oneLine(err.message))}\n`);
     if (this.json) this.printJson(err.body());
     return err.exitCode;
   }
@@ -312,7 +315,9 @@ function drawAgents(
   const table = agents.length === 0 ? '' : formatAgentTable(agents, now);
   // A terminal is redrawn in place (cursor home, clear screen); a pipe gets one block per refresh.
   const clear = ctx.io.stdoutIsTty ? '\x1b[H\x1b[2J' : '';
-  ctx.io.stdout.write(`${clear}${header}\n\n${table}${ctx.io.stdoutIsTty ? '' : '\n'}`);
+  ctx.io.stdout.write(
+    `${clear}${visible(`${header}\n\n${table}`)}${ctx.io.stdoutIsTty ? '' : '\n'}`,
+  );
 }
 
 export async function agentGet(ctx: Context, id: string): Promise<OperatorExitCode> {

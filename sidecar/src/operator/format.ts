@@ -74,6 +74,33 @@ export function oneLine(text: string): string {
   return text.replace(/\s+/g, ' ').trim();
 }
 
+/** Control characters a terminal may act on: C0 (but tab and newline), DEL and C1. */
+// eslint-disable-next-line no-control-regex
+const TERMINAL_CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
+
+/**
+ * Text as the operator's terminal should show it: what agents and payloads wrote (log lines,
+ * errors, results) may hold escape sequences that move the cursor, rewrite the screen or set
+ * the window title; each control character is shown escaped instead (`\x1b`).
+ */
+export function visible(text: string): string {
+  return text.replace(
+    TERMINAL_CONTROLS,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
+  );
+}
+
+/**
+ * JSON text with DEL and the C1 controls escaped too (`\u009b`): JSON.stringify escapes only
+ * C0. The same document, safe on a terminal.
+ */
+export function terminalSafeJson(json: string): string {
+  return json.replace(
+    /[\u007f-\u009f]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}
+
 /** `1/3`: the attempt started so far of the task's attempts. */
 export const formatAttempt = (task: Pick<TaskView, 'attempt' | 'attempts'>): string =>
   `${task.attempt}/${task.attempts}`;

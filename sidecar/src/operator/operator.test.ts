@@ -478,6 +478,31 @@ describe('the command line', () => {
     }
   });
 
+  it("shows an agent's control characters escaped, never raw: text and --json", async () => {
+    // a title change, a clear screen, a bell, and a C1 CSI (U+009B) in a task's log lines
+    const lines = ['\u001b]0;pwned\u0007title', 'wipe\u001b[2J', 'c1 \u009b31m red', 'tab\tok'];
+    const server = createServer((_request, response) => {
+      response
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ logs: lines, count: lines.length }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const env = { AGENTCOM_URL: `http://127.0.0.1:${port}`, AGENTCOM_ADMIN_KEY: 'k' };
+      const text = await run(['task', 'logs', 't1'], env);
+      expect(text.code).toBe(0);
+      expect(text.out).toBe('\\x1b]0;pwned\\x07title\nwipe\\x1b[2J\nc1 \\x9b31m red\ntab\tok\n');
+      const json = await run(['--json', 'task', 'logs', 't1'], env);
+      // eslint-disable-next-line no-control-regex
+      expect(json.out).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+      expect(JSON.parse(json.out)).toEqual({ logs: lines, count: lines.length });
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
   describe('task list --all', () => {
     const task = (id: string) => ({
       id,
