@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { ADMIN_KEY_PATTERN } from '@agentcom/shared';
 import { FLOOD_REFUSALS } from './gateway/flood-guard';
 import { z } from 'zod';
 
@@ -102,7 +103,7 @@ const envSchema = z.object({
     .string()
     .min(16, 'must be at least 16 characters')
     .regex(
-      /^[\x21-\x7e]+$/,
+      ADMIN_KEY_PATTERN,
       'must be printable ASCII without spaces: it travels in an HTTP header (a second line in the value?)',
     )
     .optional(),
@@ -145,10 +146,10 @@ export class ConfigError extends Error {
   }
 }
 
-/** Parses an environment (defaults to `process.env`); throws {@link ConfigError} naming the variable. */
 /** Variables whose value a refusal never repeats (it ends up in logs): a key, a password in a URL. */
 const SECRET_VARIABLES: ReadonlySet<string> = new Set(['AGENTCOM_ADMIN_KEY', 'REDIS_URL']);
 
+/** Parses an environment (defaults to `process.env`); throws {@link ConfigError} naming the variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
   // Empty is unset for every variable but this one, whose unset means something else altogether:
   // a `REDIS_URL: ${REDIS_URL}` that found nothing would have each replica start its own Redis.

@@ -11,4 +11,5 @@ export * from './errors/app-error';
 export * from './api/tasks';
 export * from './api/agents';
 export * from './api/errors';
+export * from './api/admin-key';
 export * from './timing/backoff';

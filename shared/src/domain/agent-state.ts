@@ -1,3 +1,5 @@
+import { z } from 'zod';
+
 /**
  * The states of an agent, as stored in Redis and shown by the API.
  * - `offline`: no live connection.
@@ -16,6 +18,7 @@ export const AGENT_STATES = [
   'cooldown',
 ] as const;
 export type AgentState = (typeof AGENT_STATES)[number];
+export const agentStateSchema = z.enum(AGENT_STATES);
 
 export function isAgentState(value: unknown): value is AgentState {
   return typeof value === 'string' && (AGENT_STATES as readonly string[]).includes(value);

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { ErrorCode } from '../errors/codes';
-import { AGENT_STATES, type AgentState } from '../domain/agent-state';
+import { agentStateSchema, type AgentState } from '../domain/agent-state';
 
 /** The answer to every sidecar → hub event. */
 export type AckOk<T extends object = object> = { ok: true } & T;
@@ -26,7 +26,6 @@ export type StateAck = Ack<{ state: AgentState }>;
 const ackErrorSchema = z.object({ ok: z.literal(false), code: z.string(), message: z.string() });
 const ackWith = <T extends z.ZodRawShape>(shape: T) =>
   z.discriminatedUnion('ok', [z.object({ ok: z.literal(true), ...shape }), ackErrorSchema]);
-const agentStateSchema = z.enum(AGENT_STATES);
 
 export const ackSchema = ackWith({});
 export const reportAckSchema = ackWith({ duplicate: z.boolean().optional() });

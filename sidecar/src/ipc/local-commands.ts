@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import type { ZodType } from 'zod';
 import { boundedJsonSchema, taskIdSchema } from '@agentcom/shared';
 import { isConfigError } from '../config-error';
 import { resolveLocalTarget, type LocalFlags } from '../config';
@@ -74,8 +75,8 @@ export async function doneCommand(flags: DoneFlags, io: LocalIo): Promise<LocalE
     flags,
     io,
     async () => {
-      const taskId = checkTaskId(flags.task);
-      const run = checkRunId(flags.run);
+      const taskId = checkIdFlag(flags.task, taskIdSchema, '--task');
+      const run = checkIdFlag(flags.run, runIdSchema, '--run');
       const result = await readResult(flags.result, io.stdin);
       return {
         type: 'done',
@@ -96,8 +97,8 @@ export async function failCommand(flags: FailFlags, io: LocalIo): Promise<LocalE
     flags,
     io,
     async () => {
-      const taskId = checkTaskId(flags.task);
-      const run = checkRunId(flags.run);
+      const taskId = checkIdFlag(flags.task, taskIdSchema, '--task');
+      const run = checkIdFlag(flags.run, runIdSchema, '--run');
       if (flags.reason.trim() === '') throw new UsageError('--reason: must not be empty');
       if (flags.reason.length > 64 * 1024) throw new UsageError('--reason: at most 64 KiB');
       const retryable = flags.retry !== false;
@@ -163,20 +164,16 @@ function exitCodeOf(code: IpcErrorCode): LocalExitCode {
   return code === 'E_BAD_REQUEST' ? LOCAL_EXIT_CODES.USAGE : LOCAL_EXIT_CODES.REFUSED;
 }
 
-function checkRunId(run: string | undefined): string | undefined {
-  if (run === undefined) return undefined;
-  const checked = runIdSchema.safeParse(run);
+/** An optional id flag, checked with `schema` before anything is sent (`--task`, `--run`). */
+function checkIdFlag(
+  value: string | undefined,
+  schema: ZodType<string>,
+  flag: string,
+): string | undefined {
+  if (value === undefined) return undefined;
+  const checked = schema.safeParse(value);
   if (!checked.success) {
-    throw new UsageError(`--run: ${checked.error.issues[0]?.message ?? 'not a run id'}`);
-  }
-  return run;
-}
-
-function checkTaskId(taskId: string | undefined): string | undefined {
-  if (taskId === undefined) return undefined;
-  const checked = taskIdSchema.safeParse(taskId);
-  if (!checked.success) {
-    throw new UsageError(`--task: ${checked.error.issues[0]?.message ?? 'not a task id'}`);
+    throw new UsageError(`${flag}: ${checked.error.issues[0]?.message ?? 'not valid'}`);
   }
   return checked.data;
 }

@@ -1,4 +1,5 @@
 import { readFileSync, statSync } from 'node:fs';
+import { ADMIN_KEY_PATTERN } from '@agentcom/shared';
 import { HubConfigError, UsageError } from './errors';
 
 /** Where the hub is and the key to its API. Read from flags and the environment, never argv's key. */
@@ -89,7 +90,7 @@ function resolveAdminKey(flags: HubFlags, env: Env): string {
  * without echoing the key: fetch would throw an error that quotes the whole header.
  */
 function headerSafeKey(key: string, where: string): string {
-  if (!/^[\x21-\x7e]+$/.test(key)) {
+  if (!ADMIN_KEY_PATTERN.test(key)) {
     throw new HubConfigError(
       `${where}: the key holds a character an HTTP header cannot carry (a space, a second line, ` +
         'a non-ASCII character); the hub accepts printable ASCII only',

@@ -1,5 +1,5 @@
 import {
-  AGENT_STATES,
+  agentStateSchema,
   ERROR_CODES,
   PROTOCOL_VERSION,
   TASK_STATES,
@@ -91,10 +91,10 @@ const taskView = z.looseObject({
 });
 const agentView = z.looseObject({
   agentId: z.string(),
-  state: z.enum(AGENT_STATES),
+  state: agentStateSchema,
   queues: z.array(z.string()),
 });
-const agentState = z.object({ agentId: z.string(), state: z.enum(AGENT_STATES) });
+const agentState = z.object({ agentId: z.string(), state: agentStateSchema });
 const cancelResponse = z.object({
   id: z.string(),
   state: z.enum(TASK_STATES),
