@@ -135,6 +135,58 @@ describe('an agent that does not accept its task in time', () => {
     expect(await getTask(hub.url, id)).toMatchObject({ state: 'completed', attempt: 1 });
   });
 
+  it('sends a push the agent did not receive again at its heartbeat, with no ack timeout charged', async () => {
+    // A long ack timeout: the push is sent again well before it (1 s after the assignment).
+    const prefix = `k${randomBytes(3).toString('hex')}`;
+    const hub = await startHub({
+      AGENTCOM_PREFIX: prefix,
+      ACK_TIMEOUT_MS: '20000',
+      LEASE_MS: '60000',
+    });
+    const queue = `q-${randomBytes(4).toString('hex')}`;
+    const agent = await register(hub.url, queue);
+    const lost = agent.nextAssignment();
+    const id = await createTask(hub.url, { queue, payload: { n: 1 }, labels: { k: 'v' } });
+    // the test drops this push: a sidecar that never got it names no task in its heartbeats
+    const first = await lost;
+    expect(first.task.id).toBe(id);
+
+    // a heartbeat sent just after the assignment may have crossed the push: nothing is resent
+    expect(await agent.send('agent:heartbeat', {})).toMatchObject({ ok: true, state: 'assigned' });
+    expect(agent.assignments).toHaveLength(1);
+
+    // later ones show the push was lost: it comes again, ahead of the heartbeat's ack
+    await eventually(
+      async () => {
+        const ack = await agent.send('agent:heartbeat', {});
+        expect(ack).toMatchObject({ ok: true, state: 'assigned' });
+        return agent.assignments.length > 1 ? true : undefined;
+      },
+      { what: 'the push sent again', timeoutMs: 8_000, intervalMs: 200 },
+    );
+    expect(agent.assignments).toEqual([first, first]);
+
+    expect(await agent.accept(first)).toMatchObject({ ok: true });
+    expect(await agent.complete(first, 'ok')).toEqual({ ok: true });
+    expect(await getTask(hub.url, id)).toMatchObject({
+      state: 'completed',
+      agentId: agent.agentId,
+      attempt: 1,
+    });
+    expect(await hub.agents.get(agent.agentId)).toMatchObject({ state: 'idle', missedAcks: 0 });
+    const events = await readTransitions(fixture.redis.url, prefix);
+    expect(events.filter((event) => event.agent === agent.agentId).map((e) => e.reason)).toEqual([
+      'connect',
+      'assign',
+      'accept',
+      'complete',
+    ]);
+    const metrics = await hub.metrics.registry.metrics();
+    expect(metrics).toMatch(
+      new RegExp(`^agentcom_task_pushes_resent_total\\{queue="${queue}",[^}]*\\} 1$`, 'm'),
+    );
+  });
+
   /**
    * A replica with a short ack timeout whose log lines (`info` and up, parsed) the test reads:
    * it is the only replica, so the sweep that finds each ack timeout is its own.

@@ -7,6 +7,7 @@ const presence = (beat: Heartbeat): AgentPresence => ({
   taskId: undefined,
   token: undefined,
   taskQueue: undefined,
+  assignedAt: undefined,
 });
 
 describe('HeartbeatBatch', () => {

@@ -7,6 +7,7 @@ import {
   type HeartbeatAck,
   type ReportAck,
   type TaskAccept,
+  type TaskAssign,
   type TaskCancel,
   type TaskComplete,
   type TaskFail,
@@ -25,6 +26,7 @@ import type { HubMetrics } from '../metrics/hub-metrics';
 import type { QueueHandle, QueueRegistry, TaskJob } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
 import { CANCELLED_PREFIX } from '../tasks/task-service';
+import { assignMessage, taskFromJob } from './assign-message';
 import { agentIdOfToken } from './assignment-token';
 import { jobToComplete, moveToCompletedArgs } from './bull-completion';
 import { isStaleAssignmentError } from './bull-errors';
@@ -47,6 +49,13 @@ const REPORT_LOCK_TTL_MS = 5_000;
  * longer than a dead replica's lock lives, shorter than a sidecar waits for its ack (10 s).
  */
 const REPORT_LOCK_WAIT_MS = 7_000;
+/**
+ * A heartbeat that names no task, from the connection an `assigned` record names, this long after
+ * the assignment (or half the ack timeout, when that is shorter): the push was not received.
+ * Sent after the push had reached the sidecar, a heartbeat names the task (the sidecar records it
+ * before anything else); within this much it may have been sent before.
+ */
+const UNRECEIVED_PUSH_AFTER_MS = 1_000;
 
 /**
  * What a report does to its job: complete it, or fail it, which uses an attempt unless a quota
@@ -492,19 +501,28 @@ export class AssignmentService {
    * an operator asked to cancel it; the caller sends it `task:cancel` again, as the first one
    * may have been lost (sent while the agent had no connection, or received before the
    * assignment it cancels). The check is part of the batched heartbeat script: no round trip more.
+   * `resend`: the record, on this connection, is `assigned` a task the heartbeat does not name,
+   * since long enough for the push to have arrived ({@link unreceivedPush}); the caller sends it
+   * on this connection, ahead of the ack.
    */
   async heartbeat(
     agentId: string,
     socketId: string,
     taskId?: string,
     token?: string,
-  ): Promise<{ ack: HeartbeatAck; stale: boolean; cancel?: TaskCancel }> {
+  ): Promise<{ ack: HeartbeatAck; stale: boolean; cancel?: TaskCancel; resend?: TaskAssign }> {
     const presence = await this.heartbeats.check({ agentId, socketId });
     const stale = presence?.socketId !== socketId;
     if (!stale) this.options.leases.beat(agentId);
     if (!stale) this.reconcile(agentId, presence, taskId);
     const state = presence?.state ?? 'offline';
-    if (taskId === undefined || token === undefined) return { ack: { ok: true, state }, stale };
+    if (taskId === undefined || token === undefined) {
+      const resend =
+        stale || taskId !== undefined ? undefined : await this.unreceivedPush(presence);
+      return resend
+        ? { ack: { ok: true, state }, stale, resend }
+        : { ack: { ok: true, state }, stale };
+    }
     if (!holds(presence, taskId, token)) return { ack: { ok: true, state, abort: true }, stale };
     if (!stale && presence?.state === 'working' && !this.options.leases.heldBy(agentId)) {
       this.options.leases.track(agentId, { taskId, queue: presence.taskQueue ?? '', token });
@@ -513,6 +531,33 @@ export class AssignmentService {
       return { ack: { ok: true, state }, stale, cancel: { taskId, reason: 'cancelled' } };
     }
     return { ack: { ok: true, state }, stale };
+  }
+
+  /**
+   * The push of an assignment the agent did not receive, to be sent again. A push can be lost on
+   * its way: the replica that claimed the agent died before emitting it, or the Redis adapter's
+   * publish to the agent's replica was lost (Redis pub/sub delivers at most once). The agent,
+   * connected and well, then let the ack timeout pass and rested in cooldown for it, with the
+   * task waiting as long. A sidecar names the task it holds in every heartbeat, so one from the
+   * connection the record names that names none, sent well after the assignment, shows the push
+   * was lost. Sending it again is safe: the sidecar confirms an assignment it already runs
+   * (`task:accept` again, which `accept.lua` answers as a replay) and accepts a new one only
+   * through `task:accept`, fenced by the token, so a push that arrives after the assignment
+   * ended is refused there. Costs a job read only then; the heartbeat script reads `assignedAt`.
+   */
+  private async unreceivedPush(
+    presence: AgentPresence | undefined,
+  ): Promise<TaskAssign | undefined> {
+    if (presence?.state !== 'assigned') return undefined;
+    const { taskId, token, taskQueue, assignedAt } = presence;
+    if (!taskId || !token || !taskQueue || assignedAt === undefined) return undefined;
+    const after = Math.min(UNRECEIVED_PUSH_AFTER_MS, this.options.ackTimeoutMs / 2);
+    if (this.options.agents.now() - assignedAt < after) return undefined;
+    const handle = await this.options.queues.get(taskQueue);
+    const job = (await handle.queue.getJob(taskId)) as TaskJob | undefined;
+    if (!job) return undefined;
+    this.options.metrics.pushesResent.inc({ queue: taskQueue });
+    return assignMessage(taskQueue, token, taskFromJob(job));
   }
 
   /**

@@ -1,13 +1,13 @@
-import type { TaskAssign } from '@agentcom/shared';
 import { UnrecoverableError } from 'bullmq';
-import type { AgentStore, Claim, ClaimStep, FetchedJob } from '../fsm/agent-store';
+import type { AgentStore, Claim, ClaimStep } from '../fsm/agent-store';
 import type { RedisKeys } from '../redis/keys';
 import type { Logger } from '../logger';
 import type { HubMetrics } from '../metrics/hub-metrics';
 import type { TaskStartTimes } from '../metrics/task-start-times';
-import type { QueueRegistry, TaskData, TaskJob } from '../queues/queue-registry';
+import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
 import { CANCELLED_PREFIX } from '../tasks/task-service';
 import { TASK_FIELDS } from './assignments';
+import { assignMessage, taskFromFields, taskFromJob, type AssignedTask } from './assign-message';
 import type { AgentNotifier } from './notifier';
 
 export interface DispatcherOptions {
@@ -156,7 +156,7 @@ export class Dispatcher {
   private async carryOut(step: ClaimStep): Promise<boolean> {
     switch (step.outcome) {
       case 'assigned':
-        this.push(step.claim, assignedTask(step.job));
+        this.push(step.claim, taskFromFields(step.job));
         return step.more;
       case 'fetched':
         // cancelled or due to fail: handled below, then the claimed agent takes the next job
@@ -272,36 +272,14 @@ export class Dispatcher {
       await job.moveToWait(token).catch(() => undefined);
       return 'gone';
     }
-    this.push(claim, {
-      id: taskId,
-      data: job.data,
-      timestamp: job.timestamp,
-      attemptsMade: job.attemptsMade,
-      attemptsStarted: job.attemptsStarted,
-      attempts: job.opts.attempts ?? 1,
-      delay: job.opts.delay ?? 0,
-      failedBefore: (job.stacktrace ?? []).length > 0,
-    });
+    this.push(claim, taskFromJob(job));
     return 'assigned';
   }
 
   /** Emits `task:assign` for a task recorded on the claimed agent. */
   private push(claim: Claim, task: AssignedTask): void {
     const { agentId, token, queue, socketId } = claim;
-    const { data, attempts } = task;
-    const message: TaskAssign = {
-      task: {
-        id: task.id,
-        queue,
-        payload: data.payload,
-        ...(data.labels ? { labels: data.labels } : {}),
-        createdAt: task.timestamp,
-      },
-      token,
-      attempt: Math.min(task.attemptsMade + 1, attempts),
-      attempts,
-      ...(data.timeoutMs !== undefined ? { timeoutMs: data.timeoutMs } : {}),
-    };
+    const message = assignMessage(queue, token, task);
     this.options.notifier.assign(agentId, message, socketId);
     this.assignedCount++;
     const sinceAddedMs = this.options.starts?.takeElapsedMs(task.id);
@@ -321,47 +299,4 @@ function fetchedJobId(step: ClaimStep): string | undefined {
   if (step.outcome === 'assigned') return step.job.id;
   if (step.outcome === 'fetched') return step.jobId;
   return undefined;
-}
-
-/** What `task:assign` and the metrics need of a job. */
-interface AssignedTask {
-  id: string;
-  data: TaskData;
-  timestamp: number;
-  attemptsMade: number;
-  attemptsStarted: number;
-  attempts: number;
-  delay: number;
-  /** The task failed before (an operator retried it): its next push is not its first. */
-  failedBefore: boolean;
-}
-
-/** A job hash as `claimAndFetch` returns it (BullMQ's field names), read like BullMQ's Job. */
-function assignedTask(job: FetchedJob): AssignedTask {
-  const { fields } = job;
-  const opts = JSON.parse(fields.opts ?? '{}') as { attempts?: number; delay?: number };
-  return {
-    id: job.id,
-    data: JSON.parse(fields.data ?? '{}') as TaskData,
-    timestamp: Number(fields.timestamp ?? 0),
-    attemptsMade: Number(fields.atm ?? fields.attemptsMade ?? 0),
-    attemptsStarted: Number(fields.ats ?? 0),
-    attempts: opts.attempts ?? 1,
-    delay: opts.delay ?? 0,
-    failedBefore: hasTraces(fields.stacktrace),
-  };
-}
-
-/**
- * True when a job's `stacktrace` field lists a failure: every `moveToFailed` appends one (no task
- * sets `stackTraceLimit`), and an operator's retry (`reprocessJob`) keeps them.
- */
-function hasTraces(stacktrace: string | undefined): boolean {
-  if (!stacktrace) return false;
-  try {
-    const traces: unknown = JSON.parse(stacktrace);
-    return Array.isArray(traces) && traces.length > 0;
-  } catch {
-    return false;
-  }
 }

@@ -81,6 +81,8 @@ export interface AgentPresence {
   taskId: string | undefined;
   token: string | undefined;
   taskQueue: string | undefined;
+  /** When the record was assigned its task (epoch ms). */
+  assignedAt: number | undefined;
   /**
    * True when the record, on the heartbeat's connection, is `working` on a task an operator asked
    * to cancel (absent otherwise).
@@ -524,7 +526,10 @@ export class AgentStore {
     );
     const value = (v: string | undefined) => (v === undefined || v === '' ? undefined : v);
     return beats.map((_, i) => {
-      const [state, socketId, taskId, token, taskQueue, cancel] = flat.slice(i * 6, i * 6 + 6);
+      const [state, socketId, taskId, token, taskQueue, assignedAt, cancel] = flat.slice(
+        i * 7,
+        i * 7 + 7,
+      );
       if (!state) return undefined;
       const presence: AgentPresence = {
         state: isAgentState(state) ? state : 'offline',
@@ -532,6 +537,7 @@ export class AgentStore {
         taskId: value(taskId),
         token: value(token),
         taskQueue: value(taskQueue),
+        assignedAt: assignedAt ? Number(assignedAt) : undefined,
       };
       if (cancel === '1') presence.cancelRequested = true;
       return presence;

@@ -230,6 +230,13 @@ export class AgentGateway implements AgentNotifier {
         log.info({ taskId: msg.taskId }, 'a cancel of the task is pending: sending it again');
         socket.emit('task:cancel', msg);
       },
+      resendTask: (msg) => {
+        log.warn(
+          { taskId: msg.task.id },
+          'the agent did not receive the push of its task: sending it again',
+        );
+        socket.emit('task:assign', msg);
+      },
       assignments: this.options.assignments,
       control: this.options.control,
     };

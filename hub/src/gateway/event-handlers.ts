@@ -7,6 +7,7 @@ import {
   type AckError,
   type AgentState,
   type ClientEventName,
+  type TaskAssign,
   type TaskCancel,
 } from '@agentcom/shared';
 import type { AssignmentService } from '../dispatch/assignments';
@@ -24,6 +25,8 @@ export interface HandlerContext {
   isConnected: () => boolean;
   /** Sends `task:cancel` on this connection. */
   cancelTask: (msg: TaskCancel) => void;
+  /** Sends `task:assign` again on this connection (its first push was not received). */
+  resendTask: (msg: TaskAssign) => void;
   assignments: AssignmentService;
   control: AgentControl;
 }
@@ -52,7 +55,7 @@ export const EVENT_HANDLERS: { [E in ClientEventName]: Handler } = {
   'task:fail': (ctx, msg: Parameters<AssignmentService['fail']>[1]) =>
     ctx.assignments.fail(ctx.agentId, msg),
   'agent:heartbeat': async (ctx, msg: { taskId?: string; token?: string }) => {
-    const { ack, stale, cancel } = await ctx.assignments.heartbeat(
+    const { ack, stale, cancel, resend } = await ctx.assignments.heartbeat(
       ctx.agentId,
       ctx.socketId,
       msg.taskId,
@@ -61,6 +64,8 @@ export const EVENT_HANDLERS: { [E in ClientEventName]: Handler } = {
     if (stale) setImmediate(ctx.dropConnection);
     // a pending operator cancel the agent may have missed: sent again, ahead of the ack
     if (cancel) ctx.cancelTask(cancel);
+    // an assignment whose push the agent did not receive: sent again, ahead of the ack
+    if (resend) ctx.resendTask(resend);
     return ack.ok ? { ...ack, hubId: ctx.hubId } : ack;
   },
   'agent:drain': async (ctx): Promise<Ack<{ state: AgentState }>> => ({

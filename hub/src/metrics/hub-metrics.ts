@@ -29,6 +29,13 @@ export class HubMetrics {
     registers: [this.registry],
   });
 
+  readonly pushesResent = new Counter({
+    name: 'agentcom_task_pushes_resent_total',
+    help: 'Pushes sent again by this replica: the agent, connected, named no task in a heartbeat well after its assignment (the first push was lost)',
+    labelNames: ['queue'] as const,
+    registers: [this.registry],
+  });
+
   readonly tasksFailed = new Counter({
     name: 'agentcom_tasks_failed_total',
     help: 'Failed attempts applied by this replica. outcome: retried (runs again), failed (final), cancelled, requeued (rate limit: back to wait, no attempt used)',

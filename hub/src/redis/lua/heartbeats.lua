@@ -3,20 +3,21 @@
   For each agent: reads the fields a heartbeat checks and, when the record still names the
   connection the heartbeat came on, records its time. For such a record `working` on a task, also
   whether an operator asked to cancel that task (one EXISTS, for working agents only: idle ones
-  cost nothing more), so the heartbeat can carry the cancel to an agent that missed it.
+  cost nothing more), so the heartbeat can carry the cancel to an agent that missed it; and when
+  the record was assigned its task, so a push the agent never got can be sent again.
 
   KEYS[i]            agent hash of heartbeat i
   ARGV[1]            now (ms)
   ARGV[1+i]          socket id heartbeat i came on
   ARGV[#KEYS + 2]    cancel-request key prefix (key = prefix .. taskId; same hash tag)
 
-  Returns a flat list, 6 values per heartbeat ("" = absent; state "" = no such agent):
-    state, socketId, taskId, token, taskQueue, cancelRequested ("1" or "")
+  Returns a flat list, 7 values per heartbeat ("" = absent; state "" = no such agent):
+    state, socketId, taskId, token, taskQueue, assignedAt, cancelRequested ("1" or "")
 ]]
 local cancelPrefix = ARGV[#KEYS + 2]
 local out = {}
 for i, key in ipairs(KEYS) do
-  local f = redis.call("HMGET", key, "state", "socketId", "taskId", "token", "taskQueue")
+  local f = redis.call("HMGET", key, "state", "socketId", "taskId", "token", "taskQueue", "assignedAt")
   local cancel = ""
   if f[1] and f[2] == ARGV[1 + i] then
     redis.call("HSET", key, "lastHeartbeatAt", ARGV[1])
@@ -24,7 +25,7 @@ for i, key in ipairs(KEYS) do
       cancel = "1"
     end
   end
-  for j = 1, 5 do
+  for j = 1, 6 do
     out[#out + 1] = f[j] or ""
   end
   out[#out + 1] = cancel
