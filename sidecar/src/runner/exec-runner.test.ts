@@ -298,5 +298,23 @@ describe('ExecRunner', () => {
         signal: 'SIGKILL',
       });
     });
+
+    it('signals the group no more once it is gone: its id may lead another group by then', async () => {
+      const sink = new LineRecorder();
+      let pid: number | undefined;
+      sink.started = (started) => (pid = started.pid);
+      const run = nodeRunner(`console.log('done')`).start(assignment(), sink);
+      await expect(run.outcome).resolves.toMatchObject({ type: 'complete' });
+      expect(pid).toEqual(expect.any(Number));
+      const kill = jest.spyOn(process, 'kill');
+      try {
+        // the second signal of a sidecar stopping, after the task ended
+        run.killNow();
+        run.stop('shutdown');
+        expect(kill.mock.calls.filter(([target]) => target === -(pid ?? 0))).toEqual([]);
+      } finally {
+        kill.mockRestore();
+      }
+    });
   });
 });

@@ -12,6 +12,12 @@ export class ProcessGroup {
   private ended: Promise<void> | undefined;
   private finish: (() => void) | undefined;
   private timers: Array<NodeJS.Timeout> = [];
+  /**
+   * Seen without a live process: it is never signalled again. Its id is then free for the
+   * kernel to give to a new process, which would lead a group of the same id: a late signal
+   * (the second one of a sidecar stopping, after the task had ended) could reach that group.
+   */
+  private gone = false;
 
   constructor(
     readonly pgid: number,
@@ -24,7 +30,9 @@ export class ProcessGroup {
    * "alive" until the grace ran out.
    */
   isAlive(): boolean {
-    return groupHasLiveMember(this.pgid);
+    if (this.gone) return false;
+    if (!groupHasLiveMember(this.pgid)) this.gone = true;
+    return !this.gone;
   }
 
   /**
@@ -40,13 +48,13 @@ export class ProcessGroup {
         resolve();
       };
     });
-    if (!signalGroup(this.pgid, 'SIGTERM')) {
+    if (!this.signal('SIGTERM')) {
       this.done();
       return this.ended;
     }
     this.timers.push(
       setTimeout(() => {
-        signalGroup(this.pgid, 'SIGKILL');
+        this.signal('SIGKILL');
         this.done();
       }, this.graceMs),
       setInterval(() => {
@@ -56,10 +64,17 @@ export class ProcessGroup {
     return this.ended;
   }
 
-  /** SIGKILL to the group now, synchronously. */
+  /** SIGKILL to the group now, synchronously (unless it was seen gone). */
   killNow(): void {
-    signalGroup(this.pgid, 'SIGKILL');
+    this.signal('SIGKILL');
     this.done();
+  }
+
+  /** Sends `signal` to the group; false when it is gone (seen so before, or now). */
+  private signal(signal: NodeJS.Signals): boolean {
+    if (this.gone) return false;
+    if (!signalGroup(this.pgid, signal)) this.gone = true;
+    return !this.gone;
   }
 
   private done(): void {
