@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import type { TaskAssign, TaskCancel, TaskFail } from '@agentcom/shared';
 import { Redis } from 'ioredis';
-import type { Presence } from '../../hub/src/agents/presence';
+import { Presence } from '../../hub/src/agents/presence';
+import { LeaseKeeper } from '../../hub/src/dispatch/lease-keeper';
 import { Sweeper } from '../../hub/src/dispatch/sweeper';
 import { AgentStore } from '../../hub/src/fsm/agent-store';
 import type { Hub } from '../../hub/src/hub';
 import { createLogger } from '../../hub/src/logger';
+import { QueueRegistry } from '../../hub/src/queues/queue-registry';
 import { RedisKeys } from '../../hub/src/redis/keys';
 import { agentScripts } from '../../hub/src/redis/scripts';
 import { api, eventually, startTestHub } from '../helpers/hub';
@@ -160,6 +162,7 @@ describe('the run-timeout backstop, swept by two replicas at once', () => {
   it('is applied by one of them: one cancel, one failure of the attempt', async () => {
     const server = await startRedis();
     const redis = new Redis(server.url);
+    const registries: QueueRegistry[] = [];
     try {
       const keys = new RedisKeys(`b${randomBytes(3).toString('hex')}`);
       const agents = new AgentStore({ redis, scripts: agentScripts(redis), keys, hubId: 'hub-a' });
@@ -183,13 +186,40 @@ describe('the run-timeout backstop, swept by two replicas at once', () => {
       }
       const cancels: Array<[string, TaskCancel]> = [];
       const failures: Array<[string, TaskFail]> = [];
-      const sweeper = (hubId: string) =>
-        new Sweeper({
+      const sweeper = (hubId: string) => {
+        const logger = createLogger({ level: 'silent', hubId });
+        const queues = new QueueRegistry({
+          connection: redis,
+          keys,
+          leaseMs: 60_000,
+          stalledIntervalMs: 15_000,
+          maxStalledCount: 1,
+          logger,
+          onWaiting: () => undefined,
+        });
+        registries.push(queues);
+        const leases = new LeaseKeeper({
+          queues,
+          leaseMs: 60_000,
+          heartbeatMs: 5000,
+          logger,
+          onLeaseLost: () => undefined,
+        });
+        return new Sweeper({
           redis,
           keys,
           agents,
-          // the steps this test runs (run deadlines on an agent with a live socket) never use it
-          presence: {} as Presence,
+          presence: new Presence({
+            redis,
+            keys,
+            agents,
+            queues,
+            leases,
+            hubId,
+            logger,
+            onAgentIdle: () => undefined,
+            onTaskWaiting: () => undefined,
+          }),
           notifier: {
             cancel: (agentId, msg) => cancels.push([agentId, msg]),
             assign: () => undefined,
@@ -203,12 +233,13 @@ describe('the run-timeout backstop, swept by two replicas at once', () => {
           heartbeatMs: 5000,
           sweepMs: 1000,
           runTimeoutGraceMs: 500,
-          logger: createLogger({ level: 'silent', hubId }),
+          logger,
           onAgentIdle: () => undefined,
           failAttempt: async (agentId, report) => {
             failures.push([agentId, report]);
           },
         });
+      };
       // both list the agent and read its record before either acts on it
       await Promise.all([sweeper('hub-a').sweep(), sweeper('hub-b').sweep()]);
       expect(cancels).toEqual([['a', { taskId: 't1', reason: 'superseded', token: 'a:tok' }]]);
@@ -216,6 +247,7 @@ describe('the run-timeout backstop, swept by two replicas at once', () => {
         ['a', expect.objectContaining({ taskId: 't1', token: 'a:tok', kind: 'timeout' })],
       ]);
     } finally {
+      await Promise.all(registries.map((queues) => queues.close()));
       redis.disconnect();
       await server.dispose();
     }
