@@ -125,6 +125,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     leaseMs: config.leaseMs,
     onClaimed: (step) => dispatcher?.continueClaim(step),
     onAgentIdle,
+    onTaskWaiting: onQueueWork,
   });
   const presence = new Presence({
     redis: redis.command,

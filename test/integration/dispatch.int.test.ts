@@ -312,6 +312,53 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     },
   );
 
+  it('puts a task back without using an attempt for a rate limit already over, with no rest', async () => {
+    // the agent's clock behind the hub's, or a report its sidecar delivered late
+    const queue = newQueue();
+    const limited = await register(hubA.url, queue);
+    const first = limited.nextAssignment();
+    const id = await createTask(hubA.url, { queue, payload: {}, attempts: 1 });
+    const msg = await first;
+    await limited.accept(msg);
+    const again = limited.nextAssignment();
+    expect(
+      await limited.fail(msg, {
+        error: 'quota',
+        retryable: true,
+        rateLimitedUntil: Date.now() - 2000,
+      }),
+    ).toEqual({ ok: true });
+    // idle at once, alone in its queue: the task comes back to it
+    const retried = await again;
+    expect(retried).toMatchObject({ task: { id }, attempt: 1 });
+    expect(retried.token).not.toBe(msg.token);
+    await limited.accept(retried);
+    expect(await limited.complete(retried, 'done')).toEqual({ ok: true });
+    expect(await getTask(hubA.url, id)).toMatchObject({
+      state: 'completed',
+      attemptsMade: 1,
+      attempts: 1,
+    });
+  });
+
+  it('rests an agent at most a week for a rate limit reported too far ahead', async () => {
+    const queue = newQueue();
+    const limited = await register(hubA.url, queue);
+    const first = limited.nextAssignment();
+    await createTask(hubA.url, { queue, payload: {} });
+    const msg = await first;
+    const before = Date.now();
+    // microseconds sent for milliseconds: about 55,000 years
+    expect(
+      await limited.fail(msg, { error: 'quota', retryable: true, rateLimitedUntil: before * 1000 }),
+    ).toEqual({ ok: true });
+    const record = await hubA.agents.get(limited.agentId);
+    const week = 7 * 24 * 60 * 60 * 1000;
+    expect(record?.state).toBe('cooldown');
+    expect(record?.cooldownUntil).toBeGreaterThanOrEqual(before + week);
+    expect(record?.cooldownUntil).toBeLessThanOrEqual(Date.now() + week);
+  });
+
   describe('handshake and payload validation', () => {
     it('refuses a wrong token with E_UNAUTHORIZED', async () => {
       const agent = new TestAgent(hubA.url, 'nobody', 'agc_wrong');

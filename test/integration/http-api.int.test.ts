@@ -146,6 +146,8 @@ describe('HTTP API', () => {
       [{ payload: 1, queue: 'bad:queue' }, 'queue'],
       [{ payload: 1, unknown: true }, 'unknown'],
       [{ payload: 1, priority: -1 }, 'priority'],
+      // BullMQ's PRIORITY_LIMIT is 2^21 - 1: one more passed validation and BullMQ answered 500
+      [{ payload: 1, priority: 2 ** 21 }, 'priority'],
       [{ payload: 1, backoff: { type: 'linear', delayMs: 1 } }, 'backoff'],
     ])('rejects %j with E_VALIDATION naming %s', async (body, field) => {
       const response = await api<{ error: { code: string; message: string } }>(
@@ -178,6 +180,35 @@ describe('HTTP API', () => {
         payload: JSON.parse('['.repeat(500) + ']'.repeat(500)) as unknown,
       });
       expect((await deep).body.error.code).toBe('E_VALIDATION');
+    });
+
+    it('takes the highest priority BullMQ takes, and runs it after an unprioritized task', async () => {
+      const response = await api<{ id: string; state: string }>(hub.url, 'POST', '/v1/tasks', {
+        payload: 1,
+        queue: 'priority-edge',
+        priority: 2 ** 21 - 1,
+      });
+      expect(response).toMatchObject({ status: 201, body: { state: 'waiting' } });
+      expect(
+        (await api<{ priority: number }>(hub.url, 'GET', `/v1/tasks/${response.body.id}`)).body,
+      ).toMatchObject({ priority: 2 ** 21 - 1 });
+    });
+
+    it('keeps an idempotency key for a delayed task until a day after it is due', async () => {
+      const delayMs = 2 * 24 * 60 * 60 * 1000;
+      const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+        payload: 1,
+        queue: 'delayed-key',
+        delayMs,
+        idempotencyKey: 'delayed-key-1',
+      });
+      expect(created.status).toBe(201);
+      const keys = await hub.redis.command.keys(`*de:delayed-key-1`);
+      expect(keys).toHaveLength(1);
+      const ttl = await hub.redis.command.pttl(keys[0] ?? '');
+      // it named the task for 24 h from its creation: a repeat a day later created it again
+      expect(ttl).toBeGreaterThan(delayMs);
+      expect(ttl).toBeLessThanOrEqual(delayMs + 24 * 60 * 60 * 1000);
     });
 
     it('answers 200 with the same id for a repeated idempotency key', async () => {
@@ -381,6 +412,20 @@ describe('HTTP API', () => {
         '/v1/tasks?queue=batch-invalid',
       );
       expect(listed).toMatchObject({ status: 200, body: { tasks: [] } });
+    });
+
+    it('creates nothing in any queue when one task has a priority BullMQ refuses', async () => {
+      const response = await batch([
+        { payload: 'b1', queue: 'batch-edge-b' },
+        { payload: 'a', queue: 'batch-edge-a', priority: 2 ** 21 },
+        { payload: 'b2', queue: 'batch-edge-b' },
+      ]);
+      expect(response).toMatchObject({ status: 400, body: { error: { code: 'E_VALIDATION' } } });
+      expect(response.body.error?.message).toContain('tasks.1.priority');
+      for (const queue of ['batch-edge-a', 'batch-edge-b']) {
+        const listed = await api<{ tasks: unknown[] }>(hub.url, 'GET', `/v1/tasks?queue=${queue}`);
+        expect(listed).toMatchObject({ status: 200, body: { tasks: [] } });
+      }
     });
 
     it.each([

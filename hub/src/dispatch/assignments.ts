@@ -56,6 +56,12 @@ const REPORT_LOCK_WAIT_MS = 7_000;
  * before anything else); within this much it may have been sent before.
  */
 const UNRECEIVED_PUSH_AFTER_MS = 1_000;
+/**
+ * The longest rest a rate limit the agent reports can give it, from now (as long as the
+ * sidecar's `--retry-after` may be): a time beyond, such as microseconds sent for milliseconds,
+ * would rest the agent for ever, since neither a resume nor a reconnect ends the agent's own rest.
+ */
+export const MAX_RATE_LIMIT_MS = 7 * 24 * 60 * 60 * 1000;
 
 /**
  * What a report does to its job: complete it, or fail it, which uses an attempt unless a quota
@@ -93,6 +99,8 @@ export interface AssignmentServiceOptions {
   onClaimed: (step: ClaimStep) => void;
   /** Called when an agent became idle and may take work from these queues. */
   onAgentIdle: (queues: readonly string[]) => void;
+  /** Called when a task was put back to wait and no agent became idle with it. */
+  onTaskWaiting: (queue: string) => void;
 }
 
 export function holds(
@@ -266,16 +274,20 @@ export class AssignmentService {
   async fail(agentId: string, msg: TaskFail): Promise<ReportAck> {
     if (agentIdOfToken(msg.token) !== agentId) throw superseded(msg.taskId);
     const now = this.options.agents.now();
+    // A rate limit is a quota, not a failure of the task, whenever it ends: one already over (the
+    // agent's clock behind the hub's, or a report delivered late from the sidecar's outbox)
+    // requeues the task as well, with no rest; one too far ahead rests the agent at most a week.
+    const rateLimited = msg.rateLimitedUntil !== undefined;
     const cooldownUntil =
       msg.rateLimitedUntil !== undefined && msg.rateLimitedUntil > now
-        ? msg.rateLimitedUntil
+        ? Math.min(msg.rateLimitedUntil, now + MAX_RATE_LIMIT_MS)
         : undefined;
-    const report: Report = { outcome: 'failed', usesAttempt: cooldownUntil === undefined };
+    const report: Report = { outcome: 'failed', usesAttempt: !rateLimited };
     const begun = await this.beginReport(agentId, msg.taskId, msg.token, report);
     if (begun.status === 'duplicate') return begun.ack;
     const { record, lockId, cancelReason } = begun;
     const finishRest = () =>
-      cooldownUntil !== undefined
+      rateLimited
         ? this.finish(record, msg.token, lockId, 'failed', 'rate_limited', {}, cooldownUntil)
         : this.finish(record, msg.token, lockId, 'failed', 'fail', { tasksFailed: 1 });
     let outcome: 'requeued' | 'cancelled' | 'failed' | 'retried' = 'requeued';
@@ -284,7 +296,7 @@ export class AssignmentService {
       const handle = await this.options.queues.get(record.taskQueue ?? '');
       const job = (await handle.queue.getJob(msg.taskId)) as TaskJob | undefined;
       if (!job) throw superseded(msg.taskId);
-      if (cooldownUntil !== undefined) {
+      if (rateLimited) {
         // A quota, not a failure of the task: back to wait without using an attempt.
         await job.moveToWait(msg.token);
       } else {
@@ -304,6 +316,11 @@ export class AssignmentService {
     }
     await finishRest();
     this.observe(record, outcome);
+    // the task is back to wait for another agent, at once: the reporting agent rests, so its
+    // release triggered no dispatch step
+    if (outcome === 'requeued' && cooldownUntil !== undefined) {
+      this.options.onTaskWaiting(record.taskQueue ?? '');
+    }
     return { ok: true };
   }
 

@@ -13,7 +13,11 @@ import { agentIdOfToken } from '../dispatch/assignment-token';
 /** failedReason prefix of a cancelled task: BullMQ has no cancelled state, agentcom marks it. */
 export const CANCELLED_PREFIX = '[cancelled] ';
 
-/** How long an idempotency key maps to its task. */
+/**
+ * How long an idempotency key maps to its task, from when the task is due (its creation, or the
+ * end of its delay: a key that expired while its delayed task still waited let a repeated POST
+ * create the task again).
+ */
 const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
 
 export interface TaskServiceOptions {
@@ -122,7 +126,12 @@ export class TaskService {
           ? { backoff: { type: input.backoff.type, delay: input.backoff.delayMs } }
           : {}),
         ...(input.idempotencyKey
-          ? { deduplication: { id: input.idempotencyKey, ttl: IDEMPOTENCY_TTL_MS } }
+          ? {
+              deduplication: {
+                id: input.idempotencyKey,
+                ttl: IDEMPOTENCY_TTL_MS + (input.delayMs ?? 0),
+              },
+            }
           : {}),
       },
     };
@@ -240,7 +249,12 @@ export class TaskService {
       throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
     }
     await this.refuseUnlessFailed(job);
-    await this.options.redis.del(this.options.keys.cancelRequested(taskId));
+    const { redis, keys } = this.options;
+    await redis.del(keys.cancelRequested(taskId));
+    // a fresh set of attempts has a fresh count of stalls too (BullMQ's reprocessJob resets the
+    // attempts, not `stc`: a task that had stalled failed again at its first stall); set while
+    // the job is failed, where no stalled checker counts it
+    await redis.hdel(keys.bullJob(job.queueName, taskId), 'stc');
     try {
       await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
     } catch (err) {

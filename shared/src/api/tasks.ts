@@ -10,8 +10,12 @@ import {
 import { boundedJsonSchema, labelsSchema } from '../domain/json';
 import { TASK_STATES } from '../domain/task-state';
 
-/** BullMQ's highest priority value (2^21); lower numbers run first, 0 means none. */
-export const MAX_PRIORITY = 2_097_152;
+/**
+ * BullMQ's highest priority value (2^21 - 1, its `PRIORITY_LIMIT`: one more was accepted here and
+ * refused by BullMQ, a 500). Lower numbers run first among prioritized tasks; 0 means none, and a
+ * task without a priority runs before every prioritized one (BullMQ's order).
+ */
+export const MAX_PRIORITY = 2_097_151;
 const DAY_MS = 24 * 60 * 60 * 1000;
 
 export const backoffSchema = z

@@ -93,7 +93,10 @@ export async function runOperatorCli(argv: readonly string[], io: OperatorIo): P
     .description('create a task; --wait follows it and exits with its outcome (0/1/3/4)')
     .option('--queue <name>', 'queue', 'default')
     .requiredOption('--payload <json>', 'the payload: JSON text, @file.json, or - for stdin')
-    .option('--priority <n>', '1 to 2097152, lower runs first (BullMQ priority); none by default')
+    .option(
+      '--priority <n>',
+      '1 to 2097151, lower runs first among prioritized tasks, which run after unprioritized ones (BullMQ priority); none by default',
+    )
     .option('--delay-ms <ms>', 'run no sooner than this from now')
     .option('--attempts <n>', 'attempts before it fails (hub default 3)')
     .option('--backoff <type:ms>', 'between attempts: fixed:MS or exponential:MS')
