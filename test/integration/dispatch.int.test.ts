@@ -359,6 +359,22 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     expect(record?.cooldownUntil).toBeLessThanOrEqual(Date.now() + week);
   });
 
+  it('fails a task an operator cancelled as cancelled when its agent then reports a rate limit', async () => {
+    const { agent, id, msg } = await workingOnTask(hubA.url);
+    const cancel = await api(hubA.url, 'POST', `/v1/tasks/${id}/cancel`, { reason: 'stop' });
+    expect(cancel.status).toBe(202);
+    // the agent's report crosses the cancel: its quota does not put the task back to wait
+    expect(
+      await agent.fail(msg, {
+        error: 'quota',
+        retryable: true,
+        rateLimitedUntil: Date.now() + 60_000,
+      }),
+    ).toEqual({ ok: true });
+    expect(await getTask(hubA.url, id)).toMatchObject({ state: 'cancelled' });
+    expect(await hubA.agents.get(agent.agentId)).toMatchObject({ state: 'cooldown' });
+  });
+
   describe('handshake and payload validation', () => {
     it('refuses a wrong token with E_UNAUTHORIZED', async () => {
       const agent = new TestAgent(hubA.url, 'nobody', 'agc_wrong');

@@ -296,8 +296,9 @@ export class AssignmentService {
       const handle = await this.options.queues.get(record.taskQueue ?? '');
       const job = (await handle.queue.getJob(msg.taskId)) as TaskJob | undefined;
       if (!job) throw superseded(msg.taskId);
-      if (rateLimited) {
-        // A quota, not a failure of the task: back to wait without using an attempt.
+      if (rateLimited && cancelReason === undefined) {
+        // A quota, not a failure of the task: back to wait without using an attempt (unless an
+        // operator cancelled the task meanwhile: put back, it would wait for an agent to run it).
         await job.moveToWait(msg.token);
       } else {
         // An operator's cancel makes any failure of this attempt final, whatever the agent says.
