@@ -118,6 +118,9 @@ function startHub(index, state) {
       AGENTCOM_ADMIN_KEY: state.adminKey,
       // agents come through HAProxy, which appends their address to X-Forwarded-For
       TRUST_PROXY: '1',
+      // as compose: on SIGTERM /readyz is 503 this long before the listener closes, for HAProxy's
+      // checks (inter 1s, fall 2) to take the replica out first
+      SHUTDOWN_DELAY_MS: '3000',
       ...JSON.parse(env.CLUSTER_HUB_ENV ?? '{}'),
     },
     detached: true,

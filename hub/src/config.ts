@@ -40,9 +40,9 @@ export interface HubConfig {
   readonly runTimeoutGraceMs: number;
   /** `SWEEP_MS` (1000): period of the sweeper, and of the dispatcher's safety tick up to 1 s. */
   readonly sweepMs: number;
-  /** `SHUTDOWN_DELAY_MS` (0): on SIGTERM, time between `/readyz` turning 503 (sidecars told to move) and closing sockets, for a load balancer to stop routing here. */
+  /** `SHUTDOWN_DELAY_MS` (0): on SIGTERM, time between `/readyz` turning 503 (sidecars told to move, new agent handshakes refused `E_UNAVAILABLE`) and closing sockets, for a load balancer to stop routing here. */
   readonly shutdownDelayMs: number;
-  /** `SHUTDOWN_GRACE_MS` (10000): bound on a graceful stop. */
+  /** `SHUTDOWN_GRACE_MS` (10000): bound on a graceful stop after the delay (half of it for waits on Redis, see `stop-bounds.ts`); the process exits 1 at delay + grace + 5 s. */
   readonly shutdownGraceMs: number;
   /** Finished tasks kept in Redis: `RETENTION_COMPLETED_COUNT` (10000) and `RETENTION_COMPLETED_AGE_S` (604800, 7 days); failed: `RETENTION_FAILED_COUNT` (50000), `RETENTION_FAILED_AGE_S` (2592000, 30 days). Older or extra ones are trimmed by BullMQ as new tasks finish. */
   readonly retention: {

@@ -28,12 +28,15 @@ import { createRedisConnections, type RedisConnections } from './redis/connectio
 import { RedisKeys } from './redis/keys';
 import { RedisProbe } from './redis/redis-probe';
 import { agentScripts } from './redis/scripts';
+import {
+  DISCONNECTS_BOUND_MS,
+  StopBudget,
+  httpCloseBoundMs,
+  redisStopBudgetMs,
+} from './stop-bounds';
 import { TaskCancellation } from './tasks/task-cancellation';
 import { listTasks } from './tasks/task-listing';
 import { TaskService } from './tasks/task-service';
-
-/** On a stop, how long HTTP requests still in flight may take before their connections are cut. */
-const HTTP_CLOSE_BOUND_MS = 5000;
 
 /** A running hub replica. */
 export interface Hub {
@@ -284,34 +287,40 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= (async () => {
-      // 1. not ready (the load balancer stops routing here), no new pushes from this replica
+      // 1. not ready (the load balancer stops routing here), no new pushes from this replica,
+      // sidecars told to move (keeping their tasks: the lease covers the move) and new handshakes
+      // refused: none of it needs Redis, so it happens at once even while Redis is away or frozen
       draining = true;
-      await dispatcher?.stop();
-      // 2. sidecars move to other replicas, keeping their tasks (the lease covers the move)
+      const dispatchStopped = dispatcher?.stop() ?? Promise.resolve();
       gateway?.drainLocal();
       if (config.shutdownDelayMs > 0) {
         await new Promise((resolve) => setTimeout(resolve, config.shutdownDelayMs));
       }
+      // 2. from here each wait on work that needs Redis comes out of one budget: a stop while
+      // Redis does not answer goes on, and ends within the exit deadline (stop-bounds.ts)
+      const budget = new StopBudget(redisStopBudgetMs(config), (what) =>
+        logger.warn({ what }, 'graceful stop: Redis did not answer in time, going on without'),
+      );
+      await budget.wait('dispatch steps under way', dispatchStopped);
       // 3. close the remaining sockets and record their disconnects while Redis is still there;
       // io.close also closes the HTTP server, which waits for its connections: clients were told
       // to close them (Connection: close while draining), one still busy after the bound is cut
-      await agentsPage.close();
-      const cut = setTimeout(
-        () => app.server.closeAllConnections(),
-        Math.min(HTTP_CLOSE_BOUND_MS, config.shutdownGraceMs / 2),
-      );
+      await budget.wait('the agents page', agentsPage.close());
+      const cut = setTimeout(() => app.server.closeAllConnections(), httpCloseBoundMs(config));
       await new Promise<void>((resolve) => {
         void io.close(() => resolve());
       });
       clearTimeout(cut);
-      await gateway?.settled(2000);
+      await gateway?.settled(DISCONNECTS_BOUND_MS);
       // 4. timers, HTTP, BullMQ, Redis, in that order
-      await sweeper.stop();
-      await leases.stop();
-      await cluster.stop();
+      await budget.wait('the sweep', sweeper.stop());
+      await budget.wait('the lease tick', leases.stop());
+      await budget.wait('the metrics lease', cluster.stop());
       await app.close().catch(() => undefined);
-      await queues.close();
-      await redis.close();
+      await budget.wait('the BullMQ queues', queues.close());
+      if (!(await budget.wait('QUIT of the Redis connections', redis.close()))) {
+        redis.disconnect();
+      }
       logger.info('hub replica stopped');
     })();
     return closing;

@@ -6,6 +6,7 @@ import { startEmbeddedRedis, type EmbeddedRedis } from './embedded-redis';
 import { startHub } from './hub';
 import { createLogger } from './logger';
 import { logUnhandledRejections } from './process-guards';
+import { exitDeadlineMs } from './stop-bounds';
 
 /** `agentcom-hub`: one replica. Exit codes: 0 stopped cleanly, 1 failed, 2 bad configuration. */
 async function main(): Promise<void> {
@@ -51,7 +52,7 @@ async function main(): Promise<void> {
     const deadline = setTimeout(() => {
       logger.error('graceful shutdown timed out');
       process.exit(1);
-    }, config.shutdownGraceMs + 5000);
+    }, exitDeadlineMs(config));
     deadline.unref();
     void hub
       .close()

@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { AGENT_NAMESPACE, PROTOCOL_VERSION, type TaskView } from '@agentcom/shared';
 import { Redis } from 'ioredis';
 import { io } from 'socket.io-client';
+import { parse } from 'yaml';
 import { RedisKeys } from '../../hub/src/redis/keys';
 import { FAST_TIMINGS, api, eventually } from '../helpers/hub';
 import { completionsByTask, doubleHoldings, readTransitions } from '../helpers/invariants';
@@ -151,6 +152,66 @@ describe('make cluster: hubs behind a real HAProxy', () => {
     const later = ['lb-agent-late-0', 'lb-agent-late-1', 'lb-agent-late-2'];
     const agents = await startAgents(later);
     expect(agents.some((a) => a.hubId === 'hub2')).toBe(true);
+  });
+
+  it("starts its hubs with compose's stop settings", () => {
+    const compose = parse(readFileSync(join(ROOT, 'docker', 'compose.yaml'), 'utf8'), {
+      merge: true,
+    }) as { services: Record<string, { environment: Record<string, string> }> };
+    const composeEnv = compose.services.hub1!.environment;
+    for (const hub of state.hubs) {
+      // the environment the running hub process was given by scripts/cluster.mjs
+      const environ = readFileSync(`/proc/${pidOf(hub.name)}/environ`, 'utf8').split('\0');
+      const value = (key: string) =>
+        environ.find((entry) => entry.startsWith(`${key}=`))?.slice(key.length + 1);
+      for (const key of ['SHUTDOWN_DELAY_MS', 'TRUST_PROXY']) {
+        expect({ hub: hub.name, key, value: value(key) }).toEqual({
+          hub: hub.name,
+          key,
+          value: composeEnv[key],
+        });
+      }
+    }
+  });
+
+  it('a Redis freeze shorter than the lease, every replica marked down meanwhile, disconnects no agent', async () => {
+    // every replica's /readyz turns 503 while Redis does not answer, and HAProxy marks them all
+    // down; with `on-marked-down shutdown-sessions` it then cut every agent's websocket
+    const live = sidecars.filter((s) => s.running);
+    expect(live.length).toBeGreaterThanOrEqual(6);
+    const outputFrom = live.map((s) => s.output.length);
+    const redisPid = pidOf('redis');
+    const frozenAt = Date.now();
+    process.kill(redisPid, 'SIGSTOP');
+    let frozeForMs: number;
+    try {
+      await eventually(
+        async () => {
+          const statuses = await Promise.all(state.hubs.map((hub) => serverStatus(hub.name)));
+          return statuses.every((status) => status.startsWith('DOWN')) ? true : undefined;
+        },
+        { what: 'HAProxy to mark every replica down', timeoutMs: 7000, intervalMs: 100 },
+      );
+    } finally {
+      process.kill(redisPid, 'SIGCONT');
+      frozeForMs = Date.now() - frozenAt;
+    }
+    expect(frozeForMs).toBeLessThan(8000); // LEASE_MS of this cluster
+    await eventually(
+      async () => {
+        const statuses = await Promise.all(state.hubs.map((hub) => serverStatus(hub.name)));
+        return statuses.every((status) => status === 'UP') ? true : undefined;
+      },
+      { what: 'every replica up again', timeoutMs: 15_000, intervalMs: 200 },
+    );
+    const dropped = live
+      .filter((s, i) => s.output.slice(outputFrom[i]).includes('disconnected from the hub'))
+      .map((s) => s.name);
+    expect(dropped).toEqual([]);
+    const since = (await readTransitions(state.redisUrl, 'agentcom')).filter(
+      (event) => Number(event.id.split('-')[0]) >= frozenAt,
+    );
+    expect(since.filter((event) => /connect|replica_gone/.test(event.reason))).toEqual([]);
   });
 
   it('counts failed handshakes under the address HAProxy saw, not one the client put in X-Forwarded-For', async () => {

@@ -5,6 +5,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TaskView } from '@agentcom/shared';
+import { Redis } from 'ioredis';
+import { RedisKeys } from '../../hub/src/redis/keys';
 import { TEST_ADMIN_KEY, api, eventually } from '../helpers/hub';
 import { completionsByTask, doubleHoldings, readTransitions } from '../helpers/invariants';
 import {
@@ -16,6 +18,7 @@ import {
   type TestProcess,
 } from '../helpers/processes';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { TestAgent } from '../helpers/test-agent';
 
 jest.setTimeout(240_000);
 
@@ -173,6 +176,43 @@ describe('graceful stop of a hub replica under load', () => {
     const draining = seen.filter((answer) => answer.path === '/readyz' && answer.status === 503);
     expect(draining.length).toBeGreaterThan(0);
     expect(draining.filter((answer) => answer.connection !== 'close')).toEqual([]);
+  });
+  it('SIGTERM with SHUTDOWN_DELAY_MS above SHUTDOWN_GRACE_MS + 5 s: the delay is kept, disconnects recorded, exit 0', async () => {
+    // the exit deadline was SHUTDOWN_GRACE_MS + 5 s whatever the delay: exit 1 inside the delay,
+    // the agent's record left naming a socket that died with the process
+    const prefix = `d${randomBytes(3).toString('hex')}`;
+    const delayMs = 6500;
+    const hub = await startHubProcess(redis.url, prefix, 'long-delay-hub', {
+      SHUTDOWN_DELAY_MS: String(delayMs),
+      SHUTDOWN_GRACE_MS: '1000', // deadline 12.5 s; it was 6 s
+    });
+    hubs.push(hub);
+    const agent = new TestAgent(
+      hub.url,
+      'agent-long-delay',
+      await mintToken(hub.url, 'agent-long-delay'),
+    );
+    try {
+      await agent.connect();
+      const closed = agent.disconnected();
+      hub.child.kill('SIGTERM');
+      const stoppedAt = Date.now();
+      await closed; // the replica closed the socket after the delay (or died)
+      expect(Date.now() - stoppedAt).toBeGreaterThanOrEqual(delayMs - 100);
+      expect(await hub.exitReport()).toEqual(CLEAN_EXIT);
+    } finally {
+      agent.close();
+    }
+    const reader = new Redis(redis.url);
+    try {
+      const record = await reader.hgetall(new RedisKeys(prefix).agent('agent-long-delay'));
+      expect({ state: record.state, socketId: record.socketId }).toEqual({
+        state: 'offline',
+        socketId: undefined,
+      });
+    } finally {
+      reader.disconnect();
+    }
   });
   it('SIGTERM with a request that never finishes: its connection is cut after the bound, exit 0', async () => {
     const prefix = `c${randomBytes(3).toString('hex')}`;

@@ -147,6 +147,23 @@ describe('deployment files', () => {
     expect(text).toContain('timeout tunnel 1h');
   });
 
+  it('HAProxy keeps the connections of a server it marks down, and bounds the old worker of a reload', () => {
+    for (const kind of ['compose', 'loopback'] as const) {
+      const text = render(kind).replace(/#.*$/gm, '');
+      // marked down (a stopping replica, or every replica while Redis stalls: /readyz 503) must
+      // not reset its websockets and requests in flight: the hub closes its own
+      expect({ kind, cuts: /shutdown-sessions|on-marked-down/.test(text) }).toEqual({
+        kind,
+        cuts: false,
+      });
+      const global = /^global\n((?:[ \t].*\n|\n)*)/m.exec(text)?.[1] ?? '';
+      expect({ kind, hardStop: /^\s+hard-stop-after (\S+)$/m.exec(global)?.[1] }).toEqual({
+        kind,
+        hardStop: '30s',
+      });
+    }
+  });
+
   /** A duration of HAProxy or nginx (`75s`, `1h`, `500ms`, bare seconds for nginx) in ms. */
   const durationMs = (value: string): number => {
     const match = /^(\d+)(ms|s|m|h)?$/.exec(value);

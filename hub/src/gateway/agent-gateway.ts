@@ -49,6 +49,9 @@ type RefusalKind =
 
 export const agentRoom = (agentId: string): string => `agent:${agentId}`;
 
+/** The refusal of a handshake that reaches a stopping replica. */
+const STOPPING_REFUSAL = 'this hub replica is stopping; retry later (another replica takes it)';
+
 export interface AgentGatewayOptions {
   io: Server;
   agents: AgentStore;
@@ -85,6 +88,8 @@ export class AgentGateway implements AgentNotifier {
   private readonly resyncing = new Set<string>();
   /** Agents whose connection was closed for flooding, refused at the handshake for a while. */
   private readonly floodCooldown: FloodCooldown;
+  /** Set by {@link drainLocal}: the replica is stopping and takes no new connection. */
+  private draining = false;
   constructor(private readonly options: AgentGatewayOptions) {
     this.floodCooldown = new FloodCooldown(
       floodCooldownMs(options.floodRefusals ?? FLOOD_REFUSALS),
@@ -94,6 +99,7 @@ export class AgentGateway implements AgentNotifier {
       const address = clientAddress(socket.handshake, options.trustProxy);
       Promise.resolve()
         .then(() => {
+          if (this.draining) throw new AppError('E_UNAVAILABLE', STOPPING_REFUSAL);
           this.floodCooldown.check(socket.handshake.auth);
           return options.redisProblem();
         })
@@ -184,8 +190,15 @@ export class AgentGateway implements AgentNotifier {
     return this.nsp.sockets.size;
   }
 
-  /** Asks every sidecar on this replica to reconnect elsewhere. */
+  /**
+   * Asks every sidecar on this replica to reconnect elsewhere, and from now on refuses handshakes
+   * `E_UNAVAILABLE` at once: a load balancer that counts connections (`leastconn`, `least_conn`)
+   * sends the reconnects to the replica that just lost its agents, this one, until its checks
+   * mark it down, and a connection taken here would be cut again when the sockets close. Refused,
+   * the sidecar pauses and retries, by then elsewhere. Needs no Redis.
+   */
   drainLocal(): void {
+    this.draining = true;
     this.nsp.local.emit('hub:draining', {});
   }
 

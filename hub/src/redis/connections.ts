@@ -1,5 +1,6 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '../logger';
+import { absorbUnheardFailures } from './unheard-failures';
 import { coalesceWrites } from './write-coalescer';
 
 /**
@@ -22,7 +23,13 @@ export interface RedisConnections {
   readonly sub: Redis;
   /** Counts connection errors for /metrics. */
   errorCount(): number;
+  /** QUITs each connection: Redis answers what was sent before, then closes it. */
   close(): Promise<void>;
+  /**
+   * Closes each connection at once, failing what it still has queued: what a stop does when
+   * {@link close} did not end in time (Redis away or frozen, the QUIT queued behind the rest).
+   */
+  disconnect(): void;
 }
 
 export function createRedisConnections(
@@ -57,6 +64,9 @@ export function createRedisConnections(
   coalesceWrites(bullmq);
   const pub = make('pub', {});
   const sub = make('sub', {});
+  // the adapter's: it does not handle the replies of what it sends (see absorbUnheardFailures)
+  absorbUnheardFailures(pub);
+  absorbUnheardFailures(sub);
   return {
     command,
     bullmq,
@@ -65,6 +75,9 @@ export function createRedisConnections(
     errorCount: () => errors,
     async close() {
       await Promise.allSettled([command, bullmq, pub, sub].map((c) => c.quit()));
+    },
+    disconnect() {
+      for (const client of [command, bullmq, pub, sub]) client.disconnect();
     },
   };
 }
