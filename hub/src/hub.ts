@@ -230,6 +230,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     app,
     io,
     redis: redis.command,
+    redisProblem: () => redisProbe.problem(),
     keys,
     agents,
     adminKey: config.adminKey,

@@ -109,8 +109,10 @@ describe('live agents page at /', () => {
 
     it('refreshes a session on each use and refuses it once it expired', async () => {
       const session = await pageSession(hubA.url);
-      const key = uiSessionKey(hubA.keys, session);
-      expect(await hubA.redis.command.get(key)).toBe('hub-a');
+      const key = uiSessionKey(hubA.keys, TEST_ADMIN_KEY, session);
+      expect(JSON.parse((await hubA.redis.command.get(key)) ?? '{}')).toMatchObject({
+        hub: 'hub-a',
+      });
       await hubA.redis.command.pexpire(key, 5000);
       await uiClient(hubB.url, { session }).connected();
       expect(await hubA.redis.command.pttl(key)).toBeGreaterThan(UI_SESSION_TTL_MS - 60_000);
@@ -284,7 +286,7 @@ describe('live agents page at /', () => {
         const boot = JSON.parse((await page.locator('#agentcom-boot').textContent()) ?? '{}') as {
           session: string;
         };
-        await hubA.redis.command.del(uiSessionKey(hubA.keys, boot.session));
+        await hubA.redis.command.del(uiSessionKey(hubA.keys, TEST_ADMIN_KEY, boot.session));
         hubA.io.of('/ui').disconnectSockets(true);
         await page.locator('#status', { hasText: 'session expired' }).waitFor();
         await page.reload();

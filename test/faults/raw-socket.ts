@@ -48,6 +48,8 @@ export class RawSocketIo {
   /** Events the hub pushed (`task:assign`, `hub:error`, ...), in order. */
   readonly events: unknown[][] = [];
   closeCode: number | undefined;
+  /** CONNECT_ERROR packets received for the namespace (refused handshakes), answered or not. */
+  refusedHandshakes = 0;
   private nextId = 1;
   private readonly acks = new Map<number, (args: unknown[]) => void>();
   private connectWaiter: ((result: RawConnectResult) => void) | undefined;
@@ -193,6 +195,11 @@ export class RawSocketIo {
     this.ws.close();
   }
 
+  /** Drops the connection at once, without a closing handshake (also one that stopped reading). */
+  terminate(): void {
+    this.ws.terminate();
+  }
+
   private onEngineMessage(text: string): void {
     const engineType = text.charAt(0);
     if (engineType === '2') {
@@ -209,6 +216,7 @@ export class RawSocketIo {
         const sid = (packet.data as { sid?: unknown } | undefined)?.sid;
         waiter?.({ kind: 'connected', sid: typeof sid === 'string' ? sid : '' });
       } else {
+        this.refusedHandshakes++;
         const body = packet.data as { message?: unknown; data?: unknown } | undefined;
         waiter?.({
           kind: 'refused',

@@ -70,6 +70,38 @@ describe('agents page snapshot', () => {
     expect(listed.body.queues).toHaveLength(connected + 1);
   });
 
+  it('lists queues named like Object.prototype members, with their counts, whether their agent is connected or not', async () => {
+    const names = ['constructor', 'toString', 'plain'];
+    const agent = await TestAgent.register(hub.url, 'snap-prototype-names', names);
+    agents.push(agent);
+    const zero = { waiting: 0, prioritized: 0, delayed: 0, active: 0, completed: 0, failed: 0 };
+    const snapshot = async (): Promise<Record<string, unknown>> => {
+      const client = new UiClient(hub.url, { session: await pageSession(hub.url) });
+      clients.push(client);
+      await client.connected();
+      return (await eventually(() => client.snapshots[0], { what: 'a snapshot' })).queues;
+    };
+    const connected = await snapshot();
+    for (const name of names)
+      expect({ name, counts: connected[name] }).toEqual({ name, counts: zero });
+
+    // offline, it serves nothing: its queues are listed without counts
+    agent.close();
+    await eventually(
+      async () => {
+        const { body } = await api<{ state: string }>(
+          hub.url,
+          'GET',
+          `/v1/agents/${agent.agentId}`,
+        );
+        return body.state === 'offline' ? true : undefined;
+      },
+      { what: 'the agent offline' },
+    );
+    const offline = await snapshot();
+    for (const name of names) expect({ name, counts: offline[name] }).toEqual({ name, counts: {} });
+  });
+
   it("carries an agent's streak of ack timeouts (missedAcks), which the page shows next to its state", async () => {
     const agent = await TestAgent.register(hub.url, 'snap-streak', ['streak']);
     agents.push(agent);

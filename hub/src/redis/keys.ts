@@ -82,9 +82,12 @@ export class RedisKeys {
     return `${this.root}:reporting:${taskId}`;
   }
 
-  /** String (TTL 10 min, refreshed on use): a live agents page session, by its token's SHA-256. */
-  uiSession(tokenHash: string): string {
-    return `${this.root}:ui-session:${tokenHash}`;
+  /**
+   * String (TTL 10 min, refreshed on use; JSON: minting replica and time): a live agents page
+   * session, by its token's HMAC-SHA-256 keyed with the admin key.
+   */
+  uiSession(tokenMac: string): string {
+    return `${this.root}:ui-session:${tokenMac}`;
   }
 
   /** Counter (TTL 60 s): failed sidecar handshakes from one client address. */

@@ -1,5 +1,11 @@
 import type { Redis } from 'ioredis';
 
+/**
+ * Undefined when Redis answers, else what is wrong ({@link RedisProbe.problem}): synchronous
+ * while it knows, a promise when it has to ask Redis.
+ */
+export type RedisProblemCheck = () => string | undefined | Promise<string | undefined>;
+
 export interface RedisProbeOptions {
   /** How long an answer stands for Redis answering: one PING per interval at most. */
   intervalMs?: number;

@@ -4,11 +4,12 @@ import type { Server } from 'socket.io';
 import type { AgentStore } from '../fsm/agent-store';
 import type { Logger } from '../logger';
 import type { RedisKeys } from '../redis/keys';
+import type { RedisProblemCheck } from '../redis/redis-probe';
 import { registerPageRoutes } from './page-routes';
 import { createSnapshotReader, type QueueCountsSource } from './snapshot';
 import { TransitionTailer } from './transition-tailer';
 import { createUiNamespace } from './ui-namespace';
-import { UiSessions, UI_SESSION_TTL_MS } from './ui-session';
+import { UiSessions } from './ui-session';
 
 export interface AgentsPageOptions {
   /** Routes are added to it: call before `listen`. */
@@ -17,6 +18,12 @@ export interface AgentsPageOptions {
   io: Server;
   /** Command connection: snapshots and UI sessions. */
   redis: Redis;
+  /**
+   * Whether Redis answers (`RedisProbe`): while it does not, `GET /` answers 503 `E_UNAVAILABLE`,
+   * `/ui` handshakes are refused `E_UNAVAILABLE` and `snapshot:get` answers an error, each at
+   * once, instead of waiting in ioredis' offline queue for the whole outage.
+   */
+  redisProblem: RedisProblemCheck;
   keys: RedisKeys;
   agents: AgentStore;
   /** The page and its script need it (Bearer, or Basic with it as the password). */
@@ -32,6 +39,8 @@ export interface AgentsPageOptions {
   queueCounts?: QueueCountsSource;
   /** Lifetime of an unused UI session (ms). Default 10 minutes. */
   sessionTtlMs?: number;
+  /** Lifetime of a UI session from its minting, used or not (ms). Default 12 hours. */
+  sessionMaxLifetimeMs?: number;
   /** Longest XREAD BLOCK of the tailer (ms). Default 5000. */
   tailBlockMs?: number;
 }
@@ -43,9 +52,18 @@ export interface AgentsPageOptions {
  * anywhere; a replica without one reads nothing).
  */
 export function registerAgentsPage(options: AgentsPageOptions): { close(): Promise<void> } {
-  const { app, io, redis, keys, agents, adminKey, hubId } = options;
+  const { app, io, redis, keys, agents, adminKey, hubId, redisProblem } = options;
   const logger = options.logger.child({ component: 'agents-page' });
-  const sessions = new UiSessions(redis, keys, hubId, options.sessionTtlMs ?? UI_SESSION_TTL_MS);
+  const sessions = new UiSessions({
+    redis,
+    keys,
+    hubId,
+    adminKey,
+    ...(options.sessionTtlMs === undefined ? {} : { ttlMs: options.sessionTtlMs }),
+    ...(options.sessionMaxLifetimeMs === undefined
+      ? {}
+      : { maxLifetimeMs: options.sessionMaxLifetimeMs }),
+  });
   const readSnapshot = createSnapshotReader({
     redis,
     keys,
@@ -54,7 +72,7 @@ export function registerAgentsPage(options: AgentsPageOptions): { close(): Promi
     logger,
     queueCounts: options.queueCounts ?? (async () => ({})),
   });
-  registerPageRoutes(app, { adminKey, hubId, sessions });
+  registerPageRoutes(app, { adminKey, hubId, sessions, redisProblem });
   const tailer = new TransitionTailer({
     connect: options.blockingRedis,
     stream: keys.events,
@@ -62,7 +80,14 @@ export function registerAgentsPage(options: AgentsPageOptions): { close(): Promi
     onTransitions: (events) => ui.broadcastLocal(events),
     ...(options.tailBlockMs === undefined ? {} : { blockMs: options.tailBlockMs }),
   });
-  const ui = createUiNamespace({ io, sessions, readSnapshot, tail: tailer, logger });
+  const ui = createUiNamespace({
+    io,
+    sessions,
+    readSnapshot,
+    tail: tailer,
+    logger,
+    redisProblem,
+  });
 
   let closing: Promise<void> | undefined;
   return {

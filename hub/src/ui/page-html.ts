@@ -55,6 +55,12 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 #agents td.task, #agents td.task-age, #agents td.heartbeat, #events td.time, #events td.task { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 13px; }
 #agents td.done, #agents td.failed { font-variant-numeric: tabular-nums; }
 tr[data-state="offline"] td { color: var(--muted); }
+/* agents: each row a grid of its own, laid out alone, skipped while off screen (thousands of rows) */
+#agents { display: block; min-width: 1110px; }
+#agents thead, #agents tbody { display: block; }
+#agents tr { display: grid; align-items: baseline; border-bottom: 1px solid var(--line); grid-template-columns: minmax(160px, 2fr) minmax(150px, 1.4fr) minmax(110px, 1.2fr) minmax(290px, 2.6fr) 90px minmax(90px, 1fr) 100px 60px 60px; }
+#agents th, #agents td { display: block; overflow: hidden; text-overflow: ellipsis; border-bottom: 0; }
+#agents tbody tr { content-visibility: auto; contain-intrinsic-size: auto 31px; }
 .badge { display: inline-block; min-width: 64px; text-align: center; padding: 1px 8px; border-radius: 999px; font-size: 12px; font-weight: 600; color: #fff; background: #9ca3af; }
 .state-offline { background: #6b7280; }
 .state-idle { background: #16a34a; }
@@ -99,9 +105,9 @@ export function renderAgentsPage(params: AgentsPageParams): string {
   </section>
   <section>
     <h2>Agents <small id="agent-count"></small></h2>
-    <table id="agents">
-      <thead><tr><th>agent</th><th>state</th><th>queues</th><th>task</th><th>task age</th><th>replica</th><th>heartbeat</th><th>done</th><th>failed</th></tr></thead>
-      <tbody></tbody>
+    <table id="agents" role="table">
+      <thead role="rowgroup"><tr role="row"><th role="columnheader">agent</th><th role="columnheader">state</th><th role="columnheader">queues</th><th role="columnheader">task</th><th role="columnheader">task age</th><th role="columnheader">replica</th><th role="columnheader">heartbeat</th><th role="columnheader">done</th><th role="columnheader">failed</th></tr></thead>
+      <tbody role="rowgroup"></tbody>
     </table>
     <p class="empty" id="agents-empty">No agent registered yet.</p>
   </section>

@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { AppError } from '@agentcom/shared';
 import type { FastifyInstance } from 'fastify';
 import { requireAdminOrChallenge } from '../http/admin-auth';
+import type { RedisProblemCheck } from '../redis/redis-probe';
 import { renderAgentsPage } from './page-html';
 import type { UiSessions } from './ui-session';
 
@@ -54,6 +56,8 @@ export interface PageRoutesOptions {
   adminKey: string;
   hubId: string;
   sessions: UiSessions;
+  /** While it names a problem, `GET /` answers 503 `E_UNAVAILABLE` at once (no session minted). */
+  redisProblem: RedisProblemCheck;
 }
 
 /** `GET /` (the page, with a fresh UI session in it) and its script, behind the admin key. */
@@ -73,6 +77,10 @@ export function registerPageRoutes(app: FastifyInstance, options: PageRoutesOpti
     ui.addHook('onRequest', requireAdminOrChallenge(options.adminKey));
 
     ui.get('/', async (_request, reply) => {
+      // the session is written to Redis: without this, the page waited in ioredis' offline
+      // queue for as long as Redis was away
+      const problem = await options.redisProblem();
+      if (problem !== undefined) throw new AppError('E_UNAVAILABLE', `${problem}; retry later`);
       const session = await options.sessions.mint();
       const nonce = randomBytes(16).toString('base64');
       return reply.headers(pageHeaders(nonce)).send(

@@ -51,7 +51,9 @@ export function createSnapshotReader(options: SnapshotReaderOptions): () => Prom
     const views = records.map(toAgentView);
     const queues: Record<string, QueueCounts> = {};
     const all = new Set([...names, ...Object.keys(counts), ...views.flatMap((v) => v.queues)]);
-    for (const name of [...all].sort()) queues[name] = counts[name] ?? {};
+    // own counts only: `counts.constructor` of a queue without counts is Object's constructor
+    for (const name of [...all].sort())
+      queues[name] = Object.hasOwn(counts, name) ? counts[name]! : {};
     return {
       hubId,
       serverTime: Date.now(),

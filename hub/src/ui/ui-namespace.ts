@@ -1,5 +1,7 @@
 import type { Namespace, Server, Socket } from 'socket.io';
+import { dropUpgradedConnection } from '../gateway/flood-guard';
 import type { Logger } from '../logger';
+import type { RedisProblemCheck } from '../redis/redis-probe';
 import {
   UI_NAMESPACE,
   type UiClientToServerEvents,
@@ -8,6 +10,7 @@ import {
   type UiSocketData,
   type UiTransition,
 } from './ui-events';
+import { backlogOverLimit, outputBacklog } from './output-backlog';
 import type { UiSessions } from './ui-session';
 
 export type UiNamespace = Namespace<
@@ -37,11 +40,24 @@ export interface UiNamespaceOptions {
   /** Started by the first socket of this replica, stopped when its last one is gone. */
   tail: UiTail;
   logger: Logger;
+  /**
+   * While it names a problem, handshakes are refused `E_UNAVAILABLE` and `snapshot:get` answers
+   * an error, at once: their session checks would wait in ioredis' offline queue (one queued
+   * command per handshake: a client could pile up any number of them during an outage).
+   */
+  redisProblem: RedisProblemCheck;
   /** Shortest interval between two snapshots one socket may ask for (ms). Default 1000. */
   minSnapshotIntervalMs?: number;
 }
 
 const errorMessage = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+/** Redis does not answer (`redisProblem`): a handshake is refused without asking it. */
+class RedisUnavailable extends Error {
+  constructor(problem: string) {
+    super(`${problem}; retry later`);
+  }
+}
 
 /** A `connect_error` the browser can tell apart: `err.data.code`. */
 function refusal(code: 'E_UNAUTHORIZED' | 'E_UNAVAILABLE', message: string): Error {
@@ -55,12 +71,14 @@ function refusal(code: 'E_UNAUTHORIZED' | 'E_UNAVAILABLE', message: string): Err
  * stops the tail. Each gets a snapshot on connect and on request; transitions reach it through
  * {@link broadcastLocal}, which emits to this replica's browsers only (every replica tails the
  * stream itself, so going through the Redis adapter would deliver each transition N times).
+ * While Redis does not answer, handshakes and snapshot requests are answered at once with an
+ * error; a socket whose output backlog passes its limit (output-backlog.ts) is closed.
  */
 export function createUiNamespace(options: UiNamespaceOptions): {
   nsp: UiNamespace;
   broadcastLocal(events: UiTransition[]): void;
 } {
-  const { sessions, readSnapshot, tail, logger } = options;
+  const { sessions, readSnapshot, tail, logger, redisProblem } = options;
   const minInterval = options.minSnapshotIntervalMs ?? 1000;
   const nsp = options.io.of(UI_NAMESPACE) as unknown as UiNamespace;
 
@@ -85,22 +103,47 @@ export function createUiNamespace(options: UiNamespaceOptions): {
     return tail.start();
   };
 
+  // A browser that stops reading (or a client that only pretends to be one: it may still answer
+  // pings) would have everything sent to it held here for as long as its connection lasts. Its
+  // connection is closed instead, the TCP connection at once (a WebSocket close would wait behind
+  // the unread output); the page reconnects and starts again from a snapshot.
+  const droppedForBacklog = (socket: UiSocket): boolean => {
+    const backlog = outputBacklog(socket);
+    if (!backlogOverLimit(backlog)) return false;
+    logger.warn(
+      { socket: socket.id, ...backlog },
+      'ui: a browser does not read what it is sent: closing its connection',
+    );
+    socket.disconnect(true);
+    dropUpgradedConnection(socket.request, 0);
+    return true;
+  };
+
   nsp.use((socket, next) => {
     const session = (socket.handshake.auth as { session?: unknown } | undefined)?.session;
-    sessions.touch(session).then(
-      (ok) => {
-        if (!ok) {
-          next(refusal('E_UNAUTHORIZED', 'no live UI session: reload the page'));
-          return;
-        }
-        socket.data.session = session as string;
-        return holdTail(socket).then(() => next());
-      },
-      (err: unknown) => {
-        logger.warn({ err: errorMessage(err) }, 'ui: session check failed');
-        next(refusal('E_UNAVAILABLE', 'session check failed; retrying'));
-      },
-    );
+    Promise.resolve(redisProblem())
+      .then((problem) => {
+        if (problem !== undefined) throw new RedisUnavailable(problem);
+        return sessions.touch(session);
+      })
+      .then(
+        (ok) => {
+          if (!ok) {
+            next(refusal('E_UNAUTHORIZED', 'no live UI session: reload the page'));
+            return;
+          }
+          socket.data.session = session as string;
+          return holdTail(socket).then(() => next());
+        },
+        (err: unknown) => {
+          if (err instanceof RedisUnavailable) {
+            next(refusal('E_UNAVAILABLE', err.message));
+            return;
+          }
+          logger.warn({ err: errorMessage(err) }, 'ui: session check failed');
+          next(refusal('E_UNAVAILABLE', 'session check failed; retrying'));
+        },
+      );
   });
 
   nsp.on('connection', (socket: UiSocket) => {
@@ -108,7 +151,9 @@ export function createUiNamespace(options: UiNamespaceOptions): {
     const send = (): void => {
       lastSnapshotAt = Date.now();
       readSnapshot().then(
-        (snapshot) => socket.emit('snapshot', snapshot),
+        (snapshot) => {
+          if (!droppedForBacklog(socket)) socket.emit('snapshot', snapshot);
+        },
         (err: unknown) => logger.warn({ err: errorMessage(err) }, 'ui: snapshot failed'),
       );
     };
@@ -117,19 +162,26 @@ export function createUiNamespace(options: UiNamespaceOptions): {
     socket.on('snapshot:get', (ack: unknown) => {
       if (typeof ack !== 'function') return;
       const reply = ack as (response: UiSnapshot | { error: string }) => void;
-      if (Date.now() - lastSnapshotAt < minInterval) {
-        reply({ error: 'too many snapshot requests' });
-        return;
-      }
-      lastSnapshotAt = Date.now();
       void (async () => {
+        // Redis first: while it does not answer, the request is answered now (the page retries)
+        const problem = await redisProblem();
+        if (problem !== undefined) {
+          reply({ error: `${problem}; retry later` });
+          return;
+        }
+        if (Date.now() - lastSnapshotAt < minInterval) {
+          reply({ error: 'too many snapshot requests' });
+          return;
+        }
+        lastSnapshotAt = Date.now();
         // A session that expired while connected (Redis restarted without it) ends the socket:
         // the browser's reconnect is then refused and the page says to reload.
         if (!(await sessions.touch(socket.data.session))) {
           socket.disconnect(true);
           return;
         }
-        reply(await readSnapshot());
+        const snapshot = await readSnapshot();
+        if (!droppedForBacklog(socket)) reply(snapshot);
       })().catch((err: unknown) => {
         logger.warn({ err: errorMessage(err) }, 'ui: snapshot failed');
         reply({ error: 'snapshot failed' });
@@ -140,7 +192,9 @@ export function createUiNamespace(options: UiNamespaceOptions): {
   return {
     nsp,
     broadcastLocal(events) {
-      if (events.length > 0 && nsp.sockets.size > 0) nsp.local.emit('transitions', events);
+      if (events.length === 0) return;
+      for (const socket of nsp.sockets.values()) droppedForBacklog(socket);
+      if (nsp.sockets.size > 0) nsp.local.emit('transitions', events);
     },
   };
 }

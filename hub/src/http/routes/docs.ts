@@ -364,8 +364,10 @@ const PATHS: Paths = {
   '/': {
     get: {
       summary: 'The agents page (a browser asks for the key as the Basic password)',
+      description: 'Mints a UI session in Redis: 503 `E_UNAVAILABLE` at once while Redis is away.',
       access: 'page',
       ok: { 200: { description: 'HTML', content: { 'text/html': {} } } },
+      errors: ['E_UNAVAILABLE'],
     },
   },
   '/ui/socket.io.min.js': {
