@@ -22,8 +22,8 @@ describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', ()
     await redis.dispose();
   });
 
-  const register = async (queue: string): Promise<TestAgent> => {
-    const agent = await TestAgent.register(hub.url, `agent-${randomBytes(4).toString('hex')}`, [
+  const register = async (queue: string, hubUrl = hub.url): Promise<TestAgent> => {
+    const agent = await TestAgent.register(hubUrl, `agent-${randomBytes(4).toString('hex')}`, [
       queue,
     ]);
     agents.push(agent);
@@ -137,67 +137,54 @@ describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', ()
     expect(next.token).not.toBe(msg.token);
     expect(hub.leases.heldBy(agent.agentId)).toBeUndefined();
   });
-});
 
-describe('an operator retry of a task that stalled (MAX_STALLED_COUNT 1, LEASE_MS 3 s)', () => {
-  let redis: RedisProcess;
-  let hub: Hub & { url: string };
-  const agents: TestAgent[] = [];
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    hub = await startTestHub(redis.url, { MAX_STALLED_COUNT: '1' });
-  });
-  afterAll(async () => {
-    for (const agent of agents.splice(0)) agent.close();
-    await hub.close();
-    await redis.dispose();
-  });
-
-  const register = async (queue: string): Promise<TestAgent> => {
-    const agent = await TestAgent.register(hub.url, `agent-${randomBytes(4).toString('hex')}`, [
-      queue,
-    ]);
-    agents.push(agent);
-    return agent;
-  };
-  /** `agent` accepts its next assignment and vanishes: the task stalls once its lease is over. */
-  const acceptAndVanish = async (agent: TestAgent, assigned: Promise<TaskAssign>) => {
-    expect(await agent.accept(await assigned)).toMatchObject({ ok: true });
-    agent.close();
-  };
-
-  it('starts a fresh count of stalls with its fresh attempts', async () => {
-    const queue = `q-${randomBytes(4).toString('hex')}`;
-    const first = await register(queue);
-    const firstAssigned = first.nextAssignment();
-    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
-      queue,
-      payload: {},
-      attempts: 3,
+  it('starts a fresh count of stalls for an operator retry, with its fresh attempts', async () => {
+    // a replica of its own (MAX_STALLED_COUNT 1), on the same Redis
+    const stalling = await startTestHub(redis.url, {
+      MAX_STALLED_COUNT: '1',
+      AGENTCOM_PREFIX: `s${randomBytes(3).toString('hex')}`,
     });
-    const id = created.body.id;
-    await acceptAndVanish(first, firstAssigned);
-    // one stall is allowed: the task comes back to wait, and to the next agent, which fails it
-    const second = await register(queue);
-    const msg = await second.nextAssignment(20_000);
-    await second.accept(msg);
-    expect(await second.fail(msg, { error: 'no', retryable: false })).toEqual({ ok: true });
-    expect((await api<TaskView>(hub.url, 'GET', `/v1/tasks/${id}`)).body.state).toBe('failed');
+    try {
+      const view = async (id: string) =>
+        (await api<TaskView>(stalling.url, 'GET', `/v1/tasks/${id}`)).body;
+      /** `agent` accepts its next assignment and vanishes: the task stalls once its lease is over. */
+      const acceptAndVanish = async (agent: TestAgent, assigned: Promise<TaskAssign>) => {
+        expect(await agent.accept(await assigned)).toMatchObject({ ok: true });
+        agent.close();
+      };
+      const queue = `q-${randomBytes(4).toString('hex')}`;
+      const first = await register(queue, stalling.url);
+      const firstAssigned = first.nextAssignment();
+      const created = await api<{ id: string }>(stalling.url, 'POST', '/v1/tasks', {
+        queue,
+        payload: {},
+        attempts: 3,
+      });
+      const id = created.body.id;
+      await acceptAndVanish(first, firstAssigned);
+      // one stall is allowed: the task comes back to wait, and to the next agent, which fails it
+      const second = await register(queue, stalling.url);
+      const msg = await second.nextAssignment(20_000);
+      await second.accept(msg);
+      expect(await second.fail(msg, { error: 'no', retryable: false })).toEqual({ ok: true });
+      expect((await view(id)).state).toBe('failed');
 
-    expect(
-      (await api<{ state: string }>(hub.url, 'POST', `/v1/tasks/${id}/retry`)).body.state,
-    ).toBe('waiting');
-    // one stall of the retried task is allowed again (it failed at once: its count went on)
-    await acceptAndVanish(second, second.nextAssignment());
-    const third = await register(queue);
-    const retried = await third.nextAssignment(20_000).catch(async (err: Error) => {
-      const view = (await api<TaskView>(hub.url, 'GET', `/v1/tasks/${id}`)).body;
-      throw new Error(`${err.message}; the task is ${view.state}: ${view.error ?? ''}`);
-    });
-    expect(retried.task.id).toBe(id);
-    await third.accept(retried);
-    expect(await third.complete(retried, 'done')).toEqual({ ok: true });
-    expect((await api<TaskView>(hub.url, 'GET', `/v1/tasks/${id}`)).body.state).toBe('completed');
+      const retry = await api<{ state: string }>(stalling.url, 'POST', `/v1/tasks/${id}/retry`);
+      expect(retry.body.state).toBe('waiting');
+      // one stall of the retried task is allowed again (it failed at once: its count went on)
+      await acceptAndVanish(second, second.nextAssignment());
+      const third = await register(queue, stalling.url);
+      const retried = await third.nextAssignment(20_000).catch(async (err: Error) => {
+        const task = await view(id);
+        throw new Error(`${err.message}; the task is ${task.state}: ${task.error ?? ''}`);
+      });
+      expect(retried.task.id).toBe(id);
+      await third.accept(retried);
+      expect(await third.complete(retried, 'done')).toEqual({ ok: true });
+      expect((await view(id)).state).toBe('completed');
+    } finally {
+      for (const agent of agents.splice(0)) agent.close();
+      await stalling.close();
+    }
   });
 });
