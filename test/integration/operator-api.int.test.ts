@@ -305,6 +305,9 @@ describe('operator API: tasks, agents, queues, metrics, Bull Board, docs', () =>
     const page = await fetch(`${url(1)}/admin/queues`, { headers: basic(TEST_ADMIN_KEY) });
     expect(page.status).toBe(200);
     expect(await page.text()).toContain('<div id="root">');
+    // not to be framed by another site (clickjacking its pause, retry and clean buttons)
+    expect(page.headers.get('x-frame-options')).toBe('DENY');
+    expect(page.headers.get('content-security-policy')).toBe("frame-ancestors 'none'");
     const listed = await eventually(
       async () => {
         const response = await fetch(`${url(2)}/admin/queues/api/queues`, {

@@ -9,7 +9,7 @@ export const BULL_BOARD_PATH = '/admin/queues';
 
 /**
  * Bull Board at /admin/queues, behind the admin key (Basic or Bearer; a browser gets a Basic
- * challenge). It lists every queue found in Redis, not a fixed list: `sync()` adds the queues
+ * challenge), never shown in a frame of another page. It lists every queue found in Redis, not a fixed list: `sync()` adds the queues
  * other replicas created since (called from the sweeper's tick).
  */
 export function registerBullBoard(
@@ -35,6 +35,13 @@ export function registerBullBoard(
   };
   void app.register(async (scope) => {
     scope.addHook('onRequest', requireAdminOrChallenge(adminKey));
+    // never framed by another page (as the agents page): a browser that sends the cached Basic
+    // credentials to a cross-site frame would let that page trick clicks on pause, retry, clean
+    scope.addHook('onSend', async (_request, reply, payload) => {
+      void reply.header('x-frame-options', 'DENY');
+      void reply.header('content-security-policy', "frame-ancestors 'none'");
+      return payload;
+    });
     await scope.register(serverAdapter.registerPlugin(), { prefix: BULL_BOARD_PATH });
   });
   return { sync };
