@@ -15,6 +15,7 @@ import type { AssignmentService } from '../dispatch/assignments';
 import type { AgentNotifier } from '../dispatch/notifier';
 import type { AgentStore } from '../fsm/agent-store';
 import type { Logger } from '../logger';
+import { settlesWithin } from '../stop-bounds';
 import { authenticateHandshake } from './auth';
 import { clientAddress, type HandshakeLimiter } from './handshake-limiter';
 import { parseClientEvent, runClientEvent, type HandlerContext } from './event-handlers';
@@ -175,14 +176,7 @@ export class AgentGateway implements AgentNotifier {
 
   /** Waits (bounded) until the disconnects of closed sockets are recorded in Redis. */
   async settled(timeoutMs: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      Promise.allSettled([...this.pendingDisconnects]),
-      new Promise((resolve) => {
-        timer = setTimeout(resolve, timeoutMs);
-      }),
-    ]);
-    clearTimeout(timer);
+    await settlesWithin(Promise.allSettled([...this.pendingDisconnects]), timeoutMs);
   }
 
   /** Number of agent sockets on this replica. */
