@@ -149,6 +149,8 @@ describe('HTTP API', () => {
       // BullMQ's PRIORITY_LIMIT is 2^21 - 1: one more passed validation and BullMQ answered 500
       [{ payload: 1, priority: 2 ** 21 }, 'priority'],
       [{ payload: 1, backoff: { type: 'linear', delayMs: 1 } }, 'backoff'],
+      // 2^98 s before the last retry: BullMQ's exponential backoff has no ceiling of its own
+      [{ payload: 1, attempts: 100, backoff: { type: 'exponential', delayMs: 1000 } }, 'backoff'],
     ])('rejects %j with E_VALIDATION naming %s', async (body, field) => {
       const response = await api<{ error: { code: string; message: string } }>(
         hub.url,

@@ -26,6 +26,20 @@ export const backoffSchema = z
   .strict();
 export type Backoff = z.infer<typeof backoffSchema>;
 
+/**
+ * The longest wait before a retry: BullMQ's exponential backoff waits 2^(n−1) × `delayMs` before
+ * retry n, with no ceiling of its own (`attempts` 100 at 1 s would wait about 10^22 years before the
+ * last one). A body whose last retry would wait longer is refused rather than capped, so a task
+ * never waits other than as its options say. 7 days, as a run's `timeoutMs`.
+ */
+export const MAX_RETRY_DELAY_MS = 7 * DAY_MS;
+
+/** How long a task with these options waits before its last retry (0 without retries). */
+export function longestRetryDelayMs(attempts: number, backoff: Backoff | undefined): number {
+  if (!backoff || attempts < 2) return 0;
+  return backoff.type === 'fixed' ? backoff.delayMs : 2 ** (attempts - 2) * backoff.delayMs;
+}
+
 /** `POST /v1/tasks` body. */
 export const createTaskBodySchema = z
   .object({
@@ -49,7 +63,17 @@ export const createTaskBodySchema = z
     idempotencyKey: z.string().min(1).max(256).optional(),
     labels: labelsSchema.optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((body, ctx) => {
+    const longest = longestRetryDelayMs(body.attempts, body.backoff);
+    if (longest > MAX_RETRY_DELAY_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['backoff'],
+        message: `exponential backoff would wait ${longest} ms before the last of ${body.attempts} attempts; at most ${MAX_RETRY_DELAY_MS} ms (7 days): lower attempts or backoff.delayMs, or use fixed`,
+      });
+    }
+  });
 export type CreateTaskBody = z.input<typeof createTaskBodySchema>;
 export type CreateTaskInput = z.output<typeof createTaskBodySchema>;
 
