@@ -226,6 +226,27 @@ describe('HTTP API', () => {
       expect(second).toMatchObject({ status: 200, body: { id: first.body.id, duplicate: true } });
     });
 
+    it('scopes an idempotency key to its queue: the same key in another queue is another task', async () => {
+      const inA = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+        payload: 1,
+        queue: 'key-scope-a',
+        idempotencyKey: 'scoped-key',
+      });
+      const inB = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+        payload: 1,
+        queue: 'key-scope-b',
+        idempotencyKey: 'scoped-key',
+      });
+      const againInA = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+        payload: 1,
+        queue: 'key-scope-a',
+        idempotencyKey: 'scoped-key',
+      });
+      expect([inA.status, inB.status, againInA.status]).toEqual([201, 201, 200]);
+      expect(inB.body.id).not.toBe(inA.body.id);
+      expect(againInA.body.id).toBe(inA.body.id);
+    });
+
     it('shows a created task as waiting, a delayed one as delayed', async () => {
       const waiting = await api<{ id: string; state: string }>(hub.url, 'POST', '/v1/tasks', {
         payload: { a: 1 },
