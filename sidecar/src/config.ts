@@ -40,7 +40,7 @@ export interface WakeRunnerConfig {
 export type RunnerConfig = ExecRunnerConfig | WakeRunnerConfig;
 
 export interface SidecarConfig {
-  /** `--hub` / `AGENTCOM_HUB` / `hub`: hub URLs (comma-separated), tried in order, rotating on failure. Required. */
+  /** `--hub` / `AGENTCOM_HUB` / `hub`: hub URLs (comma-separated): the first, then on failure each in a random cycle of this sidecar's own. Required. */
   readonly hubUrls: readonly string[];
   /** `--agent` / `AGENTCOM_AGENT` / `agent`: this agent's id. Required. */
   readonly agentId: string;

@@ -76,6 +76,11 @@ export interface HubConnectionOptions {
    * code or closed the socket (socket.io does not reconnect on its own then), ±50%. Default 2 s.
    */
   refusedRetryMs?: number;
+  /**
+   * The random source that draws the order in which this sidecar moves through several URLs (see
+   * {@link HubConnection}), in [0, 1). Default `Math.random`; tests pass a fixed one.
+   */
+  random?: () => number;
 }
 
 /**
@@ -105,6 +110,12 @@ export class NotConnectedError extends Error {
  * max), so an outage of all hubs is not hammered. The handshake `auth` is a function, so every
  * attempt announces the task held at that moment.
  *
+ * The first URL is the first one tried (operators spread sidecars by ordering their lists). "The
+ * next URL" is the next one in this connection's own cycle through the URLs, a random permutation
+ * drawn once (`random`): sidecars configured with the same list that leave the same hub spread over
+ * the others instead of all taking the one listed after it, and each round still visits every URL
+ * once.
+ *
  * The hub ending things: a handshake refused with `E_UNAUTHORIZED`, `E_FORBIDDEN`,
  * `E_PROTOCOL_VERSION` or `E_VALIDATION`, or `hub:error` `E_REPLACED`, emits `ended` and stops
  * for good. A refusal with another code, or the hub closing the socket, retries after a pause.
@@ -112,6 +123,11 @@ export class NotConnectedError extends Error {
  */
 export class HubConnection extends EventEmitter<HubConnectionEvents> {
   private readonly urls: readonly string[];
+  /**
+   * The indexes of `urls` in the order this connection moves through them, read as a cycle: the
+   * next URL is the one after the current one (the first after the last).
+   */
+  private readonly cycle: readonly number[];
   private urlIndex = 0;
   private socket: HubSocket | undefined;
   /** Incremented on every teardown: handlers of an older socket ignore what they hear. */
@@ -134,6 +150,7 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
     super();
     if (options.urls.length === 0) throw new Error('no hub URL');
     this.urls = options.urls;
+    this.cycle = shuffledIndexes(options.urls.length, options.random ?? Math.random);
     this.logger = options.logger;
   }
 
@@ -327,12 +344,15 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
     this.moveOn(this.pause());
   }
 
-  /** Drops the current socket and tries the next URL (the same one if it is the only one). */
+  /**
+   * Drops the current socket and tries the next URL of the cycle (the same one if it is the only
+   * one). The cycle holds every URL once, so `urls.length` moves make a round wherever it began.
+   */
   private moveOn(delayMs: number): void {
     this.attemptsFailed = 0;
     this.urlsFailed++;
     if (this.urlsFailed % this.urls.length === 0) this.failedRounds++;
-    const next = this.urlIndex + 1;
+    const next = this.nextIndex();
     this.teardown('switching hub');
     clearTimeout(this.retryTimer);
     if (delayMs <= 0) {
@@ -340,6 +360,12 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
       return;
     }
     this.retryTimer = setTimeout(() => this.open(next), delayMs);
+  }
+
+  /** The URL index after the current one in this connection's cycle. */
+  private nextIndex(): number {
+    const position = this.cycle.indexOf(this.urlIndex);
+    return this.cycle[(position + 1) % this.cycle.length] ?? 0;
   }
 
   private end(end: ConnectionEnd): void {
@@ -391,6 +417,17 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
 /** `emitWithAck` on a `timeout()` socket, for one event: socket.io's types cannot follow a generic event name. */
 interface AckEmitter<E extends ClientEventName> {
   emitWithAck(event: E, message: ClientMessage<E>): Promise<unknown>;
+}
+
+/** `0 .. count - 1` in a random order (Fisher-Yates, `random` in [0, 1)). */
+function shuffledIndexes(count: number, random: () => number): number[] {
+  const order = Array.from({ length: count }, (_, i) => i);
+  for (let i = count - 1; i > 0; i--) {
+    // Clamped: a source that strays out of [0, 1) must not index past either end.
+    const j = Math.min(Math.max(Math.floor(random() * (i + 1)), 0), i);
+    [order[i], order[j]] = [order[j] as number, order[i] as number];
+  }
+  return order;
 }
 
 function describeHubError(
