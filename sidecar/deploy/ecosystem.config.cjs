@@ -8,6 +8,9 @@
 // Configure the sidecar in ~/.config/agentcom/sidecar.json (see the README), or with AGENTCOM_*
 // variables exported when running `pm2 start`: they are passed on below.
 const DRAIN_GRACE_MS = Number(process.env.AGENTCOM_DRAIN_GRACE_MS || 30000);
+const KILL_GRACE_MS = Number(process.env.AGENTCOM_KILL_GRACE_MS || 5000);
+// After the task is stopped, the sidecar sends its report (or keeps it in its state file).
+const REPORT_FLUSH_MS = 5000;
 
 /** The AGENTCOM_* variables (and LOG_LEVEL) of the shell that runs `pm2 start`. */
 const sidecarEnv = Object.fromEntries(
@@ -31,8 +34,9 @@ module.exports = {
       // The sidecar sends process.send('ready') once the hub accepted its first handshake.
       wait_ready: true,
       listen_timeout: 15000,
-      // pm2 stop sends SIGINT, then SIGKILL after kill_timeout: leave the drain its grace.
-      kill_timeout: DRAIN_GRACE_MS + 5000,
+      // pm2 stop sends SIGINT, then SIGKILL after kill_timeout: leave the drain its grace, the
+      // task's process group its kill grace, and the report its delivery (as TimeoutStopSec).
+      kill_timeout: DRAIN_GRACE_MS + KILL_GRACE_MS + REPORT_FLUSH_MS,
       // Crash loops back off: 500 ms, doubling up to 15 s; a run under min_uptime counts as a crash.
       exp_backoff_restart_delay: 500,
       max_restarts: 16,
