@@ -50,6 +50,17 @@ export interface UiNamespaceOptions {
   minSnapshotIntervalMs?: number;
 }
 
+/**
+ * `/ui` handshakes one Engine.IO connection may have its session checked for (one Redis command
+ * each). The page makes one per connection: its socket is the only one on its connection, so
+ * socket.io-client closes the connection when the socket is refused or disconnected, and
+ * connects again on a new one. A client sending CONNECT after CONNECT on one connection (valid
+ * sessions or not) would otherwise cost Redis a command each; past the budget its handshake is
+ * refused `E_RATE_LIMITED`, without asking Redis, and its connection closed. Handshakes refused
+ * `E_UNAVAILABLE` (Redis does not answer) ask Redis nothing and do not count.
+ */
+export const UI_SESSION_CHECKS_PER_CONNECTION = 5;
+
 const errorMessage = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 /** Redis does not answer (`redisProblem`): a handshake is refused without asking it. */
@@ -59,8 +70,14 @@ class RedisUnavailable extends Error {
   }
 }
 
+/** A connection spent its {@link UI_SESSION_CHECKS_PER_CONNECTION}: refused without asking Redis. */
+class HandshakeBudgetSpent extends Error {}
+
 /** A `connect_error` the browser can tell apart: `err.data.code`. */
-function refusal(code: 'E_UNAUTHORIZED' | 'E_UNAVAILABLE', message: string): Error {
+function refusal(
+  code: 'E_UNAUTHORIZED' | 'E_UNAVAILABLE' | 'E_RATE_LIMITED',
+  message: string,
+): Error {
   return Object.assign(new Error(message), { data: { code, message } });
 }
 
@@ -72,7 +89,8 @@ function refusal(code: 'E_UNAUTHORIZED' | 'E_UNAVAILABLE', message: string): Err
  * {@link broadcastLocal}, which emits to this replica's browsers only (every replica tails the
  * stream itself, so going through the Redis adapter would deliver each transition N times).
  * While Redis does not answer, handshakes and snapshot requests are answered at once with an
- * error; a socket whose output backlog passes its limit (output-backlog.ts) is closed.
+ * error; a socket whose output backlog passes its limit (output-backlog.ts) is closed, and so is
+ * a connection past {@link UI_SESSION_CHECKS_PER_CONNECTION} handshakes.
  */
 export function createUiNamespace(options: UiNamespaceOptions): {
   nsp: UiNamespace;
@@ -119,11 +137,38 @@ export function createUiNamespace(options: UiNamespaceOptions): {
     return true;
   };
 
+  // Session checks asked for by each Engine.IO connection: weakly held, so a closed connection
+  // takes its count with it.
+  const sessionChecks = new WeakMap<UiSocket['conn'], number>();
+  /**
+   * Counts a session check for the socket's connection; false once its budget is spent. The
+   * first handshake past it closes the connection, once its refusal is written (the namespace
+   * writes it on the next tick; a closing connection would not); any sent before the close
+   * lands are refused too, still without asking Redis.
+   */
+  const takeSessionCheck = (socket: UiSocket): boolean => {
+    const taken = (sessionChecks.get(socket.conn) ?? 0) + 1;
+    sessionChecks.set(socket.conn, taken);
+    if (taken <= UI_SESSION_CHECKS_PER_CONNECTION) return true;
+    if (taken === UI_SESSION_CHECKS_PER_CONNECTION + 1) {
+      logger.warn(
+        { socket: socket.id, budget: UI_SESSION_CHECKS_PER_CONNECTION },
+        'ui: a connection sends handshake after handshake: closing it',
+      );
+      setImmediate(() => {
+        socket.conn.close();
+        dropUpgradedConnection(socket.request); // a peer that never answers the close
+      });
+    }
+    return false;
+  };
+
   nsp.use((socket, next) => {
     const session = (socket.handshake.auth as { session?: unknown } | undefined)?.session;
     Promise.resolve(redisProblem())
       .then((problem) => {
         if (problem !== undefined) throw new RedisUnavailable(problem);
+        if (!takeSessionCheck(socket)) throw new HandshakeBudgetSpent();
         return sessions.touch(session);
       })
       .then(
@@ -138,6 +183,10 @@ export function createUiNamespace(options: UiNamespaceOptions): {
         (err: unknown) => {
           if (err instanceof RedisUnavailable) {
             next(refusal('E_UNAVAILABLE', err.message));
+            return;
+          }
+          if (err instanceof HandshakeBudgetSpent) {
+            next(refusal('E_RATE_LIMITED', 'too many handshakes on one connection'));
             return;
           }
           logger.warn({ err: errorMessage(err) }, 'ui: session check failed');
