@@ -279,8 +279,7 @@ export class Presence {
       const taskId =
         record.taskId ?? (await this.options.agents.jobLockedBy(record.taskQueue, record.token));
       if (!taskId) return;
-      const handle = await this.options.queues.get(record.taskQueue);
-      const job = await handle.queue.getJob(taskId);
+      const job = await this.options.queues.job(record.taskQueue, taskId);
       await job?.moveToWait(record.token);
       this.options.onTaskWaiting(record.taskQueue);
     } catch {

@@ -293,8 +293,7 @@ export class AssignmentService {
     let outcome: 'requeued' | 'cancelled' | 'failed' | 'retried' = 'requeued';
     this.options.leases.untrack(agentId, msg.token);
     try {
-      const handle = await this.options.queues.get(record.taskQueue ?? '');
-      const job = (await handle.queue.getJob(msg.taskId)) as TaskJob | undefined;
+      const job = await this.options.queues.job(record.taskQueue ?? '', msg.taskId);
       if (!job) throw superseded(msg.taskId);
       if (rateLimited && cancelReason === undefined) {
         // A quota, not a failure of the task: back to wait without using an attempt (unless an
@@ -453,8 +452,7 @@ export class AssignmentService {
       const usesAttempt = report.outcome === 'failed' && report.usesAttempt;
       return failureTaken(intent, await this.jobCounts(intent.queue, taskId), token, usesAttempt);
     }
-    const handle = await this.options.queues.get(intent.queue);
-    const job = await handle.queue.getJob(taskId);
+    const job = await this.options.queues.job(intent.queue, taskId);
     return (await job?.getState().catch(() => 'unknown')) === 'completed';
   }
 
@@ -571,8 +569,7 @@ export class AssignmentService {
     if (!taskId || !token || !taskQueue || assignedAt === undefined) return undefined;
     const after = Math.min(UNRECEIVED_PUSH_AFTER_MS, this.options.ackTimeoutMs / 2);
     if (this.options.agents.now() - assignedAt < after) return undefined;
-    const handle = await this.options.queues.get(taskQueue);
-    const job = (await handle.queue.getJob(taskId)) as TaskJob | undefined;
+    const job = await this.options.queues.job(taskQueue, taskId);
     if (!job) return undefined;
     this.options.metrics.pushesResent.inc({ queue: taskQueue });
     return assignMessage(taskQueue, token, taskFromJob(job));
@@ -619,8 +616,7 @@ export class AssignmentService {
       { agentId, taskId: task.taskId },
       "the agent's heartbeats say it does not hold its task: putting the task back",
     );
-    const handle = await this.options.queues.get(task.queue);
-    const job = await handle.queue.getJob(task.taskId);
+    const job = await this.options.queues.job(task.queue, task.taskId);
     // fenced by the token: a job that moved on meanwhile stays where it is
     await job?.moveToWait(task.token).catch(() => undefined);
     await this.release(agentId, task.taskId, task.token, 'not_held');

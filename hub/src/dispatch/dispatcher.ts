@@ -223,8 +223,7 @@ export class Dispatcher {
   }
 
   private async jobOf(queue: string, jobId: string): Promise<TaskJob | undefined> {
-    const handle = await this.options.queues.get(queue);
-    return (await handle.queue.getJob(jobId)) as TaskJob | undefined;
+    return this.options.queues.job(queue, jobId);
   }
 
   /** The next runnable job, fetched with the claim's token as its lock. */

@@ -67,6 +67,12 @@ export class QueueRegistry {
     return created;
   }
 
+  /** The job `id` of queue `name` as BullMQ holds it now, or undefined when there is none. */
+  async job(name: string, id: string): Promise<TaskJob | undefined> {
+    const { queue } = await this.get(name);
+    return (await queue.getJob(id)) ?? undefined;
+  }
+
   /**
    * Whether `name` is a queue tasks were added to: recorded by a replica, or holding BullMQ's
    * keys (a producer that adds jobs straight to BullMQ). Only then does dispatch open it: an

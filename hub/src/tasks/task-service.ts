@@ -166,8 +166,7 @@ export class TaskService {
     const index = replies.findIndex(([err, exists]) => !err && exists === 1);
     const name = names[index];
     if (name === undefined) return undefined;
-    const handle = await queues.get(name);
-    return (await handle.queue.getJob(taskId)) ?? undefined;
+    return queues.job(name, taskId);
   }
 
   async get(taskId: string): Promise<TaskView | undefined> {
@@ -302,8 +301,7 @@ export class TaskService {
     if (jobState === 'unknown') return undefined;
     if ((jobState === 'completed' || jobState === 'failed') && !job.finishedOn) {
       // it finished between loading its hash and reading its state: load the finished hash
-      const handle = await this.options.queues.get(job.queueName);
-      job = ((await handle.queue.getJob(job.id ?? '')) as TaskJob | undefined) ?? job;
+      job = (await this.options.queues.job(job.queueName, job.id ?? '')) ?? job;
     }
     let state = mapJobState(jobState, job.failedReason);
     let agentId: string | undefined;
@@ -315,8 +313,7 @@ export class TaskService {
       // wait and was fetched again meanwhile (a stalled task run elsewhere) would show its new
       // holder with the old attempt. The fetch that took this lock also counted its attempt, so
       // the hash read now matches the holder.
-      const handle = await this.options.queues.get(job.queueName);
-      job = ((await handle.queue.getJob(job.id ?? '')) as TaskJob | undefined) ?? job;
+      job = (await this.options.queues.job(job.queueName, job.id ?? '')) ?? job;
       agentId = token ? agentIdOfToken(token) : undefined;
       if (agentId) {
         const agent = await this.options.agents.get(agentId);
