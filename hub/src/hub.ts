@@ -269,7 +269,9 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     onAgentIdle,
     failAttempt: (agentId, report) => assignments.fail(agentId, report),
     onTick: async () => {
-      dispatcher?.triggerAll(await queues.discover());
+      const names = await queues.discover();
+      await queues.promoteDue();
+      dispatcher?.triggerAll(names);
       await bullBoard?.sync();
     },
   });

@@ -712,4 +712,47 @@ describe('the safety tick', () => {
       await redis.dispose();
     }
   });
+  it('shows a delayed task waiting once it is due, while every agent is busy', async () => {
+    const redis = await startRedis();
+    const hub = await startTestHub(redis.url);
+    let agent: TestAgent | undefined;
+    try {
+      const queue = `q-${randomBytes(4).toString('hex')}`;
+      agent = await TestAgent.register(hub.url, 'busy', [queue]);
+      const first = agent.nextAssignment();
+      await api(hub.url, 'POST', '/v1/tasks', { queue, payload: 'first' });
+      const busyWith = await first;
+      expect((await agent.accept(busyWith)).ok).toBe(true);
+      const delayed = await api<{ id: string; state: string }>(hub.url, 'POST', '/v1/tasks', {
+        queue,
+        payload: 'due soon',
+        delayMs: 300,
+      });
+      expect(delayed.body.state).toBe('delayed');
+      // BullMQ promotes a due job only when one is fetched, and nothing is fetched for a busy
+      // agent: the tick promotes it, so the API and the queue's counts show the backlog
+      await eventually(
+        async () => {
+          const view = await api<{ state: string }>(hub.url, 'GET', `/v1/tasks/${delayed.body.id}`);
+          return view.body.state === 'waiting' ? true : undefined;
+        },
+        { timeoutMs: 5000, what: 'the due task shown waiting' },
+      );
+      const listed = await api<{
+        queues: Array<{ name: string; counts: Record<string, number> }>;
+      }>(hub.url, 'GET', '/v1/queues');
+      expect(listed.body.queues.find((q) => q.name === queue)?.counts).toMatchObject({
+        waiting: 1,
+        delayed: 0,
+      });
+      // and it is handed out as any waiting task once the agent is free
+      const next = agent.nextAssignment();
+      expect((await agent.complete(busyWith, 'done')).ok).toBe(true);
+      expect((await next).task.id).toBe(delayed.body.id);
+    } finally {
+      agent?.close();
+      await hub.close();
+      await redis.dispose();
+    }
+  });
 });

@@ -30,6 +30,9 @@ export interface QueueRegistryOptions {
   onWaiting: (queue: string) => void;
 }
 
+/** Most due delayed jobs of one queue {@link QueueRegistry.promoteDue} moves per call. */
+const MAX_PROMOTED_PER_QUEUE = 1000;
+
 /** Most names {@link QueueRegistry.holdsTasks} remembers as empty between two discoveries. */
 const MAX_EMPTY_NAMES = 10_000;
 
@@ -114,6 +117,47 @@ export class QueueRegistry {
     }
     await Promise.all(names.map((name) => this.get(name)));
     return names;
+  }
+
+  /**
+   * Moves delayed jobs of the open queues that are due now to wait (at most
+   * {@link MAX_PROMOTED_PER_QUEUE} per queue), and returns the names of the queues that got any.
+   * BullMQ promotes due jobs only when a job is fetched, and dispatch fetches only for an idle
+   * agent: while every agent was busy, a task already due stayed `delayed` in the API, the
+   * queue counts and Bull Board, and out of the `waiting` backlog. One `ZRANGEBYSCORE` per open
+   * queue; each due job is promoted by BullMQ's own `promote`, atomic against a fetch that
+   * promotes it first (that one is skipped).
+   */
+  async promoteDue(now: number = Date.now()): Promise<string[]> {
+    const { connection, keys } = this.options;
+    const promoted: string[] = [];
+    for (const name of this.names()) {
+      if (this.closed) break;
+      // BullMQ's own bound for "due": every score below (now + 1) * 0x1000
+      const due = await connection.zrangebyscore(
+        keys.bullDelayed(name),
+        0,
+        (now + 1) * 0x1000 - 1,
+        'LIMIT',
+        0,
+        MAX_PROMOTED_PER_QUEUE,
+      );
+      let moved = 0;
+      for (const id of due) {
+        const job = await this.job(name, id);
+        // a fetch (or another replica's tick) promoted it first: nothing to do
+        if (
+          job &&
+          (await job.promote().then(
+            () => true,
+            () => false,
+          ))
+        )
+          moved++;
+      }
+      if (moved > 0) promoted.push(name);
+    }
+    return promoted;
   }
 
   private async create(name: string): Promise<QueueHandle> {

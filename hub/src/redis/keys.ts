@@ -140,6 +140,14 @@ export class RedisKeys {
     return `${this.bullQueuePrefix(queue)}meta`;
   }
 
+  /**
+   * BullMQ's sorted set of a queue's delayed jobs (read only). Its score is the time the job is
+   * due times 0x1000 plus a counter (BullMQ's `getDelayedScore`).
+   */
+  bullDelayed(queue: string): string {
+    return `${this.bullQueuePrefix(queue)}delayed`;
+  }
+
   /** BullMQ's hash of a job (read only: BullMQ owns it). */
   bullJob(queue: string, taskId: string): string {
     return `${this.bullQueuePrefix(queue)}${taskId}`;
