@@ -66,7 +66,10 @@ export interface Hub {
 export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> {
   if (!config.redisUrl) throw new Error('startHub needs a redisUrl');
   const metrics = new HubMetrics(config.hubId);
-  const redis = createRedisConnections(config.redisUrl, logger, () => metrics.redisErrors.inc());
+  const redis = createRedisConnections(config.redisUrl, logger, {
+    onError: () => metrics.redisErrors.inc(),
+    onPublishFailure: () => metrics.adapterPublishFailures.inc(),
+  });
   const keys = new RedisKeys(config.prefix);
   const scripts = agentScripts(redis.command);
   const agents = new AgentStore({

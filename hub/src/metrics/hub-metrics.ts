@@ -81,6 +81,12 @@ export class HubMetrics {
     registers: [this.registry],
   });
 
+  readonly adapterPublishFailures = new Counter({
+    name: 'agentcom_redis_adapter_publish_failures_total',
+    help: "Publishes of the Socket.IO adapter that failed: a push or broadcast for another replica's sockets that it never got (a lost push is sent again at the agent's heartbeat)",
+    registers: [this.registry],
+  });
+
   constructor(hubId: string) {
     this.registry.setDefaultLabels({ hub: hubId });
     collectDefaultMetrics({ register: this.registry, prefix: 'agentcom_' });

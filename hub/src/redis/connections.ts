@@ -32,10 +32,20 @@ export interface RedisConnections {
   disconnect(): void;
 }
 
+export interface RedisConnectionEvents {
+  /** A connection error (each is logged, at most one line per connection per 5 s). */
+  onError?: () => void;
+  /**
+   * A `publish` of the Socket.IO adapter failed (the adapter does not wait for its reply): a
+   * push or broadcast for another replica's sockets that it never got.
+   */
+  onPublishFailure?: () => void;
+}
+
 export function createRedisConnections(
   url: string,
   logger: Logger,
-  onError: () => void = () => undefined,
+  { onError = () => undefined, onPublishFailure = () => undefined }: RedisConnectionEvents = {},
 ): RedisConnections {
   let errors = 0;
   const make = (role: string, options: RedisOptions): Redis => {
@@ -65,8 +75,21 @@ export function createRedisConnections(
   const pub = make('pub', {});
   const sub = make('sub', {});
   // the adapter's: it does not handle the replies of what it sends (see absorbUnheardFailures)
-  absorbUnheardFailures(pub);
-  absorbUnheardFailures(sub);
+  // A failed publish is counted and logged (a line per 5 s at most); the rest is noise: the
+  // adapter's unsubscribes at a stop, ioredis' own CLIENT SETINFO on a Redis older than 7.2.
+  let lastPublishFailureLogged = 0;
+  const onAdapterFailure = (command: string, err: unknown): void => {
+    if (command !== 'publish' && command !== 'spublish') return;
+    onPublishFailure();
+    const now = Date.now();
+    if (now - lastPublishFailureLogged > 5000) {
+      lastPublishFailureLogged = now;
+      const reason = err instanceof Error ? err.message : String(err);
+      logger.warn({ command, err: reason }, 'redis: a Socket.IO adapter publish failed');
+    }
+  };
+  absorbUnheardFailures(pub, onAdapterFailure);
+  absorbUnheardFailures(sub, onAdapterFailure);
   return {
     command,
     bullmq,
