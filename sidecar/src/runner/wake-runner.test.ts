@@ -1,3 +1,4 @@
+import childProcess, { type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import { recordingLogger, testLogger } from '../test-support/logger';
 import { isProcessGone, waitUntil } from '../test-support/process';
 import { makeTempDir } from '../test-support/temp-dir';
 import { MAX_OUTPUT_LINE_BYTES } from './task-output';
+import type { RunningTask } from './task-runner';
 import { TASK_FILE_NAME, WakeRunner } from './wake-runner';
 
 let dir: string;
@@ -18,6 +20,7 @@ beforeEach(async () => {
   ({ dir, cleanup } = await makeTempDir());
 });
 afterEach(async () => {
+  jest.restoreAllMocks();
   for (const pid of leftovers.splice(0)) {
     try {
       process.kill(-pid, 'SIGKILL');
@@ -303,6 +306,102 @@ describe('WakeRunner', () => {
       run.stop('cancelled');
       await expect(run.outcome).resolves.toMatchObject({ kind: 'cancelled' });
       await waitUntil(() => isProcessGone(pid), 'the wake command is gone', 2000);
+    });
+
+    /**
+     * Runs `during` in the tick that spawns the wake command, with the real spawn: `before` the
+     * spawn() call (the runner decided to wake the agent, and nothing of its own looks at the task
+     * again before the call), or `after` it, once the runner's code of that turn ran (the
+     * process exists and leads its group, its `spawn` event has not come yet: Node emits it from
+     * a nextTick, which comes after the microtasks). Resolves with the wake command's pid.
+     */
+    function inSpawnTick(when: 'before' | 'after', during: () => void): Promise<number> {
+      const realSpawn = childProcess.spawn as (...args: unknown[]) => ChildProcess;
+      return new Promise<number>((resolve, reject) => {
+        jest.spyOn(childProcess, 'spawn').mockImplementationOnce(((...args: unknown[]) => {
+          if (when === 'before') during();
+          const child = realSpawn.apply(childProcess, args);
+          const pid = child.pid;
+          if (pid === undefined) {
+            reject(new Error('the wake command did not start'));
+            return child;
+          }
+          leftovers.push(pid);
+          if (when === 'before') {
+            resolve(pid);
+            return child;
+          }
+          let announced = false;
+          child.once('spawn', () => (announced = true));
+          queueMicrotask(() => {
+            if (announced) {
+              reject(new Error('the spawn event came before the microtask'));
+              return;
+            }
+            during();
+            resolve(pid);
+          });
+          return child;
+        }) as typeof childProcess.spawn);
+      });
+    }
+
+    it('terminates a wake command started for a task cancelled just before its spawn', async () => {
+      const sink = new LineRecorder();
+      const runner = wakeRunner(STAY_UP, 60_000);
+      let run: RunningTask | undefined;
+      const spawned = inSpawnTick('before', () => run?.stop('cancelled'));
+      run = runner.start(assignment(), sink);
+      const pid = await spawned;
+      await expect(run.outcome).resolves.toEqual({
+        type: 'fail',
+        error: 'cancelled by the hub',
+        retryable: false,
+        kind: 'cancelled',
+      });
+      expect(existsSync(join(dir, TASK_FILE_NAME))).toBe(false);
+      // it wakes an agent for a task that is over: it is not left running
+      await waitUntil(() => isProcessGone(pid), 'the wake command is gone', 5000);
+      expect(sink.lines).toEqual([]);
+    });
+
+    it('kills the wake command at once on a killNow (the sidecar exiting) in its spawn tick', async () => {
+      const { logger, entries } = recordingLogger();
+      const runner = wakeRunner(STAY_UP, 60_000, logger);
+      let run: RunningTask | undefined;
+      const spawned = inSpawnTick('after', () => run?.killNow());
+      run = runner.start(assignment(), new LineRecorder());
+      const pid = await spawned;
+      await expect(run.outcome).resolves.toEqual({
+        type: 'fail',
+        error: 'the sidecar shut down before the task finished',
+        retryable: true,
+        kind: 'error',
+      });
+      // killed by killNow itself (the process exits right after it: nothing later would kill it),
+      // not by a SIGTERM once its start was announced
+      const ended = () => entries().find((entry) => entry.msg === 'wake command ended');
+      await waitUntil(() => ended() !== undefined, 'the wake command ended', 5000);
+      expect(ended()).toMatchObject({ code: null, signal: 'SIGKILL' });
+      expect(isProcessGone(pid)).toBe(true);
+    });
+
+    it('settles a task stopped in its spawn tick only once the wake command is gone', async () => {
+      const runner = wakeRunner(STAY_UP, 60_000);
+      let run: RunningTask | undefined;
+      const spawned = inSpawnTick('after', () => run?.stop('shutdown'));
+      run = runner.start(assignment(), new LineRecorder());
+      const pid = await spawned;
+      const goneAtOutcome = run.outcome.then((outcome) => ({ outcome, gone: isProcessGone(pid) }));
+      await expect(goneAtOutcome).resolves.toEqual({
+        outcome: {
+          type: 'fail',
+          error: 'the sidecar shut down before the task finished',
+          retryable: true,
+          kind: 'error',
+        },
+        gone: true,
+      });
     });
 
     it('refuses a report that comes while a stopped wake command is given its grace: the stop decided', async () => {
