@@ -6,7 +6,8 @@
  * `agent:heartbeat` every `heartbeatMs`.
  *
  * Reconnecting mirrors the sidecar's HubConnection: socket.io-client's backoff (200 ms first
- * delay, 10 s max, jitter 0.5), 3 attempts per URL, then the next URL; the handshake re-announces
+ * delay, 10 s max, jitter 0.5), 3 attempts per URL, then the next URL of the agent's own random
+ * cycle through them (agents leaving one replica spread over the others); the handshake re-announces
  * the task held (`current`), and an unanswered report is sent again after the reconnect. As in
  * the sidecar, a finished task's report waits in an outbox and the agent takes the next task
  * while the report is being delivered.
@@ -107,6 +108,8 @@ class SimAgent {
   private socket: AgentSocket | undefined;
   private manager: Manager<ServerToClientEvents, ClientToServerEvents> | undefined;
   private urlIndex: number;
+  /** The URL indexes in the order this agent moves through them (a random cycle, as the sidecar's). */
+  private readonly cycle: number[];
   private generation = 0;
   private urlsFailed = 0;
   private failedRounds = 0;
@@ -134,6 +137,11 @@ class SimAgent {
     private readonly options: InitArgs,
   ) {
     this.urlIndex = startIndex % urls.length;
+    this.cycle = Array.from({ length: urls.length }, (_, i) => i);
+    for (let i = this.cycle.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [this.cycle[i], this.cycle[j]] = [this.cycle[j] ?? 0, this.cycle[i] ?? 0];
+    }
   }
 
   /** Internal state, for post-mortems. */
@@ -265,7 +273,7 @@ class SimAgent {
   private moveOn(delayMs: number): void {
     this.urlsFailed++;
     if (this.urlsFailed % this.urls.length === 0) this.failedRounds++;
-    const next = this.urlIndex + 1;
+    const next = this.cycle[(this.cycle.indexOf(this.urlIndex) + 1) % this.cycle.length] ?? 0;
     this.teardown();
     clearTimeout(this.retryTimer);
     if (delayMs <= 0) this.open(next);
