@@ -264,13 +264,10 @@ class WakeRun implements RunningTask {
     };
     this.fileWritten = writeFileAtomic(this.taskFile, `${JSON.stringify(taskFile)}\n`, 0o600);
     await this.fileWritten;
-    // The agent may have reported (or the task been stopped) while the file was written: the
-    // task is over, and waking an agent for it would start work nobody waits for.
+    // The agent may have reported (or the task been stopped: before the spawn, stop and killNow
+    // settle at once) while the file was written: the task is over, and waking an agent for it
+    // would start work nobody waits for.
     if (this.decided) return;
-    if (this.stopReason !== undefined) {
-      this.settle(stoppedOutcome(this.stopReason, this.assignment.timeoutMs));
-      return;
-    }
     this.cancelDeadline = startDeadline(this.assignment, this);
 
     const [command, ...args] = this.options.argv;
