@@ -142,3 +142,96 @@ describe('HubConnection', () => {
     );
   });
 });
+
+/** Tells every connection on `hub` that it drains, as a stopping replica does. */
+function drain(hub: FakeHub): void {
+  for (const socket of hub.sockets()) socket.emit('hub:draining', {});
+}
+
+/**
+ * The order in which a connection with several URLs moves through them: the first URL first, then
+ * a cycle of its own drawn from `random`, so a fleet configured with one list does not pile onto
+ * the URL listed after a hub that drains or goes away.
+ *
+ * The cycles below follow from the shuffle (Fisher-Yates from the last index) and a constant
+ * source: over 3 URLs, `() => 0` gives A → B → C and `() => 0.5` gives A → C → B; over 4 URLs,
+ * `() => 0.5` gives A → D → B → C.
+ */
+
+describe('HubConnection with several URLs', () => {
+  it(
+    'sends two connections with the same list, leaving the same hub, to different next URLs',
+    async () => {
+      const [a, b, c] = await Promise.all([fakeHub(), fakeHub(), fakeHub()]);
+      const urls = [a.url, b.url, c.url];
+      const one = connect(urls, { failoverAttempts: 1, random: () => 0 }).connection;
+      const two = connect(urls, { failoverAttempts: 1, random: () => 0.5 }).connection;
+      // Both start on the first URL of the list.
+      expect(await once(one, 'connected')).toEqual([a.url]);
+      expect(await once(two, 'connected')).toEqual([a.url]);
+
+      const oneMoved = once(one, 'connected');
+      const twoMoved = once(two, 'connected');
+      drain(a);
+      expect(await oneMoved).toEqual([b.url]);
+      expect(await twoMoved).toEqual([c.url]);
+      expect(b.handshakes).toHaveLength(1);
+      expect(c.handshakes).toHaveLength(1);
+      expect(a.sockets()).toHaveLength(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  it(
+    'tries every URL exactly once per round, in its own order, round after round',
+    async () => {
+      const hubs = await Promise.all([1, 2, 3, 4].map(() => stallingHub()));
+      const names = ['A', 'B', 'C', 'D'];
+      const tried: string[] = [];
+      const eightTried = new Promise<void>((resolve) => {
+        hubs.forEach((hub, i) =>
+          hub.on('handshake', () => {
+            tried.push(names[i] as string);
+            if (tried.length === 8) resolve();
+          }),
+        );
+      });
+      connect(
+        hubs.map((hub) => hub.url),
+        { failoverAttempts: 1, random: () => 0.5, handshakeTimeoutMs: 100 },
+      );
+      await eightTried;
+
+      const [first, second] = [tried.slice(0, 4), tried.slice(4, 8)];
+      expect([...first].sort()).toEqual(names);
+      expect(second).toEqual(first);
+      // Its own cycle from the first URL, not the order of the list.
+      expect(first).toEqual(['A', 'D', 'B', 'C']);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  it(
+    'with one URL, goes back to it as before and draws nothing',
+    async () => {
+      const hub = await fakeHub();
+      let draws = 0;
+      const { connection } = connect([hub.url], {
+        failoverAttempts: 1,
+        random: () => {
+          draws++;
+          return 0.5;
+        },
+      });
+      expect(await once(connection, 'connected')).toEqual([hub.url]);
+
+      const back = once(connection, 'connected');
+      drain(hub);
+      expect(await back).toEqual([hub.url]);
+      expect(connection.url).toBe(hub.url);
+      expect(hub.handshakes).toHaveLength(2);
+      expect(draws).toBe(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
