@@ -75,6 +75,28 @@ describe('an accept from a connection that closes while its script runs', () => 
     await hub.gateway.settled(5000);
   };
 
+  /** The agent's transitions were connect, assign, accept, disconnect: working, without a socket. */
+  const expectWorkingAndDisconnected = async (
+    hub: Hub,
+    prefix: string,
+    agentId: string,
+    msg: TaskAssign,
+  ) => {
+    const events = (await readTransitions(fixture.redis.url, prefix)).filter(
+      (event) => event.agent === agentId,
+    );
+    expect(events.map((event) => event.reason)).toEqual([
+      'connect',
+      'assign',
+      'accept',
+      'disconnect',
+    ]);
+    const record = await hub.agents.get(agentId);
+    expect(record).toMatchObject({ state: 'working', taskId: msg.task.id, token: msg.token });
+    expect(record?.socketId).toBeUndefined();
+    expect(record?.disconnectedAt).toEqual(expect.any(Number));
+  };
+
   /** The replica extends no lease of the agent: a lease round leaves the task's lock to run out. */
   const expectLeaseLeftToRunOut = async (hub: Hub, agentId: string, msg: TaskAssign) => {
     expect(hub.leases.heldBy(agentId)).toBeUndefined();
@@ -92,19 +114,7 @@ describe('an accept from a connection that closes while its script runs', () => 
     const { hub, prefix, agent, msg } = await pushed();
     await acceptThenClose(hub, agent, msg);
 
-    const events = (await readTransitions(fixture.redis.url, prefix)).filter(
-      (event) => event.agent === agent.agentId,
-    );
-    expect(events.map((event) => event.reason)).toEqual([
-      'connect',
-      'assign',
-      'accept',
-      'disconnect',
-    ]);
-    const record = await hub.agents.get(agent.agentId);
-    expect(record).toMatchObject({ state: 'working', taskId: msg.task.id, token: msg.token });
-    expect(record?.socketId).toBeUndefined();
-    expect(record?.disconnectedAt).toEqual(expect.any(Number));
+    await expectWorkingAndDisconnected(hub, prefix, agent.agentId, msg);
     await expectLeaseLeftToRunOut(hub, agent.agentId, msg);
   });
 
@@ -122,20 +132,8 @@ describe('an accept from a connection that closes while its script runs', () => 
 
     await acceptThenClose(hub, agent, msg);
 
-    const events = (await readTransitions(fixture.redis.url, prefix)).filter(
-      (event) => event.agent === agent.agentId,
-    );
     // a replayed accept changes nothing in the record
-    expect(events.map((event) => event.reason)).toEqual([
-      'connect',
-      'assign',
-      'accept',
-      'disconnect',
-    ]);
-    const record = await hub.agents.get(agent.agentId);
-    expect(record).toMatchObject({ state: 'working', taskId: msg.task.id, token: msg.token });
-    expect(record?.socketId).toBeUndefined();
-    expect(record?.disconnectedAt).toEqual(expect.any(Number));
+    await expectWorkingAndDisconnected(hub, prefix, agent.agentId, msg);
     // the accept's answer came last, to a closed connection: the lease is not tracked again
     await expectLeaseLeftToRunOut(hub, agent.agentId, msg);
   });
