@@ -1,4 +1,4 @@
-import { clientAddress } from './handshake-limiter';
+import { clientAddress, limitedNetwork } from './handshake-limiter';
 
 const handshake = (forwarded?: string | string[]) => ({
   address: '::ffff:10.0.0.9',
@@ -23,5 +23,24 @@ describe('clientAddress', () => {
     for (const junk of ['', 'unknown', '198.51.100.7, x'.repeat(1000), '1.2.3.4:80', ' , ']) {
       expect(clientAddress(handshake(junk), true)).toBe('10.0.0.9');
     }
+  });
+});
+
+describe('limitedNetwork', () => {
+  it('counts an IPv6 address as its /64, however it is written; an IPv4 address as itself', () => {
+    for (const address of [
+      '2001:db8:1:2::1',
+      '2001:0DB8:0001:0002:ffff:ffff:ffff:ffff',
+      '2001:db8:1:2:0:0:0:7',
+      '2001:db8:1:2::1.2.3.4',
+      '2001:db8:1:2::',
+      '2001:db8:1:2::1%eth0',
+    ]) {
+      expect(limitedNetwork(address)).toBe('2001:db8:1:2::/64');
+    }
+    expect(limitedNetwork('2001:db8:1:3::1')).toBe('2001:db8:1:3::/64');
+    expect(limitedNetwork('::1')).toBe('0:0:0:0::/64');
+    expect(limitedNetwork('2001:db8::')).toBe('2001:db8:0:0::/64');
+    expect(limitedNetwork('198.51.100.7')).toBe('198.51.100.7');
   });
 });

@@ -8,7 +8,8 @@ const WINDOW_MS = 60_000;
 /**
  * Counts failed sidecar handshakes per client address, cluster-wide (in Redis), and refuses an
  * address over the limit with `E_RATE_LIMITED` for the rest of the minute, before any token is
- * checked: guessing tokens costs a minute per `limit` tries on every replica together.
+ * checked: guessing tokens costs a minute per `limit` tries on every replica together. An IPv6
+ * address counts as its /64 ({@link limitedNetwork}).
  */
 export class HandshakeLimiter {
   constructor(
@@ -18,7 +19,8 @@ export class HandshakeLimiter {
   ) {}
 
   async check(address: string): Promise<void> {
-    const failures = Number((await this.redis.get(this.keys.authFailures(address))) ?? 0);
+    const key = this.keys.authFailures(limitedNetwork(address));
+    const failures = Number((await this.redis.get(key)) ?? 0);
     if (failures >= this.limit) {
       throw new AppError(
         'E_RATE_LIMITED',
@@ -28,7 +30,7 @@ export class HandshakeLimiter {
   }
 
   async recordFailure(address: string): Promise<void> {
-    const key = this.keys.authFailures(address);
+    const key = this.keys.authFailures(limitedNetwork(address));
     await this.redis.multi().incr(key).pexpire(key, WINDOW_MS, 'NX').exec();
   }
 }
@@ -50,6 +52,24 @@ export function clientAddress(
   const entries = (Array.isArray(forwarded) ? forwarded.join(',') : (forwarded ?? '')).split(',');
   const last = unmapped(entries[entries.length - 1]?.trim() ?? '');
   return isIP(last) !== 0 ? last : peer;
+}
+
+/**
+ * What the limit counts an address as: an IPv6 address as its /64 (`2001:db8:1:2::/64`), any
+ * other as it is. An IPv6 client is given a whole /64 (a home, a cloud VM) and may send from any
+ * address in it, so counting each address alone gave it 2^64 allowances of `limit` guesses.
+ */
+export function limitedNetwork(address: string): string {
+  if (isIP(address) !== 6) return address;
+  const [head = '', tail] = address.replace(/%.*$/, '').split('::');
+  const groups = (part: string | undefined): string[] =>
+    // a dotted IPv4 tail (`::1.2.3.4`) takes the last two groups
+    part ? part.split(':').flatMap((g) => (g.includes('.') ? ['0', '0'] : [g])) : [];
+  const front = groups(head);
+  const back = groups(tail);
+  const all = [...front, ...Array<string>(8 - front.length - back.length).fill('0'), ...back];
+  const prefix = all.slice(0, 4).map((g) => parseInt(g, 16).toString(16));
+  return `${prefix.join(':')}::/64`;
 }
 
 /** `::ffff:1.2.3.4` (an IPv4 peer of a dual-stack socket) as `1.2.3.4`. */
