@@ -106,16 +106,10 @@ export class AgentGateway implements AgentNotifier {
         })
         .then((problem) => {
           if (problem !== undefined) throw new AppError('E_UNAVAILABLE', `${problem}; retry later`);
-          return options.limiter.check(address);
+          return options.limiter.run(address, () =>
+            authenticateHandshake(socket.handshake.auth, options.agents),
+          );
         })
-        .then(() =>
-          authenticateHandshake(socket.handshake.auth, options.agents).catch(
-            async (err: unknown) => {
-              if (isAppError(err)) await options.limiter.recordFailure(address);
-              throw err;
-            },
-          ),
-        )
         .then((auth) => {
           socket.data.auth = auth;
           next();

@@ -5,33 +5,87 @@ import type { RedisKeys } from '../redis/keys';
 
 const WINDOW_MS = 60_000;
 
+/** Token checks of one address (network) in flight on this replica, and who waits for one. */
+interface InFlight {
+  count: number;
+  waiting: Array<() => void>;
+}
+
 /**
  * Counts failed sidecar handshakes per client address, cluster-wide (in Redis), and refuses an
  * address over the limit with `E_RATE_LIMITED` for the rest of the minute, before any token is
  * checked: guessing tokens costs a minute per `limit` tries on every replica together. An IPv6
  * address counts as its /64 ({@link limitedNetwork}).
+ *
+ * A failure is counted once its check has failed, so checks sent together would all read the
+ * count from before any of them: one client opening connections first and then sending a
+ * handshake on each at once had every token checked, whatever the limit. On each replica the
+ * checks in flight of an address count as failures to come: a check starts only while the
+ * failures recorded plus the checks in flight are under the limit, and waits for one to end
+ * otherwise (then reads the count again). Honest agents sharing an address (a NAT) reconnecting
+ * together wait for each other a few milliseconds each; a burst of guesses gets at most `limit`
+ * checks per replica past a count it has not reached yet.
  */
 export class HandshakeLimiter {
+  private readonly inFlight = new Map<string, InFlight>();
+
   constructor(
     private readonly redis: Redis,
     private readonly keys: RedisKeys,
     private readonly limit: number,
   ) {}
 
-  async check(address: string): Promise<void> {
-    const key = this.keys.authFailures(limitedNetwork(address));
-    const failures = Number((await this.redis.get(key)) ?? 0);
-    if (failures >= this.limit) {
-      throw new AppError(
-        'E_RATE_LIMITED',
-        'too many failed handshakes from this address; retry in a minute',
-      );
+  /**
+   * Runs `check` (the token check of a handshake from `address`) within the limit: refused with
+   * `E_RATE_LIMITED` when the address is over it, counted as a failure when it throws an
+   * {@link AppError} (any other error is the replica's, not the client's).
+   */
+  async run<T>(address: string, check: () => Promise<T>): Promise<T> {
+    const network = limitedNetwork(address);
+    const key = this.keys.authFailures(network);
+    const slot = await this.acquire(network, key);
+    try {
+      return await check();
+    } catch (err) {
+      if (err instanceof AppError) {
+        await this.redis.multi().incr(key).pexpire(key, WINDOW_MS, 'NX').exec();
+      }
+      throw err;
+    } finally {
+      slot.release();
     }
   }
 
-  async recordFailure(address: string): Promise<void> {
-    const key = this.keys.authFailures(limitedNetwork(address));
-    await this.redis.multi().incr(key).pexpire(key, WINDOW_MS, 'NX').exec();
+  private async acquire(network: string, key: string): Promise<{ release(): void }> {
+    for (;;) {
+      const failures = Number((await this.redis.get(key)) ?? 0);
+      const flight = this.inFlight.get(network) ?? { count: 0, waiting: [] };
+      if (failures >= this.limit) {
+        // the next one waiting learns it too (each refusal wakes one: none is left waiting)
+        this.wakeNext(network, flight);
+        throw new AppError(
+          'E_RATE_LIMITED',
+          'too many failed handshakes from this address; retry in a minute',
+        );
+      }
+      this.inFlight.set(network, flight);
+      if (failures + flight.count < this.limit) {
+        flight.count++;
+        return {
+          release: () => {
+            flight.count--;
+            this.wakeNext(network, flight);
+          },
+        };
+      }
+      await new Promise<void>((resolve) => flight.waiting.push(resolve));
+    }
+  }
+
+  /** Wakes the check waiting longest (it reads the count again); forgets an address left idle. */
+  private wakeNext(network: string, flight: InFlight): void {
+    flight.waiting.shift()?.();
+    if (flight.count === 0 && flight.waiting.length === 0) this.inFlight.delete(network);
   }
 }
 
