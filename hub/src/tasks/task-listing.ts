@@ -24,6 +24,13 @@ const ALL_TYPES = ['active', 'wait', 'prioritized', 'delayed', 'failed', 'comple
  */
 export const MAX_SCANNED_PER_PAGE = 500;
 
+/**
+ * Most reads one page makes (each a round trip or two, whether it finds jobs or not): a walk over
+ * many queues, most of whose job types are empty, or a small `limit` with a state filter that
+ * drops what it reads, ends a page early too.
+ */
+export const MAX_READS_PER_PAGE = 100;
+
 /** Where a walk stopped: a queue and a job type by name (not by index: queues are added). */
 interface Cursor {
   q: string;
@@ -104,8 +111,8 @@ export function encodeCursor(pair: { queue: string; type: string }, at?: Listing
  * `GET /v1/tasks`: walks (queue, BullMQ type) pairs in a fixed order (queues by name), each type
  * oldest first; the cursor names the pair it stopped in, and where in it, so a queue created
  * between pages changes nothing already walked. A page holds at most `limit` tasks and reads at
- * most {@link MAX_SCANNED_PER_PAGE} jobs: it may hold fewer, even none, and still have a
- * `nextCursor`; the walk ends when there is none.
+ * most {@link MAX_SCANNED_PER_PAGE} jobs in at most {@link MAX_READS_PER_PAGE} reads: it may hold
+ * fewer, even none, and still have a `nextCursor`; the walk ends when there is none.
  *
  * Where in a type is not an offset (a task leaving or entering the type would move it, and the
  * next page would miss or repeat one) but the last job read: in a sorted set with its score, in a
@@ -137,7 +144,13 @@ export async function listTasks(
   let at = resumed ? cursor.at : undefined;
   const tasks: TaskView[] = [];
   let scanned = 0;
-  while (p < pairs.length && tasks.length < query.limit && scanned < MAX_SCANNED_PER_PAGE) {
+  let reads = 0;
+  while (
+    p < pairs.length &&
+    tasks.length < query.limit &&
+    scanned < MAX_SCANNED_PER_PAGE &&
+    reads < MAX_READS_PER_PAGE
+  ) {
     const pair = pairs[p]!;
     const known = await deps.redis.sismember(deps.keys.queues, pair.queue);
     if (!known) return { tasks };
@@ -145,11 +158,13 @@ export async function listTasks(
     const need = Math.min(query.limit - tasks.length, MAX_SCANNED_PER_PAGE - scanned);
     const prefix = deps.keys.bullQueuePrefix(pair.queue);
     const read = await readIdsAfter(deps.redis, prefix, pair.type, at, need);
-    scanned += need;
+    reads++;
+    // the jobs read: an empty type costs a read (MAX_READS_PER_PAGE), not a page's worth of jobs
+    scanned += read.ids.length;
     const jobs = await Promise.all(read.ids.map((id) => queue.getJob(id)));
-    for (const job of jobs) {
-      if (!job) continue;
-      const view = await deps.tasks.view(job);
+    // all at once: one after another, each task cost its own round trips (500 tasks, 500+)
+    const views = await Promise.all(jobs.map(async (job) => job && deps.tasks.view(job)));
+    for (const view of views) {
       if (view && (!query.state || view.state === query.state)) tasks.push(view);
     }
     at = read.end;
