@@ -470,6 +470,51 @@ describe('task views at their edges', () => {
     expect((await api(hub.url, 'GET', `/v1/tasks/${id}`)).status).toBe(404);
   });
 
+  it('fails a task cancelled while its retry waits for its backoff as cancelled: its logs and attempts kept, retryable', async () => {
+    const queue = newQueue();
+    const agent = await TestAgent.register(hub.url, `agent-${randomBytes(4).toString('hex')}`, [
+      queue,
+    ]);
+    agents.push(agent);
+    const assigned = agent.nextAssignment();
+    const { body: created } = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+      queue,
+      payload: {},
+      attempts: 3,
+      backoff: { type: 'fixed', delayMs: 600_000 },
+    });
+    const msg = await assigned;
+    await agent.accept(msg);
+    await agent.send('task:log', { taskId: msg.task.id, token: msg.token, lines: ['line one'] });
+    expect(await agent.fail(msg, { error: 'boom', retryable: true })).toEqual({ ok: true });
+    const task = () => api<TaskView>(hub.url, 'GET', `/v1/tasks/${created.id}`);
+    expect((await task()).body).toMatchObject({ state: 'delayed', error: 'boom' });
+
+    expect(await api(hub.url, 'POST', `/v1/tasks/${created.id}/cancel`)).toEqual({
+      status: 200,
+      body: { id: created.id, state: 'cancelled' },
+    });
+    expect((await task()).body).toMatchObject({
+      state: 'cancelled',
+      attempt: 1,
+      attemptsMade: 1,
+      error: 'cancelled by an operator',
+    });
+    expect((await api(hub.url, 'GET', `/v1/tasks/${created.id}/logs`)).body).toEqual({
+      logs: ['line one'],
+      count: 1,
+    });
+    // a second cancel answers the same; a retry runs it again, with its attempts anew
+    expect((await api(hub.url, 'POST', `/v1/tasks/${created.id}/cancel`)).status).toBe(200);
+    const again = agent.nextAssignment();
+    expect((await api(hub.url, 'POST', `/v1/tasks/${created.id}/retry`)).status).toBe(200);
+    const rerun = await again;
+    expect(rerun).toMatchObject({ task: { id: created.id }, attempt: 1, attempts: 3 });
+    await agent.accept(rerun);
+    expect(await agent.complete(rerun, 'done')).toEqual({ ok: true });
+    expect((await task()).body).toMatchObject({ state: 'completed', result: 'done' });
+  });
+
   it('answers the logs of a task cancelled before it ran: none', async () => {
     const id = await create(newQueue());
     expect((await api(hub.url, 'POST', `/v1/tasks/${id}/cancel`)).status).toBe(200);

@@ -19,11 +19,18 @@ export interface CancelOutcome {
 
 /** See `cancelTask.lua`. */
 type CancelTaskReply =
-  ['gone'] | ['completed'] | ['failed', string] | ['running', string | null] | ['removed'];
+  | ['gone']
+  | ['completed']
+  | ['failed', string]
+  | ['running', string | null]
+  | ['removed']
+  | ['cancelled'];
 
 /**
  * Cancels a task from any replica. A waiting or delayed task is removed at once (a record of it
- * stays, so the API shows it `cancelled`, and so does its idempotency key). A running one gets
+ * stays, so the API shows it `cancelled`, and so does its idempotency key); one that was started
+ * before (a retry waiting for its backoff) is failed as `cancelled` where it waits, keeping its
+ * logs and attempts, and can be retried. A running one gets
  * `task:cancel` at its agent, wherever it is connected; the agent kills its process group and
  * reports, and the task fails as `cancelled` without retry. The request is kept, so a task that
  * comes back to wait before its agent reported (the agent vanished) is cancelled when next
@@ -62,10 +69,19 @@ export class TaskCancellation {
         keys.cancelledTask(taskId),
         keys.cancelRequested(taskId),
       ],
-      [taskId, keys.bullQueuePrefix(job.queueName), record(job, reason), reason, CANCEL_TTL_MS],
+      [
+        taskId,
+        keys.bullQueuePrefix(job.queueName),
+        record(job, reason),
+        reason,
+        CANCEL_TTL_MS,
+        `${CANCELLED_PREFIX}${reason}`,
+        Date.now(),
+      ],
     );
     switch (reply[0]) {
       case 'removed':
+      case 'cancelled':
         return { id: taskId, state: 'cancelled' };
       case 'gone':
         return this.cancelledBefore(taskId);

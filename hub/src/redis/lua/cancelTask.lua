@@ -5,10 +5,15 @@
   - completed, or failed: nothing is changed; the caller answers as for a finished task.
   - active (locked, or in the active list): the cancel request is written; the caller tells the
     agent that holds the lock (its token is returned) to stop.
-  - waiting, delayed, prioritized (anything else): BullMQ's own `removeJob` removes the job and
-    the record of the cancelled task is written. Its idempotency key is kept for the rest of
-    its TTL (BullMQ drops it on removal), so a repeated create answers this task, `cancelled`,
-    instead of creating another.
+  - waiting, delayed, prioritized after an attempt (a retry waiting for its backoff, a task put
+    back to wait): failed as cancelled where it is, as a running task's cancel ends: it keeps
+    its logs and its attempts, and can be retried (removed, it lost them, and a retry was
+    refused as for a task cancelled before it ran). The cancel request is written too, as for
+    a running task.
+  - waiting, delayed, prioritized before any attempt: BullMQ's own `removeJob` removes the job
+    and the record of the cancelled task is written. Its idempotency key is kept for the rest
+    of its TTL (BullMQ drops it on removal), so a repeated create answers this task,
+    `cancelled`, instead of creating another.
 
   This file is the body of a script that scripts.ts composes: BullMQ's `removeJob` (its own
   script text, from the installed bullmq package) comes first, as a local function of
@@ -24,6 +29,8 @@
   ARGV[3]  the record (JSON), written when the job is removed
   ARGV[4]  the reason, the value of the cancel request
   ARGV[5]  TTL of the record and of the cancel request (ms)
+  ARGV[6]  the failed reason of a task failed as cancelled (`[cancelled] ` .. reason)
+  ARGV[7]  now (ms)
 
   Returns:
     { "gone" }                    no such job (removed or trimmed since the caller read it)
@@ -31,6 +38,7 @@
     { "failed", failedReason }
     { "running", token or false } the cancel request is written
     { "removed" }                 removed, its record written
+    { "cancelled" }               failed as cancelled (it had been started before)
 ]]
 local jobKey, taskId, prefix = KEYS[1], ARGV[1], ARGV[2]
 
@@ -47,6 +55,28 @@ local token = redis.call("GET", jobKey .. ":lock")
 if token or redis.call("LPOS", prefix .. "active", taskId) then
   redis.call("SET", KEYS[4], ARGV[4], "PX", ARGV[5])
   return { "running", token or false }
+end
+
+-- Started before: failed as cancelled where it waits (the steps of BullMQ's own failure that
+-- apply to a job nobody holds: out of the wait list or sets, into the failed set, an event)
+local started = tonumber(redis.call("HGET", jobKey, "ats") or "0") > 0
+  or tonumber(redis.call("HGET", jobKey, "atm") or "0") > 0
+if started then
+  local prev = "waiting"
+  if redis.call("ZREM", prefix .. "delayed", taskId) == 1 then
+    prev = "delayed"
+  elseif redis.call("ZREM", prefix .. "prioritized", taskId) == 1 then
+    prev = "prioritized"
+  else
+    redis.call("LREM", prefix .. "wait", 0, taskId)
+    redis.call("LREM", prefix .. "paused", 0, taskId)
+  end
+  redis.call("HSET", jobKey, "failedReason", ARGV[6], "finishedOn", ARGV[7])
+  redis.call("ZADD", prefix .. "failed", ARGV[7], taskId)
+  redis.call("XADD", prefix .. "events", "*", "event", "failed", "jobId", taskId,
+    "failedReason", ARGV[6], "prev", prev)
+  redis.call("SET", KEYS[4], ARGV[4], "PX", ARGV[5])
+  return { "cancelled" }
 end
 
 -- BullMQ's removal drops the job's deduplication key: it is put back with the TTL it had left
