@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { PROTOCOL_VERSION, type TaskAssign } from '@agentcom/shared';
@@ -10,6 +10,7 @@ import type { Logger } from './logger';
 import { startDaemon, type Daemon, type DaemonEvents } from './daemon';
 import { EXIT_CODES } from './exit-codes';
 import { INTERRUPTED_ERROR, STATE_FILE_NAME } from './outbox/outbox';
+import { StateFileError } from './outbox/state-file-error';
 import { StateDirInUseError } from './outbox/state-lock';
 import { ipcRequest } from './ipc/ipc-client';
 import { FakeHub, type Responder } from './test-support/fake-hub';
@@ -153,7 +154,7 @@ async function stateFile(): Promise<unknown> {
 
 /** The state file a previous sidecar process would have left (version 1). */
 async function leaveStateFile(state: { current?: object; outbox?: object[] }): Promise<void> {
-  await mkdir(join(dir, 'state'), { recursive: true });
+  await mkdir(join(dir, 'state'), { recursive: true, mode: 0o700 });
   await writeFile(
     join(dir, 'state', STATE_FILE_NAME),
     JSON.stringify({ version: 1, outbox: [], ...state }),
@@ -778,6 +779,34 @@ describe('daemon', () => {
           taskId: 't9',
           msg: expect.stringMatching(/^no handler process is recorded .* none was signalled/),
         }),
+      );
+    });
+
+    it.each(['777', '770', '703'])(
+      'refuses a state dir of mode %s, whose IPC socket another user could replace',
+      async (mode) => {
+        const hub = await startHub();
+        const stateDir = join(dir, 'state');
+        await mkdir(stateDir);
+        await chmod(stateDir, parseInt(mode, 8));
+        const refused = start([hub.url]);
+        await expect(refused).rejects.toBeInstanceOf(StateFileError);
+        await expect(refused).rejects.toThrow(
+          `${stateDir} is writable by group or others (mode ${mode})`,
+        );
+        expect(existsSync(join(stateDir, 'sidecar.lock'))).toBe(false);
+        expect(existsSync(join(stateDir, 'sidecar.sock'))).toBe(false);
+      },
+    );
+
+    it('starts in a state dir that others may only read, warning about it', async () => {
+      const hub = await startHub();
+      await mkdir(join(dir, 'state'));
+      await chmod(join(dir, 'state'), 0o755);
+      const { logger, entries } = recordingLogger();
+      await start([hub.url], {}, logger);
+      expect(entries().map((entry) => entry.msg)).toContainEqual(
+        expect.stringMatching(/^the state dir is open to group or others/),
       );
     });
 

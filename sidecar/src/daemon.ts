@@ -8,7 +8,7 @@ import type { DaemonEvents } from './daemon-events';
 import { EXIT_CODES, type ExitCode } from './exit-codes';
 import { createLogger, type Logger } from './logger';
 import { Outbox } from './outbox/outbox';
-import { asStateFileError } from './outbox/state-file-error';
+import { asStateFileError, StateFileError } from './outbox/state-file-error';
 import { acquireStateLock, type StateLock } from './outbox/state-lock';
 import type { HeldTask, Report } from './outbox/state-schema';
 import { createIpcHandler } from './ipc/ipc-handler';
@@ -78,6 +78,16 @@ export async function startDaemon(
     dirMode = (await stat(config.stateDir)).mode & 0o777;
   } catch (err) {
     throw unusableDir(err);
+  }
+  // Whoever may write the dir may replace its IPC socket (and take the agent's `done`), state.json
+  // or current.json: refused, as a token file open to others is.
+  if ((dirMode & 0o022) !== 0) {
+    throw new StateFileError(
+      config.stateDir,
+      'EPERM',
+      `${config.stateDir} is writable by group or others (mode ${dirMode.toString(8)}): another ` +
+        `user could replace its IPC socket or state file; make it owner-only: chmod 700 ${config.stateDir}`,
+    );
   }
   if ((dirMode & 0o077) !== 0) {
     logger.warn(
