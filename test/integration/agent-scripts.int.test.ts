@@ -884,10 +884,11 @@ describe('agent Lua scripts against a real redis-server', () => {
       await idleAgent('a', ['q1'], 10);
       await idleAgent('b', ['q1'], 20);
       clock = 5000;
+      const tokenHash = 'h'.repeat(64);
       const presences = await store.heartbeats([
-        { agentId: 'a', socketId: 's-a' },
-        { agentId: 'b', socketId: 'an-old-socket' },
-        { agentId: 'ghost', socketId: 's-ghost' },
+        { agentId: 'a', socketId: 's-a', tokenHash },
+        { agentId: 'b', socketId: 'an-old-socket', tokenHash },
+        { agentId: 'ghost', socketId: 's-ghost', tokenHash },
       ]);
       expect(presences).toEqual([
         {
@@ -909,6 +910,24 @@ describe('agent Lua scripts against a real redis-server', () => {
       expect(await redis.hget(keys.agent('a'), 'lastHeartbeatAt')).toBe('5000');
       expect(await redis.hget(keys.agent('b'), 'lastHeartbeatAt')).toBeNull();
       expect(await redis.exists(keys.agent('ghost'))).toBe(0);
+    });
+
+    it('flags a connection whose token the record no longer holds, and records no time for it', async () => {
+      await idleAgent('rotated', ['q1'], 10);
+      await idleAgent('revoked', ['q1'], 10);
+      await store.register('rotated', 'n'.repeat(64));
+      await store.revokeToken('revoked');
+      clock = 6000;
+      const old = 'h'.repeat(64);
+      const presences = await store.heartbeats([
+        { agentId: 'rotated', socketId: 's-rotated', tokenHash: old },
+        { agentId: 'revoked', socketId: 's-revoked', tokenHash: old },
+        { agentId: 'rotated', socketId: 's-rotated', tokenHash: 'n'.repeat(64) },
+      ]);
+      expect(presences.map((p) => p?.tokenRevoked)).toEqual([true, true, undefined]);
+      // only the heartbeat with the record's token counts as the agent's
+      expect(await redis.hget(keys.agent('rotated'), 'lastHeartbeatAt')).toBe('6000');
+      expect(await redis.hget(keys.agent('revoked'), 'lastHeartbeatAt')).toBeNull();
     });
   });
 });

@@ -544,6 +544,30 @@ describe('HTTP API', () => {
       }
     });
 
+    it('ends a connection whose token was revoked at its next heartbeat when the message closing it was lost', async () => {
+      // Redis pub/sub delivers at most once: a revoke's disconnect can miss a replica whose
+      // subscriber is reconnecting. Revoked here without that message (the store alone).
+      const agent = await TestAgent.register(hub.url, 'unheard-revoke', ['revq']);
+      try {
+        expect(await agent.send('agent:heartbeat', {})).toMatchObject({ ok: true });
+        expect(await hub.agents.revokeToken('unheard-revoke')).toBe(true);
+        const told = new Promise((resolve) => agent.socket.once('hub:error', resolve));
+        const closed = agent.disconnected();
+        expect(await agent.send('agent:heartbeat', {})).toEqual({
+          ok: false,
+          code: 'E_UNAUTHORIZED',
+          message: 'the agent token was revoked or replaced',
+        });
+        expect(await told).toEqual({
+          code: 'E_UNAUTHORIZED',
+          message: 'the agent token was revoked or replaced',
+        });
+        expect(await closed).toBe('io server disconnect');
+      } finally {
+        agent.close();
+      }
+    });
+
     it('refuses a connection whose token is revoked between its handshake and its connect', async () => {
       // The revoke's disconnect goes to the agent's room before the new socket has joined it:
       // here it lands right after the handshake read the record.

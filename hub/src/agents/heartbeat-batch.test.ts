@@ -18,9 +18,9 @@ describe('HeartbeatBatch', () => {
       return beats.map((b) => (b.agentId === 'ghost' ? undefined : presence(b)));
     }, 20);
     const answers = await Promise.all([
-      batch.check({ agentId: 'a', socketId: 's1' }),
-      batch.check({ agentId: 'ghost', socketId: 's2' }),
-      batch.check({ agentId: 'b', socketId: 's3' }),
+      batch.check({ agentId: 'a', socketId: 's1', tokenHash: 'h' }),
+      batch.check({ agentId: 'ghost', socketId: 's2', tokenHash: 'h' }),
+      batch.check({ agentId: 'b', socketId: 's3', tokenHash: 'h' }),
     ]);
     expect(calls).toHaveLength(1);
     expect(calls[0]?.map((b) => b.agentId)).toEqual(['a', 'ghost', 'b']);
@@ -39,8 +39,8 @@ describe('HeartbeatBatch', () => {
     );
     // a 60 s window: only the size limit can send these two
     await Promise.all([
-      batch.check({ agentId: 'a', socketId: 's1' }),
-      batch.check({ agentId: 'b', socketId: 's2' }),
+      batch.check({ agentId: 'a', socketId: 's1', tokenHash: 'h' }),
+      batch.check({ agentId: 'b', socketId: 's2', tokenHash: 'h' }),
     ]);
     expect(sizes).toEqual([2]);
   });
@@ -52,12 +52,14 @@ describe('HeartbeatBatch', () => {
       return beats.map(presence);
     }, 5);
     const failed = await Promise.allSettled([
-      batch.check({ agentId: 'a', socketId: 's1' }),
-      batch.check({ agentId: 'b', socketId: 's2' }),
+      batch.check({ agentId: 'a', socketId: 's1', tokenHash: 'h' }),
+      batch.check({ agentId: 'b', socketId: 's2', tokenHash: 'h' }),
     ]);
     expect(failed.map((r) => r.status)).toEqual(['rejected', 'rejected']);
     fail = false;
-    expect((await batch.check({ agentId: 'a', socketId: 's1' }))?.state).toBe('idle');
+    expect((await batch.check({ agentId: 'a', socketId: 's1', tokenHash: 'h' }))?.state).toBe(
+      'idle',
+    );
   });
 
   it('gives a heartbeat of a connection whose check is unanswered that answer, adding no check', async () => {
@@ -67,20 +69,22 @@ describe('HeartbeatBatch', () => {
       calls.push([...beats]);
       return new Promise((resolve) => (answer = () => resolve(beats.map(presence))));
     }, 5);
-    const first = batch.check({ agentId: 'a', socketId: 's1' });
+    const first = batch.check({ agentId: 'a', socketId: 's1', tokenHash: 'h' });
     await new Promise((resolve) => setTimeout(resolve, 20)); // the first check is sent by now
-    const again = [1, 2, 3].map(() => batch.check({ agentId: 'a', socketId: 's1' }));
-    const other = batch.check({ agentId: 'a', socketId: 's2' });
+    const again = [1, 2, 3].map(() =>
+      batch.check({ agentId: 'a', socketId: 's1', tokenHash: 'h' }),
+    );
+    const other = batch.check({ agentId: 'a', socketId: 's2', tokenHash: 'h' });
     answer();
     expect(await Promise.all([first, ...again])).toEqual(
-      Array(4).fill(presence({ agentId: 'a', socketId: 's1' })),
+      Array(4).fill(presence({ agentId: 'a', socketId: 's1', tokenHash: 'h' })),
     );
     await new Promise((resolve) => setTimeout(resolve, 20)); // the second connection's batch is sent
     answer();
     expect((await other)?.socketId).toBe('s2');
     expect(calls.map((beats) => beats.map((b) => b.socketId))).toEqual([['s1'], ['s2']]);
     // answered: the next heartbeat is checked again
-    const next = batch.check({ agentId: 'a', socketId: 's1' });
+    const next = batch.check({ agentId: 'a', socketId: 's1', tokenHash: 'h' });
     await new Promise((resolve) => setTimeout(resolve, 20));
     answer();
     await next;

@@ -4,6 +4,8 @@ export interface Heartbeat {
   agentId: string;
   /** The connection the heartbeat came on. */
   socketId: string;
+  /** The hash of the token that connection authenticated with. */
+  tokenHash: string;
 }
 
 type CheckMany = (beats: readonly Heartbeat[]) => Promise<Array<AgentPresence | undefined>>;

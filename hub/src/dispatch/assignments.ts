@@ -56,6 +56,9 @@ const REPORT_LOCK_WAIT_MS = 7_000;
  * before anything else); within this much it may have been sent before.
  */
 const UNRECEIVED_PUSH_AFTER_MS = 1_000;
+
+/** Why a connection whose token is no longer the agent's is ended (as `AgentControl` says it). */
+const TOKEN_REVOKED = 'the agent token was revoked or replaced';
 /**
  * The longest rest a rate limit the agent reports can give it, from now (as long as the
  * sidecar's `--retry-after` may be): a time beyond, such as microseconds sent for milliseconds,
@@ -519,15 +522,32 @@ export class AssignmentService {
    * assignment it cancels). The check is part of the batched heartbeat script: no round trip more.
    * `resend`: the record, on this connection, is `assigned` a task the heartbeat does not name,
    * since long enough for the push to have arrived ({@link unreceivedPush}); the caller sends it
-   * on this connection, ahead of the ack.
+   * on this connection, ahead of the ack. `revoked`: the record's token is no longer the one the
+   * connection authenticated with (`tokenHash`): the token was revoked or replaced and the
+   * message that closes its connections did not reach this replica (Redis pub/sub delivers at
+   * most once); the caller ends the connection as that message would have.
    */
   async heartbeat(
     agentId: string,
     socketId: string,
+    tokenHash: string,
     taskId?: string,
     token?: string,
-  ): Promise<{ ack: HeartbeatAck; stale: boolean; cancel?: TaskCancel; resend?: TaskAssign }> {
-    const presence = await this.heartbeats.check({ agentId, socketId });
+  ): Promise<{
+    ack: HeartbeatAck;
+    stale: boolean;
+    revoked?: true;
+    cancel?: TaskCancel;
+    resend?: TaskAssign;
+  }> {
+    const presence = await this.heartbeats.check({ agentId, socketId, tokenHash });
+    if (presence?.tokenRevoked) {
+      return {
+        ack: { ok: false, code: 'E_UNAUTHORIZED', message: TOKEN_REVOKED },
+        stale: false,
+        revoked: true,
+      };
+    }
     const stale = presence?.socketId !== socketId;
     if (!stale) this.options.leases.beat(agentId);
     if (!stale) this.reconcile(agentId, presence, taskId);

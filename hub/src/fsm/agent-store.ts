@@ -88,6 +88,11 @@ export interface AgentPresence {
    * to cancel (absent otherwise).
    */
   cancelRequested?: true;
+  /**
+   * True when the record's token hash is not the one the heartbeat's connection authenticated
+   * with: the token was revoked or replaced (absent otherwise).
+   */
+  tokenRevoked?: true;
 }
 
 export type IndexName = 'ackDeadlines' | 'disconnected' | 'cooldowns' | 'runDeadlines';
@@ -517,18 +522,23 @@ export class AgentStore {
    * connection, the same call tells whether a cancel of its task is pending (`cancelRequested`).
    */
   async heartbeats(
-    beats: ReadonlyArray<{ agentId: string; socketId: string }>,
+    beats: ReadonlyArray<{ agentId: string; socketId: string; tokenHash: string }>,
   ): Promise<Array<AgentPresence | undefined>> {
     if (beats.length === 0) return [];
     const flat = await this.scripts.heartbeats(
       beats.map((b) => this.keys.agent(b.agentId)),
-      [String(this.now()), ...beats.map((b) => b.socketId), this.keys.cancelRequestedPrefix],
+      [
+        String(this.now()),
+        ...beats.map((b) => b.socketId),
+        this.keys.cancelRequestedPrefix,
+        ...beats.map((b) => b.tokenHash),
+      ],
     );
     const value = (v: string | undefined) => (v === undefined || v === '' ? undefined : v);
     return beats.map((_, i) => {
-      const [state, socketId, taskId, token, taskQueue, assignedAt, cancel] = flat.slice(
-        i * 7,
-        i * 7 + 7,
+      const [state, socketId, taskId, token, taskQueue, assignedAt, cancel, revoked] = flat.slice(
+        i * 8,
+        i * 8 + 8,
       );
       if (!state) return undefined;
       const presence: AgentPresence = {
@@ -540,6 +550,7 @@ export class AgentStore {
         assignedAt: assignedAt ? Number(assignedAt) : undefined,
       };
       if (cancel === '1') presence.cancelRequested = true;
+      if (revoked === '1') presence.tokenRevoked = true;
       return presence;
     });
   }

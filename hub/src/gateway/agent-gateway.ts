@@ -17,6 +17,7 @@ import type { AgentStore } from '../fsm/agent-store';
 import type { Logger } from '../logger';
 import { settlesWithin } from '../stop-bounds';
 import { authenticateHandshake } from './auth';
+import { hashToken } from '../auth/tokens';
 import { clientAddress, type HandshakeLimiter } from './handshake-limiter';
 import { parseClientEvent, runClientEvent, type HandlerContext } from './event-handlers';
 import {
@@ -225,7 +226,13 @@ export class AgentGateway implements AgentNotifier {
       agentId,
       socketId: socket.id,
       hubId: this.options.hubId,
+      tokenHash: hashToken(auth.token),
       dropConnection: () => void this.resync(socket, log),
+      endConnection: (refusal) => {
+        log.warn({ code: refusal.code }, `${refusal.message}: closing the connection`);
+        socket.emit('hub:error', refusal);
+        setImmediate(() => socket.disconnect(true));
+      },
       isConnected: () => socket.connected,
       cancelTask: (msg) => {
         log.info({ taskId: msg.taskId }, 'a cancel of the task is pending: sending it again');

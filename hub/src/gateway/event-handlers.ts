@@ -19,8 +19,12 @@ export interface HandlerContext {
   socketId: string;
   /** This replica's HUB_ID, returned in heartbeat acks. */
   hubId: string;
+  /** The hash of the token this connection authenticated with. */
+  tokenHash: string;
   /** Closes this connection (the sidecar reconnects and re-announces). */
   dropConnection: () => void;
+  /** Sends `hub:error` with this refusal, then closes the connection (after the ack is out). */
+  endConnection: (refusal: { code: 'E_UNAUTHORIZED'; message: string }) => void;
   /** False once this connection closed (its disconnect is being recorded). */
   isConnected: () => boolean;
   /** Sends `task:cancel` on this connection. */
@@ -55,12 +59,15 @@ export const EVENT_HANDLERS: { [E in ClientEventName]: Handler } = {
   'task:fail': (ctx, msg: Parameters<AssignmentService['fail']>[1]) =>
     ctx.assignments.fail(ctx.agentId, msg),
   'agent:heartbeat': async (ctx, msg: { taskId?: string; token?: string }) => {
-    const { ack, stale, cancel, resend } = await ctx.assignments.heartbeat(
+    const { ack, stale, revoked, cancel, resend } = await ctx.assignments.heartbeat(
       ctx.agentId,
       ctx.socketId,
+      ctx.tokenHash,
       msg.taskId,
       msg.token,
     );
+    // revoked or replaced, and the message that ends its connections did not come here
+    if (revoked && !ack.ok) ctx.endConnection({ code: 'E_UNAUTHORIZED', message: ack.message });
     if (stale) setImmediate(ctx.dropConnection);
     // a pending operator cancel the agent may have missed: sent again, ahead of the ack
     if (cancel) ctx.cancelTask(cancel);
