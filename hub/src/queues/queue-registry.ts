@@ -121,18 +121,17 @@ export class QueueRegistry {
 
   /**
    * Moves delayed jobs of the open queues that are due now to wait (at most
-   * {@link MAX_PROMOTED_PER_QUEUE} per queue), and returns the names of the queues that got any.
-   * BullMQ promotes due jobs only when a job is fetched, and dispatch fetches only for an idle
-   * agent: while every agent was busy, a task already due stayed `delayed` in the API, the
-   * queue counts and Bull Board, and out of the `waiting` backlog. One `ZRANGEBYSCORE` per open
-   * queue; each due job is promoted by BullMQ's own `promote`, atomic against a fetch that
-   * promotes it first (that one is skipped).
+   * {@link MAX_PROMOTED_PER_QUEUE} per queue and call). BullMQ promotes due jobs only when a job
+   * is fetched, and dispatch fetches only for an idle agent: while every agent was busy, a task
+   * already due stayed `delayed` in the API, the queue counts and Bull Board, and out of the
+   * `waiting` backlog. One `ZRANGEBYSCORE` per open queue; the due jobs are promoted together
+   * (pipelined), each by BullMQ's own `promote`, atomic against a fetch or another replica that
+   * promotes it first (that one is refused, and skipped here).
    */
-  async promoteDue(now: number = Date.now()): Promise<string[]> {
+  async promoteDue(now: number = Date.now()): Promise<void> {
     const { connection, keys } = this.options;
-    const promoted: string[] = [];
     for (const name of this.names()) {
-      if (this.closed) break;
+      if (this.closed) return;
       // BullMQ's own bound for "due": every score below (now + 1) * 0x1000
       const due = await connection.zrangebyscore(
         keys.bullDelayed(name),
@@ -142,22 +141,10 @@ export class QueueRegistry {
         0,
         MAX_PROMOTED_PER_QUEUE,
       );
-      let moved = 0;
-      for (const id of due) {
-        const job = await this.job(name, id);
-        // a fetch (or another replica's tick) promoted it first: nothing to do
-        if (
-          job &&
-          (await job.promote().then(
-            () => true,
-            () => false,
-          ))
-        )
-          moved++;
-      }
-      if (moved > 0) promoted.push(name);
+      await Promise.all(
+        due.map(async (id) => (await this.job(name, id))?.promote().catch(() => undefined)),
+      );
     }
-    return promoted;
   }
 
   private async create(name: string): Promise<QueueHandle> {
