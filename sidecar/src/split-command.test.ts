@@ -18,6 +18,7 @@ describe('splitCommand', () => {
     [`path\\ with\\ spaces next`, ['path with spaces', 'next']],
     ['line \\\n continued', ['line', 'continued']],
     ['json {"a":1}', ['json', '{a:1}']],
+    [`tag a#b "#c" \\#d '~' x~ "~"`, ['tag', 'a#b', '#c', '#d', '~', 'x~', '~']],
     ['', []],
   ])('splits %j', (line, argv) => {
     expect(splitCommand(line)).toEqual(argv);
@@ -33,6 +34,9 @@ describe('splitCommand', () => {
     ['echo $HOME', /"\$"/],
     ['echo "$HOME"', /"\$"/],
     ['echo `id`', /"`"/],
+    ['claude -p # --dangerously-skip-permissions', /"#" at position 11 needs a shell/],
+    ['claude -p \\\n# --verbose', /"#"/],
+    ['node ~/handler.js', /"~" at position 6 needs a shell/],
   ])('refuses %j', (line, message) => {
     expect(() => splitCommand(line)).toThrow(SplitCommandError);
     expect(() => splitCommand(line)).toThrow(message);

@@ -7,8 +7,9 @@
  *   escapes `"`, `\`, `$` and `` ` `` only; outside quotes a backslash escapes any character.
  * - Quoted and unquoted parts next to each other form one word (`a"b c"` is `ab c`); `""` is an
  *   empty word.
- * - Unquoted `| & ; < > ( )`, and `$` or `` ` `` outside single quotes, are refused rather than
- *   passed on literally: they mean the user expected a shell (write `sh -c '...'` for that).
+ * - Unquoted `| & ; < > ( )`, `#` or `~` starting a word, and `$` or `` ` `` outside single
+ *   quotes, are refused rather than passed on literally: they mean the user expected a shell
+ *   (write `sh -c '...'` for that).
  */
 export function splitCommand(line: string): string[] {
   const words: string[] = [];
@@ -24,6 +25,9 @@ export function splitCommand(line: string): string[] {
       i++;
       continue;
     }
+    // At the start of a word a shell reads `#` as a comment and `~` as the home directory: taken
+    // literally, a commented-out flag would be passed to the command, `~/x` would name no file.
+    if (!inWord && (ch === '#' || ch === '~')) throw refusedCharacter(ch, i);
     inWord = true;
     if (ch === "'") {
       const end = line.indexOf("'", i + 1);

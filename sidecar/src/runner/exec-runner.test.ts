@@ -118,6 +118,28 @@ describe('ExecRunner', () => {
       const grandchild = Number((await sink.next(/^grandchild /)).split(' ')[1]);
       expect(isProcessGone(grandchild)).toBe(true);
     });
+
+    it('takes a last line without a newline as the result when a process outside its group holds stdout', async () => {
+      const sink = new LineRecorder();
+      const run = nodeRunner(
+        `const { spawn } = require('node:child_process');
+         const holder = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], {
+           stdio: ['ignore', 'inherit', 'ignore'],
+           detached: true,
+         });
+         holder.unref();
+         console.log('holder ' + holder.pid);
+         console.log('{"step":1}');
+         process.stdout.write('{"ok":true}');`,
+      ).start(assignment(), sink);
+      const holder = Number((await sink.next(/^holder /)).split(' ')[1]);
+      try {
+        await expect(run.outcome).resolves.toEqual({ type: 'complete', result: { ok: true } });
+        expect(sink.lines.at(-1)).toBe('{"ok":true}');
+      } finally {
+        process.kill(holder, 'SIGKILL');
+      }
+    });
   });
 
   describe('while the command runs', () => {
@@ -241,6 +263,14 @@ describe('ExecRunner', () => {
       expect(Date.now() - started).toBeGreaterThanOrEqual(1000 + 300);
       await waitUntil(() => isProcessGone(leader ?? 0), 'the leader is gone', 2000);
       await waitUntil(() => isProcessGone(grandchild ?? 0), 'the grandchild is gone', 2000);
+    });
+
+    it('lets a task run whose timeoutMs is longer than one timer holds (2^31 - 1 ms)', async () => {
+      const run = nodeRunner(`console.log('{"ok":true}');`).start(
+        assignment({ timeoutMs: 30 * 24 * 60 * 60 * 1000 }),
+        new LineRecorder(),
+      );
+      await expect(run.outcome).resolves.toEqual({ type: 'complete', result: { ok: true } });
     });
   });
 

@@ -4,7 +4,7 @@ import type { TaskAssign } from '@agentcom/shared';
 import type { Logger } from '../logger';
 import { watchProcess } from './group-process';
 import { ProcessGroup } from './process-group';
-import { splitLines } from './line-splitter';
+import { splitLines, type LineSplitter } from './line-splitter';
 import { identifyProcess } from './process-identity';
 import {
   LineTail,
@@ -142,12 +142,12 @@ class ExecRun implements RunningTask {
     child.stdin.end(input);
 
     let lastLine: LastLine | undefined;
-    splitLines(child.stdout, MAX_STDOUT_LINE_BYTES, (line, cut) => {
+    const stdoutLines = splitLines(child.stdout, MAX_STDOUT_LINE_BYTES, (line, cut) => {
       if (line.trim() !== '') lastLine = { text: line.trim(), cut };
       this.sink.log(line);
     });
     const stderrTail = new LineTail();
-    splitLines(child.stderr, MAX_OUTPUT_LINE_BYTES, (line) => {
+    const stderrLines = splitLines(child.stderr, MAX_OUTPUT_LINE_BYTES, (line) => {
       stderrTail.push(line);
       this.logger.info({ stream: 'stderr', line }, 'task stderr');
     });
@@ -160,7 +160,7 @@ class ExecRun implements RunningTask {
       this.logger.warn('the task process exited but left processes in its group: terminating them');
     }
     if (this.stopReason !== undefined || leftovers) await group.terminate();
-    await this.drainOutput(child, closed);
+    await this.drainOutput(child, closed, [stdoutLines, stderrLines]);
     this.logger.info({ code, signal, stopReason: this.stopReason }, 'task process ended');
 
     if (this.stopReason !== undefined) {
@@ -169,8 +169,16 @@ class ExecRun implements RunningTask {
     return exitOutcome(code, signal, lastLine, stderrTail.text());
   }
 
-  /** Waits for the output pipes to close, unless a process that left the group keeps them open. */
-  private async drainOutput(child: TaskChild, closed: Promise<void>): Promise<void> {
+  /**
+   * Waits for the output pipes to close, unless a process that left the group keeps them open.
+   * Closed by force, a pipe never ends: the line it was in (the result, printed without a
+   * newline) is emitted as its end would.
+   */
+  private async drainOutput(
+    child: TaskChild,
+    closed: Promise<void>,
+    splitters: readonly LineSplitter[],
+  ): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     const drained = await Promise.race([
       closed.then(() => true),
@@ -185,6 +193,8 @@ class ExecRun implements RunningTask {
       );
       child.stdout.destroy();
       child.stderr.destroy();
+      // after a stream's own end there is no line left: this emits nothing twice
+      for (const splitter of splitters) splitter.end();
     }
   }
 }

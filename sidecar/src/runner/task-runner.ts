@@ -78,9 +78,21 @@ export function stoppedOutcome(reason: StopReason, timeoutMs: number | undefined
   }
 }
 
+/** The longest delay one `setTimeout` holds: a longer one fires after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Stops `task` with `timeout` once the assignment's `timeoutMs` has passed; returns a canceller. */
 export function startDeadline(assignment: TaskAssign, task: RunningTask): () => void {
   if (assignment.timeoutMs === undefined) return () => undefined;
-  const timer = setTimeout(() => task.stop('timeout'), assignment.timeoutMs);
+  // The protocol bounds no timeoutMs (the API's 7 days do not hold for jobs added to BullMQ
+  // directly): a longer one is waited for in steps.
+  let left = assignment.timeoutMs;
+  let timer: NodeJS.Timeout | undefined;
+  const wait = (): void => {
+    const step = Math.min(left, MAX_TIMER_MS);
+    left -= step;
+    timer = setTimeout(() => (left > 0 ? wait() : task.stop('timeout')), step);
+  };
+  wait();
   return () => clearTimeout(timer);
 }
