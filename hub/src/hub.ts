@@ -161,7 +161,6 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     scripts,
     keys,
     hubId: config.hubId,
-    agents,
     queues,
     leaderTtlMs: config.metricsLeaderTtlMs,
   });

@@ -1,13 +1,14 @@
 import { Gauge, Registry } from 'prom-client';
 import type { Redis } from 'ioredis';
-import { AGENT_STATES } from '@agentcom/shared';
-import type { AgentStore } from '../fsm/agent-store';
+import { AGENT_STATES, isAgentState } from '@agentcom/shared';
 import type { QueueRegistry } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
 import type { AgentScripts } from '../redis/scripts';
 
 /** Default lifetime of the metrics lease (`METRICS_LEADER_TTL_MS`); the leader renews it every third of it. */
 const LEADER_TTL_MS = 30_000;
+/** Agents whose state one pipelined read of the agents gauge asks for. */
+const STATES_PER_READ = 200;
 const QUEUE_STATES = [
   'waiting',
   'prioritized',
@@ -41,14 +42,13 @@ export class ClusterGauges {
       scripts: Pick<AgentScripts, 'replaceIfEquals' | 'delIfEquals'>;
       keys: RedisKeys;
       hubId: string;
-      agents: AgentStore;
       queues: QueueRegistry;
       /** Lifetime of the lease (default {@link LEADER_TTL_MS}). */
       leaderTtlMs?: number;
     },
   ) {
     this.ttlMs = options.leaderTtlMs ?? LEADER_TTL_MS;
-    const { agents, queues } = options;
+    const { redis, keys, queues } = options;
     new Gauge({
       name: 'agentcom_agents',
       help: 'Agents by state, cluster-wide (exported by the metrics leader only)',
@@ -59,8 +59,8 @@ export class ClusterGauges {
           string,
           number
         >;
-        for (const record of await agents.getMany(await agents.listIds())) {
-          counts[record.state] = (counts[record.state] ?? 0) + 1;
+        for (const state of await agentStates(redis, keys)) {
+          counts[state] = (counts[state] ?? 0) + 1;
         }
         for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
       },
@@ -143,4 +143,25 @@ export class ClusterGauges {
   private async read(): Promise<string> {
     return (await this.isLeader()) ? this.registry.metrics() : '';
   }
+}
+
+/**
+ * The state of every agent, as its record names it (an unknown one reads as `offline`, as the
+ * record's parser has it), in pipelined reads of {@link STATES_PER_READ} agents: the field alone,
+ * not the record (whole records were 7 MB from Redis and 160 ms of the leader's event loop per
+ * scrape at 10,000 agents; 1.8–2.5 s at 20,000, around the 2 s bound).
+ */
+async function agentStates(redis: Redis, keys: RedisKeys): Promise<string[]> {
+  const ids = await redis.smembers(keys.agents);
+  const states: string[] = [];
+  for (let i = 0; i < ids.length; i += STATES_PER_READ) {
+    const pipeline = redis.pipeline();
+    for (const id of ids.slice(i, i + STATES_PER_READ)) pipeline.hget(keys.agent(id), 'state');
+    for (const [err, state] of (await pipeline.exec()) ?? []) {
+      if (err) throw err;
+      // a member whose record is gone is no agent
+      if (state !== null) states.push(isAgentState(state) ? state : 'offline');
+    }
+  }
+  return states;
 }
