@@ -92,6 +92,57 @@ describe('sweeper', () => {
     expect(held.timeoutNotifiedAt).toBeUndefined();
   });
 
+  it('does not time out a task without a run timeout when a stale entry lists its agent', async () => {
+    // A run-deadline entry listed for a timed task that ended since (its sidecar stopped it at
+    // the deadline and reported): by the time the record is read, the agent works on its next
+    // task, one with no run timeout. Here the index names the agent as a stale list would.
+    const hub = await startHub();
+    const untimed = await holding(hub, {}, true);
+    await admin.zadd(hub.keys.runDeadlines, 1, untimed.agent.agentId);
+    // a sweep has passed over the stale entry (run deadlines by score) once this one is told
+    const overdue = await holding(hub, { timeoutMs: 300 }, true);
+    const told = new Promise((resolve) => overdue.agent.once('cancel', resolve));
+    expect(await told).toMatchObject({ taskId: overdue.msg.task.id, reason: 'timeout' });
+
+    const held = await record(hub, untimed.agent.agentId);
+    expect(held).toMatchObject({ state: 'working', taskId: untimed.msg.task.id });
+    expect(held.timeoutNotifiedAt).toBeUndefined();
+    expect(untimed.agent.cancels).toEqual([]);
+    // the stale entry is gone: it is not listed (nor read) again at every sweep
+    expect(await admin.zscore(hub.keys.runDeadlines, untimed.agent.agentId)).toBeNull();
+    expect(await untimed.agent.complete(untimed.msg, 'done')).toEqual({ ok: true });
+  });
+
+  it('does not end a rest that a stale cooldown entry lists', async () => {
+    // A cooldown entry listed for a rest that ended: by the time the record is read, the agent
+    // may rest again (it took a task, reported a rate limit). Here the index names the agent as
+    // a stale list would, while its record rests for an hour.
+    const hub = await startHub();
+    const { agent, queue } = await register(hub.url);
+    const assigned = agent.nextAssignment();
+    await api(hub.url, 'POST', '/v1/tasks', { queue, payload: {} });
+    const msg = await assigned;
+    const until = Date.now() + 60 * 60 * 1000;
+    expect(
+      await agent.fail(msg, { error: 'quota', retryable: true, rateLimitedUntil: until }),
+    ).toMatchObject({ ok: true });
+    expect(await record(hub, agent.agentId)).toMatchObject({
+      state: 'cooldown',
+      cooldownUntil: String(until),
+    });
+    await admin.zadd(hub.keys.cooldowns, 1, agent.agentId);
+    // cooldowns come before run deadlines in a sweep: one has passed once this one is told
+    const overdue = await holding(hub, { timeoutMs: 300 }, true);
+    const told = new Promise((resolve) => overdue.agent.once('cancel', resolve));
+    expect(await told).toMatchObject({ taskId: overdue.msg.task.id, reason: 'timeout' });
+
+    expect(await record(hub, agent.agentId)).toMatchObject({
+      state: 'cooldown',
+      cooldownUntil: String(until),
+    });
+    expect(agent.assignments).toHaveLength(1);
+  });
+
   it('after the run-timeout backstop fails an attempt, tells the agent to stop before the retry can reach it', async () => {
     // The failure claims the freed agent for the next job in the same script: with one agent,
     // the retry of the same task. A cancel names the task, not the assignment, so one sent
@@ -250,6 +301,101 @@ describe('the run-timeout backstop, swept by two replicas at once', () => {
       await Promise.all(registries.map((queues) => queues.close()));
       redis.disconnect();
       await server.dispose();
+    }
+  });
+});
+
+describe('replica liveness between replicas whose clocks disagree', () => {
+  const fixture = useHubsFixture();
+
+  it('a replica whose clock runs ahead does not take the others for gone, and still finds a silent one', async () => {
+    // `hub` refreshes its liveness every 250 ms; the other replica's machine is 20 s ahead
+    // (more than the three heartbeats, 1.5 s here, that make a replica gone)
+    const hub = await startTestHub(fixture.redis.url, { HEARTBEAT_MS: '500' });
+    fixture.hubs.push(hub);
+    const agent = await TestAgent.register(hub.url, `agent-${randomBytes(4).toString('hex')}`);
+    fixture.agents.push(agent);
+    const redis = new Redis(fixture.redis.url);
+    const logger = createLogger({ level: 'silent', hubId: 'ahead' });
+    const queues = new QueueRegistry({
+      connection: redis,
+      keys: hub.keys,
+      leaseMs: 3000,
+      stalledIntervalMs: 1000,
+      maxStalledCount: 1,
+      logger,
+      onWaiting: () => undefined,
+    });
+    try {
+      const agents = new AgentStore({
+        redis,
+        scripts: agentScripts(redis),
+        keys: hub.keys,
+        hubId: 'ahead',
+        now: () => Date.now() + 20_000,
+      });
+      const leases = new LeaseKeeper({
+        queues,
+        leaseMs: 3000,
+        heartbeatMs: 500,
+        logger,
+        onLeaseLost: () => undefined,
+      });
+      const ahead = new Sweeper({
+        redis,
+        keys: hub.keys,
+        agents,
+        presence: new Presence({
+          redis,
+          keys: hub.keys,
+          agents,
+          queues,
+          leases,
+          hubId: 'ahead',
+          logger,
+          onAgentIdle: () => undefined,
+          onTaskWaiting: () => undefined,
+        }),
+        notifier: {
+          cancel: () => undefined,
+          assign: () => undefined,
+          error: () => undefined,
+          disconnect: () => undefined,
+        },
+        hubId: 'ahead',
+        leaseMs: 3000,
+        ackTimeoutMs: 2000,
+        ackCooldownMaxMs: 300_000,
+        heartbeatMs: 500,
+        sweepMs: 200,
+        runTimeoutGraceMs: 10_000,
+        logger,
+        onAgentIdle: () => undefined,
+        failAttempt: async () => undefined,
+      });
+      const before = await eventually(
+        async () => {
+          const seen = await redis.hgetall(hub.keys.agent(agent.agentId));
+          return seen.state === 'idle' ? seen : undefined;
+        },
+        { what: 'the agent recorded idle' },
+      );
+      expect(await redis.zscore(hub.keys.replicas, hub.config.hubId)).not.toBeNull();
+      // a replica that went silent 10 s ago, by Redis's clock
+      const [seconds] = await redis.time();
+      await redis.zadd(hub.keys.replicas, Number(seconds) * 1000 - 10_000, 'silent');
+
+      await ahead.sweep();
+
+      expect(await redis.zscore(hub.keys.replicas, 'silent')).toBeNull();
+      expect(await redis.hgetall(hub.keys.agent(agent.agentId))).toMatchObject({
+        state: 'idle',
+        hubId: hub.config.hubId,
+        socketId: before.socketId,
+      });
+    } finally {
+      await queues.close();
+      redis.disconnect();
     }
   });
 });

@@ -97,16 +97,24 @@ export class Sweeper {
   }
 
   /**
-   * Records that this replica is alive (the `replicas` sorted set, scored by time). Not while the
-   * connection is away: a refresh queued then would land late with a stale time (and they piled
-   * up in ioredis' offline queue); the connection's return refreshes at once instead.
+   * Records that this replica is alive (the `replicas` sorted set, scored by Redis's clock: the
+   * replicas compare each other's times, and their own clocks may disagree by more than the three
+   * heartbeats that make one gone). Not while the connection is away: a refresh queued then would
+   * land late with a stale time (and they piled up in ioredis' offline queue); the connection's
+   * return refreshes at once instead.
    */
   async refreshLiveness(): Promise<void> {
-    const { redis, keys, hubId, agents, logger } = this.options;
+    const { redis, keys, hubId, logger } = this.options;
     if (redis.status !== 'ready') return;
-    await redis
-      .zadd(keys.replicas, agents.now(), hubId)
+    await this.redisNow()
+      .then((at) => redis.zadd(keys.replicas, at, hubId))
       .catch((err: unknown) => logger.warn({ err: String(err) }, 'liveness refresh failed'));
+  }
+
+  /** Redis's clock (ms): one clock for the liveness times of replicas on different machines. */
+  private async redisNow(): Promise<number> {
+    const [seconds, micros] = await this.options.redis.time();
+    return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
   }
 
   /**
@@ -172,7 +180,14 @@ export class Sweeper {
     const { agents, notifier } = this.options;
     for (const agentId of await agents.dueIn('runDeadlines', now)) {
       const record = await agents.get(agentId);
-      if (!record || record.state !== 'working' || !record.taskId || !record.token) {
+      if (
+        !record ||
+        record.state !== 'working' ||
+        !record.taskId ||
+        !record.token ||
+        // listed for an earlier task: the one it works on now has no run timeout
+        (record.taskTimeoutMs === undefined && record.timeoutNotifiedAt === undefined)
+      ) {
         await agents.removeFromIndex('runDeadlines', agentId, now);
         continue;
       }
@@ -226,7 +241,8 @@ export class Sweeper {
 
   /**
    * True when the record's task is past its run timeout (not yet notified) or past the grace
-   * after the notice. A record without the times it needs counts as overdue, as listed.
+   * after the notice. A record without its start time counts as overdue, as listed (one without
+   * a run timeout is not listed for its task: see {@link runTimeouts}).
    */
   private runOverdue(record: AgentRecord, now: number): boolean {
     if (record.timeoutNotifiedAt !== undefined) {
@@ -348,6 +364,8 @@ export class Sweeper {
         await agents.removeFromIndex('cooldowns', agentId, now);
         continue;
       }
+      // listed for a rest that ended: the agent rests again since, until later (its entry too)
+      if (record.cooldownUntil !== undefined && record.cooldownUntil > now) continue;
       const to = record.drainRequested ? 'draining' : 'idle';
       const result = await agents.transition({
         agentId,
@@ -366,7 +384,8 @@ export class Sweeper {
   private async goneReplicas(now: number): Promise<void> {
     const { redis, keys, hubId, heartbeatMs } = this.options;
     if (this.reachableSince !== undefined && now - this.reachableSince < 3 * heartbeatMs) return;
-    const gone = (await redis.zrangebyscore(keys.replicas, '-inf', now - 3 * heartbeatMs)).filter(
+    const silentSince = (await this.redisNow()) - 3 * heartbeatMs;
+    const gone = (await redis.zrangebyscore(keys.replicas, '-inf', silentSince)).filter(
       (id) => id !== hubId,
     );
     if (gone.length === 0) return;
