@@ -116,6 +116,50 @@ describe('metrics', () => {
     await expectCountedOnce([a!, b!], queue, 'cancelled');
   });
 
+  it("counts a failure once when its report's last step failed and the agent sent it again", async () => {
+    const [a] = await startHubs(1);
+    const queue = newQueue();
+    const agent = await register(a!, queue);
+    const assigned = agent.nextAssignment();
+    await api(a!.url, 'POST', '/v1/tasks', { queue, payload: {}, attempts: 1 });
+    const msg = await assigned;
+    await agent.accept(msg);
+    // the agent's release, after BullMQ failed the job, fails (Redis went away then)
+    const store = a!.agents;
+    const [transition, transitionThenClaim] = [store.transition, store.transitionThenClaim];
+    let away = true;
+    let refused = 0;
+    const fails = (request: { reason: string }): void => {
+      if (request.reason !== 'fail' || !away) return;
+      refused++;
+      throw new Error('Connection is closed.');
+    };
+    store.transition = async (request) => {
+      fails(request);
+      return transition.call(store, request);
+    };
+    store.transitionThenClaim = async (request, ...rest) => {
+      fails(request);
+      return transitionThenClaim.call(store, request, ...rest);
+    };
+    try {
+      expect(await agent.fail(msg, { error: 'nope', retryable: false })).toMatchObject({
+        ok: false,
+      });
+      expect(refused).toBeGreaterThan(0);
+      away = false;
+      // the sidecar sends an unanswered report again: BullMQ's part is done, a duplicate
+      expect(await agent.fail(msg, { error: 'nope', retryable: false })).toEqual({
+        ok: true,
+        duplicate: true,
+      });
+    } finally {
+      Object.assign(store, { transition, transitionThenClaim });
+    }
+    const label = `queue="${queue}",outcome="failed"`;
+    expect(sumMetric([await scrape(a!)], 'agentcom_tasks_failed_total', label)).toBe(1);
+  });
+
   it("observes a task's dispatch latency at its first push only, not again after an operator's retry", async () => {
     const [a] = await startHubs(1);
     const queue = newQueue();

@@ -209,8 +209,9 @@ export class AssignmentService {
     } catch (err) {
       return this.refusedByBull(agentId, msg, COMPLETION, begun, finishRest, err);
     }
-    await finishRest();
+    // counted once BullMQ's part is done: a replay after a failed rest is answered as a duplicate
     this.observe(record, 'completed');
+    await finishRest();
     return { ok: true };
   }
 
@@ -317,8 +318,9 @@ export class AssignmentService {
     } catch (err) {
       return this.refusedByBull(agentId, msg, report, begun, finishRest, err);
     }
-    await finishRest();
+    // counted once BullMQ's part is done: a replay after a failed rest is answered as a duplicate
     this.observe(record, outcome);
+    await finishRest();
     // the task is back to wait for another agent, at once: the reporting agent rests, so its
     // release triggered no dispatch step
     if (outcome === 'requeued' && cooldownUntil !== undefined) {
