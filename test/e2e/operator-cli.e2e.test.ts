@@ -121,12 +121,14 @@ describe('agentcom (operator CLI) against a real hub process', () => {
   ) => start(args, options).exited;
 
   /** A TestAgent with a token minted by the CLI, serving `queue` as each payload's script says. */
-  async function cliAgent(queue: string): Promise<TestAgent> {
+  async function cliAgent(queue: string, target: HubProcess = hub): Promise<TestAgent> {
     const agentId = newAgentId();
-    const minted = await cli(['agent', 'token', 'create', agentId, '--queue', queue]);
+    const minted = await cli(['agent', 'token', 'create', agentId, '--queue', queue], {
+      env: { AGENTCOM_URL: target.url },
+    });
     expect(minted).toMatchObject({ code: 0, stderr: '' });
     expect(minted.stdout).toMatch(/^\S+\n$/);
-    const agent = new TestAgent(hub.url, agentId, minted.stdout.trim(), [queue]);
+    const agent = new TestAgent(target.url, agentId, minted.stdout.trim(), [queue]);
     agents.push(agent);
     await agent.connect();
     agent.on('assign', (msg: TaskAssign) => {
@@ -262,6 +264,53 @@ describe('agentcom (operator CLI) against a real hub process', () => {
     const again = await cli(['task', 'retry', id]);
     // Running or waiting again (or failed once more, if the agent was that fast).
     expect([0, 1]).toContain(again.code);
+  });
+
+  it('task add --wait with a repeated idempotency key exits with the outcome the hub answered, for a task no longer kept too', async () => {
+    // A hub that keeps no completed task: each one is trimmed as it completes.
+    const trimming = await startHubProcess(
+      redis.url,
+      `c${randomBytes(3).toString('hex')}`,
+      'hub-trim',
+      { RETENTION_COMPLETED_COUNT: '0' },
+    );
+    try {
+      const env = { AGENTCOM_URL: trimming.url };
+      const queue = newQueue();
+      const agent = await cliAgent(queue, trimming);
+      const assigned = agent.nextAssignment(20_000);
+      const add = [
+        'task',
+        'add',
+        '--queue',
+        queue,
+        '--payload',
+        JSON.stringify({ action: 'complete', result: 'done' }),
+        '--idempotency-key',
+        `key-${randomBytes(4).toString('hex')}`,
+      ];
+      const first = await cli(add, { env });
+      expect(first.code).toBe(0);
+      const id = first.stdout.trim();
+      expect((await assigned).task.id).toBe(id);
+      // the agent's report was acknowledged: the task completed, and was trimmed at once
+      await Promise.all(serving);
+      const gone = await cli(['task', 'get', id], { env });
+      expect(gone).toMatchObject({
+        code: 1,
+        stderr: `agentcom: E_TASK_NOT_FOUND: No task ${id}\n`,
+      });
+
+      // The script runs again: the hub answers the task's outcome, and so does the exit code.
+      const again = await cli([...add, '--wait'], { env });
+      expect(again).toMatchObject({ code: 0, stdout: `id:    ${id}\nstate: completed\n` });
+      expect(again.stderr).toMatch(/already names task \S+ \(completed\): no new task/);
+      const asJson = await cli(['--json', ...add, '--wait'], { env });
+      expect(asJson.code).toBe(0);
+      expect(JSON.parse(asJson.stdout)).toEqual({ id, state: 'completed', duplicate: true });
+    } finally {
+      await trimming.kill('SIGKILL');
+    }
   });
 
   it('task add --wait exits 3 when another agentcom process cancels the task', async () => {
@@ -511,6 +560,25 @@ describe('agentcom (operator CLI) against a real hub process', () => {
     const inArgv = await cli(['--admin-key', TEST_ADMIN_KEY, 'queues']);
     expect(inArgv.code).toBe(2);
     expect(inArgv.stderr).toMatch(/never taken from the command line/);
+  });
+
+  it('takes a payload file or stdin that starts with a byte order mark', async () => {
+    const file = join(dir, 'bom.json');
+    writeFileSync(file, '\uFEFF{"from": "bom file"}\r\n');
+    const queue = newQueue();
+    const fromFile = await cli(['task', 'add', '--queue', queue, '--payload', `@${file}`]);
+    expect(fromFile).toMatchObject({ code: 0, stderr: '' });
+    const fromStdin = await cli(['task', 'add', '--queue', queue, '--payload', '-'], {
+      stdin: '\uFEFF["bom", "stdin"]',
+    });
+    expect(fromStdin).toMatchObject({ code: 0, stderr: '' });
+    const payloads = await Promise.all(
+      [fromFile.stdout.trim(), fromStdin.stdout.trim()].map(
+        async (id) =>
+          (JSON.parse((await cli(['task', 'get', id, '--json'])).stdout) as TaskView).payload,
+      ),
+    );
+    expect(payloads).toEqual([{ from: 'bom file' }, ['bom', 'stdin']]);
   });
 
   it('exits 5 without a hub URL or key, or when the hub does not answer', async () => {

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import { TASK_STATES, type TaskState, type TaskView } from '@agentcom/shared';
 import {
+  ApiError,
   InterruptedError,
   ListingUnstableError,
   OperatorError,
@@ -11,6 +12,7 @@ import { OPERATOR_EXIT_CODES, type OperatorExitCode } from './exit-codes';
 import {
   formatAgent,
   formatAgentTable,
+  formatFields,
   formatQueueTable,
   formatTask,
   formatTaskTable,
@@ -115,12 +117,31 @@ export async function taskAdd(ctx: Context, flags: TaskAddFlags): Promise<Operat
     return OPERATOR_EXIT_CODES.OK;
   }
   const mode = flags.quiet === true ? 'quiet' : ctx.io.stderrIsTty ? 'tty' : 'lines';
-  const outcome = await waitForTask(client, created.id, {
-    ...(waitTimeoutS !== undefined ? { timeoutMs: waitTimeoutS * 1000 } : {}),
-    progress: progressSink(ctx.io.stderr, mode, ctx.io.columns),
-    signal: ctx.io.interrupted,
-    now: ctx.io.now,
-  });
+  let outcome: WaitOutcome;
+  try {
+    outcome = await waitForTask(client, created.id, {
+      ...(waitTimeoutS !== undefined ? { timeoutMs: waitTimeoutS * 1000 } : {}),
+      progress: progressSink(ctx.io.stderr, mode, ctx.io.columns),
+      signal: ctx.io.interrupted,
+      now: ctx.io.now,
+    });
+  } catch (err) {
+    const state = created.state;
+    // A repeated idempotency key may name a task that finished and that retention trimmed since:
+    // the hub answered its outcome, but no longer shows the task itself.
+    const finished = state === 'completed' || state === 'failed' || state === 'cancelled';
+    if (!finished || !(err instanceof ApiError) || err.code !== 'E_TASK_NOT_FOUND') throw err;
+    ctx.note(`task ${created.id} is no longer kept by the hub: its outcome only is known`);
+    if (ctx.json) ctx.printJson(created);
+    else
+      ctx.out(
+        formatFields([
+          ['id', created.id],
+          ['state', state],
+        ]),
+      );
+    return OUTCOME_EXIT[state];
+  }
   return finishWait(ctx, created.id, outcome, waitTimeoutS);
 }
 

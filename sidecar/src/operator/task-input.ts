@@ -105,7 +105,8 @@ export async function readPayload(
     text = spec;
   }
   try {
-    return JSON.parse(text) as unknown;
+    // A byte order mark, as Windows editors and PowerShell write, is not JSON: skipped.
+    return JSON.parse(text.replace(/^\uFEFF/, '')) as unknown;
   } catch (err) {
     const reason = oneLine(err instanceof Error ? err.message : String(err));
     const where = source === '' ? '' : `${source}: `;
