@@ -26,6 +26,7 @@ import {
   RefusalBudget,
   dropUpgradedConnection,
   floodCooldownMs,
+  refusalCost,
 } from './flood-guard';
 import { InFlightLimit } from './in-flight-limit';
 
@@ -47,9 +48,16 @@ type RefusalKind =
   | 'without an ack'
   | 'not one payload'
   | 'refused by its schema'
-  | 'unknown event';
+  | 'unknown event'
+  | 'ack not asked for';
 
 export const agentRoom = (agentId: string): string => `agent:${agentId}`;
+
+/**
+ * The start of a Socket.IO packet of the agent namespace, as an Engine.IO message carries it:
+ * its type (2 event, 3 ack, 5 binary event, 6 binary ack), the attachments of a binary one.
+ */
+const AGENT_PACKET = new RegExp(`^([2356])(?:\\d+-)?${AGENT_NAMESPACE},`);
 
 /** The refusal of a handshake that reaches a stopping replica. */
 const STOPPING_REFUSAL = 'this hub replica is stopping; retry later (another replica takes it)';
@@ -312,16 +320,44 @@ export class AgentGateway implements AgentNotifier {
   ): void {
     const inFlight = new InFlightLimit(MAX_EVENTS_IN_FLIGHT);
     const budget = new RefusalBudget(this.options.floodRefusals);
-    const refused = (event: unknown, kind: RefusalKind): void => {
-      if (!budget.spend()) this.closeFlooder(socket, budget, { event, kind }, log);
+    const refused = (event: unknown, kind: RefusalKind, bytes = 0): void => {
+      if (!budget.spend(performance.now(), refusalCost(bytes)))
+        this.closeFlooder(socket, budget, { event, kind }, log);
     };
+    // The size of each event frame of this connection (attachments included), in the order
+    // Socket.IO hands the events over: `onAny` takes every one, then the event's listener.
+    const frameBytes: number[] = [];
+    const listenerFrameBytes: number[] = [];
+    let attachmentsOf: 'event' | 'ack' | undefined;
+    const onPacket = (packet: { type: string; data?: unknown }): void => {
+      if (packet.type !== 'message') return;
+      const { data } = packet;
+      if (typeof data !== 'string') {
+        const bytes = (data as { byteLength?: number } | undefined)?.byteLength ?? 0;
+        if (attachmentsOf === 'ack') refused('(ack)', 'ack not asked for', bytes);
+        else if (attachmentsOf === 'event' && frameBytes.length > 0)
+          frameBytes.push((frameBytes.pop() ?? 0) + bytes);
+        return;
+      }
+      const type = AGENT_PACKET.exec(data)?.[1];
+      attachmentsOf = type === '5' ? 'event' : type === '6' ? 'ack' : undefined;
+      if (type === '2' || type === '5') frameBytes.push(data.length);
+      // this replica never asks an agent for an ack: Socket.IO drops one unseen, after decoding it
+      else if (type === '3' || type === '6') {
+        this.options.onRejectedPayload();
+        refused('(ack)', 'ack not asked for', data.length);
+      }
+    };
+    socket.conn.on('packet', onPacket);
+    socket.once('disconnect', () => socket.conn.off('packet', onPacket));
     let warnedInFlight = false;
     for (const event of CLIENT_EVENTS) {
       socket.on(event, (...args: unknown[]) => {
+        const bytes = listenerFrameBytes.shift() ?? 0;
         const ack = args.at(-1);
         if (typeof ack !== 'function') {
           this.options.onRejectedPayload();
-          refused(event, 'without an ack');
+          refused(event, 'without an ack', bytes);
           return;
         }
         const reply = ack as (response: unknown) => void;
@@ -342,7 +378,7 @@ export class AgentGateway implements AgentNotifier {
           inFlight.release();
           this.options.onRejectedPayload();
           reply(parsed);
-          refused(event, args.length === 2 ? 'refused by its schema' : 'not one payload');
+          refused(event, args.length === 2 ? 'refused by its schema' : 'not one payload', bytes);
           return;
         }
         void ready
@@ -361,9 +397,13 @@ export class AgentGateway implements AgentNotifier {
       });
     }
     socket.onAny((event: unknown, ...args: unknown[]) => {
-      if ((CLIENT_EVENTS as unknown[]).includes(event)) return;
+      const bytes = frameBytes.shift() ?? 0;
+      if ((CLIENT_EVENTS as unknown[]).includes(event)) {
+        listenerFrameBytes.push(bytes);
+        return;
+      }
       this.refuseUnknownEvent(event, args.at(-1));
-      refused(event, 'unknown event');
+      refused(event, 'unknown event', bytes);
     });
   }
 

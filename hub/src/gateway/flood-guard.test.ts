@@ -8,8 +8,10 @@ import {
   FLOOD_REFUSALS_PER_SECOND,
   FloodCooldown,
   RefusalBudget,
+  REFUSED_BYTES_PER_REFUSAL,
   dropUpgradedConnection,
   floodCooldownMs,
+  refusalCost,
 } from './flood-guard';
 
 describe('RefusalBudget', () => {
@@ -21,6 +23,15 @@ describe('RefusalBudget', () => {
     const step = 1000 / FLOOD_REFUSALS_PER_SECOND;
     expect(budget.spend(step)).toBe(true);
     expect(budget.spend(step)).toBe(false);
+  });
+
+  it('counts a big refused frame by its size: a frame of 2 MiB spends a whole budget at once', () => {
+    expect(refusalCost(0)).toBe(1);
+    expect(refusalCost(REFUSED_BYTES_PER_REFUSAL - 1)).toBe(1);
+    expect(refusalCost(10 * REFUSED_BYTES_PER_REFUSAL)).toBe(11);
+    const budget = new RefusalBudget(FLOOD_REFUSALS, FLOOD_REFUSALS_PER_SECOND, 0);
+    expect(budget.spend(0, refusalCost(100 * 1024))).toBe(true);
+    expect(budget.spend(0, refusalCost(2 * 1024 * 1024))).toBe(false);
   });
 
   it('never holds more than the burst, however long the connection was quiet', () => {

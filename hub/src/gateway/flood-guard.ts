@@ -26,6 +26,18 @@ import { AppError } from '@agentcom/shared';
 export const FLOOD_REFUSALS = 1000;
 export const FLOOD_REFUSALS_PER_SECOND = 100;
 /**
+ * A refused event counts one refusal more for each of these bytes of its frame (attachments
+ * included): decoding a 2 MiB frame costs this replica tens to hundreds of milliseconds, so
+ * counted as one, a client sending big refused frames (a few dozen a second at most) stayed below
+ * the refill rate and was never closed while it kept the replica busy. A refusal of an event
+ * beyond the in-flight limit counts one, whatever its size (a sidecar's log batch, during a long
+ * Redis stall).
+ */
+export const REFUSED_BYTES_PER_REFUSAL = 1024;
+/** The refusals one refused frame of `bytes` counts. */
+export const refusalCost = (bytes: number): number =>
+  1 + Math.floor(bytes / REFUSED_BYTES_PER_REFUSAL);
+/**
  * How long this replica refuses the handshakes of an agent whose connection it closed for
  * flooding, with a budget of `refusals`: the time the budget takes to fill up again, so
  * reconnecting buys a flooder no more refusals than staying connected at the sustained rate would.
@@ -63,12 +75,12 @@ export class RefusalBudget {
     this.at = now;
   }
 
-  /** Counts one refusal; false once the budget is spent (the connection must be closed). */
-  spend(now = performance.now()): boolean {
+  /** Counts `count` refusals; false once the budget is spent (the connection must be closed). */
+  spend(now = performance.now(), count = 1): boolean {
     this.left = Math.min(this.burst, this.left + ((now - this.at) * this.perSecond) / 1000);
     this.at = now;
-    if (this.left < 1) return false;
-    this.left--;
+    if (this.left < count) return false;
+    this.left -= count;
     return true;
   }
 }
