@@ -1,37 +1,60 @@
 import { z } from 'zod';
 import { MAX_JSON_DEPTH, MAX_PAYLOAD_BYTES } from '../protocol/version';
 
+/** Most values {@link jsonDepth} walks before it gives up on a value. */
+const MAX_JSON_VALUES = 1_000_000;
+
+/** A JSON leaf: null, a string, a boolean or a finite number. */
+function isJsonScalar(value: unknown): boolean {
+  return (
+    value === null ||
+    typeof value === 'string' ||
+    typeof value === 'boolean' ||
+    (typeof value === 'number' && Number.isFinite(value))
+  );
+}
+
 /**
  * Walks a value iteratively (no recursion, so hostile nesting cannot overflow the stack) and
- * returns its depth, or `undefined` as soon as it exceeds `maxDepth` or holds a non-JSON value.
+ * returns its depth (a leaf alone is 1, `[1]` is 2), or `undefined` as soon as it exceeds
+ * `maxDepth`, holds more than a million values, or holds a non-JSON value. Leaves are checked
+ * where their container is read, and only containers are stacked (values and depths side by
+ * side): a payload of half a million numbers cost a pair allocated for each, ten times the
+ * `JSON.parse` that made it.
  */
 export function jsonDepth(value: unknown, maxDepth: number): number | undefined {
-  const stack: Array<[unknown, number]> = [[value, 1]];
-  let deepest = 0;
-  let visited = 0;
-  while (stack.length > 0) {
-    const [item, depth] = stack.pop() as [unknown, number];
-    if (++visited > 1_000_000) return undefined;
-    if (depth > deepest) deepest = depth;
-    if (deepest > maxDepth) return undefined;
-    if (item === null || typeof item === 'string' || typeof item === 'boolean') continue;
-    if (typeof item === 'number') {
-      if (!Number.isFinite(item)) return undefined;
-      continue;
-    }
+  if (maxDepth < 1) return undefined;
+  if (typeof value !== 'object' || value === null) return isJsonScalar(value) ? 1 : undefined;
+  const containers: object[] = [value];
+  const depths: number[] = [1];
+  let deepest = 1;
+  let visited = 1;
+  while (containers.length > 0) {
+    const item = containers.pop() as object;
+    const depth = depths.pop() as number;
+    let children: unknown[];
     if (Array.isArray(item)) {
-      for (const child of item) stack.push([child, depth + 1]);
-      continue;
-    }
-    if (typeof item === 'object') {
+      children = item;
+    } else {
       const proto = Object.getPrototypeOf(item) as unknown;
       if (proto !== Object.prototype && proto !== null) return undefined;
-      for (const child of Object.values(item as Record<string, unknown>)) {
-        stack.push([child, depth + 1]);
-      }
-      continue;
+      children = Object.values(item);
     }
-    return undefined;
+    if (children.length === 0) continue;
+    if (depth + 1 > deepest) {
+      deepest = depth + 1;
+      if (deepest > maxDepth) return undefined;
+    }
+    visited += children.length;
+    if (visited > MAX_JSON_VALUES) return undefined;
+    for (const child of children) {
+      if (typeof child === 'object' && child !== null) {
+        containers.push(child);
+        depths.push(depth + 1);
+      } else if (!isJsonScalar(child)) {
+        return undefined;
+      }
+    }
   }
   return deepest;
 }
