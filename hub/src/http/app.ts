@@ -37,6 +37,13 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
     loggerInstance: options.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: MAX_MESSAGE_BYTES,
+    // Fastify turns Node's request timeout off: a client that sent headers and then a body slowly
+    // (a byte now and then, or a stalled Expect: 100-continue) held its connection, and whatever
+    // it had sent of the body, for ever, with or without the admin key. The whole request must
+    // now arrive within this time; Node checks every second (its default: every 30 s), and checks
+    // nothing while its headers timeout (60 s by default) is longer than the request timeout.
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    http: { headersTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1000 },
     forceCloseConnections: 'idle',
     // Fastify's default limit (100) would refuse a long id before its route's schema could name
     // the schema's limit (ids are up to 128 characters): no shorter than a request line can be
@@ -98,6 +105,9 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
   options.extend?.(app);
   return app;
 }
+
+/** Time a request has to arrive whole, headers and body (2 MiB at 70 KB/s). */
+export const REQUEST_TIMEOUT_MS = 30_000;
 
 /** Longest path parameter the router takes (see `routerOptions`). */
 const MAX_PARAM_LENGTH = 64 * 1024;
