@@ -148,11 +148,15 @@ describe('metrics', () => {
       });
       expect(refused).toBeGreaterThan(0);
       away = false;
-      // the sidecar sends an unanswered report again: BullMQ's part is done, a duplicate
-      expect(await agent.fail(msg, { error: 'nope', retryable: false })).toEqual({
-        ok: true,
-        duplicate: true,
+      // the sidecar sends an unanswered report again: BullMQ's part is done, a duplicate. It is
+      // answered once the first report's lock has run out (5 s: that replica never released it)
+      const again = await agent.socket.timeout(20_000).emitWithAck('task:fail', {
+        taskId: msg.task.id,
+        token: msg.token,
+        error: 'nope',
+        retryable: false,
       });
+      expect(again).toEqual({ ok: true, duplicate: true });
     } finally {
       Object.assign(store, { transition, transitionThenClaim });
     }
