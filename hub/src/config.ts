@@ -42,6 +42,8 @@ export interface HubConfig {
   readonly sweepMs: number;
   /** `SHUTDOWN_DELAY_MS` (0): on SIGTERM, time between `/readyz` turning 503 (sidecars told to move, new agent handshakes refused `E_UNAVAILABLE`) and closing sockets, for a load balancer to stop routing here. */
   readonly shutdownDelayMs: number;
+  /** `HTTP_REQUEST_TIMEOUT_MS` (30000): time an HTTP request has to arrive whole, headers and body; then 400 and the connection closed. */
+  readonly httpRequestTimeoutMs: number;
   /** `SHUTDOWN_GRACE_MS` (10000): bound on a graceful stop after the delay (half of it for waits on Redis, see `stop-bounds.ts`); the process exits 1 at delay + grace + 5 s. */
   readonly shutdownGraceMs: number;
   /** Finished tasks kept in Redis: `RETENTION_COMPLETED_COUNT` (10000) and `RETENTION_COMPLETED_AGE_S` (604800, 7 days); failed: `RETENTION_FAILED_COUNT` (50000), `RETENTION_FAILED_AGE_S` (2592000, 30 days). Older or extra ones are trimmed by BullMQ as new tasks finish. */
@@ -122,6 +124,7 @@ const envSchema = z.object({
   SWEEP_MS: intMs(50, 60_000).default(1000),
   RUN_TIMEOUT_GRACE_MS: intMs(0, 3_600_000).default(10_000),
   SHUTDOWN_GRACE_MS: intMs(0, 600_000).default(10_000),
+  HTTP_REQUEST_TIMEOUT_MS: intMs(1000, 600_000).default(30_000),
   SHUTDOWN_DELAY_MS: intMs(0, 600_000).default(0),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   AGENTCOM_DATA_DIR: z.string().min(1).default('.agentcom'),
@@ -209,6 +212,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
     sweepMs: e.SWEEP_MS,
     runTimeoutGraceMs: e.RUN_TIMEOUT_GRACE_MS,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    httpRequestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
     shutdownDelayMs: e.SHUTDOWN_DELAY_MS,
     logLevel: e.LOG_LEVEL,
     dataDir: e.AGENTCOM_DATA_DIR,

@@ -173,6 +173,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
   const app = createHttpApp({
     logger,
     adminKey: config.adminKey,
+    requestTimeoutMs: config.httpRequestTimeoutMs,
     services: {
       tasks,
       cancellation,

@@ -1,7 +1,6 @@
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import type { Hub } from '../../hub/src/hub';
-import { REQUEST_TIMEOUT_MS } from '../../hub/src/http/app';
 import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
@@ -23,13 +22,16 @@ function rawRequest(
   return { socket, received: () => text };
 }
 
+/** The replica's `HTTP_REQUEST_TIMEOUT_MS` here (30 s by default). */
+const REQUEST_TIMEOUT_MS = 3000;
+
 describe('HTTP edge: a request that never arrives whole', () => {
   let redis: RedisProcess;
   let hub: Hub & { url: string };
 
   beforeAll(async () => {
     redis = await startRedis();
-    hub = await startTestHub(redis.url);
+    hub = await startTestHub(redis.url, { HTTP_REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS) });
   });
   afterAll(async () => {
     await hub.close();
@@ -48,8 +50,8 @@ describe('HTTP edge: a request that never arrives whole', () => {
         hub,
         'POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{',
       );
-      // a byte a second: the connection is never idle, and answered 401 at once, body unread
-      const trickle = setInterval(() => trickled.socket.write(' '), 1000);
+      // a byte every 200 ms: the connection is never idle, and answered 401 at once, body unread
+      const trickle = setInterval(() => trickled.socket.write(' '), 200);
       const expecting = rawRequest(
         hub,
         `POST /v1/tasks HTTP/1.1\r\nHost: x\r\n${AUTH}Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n`,

@@ -29,10 +29,13 @@ export interface HttpAppOptions {
   extend?: (app: FastifyInstance) => void;
   /** True once the replica is stopping: every response then asks the client to close. */
   closing?: () => boolean;
+  /** Time a request has to arrive whole (`HTTP_REQUEST_TIMEOUT_MS`; {@link REQUEST_TIMEOUT_MS}). */
+  requestTimeoutMs?: number;
 }
 
 /** The Fastify app: health and docs open, the API, metrics and dashboards behind the admin key. */
 export function createHttpApp(options: HttpAppOptions): FastifyInstance {
+  const requestTimeoutMs = options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
   const app = Fastify({
     loggerInstance: options.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
@@ -42,8 +45,8 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
     // it had sent of the body, for ever, with or without the admin key. The whole request must
     // now arrive within this time; Node checks every second (its default: every 30 s), and checks
     // nothing while its headers timeout (60 s by default) is longer than the request timeout.
-    requestTimeout: REQUEST_TIMEOUT_MS,
-    http: { headersTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1000 },
+    requestTimeout: requestTimeoutMs,
+    http: { headersTimeout: requestTimeoutMs, connectionsCheckingInterval: 1000 },
     forceCloseConnections: 'idle',
     // Fastify's default limit (100) would refuse a long id before its route's schema could name
     // the schema's limit (ids are up to 128 characters): no shorter than a request line can be
@@ -106,7 +109,7 @@ export function createHttpApp(options: HttpAppOptions): FastifyInstance {
   return app;
 }
 
-/** Time a request has to arrive whole, headers and body (2 MiB at 70 KB/s). */
+/** Default time a request has to arrive whole, headers and body (2 MiB at 70 KB/s). */
 export const REQUEST_TIMEOUT_MS = 30_000;
 
 /** Longest path parameter the router takes (see `routerOptions`). */
