@@ -69,6 +69,8 @@ export class Sweeper {
    * reconnect later than this one: until they had the same time to refresh, none is judged gone.
    */
   private reachableSince: number | undefined;
+  /** Redis's clock minus this replica's (ms), as last measured; undefined until then. */
+  private clockOffsetMs: number | undefined;
   private readonly onRedisReady = (): void => {
     this.reachableSince = this.options.agents.now();
     void this.refreshLiveness();
@@ -99,22 +101,38 @@ export class Sweeper {
   /**
    * Records that this replica is alive (the `replicas` sorted set, scored by Redis's clock: the
    * replicas compare each other's times, and their own clocks may disagree by more than the three
-   * heartbeats that make one gone). Not while the connection is away: a refresh queued then would
-   * land late with a stale time (and they piled up in ioredis' offline queue); the connection's
-   * return refreshes at once instead.
+   * heartbeats that make one gone). The time is this replica's clock set to Redis's by the offset
+   * last measured ({@link measureClockOffset}), so the refresh is sent at once: asking Redis its
+   * time first delayed each refresh by a round trip, and after a Redis stall another replica's
+   * sweep, sent at the same moment, could find the scores from before the stall and take every
+   * replica for gone. Not while the connection is away: a refresh queued then would land late
+   * with a stale time (and they piled up in ioredis' offline queue); the connection's return
+   * refreshes at once instead.
    */
   async refreshLiveness(): Promise<void> {
-    const { redis, keys, hubId, logger } = this.options;
+    const { redis, keys, hubId, agents, logger } = this.options;
     if (redis.status !== 'ready') return;
-    await this.redisNow()
-      .then((at) => redis.zadd(keys.replicas, at, hubId))
+    await redis
+      .zadd(keys.replicas, agents.now() + (this.clockOffsetMs ?? 0), hubId)
+      .then(() => this.measureClockOffset())
       .catch((err: unknown) => logger.warn({ err: String(err) }, 'liveness refresh failed'));
   }
 
-  /** Redis's clock (ms): one clock for the liveness times of replicas on different machines. */
-  private async redisNow(): Promise<number> {
-    const [seconds, micros] = await this.options.redis.time();
-    return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+  /**
+   * Measures Redis's clock against this replica's (`TIME`, halfway through the round trip) and
+   * keeps the offset; one answered slowly (over a second: a stall) is not kept once one was.
+   */
+  private async measureClockOffset(): Promise<number> {
+    const { redis, agents } = this.options;
+    const sentAt = agents.now();
+    const [seconds, micros] = await redis.time();
+    const receivedAt = agents.now();
+    const redisAt = Number(seconds) * 1000 + Number(micros) / 1000;
+    const offset = Math.round(redisAt - (sentAt + receivedAt) / 2);
+    if (this.clockOffsetMs === undefined || receivedAt - sentAt <= 1000) {
+      this.clockOffsetMs = offset;
+    }
+    return this.clockOffsetMs;
   }
 
   /**
@@ -384,7 +402,10 @@ export class Sweeper {
   private async goneReplicas(now: number): Promise<void> {
     const { redis, keys, hubId, heartbeatMs } = this.options;
     if (this.reachableSince !== undefined && now - this.reachableSince < 3 * heartbeatMs) return;
-    const silentSince = (await this.redisNow()) - 3 * heartbeatMs;
+    // by Redis's clock, as of the start of this sweep (after a stall, the refreshes other
+    // replicas sent during it are answered before this read)
+    const offset = this.clockOffsetMs ?? (await this.measureClockOffset());
+    const silentSince = now + offset - 3 * heartbeatMs;
     const gone = (await redis.zrangebyscore(keys.replicas, '-inf', silentSince)).filter(
       (id) => id !== hubId,
     );
