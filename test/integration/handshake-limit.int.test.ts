@@ -1,8 +1,12 @@
 import { AGENT_NAMESPACE, PROTOCOL_VERSION } from '@agentcom/shared';
 import { Manager, io } from 'socket.io-client';
+import { Redis } from 'ioredis';
+import { HandshakeLimiter } from '../../hub/src/gateway/handshake-limiter';
 import type { Hub } from '../../hub/src/hub';
+import { RedisKeys } from '../../hub/src/redis/keys';
 import { api, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { withTimeout } from '../helpers/test-agent';
 
 /**
  * Failed handshakes are limited per client address; behind a trusted proxy the address is the
@@ -163,5 +167,49 @@ describe('handshake limit behind a trusted proxy (TRUST_PROXY=1)', () => {
     );
     const answers = await handshakesAtOnce('203.0.113.91', auths);
     expect(answers).toEqual(Array<string>(4 * LIMIT).fill('connected'));
+  });
+});
+
+/** The limiter alone, on a real Redis, with token checks the test holds and lets go. */
+describe('HandshakeLimiter with checks in flight', () => {
+  let redis: RedisProcess;
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(async () => {
+    await redis.dispose();
+  });
+
+  /** A token check that ends when the test says so. */
+  const heldCheck = () => {
+    let end: () => void = () => undefined;
+    const ended = new Promise<string>((resolve) => (end = () => resolve('checked')));
+    return { check: () => ended, end };
+  };
+
+  it('wakes every check waiting for a slot when Redis fails the one woken first', async () => {
+    const client = new Redis(redis.url);
+    const limiter = new HandshakeLimiter(client, new RedisKeys('limiter-test'), 1);
+    const first = heldCheck();
+    const running = limiter.run('198.51.100.1', first.check);
+    // the first holds the only slot: the next two wait for it (each has read the count once)
+    const waiting = [
+      limiter.run('198.51.100.1', async () => 'second'),
+      limiter.run('198.51.100.1', async () => 'third'),
+    ].map((run) =>
+      run.then(
+        () => 'ran',
+        (err: Error) => err.message,
+      ),
+    );
+    await client.ping(); // their reads of the count are answered by now
+    client.disconnect(); // from here every command fails at once
+    first.end();
+    expect(await running).toBe('checked');
+    // each woken one fails its read and wakes the next: none is left waiting
+    expect(await withTimeout(Promise.all(waiting), 5000, 'both waiting checks settled')).toEqual([
+      expect.stringContaining('Connection is closed'),
+      expect.stringContaining('Connection is closed'),
+    ]);
   });
 });

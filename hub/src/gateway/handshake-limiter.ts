@@ -58,7 +58,15 @@ export class HandshakeLimiter {
 
   private async acquire(network: string, key: string): Promise<{ release(): void }> {
     for (;;) {
-      const failures = Number((await this.redis.get(key)) ?? 0);
+      let failures: number;
+      try {
+        failures = Number((await this.redis.get(key)) ?? 0);
+      } catch (err) {
+        // Redis failed this one: the next one waiting asks for itself (none is left waiting)
+        const flight = this.inFlight.get(network);
+        if (flight) this.wakeNext(network, flight);
+        throw err;
+      }
       const flight = this.inFlight.get(network) ?? { count: 0, waiting: [] };
       if (failures >= this.limit) {
         // the next one waiting learns it too (each refusal wakes one: none is left waiting)
