@@ -124,16 +124,19 @@ export class QueueRegistry {
    * {@link MAX_PROMOTED_PER_QUEUE} per queue and call). BullMQ promotes due jobs only when a job
    * is fetched, and dispatch fetches only for an idle agent: while every agent was busy, a task
    * already due stayed `delayed` in the API, the queue counts and Bull Board, and out of the
-   * `waiting` backlog. One `ZRANGEBYSCORE` per open queue; the due jobs are promoted together
-   * (pipelined), each by BullMQ's own `promote`, atomic against a fetch or another replica that
-   * promotes it first (that one is refused, and skipped here).
+   * `waiting` backlog. One `ZRANGEBYSCORE` per open queue, all in one round trip; the due jobs
+   * are promoted together (pipelined), each by BullMQ's own `promote`, atomic against a fetch or
+   * another replica that promotes it first (that one is refused, and skipped here).
    */
   async promoteDue(now: number = Date.now()): Promise<void> {
     const { connection, keys } = this.options;
-    for (const name of this.names()) {
-      if (this.closed) return;
-      // BullMQ's own bound for "due": every score below (now + 1) * 0x1000
-      const due = await connection.zrangebyscore(
+    const names = this.names();
+    if (names.length === 0 || this.closed) return;
+    // every open queue's due ids in one round trip; BullMQ's own bound for "due": every score
+    // below (now + 1) * 0x1000
+    const reads = connection.pipeline();
+    for (const name of names) {
+      reads.zrangebyscore(
         keys.bullDelayed(name),
         0,
         (now + 1) * 0x1000 - 1,
@@ -141,10 +144,17 @@ export class QueueRegistry {
         0,
         MAX_PROMOTED_PER_QUEUE,
       );
-      await Promise.all(
-        due.map(async (id) => (await this.job(name, id))?.promote().catch(() => undefined)),
-      );
     }
+    const replies = (await reads.exec()) ?? [];
+    await Promise.all(
+      replies.flatMap(([err, due], i) =>
+        err || !Array.isArray(due)
+          ? []
+          : (due as string[]).map(async (id) =>
+              (await this.job(names[i] ?? '', id))?.promote().catch(() => undefined),
+            ),
+      ),
+    );
   }
 
   private async create(name: string): Promise<QueueHandle> {
