@@ -346,13 +346,28 @@ describe('WakeRunner', () => {
       });
     }
 
+    /** Starts a task on `runner` and lands `stop` in its spawn tick (see {@link inSpawnTick}). */
+    async function startStoppedInSpawnTick(
+      runner: WakeRunner,
+      when: 'before' | 'after',
+      stop: (run: RunningTask) => void,
+      sink = new LineRecorder(),
+    ): Promise<{ run: RunningTask; pid: number }> {
+      let run: RunningTask | undefined;
+      const spawned = inSpawnTick(when, () => run && stop(run));
+      run = runner.start(assignment(), sink);
+      return { run, pid: await spawned };
+    }
+
     it('terminates a wake command started for a task cancelled just before its spawn', async () => {
       const sink = new LineRecorder();
       const runner = wakeRunner(STAY_UP, 60_000);
-      let run: RunningTask | undefined;
-      const spawned = inSpawnTick('before', () => run?.stop('cancelled'));
-      run = runner.start(assignment(), sink);
-      const pid = await spawned;
+      const { run, pid } = await startStoppedInSpawnTick(
+        runner,
+        'before',
+        (started) => started.stop('cancelled'),
+        sink,
+      );
       await expect(run.outcome).resolves.toEqual({
         type: 'fail',
         error: 'cancelled by the hub',
@@ -368,10 +383,9 @@ describe('WakeRunner', () => {
     it('kills the wake command at once on a killNow (the sidecar exiting) in its spawn tick', async () => {
       const { logger, entries } = recordingLogger();
       const runner = wakeRunner(STAY_UP, 60_000, logger);
-      let run: RunningTask | undefined;
-      const spawned = inSpawnTick('after', () => run?.killNow());
-      run = runner.start(assignment(), new LineRecorder());
-      const pid = await spawned;
+      const { run, pid } = await startStoppedInSpawnTick(runner, 'after', (started) =>
+        started.killNow(),
+      );
       await expect(run.outcome).resolves.toEqual({
         type: 'fail',
         error: 'the sidecar shut down before the task finished',
@@ -388,10 +402,9 @@ describe('WakeRunner', () => {
 
     it('settles a task stopped in its spawn tick only once the wake command is gone', async () => {
       const runner = wakeRunner(STAY_UP, 60_000);
-      let run: RunningTask | undefined;
-      const spawned = inSpawnTick('after', () => run?.stop('shutdown'));
-      run = runner.start(assignment(), new LineRecorder());
-      const pid = await spawned;
+      const { run, pid } = await startStoppedInSpawnTick(runner, 'after', (started) =>
+        started.stop('shutdown'),
+      );
       const goneAtOutcome = run.outcome.then((outcome) => ({ outcome, gone: isProcessGone(pid) }));
       await expect(goneAtOutcome).resolves.toEqual({
         outcome: {
