@@ -26,6 +26,7 @@ import { QueueRegistry } from './queues/queue-registry';
 import { countsByQueue, summarizeQueues, type QueueSummaryDeps } from './queues/queue-summary';
 import { createRedisConnections, type RedisConnections } from './redis/connections';
 import { RedisKeys } from './redis/keys';
+import { RedisClock } from './redis/redis-clock';
 import { RedisProbe } from './redis/redis-probe';
 import { agentScripts } from './redis/scripts';
 import {
@@ -58,12 +59,22 @@ export interface Hub {
   close(): Promise<void>;
 }
 
+/** What a replica takes besides its configuration. */
+export interface HubOptions {
+  /** This machine's clock (ms since the epoch). Default `Date.now`; tests skew it. */
+  now?: () => number;
+}
+
 /**
  * Composition root of one replica: wires Redis, BullMQ, the agent store, dispatch, the Socket.IO
  * gateway and the HTTP API on one port, and starts listening. `config.redisUrl` must be set
  * (main.ts starts the embedded Redis when it is not).
  */
-export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> {
+export async function startHub(
+  config: HubConfig,
+  logger: Logger,
+  options: HubOptions = {},
+): Promise<Hub> {
   if (!config.redisUrl) throw new Error('startHub needs a redisUrl');
   const metrics = new HubMetrics(config.hubId);
   const redis = createRedisConnections(config.redisUrl, logger, {
@@ -72,12 +83,15 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
   });
   const keys = new RedisKeys(config.prefix);
   const scripts = agentScripts(redis.command);
+  // the clock of every time replicas compare (measured before the first write, below)
+  const clock = new RedisClock({ redis: redis.command, localNow: options.now });
   const agents = new AgentStore({
     redis: redis.command,
     scripts,
     keys,
     hubId: config.hubId,
     maxEvents: config.eventsMaxLen,
+    now: clock.now,
   });
 
   // Late-bound: the dispatcher and the notifier need the gateway, which needs the services.
@@ -258,6 +272,7 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
   const sweeper = new Sweeper({
     redis: redis.command,
     keys,
+    clock,
     agents,
     presence,
     notifier,
@@ -273,12 +288,14 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<Hub> 
     failAttempt: (agentId, report) => assignments.fail(agentId, report),
     onTick: async () => {
       const names = await queues.discover();
-      await queues.promoteDue();
+      // on Redis's clock, as the claims judge delays (see AgentStore.claimCall)
+      await queues.promoteDue(clock.now());
       dispatcher?.triggerAll(names);
       await bullBoard?.sync();
     },
   });
 
+  await clock.measure();
   await queues.discover();
   await bullBoard?.sync();
   await sweeper.disconnectEarlierSelf();

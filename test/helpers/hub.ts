@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { loadConfig } from '../../hub/src/config';
-import { startHub, type Hub } from '../../hub/src/hub';
+import { startHub, type Hub, type HubOptions } from '../../hub/src/hub';
 import { createLogger } from '../../hub/src/logger';
 
 export const TEST_ADMIN_KEY = 'test-admin-key-0123456789';
@@ -20,6 +20,7 @@ export const FAST_TIMINGS = {
 export async function startTestHub(
   redisUrl: string,
   env: Record<string, string> = {},
+  options: HubOptions = {},
 ): Promise<Hub & { url: string }> {
   const config = loadConfig({
     REDIS_URL: redisUrl,
@@ -31,7 +32,8 @@ export async function startTestHub(
     ...FAST_TIMINGS,
     ...env,
   });
-  const hub = await startHub(config, createLogger({ level: config.logLevel, hubId: config.hubId }));
+  const logger = createLogger({ level: config.logLevel, hubId: config.hubId });
+  const hub = await startHub(config, logger, options);
   return Object.assign(hub, { url: `http://127.0.0.1:${hub.port}` });
 }
 

@@ -9,6 +9,7 @@ import type { Hub } from '../../hub/src/hub';
 import { createLogger } from '../../hub/src/logger';
 import { QueueRegistry } from '../../hub/src/queues/queue-registry';
 import { RedisKeys } from '../../hub/src/redis/keys';
+import { RedisClock } from '../../hub/src/redis/redis-clock';
 import { agentScripts } from '../../hub/src/redis/scripts';
 import { api, eventually, startTestHub } from '../helpers/hub';
 import { useHubsFixture } from '../helpers/hubs-fixture';
@@ -259,6 +260,7 @@ describe('the run-timeout backstop, swept by two replicas at once', () => {
         return new Sweeper({
           redis,
           keys,
+          clock: new RedisClock({ redis }),
           agents,
           presence: new Presence({
             redis,
@@ -327,12 +329,13 @@ describe('replica liveness between replicas whose clocks disagree', () => {
       onWaiting: () => undefined,
     });
     try {
+      const clock = new RedisClock({ redis, localNow: () => Date.now() + 20_000 });
       const agents = new AgentStore({
         redis,
         scripts: agentScripts(redis),
         keys: hub.keys,
         hubId: 'ahead',
-        now: () => Date.now() + 20_000,
+        now: clock.now,
       });
       const leases = new LeaseKeeper({
         queues,
@@ -344,6 +347,7 @@ describe('replica liveness between replicas whose clocks disagree', () => {
       const ahead = new Sweeper({
         redis,
         keys: hub.keys,
+        clock,
         agents,
         presence: new Presence({
           redis,

@@ -226,7 +226,11 @@ export class Dispatcher {
     return this.options.queues.job(queue, jobId);
   }
 
-  /** The next runnable job, fetched with the claim's token as its lock. */
+  /**
+   * The next runnable job, fetched with the claim's token as its lock. BullMQ times this fetch
+   * by this machine's clock (a delayed job due by it is promoted), not Redis's as the claims do:
+   * a rare path (after a job that could not be handed out), off by this machine's skew at most.
+   */
   private async nextJob(queue: string, token: string): Promise<TaskJob | undefined> {
     const handle = await this.options.queues.get(queue);
     return (await handle.worker.getNextJob(token, { block: false })) as TaskJob | undefined;
@@ -285,7 +289,9 @@ export class Dispatcher {
     // Only the first push of a task: an operator's retry resets attemptsMade and attemptsStarted
     // (BullMQ's reprocessJob), but it only retries a failed task, whose failure left its trace.
     if (task.attemptsStarted <= 1 && task.attemptsMade === 0 && !task.failedBefore) {
-      // below the millisecond when this replica added the task, in whole milliseconds otherwise
+      // below the millisecond when this replica added the task, in whole milliseconds otherwise:
+      // on Redis's clock, the one a delay's end is judged by (claims, promoteDue), against
+      // BullMQ's timestamp, the adding client's own clock (off by that client's skew)
       const latencyMs =
         sinceAddedMs ?? Math.max(0, this.options.agents.now() - (task.timestamp + task.delay));
       this.options.metrics.dispatchLatency.observe({ queue }, latencyMs / 1000);

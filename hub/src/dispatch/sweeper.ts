@@ -5,6 +5,7 @@ import { ackTimeoutCooldownMs, restingState } from '../fsm/agent-machine';
 import type { AgentRecord } from '../fsm/agent-record';
 import type { AgentStore } from '../fsm/agent-store';
 import type { Logger } from '../logger';
+import type { RedisClock } from '../redis/redis-clock';
 import type { RedisKeys } from '../redis/keys';
 import { TASK_FIELDS } from './assignments';
 import type { AgentNotifier } from './notifier';
@@ -12,6 +13,11 @@ import type { AgentNotifier } from './notifier';
 export interface SweeperOptions {
   redis: Redis;
   keys: RedisKeys;
+  /**
+   * The clock of the times the sweep compares (the agent store's): Redis's, measured again at
+   * each liveness refresh.
+   */
+  clock: RedisClock;
   agents: AgentStore;
   presence: Presence;
   notifier: AgentNotifier;
@@ -42,9 +48,11 @@ export const MAX_TICK_MS = 1000;
 
 /**
  * Finds stuck work on every replica (all steps are compare-and-set, so replicas sweeping at the
- * same time do each thing once). Each step reads the agents an index lists as due, then each
- * record, and acts only when the record itself is overdue: the list may be stale by then (a long
- * sweep, another replica's), and an agent listed for one task may hold the next one already.
+ * same time do each thing once). The times it compares were written by any replica, all on
+ * Redis's clock, and it reads them on the same clock (`clock`). Each step reads the agents an
+ * index lists as due, then each record, and acts only when the record itself is overdue: the list
+ * may be stale by then (a long sweep, another replica's), and an agent listed for one task may
+ * hold the next one already.
  * - refreshes this replica's liveness, on a timer of its own (a long sweep must not let the
  *   other replicas take this one for gone);
  * - assigned agents that did not accept in time: task back to wait, agent in cooldown for an
@@ -64,15 +72,14 @@ export class Sweeper {
   private running: Promise<void> | undefined;
   private ticking: Promise<void> | undefined;
   /**
-   * When this replica's Redis connection last came back (undefined: never lost since start).
-   * The other replicas could not refresh their liveness while Redis was away either, and some
-   * reconnect later than this one: until they had the same time to refresh, none is judged gone.
+   * When this replica's Redis connection last came back (`performance.now()`; undefined: never
+   * lost since start). The other replicas could not refresh their liveness while Redis was away
+   * either, and some reconnect later than this one: until they had the same time to refresh,
+   * none is judged gone. A local duration: on the local clock, unmoved by a new offset to Redis's.
    */
   private reachableSince: number | undefined;
-  /** Redis's clock minus this replica's (ms), as last measured; undefined until then. */
-  private clockOffsetMs: number | undefined;
   private readonly onRedisReady = (): void => {
-    this.reachableSince = this.options.agents.now();
+    this.reachableSince = performance.now();
     void this.refreshLiveness();
   };
 
@@ -101,38 +108,17 @@ export class Sweeper {
   /**
    * Records that this replica is alive (the `replicas` sorted set, scored by Redis's clock: the
    * replicas compare each other's times, and their own clocks may disagree by more than the three
-   * heartbeats that make one gone). The time is this replica's clock set to Redis's by the offset
-   * last measured ({@link measureClockOffset}), so the refresh is sent at once: asking Redis its
-   * time first delayed each refresh by a round trip, and after a Redis stall another replica's
-   * sweep, sent at the same moment, could find the scores from before the stall and take every
-   * replica for gone. Not while the connection is away: a refresh queued then would land late
-   * with a stale time (and they piled up in ioredis' offline queue); the connection's return
-   * refreshes at once instead.
+   * heartbeats that make one gone), then measures the clock again for the next writes. Not while
+   * the connection is away: a refresh queued then would land late with a stale time (and they
+   * piled up in ioredis' offline queue); the connection's return refreshes at once instead.
    */
   async refreshLiveness(): Promise<void> {
-    const { redis, keys, hubId, agents, logger } = this.options;
+    const { redis, keys, hubId, clock, logger } = this.options;
     if (redis.status !== 'ready') return;
     await redis
-      .zadd(keys.replicas, agents.now() + (this.clockOffsetMs ?? 0), hubId)
-      .then(() => this.measureClockOffset())
+      .zadd(keys.replicas, clock.now(), hubId)
+      .then(() => clock.measure())
       .catch((err: unknown) => logger.warn({ err: String(err) }, 'liveness refresh failed'));
-  }
-
-  /**
-   * Measures Redis's clock against this replica's (`TIME`, halfway through the round trip) and
-   * keeps the offset; one answered slowly (over a second: a stall) is not kept once one was.
-   */
-  private async measureClockOffset(): Promise<number> {
-    const { redis, agents } = this.options;
-    const sentAt = agents.now();
-    const [seconds, micros] = await redis.time();
-    const receivedAt = agents.now();
-    const redisAt = Number(seconds) * 1000 + Number(micros) / 1000;
-    const offset = Math.round(redisAt - (sentAt + receivedAt) / 2);
-    if (this.clockOffsetMs === undefined || receivedAt - sentAt <= 1000) {
-      this.clockOffsetMs = offset;
-    }
-    return this.clockOffsetMs;
   }
 
   /**
@@ -186,7 +172,10 @@ export class Sweeper {
   }
 
   async sweep(): Promise<void> {
-    const now = this.options.agents.now();
+    const { clock } = this.options;
+    // the first sweep of a sweeper started before any liveness refresh was answered
+    if (!clock.measured) await clock.measure();
+    const now = clock.now();
     await this.ackTimeouts(now);
     await this.expiredLeases(now);
     await this.endedCooldowns(now);
@@ -401,11 +390,15 @@ export class Sweeper {
 
   private async goneReplicas(now: number): Promise<void> {
     const { redis, keys, hubId, heartbeatMs } = this.options;
-    if (this.reachableSince !== undefined && now - this.reachableSince < 3 * heartbeatMs) return;
-    // by Redis's clock, as of the start of this sweep (after a stall, the refreshes other
-    // replicas sent during it are answered before this read)
-    const offset = this.clockOffsetMs ?? (await this.measureClockOffset());
-    const silentSince = now + offset - 3 * heartbeatMs;
+    if (
+      this.reachableSince !== undefined &&
+      performance.now() - this.reachableSince < 3 * heartbeatMs
+    ) {
+      return;
+    }
+    // as of the start of this sweep (after a stall, the refreshes other replicas sent during it
+    // are answered before this read)
+    const silentSince = now - 3 * heartbeatMs;
     const gone = (await redis.zrangebyscore(keys.replicas, '-inf', silentSince)).filter(
       (id) => id !== hubId,
     );

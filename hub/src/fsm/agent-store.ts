@@ -147,6 +147,11 @@ export interface AgentStoreOptions {
   keys: RedisKeys;
   hubId: string;
   maxEvents?: number;
+  /**
+   * The clock of every time it writes (assignedAt, startedAt, deadlines, rests, disconnects, idle
+   * scores, events): in a hub, Redis's (`RedisClock.now`), since other replicas compare
+   * them. Default `Date.now` (tests with one clock).
+   */
   now?: () => number;
 }
 
@@ -160,6 +165,7 @@ export class AgentStore {
   private readonly keys: RedisKeys;
   private readonly hubId: string;
   private readonly maxEvents: number;
+  /** The clock of the times this store writes: compare stored times with it. */
   readonly now: () => number;
 
   constructor(options: AgentStoreOptions) {
@@ -403,6 +409,10 @@ export class AgentStore {
     queue: string,
     ackTimeoutMs: number,
   ): { keys: [string, string, string]; args: (string | number)[] } {
+    // One time for the claim's record (assignedAt, the ack deadline: on Redis's clock, compared by
+    // every replica) and for BullMQ's part of the step (a delayed job due, the fetch's
+    // processedOn): delays are then judged on Redis's clock here as in `promoteDue`, whichever
+    // replica claims. A delay counts from the adding client's own clock (BullMQ's timestamp).
     const now = this.now();
     return {
       keys: [this.keys.idle(queue), this.keys.events, this.keys.ackDeadlines],

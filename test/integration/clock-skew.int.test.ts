@@ -1,0 +1,178 @@
+import { randomBytes } from 'node:crypto';
+import type { UiTransition } from '../../hub/src/ui/ui-events';
+import { api, eventually, startTestHub } from '../helpers/hub';
+import { useHubsFixture } from '../helpers/hubs-fixture';
+import { readTransitions } from '../helpers/invariants';
+import { TestAgent } from '../helpers/test-agent';
+
+/**
+ * Whole replicas whose machines' clocks are 20 s off, against one that is on time: a deadline or
+ * a rest one replica writes ends when it should by every other replica's sweep. Times are taken
+ * from the events stream's ids, which Redis stamps with its own clock.
+ */
+describe('replicas whose clocks disagree', () => {
+  const fixture = useHubsFixture();
+  /** Margin for the clocks' measured offsets and the rounding of the stored times (ms). */
+  const EARLY_MS = 100;
+  /** How late a sweep may act on a loaded machine (ms): `SWEEP_MS` here is 200. */
+  const LATE_MS = 3000;
+
+  const startReplica = async (
+    prefix: string,
+    hubId: string,
+    skewMs: number,
+    env: Record<string, string> = {},
+  ) => {
+    const hub = await startTestHub(
+      fixture.redis.url,
+      { AGENTCOM_PREFIX: prefix, HUB_ID: hubId, ...env },
+      { now: () => Date.now() + skewMs },
+    );
+    fixture.hubs.push(hub);
+    return hub;
+  };
+  const register = async (hubUrl: string, queue: string) => {
+    const agent = await TestAgent.register(hubUrl, `agent-${randomBytes(4).toString('hex')}`, [
+      queue,
+    ]);
+    fixture.agents.push(agent);
+    return agent;
+  };
+  const createTask = async (hubUrl: string, body: object) => {
+    const created = await api<{ id: string }>(hubUrl, 'POST', '/v1/tasks', body);
+    expect(created.status).toBe(201);
+    return created.body.id;
+  };
+  /** The agent's first transition for `reason`, if recorded. */
+  const firstOf = async (prefix: string, agentId: string, reason: string) =>
+    (await readTransitions(fixture.redis.url, prefix)).find(
+      (event) => event.agent === agentId && event.reason === reason,
+    );
+  /** The agent's first transition for `reason`, once recorded. */
+  const transition = (prefix: string, agentId: string, reason: string, timeoutMs: number) =>
+    eventually(() => firstOf(prefix, agentId, reason), {
+      what: `a ${reason} transition`,
+      timeoutMs,
+    });
+  /** When Redis recorded the event (ms by Redis's clock: the stream id). */
+  const redisMs = (event: UiTransition) => Number(event.id.split('-')[0]);
+
+  it.each([
+    ['behind', -20_000],
+    ['ahead', 20_000],
+  ])(
+    'an agent assigned by a replica whose clock is 20 s %s is timed out for its ack on time by another',
+    async (_, skewMs) => {
+      const ackTimeoutMs = 2000;
+      const prefix = `c${randomBytes(3).toString('hex')}`;
+      // the skewed replica assigns (it sweeps only once, at its start); the other one sweeps and
+      // does not dispatch
+      const skewed = await startReplica(prefix, 'skewed', skewMs, { SWEEP_MS: '60000' });
+      const other = await startReplica(prefix, 'other', 0);
+      await other.dispatcher.stop();
+      const queue = `q-${randomBytes(4).toString('hex')}`;
+      const agent = await register(skewed.url, queue);
+      const assigned = agent.nextAssignment();
+      const taskId = await createTask(skewed.url, { queue, payload: {} });
+      expect((await assigned).task.id).toBe(taskId);
+
+      // never accepted
+      const timedOut = await transition(
+        prefix,
+        agent.agentId,
+        'ack_timeout',
+        ackTimeoutMs + LATE_MS + 2000,
+      );
+      const assign = await firstOf(prefix, agent.agentId, 'assign');
+      expect(assign).toMatchObject({ hub: 'skewed', task: taskId });
+      expect(timedOut).toMatchObject({ hub: 'other', task: taskId, from: 'assigned' });
+      const waitedMs = redisMs(timedOut) - redisMs(assign!);
+      expect(waitedMs).toBeGreaterThanOrEqual(ackTimeoutMs - EARLY_MS);
+      expect(waitedMs).toBeLessThanOrEqual(ackTimeoutMs + LATE_MS);
+    },
+  );
+
+  it.each([
+    ['behind', -20_000],
+    ['ahead', 20_000],
+  ])(
+    "a task started on a replica whose clock is 20 s %s times out on time by another's sweep",
+    async (_, skewMs) => {
+      const taskTimeoutMs = 2000;
+      const prefix = `c${randomBytes(3).toString('hex')}`;
+      // a lease well past the run timeout: the test agent sends no heartbeats
+      const env = { LEASE_MS: '15000' };
+      const skewed = await startReplica(prefix, 'skewed', skewMs, { ...env, SWEEP_MS: '60000' });
+      await startReplica(prefix, 'other', 0, env);
+      const queue = `q-${randomBytes(4).toString('hex')}`;
+      const agent = await register(skewed.url, queue);
+      const assigned = agent.nextAssignment();
+      const taskId = await createTask(skewed.url, { queue, payload: {}, timeoutMs: taskTimeoutMs });
+      const msg = await assigned;
+      expect(msg.task.id).toBe(taskId);
+      expect(await agent.accept(msg)).toMatchObject({ ok: true });
+
+      const timedOut = await transition(
+        prefix,
+        agent.agentId,
+        'timeout',
+        taskTimeoutMs + LATE_MS + 2000,
+      );
+      const accepted = await firstOf(prefix, agent.agentId, 'accept');
+      expect(accepted).toMatchObject({ hub: 'skewed', task: taskId });
+      expect(timedOut).toMatchObject({ hub: 'other', task: taskId, from: 'working' });
+      const ranMs = redisMs(timedOut) - redisMs(accepted!);
+      expect(ranMs).toBeGreaterThanOrEqual(taskTimeoutMs - EARLY_MS);
+      expect(ranMs).toBeLessThanOrEqual(taskTimeoutMs + LATE_MS);
+      await eventually(
+        () => (agent.cancels.some((c) => c.reason === 'timeout') ? true : undefined),
+        { what: 'the agent told its task timed out' },
+      );
+    },
+  );
+
+  it.each([
+    ['behind', -20_000],
+    ['ahead', 20_000],
+  ])(
+    'a rest begun by a replica whose clock is 20 s %s ends on time by another',
+    async (_, skewMs) => {
+      // the first rest after an ack timeout lasts one ack timeout: long enough for the skewed
+      // replica to stop and another to start sweeping before it ends
+      const ackTimeoutMs = 4000;
+      const env = { ACK_TIMEOUT_MS: String(ackTimeoutMs), LEASE_MS: '15000' };
+      const prefix = `c${randomBytes(3).toString('hex')}`;
+      // `host` holds the agent's connection and neither dispatches nor sweeps; the skewed replica
+      // assigns, times the ack out and begins the rest, then stops; `late` ends the rest
+      const host = await startReplica(prefix, 'host', 0, { ...env, SWEEP_MS: '60000' });
+      await host.dispatcher.stop();
+      const skewed = await startReplica(prefix, 'skewed', skewMs, env);
+      const queue = `q-${randomBytes(4).toString('hex')}`;
+      const agent = await register(host.url, queue);
+      const assigned = agent.nextAssignment();
+      const taskId = await createTask(skewed.url, { queue, payload: {} });
+      expect((await assigned).task.id).toBe(taskId);
+
+      const timedOut = await transition(
+        prefix,
+        agent.agentId,
+        'ack_timeout',
+        ackTimeoutMs + LATE_MS + 2000,
+      );
+      expect(timedOut).toMatchObject({ hub: 'skewed', to: 'cooldown' });
+      await skewed.close();
+      await startReplica(prefix, 'late', 0, env);
+
+      const rested = await transition(
+        prefix,
+        agent.agentId,
+        'cooldown_over',
+        ackTimeoutMs + LATE_MS + 2000,
+      );
+      expect(rested).toMatchObject({ hub: 'late', from: 'cooldown', to: 'idle' });
+      const restMs = redisMs(rested) - redisMs(timedOut);
+      expect(restMs).toBeGreaterThanOrEqual(ackTimeoutMs - EARLY_MS);
+      expect(restMs).toBeLessThanOrEqual(ackTimeoutMs + LATE_MS);
+    },
+  );
+});
