@@ -43,6 +43,8 @@ export interface AgentsPageOptions {
   sessionMaxLifetimeMs?: number;
   /** Longest XREAD BLOCK of the tailer (ms). Default 5000. */
   tailBlockMs?: number;
+  /** How long a built snapshot answers the other tabs (ms). Default `SNAPSHOT_REUSE_MS`. */
+  snapshotReuseMs?: number;
 }
 
 /**
@@ -87,6 +89,8 @@ export function registerAgentsPage(options: AgentsPageOptions): { close(): Promi
     tail: tailer,
     logger,
     redisProblem,
+    now: agents.now,
+    ...(options.snapshotReuseMs === undefined ? {} : { snapshotReuseMs: options.snapshotReuseMs }),
   });
 
   let closing: Promise<void> | undefined;

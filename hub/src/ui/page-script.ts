@@ -105,18 +105,27 @@ export const AGENTS_PAGE_SCRIPT = String.raw`
     scheduleRender();
   });
 
-  function requestSnapshot() {
+  // fresh: a snapshot read after the request (this page saw what its snapshot cannot explain);
+  // otherwise the replica may answer with the one its tabs share, read a moment before
+  function requestSnapshot(fresh) {
     if (!socket.connected) return;
-    socket.timeout(5000).emit('snapshot:get', function (err, snapshot) {
-      if (err || !snapshot || snapshot.error) { refreshSoon(1500); return; }
+    socket.timeout(5000).emit('snapshot:get', { fresh: fresh === true }, function (err, snapshot) {
+      if (err || !snapshot || snapshot.error) { refreshSoon(1500, fresh); return; }
       applySnapshot(snapshot);
     });
   }
-  function refreshSoon(ms) {
+  var refreshFresh = false;
+  function refreshSoon(ms, fresh) {
+    if (fresh) refreshFresh = true;
     if (refreshTimer) return;
-    refreshTimer = setTimeout(function () { refreshTimer = null; requestSnapshot(); }, ms);
+    refreshTimer = setTimeout(function () {
+      refreshTimer = null;
+      var asFresh = refreshFresh;
+      refreshFresh = false;
+      requestSnapshot(asFresh);
+    }, ms);
   }
-  setInterval(requestSnapshot, REFRESH_MS);
+  setInterval(function () { requestSnapshot(false); }, REFRESH_MS);
 
   // ---- model ------------------------------------------------------------------------------
   function applySnapshot(s) {
@@ -170,10 +179,10 @@ export const AGENTS_PAGE_SCRIPT = String.raw`
     if (!a) {
       a = { agentId: t.agent, state: t.from || 'offline', queues: [], labels: {}, tasksDone: 0, tasksFailed: 0, version: 0 };
       agents.set(t.agent, a);
-      refreshSoon(250);
+      refreshSoon(250, true);
     }
     if (t.version <= a.version) return;
-    if (a.version > 0 && t.version !== a.version + 1) refreshSoon(250);
+    if (a.version > 0 && t.version !== a.version + 1) refreshSoon(250, true);
     a.version = t.version;
     a.state = t.to;
     a.touchedAt = Date.now();

@@ -56,7 +56,7 @@ export function createSnapshotReader(options: SnapshotReaderOptions): () => Prom
       queues[name] = Object.hasOwn(counts, name) ? counts[name]! : {};
     return {
       hubId,
-      serverTime: Date.now(),
+      serverTime: agents.now(), // the records' clock (Redis's)
       agents: views,
       queues,
       events: entries.map(([id, fields]) => parseTransitionEntry(id, fields)),

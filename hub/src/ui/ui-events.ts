@@ -29,7 +29,7 @@ export type QueueCounts = Record<string, number>;
 export interface UiSnapshot {
   /** The replica this browser is connected to. */
   hubId: string;
-  /** That replica's clock when it read the snapshot (the browser derives its clock skew). */
+  /** That replica's clock when it sent the snapshot (the browser derives its clock skew). */
   serverTime: number;
   agents: AgentView[];
   /** Every known queue, with BullMQ's counts when the hub was given them ({} otherwise). */
@@ -44,9 +44,26 @@ export interface UiServerToClientEvents {
   transitions: (events: UiTransition[]) => void;
 }
 
+/** What a `snapshot:get` asks for. */
+export interface UiSnapshotRequest {
+  /**
+   * A snapshot whose read begins after the request (the page saw a transition its snapshot
+   * cannot explain: an unknown agent, a version gap). Without it the replica may answer with
+   * the snapshot it shares, read up to `SNAPSHOT_REUSE_MS` earlier, and the transitions since.
+   */
+  fresh?: boolean;
+}
+
+type UiSnapshotReply = (snapshot: UiSnapshot | { error: string }) => void;
+
 export interface UiClientToServerEvents {
-  /** Asks for a fresh snapshot (the page refreshes every ~10 s); refreshes the UI session. */
-  'snapshot:get': (ack: (snapshot: UiSnapshot | { error: string }) => void) => void;
+  /**
+   * Asks for a snapshot (the page refreshes every ~10 s); refreshes the UI session. Without a
+   * request (a page loaded before requests existed) it asks for a shared one.
+   */
+  'snapshot:get': (
+    ...args: [ack: UiSnapshotReply] | [request: UiSnapshotRequest, ack: UiSnapshotReply]
+  ) => void;
 }
 
 export interface UiSocketData {

@@ -7,10 +7,12 @@ import {
   type UiClientToServerEvents,
   type UiServerToClientEvents,
   type UiSnapshot,
+  type UiSnapshotRequest,
   type UiSocketData,
   type UiTransition,
 } from './ui-events';
 import { backlogOverLimit, outputBacklog } from './output-backlog';
+import { SharedSnapshot } from './shared-snapshot';
 import type { UiSessions } from './ui-session';
 
 export type UiNamespace = Namespace<
@@ -48,6 +50,13 @@ export interface UiNamespaceOptions {
   redisProblem: RedisProblemCheck;
   /** Shortest interval between two snapshots one socket may ask for (ms). Default 1000. */
   minSnapshotIntervalMs?: number;
+  /** How long a built snapshot answers other sockets (ms). Default `SNAPSHOT_REUSE_MS`. */
+  snapshotReuseMs?: number;
+  /**
+   * The clock of a snapshot's `serverTime`: the record times it shows are on Redis's clock
+   * (`AgentStore.now`), and the page takes its offset to the browser from it.
+   */
+  now: () => number;
 }
 
 /**
@@ -84,10 +93,12 @@ function refusal(
 /**
  * The `/ui` namespace: only sockets presenting a live UI session (`auth: { session }`) get in.
  * The first one starts the tail and each is let in only once the tail is running, so its
- * snapshot (read on connect) and the transitions after it leave no gap; the last one to leave
- * stops the tail. Each gets a snapshot on connect and on request; transitions reach it through
- * {@link broadcastLocal}, which emits to this replica's browsers only (every replica tails the
- * stream itself, so going through the Redis adapter would deliver each transition N times).
+ * snapshot and the transitions after it leave no gap; the last one to leave stops the tail.
+ * Each gets a snapshot on connect and on request, one read shared by the sockets that ask
+ * together (shared-snapshot.ts: a socket that joined after the read also gets the transitions
+ * handed out in between); transitions reach it through {@link broadcastLocal}, which emits to
+ * this replica's browsers only (every replica tails the stream itself, so going through the
+ * Redis adapter would deliver each transition N times).
  * While Redis does not answer, handshakes and snapshot requests are answered at once with an
  * error; a socket whose output backlog passes its limit (output-backlog.ts) is closed, and so is
  * a connection past {@link UI_SESSION_CHECKS_PER_CONNECTION} handshakes.
@@ -98,6 +109,11 @@ export function createUiNamespace(options: UiNamespaceOptions): {
 } {
   const { sessions, readSnapshot, tail, logger, redisProblem } = options;
   const minInterval = options.minSnapshotIntervalMs ?? 1000;
+  const shared = new SharedSnapshot({
+    read: readSnapshot,
+    now: options.now,
+    ...(options.snapshotReuseMs === undefined ? {} : { reuseMs: options.snapshotReuseMs }),
+  });
   const nsp = options.io.of(UI_NAMESPACE) as unknown as UiNamespace;
 
   // Sockets of this replica that need the tail: counted from the handshake (the tail must run
@@ -114,7 +130,10 @@ export function createUiNamespace(options: UiNamespaceOptions): {
       socket.off('disconnect', release);
       socket.conn.off('close', release);
       holders--;
-      if (holders === 0) tail.stop();
+      if (holders === 0) {
+        tail.stop();
+        shared.forget();
+      }
     };
     socket.once('disconnect', release);
     socket.conn.once('close', release);
@@ -196,21 +215,27 @@ export function createUiNamespace(options: UiNamespaceOptions): {
   });
 
   nsp.on('connection', (socket: UiSocket) => {
-    let lastSnapshotAt = 0;
-    const send = (): void => {
-      lastSnapshotAt = Date.now();
-      readSnapshot().then(
-        (snapshot) => {
-          if (!droppedForBacklog(socket)) socket.emit('snapshot', snapshot);
-        },
-        (err: unknown) => logger.warn({ err: errorMessage(err) }, 'ui: snapshot failed'),
-      );
+    // it is in the namespace now: every batch broadcast from here on reaches it
+    const joinedAt = shared.handedOut;
+    const sendMissed = (missed: UiTransition[]): void => {
+      if (missed.length > 0) socket.emit('transitions', missed);
     };
-    send();
+    let lastSnapshotAt = Date.now();
+    shared.forTab(joinedAt).then(
+      ({ snapshot, missed }) => {
+        if (droppedForBacklog(socket)) return;
+        socket.emit('snapshot', snapshot);
+        sendMissed(missed);
+      },
+      (err: unknown) => logger.warn({ err: errorMessage(err) }, 'ui: snapshot failed'),
+    );
 
-    socket.on('snapshot:get', (ack: unknown) => {
-      if (typeof ack !== 'function') return;
-      const reply = ack as (response: UiSnapshot | { error: string }) => void;
+    // `(request, ack)`; a page loaded before `request` existed sends `(ack)`
+    socket.on('snapshot:get', (request: unknown, ack?: unknown) => {
+      const callback = typeof request === 'function' ? request : ack;
+      if (typeof callback !== 'function') return;
+      const reply = callback as (response: UiSnapshot | { error: string }) => void;
+      const fresh = (request as UiSnapshotRequest | null | undefined)?.fresh === true;
       void (async () => {
         // Redis first: while it does not answer, the request is answered now (the page retries)
         const problem = await redisProblem();
@@ -229,8 +254,10 @@ export function createUiNamespace(options: UiNamespaceOptions): {
           socket.disconnect(true);
           return;
         }
-        const snapshot = await readSnapshot();
-        if (!droppedForBacklog(socket)) reply(snapshot);
+        const { snapshot, missed } = await shared.forTab(joinedAt, { fresh });
+        if (droppedForBacklog(socket)) return;
+        reply(snapshot);
+        sendMissed(missed);
       })().catch((err: unknown) => {
         logger.warn({ err: errorMessage(err) }, 'ui: snapshot failed');
         reply({ error: 'snapshot failed' });
@@ -242,6 +269,7 @@ export function createUiNamespace(options: UiNamespaceOptions): {
     nsp,
     broadcastLocal(events) {
       if (events.length === 0) return;
+      shared.noteHandedOut(events);
       for (const socket of nsp.sockets.values()) droppedForBacklog(socket);
       if (nsp.sockets.size > 0) nsp.local.emit('transitions', events);
     },
