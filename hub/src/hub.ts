@@ -37,6 +37,7 @@ import {
 } from './stop-bounds';
 import { TaskCancellation } from './tasks/task-cancellation';
 import { listTasks } from './tasks/task-listing';
+import { IdempotencyKeys } from './tasks/idempotency-keys';
 import { TaskService } from './tasks/task-service';
 
 /** A running hub replica. */
@@ -107,6 +108,7 @@ export async function startHub(
   };
 
   const starts = new TaskStartTimes();
+  const idempotency = new IdempotencyKeys({ redis: redis.command, keys });
   const queues = new QueueRegistry({
     connection: redis.bullmq,
     keys,
@@ -146,6 +148,7 @@ export async function startHub(
     onClaimed: (step) => dispatcher?.continueClaim(step),
     onAgentIdle,
     onTaskWaiting: onQueueWork,
+    idempotency,
   });
   const presence = new Presence({
     redis: redis.command,
@@ -167,6 +170,7 @@ export async function startHub(
     metrics,
     starts,
     retention: config.retention,
+    idempotency,
     onCreated: onQueueWork,
   });
   const cancellation = new TaskCancellation({ redis: redis.command, keys, tasks, notifier });
@@ -268,6 +272,7 @@ export async function startHub(
     logger,
     metrics,
     starts,
+    idempotency,
   });
   const sweeper = new Sweeper({
     redis: redis.command,

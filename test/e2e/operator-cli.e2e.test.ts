@@ -266,13 +266,13 @@ describe('agentcom (operator CLI) against a real hub process', () => {
     expect([0, 1]).toContain(again.code);
   });
 
-  it('task add --wait with a repeated idempotency key exits with the outcome the hub answered, for a task no longer kept too', async () => {
-    // A hub that keeps no completed task: each one is trimmed as it completes.
+  it('task add --wait exits with the outcome of a task no longer kept: a repeated idempotency key, or a task trimmed before a poll saw it end', async () => {
+    // A hub that keeps no finished task: each one is trimmed as it completes or fails.
     const trimming = await startHubProcess(
       redis.url,
       `c${randomBytes(3).toString('hex')}`,
       'hub-trim',
-      { RETENTION_COMPLETED_COUNT: '0' },
+      { RETENTION_COMPLETED_COUNT: '0', RETENTION_FAILED_COUNT: '0' },
     );
     try {
       const env = { AGENTCOM_URL: trimming.url };
@@ -298,7 +298,7 @@ describe('agentcom (operator CLI) against a real hub process', () => {
       const gone = await cli(['task', 'get', id], { env });
       expect(gone).toMatchObject({
         code: 1,
-        stderr: `agentcom: E_TASK_NOT_FOUND: No task ${id}\n`,
+        stderr: `agentcom: E_TASK_TRIMMED: Task ${id} completed; retention no longer keeps it, its outcome only is known\n`,
       });
 
       // The script runs again: the hub answers the task's outcome, and so does the exit code.
@@ -308,6 +308,38 @@ describe('agentcom (operator CLI) against a real hub process', () => {
       const asJson = await cli(['--json', ...add, '--wait'], { env });
       expect(asJson.code).toBe(0);
       expect(JSON.parse(asJson.stdout)).toEqual({ id, state: 'completed', duplicate: true });
+
+      // A new task: no poll sees it completed (it is trimmed as it completes); the hub answers
+      // its outcome (it answered 404, and the wait exited 1 with E_TASK_NOT_FOUND).
+      const fresh = await cli(
+        [
+          'task',
+          'add',
+          '--queue',
+          queue,
+          '--payload',
+          JSON.stringify({ action: 'complete', result: 'fresh' }),
+          '--wait',
+        ],
+        { env },
+      );
+      expect(fresh).toMatchObject({
+        code: 0,
+        stdout: expect.stringMatching(/^id: +\S+\nstate: completed\n$/),
+      });
+      expect(fresh.stderr).toMatch(/is no longer kept by the hub: its outcome only is known/);
+
+      // A task cancelled while it runs fails as cancelled, trimmed at once: exit 3.
+      const pushed = agent.nextAssignment(20_000);
+      const waiter = start(
+        ['--json', 'task', 'add', '--queue', queue, '--payload', '{"action":"hang"}', '--wait'],
+        { env },
+      );
+      const hanging = (await pushed).task.id;
+      expect((await cli(['task', 'cancel', hanging], { env })).code).toBe(0);
+      const cancelled = await withTimeout(waiter.exited, 20_000, 'the waiting agentcom to exit');
+      expect(cancelled.code).toBe(3);
+      expect(JSON.parse(cancelled.stdout)).toEqual({ id: hanging, state: 'cancelled' });
     } finally {
       await trimming.kill('SIGKILL');
     }

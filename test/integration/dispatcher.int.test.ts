@@ -9,6 +9,7 @@ import { HubMetrics } from '../../hub/src/metrics/hub-metrics';
 import { QueueRegistry } from '../../hub/src/queues/queue-registry';
 import { RedisKeys } from '../../hub/src/redis/keys';
 import { agentScripts } from '../../hub/src/redis/scripts';
+import { IdempotencyKeys } from '../../hub/src/tasks/idempotency-keys';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 /** What the dispatcher pushed, in order; `waitFor(n)` resolves once n pushes were made. */
@@ -89,6 +90,7 @@ describe('Dispatcher against a real redis-server and BullMQ', () => {
       leaseMs: 60_000,
       logger,
       metrics: new HubMetrics('hub-a'),
+      idempotency: new IdempotencyKeys({ redis, keys }),
     });
     producer = new Queue('q1', { connection: redis, prefix: keys.bullPrefix });
   });

@@ -1,4 +1,4 @@
-import type { TaskAssign } from '@agentcom/shared';
+import type { TaskAssign, TaskView } from '@agentcom/shared';
 import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
 import { TEST_ADMIN_KEY, api, startTestHub } from '../helpers/hub';
@@ -196,7 +196,7 @@ describe('HTTP API', () => {
       ).toMatchObject({ priority: 2 ** 21 - 1 });
     });
 
-    it('keeps an idempotency key for a delayed task until a day after it is due', async () => {
+    it('keeps an idempotency key for a delayed task for years while it waits', async () => {
       const delayMs = 2 * 24 * 60 * 60 * 1000;
       const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
         payload: 1,
@@ -205,12 +205,11 @@ describe('HTTP API', () => {
         idempotencyKey: 'delayed-key-1',
       });
       expect(created.status).toBe(201);
-      const keys = await hub.redis.command.keys(`*de:delayed-key-1`);
-      expect(keys).toHaveLength(1);
-      const ttl = await hub.redis.command.pttl(keys[0] ?? '');
-      // it named the task for 24 h from its creation: a repeat a day later created it again
-      expect(ttl).toBeGreaterThan(delayMs);
-      expect(ttl).toBeLessThanOrEqual(delayMs + 24 * 60 * 60 * 1000);
+      const key = hub.keys.bullDeduplication('delayed-key', 'delayed-key-1');
+      expect(await hub.redis.command.get(key)).toBe(created.body.id);
+      // it named the task for 24 h from when it was due: a repeat a day later created it again
+      // (idempotency.int.test.ts follows the key through the task's life)
+      expect(await hub.redis.command.pttl(key)).toBeGreaterThan(365 * 24 * 60 * 60 * 1000);
     });
 
     it('answers 200 with the same id for a repeated idempotency key', async () => {
@@ -304,7 +303,8 @@ describe('HTTP API', () => {
       const msg = await assigned;
       expect(await agent.accept(msg)).toMatchObject({ ok: true });
       expect(await report(msg)).toMatchObject({ ok: true });
-      expect((await api(trimming.url, 'GET', `/v1/tasks/${created.body.id}`)).status).toBe(404);
+      // no longer kept, its outcome known: 410 (tests below check its body)
+      expect((await api(trimming.url, 'GET', `/v1/tasks/${created.body.id}`)).status).toBe(410);
       return created.body.id;
     }
 
@@ -368,6 +368,37 @@ describe('HTTP API', () => {
       }
     });
 
+    it('answers the outcome to GET too: 410 E_TASK_TRIMMED with {id, state}', async () => {
+      const trimmedView = (id: string) => api(trimming.url, 'GET', `/v1/tasks/${id}`);
+      const completed = await runToTrimmed('g-completed', (msg) => agent.complete(msg, 1));
+      expect(await trimmedView(completed)).toEqual({
+        status: 410,
+        body: {
+          error: {
+            code: 'E_TASK_TRIMMED',
+            message: `Task ${completed} completed; retention no longer keeps it, its outcome only is known`,
+            details: { id: completed, state: 'completed' },
+          },
+        },
+      });
+      const fail = (msg: TaskAssign) => agent.fail(msg, { error: 'broken', retryable: false });
+      const failed = await runToTrimmed('g-failed', fail);
+      expect(await trimmedView(failed)).toMatchObject({
+        status: 410,
+        body: { error: { details: { id: failed, state: 'failed' } } },
+      });
+      const cancelled = await runToTrimmed('g-cancelled', async (msg) => {
+        expect(await api(trimming.url, 'POST', `/v1/tasks/${msg.task.id}/cancel`)).toMatchObject({
+          status: 202,
+        });
+        return fail(msg);
+      });
+      expect(await trimmedView(cancelled)).toMatchObject({
+        status: 410,
+        body: { error: { details: { id: cancelled, state: 'cancelled' } } },
+      });
+    });
+
     it('answers `removed` when no outcome of it is recorded either', async () => {
       const id = await runToTrimmed('k-unrecorded', (msg) => agent.complete(msg, null));
       // as a task that ended without a report of its agent (stalled too often) leaves it
@@ -380,6 +411,62 @@ describe('HTTP API', () => {
       expect(await repeat('k-unrecorded')).toEqual({
         status: 200,
         body: { id, state: 'removed', duplicate: true },
+      });
+      expect(await api(trimming.url, 'GET', `/v1/tasks/${id}`)).toMatchObject({
+        status: 404,
+        body: { error: { code: 'E_TASK_NOT_FOUND' } },
+      });
+    });
+  });
+
+  describe('GET of a finished task retention trimmed (RETENTION_*_COUNT 1)', () => {
+    // keeps the last finished task of each kind: the one before is trimmed as the next finishes
+    let keeping: Hub & { url: string };
+    let agent: TestAgent;
+    const queue = 'keeps-one';
+    beforeAll(async () => {
+      keeping = await startTestHub(redis.url, {
+        RETENTION_COMPLETED_COUNT: '1',
+        RETENTION_FAILED_COUNT: '1',
+      });
+      agent = await TestAgent.register(keeping.url, 'keeps-one-agent', [queue]);
+    });
+    afterAll(async () => {
+      agent.close();
+      await keeping.close();
+    });
+
+    /** Creates a task and runs it on the agent to `report`'s outcome. */
+    async function run(report: (msg: TaskAssign) => Promise<unknown>): Promise<string> {
+      const assigned = agent.nextAssignment();
+      const created = await api<{ id: string }>(keeping.url, 'POST', '/v1/tasks', {
+        queue,
+        payload: {},
+      });
+      const msg = await assigned;
+      expect(await agent.accept(msg)).toMatchObject({ ok: true });
+      expect(await report(msg)).toMatchObject({ ok: true });
+      return created.body.id;
+    }
+    const get = (id: string) => api<TaskView>(keeping.url, 'GET', `/v1/tasks/${id}`);
+    const fail = (msg: TaskAssign) => agent.fail(msg, { error: 'broken', retryable: false });
+
+    it('answers its outcome once the next finished task trimmed it, where it answered 404', async () => {
+      const first = await run((msg) => agent.complete(msg, 'first'));
+      expect(await get(first)).toMatchObject({ status: 200, body: { state: 'completed' } });
+      const failed = await run(fail);
+      expect(await get(failed)).toMatchObject({ status: 200, body: { state: 'failed' } });
+
+      const second = await run((msg) => agent.complete(msg, 'second'));
+      expect(await get(second)).toMatchObject({ status: 200, body: { state: 'completed' } });
+      expect(await get(first)).toMatchObject({
+        status: 410,
+        body: { error: { code: 'E_TASK_TRIMMED', details: { id: first, state: 'completed' } } },
+      });
+      await run(fail);
+      expect(await get(failed)).toMatchObject({
+        status: 410,
+        body: { error: { code: 'E_TASK_TRIMMED', details: { id: failed, state: 'failed' } } },
       });
     });
   });

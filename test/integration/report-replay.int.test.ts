@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import type { TaskAssign, TaskView } from '@agentcom/shared';
+import type { TaskAssign, TaskFail, TaskView } from '@agentcom/shared';
 import { Job, Queue, UnrecoverableError } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
+import { everyKeyBut } from '../helpers/acl';
 import { TEST_ADMIN_KEY, api, startTestHub } from '../helpers/hub';
 import { sumMetric } from '../helpers/metrics';
 import { eventually } from '../helpers/poll';
@@ -254,4 +255,107 @@ describe('the replay of a report whose replica died half-way', () => {
       expect(record?.tasksFailed).toBe(0);
     },
   );
+
+  /**
+   * A report whose apply fails part-way on a replica that lives on (the sidecar sees the error and
+   * replays the report at once): Redis refuses the hub's user (ACL) one key that only a later step
+   * of the apply uses. The report lock (TTL 5 s) must not outlive the failure: a lock left behind
+   * makes the replay wait for it to run out.
+   */
+  describe('a report whose apply failed part-way on a live replica', () => {
+    /** Well within the report lock's TTL (5 s). */
+    const AT_ONCE_MS = 2000;
+    /** A user of the test's own: the ACL restricts the hub's (`default`). */
+    let admin: Redis;
+
+    beforeAll(async () => {
+      await connection.call('ACL', 'SETUSER', 'tester', 'on', 'nopass', '~*', '&*', '+@all');
+      admin = new Redis(redis.url, {
+        username: 'tester',
+        password: 'any',
+        maxRetriesPerRequest: null,
+      });
+    });
+    afterEach(async () => {
+      await admin.call('ACL', 'SETUSER', 'default', 'resetkeys', '~*');
+    });
+    afterAll(async () => {
+      await admin.quit();
+    });
+
+    /** Redis refuses `key` to the hub until {@link allowEveryKey}. */
+    const refuse = (key: string) =>
+      admin.call('ACL', 'SETUSER', 'default', 'resetkeys', ...everyKeyBut(key));
+    const allowEveryKey = () => admin.call('ACL', 'SETUSER', 'default', 'resetkeys', '~*');
+
+    /** A new agent working on a new task, and the final failure it reports. */
+    const working = async () => {
+      const queue = `q-${randomBytes(4).toString('hex')}`;
+      const agentId = `agent-${randomBytes(4).toString('hex')}`;
+      const agent = await TestAgent.register(hub.url, agentId, [queue]);
+      agents.push(agent);
+      const assigned = agent.nextAssignment();
+      const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+        queue,
+        payload: {},
+      });
+      expect(created.status).toBe(201);
+      const id = created.body.id;
+      const assignment = await assigned;
+      expect(await agent.accept(assignment)).toMatchObject({ ok: true });
+      const { token } = assignment;
+      const fail: TaskFail = { taskId: id, token, error: 'boom', retryable: false };
+      return { queue, id, token, agentId, agent, fail };
+    };
+    /** The replay's ack and how long it took. */
+    const replay = async (agent: TestAgent, fail: TaskFail) => {
+      const started = Date.now();
+      const ack = await agent.send('task:fail', fail);
+      return { ack, elapsedMs: Date.now() - started };
+    };
+    /** What the failure leaves once applied, once. */
+    const expectFailedOnce = async (queue: string, id: string, token: string, agentId: string) => {
+      expect(await getTask(id)).toMatchObject({ state: 'failed', error: 'boom', attemptsMade: 1 });
+      expect(await hub.agents.get(agentId)).toMatchObject({ state: 'idle', tasksFailed: 1 });
+      expect(await failuresCounted(queue)).toBe(1);
+      expect(await admin.get(hub.keys.finished(id))).toBe(`failed ${token}`);
+      expect(await admin.get(hub.keys.reporting(id))).toBeNull();
+    };
+
+    it('BullMQ failed the job, then the release of the agent failed: the replay, answered at once, finishes it as a duplicate', async () => {
+      const { queue, id, token, agentId, agent, fail } = await working();
+      // the release (`transitionThenClaim`) declares the queue's idle index: refused before it runs
+      await refuse(hub.keys.idle(queue));
+      expect(await agent.send('task:fail', fail)).toMatchObject({ ok: false, code: 'E_INTERNAL' });
+      // BullMQ's part applied, the rest not; the intent stays for the replay, the lock does not
+      expect(await admin.hget(hub.keys.bullJob(queue, id), 'atm')).toBe('1');
+      expect(await admin.hget(hub.keys.agent(agentId), 'state')).toBe('working');
+      expect(await admin.get(hub.keys.finished(id))).toBe(`failing ${token} ${queue} 0 0`);
+      expect(await admin.get(hub.keys.reporting(id))).toBeNull();
+
+      await allowEveryKey();
+      const { ack, elapsedMs } = await replay(agent, fail);
+      expect(ack).toEqual({ ok: true, duplicate: true });
+      expect(elapsedMs).toBeLessThan(AT_ONCE_MS);
+      await expectFailedOnce(queue, id, token, agentId);
+    });
+
+    it('its first step failed after taking the lock: the replay, answered at once, applies it', async () => {
+      const { queue, id, token, agentId, agent, fail } = await working();
+      // `beginReport.lua` reads the job's counts by a key name it builds: it fails there, after
+      // taking the lock and before recording the intent
+      await refuse(hub.keys.bullJob(queue, id));
+      expect(await agent.send('task:fail', fail)).toMatchObject({ ok: false, code: 'E_INTERNAL' });
+      expect(await admin.get(hub.keys.reporting(id))).toBeNull();
+      expect(await admin.get(hub.keys.finished(id))).toBeNull();
+      expect(await admin.get(hub.keys.bullLock(queue, id))).toBe(token);
+      expect(await admin.hget(hub.keys.agent(agentId), 'state')).toBe('working');
+
+      await allowEveryKey();
+      const { ack, elapsedMs } = await replay(agent, fail);
+      expect(ack).toEqual({ ok: true });
+      expect(elapsedMs).toBeLessThan(AT_ONCE_MS);
+      await expectFailedOnce(queue, id, token, agentId);
+    });
+  });
 });

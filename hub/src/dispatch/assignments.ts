@@ -25,6 +25,7 @@ import type { Logger } from '../logger';
 import type { HubMetrics } from '../metrics/hub-metrics';
 import type { QueueHandle, QueueRegistry, TaskJob } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
+import type { IdempotencyKeys } from '../tasks/idempotency-keys';
 import { CANCELLED_PREFIX } from '../tasks/task-service';
 import { assignMessage, taskFromJob } from './assign-message';
 import { agentIdOfToken } from './assignment-token';
@@ -104,6 +105,8 @@ export interface AssignmentServiceOptions {
   onAgentIdle: (queues: readonly string[]) => void;
   /** Called when a task was put back to wait and no agent became idle with it. */
   onTaskWaiting: (queue: string) => void;
+  /** A task ended here keeps its idempotency key for a while (BullMQ's end deletes it). */
+  idempotency: IdempotencyKeys;
 }
 
 export function holds(
@@ -197,22 +200,27 @@ export class AssignmentService {
     const begun = await this.beginReport(agentId, msg.taskId, msg.token, COMPLETION);
     if (begun.status === 'duplicate') return begun.ack;
     const { record, lockId } = begun;
-    const finishRest = () =>
-      this.finish(record, msg.token, lockId, 'completed', 'complete', { tasksDone: 1 });
-    const handle = await this.options.queues.get(record.taskQueue ?? '');
-    const job = jobToComplete(handle.queue, msg.taskId, this.options.retention.completed);
-    // Stop extending first: the lock disappears with the completion, and a lease tick racing it
-    // must not mistake that for a lost lease.
-    this.options.leases.untrack(agentId, msg.token);
-    try {
-      await job.moveToCompleted(msg.result ?? null, msg.token, false);
-    } catch (err) {
-      return this.refusedByBull(agentId, msg, COMPLETION, begun, finishRest, err);
-    }
-    // counted once BullMQ's part is done: a replay after a failed rest is answered as a duplicate
-    this.observe(record, 'completed');
-    await finishRest();
-    return { ok: true };
+    return this.underReportLock(msg.taskId, lockId, async () => {
+      const finishRest = () =>
+        this.finish(record, msg.token, lockId, 'completed', 'complete', { tasksDone: 1 });
+      const handle = await this.options.queues.get(record.taskQueue ?? '');
+      const job = jobToComplete(handle.queue, msg.taskId, this.options.retention.completed);
+      // read before: a job that no retention keeps is gone after its completion
+      const idempotencyKey = await this.options.idempotency.keyOf(handle.name, msg.taskId);
+      // Stop extending first: the lock disappears with the completion, and a lease tick racing it
+      // must not mistake that for a lost lease.
+      this.options.leases.untrack(agentId, msg.token);
+      try {
+        await job.moveToCompleted(msg.result ?? null, msg.token, false);
+      } catch (err) {
+        return this.refusedByBull(agentId, msg, COMPLETION, begun, finishRest, err);
+      }
+      // counted once BullMQ's part is done: a replay after a failed rest is answered as a duplicate
+      this.observe(record, 'completed');
+      const settled = this.options.idempotency.settle(handle.name, msg.taskId, idempotencyKey);
+      await Promise.all([finishRest(), settled]);
+      return { ok: true };
+    });
   }
 
   /**
@@ -290,43 +298,50 @@ export class AssignmentService {
     const begun = await this.beginReport(agentId, msg.taskId, msg.token, report);
     if (begun.status === 'duplicate') return begun.ack;
     const { record, lockId, cancelReason } = begun;
-    const finishRest = () =>
-      rateLimited
-        ? this.finish(record, msg.token, lockId, 'failed', 'rate_limited', {}, cooldownUntil)
-        : this.finish(record, msg.token, lockId, 'failed', 'fail', { tasksFailed: 1 });
-    let outcome: 'requeued' | 'cancelled' | 'failed' | 'retried' = 'requeued';
-    this.options.leases.untrack(agentId, msg.token);
-    try {
-      const job = await this.options.queues.job(record.taskQueue ?? '', msg.taskId);
-      if (!job) throw superseded(msg.taskId);
-      if (rateLimited && cancelReason === undefined) {
-        // A quota, not a failure of the task: back to wait without using an attempt (unless an
-        // operator cancelled the task meanwhile: put back, it would wait for an agent to run it).
-        await job.moveToWait(msg.token);
-      } else {
-        // An operator's cancel makes any failure of this attempt final, whatever the agent says.
-        const cancelled = msg.kind === 'cancelled' || cancelReason !== undefined;
-        const error = new Error(
-          cancelled ? `${CANCELLED_PREFIX}${cancelReason ?? msg.error}` : msg.error,
-        );
-        if (!msg.retryable || cancelled) error.name = 'UnrecoverableError';
-        await job.moveToFailed(error, msg.token, false);
-        const final =
-          error.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1);
-        outcome = cancelled ? 'cancelled' : final ? 'failed' : 'retried';
+    return this.underReportLock(msg.taskId, lockId, async () => {
+      const finishRest = () =>
+        rateLimited
+          ? this.finish(record, msg.token, lockId, 'failed', 'rate_limited', {}, cooldownUntil)
+          : this.finish(record, msg.token, lockId, 'failed', 'fail', { tasksFailed: 1 });
+      let outcome: 'requeued' | 'cancelled' | 'failed' | 'retried' = 'requeued';
+      let idempotencyKey: string | undefined;
+      this.options.leases.untrack(agentId, msg.token);
+      try {
+        const job = await this.options.queues.job(record.taskQueue ?? '', msg.taskId);
+        if (!job) throw superseded(msg.taskId);
+        idempotencyKey = job.deduplicationId;
+        if (rateLimited && cancelReason === undefined) {
+          // A quota, not a failure of the task: back to wait without using an attempt (unless an
+          // operator cancelled the task meanwhile: put back, it would wait for an agent to run it).
+          await job.moveToWait(msg.token);
+        } else {
+          // An operator's cancel makes any failure of this attempt final, whatever the agent says.
+          const cancelled = msg.kind === 'cancelled' || cancelReason !== undefined;
+          const error = new Error(
+            cancelled ? `${CANCELLED_PREFIX}${cancelReason ?? msg.error}` : msg.error,
+          );
+          if (!msg.retryable || cancelled) error.name = 'UnrecoverableError';
+          await job.moveToFailed(error, msg.token, false);
+          const final =
+            error.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1);
+          outcome = cancelled ? 'cancelled' : final ? 'failed' : 'retried';
+        }
+      } catch (err) {
+        return this.refusedByBull(agentId, msg, report, begun, finishRest, err);
       }
-    } catch (err) {
-      return this.refusedByBull(agentId, msg, report, begun, finishRest, err);
-    }
-    // counted once BullMQ's part is done: a replay after a failed rest is answered as a duplicate
-    this.observe(record, outcome);
-    await finishRest();
-    // the task is back to wait for another agent, at once: the reporting agent rests, so its
-    // release triggered no dispatch step
-    if (outcome === 'requeued' && cooldownUntil !== undefined) {
-      this.options.onTaskWaiting(record.taskQueue ?? '');
-    }
-    return { ok: true };
+      // counted once BullMQ's part is done: a replay after a failed rest is answered as a duplicate
+      this.observe(record, outcome);
+      const ended = outcome === 'failed' || outcome === 'cancelled';
+      const queue = record.taskQueue ?? '';
+      const settled = ended && this.options.idempotency.settle(queue, msg.taskId, idempotencyKey);
+      await Promise.all([finishRest(), settled]);
+      // the task is back to wait for another agent, at once: the reporting agent rests, so its
+      // release triggered no dispatch step
+      if (outcome === 'requeued' && cooldownUntil !== undefined) {
+        this.options.onTaskWaiting(record.taskQueue ?? '');
+      }
+      return { ok: true };
+    });
   }
 
   /**
@@ -349,15 +364,17 @@ export class AssignmentService {
     const lockId = randomUUID();
     const deadline = Date.now() + REPORT_LOCK_WAIT_MS;
     for (;;) {
-      const begun = await agents.beginReport({
-        agentId,
-        taskId,
-        token,
-        outcome,
-        lockId,
-        lockTtlMs: REPORT_LOCK_TTL_MS,
-        finishedTtlMs: FINISHED_TTL_MS,
-      });
+      const begun = await this.underReportLock(taskId, lockId, () =>
+        agents.beginReport({
+          agentId,
+          taskId,
+          token,
+          outcome,
+          lockId,
+          lockTtlMs: REPORT_LOCK_TTL_MS,
+          finishedTtlMs: FINISHED_TTL_MS,
+        }),
+      );
       switch (begun.status) {
         case 'superseded':
           if (await this.appliedByIntent(taskId, token, report, begun.previousMarker)) {
@@ -507,11 +524,44 @@ export class AssignmentService {
         FINISHED_TTL_MS,
       );
     }
-    return this.refused(agentId, taskId, token, begun.lockId, err);
+    return this.refused(agentId, taskId, token, err);
   }
 
+  /**
+   * Runs a step of a report that holds (or may have taken) the task's report lock `lockId`. An
+   * applied report's last script releases the lock (`finish`); a step that fails (BullMQ refuses,
+   * Redis answers an error part-way, `finish` itself fails) releases it here, so the sidecar's
+   * replay is answered at once instead of waiting up to {@link REPORT_LOCK_TTL_MS} for the lock to
+   * run out. The report's intent stays in the finished key: from it, the replay finishes an apply
+   * whose BullMQ part was done (see {@link refusedByBull}).
+   */
+  private async underReportLock<T>(
+    taskId: string,
+    lockId: string,
+    step: () => Promise<T>,
+  ): Promise<T> {
+    try {
+      return await step();
+    } catch (err) {
+      await this.unlock(taskId, lockId);
+      throw err;
+    }
+  }
+
+  /**
+   * Drops the task's report lock if it is still `lockId`'s. Best effort, on paths that already
+   * have an answer or an error of their own: a failure here is logged, not thrown (the lock then
+   * runs out by its TTL).
+   */
   private async unlock(taskId: string, lockId: string): Promise<void> {
-    await this.options.agents.releaseReportLock(taskId, lockId);
+    try {
+      await this.options.agents.releaseReportLock(taskId, lockId);
+    } catch (err) {
+      this.options.logger.warn(
+        { taskId, err: String(err) },
+        'could not release a report lock; it runs out by its TTL',
+      );
+    }
   }
 
   /**
@@ -794,21 +844,17 @@ export class AssignmentService {
   /**
    * BullMQ refused the report: the lock is gone or belongs to another assignment (reports of one
    * task are serialized, so a concurrent replay of this one has already been answered as a
-   * duplicate). Free the agent and answer superseded.
+   * duplicate). Free the agent and answer superseded. Always throws: the report lock is released
+   * by {@link underReportLock}.
    */
   private async refused(
     agentId: string,
     taskId: string,
     token: string,
-    lockId: string,
     err: unknown,
   ): Promise<never> {
-    try {
-      if (!isStaleAssignmentError(err) && !isAppError(err)) throw err;
-      await this.release(agentId, taskId, token, 'lease_lost');
-      throw superseded(taskId);
-    } finally {
-      await this.unlock(taskId, lockId);
-    }
+    if (!isStaleAssignmentError(err) && !isAppError(err)) throw err;
+    await this.release(agentId, taskId, token, 'lease_lost');
+    throw superseded(taskId);
   }
 }

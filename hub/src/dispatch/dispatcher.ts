@@ -5,6 +5,7 @@ import type { Logger } from '../logger';
 import type { HubMetrics } from '../metrics/hub-metrics';
 import type { TaskStartTimes } from '../metrics/task-start-times';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
+import type { IdempotencyKeys } from '../tasks/idempotency-keys';
 import { CANCELLED_PREFIX } from '../tasks/task-service';
 import { TASK_FIELDS } from './assignments';
 import { assignMessage, taskFromFields, taskFromJob, type AssignedTask } from './assign-message';
@@ -24,6 +25,8 @@ export interface DispatcherOptions {
   metrics: HubMetrics;
   /** This replica's tasks' start times, finer than `job.timestamp`, for the dispatch latency. */
   starts?: TaskStartTimes;
+  /** A task failed here keeps its idempotency key for a while (BullMQ's failure deletes it). */
+  idempotency: IdempotencyKeys;
 }
 
 /**
@@ -194,6 +197,7 @@ export class Dispatcher {
           'task failed: stalled too often',
         );
         await job.moveToFailed(new UnrecoverableError(job.deferredFailure), claim.token, false);
+        await this.options.idempotency.settle(claim.queue, job.id ?? '', job.deduplicationId);
         // No agent reports this failure, so the replica that applied it counts it: the claim's
         // token is the job's lock, so only one replica's moveToFailed goes through.
         this.options.metrics.tasksFailed.inc({ queue: claim.queue, outcome: 'failed' });
@@ -267,6 +271,7 @@ export class Dispatcher {
       if (stored.reason === 'conflict' && stored.field === '@absent') {
         const error = new UnrecoverableError(`${CANCELLED_PREFIX}${stored.actual}`);
         await job.moveToFailed(error, token, false);
+        await this.options.idempotency.settle(claim.queue, taskId, job.deduplicationId);
         // counted here as a reported cancellation is (no agent is left to report this one)
         this.options.metrics.tasksFailed.inc({ queue: claim.queue, outcome: 'cancelled' });
         return 'cancelled';

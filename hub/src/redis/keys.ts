@@ -153,6 +153,16 @@ export class RedisKeys {
     return `${this.bullQueuePrefix(queue)}${taskId}`;
   }
 
+  /**
+   * BullMQ's deduplication key of an idempotency key in a queue: the id of the task it names.
+   * BullMQ writes it when the task is created and deletes it when the task ends; agentcom sets
+   * it again to outlive the task by 24 h (`settleIdempotencyKey.lua`, which builds the name from
+   * {@link bullQueuePrefix} and the job's `deid`).
+   */
+  bullDeduplication(queue: string, idempotencyKey: string): string {
+    return `${this.bullQueuePrefix(queue)}de:${idempotencyKey}`;
+  }
+
   /** BullMQ's job schedulers of a queue (agentcom adds none; BullMQ's `removeJob` reads it). */
   bullRepeat(queue: string): string {
     return `${this.bullQueuePrefix(queue)}repeat`;

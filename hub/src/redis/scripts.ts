@@ -29,6 +29,7 @@ export const SCRIPT_NAMES = [
   'idsAfter',
   'restoreAgent',
   'removeIfDue',
+  'settleIdempotencyKey',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -58,7 +59,8 @@ export const BULL_REMOVE_JOB: string = bullRemoveJob.content;
 /**
  * Scripts composed of others: the local functions (name, source) that come before the script's
  * own body. `claimAndFetch` is `claimIdle` and BullMQ's `moveToActive`; `transitionThenClaim` and
- * `completeAtOnce` build on `transition` and `claimAndFetch`.
+ * `completeAtOnce` build on `transition` and `claimAndFetch`. The scripts that end a task
+ * (`completeAtOnce`, `cancelTask`) settle its idempotency key in the same call.
  */
 const COMPOSED: Partial<Record<ScriptName, ReadonlyArray<readonly [string, () => string]>>> = {
   claimAndFetch: [
@@ -73,8 +75,12 @@ const COMPOSED: Partial<Record<ScriptName, ReadonlyArray<readonly [string, () =>
     ['transition', () => readScript('transition')],
     ['claimAndFetch', () => scriptSource('claimAndFetch')],
     ['moveToFinished', () => BULL_MOVE_TO_FINISHED],
+    ['settleIdempotencyKey', () => readScript('settleIdempotencyKey')],
   ],
-  cancelTask: [['removeJob', () => BULL_REMOVE_JOB]],
+  cancelTask: [
+    ['removeJob', () => BULL_REMOVE_JOB],
+    ['settleIdempotencyKey', () => readScript('settleIdempotencyKey')],
+  ],
 };
 
 /** The source of a script as Redis runs it (composed scripts: their parts first). */

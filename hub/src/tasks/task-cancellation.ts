@@ -5,6 +5,7 @@ import type { AgentNotifier } from '../dispatch/notifier';
 import type { TaskJob } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
 import { luaScript } from '../redis/scripts';
+import { IDEMPOTENCY_TTL_MS } from './idempotency-keys';
 import { CANCELLED_PREFIX, type TaskService } from './task-service';
 
 /** How long a cancel request of a running task, or the record of a removed one, is kept. */
@@ -30,7 +31,8 @@ type CancelTaskReply =
  * Cancels a task from any replica. A waiting or delayed task is removed at once (a record of it
  * stays, so the API shows it `cancelled`, and so does its idempotency key); one that was started
  * before (a retry waiting for its backoff) is failed as `cancelled` where it waits, keeping its
- * logs and attempts, and can be retried. A running one gets
+ * logs and attempts, and can be retried. Either way its idempotency key names it for 24 h more
+ * (`IDEMPOTENCY_TTL_MS`), as for any finished task. A running one gets
  * `task:cancel` at its agent, wherever it is connected; the agent kills its process group and
  * reports, and the task fails as `cancelled` without retry. The request is kept, so a task that
  * comes back to wait before its agent reported (the agent vanished) is cancelled when next
@@ -77,6 +79,7 @@ export class TaskCancellation {
         CANCEL_TTL_MS,
         `${CANCELLED_PREFIX}${reason}`,
         Date.now(),
+        IDEMPOTENCY_TTL_MS,
       ],
     );
     switch (reply[0]) {

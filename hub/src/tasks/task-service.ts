@@ -1,5 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { AppError, type CreateTaskInput, type TaskState, type TaskView } from '@agentcom/shared';
+import {
+  AppError,
+  type CreateTaskInput,
+  type TaskState,
+  type TaskView,
+  type TrimmedTask,
+} from '@agentcom/shared';
 import type { JobState, JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { AgentStore } from '../fsm/agent-store';
@@ -9,16 +15,10 @@ import type { TaskStartTimes } from '../metrics/task-start-times';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
 import { agentIdOfToken } from '../dispatch/assignment-token';
+import { UNFINISHED_IDEMPOTENCY_TTL_MS, type IdempotencyKeys } from './idempotency-keys';
 
 /** failedReason prefix of a cancelled task: BullMQ has no cancelled state, agentcom marks it. */
 export const CANCELLED_PREFIX = '[cancelled] ';
-
-/**
- * How long an idempotency key maps to its task, from when the task is due (its creation, or the
- * end of its delay: a key that expired while its delayed task still waited let a repeated POST
- * create the task again).
- */
-const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
 
 export interface TaskServiceOptions {
   redis: Redis;
@@ -32,6 +32,8 @@ export interface TaskServiceOptions {
   starts: TaskStartTimes;
   /** How many finished tasks BullMQ keeps, and for how long (seconds). */
   retention: HubConfig['retention'];
+  /** A retried task's idempotency key names it for as long as an unfinished task's again. */
+  idempotency: IdempotencyKeys;
 }
 
 export interface CreatedTask {
@@ -125,13 +127,11 @@ export class TaskService {
         ...(input.backoff
           ? { backoff: { type: input.backoff.type, delay: input.backoff.delayMs } }
           : {}),
+        // the key names the task for longer than any task waits (a TTL of 24 h from the due time
+        // ran out under a task that still waited, and a repeat created it again), and outlives
+        // its end by 24 h (`IdempotencyKeys`)
         ...(input.idempotencyKey
-          ? {
-              deduplication: {
-                id: input.idempotencyKey,
-                ttl: IDEMPOTENCY_TTL_MS + (input.delayMs ?? 0),
-              },
-            }
+          ? { deduplication: { id: input.idempotencyKey, ttl: UNFINISHED_IDEMPOTENCY_TTL_MS } }
           : {}),
       },
     };
@@ -185,7 +185,7 @@ export class TaskService {
    * stalling too often, for instance). (A task cancelled while it waits keeps its idempotency
    * key, and {@link get} shows it from its record; removing it from Bull Board frees the key.)
    */
-  private async outcomeOfRemoved(taskId: string): Promise<TaskState | 'removed'> {
+  private async outcomeOfRemoved(taskId: string): Promise<TrimmedTask['state'] | 'removed'> {
     const { redis, keys } = this.options;
     const [marker, cancelRequest] = await redis.mget(
       keys.finished(taskId),
@@ -229,10 +229,23 @@ export class TaskService {
     };
   }
 
+  /**
+   * The task; one no longer kept whose outcome is recorded (retention trimmed it after it
+   * finished, as {@link outcomeOfRemoved} reads it for a repeated idempotency key): 410
+   * `E_TASK_TRIMMED` with its outcome as `details` ({@link TrimmedTask}), so that a client polling
+   * it learns how it ended; 404 `E_TASK_NOT_FOUND` when nothing of it is known.
+   */
   async getOrThrow(taskId: string): Promise<TaskView> {
     const view = await this.get(taskId);
-    if (!view) throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
-    return view;
+    if (view) return view;
+    const outcome = await this.outcomeOfRemoved(taskId);
+    if (outcome === 'removed') throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
+    const details: TrimmedTask = { id: taskId, state: outcome };
+    throw new AppError(
+      'E_TASK_TRIMMED',
+      `Task ${taskId} ${outcome}; retention no longer keeps it, its outcome only is known`,
+      { details },
+    );
   }
 
   /** Runs a failed or cancelled task again (a fresh set of attempts). */
@@ -263,6 +276,8 @@ export class TaskService {
       await this.refuseUnlessFailed(now);
       throw err;
     }
+    // not finished again: its idempotency key, set to expire when it ended, names it for as long
+    await this.options.idempotency.settle(job.queueName, taskId, job.deduplicationId);
     this.options.onCreated(job.queueName);
     return { id: taskId, state: 'waiting', duplicate: false };
   }

@@ -158,6 +158,18 @@ export const cancelTaskBodySchema = z
 
 export const taskParamsSchema = z.object({ id: taskIdSchema }).strict();
 
+/**
+ * `details` of `GET /v1/tasks/:id`'s 410 `E_TASK_TRIMMED`: a task that finished and that
+ * retention (`RETENTION_*`) no longer keeps, whose outcome is still recorded (24 h after its end):
+ * all that is known of it. An error rather than a {@link TaskView} without its payload, queue
+ * and times: a client reading a view would take the missing fields for a bug.
+ */
+export const trimmedTaskSchema = z.object({
+  id: taskIdSchema,
+  state: z.enum(['completed', 'failed', 'cancelled']),
+});
+export type TrimmedTask = z.infer<typeof trimmedTaskSchema>;
+
 /** A task as `GET /v1/tasks/:id` shows it. */
 export interface TaskView {
   id: string;

@@ -10,6 +10,12 @@ export const ERROR_CODES = {
   E_FORBIDDEN: { httpStatus: 403, retryable: false, message: 'Not allowed' },
   E_NOT_FOUND: { httpStatus: 404, retryable: false, message: 'No such route' },
   E_TASK_NOT_FOUND: { httpStatus: 404, retryable: false, message: 'No such task' },
+  /** A finished task retention no longer keeps; `details` (api/tasks.ts `TrimmedTask`): its outcome. */
+  E_TASK_TRIMMED: {
+    httpStatus: 410,
+    retryable: false,
+    message: 'The task finished and is no longer kept',
+  },
   E_AGENT_NOT_FOUND: { httpStatus: 404, retryable: false, message: 'No such agent' },
   E_AGENT_EXISTS: { httpStatus: 409, retryable: false, message: 'The agent already exists' },
   E_INVALID_STATE: {

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { TASK_STATES, type TaskState, type TaskView } from '@agentcom/shared';
+import { TASK_STATES, type TaskState, type TaskView, type TrimmedTask } from '@agentcom/shared';
 import {
   ApiError,
   InterruptedError,
@@ -129,26 +129,38 @@ export async function taskAdd(ctx: Context, flags: TaskAddFlags): Promise<Operat
     const state = created.state;
     // A repeated idempotency key may name a task that finished and that retention trimmed since:
     // the hub answered its outcome, but no longer shows the task itself.
+    // (a hub of an earlier version answers it 404, one of this version 410 with the outcome)
     const finished = state === 'completed' || state === 'failed' || state === 'cancelled';
     if (!finished || !(err instanceof ApiError) || err.code !== 'E_TASK_NOT_FOUND') throw err;
-    ctx.note(`task ${created.id} is no longer kept by the hub: its outcome only is known`);
-    if (ctx.json) ctx.printJson(created);
-    else
-      ctx.out(
-        formatFields([
-          ['id', created.id],
-          ['state', state],
-        ]),
-      );
-    return OUTCOME_EXIT[state];
+    return printOutcomeOnly(ctx, { id: created.id, state }, created.duplicate === true);
+  }
+  if (outcome.kind === 'trimmed') {
+    return printOutcomeOnly(ctx, outcome.task, created.duplicate === true);
   }
   return finishWait(ctx, created.id, outcome, waitTimeoutS);
+}
+
+/**
+ * A finished task the hub no longer keeps (retention): its id and outcome, all that is known, and
+ * the outcome's exit code. With `--json`, `duplicate` too when the create named an earlier task.
+ */
+function printOutcomeOnly(ctx: Context, task: TrimmedTask, duplicate: boolean): OperatorExitCode {
+  ctx.note(`task ${task.id} is no longer kept by the hub: its outcome only is known`);
+  if (ctx.json) ctx.printJson(duplicate ? { ...task, duplicate } : task);
+  else
+    ctx.out(
+      formatFields([
+        ['id', task.id],
+        ['state', task.state],
+      ]),
+    );
+  return OUTCOME_EXIT[task.state];
 }
 
 function finishWait(
   ctx: Context,
   taskId: string,
-  outcome: WaitOutcome,
+  outcome: Exclude<WaitOutcome, { kind: 'trimmed' }>,
   waitTimeoutS: number | undefined,
 ): OperatorExitCode {
   if (outcome.kind === 'interrupted') {

@@ -286,6 +286,36 @@ describe('waiting for a task', () => {
     expect(outcome).toMatchObject({ kind: 'timeout', task: { state: 'waiting' } });
   });
 
+  it('ends with the outcome of a task that finished and was trimmed between two polls (410)', async () => {
+    const trimmed = (details: unknown) =>
+      new ApiError(410, { error: { code: 'E_TASK_TRIMMED', message: 'gone', details } });
+    const answers: Array<TaskView | Error> = [task(), trimmed({ id: 't1', state: 'cancelled' })];
+    const quiet = progressSink(new PassThrough(), 'quiet', () => undefined);
+    const client = {
+      getTask: async (): Promise<TaskView> => {
+        const next = answers.shift()!;
+        if (next instanceof Error) throw next;
+        return next;
+      },
+    };
+    const outcome = await waitForTask(client, 't1', {
+      intervalMs: 1,
+      progress: quiet,
+      signal: never,
+    });
+    expect(outcome).toEqual({ kind: 'trimmed', task: { id: 't1', state: 'cancelled' } });
+    // details that say no outcome of this task: the hub's error, as any other
+    for (const details of [undefined, { id: 't2', state: 'failed' }, { id: 't1', state: 'lost' }]) {
+      const refused = trimmed(details);
+      await expect(
+        waitForTask({ getTask: () => Promise.reject(refused) }, 't1', {
+          progress: quiet,
+          signal: never,
+        }),
+      ).rejects.toBe(refused);
+    }
+  });
+
   it('gives up on a hub failing for 30 s in a row, counted from the start of the first failing request', async () => {
     let clock = 0;
     let requests = 0;

@@ -1,5 +1,10 @@
-import { isTerminalTaskState, type TaskView } from '@agentcom/shared';
-import { isTransient } from './errors';
+import {
+  isTerminalTaskState,
+  trimmedTaskSchema,
+  type TaskView,
+  type TrimmedTask,
+} from '@agentcom/shared';
+import { ApiError, isTransient } from './errors';
 import { formatProgress, oneLine } from './format';
 import type { HubClient } from './hub-client';
 
@@ -68,6 +73,8 @@ export function progressSink(
 
 export type WaitOutcome =
   | { kind: 'finished'; task: TaskView }
+  /** It finished and retention trimmed it before a poll saw it: its outcome only is known. */
+  | { kind: 'trimmed'; task: TrimmedTask }
   | { kind: 'timeout'; task: TaskView }
   | { kind: 'interrupted'; task: TaskView | undefined };
 
@@ -83,7 +90,8 @@ export interface WaitOptions {
 }
 
 /**
- * Polls the task until it is `completed`, `failed` or `cancelled`, the timeout runs out, or Ctrl-C.
+ * Polls the task until it is `completed`, `failed` or `cancelled` (or the hub answers that it
+ * finished so and is no longer kept: 410 `E_TASK_TRIMMED`), the timeout runs out, or Ctrl-C.
  * A hub unreachable (or answering 5xx) for less than `transientGraceMs` in a row is waited out
  * (a replica restarting behind the load balancer); other errors are thrown. No request outlives
  * the timeout; when it runs out before the hub answered at all, the hub's error is thrown, as
@@ -124,6 +132,8 @@ export async function waitForTask(
         if (isTerminalTaskState(last.state)) return { kind: 'finished', task: last };
       } catch (err) {
         if (options.signal.aborted) return { kind: 'interrupted', task: last };
+        const trimmed = trimmedOutcome(err, taskId);
+        if (trimmed) return { kind: 'trimmed', task: trimmed };
         if (!isTransient(err)) throw err;
         failure = err;
         // From when the request was sent: one that times out has taken 30 s to fail.
@@ -141,6 +151,16 @@ export async function waitForTask(
   } finally {
     options.progress.end();
   }
+}
+
+/**
+ * The outcome of a task the hub no longer keeps (410 `E_TASK_TRIMMED`, its `details`): retention
+ * trimmed it between two polls, at high throughput with a small `RETENTION_*_COUNT`.
+ */
+function trimmedOutcome(err: unknown, taskId: string): TrimmedTask | undefined {
+  if (!(err instanceof ApiError) || err.code !== 'E_TASK_TRIMMED') return undefined;
+  const details = trimmedTaskSchema.safeParse(err.errorBody.error.details);
+  return details.success && details.data.id === taskId ? details.data : undefined;
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts. */

@@ -209,11 +209,12 @@ const PATHS: Paths = {
   },
   '/v1/tasks/{id}': {
     get: {
-      summary: 'Get a task',
+      summary:
+        'Get a task (410 E_TASK_TRIMMED, details {id, state}: finished, no longer kept, its outcome)',
       access: 'admin',
       input: true,
       parameters: idParameter,
-      errors: ['E_TASK_NOT_FOUND'],
+      errors: ['E_TASK_NOT_FOUND', 'E_TASK_TRIMMED'],
       ok: { 200: json('The task', taskView) },
     },
   },

@@ -11,13 +11,15 @@
     refused as for a task cancelled before it ran). The cancel request is written too, as for
     a running task.
   - waiting, delayed, prioritized before any attempt: BullMQ's own `removeJob` removes the job
-    and the record of the cancelled task is written. Its idempotency key is kept for the rest
-    of its TTL (BullMQ drops it on removal), so a repeated create answers this task,
-    `cancelled`, instead of creating another.
+    and the record of the cancelled task is written. Its idempotency key is kept (BullMQ drops
+    it on removal), so a repeated create answers this task, `cancelled`, instead of creating
+    another.
+  Either way the task is finished: its idempotency key, which named it for longer than any task
+  waits, now expires ARGV[8] after the cancel (`settleIdempotencyKey`).
 
   This file is the body of a script that scripts.ts composes: BullMQ's `removeJob` (its own
-  script text, from the installed bullmq package) comes first, as a local function of
-  (KEYS, ARGV).
+  script text, from the installed bullmq package) and `settleIdempotencyKey` come first, as
+  local functions of (KEYS, ARGV).
 
   KEYS[1]  the job's hash (BullMQ)
   KEYS[2]  the queue's repeat key (BullMQ; removeJob's second key)
@@ -31,6 +33,7 @@
   ARGV[5]  TTL of the record and of the cancel request (ms)
   ARGV[6]  the failed reason of a task failed as cancelled (`[cancelled] ` .. reason)
   ARGV[7]  now (ms)
+  ARGV[8]  how long the idempotency key of a task cancelled here outlives the cancel (ms)
 
   Returns:
     { "gone" }                    no such job (removed or trimmed since the caller read it)
@@ -76,25 +79,18 @@ if started then
   redis.call("XADD", prefix .. "events", "*", "event", "failed", "jobId", taskId,
     "failedReason", ARGV[6], "prev", prev)
   redis.call("SET", KEYS[4], ARGV[4], "PX", ARGV[5])
+  settleIdempotencyKey({ jobKey }, { taskId, prefix, ARGV[8], ARGV[7], "" })
   return { "cancelled" }
 end
 
--- BullMQ's removal drops the job's deduplication key: it is put back with the TTL it had left
-local dedupKey, dedupTtl
+-- BullMQ's removal drops the job's deduplication key (and its hash): it is set again after
 local dedupId = redis.call("HGET", jobKey, "deid")
-if dedupId then
-  dedupKey = prefix .. "de:" .. dedupId
-  if redis.call("GET", dedupKey) == taskId then
-    dedupTtl = redis.call("PTTL", dedupKey)
-  end
-end
-
 local removed = removeJob({ jobKey, KEYS[2] }, { taskId, "0", prefix })
 if removed ~= 1 then
   return redis.error_reply("cancelTask: BullMQ's removeJob answered " .. tostring(removed))
 end
-if dedupTtl and dedupTtl > 0 then
-  redis.call("SET", dedupKey, taskId, "PX", dedupTtl)
+if dedupId then
+  settleIdempotencyKey({ jobKey }, { taskId, prefix, ARGV[8], ARGV[7], dedupId })
 end
 redis.call("SET", KEYS[3], ARGV[3], "PX", ARGV[5])
 return { "removed" }

@@ -11,10 +11,12 @@
   - `completed` with a transition reply other than applied: the job is completed and the marker
     written, but the record is not the plain `working` one the spec expects (draining, a
     cooldown, disconnected): the caller releases the agent from a fresh read.
+  A completed task's idempotency key (which BullMQ's completion deletes) is set to outlive it as
+  long as its finished marker (`settleIdempotencyKey.lua`).
 
   This file is the body of a script that scripts.ts composes: `transition.lua`,
-  `claimAndFetch` and BullMQ's `moveToFinished` come first, each as a local function of
-  (KEYS, ARGV).
+  `claimAndFetch`, BullMQ's `moveToFinished` and `settleIdempotencyKey` come first, each as a
+  local function of (KEYS, ARGV).
 
   KEYS[1]               agent hash
   KEYS[2]               the task's report lock
@@ -49,6 +51,9 @@ local bullKeys, transitionKeys = { unpack(KEYS, 4, 17) }, { unpack(KEYS, 18, 17 
 local claimKeys = { unpack(KEYS, 18 + n, #KEYS) }
 local bullArgs, claimArgs = { unpack(ARGV, 5, 4 + b) }, { unpack(ARGV, 6 + b, #ARGV) }
 
+-- read before the completion: a job that no retention keeps has no hash after it
+local jobKey = bullKeys[12]
+local dedupId = redis.call("HGET", jobKey, "deid")
 local finished = moveToFinished(bullKeys, bullArgs)
 if type(finished) == "number" and finished < 0 then
   return { "slow" }
@@ -56,6 +61,14 @@ end
 
 local startedAt, queues = held[4] or "", held[5] or ""
 local applied = transition(transitionKeys, { ARGV[5 + b] })
+-- the transition wrote the finished marker, whatever its outcome: the key lives as long as it
+-- (moveToFinished's ARGV[2] is the completion's time, ARGV[7] the queue's key prefix)
+if dedupId then
+  local markerTtl = redis.call("PTTL", KEYS[3])
+  if markerTtl > 0 then
+    settleIdempotencyKey({ jobKey }, { ARGV[1], bullArgs[7], markerTtl, bullArgs[2], dedupId })
+  end
+end
 if applied[1] ~= 1 then
   return { "completed", startedAt, queues, applied, false }
 end

@@ -1,0 +1,344 @@
+import { randomBytes } from 'node:crypto';
+import { Worker } from 'bullmq';
+import type { TaskView } from '@agentcom/shared';
+import type { Hub } from '../../hub/src/hub';
+import { UNFINISHED_IDEMPOTENCY_TTL_MS } from '../../hub/src/tasks/idempotency-keys';
+import { api, eventually, startTestHub } from '../helpers/hub';
+import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { TestAgent } from '../helpers/test-agent';
+
+type TestHub = Hub & { url: string };
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * How long an idempotency key (BullMQ's deduplication key) lives at each stage of its task, read
+ * from Redis (PTTL) instead of waited for: ten years while the task is not finished, longer than
+ * it can wait, and 24 h from its end once it finished (completed, failed, cancelled), by
+ * whichever path it ended. A key that expired under a task still waiting let a repeated create
+ * make the task twice.
+ */
+describe('idempotency keys: held while the task is not finished, 24 h after its end', () => {
+  let redis: RedisProcess;
+  /** Keeps finished tasks (the default retention). */
+  let hub: TestHub;
+  /** Keeps no finished task: a job is gone as it ends, its key must not go with it. */
+  let trimming: TestHub;
+  /** Fails a task at its first stall, soon (its agent vanished). */
+  let stalling: TestHub;
+  const agents: TestAgent[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    hub = await startTestHub(redis.url);
+    trimming = await startTestHub(redis.url, {
+      RETENTION_COMPLETED_COUNT: '0',
+      RETENTION_FAILED_COUNT: '0',
+    });
+    stalling = await startTestHub(redis.url, {
+      MAX_STALLED_COUNT: '0',
+      LEASE_MS: '1000',
+      ACK_TIMEOUT_MS: '500',
+    });
+  });
+  afterEach(() => {
+    for (const agent of agents.splice(0)) agent.close();
+  });
+  afterAll(async () => {
+    await Promise.all([hub, trimming, stalling].map((h) => h.close()));
+    await redis.dispose();
+  });
+
+  const newQueue = () => `q-${randomBytes(4).toString('hex')}`;
+  const newKey = () => `key-${randomBytes(4).toString('hex')}`;
+
+  async function register(target: TestHub, queue: string): Promise<TestAgent> {
+    const agent = await TestAgent.register(target.url, `a-${randomBytes(4).toString('hex')}`, [
+      queue,
+    ]);
+    agents.push(agent);
+    return agent;
+  }
+
+  async function create(
+    target: TestHub,
+    body: Record<string, unknown>,
+  ): Promise<{ status: number; body: { id: string; state: string; duplicate?: boolean } }> {
+    return api(target.url, 'POST', '/v1/tasks', body);
+  }
+
+  /** The key's time to live: -1 without expiry, -2 when there is no key. */
+  const ttlOf = (target: TestHub, queue: string, key: string): Promise<number> =>
+    target.redis.command.pttl(target.keys.bullDeduplication(queue, key));
+  const holderOf = (target: TestHub, queue: string, key: string): Promise<string | null> =>
+    target.redis.command.get(target.keys.bullDeduplication(queue, key));
+
+  /** The key names `id` and expires about 24 h from now (the task just ended). */
+  async function expectKeptADay(target: TestHub, queue: string, key: string, id: string) {
+    expect(await holderOf(target, queue, key)).toBe(id);
+    const ttl = await ttlOf(target, queue, key);
+    expect(ttl).toBeGreaterThan(DAY_MS - 60_000);
+    expect(ttl).toBeLessThanOrEqual(DAY_MS);
+  }
+
+  /** The key names `id` for longer than any task waits (and has a TTL: see the test below). */
+  async function expectHeld(target: TestHub, queue: string, key: string, id: string) {
+    expect(await holderOf(target, queue, key)).toBe(id);
+    expect(await ttlOf(target, queue, key)).toBeGreaterThan(UNFINISHED_IDEMPOTENCY_TTL_MS - 60_000);
+  }
+
+  const stateOf = async (target: TestHub, id: string): Promise<string> =>
+    (await api<TaskView>(target.url, 'GET', `/v1/tasks/${id}`)).body.state;
+
+  it('names a waiting or delayed task for years; a repeat answers it, however long it waits', async () => {
+    const queue = newQueue(); // nobody serves it
+    const waitingKey = newKey();
+    const waiting = await create(hub, { queue, payload: 1, idempotencyKey: waitingKey });
+    expect(waiting.status).toBe(201);
+    // it expired 24 h after the task was due: a task waiting longer was created again
+    await expectHeld(hub, queue, waitingKey, waiting.body.id);
+    expect(await create(hub, { queue, payload: 2, idempotencyKey: waitingKey })).toEqual({
+      status: 200,
+      body: { id: waiting.body.id, state: 'waiting', duplicate: true },
+    });
+
+    const delayedKey = newKey();
+    const delayed = await create(hub, {
+      queue,
+      payload: 1,
+      delayMs: 3 * DAY_MS,
+      idempotencyKey: delayedKey,
+    });
+    await expectHeld(hub, queue, delayedKey, delayed.body.id);
+
+    const [batched] = (
+      await api<{ tasks: Array<{ id: string }> }>(hub.url, 'POST', '/v1/tasks/batch', {
+        tasks: [{ queue, payload: 1, idempotencyKey: newKey() }],
+      })
+    ).body.tasks;
+    const batchKey = (await hub.redis.command.hget(hub.keys.bullJob(queue, batched!.id), 'deid'))!;
+    await expectHeld(hub, queue, batchKey, batched!.id);
+  });
+
+  it.each([
+    ['keeps finished tasks', () => hub],
+    ['keeps no finished task', () => trimming],
+  ])(
+    'a replica that %s: 24 h after a completion, at once or after a retried attempt (step by step)',
+    async (_, target) => {
+      const replica = target();
+      const queue = newQueue();
+      const agent = await register(replica, queue);
+
+      const key = newKey();
+      let assigned = agent.nextAssignment();
+      const created = await create(replica, { queue, payload: 1, idempotencyKey: key });
+      let msg = await assigned;
+      await expectHeld(replica, queue, key, created.body.id); // running
+      expect(await agent.accept(msg)).toMatchObject({ ok: true });
+      expect(await agent.complete(msg, 'done')).toEqual({ ok: true });
+      await expectKeptADay(replica, queue, key, created.body.id);
+      expect(await create(replica, { queue, payload: 2, idempotencyKey: key })).toEqual({
+        status: 200,
+        body: { id: created.body.id, state: 'completed', duplicate: true },
+      });
+
+      // a failed attempt leaves the finished marker of its report: the completion of the next
+      // attempt is applied step by step (BullMQ's completion, then the rest)
+      const retriedKey = newKey();
+      assigned = agent.nextAssignment();
+      const retried = await create(replica, {
+        queue,
+        payload: 1,
+        attempts: 2,
+        idempotencyKey: retriedKey,
+      });
+      msg = await assigned;
+      await agent.accept(msg);
+      assigned = agent.nextAssignment();
+      expect(await agent.fail(msg, { error: 'once', retryable: true })).toEqual({ ok: true });
+      msg = await assigned;
+      await expectHeld(replica, queue, retriedKey, retried.body.id); // its second attempt
+      await agent.accept(msg);
+      expect(await agent.complete(msg, 'second time')).toEqual({ ok: true });
+      await expectKeptADay(replica, queue, retriedKey, retried.body.id);
+    },
+  );
+
+  it.each([
+    ['keeps finished tasks', () => hub],
+    ['keeps no finished task', () => trimming],
+  ])(
+    'a replica that %s: 24 h after a failure for good, or the cancel of a running task',
+    async (_, target) => {
+      const replica = target();
+      const queue = newQueue();
+      const agent = await register(replica, queue);
+
+      const failedKey = newKey();
+      let assigned = agent.nextAssignment();
+      const failed = await create(replica, { queue, payload: 1, idempotencyKey: failedKey });
+      let msg = await assigned;
+      await agent.accept(msg);
+      expect(await agent.fail(msg, { error: 'broken', retryable: false })).toEqual({ ok: true });
+      await expectKeptADay(replica, queue, failedKey, failed.body.id);
+      expect(await create(replica, { queue, payload: 2, idempotencyKey: failedKey })).toEqual({
+        status: 200,
+        body: { id: failed.body.id, state: 'failed', duplicate: true },
+      });
+
+      const cancelledKey = newKey();
+      assigned = agent.nextAssignment();
+      const running = await create(replica, { queue, payload: 1, idempotencyKey: cancelledKey });
+      msg = await assigned;
+      await agent.accept(msg);
+      const cancel = await api(replica.url, 'POST', `/v1/tasks/${running.body.id}/cancel`);
+      expect(cancel.status).toBe(202);
+      await expectHeld(replica, queue, cancelledKey, running.body.id); // still running
+      await agent.fail(msg, { error: 'stopped', retryable: false, kind: 'cancelled' });
+      await expectKeptADay(replica, queue, cancelledKey, running.body.id);
+      expect(await create(replica, { queue, payload: 2, idempotencyKey: cancelledKey })).toEqual({
+        status: 200,
+        body: { id: running.body.id, state: 'cancelled', duplicate: true },
+      });
+    },
+  );
+
+  it('24 h after the cancel of a waiting task, or of one waiting for its retry', async () => {
+    const idleQueue = newQueue();
+    const key = newKey();
+    const waiting = await create(hub, { queue: idleQueue, payload: 1, idempotencyKey: key });
+    expect((await api(hub.url, 'POST', `/v1/tasks/${waiting.body.id}/cancel`)).status).toBe(200);
+    await expectKeptADay(hub, idleQueue, key, waiting.body.id);
+    expect(await create(hub, { queue: idleQueue, payload: 2, idempotencyKey: key })).toEqual({
+      status: 200,
+      body: { id: waiting.body.id, state: 'cancelled', duplicate: true },
+    });
+
+    const queue = newQueue();
+    const agent = await register(hub, queue);
+    const retryKey = newKey();
+    const assigned = agent.nextAssignment();
+    const created = await create(hub, {
+      queue,
+      payload: 1,
+      attempts: 2,
+      backoff: { type: 'fixed', delayMs: DAY_MS },
+      idempotencyKey: retryKey,
+    });
+    const msg = await assigned;
+    await agent.accept(msg);
+    await agent.fail(msg, { error: 'once', retryable: true });
+    expect(await stateOf(hub, created.body.id)).toBe('delayed'); // a day before its retry
+    await expectHeld(hub, queue, retryKey, created.body.id);
+    expect((await api(hub.url, 'POST', `/v1/tasks/${created.body.id}/cancel`)).status).toBe(200);
+    expect(await stateOf(hub, created.body.id)).toBe('cancelled');
+    await expectKeptADay(hub, queue, retryKey, created.body.id);
+  });
+
+  it("an operator's retry holds the key again until the task ends; a key another task took stays its", async () => {
+    const queue = newQueue();
+    const agent = await register(hub, queue);
+    const key = newKey();
+    let assigned = agent.nextAssignment();
+    const created = await create(hub, { queue, payload: 1, idempotencyKey: key });
+    let msg = await assigned;
+    await agent.accept(msg);
+    await agent.fail(msg, { error: 'broken', retryable: false });
+    await expectKeptADay(hub, queue, key, created.body.id);
+
+    agent.close(); // the retried task waits
+    const retry = await api(hub.url, 'POST', `/v1/tasks/${created.body.id}/retry`);
+    expect(retry).toMatchObject({ status: 200, body: { state: 'waiting' } });
+    await expectHeld(hub, queue, key, created.body.id);
+    expect(await create(hub, { queue, payload: 2, idempotencyKey: key })).toEqual({
+      status: 200,
+      body: { id: created.body.id, state: 'waiting', duplicate: true },
+    });
+
+    const rescuer = await register(hub, queue);
+    msg = await eventually(() => rescuer.assignments[0], { what: 'the retried task pushed' });
+    await rescuer.accept(msg);
+    expect(await rescuer.complete(msg, 'second run')).toEqual({ ok: true });
+    await expectKeptADay(hub, queue, key, created.body.id);
+
+    // A failed task whose key was gone (24 h after its end) and taken by a new task: its retry
+    // leaves the key to that task.
+    const otherKey = newKey();
+    assigned = rescuer.nextAssignment();
+    const first = await create(hub, { queue, payload: 1, idempotencyKey: otherKey });
+    msg = await assigned;
+    await rescuer.accept(msg);
+    await rescuer.fail(msg, { error: 'broken', retryable: false });
+    expect(await hub.redis.command.del(hub.keys.bullDeduplication(queue, otherKey))).toBe(1);
+    rescuer.close();
+    const second = await create(hub, { queue, payload: 3, idempotencyKey: otherKey });
+    expect(second.status).toBe(201);
+    expect((await api(hub.url, 'POST', `/v1/tasks/${first.body.id}/retry`)).status).toBe(200);
+    await expectHeld(hub, queue, otherKey, second.body.id);
+  });
+
+  it('24 h after a task the dispatcher failed: stalled too often, or cancelled while its agent was gone', async () => {
+    const stalledQueue = newQueue();
+    const vanishing = await register(stalling, stalledQueue);
+    const key = newKey();
+    const assigned = vanishing.nextAssignment();
+    const stalled = await create(stalling, {
+      queue: stalledQueue,
+      payload: 1,
+      idempotencyKey: key,
+    });
+    await vanishing.accept(await assigned);
+    vanishing.close();
+    await register(stalling, stalledQueue); // the next claim fails the stalled task
+    await eventually(
+      async () => ((await stateOf(stalling, stalled.body.id)) === 'failed' ? true : undefined),
+      { what: 'the stalled task to fail', timeoutMs: 20_000 },
+    );
+    await expectKeptADay(stalling, stalledQueue, key, stalled.body.id);
+
+    const queue = newQueue();
+    const gone = await register(hub, queue);
+    const cancelledKey = newKey();
+    const pushed = gone.nextAssignment();
+    const running = await create(hub, { queue, payload: 1, idempotencyKey: cancelledKey });
+    await gone.accept(await pushed);
+    gone.close();
+    const cancel = await api(hub.url, 'POST', `/v1/tasks/${running.body.id}/cancel`);
+    expect(cancel.status).toBe(202);
+    // its lease runs out, the stalled checker puts it back to wait, the next claim cancels it
+    const rescuer = await register(hub, queue);
+    await eventually(
+      async () => ((await stateOf(hub, running.body.id)) === 'cancelled' ? true : undefined),
+      { what: 'the task to be cancelled at its next claim', timeoutMs: 20_000 },
+    );
+    expect(rescuer.assignments).toHaveLength(0);
+    await expectKeptADay(hub, queue, cancelledKey, running.body.id);
+  });
+
+  it('a task BullMQ ended without the settle that follows (its replica died between) keeps its key', async () => {
+    // a plain BullMQ worker on the hub's queue ends the job as BullMQ alone does: no settle
+    // follows. A key without expiry (BullMQ's simple mode) was deleted there, and a repeat
+    // created the task again.
+    const queue = newQueue();
+    const key = newKey();
+    const created = await create(hub, { queue, payload: 1, idempotencyKey: key });
+    expect(created.status).toBe(201);
+    const connection = hub.redis.command.duplicate({ maxRetriesPerRequest: null });
+    const worker = new Worker(queue, async () => 'done', {
+      connection,
+      prefix: hub.keys.bullPrefix,
+    });
+    try {
+      await new Promise<void>((resolve) => worker.once('completed', () => resolve()));
+    } finally {
+      await worker.close();
+      connection.disconnect();
+    }
+    expect(await holderOf(hub, queue, key)).toBe(created.body.id);
+    expect(await create(hub, { queue, payload: 2, idempotencyKey: key })).toEqual({
+      status: 200,
+      body: { id: created.body.id, state: 'completed', duplicate: true },
+    });
+  });
+});
