@@ -1,19 +1,17 @@
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TaskView } from '@agentcom/shared';
 import { TEST_ADMIN_KEY, api, eventually } from '../helpers/hub';
+import { useHubProcesses } from '../helpers/hub-processes-fixture';
 import { completionsByTask, doubleHoldings, readTransitions } from '../helpers/invariants';
 import {
   mintToken,
   startHubProcess,
   startSidecarProcess,
-  type HubProcess,
   type TestProcess,
 } from '../helpers/processes';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import type { RedisProcess } from '../helpers/redis-server';
 
 /** Lines "<taskId> <attempt> <agent> <pid> start|done" written by the record handler. */
 function runLog(file: string): Array<{ taskId: string; agent: string; what: string }> {
@@ -35,23 +33,12 @@ function runLog(file: string): Array<{ taskId: string; agent: string; what: stri
 jest.setTimeout(240_000);
 
 describe('a cluster of hub and sidecar processes', () => {
+  const cluster = useHubProcesses({ per: 'test', dirPrefix: 'agentcom-e2e-' });
+  const { hubs, sidecars } = cluster;
   let redis: RedisProcess;
   let dir: string;
-  const hubs: HubProcess[] = [];
-  const sidecars: TestProcess[] = [];
   let prefix: string;
-
-  beforeEach(async () => {
-    redis = await startRedis();
-    dir = mkdtempSync(join(tmpdir(), 'agentcom-e2e-'));
-    prefix = `e${randomBytes(3).toString('hex')}`;
-  });
-  afterEach(async () => {
-    await Promise.all(sidecars.splice(0).map((s) => s.kill('SIGKILL')));
-    await Promise.all(hubs.splice(0).map((h) => h.kill('SIGKILL')));
-    await redis.dispose();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  beforeEach(() => ({ redis, dir, prefix } = cluster));
 
   async function startSidecars(
     count: number,

@@ -2,8 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { RedisKeys } from '../../hub/src/redis/keys';
 import { api, eventually } from '../helpers/hub';
-import { startHubProcess, type HubProcess } from '../helpers/processes';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { useHubProcesses } from '../helpers/hub-processes-fixture';
+import { startHubProcess } from '../helpers/processes';
+import type { RedisProcess } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
 
 jest.setTimeout(60_000);
@@ -14,17 +15,16 @@ jest.setTimeout(60_000);
  * the new process must itself let go of the agents its predecessor held.
  */
 describe('a replica restarted under the same HUB_ID', () => {
-  let redis: RedisProcess;
-  const hubs: HubProcess[] = [];
   const agents: TestAgent[] = [];
-  beforeAll(async () => {
-    redis = await startRedis();
+  const cluster = useHubProcesses({
+    per: 'describe',
+    beforeKill: () => {
+      for (const agent of agents) agent.close();
+    },
   });
-  afterAll(async () => {
-    for (const agent of agents) agent.close();
-    for (const hub of hubs) await hub.kill('SIGKILL');
-    await redis.dispose();
-  });
+  const { hubs } = cluster;
+  let redis: RedisProcess;
+  beforeAll(() => ({ redis } = cluster));
 
   it('records the disconnects of the agents its predecessor held: the idle one goes offline, the task holder loses its task at the lease', async () => {
     const prefix = `r${randomBytes(3).toString('hex')}`;

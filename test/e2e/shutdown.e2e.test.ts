@@ -1,43 +1,25 @@
 import { randomBytes } from 'node:crypto';
 import { Agent, get } from 'node:http';
 import { connect } from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TaskView } from '@agentcom/shared';
 import { Redis } from 'ioredis';
 import { RedisKeys } from '../../hub/src/redis/keys';
 import { TEST_ADMIN_KEY, api, eventually } from '../helpers/hub';
+import { useHubProcesses } from '../helpers/hub-processes-fixture';
 import { completionsByTask, doubleHoldings, readTransitions } from '../helpers/invariants';
-import {
-  CLEAN_EXIT,
-  mintToken,
-  startHubProcess,
-  startSidecarProcess,
-  type HubProcess,
-  type TestProcess,
-} from '../helpers/processes';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { CLEAN_EXIT, mintToken, startHubProcess, startSidecarProcess } from '../helpers/processes';
+import type { RedisProcess } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
 
 jest.setTimeout(240_000);
 
 describe('graceful stop of a hub replica under load', () => {
+  const cluster = useHubProcesses({ per: 'describe', dirPrefix: 'agentcom-shutdown-' });
+  const { hubs, sidecars } = cluster;
   let redis: RedisProcess;
   let dir: string;
-  const hubs: HubProcess[] = [];
-  const sidecars: TestProcess[] = [];
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    dir = mkdtempSync(join(tmpdir(), 'agentcom-shutdown-'));
-  });
-  afterAll(async () => {
-    await Promise.all(sidecars.map((s) => s.kill('SIGKILL')));
-    await Promise.all(hubs.map((h) => h.kill('SIGKILL')));
-    await redis.dispose();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  beforeAll(() => ({ redis, dir } = cluster));
 
   it('SIGTERM mid-load: /readyz 503 while it drains, sidecars move, exit 0, zero failed tasks', async () => {
     const prefix = `g${randomBytes(3).toString('hex')}`;

@@ -1,19 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import {
-  existsSync,
-  mkdtempSync,
-  readFileSync,
-  readdirSync,
-  rmSync,
-  writeFileSync,
-  mkdirSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TaskView } from '@agentcom/shared';
 import { CREDENTIAL_VARIABLES } from '../../sidecar/src/runner/task-environment';
 import { isProcessGone } from '../../sidecar/src/test-support/process';
 import { api, eventually } from '../helpers/hub';
+import { useHubProcesses } from '../helpers/hub-processes-fixture';
 import { completionsByTask, readTransitions } from '../helpers/invariants';
 import {
   ROOT,
@@ -22,9 +14,8 @@ import {
   startHubProcess,
   startSidecarProcess,
   type HubProcess,
-  type TestProcess,
 } from '../helpers/processes';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import type { RedisProcess } from '../helpers/redis-server';
 
 const STUBBORN = join(ROOT, 'test', 'fixtures', 'stubborn-handler.mjs');
 /** Prints the AGENTCOM_* variables it was given and completes with their names (`vars`). */
@@ -46,23 +37,12 @@ const WAKE = join(ROOT, 'test', 'fixtures', 'wake-recorder.mjs');
 jest.setTimeout(240_000);
 
 describe('the sidecar process against real hub processes', () => {
+  const cluster = useHubProcesses({ per: 'test', dirPrefix: 'agentcom-sidecar-e2e-' });
+  const { hubs, sidecars } = cluster;
   let redis: RedisProcess;
   let dir: string;
   let prefix: string;
-  const hubs: HubProcess[] = [];
-  const sidecars: TestProcess[] = [];
-
-  beforeEach(async () => {
-    redis = await startRedis();
-    dir = mkdtempSync(join(tmpdir(), 'agentcom-sidecar-e2e-'));
-    prefix = `s${randomBytes(3).toString('hex')}`;
-  });
-  afterEach(async () => {
-    await Promise.all(sidecars.splice(0).map((s) => s.kill('SIGKILL')));
-    await Promise.all(hubs.splice(0).map((h) => h.kill('SIGKILL')));
-    await redis.dispose();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  beforeEach(() => ({ redis, dir, prefix } = cluster));
 
   const getTask = async (hub: HubProcess, id: string) =>
     (await api<TaskView>(hub.url, 'GET', `/v1/tasks/${id}`)).body;

@@ -15,9 +15,10 @@ import {
   FLOOD_REFUSALS_PER_SECOND,
 } from '../../hub/src/gateway/flood-guard';
 import { TEST_ADMIN_KEY, api, eventually } from '../helpers/hub';
+import { useHubProcesses } from '../helpers/hub-processes-fixture';
 import { sumMetric } from '../helpers/metrics';
 import { mintToken, startHubProcess, type HubProcess } from '../helpers/processes';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import type { RedisProcess } from '../helpers/redis-server';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
 import { RawSocketIo } from './raw-socket';
 
@@ -128,21 +129,23 @@ async function handshake(agent: TestAgent): Promise<string> {
 }
 
 describe('an agent flooding its replica with events', () => {
-  let redis: RedisProcess;
-  let hub: HubProcess;
   const agents: TestAgent[] = [];
   const raws: RawSocketIo[] = [];
+  const cluster = useHubProcesses({
+    per: 'describe',
+    beforeKill: () => {
+      for (const agent of agents) agent.close();
+      for (const raw of raws) raw.close();
+    },
+  });
+  let redis: RedisProcess;
+  let hub: HubProcess;
 
   beforeAll(async () => {
-    redis = await startRedis();
-    hub = await startHubProcess(redis.url, `f${randomBytes(3).toString('hex')}`, 'hub-flood');
+    ({ redis } = cluster);
+    hub = await startHubProcess(redis.url, cluster.prefix, 'hub-flood');
+    cluster.hubs.push(hub);
   }, 60_000);
-  afterAll(async () => {
-    for (const agent of agents) agent.close();
-    for (const raw of raws) raw.close();
-    await hub?.kill('SIGKILL');
-    await redis?.dispose();
-  });
 
   const working = async (agentId: string): Promise<{ agent: TestAgent; msg: TaskAssign }> => {
     const queue = `${agentId}-q`;

@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AGENT_NAMESPACE, PROTOCOL_VERSION, type AgentView, type TaskView } from '@agentcom/shared';
 import { Redis } from 'ioredis';
 import { io, type ManagerOptions, type SocketOptions } from 'socket.io-client';
 import { TEST_ADMIN_KEY, api, eventually } from '../helpers/hub';
+import { useHubProcesses } from '../helpers/hub-processes-fixture';
 import { readTransitions } from '../helpers/invariants';
 import {
   RECORD_HANDLER,
@@ -17,7 +17,7 @@ import {
   type HubProcess,
   type TestProcess,
 } from '../helpers/processes';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import type { RedisProcess } from '../helpers/redis-server';
 import { recordReliability } from '../helpers/reliability';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
 import { FULL } from './fault-cluster';
@@ -126,18 +126,36 @@ async function runBounded(
 jest.setTimeout(240_000);
 
 describe('security (fault scenario 8)', () => {
-  let redis: RedisProcess;
   let redisClient: Redis;
-  let prefix: string;
-  const hubs: HubProcess[] = [];
   const outputs: Captured[] = [];
-  const sidecars: TestProcess[] = [];
   const agents: TestAgent[] = [];
   /** Every secret that must never reach a log: label → value. */
   const secrets = new Map<string, string>([['admin key', TEST_ADMIN_KEY]]);
   const measured: Record<string, string> = {};
   let tasks = 0;
-  const dir = mkdtempSync(join(tmpdir(), 'agentcom-security-'));
+  const cluster = useHubProcesses({
+    per: 'describe',
+    dirPrefix: 'agentcom-security-',
+    beforeKill: () => {
+      recordReliability({
+        scenario: 'Security',
+        size: FULL ? 'full' : 'default',
+        load: `2 replicas (AUTH_FAIL_LIMIT=${AUTH_FAIL_LIMIT}, LOG_LEVEL=debug), 2 sidecar processes, protocol-level agents`,
+        faults:
+          "replayed foreign {taskId, token}, 'task:cancel' from an agent, revoked token, bad-token handshakes, missing/wrong admin key, token file readable by others",
+        tasks,
+        lost: 0,
+        duplicates: 0,
+        measured,
+      });
+      for (const agent of agents) agent.close();
+      redisClient?.disconnect();
+    },
+  });
+  const { hubs, sidecars } = cluster;
+  let redis: RedisProcess;
+  let prefix: string;
+  let dir: string;
 
   const hub1 = (): HubProcess => hubs[0]!;
   const hub2 = (): HubProcess => hubs[1]!;
@@ -153,9 +171,8 @@ describe('security (fault scenario 8)', () => {
   };
 
   beforeAll(async () => {
-    redis = await startRedis();
+    ({ redis, prefix, dir } = cluster);
     redisClient = new Redis(redis.url);
-    prefix = `s${randomBytes(3).toString('hex')}`;
     for (const i of [1, 2]) {
       const hub = await startHubProcess(redis.url, prefix, `hub-${i}`, {
         AUTH_FAIL_LIMIT: String(AUTH_FAIL_LIMIT),
@@ -165,26 +182,6 @@ describe('security (fault scenario 8)', () => {
       outputs.push(capture(hub));
     }
   }, 60_000);
-
-  afterAll(async () => {
-    recordReliability({
-      scenario: 'Security',
-      size: FULL ? 'full' : 'default',
-      load: `2 replicas (AUTH_FAIL_LIMIT=${AUTH_FAIL_LIMIT}, LOG_LEVEL=debug), 2 sidecar processes, protocol-level agents`,
-      faults:
-        "replayed foreign {taskId, token}, 'task:cancel' from an agent, revoked token, bad-token handshakes, missing/wrong admin key, token file readable by others",
-      tasks,
-      lost: 0,
-      duplicates: 0,
-      measured,
-    });
-    for (const agent of agents) agent.close();
-    await Promise.all(sidecars.map((s) => s.kill('SIGKILL')));
-    await Promise.all(hubs.map((h) => h.kill('SIGKILL')));
-    redisClient?.disconnect();
-    await redis?.dispose();
-    rmSync(dir, { recursive: true, force: true });
-  });
 
   it("agent A cannot accept, report, extend or log agent B's task with B's {taskId, token}; B's task is unaffected", async () => {
     const a = await register(hub1(), 'sec-a', ['sec-a-q']);

@@ -4,8 +4,9 @@ import { z } from 'zod';
 import type { Hub } from '../../hub/src/hub';
 import { BULL_BOARD_PATH } from '../../hub/src/http/bull-board';
 import { TEST_ADMIN_KEY, startTestHub } from '../helpers/hub';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import type { RedisProcess } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
+import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
 
 /**
  * The OpenAPI document (/docs/openapi.json) against the routes a real hub serves: every route is
@@ -48,18 +49,14 @@ function registeredRoutes(app: Hub['app']): Array<[string, string]> {
 const documentPath = (path: string): string => path.replace(/:([A-Za-z]+)/g, '{$1}');
 
 describe('the API contract: the OpenAPI document against a real hub', () => {
+  const fixture = useTestHub();
   let redis: RedisProcess;
-  let hub: Hub & { url: string };
+  let hub: TestHub;
   let document: Document;
 
   beforeAll(async () => {
-    redis = await startRedis();
-    hub = await startTestHub(redis.url);
+    ({ redis, hub } = fixture);
     document = (await (await fetch(`${hub.url}/docs/openapi.json`)).json()) as Document;
-  });
-  afterAll(async () => {
-    await hub.close();
-    await redis.dispose();
   });
 
   /**

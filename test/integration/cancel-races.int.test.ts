@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import type { TaskAssign, TaskView } from '@agentcom/shared';
-import type { Hub } from '../../hub/src/hub';
 import type { TaskJob } from '../../hub/src/queues/queue-registry';
 import { TaskCancellation } from '../../hub/src/tasks/task-cancellation';
-import { api, startTestHub } from '../helpers/hub';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { api } from '../helpers/hub';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
+import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
 
 /**
  * A cancel against a task that finishes while the cancel is under way, and the idempotency key
@@ -14,14 +13,13 @@ import { TestAgent, withTimeout } from '../helpers/test-agent';
  * the cancel take effect (`cancelJob`).
  */
 describe('cancel races and the idempotency key of a cancelled task', () => {
-  let redis: RedisProcess;
-  let hub: Hub & { url: string };
+  const fixture = useTestHub();
+  const { agents } = fixture;
+  let hub: TestHub;
   let cancellation: TaskCancellation;
-  const agents: TestAgent[] = [];
 
-  beforeAll(async () => {
-    redis = await startRedis();
-    hub = await startTestHub(redis.url);
+  beforeAll(() => {
+    ({ hub } = fixture);
     // the cancel the HTTP route runs, built as the hub builds it, so the test can drive its steps
     cancellation = new TaskCancellation({
       redis: hub.redis.command,
@@ -29,13 +27,6 @@ describe('cancel races and the idempotency key of a cancelled task', () => {
       tasks: hub.tasks,
       notifier: hub.gateway,
     });
-  });
-  afterEach(() => {
-    for (const agent of agents.splice(0)) agent.close();
-  });
-  afterAll(async () => {
-    await hub.close();
-    await redis.dispose();
   });
 
   const newQueue = () => `q-${randomBytes(4).toString('hex')}`;

@@ -1,31 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import type { AgentView, TaskAssign, TaskView } from '@agentcom/shared';
-import type { Hub } from '../../hub/src/hub';
-import { api, eventually, startTestHub } from '../helpers/hub';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { api, eventually } from '../helpers/hub';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
+import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
 
 describe('cancel and run timeout (hub side, protocol-level agents)', () => {
-  let redis: RedisProcess;
-  let hubA: Hub & { url: string };
-  let hubB: Hub & { url: string };
-  const agents: TestAgent[] = [];
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    const prefix = `c${randomBytes(3).toString('hex')}`;
-    const env = { AGENTCOM_PREFIX: prefix, RUN_TIMEOUT_GRACE_MS: '800' };
-    hubA = await startTestHub(redis.url, { ...env, HUB_ID: 'hub-a' });
-    hubB = await startTestHub(redis.url, { ...env, HUB_ID: 'hub-b' });
+  const fixture = useTestHub({
+    hubIds: ['hub-a', 'hub-b'],
+    env: { RUN_TIMEOUT_GRACE_MS: '800' },
   });
-  afterEach(() => {
-    for (const agent of agents.splice(0)) agent.close();
-  });
-  afterAll(async () => {
-    await hubA.close();
-    await hubB.close();
-    await redis.dispose();
-  });
+  const { agents } = fixture;
+  let hubA: TestHub;
+  let hubB: TestHub;
+  beforeAll(() => ([hubA, hubB] = fixture.hubs));
 
   const newQueue = (): string => `q-${randomBytes(4).toString('hex')}`;
   const register = async (hubUrl: string, queue: string): Promise<TestAgent> => {

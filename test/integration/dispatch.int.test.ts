@@ -2,32 +2,29 @@ import { randomBytes } from 'node:crypto';
 import { CLIENT_EVENTS, type TaskView } from '@agentcom/shared';
 import { Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import type { Hub } from '../../hub/src/hub';
+import { createLogger } from '../../hub/src/logger';
+import { QueueRegistry } from '../../hub/src/queues/queue-registry';
+import { RedisKeys } from '../../hub/src/redis/keys';
+import { everyKeyBut } from '../helpers/acl';
 import { commandCalls } from '../helpers/commandstats';
 import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
+import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
 
 describe('dispatch across replicas (in-process hubs, real Redis, real sockets)', () => {
+  const fixture = useTestHub({ hubIds: ['hub-a', 'hub-b'] });
+  const { agents } = fixture;
   let redis: RedisProcess;
-  let hubA: Hub & { url: string };
-  let hubB: Hub & { url: string };
-  const agents: TestAgent[] = [];
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    const prefix = `d${randomBytes(3).toString('hex')}`;
-    hubA = await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix, HUB_ID: 'hub-a' });
-    hubB = await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix, HUB_ID: 'hub-b' });
-  });
-  afterEach(() => {
-    for (const agent of agents.splice(0)) agent.close();
-  });
-  afterAll(async () => {
-    await hubA.close();
-    await hubB.close();
-    await redis.dispose();
-  });
+  let hubA: TestHub;
+  let hubB: TestHub;
+  beforeAll(
+    () =>
+      ({
+        redis,
+        hubs: [hubA, hubB],
+      } = fixture),
+  );
 
   const register = async (hubUrl: string, queue: string): Promise<TestAgent> => {
     const agent = await TestAgent.register(hubUrl, `agent-${randomBytes(4).toString('hex')}`, [
@@ -563,21 +560,6 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
   });
 });
 
-/**
- * ACL key patterns for "every key but `key`" (Redis globs have no negation): every string that
- * leaves `key` at some position, every proper prefix of it, and every extension of it.
- */
-function everyKeyBut(key: string): string[] {
-  const glob = (s: string): string => s.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
-  const patterns: string[] = [`~${glob(key)}?*`];
-  for (let i = 0; i < key.length; i++) {
-    const prefix = glob(key.slice(0, i));
-    patterns.push(`~${prefix}[^${glob(key[i] ?? '')}]*`);
-    if (i > 0) patterns.push(`~${prefix}`);
-  }
-  return patterns;
-}
-
 describe('a completion that Redis refuses for a reason other than a superseded assignment', () => {
   it('keeps its intent and changes nothing else; its replay completes the task once Redis takes it', async () => {
     // Redis refuses the job's hash to the hub's user (ACL): BullMQ's moveToFinished fails at its
@@ -752,6 +734,54 @@ describe('the safety tick', () => {
     } finally {
       agent?.close();
       await hub.close();
+      await redis.dispose();
+    }
+  });
+  it('promotes every due task when another replica promotes the same ones at once (BullMQ refuses the second promote of each)', async () => {
+    const redis = await startRedis();
+    const keys = new RedisKeys(`d${randomBytes(3).toString('hex')}`);
+    const logger = createLogger({ level: 'silent', hubId: 'hub-t' });
+    const admin = new Redis(redis.url, { maxRetriesPerRequest: null });
+    // two replicas' registries, each on a connection of its own
+    const connections = [0, 1].map(() => new Redis(redis.url, { maxRetriesPerRequest: null }));
+    const registries = connections.map(
+      (connection) =>
+        new QueueRegistry({
+          connection,
+          keys,
+          leaseMs: 60_000,
+          stalledIntervalMs: 60_000,
+          maxStalledCount: 1,
+          logger,
+          onWaiting: () => undefined,
+        }),
+    );
+    const queue = `q-${randomBytes(4).toString('hex')}`;
+    const producer = new Queue(queue, { connection: admin, prefix: keys.bullPrefix });
+    try {
+      // due only for the `now` the test passes below, never for real time
+      const jobs = await Promise.all(
+        [1, 2, 3, 4, 5].map((n) => producer.add(`t${n}`, {}, { delay: 60_000 })),
+      );
+      for (const registry of registries) await registry.get(queue);
+      const loadsBefore = await commandCalls(admin, 'hgetall');
+
+      // both read the same due ids before either promotes (the reads go out together)
+      const later = Date.now() + 120_000;
+      await expect(
+        Promise.all(registries.map((registry) => registry.promoteDue(later))),
+      ).resolves.toEqual([undefined, undefined]);
+
+      expect(await producer.getJobCounts('delayed', 'wait')).toEqual({ delayed: 0, wait: 5 });
+      // each replica loaded each job (one HGETALL each) and so promoted it: one of the two
+      // promotes of each job was refused
+      expect((await commandCalls(admin, 'hgetall')) - loadsBefore).toBe(2 * jobs.length);
+      // what the refused ones met: BullMQ refuses the promote of a job no longer delayed
+      await expect(jobs[0]?.promote()).rejects.toThrow(/not in the delayed state/);
+    } finally {
+      for (const registry of registries) await registry.close();
+      await producer.close();
+      for (const connection of [...connections, admin]) await connection.quit();
       await redis.dispose();
     }
   });

@@ -2,11 +2,11 @@ import { AGENT_NAMESPACE, PROTOCOL_VERSION } from '@agentcom/shared';
 import { Manager, io } from 'socket.io-client';
 import { Redis } from 'ioredis';
 import { HandshakeLimiter } from '../../hub/src/gateway/handshake-limiter';
-import type { Hub } from '../../hub/src/hub';
 import { RedisKeys } from '../../hub/src/redis/keys';
-import { api, startTestHub } from '../helpers/hub';
+import { api } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { withTimeout } from '../helpers/test-agent';
+import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
 
 /**
  * Failed handshakes are limited per client address; behind a trusted proxy the address is the
@@ -16,16 +16,9 @@ import { withTimeout } from '../helpers/test-agent';
  */
 describe('handshake limit behind a trusted proxy (TRUST_PROXY=1)', () => {
   const LIMIT = 5;
-  let redis: RedisProcess;
-  let hub: Hub & { url: string };
-  beforeAll(async () => {
-    redis = await startRedis();
-    hub = await startTestHub(redis.url, { TRUST_PROXY: '1', AUTH_FAIL_LIMIT: String(LIMIT) });
-  });
-  afterAll(async () => {
-    await hub.close();
-    await redis.dispose();
-  });
+  const fixture = useTestHub({ env: { TRUST_PROXY: '1', AUTH_FAIL_LIMIT: String(LIMIT) } });
+  let hub: TestHub;
+  beforeAll(() => ({ hub } = fixture));
 
   /** One handshake as it reaches the hub through the proxy: `connected` or the refusal's code. */
   const handshake = (agentId: string, token: string, forwardedFor: string) =>

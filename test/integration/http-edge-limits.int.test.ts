@@ -1,9 +1,9 @@
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
-import type { Hub } from '../../hub/src/hub';
-import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { TEST_ADMIN_KEY, api, eventually } from '../helpers/hub';
+import type { RedisProcess } from '../helpers/redis-server';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
+import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
 
 /** How long a request may take to be answered while Redis is down (it used to wait for Redis). */
 const ANSWER_BOUND_MS = 3000;
@@ -26,17 +26,9 @@ function rawRequest(
 const REQUEST_TIMEOUT_MS = 3000;
 
 describe('HTTP edge: a request that never arrives whole', () => {
-  let redis: RedisProcess;
-  let hub: Hub & { url: string };
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    hub = await startTestHub(redis.url, { HTTP_REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS) });
-  });
-  afterAll(async () => {
-    await hub.close();
-    await redis.dispose();
-  });
+  const fixture = useTestHub({ env: { HTTP_REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS) } });
+  let hub: TestHub;
+  beforeAll(() => ({ hub } = fixture));
 
   it(
     'closes a connection whose body stalls or trickles within the request timeout, with or without the key; websockets stay',
@@ -83,17 +75,10 @@ describe('HTTP edge: a request that never arrives whole', () => {
 });
 
 describe('HTTP edge: the Redis gate while Redis is down', () => {
+  const fixture = useTestHub();
   let redis: RedisProcess;
-  let hub: Hub & { url: string };
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    hub = await startTestHub(redis.url);
-  });
-  afterAll(async () => {
-    await hub.close();
-    await redis.dispose();
-  });
+  let hub: TestHub;
+  beforeAll(() => ({ redis, hub } = fixture));
 
   /** A request with the admin key (as Bull Board's page sends it) that gives up after {@link ANSWER_BOUND_MS}. */
   const bounded = (path: string, init: RequestInit = {}): Promise<Response> =>

@@ -1,26 +1,16 @@
 import { randomBytes } from 'node:crypto';
 import type { TaskAssign, TaskView } from '@agentcom/shared';
-import type { Hub } from '../../hub/src/hub';
 import { api, eventually, startTestHub } from '../helpers/hub';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import type { RedisProcess } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
+import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
 
 describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', () => {
+  const fixture = useTestHub({ env: { MAX_STALLED_COUNT: '0' } });
+  const { agents } = fixture;
   let redis: RedisProcess;
-  let hub: Hub & { url: string };
-  const agents: TestAgent[] = [];
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    hub = await startTestHub(redis.url, { MAX_STALLED_COUNT: '0' });
-  });
-  afterEach(() => {
-    for (const agent of agents.splice(0)) agent.close();
-  });
-  afterAll(async () => {
-    await hub.close();
-    await redis.dispose();
-  });
+  let hub: TestHub;
+  beforeAll(() => ({ redis, hub } = fixture));
 
   const register = async (queue: string, hubUrl = hub.url): Promise<TestAgent> => {
     const agent = await TestAgent.register(hubUrl, `agent-${randomBytes(4).toString('hex')}`, [

@@ -1,7 +1,6 @@
 import type { TaskView } from '@agentcom/shared';
-import type { Hub } from '../../hub/src/hub';
-import { api, startTestHub } from '../helpers/hub';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { api } from '../helpers/hub';
+import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
 
 type Page = { tasks: TaskView[]; nextCursor?: string };
 
@@ -11,12 +10,11 @@ type Page = { tasks: TaskView[]; nextCursor?: string };
  * type for (each empty type counted as `limit` jobs: `limit=500` answered an empty first page).
  */
 describe('a task listing page without a state filter', () => {
-  let redis: RedisProcess;
-  let hub: Hub & { url: string };
+  const fixture = useTestHub();
+  let hub: TestHub;
   const ids: string[] = [];
   beforeAll(async () => {
-    redis = await startRedis();
-    hub = await startTestHub(redis.url);
+    ({ hub } = fixture);
     // three queues of three waiting tasks each: every other job type of each queue is empty
     for (const queue of ['qa', 'qb', 'qc']) {
       const tasks = [0, 1, 2].map((payload) => ({ queue, payload }));
@@ -26,10 +24,6 @@ describe('a task listing page without a state filter', () => {
       expect(created.status).toBe(201);
       ids.push(...created.body.tasks.map((task) => task.id));
     }
-  });
-  afterAll(async () => {
-    await hub.close();
-    await redis.dispose();
   });
 
   it.each(['limit=500', 'limit=50', 'limit=9', ''])(

@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { TaskAssign, TaskView } from '@agentcom/shared';
-import type { Hub } from '../../hub/src/hub';
-import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
+import { TEST_ADMIN_KEY, api, eventually } from '../helpers/hub';
 import { sumMetric } from '../helpers/metrics';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
+import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
 
 const NO_AUTH = {};
 const basic = (password: string) => ({
@@ -12,23 +11,10 @@ const basic = (password: string) => ({
 });
 
 describe('operator API: tasks, agents, queues, metrics, Bull Board, docs', () => {
-  let redis: RedisProcess;
-  const hubs: Array<Hub & { url: string }> = [];
-  const agents: TestAgent[] = [];
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    const prefix = `o${randomBytes(3).toString('hex')}`;
-    for (const id of ['hub-a', 'hub-b', 'hub-c'])
-      hubs.push(await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix, HUB_ID: id }));
-  });
-  afterEach(() => {
-    for (const agent of agents.splice(0)) agent.close();
-  });
-  afterAll(async () => {
-    for (const hub of hubs) await hub.close();
-    await redis.dispose();
-  });
+  const fixture = useTestHub({ hubIds: ['hub-a', 'hub-b', 'hub-c'] });
+  const { agents } = fixture;
+  let hubs: readonly TestHub[];
+  beforeAll(() => ({ hubs } = fixture));
 
   const url = (i: number) => hubs[i % hubs.length]!.url;
   const newQueue = () => `q-${randomBytes(4).toString('hex')}`;

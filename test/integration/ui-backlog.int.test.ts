@@ -1,9 +1,8 @@
 import { Redis } from 'ioredis';
-import type { Hub } from '../../hub/src/hub';
 import { UI_BACKLOG_MAX_PACKETS, outputBacklog } from '../../hub/src/ui/output-backlog';
 import { RawSocketIo } from '../faults/raw-socket';
-import { eventually, startTestHub } from '../helpers/hub';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { eventually } from '../helpers/hub';
+import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
 import { UiClient, pageSession } from '../helpers/ui-client';
 
 /** Transitions written per round, each about 1 KB (a long task field). */
@@ -12,26 +11,19 @@ const PER_ROUND = 500;
 const MAX_ROUNDS = 100;
 
 describe('a /ui connection that stops reading', () => {
-  let redis: RedisProcess;
-  let hub: Hub & { url: string };
-  let writer: Redis;
   let raw: RawSocketIo | undefined;
   let healthy: UiClient | undefined;
   let pongs: NodeJS.Timeout | undefined;
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    hub = await startTestHub(redis.url);
-    writer = new Redis(redis.url);
+  const fixture = useTestHub({
+    beforeClose: () => {
+      clearInterval(pongs);
+      raw?.terminate();
+      healthy?.close();
+    },
   });
-  afterAll(async () => {
-    clearInterval(pongs);
-    raw?.terminate();
-    healthy?.close();
-    writer?.disconnect();
-    await hub?.close();
-    await redis?.dispose();
-  });
+  let hub: TestHub;
+  let writer: Redis;
+  beforeAll(() => ({ hub, admin: writer } = fixture));
 
   it('is closed once its backlog passes the limit, while a browser that reads keeps its feed', async () => {
     const session = await pageSession(hub.url);

@@ -1,11 +1,10 @@
 import { Redis } from 'ioredis';
 import { io } from 'socket.io-client';
-import type { Hub } from '../../hub/src/hub';
 import { UI_SESSION_CHECKS_PER_CONNECTION } from '../../hub/src/ui/ui-namespace';
 import { RawSocketIo, type RawConnectResult } from '../faults/raw-socket';
 import { commandCalls } from '../helpers/commandstats';
-import { eventually, startTestHub } from '../helpers/hub';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { eventually } from '../helpers/hub';
+import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
 import { UiClient, pageSession } from '../helpers/ui-client';
 
 /** CONNECT frames a flooding client sends at once on one connection. */
@@ -16,24 +15,17 @@ const noSession = (n: number): string => `uis_${String(n).padStart(43, 'x')}`;
 const CLOSE_BOUND_MS = 5000;
 
 describe('/ui handshakes on one connection', () => {
-  let redis: RedisProcess;
-  let hub: Hub & { url: string };
-  let admin: Redis;
   const raws: RawSocketIo[] = [];
   const clients: UiClient[] = [];
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    hub = await startTestHub(redis.url);
-    admin = new Redis(redis.url);
+  const fixture = useTestHub({
+    beforeClose: () => {
+      for (const raw of raws.splice(0)) raw.terminate();
+      for (const client of clients.splice(0)) client.close();
+    },
   });
-  afterAll(async () => {
-    for (const raw of raws.splice(0)) raw.terminate();
-    for (const client of clients.splice(0)) client.close();
-    admin?.disconnect();
-    await hub?.close();
-    await redis?.dispose();
-  });
+  let hub: TestHub;
+  let admin: Redis;
+  beforeAll(() => ({ hub, admin } = fixture));
 
   const open = async (): Promise<RawSocketIo> => {
     const raw = await RawSocketIo.open(hub.url, { namespace: '/ui' });

@@ -1,8 +1,8 @@
-import type { Hub } from '../../hub/src/hub';
 import type { UiSnapshot } from '../../hub/src/ui/ui-events';
 import { RawSocketIo } from '../faults/raw-socket';
-import { TEST_ADMIN_KEY, eventually, startTestHub } from '../helpers/hub';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { TEST_ADMIN_KEY, eventually } from '../helpers/hub';
+import type { RedisProcess } from '../helpers/redis-server';
+import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
 import { UiClient, pageSession } from '../helpers/ui-client';
 
 /** How long an answer may take while Redis is down (each used to wait for Redis to come back). */
@@ -11,21 +11,17 @@ const ANSWER_BOUND_MS = 3000;
 const HANDSHAKES = 1000;
 
 describe('the agents page while Redis is down', () => {
-  let redis: RedisProcess;
-  let hub: Hub & { url: string };
   const clients: UiClient[] = [];
   const raws: RawSocketIo[] = [];
-
-  beforeAll(async () => {
-    redis = await startRedis();
-    hub = await startTestHub(redis.url);
+  const fixture = useTestHub({
+    beforeClose: () => {
+      for (const client of clients.splice(0)) client.close();
+      for (const raw of raws.splice(0)) raw.close();
+    },
   });
-  afterAll(async () => {
-    for (const client of clients.splice(0)) client.close();
-    for (const raw of raws.splice(0)) raw.close();
-    await hub?.close();
-    await redis?.dispose();
-  });
+  let redis: RedisProcess;
+  let hub: TestHub;
+  beforeAll(() => ({ redis, hub } = fixture));
 
   /** Commands waiting in the command connection's offline queue for Redis to come back. */
   const queued = (): number =>

@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
-import type { Hub } from '../../hub/src/hub';
 import { createLogger } from '../../hub/src/logger';
 import { TransitionTailer } from '../../hub/src/ui/transition-tailer';
-import { api, eventually, startTestHub } from '../helpers/hub';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { api, eventually } from '../helpers/hub';
+import { startRedis } from '../helpers/redis-server';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
+import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
 import { UiClient, pageSession } from '../helpers/ui-client';
 
 /**
@@ -73,23 +73,20 @@ class CommandLog {
 }
 
 describe('agents page: the events stream tail', () => {
-  let redis: RedisProcess;
-  let hub: Hub & { url: string };
   let log: CommandLog;
-  const agents: TestAgent[] = [];
   const clients: UiClient[] = [];
+  const fixture = useTestHub({
+    beforeClose: () => {
+      for (const client of clients.splice(0)) client.close();
+      log?.close();
+    },
+  });
+  const { agents } = fixture;
+  let hub: TestHub;
 
   beforeAll(async () => {
-    redis = await startRedis();
-    hub = await startTestHub(redis.url);
-    log = await CommandLog.start(redis.port);
-  });
-  afterAll(async () => {
-    for (const client of clients.splice(0)) client.close();
-    for (const agent of agents.splice(0)) agent.close();
-    log?.close();
-    await hub?.close();
-    await redis?.dispose();
+    ({ hub } = fixture);
+    log = await CommandLog.start(fixture.redis.port);
   });
 
   /** The command and its arguments of a MONITOR line, each as it was quoted there. */

@@ -2,6 +2,7 @@ import type { TaskAssign } from '@agentcom/shared';
 import type { Logger } from '../logger';
 import { LineRecorder } from '../test-support/line-recorder';
 import { recordingLogger, testLogger } from '../test-support/logger';
+import { nodeScriptOptions } from '../test-support/node-script';
 import { isProcessGone, waitUntil } from '../test-support/process';
 import { ExecRunner } from './exec-runner';
 import { readBootId, readProcStat, type TaskProcess } from './process-identity';
@@ -18,13 +19,8 @@ function assignment(overrides: Partial<TaskAssign> = {}): TaskAssign {
 }
 
 /** A runner of `node -e <script>`: a real child process per task. */
-function nodeRunner(script: string, killGraceMs = 5000, logger: Logger = testLogger()): ExecRunner {
-  return new ExecRunner({
-    argv: [process.execPath, '-e', script],
-    env: { PATH: process.env.PATH ?? '' },
-    killGraceMs,
-    logger,
-  });
+function nodeRunner(script: string, killGraceMs?: number, logger?: Logger): ExecRunner {
+  return new ExecRunner(nodeScriptOptions(script, killGraceMs, logger));
 }
 
 const READ_TASK = `

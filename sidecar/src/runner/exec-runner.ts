@@ -1,9 +1,7 @@
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import type { Readable, Writable } from 'node:stream';
 import type { TaskAssign } from '@agentcom/shared';
 import type { Logger } from '../logger';
-import { watchProcess } from './group-process';
-import { ProcessGroup } from './process-group';
+import { spawnGroupLeader, type GroupLeaderChild } from './group-leader';
+import type { ProcessGroup } from './process-group';
 import { splitLines, type LineSplitter } from './line-splitter';
 import { identifyProcess } from './process-identity';
 import {
@@ -54,7 +52,7 @@ export class ExecRunner implements TaskRunner {
   }
 }
 
-type TaskChild = ChildProcessByStdio<Writable, Readable, Readable>;
+type TaskChild = GroupLeaderChild<'pipe'>;
 
 class ExecRun implements RunningTask {
   readonly outcome: Promise<RunOutcome>;
@@ -95,42 +93,37 @@ class ExecRun implements RunningTask {
   }
 
   private async run(): Promise<RunOutcome> {
-    const [command, ...args] = this.options.argv;
-    if (command === undefined) throw new Error('no command configured');
     // Built before anything is started: a task that cannot be written (a payload nested too deep
     // for JSON.stringify) fails with no process left behind.
     const input = `${JSON.stringify(this.assignment.task)}\n`;
-    const child: TaskChild = spawn(command, args, {
-      shell: false,
-      detached: true,
-      stdio: ['pipe', 'pipe', 'pipe'],
+    const leader = spawnGroupLeader({
+      argv: this.options.argv,
+      what: 'command',
+      stdin: 'pipe',
       env: {
         ...this.options.env,
         AGENTCOM_TASK_ID: this.assignment.task.id,
         AGENTCOM_TASK_TOKEN: this.assignment.token,
         AGENTCOM_ATTEMPT: String(this.assignment.attempt),
       },
+      killGraceMs: this.options.killGraceMs,
     });
+    const { command, child, exited } = leader;
     // At once, in this turn: an exited child is not reaped (its stat gone) before a later one.
     const identity = child.pid === undefined ? undefined : identifyProcess(child.pid);
-    const { startFailure, exited } = watchProcess(child);
-    // A pid means the process exists and leads its group already (spawn returns after the
-    // exec): a stop or killNow from now on reaches it, not only once its `spawn` event came.
-    const group =
-      child.pid === undefined ? undefined : new ProcessGroup(child.pid, this.options.killGraceMs);
-    this.group = group;
+    this.group = leader.group;
     const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
-    const failure = await startFailure;
-    if (failure !== undefined || group === undefined) {
-      const reason = failure ?? 'no process was created';
-      this.logger.error({ command, err: reason }, 'could not start the task command');
+    const started = await leader.started;
+    if ('failure' in started) {
+      this.logger.error({ command, err: started.failure }, 'could not start the task command');
       return {
         type: 'fail',
-        error: `could not start ${command}: ${reason}`,
+        error: `could not start ${command}: ${started.failure}`,
         retryable: true,
         kind: 'error',
       };
     }
+    const { group } = started;
     child.on('error', (err) => this.logger.warn({ err: errorText(err) }, 'task process error'));
     this.logger.info({ pid: child.pid }, 'task process started');
     if (identity !== undefined) this.sink.started?.(identity);

@@ -6,6 +6,7 @@ import type { TaskAssign } from '@agentcom/shared';
 import type { Logger } from '../logger';
 import { LineRecorder } from '../test-support/line-recorder';
 import { recordingLogger, testLogger } from '../test-support/logger';
+import { nodeScriptOptions } from '../test-support/node-script';
 import { isProcessGone, waitUntil } from '../test-support/process';
 import { makeTempDir } from '../test-support/temp-dir';
 import { MAX_OUTPUT_LINE_BYTES } from './task-output';
@@ -48,14 +49,8 @@ function assignment(overrides: Partial<TaskAssign> = {}): TaskAssign {
 }
 
 /** A wake command of `node -e <script>`: a real child process per task. */
-function wakeRunner(script: string, killGraceMs = 5000, logger: Logger = testLogger()): WakeRunner {
-  return new WakeRunner({
-    argv: [process.execPath, '-e', script],
-    env: { PATH: process.env.PATH ?? '' },
-    stateDir: dir,
-    killGraceMs,
-    logger,
-  });
+function wakeRunner(script: string, killGraceMs?: number, logger?: Logger): WakeRunner {
+  return new WakeRunner({ ...nodeScriptOptions(script, killGraceMs, logger), stateDir: dir });
 }
 
 /** Prints what it saw (env, the task file and its mode) as one line, then exits 0. */

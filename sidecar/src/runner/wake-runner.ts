@@ -1,14 +1,12 @@
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import type { TaskAssign } from '@agentcom/shared';
 import { errorText } from '../error-text';
 import type { Logger } from '../logger';
 import { removeLeftoverTempFiles, writeFileAtomic } from '../outbox/atomic-write';
-import { watchProcess } from './group-process';
-import { ProcessGroup } from './process-group';
+import { spawnGroupLeader } from './group-leader';
+import type { ProcessGroup } from './process-group';
 import { splitLines } from './line-splitter';
 import { LineTail, MAX_OUTPUT_LINE_BYTES, truncate } from './task-output';
 import {
@@ -141,8 +139,6 @@ export class WakeRunner implements TaskRunner {
   }
 }
 
-type WakeChild = ChildProcessByStdio<null, Readable, Readable>;
-
 class WakeRun implements RunningTask {
   readonly outcome: Promise<RunOutcome>;
   private resolveOutcome: (outcome: RunOutcome) => void = () => undefined;
@@ -270,12 +266,10 @@ class WakeRun implements RunningTask {
     if (this.decided) return;
     this.cancelDeadline = startDeadline(this.assignment, this);
 
-    const [command, ...args] = this.options.argv;
-    if (command === undefined) throw new Error('no wake command configured');
-    const child: WakeChild = spawn(command, args, {
-      shell: false,
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const leader = spawnGroupLeader({
+      argv: this.options.argv,
+      what: 'wake command',
+      stdin: 'ignore',
       env: {
         ...this.options.env,
         AGENTCOM_TASK_ID: task.id,
@@ -284,24 +278,23 @@ class WakeRun implements RunningTask {
         AGENTCOM_RUN_ID: this.runId,
         AGENTCOM_STATE_DIR: this.options.stateDir,
       },
+      killGraceMs: this.options.killGraceMs,
     });
-    const { startFailure, exited } = watchProcess(child);
-    // A pid means the process exists and leads its group already (spawn returns after the exec):
-    // a stop from now on settles the outcome only once the group is gone, as in exec mode.
-    if (child.pid !== undefined) this.group = new ProcessGroup(child.pid, this.options.killGraceMs);
-    const failure = await startFailure;
-    if (failure !== undefined || this.group === undefined) {
-      const reason = failure ?? 'no process was created';
-      this.logger.error({ command, err: reason }, 'could not start the wake command');
+    const { command, child, exited } = leader;
+    // From now on a stop settles the outcome only once the group is gone, as in exec mode.
+    this.group = leader.group;
+    const started = await leader.started;
+    if ('failure' in started) {
+      this.logger.error({ command, err: started.failure }, 'could not start the wake command');
       this.settle({
         type: 'fail',
-        error: truncate(`could not start the wake command ${command}: ${reason}`),
+        error: truncate(`could not start the wake command ${command}: ${started.failure}`),
         retryable: true,
         kind: 'error',
       });
       return;
     }
-    const group = this.group;
+    const { group } = started;
     child.on('error', (err) => this.logger.warn({ err: errorText(err) }, 'wake command error'));
     this.logger.info({ pid: child.pid, taskFile: this.taskFile }, 'wake command started');
     // Decided while it was starting (stopped, or a report that cannot be from this command,
