@@ -13,6 +13,7 @@ import { Sweeper } from './dispatch/sweeper';
 import { AgentStore } from './fsm/agent-store';
 import { AgentGateway } from './gateway/agent-gateway';
 import { HandshakeLimiter } from './gateway/handshake-limiter';
+import { textOnlyParser } from './gateway/text-only-parser';
 import { registerAgentsPage } from './ui/agents-page';
 import { createHttpApp } from './http/app';
 import { registerBullBoard } from './http/bull-board';
@@ -226,6 +227,8 @@ export async function startHub(
   const io = new Server(app.server, {
     transports: ['websocket'],
     maxHttpBufferSize: MAX_MESSAGE_BYTES,
+    // JSON only: a binary packet closes its connection instead of parking its attachments
+    parser: textOnlyParser,
     pingInterval: config.pingIntervalMs,
     pingTimeout: config.pingTimeoutMs,
     serveClient: false,

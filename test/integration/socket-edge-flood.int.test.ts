@@ -1,16 +1,26 @@
-import { MAX_LOG_LINE_BYTES, MAX_LOG_LINES, PROTOCOL_VERSION } from '@agentcom/shared';
+import {
+  MAX_LOG_LINE_BYTES,
+  MAX_LOG_LINES,
+  MAX_PAYLOAD_BYTES,
+  PROTOCOL_VERSION,
+  jsonBytes,
+  type TaskView,
+} from '@agentcom/shared';
 import type { Hub } from '../../hub/src/hub';
 import { FLOOD_REFUSALS } from '../../hub/src/gateway/flood-guard';
 import { RawSocketIo, type RawAckResult } from '../faults/raw-socket';
-import { startTestHub } from '../helpers/hub';
+import { api, startTestHub, TEST_ADMIN_KEY } from '../helpers/hub';
+import { sumMetric } from '../helpers/metrics';
 import { mintToken } from '../helpers/processes';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { TestAgent, withTimeout } from '../helpers/test-agent';
 
 /**
- * The flood guard at the edges of what an authenticated connection can send that does nothing:
- * acks the hub never asked for, and big refused frames. Each costs this replica the decoding of
- * its frame; a connection that keeps sending them must be closed as one that keeps sending small
- * refused events is. Raw Engine.IO/Socket.IO frames on a real hub, a real redis-server.
+ * The flood guard at the edges of what an authenticated connection can send: acks the hub never
+ * asked for, big refused frames, big accepted ones, binary packets. Each costs this replica the
+ * decoding of its frame; a connection that keeps sending them must be closed as one that keeps
+ * sending small refused events is, and a binary packet closes it at once. Raw Engine.IO/Socket.IO
+ * frames and a real socket.io-client on a real hub, a real redis-server.
  */
 describe('flood guard at the socket edges', () => {
   let redis: RedisProcess;
@@ -65,19 +75,105 @@ describe('flood guard at the socket edges', () => {
     expect(hubErrors(raw)).toEqual([expect.objectContaining({ code: 'E_RATE_LIMITED' })]);
   });
 
-  it('counts the binary attachments of a refused event with its frame', async () => {
+  it('closes the connection of a binary event at once: nothing is held for its attachments', async () => {
     const raw = await connected('edge-binary');
-    // a binary event: its JSON names one attachment, sent next as a binary frame of 1.5 MiB
+    const bystander = await connected('edge-binary-bystander');
+    const rejected = async (): Promise<number> => {
+      const response = await fetch(`${hub.url}/metrics`, {
+        headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` },
+      });
+      return sumMetric([await response.text()], 'agentcom_socket_payloads_rejected_total');
+    };
+    const before = await rejected();
+    // an event a client names `error` is no packet the decoder refused: an unknown event, once
+    expect(await raw.emit('["error",{"message":"x"}]')).toMatchObject({
+      kind: 'ack',
+      args: [{ ok: false, code: 'E_VALIDATION' }],
+    });
+    expect(await rejected()).toBe(before + 1);
+    // it names one attachment and never sends it: Socket.IO's default decoder waited for it (up
+    // to 10 of 2 MiB each) for as long as the connection lasted
     raw.sendFrame('451-/agent,1001["task:log",{"_placeholder":true,"num":0}]');
-    raw.sendFrame(Buffer.alloc(1.5 * 1024 * 1024));
+    expect(await raw.waitClosed(10_000)).toEqual(expect.any(Number));
+    expect(hubErrors(raw)).toEqual([]);
+    expect(await rejected()).toBe(before + 2);
+    expect(await heartbeat(bystander)).toMatchObject({ kind: 'ack', args: [{ ok: true }] });
+  });
+
+  it('disconnects a socket.io-client that emits a binary attachment', async () => {
+    const agent = await TestAgent.register(hub.url, 'edge-binary-client');
+    try {
+      const disconnected = agent.disconnected();
+      // a Buffer anywhere in the arguments makes socket.io-client send a binary event
+      const loose = agent.socket as unknown as {
+        emit: (event: string, ...args: unknown[]) => void;
+      };
+      loose.emit('task:log', { taskId: 'a', token: 'b', lines: [Buffer.from('x')] });
+      expect(await withTimeout(disconnected, 10_000, 'the disconnect')).toBe('transport close');
+    } finally {
+      agent.close();
+    }
+  });
+
+  it('closes a connection that sends maximum-size valid frames back to back', async () => {
+    const raw = await connected('edge-big-accepted');
+    // a result of 1 MiB of zeros: valid, and answered (E_ASSIGNMENT_SUPERSEDED: the agent holds
+    // no task) as often as it is sent, after 100 ms and more of decoding and checking each
+    const result = `[${Array.from({ length: MAX_PAYLOAD_BYTES / 2 - 1 }, () => '0').join(',')}]`;
+    expect(result.length).toBeLessThanOrEqual(MAX_PAYLOAD_BYTES);
+    const frame = `["task:complete",{"taskId":"a","token":"b","result":${result}}]`;
+    const answers = await Promise.all([1, 2, 3].map(() => raw.emit(frame, 30_000)));
+    expect(answers[0]).toMatchObject({
+      kind: 'ack',
+      args: [{ ok: false, code: 'E_ASSIGNMENT_SUPERSEDED' }],
+    });
+    expect(answers.slice(1)).toEqual([
+      { kind: 'closed', code: expect.any(Number) },
+      { kind: 'closed', code: expect.any(Number) },
+    ]);
     expect(await heartbeat(raw)).toMatchObject({ kind: 'closed' });
     expect(hubErrors(raw)).toEqual([expect.objectContaining({ code: 'E_RATE_LIMITED' })]);
   });
 
-  it('keeps a connection whose big frames are handled: only refusals count their size', async () => {
+  it('keeps an honest agent that sends the largest log batches, then the largest result', async () => {
+    const agent = await TestAgent.register(hub.url, 'edge-honest');
+    try {
+      const hubErrorsOfAgent: unknown[] = [];
+      agent.socket.on('hub:error', (error) => hubErrorsOfAgent.push(error));
+      const assigned = agent.nextAssignment();
+      const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+        queue: 'default',
+        payload: {},
+      });
+      const task = await assigned;
+      expect(task.task.id).toBe(created.body.id);
+      expect(await agent.accept(task)).toMatchObject({ ok: true });
+      // a task printing long lines fast: full batches, back to back, one in flight (as a sidecar)
+      const lines = Array.from({ length: MAX_LOG_LINES }, () => 'x'.repeat(MAX_LOG_LINE_BYTES));
+      for (let i = 0; i < 10; i++) {
+        const ref = { taskId: task.task.id, token: task.token };
+        expect(await agent.send('task:log', { ...ref, lines })).toEqual({ ok: true });
+      }
+      // the largest result there is: 1 MiB as JSON, of small values
+      const result = Array.from({ length: MAX_PAYLOAD_BYTES / 2 - 1 }, () => 0);
+      expect(jsonBytes(result)).toBe(MAX_PAYLOAD_BYTES - 1);
+      expect(await agent.complete(task, result)).toEqual({ ok: true });
+      expect(await agent.send('agent:heartbeat', {})).toMatchObject({ ok: true });
+      expect(hubErrorsOfAgent).toEqual([]);
+      expect(agent.socket.connected).toBe(true);
+      const view = await api<TaskView>(hub.url, 'GET', `/v1/tasks/${created.body.id}`);
+      expect(view.body).toMatchObject({ state: 'completed' });
+      expect((view.body.result as unknown[]).length).toBe(result.length);
+    } finally {
+      agent.close();
+    }
+  });
+
+  it('keeps a connection whose big log batches are handled, however many: they count nothing', async () => {
     const raw = await connected('edge-big-valid');
     // the largest log batch there is (100 lines of 8 KiB, 800 KiB), for a task the agent does not
-    // hold: handled (E_ASSIGNMENT_SUPERSEDED), as a sidecar's late batch is, however many
+    // hold: handled (E_ASSIGNMENT_SUPERSEDED), as a sidecar's late batch is, however many (a log
+    // batch decodes in a few ms whatever its size: only a frame of other events counts its size)
     const lines = JSON.stringify(
       Array.from({ length: MAX_LOG_LINES }, () => 'x'.repeat(MAX_LOG_LINE_BYTES)),
     );

@@ -24,8 +24,10 @@ import {
   FLOOD_REFUSALS,
   FloodCooldown,
   RefusalBudget,
+  acceptedCost,
   dropUpgradedConnection,
   floodCooldownMs,
+  inFlightRefusalCost,
   refusalCost,
 } from './flood-guard';
 import { InFlightLimit } from './in-flight-limit';
@@ -49,15 +51,16 @@ type RefusalKind =
   | 'not one payload'
   | 'refused by its schema'
   | 'unknown event'
-  | 'ack not asked for';
+  | 'ack not asked for'
+  | 'accepted, over the free frame size';
 
 export const agentRoom = (agentId: string): string => `agent:${agentId}`;
 
 /**
- * The start of a Socket.IO packet of the agent namespace, as an Engine.IO message carries it:
- * its type (2 event, 3 ack, 5 binary event, 6 binary ack), the attachments of a binary one.
+ * The start of a Socket.IO packet of the agent namespace, as an Engine.IO message carries it: its
+ * type (2 event, 3 ack). No binary one gets this far: the decoder refuses it (`text-only-parser.ts`).
  */
-const AGENT_PACKET = new RegExp(`^([2356])(?:\\d+-)?${AGENT_NAMESPACE},`);
+const AGENT_PACKET = new RegExp(`^([23])${AGENT_NAMESPACE},`);
 
 /** The refusal of a handshake that reaches a stopping replica. */
 const STOPPING_REFUSAL = 'this hub replica is stopping; retry later (another replica takes it)';
@@ -310,7 +313,9 @@ export class AgentGateway implements AgentNotifier {
    * Each of these refusals spends the connection's one {@link RefusalBudget}, whatever its kind
    * (a sidecar never sends any but the in-flight excess, and that only during a long Redis
    * stall); a connection that spends it is closed ({@link closeFlooder}). An event that reached
-   * its handler spends nothing, whatever the handler answers.
+   * its handler spends nothing, whatever the handler answers, but for the size of its frame
+   * beyond the free 64 KiB (a log batch's excepted: see `acceptedCost`), checked before its
+   * handler runs. A packet the decoder refuses (binary, malformed) closes the connection at once.
    */
   private routeClientEvents(
     socket: AgentSocket,
@@ -320,36 +325,41 @@ export class AgentGateway implements AgentNotifier {
   ): void {
     const inFlight = new InFlightLimit(MAX_EVENTS_IN_FLIGHT);
     const budget = new RefusalBudget(this.options.floodRefusals);
-    const refused = (event: unknown, kind: RefusalKind, bytes = 0): void => {
-      if (!budget.spend(performance.now(), refusalCost(bytes)))
-        this.closeFlooder(socket, budget, { event, kind }, log);
+    /** Spends `count` of the budget; false once it is spent and the connection closed. */
+    const charge = (event: unknown, kind: RefusalKind, count: number): boolean => {
+      if (budget.spend(performance.now(), count)) return true;
+      this.closeFlooder(socket, budget, { event, kind }, log);
+      return false;
     };
-    // The size of each event frame of this connection (attachments included), in the order
-    // Socket.IO hands the events over: `onAny` takes every one, then the event's listener.
+    const refused = (event: unknown, kind: RefusalKind, bytes = 0): void =>
+      void charge(event, kind, refusalCost(bytes));
+    // The size of each event frame of this connection, in the order Socket.IO hands the events
+    // over: `onAny` takes every one, then the event's listener. A binary message never gets to
+    // them: the decoder refuses it and Socket.IO closes the connection (see `socket.on('error')`).
     const frameBytes: number[] = [];
     const listenerFrameBytes: number[] = [];
-    let attachmentsOf: 'event' | 'ack' | undefined;
     const onPacket = (packet: { type: string; data?: unknown }): void => {
-      if (packet.type !== 'message') return;
+      if (packet.type !== 'message' || typeof packet.data !== 'string') return;
       const { data } = packet;
-      if (typeof data !== 'string') {
-        const bytes = (data as { byteLength?: number } | undefined)?.byteLength ?? 0;
-        if (attachmentsOf === 'ack') refused('(ack)', 'ack not asked for', bytes);
-        else if (attachmentsOf === 'event' && frameBytes.length > 0)
-          frameBytes.push((frameBytes.pop() ?? 0) + bytes);
-        return;
-      }
       const type = AGENT_PACKET.exec(data)?.[1];
-      attachmentsOf = type === '5' ? 'event' : type === '6' ? 'ack' : undefined;
-      if (type === '2' || type === '5') frameBytes.push(data.length);
+      if (type === '2') frameBytes.push(data.length);
       // this replica never asks an agent for an ack: Socket.IO drops one unseen, after decoding it
-      else if (type === '3' || type === '6') {
+      else if (type === '3') {
         this.options.onRejectedPayload();
         refused('(ack)', 'ack not asked for', data.length);
       }
     };
     socket.conn.on('packet', onPacket);
     socket.once('disconnect', () => socket.conn.off('packet', onPacket));
+    // The decoder refused a packet and Socket.IO has closed the connection: its TCP one goes too,
+    // should the client not answer. Not an event a client named `error` (its argument is JSON,
+    // never an Error): that one is an unknown event, refused below.
+    socket.on('error', (err: unknown) => {
+      if (!(err instanceof Error)) return;
+      this.options.onRejectedPayload();
+      log.warn({ err: err.message }, 'packet refused by the decoder: connection closed');
+      dropUpgradedConnection(socket.request);
+    });
     let warnedInFlight = false;
     for (const event of CLIENT_EVENTS) {
       socket.on(event, (...args: unknown[]) => {
@@ -370,7 +380,11 @@ export class AgentGateway implements AgentNotifier {
             code: 'E_RATE_LIMITED',
             message: `${event}: ${inFlight.max} events of this connection are being handled; wait for their acks`,
           });
-          refused(event, 'beyond the in-flight limit');
+          void charge(
+            event,
+            'beyond the in-flight limit',
+            inFlightRefusalCost(bytes, budget.burst),
+          );
           return;
         }
         const parsed = this.parsePayload(event, args);
@@ -379,6 +393,12 @@ export class AgentGateway implements AgentNotifier {
           this.options.onRejectedPayload();
           reply(parsed);
           refused(event, args.length === 2 ? 'refused by its schema' : 'not one payload', bytes);
+          return;
+        }
+        const cost = acceptedCost(event, bytes, budget.burst);
+        if (cost > 0 && !charge(event, 'accepted, over the free frame size', cost)) {
+          // closed: its hub:error says why; handling the event would be work for nobody
+          inFlight.release();
           return;
         }
         void ready
@@ -434,8 +454,8 @@ export class AgentGateway implements AgentNotifier {
 
   /**
    * Closes a connection that spent its refusal budget: it kept emitting without waiting for its
-   * acks, or kept sending events that are refused, and each refused frame still costs this
-   * replica its decoding, for as long as it goes on. The agent learns why (`hub:error
+   * acks, or kept sending events that are refused, or big frames, and each such frame still costs
+   * this replica its decoding, for as long as it goes on. The agent learns why (`hub:error
    * E_RATE_LIMITED`), its handshakes are refused here for the cooldown, and the disconnect is the
    * usual one: a task it holds is kept until the lease, resumed if it reconnects in time, put back
    * to wait otherwise. Its TCP connection is dropped `FLOOD_CLOSE_GRACE_MS` later, whether
@@ -461,7 +481,7 @@ export class AgentGateway implements AgentNotifier {
     );
     socket.emit('hub:error', {
       code: 'E_RATE_LIMITED',
-      message: `too many events refused (over ${budget.burst}, then ${budget.perSecond} a second: beyond ${MAX_EVENTS_IN_FLIGHT} in flight, without an ack, not valid or unknown): connection closed; wait for the acks of your events`,
+      message: `too many events refused (over ${budget.burst}, then ${budget.perSecond} a second: beyond ${MAX_EVENTS_IN_FLIGHT} in flight, without an ack, not valid or unknown), or too many frames over 64 KiB: connection closed; wait for the acks of your events`,
     });
     socket.disconnect(true);
     dropUpgradedConnection(socket.request);

@@ -1,16 +1,20 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { Socket } from 'node:net';
-import { isAppError } from '@agentcom/shared';
+import { MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES, isAppError } from '@agentcom/shared';
 import {
   FLOOD_CLOSE_GRACE_MS,
   FLOOD_COOLDOWN_MS,
   FLOOD_REFUSALS,
   FLOOD_REFUSALS_PER_SECOND,
+  FREE_FRAME_BYTES,
+  FRAME_BYTES_PER_REFUSAL,
   FloodCooldown,
   RefusalBudget,
   REFUSED_BYTES_PER_REFUSAL,
+  acceptedCost,
   dropUpgradedConnection,
   floodCooldownMs,
+  inFlightRefusalCost,
   refusalCost,
 } from './flood-guard';
 
@@ -45,6 +49,61 @@ describe('RefusalBudget', () => {
     let spent = 0;
     for (let ms = 0; ms < 3_600_000; ms += 1000 / 34) if (!budget.spend(ms)) spent++;
     expect(spent).toBe(0);
+  });
+});
+
+describe('the size charge of accepted frames', () => {
+  /** The frame of the largest result a sidecar sends: 1 MiB of JSON and its envelope. */
+  const LARGEST_RESULT_FRAME = MAX_PAYLOAD_BYTES + 300;
+
+  it('counts nothing up to 64 KiB, then one per KiB: the largest result counts 960', () => {
+    expect(acceptedCost('task:complete', 0, FLOOD_REFUSALS)).toBe(0);
+    expect(acceptedCost('agent:heartbeat', FREE_FRAME_BYTES, FLOOD_REFUSALS)).toBe(0);
+    expect(acceptedCost('task:fail', FREE_FRAME_BYTES + FRAME_BYTES_PER_REFUSAL - 1, 1000)).toBe(0);
+    expect(acceptedCost('task:fail', FREE_FRAME_BYTES + FRAME_BYTES_PER_REFUSAL, 1000)).toBe(1);
+    expect(acceptedCost('task:complete', LARGEST_RESULT_FRAME, FLOOD_REFUSALS)).toBe(960);
+  });
+
+  it('counts nothing for a log batch, whatever its size (its schema bounds it to 100 strings)', () => {
+    expect(acceptedCost('task:log', MAX_MESSAGE_BYTES, FLOOD_REFUSALS)).toBe(0);
+  });
+
+  it('takes one largest result at once, closes on a second back to back, takes the next 10 s later', () => {
+    const cost = acceptedCost('task:complete', LARGEST_RESULT_FRAME, FLOOD_REFUSALS);
+    const budget = new RefusalBudget(FLOOD_REFUSALS, FLOOD_REFUSALS_PER_SECOND, 0);
+    expect(budget.spend(0, cost)).toBe(true);
+    expect(budget.spend(200, cost)).toBe(false);
+    const again = new RefusalBudget(FLOOD_REFUSALS, FLOOD_REFUSALS_PER_SECOND, 0);
+    expect(again.spend(0, cost)).toBe(true);
+    expect(again.spend(10_000, cost)).toBe(true);
+  });
+
+  it('never counts more than the whole budget: one frame always passes a full one', () => {
+    expect(acceptedCost('task:complete', MAX_MESSAGE_BYTES, 100)).toBe(100);
+    expect(new RefusalBudget(100, FLOOD_REFUSALS_PER_SECOND, 0).spend(0, 100)).toBe(true);
+    expect(acceptedCost('task:complete', MAX_MESSAGE_BYTES, FLOOD_REFUSALS)).toBe(FLOOD_REFUSALS);
+    expect(acceptedCost('task:complete', MAX_MESSAGE_BYTES, 1_000_000)).toBe(1984);
+  });
+
+  it('is never spent by a sidecar reporting the largest result every 10 s, with its logs, for an hour', () => {
+    const budget = new RefusalBudget(FLOOD_REFUSALS, FLOOD_REFUSALS_PER_SECOND, 0);
+    let closed = 0;
+    for (let ms = 0; ms < 3_600_000; ms += 250) {
+      const log = acceptedCost('task:log', MAX_MESSAGE_BYTES, FLOOD_REFUSALS);
+      if (!budget.spend(ms, log)) closed++;
+      if (ms % 10_000 === 0) {
+        const result = acceptedCost('task:complete', LARGEST_RESULT_FRAME, FLOOD_REFUSALS);
+        if (!budget.spend(ms, result)) closed++;
+      }
+    }
+    expect(closed).toBe(0);
+  });
+
+  it('counts an event refused beyond the in-flight limit one, and its size beyond 64 KiB, log batch or not', () => {
+    expect(inFlightRefusalCost(0, FLOOD_REFUSALS)).toBe(1);
+    expect(inFlightRefusalCost(FREE_FRAME_BYTES, FLOOD_REFUSALS)).toBe(1);
+    expect(inFlightRefusalCost(FREE_FRAME_BYTES + 10 * FRAME_BYTES_PER_REFUSAL, 1000)).toBe(11);
+    expect(inFlightRefusalCost(MAX_MESSAGE_BYTES, FLOOD_REFUSALS)).toBe(FLOOD_REFUSALS);
   });
 });
 

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { AppError } from '@agentcom/shared';
+import { AppError, type ClientEventName } from '@agentcom/shared';
 
 /**
  * Events of one connection that may be refused at once before the connection is closed; after
@@ -37,6 +37,56 @@ export const REFUSED_BYTES_PER_REFUSAL = 1024;
 /** The refusals one refused frame of `bytes` counts. */
 export const refusalCost = (bytes: number): number =>
   1 + Math.floor(bytes / REFUSED_BYTES_PER_REFUSAL);
+
+/**
+ * The bytes of a frame that cost nothing when its event is accepted; beyond them it counts one
+ * refusal per {@link FRAME_BYTES_PER_REFUSAL} ({@link acceptedCost}). An accepted frame costs this
+ * replica its decoding and schema check too, and a big one of small values a lot: measured on a
+ * replica (2 cores, with its GC), a `task:complete` whose result is 1 MiB of `{}` takes ~470 ms to
+ * answer, of zeros ~160 ms, and 64 KiB of `{}` ~25 ms. Counted as nothing, an agent could send such
+ * results back to back for ever (one for a task it does not hold is answered
+ * `E_ASSIGNMENT_SUPERSEDED`, as often as it likes) and hold the replica's event loop.
+ *
+ * The largest result a sidecar sends (`MAX_PAYLOAD_BYTES`, 1 MiB) counts 960 of the default 1,000,
+ * which the budget refills in under 10 s: one at a time always passes, and the next one does
+ * 10 s later (a sidecar whose tasks each return 1 MiB faster than that is closed, cools down, and
+ * replays its report on its next connection); two back to back close the connection. Frames up to
+ * 64 KiB (any heartbeat, accept, progress, a failure's error text, most results) count nothing: at
+ * worst ~25 ms each, a handful of log batches' worth.
+ */
+export const FREE_FRAME_BYTES = 64 * 1024;
+export const FRAME_BYTES_PER_REFUSAL = 1024;
+
+/**
+ * Accepted events whose frame costs nothing whatever its size. A log batch's schema accepts at
+ * most 100 strings: 2 MiB of them decode in ~3 ms (~40 ms to answer, transport included, where
+ * 1 MiB of small values takes hundreds), and a sidecar sends its batches back to back while its
+ * task prints fast, one in flight: counted by size, a busy task would close its connection within
+ * a second.
+ */
+const SIZE_FREE_EVENTS: ReadonlySet<ClientEventName> = new Set(['task:log']);
+
+/**
+ * The refusals a frame of `bytes` counts beyond the free ones, never more than the whole budget
+ * (`burst`): one such frame on a connection with a full budget always passes, so a big report
+ * replayed on a new connection is taken, whatever `AGENT_FLOOD_REFUSALS`.
+ */
+const frameCost = (bytes: number, burst: number): number =>
+  Math.min(burst, Math.floor(Math.max(0, bytes - FREE_FRAME_BYTES) / FRAME_BYTES_PER_REFUSAL));
+
+/** The refusals an accepted event's frame of `bytes` counts (see {@link FREE_FRAME_BYTES}). */
+export const acceptedCost = (event: ClientEventName, bytes: number, burst: number): number =>
+  SIZE_FREE_EVENTS.has(event) ? 0 : frameCost(bytes, burst);
+
+/**
+ * The refusals an event refused beyond the in-flight limit counts: one, and its frame's size
+ * beyond the free bytes. It was decoded but not read, so not even a log batch is known to be a
+ * cheap one; a sidecar gets such refusals only while the replica holds 32 of its events (a Redis
+ * stall of a minute and more), when having its connection closed costs it nothing.
+ */
+export const inFlightRefusalCost = (bytes: number, burst: number): number =>
+  Math.min(burst, 1 + frameCost(bytes, burst));
+
 /**
  * How long this replica refuses the handshakes of an agent whose connection it closed for
  * flooding, with a budget of `refusals`: the time the budget takes to fill up again, so
@@ -60,7 +110,7 @@ export const FLOOD_CLOSE_GRACE_MS = 1000;
  * The refusals one connection may still get: a token bucket of {@link FLOOD_REFUSALS} that fills
  * at {@link FLOOD_REFUSALS_PER_SECOND}. One budget per connection for every kind of refusal (see
  * {@link FLOOD_REFUSALS}); the events a connection has handled cost nothing here, even those a
- * handler answered with an error.
+ * handler answered with an error, but for their frame's size beyond {@link FREE_FRAME_BYTES}.
  */
 export class RefusalBudget {
   private left: number;
