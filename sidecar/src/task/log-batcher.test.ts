@@ -1,6 +1,6 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { MAX_LOG_LINES, MAX_LOG_LINE_BYTES } from '@agentcom/shared';
+import { MAX_LOG_LINES, MAX_LOG_LINE_BYTES, MAX_MESSAGE_BYTES } from '@agentcom/shared';
 import { LogBatcher, fitLine } from './log-batcher';
 
 /**
@@ -54,6 +54,29 @@ describe('LogBatcher', () => {
     expect(sender.batches[1]).toEqual(['line 100', 'line 101', 'line 102', 'line 103', 'line 104']);
     sender.releaseAll();
     await batcher.close(1000);
+  });
+
+  it('keeps each batch within the frame limit as JSON, whatever its lines escape to', async () => {
+    // terminal escapes or binary output: each control character is 6 bytes of JSON
+    const line = '\u001b'.repeat(MAX_LOG_LINE_BYTES);
+    const sender = new ControlledSend();
+    const batcher = new LogBatcher(sender.send, { flushMs: 10 });
+    for (let i = 0; i < MAX_LOG_LINES; i++) batcher.push(line);
+    let sent = 0;
+    for (let count = 1; sent < MAX_LOG_LINES; count++) {
+      await sender.sent(count);
+      const batch = sender.batches[count - 1]!;
+      // the whole frame, envelope included, stays below the hub's limit
+      const frame = JSON.stringify([
+        'task:log',
+        { taskId: 't', token: 'x'.repeat(60), lines: batch },
+      ]);
+      expect(Buffer.byteLength(frame)).toBeLessThan(MAX_MESSAGE_BYTES);
+      sent += batch.length;
+      sender.releaseAll();
+    }
+    await batcher.close(1000);
+    expect(sender.batches.flat()).toHaveLength(MAX_LOG_LINES);
   });
 
   it('keeps one batch in flight and drops what overflows its buffer, saying how much', async () => {

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { MAX_LOG_LINES, MAX_LOG_LINE_BYTES } from '@agentcom/shared';
+import { MAX_LOG_LINES, MAX_LOG_LINE_BYTES, MAX_MESSAGE_BYTES } from '@agentcom/shared';
 
 export interface LogBatcherOptions {
   /**
@@ -11,13 +11,22 @@ export interface LogBatcherOptions {
   maxBuffered?: number;
 }
 
+/**
+ * The most a batch's lines may take as JSON, half the hub's frame limit (the rest is room for the
+ * envelope and Socket.IO's framing). 100 lines of 8 KiB are 800 KiB as plain text, but a control
+ * character is 6 bytes of JSON (`\u001b`): 100 lines of terminal escapes or binary output came to
+ * about 4.8 MB, and a frame over the limit makes the hub close the connection.
+ */
+export const MAX_LOG_BATCH_JSON_BYTES = MAX_MESSAGE_BYTES / 2;
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const ELLIPSIS = encoder.encode('…');
 
 /**
- * Groups a task's output lines into `task:log` batches of at most {@link MAX_LOG_LINES} lines,
- * each line cut to {@link MAX_LOG_LINE_BYTES} bytes of UTF-8. One batch is in flight at a time;
+ * Groups a task's output lines into `task:log` batches of at most {@link MAX_LOG_LINES} lines
+ * and {@link MAX_LOG_BATCH_JSON_BYTES} of JSON, each line cut to {@link MAX_LOG_LINE_BYTES} bytes
+ * of UTF-8. One batch is in flight at a time;
  * a task that prints faster than the hub takes it loses lines, replaced by one
  * `[agentcom: N log lines dropped]` line. Logs are best-effort: a failed send is not retried.
  *
@@ -88,7 +97,7 @@ export class LogBatcher {
       lines.push(`[agentcom: ${this.dropped} log lines dropped]`);
       this.dropped = 0;
     }
-    lines.push(...this.buffer.splice(0, MAX_LOG_LINES - lines.length));
+    lines.push(...this.buffer.splice(0, batchLength(this.buffer, MAX_LOG_LINES - lines.length)));
     this.inFlight = this.send(lines)
       .catch(() => sleep(this.flushMs))
       .finally(() => {
@@ -97,6 +106,20 @@ export class LogBatcher {
         else if (this.pending()) this.timer ??= setTimeout(() => this.pump(), this.flushMs);
       });
   }
+}
+
+/**
+ * How many of `lines`, from the first, make a batch: at most `maxLines`, and no more than
+ * {@link MAX_LOG_BATCH_JSON_BYTES} as JSON (one line at least: a cut line is at most 48 KiB of it).
+ */
+function batchLength(lines: readonly string[], maxLines: number): number {
+  let bytes = 0;
+  const limit = Math.min(maxLines, lines.length);
+  for (let count = 0; count < limit; count++) {
+    bytes += Buffer.byteLength(JSON.stringify(lines[count])) + 1;
+    if (bytes > MAX_LOG_BATCH_JSON_BYTES) return Math.max(1, count);
+  }
+  return limit;
 }
 
 /** Cuts `line` to at most {@link MAX_LOG_LINE_BYTES} bytes of UTF-8, never inside a character. */
