@@ -173,6 +173,7 @@ export async function startHub(
     retention: config.retention,
     idempotency,
     onCreated: onQueueWork,
+    now: clock.now,
   });
   const cancellation = new TaskCancellation({ redis: redis.command, keys, tasks, notifier });
   const cluster = new ClusterGauges({

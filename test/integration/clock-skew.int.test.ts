@@ -1,9 +1,15 @@
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import type { Hub } from '../../hub/src/hub';
 import type { UiTransition } from '../../hub/src/ui/ui-events';
 import { api, eventually, startTestHub } from '../helpers/hub';
 import { useHubsFixture } from '../helpers/hubs-fixture';
 import { readTransitions } from '../helpers/invariants';
+import { ROOT, startHubProcess, type HubProcess } from '../helpers/processes';
 import { TestAgent } from '../helpers/test-agent';
+
+/** Preloaded into a hub process to skew its clock (`CLOCK_SKEW_MS`). */
+const SKEWED_CLOCK = join(ROOT, 'test', 'fixtures', 'skewed-clock.cjs');
 
 /**
  * Whole replicas whose machines' clocks are 20 s off, against one that is on time: a deadline or
@@ -31,6 +37,23 @@ describe('replicas whose clocks disagree', () => {
     fixture.hubs.push(hub);
     return hub;
   };
+  /** Hub processes run as on a machine whose clock is off: closed after each test. */
+  const processes: HubProcess[] = [];
+  afterEach(async () => {
+    await Promise.all(processes.splice(0).map((hub) => hub.kill()));
+  });
+  /**
+   * A replica in a process of its own whose every clock reading (`Date.now()`: BullMQ's job
+   * stamps too, not only its RedisClock's) is `skewMs` off, as on another machine.
+   */
+  const startSkewedProcess = async (prefix: string, hubId: string, skewMs: number) => {
+    const hub = await startHubProcess(fixture.redis.url, prefix, hubId, {
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${SKEWED_CLOCK}`.trim(),
+      CLOCK_SKEW_MS: String(skewMs),
+    });
+    processes.push(hub);
+    return hub;
+  };
   const register = async (hubUrl: string, queue: string) => {
     const agent = await TestAgent.register(hubUrl, `agent-${randomBytes(4).toString('hex')}`, [
       queue,
@@ -56,6 +79,11 @@ describe('replicas whose clocks disagree', () => {
     });
   /** When Redis recorded the event (ms by Redis's clock: the stream id). */
   const redisMs = (event: UiTransition) => Number(event.id.split('-')[0]);
+  /** Redis's time now (ms), asked of it. */
+  const redisNow = async (hub: Hub) => {
+    const [seconds, micros] = await hub.redis.command.time();
+    return Number(seconds) * 1000 + Number(micros) / 1000;
+  };
 
   it.each([
     ['behind', -20_000],
@@ -173,6 +201,83 @@ describe('replicas whose clocks disagree', () => {
       const restMs = redisMs(rested) - redisMs(timedOut);
       expect(restMs).toBeGreaterThanOrEqual(ackTimeoutMs - EARLY_MS);
       expect(restMs).toBeLessThanOrEqual(ackTimeoutMs + LATE_MS);
+    },
+  );
+
+  it.each([
+    ['behind', -20_000],
+    ['ahead', 20_000],
+  ])(
+    'a delayed task added by a replica on a machine whose clock is 20 s %s starts after its delay',
+    async (_, skewMs) => {
+      const delayMs = 2500;
+      const prefix = `c${randomBytes(3).toString('hex')}`;
+      // the skewed replica adds the task; the agent is connected to the other one
+      const skewed = await startSkewedProcess(prefix, 'skewed', skewMs);
+      const other = await startReplica(prefix, 'other', 0);
+      const queue = `q-${randomBytes(4).toString('hex')}`;
+      const agent = await register(other.url, queue);
+      const assigned = agent.nextAssignment();
+      const before = await redisNow(other);
+      const taskId = await createTask(skewed.url, { queue, payload: {}, delayMs });
+      const after = await redisNow(other);
+      // stamped on Redis's clock, as every time replicas compare (its delay counts from it)
+      const view = await api<{ state: string; createdAt: number }>(
+        other.url,
+        'GET',
+        `/v1/tasks/${taskId}`,
+      );
+      expect(view.body.state).toBe('delayed');
+      expect(view.body.createdAt).toBeGreaterThanOrEqual(before - EARLY_MS);
+      expect(view.body.createdAt).toBeLessThanOrEqual(after + EARLY_MS);
+
+      const assign = await transition(prefix, agent.agentId, 'assign', delayMs + LATE_MS + 2000);
+      expect(assign).toMatchObject({ task: taskId });
+      expect((await assigned).task.id).toBe(taskId);
+      // the task was stamped between `before` and `after`
+      expect(redisMs(assign) - before).toBeGreaterThanOrEqual(delayMs - EARLY_MS);
+      expect(redisMs(assign) - after).toBeLessThanOrEqual(delayMs + LATE_MS);
+    },
+  );
+
+  it.each([
+    ['behind', -20_000],
+    ['ahead', 20_000],
+  ])(
+    'a rate limit reported as a duration to a replica on a machine whose clock is 20 s %s rests the agent that long',
+    async (_, skewMs) => {
+      const retryAfterMs = 3000;
+      const prefix = `c${randomBytes(3).toString('hex')}`;
+      // the skewed replica takes the report; the other one reads the agent's record
+      const skewed = await startSkewedProcess(prefix, 'skewed', skewMs);
+      const other = await startReplica(prefix, 'other', 0);
+      const queue = `q-${randomBytes(4).toString('hex')}`;
+      const agent = await register(skewed.url, queue);
+      const assigned = agent.nextAssignment();
+      await createTask(skewed.url, { queue, payload: {} });
+      const msg = await assigned;
+      expect(await agent.accept(msg)).toMatchObject({ ok: true });
+
+      const before = await redisNow(other);
+      expect(await agent.fail(msg, { error: 'quota', retryable: true, retryAfterMs })).toEqual({
+        ok: true,
+      });
+      const after = await redisNow(other);
+      const record = await other.agents.get(agent.agentId);
+      expect(record?.state).toBe('cooldown');
+      // that long from when the hub took the report, on Redis's clock
+      expect(record?.cooldownUntil).toBeGreaterThanOrEqual(before + retryAfterMs - EARLY_MS);
+      expect(record?.cooldownUntil).toBeLessThanOrEqual(after + retryAfterMs + EARLY_MS);
+
+      const rested = await transition(
+        prefix,
+        agent.agentId,
+        'cooldown_over',
+        retryAfterMs + LATE_MS + 2000,
+      );
+      expect(rested).toMatchObject({ from: 'cooldown', to: 'idle' });
+      expect(redisMs(rested) - before).toBeGreaterThanOrEqual(retryAfterMs - EARLY_MS);
+      expect(redisMs(rested) - after).toBeLessThanOrEqual(retryAfterMs + LATE_MS);
     },
   );
 });

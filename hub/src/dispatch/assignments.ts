@@ -286,13 +286,17 @@ export class AssignmentService {
   async fail(agentId: string, msg: TaskFail): Promise<ReportAck> {
     if (agentIdOfToken(msg.token) !== agentId) throw superseded(msg.taskId);
     const now = this.options.agents.now();
-    // A rate limit is a quota, not a failure of the task, whenever it ends: one already over (the
-    // agent's clock behind the hub's, or a report delivered late from the sidecar's outbox)
+    // A rate limit is a quota, not a failure of the task, whenever it ends: one already over (a
+    // report delivered late from the sidecar's outbox; an older sidecar's clock behind the hub's)
     // requeues the task as well, with no rest; one too far ahead rests the agent at most a week.
-    const rateLimited = msg.rateLimitedUntil !== undefined;
+    // `retryAfterMs` is a duration, so the rest is on Redis's clock whatever the agent's machine
+    // says; `rateLimitedUntil` (older sidecars) is a time on the agent's own clock, taken as is.
+    const limitedUntil =
+      msg.retryAfterMs !== undefined ? now + msg.retryAfterMs : msg.rateLimitedUntil;
+    const rateLimited = limitedUntil !== undefined;
     const cooldownUntil =
-      msg.rateLimitedUntil !== undefined && msg.rateLimitedUntil > now
-        ? Math.min(msg.rateLimitedUntil, now + MAX_RATE_LIMIT_MS)
+      limitedUntil !== undefined && limitedUntil > now
+        ? Math.min(limitedUntil, now + MAX_RATE_LIMIT_MS)
         : undefined;
     const report: Report = { outcome: 'failed', usesAttempt: !rateLimited };
     const begun = await this.beginReport(agentId, msg.taskId, msg.token, report);

@@ -295,8 +295,8 @@ export class Dispatcher {
     // (BullMQ's reprocessJob), but it only retries a failed task, whose failure left its trace.
     if (task.attemptsStarted <= 1 && task.attemptsMade === 0 && !task.failedBefore) {
       // below the millisecond when this replica added the task, in whole milliseconds otherwise:
-      // on Redis's clock, the one a delay's end is judged by (claims, promoteDue), against
-      // BullMQ's timestamp, the adding client's own clock (off by that client's skew)
+      // on Redis's clock, the one a delay's end is judged by (claims, promoteDue) and the one
+      // every replica stamps its tasks with (TaskService.jobSpec)
       const latencyMs =
         sinceAddedMs ?? Math.max(0, this.options.agents.now() - (task.timestamp + task.delay));
       this.options.metrics.dispatchLatency.observe({ queue }, latencyMs / 1000);

@@ -412,7 +412,7 @@ export class AgentStore {
     // One time for the claim's record (assignedAt, the ack deadline: on Redis's clock, compared by
     // every replica) and for BullMQ's part of the step (a delayed job due, the fetch's
     // processedOn): delays are then judged on Redis's clock here as in `promoteDue`, whichever
-    // replica claims. A delay counts from the adding client's own clock (BullMQ's timestamp).
+    // replica claims. A delay counts from the job's stamp, on Redis's clock too (TaskService).
     const now = this.now();
     return {
       keys: [this.keys.idle(queue), this.keys.events, this.keys.ackDeadlines],

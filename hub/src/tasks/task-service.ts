@@ -34,6 +34,11 @@ export interface TaskServiceOptions {
   retention: HubConfig['retention'];
   /** A retried task's idempotency key names it for as long as an unfinished task's again. */
   idempotency: IdempotencyKeys;
+  /**
+   * Redis's clock (`RedisClock.now`), the time a new job is stamped with: its delay ends by it, as
+   * the claims and `promoteDue` judge it on whichever replica, not by this machine's clock.
+   */
+  now: () => number;
 }
 
 export interface CreatedTask {
@@ -93,9 +98,9 @@ export class TaskService {
    * Adds jobs with their dispatch latency timed from now, the same way for one task or a batch
    * (BullMQ's `waiting` event, which `addBulk` does not emit, left batches in whole
    * milliseconds). Delayed tasks are not: they are timed from when they are due, in whole
-   * milliseconds (`job.timestamp + delay`). The starts of a failed add are dropped (a batch may
-   * have created some of its tasks: those are then timed in whole milliseconds); {@link created}
-   * drops a duplicate's.
+   * milliseconds (`job.timestamp + delay`, on Redis's clock). The starts of a failed add are
+   * dropped (a batch may have created some of its tasks: those are then timed in whole
+   * milliseconds); {@link created} drops a duplicate's.
    */
   private async timed<T>(specs: readonly JobSpec[], add: () => Promise<T>): Promise<T> {
     const { starts } = this.options;
@@ -109,7 +114,12 @@ export class TaskService {
     }
   }
 
-  /** The BullMQ job of a new task: a fresh uuid as its id, the task's options as job options. */
+  /**
+   * The BullMQ job of a new task: a fresh uuid as its id, the task's options as job options,
+   * stamped on Redis's clock. BullMQ's default stamp is this machine's `Date.now()`, and a delayed
+   * job is due at stamp + delay: a replica 20 s ahead of Redis added tasks that started 20 s late,
+   * one behind tasks that started up to 20 s early. The stamp is also the task's `createdAt`.
+   */
   private jobSpec(input: CreateTaskInput): JobSpec {
     const data: TaskJob['data'] = { payload: input.payload };
     if (input.labels) data.labels = input.labels;
@@ -119,6 +129,7 @@ export class TaskService {
       data,
       opts: {
         jobId: randomUUID(),
+        timestamp: this.options.now(),
         attempts: input.attempts,
         removeOnComplete: this.options.retention.completed,
         removeOnFail: this.options.retention.failed,

@@ -125,7 +125,16 @@ export const taskFailSchema = z
       .max(64 * 1024),
     retryable: z.boolean(),
     kind: z.enum(FAIL_KINDS).optional(),
-    /** Epoch ms until which the agent is rate limited: the agent goes to `cooldown`, the task back to wait without using an attempt. */
+    /**
+     * A rate limit: the agent is limited for this long from now (ms; 0: no longer) and goes to
+     * `cooldown`, the task back to wait without using an attempt. A duration, not a time: the
+     * agent's machine clock need not agree with the hub's. Wins over `rateLimitedUntil`.
+     */
+    retryAfterMs: z.number().int().nonnegative().optional(),
+    /**
+     * A rate limit as an epoch-ms time on the agent's own clock (what sidecars before
+     * `retryAfterMs` send): rested until then by the hub's clock, off by the two clocks' skew.
+     */
     rateLimitedUntil: z.number().int().positive().optional(),
   })
   .strict();

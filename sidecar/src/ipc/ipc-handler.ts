@@ -64,6 +64,8 @@ async function report(
           type: 'fail',
           reason: request.reason,
           retryable: request.retryable,
+          // kept as an end on this machine's clock (the report may wait for a reconnect), and
+          // sent as what is left of it at each send (the hub's clock is not this one)
           ...(request.retryAfterSeconds !== undefined && {
             rateLimitedUntil: Math.ceil(Date.now() + request.retryAfterSeconds * 1000),
           }),

@@ -9,12 +9,15 @@ import {
 
 /**
  * The shape of `<state-dir>/state.json`, validated on every load. Reports reuse the wire schemas
- * of `task:complete` / `task:fail`, tagged with `type`, so a stored report is exactly what will be
- * sent.
+ * of `task:complete` / `task:fail`, tagged with `type`, so a stored report is what will be sent,
+ * but for a rate limit: kept as its end on this machine's clock (`rateLimitedUntil`), sent as what
+ * is left of it then (`retryAfterMs`, see the report delivery).
  */
 
 export const completeReportSchema = taskCompleteSchema.extend({ type: z.literal('complete') });
-export const failReportSchema = taskFailSchema.extend({ type: z.literal('fail') });
+export const failReportSchema = taskFailSchema
+  .omit({ retryAfterMs: true })
+  .extend({ type: z.literal('fail') });
 export const reportSchema = z.discriminatedUnion('type', [completeReportSchema, failReportSchema]);
 export type CompleteReport = z.infer<typeof completeReportSchema>;
 export type FailReport = z.infer<typeof failReportSchema>;

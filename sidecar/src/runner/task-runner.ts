@@ -47,7 +47,10 @@ export type RunOutcome =
       error: string;
       retryable: boolean;
       kind: FailKind;
-      /** Epoch ms: the agent is rate limited until then (the hub requeues without using an attempt). */
+      /**
+       * Epoch ms on this machine's clock: the agent is rate limited until then (the hub requeues
+       * without using an attempt; it is sent as what is left of it, `retryAfterMs`).
+       */
       rateLimitedUntil?: number;
     }
   | { type: 'dropped'; reason: StopReason };

@@ -21,6 +21,8 @@ export interface ReportDeliveryOptions {
   /** Pause before sending again after a retryable refusal or a missing ack while connected. */
   retryMs: number;
   onSettled: (settlement: ReportSettlement) => void;
+  /** This machine's clock (epoch ms), which a stored rate limit's end is on. Default `Date.now`. */
+  now?: () => number;
 }
 
 /**
@@ -69,7 +71,7 @@ export class ReportDelivery {
       const log = logger.child({ taskId: report.taskId, report: report.type });
       let ack: ReportAck;
       try {
-        ack = await send(connection, report);
+        ack = await send(connection, report, this.options.now ?? Date.now);
       } catch (err) {
         log.warn({ err: errorText(err) }, 'report not acknowledged; will resend');
         this.retryLater();
@@ -118,7 +120,11 @@ export class ReportDelivery {
   }
 }
 
-function send(connection: Pick<HubConnection, 'request'>, report: Report): Promise<ReportAck> {
+function send(
+  connection: Pick<HubConnection, 'request'>,
+  report: Report,
+  now: () => number,
+): Promise<ReportAck> {
   const { taskId, token } = report;
   if (report.type === 'complete') {
     return connection.request('task:complete', { taskId, token, result: report.result });
@@ -130,6 +136,11 @@ function send(connection: Pick<HubConnection, 'request'>, report: Report): Promi
     error,
     retryable,
     kind,
-    rateLimitedUntil,
+    // what is left of the rate limit, sent as a duration: the hub rests the agent by its own
+    // clock, which this machine's need not agree with (a report sent again after a reconnect
+    // carries less, or 0 once the limit is over: the hub still requeues the task)
+    ...(rateLimitedUntil !== undefined && {
+      retryAfterMs: Math.max(0, Math.ceil(rateLimitedUntil - now())),
+    }),
   });
 }
