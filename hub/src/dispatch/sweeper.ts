@@ -115,8 +115,11 @@ export class Sweeper {
   async refreshLiveness(): Promise<void> {
     const { redis, keys, hubId, clock, logger } = this.options;
     if (redis.status !== 'ready') return;
-    await redis
-      .zadd(keys.replicas, clock.now(), hubId)
+    // measured first only when its time may be off by more than a round trip (the machine's
+    // clock stepped or slept, or Redis answered slowly only): a score behind would look silent
+    const measuredFirst: Promise<unknown> = clock.suspect ? clock.measure() : Promise.resolve();
+    await measuredFirst
+      .then(() => redis.zadd(keys.replicas, clock.now(), hubId))
       .then(() => clock.measure())
       .catch((err: unknown) => logger.warn({ err: String(err) }, 'liveness refresh failed'));
   }
@@ -173,8 +176,10 @@ export class Sweeper {
 
   async sweep(): Promise<void> {
     const { clock } = this.options;
-    // the first sweep of a sweeper started before any liveness refresh was answered
-    if (!clock.measured) await clock.measure();
+    // the first sweep of a sweeper started before any liveness refresh was answered; or the
+    // machine's clock stepped (or slept) since the last measurement, or only slow ones were
+    // answered: the sweep judges on a measurement made now
+    if (clock.suspect) await clock.measure();
     const now = clock.now();
     await this.ackTimeouts(now);
     await this.expiredLeases(now);
