@@ -214,7 +214,7 @@ export async function startHub(
     },
     extendProtected: (api) => registerMetricsRoute(api, metrics, cluster),
     extend: (root) => {
-      bullBoard = registerBullBoard(root, queues, config.adminKey);
+      bullBoard = registerBullBoard(root, queues, config.adminKey, idempotency);
     },
     closing: () => draining,
   });

@@ -3,7 +3,7 @@ import { Worker } from 'bullmq';
 import type { TaskView } from '@agentcom/shared';
 import type { Hub } from '../../hub/src/hub';
 import { UNFINISHED_IDEMPOTENCY_TTL_MS } from '../../hub/src/tasks/idempotency-keys';
-import { api, eventually, startTestHub } from '../helpers/hub';
+import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
 
@@ -234,6 +234,34 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
     expect((await api(hub.url, 'POST', `/v1/tasks/${created.body.id}/cancel`)).status).toBe(200);
     expect(await stateOf(hub, created.body.id)).toBe('cancelled');
     await expectKeptADay(hub, queue, retryKey, created.body.id);
+  });
+
+  it('a retry from Bull Board holds the key again', async () => {
+    const queue = newQueue();
+    const agent = await register(hub, queue);
+    const key = newKey();
+    const assigned = agent.nextAssignment();
+    const created = await create(hub, { queue, payload: 1, idempotencyKey: key });
+    const msg = await assigned;
+    await agent.accept(msg);
+    await agent.fail(msg, { error: 'broken', retryable: false });
+    agent.close(); // the retried task waits
+    await expectKeptADay(hub, queue, key, created.body.id);
+
+    const retried = await fetch(
+      `${hub.url}/admin/queues/api/queues/${queue}/${created.body.id}/retry`,
+      { method: 'PUT', headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` } },
+    );
+    expect(retried.status).toBe(204);
+    expect(await stateOf(hub, created.body.id)).toBe('waiting');
+    // settled once Bull Board answered: BullMQ's retry left the key to expire 24 h after the
+    // failure, and a task still waiting then was created twice
+    await eventually(
+      async () =>
+        (await ttlOf(hub, queue, key)) > UNFINISHED_IDEMPOTENCY_TTL_MS - 60_000 ? true : undefined,
+      { what: 'the key held again' },
+    );
+    await expectHeld(hub, queue, key, created.body.id);
   });
 
   it("an operator's retry holds the key again until the task ends; a key another task took stays its", async () => {

@@ -47,7 +47,16 @@ export class IdempotencyKeys {
     taskId: string,
     idempotencyKey: string | undefined,
   ): Promise<SettleReply> {
-    if (!idempotencyKey) return 'none';
+    return idempotencyKey ? this.run(queue, taskId, idempotencyKey) : 'none';
+  }
+
+  /** {@link settle} for a task whose key is read from its job (Bull Board's retry). */
+  async settleStored(queue: string, taskId: string): Promise<SettleReply> {
+    return this.run(queue, taskId, '');
+  }
+
+  /** `idempotencyKey` "": the script reads it from the job's hash. */
+  private run(queue: string, taskId: string, idempotencyKey: string): Promise<SettleReply> {
     const { redis, keys } = this.options;
     return this.script.run<SettleReply>(
       redis,
