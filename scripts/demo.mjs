@@ -126,16 +126,17 @@ async function stop(code) {
   if (stopping) return;
   stopping = true;
   log('stopping sidecars, hubs and Redis...');
-  const exits = children.map(
-    ({ child }) =>
-      new Promise((done) => {
-        if (child.exitCode !== null || child.signalCode !== null) return done();
-        child.once('exit', done);
-        child.kill('SIGTERM');
-        setTimeout(() => child.kill('SIGKILL'), 15_000).unref();
-      }),
-  );
-  await Promise.all(exits);
+  const exit = ({ child }) =>
+    new Promise((done) => {
+      if (child.exitCode !== null || child.signalCode !== null) return done();
+      child.once('exit', done);
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 15_000).unref();
+    });
+  // the sidecars first: a stopping sidecar hands its last report to a hub (it waits for one)
+  const isHub = ({ name }) => name.startsWith('hub-');
+  await Promise.all(children.filter((entry) => !isHub(entry)).map(exit));
+  await Promise.all(children.filter(isHub).map(exit));
   if (redis?.owned) await redis.stop();
   log('stopped.');
   process.exit(code);

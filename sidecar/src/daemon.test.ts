@@ -19,6 +19,7 @@ import { makeTempDir } from './test-support/temp-dir';
 import { isProcessGone, waitUntil } from './test-support/process';
 import { identifyProcess, readProcStat } from './runner/process-identity';
 import { SIDECAR_VERSION } from './version';
+import { DELIVERY_WAIT_MS } from './task/drain';
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -955,6 +956,63 @@ describe('daemon', () => {
       await release('t1');
       await stopped;
       expect(hub.messages('task:complete')).toHaveLength(1);
+    });
+
+    it('waits for the hub to come back to deliver a report stored while it was away, then stops', async () => {
+      const hub = await startHub();
+      const { logger, entries } = recordingLogger();
+      const daemon = await start([hub.url], {}, logger);
+      const { socket } = await hub.connection();
+      socket.emit('task:assign', assignment('t1'));
+      await hub.nextEvent('task:log');
+      const drain = hub.nextEvent('agent:drain');
+      const stopped = daemon.shutdown();
+      await drain;
+
+      // the hub goes away (restarting, or its replica stopping) and the task ends meanwhile
+      const away = next(daemon, 'disconnected');
+      await hub.stop();
+      await away;
+      const finished = next(daemon, 'finished');
+      await release('t1');
+      await finished;
+      let over = false;
+      void stopped.then(() => (over = true));
+      await waitUntil(
+        () => over || entries().some((entry) => /waiting for a connection/.test(String(entry.msg))),
+        'the drain to wait for a connection, or to end',
+      );
+      expect(over).toBe(false);
+
+      const back = hub.connection({ fresh: true });
+      await hub.start();
+      expect((await back).auth.current).toMatchObject({ taskId: 't1', state: 'finished' });
+      await stopped;
+      expect(hub.messages('task:complete')).toEqual([
+        { taskId: 't1', token: 'token-t1', result: { done: 't1', payload: { n: 1 } } },
+      ]);
+      // the new connection was asked to drain too, before the report
+      expect(hub.messages('agent:drain')).toHaveLength(2);
+      expect(daemon.state()).toMatchObject({ current: undefined, outbox: [] });
+    });
+
+    it('stops with its report kept when no hub comes back: after the grace, and 5 s at least', async () => {
+      const hub = await startHub();
+      const daemon = await start([hub.url], { drainGraceMs: 1000 });
+      const { socket } = await hub.connection();
+      socket.emit('task:assign', assignment('t1'));
+      await hub.nextEvent('task:log');
+      const away = next(daemon, 'disconnected');
+      await hub.stop();
+      await away;
+      const finished = next(daemon, 'finished');
+      await release('t1');
+      await finished;
+      const stopping = performance.now();
+      await daemon.shutdown();
+      expect(performance.now() - stopping).toBeGreaterThanOrEqual(DELIVERY_WAIT_MS - 100);
+      expect(performance.now() - stopping).toBeLessThan(DELIVERY_WAIT_MS + 2000);
+      expect(daemon.state().outbox).toMatchObject([{ type: 'complete', taskId: 't1' }]);
     });
 
     it('stops the task when the grace runs out and reports it as a retryable failure', async () => {

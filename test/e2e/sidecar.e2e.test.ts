@@ -286,6 +286,42 @@ describe('the sidecar process against real hub processes', () => {
     await waitTaskState(hub, next.body.id, 'completed');
   });
 
+  it('on SIGTERM while its hub restarts, delivers the result the task produced meanwhile before it exits', async () => {
+    const slowLease = { LEASE_MS: '30000', STALLED_INTERVAL_MS: '5000' };
+    const hub = await startHubProcess(redis.url, prefix, 'hub-1', slowLease);
+    hubs.push(hub);
+    const proc = await sidecar(hub, 'stopper');
+    await waitAgentState(hub, 'stopper', 'idle');
+    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+      payload: { sleepMs: 1500, value: 'kept' },
+    });
+    await waitTaskState(hub, created.body.id, 'running');
+    proc.child.kill('SIGTERM');
+    await eventually(() => (proc.output.includes('"msg":"draining') ? true : undefined), {
+      what: 'the drain to start',
+    });
+    await hub.kill('SIGKILL');
+    // the task ends while no hub answers: the sidecar, stopping, waits for one (or exits at once)
+    await eventually(
+      () =>
+        !proc.running || proc.output.includes('waiting for a connection to deliver')
+          ? true
+          : undefined,
+      { what: 'the drain to wait for a connection, or the sidecar to exit' },
+    );
+    expect(proc.running).toBe(true);
+    const restarted = await startHubProcess(redis.url, prefix, 'hub-1b', slowLease, hub.port);
+    hubs.push(restarted);
+    expect(await proc.exited).toEqual({ code: 0, signal: null });
+    const state = JSON.parse(readFileSync(join(dir, 'stopper', 'state.json'), 'utf8')) as unknown;
+    expect(state).toMatchObject({ outbox: [] });
+    expect(await getTask(restarted, created.body.id)).toMatchObject({
+      state: 'completed',
+      attemptsMade: 1,
+      result: { value: 'kept' },
+    });
+  });
+
   it('hands the handler none of the credentials of its environment: no agent token, no admin key', async () => {
     const hub = await startHubProcess(redis.url, prefix, 'hub-1');
     hubs.push(hub);

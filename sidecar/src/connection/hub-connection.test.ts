@@ -1,7 +1,8 @@
 import { once } from 'node:events';
 import { PROTOCOL_VERSION } from '@agentcom/shared';
 import { FakeHub } from '../test-support/fake-hub';
-import { testLogger } from '../test-support/logger';
+import { recordingLogger, testLogger } from '../test-support/logger';
+import { waitUntil } from '../test-support/process';
 import { StallingHub } from '../test-support/stalling-hub';
 import { HubConnection, type HubConnectionOptions } from './hub-connection';
 
@@ -104,6 +105,69 @@ describe('HubConnection', () => {
         const { connection } = connect([hub.url], { handshakeTimeoutMs: 200 });
         await once(connection, 'connected');
         expect(hub.handshakes).toBe(3);
+      },
+      TEST_TIMEOUT_MS,
+    );
+  });
+
+  describe('retryNow', () => {
+    it(
+      'while a long backoff runs after the hub went away, connects at once once it is back',
+      async () => {
+        const hub = await fakeHub();
+        // socket.io waits 5 to 15 s before its first attempt after the connection is lost
+        const { connection } = connect([hub.url], {
+          reconnectionDelay: 10_000,
+          reconnectionDelayMax: 10_000,
+        });
+        await once(connection, 'connected');
+        const lost = once(connection, 'disconnected');
+        await hub.stop();
+        await lost;
+        await hub.start();
+        const asked = performance.now();
+        expect(connection.retryNow()).toBe(true);
+        await once(connection, 'connected');
+        expect(performance.now() - asked).toBeLessThan(2000);
+        expect(hub.handshakes).toHaveLength(2);
+      },
+      TEST_TIMEOUT_MS,
+    );
+
+    it(
+      'during the pause after a refused handshake, tries the URL that pause was for, at once',
+      async () => {
+        const [a, b] = await Promise.all([fakeHub(), fakeHub()]);
+        a.refuseWith = 'E_UNAVAILABLE';
+        const { logger, entries } = recordingLogger();
+        // the next URL after a refusal, a minute later
+        const { connection } = connect([a.url, b.url], {
+          random: () => 0,
+          refusedRetryMs: 60_000,
+          logger,
+        });
+        await waitUntil(
+          () => entries().some((entry) => entry.code === 'E_UNAVAILABLE'),
+          'the refusal',
+        );
+        const asked = performance.now();
+        expect(connection.retryNow()).toBe(true);
+        expect(await once(connection, 'connected')).toEqual([b.url]);
+        expect(performance.now() - asked).toBeLessThan(2000);
+      },
+      TEST_TIMEOUT_MS,
+    );
+
+    it(
+      'answers false once closed: it will not connect again',
+      async () => {
+        const hub = await fakeHub();
+        const { connection } = connect([hub.url]);
+        await once(connection, 'connected');
+        connection.close();
+        expect(connection.retryNow()).toBe(false);
+        expect(connection.connected).toBe(false);
+        expect(connection.state.state).toBe('disconnected');
       },
       TEST_TIMEOUT_MS,
     );

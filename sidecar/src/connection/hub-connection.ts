@@ -141,6 +141,13 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
   /** Whether the current run of failed attempts was logged at warn already (the rest go to debug). */
   private unreachableLogged = false;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** The URL index {@link retryTimer} opens. */
+  private retryIndex = 0;
+  /**
+   * Whether an attempt is under way on the current socket (its websocket opening, or its handshake)
+   * whose outcome was not counted yet; false between attempts, while a backoff runs.
+   */
+  private attempting = false;
   private stopped = false;
   private stateNow: ConnectionState = 'connecting';
   private stateSince = Date.now();
@@ -196,6 +203,24 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
     return parsed.data as ClientAck<E>;
   }
 
+  /**
+   * Not connected and waiting to try again (a backoff or a pause running, no attempt under way):
+   * makes an attempt on the URL it would try next, now, with socket.io's backoff started over. A
+   * stopping sidecar that still holds reports calls it: the backoff grown during an outage (up to
+   * `reconnectionDelayMax`) would otherwise take much of the time it can wait for the hub to come
+   * back. False when closed: it will not connect again.
+   */
+  retryNow(): boolean {
+    if (this.stopped) return false;
+    if (this.connected || this.attempting) return true;
+    const index = this.retryTimer === undefined ? this.urlIndex : this.retryIndex;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    this.logger.debug({ url: this.urls[index] }, 'trying the hub again now');
+    this.open(index);
+    return true;
+  }
+
   /** Disconnects and stays disconnected. */
   close(): void {
     this.stopped = true;
@@ -226,21 +251,20 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
       auth: (send: (data: object) => void) => send(this.options.auth()),
     });
     this.socket = socket;
-    /** Whether an attempt is under way whose outcome was not counted yet. */
-    let attempting = true;
+    this.attempting = true;
     /** Whether the namespace connection is up (socket.io-client clears `connected` before `disconnect`). */
     let up = false;
     // One failure can be heard twice (an error on an open websocket is followed by its close):
     // only the first one counts.
     const failed = (why: string, retry: 'by socket.io' | 'by reopening'): void => {
-      if (!attempting) return;
-      attempting = false;
+      if (!this.attempting) return;
+      this.attempting = false;
       clearTimeout(this.handshakeTimer);
       this.attemptFailed(url, why, retry);
     };
 
     manager.on('reconnect_attempt', () => {
-      if (isCurrent()) attempting = true;
+      if (isCurrent()) this.attempting = true;
     });
     manager.on('open', () => {
       if (!isCurrent()) return;
@@ -254,7 +278,7 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
     socket.on('connect', () => {
       if (!isCurrent()) return;
       clearTimeout(this.handshakeTimer);
-      attempting = false;
+      this.attempting = false;
       up = true;
       this.attemptsFailed = 0;
       this.urlsFailed = 0;
@@ -329,8 +353,7 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
     if (retry === 'by socket.io') return;
     const index = this.urlIndex;
     this.teardown('retrying');
-    clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => this.open(index), this.backoff(this.attemptsFailed));
+    this.retryLater(index, this.backoff(this.attemptsFailed));
   }
 
   /** A handshake the hub refused: socket.io does not retry it by itself. */
@@ -355,11 +378,22 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
     const next = this.nextIndex();
     this.teardown('switching hub');
     clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     if (delayMs <= 0) {
       this.open(next);
       return;
     }
-    this.retryTimer = setTimeout(() => this.open(next), delayMs);
+    this.retryLater(next, delayMs);
+  }
+
+  /** Opens URL `index` after `delayMs` (replacing a retry already planned). */
+  private retryLater(index: number, delayMs: number): void {
+    clearTimeout(this.retryTimer);
+    this.retryIndex = index;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.open(index);
+    }, delayMs);
   }
 
   /** The URL index after the current one in this connection's cycle. */
@@ -395,6 +429,7 @@ export class HubConnection extends EventEmitter<HubConnectionEvents> {
 
   private teardown(reason: string): void {
     this.generation++;
+    this.attempting = false;
     clearTimeout(this.handshakeTimer);
     const socket = this.socket;
     this.socket = undefined;
