@@ -86,7 +86,8 @@ export class RedisClock {
           this.remeasuring = undefined;
         });
     }
-    return this.base + monotonic;
+    // whole milliseconds, as Date.now(): times go to Redis as PX arguments, hash fields, stamps
+    return Math.floor(this.base + monotonic);
   };
 
   get measured(): boolean {
