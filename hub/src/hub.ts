@@ -158,6 +158,7 @@ export async function startHub(
     queues,
     leases,
     hubId: config.hubId,
+    leaseMs: config.leaseMs,
     logger,
     onAgentIdle,
     onTaskWaiting: onQueueWork,

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
 import type { AgentView, TaskAssign, TaskView } from '@agentcom/shared';
 import { pino } from 'pino';
 import { loadConfig } from '../../hub/src/config';
@@ -463,5 +464,85 @@ describe('an agent that does not accept its task in time', () => {
     expect(record).toMatchObject({ state: 'working', taskId: id, missedAcks: 0 });
     expect(await getAgent(hub.url, agent.agentId)).not.toHaveProperty('missedAcks');
     expect(await again.complete(msg, 'ok')).toEqual({ ok: true });
+  });
+});
+
+/**
+ * An accept that comes after the task's lock ran out: no sweep ended the assignment in time (a
+ * sweep runs every SWEEP_MS, up to a minute, and a replica may pause), so BullMQ's stalled checker
+ * put the job back and another agent was handed it. The late accept must not start a second run.
+ */
+describe('an accept that comes after the lock of its task ran out', () => {
+  const fixture = useHubsFixture();
+  const { hubs, agents } = fixture;
+  // the sweeps (and with them the ack timeouts) run once, at start: the lock runs out first
+  const env = {
+    LEASE_MS: '1500',
+    ACK_TIMEOUT_MS: '1000',
+    STALLED_INTERVAL_MS: '200',
+    SWEEP_MS: '60000',
+  };
+
+  it('is refused once the stalled task went to another agent: one run, not two', async () => {
+    const prefix = `k${randomBytes(3).toString('hex')}`;
+    const hubA = await startTestHub(fixture.redis.url, { ...env, AGENTCOM_PREFIX: prefix });
+    hubs.push(hubA);
+    const hubB = await startTestHub(fixture.redis.url, { ...env, AGENTCOM_PREFIX: prefix });
+    hubs.push(hubB);
+    const queue = `q-${randomBytes(4).toString('hex')}`;
+    const late = await TestAgent.register(hubA.url, `late-${randomBytes(4).toString('hex')}`, [
+      queue,
+    ]);
+    agents.push(late);
+    const pushed = late.nextAssignment();
+    const created = await api<{ id: string }>(hubA.url, 'POST', '/v1/tasks', {
+      queue,
+      payload: {},
+    });
+    const msg = await pushed;
+    expect(msg.task.id).toBe(created.body.id);
+
+    const other = await TestAgent.register(hubB.url, `other-${randomBytes(4).toString('hex')}`, [
+      queue,
+    ]);
+    agents.push(other);
+    // the lease runs out, the stalled checker puts the job back, a dispatch step hands it over
+    const rescued = await other.nextAssignment(15_000);
+    expect(rescued.task.id).toBe(msg.task.id);
+
+    expect(await late.accept(msg)).toMatchObject({ ok: false, code: 'E_ASSIGNMENT_SUPERSEDED' });
+    expect(await other.accept(rescued)).toMatchObject({ ok: true, state: 'working' });
+    expect(await other.complete(rescued, 'once')).toEqual({ ok: true });
+    expect((await api<TaskView>(hubA.url, 'GET', `/v1/tasks/${msg.task.id}`)).body).toMatchObject({
+      state: 'completed',
+      agentId: other.agentId,
+    });
+  });
+
+  it('leases the task for a whole lease from the accept, not from the push', async () => {
+    const hub = await startTestHub(fixture.redis.url, env);
+    hubs.push(hub);
+    const queue = `q-${randomBytes(4).toString('hex')}`;
+    const agent = await TestAgent.register(hub.url, `agent-${randomBytes(4).toString('hex')}`, [
+      queue,
+    ]);
+    agents.push(agent);
+    const pushed = agent.nextAssignment();
+    await api(hub.url, 'POST', '/v1/tasks', { queue, payload: {} });
+    const msg = await pushed;
+    const admin = new Redis(fixture.redis.url);
+    try {
+      const lock = hub.keys.bullLock(queue, msg.task.id);
+      // accepted late, within the ack timeout: less than half of the push's lock is left
+      await eventually(async () => ((await admin.pttl(lock)) < 700 ? true : undefined), {
+        what: 'the lock past half its lease',
+      });
+      expect(await agent.accept(msg)).toMatchObject({ ok: true, state: 'working' });
+      // the lease keeper's first extension may come a heartbeat later: the accept itself renews it
+      expect(await admin.pttl(lock)).toBeGreaterThan(1000);
+      expect(await admin.get(lock)).toBe(msg.token);
+    } finally {
+      admin.disconnect();
+    }
   });
 });

@@ -128,6 +128,52 @@ describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', ()
     expect(hub.leases.heldBy(agent.agentId)).toBeUndefined();
   });
 
+  it('renews the lock of a task resumed on another replica just before it ran out', async () => {
+    const { agent, msg } = await pushed();
+    expect(await agent.accept(msg)).toMatchObject({ ok: true });
+    const lock = hub.keys.bullLock(msg.task.queue, msg.task.id);
+    // another replica (its lease ticks are not in step with the lock's last extension here)
+    const other = await startTestHub(redis.url, {
+      MAX_STALLED_COUNT: '0',
+      AGENTCOM_PREFIX: hub.config.prefix,
+    });
+    try {
+      // the connection drops; the sidecar comes back late within the lease, to the other replica
+      agent.close();
+      await eventually(
+        async () => {
+          const ttl = await fixture.admin.pttl(lock);
+          return ttl > 0 && ttl < 300 ? true : undefined;
+        },
+        { what: 'the lock about to run out', timeoutMs: 10_000, intervalMs: 20 },
+      );
+      const again = new TestAgent(other.url, agent.agentId, agent.token, agent.queues);
+      again.current = agent.current;
+      agents.push(again);
+      await again.connect();
+      await eventually(
+        async () =>
+          (await other.agents.get(agent.agentId))?.socketId === again.socket.id ? true : undefined,
+        { what: 'the resume recorded' },
+      );
+      expect(await other.agents.get(agent.agentId)).toMatchObject({ state: 'working' });
+      // resumed for a whole lease: the lease keeper's next tick may come a heartbeat later
+      expect(await fixture.admin.pttl(lock)).toBeGreaterThan(2000);
+      // heartbeat periods on: still its task, no lease lost, no stall (MAX_STALLED_COUNT 0)
+      for (let i = 0; i < 3; i++) {
+        const ack = await again.send('agent:heartbeat', { taskId: msg.task.id, token: msg.token });
+        expect(ack).toEqual({ ok: true, state: 'working', hubId: other.config.hubId });
+        await new Promise((resolve) => setTimeout(resolve, 500)); // the heartbeat period under test
+      }
+      expect(again.cancels).toEqual([]);
+      expect(await fixture.admin.get(lock)).toBe(msg.token);
+      expect(await again.complete(msg, 'done')).toEqual({ ok: true });
+    } finally {
+      for (const connected of agents.splice(0)) connected.close();
+      await other.close();
+    }
+  });
+
   it('starts a fresh count of stalls for an operator retry, with its fresh attempts', async () => {
     // a replica of its own (MAX_STALLED_COUNT 1), on the same Redis
     const stalling = await startTestHub(redis.url, {

@@ -21,6 +21,12 @@ export interface PresenceOptions {
   queues: QueueRegistry;
   leases: LeaseKeeper;
   hubId: string;
+  /**
+   * `LEASE_MS`: a resumed task's lock is renewed for this long (the lease keeper extends it only
+   * from its next tick, a heartbeat later at most, when the lock may have run out). Unset: kept
+   * as it is.
+   */
+  leaseMs?: number;
   logger: Logger;
   onAgentIdle: (queues: readonly string[]) => void;
   /** Called when a task was put back to wait. */
@@ -259,13 +265,21 @@ export class Presence {
     }
   }
 
-  /** True when the job's BullMQ lock is still the agent's token. */
+  /**
+   * True when the job's BullMQ lock is still the agent's token; with `leaseMs`, the lock is then
+   * renewed for a whole lease in the same script. A reconnect may come just before the lock runs
+   * out, and the lease keeper of the replica it reached ticks out of step with the one that last
+   * extended it: the resumed task would be lost at that first tick (the agent told to abort, the
+   * job put back by the stalled checker).
+   */
   async lockHeld(record: AgentRecord): Promise<boolean> {
     if (!record.taskQueue || !record.taskId || !record.token) return false;
-    const lock = await this.options.redis.get(
-      this.options.keys.bullLock(record.taskQueue, record.taskId),
-    );
-    return lock === record.token;
+    const key = this.options.keys.bullLock(record.taskQueue, record.taskId);
+    const { leaseMs } = this.options;
+    if (leaseMs !== undefined) {
+      return this.options.agents.renewLock(key, record.token, leaseMs);
+    }
+    return (await this.options.redis.get(key)) === record.token;
   }
 
   /**

@@ -157,17 +157,24 @@ export class AssignmentService {
   }
 
   /**
-   * assigned → working, one script. The job's lock needs no extension here: it was taken for a
-   * whole lease when the job was fetched, and the lease keeper extends it from now on, while the
-   * connection that accepted is open (`connected`): one that closed while the script ran was
-   * untracked by its disconnect already, and is not tracked again.
+   * assigned → working, one script, fenced by the job's BullMQ lock too: an accept that comes
+   * after the lock ran out (no sweep ended the assignment in time, the stalled checker put the
+   * job back, another agent may run it) is refused. The same script renews the lock for a whole
+   * lease, since the lease keeper extends it only from its next tick, while the connection that
+   * accepted is open (`connected`): one that closed while the script ran was untracked by its
+   * disconnect already, and is not tracked again.
    */
   async accept(
     agentId: string,
     msg: TaskAccept,
     connected: () => boolean = () => true,
   ): Promise<{ state: AgentState }> {
-    const accepted = await this.options.agents.accept(agentId, msg.taskId, msg.token);
+    const accepted = await this.options.agents.accept(
+      agentId,
+      msg.taskId,
+      msg.token,
+      this.options.leaseMs,
+    );
     if (!accepted) throw superseded(msg.taskId);
     if (connected()) {
       this.options.leases.track(agentId, {

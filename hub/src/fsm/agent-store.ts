@@ -432,16 +432,19 @@ export class AgentStore {
 
   /**
    * assigned → working for the task the agent holds under `token` (one script). `replayed` when
-   * it was already working on it; undefined when it does not hold the task.
+   * it was already working on it; undefined when it does not hold the task. With `leaseMs`, the
+   * job's BullMQ lock must still be the token too, and is renewed for that long (`accept.lua`).
    */
   async accept(
     agentId: string,
     taskId: string,
     token: string,
+    leaseMs?: number,
   ): Promise<{ version: number; taskQueue: string; replayed: boolean } | undefined> {
+    const fence = leaseMs === undefined ? [] : [this.keys.bullRoot, leaseMs];
     const reply = await this.scripts.accept(
       [this.keys.agent(agentId), this.keys.events, this.keys.ackDeadlines, this.keys.runDeadlines],
-      [agentId, taskId, token, String(this.now()), this.hubId, this.maxEvents],
+      [agentId, taskId, token, String(this.now()), this.hubId, this.maxEvents, ...fence],
     );
     if (reply[0] === 0) return undefined;
     return { version: Number(reply[1]), taskQueue: String(reply[2]), replayed: reply[0] === 2 };
@@ -518,6 +521,11 @@ export class AgentStore {
     ttlMs: number,
   ): Promise<void> {
     await this.scripts.replaceIfEquals(this.keys.finished(taskId), expected, value, ttlMs);
+  }
+
+  /** Sets a lock `key` held by `token` to last `ttlMs` from now; false when it is not `token`'s. */
+  async renewLock(key: string, token: string, ttlMs: number): Promise<boolean> {
+    return (await this.scripts.replaceIfEquals(key, token, token, ttlMs)) === 1;
   }
 
   /** The id of the active job of `queue` locked with `token` (a recovery path: O(active)). */

@@ -16,11 +16,22 @@
   ARGV[4]  now (ms)
   ARGV[5]  hub id
   ARGV[6]  approximate cap of the events stream
+  ARGV[7]  BullMQ key prefix (queue q's keys = prefix .. q .. ":" .. name); optional, with ARGV[8]
+  ARGV[8]  lease (ms)
+
+  With ARGV[7] and ARGV[8], an accept is fenced by the job's BullMQ lock as well, and renews it:
+  - the lock must still be the token. The record alone does not tell: no sweep may have ended
+    the assignment yet (a sweep runs every SWEEP_MS, a replica may pause), while the lock taken
+    at the push ran out, BullMQ's stalled checker put the job back and another agent was handed
+    it. Accepted, the late agent would run the task a second time.
+  - the lock then lasts a whole lease from now: it was taken at the push, and the lease keeper
+    extends it only from its next tick, up to a heartbeat later, which may be after it ran out.
 
   Returns:
     { 1, version, taskQueue }   accepted now
     { 2, version, taskQueue }   already working on it (a replayed accept)
-    { 0, state }                the agent does not hold this task under this token
+    { 0, state }                the agent does not hold this task under this token (or, fenced,
+                                the job's lock is no longer the token: `state` is "lock")
 ]]
 local f = redis.call("HMGET", KEYS[1],
   "state", "taskId", "token", "taskQueue", "taskTimeoutMs", "version", "missedAcks")
@@ -30,6 +41,16 @@ if taskId ~= ARGV[2] or token ~= ARGV[3] or (state ~= "assigned" and state ~= "w
 end
 if state == "working" then
   return { 2, tonumber(f[6] or "0"), taskQueue }
+end
+if ARGV[7] and ARGV[7] ~= "" then
+  local base = ARGV[7] .. taskQueue .. ":"
+  local lockKey = base .. ARGV[2] .. ":lock"
+  if redis.call("GET", lockKey) ~= ARGV[3] then
+    return { 0, "lock" }
+  end
+  -- as BullMQ's extendLock does: a lock that exists keeps the stalled checker away anyway
+  redis.call("SET", lockKey, ARGV[3], "PX", tonumber(ARGV[8]))
+  redis.call("SREM", base .. "stalled", ARGV[2])
 end
 local version = tonumber(f[6] or "0") + 1
 local patch = { "state", "working", "startedAt", ARGV[4], "version", version }
