@@ -163,7 +163,9 @@ export async function startHub(
     onAgentIdle,
     onTaskWaiting: onQueueWork,
   });
-  const control = new AgentControl(agents, onAgentIdle, notifier);
+  const control = new AgentControl(agents, onAgentIdle, notifier, (record) =>
+    presence.requeue(record),
+  );
   const tasks = new TaskService({
     redis: redis.command,
     keys,

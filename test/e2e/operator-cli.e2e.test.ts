@@ -669,6 +669,39 @@ describe('agentcom (operator CLI) against a real hub process', () => {
     );
   });
 
+  it('exits 2 (E_USAGE) for a malformed agent id or queue name, whatever the command, sending nothing', async () => {
+    // `agent get 'bad id'` was refused by the CLI (exit 2), `agent token create 'bad id'` was sent
+    // and refused by the hub (exit 1, E_VALIDATION): the same malformed value, two exit codes
+    const agentId = newAgentId();
+    const cases: Array<[string[], RegExp]> = [
+      [['agent', 'get', 'bad id'], /^agentcom: E_USAGE: agent id "bad id": /],
+      [['agent', 'token', 'create', 'bad id'], /^agentcom: E_USAGE: agent id "bad id": /],
+      [['agent', 'token', 'create', agentId, '--queue', 'q:1'], /^agentcom: E_USAGE: --queue: /],
+      [
+        [
+          'agent',
+          'token',
+          'create',
+          agentId,
+          '--queue',
+          Array(33)
+            .fill('q')
+            .map((q, i) => `${q}${i}`)
+            .join(','),
+        ],
+        /^agentcom: E_USAGE: --queue: /,
+      ],
+      [['task', 'list', '--queue', 'q:1'], /^agentcom: E_USAGE: --queue: /],
+    ];
+    for (const [args, stderr] of cases) {
+      const run = await cli(args);
+      expect({ args, code: run.code, stdout: run.stdout }).toEqual({ args, code: 2, stdout: '' });
+      expect(run.stderr).toMatch(stderr);
+    }
+    // nothing was sent: the agent was not created
+    expect((await api(hub.url, 'GET', `/v1/agents/${agentId}`)).status).toBe(404);
+  });
+
   it('task add --wait-timeout-s exits 4 when no agent takes the task in time', async () => {
     const waited = await cli([
       'task',

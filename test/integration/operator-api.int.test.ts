@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { TaskAssign, TaskView } from '@agentcom/shared';
+import type { AgentView, TaskAssign, TaskView } from '@agentcom/shared';
 import { TEST_ADMIN_KEY, api, eventually } from '../helpers/hub';
 import { sumMetric } from '../helpers/metrics';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
@@ -200,6 +200,79 @@ describe('operator API: tasks, agents, queues, metrics, Bull Board, docs', () =>
     expect((await api(url(0), 'POST', '/v1/agents/bad:id/drain')).status).toBe(400);
   });
 
+  it('puts back the task of a revoked agent at once, without an attempt, and gives it to another agent once', async () => {
+    // A revoked agent can never report again (its token is gone): its task used to wait for the
+    // lease (LEASE_MS, 60 s by default) after the revoke, and an idle one stayed in the idle
+    // indexes, claimable, until its disconnect was recorded.
+    for (const accepted of [false, true]) {
+      const queue = newQueue();
+      const revoked = await register(0, queue);
+      const created = await api<{ id: string }>(url(1), 'POST', '/v1/tasks', { queue, payload: 1 });
+      const msg = await revoked.nextAssignment();
+      if (accepted) expect(await revoked.accept(msg)).toMatchObject({ ok: true });
+      const closed = revoked.disconnected();
+      expect((await api(url(2), 'DELETE', `/v1/agents/${revoked.agentId}`)).status).toBe(200);
+      // when the revoke answers: the agent holds nothing, the task waits with no attempt used
+      const view = await api<AgentView>(url(1), 'GET', `/v1/agents/${revoked.agentId}`);
+      expect(view.body).toMatchObject({ state: 'offline' });
+      expect(view.body.currentTask).toBeUndefined();
+      const task = await api<TaskView>(url(1), 'GET', `/v1/tasks/${created.body.id}`);
+      expect(task.body).toMatchObject({ state: 'waiting', attemptsMade: 0 });
+      await closed;
+      const other = await register(1, queue);
+      const again = await other.nextAssignment();
+      expect(again.task.id).toBe(created.body.id);
+      await other.accept(again);
+      expect(await other.complete(again, 'done')).toMatchObject({ ok: true });
+      const done = await api<TaskView>(url(2), 'GET', `/v1/tasks/${created.body.id}`);
+      expect(done.body).toMatchObject({ state: 'completed', agentId: other.agentId, attempt: 1 });
+      expect(revoked.assignments).toHaveLength(1);
+    }
+  });
+
+  it('takes a revoked idle agent out of the idle indexes before the revoke answers', async () => {
+    const queue = newQueue();
+    const agent = await register(0, queue);
+    expect((await api(url(1), 'DELETE', `/v1/agents/${agent.agentId}`)).status).toBe(200);
+    expect((await api<AgentView>(url(2), 'GET', `/v1/agents/${agent.agentId}`)).body.state).toBe(
+      'offline',
+    );
+    const queues = await api<{ queues: Array<{ name: string; idleAgents: number }> }>(
+      url(2),
+      'GET',
+      '/v1/queues',
+    );
+    expect(queues.body.queues.find((q) => q.name === queue)?.idleAgents ?? 0).toBe(0);
+  });
+
+  it('shows a pending drain of a busy agent in its view until it is lifted', async () => {
+    // A drain of an agent that holds a task leaves its state as it is (`working`): the answer and
+    // the view said only that, so an operator could not tell a drained agent from another.
+    const queue = newQueue();
+    const agent = await register(0, queue);
+    await api(url(1), 'POST', '/v1/tasks', { queue, payload: 1 });
+    await agent.accept(await agent.nextAssignment());
+    const drained = await api(url(1), 'POST', `/v1/agents/${agent.agentId}/drain`);
+    expect(drained.body).toEqual({ agentId: agent.agentId, state: 'working' });
+    const view = await api<AgentView>(url(2), 'GET', `/v1/agents/${agent.agentId}`);
+    expect(view.body).toMatchObject({ state: 'working', drainRequested: 'operator' });
+    const listed = await api<{ agents: AgentView[] }>(url(0), 'GET', '/v1/agents');
+    expect(listed.body.agents.find((a) => a.agentId === agent.agentId)).toMatchObject({
+      drainRequested: 'operator',
+    });
+    const resumed = await api(url(2), 'POST', `/v1/agents/${agent.agentId}/resume`);
+    expect(resumed.body).toEqual({ agentId: agent.agentId, state: 'working' });
+    const after = await api<AgentView>(url(0), 'GET', `/v1/agents/${agent.agentId}`);
+    expect(after.body.drainRequested).toBeUndefined();
+    // the agent's own drain (its sidecar stopping) is shown as its own
+    expect(await agent.send('agent:drain', {})).toMatchObject({ ok: true, state: 'working' });
+    expect((await api<AgentView>(url(1), 'GET', `/v1/agents/${agent.agentId}`)).body).toMatchObject(
+      {
+        drainRequested: 'self',
+      },
+    );
+  });
+
   it('takes ids of the longest allowed length (128) in a path', async () => {
     const agentId = `a${'x'.repeat(127)}`;
     expect((await api(url(0), 'POST', '/v1/agents', { agentId })).status).toBe(201);
@@ -328,5 +401,52 @@ describe('operator API: tasks, agents, queues, metrics, Bull Board, docs', () =>
     const page = await fetch(`${url(0)}/docs`);
     expect(page.status).toBe(200);
     expect(await page.text()).toContain('/docs/openapi.json');
+  });
+});
+
+describe('revoking an agent whose replica does not hear the disconnect (pub/sub lost it)', () => {
+  // Redis pub/sub delivers at most once: the replica holding the agent's connection can miss the
+  // revoke's disconnect (its subscriber reconnecting). Here it is deaf for good: its adapter's
+  // subscriptions are dropped, so its agent stays connected after the revoke.
+  const fixture = useTestHub({ hubIds: ['deaf', 'hearing'] });
+  const { agents } = fixture;
+  const register = async (hub: TestHub, queue: string) => {
+    const agent = await TestAgent.register(hub.url, `agent-${randomBytes(4).toString('hex')}`, [
+      queue,
+    ]);
+    agents.push(agent);
+    return agent;
+  };
+  beforeAll(() => {
+    const { sub } = fixture.hubs[0].redis;
+    sub.removeAllListeners('pmessageBuffer');
+    sub.removeAllListeners('messageBuffer');
+  });
+
+  it('takes the revoked agent out of dispatch and refuses the report of its old connection', async () => {
+    const [deaf, hearing] = fixture.hubs;
+    const queue = `q-${randomBytes(4).toString('hex')}`;
+    const revoked = await register(deaf, queue);
+    // created where the agent is: the deaf replica would not hear another's word of it
+    const held = await api<{ id: string }>(deaf.url, 'POST', '/v1/tasks', { queue, payload: 1 });
+    const msg = await revoked.nextAssignment();
+    expect(await revoked.accept(msg)).toMatchObject({ ok: true });
+    expect((await api(hearing.url, 'DELETE', `/v1/agents/${revoked.agentId}`)).status).toBe(200);
+    expect(revoked.socket.connected).toBe(true); // the disconnect never reached it
+    // its report of the task it held: refused, the task waits for another agent
+    expect(await revoked.complete(msg, 'from a revoked agent')).toMatchObject({ ok: false });
+    const task = await api<TaskView>(hearing.url, 'GET', `/v1/tasks/${held.body.id}`);
+    expect(task.body).toMatchObject({ state: 'waiting', attemptsMade: 0 });
+    const view = await api<AgentView>(hearing.url, 'GET', `/v1/agents/${revoked.agentId}`);
+    expect(view.body.state).toBe('offline');
+    // the next task goes to a live agent, never to the revoked one, still connected
+    const other = await register(hearing, queue);
+    const next = await other.nextAssignment();
+    expect(next.task.id).toBe(held.body.id);
+    expect(revoked.assignments).toHaveLength(1);
+    // and its next heartbeat ends its connection
+    const closed = revoked.disconnected();
+    expect(await revoked.send('agent:heartbeat', {})).toMatchObject({ code: 'E_UNAUTHORIZED' });
+    expect(await closed).toBe('io server disconnect');
   });
 });

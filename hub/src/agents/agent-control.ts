@@ -1,6 +1,7 @@
 import { AppError, type AgentState } from '@agentcom/shared';
+import { TASK_FIELDS } from '../dispatch/assignments';
 import type { AgentNotifier } from '../dispatch/notifier';
-import { SELF_DRAIN } from '../fsm/agent-record';
+import { SELF_DRAIN, type AgentRecord } from '../fsm/agent-record';
 import type { AgentStore } from '../fsm/agent-store';
 
 const MAX_CAS_RETRIES = 8;
@@ -11,18 +12,60 @@ export class AgentControl {
     private readonly agents: AgentStore,
     private readonly onAgentIdle: (queues: readonly string[]) => void,
     private readonly notifier: AgentNotifier,
+    /** Puts back to wait the task a record holds, if its lock is still the agent's (`Presence`). */
+    private readonly requeue: (record: AgentRecord) => Promise<void>,
   ) {}
 
   /**
    * Revokes the agent's token and closes its connection on every replica. Its record stays (as
-   * history, with its counters); a task it held returns to the queue when the lease runs out.
-   * `POST /v1/agents` mints a new token.
+   * history, with its counters); `POST /v1/agents` mints a new token.
+   *
+   * Before it answers, the agent goes offline: out of the idle indexes (a dispatch step no longer
+   * claims it while its disconnect travels), and a task it held goes back to wait at once, no
+   * attempt used. Nothing can report that task any more: the token is gone, so no connection can
+   * resume it, and the old connection's reports are refused (their lock token is no longer the
+   * job's). It used to wait for the lease (`LEASE_MS`, 60 s) after the revoke.
    */
   async revoke(agentId: string): Promise<void> {
     if (!(await this.agents.revokeToken(agentId))) {
       throw new AppError('E_AGENT_NOT_FOUND', `No agent ${agentId}`);
     }
     this.closeConnection(agentId, 'the agent token was revoked');
+    await this.retire(agentId);
+  }
+
+  /** The revoked agent's record to `offline`, freed of its task (see {@link revoke}). */
+  private async retire(agentId: string): Promise<void> {
+    for (let i = 0; i < MAX_CAS_RETRIES; i++) {
+      const record = await this.agents.get(agentId);
+      // gone, or given a new token meanwhile: its connections are that token's
+      if (!record || record.tokenHash !== undefined) return;
+      // claimed for a task (maybe not recorded yet) or holding one
+      const wasAssigned = record.state === 'assigned' || record.taskId !== undefined;
+      if (record.state === 'offline' && !wasAssigned && record.socketId === undefined) return;
+      const result = await this.agents.transition({
+        agentId,
+        from: record.state,
+        to: 'offline',
+        version: record.version,
+        reason: 'revoked',
+        task: record.taskId,
+        del: ['socketId', 'disconnectedAt', ...(wasAssigned ? TASK_FIELDS : [])],
+        idleRemove: record.queues,
+        index: {
+          disconnected: 'remove',
+          ackDeadline: 'remove',
+          runDeadline: 'remove',
+          cooldown: 'remove',
+        },
+      });
+      if (result.ok) {
+        if (wasAssigned) await this.requeue(record);
+        return;
+      }
+      if (result.reason === 'missing') return;
+    }
+    throw new AppError('E_UNAVAILABLE', 'The agent record changed too often; retry');
   }
 
   /**

@@ -114,5 +114,6 @@ export function toAgentView(record: AgentRecord): AgentView {
   if (record.disconnectedAt !== undefined) view.disconnectedAt = record.disconnectedAt;
   if (record.cooldownUntil !== undefined) view.cooldownUntil = record.cooldownUntil;
   if (record.missedAcks > 0) view.missedAcks = record.missedAcks;
+  if (record.drainRequested) view.drainRequested = record.drainedBySelf ? 'self' : 'operator';
   return view;
 }

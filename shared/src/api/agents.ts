@@ -36,6 +36,12 @@ export interface AgentView {
    * last accepted one); each doubles its cooldown, up to `ACK_COOLDOWN_MAX_MS`. Absent: none.
    */
   missedAcks?: number;
+  /**
+   * A drain asked for and not lifted: by an operator (`POST /v1/agents/:id/drain`, until resumed)
+   * or by the agent itself (its sidecar stopping, until its connection ends). An agent holding a
+   * task keeps its state (`working`) until the task ends, then drains. Absent: none.
+   */
+  drainRequested?: 'operator' | 'self';
   tasksDone: number;
   tasksFailed: number;
   version: number;

@@ -1,5 +1,14 @@
 import type { Readable } from 'node:stream';
-import { TASK_STATES, type TaskState, type TaskView, type TrimmedTask } from '@agentcom/shared';
+import {
+  TASK_STATES,
+  agentIdSchema,
+  createAgentBodySchema,
+  queueNameSchema,
+  type TaskState,
+  type TaskView,
+  type TrimmedTask,
+} from '@agentcom/shared';
+import type { ZodType } from 'zod';
 import {
   ApiError,
   InterruptedError,
@@ -205,6 +214,7 @@ export async function taskList(ctx: Context, flags: TaskListFlags): Promise<Oper
   if (flags.state !== undefined && !(TASK_STATES as readonly string[]).includes(flags.state)) {
     throw new UsageError('--state', `must be one of ${TASK_STATES.join(', ')}`);
   }
+  if (flags.queue !== undefined) checked(queueNameSchema, flags.queue, '--queue');
   const limit = wholeNumber(flags.limit, '--limit');
   if (limit !== undefined && (limit < 1 || limit > 500)) {
     throw new UsageError('--limit', 'must be from 1 to 500');
@@ -366,18 +376,24 @@ export async function agentGet(ctx: Context, id: string): Promise<OperatorExitCo
  */
 export async function agentTokenCreate(
   ctx: Context,
-  id: string,
+  agentId: string,
   flags: { queue: string[] },
 ): Promise<OperatorExitCode> {
   const queues = flags.queue.flatMap((queue) => queue.split(',')).filter((queue) => queue !== '');
-  const created = await ctx.client().createAgentToken(id, queues.length > 0 ? queues : undefined);
+  // checked as the hub checks them, so a malformed value is bad usage (exit 2), as in a path
+  const id = JSON.stringify(agentId);
+  checked(agentIdSchema, agentId, `agent id ${id}`, false);
+  if (queues.length > 0) checked(createAgentBodySchema.shape.queues, queues, '--queue');
+  const created = await ctx
+    .client()
+    .createAgentToken(agentId, queues.length > 0 ? queues : undefined);
   if (ctx.json) ctx.printJson(created.body);
   else ctx.out(created.body.token);
   if (ctx.io.stderrIsTty) {
     ctx.note(
       created.status === 201
-        ? `agent ${id} created; its token is shown this once`
-        : `token of agent ${id} rotated: the previous one no longer works; the new one is shown this once`,
+        ? `agent ${agentId} created; its token is shown this once`
+        : `token of agent ${agentId} rotated: the previous one no longer works; the new one is shown this once`,
     );
   }
   return OPERATOR_EXIT_CODES.OK;
@@ -412,4 +428,18 @@ export async function queuesCommand(ctx: Context): Promise<OperatorExitCode> {
   else if (queues.length === 0) ctx.note('no queues');
   else ctx.out(formatQueueTable(queues));
   return OPERATOR_EXIT_CODES.OK;
+}
+
+/**
+ * A value checked with the hub's own schema before anything is sent: refused, it is bad usage
+ * (`E_USAGE`, exit 2) naming `what`, not a request the hub answers `E_VALIDATION` (exit 1).
+ * `asOption`: `what` is an option (`--queue: ...`), else the message's own subject.
+ */
+function checked<T>(schema: ZodType<T>, value: unknown, what: string, asOption = true): T {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const where = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
+  const message = `${where}${issue?.message ?? 'not valid'}`;
+  throw asOption ? new UsageError(what, message) : new UsageError(undefined, `${what}: ${message}`);
 }

@@ -162,7 +162,12 @@ function formatAgentState(agent: AgentView, now: number): string {
     agent.state === 'cooldown' && agent.cooldownUntil !== undefined
       ? `cooldown ${formatDuration(agent.cooldownUntil - now)}`
       : agent.state;
-  return agent.missedAcks ? `${state} (missed acks: ${agent.missedAcks})` : state;
+  // a busy agent's drain takes effect when its task ends: shown, or `working` hides it
+  const drain =
+    agent.drainRequested !== undefined && agent.state !== 'draining' ? ' (drain pending)' : '';
+  return agent.missedAcks
+    ? `${state}${drain} (missed acks: ${agent.missedAcks})`
+    : `${state}${drain}`;
 }
 
 /** `agentcom agents`: one row per agent, sorted by id. */
@@ -215,6 +220,8 @@ export function formatAgent(agent: AgentView, now: number): string {
     ],
     // ack timeouts in a row: each one doubled the cooldown (`agentcom agent resume` ends it)
     ['missed acks', agent.missedAcks ? String(agent.missedAcks) : undefined],
+    // an operator's lasts until `agentcom agent resume`; the agent's own until it reconnects
+    ['drain', agent.drainRequested !== undefined ? `by ${agent.drainRequested}` : undefined],
     ['tasks done', String(agent.tasksDone)],
     ['tasks failed', String(agent.tasksFailed)],
   ]);

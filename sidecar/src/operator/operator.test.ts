@@ -116,6 +116,30 @@ describe('format', () => {
     expect(formatAgent(agent({}), now)).not.toContain('missed acks');
   });
 
+  it("shows a busy agent's pending drain, and who asked for it", () => {
+    const now = Date.UTC(2026, 0, 2, 3, 4, 5);
+    const agent = (patch: Partial<AgentView>): AgentView => ({
+      agentId: 'a1',
+      state: 'working',
+      queues: ['q'],
+      labels: {},
+      tasksDone: 0,
+      tasksFailed: 0,
+      version: 1,
+      ...patch,
+    });
+    const busy = agent({ drainRequested: 'operator' });
+    const draining = agent({ agentId: 'a2', state: 'draining', drainRequested: 'self' });
+    expect(formatAgentTable([busy, draining, agent({ agentId: 'a3' })], now)).toBe(
+      'AGENT  STATE                    QUEUES  REPLICA  TASK  HEARTBEAT  DONE  FAILED\n' +
+        'a1     working (drain pending)  q       -        -     -          0     0\n' +
+        'a2     draining                 q       -        -     -          0     0\n' +
+        'a3     working                  q       -        -     -          0     0\n',
+    );
+    expect(formatAgent(busy, now)).toMatch(/^drain: +by operator$/m);
+    expect(formatAgent(agent({}), now)).not.toContain('drain');
+  });
+
   it('shows the progress of a task being waited on', () => {
     expect(
       formatProgress(

@@ -93,6 +93,8 @@ const agentView = z.looseObject({
   agentId: z.string(),
   state: agentStateSchema,
   queues: z.array(z.string()),
+  /** A drain asked for and not lifted (a busy agent keeps its state until its task ends). */
+  drainRequested: z.enum(['operator', 'self']).optional(),
 });
 const agentState = z.object({ agentId: z.string(), state: agentStateSchema });
 const cancelResponse = z.object({
