@@ -6,6 +6,16 @@ import type { AgentStore } from '../fsm/agent-store';
 
 const MAX_CAS_RETRIES = 8;
 
+/**
+ * A drain or resume the agent asked for itself, on one of its connections: it applies only while
+ * the record names that connection. A replica that handles it late (a stall) found the agent
+ * connected again elsewhere, and the drain of the stopped sidecar's connection left the new one
+ * `draining`, taking no task until its next reconnect.
+ */
+export interface BySelf {
+  socketId: string;
+}
+
 /** Drain and undrain of an agent, asked by the agent itself or by an operator. */
 export class AgentControl {
   constructor(
@@ -85,13 +95,16 @@ export class AgentControl {
 
   /**
    * The agent takes no new task; a running one finishes. An operator's drain lasts until it is
-   * lifted; the agent's own (`bySelf`: its sidecar is stopping) ends with the connection that
-   * asked, so the sidecar takes tasks again when it is started again.
+   * lifted; the agent's own (`self`: its sidecar is stopping) ends with the connection that
+   * asked, so the sidecar takes tasks again when it is started again; one from a connection the
+   * record no longer names changes nothing ({@link BySelf}).
    */
-  async drain(agentId: string, bySelf = false): Promise<AgentState> {
+  async drain(agentId: string, self?: BySelf): Promise<AgentState> {
+    const bySelf = self !== undefined;
     for (let i = 0; i < MAX_CAS_RETRIES; i++) {
       const record = await this.agents.get(agentId);
       if (!record) throw new AppError('E_AGENT_NOT_FOUND', `No agent ${agentId}`);
+      if (self && record.socketId !== self.socketId) return record.state;
       const to: AgentState = record.state === 'idle' ? 'draining' : record.state;
       // an operator's drain stays one when the sidecar drains too
       const operatorsDrain = record.drainRequested && !record.drainedBySelf;
@@ -116,14 +129,17 @@ export class AgentControl {
    * idle). A cooldown the agent reported itself (a rate limit: no streak) is left to run out: the
    * agent said it cannot take work until then.
    *
-   * The agent's own resume (`bySelf`: `agent:resume`) lifts only the drain it asked for itself:
+   * The agent's own resume (`self`: `agent:resume`) lifts only the drain it asked for itself, on
+   * the connection the record names ({@link BySelf}):
    * an operator's drain is refused (`E_FORBIDDEN`), and an ack-timeout rest and its count stay
    * (an agent cannot vouch for itself, or resuming would be a way out of the rest).
    */
-  async undrain(agentId: string, bySelf = false): Promise<AgentState> {
+  async undrain(agentId: string, self?: BySelf): Promise<AgentState> {
+    const bySelf = self !== undefined;
     for (let i = 0; i < MAX_CAS_RETRIES; i++) {
       const record = await this.agents.get(agentId);
       if (!record) throw new AppError('E_AGENT_NOT_FOUND', `No agent ${agentId}`);
+      if (self && record.socketId !== self.socketId) return record.state;
       if (bySelf && record.drainRequested && !record.drainedBySelf) {
         throw new AppError(
           'E_FORBIDDEN',

@@ -77,11 +77,11 @@ export const EVENT_HANDLERS: { [E in ClientEventName]: Handler } = {
   },
   'agent:drain': async (ctx): Promise<Ack<{ state: AgentState }>> => ({
     ok: true,
-    state: await ctx.control.drain(ctx.agentId, true),
+    state: await ctx.control.drain(ctx.agentId, { socketId: ctx.socketId }),
   }),
   'agent:resume': async (ctx): Promise<Ack<{ state: AgentState }>> => ({
     ok: true,
-    state: await ctx.control.undrain(ctx.agentId, true),
+    state: await ctx.control.undrain(ctx.agentId, { socketId: ctx.socketId }),
   }),
 };
 
