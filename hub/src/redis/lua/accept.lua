@@ -48,9 +48,9 @@ if ARGV[7] and ARGV[7] ~= "" then
   if redis.call("GET", lockKey) ~= ARGV[3] then
     return { 0, "lock" }
   end
-  -- as BullMQ's extendLock does: a lock that exists keeps the stalled checker away anyway
+  -- not also taken out of the stalled set, as BullMQ's extendLock does (a command more per
+  -- task): the stalled checker passes over a job whose lock exists
   redis.call("SET", lockKey, ARGV[3], "PX", tonumber(ARGV[8]))
-  redis.call("SREM", base .. "stalled", ARGV[2])
 end
 local version = tonumber(f[6] or "0") + 1
 local patch = { "state", "working", "startedAt", ARGV[4], "version", version }
