@@ -248,9 +248,16 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
     agent.close(); // the retried task waits
     await expectKeptADay(hub, queue, key, created.body.id);
 
-    const retried = await fetch(
-      `${hub.url}/admin/queues/api/queues/${queue}/${created.body.id}/retry`,
-      { method: 'PUT', headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` } },
+    // Bull Board lists a queue once a sweeper tick found it: until then the retry answers 404
+    const retried = await eventually(
+      async () => {
+        const response = await fetch(
+          `${hub.url}/admin/queues/api/queues/${queue}/${created.body.id}/retry`,
+          { method: 'PUT', headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` } },
+        );
+        return response.status === 404 ? undefined : response;
+      },
+      { what: 'Bull Board to retry the task' },
     );
     expect(retried.status).toBe(204);
     expect(await stateOf(hub, created.body.id)).toBe('waiting');
