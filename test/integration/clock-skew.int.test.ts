@@ -66,6 +66,16 @@ describe('replicas whose clocks disagree', () => {
     expect(created.status).toBe(201);
     return created.body.id;
   };
+  /**
+   * A replica on a machine whose clock is `skewMs` off and one on Redis's time, sharing a fresh
+   * prefix, and a fresh queue for the test.
+   */
+  const startSkewedPair = async (skewMs: number) => {
+    const prefix = `c${randomBytes(3).toString('hex')}`;
+    const skewed = await startSkewedProcess(prefix, 'skewed', skewMs);
+    const other = await startReplica(prefix, 'other', 0);
+    return { prefix, skewed, other, queue: `q-${randomBytes(4).toString('hex')}` };
+  };
   /** The agent's first transition for `reason`, if recorded. */
   const firstOf = async (prefix: string, agentId: string, reason: string) =>
     (await readTransitions(fixture.redis.url, prefix)).find(
@@ -211,11 +221,8 @@ describe('replicas whose clocks disagree', () => {
     'a delayed task added by a replica on a machine whose clock is 20 s %s starts after its delay',
     async (_, skewMs) => {
       const delayMs = 2500;
-      const prefix = `c${randomBytes(3).toString('hex')}`;
       // the skewed replica adds the task; the agent is connected to the other one
-      const skewed = await startSkewedProcess(prefix, 'skewed', skewMs);
-      const other = await startReplica(prefix, 'other', 0);
-      const queue = `q-${randomBytes(4).toString('hex')}`;
+      const { prefix, skewed, other, queue } = await startSkewedPair(skewMs);
       const agent = await register(other.url, queue);
       const assigned = agent.nextAssignment();
       const before = await redisNow(other);
@@ -247,11 +254,8 @@ describe('replicas whose clocks disagree', () => {
     'a rate limit reported as a duration to a replica on a machine whose clock is 20 s %s rests the agent that long',
     async (_, skewMs) => {
       const retryAfterMs = 3000;
-      const prefix = `c${randomBytes(3).toString('hex')}`;
       // the skewed replica takes the report; the other one reads the agent's record
-      const skewed = await startSkewedProcess(prefix, 'skewed', skewMs);
-      const other = await startReplica(prefix, 'other', 0);
-      const queue = `q-${randomBytes(4).toString('hex')}`;
+      const { prefix, skewed, other, queue } = await startSkewedPair(skewMs);
       const agent = await register(skewed.url, queue);
       const assigned = agent.nextAssignment();
       await createTask(skewed.url, { queue, payload: {} });
