@@ -940,6 +940,58 @@ describe('daemon', () => {
       expect(await runs()).toEqual([]);
     });
 
+    it('asks the hub to drain again when it declines a task pushed during the drain', async () => {
+      // the hub gives back a pushed task at the agent's own drain: ignored, it waited out the
+      // hub's ack timeout
+      const { hub, daemon, socket } = await connected();
+      hub.respond = ({ event }) =>
+        event === 'agent:drain' && hub.messages('agent:drain').length === 1 ? 'no-ack' : undefined;
+      await waitUntil(() => daemon.state().connected, 'the daemon connected');
+      const drain = hub.nextEvent('agent:drain');
+      const stopped = daemon.shutdown();
+      await drain;
+      socket.emit('task:assign', assignment('t2'));
+      // before the first one's ack timeout ends the drain
+      await waitUntil(() => hub.messages('agent:drain').length === 2, 'agent:drain again', 5000);
+      await stopped;
+      const drains = hub.received.filter((received) => received.event === 'agent:drain');
+      expect(drains.map((received) => received.socket.id)).toEqual([socket.id, socket.id]);
+      expect(hub.messages('task:accept')).toEqual([]);
+      expect(await runs()).toEqual([]);
+    });
+
+    it('drains all the same when the hub refuses agent:drain, logging its code', async () => {
+      const hub = await startHub();
+      const { logger, entries } = recordingLogger();
+      const daemon = await start([hub.url], {}, logger);
+      const { socket } = await hub.connection();
+      socket.emit('task:assign', assignment('t1'));
+      await hub.nextEvent('task:log');
+      hub.respond = refusing('agent:drain', 'E_UNAVAILABLE', 'Redis is unavailable');
+      const refused = hub.nextEvent('agent:drain');
+      const stopped = daemon.shutdown();
+      await refused;
+      await waitUntil(
+        () => entries().some((entry) => entry.code === 'E_UNAVAILABLE'),
+        'the refusal logged',
+      );
+      expect(entries().find((entry) => entry.code === 'E_UNAVAILABLE')).toMatchObject({
+        level: 40,
+        msg: 'the hub refused agent:drain: draining here all the same',
+        reason: 'Redis is unavailable',
+      });
+
+      // the hub, which did not record the drain, pushes another task: declined, and asked again
+      hub.respond = () => undefined;
+      socket.emit('task:assign', assignment('t2'));
+      await waitUntil(() => hub.messages('agent:drain').length === 2, 'agent:drain again', 5000);
+      await release('t1');
+      await stopped;
+      expect(hub.messages('task:accept')).toEqual([{ taskId: 't1', token: 'token-t1' }]);
+      expect(hub.messages('task:complete')).toMatchObject([{ taskId: 't1' }]);
+      expect(await runs()).toEqual(['t1']);
+    });
+
     it('asks a new connection to drain too, while it still finishes its task', async () => {
       // the hub ends an agent's own drain with the connection that asked for it
       const { hub, daemon, socket } = await running();

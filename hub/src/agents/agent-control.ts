@@ -98,6 +98,12 @@ export class AgentControl {
    * lifted; the agent's own (`self`: its sidecar is stopping) ends with the connection that
    * asked, so the sidecar takes tasks again when it is started again; one from a connection the
    * record no longer names changes nothing ({@link BySelf}).
+   *
+   * The agent's own drain also gives back a task pushed and not accepted yet (`assigned`): the
+   * sidecar that asked takes no task from then on, so the task would wait out the ack timeout.
+   * It goes back to wait before the answer, no attempt used, fenced as a revoke's is: the same
+   * compare-and-set as an accept (one that came first left the record `working`, and the task
+   * finishes; one that comes after is refused as superseded), then the job's lock.
    */
   async drain(agentId: string, self?: BySelf): Promise<AgentState> {
     const bySelf = self !== undefined;
@@ -105,7 +111,9 @@ export class AgentControl {
       const record = await this.agents.get(agentId);
       if (!record) throw new AppError('E_AGENT_NOT_FOUND', `No agent ${agentId}`);
       if (self && record.socketId !== self.socketId) return record.state;
-      const to: AgentState = record.state === 'idle' ? 'draining' : record.state;
+      // claimed for a task (maybe not recorded yet: see Presence.requeue) the sidecar won't take
+      const givesBack = bySelf && record.state === 'assigned';
+      const to: AgentState = record.state === 'idle' || givesBack ? 'draining' : record.state;
       // an operator's drain stays one when the sidecar drains too
       const operatorsDrain = record.drainRequested && !record.drainedBySelf;
       const result = await this.agents.transition({
@@ -116,8 +124,14 @@ export class AgentControl {
         reason: 'drain',
         set: { drainRequested: bySelf && !operatorsDrain ? SELF_DRAIN : '1' },
         idleRemove: record.queues,
+        ...(givesBack
+          ? { task: record.taskId, del: TASK_FIELDS, index: { ackDeadline: 'remove' as const } }
+          : {}),
       });
-      if (result.ok) return to;
+      if (result.ok) {
+        if (givesBack) await this.requeue(record);
+        return to;
+      }
     }
     throw new AppError('E_UNAVAILABLE', 'The agent record changed too often; retry');
   }

@@ -3,7 +3,7 @@ import type { Logger } from '../logger';
 import type { Outbox } from '../outbox/outbox';
 import type { ReportDelivery } from './report-delivery';
 import type { TaskController } from './task-controller';
-import { errorText } from '../error-text';
+import { askHubToDrain } from './ask-drain';
 
 /**
  * The least time a drain whose task is over waits for a connection to deliver the reports left in
@@ -28,7 +28,8 @@ export interface DrainParts {
  * The graceful half of a shutdown: tell the hub (`agent:drain`) so it assigns nothing more, let
  * the running task finish within `graceMs` (then stop it), and deliver the outbox, waiting for a
  * connection if there is none, until the grace is over and at least `deliveryWaitMs`. What cannot
- * be delivered stays in the state file for the next start.
+ * be delivered stays in the state file for the next start. A hub that refuses the drain does not
+ * stop it: see {@link askHubToDrain}.
  */
 export async function drain(parts: DrainParts): Promise<void> {
   const { connection, controller, outbox, logger, graceMs } = parts;
@@ -37,11 +38,7 @@ export async function drain(parts: DrainParts): Promise<void> {
   // Called first: it stops taking tasks at once, and the grace runs from now, not from the hub's
   // answer (a task pushed while agent:drain awaits its ack is not taken).
   const finished = controller.drain(graceMs);
-  if (connection.connected) {
-    await connection.request('agent:drain', {}).catch((err: unknown) => {
-      logger.warn({ err: errorText(err) }, 'agent:drain not acknowledged');
-    });
-  }
+  if (connection.connected) await askHubToDrain(connection, logger, 'stopping');
   await finished;
   await deliver(
     parts,

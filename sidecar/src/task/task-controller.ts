@@ -23,6 +23,7 @@ import {
 } from '../runner/task-runner';
 import { LogBatcher } from './log-batcher';
 import type { ReportDelivery } from './report-delivery';
+import { askHubToDrain } from './ask-drain';
 import { errorText } from '../error-text';
 
 /**
@@ -154,6 +155,8 @@ export class TaskController {
           (err: unknown) =>
             log.warn({ err: errorText(err) }, 'task:accept of the running task not acknowledged'),
         );
+      } else if (this.draining) {
+        this.decline(log);
       } else if (running.ending) {
         // The hub took the running task back (or it is reporting it) and freed the agent at once:
         // its next task waits here until the old process group is gone.
@@ -177,7 +180,7 @@ export class TaskController {
       return;
     }
     if (this.draining) {
-      log.info('draining: not taking the assignment');
+      this.decline(log);
       return;
     }
     const session: Session = {
@@ -196,6 +199,17 @@ export class TaskController {
       .catch((err: unknown) => log.error({ err: errorText(err) }, 'task flow failed'))
       .finally(() => this.endSession(session));
     this.lastFlow = session.done;
+  }
+
+  /**
+   * An assignment a draining sidecar will not take. It asks the hub to drain again, which gives
+   * the task back at once: the hub pushed it because the first `agent:drain` crossed it, or was
+   * refused or lost; ignored, the task waited out the hub's ack timeout.
+   */
+  private decline(log: Logger): void {
+    log.info('draining: not taking the assignment; asking the hub to drain again');
+    const { connection } = this.options;
+    if (connection.connected) void askHubToDrain(connection, log, 'declining an assignment');
   }
 
   /**
