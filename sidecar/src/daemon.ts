@@ -19,6 +19,7 @@ import { ExecRunner } from './runner/exec-runner';
 import { reapOrphan, type ReapOutcome } from './runner/orphan-reaper';
 import type { TaskRunner } from './runner/task-runner';
 import { WakeRunner } from './runner/wake-runner';
+import { askHubToDrain } from './task/ask-drain';
 import { drain } from './task/drain';
 import { ReportDelivery } from './task/report-delivery';
 import { TaskController } from './task/task-controller';
@@ -183,11 +184,7 @@ async function assemble(
     events.emit('connected', { url });
     // A drain asked by this sidecar lasts as long as the connection that asked: still stopping,
     // it asks the new one too, or the hub would hand it tasks again.
-    if (controller.isDraining) {
-      void connection.request('agent:drain', {}).catch((err: unknown) => {
-        logger.warn({ err: errorText(err) }, 'agent:drain not acknowledged after a reconnect');
-      });
-    }
+    if (controller.isDraining) void askHubToDrain(connection, logger, 'reconnected while stopping');
     // Replay first: reports of earlier connections (or runs) go before anything new.
     void delivery.flush().finally(() => controller.heartbeat());
   });
