@@ -1,39 +1,54 @@
 import {
+  MAX_EVENTS_IN_FLIGHT,
   MAX_LOG_LINE_BYTES,
   MAX_LOG_LINES,
+  MAX_MESSAGE_BYTES,
   MAX_PAYLOAD_BYTES,
   PROTOCOL_VERSION,
   jsonBytes,
   type TaskView,
 } from '@agentcom/shared';
-import type { Hub } from '../../hub/src/hub';
+import { readFileSync } from 'node:fs';
 import { FLOOD_REFUSALS } from '../../hub/src/gateway/flood-guard';
 import { RawSocketIo, type RawAckResult } from '../faults/raw-socket';
-import { api, startTestHub, TEST_ADMIN_KEY } from '../helpers/hub';
+import { api, TEST_ADMIN_KEY } from '../helpers/hub';
 import { sumMetric } from '../helpers/metrics';
-import { mintToken } from '../helpers/processes';
+import { mintToken, startHubProcess, type HubProcess } from '../helpers/processes';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
 
 /**
  * The flood guard at the edges of what an authenticated connection can send: acks the hub never
- * asked for, big refused frames, big accepted ones, binary packets. Each costs this replica the
- * decoding of its frame; a connection that keeps sending them must be closed as one that keeps
- * sending small refused events is, and a binary packet closes it at once. Raw Engine.IO/Socket.IO
- * frames and a real socket.io-client on a real hub, a real redis-server.
+ * asked for, big refused frames, big accepted ones, small ones slow to decode, binary packets.
+ * Each costs this replica the decoding of its frame; a connection that keeps sending them must be
+ * closed as one that keeps sending small refused events is, and a binary packet closes it at once.
+ * Raw Engine.IO/Socket.IO frames and a real socket.io-client on a real hub process, a real
+ * redis-server. The hub runs as a child process (its build): the guard counts the time a frame
+ * takes to decode and check, and under Jest a loop over an array runs tens of times slower.
  */
+
+/** `count` arrays nested `depth` deep around a zero, as JSON text: slow to decode for its size. */
+const nestedArrays = (count: number, depth: number): string =>
+  Array.from({ length: count }, () => `${'['.repeat(depth)}0${']'.repeat(depth)}`).join(',');
+
+/** CPU time a process has used, ms (`/proc/<pid>/stat` utime + stime, in 1/100 s). */
+const cpuMs = (pid: number): number => {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+};
+
 describe('flood guard at the socket edges', () => {
   let redis: RedisProcess;
-  let hub: Hub & { url: string };
+  let hub: HubProcess;
   const raws: RawSocketIo[] = [];
 
   beforeAll(async () => {
     redis = await startRedis();
-    hub = await startTestHub(redis.url);
+    hub = await startHubProcess(redis.url, 'edge', 'edge-hub');
   });
   afterAll(async () => {
     for (const raw of raws) raw.terminate();
-    await hub.close();
+    await hub.kill('SIGTERM');
     await redis.dispose();
   });
 
@@ -50,6 +65,32 @@ describe('flood guard at the socket edges', () => {
     raw.emit('["agent:heartbeat",{}]', 30_000);
   const hubErrors = (raw: RawSocketIo): unknown[] =>
     raw.events.filter(([name]) => name === 'hub:error').map(([, body]) => body);
+  /**
+   * Sends `frame` again and again, {@link MAX_EVENTS_IN_FLIGHT} at a time (each after the ack of
+   * the one before it: never beyond the in-flight limit), until the connection closes or `max`
+   * were sent; the answers by code.
+   */
+  const streamUntilClosed = async (
+    raw: RawSocketIo,
+    frame: string,
+    max: number,
+  ): Promise<{ answered: number; codes: Record<string, number> }> => {
+    let sent = 0;
+    let answered = 0;
+    const codes: Record<string, number> = {};
+    const sender = async (): Promise<void> => {
+      while (sent < max) {
+        sent++;
+        const result = await raw.emit(frame, 30_000);
+        if (result.kind !== 'ack') return;
+        answered++;
+        const code = (result.args[0] as { code?: string } | undefined)?.code ?? 'ok';
+        codes[code] = (codes[code] ?? 0) + 1;
+      }
+    };
+    await Promise.all(Array.from({ length: MAX_EVENTS_IN_FLIGHT }, sender));
+    return { answered, codes };
+  };
 
   it(`closes a connection that keeps sending acks the hub never asked for (${3 * FLOOD_REFUSALS} of them)`, async () => {
     const raw = await connected('edge-acks');
@@ -118,21 +159,138 @@ describe('flood guard at the socket edges', () => {
   it('closes a connection that sends maximum-size valid frames back to back', async () => {
     const raw = await connected('edge-big-accepted');
     // a result of 1 MiB of zeros: valid, and answered (E_ASSIGNMENT_SUPERSEDED: the agent holds
-    // no task) as often as it is sent, after 100 ms and more of decoding and checking each
+    // no task) as often as it is sent, after tens of milliseconds of decoding and checking each;
+    // it counts its size (32) and that work (~100): the budget takes a handful, never 31
     const result = `[${Array.from({ length: MAX_PAYLOAD_BYTES / 2 - 1 }, () => '0').join(',')}]`;
     expect(result.length).toBeLessThanOrEqual(MAX_PAYLOAD_BYTES);
     const frame = `["task:complete",{"taskId":"a","token":"b","result":${result}}]`;
-    const answers = await Promise.all([1, 2, 3].map(() => raw.emit(frame, 30_000)));
+    const answers: RawAckResult[] = [];
+    while (answers.length < 40 && answers.at(-1)?.kind !== 'closed') {
+      answers.push(await raw.emit(frame, 30_000));
+    }
     expect(answers[0]).toMatchObject({
       kind: 'ack',
       args: [{ ok: false, code: 'E_ASSIGNMENT_SUPERSEDED' }],
     });
-    expect(answers.slice(1)).toEqual([
-      { kind: 'closed', code: expect.any(Number) },
-      { kind: 'closed', code: expect.any(Number) },
-    ]);
+    expect(answers.at(-1)).toEqual({ kind: 'closed', code: expect.any(Number) });
+    expect(answers.length).toBeLessThanOrEqual(31);
+    expect(hubErrors(raw)).toEqual([expect.objectContaining({ code: 'E_RATE_LIMITED' })]);
+  });
+
+  it(`closes an agent streaming small frames slow to decode (${MAX_EVENTS_IN_FLIGHT} in flight) within a bounded amount of their work, while an agent beside it gets its tasks done`, async () => {
+    // a result of ~60 KiB nested 63 deep: valid (at most 64 levels, far under 1 MiB), answered
+    // E_ASSIGNMENT_SUPERSEDED (the agent holds no task) as often as it is sent, ~6 ms of decoding
+    // and checking each; under 64 KiB a frame counted nothing, so this went on for ever
+    const frame = `["task:complete",{"taskId":"a","token":"b","result":[${nestedArrays(500, 62)}]}]`;
+    expect(frame.length).toBeGreaterThan(60 * 1024);
+    expect(frame.length).toBeLessThan(64 * 1024 - 64);
+    const flooder = await connected('edge-slow-frames');
+    const bystander = await TestAgent.register(hub.url, 'edge-slow-bystander', ['edge-slow-q']);
+    try {
+      const bystanderErrors: unknown[] = [];
+      bystander.socket.on('hub:error', (error) => bystanderErrors.push(error));
+      /** One task through the bystander, as a sidecar runs it: accept, progress, complete. */
+      const runTask = async (): Promise<string> => {
+        const assigned = bystander.nextAssignment(30_000);
+        const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+          queue: 'edge-slow-q',
+          payload: {},
+        });
+        const task = await assigned;
+        const ref = { taskId: task.task.id, token: task.token };
+        expect(await bystander.accept(task)).toMatchObject({ ok: true });
+        expect(await bystander.send('task:progress', { ...ref, progress: 50 })).toEqual({
+          ok: true,
+        });
+        expect(await bystander.complete(task, { done: true })).toEqual({ ok: true });
+        return created.body.id;
+      };
+      let flooding = true;
+      const done: string[] = [];
+      const bystanderWork = (async () => {
+        while (flooding || done.length < 5) done.push(await runTask());
+      })();
+
+      const cpuBefore = cpuMs(hub.pid);
+      const flood = await streamUntilClosed(flooder, frame, 2000);
+      // the replica's CPU meanwhile (the bystander's tasks included) bounds what the flood cost it
+      const floodCpuMs = cpuMs(hub.pid) - cpuBefore;
+      flooding = false;
+      await bystanderWork;
+
+      expect(hubErrors(flooder)).toEqual([expect.objectContaining({ code: 'E_RATE_LIMITED' })]);
+      expect(flood.codes).toEqual({ E_ASSIGNMENT_SUPERSEDED: flood.answered });
+      // 15 to 30 here: the budget's 1,000 refusals are 250 ms of such work, its refill 25 ms a second
+      expect(flood.answered).toBeGreaterThan(0);
+      expect(flood.answered).toBeLessThan(200);
+      expect(floodCpuMs).toBeLessThan(3000);
+      // the agent beside it: never refused, still connected, its tasks completed
+      expect(bystanderErrors).toEqual([]);
+      expect(bystander.socket.connected).toBe(true);
+      for (const id of done) {
+        const view = await api<TaskView>(hub.url, 'GET', `/v1/tasks/${id}`);
+        expect(view.body).toMatchObject({ state: 'completed', result: { done: true } });
+      }
+    } finally {
+      bystander.close();
+    }
+  });
+
+  it('closes a connection whose valid log batches carry 2 MiB of costly JSON under a duplicated key', async () => {
+    const raw = await connected('edge-log-duplicate');
+    // JSON.parse keeps the last of duplicated keys: the schema sees one line and accepts the
+    // batch, after the whole frame was decoded (~110 ms of `{}`); a log batch counted nothing
+    const empties = Array.from({ length: 690_000 }, () => '{}').join(',');
+    const frame = `["task:log",{"taskId":"a","token":"b","lines":[${empties}],"lines":["x"]}]`;
+    expect(frame.length).toBeGreaterThan(MAX_MESSAGE_BYTES - 100 * 1024);
+    expect(frame.length).toBeLessThan(MAX_MESSAGE_BYTES - 1024);
+    // one after another: each sent once the one before it is answered (or the connection closed)
+    const answers: RawAckResult[] = [];
+    while (answers.length < 5 && answers.at(-1)?.kind !== 'closed') {
+      answers.push(await raw.emit(frame, 60_000));
+    }
+    expect(answers[0]).toMatchObject({
+      kind: 'ack',
+      args: [{ ok: false, code: 'E_ASSIGNMENT_SUPERSEDED' }],
+    });
+    expect(answers.at(-1)).toEqual({ kind: 'closed', code: expect.any(Number) });
     expect(await heartbeat(raw)).toMatchObject({ kind: 'closed' });
     expect(hubErrors(raw)).toEqual([expect.objectContaining({ code: 'E_RATE_LIMITED' })]);
+  });
+
+  it('counts the decoding of a frame refused beyond the in-flight limit (Redis stalled): closed within a bounded number', async () => {
+    const raw = await connected('edge-in-flight-slow');
+    const bystander = await connected('edge-in-flight-bystander');
+    const redisPid = redis.pid;
+    if (redisPid === undefined) throw new Error('no redis-server pid');
+    // Redis stalled: the heartbeats of the flooder hold its 32 slots, and what it sends beyond
+    // them is refused unread, once decoded: ~60 KiB nested 63 deep, ~2.5 ms each, counted one each
+    const frame = `["task:complete",{"taskId":"a","token":"b","result":[${nestedArrays(500, 62)}]}]`;
+    process.kill(redisPid, 'SIGSTOP');
+    try {
+      const held = Array.from({ length: MAX_EVENTS_IN_FLIGHT }, () => heartbeat(raw));
+      const refusals: RawAckResult[] = [];
+      // one at a time: each answered at once (E_RATE_LIMITED), or the close
+      while (refusals.length < 900 && refusals.at(-1)?.kind !== 'closed') {
+        refusals.push(await raw.emit(frame, 30_000));
+      }
+      expect(refusals.slice(0, -1)).toEqual(
+        refusals.slice(0, -1).map(() => ({
+          kind: 'ack',
+          args: [expect.objectContaining({ code: 'E_RATE_LIMITED' })],
+        })),
+      );
+      expect(refusals.at(-1)).toEqual({ kind: 'closed', code: expect.any(Number) });
+      // 60 to 90 here: each counts its decoding (~2.5 ms: ~12), where it counted one
+      expect(refusals.length).toBeLessThan(300);
+      expect(await Promise.all(held)).toEqual(
+        held.map(() => ({ kind: 'closed', code: expect.any(Number) })),
+      );
+      expect(hubErrors(raw)).toEqual([expect.objectContaining({ code: 'E_RATE_LIMITED' })]);
+    } finally {
+      process.kill(redisPid, 'SIGCONT');
+    }
+    expect(await heartbeat(bystander)).toMatchObject({ kind: 'ack', args: [{ ok: true }] });
   });
 
   it('keeps an honest agent that sends the largest log batches, then the largest result', async () => {
@@ -169,11 +327,12 @@ describe('flood guard at the socket edges', () => {
     }
   });
 
-  it('keeps a connection whose big log batches are handled, however many: they count nothing', async () => {
+  it('keeps a connection whose big log batches are handled back to back: they count their size and decoding', async () => {
     const raw = await connected('edge-big-valid');
     // the largest log batch there is (100 lines of 8 KiB, 800 KiB), for a task the agent does not
-    // hold: handled (E_ASSIGNMENT_SUPERSEDED), as a sidecar's late batch is, however many (a log
-    // batch decodes in a few ms whatever its size: only a frame of other events counts its size)
+    // hold: handled (E_ASSIGNMENT_SUPERSEDED), as a sidecar's late batch is; each counts ~28 (25
+    // for its size, ~3 for the ~1 ms of its decoding), so 20 back to back spend about half the
+    // budget
     const lines = JSON.stringify(
       Array.from({ length: MAX_LOG_LINES }, () => 'x'.repeat(MAX_LOG_LINE_BYTES)),
     );

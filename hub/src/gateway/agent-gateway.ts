@@ -24,11 +24,11 @@ import {
   FLOOD_REFUSALS,
   FloodCooldown,
   RefusalBudget,
-  acceptedCost,
   dropUpgradedConnection,
   floodCooldownMs,
   inFlightRefusalCost,
   refusalCost,
+  workCost,
 } from './flood-guard';
 import { InFlightLimit } from './in-flight-limit';
 
@@ -52,7 +52,14 @@ type RefusalKind =
   | 'refused by its schema'
   | 'unknown event'
   | 'ack not asked for'
-  | 'accepted, over the free frame size';
+  | 'accepted: the work of its frame';
+
+/** An event frame of a connection: its size, and how long Socket.IO took to decode it. */
+interface EventFrame {
+  bytes: number;
+  decodeMs: number;
+}
+const NO_FRAME: EventFrame = { bytes: 0, decodeMs: 0 };
 
 export const agentRoom = (agentId: string): string => `agent:${agentId}`;
 
@@ -313,9 +320,9 @@ export class AgentGateway implements AgentNotifier {
    * Each of these refusals spends the connection's one {@link RefusalBudget}, whatever its kind
    * (a sidecar never sends any but the in-flight excess, and that only during a long Redis
    * stall); a connection that spends it is closed ({@link closeFlooder}). An event that reached
-   * its handler spends nothing, whatever the handler answers, but for the size of its frame
-   * beyond the free 64 KiB (a log batch's excepted: see `acceptedCost`), checked before its
-   * handler runs. A packet the decoder refuses (binary, malformed) closes the connection at once.
+   * its handler spends the work of its frame, whatever the handler answers: its size, and the time
+   * its decoding and schema check took (`workCost`), checked before its handler runs. A packet the
+   * decoder refuses (binary, malformed) closes the connection at once.
    */
   private routeClientEvents(
     socket: AgentSocket,
@@ -333,24 +340,37 @@ export class AgentGateway implements AgentNotifier {
     };
     const refused = (event: unknown, kind: RefusalKind, bytes = 0): void =>
       void charge(event, kind, refusalCost(bytes));
-    // The size of each event frame of this connection, in the order Socket.IO hands the events
-    // over: `onAny` takes every one, then the event's listener. A binary message never gets to
-    // them: the decoder refuses it and Socket.IO closes the connection (see `socket.on('error')`).
-    const frameBytes: number[] = [];
-    const listenerFrameBytes: number[] = [];
+    // Each event frame of this connection, in the order Socket.IO hands the events over: `onAny`
+    // takes every one, then the event's listener. A binary message never gets to them: the
+    // decoder refuses it and Socket.IO closes the connection (see `socket.on('error')`).
+    const frames: EventFrame[] = [];
+    const listenerFrames: EventFrame[] = [];
+    let decoding: { bytes: number; since: number } | undefined;
     const onPacket = (packet: { type: string; data?: unknown }): void => {
       if (packet.type !== 'message' || typeof packet.data !== 'string') return;
       const { data } = packet;
       const type = AGENT_PACKET.exec(data)?.[1];
-      if (type === '2') frameBytes.push(data.length);
+      if (type === '2') decoding = { bytes: data.length, since: performance.now() };
       // this replica never asks an agent for an ack: Socket.IO drops one unseen, after decoding it
       else if (type === '3') {
         this.options.onRejectedPayload();
         refused('(ack)', 'ack not asked for', data.length);
       }
     };
+    // Engine.IO emits `message` right after `data`, whose listener is Socket.IO's decoder: the
+    // time since `packet` is this frame's decoding alone (the event reaches `onAny` a tick later,
+    // after the other frames of the same read are decoded).
+    const onDecoded = (): void => {
+      if (decoding === undefined) return;
+      frames.push({ bytes: decoding.bytes, decodeMs: performance.now() - decoding.since });
+      decoding = undefined;
+    };
     socket.conn.on('packet', onPacket);
-    socket.once('disconnect', () => socket.conn.off('packet', onPacket));
+    socket.conn.on('message', onDecoded);
+    socket.once('disconnect', () => {
+      socket.conn.off('packet', onPacket);
+      socket.conn.off('message', onDecoded);
+    });
     // The decoder refused a packet and Socket.IO has closed the connection: its TCP one goes too,
     // should the client not answer. Not an event a client named `error` (its argument is JSON,
     // never an Error): that one is an unknown event, refused below.
@@ -363,7 +383,8 @@ export class AgentGateway implements AgentNotifier {
     let warnedInFlight = false;
     for (const event of CLIENT_EVENTS) {
       socket.on(event, (...args: unknown[]) => {
-        const bytes = listenerFrameBytes.shift() ?? 0;
+        const frame = listenerFrames.shift() ?? NO_FRAME;
+        const { bytes } = frame;
         const ack = args.at(-1);
         if (typeof ack !== 'function') {
           this.options.onRejectedPayload();
@@ -383,11 +404,13 @@ export class AgentGateway implements AgentNotifier {
           void charge(
             event,
             'beyond the in-flight limit',
-            inFlightRefusalCost(bytes, budget.burst),
+            inFlightRefusalCost(bytes, frame.decodeMs, budget.burst),
           );
           return;
         }
+        const checking = performance.now();
         const parsed = this.parsePayload(event, args);
+        const workMs = frame.decodeMs + performance.now() - checking;
         if (!parsed.ok) {
           inFlight.release();
           this.options.onRejectedPayload();
@@ -395,8 +418,9 @@ export class AgentGateway implements AgentNotifier {
           refused(event, args.length === 2 ? 'refused by its schema' : 'not one payload', bytes);
           return;
         }
-        const cost = acceptedCost(event, bytes, budget.burst);
-        if (cost > 0 && !charge(event, 'accepted, over the free frame size', cost)) {
+        if (
+          !charge(event, 'accepted: the work of its frame', workCost(bytes, workMs, budget.burst))
+        ) {
           // closed: its hub:error says why; handling the event would be work for nobody
           inFlight.release();
           return;
@@ -417,13 +441,13 @@ export class AgentGateway implements AgentNotifier {
       });
     }
     socket.onAny((event: unknown, ...args: unknown[]) => {
-      const bytes = frameBytes.shift() ?? 0;
+      const frame = frames.shift() ?? NO_FRAME;
       if ((CLIENT_EVENTS as unknown[]).includes(event)) {
-        listenerFrameBytes.push(bytes);
+        listenerFrames.push(frame);
         return;
       }
       this.refuseUnknownEvent(event, args.at(-1));
-      refused(event, 'unknown event', bytes);
+      refused(event, 'unknown event', frame.bytes);
     });
   }
 
@@ -454,12 +478,13 @@ export class AgentGateway implements AgentNotifier {
 
   /**
    * Closes a connection that spent its refusal budget: it kept emitting without waiting for its
-   * acks, or kept sending events that are refused, or big frames, and each such frame still costs
-   * this replica its decoding, for as long as it goes on. The agent learns why (`hub:error
-   * E_RATE_LIMITED`), its handshakes are refused here for the cooldown, and the disconnect is the
-   * usual one: a task it holds is kept until the lease, resumed if it reconnects in time, put back
-   * to wait otherwise. Its TCP connection is dropped `FLOOD_CLOSE_GRACE_MS` later, whether
-   * or not it answered the WebSocket close ({@link dropUpgradedConnection}).
+   * acks, or kept sending events that are refused, or frames costly to decode (big, or of many
+   * small values), and each such frame still costs this replica its decoding, for as long as it
+   * goes on. The agent learns why (`hub:error E_RATE_LIMITED`), its handshakes are refused here
+   * for the cooldown, and the disconnect is the usual one: a task it holds is kept until the
+   * lease, resumed if it reconnects in time, put back to wait otherwise. Its TCP connection is
+   * dropped `FLOOD_CLOSE_GRACE_MS` later, whether or not it answered the WebSocket close
+   * ({@link dropUpgradedConnection}).
    */
   private closeFlooder(
     socket: AgentSocket,
@@ -481,7 +506,7 @@ export class AgentGateway implements AgentNotifier {
     );
     socket.emit('hub:error', {
       code: 'E_RATE_LIMITED',
-      message: `too many events refused (over ${budget.burst}, then ${budget.perSecond} a second: beyond ${MAX_EVENTS_IN_FLIGHT} in flight, without an ack, not valid or unknown), or too many frames over 64 KiB: connection closed; wait for the acks of your events`,
+      message: `too many events refused (over ${budget.burst}, then ${budget.perSecond} a second: beyond ${MAX_EVENTS_IN_FLIGHT} in flight, without an ack, not valid or unknown), or frames too costly to decode: connection closed; wait for the acks of your events`,
     });
     socket.disconnect(true);
     dropUpgradedConnection(socket.request);

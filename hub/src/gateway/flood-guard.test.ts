@@ -6,16 +6,18 @@ import {
   FLOOD_COOLDOWN_MS,
   FLOOD_REFUSALS,
   FLOOD_REFUSALS_PER_SECOND,
-  FREE_FRAME_BYTES,
-  FRAME_BYTES_PER_REFUSAL,
   FloodCooldown,
   RefusalBudget,
   REFUSED_BYTES_PER_REFUSAL,
-  acceptedCost,
+  TRANSPORT_BYTES_PER_REFUSAL,
+  WORK_CEILING_MS,
+  WORK_MS_PER_REFUSAL,
   dropUpgradedConnection,
   floodCooldownMs,
   inFlightRefusalCost,
   refusalCost,
+  workCeilingMs,
+  workCost,
 } from './flood-guard';
 
 describe('RefusalBudget', () => {
@@ -52,58 +54,149 @@ describe('RefusalBudget', () => {
   });
 });
 
-describe('the size charge of accepted frames', () => {
+describe('the work charge of a frame', () => {
+  const KiB = 1024;
   /** The frame of the largest result a sidecar sends: 1 MiB of JSON and its envelope. */
   const LARGEST_RESULT_FRAME = MAX_PAYLOAD_BYTES + 300;
 
-  it('counts nothing up to 64 KiB, then one per KiB: the largest result counts 960', () => {
-    expect(acceptedCost('task:complete', 0, FLOOD_REFUSALS)).toBe(0);
-    expect(acceptedCost('agent:heartbeat', FREE_FRAME_BYTES, FLOOD_REFUSALS)).toBe(0);
-    expect(acceptedCost('task:fail', FREE_FRAME_BYTES + FRAME_BYTES_PER_REFUSAL - 1, 1000)).toBe(0);
-    expect(acceptedCost('task:fail', FREE_FRAME_BYTES + FRAME_BYTES_PER_REFUSAL, 1000)).toBe(1);
-    expect(acceptedCost('task:complete', LARGEST_RESULT_FRAME, FLOOD_REFUSALS)).toBe(960);
+  /**
+   * Spends `frame` back to back (the clock moving on by each frame's work, as a replica busy with
+   * nothing else) until the budget refuses one; returns the work taken and the frames answered.
+   */
+  const floodUntilClosed = (frame: {
+    bytes: number;
+    workMs: number;
+  }): { workMs: number; frames: number } => {
+    const budget = new RefusalBudget(FLOOD_REFUSALS, FLOOD_REFUSALS_PER_SECOND, 0);
+    let now = 0;
+    let frames = 0;
+    for (;;) {
+      now += frame.workMs;
+      if (!budget.spend(now, workCost(frame.bytes, frame.workMs, budget.burst))) break;
+      frames++;
+    }
+    return { workMs: frames * frame.workMs, frames };
+  };
+
+  it('counts one refusal per 32 KiB of frame and one per 0.25 ms of its decoding and schema check', () => {
+    expect(TRANSPORT_BYTES_PER_REFUSAL).toBe(32 * KiB);
+    expect(WORK_MS_PER_REFUSAL).toBe(0.25);
+    expect(workCost(0, 0, FLOOD_REFUSALS)).toBe(0);
+    expect(workCost(32 * KiB, 0, FLOOD_REFUSALS)).toBe(1);
+    expect(workCost(2 * 32 * KiB, 10, FLOOD_REFUSALS)).toBe(2 + 40);
+    // a clock that went backwards counts nothing, never less than nothing
+    expect(workCost(32 * KiB, -5, FLOOD_REFUSALS)).toBe(1);
   });
 
-  it('counts nothing for a log batch, whatever its size (its schema bounds it to 100 strings)', () => {
-    expect(acceptedCost('task:log', MAX_MESSAGE_BYTES, FLOOD_REFUSALS)).toBe(0);
+  it('counts the small frames of expensive shapes their decoding, where they counted nothing under 64 KiB', () => {
+    // measured decoding and schema check of 64 KiB (see WORK_MS_PER_REFUSAL): nested 63 deep,
+    // `{}`, zeros, one string, a log batch
+    const measured = { nested: 10, empties: 5, zeros: 1.4, string: 0.5, logBatch: 0.1 };
+    const cost = (ms: number): number => workCost(64 * KiB, ms, FLOOD_REFUSALS);
+    expect(cost(measured.nested)).toBe(2 + 40);
+    expect(cost(measured.empties)).toBe(2 + 20);
+    expect(cost(measured.zeros)).toBeCloseTo(2 + 5.6, 9);
+    expect(cost(measured.string)).toBe(2 + 2);
+    expect(cost(measured.logBatch)).toBeCloseTo(2 + 0.4, 9);
   });
 
-  it('takes one largest result at once, closes on a second back to back, takes the next 10 s later', () => {
-    const cost = acceptedCost('task:complete', LARGEST_RESULT_FRAME, FLOOD_REFUSALS);
+  it('bounds the timed work by its size: a pause while a small frame was decoded counts at most half a refusal', () => {
+    expect(workCeilingMs(0)).toBe(WORK_CEILING_MS);
+    expect(workCeilingMs(KiB)).toBe(WORK_CEILING_MS + WORK_MS_PER_REFUSAL);
+    // a heartbeat, an accept, a no-op result: a couple of hundred bytes, whatever the timer says
+    // (a garbage collection, a process waiting for a core, a VM paused for seconds)
+    for (const bytes of [30, 120, 250]) {
+      expect(workCost(bytes, 5000, FLOOD_REFUSALS)).toBeLessThanOrEqual(0.5);
+      expect(workCost(bytes, 5000, FLOOD_REFUSALS)).toBeCloseTo(
+        bytes / TRANSPORT_BYTES_PER_REFUSAL + workCeilingMs(bytes) / WORK_MS_PER_REFUSAL,
+        9,
+      );
+    }
+    // 64 KiB: 16.05 ms at most, a refusal a KiB, about what it would count refused
+    expect(workCost(64 * KiB, 5000, FLOOD_REFUSALS)).toBeCloseTo(2 + 64.2, 9);
+    expect(refusalCost(64 * KiB)).toBe(65);
+  });
+
+  it('never counts more than the whole budget: one frame always passes a full one', () => {
+    expect(workCost(MAX_MESSAGE_BYTES, 1e6, 100)).toBe(100);
+    expect(new RefusalBudget(100, FLOOD_REFUSALS_PER_SECOND, 0).spend(0, 100)).toBe(true);
+    expect(workCost(MAX_MESSAGE_BYTES, 1e6, FLOOD_REFUSALS)).toBe(FLOOD_REFUSALS);
+    expect(workCost(MAX_MESSAGE_BYTES, 1e6, 1_000_000)).toBeCloseTo(64 + 2048.2, 6);
+  });
+
+  it('closes a flood of frames of any shape within ~256 ms of their work (250 at once, then 25 a second)', () => {
+    // frames sent back to back: the work taken before the close is the burst's 250 ms and what
+    // the refill adds meanwhile (2.5% of it), whatever their size or the time each takes
+    const shapes = [
+      { bytes: 60 * KiB, workMs: 10 }, // 60 KiB nested 63 deep
+      { bytes: 4 * KiB, workMs: 0.7 }, // 4 KiB of `{}`
+      { bytes: 60 * KiB, workMs: 14 }, // slower than anything measured, under the ceiling
+      { bytes: 2 * 1024 * KiB, workMs: 250 }, // a log batch whose duplicated `lines` holds `{}`
+      { bytes: 1024 * KiB, workMs: 5 }, // big and cheap: its size counts
+    ];
+    for (const shape of shapes) {
+      const { workMs, frames } = floodUntilClosed(shape);
+      expect({ shape, workMs: Math.min(workMs, 257) }).toEqual({ shape, workMs });
+      expect(frames).toBeLessThan(1000);
+    }
+  });
+
+  it('holds a connection sending expensive small frames at the refill rate to 25 ms of work a second', () => {
+    const budget = new RefusalBudget(FLOOD_REFUSALS, FLOOD_REFUSALS_PER_SECOND, 0);
+    const frame = { bytes: 60 * KiB, workMs: 10 };
+    let work = 0;
+    // as many as the budget takes, each at the first moment it takes one, for a minute
+    for (let ms = 0; ms < 60_000; ms += 1) {
+      while (budget.spend(ms, workCost(frame.bytes, frame.workMs, budget.burst)))
+        work += frame.workMs;
+    }
+    expect(work).toBeLessThanOrEqual(250 + 60 * 25);
+    expect(work).toBeGreaterThan(60 * 20);
+  });
+
+  it('is never spent by the benchmark agents: 100 small events a second, each counted its ceiling, for an hour', () => {
+    const budget = new RefusalBudget(FLOOD_REFUSALS, FLOOD_REFUSALS_PER_SECOND, 0);
+    let closed = 0;
+    for (let ms = 0; ms < 3_600_000; ms += 10) {
+      if (!budget.spend(ms, workCost(250, Infinity, FLOOD_REFUSALS))) closed++;
+    }
+    expect(closed).toBe(0);
+  });
+
+  it('is never spent by a sidecar streaming 1 MiB of log lines a second, with the largest result every 10 s, for an hour', () => {
+    const budget = new RefusalBudget(FLOOD_REFUSALS, FLOOD_REFUSALS_PER_SECOND, 0);
+    // 100 batches a second of 100 lines of 100 bytes, each decoded at twice the measured 2 µs a
+    // KiB; the result of 1 MiB of `{}` at ~110 ms (its slowest measured shape but nesting)
+    const logBatch = 100 * 105 + 80;
+    let closed = 0;
+    for (let ms = 0; ms < 3_600_000; ms += 10) {
+      if (!budget.spend(ms, workCost(logBatch, (logBatch / KiB) * 0.004, FLOOD_REFUSALS))) closed++;
+      if (ms % 10_000 === 0 && !budget.spend(ms, workCost(LARGEST_RESULT_FRAME, 110, 1000)))
+        closed++;
+    }
+    expect(closed).toBe(0);
+  });
+
+  it('takes one largest result of the slowest shape at once, closes on a second back to back', () => {
+    // 1 MiB nested 63 deep: ~160 ms to decode and check
+    const cost = workCost(LARGEST_RESULT_FRAME, 160, FLOOD_REFUSALS);
+    expect(cost).toBeCloseTo(32 + 640, 0);
     const budget = new RefusalBudget(FLOOD_REFUSALS, FLOOD_REFUSALS_PER_SECOND, 0);
     expect(budget.spend(0, cost)).toBe(true);
     expect(budget.spend(200, cost)).toBe(false);
     const again = new RefusalBudget(FLOOD_REFUSALS, FLOOD_REFUSALS_PER_SECOND, 0);
     expect(again.spend(0, cost)).toBe(true);
-    expect(again.spend(10_000, cost)).toBe(true);
+    expect(again.spend(7000, cost)).toBe(true);
   });
 
-  it('never counts more than the whole budget: one frame always passes a full one', () => {
-    expect(acceptedCost('task:complete', MAX_MESSAGE_BYTES, 100)).toBe(100);
-    expect(new RefusalBudget(100, FLOOD_REFUSALS_PER_SECOND, 0).spend(0, 100)).toBe(true);
-    expect(acceptedCost('task:complete', MAX_MESSAGE_BYTES, FLOOD_REFUSALS)).toBe(FLOOD_REFUSALS);
-    expect(acceptedCost('task:complete', MAX_MESSAGE_BYTES, 1_000_000)).toBe(1984);
-  });
-
-  it('is never spent by a sidecar reporting the largest result every 10 s, with its logs, for an hour', () => {
-    const budget = new RefusalBudget(FLOOD_REFUSALS, FLOOD_REFUSALS_PER_SECOND, 0);
-    let closed = 0;
-    for (let ms = 0; ms < 3_600_000; ms += 250) {
-      const log = acceptedCost('task:log', MAX_MESSAGE_BYTES, FLOOD_REFUSALS);
-      if (!budget.spend(ms, log)) closed++;
-      if (ms % 10_000 === 0) {
-        const result = acceptedCost('task:complete', LARGEST_RESULT_FRAME, FLOOD_REFUSALS);
-        if (!budget.spend(ms, result)) closed++;
-      }
-    }
-    expect(closed).toBe(0);
-  });
-
-  it('counts an event refused beyond the in-flight limit one, and its size beyond 64 KiB, log batch or not', () => {
-    expect(inFlightRefusalCost(0, FLOOD_REFUSALS)).toBe(1);
-    expect(inFlightRefusalCost(FREE_FRAME_BYTES, FLOOD_REFUSALS)).toBe(1);
-    expect(inFlightRefusalCost(FREE_FRAME_BYTES + 10 * FRAME_BYTES_PER_REFUSAL, 1000)).toBe(11);
-    expect(inFlightRefusalCost(MAX_MESSAGE_BYTES, FLOOD_REFUSALS)).toBe(FLOOD_REFUSALS);
+  it('counts an event refused beyond the in-flight limit one, or the work of its frame when more', () => {
+    expect(inFlightRefusalCost(0, 0, FLOOD_REFUSALS)).toBe(1);
+    // a heartbeat, a log batch of 10 KiB: one, as before
+    expect(inFlightRefusalCost(100, 0.02, FLOOD_REFUSALS)).toBe(1);
+    expect(inFlightRefusalCost(10 * KiB, 0.05, FLOOD_REFUSALS)).toBe(1);
+    // 60 KiB of nesting decoded (its schema never ran): its work, where it counted one
+    expect(inFlightRefusalCost(64 * KiB, 10, FLOOD_REFUSALS)).toBe(42);
+    expect(inFlightRefusalCost(MAX_MESSAGE_BYTES, 1e6, FLOOD_REFUSALS)).toBe(FLOOD_REFUSALS);
   });
 });
 

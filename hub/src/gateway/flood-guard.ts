@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { AppError, type ClientEventName } from '@agentcom/shared';
+import { AppError } from '@agentcom/shared';
 
 /**
  * Events of one connection that may be refused at once before the connection is closed; after
@@ -30,8 +30,8 @@ export const FLOOD_REFUSALS_PER_SECOND = 100;
  * included): decoding a 2 MiB frame costs this replica tens to hundreds of milliseconds, so
  * counted as one, a client sending big refused frames (a few dozen a second at most) stayed below
  * the refill rate and was never closed while it kept the replica busy. A refusal of an event
- * beyond the in-flight limit counts one, whatever its size (a sidecar's log batch, during a long
- * Redis stall).
+ * beyond the in-flight limit counts one, or the work of its frame when more
+ * ({@link inFlightRefusalCost}).
  */
 export const REFUSED_BYTES_PER_REFUSAL = 1024;
 /** The refusals one refused frame of `bytes` counts. */
@@ -39,53 +39,67 @@ export const refusalCost = (bytes: number): number =>
   1 + Math.floor(bytes / REFUSED_BYTES_PER_REFUSAL);
 
 /**
- * The bytes of a frame that cost nothing when its event is accepted; beyond them it counts one
- * refusal per {@link FRAME_BYTES_PER_REFUSAL} ({@link acceptedCost}). An accepted frame costs this
- * replica its decoding and schema check too, and a big one of small values a lot: measured on a
- * replica (2 cores, with its GC), a `task:complete` whose result is 1 MiB of `{}` takes ~470 ms to
- * answer, of zeros ~160 ms, and 64 KiB of `{}` ~25 ms. Counted as nothing, an agent could send such
- * results back to back for ever (one for a task it does not hold is answered
- * `E_ASSIGNMENT_SUPERSEDED`, as often as it likes) and hold the replica's event loop.
+ * The milliseconds of this replica's event loop one refusal stands for when it counts the work of
+ * a frame ({@link workCost}). Every accepted event counts its frame's work, a refused one about as
+ * much or more ({@link refusalCost}, {@link inFlightRefusalCost}), so the budget's refill (100 a
+ * second) leaves one connection's frames at most 25 ms of every second (2.5% of a core), and its
+ * burst (1,000) 250 ms at once, whatever their size or shape.
  *
- * The largest result a sidecar sends (`MAX_PAYLOAD_BYTES`, 1 MiB) counts 960 of the default 1,000,
- * which the budget refills in under 10 s: one at a time always passes, and the next one does
- * 10 s later (a sidecar whose tasks each return 1 MiB faster than that is closed, cools down, and
- * replays its report on its next connection); two back to back close the connection. Frames up to
- * 64 KiB (any heartbeat, accept, progress, a failure's error text, most results) count nothing: at
- * worst ~25 ms each, a handful of log batches' worth.
+ * Measured, not guessed from the size: the decoding (`JSON.parse`) and schema check of 64 KiB take
+ * ~10 ms nested 63 deep, ~5 ms of `{}` or of one object's keys, ~1.4 ms of zeros, 0.5 ms as one
+ * string, 0.1 ms as a log batch (2 cores, Node 20). Under 64 KiB a frame once counted nothing, so
+ * an agent could keep a replica's event loop busy with such frames as long as it liked; the shape
+ * is no schema's to bound, since `JSON.parse` decodes the whole frame first and keeps only the last
+ * of duplicated keys: a log batch whose first `lines` holds 2 MiB of `{}` (~110 ms on a replica)
+ * and whose last one line passes the log schema, where it counted nothing.
  */
-export const FREE_FRAME_BYTES = 64 * 1024;
-export const FRAME_BYTES_PER_REFUSAL = 1024;
+export const WORK_MS_PER_REFUSAL = 0.25;
+/**
+ * The bytes of a frame that count one refusal for reading it, which happens before the decoding
+ * that is timed (unmasking, UTF-8, buffers): ~6.5 µs a KiB measured on a replica, 7.8 here. A log
+ * batch of 1 MiB counts 32 for it and ~5 for its decoding; a sidecar streaming 2 MiB of log lines
+ * a second (20,000 lines of 100 bytes, where its one batch in flight of 100 Redis writes carried
+ * ~5,000 in the fault tests) spends ~80 of the 100 a second.
+ */
+export const TRANSPORT_BYTES_PER_REFUSAL = 32 * 1024;
+/** See {@link workCeilingMs}. */
+export const WORK_CEILING_MS = 0.05;
+/**
+ * The most the timed work of a frame of `bytes` counts: 0.05 ms, and a refusal's worth (0.25 ms) a
+ * KiB, as a refused frame of that size counts ({@link refusalCost}): 1.6 times the slowest shape
+ * measured (nested arrays, ~0.15 ms a KiB). A timer also counts whatever happened meanwhile (a
+ * garbage collection, the process waiting for a core, a paused VM; the decoding of a heartbeat
+ * takes ~2 µs, yet one in a thousand measures over a millisecond): so bounded, a frame of a
+ * couple of hundred bytes (a heartbeat, an accept, a no-op result) never counts more than half a
+ * refusal, whatever the replica went through while it decoded it. A shape slower than the ceiling
+ * would still count a refusal a KiB.
+ */
+export const workCeilingMs = (bytes: number): number =>
+  WORK_CEILING_MS + (bytes / REFUSED_BYTES_PER_REFUSAL) * WORK_MS_PER_REFUSAL;
 
 /**
- * Accepted events whose frame costs nothing whatever its size. A log batch's schema accepts at
- * most 100 strings: 2 MiB of them decode in ~3 ms (~40 ms to answer, transport included, where
- * 1 MiB of small values takes hundreds), and a sidecar sends its batches back to back while its
- * task prints fast, one in flight: counted by size, a busy task would close its connection within
- * a second.
+ * The refusals the work of a frame of `bytes` counts, `workMs` its timed decoding and schema
+ * check: a fraction for an ordinary event (a heartbeat or a no-op result ~0.05-0.1), never more
+ * than the whole budget (`burst`): one frame on a connection with a full budget always passes, so
+ * a big report replayed on a new connection is taken, whatever `AGENT_FLOOD_REFUSALS`.
  */
-const SIZE_FREE_EVENTS: ReadonlySet<ClientEventName> = new Set(['task:log']);
+export const workCost = (bytes: number, workMs: number, burst: number): number =>
+  Math.min(
+    burst,
+    bytes / TRANSPORT_BYTES_PER_REFUSAL +
+      Math.min(Math.max(0, workMs), workCeilingMs(bytes)) / WORK_MS_PER_REFUSAL,
+  );
 
 /**
- * The refusals a frame of `bytes` counts beyond the free ones, never more than the whole budget
- * (`burst`): one such frame on a connection with a full budget always passes, so a big report
- * replayed on a new connection is taken, whatever `AGENT_FLOOD_REFUSALS`.
+ * The refusals an event refused beyond the in-flight limit counts: one, or the work of its frame
+ * when that is more (`decodeMs`: it was decoded, not checked). One for a heartbeat, a report or a
+ * log batch of a few KiB: a sidecar gets such refusals only while the replica holds 32 of its
+ * events (a Redis stall of a minute and more), when having its connection closed costs it nothing.
+ * Counted as one, frames that an agent keeping 32 events in flight sends to be refused would be
+ * decoded for one refusal each, however long that takes.
  */
-const frameCost = (bytes: number, burst: number): number =>
-  Math.min(burst, Math.floor(Math.max(0, bytes - FREE_FRAME_BYTES) / FRAME_BYTES_PER_REFUSAL));
-
-/** The refusals an accepted event's frame of `bytes` counts (see {@link FREE_FRAME_BYTES}). */
-export const acceptedCost = (event: ClientEventName, bytes: number, burst: number): number =>
-  SIZE_FREE_EVENTS.has(event) ? 0 : frameCost(bytes, burst);
-
-/**
- * The refusals an event refused beyond the in-flight limit counts: one, and its frame's size
- * beyond the free bytes. It was decoded but not read, so not even a log batch is known to be a
- * cheap one; a sidecar gets such refusals only while the replica holds 32 of its events (a Redis
- * stall of a minute and more), when having its connection closed costs it nothing.
- */
-export const inFlightRefusalCost = (bytes: number, burst: number): number =>
-  Math.min(burst, 1 + frameCost(bytes, burst));
+export const inFlightRefusalCost = (bytes: number, decodeMs: number, burst: number): number =>
+  Math.min(burst, Math.max(1, workCost(bytes, decodeMs, burst)));
 
 /**
  * How long this replica refuses the handshakes of an agent whose connection it closed for
@@ -109,8 +123,8 @@ export const FLOOD_CLOSE_GRACE_MS = 1000;
 /**
  * The refusals one connection may still get: a token bucket of {@link FLOOD_REFUSALS} that fills
  * at {@link FLOOD_REFUSALS_PER_SECOND}. One budget per connection for every kind of refusal (see
- * {@link FLOOD_REFUSALS}); the events a connection has handled cost nothing here, even those a
- * handler answered with an error, but for their frame's size beyond {@link FREE_FRAME_BYTES}.
+ * {@link FLOOD_REFUSALS}); the events a connection has handled count only the work of their frame
+ * ({@link workCost}), even those a handler answered with an error. Counts may be fractions.
  */
 export class RefusalBudget {
   private left: number;

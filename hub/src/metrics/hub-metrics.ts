@@ -72,7 +72,7 @@ export class HubMetrics {
 
   readonly agentDisconnects = new Counter({
     name: 'agentcom_agent_disconnects_total',
-    help: 'Agent connections this replica closed for misbehaving, by reason. flood: kept sending events the replica refused unread (beyond the in-flight limit, without an ack, invalid or unknown), or big accepted ones back to back (1 per KiB beyond 64 KiB)',
+    help: 'Agent connections this replica closed for misbehaving, by reason. flood: kept sending events the replica refused unread (beyond the in-flight limit, without an ack, invalid or unknown), or accepted ones costly to read and decode (each counts its size and its decoding time)',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });

@@ -43,6 +43,31 @@ class ControlledSend {
 const encoder = new TextEncoder();
 
 describe('LogBatcher', () => {
+  it('keeps the pace of its bytes: a batch that took more than the allowance delays the next one', async () => {
+    jest.useFakeTimers();
+    try {
+      const sender = new ControlledSend();
+      const batcher = new LogBatcher(sender.send, { flushMs: 10, bytesPerSecond: 100_000 });
+      // a full batch of ~200 KB as JSON: sent at once, the allowance (100 KB) is 100 KB short
+      for (let i = 0; i < MAX_LOG_LINES; i++) batcher.push(distinctLine(1999, i));
+      expect(sender.batches).toHaveLength(1);
+      sender.releaseAll();
+      await jest.advanceTimersByTimeAsync(0);
+      for (let i = 0; i < MAX_LOG_LINES; i++) batcher.push(distinctLine(1999, i));
+      await jest.advanceTimersByTimeAsync(900);
+      expect(sender.batches).toHaveLength(1);
+      await jest.advanceTimersByTimeAsync(200);
+      expect(sender.batches).toHaveLength(2);
+      expect(sender.batches[1]).toHaveLength(MAX_LOG_LINES);
+      sender.releaseAll();
+      const closed = batcher.close(5000);
+      await jest.advanceTimersByTimeAsync(5000);
+      await closed;
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
   it('sends a full batch at once and the rest after the flush delay', async () => {
     const sender = new ControlledSend();
     const batcher = new LogBatcher(sender.send, { flushMs: 10 });

@@ -9,7 +9,19 @@ export interface LogBatcherOptions {
   flushMs?: number;
   /** Lines held while a batch is in flight; beyond it new lines are counted and dropped. Default 1000. */
   maxBuffered?: number;
+  /** The pace of the batches, in bytes of their lines as JSON a second. Default {@link LOG_BYTES_PER_SECOND}. */
+  bytesPerSecond?: number;
 }
+
+/**
+ * The pace a task's log batches keep (bytes of lines as JSON a second, and as much at once): the
+ * hub counts every frame's reading and decoding against the connection's budget, and closes a
+ * connection that spends it (~32 a MiB for a log batch, refilled at 100 a second), so a task
+ * printing flat out (over ~2.5 MiB a second) had its sidecar's connection closed. At this pace a
+ * log stream spends about a third of the refill; lines beyond it wait in the buffer, and are
+ * dropped when it is full, as when the hub takes batches slower than the task prints.
+ */
+export const LOG_BYTES_PER_SECOND = 1024 * 1024;
 
 /**
  * The most a batch's lines may take as JSON, half the hub's frame limit (the rest is room for the
@@ -26,8 +38,9 @@ const ELLIPSIS = encoder.encode('…');
 /**
  * Groups a task's output lines into `task:log` batches of at most {@link MAX_LOG_LINES} lines
  * and {@link MAX_LOG_BATCH_JSON_BYTES} of JSON, each line cut to {@link MAX_LOG_LINE_BYTES} bytes
- * of UTF-8. One batch is in flight at a time;
- * a task that prints faster than the hub takes it loses lines, replaced by one
+ * of UTF-8. One batch is in flight at a time, and the batches keep a pace
+ * ({@link LOG_BYTES_PER_SECOND}); a task that prints faster than that, or than the hub takes
+ * them, loses lines, replaced by one
  * `[agentcom: N log lines dropped]` line. Logs are best-effort: a failed send is not retried.
  *
  * `send` rejects when the batch was not taken: refused (`E_RATE_LIMITED`, ...), unanswered, or
@@ -41,8 +54,13 @@ export class LogBatcher {
   private dropped = 0;
   private timer: NodeJS.Timeout | undefined;
   private inFlight: Promise<void> | undefined;
+  private paceTimer: NodeJS.Timeout | undefined;
   private readonly flushMs: number;
   private readonly maxBuffered: number;
+  private readonly bytesPerSecond: number;
+  /** Bytes a batch may take now (negative: a batch took more, the next waits); as of `allowanceAt`. */
+  private allowance: number;
+  private allowanceAt = performance.now();
 
   constructor(
     private readonly send: (lines: string[]) => Promise<void>,
@@ -50,6 +68,8 @@ export class LogBatcher {
   ) {
     this.flushMs = options.flushMs ?? 250;
     this.maxBuffered = options.maxBuffered ?? 10 * MAX_LOG_LINES;
+    this.bytesPerSecond = options.bytesPerSecond ?? LOG_BYTES_PER_SECOND;
+    this.allowance = this.bytesPerSecond;
   }
 
   push(line: string): void {
@@ -75,12 +95,15 @@ export class LogBatcher {
     try {
       while (!expired && (this.pending() || this.inFlight !== undefined)) {
         this.pump();
-        await Promise.race([this.inFlight, timedOut]);
+        const paced = () => sleep(Math.max(1, this.paceDelayMs()), undefined, { ref: false });
+        await Promise.race([this.inFlight ?? paced(), timedOut]);
       }
     } finally {
       clearTimeout(deadline);
       clearTimeout(this.timer);
       this.timer = undefined;
+      clearTimeout(this.paceTimer);
+      this.paceTimer = undefined;
     }
   }
 
@@ -88,16 +111,35 @@ export class LogBatcher {
     return this.buffer.length > 0 || this.dropped > 0;
   }
 
+  /** Milliseconds until the pace lets the next batch go (0: now). */
+  private paceDelayMs(): number {
+    const now = performance.now();
+    const earned = ((now - this.allowanceAt) / 1000) * this.bytesPerSecond;
+    this.allowance = Math.min(this.bytesPerSecond, this.allowance + earned);
+    this.allowanceAt = now;
+    return this.allowance >= 0 ? 0 : Math.ceil((-this.allowance / this.bytesPerSecond) * 1000);
+  }
+
   private pump(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.inFlight !== undefined || !this.pending()) return;
+    if (this.inFlight !== undefined || this.paceTimer !== undefined || !this.pending()) return;
+    const wait = this.paceDelayMs();
+    if (wait > 0) {
+      this.paceTimer = setTimeout(() => {
+        this.paceTimer = undefined;
+        this.pump();
+      }, wait);
+      return;
+    }
     const lines: string[] = [];
     if (this.dropped > 0) {
       lines.push(`[agentcom: ${this.dropped} log lines dropped]`);
       this.dropped = 0;
     }
-    lines.push(...this.buffer.splice(0, batchLength(this.buffer, MAX_LOG_LINES - lines.length)));
+    const batch = batchOf(this.buffer, MAX_LOG_LINES - lines.length);
+    lines.push(...this.buffer.splice(0, batch.count));
+    this.allowance -= batch.bytes;
     this.inFlight = this.send(lines)
       .catch(() => sleep(this.flushMs))
       .finally(() => {
@@ -109,17 +151,19 @@ export class LogBatcher {
 }
 
 /**
- * How many of `lines`, from the first, make a batch: at most `maxLines`, and no more than
- * {@link MAX_LOG_BATCH_JSON_BYTES} as JSON (one line at least: a cut line is at most 48 KiB of it).
+ * How many of `lines`, from the first, make a batch, and their bytes as JSON: at most `maxLines`,
+ * and no more than {@link MAX_LOG_BATCH_JSON_BYTES} (one line at least: a cut line is at most
+ * 48 KiB of it).
  */
-function batchLength(lines: readonly string[], maxLines: number): number {
+function batchOf(lines: readonly string[], maxLines: number): { count: number; bytes: number } {
   let bytes = 0;
   const limit = Math.min(maxLines, lines.length);
   for (let count = 0; count < limit; count++) {
-    bytes += Buffer.byteLength(JSON.stringify(lines[count])) + 1;
-    if (bytes > MAX_LOG_BATCH_JSON_BYTES) return Math.max(1, count);
+    const line = Buffer.byteLength(JSON.stringify(lines[count])) + 1;
+    if (bytes + line > MAX_LOG_BATCH_JSON_BYTES && count > 0) return { count, bytes };
+    bytes += line;
   }
-  return limit;
+  return { count: limit, bytes };
 }
 
 /** Cuts `line` to at most {@link MAX_LOG_LINE_BYTES} bytes of UTF-8, never inside a character. */
