@@ -109,7 +109,7 @@ export async function startHub(
   };
 
   const starts = new TaskStartTimes();
-  const idempotency = new IdempotencyKeys({ redis: redis.command, keys });
+  const idempotency = new IdempotencyKeys({ redis: redis.command, keys, logger });
   const queues = new QueueRegistry({
     connection: redis.bullmq,
     keys,
@@ -299,6 +299,7 @@ export async function startHub(
     onAgentIdle,
     failAttempt: (agentId, report) => assignments.fail(agentId, report),
     onTick: async () => {
+      await idempotency.settleDeferred(); // never throws
       const names = await queues.discover();
       // on Redis's clock, as the claims judge delays (see AgentStore.claimCall)
       await queues.promoteDue(clock.now());

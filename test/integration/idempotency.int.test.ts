@@ -271,6 +271,136 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
     await expectHeld(hub, queue, key, created.body.id);
   });
 
+  /** A Bull Board call once Bull Board lists the queue (a sweeper tick adds it: 404 until then). */
+  const boardCall = (path: string): Promise<Response> =>
+    eventually(
+      async () => {
+        const response = await fetch(`${hub.url}/admin/queues/api/queues/${path}`, {
+          method: 'PUT',
+          headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` },
+        });
+        return response.status === 404 ? undefined : response;
+      },
+      { what: `Bull Board: ${path}` },
+    );
+
+  /** Ends each task the agent is handed, `count` of them, as `end` says. */
+  async function endEach(agent: TestAgent, count: number, end: 'complete' | 'fail') {
+    for (let i = 0; i < count; i++) {
+      const msg = await eventually(() => agent.assignments[i], { what: `task ${i} pushed` });
+      await agent.accept(msg);
+      const ack =
+        end === 'complete'
+          ? await agent.complete(msg, 'done')
+          : await agent.fail(msg, { error: 'broken', retryable: false });
+      expect(ack).toEqual({ ok: true });
+    }
+    agent.assignments.splice(0, count);
+  }
+
+  it('Bull Board\'s "retry all" holds the key of every task it retried, failed or completed, over pages', async () => {
+    const queue = newQueue();
+    const agent = await register(hub, queue);
+    const completedKeys = [newKey(), newKey()];
+    const completed = await api<{ tasks: Array<{ id: string }> }>(
+      hub.url,
+      'POST',
+      '/v1/tasks/batch',
+      {
+        tasks: completedKeys.map((idempotencyKey) => ({ queue, payload: 1, idempotencyKey })),
+      },
+    );
+    await endEach(agent, completedKeys.length, 'complete');
+    // more than one page of Bull Board's retry (100 jobs), and a task without a key
+    const failedKeys = Array.from({ length: 130 }, newKey);
+    const failed = await api<{ tasks: Array<{ id: string }> }>(hub.url, 'POST', '/v1/tasks/batch', {
+      tasks: [
+        ...failedKeys.map((idempotencyKey) => ({ queue, payload: 1, idempotencyKey })),
+        { queue, payload: 1 },
+      ],
+    });
+    await endEach(agent, failedKeys.length + 1, 'fail');
+    agent.close(); // the retried tasks wait
+    await expectKeptADay(hub, queue, failedKeys[0]!, failed.body.tasks[0]!.id);
+
+    const retriedFailed = await boardCall(`${queue}/retry/failed`);
+    expect(retriedFailed.status).toBe(200);
+    expect(await retriedFailed.json()).toEqual({ retried: failedKeys.length + 1, skipped: 0 });
+    const retriedCompleted = await boardCall(`${queue}/retry/completed`);
+    expect(await retriedCompleted.json()).toEqual({ retried: completedKeys.length, skipped: 0 });
+
+    // held before Bull Board answered: its retry left each key to expire 24 h after the task's
+    // end, and a repeat a day later created a task still waiting again
+    const tasks = [...completed.body.tasks, ...failed.body.tasks];
+    const keys = [...completedKeys, ...failedKeys];
+    const held = hub.redis.command.pipeline();
+    for (const key of keys) held.get(hub.keys.bullDeduplication(queue, key));
+    for (const key of keys) held.pttl(hub.keys.bullDeduplication(queue, key));
+    const replies = ((await held.exec()) ?? []).map(([, value]) => value);
+    expect(replies.slice(0, keys.length)).toEqual(tasks.slice(0, keys.length).map((t) => t.id));
+    const shortest = Math.min(...(replies.slice(keys.length) as number[]));
+    expect(shortest).toBeGreaterThan(UNFINISHED_IDEMPOTENCY_TTL_MS - 60_000);
+    expect(await stateOf(hub, tasks[0]!.id)).toBe('waiting');
+  });
+
+  it("Bull Board's clean of finished tasks leaves their keys the rest of their 24 h; a delayed task's clean frees its key", async () => {
+    const queue = newQueue();
+    const agent = await register(hub, queue);
+    const delayedKey = newKey();
+    const delayed = await create(hub, {
+      queue,
+      payload: 1,
+      delayMs: DAY_MS,
+      idempotencyKey: delayedKey,
+    });
+    const [completedKey, failedKey, removedKey] = [newKey(), newKey(), newKey()];
+    const batch = await api<{ tasks: Array<{ id: string }> }>(hub.url, 'POST', '/v1/tasks/batch', {
+      tasks: [completedKey, failedKey, removedKey].map((idempotencyKey) => ({
+        queue,
+        payload: 1,
+        idempotencyKey,
+      })),
+    });
+    const [completed, failed, removed] = batch.body.tasks.map((t) => t.id);
+    await endEach(agent, 1, 'complete');
+    await endEach(agent, 2, 'fail');
+
+    // one failed task removed from Bull Board (its "clean" of a job)
+    expect((await boardCall(`${queue}/${removed}/clean`)).status).toBe(204);
+    await expectKeptADay(hub, queue, removedKey, removed!);
+    // Bull Board cleans the jobs that ended (or were created, for delayed ones) 5 s ago or more
+    const jobGone = (id: string) => async () =>
+      (await hub.redis.command.exists(hub.keys.bullJob(queue, id))) === 0 ? true : undefined;
+    for (const [status, id] of [
+      ['completed', completed],
+      ['failed', failed],
+      ['delayed', delayed.body.id],
+    ] as const) {
+      await eventually(
+        async () => {
+          expect((await boardCall(`${queue}/clean/${status}`)).status).toBe(200);
+          return jobGone(id!)();
+        },
+        { what: `the ${status} task cleaned`, timeoutMs: 15_000, intervalMs: 500 },
+      );
+    }
+
+    // kept through the removal: BullMQ's deleted the keys, and a repeat created the task again
+    await expectKeptADay(hub, queue, completedKey, completed!);
+    await expectKeptADay(hub, queue, failedKey, failed!);
+    expect(await create(hub, { queue, payload: 2, idempotencyKey: completedKey })).toEqual({
+      status: 200,
+      body: { id: completed, state: 'completed', duplicate: true },
+    });
+    expect(await create(hub, { queue, payload: 2, idempotencyKey: removedKey })).toEqual({
+      status: 200,
+      body: { id: removed, state: 'failed', duplicate: true },
+    });
+    // a task removed before it ran frees its key, as in BullMQ: a repeat creates it anew
+    expect(await ttlOf(hub, queue, delayedKey)).toBe(-2);
+    expect((await create(hub, { queue, payload: 2, idempotencyKey: delayedKey })).status).toBe(201);
+  });
+
   it("an operator's retry holds the key again until the task ends; a key another task took stays its", async () => {
     const queue = newQueue();
     const agent = await register(hub, queue);

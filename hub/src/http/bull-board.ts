@@ -1,24 +1,20 @@
 import { createBullBoard } from '@bull-board/api';
-import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
 import type { FastifyInstance } from 'fastify';
 import type { QueueRegistry } from '../queues/queue-registry';
 import type { IdempotencyKeys } from '../tasks/idempotency-keys';
 import { requireAdminOrChallenge } from './admin-auth';
+import { TaskQueueAdapter } from './bull-board-adapter';
 
 export const BULL_BOARD_PATH = '/admin/queues';
-
-/** Bull Board's retry of one job (its route, as Fastify names it). */
-const RETRY_JOB_ROUTE = `${BULL_BOARD_PATH}/api/queues/:queueName/:jobId/retry`;
 
 /**
  * Bull Board at /admin/queues, behind the admin key (Basic or Bearer; a browser gets a Basic
  * challenge), never shown in a frame of another page. It lists every queue found in Redis, not a fixed list: `sync()` adds the queues
  * other replicas created since (called from the sweeper's tick).
- * A job retried from it gets its idempotency key back for as long as an unfinished task's, as a
- * retry through the API does (Bull Board calls BullMQ's `retry`, which leaves the key to expire
- * 24 h after the failure: a retried task still waiting then could be created twice). Its "retry
- * all" does not (which jobs it moved is not known): their keys keep the rest of their 24 h.
+ * Its retries and cleans leave idempotency keys as agentcom's own paths do (`TaskQueueAdapter`):
+ * a retried task's key holds again for as long as an unfinished task's, a cleaned finished
+ * task's keeps the rest of its 24 h.
  */
 export function registerBullBoard(
   app: FastifyInstance,
@@ -38,7 +34,7 @@ export function registerBullBoard(
     for (const name of await queues.discover()) {
       if (shown.has(name)) continue;
       const handle = await queues.get(name);
-      board.addQueue(new BullMQAdapter(handle.queue));
+      board.addQueue(new TaskQueueAdapter(handle.queue, idempotency, app.log));
       shown.add(name);
     }
   };
@@ -50,11 +46,6 @@ export function registerBullBoard(
       void reply.header('x-frame-options', 'DENY');
       void reply.header('content-security-policy', "frame-ancestors 'none'");
       return payload;
-    });
-    scope.addHook('onResponse', async (request, reply) => {
-      if (request.routeOptions.url !== RETRY_JOB_ROUTE || reply.statusCode >= 300) return;
-      const { queueName, jobId } = request.params as { queueName: string; jobId: string };
-      await idempotency.settleStored(queueName, jobId).catch(() => undefined);
     });
     await scope.register(serverAdapter.registerPlugin(), { prefix: BULL_BOARD_PATH });
   });
