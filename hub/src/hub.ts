@@ -24,7 +24,12 @@ import { ClusterGauges } from './metrics/cluster-gauges';
 import { HubMetrics } from './metrics/hub-metrics';
 import { TaskStartTimes } from './metrics/task-start-times';
 import { QueueRegistry } from './queues/queue-registry';
-import { countsByQueue, summarizeQueues, type QueueSummaryDeps } from './queues/queue-summary';
+import {
+  backfillServedQueues,
+  countsByQueue,
+  summarizeQueues,
+  type QueueSummaryDeps,
+} from './queues/queue-summary';
 import { createRedisConnections, type RedisConnections } from './redis/connections';
 import { RedisKeys } from './redis/keys';
 import { RedisClock } from './redis/redis-clock';
@@ -310,6 +315,7 @@ export async function startHub(
 
   await clock.measure();
   await queues.discover();
+  await backfillServedQueues(queueSummaryDeps);
   await bullBoard?.sync();
   await sweeper.disconnectEarlierSelf();
   leases.start();

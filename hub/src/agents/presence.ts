@@ -114,6 +114,7 @@ export class Presence {
             },
           });
           if (!result.ok) continue;
+          this.recordServed(agentId, auth.queues);
           this.options.leases.track(agentId, {
             taskId: record.taskId ?? '',
             queue: record.taskQueue ?? '',
@@ -161,6 +162,7 @@ export class Presence {
         },
       });
       if (!result.ok) continue;
+      this.recordServed(agentId, auth.queues);
       // this connection holds no task: an older one's lease on this replica is not its to extend
       this.options.leases.untrack(agentId);
       if (wasAssigned) await this.requeue(record);
@@ -173,6 +175,17 @@ export class Presence {
       return outcome;
     }
     throw new Error(`agent ${agentId}: record changed too often during connect`);
+  }
+
+  /**
+   * Records the queues a connection serves for `GET /v1/queues` (`QueueRegistry.serve`) once the
+   * connection is recorded. Not waited for: a failure costs that listing only (until the agent
+   * connects again), neither the connection nor its latency.
+   */
+  private recordServed(agentId: string, queues: readonly string[]): void {
+    this.options.queues.serve(queues, this.options.agents.now()).catch((err: unknown) => {
+      this.options.logger.warn({ agentId, err: String(err) }, 'could not record the queues served');
+    });
   }
 
   /**

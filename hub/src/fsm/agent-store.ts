@@ -9,6 +9,7 @@ import type {
   ClaimReply,
   TransitionReply,
 } from '../redis/scripts';
+import { readAgentIdPage } from './agent-id-index';
 import { parseAgentRecord, type AgentRecord } from './agent-record';
 import { canTransition, type TransitionReason } from './agent-machine';
 
@@ -198,6 +199,23 @@ export class AgentStore {
 
   async listIds(): Promise<string[]> {
     return (await this.redis.smembers(this.keys.agents)).sort();
+  }
+
+  /**
+   * Up to `limit` agents in id order, the first after the agent id `after` (from the first
+   * without), and the id to go on after when more follow: only the page's records are read (two
+   * round trips once the id index is whole), whatever the number of agents. An agent present
+   * throughout a walk of pages is listed exactly once, whatever is added or removed meanwhile
+   * (pages start after an id, not at an offset).
+   */
+  async listPage(
+    after: string | undefined,
+    limit: number,
+  ): Promise<{ records: AgentRecord[]; nextAfter?: string }> {
+    const page = await readAgentIdPage(this.redis, this.keys, after, limit);
+    const records = await this.getMany(page.ids);
+    const last = page.ids[page.ids.length - 1];
+    return page.more && last !== undefined ? { records, nextAfter: last } : { records };
   }
 
   /**

@@ -1,7 +1,8 @@
 import { Job, Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../logger';
-import type { RedisKeys } from '../redis/keys';
+import type { BullCountedKey, RedisKeys } from '../redis/keys';
+import { pipelineReply } from '../redis/pipeline-reply';
 
 /** What a task's BullMQ job carries. */
 export interface TaskData {
@@ -29,6 +30,36 @@ export interface QueueRegistryOptions {
   /** Called when this replica's stalled checker moved jobs of the queue back to wait. */
   onWaiting: (queue: string) => void;
 }
+
+/**
+ * The job states `GET /v1/queues` counts, each with the BullMQ key that holds its jobs: a list
+ * for `wait` and `active`, a sorted set for the others (as BullMQ's `getCounts` script reads them).
+ */
+const COUNTED_STATES = {
+  waiting: 'wait',
+  prioritized: 'prioritized',
+  delayed: 'delayed',
+  active: 'active',
+  completed: 'completed',
+  failed: 'failed',
+} as const satisfies Record<string, BullCountedKey>;
+export type CountedState = keyof typeof COUNTED_STATES;
+export type JobCounts = Record<CountedState, number>;
+
+/** The names `GET /v1/queues` lists, by why it lists them. */
+export interface ListedQueueNames {
+  /** Queues tasks were added to. */
+  withTasks: string[];
+  /** Queues a connected agent serves or served. */
+  served: string[];
+}
+
+/**
+ * Most queue names {@link QueueRegistry.serve} keeps (the most recently served): a queue that
+ * holds tasks is listed whatever this bound, so it bounds only the listing of queues agents serve
+ * that never had a task.
+ */
+export const MAX_SERVED_QUEUES = 1000;
 
 /** Most due delayed jobs of one queue {@link QueueRegistry.promoteDue} moves per call. */
 const MAX_PROMOTED_PER_QUEUE = 1000;
@@ -96,6 +127,81 @@ export class QueueRegistry {
     if (this.empty.size >= MAX_EMPTY_NAMES) this.empty.clear();
     this.empty.add(name);
     return false;
+  }
+
+  /**
+   * Records that an agent serves `names` ({@link RedisKeys.servedQueues}) at `now` (Redis's
+   * clock); called as its connection is recorded, so that `GET /v1/queues` lists a queue while an
+   * agent serving it is connected without reading agent records. Opens nothing (see
+   * {@link holdsTasks}); a name stays recorded after its last agent went away, until
+   * {@link MAX_SERVED_QUEUES} names served more recently push it out: an agent names its queues
+   * itself, and one reconnecting with made-up names would otherwise grow the set, and the cost of
+   * every `GET /v1/queues`, without end.
+   */
+  async serve(names: readonly string[], now: number): Promise<void> {
+    if (names.length === 0) return;
+    const { connection, keys } = this.options;
+    await connection
+      .multi()
+      .zadd(keys.servedQueues, ...names.flatMap((name) => [now, name]))
+      .zremrangebyrank(keys.servedQueues, 0, -(MAX_SERVED_QUEUES + 1))
+      .exec();
+  }
+
+  /**
+   * Whether any replica has recorded a served queue. Not yet with a Redis written by a version
+   * before {@link serve}: the agents connected then are recorded from their records once.
+   */
+  async servedRecorded(): Promise<boolean> {
+    return (await this.options.connection.exists(this.options.keys.servedQueues)) === 1;
+  }
+
+  /**
+   * What `GET /v1/queues` lists, in one round trip: the queues tasks were added to (and those
+   * open here, recorded or not: see {@link discover}) and the queues agents serve or served.
+   * Opens nothing.
+   */
+  async listedNames(): Promise<ListedQueueNames> {
+    const { connection, keys } = this.options;
+    const replies = await connection
+      .pipeline()
+      .smembers(keys.queues)
+      .zrange(keys.servedQueues, '0', '-1')
+      .exec();
+    const recorded = pipelineReply<string[]>(replies, 0) ?? [];
+    return {
+      withTasks: [...new Set([...recorded, ...this.names()])],
+      served: pipelineReply<string[]>(replies, 1) ?? [],
+    };
+  }
+
+  /**
+   * The job counts of each of `names` by state, as BullMQ's `getJobCounts` gives them, read in
+   * one round trip for all of them (`LLEN` or `ZCARD` per state, pipelined) without opening the
+   * queues: a name without jobs counts zeros. BullMQ's script also drops a marker job left at the
+   * end of `wait` by BullMQ before version 5; this hub's BullMQ writes none.
+   */
+  async jobCounts(names: readonly string[]): Promise<JobCounts[]> {
+    if (names.length === 0) return [];
+    const { connection, keys } = this.options;
+    const states = Object.entries(COUNTED_STATES) as Array<[CountedState, BullCountedKey]>;
+    const reads = connection.pipeline();
+    for (const name of names) {
+      for (const [, key] of states) {
+        if (key === 'wait' || key === 'active') reads.llen(keys.bullState(name, key));
+        else reads.zcard(keys.bullState(name, key));
+      }
+    }
+    const replies = await reads.exec();
+    return names.map(
+      (_, n) =>
+        Object.fromEntries(
+          states.map(([state], s) => [
+            state,
+            pipelineReply<number>(replies, n * states.length + s) ?? 0,
+          ]),
+        ) as JobCounts,
+    );
   }
 
   /**

@@ -1,3 +1,6 @@
+/** The keys of a queue's jobs by state that {@link RedisKeys.bullState} names. */
+export type BullCountedKey = 'wait' | 'active' | 'prioritized' | 'delayed' | 'completed' | 'failed';
+
 /**
  * The one place that builds agentcom's Redis key names (BullMQ builds its own under
  * {@link RedisKeys.bullPrefix}). Every key, BullMQ's included, carries the hash tag `{<prefix>}`,
@@ -30,6 +33,14 @@ export class RedisKeys {
   /** Set: every registered agent id. */
   get agents(): string {
     return `${this.root}:agents`;
+  }
+
+  /**
+   * Sorted set: every registered agent id, each scored 0 so that it ranges by id (ZRANGEBYLEX):
+   * the pages of `GET /v1/agents`. Mirrors {@link agents} (fsm/agent-id-index.ts).
+   */
+  get agentsById(): string {
+    return `${this.root}:agents-by-id`;
   }
 
   /** Sorted set: idle agents serving `queue`, scored by idle-since (ms). */
@@ -110,9 +121,18 @@ export class RedisKeys {
     return `${this.root}:replicas`;
   }
 
-  /** Set: every queue name tasks were added to or agents serve. */
+  /** Set: every queue name tasks were added to (recorded as a replica first opens the queue). */
   get queues(): string {
     return `${this.root}:queues`;
+  }
+
+  /**
+   * Sorted set: the queue names connected agents serve or served (written as a connection is
+   * recorded), scored by when last (Redis's clock), the latest `MAX_SERVED_QUEUES` only, so that
+   * `GET /v1/queues` lists them without reading agent records.
+   */
+  get servedQueues(): string {
+    return `${this.root}:served-queues`;
   }
 
   /** String (TTL): the token that finished a task and the outcome, for idempotent replays. */
@@ -146,6 +166,14 @@ export class RedisKeys {
    */
   bullDelayed(queue: string): string {
     return `${this.bullQueuePrefix(queue)}delayed`;
+  }
+
+  /**
+   * BullMQ's list (`wait`, `active`) or sorted set (the others) of a queue's jobs in one state
+   * (read only), for counting them.
+   */
+  bullState(queue: string, state: BullCountedKey): string {
+    return `${this.bullQueuePrefix(queue)}${state}`;
   }
 
   /** BullMQ's hash of a job (read only: BullMQ owns it). */

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { agentIdSchema, queueNameSchema } from '../domain/ids';
 import type { AgentState } from '../domain/agent-state';
+import { queryInteger } from './query-integer';
 
 /** `POST /v1/agents` body: mints the agent's token (shown once, stored hashed). */
 export const createAgentBodySchema = z
@@ -18,6 +19,34 @@ export interface CreateAgentResponse {
 }
 
 export const agentParamsSchema = z.object({ id: agentIdSchema }).strict();
+
+/** Agents on a page of `GET /v1/agents` without `limit`, and the most one may ask for. */
+export const DEFAULT_AGENTS_PAGE_LIMIT = 100;
+export const MAX_AGENTS_PAGE_LIMIT = 1000;
+
+/**
+ * `GET /v1/agents`'s `cursor`: a page's `nextCursor`, opaque to clients. It is the last agent id
+ * the page listed (the next page starts after it, in id order), so anything but an agent id is
+ * not one the hub answered.
+ */
+const agentsCursorSchema = z.string().refine((cursor) => agentIdSchema.safeParse(cursor).success, {
+  message: "not a cursor this API returned: pass back a page's nextCursor as it was",
+});
+
+/** `GET /v1/agents` query: a page of agents in id order; go on while there is a `nextCursor`. */
+export const listAgentsQuerySchema = z
+  .object({
+    limit: queryInteger({ min: 1, max: MAX_AGENTS_PAGE_LIMIT }).default(DEFAULT_AGENTS_PAGE_LIMIT),
+    cursor: agentsCursorSchema.optional(),
+  })
+  .strict();
+export type ListAgentsQuery = z.output<typeof listAgentsQuerySchema>;
+
+/** `GET /v1/agents` answer: a page; `nextCursor` only when more agents follow it. */
+export interface ListAgentsResponse {
+  agents: AgentView[];
+  nextCursor?: string;
+}
 
 /** An agent as `GET /v1/agents` shows it. */
 export interface AgentView {

@@ -1,4 +1,10 @@
-import { MAX_RETRY_DELAY_MS, createTaskBodySchema, longestRetryDelayMs } from './tasks';
+import {
+  MAX_RETRY_DELAY_MS,
+  createTaskBodySchema,
+  listTasksQuerySchema,
+  longestRetryDelayMs,
+  taskLogsQuerySchema,
+} from './tasks';
 
 describe('a task body with retries', () => {
   const exponential = (delayMs: number) => ({ type: 'exponential' as const, delayMs });
@@ -28,5 +34,29 @@ describe('a task body with retries', () => {
         true,
       );
     }
+  });
+});
+
+describe("the task routes' query numbers", () => {
+  it('take plain decimal integers in range, with their defaults', () => {
+    expect(taskLogsQuerySchema.parse({})).toEqual({ start: 0, limit: 100 });
+    expect(taskLogsQuerySchema.parse({ start: '16', limit: '1000' })).toEqual({
+      start: 16,
+      limit: 1000,
+    });
+    expect(listTasksQuerySchema.parse({ limit: '500' })).toEqual({ limit: 500 });
+  });
+
+  it('refuse anything else, naming the parameter (`0x10` was read as 16)', () => {
+    const refused = (
+      schema: typeof taskLogsQuerySchema | typeof listTasksQuerySchema,
+      query: object,
+    ) => schema.safeParse(query).error?.issues.map((issue) => issue.path.join('.'));
+    expect(refused(taskLogsQuerySchema, { start: '0x10' })).toEqual(['start']);
+    expect(refused(taskLogsQuerySchema, { start: '' })).toEqual(['start']);
+    expect(refused(taskLogsQuerySchema, { limit: '1e2' })).toEqual(['limit']);
+    expect(refused(taskLogsQuerySchema, { limit: '1001' })).toEqual(['limit']);
+    expect(refused(listTasksQuerySchema, { limit: ' 5' })).toEqual(['limit']);
+    expect(refused(listTasksQuerySchema, { limit: '5.0' })).toEqual(['limit']);
   });
 });

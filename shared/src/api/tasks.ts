@@ -9,6 +9,7 @@ import {
 } from '../domain/ids';
 import { boundedJsonSchema, labelsSchema } from '../domain/json';
 import { TASK_STATES } from '../domain/task-state';
+import { queryInteger } from './query-integer';
 
 /**
  * BullMQ's highest priority value (2^21 - 1, its `PRIORITY_LIMIT`: one more was accepted here and
@@ -137,7 +138,7 @@ export const listTasksQuerySchema = z
   .object({
     queue: queueNameSchema.optional(),
     state: z.enum(TASK_STATES).optional(),
-    limit: z.coerce.number().int().min(1).max(500).default(50),
+    limit: queryInteger({ min: 1, max: 500 }).default(50),
     cursor: z.string().max(MAX_CURSOR_LENGTH).optional(),
   })
   .strict();
@@ -146,8 +147,8 @@ export type ListTasksQuery = z.output<typeof listTasksQuerySchema>;
 /** `GET /v1/tasks/:id/logs` query. */
 export const taskLogsQuerySchema = z
   .object({
-    start: z.coerce.number().int().min(0).default(0),
-    limit: z.coerce.number().int().min(1).max(1000).default(100),
+    start: queryInteger({ min: 0 }).default(0),
+    limit: queryInteger({ min: 1, max: 1000 }).default(100),
   })
   .strict();
 

@@ -9,6 +9,7 @@ import {
   type TrimmedTask,
 } from '@agentcom/shared';
 import type { ZodType } from 'zod';
+import { listEveryAgent } from './agent-listing';
 import {
   ApiError,
   InterruptedError,
@@ -319,7 +320,7 @@ export async function agentsCommand(ctx: Context, flags: AgentsFlags): Promise<O
   const count = wholeNumber(flags.watchCount, '--watch-count');
   const client = ctx.client();
   if (flags.watch !== true) {
-    const agents = await client.listAgents();
+    const agents = await listEveryAgent(client);
     if (ctx.json) ctx.printJson({ agents });
     else if (agents.length === 0) ctx.note('no agents');
     else ctx.out(formatAgentTable(agents, ctx.io.now()));
@@ -329,7 +330,9 @@ export async function agentsCommand(ctx: Context, flags: AgentsFlags): Promise<O
   let refreshes = 0;
   while (!signal.aborted) {
     try {
-      const agents = await client.listAgents();
+      // every page at each refresh: a fleet larger than the screen still shows each agent (a
+      // pipe, --json), and each request reads only its page, so no refresh costs one huge read
+      const agents = await listEveryAgent(client);
       drawAgents(ctx, agents, intervalS);
     } catch (err) {
       if (signal.aborted || err instanceof InterruptedError) break;

@@ -170,9 +170,11 @@ function formatAgentState(agent: AgentView, now: number): string {
     : `${state}${drain}`;
 }
 
-/** `agentcom agents`: one row per agent, sorted by id. */
+/** `agentcom agents`: one row per agent, sorted by id as the hub pages them (`B` before `a`). */
 export function formatAgentTable(agents: readonly AgentView[], now: number): string {
-  const sorted = [...agents].sort((a, b) => a.agentId.localeCompare(b.agentId));
+  const sorted = [...agents].sort((a, b) =>
+    a.agentId < b.agentId ? -1 : a.agentId > b.agentId ? 1 : 0,
+  );
   return formatTable(
     ['AGENT', 'STATE', 'QUEUES', 'REPLICA', 'TASK', 'HEARTBEAT', 'DONE', 'FAILED'],
     sorted.map((agent) => [

@@ -6,6 +6,7 @@ import {
   type CreateTaskBody,
   type CreateTaskResponse,
   type ErrorBody,
+  type ListAgentsResponse,
   type TaskState,
   type TaskView,
 } from '@agentcom/shared';
@@ -82,7 +83,8 @@ const SHAPES = {
   task: (body) => isString(body.id) && isString(body.queue) && isString(body.state),
   tasks: (body) => Array.isArray(body.tasks),
   logs: (body) => Array.isArray(body.logs) && typeof body.count === 'number',
-  agents: (body) => Array.isArray(body.agents),
+  agents: (body) =>
+    Array.isArray(body.agents) && (body.nextCursor === undefined || isString(body.nextCursor)),
   agent: (body) => isString(body.agentId) && isString(body.state) && Array.isArray(body.queues),
   token: (body) => isString(body.agentId) && isString(body.token),
   agentState: (body) => isString(body.agentId) && isString(body.state),
@@ -137,10 +139,13 @@ export class HubClient {
     return (await this.request<TaskLogsResponse>('GET', path, { query, shape: SHAPES.logs })).body;
   }
 
-  async listAgents(): Promise<AgentView[]> {
+  /**
+   * One page of agents, in id order; go on with its `nextCursor` while there is one. A hub from
+   * before pages answers every agent, without one, whatever the query.
+   */
+  async listAgents(query: { limit?: number; cursor?: string } = {}): Promise<ListAgentsResponse> {
     const shape = SHAPES.agents;
-    return (await this.request<{ agents: AgentView[] }>('GET', '/v1/agents', { shape })).body
-      .agents;
+    return (await this.request<ListAgentsResponse>('GET', '/v1/agents', { query, shape })).body;
   }
 
   async getAgent(id: string): Promise<AgentView> {

@@ -628,6 +628,99 @@ describe('the command line', () => {
     });
   });
 
+  describe('agents, page by page', () => {
+    const agent = (agentId: string) => ({
+      agentId,
+      state: 'idle',
+      queues: ['q'],
+      labels: {},
+      tasksDone: 0,
+      tasksFailed: 0,
+      version: 1,
+    });
+    /** A hub answering `GET /v1/agents` with `pages(cursor)`; the queries it was asked, in order. */
+    const withAgentPages = async (
+      pages: (cursor: string) => { agents: unknown[]; nextCursor?: string },
+      body: (env: Record<string, string>, asked: string[]) => Promise<void>,
+    ): Promise<void> => {
+      const asked: string[] = [];
+      const server = createServer((request, response) => {
+        const url = new URL(request.url ?? '/', 'http://x');
+        asked.push(url.search);
+        response
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(JSON.stringify(pages(url.searchParams.get('cursor') ?? '')));
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      try {
+        const { port } = server.address() as AddressInfo;
+        await body({ AGENTCOM_URL: `http://127.0.0.1:${port}`, AGENTCOM_ADMIN_KEY: 'k' }, asked);
+      } finally {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      }
+    };
+    const threePages = (cursor: string) =>
+      cursor === ''
+        ? { agents: [agent('B-1'), agent('a-2')], nextCursor: 'a-2' }
+        : cursor === 'a-2'
+          ? { agents: [agent('a-3')], nextCursor: 'a-3' }
+          : { agents: [agent('b-4')] };
+
+    it('`agents` follows nextCursor to the last page, asking for the largest pages', async () => {
+      await withAgentPages(threePages, async (env, asked) => {
+        const json = await run(['--json', 'agents'], env);
+        expect(json.code).toBe(0);
+        const listed = (JSON.parse(json.out) as { agents: Array<{ agentId: string }> }).agents;
+        expect(listed.map((a) => a.agentId)).toEqual(['B-1', 'a-2', 'a-3', 'b-4']);
+        expect(asked).toEqual(['?limit=1000', '?limit=1000&cursor=a-2', '?limit=1000&cursor=a-3']);
+        // the table in the hub's order (code units: `B` before `a`), one row per agent
+        const table = await run(['agents'], env);
+        expect(table.out.split('\n').map((line) => line.split(' ')[0])).toEqual([
+          'AGENT',
+          'B-1',
+          'a-2',
+          'a-3',
+          'b-4',
+          '',
+        ]);
+      });
+    });
+
+    it('`agents --watch` shows every page at each refresh', async () => {
+      await withAgentPages(threePages, async (env, asked) => {
+        const watch = ['--watch', '--watch-count', '2', '--interval-s', '0.01'];
+        const watched = await run(['--json', 'agents', ...watch], env);
+        expect(watched.code).toBe(0);
+        const refreshes = watched.out
+          .trim()
+          .split('\n')
+          .map((line) => (JSON.parse(line) as { agents: Array<{ agentId: string }> }).agents);
+        expect(refreshes.map((agents) => agents.map((a) => a.agentId))).toEqual([
+          ['B-1', 'a-2', 'a-3', 'b-4'],
+          ['B-1', 'a-2', 'a-3', 'b-4'],
+        ]);
+        expect(asked).toHaveLength(6);
+      });
+    });
+
+    it('gives up with E_LISTING_UNSTABLE (exit 1) on a cursor sent twice, rather than loop', async () => {
+      await withAgentPages(
+        (cursor) => ({ agents: [agent(cursor || 'a-1')], nextCursor: 'a-1' }),
+        async (env, asked) => {
+          expect(await run(['agents'], env)).toMatchObject({
+            code: 1,
+            out: '',
+            err: expect.stringMatching(
+              /^agentcom: E_LISTING_UNSTABLE: the hub sent the cursor "a-1" twice/,
+            ),
+          });
+          expect(asked).toEqual(['?limit=1000', '?limit=1000&cursor=a-1']);
+        },
+      );
+    });
+  });
+
   it.each([
     ['an empty object', '{}'],
     ['null', 'null'],

@@ -2,11 +2,14 @@ import {
   AppError,
   agentParamsSchema,
   createAgentBodySchema,
+  listAgentsQuerySchema,
   type CreateAgentResponse,
+  type ListAgentsResponse,
 } from '@agentcom/shared';
 import type { FastifyInstance } from 'fastify';
 import { hashToken, mintAgentToken } from '../../auth/tokens';
 import { toAgentView } from '../../fsm/agent-record';
+import { takeNoBody } from '../sent-body';
 import type { HttpServices } from '../services';
 import { parseOrThrow } from '../validate';
 
@@ -27,9 +30,13 @@ export function registerAgentRoutes(app: FastifyInstance, services: HttpServices
     return reply.status(created ? 201 : 200).send(response);
   });
 
-  app.get('/v1/agents', async () => {
-    const records = await agents.getMany(await agents.listIds());
-    return { agents: records.map(toAgentView) };
+  /** A page of agents in id order (`nextCursor`: the last id listed, while more follow). */
+  app.get('/v1/agents', async (request) => {
+    const { limit, cursor } = parseOrThrow(listAgentsQuerySchema, request.query, 'query');
+    const page = await agents.listPage(cursor, limit);
+    const response: ListAgentsResponse = { agents: page.records.map(toAgentView) };
+    if (page.nextAfter !== undefined) response.nextCursor = page.nextAfter;
+    return response;
   });
 
   app.get('/v1/agents/:id', async (request) => {
@@ -42,17 +49,20 @@ export function registerAgentRoutes(app: FastifyInstance, services: HttpServices
   /** Revokes the token and disconnects the agent on every replica. */
   app.delete('/v1/agents/:id', async (request) => {
     const { id } = parseOrThrow(agentParamsSchema, request.params, 'path');
+    takeNoBody(request);
     await control.revoke(id);
     return { agentId: id, revoked: true };
   });
 
   app.post('/v1/agents/:id/drain', async (request) => {
     const { id } = parseOrThrow(agentParamsSchema, request.params, 'path');
+    takeNoBody(request);
     return { agentId: id, state: await control.drain(id) };
   });
 
   app.post('/v1/agents/:id/resume', async (request) => {
     const { id } = parseOrThrow(agentParamsSchema, request.params, 'path');
+    takeNoBody(request);
     return { agentId: id, state: await control.undrain(id) };
   });
 }

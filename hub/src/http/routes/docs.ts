@@ -9,6 +9,8 @@ import {
   createTaskBatchResponseSchema,
   createTaskBodySchema,
   createTaskResponseSchema,
+  emptyBodySchema,
+  listAgentsQuerySchema,
   listTasksQuerySchema,
   taskLogsQuerySchema,
   type ErrorCode,
@@ -68,13 +70,19 @@ const json = (description: string, schema?: ZodType) => ({
 
 /** A query's parameters, with a description for those named in `descriptions`. */
 const queryParameters = (schema: ZodType, descriptions: Record<string, string> = {}): unknown[] => {
-  const described = jsonSchema(schema) as { properties?: Record<string, unknown> };
-  return Object.entries(described.properties ?? {}).map(([name, property]) => ({
-    name,
-    in: 'query',
-    ...(descriptions[name] ? { description: descriptions[name] } : {}),
-    schema: property,
-  }));
+  type Properties = { properties?: Record<string, { default?: unknown }> };
+  const described = jsonSchema(schema) as Properties;
+  // a parameter parsed from its text (`queryInteger`) has its default in the output schema only
+  const parsed = jsonSchema(schema, 'output') as Properties;
+  return Object.entries(described.properties ?? {}).map(([name, property]) => {
+    const fallback = parsed.properties?.[name]?.default;
+    return {
+      name,
+      in: 'query',
+      ...(descriptions[name] ? { description: descriptions[name] } : {}),
+      schema: fallback === undefined ? property : { default: fallback, ...property },
+    };
+  });
 };
 const idParameter = [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }];
 const body = (schema: ZodType) => ({
@@ -166,6 +174,18 @@ const LIST_CURSOR_DESCRIPTION = [
   'again tasks it listed, and misses none.',
 ].join(' ');
 
+/** What a client of `GET /v1/agents` may rely on across pages (hub/src/fsm/agent-id-index.ts). */
+const AGENTS_CURSOR_DESCRIPTION = [
+  'Opaque: the `nextCursor` of the previous page, as it was; any other answers 400 `E_VALIDATION`.',
+  'It names the last agent listed, not an offset: a walk lists, in id order, exactly once every',
+  'agent present throughout, whatever agents are added or removed meanwhile; one added during',
+  'the walk is listed when its id comes after the page read last.',
+].join(' ');
+
+/** The description of a route that takes no body (`noBodySchema`). */
+const NO_BODY =
+  'Takes no body: none, an empty one or `{}`; any other is refused (400 `E_VALIDATION`).';
+
 type Paths = Record<string, Record<string, Operation>>;
 
 const PATHS: Paths = {
@@ -246,8 +266,10 @@ const PATHS: Paths = {
   '/v1/tasks/{id}/retry': {
     post: {
       summary: 'Retry a failed or cancelled task (409 in any other state)',
+      description: NO_BODY,
       access: 'admin',
       parameters: idParameter,
+      requestBody: body(emptyBodySchema),
       errors: ['E_TASK_NOT_FOUND', 'E_INVALID_STATE'],
       ok: { 200: json('Waiting again', createTaskResponseSchema) },
     },
@@ -263,9 +285,16 @@ const PATHS: Paths = {
       },
     },
     get: {
-      summary: 'List agents',
+      summary: 'List agents, page by page in id order (go on while there is a nextCursor)',
       access: 'admin',
-      ok: { 200: json('Agents', z.object({ agents: z.array(agentView) })) },
+      input: true,
+      parameters: queryParameters(listAgentsQuerySchema, { cursor: AGENTS_CURSOR_DESCRIPTION }),
+      ok: {
+        200: json(
+          'A page (`nextCursor` only when more agents follow)',
+          z.object({ agents: z.array(agentView), nextCursor: z.string().optional() }),
+        ),
+      },
     },
   },
   '/v1/agents/{id}': {
@@ -279,8 +308,10 @@ const PATHS: Paths = {
     },
     delete: {
       summary: 'Revoke the token and disconnect',
+      description: NO_BODY,
       access: 'admin',
       parameters: idParameter,
+      requestBody: body(emptyBodySchema),
       errors: ['E_AGENT_NOT_FOUND'],
       ok: { 200: json('Revoked', z.object({ agentId: z.string(), revoked: z.literal(true) })) },
     },
@@ -288,8 +319,10 @@ const PATHS: Paths = {
   '/v1/agents/{id}/drain': {
     post: {
       summary: 'Drain: finish the current task, take no new one',
+      description: NO_BODY,
       access: 'admin',
       parameters: idParameter,
+      requestBody: body(emptyBodySchema),
       errors: ['E_AGENT_NOT_FOUND', 'E_UNAVAILABLE'],
       ok: { 200: json('Its state now', agentState) },
     },
@@ -303,9 +336,11 @@ const PATHS: Paths = {
         'idle at once (its next ack timeout rests one ack timeout again). A cooldown the agent',
         'reported itself (a rate limit, `missedAcks` absent) is not ended: the agent said it cannot',
         'take work until then.',
+        NO_BODY,
       ].join(' '),
       access: 'admin',
       parameters: idParameter,
+      requestBody: body(emptyBodySchema),
       errors: ['E_AGENT_NOT_FOUND', 'E_UNAVAILABLE'],
       ok: { 200: json('Its state now', agentState) },
     },
@@ -313,6 +348,11 @@ const PATHS: Paths = {
   '/v1/queues': {
     get: {
       summary: 'Counts and idle agents per queue',
+      description: [
+        'Every queue tasks were added to and every queue a connected agent serves, in name',
+        'order. A queue without tasks counts zeros, and stays listed, with zeros, once its last',
+        'agent has gone.',
+      ].join(' '),
       access: 'admin',
       ok: {
         200: json(

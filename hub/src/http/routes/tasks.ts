@@ -7,6 +7,7 @@ import {
   taskParamsSchema,
 } from '@agentcom/shared';
 import type { FastifyInstance } from 'fastify';
+import { sentBody, takeNoBody } from '../sent-body';
 import type { HttpServices } from '../services';
 import { parseOrThrow } from '../validate';
 
@@ -46,13 +47,15 @@ export function registerTaskRoutes(app: FastifyInstance, services: HttpServices)
   /** 200 when the task is cancelled; 202 when it was running and its agent was told to stop. */
   app.post('/v1/tasks/:id/cancel', async (request, reply) => {
     const { id } = parseOrThrow(taskParamsSchema, request.params, 'path');
-    const body = parseOrThrow(cancelTaskBodySchema, request.body ?? {}, 'body');
+    const body = parseOrThrow(cancelTaskBodySchema, sentBody(request) ?? {}, 'body');
     const outcome = await cancellation.cancel(id, body.reason);
     return reply.status(outcome.cancelRequested ? 202 : 200).send(outcome);
   });
 
+  /** Takes no body: one with anything in it is refused, not ignored (it would mean nothing). */
   app.post('/v1/tasks/:id/retry', async (request) => {
     const { id } = parseOrThrow(taskParamsSchema, request.params, 'path');
+    takeNoBody(request);
     return tasks.retry(id);
   });
 }
