@@ -433,8 +433,7 @@ describe('revoking an agent whose replica does not hear the disconnect (pub/sub 
     expect(await revoked.accept(msg)).toMatchObject({ ok: true });
     expect((await api(hearing.url, 'DELETE', `/v1/agents/${revoked.agentId}`)).status).toBe(200);
     expect(revoked.socket.connected).toBe(true); // the disconnect never reached it
-    // its report of the task it held: refused, the task waits for another agent
-    expect(await revoked.complete(msg, 'from a revoked agent')).toMatchObject({ ok: false });
+    // the task it held waits for another agent
     const task = await api<TaskView>(hearing.url, 'GET', `/v1/tasks/${held.body.id}`);
     expect(task.body).toMatchObject({ state: 'waiting', attemptsMade: 0 });
     const view = await api<AgentView>(hearing.url, 'GET', `/v1/agents/${revoked.agentId}`);
@@ -444,9 +443,15 @@ describe('revoking an agent whose replica does not hear the disconnect (pub/sub 
     const next = await other.nextAssignment();
     expect(next.task.id).toBe(held.body.id);
     expect(revoked.assignments).toHaveLength(1);
-    // and its next heartbeat ends its connection
+    // its report of the task it held: refused (its token is gone), and its connection ended
     const closed = revoked.disconnected();
-    expect(await revoked.send('agent:heartbeat', {})).toMatchObject({ code: 'E_UNAUTHORIZED' });
+    expect(await revoked.complete(msg, 'from a revoked agent')).toMatchObject({
+      ok: false,
+      code: 'E_UNAUTHORIZED',
+    });
     expect(await closed).toBe('io server disconnect');
+    expect(
+      (await api<TaskView>(hearing.url, 'GET', `/v1/tasks/${held.body.id}`)).body.state,
+    ).not.toBe('completed');
   });
 });

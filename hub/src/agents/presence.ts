@@ -63,6 +63,9 @@ export class Presence {
       if (!tokenMatches(auth.token, record.tokenHash)) {
         throw new AppError('E_UNAUTHORIZED', 'the agent token was revoked or replaced');
       }
+      // and still the same when the connection is recorded: a rotation or revoke in between
+      // (whose message may be lost) makes the transition fail, and the read above refuse
+      const sameToken = { tokenHash: record.tokenHash ?? '' };
       const now = agents.now();
       const replacedSocketId =
         record.socketId && record.socketId !== socketId && record.state !== 'offline'
@@ -100,6 +103,7 @@ export class Presence {
             version: record.version,
             reason: 'resume',
             task: record.taskId,
+            expect: sameToken,
             set: { ...base, startedAt: record.startedAt ?? now },
             // a resume answers for the task as an accept does: it ends a streak of ack
             // timeouts (a field of the same HDEL, and only when a streak was counted)
@@ -144,6 +148,7 @@ export class Presence {
         version: record.version,
         reason: 'connect',
         task: record.taskId,
+        expect: sameToken,
         set: base,
         del: [
           ...(wasAssigned ? TASK_FIELDS : []),

@@ -20,7 +20,14 @@ import { HeartbeatBatch } from '../agents/heartbeat-batch';
 import type { HubConfig } from '../config';
 import type { AgentRecord } from '../fsm/agent-record';
 import { restingState, type TransitionReason } from '../fsm/agent-machine';
-import type { AgentPresence, AgentStore, ClaimStep, TransitionRequest } from '../fsm/agent-store';
+import {
+  TOKEN_REVOKED,
+  tokenRevoked,
+  type AgentPresence,
+  type AgentStore,
+  type ClaimStep,
+  type TransitionRequest,
+} from '../fsm/agent-store';
 import type { Logger } from '../logger';
 import type { HubMetrics } from '../metrics/hub-metrics';
 import type { QueueHandle, QueueRegistry, TaskJob } from '../queues/queue-registry';
@@ -58,8 +65,6 @@ const REPORT_LOCK_WAIT_MS = 7_000;
  */
 const UNRECEIVED_PUSH_AFTER_MS = 1_000;
 
-/** Why a connection whose token is no longer the agent's is ended (as `AgentControl` says it). */
-const TOKEN_REVOKED = 'the agent token was revoked or replaced';
 /**
  * The longest rest a rate limit the agent reports can give it, from now (as long as the
  * sidecar's `--retry-after` may be): a time beyond, such as microseconds sent for milliseconds,
@@ -143,6 +148,13 @@ const AGENT_REPORTS: readonly TransitionReason[] = ['complete', 'fail', 'rate_li
  * What agents do with their assignments: accept, report progress/logs, complete, fail,
  * heartbeat. Every call is fenced by the assignment token: only the agent holding the current
  * token of a task may act on it, and BullMQ checks the same token as the job's lock.
+ *
+ * A call made for a connection is also fenced by the agent token: `tokenHash` is the hash of the
+ * token the connection authenticated with, compared with the record's in the read or script the
+ * call makes anyway (no round trip more). When the token was rotated or revoked since and the
+ * message closing the connection did not reach this replica (Redis pub/sub delivers at most once),
+ * the call changes nothing and throws {@link tokenRevoked} (`E_UNAUTHORIZED`): the gateway answers
+ * it and ends the connection. The hub's own reports (the run-timeout backstop) pass none.
  */
 export class AssignmentService {
   private readonly heartbeats: HeartbeatBatch;
@@ -168,12 +180,14 @@ export class AssignmentService {
     agentId: string,
     msg: TaskAccept,
     connected: () => boolean = () => true,
+    tokenHash?: string,
   ): Promise<{ state: AgentState }> {
     const accepted = await this.options.agents.accept(
       agentId,
       msg.taskId,
       msg.token,
       this.options.leaseMs,
+      tokenHash,
     );
     if (!accepted) throw superseded(msg.taskId);
     if (connected()) {
@@ -186,25 +200,25 @@ export class AssignmentService {
     return { state: 'working' };
   }
 
-  async progress(agentId: string, msg: TaskProgress): Promise<void> {
-    const { job } = await this.currentJob(agentId, msg.taskId, msg.token);
+  async progress(agentId: string, msg: TaskProgress, tokenHash?: string): Promise<void> {
+    const { job } = await this.currentJob(agentId, msg.taskId, msg.token, tokenHash);
     await job.updateProgress(
       msg.message ? { percent: msg.progress, message: msg.message } : msg.progress,
     );
   }
 
   /** Appends the lines to the job's log, which keeps the last {@link MAX_TASK_LOG_LINES}. */
-  async log(agentId: string, msg: TaskLog): Promise<void> {
-    const { queue } = await this.currentJob(agentId, msg.taskId, msg.token);
+  async log(agentId: string, msg: TaskLog, tokenHash?: string): Promise<void> {
+    const { queue } = await this.currentJob(agentId, msg.taskId, msg.token, tokenHash);
     for (const line of msg.lines) await Job.addJobLog(queue, msg.taskId, line, MAX_TASK_LOG_LINES);
   }
 
-  async complete(agentId: string, msg: TaskComplete): Promise<ReportAck> {
+  async complete(agentId: string, msg: TaskComplete, tokenHash?: string): Promise<ReportAck> {
     // tokens start with their agent's id: another agent's token is refused before anything else
     if (agentIdOfToken(msg.token) !== agentId) throw superseded(msg.taskId);
-    const atOnce = await this.completeAtOnce(agentId, msg);
+    const atOnce = await this.completeAtOnce(agentId, msg, tokenHash);
     if (atOnce) return atOnce;
-    const begun = await this.beginReport(agentId, msg.taskId, msg.token, COMPLETION);
+    const begun = await this.beginReport(agentId, msg.taskId, msg.token, COMPLETION, tokenHash);
     if (begun.status === 'duplicate') return begun.ack;
     const { record, lockId } = begun;
     return this.underReportLock(msg.taskId, lockId, async () => {
@@ -237,7 +251,11 @@ export class AssignmentService {
    * released and the next task handed out in one round trip. Undefined (nothing changed) when
    * anything is unusual: the step-by-step path of {@link complete} runs instead.
    */
-  private async completeAtOnce(agentId: string, msg: TaskComplete): Promise<ReportAck | undefined> {
+  private async completeAtOnce(
+    agentId: string,
+    msg: TaskComplete,
+    tokenHash: string | undefined,
+  ): Promise<ReportAck | undefined> {
     const { agents, keys, leases } = this.options;
     const held = leases.heldBy(agentId);
     if (held?.taskId !== msg.taskId || held.token !== msg.token) return undefined;
@@ -249,6 +267,7 @@ export class AssignmentService {
     const done = await agents.completeAtOnce({
       taskId,
       token,
+      tokenHash,
       bull,
       // the plain case; any other record (draining, a cooldown, disconnected) is released below
       release: {
@@ -290,7 +309,7 @@ export class AssignmentService {
     return { ok: true };
   }
 
-  async fail(agentId: string, msg: TaskFail): Promise<ReportAck> {
+  async fail(agentId: string, msg: TaskFail, tokenHash?: string): Promise<ReportAck> {
     if (agentIdOfToken(msg.token) !== agentId) throw superseded(msg.taskId);
     const now = this.options.agents.now();
     // A rate limit is a quota, not a failure of the task, whenever it ends: one already over (a
@@ -306,7 +325,7 @@ export class AssignmentService {
         ? Math.min(limitedUntil, now + MAX_RATE_LIMIT_MS)
         : undefined;
     const report: Report = { outcome: 'failed', usesAttempt: !rateLimited };
-    const begun = await this.beginReport(agentId, msg.taskId, msg.token, report);
+    const begun = await this.beginReport(agentId, msg.taskId, msg.token, report, tokenHash);
     if (begun.status === 'duplicate') return begun.ack;
     const { record, lockId, cancelReason } = begun;
     return this.underReportLock(msg.taskId, lockId, async () => {
@@ -369,6 +388,7 @@ export class AssignmentService {
     taskId: string,
     token: string,
     report: Report,
+    tokenHash: string | undefined,
   ): Promise<{ status: 'duplicate'; ack: ReportAck } | ({ status: 'ok' } & BegunReport)> {
     const { agents } = this.options;
     const { outcome } = report;
@@ -380,6 +400,7 @@ export class AssignmentService {
           agentId,
           taskId,
           token,
+          tokenHash,
           outcome,
           lockId,
           lockTtlMs: REPORT_LOCK_TTL_MS,
@@ -821,13 +842,18 @@ export class AssignmentService {
     return result.ok;
   }
 
-  /** The job of the task the agent holds under `token`, or E_ASSIGNMENT_SUPERSEDED. */
+  /**
+   * The job of the task the agent holds under `token`, or E_ASSIGNMENT_SUPERSEDED; with
+   * `tokenHash`, {@link tokenRevoked} when the record's token is no longer the connection's.
+   */
   private async currentJob(
     agentId: string,
     taskId: string,
     token: string,
+    tokenHash: string | undefined,
   ): Promise<{ job: TaskJob; record: AgentRecord; queue: QueueHandle['queue'] }> {
     const record = await this.options.agents.get(agentId);
+    if (tokenHash !== undefined && record?.tokenHash !== tokenHash) throw tokenRevoked();
     if (!holds(record, taskId, token) || !record?.taskQueue) throw superseded(taskId);
     const { queue } = await this.options.queues.get(record.taskQueue);
     const job = await queue.getJob(taskId);

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { isAgentState, type AgentState } from '@agentcom/shared';
+import { AppError, isAgentState, type AgentState } from '@agentcom/shared';
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../redis/keys';
 import { hashFromFlat } from '../redis/replies';
@@ -135,6 +135,19 @@ export type TransitionResult =
   | { ok: false; reason: 'conflict'; field: string; actual: string; state: string; version: number }
   | { ok: false; reason: 'missing' };
 
+/** Why a connection whose token is no longer the agent's is refused and ended. */
+export const TOKEN_REVOKED = 'the agent token was revoked or replaced';
+
+/**
+ * The refusal of a call made for a connection (`tokenHash`: the hash of the token it authenticated
+ * with) when the record's token hash is another one, or none: the token was rotated or revoked
+ * since, and the message that closes the connection has not reached its replica (Redis pub/sub
+ * delivers at most once). Nothing was changed; the gateway answers it and ends the connection.
+ */
+export function tokenRevoked(): AppError {
+  return new AppError('E_UNAUTHORIZED', TOKEN_REVOKED);
+}
+
 export class IllegalTransitionError extends Error {
   constructor(from: AgentState, to: AgentState, reason: string) {
     super(`illegal agent transition ${from} -> ${to} (${reason})`);
@@ -219,25 +232,21 @@ export class AgentStore {
   }
 
   /**
-   * Creates the agent (offline) or replaces its token hash. Returns true when it was created.
-   * The record keeps its state and counters when the token is rotated.
+   * Creates the agent (offline) or replaces its token hash, in one script (`registerAgent.lua`):
+   * no reader sees a record without its token hash, no revoke lands half-way. Returns true when
+   * it was created. The record keeps its state and counters when the token is rotated; of
+   * rotations that race, the one Redis applies last holds the only working token.
    */
   async register(
     agentId: string,
     tokenHash: string,
     allowedQueues?: readonly string[],
   ): Promise<boolean> {
-    const key = this.keys.agent(agentId);
-    const created = await this.redis.hsetnx(key, 'state', 'offline');
-    const fields: Record<string, string> = { tokenHash };
-    if (allowedQueues) fields.allowedQueues = allowedQueues.join(',');
-    await this.redis
-      .multi()
-      .hsetnx(key, 'version', '0')
-      .hset(key, fields)
-      .sadd(this.keys.agents, agentId)
-      .exec();
-    return created === 1;
+    const outcome = await this.scripts.registerAgent(
+      [this.keys.agent(agentId), this.keys.agents, this.keys.agentsById],
+      allowedQueues ? [agentId, tokenHash, allowedQueues.join(',')] : [agentId, tokenHash],
+    );
+    return outcome === 'created';
   }
 
   /** Removes the agent's token hash; false when there is no such agent. */
@@ -281,11 +290,13 @@ export class AgentStore {
    * `moveToFinished` (its keys and ARGV as BullMQ builds them: `bull`), then `release` (a
    * transition the caller builds for the plain case, working → idle), then, when the agent is
    * idle, the next dispatch step for the task's queue. `slow`: nothing changed, the caller takes
-   * the step-by-step path.
+   * the step-by-step path. With `tokenHash` (the reporting connection's), throws
+   * {@link tokenRevoked} when the record's token is another one, nothing changed.
    */
   async completeAtOnce(options: {
     taskId: string;
     token: string;
+    tokenHash?: string;
     bull: { keys: readonly string[]; args: ReadonlyArray<string | number | Buffer> };
     release: TransitionRequest;
     claimQueue: string;
@@ -316,6 +327,7 @@ export class AgentStore {
       [
         taskId,
         token,
+        options.tokenHash ?? '',
         release.keys.length,
         bull.args.length,
         ...bull.args,
@@ -323,6 +335,7 @@ export class AgentStore {
         ...claim.args,
       ],
     );
+    if (reply[0] === 'revoked') throw tokenRevoked();
     if (reply[0] === 'slow') return { status: 'slow' };
     const [, startedAt, queues, transitionReply, claimed] = reply;
     return {
@@ -452,18 +465,31 @@ export class AgentStore {
    * assigned → working for the task the agent holds under `token` (one script). `replayed` when
    * it was already working on it; undefined when it does not hold the task. With `leaseMs`, the
    * job's BullMQ lock must still be the token too, and is renewed for that long (`accept.lua`).
+   * With `tokenHash` (the accepting connection's), throws {@link tokenRevoked} when the record's
+   * token is another one, nothing changed.
    */
   async accept(
     agentId: string,
     taskId: string,
     token: string,
     leaseMs?: number,
+    tokenHash?: string,
   ): Promise<{ version: number; taskQueue: string; replayed: boolean } | undefined> {
     const fence = leaseMs === undefined ? [] : [this.keys.bullRoot, leaseMs];
     const reply = await this.scripts.accept(
       [this.keys.agent(agentId), this.keys.events, this.keys.ackDeadlines, this.keys.runDeadlines],
-      [agentId, taskId, token, String(this.now()), this.hubId, this.maxEvents, ...fence],
+      [
+        agentId,
+        taskId,
+        token,
+        String(this.now()),
+        this.hubId,
+        this.maxEvents,
+        tokenHash ?? '',
+        ...fence,
+      ],
     );
+    if (reply[0] === -1) throw tokenRevoked();
     if (reply[0] === 0) return undefined;
     return { version: Number(reply[1]), taskQueue: String(reply[2]), replayed: reply[0] === 2 };
   }
@@ -471,12 +497,15 @@ export class AgentStore {
   /**
    * The first step of applying a report (see `beginReport.lua`): takes the task's report lock
    * (owner `lockId`), answers a replay of an applied report as `duplicate`, checks the agent
-   * still holds the task under `token`, and records the report's intent.
+   * still holds the task under `token`, and records the report's intent. With `tokenHash` (the
+   * reporting connection's), throws {@link tokenRevoked} first when the record's token is another
+   * one, nothing changed (no lock taken).
    */
   async beginReport(request: {
     agentId: string;
     taskId: string;
     token: string;
+    tokenHash?: string;
     outcome: 'completed' | 'failed';
     lockId: string;
     lockTtlMs: number;
@@ -498,11 +527,14 @@ export class AgentStore {
         request.lockTtlMs,
         request.finishedTtlMs,
         this.keys.bullRoot,
+        request.tokenHash ?? '',
       ],
     );
     const record = (flat: string[]): AgentRecord | undefined =>
       parseAgentRecord(agentId, hashFromFlat(flat));
     switch (reply[0]) {
+      case 'revoked':
+        throw tokenRevoked();
       case 'busy':
         return { status: 'busy' };
       case 'superseded':

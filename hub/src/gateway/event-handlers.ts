@@ -42,22 +42,23 @@ type Handler = (ctx: HandlerContext, payload: never) => Promise<Ack<object>>;
  * (`CLIENT_EVENT_SCHEMAS`); identity is `ctx.agentId`, from the authenticated socket.
  */
 export const EVENT_HANDLERS: { [E in ClientEventName]: Handler } = {
+  // each fenced by the connection's token too (`tokenHash`): see `runClientEvent`
   'task:accept': async (ctx, msg: Parameters<AssignmentService['accept']>[1]) => ({
     ok: true,
-    ...(await ctx.assignments.accept(ctx.agentId, msg, ctx.isConnected)),
+    ...(await ctx.assignments.accept(ctx.agentId, msg, ctx.isConnected, ctx.tokenHash)),
   }),
   'task:progress': async (ctx, msg: Parameters<AssignmentService['progress']>[1]) => {
-    await ctx.assignments.progress(ctx.agentId, msg);
+    await ctx.assignments.progress(ctx.agentId, msg, ctx.tokenHash);
     return { ok: true };
   },
   'task:log': async (ctx, msg: Parameters<AssignmentService['log']>[1]) => {
-    await ctx.assignments.log(ctx.agentId, msg);
+    await ctx.assignments.log(ctx.agentId, msg, ctx.tokenHash);
     return { ok: true };
   },
   'task:complete': (ctx, msg: Parameters<AssignmentService['complete']>[1]) =>
-    ctx.assignments.complete(ctx.agentId, msg),
+    ctx.assignments.complete(ctx.agentId, msg, ctx.tokenHash),
   'task:fail': (ctx, msg: Parameters<AssignmentService['fail']>[1]) =>
-    ctx.assignments.fail(ctx.agentId, msg),
+    ctx.assignments.fail(ctx.agentId, msg, ctx.tokenHash),
   'agent:heartbeat': async (ctx, msg: { taskId?: string; token?: string }) => {
     const { ack, stale, revoked, cancel, resend } = await ctx.assignments.heartbeat(
       ctx.agentId,
@@ -99,7 +100,12 @@ export function parseClientEvent(
   };
 }
 
-/** Runs the handler of a parsed payload; every failure becomes an error ack, never a throw. */
+/**
+ * Runs the handler of a parsed payload; every failure becomes an error ack, never a throw. An
+ * `E_UNAUTHORIZED` refusal (the connection's token was rotated or revoked, and the message that
+ * closes its connections did not reach this replica: nothing the event asked was applied) also
+ * ends the connection, as that message would have.
+ */
 export async function runClientEvent(
   ctx: HandlerContext,
   event: ClientEventName,
@@ -109,6 +115,9 @@ export async function runClientEvent(
   try {
     return await EVENT_HANDLERS[event](ctx, data as never);
   } catch (err) {
+    if (isAppError(err) && err.code === 'E_UNAUTHORIZED') {
+      ctx.endConnection({ code: err.code, message: err.message });
+    }
     if (isAppError(err)) return { ok: false, code: err.code, message: err.message };
     onInternalError(err);
     const internal = new AppError('E_INTERNAL');

@@ -30,6 +30,7 @@ export const SCRIPT_NAMES = [
   'restoreAgent',
   'removeIfDue',
   'settleIdempotencyKey',
+  'registerAgent',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -106,11 +107,14 @@ export type ClaimAndFetchReply =
   | [string, number, string, string, string, string, 'fetched', string]
   | [string, number, string, string, string, string, 'claimed', null]
   | null;
-export type AcceptReply = [1 | 2, number, string] | [0, string];
+/** See `accept.lua`; `[-1]`: the connection's token is no longer the agent's. */
+export type AcceptReply = [1 | 2, number, string] | [0, string] | [-1];
 /** See `completeAtOnce.lua`. */
 export type CompleteAtOnceReply =
-  ['slow'] | ['completed', string, string, TransitionReply, ClaimAndFetchReply];
+  ['revoked'] | ['slow'] | ['completed', string, string, TransitionReply, ClaimAndFetchReply];
+/** See `beginReport.lua`. */
 export type BeginReportReply =
+  | ['revoked']
   | ['busy']
   | ['superseded', string]
   | ['duplicate', string[]]
@@ -143,6 +147,7 @@ export interface AgentScripts {
     keys: string[],
     args: ReadonlyArray<string | number | Buffer>,
   ): Promise<CompleteAtOnceReply>;
+  registerAgent(keys: [string, string, string], args: string[]): Promise<'created' | 'rotated'>;
 }
 
 /**
@@ -169,6 +174,7 @@ export function agentScripts(client: Redis): AgentScripts {
     heartbeats: define<string[]>('heartbeats'),
     claimAndFetch: define<ClaimAndFetchReply>('claimAndFetch'),
     completeAtOnce: define<CompleteAtOnceReply>('completeAtOnce'),
+    registerAgent: define<'created' | 'rotated'>('registerAgent'),
     transition: (keys, spec) => transition(keys, [spec]),
     findJobByLock: (queuePrefix, token) => findJobByLock([], [queuePrefix, token]),
     delIfEquals: (key, value) => delIfEquals([key], [value]),

@@ -123,6 +123,25 @@ describe('ReportDelivery', () => {
     expect(fails()).toEqual([expect.objectContaining({ retryAfterMs: 0 })]);
   });
 
+  it("keeps a report refused for this connection's token (rotated or revoked) for the next connection", async () => {
+    hub.respond = ({ event }) =>
+      event === 'task:fail'
+        ? { ok: false, code: 'E_UNAUTHORIZED', message: 'the agent token was revoked or replaced' }
+        : undefined;
+    await outbox.finishTask(rateLimited(0));
+
+    await delivery.flush();
+    expect(fails()).toHaveLength(1);
+    expect(settled).toEqual([]);
+    expect(outbox.reports).toHaveLength(1);
+    // a connection with the agent's token takes it
+    hub.respond = () => undefined;
+    await delivery.flush();
+    expect(fails()).toHaveLength(2);
+    expect(settled).toMatchObject([{ outcome: 'acked' }]);
+    expect(outbox.reports).toHaveLength(0);
+  });
+
   it('sends a failure without a rate limit without one', async () => {
     const { rateLimitedUntil: _, ...plain } = rateLimited(0) as Extract<Report, { type: 'fail' }>;
     await outbox.finishTask(plain);

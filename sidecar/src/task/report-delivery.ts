@@ -28,7 +28,9 @@ export interface ReportDeliveryOptions {
 /**
  * Sends the outbox to the hub, oldest report first, one at a time. A report leaves the outbox
  * only when the hub acks it `ok`, or refuses it with a code that is not retryable
- * (`E_ASSIGNMENT_SUPERSEDED`, `E_VALIDATION`, ...; see `ERROR_CODES`). Anything else (no ack,
+ * (`E_ASSIGNMENT_SUPERSEDED`, `E_VALIDATION`, ...; see `ERROR_CODES`), but `E_UNAUTHORIZED`,
+ * which refuses the connection's agent token (rotated or revoked since it connected), not the
+ * report: that one waits for a connection made with the agent's token. Anything else (no ack,
  * a retryable code, a dropped connection) stops the run; the report is sent again on the next
  * connect, or after `retryMs` while still connected. Replays are safe: the hub acks a report it
  * already applied as a duplicate.
@@ -82,6 +84,15 @@ export class ReportDelivery {
         log.info({ duplicate: ack.duplicate === true }, 'report delivered');
         this.options.onSettled({ report, outcome: 'acked', duplicate: ack.duplicate === true });
         continue;
+      }
+      if (ack.code === 'E_UNAUTHORIZED') {
+        // this connection's token is no longer the agent's (rotated or revoked): the hub closes
+        // it. The report is not refused: it waits for a connection made with the agent's token.
+        log.warn(
+          { code: ack.code, reason: ack.message },
+          "the hub refused this connection's token; the report waits for the next connection",
+        );
+        return;
       }
       const retryable = isErrorCode(ack.code) ? ERROR_CODES[ack.code].retryable : true;
       if (retryable) {

@@ -16,10 +16,16 @@
   ARGV[4]  now (ms)
   ARGV[5]  hub id
   ARGV[6]  approximate cap of the events stream
-  ARGV[7]  BullMQ key prefix (queue q's keys = prefix .. q .. ":" .. name); optional, with ARGV[8]
-  ARGV[8]  lease (ms)
+  ARGV[7]  hash of the agent token the accepting connection authenticated with ("" = not checked)
+  ARGV[8]  BullMQ key prefix (queue q's keys = prefix .. q .. ":" .. name); optional, with ARGV[9]
+  ARGV[9]  lease (ms)
 
-  With ARGV[7] and ARGV[8], an accept is fenced by the job's BullMQ lock as well, and renews it:
+  With ARGV[7], the accept is refused, before anything else, when the record's token hash is not
+  that one: the agent's token was revoked or replaced since the connection authenticated, and the
+  message closing the connection has not reached its replica (Redis pub/sub delivers at most once).
+  In the same HMGET, so the check costs no command.
+
+  With ARGV[8] and ARGV[9], an accept is fenced by the job's BullMQ lock as well, and renews it:
   - the lock must still be the token. The record alone does not tell: no sweep may have ended
     the assignment yet (a sweep runs every SWEEP_MS, a replica may pause), while the lock taken
     at the push ran out, BullMQ's stalled checker put the job back and another agent was handed
@@ -32,9 +38,14 @@
     { 2, version, taskQueue }   already working on it (a replayed accept)
     { 0, state }                the agent does not hold this task under this token (or, fenced,
                                 the job's lock is no longer the token: `state` is "lock")
+    { -1 }                      the connection's token is no longer the agent's (ARGV[7]);
+                                nothing changed
 ]]
 local f = redis.call("HMGET", KEYS[1],
-  "state", "taskId", "token", "taskQueue", "taskTimeoutMs", "version", "missedAcks")
+  "state", "taskId", "token", "taskQueue", "taskTimeoutMs", "version", "missedAcks", "tokenHash")
+if ARGV[7] and ARGV[7] ~= "" and f[8] ~= ARGV[7] then
+  return { -1 }
+end
 local state, taskId, token, taskQueue, timeoutMs = f[1], f[2], f[3], f[4] or "", f[5]
 if taskId ~= ARGV[2] or token ~= ARGV[3] or (state ~= "assigned" and state ~= "working") then
   return { 0, state or "" }
@@ -42,15 +53,15 @@ end
 if state == "working" then
   return { 2, tonumber(f[6] or "0"), taskQueue }
 end
-if ARGV[7] and ARGV[7] ~= "" then
-  local base = ARGV[7] .. taskQueue .. ":"
+if ARGV[8] and ARGV[8] ~= "" then
+  local base = ARGV[8] .. taskQueue .. ":"
   local lockKey = base .. ARGV[2] .. ":lock"
   if redis.call("GET", lockKey) ~= ARGV[3] then
     return { 0, "lock" }
   end
   -- not also taken out of the stalled set, as BullMQ's extendLock does (a command more per
   -- task): the stalled checker passes over a job whose lock exists
-  redis.call("SET", lockKey, ARGV[3], "PX", tonumber(ARGV[8]))
+  redis.call("SET", lockKey, ARGV[3], "PX", tonumber(ARGV[9]))
 end
 local version = tonumber(f[6] or "0") + 1
 local patch = { "state", "working", "startedAt", ARGV[4], "version", version }

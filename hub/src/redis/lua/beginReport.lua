@@ -22,8 +22,16 @@
   ARGV[5]  lock TTL (ms)
   ARGV[6]  finished-key TTL (ms)
   ARGV[7]  BullMQ's key root (`<bullPrefix>:`): the job's hash is `<root><queue>:<task id>`
+  ARGV[8]  hash of the agent token the reporting connection authenticated with ("" or absent =
+           not checked: the hub's own reports)
+
+  With ARGV[8], the report is refused before anything else (no lock taken, no intent written) when
+  the record's token hash is not that one: the agent's token was revoked or replaced since the
+  connection authenticated, and the message closing the connection has not reached its replica.
+  The record is read first for it (the read the holder check needs anyway): no command more.
 
   Returns:
+    { "revoked" }                                  the connection's token is no longer the agent's
     { "busy" }                                     another report of the task is being applied
     { "duplicate", record }                        this report was applied before
     { "superseded", previousMarker }               the agent does not hold the task (lock released)
@@ -33,13 +41,16 @@
                                                    (a completion wins over a cancel request);
                                                    intent = the finished key's value now
 ]]
-if not redis.call("SET", KEYS[2], ARGV[4], "PX", ARGV[5], "NX") then
-  return { "busy" }
-end
 local record = redis.call("HGETALL", KEYS[1])
 local f = {}
 for i = 1, #record, 2 do
   f[record[i]] = record[i + 1]
+end
+if ARGV[8] and ARGV[8] ~= "" and f.tokenHash ~= ARGV[8] then
+  return { "revoked" }
+end
+if not redis.call("SET", KEYS[2], ARGV[4], "PX", ARGV[5], "NX") then
+  return { "busy" }
 end
 local token, queue = ARGV[2], f.taskQueue or ""
 local completing = "completing " .. token .. " " .. queue

@@ -6,6 +6,10 @@
   finished marker written whatever the outcome); then, when the agent is idle, the next dispatch
   step (`claimAndFetch`). Being one script, it needs neither the report lock nor the completion
   intent of the step-by-step path, which takes over whenever anything is unusual:
+  - `revoked`: the record's token hash is not the one the reporting connection authenticated
+    with (ARGV[3]; "" = not checked): the agent's token was revoked or replaced, and the message
+    closing the connection has not reached its replica. Checked first, in the record's one read.
+    Nothing was changed.
   - `slow`: another report holds the lock or was applied, the agent does not hold the task, or
     BullMQ refused the completion (the lock is gone or another's). Nothing was changed.
   - `completed` with a transition reply other than applied: the job is completed and the marker
@@ -27,29 +31,36 @@
 
   ARGV[1]               task id
   ARGV[2]               token
-  ARGV[3]               n
-  ARGV[4]               b: how many ARGV moveToFinished takes
-  ARGV[5..4+b]          moveToFinished's ARGV
-  ARGV[5+b]             the transition's spec
-  ARGV[6+b..]           claimAndFetch's ARGV (its queue: the task's)
+  ARGV[3]               hash of the agent token the reporting connection authenticated with
+                        ("" = not checked)
+  ARGV[4]               n
+  ARGV[5]               b: how many ARGV moveToFinished takes
+  ARGV[6..5+b]          moveToFinished's ARGV
+  ARGV[6+b]             the transition's spec
+  ARGV[7+b..]           claimAndFetch's ARGV (its queue: the task's)
 
   Returns:
+    { "revoked" }                                                        nothing changed
     { "slow" }                                                           nothing changed
     { "completed", startedAt, queues, transition reply, claim reply or false }
 ]]
+local held = redis.call("HMGET", KEYS[1], "state", "taskId", "token", "startedAt", "queues",
+  "tokenHash")
+if ARGV[3] ~= "" and held[6] ~= ARGV[3] then
+  return { "revoked" }
+end
 if redis.call("EXISTS", KEYS[2], KEYS[3]) > 0 then
   return { "slow" }
 end
-local held = redis.call("HMGET", KEYS[1], "state", "taskId", "token", "startedAt", "queues")
 if (held[1] ~= "working" and held[1] ~= "assigned") or held[2] ~= ARGV[1]
     or held[3] ~= ARGV[2] then
   return { "slow" }
 end
 
-local n, b = tonumber(ARGV[3]), tonumber(ARGV[4])
+local n, b = tonumber(ARGV[4]), tonumber(ARGV[5])
 local bullKeys, transitionKeys = { unpack(KEYS, 4, 17) }, { unpack(KEYS, 18, 17 + n) }
 local claimKeys = { unpack(KEYS, 18 + n, #KEYS) }
-local bullArgs, claimArgs = { unpack(ARGV, 5, 4 + b) }, { unpack(ARGV, 6 + b, #ARGV) }
+local bullArgs, claimArgs = { unpack(ARGV, 6, 5 + b) }, { unpack(ARGV, 7 + b, #ARGV) }
 
 -- read before the completion: a job that no retention keeps has no hash after it
 local jobKey = bullKeys[12]
@@ -60,7 +71,7 @@ if type(finished) == "number" and finished < 0 then
 end
 
 local startedAt, queues = held[4] or "", held[5] or ""
-local applied = transition(transitionKeys, { ARGV[5 + b] })
+local applied = transition(transitionKeys, { ARGV[6 + b] })
 -- the transition wrote the finished marker, whatever its outcome: the key lives as long as it
 -- (moveToFinished's ARGV[2] is the completion's time, ARGV[7] the queue's key prefix)
 if dedupId then
