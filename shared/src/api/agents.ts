@@ -20,9 +20,13 @@ export interface CreateAgentResponse {
 
 export const agentParamsSchema = z.object({ id: agentIdSchema }).strict();
 
-/** Agents on a page of `GET /v1/agents` without `limit`, and the most one may ask for. */
-export const DEFAULT_AGENTS_PAGE_LIMIT = 100;
+/**
+ * The most agents a page of `GET /v1/agents` holds, and the page without `limit`: the largest, so
+ * that a client written before the pages (which read no `nextCursor`) still sees every agent of a
+ * fleet of up to 1,000 (with a default of 100 it listed 100 of 150 and exited 0).
+ */
 export const MAX_AGENTS_PAGE_LIMIT = 1000;
+export const DEFAULT_AGENTS_PAGE_LIMIT = MAX_AGENTS_PAGE_LIMIT;
 
 /**
  * `GET /v1/agents`'s `cursor`: a page's `nextCursor`, opaque to clients. It is the last agent id
