@@ -47,7 +47,11 @@ describe('LogBatcher', () => {
     jest.useFakeTimers();
     try {
       const sender = new ControlledSend();
-      const batcher = new LogBatcher(sender.send, { flushMs: 10, bytesPerSecond: 100_000 });
+      const batcher = new LogBatcher(sender.send, {
+        flushMs: 10,
+        bytesPerSecond: 100_000,
+        burstBytes: 100_000,
+      });
       // a full batch of ~200 KB as JSON: sent at once, the allowance (100 KB) is 100 KB short
       for (let i = 0; i < MAX_LOG_LINES; i++) batcher.push(distinctLine(1999, i));
       expect(sender.batches).toHaveLength(1);
@@ -63,6 +67,35 @@ describe('LogBatcher', () => {
       const closed = batcher.close(5000);
       await jest.advanceTimersByTimeAsync(5000);
       await closed;
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
+  it('ends within a second of its close whatever the pace: what the pace holds is dropped, and said', async () => {
+    jest.useFakeTimers();
+    try {
+      const sender = new ControlledSend();
+      const batcher = new LogBatcher(sender.send, {
+        flushMs: 10,
+        bytesPerSecond: 100_000,
+        burstBytes: 50_000,
+      });
+      for (let i = 0; i < MAX_LOG_LINES; i++) batcher.push(distinctLine(1999, i));
+      sender.releaseAll();
+      await jest.advanceTimersByTimeAsync(0);
+      // the first batch took 150 KB beyond the burst: the pace holds the next one 1.5 s;
+      // 250 more lines (~500 KB) would take 6.5 s to go
+      for (let i = 0; i < 250; i++) batcher.push(distinctLine(1999, i));
+      let closed = false;
+      const closing = batcher.close(10_000).then(() => (closed = true));
+      await jest.advanceTimersByTimeAsync(0);
+      expect(sender.batches).toHaveLength(2);
+      expect(sender.batches[1]).toEqual(['[agentcom: 250 log lines dropped]']);
+      sender.releaseAll();
+      await jest.advanceTimersByTimeAsync(0);
+      expect(closed).toBe(true);
+      await closing;
     } finally {
       jest.useRealTimers();
     }

@@ -11,17 +11,30 @@ export interface LogBatcherOptions {
   maxBuffered?: number;
   /** The pace of the batches, in bytes of their lines as JSON a second. Default {@link LOG_BYTES_PER_SECOND}. */
   bytesPerSecond?: number;
+  /** The bytes the batches may take at once, beyond the pace. Default {@link LOG_BURST_BYTES}. */
+  burstBytes?: number;
 }
 
 /**
- * The pace a task's log batches keep (bytes of lines as JSON a second, and as much at once): the
- * hub counts every frame's reading and decoding against the connection's budget, and closes a
- * connection that spends it (~32 a MiB for a log batch, refilled at 100 a second), so a task
- * printing flat out (over ~2.5 MiB a second) had its sidecar's connection closed. At this pace a
- * log stream spends about a third of the refill; lines beyond it wait in the buffer, and are
- * dropped when it is full, as when the hub takes batches slower than the task prints.
+ * The pace a task's log batches keep (bytes of lines as JSON), after a burst of
+ * {@link LOG_BURST_BYTES}: the hub counts every frame's reading and decoding against the
+ * connection's budget (1,000, refilled at 100 a second) and closes a connection that spends it. A
+ * log batch of 1 MiB counts ~35-45, up to ~83 for lines of control characters (6 bytes of JSON
+ * each), so a task printing flat out (over ~2.5 MiB a second) had its sidecar's connection closed.
+ * At this pace a log stream spends at most ~42 a second of the refill, and a burst at most ~660
+ * of the budget, which leaves a task's ordinary output (up to 8 MiB) undelayed. Lines beyond it
+ * wait in the buffer, and are dropped when it is full, as when the hub takes batches slower than
+ * the task prints.
  */
-export const LOG_BYTES_PER_SECOND = 1024 * 1024;
+export const LOG_BYTES_PER_SECOND = 512 * 1024;
+export const LOG_BURST_BYTES = 8 * 1024 * 1024;
+/**
+ * The longest a task's end ({@link LogBatcher.close}) waits for the pace: its report is sent after
+ * the close, so the lines the pace would hold longer are dropped, with the line that says how
+ * many, rather than holding the report (up to the ack timeout, 10 s, when lines were left in the
+ * buffer at that deadline, without a word).
+ */
+export const CLOSE_PACE_WAIT_MS = 1000;
 
 /**
  * The most a batch's lines may take as JSON, half the hub's frame limit (the rest is room for the
@@ -58,6 +71,7 @@ export class LogBatcher {
   private readonly flushMs: number;
   private readonly maxBuffered: number;
   private readonly bytesPerSecond: number;
+  private readonly burstBytes: number;
   /** Bytes a batch may take now (negative: a batch took more, the next waits); as of `allowanceAt`. */
   private allowance: number;
   private allowanceAt = performance.now();
@@ -69,7 +83,8 @@ export class LogBatcher {
     this.flushMs = options.flushMs ?? 250;
     this.maxBuffered = options.maxBuffered ?? 10 * MAX_LOG_LINES;
     this.bytesPerSecond = options.bytesPerSecond ?? LOG_BYTES_PER_SECOND;
-    this.allowance = this.bytesPerSecond;
+    this.burstBytes = options.burstBytes ?? LOG_BURST_BYTES;
+    this.allowance = this.burstBytes;
   }
 
   push(line: string): void {
@@ -82,8 +97,12 @@ export class LogBatcher {
     else this.timer ??= setTimeout(() => this.pump(), this.flushMs);
   }
 
-  /** Sends everything buffered; settles when done or after `timeoutMs`, whichever is first. */
+  /**
+   * Sends everything buffered; settles when done or after `timeoutMs`, whichever is first. What
+   * the pace would hold past {@link CLOSE_PACE_WAIT_MS} is dropped, said in one last line.
+   */
   async close(timeoutMs: number): Promise<void> {
+    const paceUntil = performance.now() + Math.min(CLOSE_PACE_WAIT_MS, timeoutMs);
     let expired = false;
     let deadline: NodeJS.Timeout | undefined;
     const timedOut = new Promise<void>((resolve) => {
@@ -94,6 +113,8 @@ export class LogBatcher {
     });
     try {
       while (!expired && (this.pending() || this.inFlight !== undefined)) {
+        const idle = this.inFlight === undefined && this.buffer.length > 0;
+        if (idle && performance.now() + this.paceDelayMs() > paceUntil) this.dropBuffered();
         this.pump();
         const paced = () => sleep(Math.max(1, this.paceDelayMs()), undefined, { ref: false });
         await Promise.race([this.inFlight ?? paced(), timedOut]);
@@ -111,11 +132,19 @@ export class LogBatcher {
     return this.buffer.length > 0 || this.dropped > 0;
   }
 
+  /** Drops the buffered lines (counted: the next batch says how many) and the wait for the pace. */
+  private dropBuffered(): void {
+    this.dropped += this.buffer.length;
+    this.buffer = [];
+    clearTimeout(this.paceTimer);
+    this.paceTimer = undefined;
+  }
+
   /** Milliseconds until the pace lets the next batch go (0: now). */
   private paceDelayMs(): number {
     const now = performance.now();
     const earned = ((now - this.allowanceAt) / 1000) * this.bytesPerSecond;
-    this.allowance = Math.min(this.bytesPerSecond, this.allowance + earned);
+    this.allowance = Math.min(this.burstBytes, this.allowance + earned);
     this.allowanceAt = now;
     return this.allowance >= 0 ? 0 : Math.ceil((-this.allowance / this.bytesPerSecond) * 1000);
   }
@@ -124,7 +153,8 @@ export class LogBatcher {
     clearTimeout(this.timer);
     this.timer = undefined;
     if (this.inFlight !== undefined || this.paceTimer !== undefined || !this.pending()) return;
-    const wait = this.paceDelayMs();
+    // the line saying how many were dropped goes alone at once: a few bytes
+    const wait = this.buffer.length > 0 ? this.paceDelayMs() : 0;
     if (wait > 0) {
       this.paceTimer = setTimeout(() => {
         this.paceTimer = undefined;
