@@ -227,7 +227,11 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     });
     const back = await limited.reconnectTo(hubB.url);
     agents.push(back);
-    const record = await hubB.agents.get(limited.agentId);
+    // the replica records the connection once its handshake is done: the client may hear first
+    const record = await eventually(async () => {
+      const read = await hubB.agents.get(limited.agentId);
+      return read?.state !== 'offline' ? read : undefined;
+    });
     expect(record).toMatchObject({ state: 'idle' });
     expect(record?.cooldownUntil).toBeUndefined();
     expect(await hubB.redis.command.zscore(hubB.keys.cooldowns, limited.agentId)).toBeNull();
