@@ -58,6 +58,9 @@ describe('agents connected while Redis restarts empty', () => {
       '/v1/agents/survivor',
     );
     expect(body).toMatchObject({ state: 'idle', queues: ['default'] });
+    // in the id index too, which the agents listing pages through
+    const keys = new RedisKeys(hub.config.prefix);
+    expect(await hub.redis.command.zscore(keys.agentsById, 'survivor')).toBe('0');
 
     const assigned = agent.nextAssignment();
     const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', { payload: { n: 1 } });
@@ -76,7 +79,8 @@ describe('agents connected while Redis restarts empty', () => {
       await api(hub.url, 'DELETE', '/v1/agents/revoked');
       const restore = luaScript('restoreAgent');
       const args = ['revoked', 'a'.repeat(64), 'default'];
-      expect(await restore.run(client, [keys.agent('revoked'), keys.agents], args)).toBe(0);
+      const scriptKeys = [keys.agent('revoked'), keys.agents, keys.agentsById];
+      expect(await restore.run(client, scriptKeys, args)).toBe(0);
       expect(await client.hget(keys.agent('revoked'), 'tokenHash')).toBeNull();
     } finally {
       client.disconnect();

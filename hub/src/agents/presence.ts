@@ -205,7 +205,7 @@ export class Presence {
     const { redis, keys } = this.options;
     const written = await RESTORE_AGENT.run<number>(
       redis,
-      [keys.agent(agentId), keys.agents],
+      [keys.agent(agentId), keys.agents, keys.agentsById],
       [agentId, hashToken(auth.token), auth.queues.join(',')],
     );
     if (written !== 1) return false;

@@ -8,10 +8,10 @@ import type { RedisKeys } from '../redis/keys';
  * agents listing cost every agent.
  *
  * The index mirrors the set, and agents are never removed from either (a revoke keeps the
- * record): `AgentStore.register` adds to both in one script. Whatever adds to the set alone leaves
- * the index short: a Redis written by a version without the index, a replica of that version
- * still registering agents during a rolling upgrade, `restoreAgent.lua` putting back an agent
- * whose record Redis lost. A page read counts both, in the MULTI that reads it, and mends a short
+ * record): `AgentStore.register` (`registerAgent.lua`) and `restoreAgent.lua` (an agent whose
+ * record Redis lost, put back from its live connection) add to both in one script. Whatever adds
+ * to the set alone leaves the index short: a Redis written by a version without the index, a
+ * replica of that version still registering agents during a rolling upgrade. A page read counts both, in the MULTI that reads it, and mends a short
  * index before it answers ({@link backfillAgentIdIndex}), so no migration has to run first.
  */
 
