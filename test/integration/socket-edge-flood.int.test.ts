@@ -9,7 +9,11 @@ import {
   type TaskView,
 } from '@agentcom/shared';
 import { readFileSync } from 'node:fs';
-import { FLOOD_REFUSALS } from '../../hub/src/gateway/flood-guard';
+import {
+  FLOOD_REFUSALS,
+  FLOOD_REFUSALS_PER_SECOND,
+  HANDLING_COST,
+} from '../../hub/src/gateway/flood-guard';
 import { RawSocketIo, type RawAckResult } from '../faults/raw-socket';
 import { api, TEST_ADMIN_KEY } from '../helpers/hub';
 import { sumMetric } from '../helpers/metrics';
@@ -234,6 +238,71 @@ describe('flood guard at the socket edges', () => {
     } finally {
       bystander.close();
     }
+  });
+
+  it(`closes an agent streaming small valid reports of a task it does not hold (${MAX_EVENTS_IN_FLIGHT} in flight) within ~${FLOOD_REFUSALS}, while an agent beside it gets its tasks done`, async () => {
+    // a progress of a task the agent does not hold, under a token of its own: valid, cheap to
+    // decode (~0.04 of a refusal), answered E_ASSIGNMENT_SUPERSEDED after a Redis read, some
+    // 10,000 a second here; counted its frame's work only, the budget took ~25,000 of them first
+    const agentId = 'edge-cheap-reports';
+    const frame = `["task:progress",{"taskId":"a","token":"${agentId}:none","progress":50}]`;
+    const flooder = await connected(agentId);
+    const bystander = await TestAgent.register(hub.url, 'edge-cheap-bystander', ['edge-cheap-q']);
+    try {
+      const bystanderErrors: unknown[] = [];
+      bystander.socket.on('hub:error', (error) => bystanderErrors.push(error));
+      const runTask = async (): Promise<string> => {
+        const assigned = bystander.nextAssignment(30_000);
+        const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+          queue: 'edge-cheap-q',
+          payload: {},
+        });
+        const task = await assigned;
+        expect(await bystander.accept(task)).toMatchObject({ ok: true });
+        expect(await bystander.complete(task, { done: true })).toEqual({ ok: true });
+        return created.body.id;
+      };
+      let flooding = true;
+      const done: string[] = [];
+      const bystanderWork = (async () => {
+        while (flooding || done.length < 5) done.push(await runTask());
+      })();
+
+      const flood = await streamUntilClosed(flooder, frame, 5 * FLOOD_REFUSALS);
+      flooding = false;
+      await bystanderWork;
+
+      expect(hubErrors(flooder)).toEqual([expect.objectContaining({ code: 'E_RATE_LIMITED' })]);
+      expect(flood.codes).toEqual({ E_ASSIGNMENT_SUPERSEDED: flood.answered });
+      // each counts its handling and one more for its answer (~1.14): ~880 and the refill
+      expect(flood.answered).toBeGreaterThan(FLOOD_REFUSALS / 2);
+      expect(flood.answered).toBeLessThan(1.2 * FLOOD_REFUSALS);
+      expect(bystanderErrors).toEqual([]);
+      expect(bystander.socket.connected).toBe(true);
+      expect(done.length).toBeGreaterThanOrEqual(5);
+      for (const id of done) {
+        const view = await api<TaskView>(hub.url, 'GET', `/v1/tasks/${id}`);
+        expect(view.body).toMatchObject({ state: 'completed', result: { done: true } });
+      }
+    } finally {
+      bystander.close();
+    }
+  });
+
+  it(`closes an agent streaming heartbeats (${MAX_EVENTS_IN_FLIGHT} in flight) once past ${FLOOD_REFUSALS_PER_SECOND / HANDLING_COST} a second: each counts its handling`, async () => {
+    // answered ok, each a few dozen µs of the replica's CPU, ~4,000 a second here; counted their
+    // frame's work only (~0.04 each), they spent ~60 a second of the 100 the budget gains
+    const raw = await connected('edge-heartbeats');
+    const started = performance.now();
+    const flood = await streamUntilClosed(raw, '["agent:heartbeat",{}]', 30 * FLOOD_REFUSALS);
+    const seconds = (performance.now() - started) / 1000;
+
+    expect(hubErrors(raw)).toEqual([expect.objectContaining({ code: 'E_RATE_LIMITED' })]);
+    expect(flood.codes).toEqual({ ok: flood.answered });
+    // the budget at 0.1 an event: 10,000 at once, then 1,000 a second (in flight: 32 more)
+    const bound = (FLOOD_REFUSALS + FLOOD_REFUSALS_PER_SECOND * seconds) / HANDLING_COST;
+    expect(flood.answered).toBeLessThanOrEqual(bound + MAX_EVENTS_IN_FLIGHT);
+    expect(flood.answered).toBeGreaterThan(FLOOD_REFUSALS / HANDLING_COST / 2);
   });
 
   it('closes a connection whose valid log batches carry 2 MiB of costly JSON under a duplicated key', async () => {

@@ -23,12 +23,14 @@ import { parseClientEvent, runClientEvent, type HandlerContext } from './event-h
 import {
   FLOOD_REFUSALS,
   FloodCooldown,
+  HANDLING_COST,
   RefusalBudget,
+  acceptedCost,
+  answerCost,
   dropUpgradedConnection,
   floodCooldownMs,
   inFlightRefusalCost,
   refusalCost,
-  workCost,
 } from './flood-guard';
 import { InFlightLimit } from './in-flight-limit';
 
@@ -52,7 +54,8 @@ type RefusalKind =
   | 'refused by its schema'
   | 'unknown event'
   | 'ack not asked for'
-  | 'accepted: the work of its frame';
+  | 'accepted: its handling and the work of its frame'
+  | 'answered with an error: work for nothing';
 
 /** An event frame of a connection: its size, and how long Socket.IO took to decode it. */
 interface EventFrame {
@@ -320,8 +323,9 @@ export class AgentGateway implements AgentNotifier {
    * Each of these refusals spends the connection's one {@link RefusalBudget}, whatever its kind
    * (a sidecar never sends any but the in-flight excess, and that only during a long Redis
    * stall); a connection that spends it is closed ({@link closeFlooder}). An event that reached
-   * its handler spends the work of its frame, whatever the handler answers: its size, and the time
-   * its decoding and schema check took (`workCost`), checked before its handler runs. A packet the
+   * its handler spends its handling and the work of its frame: a fixed part, its size, and the
+   * time its decoding and schema check took (`acceptedCost`), checked before its handler runs;
+   * and one more once answered with an error of the agent's making (`answerCost`). A packet the
    * decoder refuses (binary, malformed) closes the connection at once.
    */
   private routeClientEvents(
@@ -419,7 +423,11 @@ export class AgentGateway implements AgentNotifier {
           return;
         }
         if (
-          !charge(event, 'accepted: the work of its frame', workCost(bytes, workMs, budget.burst))
+          !charge(
+            event,
+            'accepted: its handling and the work of its frame',
+            acceptedCost(bytes, workMs, budget.burst),
+          )
         ) {
           // closed: its hub:error says why; handling the event would be work for nobody
           inFlight.release();
@@ -437,6 +445,8 @@ export class AgentGateway implements AgentNotifier {
             inFlight.release();
             if (!response.ok && response.code === 'E_VALIDATION') this.options.onRejectedPayload();
             reply(response);
+            const wasted = answerCost(response);
+            if (wasted > 0) void charge(event, 'answered with an error: work for nothing', wasted);
           });
       });
     }
@@ -478,9 +488,9 @@ export class AgentGateway implements AgentNotifier {
 
   /**
    * Closes a connection that spent its refusal budget: it kept emitting without waiting for its
-   * acks, or kept sending events that are refused, or frames costly to decode (big, or of many
-   * small values), and each such frame still costs this replica its decoding, for as long as it
-   * goes on. The agent learns why (`hub:error E_RATE_LIMITED`), its handshakes are refused here
+   * acks, or kept sending events that are refused or answered with an error, or events faster
+   * than ~1,000 a second, or frames costly to decode (big, or of many small values), and each
+   * costs this replica its decoding and more, for as long as it goes on. The agent learns why (`hub:error E_RATE_LIMITED`), its handshakes are refused here
    * for the cooldown, and the disconnect is the usual one: a task it holds is kept until the
    * lease, resumed if it reconnects in time, put back to wait otherwise. Its TCP connection is
    * dropped `FLOOD_CLOSE_GRACE_MS` later, whether or not it answered the WebSocket close
@@ -506,7 +516,7 @@ export class AgentGateway implements AgentNotifier {
     );
     socket.emit('hub:error', {
       code: 'E_RATE_LIMITED',
-      message: `too many events refused (over ${budget.burst}, then ${budget.perSecond} a second: beyond ${MAX_EVENTS_IN_FLIGHT} in flight, without an ack, not valid or unknown), or frames too costly to decode: connection closed; wait for the acks of your events`,
+      message: `too many events refused (over ${budget.burst}, then ${budget.perSecond} a second: beyond ${MAX_EVENTS_IN_FLIGHT} in flight, without an ack, not valid, unknown, or answered with an error), or events too many or too costly to decode (over ${budget.perSecond / HANDLING_COST} a second): connection closed; wait for the acks of your events`,
     });
     socket.disconnect(true);
     dropUpgradedConnection(socket.request);

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { AppError } from '@agentcom/shared';
+import { AppError, ERROR_CODES, type Ack } from '@agentcom/shared';
 
 /**
  * Events of one connection that may be refused at once before the connection is closed; after
@@ -59,7 +59,8 @@ export const WORK_MS_PER_REFUSAL = 0.25;
  * that is timed (unmasking, UTF-8, buffers): ~6.5 µs a KiB measured on a replica, 7.8 here. A log
  * batch of 1 MiB counts 32 for it and ~5 for its decoding; a sidecar streaming 2 MiB of log lines
  * a second (20,000 lines of 100 bytes, where its one batch in flight of 100 Redis writes carried
- * ~5,000 in the fault tests) spends ~80 of the 100 a second.
+ * ~5,000 in the fault tests) spends ~80 of the 100 a second, ~100 with the handling of its 200
+ * batches ({@link HANDLING_COST}): ~1.5 MiB a second stays under the refill.
  */
 export const TRANSPORT_BYTES_PER_REFUSAL = 32 * 1024;
 /** See {@link workCeilingMs}. */
@@ -89,6 +90,51 @@ export const workCost = (bytes: number, workMs: number, burst: number): number =
     bytes / TRANSPORT_BYTES_PER_REFUSAL +
       Math.min(Math.max(0, workMs), workCeilingMs(bytes)) / WORK_MS_PER_REFUSAL,
   );
+
+/**
+ * What every accepted event counts besides the work of its frame: the fixed cost of handling it,
+ * which no timer of the frame sees (Socket.IO's dispatch, the handler, its Redis call, the ack).
+ * Measured (one hub process, one connection, 32 events in flight, 20,000 of each): 55-80 µs of the
+ * replica's CPU for a heartbeat or for a report of a task the agent does not hold, 180 µs for a
+ * `task:progress` written to Redis, and 5-35 µs of Redis; one connection got 4,000-15,000 of them
+ * a second, where the work of their frames alone (~0.03-0.05 each) let ~2,000-3,000 a second
+ * through for as long as it liked.
+ *
+ * At 0.1, the refill (100 a second) holds one connection to 1,000 events a second sustained,
+ * whatever they are (~900 with the work of small frames: at most ~5-18% of a core and ~3% of
+ * Redis), and the burst to 10,000 at once. Not their full price (0.3-0.7 of a refusal at 0.25 ms
+ * each): an honest agent sends faster than that. The throughput benchmark drives at most ~100
+ * tasks a second per agent (10,000 a second over 100 agents), an accept and a complete each:
+ * ~200 events a second, ~30 of the refill at ~0.15 each, room for agents served three times
+ * unevenly. A sidecar's log batches (one in flight, ~50 a second of 100 short lines, each line
+ * a Redis write) spend ~5 a second more for it. Events answered for nothing count more
+ * ({@link WASTED_ANSWER_COST}).
+ */
+export const HANDLING_COST = 0.1;
+
+/**
+ * The refusals an accepted event counts before its handler runs: {@link HANDLING_COST} and the
+ * work of its frame ({@link workCost}), never more than the whole budget (`burst`).
+ */
+export const acceptedCost = (bytes: number, workMs: number, burst: number): number =>
+  Math.min(burst, HANDLING_COST + workCost(bytes, workMs, burst));
+
+/**
+ * What an accepted event counts more once its handler answered it with an error of the agent's
+ * making, any code that is not retryable (`E_ASSIGNMENT_SUPERSEDED`: a report, a progress, an
+ * accept of a task it does not hold; `E_VALIDATION`; ...): the replica and Redis did its work for
+ * nothing, as for an event refused at the boundary, and it counts as one. A connection sending
+ * such events is closed within ~900 of them, however fast (then ~90 a second). A sidecar gets
+ * such answers only for a report or a log batch that comes after its assignment ended: a handful
+ * after a reconnect, a log batch every 250 ms at most (it waits that long after a refused one).
+ * The replica's own failures (retryable: `E_UNAVAILABLE`, `E_INTERNAL`, `E_RATE_LIMITED`) count
+ * nothing more: a sidecar retrying through a Redis outage is not flooding.
+ */
+export const WASTED_ANSWER_COST = 1;
+
+/** The refusals the answer of an accepted event counts ({@link WASTED_ANSWER_COST} or none). */
+export const answerCost = (response: Ack): number =>
+  response.ok || ERROR_CODES[response.code].retryable ? 0 : WASTED_ANSWER_COST;
 
 /**
  * The refusals an event refused beyond the in-flight limit counts: one, or the work of its frame
@@ -123,8 +169,9 @@ export const FLOOD_CLOSE_GRACE_MS = 1000;
 /**
  * The refusals one connection may still get: a token bucket of {@link FLOOD_REFUSALS} that fills
  * at {@link FLOOD_REFUSALS_PER_SECOND}. One budget per connection for every kind of refusal (see
- * {@link FLOOD_REFUSALS}); the events a connection has handled count only the work of their frame
- * ({@link workCost}), even those a handler answered with an error. Counts may be fractions.
+ * {@link FLOOD_REFUSALS}); the events a connection has handled count their handling and the work
+ * of their frame ({@link acceptedCost}), and one more when answered for nothing
+ * ({@link answerCost}). Counts may be fractions.
  */
 export class RefusalBudget {
   private left: number;
