@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { PROTOCOL_VERSION, type TaskAssign } from '@agentcom/shared';
+import { PROTOCOL_VERSION, type ClientEventName, type TaskAssign } from '@agentcom/shared';
 import type { SidecarConfig } from './config';
 import type { Logger } from './logger';
 import { startDaemon, type Daemon, type DaemonEvents } from './daemon';
@@ -13,7 +13,7 @@ import { INTERRUPTED_ERROR, STATE_FILE_NAME } from './outbox/outbox';
 import { StateFileError } from './outbox/state-file-error';
 import { StateDirInUseError } from './outbox/state-lock';
 import { ipcRequest } from './ipc/ipc-client';
-import { FakeHub, type Responder } from './test-support/fake-hub';
+import { FakeHub, type ReceivedEvent, type Responder } from './test-support/fake-hub';
 import { recordingLogger, testLogger } from './test-support/logger';
 import { makeTempDir } from './test-support/temp-dir';
 import { isProcessGone, waitUntil } from './test-support/process';
@@ -108,9 +108,10 @@ type HubSocket = Awaited<ReturnType<FakeHub['connection']>>['socket'];
 /** A new hub, a daemon started against it, and the hub's side of their connection. */
 async function connected(
   overrides: Partial<SidecarConfig> = {},
+  logger?: Logger,
 ): Promise<{ hub: FakeHub; daemon: Daemon; socket: HubSocket }> {
   const hub = await startHub();
-  const daemon = await start([hub.url], overrides);
+  const daemon = await start([hub.url], overrides, logger);
   const { socket } = await hub.connection();
   return { hub, daemon, socket };
 }
@@ -118,16 +119,32 @@ async function connected(
 /** As {@link connected}, with task t1 assigned and its handler running (its first log line sent). */
 async function running(
   overrides: Partial<SidecarConfig> = {},
+  logger?: Logger,
 ): Promise<{ hub: FakeHub; daemon: Daemon; socket: HubSocket }> {
-  const started = await connected(overrides);
-  started.socket.emit('task:assign', assignment('t1'));
-  await started.hub.nextEvent('task:log');
+  const started = await connected(overrides, logger);
+  await assignT1AndAwait(started.hub, started.socket, 'task:log');
   return started;
+}
+
+/** Assigns task t1 over `socket` and resolves with the first `event` the hub receives after. */
+async function assignT1AndAwait(
+  hub: FakeHub,
+  socket: HubSocket,
+  event: ClientEventName,
+): Promise<ReceivedEvent> {
+  const received = hub.nextEvent(event);
+  socket.emit('task:assign', assignment('t1'));
+  return received;
 }
 
 /** A responder that refuses every `event` with `code`, and answers the others as usual. */
 function refusing(event: string, code: string, message: string): Responder {
   return (received) => (received.event === event ? { ok: false, code, message } : undefined);
+}
+
+/** A responder that leaves every `event` unanswered (no ack), and answers the others as usual. */
+function unanswered(event: string): Responder {
+  return (received) => (received.event === event ? 'no-ack' : undefined);
 }
 
 function assignment(taskId: string, overrides: Partial<TaskAssign> = {}): TaskAssign {
@@ -151,6 +168,19 @@ async function runs(): Promise<string[]> {
 
 async function stateFile(): Promise<unknown> {
   return JSON.parse(await readFile(join(dir, 'state', STATE_FILE_NAME), 'utf8'));
+}
+
+/**
+ * Stops `hub` and, once the daemon saw it go, lets task t1 end: its report waits in the state file
+ * for a hub.
+ */
+async function finishWhileHubAway(hub: FakeHub, daemon: Daemon): Promise<void> {
+  const away = next(daemon, 'disconnected');
+  await hub.stop();
+  await away;
+  const finished = next(daemon, 'finished');
+  await release('t1');
+  await finished;
 }
 
 /** The state file a previous sidecar process would have left (version 1). */
@@ -268,10 +298,8 @@ describe('daemon', () => {
 
     it('sends an accept that its closed connection never answered again on the next connection', async () => {
       const { hub, daemon, socket } = await connected({ ackTimeoutMs: 2000 });
-      hub.respond = ({ event }) => (event === 'task:accept' ? 'no-ack' : undefined);
-      const firstAccept = hub.nextEvent('task:accept');
-      socket.emit('task:assign', assignment('t1'));
-      await firstAccept;
+      hub.respond = unanswered('task:accept');
+      await assignT1AndAwait(hub, socket, 'task:accept');
       // the connection closes with the accept unanswered; the new one answers
       hub.respond = () => undefined;
       const reconnected = hub.connection({ fresh: true });
@@ -289,7 +317,7 @@ describe('daemon', () => {
 
     it('gives the task up when no accept is ever answered', async () => {
       const { hub, daemon, socket } = await connected({ ackTimeoutMs: 200 });
-      hub.respond = ({ event }) => (event === 'task:accept' ? 'no-ack' : undefined);
+      hub.respond = unanswered('task:accept');
       const dropped = next(daemon, 'dropped');
       socket.emit('task:assign', assignment('t1'));
       expect(await dropped).toEqual({ taskId: 't1', reason: 'not_accepted' });
@@ -352,27 +380,21 @@ describe('daemon', () => {
     });
 
     it('stops waiting to send a refused accept again when it is stopped', async () => {
-      const hub = await startHub();
-      hub.respond = refusing('task:accept', 'E_UNAVAILABLE', 'redis');
       const { logger, entries } = recordingLogger();
       // Pauses of 1-3 s at this ackTimeoutMs.
-      const daemon = await start([hub.url], { ackTimeoutMs: 20_000 }, logger);
-      const { socket } = await hub.connection();
+      const { hub, daemon, socket } = await connected({ ackTimeoutMs: 20_000 }, logger);
+      hub.respond = refusing('task:accept', 'E_UNAVAILABLE', 'redis');
       socket.emit('task:assign', assignment('t1'));
       await stopWhileWaiting(daemon, entries, /sending it again after a pause/, 'is paused');
       expect(hub.messages('task:accept')).toHaveLength(1);
     });
 
     it('stops waiting for a connection to send an unanswered accept again when it is stopped', async () => {
-      const hub = await startHub();
-      hub.respond = ({ event }) => (event === 'task:accept' ? 'no-ack' : undefined);
       const { logger, entries } = recordingLogger();
       // Without the stop, it would wait up to this ackTimeoutMs for a connection.
-      const daemon = await start([hub.url], { ackTimeoutMs: 20_000 }, logger);
-      const { socket } = await hub.connection();
-      const accept = hub.nextEvent('task:accept');
-      socket.emit('task:assign', assignment('t1'));
-      await accept;
+      const { hub, daemon, socket } = await connected({ ackTimeoutMs: 20_000 }, logger);
+      hub.respond = unanswered('task:accept');
+      await assignT1AndAwait(hub, socket, 'task:accept');
       await hub.stop(); // the accept's connection drops unanswered, and no hub is left
       await stopWhileWaiting(
         daemon,
@@ -498,7 +520,7 @@ describe('daemon', () => {
     it('takes the next task as soon as the report is stored', async () => {
       // e.g. a reconnect replayed the report and the hub pushed the next task at once
       const { hub, daemon, socket } = await connected({ ackTimeoutMs: 5000 });
-      hub.respond = ({ event }) => (event === 'task:log' ? 'no-ack' : undefined);
+      hub.respond = unanswered('task:log');
       const finished = next(daemon, 'finished');
       socket.emit('task:assign', assignment('t1'));
       await hub.nextEvent('task:log');
@@ -549,14 +571,10 @@ describe('daemon', () => {
 
   describe('when the handler exits', () => {
     it('stores its result durably at once, while its last log lines still wait for the hub', async () => {
-      const hub = await startHub();
+      const { hub, daemon, socket } = await connected({ ackTimeoutMs: 8000 });
       // A hung replica: the connection stays up, task:log is never answered.
-      hub.respond = ({ event }) => (event === 'task:log' ? 'no-ack' : undefined);
-      const daemon = await start([hub.url], { ackTimeoutMs: 8000 });
-      const { socket } = await hub.connection();
-      const logging = hub.nextEvent('task:log');
-      socket.emit('task:assign', assignment('t1'));
-      await logging;
+      hub.respond = unanswered('task:log');
+      await assignT1AndAwait(hub, socket, 'task:log');
       const finished = next(daemon, 'finished');
       await release('t1');
       // What a kill -9 leaves from now on: the result, not a task `working` that the restart
@@ -627,12 +645,7 @@ describe('daemon', () => {
       });
 
       // Away again; the task ends meanwhile: its report waits in the state file.
-      const awayAgain = next(daemon, 'disconnected');
-      await hub.stop();
-      await awayAgain;
-      const finished = next(daemon, 'finished');
-      await release('t1');
-      await finished;
+      await finishWhileHubAway(hub, daemon);
       expect(await stateFile()).toEqual({
         version: 1,
         current: { taskId: 't1', token: 'token-t1', attempt: 1, state: 'finished' },
@@ -929,7 +942,7 @@ describe('daemon', () => {
 
     it('takes no task pushed while agent:drain waits for its ack', async () => {
       const { hub, daemon, socket } = await connected();
-      hub.respond = ({ event }) => (event === 'agent:drain' ? 'no-ack' : undefined);
+      hub.respond = unanswered('agent:drain');
       await waitUntil(() => daemon.state().connected, 'the daemon connected');
       const drain = hub.nextEvent('agent:drain');
       const stopped = daemon.shutdown();
@@ -961,12 +974,8 @@ describe('daemon', () => {
     });
 
     it('drains all the same when the hub refuses agent:drain, logging its code', async () => {
-      const hub = await startHub();
       const { logger, entries } = recordingLogger();
-      const daemon = await start([hub.url], {}, logger);
-      const { socket } = await hub.connection();
-      socket.emit('task:assign', assignment('t1'));
-      await hub.nextEvent('task:log');
+      const { hub, daemon, socket } = await running({}, logger);
       hub.respond = refusing('agent:drain', 'E_UNAVAILABLE', 'Redis is unavailable');
       const refused = hub.nextEvent('agent:drain');
       const stopped = daemon.shutdown();
@@ -1011,23 +1020,14 @@ describe('daemon', () => {
     });
 
     it('waits for the hub to come back to deliver a report stored while it was away, then stops', async () => {
-      const hub = await startHub();
       const { logger, entries } = recordingLogger();
-      const daemon = await start([hub.url], {}, logger);
-      const { socket } = await hub.connection();
-      socket.emit('task:assign', assignment('t1'));
-      await hub.nextEvent('task:log');
+      const { hub, daemon } = await running({}, logger);
       const drain = hub.nextEvent('agent:drain');
       const stopped = daemon.shutdown();
       await drain;
 
       // the hub goes away (restarting, or its replica stopping) and the task ends meanwhile
-      const away = next(daemon, 'disconnected');
-      await hub.stop();
-      await away;
-      const finished = next(daemon, 'finished');
-      await release('t1');
-      await finished;
+      await finishWhileHubAway(hub, daemon);
       let over = false;
       void stopped.then(() => (over = true));
       await waitUntil(
@@ -1049,17 +1049,8 @@ describe('daemon', () => {
     });
 
     it('stops with its report kept when no hub comes back: after the grace, and 5 s at least', async () => {
-      const hub = await startHub();
-      const daemon = await start([hub.url], { drainGraceMs: 1000 });
-      const { socket } = await hub.connection();
-      socket.emit('task:assign', assignment('t1'));
-      await hub.nextEvent('task:log');
-      const away = next(daemon, 'disconnected');
-      await hub.stop();
-      await away;
-      const finished = next(daemon, 'finished');
-      await release('t1');
-      await finished;
+      const { hub, daemon } = await running({ drainGraceMs: 1000 });
+      await finishWhileHubAway(hub, daemon);
       const stopping = performance.now();
       await daemon.shutdown();
       expect(performance.now() - stopping).toBeGreaterThanOrEqual(DELIVERY_WAIT_MS - 100);
@@ -1083,14 +1074,10 @@ describe('daemon', () => {
     });
 
     it('takes the report of a wake task during the drain, through its IPC socket', async () => {
-      const hub = await startHub();
-      const daemon = await start([hub.url], {
+      const { hub, daemon, socket } = await connected({
         runner: { kind: 'wake', argv: [process.execPath, '-e', 'console.log("woke")'] },
       });
-      const { socket } = await hub.connection();
-      const woke = hub.nextEvent('task:log');
-      socket.emit('task:assign', assignment('t1'));
-      await woke;
+      await assignT1AndAwait(hub, socket, 'task:log');
 
       const drain = hub.nextEvent('agent:drain');
       const stopped = daemon.shutdown();

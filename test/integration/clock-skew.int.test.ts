@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Hub } from '../../hub/src/hub';
 import type { UiTransition } from '../../hub/src/ui/ui-events';
+import { registerFreshAgent } from '../helpers/fresh-agent';
 import { api, eventually, startTestHub } from '../helpers/hub';
 import { useHubsFixture } from '../helpers/hubs-fixture';
 import { readTransitions } from '../helpers/invariants';
 import { ROOT, startHubProcess, type HubProcess } from '../helpers/processes';
-import { TestAgent } from '../helpers/test-agent';
 
 /** Preloaded into a hub process to skew its clock (`CLOCK_SKEW_MS`). */
 const SKEWED_CLOCK = join(ROOT, 'test', 'fixtures', 'skewed-clock.cjs');
@@ -54,13 +54,8 @@ describe('replicas whose clocks disagree', () => {
     processes.push(hub);
     return hub;
   };
-  const register = async (hubUrl: string, queue: string) => {
-    const agent = await TestAgent.register(hubUrl, `agent-${randomBytes(4).toString('hex')}`, [
-      queue,
-    ]);
-    fixture.agents.push(agent);
-    return agent;
-  };
+  const register = (hubUrl: string, queue: string) =>
+    registerFreshAgent(fixture.agents, hubUrl, queue);
   const createTask = async (hubUrl: string, body: object) => {
     const created = await api<{ id: string }>(hubUrl, 'POST', '/v1/tasks', body);
     expect(created.status).toBe(201);

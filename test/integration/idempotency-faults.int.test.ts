@@ -3,8 +3,10 @@ import type { TaskView } from '@agentcom/shared';
 import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
 import { UNFINISHED_IDEMPOTENCY_TTL_MS } from '../../hub/src/tasks/idempotency-keys';
-import { everyKeyBut } from '../helpers/acl';
-import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
+import { allowHubEveryKey, becomeAclAdmin, refuseHubWritesTo } from '../helpers/acl';
+import { bullBoardPut } from '../helpers/bull-board';
+import { createPushed, freshAgentAssigned, registerFreshAgent } from '../helpers/fresh-agent';
+import { api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
 
@@ -27,16 +29,12 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
   beforeAll(async () => {
     redis = await startRedis();
     hub = await startTestHub(redis.url);
-    await hub.redis.command.call('ACL', 'SETUSER', 'tester', 'on', 'nopass', '~*', '&*', '+@all');
-    admin = new Redis(redis.url, {
-      username: 'tester',
-      password: 'any',
-      maxRetriesPerRequest: null,
-    });
+    admin = new Redis(redis.url, { maxRetriesPerRequest: null });
+    await becomeAclAdmin(admin);
   });
   afterEach(async () => {
     for (const agent of agents.splice(0)) agent.close();
-    await allowEveryKey();
+    await allowHubEveryKey(admin);
   });
   afterAll(async () => {
     await admin.quit();
@@ -46,23 +44,13 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
 
   const newQueue = () => `q-${randomBytes(4).toString('hex')}`;
   const newKey = () => `key-${randomBytes(4).toString('hex')}`;
-  const glob = (s: string): string => s.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
-
-  /** Redis lets the hub read `key` but not write it, until {@link allowEveryKey}. */
-  const refuseWritesTo = (key: string) =>
-    admin.call('ACL', 'SETUSER', 'default', 'resetkeys', ...everyKeyBut(key), `%R~${glob(key)}`);
-  const allowEveryKey = () => admin.call('ACL', 'SETUSER', 'default', 'resetkeys', '~*');
-
   const keyName = (queue: string, key: string) => hub.keys.bullDeduplication(queue, key);
   const ttlOf = (queue: string, key: string) => admin.pttl(keyName(queue, key));
   const stateOf = async (id: string): Promise<string> =>
     (await api<TaskView>(hub.url, 'GET', `/v1/tasks/${id}`)).body.state;
 
-  async function register(queue: string): Promise<TestAgent> {
-    const agent = await TestAgent.register(hub.url, `a-${randomBytes(4).toString('hex')}`, [queue]);
-    agents.push(agent);
-    return agent;
-  }
+  const register = (queue: string): Promise<TestAgent> =>
+    registerFreshAgent(agents, hub.url, queue, 'a');
 
   /** The key names `id` for longer than any task waits: not settled since the task's create. */
   async function expectHeld(queue: string, key: string, id: string) {
@@ -81,30 +69,24 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
   it.each([['a completion applied step by step'], ['a failure for good']])(
     'the settle after %s: the report is answered, the key settled once Redis takes it',
     async (report) => {
-      const queue = newQueue();
-      const agent = await register(queue);
       const key = newKey();
       const completion = report !== 'a failure for good';
-      let assigned = agent.nextAssignment();
-      const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
-        queue,
+      const { agent, queue, id, assignment } = await freshAgentAssigned(agents, hub.url, {
         payload: 1,
         attempts: completion ? 2 : 1,
         idempotencyKey: key,
       });
-      expect(created.status).toBe(201);
-      const id = created.body.id;
-      let msg = await assigned;
+      let msg = assignment;
       await agent.accept(msg);
       if (completion) {
         // the finished marker of a failed attempt sends the next one's completion step by step
-        assigned = agent.nextAssignment();
+        const assigned = agent.nextAssignment();
         expect(await agent.fail(msg, { error: 'once', retryable: true })).toEqual({ ok: true });
         msg = await assigned;
         await agent.accept(msg);
       }
 
-      await refuseWritesTo(keyName(queue, key));
+      await refuseHubWritesTo(admin, keyName(queue, key));
       const ack = completion
         ? await agent.complete(msg, 'done')
         : await agent.fail(msg, { error: 'broken', retryable: false });
@@ -115,7 +97,7 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
       expect(await admin.hget(hub.keys.agent(agent.agentId), 'state')).toBe('idle');
       await expectHeld(queue, key, id); // the settle could not write it
 
-      await allowEveryKey();
+      await allowHubEveryKey(admin);
       await eventually(async () => ((await ttlOf(queue, key)) <= DAY_MS ? true : undefined), {
         what: 'the deferred settle to go through',
         timeoutMs: 10_000,
@@ -134,37 +116,25 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
     const queue = newQueue();
     const agent = await register(queue);
     const key = newKey();
-    const assigned = agent.nextAssignment();
-    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+    const { created, msg } = await createPushed(agent, hub.url, {
       queue,
       payload: 1,
       idempotencyKey: key,
     });
     const id = created.body.id;
-    const msg = await assigned;
     await agent.accept(msg);
     await agent.fail(msg, { error: 'broken', retryable: false });
     agent.close(); // the retried task waits
     await expectKeptADay(queue, key, id);
 
-    await refuseWritesTo(keyName(queue, key));
-    // Bull Board lists a queue once a sweeper tick found it: until then the retry answers 404
-    const retried = await eventually(
-      async () => {
-        const response = await fetch(`${hub.url}/admin/queues/api/queues/${queue}/${id}/retry`, {
-          method: 'PUT',
-          headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` },
-        });
-        return response.status === 404 ? undefined : response;
-      },
-      { what: 'Bull Board to retry the task' },
-    );
+    await refuseHubWritesTo(admin, keyName(queue, key));
+    const retried = await bullBoardPut(hub.url, `${queue}/${id}/retry`);
     // the retry is done (BullMQ's part): the answer says so; the key is held again later
     expect(retried.status).toBe(204);
     expect(await stateOf(id)).toBe('waiting');
     expect(await ttlOf(queue, key)).toBeLessThanOrEqual(DAY_MS);
 
-    await allowEveryKey();
+    await allowHubEveryKey(admin);
     // the old code gave up at the first failure: the key kept its 24 h, and a repeat a day later
     // created the still waiting task again
     await eventually(

@@ -3,11 +3,14 @@ import { Worker } from 'bullmq';
 import type { TaskView } from '@agentcom/shared';
 import type { Hub } from '../../hub/src/hub';
 import { UNFINISHED_IDEMPOTENCY_TTL_MS } from '../../hub/src/tasks/idempotency-keys';
-import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
+import { bullBoardPut } from '../helpers/bull-board';
+import { createPushed, registerFreshAgent } from '../helpers/fresh-agent';
+import { api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
 
 type TestHub = Hub & { url: string };
+type CreatedTask = { id: string; state: string; duplicate?: boolean };
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
@@ -52,20 +55,55 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
   const newQueue = () => `q-${randomBytes(4).toString('hex')}`;
   const newKey = () => `key-${randomBytes(4).toString('hex')}`;
 
-  async function register(target: TestHub, queue: string): Promise<TestAgent> {
-    const agent = await TestAgent.register(target.url, `a-${randomBytes(4).toString('hex')}`, [
-      queue,
-    ]);
-    agents.push(agent);
-    return agent;
+  const register = (target: TestHub, queue: string): Promise<TestAgent> =>
+    registerFreshAgent(agents, target.url, queue, 'a');
+  /** A new queue, and a new agent serving it on `target`. */
+  async function agentOfNewQueue(target: TestHub) {
+    const queue = newQueue();
+    return { queue, agent: await register(target, queue) };
   }
 
   async function create(
     target: TestHub,
     body: Record<string, unknown>,
-  ): Promise<{ status: number; body: { id: string; state: string; duplicate?: boolean } }> {
+  ): Promise<{ status: number; body: CreatedTask }> {
     return api(target.url, 'POST', '/v1/tasks', body);
   }
+
+  /**
+   * A task of `queue` under idempotency `key` (payload 1, `fields` added), created on `target`,
+   * pushed to `agent` and accepted: the create's answer, and the push.
+   */
+  async function createAccepted(
+    target: TestHub,
+    agent: TestAgent,
+    queue: string,
+    key: string,
+    fields: Record<string, unknown> = {},
+  ) {
+    const body = { queue, payload: 1, idempotencyKey: key, ...fields };
+    const pushed = await createPushed<CreatedTask>(agent, target.url, body);
+    await agent.accept(pushed.msg);
+    return pushed;
+  }
+
+  /** A new agent of a new queue on `hub`, which failed for good a task under a new key. */
+  async function failedForGood() {
+    const { queue, agent } = await agentOfNewQueue(hub);
+    const key = newKey();
+    const { created, msg } = await createAccepted(hub, agent, queue, key);
+    await agent.fail(msg, { error: 'broken', retryable: false });
+    return { queue, agent, key, created };
+  }
+
+  /** A Bull Board call on `hub` once Bull Board lists the queue. */
+  const boardCall = (path: string): Promise<Response> => bullBoardPut(hub.url, path);
+
+  /** The two retentions of finished tasks a test runs with, by what the replica keeps. */
+  const RETENTIONS: Array<[string, () => TestHub]> = [
+    ['keeps finished tasks', () => hub],
+    ['keeps no finished task', () => trimming],
+  ];
 
   /** The key's time to live: -1 without expiry, -2 when there is no key. */
   const ttlOf = (target: TestHub, queue: string, key: string): Promise<number> =>
@@ -120,20 +158,18 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
     await expectHeld(hub, queue, batchKey, batched!.id);
   });
 
-  it.each([
-    ['keeps finished tasks', () => hub],
-    ['keeps no finished task', () => trimming],
-  ])(
+  it.each(RETENTIONS)(
     'a replica that %s: 24 h after a completion, at once or after a retried attempt (step by step)',
     async (_, target) => {
       const replica = target();
-      const queue = newQueue();
-      const agent = await register(replica, queue);
+      const { queue, agent } = await agentOfNewQueue(replica);
 
       const key = newKey();
-      let assigned = agent.nextAssignment();
-      const created = await create(replica, { queue, payload: 1, idempotencyKey: key });
-      let msg = await assigned;
+      const { created, msg } = await createPushed<CreatedTask>(agent, replica.url, {
+        queue,
+        payload: 1,
+        idempotencyKey: key,
+      });
       await expectHeld(replica, queue, key, created.body.id); // running
       expect(await agent.accept(msg)).toMatchObject({ ok: true });
       expect(await agent.complete(msg, 'done')).toEqual({ ok: true });
@@ -146,40 +182,33 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
       // a failed attempt leaves the finished marker of its report: the completion of the next
       // attempt is applied step by step (BullMQ's completion, then the rest)
       const retriedKey = newKey();
-      assigned = agent.nextAssignment();
-      const retried = await create(replica, {
+      const { created: retried, msg: firstAttempt } = await createAccepted(
+        replica,
+        agent,
         queue,
-        payload: 1,
-        attempts: 2,
-        idempotencyKey: retriedKey,
+        retriedKey,
+        { attempts: 2 },
+      );
+      const assigned = agent.nextAssignment();
+      expect(await agent.fail(firstAttempt, { error: 'once', retryable: true })).toEqual({
+        ok: true,
       });
-      msg = await assigned;
-      await agent.accept(msg);
-      assigned = agent.nextAssignment();
-      expect(await agent.fail(msg, { error: 'once', retryable: true })).toEqual({ ok: true });
-      msg = await assigned;
+      const secondAttempt = await assigned;
       await expectHeld(replica, queue, retriedKey, retried.body.id); // its second attempt
-      await agent.accept(msg);
-      expect(await agent.complete(msg, 'second time')).toEqual({ ok: true });
+      await agent.accept(secondAttempt);
+      expect(await agent.complete(secondAttempt, 'second time')).toEqual({ ok: true });
       await expectKeptADay(replica, queue, retriedKey, retried.body.id);
     },
   );
 
-  it.each([
-    ['keeps finished tasks', () => hub],
-    ['keeps no finished task', () => trimming],
-  ])(
+  it.each(RETENTIONS)(
     'a replica that %s: 24 h after a failure for good, or the cancel of a running task',
     async (_, target) => {
       const replica = target();
-      const queue = newQueue();
-      const agent = await register(replica, queue);
+      const { queue, agent } = await agentOfNewQueue(replica);
 
       const failedKey = newKey();
-      let assigned = agent.nextAssignment();
-      const failed = await create(replica, { queue, payload: 1, idempotencyKey: failedKey });
-      let msg = await assigned;
-      await agent.accept(msg);
+      const { created: failed, msg } = await createAccepted(replica, agent, queue, failedKey);
       expect(await agent.fail(msg, { error: 'broken', retryable: false })).toEqual({ ok: true });
       await expectKeptADay(replica, queue, failedKey, failed.body.id);
       expect(await create(replica, { queue, payload: 2, idempotencyKey: failedKey })).toEqual({
@@ -188,14 +217,16 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
       });
 
       const cancelledKey = newKey();
-      assigned = agent.nextAssignment();
-      const running = await create(replica, { queue, payload: 1, idempotencyKey: cancelledKey });
-      msg = await assigned;
-      await agent.accept(msg);
+      const { created: running, msg: runningMsg } = await createAccepted(
+        replica,
+        agent,
+        queue,
+        cancelledKey,
+      );
       const cancel = await api(replica.url, 'POST', `/v1/tasks/${running.body.id}/cancel`);
       expect(cancel.status).toBe(202);
       await expectHeld(replica, queue, cancelledKey, running.body.id); // still running
-      await agent.fail(msg, { error: 'stopped', retryable: false, kind: 'cancelled' });
+      await agent.fail(runningMsg, { error: 'stopped', retryable: false, kind: 'cancelled' });
       await expectKeptADay(replica, queue, cancelledKey, running.body.id);
       expect(await create(replica, { queue, payload: 2, idempotencyKey: cancelledKey })).toEqual({
         status: 200,
@@ -215,19 +246,12 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
       body: { id: waiting.body.id, state: 'cancelled', duplicate: true },
     });
 
-    const queue = newQueue();
-    const agent = await register(hub, queue);
+    const { queue, agent } = await agentOfNewQueue(hub);
     const retryKey = newKey();
-    const assigned = agent.nextAssignment();
-    const created = await create(hub, {
-      queue,
-      payload: 1,
+    const { created, msg } = await createAccepted(hub, agent, queue, retryKey, {
       attempts: 2,
       backoff: { type: 'fixed', delayMs: DAY_MS },
-      idempotencyKey: retryKey,
     });
-    const msg = await assigned;
-    await agent.accept(msg);
     await agent.fail(msg, { error: 'once', retryable: true });
     expect(await stateOf(hub, created.body.id)).toBe('delayed'); // a day before its retry
     await expectHeld(hub, queue, retryKey, created.body.id);
@@ -237,28 +261,11 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
   });
 
   it('a retry from Bull Board holds the key again', async () => {
-    const queue = newQueue();
-    const agent = await register(hub, queue);
-    const key = newKey();
-    const assigned = agent.nextAssignment();
-    const created = await create(hub, { queue, payload: 1, idempotencyKey: key });
-    const msg = await assigned;
-    await agent.accept(msg);
-    await agent.fail(msg, { error: 'broken', retryable: false });
+    const { queue, agent, key, created } = await failedForGood();
     agent.close(); // the retried task waits
     await expectKeptADay(hub, queue, key, created.body.id);
 
-    // Bull Board lists a queue once a sweeper tick found it: until then the retry answers 404
-    const retried = await eventually(
-      async () => {
-        const response = await fetch(
-          `${hub.url}/admin/queues/api/queues/${queue}/${created.body.id}/retry`,
-          { method: 'PUT', headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` } },
-        );
-        return response.status === 404 ? undefined : response;
-      },
-      { what: 'Bull Board to retry the task' },
-    );
+    const retried = await boardCall(`${queue}/${created.body.id}/retry`);
     expect(retried.status).toBe(204);
     expect(await stateOf(hub, created.body.id)).toBe('waiting');
     // settled once Bull Board answered: BullMQ's retry left the key to expire 24 h after the
@@ -270,19 +277,6 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
     );
     await expectHeld(hub, queue, key, created.body.id);
   });
-
-  /** A Bull Board call once Bull Board lists the queue (a sweeper tick adds it: 404 until then). */
-  const boardCall = (path: string): Promise<Response> =>
-    eventually(
-      async () => {
-        const response = await fetch(`${hub.url}/admin/queues/api/queues/${path}`, {
-          method: 'PUT',
-          headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` },
-        });
-        return response.status === 404 ? undefined : response;
-      },
-      { what: `Bull Board: ${path}` },
-    );
 
   /** Ends each task the agent is handed, `count` of them, as `end` says. */
   async function endEach(agent: TestAgent, count: number, end: 'complete' | 'fail') {
@@ -299,8 +293,7 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
   }
 
   it('Bull Board\'s "retry all" holds the key of every task it retried, failed or completed, over pages', async () => {
-    const queue = newQueue();
-    const agent = await register(hub, queue);
+    const { queue, agent } = await agentOfNewQueue(hub);
     const completedKeys = [newKey(), newKey()];
     const completed = await api<{ tasks: Array<{ id: string }> }>(
       hub.url,
@@ -344,8 +337,7 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
   });
 
   it("Bull Board's clean of finished tasks leaves their keys the rest of their 24 h; a delayed task's clean frees its key", async () => {
-    const queue = newQueue();
-    const agent = await register(hub, queue);
+    const { queue, agent } = await agentOfNewQueue(hub);
     const delayedKey = newKey();
     const delayed = await create(hub, {
       queue,
@@ -402,14 +394,7 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
   });
 
   it("an operator's retry holds the key again until the task ends; a key another task took stays its", async () => {
-    const queue = newQueue();
-    const agent = await register(hub, queue);
-    const key = newKey();
-    let assigned = agent.nextAssignment();
-    const created = await create(hub, { queue, payload: 1, idempotencyKey: key });
-    let msg = await assigned;
-    await agent.accept(msg);
-    await agent.fail(msg, { error: 'broken', retryable: false });
+    const { queue, agent, key, created } = await failedForGood();
     await expectKeptADay(hub, queue, key, created.body.id);
 
     agent.close(); // the retried task waits
@@ -422,19 +407,18 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
     });
 
     const rescuer = await register(hub, queue);
-    msg = await eventually(() => rescuer.assignments[0], { what: 'the retried task pushed' });
-    await rescuer.accept(msg);
-    expect(await rescuer.complete(msg, 'second run')).toEqual({ ok: true });
+    const retriedMsg = await eventually(() => rescuer.assignments[0], {
+      what: 'the retried task pushed',
+    });
+    await rescuer.accept(retriedMsg);
+    expect(await rescuer.complete(retriedMsg, 'second run')).toEqual({ ok: true });
     await expectKeptADay(hub, queue, key, created.body.id);
 
     // A failed task whose key was gone (24 h after its end) and taken by a new task: its retry
     // leaves the key to that task.
     const otherKey = newKey();
-    assigned = rescuer.nextAssignment();
-    const first = await create(hub, { queue, payload: 1, idempotencyKey: otherKey });
-    msg = await assigned;
-    await rescuer.accept(msg);
-    await rescuer.fail(msg, { error: 'broken', retryable: false });
+    const { created: first, msg: firstMsg } = await createAccepted(hub, rescuer, queue, otherKey);
+    await rescuer.fail(firstMsg, { error: 'broken', retryable: false });
     expect(await hub.redis.command.del(hub.keys.bullDeduplication(queue, otherKey))).toBe(1);
     rescuer.close();
     const second = await create(hub, { queue, payload: 3, idempotencyKey: otherKey });
@@ -447,13 +431,7 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
     const stalledQueue = newQueue();
     const vanishing = await register(stalling, stalledQueue);
     const key = newKey();
-    const assigned = vanishing.nextAssignment();
-    const stalled = await create(stalling, {
-      queue: stalledQueue,
-      payload: 1,
-      idempotencyKey: key,
-    });
-    await vanishing.accept(await assigned);
+    const { created: stalled } = await createAccepted(stalling, vanishing, stalledQueue, key);
     vanishing.close();
     await register(stalling, stalledQueue); // the next claim fails the stalled task
     await eventually(
@@ -462,12 +440,9 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
     );
     await expectKeptADay(stalling, stalledQueue, key, stalled.body.id);
 
-    const queue = newQueue();
-    const gone = await register(hub, queue);
+    const { queue, agent: gone } = await agentOfNewQueue(hub);
     const cancelledKey = newKey();
-    const pushed = gone.nextAssignment();
-    const running = await create(hub, { queue, payload: 1, idempotencyKey: cancelledKey });
-    await gone.accept(await pushed);
+    const { created: running } = await createAccepted(hub, gone, queue, cancelledKey);
     gone.close();
     const cancel = await api(hub.url, 'POST', `/v1/tasks/${running.body.id}/cancel`);
     expect(cancel.status).toBe(202);

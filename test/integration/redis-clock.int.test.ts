@@ -3,11 +3,11 @@ import { Redis } from 'ioredis';
 import type { Hub, HubOptions } from '../../hub/src/hub';
 import { RedisClock } from '../../hub/src/redis/redis-clock';
 import type { UiTransition } from '../../hub/src/ui/ui-events';
+import { registerFreshAgent } from '../helpers/fresh-agent';
 import { api, eventually, startTestHub } from '../helpers/hub';
 import { useHubsFixture } from '../helpers/hubs-fixture';
 import { readTransitions } from '../helpers/invariants';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
-import { TestAgent } from '../helpers/test-agent';
 
 /** Redis's time (ms), asked of it. */
 const redisTimeOf = async (redis: Redis): Promise<number> => {
@@ -150,13 +150,8 @@ describe("a replica's Redis clock", () => {
     fixture.hubs.push(hub);
     return hub;
   };
-  const register = async (hubUrl: string, queue: string) => {
-    const agent = await TestAgent.register(hubUrl, `agent-${randomBytes(4).toString('hex')}`, [
-      queue,
-    ]);
-    fixture.agents.push(agent);
-    return agent;
-  };
+  const register = (hubUrl: string, queue: string) =>
+    registerFreshAgent(fixture.agents, hubUrl, queue);
   const transitionsOf = async (prefix: string, agentId: string, reason: string) =>
     (await readTransitions(fixture.redis.url, prefix)).filter(
       (event) => event.agent === agentId && event.reason === reason,

@@ -1,9 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import type { TaskAssign, TaskFail, TaskView } from '@agentcom/shared';
 import { Job, Queue, UnrecoverableError } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
-import { everyKeyBut } from '../helpers/acl';
+import { allowHubEveryKey, becomeAclAdmin, refuseKeyToHub } from '../helpers/acl';
+import { freshAgentAssigned } from '../helpers/fresh-agent';
 import { TEST_ADMIN_KEY, api, startTestHub } from '../helpers/hub';
 import { sumMetric } from '../helpers/metrics';
 import { eventually } from '../helpers/poll';
@@ -55,21 +55,14 @@ describe('the replay of a report whose replica died half-way', () => {
     bullPart: (job: Job, token: string) => Promise<unknown>;
     reconnect: boolean;
   }) => {
-    const queue = `q-${randomBytes(4).toString('hex')}`;
+    const { agent, queue, id, assignment } = await freshAgentAssigned(
+      agents,
+      hub.url,
+      options.attempts !== undefined ? { attempts: options.attempts } : {},
+    );
     const bull = new Queue(queue, { connection, prefix: hub.keys.bullPrefix });
     queues.push(bull);
-    const agentId = `agent-${randomBytes(4).toString('hex')}`;
-    const agent = await TestAgent.register(hub.url, agentId, [queue]);
-    agents.push(agent);
-    const assigned = agent.nextAssignment();
-    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
-      queue,
-      payload: {},
-      ...(options.attempts !== undefined ? { attempts: options.attempts } : {}),
-    });
-    expect(created.status).toBe(201);
-    const id = created.body.id;
-    const assignment = await assigned;
+    const { agentId } = agent;
     const { token } = assignment;
     await agent.accept(assignment);
     const begun = await hub.agents.beginReport({
@@ -269,43 +262,23 @@ describe('the replay of a report whose replica died half-way', () => {
     let admin: Redis;
 
     beforeAll(async () => {
-      await connection.call('ACL', 'SETUSER', 'tester', 'on', 'nopass', '~*', '&*', '+@all');
-      admin = new Redis(redis.url, {
-        username: 'tester',
-        password: 'any',
-        maxRetriesPerRequest: null,
-      });
+      admin = new Redis(redis.url, { maxRetriesPerRequest: null });
+      await becomeAclAdmin(admin);
     });
     afterEach(async () => {
-      await admin.call('ACL', 'SETUSER', 'default', 'resetkeys', '~*');
+      await allowHubEveryKey(admin);
     });
     afterAll(async () => {
       await admin.quit();
     });
 
-    /** Redis refuses `key` to the hub until {@link allowEveryKey}. */
-    const refuse = (key: string) =>
-      admin.call('ACL', 'SETUSER', 'default', 'resetkeys', ...everyKeyBut(key));
-    const allowEveryKey = () => admin.call('ACL', 'SETUSER', 'default', 'resetkeys', '~*');
-
     /** A new agent working on a new task, and the final failure it reports. */
     const working = async () => {
-      const queue = `q-${randomBytes(4).toString('hex')}`;
-      const agentId = `agent-${randomBytes(4).toString('hex')}`;
-      const agent = await TestAgent.register(hub.url, agentId, [queue]);
-      agents.push(agent);
-      const assigned = agent.nextAssignment();
-      const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
-        queue,
-        payload: {},
-      });
-      expect(created.status).toBe(201);
-      const id = created.body.id;
-      const assignment = await assigned;
+      const { agent, queue, id, assignment } = await freshAgentAssigned(agents, hub.url);
       expect(await agent.accept(assignment)).toMatchObject({ ok: true });
       const { token } = assignment;
       const fail: TaskFail = { taskId: id, token, error: 'boom', retryable: false };
-      return { queue, id, token, agentId, agent, fail };
+      return { queue, id, token, agentId: agent.agentId, agent, fail };
     };
     /** The replay's ack and how long it took. */
     const replay = async (agent: TestAgent, fail: TaskFail) => {
@@ -325,7 +298,7 @@ describe('the replay of a report whose replica died half-way', () => {
     it('BullMQ failed the job, then the release of the agent failed: the replay, answered at once, finishes it as a duplicate', async () => {
       const { queue, id, token, agentId, agent, fail } = await working();
       // the release (`transitionThenClaim`) declares the queue's idle index: refused before it runs
-      await refuse(hub.keys.idle(queue));
+      await refuseKeyToHub(admin, hub.keys.idle(queue));
       expect(await agent.send('task:fail', fail)).toMatchObject({ ok: false, code: 'E_INTERNAL' });
       // BullMQ's part applied, the rest not; the intent stays for the replay, the lock does not
       expect(await admin.hget(hub.keys.bullJob(queue, id), 'atm')).toBe('1');
@@ -333,7 +306,7 @@ describe('the replay of a report whose replica died half-way', () => {
       expect(await admin.get(hub.keys.finished(id))).toBe(`failing ${token} ${queue} 0 0`);
       expect(await admin.get(hub.keys.reporting(id))).toBeNull();
 
-      await allowEveryKey();
+      await allowHubEveryKey(admin);
       const { ack, elapsedMs } = await replay(agent, fail);
       expect(ack).toEqual({ ok: true, duplicate: true });
       expect(elapsedMs).toBeLessThan(AT_ONCE_MS);
@@ -344,14 +317,14 @@ describe('the replay of a report whose replica died half-way', () => {
       const { queue, id, token, agentId, agent, fail } = await working();
       // `beginReport.lua` reads the job's counts by a key name it builds: it fails there, after
       // taking the lock and before recording the intent
-      await refuse(hub.keys.bullJob(queue, id));
+      await refuseKeyToHub(admin, hub.keys.bullJob(queue, id));
       expect(await agent.send('task:fail', fail)).toMatchObject({ ok: false, code: 'E_INTERNAL' });
       expect(await admin.get(hub.keys.reporting(id))).toBeNull();
       expect(await admin.get(hub.keys.finished(id))).toBeNull();
       expect(await admin.get(hub.keys.bullLock(queue, id))).toBe(token);
       expect(await admin.hget(hub.keys.agent(agentId), 'state')).toBe('working');
 
-      await allowEveryKey();
+      await allowHubEveryKey(admin);
       const { ack, elapsedMs } = await replay(agent, fail);
       expect(ack).toEqual({ ok: true });
       expect(elapsedMs).toBeLessThan(AT_ONCE_MS);

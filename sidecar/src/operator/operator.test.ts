@@ -1,5 +1,5 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { createServer, type RequestListener } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,6 +43,49 @@ const flags = (patch: Partial<TaskAddFlags>): TaskAddFlags => ({
   label: [],
   ...patch,
 });
+const agentView = (patch: Partial<AgentView> = {}): AgentView => ({
+  agentId: 'a1',
+  state: 'idle',
+  queues: ['q'],
+  labels: {},
+  tasksDone: 0,
+  tasksFailed: 0,
+  version: 1,
+  ...patch,
+});
+/** A client whose `getTask` answers, call by call, the next of `answers` (an error is thrown). */
+const scriptedClient = (answers: Array<TaskView | Error>) => ({
+  getTask: async (): Promise<TaskView> => {
+    const next = answers.shift()!;
+    if (next instanceof Error) throw next;
+    return next;
+  },
+});
+/** A stream, and what was written to it so far. */
+const textSink = () => {
+  const stream = new PassThrough();
+  let text = '';
+  stream.on('data', (chunk: Buffer) => (text += chunk.toString()));
+  return { stream, text: () => text };
+};
+/**
+ * Runs `body` against a real HTTP server on a free local port, answering with `handler`, and
+ * closes it after, even with requests still open (a server that never answers).
+ */
+const withLocalServer = async (
+  handler: RequestListener,
+  body: (url: string) => Promise<void>,
+): Promise<void> => {
+  const server = createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const { port } = server.address() as AddressInfo;
+    await body(`http://127.0.0.1:${port}`);
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+};
 
 describe('format', () => {
   it('shows durations compactly', () => {
@@ -88,18 +131,8 @@ describe('format', () => {
 
   it('shows the ack timeouts an agent let pass in a row next to its cooldown, only when it has some', () => {
     const now = Date.UTC(2026, 0, 2, 3, 4, 5);
-    const agent = (patch: Partial<AgentView>): AgentView => ({
-      agentId: 'a1',
-      state: 'idle',
-      queues: ['q'],
-      labels: {},
-      tasksDone: 0,
-      tasksFailed: 0,
-      version: 1,
-      ...patch,
-    });
-    const resting = agent({ state: 'cooldown', cooldownUntil: now + 12_000, missedAcks: 3 });
-    expect(formatAgentTable([resting, agent({ agentId: 'a2' })], now)).toBe(
+    const resting = agentView({ state: 'cooldown', cooldownUntil: now + 12_000, missedAcks: 3 });
+    expect(formatAgentTable([resting, agentView({ agentId: 'a2' })], now)).toBe(
       'AGENT  STATE                          QUEUES  REPLICA  TASK  HEARTBEAT  DONE  FAILED\n' +
         'a1     cooldown 12s (missed acks: 3)  q       -        -     -          0     0\n' +
         'a2     idle                           q       -        -     -          0     0\n',
@@ -113,21 +146,12 @@ describe('format', () => {
         'tasks done:     0\n' +
         'tasks failed:   0\n',
     );
-    expect(formatAgent(agent({}), now)).not.toContain('missed acks');
+    expect(formatAgent(agentView({}), now)).not.toContain('missed acks');
   });
 
   it("shows a busy agent's pending drain, and who asked for it", () => {
     const now = Date.UTC(2026, 0, 2, 3, 4, 5);
-    const agent = (patch: Partial<AgentView>): AgentView => ({
-      agentId: 'a1',
-      state: 'working',
-      queues: ['q'],
-      labels: {},
-      tasksDone: 0,
-      tasksFailed: 0,
-      version: 1,
-      ...patch,
-    });
+    const agent = (patch: Partial<AgentView>) => agentView({ state: 'working', ...patch });
     const busy = agent({ drainRequested: 'operator' });
     const draining = agent({ agentId: 'a2', state: 'draining', drainRequested: 'self' });
     expect(formatAgentTable([busy, draining, agent({ agentId: 'a3' })], now)).toBe(
@@ -251,6 +275,8 @@ describe('the admin key', () => {
 });
 
 describe('waiting for a task', () => {
+  const quiet = progressSink(new PassThrough(), 'quiet', () => undefined);
+
   it('rides out a hub unreachable for a while, and prints a line per change when not a terminal', async () => {
     const answers: Array<TaskView | Error> = [
       task(),
@@ -260,24 +286,15 @@ describe('waiting for a task', () => {
       task({ state: 'running', agentId: 'a1', attempt: 1 }),
       task({ state: 'completed', agentId: 'a1', attempt: 1, result: 1 }),
     ];
-    const client = {
-      getTask: async (): Promise<TaskView> => {
-        const next = answers.shift()!;
-        if (next instanceof Error) throw next;
-        return next;
-      },
-    };
-    const stderr = new PassThrough();
-    let text = '';
-    stderr.on('data', (chunk: Buffer) => (text += chunk.toString()));
-    const outcome = await waitForTask(client, 't1', {
+    const stderr = textSink();
+    const outcome = await waitForTask(scriptedClient(answers), 't1', {
       intervalMs: 1,
-      progress: progressSink(stderr, 'lines', () => undefined),
+      progress: progressSink(stderr.stream, 'lines', () => undefined),
       signal: never,
       now: () => 0,
     });
     expect(outcome).toMatchObject({ kind: 'finished', task: { state: 'completed' } });
-    expect(text.split('\n')).toEqual([
+    expect(stderr.text().split('\n')).toEqual([
       'task t1: waiting, attempt 0/3, 0.0s',
       'task t1: cannot reach the hub (trying again)',
       'task t1: draining (trying again)',
@@ -289,7 +306,6 @@ describe('waiting for a task', () => {
 
   it('gives up on other errors, and on the timeout', async () => {
     const notFound = new ApiError(404, { error: { code: 'E_TASK_NOT_FOUND', message: 'No task' } });
-    const quiet = progressSink(new PassThrough(), 'quiet', () => undefined);
     await expect(
       waitForTask({ getTask: () => Promise.reject(notFound) }, 't1', {
         progress: quiet,
@@ -314,15 +330,7 @@ describe('waiting for a task', () => {
     const trimmed = (details: unknown) =>
       new ApiError(410, { error: { code: 'E_TASK_TRIMMED', message: 'gone', details } });
     const answers: Array<TaskView | Error> = [task(), trimmed({ id: 't1', state: 'cancelled' })];
-    const quiet = progressSink(new PassThrough(), 'quiet', () => undefined);
-    const client = {
-      getTask: async (): Promise<TaskView> => {
-        const next = answers.shift()!;
-        if (next instanceof Error) throw next;
-        return next;
-      },
-    };
-    const outcome = await waitForTask(client, 't1', {
+    const outcome = await waitForTask(scriptedClient(answers), 't1', {
       intervalMs: 1,
       progress: quiet,
       signal: never,
@@ -354,7 +362,7 @@ describe('waiting for a task', () => {
     await expect(
       waitForTask(client, 't1', {
         intervalMs: 1,
-        progress: progressSink(new PassThrough(), 'quiet', () => undefined),
+        progress: quiet,
         signal: never,
         now: () => clock,
       }),
@@ -377,20 +385,18 @@ describe('waiting for a task', () => {
         throw new HubUnreachableError('no answer');
       },
     };
-    const stderr = new PassThrough();
-    let text = '';
-    stderr.on('data', (chunk: Buffer) => (text += chunk.toString()));
+    const stderr = textSink();
     const outcome = await waitForTask(client, 't1', {
       intervalMs: 1,
       timeoutMs: 5_000,
-      progress: progressSink(stderr, 'lines', () => undefined),
+      progress: progressSink(stderr.stream, 'lines', () => undefined),
       signal: never,
       now: () => clock,
     });
     expect(outcome).toMatchObject({ kind: 'timeout', task: { state: 'waiting' } });
     expect({ clock, bounds }).toEqual({ clock: 5_000, bounds: [5_000, 4_900] });
     // The request cut short by the deadline is no passing problem worth a line.
-    expect(text).toBe('task t1: waiting, attempt 0/3, 0.1s\n');
+    expect(stderr.text()).toBe('task t1: waiting, attempt 0/3, 0.1s\n');
   });
 
   it("fails with the hub's error when the timeout ran out before the hub ever answered", async () => {
@@ -408,7 +414,7 @@ describe('waiting for a task', () => {
       waitForTask(client, 't1', {
         intervalMs: 1,
         timeoutMs: 2_000,
-        progress: progressSink(new PassThrough(), 'quiet', () => undefined),
+        progress: quiet,
         signal: never,
         now: () => clock,
       }),
@@ -420,35 +426,28 @@ describe('waiting for a task', () => {
 describe('the hub client', () => {
   it('gives up on a request after the bound it was given, when shorter than its timeout', async () => {
     // A real server that never answers (a busy machine may not even see the request in time).
-    const server = createServer(() => undefined);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    try {
-      const { port } = server.address() as AddressInfo;
-      const client = new HubClient({ url: `http://127.0.0.1:${port}`, adminKey: 'k' }, never);
-      const err = await client.getTask('t1', { timeoutMs: 50 }).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(HubUnreachableError);
-      expect((err as Error).message).toBe(
-        `no answer from the hub at http://127.0.0.1:${port} within 0.1 s (GET /v1/tasks/t1)`,
-      );
-    } finally {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    }
+    await withLocalServer(
+      () => undefined,
+      async (url) => {
+        const client = new HubClient({ url, adminKey: 'k' }, never);
+        const err = await client.getTask('t1', { timeoutMs: 50 }).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(HubUnreachableError);
+        expect((err as Error).message).toBe(
+          `no answer from the hub at ${url} within 0.1 s (GET /v1/tasks/t1)`,
+        );
+      },
+    );
   });
 });
 
 describe('the command line', () => {
   const run = async (args: string[], env: Record<string, string> = {}) => {
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    let out = '';
-    let err = '';
-    stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    const stdout = textSink();
+    const stderr = textSink();
     const code = await runOperatorCli(['node', 'agentcom', ...args], {
       stdin: Readable.from([]),
-      stdout,
-      stderr,
+      stdout: stdout.stream,
+      stderr: stderr.stream,
       env,
       stdoutIsTty: false,
       stderrIsTty: false,
@@ -456,8 +455,14 @@ describe('the command line', () => {
       interrupted: never,
       now: Date.now,
     });
-    return { code, out, err };
+    return { code, out: stdout.text(), err: stderr.text() };
   };
+  /** Runs `body` with the environment that points the CLI at a local server answering `handler`. */
+  const withFakeHub = (
+    handler: RequestListener,
+    body: (env: Record<string, string>) => Promise<void>,
+  ): Promise<void> =>
+    withLocalServer(handler, (url) => body({ AGENTCOM_URL: url, AGENTCOM_ADMIN_KEY: 'k' }));
 
   it('maps usage errors to 2, a missing hub to 5, help to 0', async () => {
     expect((await run(['--help'])).code).toBe(0);
@@ -505,14 +510,11 @@ describe('the command line', () => {
 
   it('refuses an id the hub would refuse before sending anything (URL would turn `.` into another route)', async () => {
     let requests = 0;
-    const server = createServer((_request, response) => {
+    const answerAnything: RequestListener = (_request, response) => {
       requests++;
       response.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    try {
-      const { port } = server.address() as AddressInfo;
-      const env = { AGENTCOM_URL: `http://127.0.0.1:${port}`, AGENTCOM_ADMIN_KEY: 'k' };
+    };
+    await withFakeHub(answerAnything, async (env) => {
       for (const args of [
         ['task', 'get', '.'],
         ['task', 'cancel', '..'],
@@ -526,24 +528,18 @@ describe('the command line', () => {
         });
       }
       expect(requests).toBe(0);
-    } finally {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    }
+    });
   });
 
   it("shows an agent's control characters escaped, never raw: text and --json", async () => {
     // a title change, a clear screen, a bell, and a C1 CSI (U+009B) in a task's log lines
     const lines = ['\u001b]0;pwned\u0007title', 'wipe\u001b[2J', 'c1 \u009b31m red', 'tab\tok'];
-    const server = createServer((_request, response) => {
+    const answerLogs: RequestListener = (_request, response) => {
       response
         .writeHead(200, { 'content-type': 'application/json' })
         .end(JSON.stringify({ logs: lines, count: lines.length }));
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    try {
-      const { port } = server.address() as AddressInfo;
-      const env = { AGENTCOM_URL: `http://127.0.0.1:${port}`, AGENTCOM_ADMIN_KEY: 'k' };
+    };
+    await withFakeHub(answerLogs, async (env) => {
       const text = await run(['task', 'logs', 't1'], env);
       expect(text.code).toBe(0);
       expect(text.out).toBe('\\x1b]0;pwned\\x07title\nwipe\\x1b[2J\nc1 \\x9b31m red\ntab\tok\n');
@@ -551,58 +547,38 @@ describe('the command line', () => {
       // eslint-disable-next-line no-control-regex
       expect(json.out).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
       expect(JSON.parse(json.out)).toEqual({ logs: lines, count: lines.length });
-    } finally {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    }
+    });
   });
 
   describe('task list --all', () => {
-    const task = (id: string) => ({
-      id,
-      queue: 'default',
-      state: 'running',
-      payload: null,
-      priority: 0,
-      attempts: 3,
-      attempt: 1,
-      attemptsMade: 0,
-      createdAt: 0,
-    });
+    const runningTask = (id: string) => task({ id, state: 'running', attempt: 1 });
     /** A hub whose pages are `pages(cursor, how many times that cursor was asked)`. */
     const withPages = async (
       pages: (cursor: string, times: number) => { tasks: unknown[]; nextCursor?: string },
       body: (env: Record<string, string>, asked: string[]) => Promise<void>,
     ): Promise<void> => {
       const asked: string[] = [];
-      const server = createServer((request, response) => {
+      const answerPages: RequestListener = (request, response) => {
         const cursor = new URL(request.url ?? '/', 'http://x').searchParams.get('cursor') ?? '';
         asked.push(cursor);
         const times = asked.filter((c) => c === cursor).length;
         response
           .writeHead(200, { 'content-type': 'application/json' })
           .end(JSON.stringify(pages(cursor, times)));
-      });
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-      try {
-        const { port } = server.address() as AddressInfo;
-        await body({ AGENTCOM_URL: `http://127.0.0.1:${port}`, AGENTCOM_ADMIN_KEY: 'k' }, asked);
-      } finally {
-        server.closeAllConnections();
-        await new Promise((resolve) => server.close(resolve));
-      }
+      };
+      await withFakeHub(answerPages, (env) => body(env, asked));
     };
 
     it('follows a cursor again when the hub started a list over, and shows each task once', async () => {
       await withPages(
         (cursor, times) =>
           cursor === ''
-            ? { tasks: [task('t1')], nextCursor: 'c1' }
+            ? { tasks: [runningTask('t1')], nextCursor: 'c1' }
             : cursor === 'c1' && times === 1
-              ? { tasks: [task('t2')], nextCursor: 'c2' }
+              ? { tasks: [runningTask('t2')], nextCursor: 'c2' }
               : cursor === 'c2'
-                ? { tasks: [task('t1')], nextCursor: 'c1' } // started over: page 1 again
-                : { tasks: [task('t5'), task('t6')] },
+                ? { tasks: [runningTask('t1')], nextCursor: 'c1' } // started over: page 1 again
+                : { tasks: [runningTask('t5'), runningTask('t6')] },
         async (env, asked) => {
           const result = await run(['--json', 'task', 'list', '--all'], env);
           expect(result.code).toBe(0);
@@ -615,7 +591,7 @@ describe('the command line', () => {
 
     it('gives up with E_LISTING_UNSTABLE (exit 1) when it keeps being sent back', async () => {
       await withPages(
-        () => ({ tasks: [task('t1')], nextCursor: 'c1' }),
+        () => ({ tasks: [runningTask('t1')], nextCursor: 'c1' }),
         async (env, asked) => {
           expect(await run(['task', 'list', '--all'], env)).toMatchObject({
             code: 1,
@@ -629,36 +605,21 @@ describe('the command line', () => {
   });
 
   describe('agents, page by page', () => {
-    const agent = (agentId: string) => ({
-      agentId,
-      state: 'idle',
-      queues: ['q'],
-      labels: {},
-      tasksDone: 0,
-      tasksFailed: 0,
-      version: 1,
-    });
+    const agent = (agentId: string) => agentView({ agentId });
     /** A hub answering `GET /v1/agents` with `pages(cursor)`; the queries it was asked, in order. */
     const withAgentPages = async (
       pages: (cursor: string) => { agents: unknown[]; nextCursor?: string },
       body: (env: Record<string, string>, asked: string[]) => Promise<void>,
     ): Promise<void> => {
       const asked: string[] = [];
-      const server = createServer((request, response) => {
+      const answerPages: RequestListener = (request, response) => {
         const url = new URL(request.url ?? '/', 'http://x');
         asked.push(url.search);
         response
           .writeHead(200, { 'content-type': 'application/json' })
           .end(JSON.stringify(pages(url.searchParams.get('cursor') ?? '')));
-      });
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-      try {
-        const { port } = server.address() as AddressInfo;
-        await body({ AGENTCOM_URL: `http://127.0.0.1:${port}`, AGENTCOM_ADMIN_KEY: 'k' }, asked);
-      } finally {
-        server.closeAllConnections();
-        await new Promise((resolve) => server.close(resolve));
-      }
+      };
+      await withFakeHub(answerPages, (env) => body(env, asked));
     };
     const threePages = (cursor: string) =>
       cursor === ''
@@ -730,13 +691,10 @@ describe('the command line', () => {
     'refuses a 2xx answer of %s as no hub: exit 5, E_UNREACHABLE, one JSON document with --json',
     async (_, answer) => {
       // a real server at the URL that answers JSON, but not the hub's
-      const server = createServer((_request, response) => {
+      const answerNotTheHub: RequestListener = (_request, response) => {
         response.writeHead(200, { 'content-type': 'application/json' }).end(answer);
-      });
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-      try {
-        const { port } = server.address() as AddressInfo;
-        const env = { AGENTCOM_URL: `http://127.0.0.1:${port}`, AGENTCOM_ADMIN_KEY: 'k' };
+      };
+      await withFakeHub(answerNotTheHub, async (env) => {
         for (const command of [
           ['task', 'add', '--payload', '1'],
           ['task', 'get', 't1'],
@@ -771,10 +729,7 @@ describe('the command line', () => {
             }
           }
         }
-      } finally {
-        server.closeAllConnections();
-        await new Promise((resolve) => server.close(resolve));
-      }
+      });
     },
   );
 
