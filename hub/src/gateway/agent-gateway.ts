@@ -33,6 +33,7 @@ import {
   refusalCost,
 } from './flood-guard';
 import { InFlightLimit } from './in-flight-limit';
+import { startWork, workMsSince, type WorkMark } from './work-clock';
 
 /** Inbound events as they arrive: untrusted until their schema accepted them. */
 type RawClientEvents = { [E in ClientEventName]: (...args: unknown[]) => void };
@@ -349,12 +350,12 @@ export class AgentGateway implements AgentNotifier {
     // decoder refuses it and Socket.IO closes the connection (see `socket.on('error')`).
     const frames: EventFrame[] = [];
     const listenerFrames: EventFrame[] = [];
-    let decoding: { bytes: number; since: number } | undefined;
+    let decoding: { bytes: number; since: WorkMark } | undefined;
     const onPacket = (packet: { type: string; data?: unknown }): void => {
       if (packet.type !== 'message' || typeof packet.data !== 'string') return;
       const { data } = packet;
       const type = AGENT_PACKET.exec(data)?.[1];
-      if (type === '2') decoding = { bytes: data.length, since: performance.now() };
+      if (type === '2') decoding = { bytes: data.length, since: startWork(data.length) };
       // this replica never asks an agent for an ack: Socket.IO drops one unseen, after decoding it
       else if (type === '3') {
         this.options.onRejectedPayload();
@@ -366,7 +367,7 @@ export class AgentGateway implements AgentNotifier {
     // after the other frames of the same read are decoded).
     const onDecoded = (): void => {
       if (decoding === undefined) return;
-      frames.push({ bytes: decoding.bytes, decodeMs: performance.now() - decoding.since });
+      frames.push({ bytes: decoding.bytes, decodeMs: workMsSince(decoding.since) });
       decoding = undefined;
     };
     socket.conn.on('packet', onPacket);
@@ -412,9 +413,9 @@ export class AgentGateway implements AgentNotifier {
           );
           return;
         }
-        const checking = performance.now();
+        const checking = startWork(bytes);
         const parsed = this.parsePayload(event, args);
-        const workMs = frame.decodeMs + performance.now() - checking;
+        const workMs = frame.decodeMs + workMsSince(checking);
         if (!parsed.ok) {
           inFlight.release();
           this.options.onRejectedPayload();
