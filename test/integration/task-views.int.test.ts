@@ -1,9 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import { MAX_QUEUE_NAME_LENGTH, MAX_TASK_ID_LENGTH, type TaskView } from '@agentcom/shared';
+import {
+  MAX_LOG_LINES,
+  MAX_QUEUE_NAME_LENGTH,
+  MAX_TASK_ID_LENGTH,
+  MAX_TASK_LOG_LINES,
+  type TaskView,
+} from '@agentcom/shared';
 import { Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
 import { MAX_SCANNED_PER_PAGE } from '../../hub/src/tasks/task-listing';
+import { commandCalls } from '../helpers/commandstats';
 import { api, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
@@ -513,6 +520,58 @@ describe('task views at their edges', () => {
     await agent.accept(rerun);
     expect(await agent.complete(rerun, 'done')).toEqual({ ok: true });
     expect((await task()).body).toMatchObject({ state: 'completed', result: 'done' });
+  });
+
+  it('stores a log batch in one write, its lines in order, keeping the last MAX_TASK_LOG_LINES', async () => {
+    const queue = newQueue();
+    const agent = await TestAgent.register(hub.url, `agent-${randomBytes(4).toString('hex')}`, [
+      queue,
+    ]);
+    agents.push(agent);
+    const assigned = agent.nextAssignment();
+    const { body: created } = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+      queue,
+      payload: {},
+    });
+    const msg = await assigned;
+    await agent.accept(msg);
+    const batch = (first: number) =>
+      Array.from({ length: MAX_LOG_LINES }, (_, i) => `line ${first + i}`);
+    const client = new Redis(redis.url);
+    try {
+      const rpushBefore = await commandCalls(client, 'rpush');
+      const ack = await agent.send('task:log', {
+        taskId: msg.task.id,
+        token: msg.token,
+        lines: batch(0),
+      });
+      expect(ack).toEqual({ ok: true });
+      // one RPUSH for the 100 lines (BullMQ's addLog: one round trip and one RPUSH a line)
+      expect((await commandCalls(client, 'rpush')) - rpushBefore).toBe(1);
+    } finally {
+      client.disconnect();
+    }
+    const logs = await api<{ logs: string[]; count: number }>(
+      hub.url,
+      'GET',
+      `/v1/tasks/${created.id}/logs?limit=1000`,
+    );
+    expect(logs.body).toEqual({ logs: batch(0), count: MAX_LOG_LINES });
+    // past the bound, the oldest lines go
+    const batches = MAX_TASK_LOG_LINES / MAX_LOG_LINES;
+    for (let n = 1; n <= batches; n++) {
+      const lines = batch(n * MAX_LOG_LINES);
+      expect(
+        await agent.send('task:log', { taskId: msg.task.id, token: msg.token, lines }),
+      ).toEqual({ ok: true });
+    }
+    const kept = await api<{ logs: string[]; count: number }>(
+      hub.url,
+      'GET',
+      `/v1/tasks/${created.id}/logs?start=0&limit=1`,
+    );
+    expect(kept.body).toEqual({ logs: [`line ${MAX_LOG_LINES}`], count: MAX_TASK_LOG_LINES });
+    expect(await agent.complete(msg, 'done')).toEqual({ ok: true });
   });
 
   it('answers the logs of a task cancelled before it ran: none', async () => {

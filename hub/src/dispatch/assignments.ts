@@ -14,7 +14,6 @@ import {
   type TaskLog,
   type TaskProgress,
 } from '@agentcom/shared';
-import { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { HeartbeatBatch } from '../agents/heartbeat-batch';
 import type { HubConfig } from '../config';
@@ -32,6 +31,7 @@ import type { Logger } from '../logger';
 import type { HubMetrics } from '../metrics/hub-metrics';
 import type { QueueHandle, QueueRegistry, TaskJob } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
+import { luaScript } from '../redis/scripts';
 import type { IdempotencyKeys } from '../tasks/idempotency-keys';
 import { CANCELLED_PREFIX } from '../tasks/task-service';
 import { assignMessage, taskFromJob } from './assign-message';
@@ -48,6 +48,8 @@ import {
 } from './report-intent';
 
 /** How long the outcome of a finished assignment is kept for idempotent replays. */
+/** Appends a log batch in one step (see {@link AssignmentService.log}). */
+const APPEND_TASK_LOG = luaScript('appendTaskLog');
 const FINISHED_TTL_MS = 24 * 60 * 60 * 1000;
 const MAX_CAS_RETRIES = 8;
 /** A report lock outlives a crashed replica by this much at most. */
@@ -207,10 +209,19 @@ export class AssignmentService {
     );
   }
 
-  /** Appends the lines to the job's log, which keeps the last {@link MAX_TASK_LOG_LINES}. */
+  /**
+   * Appends the lines to the job's log, which keeps the last {@link MAX_TASK_LOG_LINES}: the
+   * whole batch in one script (`appendTaskLog.lua`; BullMQ's `addLog` was a round trip a line).
+   */
   async log(agentId: string, msg: TaskLog, tokenHash?: string): Promise<void> {
-    const { queue } = await this.currentJob(agentId, msg.taskId, msg.token, tokenHash);
-    for (const line of msg.lines) await Job.addJobLog(queue, msg.taskId, line, MAX_TASK_LOG_LINES);
+    const { taskQueue } = await this.heldRecord(agentId, msg.taskId, msg.token, tokenHash);
+    const { redis, keys } = this.options;
+    const length = await APPEND_TASK_LOG.run<number>(
+      redis,
+      [keys.bullJob(taskQueue, msg.taskId), keys.bullJobLogs(taskQueue, msg.taskId)],
+      [MAX_TASK_LOG_LINES, ...msg.lines],
+    );
+    if (length < 0) throw superseded(msg.taskId);
   }
 
   async complete(agentId: string, msg: TaskComplete, tokenHash?: string): Promise<ReportAck> {
@@ -843,6 +854,22 @@ export class AssignmentService {
   }
 
   /**
+   * The agent's record, when it holds `taskId` under `token` (and, with `tokenHash`, the
+   * connection's token is still the agent's: {@link tokenRevoked} otherwise).
+   */
+  private async heldRecord(
+    agentId: string,
+    taskId: string,
+    token: string,
+    tokenHash: string | undefined,
+  ): Promise<AgentRecord & { taskQueue: string }> {
+    const record = await this.options.agents.get(agentId);
+    if (tokenHash !== undefined && record?.tokenHash !== tokenHash) throw tokenRevoked();
+    if (!holds(record, taskId, token) || !record?.taskQueue) throw superseded(taskId);
+    return { ...record, taskQueue: record.taskQueue };
+  }
+
+  /**
    * The job of the task the agent holds under `token`, or E_ASSIGNMENT_SUPERSEDED; with
    * `tokenHash`, {@link tokenRevoked} when the record's token is no longer the connection's.
    */
@@ -852,9 +879,7 @@ export class AssignmentService {
     token: string,
     tokenHash: string | undefined,
   ): Promise<{ job: TaskJob; record: AgentRecord; queue: QueueHandle['queue'] }> {
-    const record = await this.options.agents.get(agentId);
-    if (tokenHash !== undefined && record?.tokenHash !== tokenHash) throw tokenRevoked();
-    if (!holds(record, taskId, token) || !record?.taskQueue) throw superseded(taskId);
+    const record = await this.heldRecord(agentId, taskId, token, tokenHash);
     const { queue } = await this.options.queues.get(record.taskQueue);
     const job = await queue.getJob(taskId);
     if (!job) throw superseded(taskId);

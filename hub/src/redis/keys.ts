@@ -196,6 +196,11 @@ export class RedisKeys {
     return `${this.bullQueuePrefix(queue)}repeat`;
   }
 
+  /** BullMQ's list of a job's log lines (`appendTaskLog.lua` appends as BullMQ's `addLog` does). */
+  bullJobLogs(queue: string, taskId: string): string {
+    return `${this.bullJob(queue, taskId)}:logs`;
+  }
+
   /** BullMQ's lock key of a job (read only: BullMQ owns it). */
   bullLock(queue: string, taskId: string): string {
     return `${this.bullJob(queue, taskId)}:lock`;

@@ -31,6 +31,7 @@ export const SCRIPT_NAMES = [
   'removeIfDue',
   'settleIdempotencyKey',
   'registerAgent',
+  'appendTaskLog',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
