@@ -169,7 +169,7 @@ describe('the agents listing, page by page', () => {
       expect((await walk(150, started)).ids).toEqual(ids);
 
       // an agent written to the set alone (a replica of the previous version registering it
-      // during a rolling upgrade, or `restoreAgent.lua`) is listed from the next page on
+      // during a rolling upgrade) is listed from the next page on
       await fixture.admin
         .multi()
         .hset(hub.keys.agent('0-0-set-only'), { state: 'offline', version: '0', tokenHash: 'h' })

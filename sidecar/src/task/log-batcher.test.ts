@@ -2,6 +2,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { MAX_LOG_LINES, MAX_LOG_LINE_BYTES, MAX_MESSAGE_BYTES } from '@agentcom/shared';
 import { LogBatcher, fitLine } from './log-batcher';
+import { LogPace } from './log-pace';
 
 /**
  * V8's garbage collector, for a test that measures what stays reachable: jest runs without
@@ -49,8 +50,7 @@ describe('LogBatcher', () => {
       const sender = new ControlledSend();
       const batcher = new LogBatcher(sender.send, {
         flushMs: 10,
-        bytesPerSecond: 100_000,
-        burstBytes: 100_000,
+        pace: new LogPace({ bytesPerSecond: 100_000, burstBytes: 100_000 }),
       });
       // a full batch of ~200 KB as JSON: sent at once, the allowance (100 KB) is 100 KB short
       for (let i = 0; i < MAX_LOG_LINES; i++) batcher.push(distinctLine(1999, i));
@@ -72,14 +72,40 @@ describe('LogBatcher', () => {
     }
   });
 
+  it('shares one pace between the batchers of a sidecar: a second task does not get a burst of its own', async () => {
+    jest.useFakeTimers();
+    try {
+      const pace = new LogPace({ bytesPerSecond: 100_000, burstBytes: 100_000 });
+      const first = new ControlledSend();
+      const firstTask = new LogBatcher(first.send, { flushMs: 10, pace });
+      for (let i = 0; i < MAX_LOG_LINES; i++) firstTask.push(distinctLine(1999, i));
+      expect(first.batches).toHaveLength(1);
+      first.releaseAll();
+      await firstTask.close(1000);
+      // the next task's full batch waits for what the first one took beyond the burst (~1 s)
+      const second = new ControlledSend();
+      const secondTask = new LogBatcher(second.send, { flushMs: 10, pace });
+      for (let i = 0; i < MAX_LOG_LINES; i++) secondTask.push(distinctLine(1999, i));
+      await jest.advanceTimersByTimeAsync(900);
+      expect(second.batches).toHaveLength(0);
+      await jest.advanceTimersByTimeAsync(200);
+      expect(second.batches).toHaveLength(1);
+      second.releaseAll();
+      const closed = secondTask.close(5000);
+      await jest.advanceTimersByTimeAsync(5000);
+      await closed;
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
   it('ends within a second of its close whatever the pace: what the pace holds is dropped, and said', async () => {
     jest.useFakeTimers();
     try {
       const sender = new ControlledSend();
       const batcher = new LogBatcher(sender.send, {
         flushMs: 10,
-        bytesPerSecond: 100_000,
-        burstBytes: 50_000,
+        pace: new LogPace({ bytesPerSecond: 100_000, burstBytes: 50_000 }),
       });
       for (let i = 0; i < MAX_LOG_LINES; i++) batcher.push(distinctLine(1999, i));
       sender.releaseAll();

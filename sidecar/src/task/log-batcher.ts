@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MAX_LOG_LINES, MAX_LOG_LINE_BYTES, MAX_MESSAGE_BYTES } from '@agentcom/shared';
+import { LogPace } from './log-pace';
 
 export interface LogBatcherOptions {
   /**
@@ -9,25 +10,10 @@ export interface LogBatcherOptions {
   flushMs?: number;
   /** Lines held while a batch is in flight; beyond it new lines are counted and dropped. Default 1000. */
   maxBuffered?: number;
-  /** The pace of the batches, in bytes of their lines as JSON a second. Default {@link LOG_BYTES_PER_SECOND}. */
-  bytesPerSecond?: number;
-  /** The bytes the batches may take at once, beyond the pace. Default {@link LOG_BURST_BYTES}. */
-  burstBytes?: number;
+  /** The pace the batches keep, shared with the sidecar's other tasks. Default: one of its own. */
+  pace?: LogPace;
 }
 
-/**
- * The pace a task's log batches keep (bytes of lines as JSON), after a burst of
- * {@link LOG_BURST_BYTES}: the hub counts every frame's reading and decoding against the
- * connection's budget (1,000, refilled at 100 a second) and closes a connection that spends it. A
- * log batch of 1 MiB counts ~35-45, up to ~83 for lines of control characters (6 bytes of JSON
- * each), so a task printing flat out (over ~2.5 MiB a second) had its sidecar's connection closed.
- * At this pace a log stream spends at most ~42 a second of the refill, and a burst at most ~660
- * of the budget, which leaves a task's ordinary output (up to 8 MiB) undelayed. Lines beyond it
- * wait in the buffer, and are dropped when it is full, as when the hub takes batches slower than
- * the task prints.
- */
-export const LOG_BYTES_PER_SECOND = 512 * 1024;
-export const LOG_BURST_BYTES = 8 * 1024 * 1024;
 /**
  * The longest a task's end ({@link LogBatcher.close}) waits for the pace: its report is sent after
  * the close, so the lines the pace would hold longer are dropped, with the line that says how
@@ -52,7 +38,7 @@ const ELLIPSIS = encoder.encode('…');
  * Groups a task's output lines into `task:log` batches of at most {@link MAX_LOG_LINES} lines
  * and {@link MAX_LOG_BATCH_JSON_BYTES} of JSON, each line cut to {@link MAX_LOG_LINE_BYTES} bytes
  * of UTF-8. One batch is in flight at a time, and the batches keep a pace
- * ({@link LOG_BYTES_PER_SECOND}); a task that prints faster than that, or than the hub takes
+ * ({@link LogPace}); a task that prints faster than that, or than the hub takes
  * them, loses lines, replaced by one
  * `[agentcom: N log lines dropped]` line. Logs are best-effort: a failed send is not retried.
  *
@@ -70,11 +56,7 @@ export class LogBatcher {
   private paceTimer: NodeJS.Timeout | undefined;
   private readonly flushMs: number;
   private readonly maxBuffered: number;
-  private readonly bytesPerSecond: number;
-  private readonly burstBytes: number;
-  /** Bytes a batch may take now (negative: a batch took more, the next waits); as of `allowanceAt`. */
-  private allowance: number;
-  private allowanceAt = performance.now();
+  private readonly pace: LogPace;
 
   constructor(
     private readonly send: (lines: string[]) => Promise<void>,
@@ -82,9 +64,7 @@ export class LogBatcher {
   ) {
     this.flushMs = options.flushMs ?? 250;
     this.maxBuffered = options.maxBuffered ?? 10 * MAX_LOG_LINES;
-    this.bytesPerSecond = options.bytesPerSecond ?? LOG_BYTES_PER_SECOND;
-    this.burstBytes = options.burstBytes ?? LOG_BURST_BYTES;
-    this.allowance = this.burstBytes;
+    this.pace = options.pace ?? new LogPace();
   }
 
   push(line: string): void {
@@ -114,9 +94,9 @@ export class LogBatcher {
     try {
       while (!expired && (this.pending() || this.inFlight !== undefined)) {
         const idle = this.inFlight === undefined && this.buffer.length > 0;
-        if (idle && performance.now() + this.paceDelayMs() > paceUntil) this.dropBuffered();
+        if (idle && performance.now() + this.pace.delayMs() > paceUntil) this.dropBuffered();
         this.pump();
-        const paced = () => sleep(Math.max(1, this.paceDelayMs()), undefined, { ref: false });
+        const paced = () => sleep(Math.max(1, this.pace.delayMs()), undefined, { ref: false });
         await Promise.race([this.inFlight ?? paced(), timedOut]);
       }
     } finally {
@@ -140,21 +120,12 @@ export class LogBatcher {
     this.paceTimer = undefined;
   }
 
-  /** Milliseconds until the pace lets the next batch go (0: now). */
-  private paceDelayMs(): number {
-    const now = performance.now();
-    const earned = ((now - this.allowanceAt) / 1000) * this.bytesPerSecond;
-    this.allowance = Math.min(this.burstBytes, this.allowance + earned);
-    this.allowanceAt = now;
-    return this.allowance >= 0 ? 0 : Math.ceil((-this.allowance / this.bytesPerSecond) * 1000);
-  }
-
   private pump(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
     if (this.inFlight !== undefined || this.paceTimer !== undefined || !this.pending()) return;
     // the line saying how many were dropped goes alone at once: a few bytes
-    const wait = this.buffer.length > 0 ? this.paceDelayMs() : 0;
+    const wait = this.buffer.length > 0 ? this.pace.delayMs() : 0;
     if (wait > 0) {
       this.paceTimer = setTimeout(() => {
         this.paceTimer = undefined;
@@ -169,7 +140,7 @@ export class LogBatcher {
     }
     const batch = batchOf(this.buffer, MAX_LOG_LINES - lines.length);
     lines.push(...this.buffer.splice(0, batch.count));
-    this.allowance -= batch.bytes;
+    this.pace.spend(batch.bytes);
     this.inFlight = this.send(lines)
       .catch(() => sleep(this.flushMs))
       .finally(() => {

@@ -22,6 +22,7 @@ import {
   type TaskRunner,
 } from '../runner/task-runner';
 import { LogBatcher } from './log-batcher';
+import { LogPace } from './log-pace';
 import type { ReportDelivery } from './report-delivery';
 import { askHubToDrain } from './ask-drain';
 import { errorText } from '../error-text';
@@ -104,6 +105,8 @@ export class TaskController {
   private draining = false;
   private heartbeatInFlight = false;
   private lastHeartbeat: HeartbeatSeen | undefined;
+  /** The pace of every task's log batches: the hub's flood budget is one per connection. */
+  private readonly logPace = new LogPace();
 
   constructor(private readonly options: TaskControllerOptions) {}
 
@@ -350,10 +353,13 @@ export class TaskController {
     const { connection, ackTimeoutMs } = this.options;
     // A refused batch rejects, as an unanswered one does: the batcher pauses before its next one,
     // so a chatty task does not keep a hub that refuses it busy refusing.
-    const logs = new LogBatcher(async (lines) => {
-      const ack = await connection.request('task:log', { ...ref, lines });
-      if (!ack.ok) throw new Error(`the hub refused task:log: ${ack.code} (${ack.message})`);
-    });
+    const logs = new LogBatcher(
+      async (lines) => {
+        const ack = await connection.request('task:log', { ...ref, lines });
+        if (!ack.ok) throw new Error(`the hub refused task:log: ${ack.code} (${ack.message})`);
+      },
+      { pace: this.logPace },
+    );
     const outcome = await this.run(session, logs);
     session.ending = true;
     if (outcome.type === 'dropped') {
