@@ -491,10 +491,11 @@ export class AgentGateway implements AgentNotifier {
    * Closes a connection that spent its refusal budget: it kept emitting without waiting for its
    * acks, or kept sending events that are refused or answered with an error, or events faster
    * than ~1,000 a second, or frames costly to decode (big, or of many small values), and each
-   * costs this replica its decoding and more, for as long as it goes on. The agent learns why (`hub:error E_RATE_LIMITED`), its handshakes are refused here
-   * for the cooldown, and the disconnect is the usual one: a task it holds is kept until the
-   * lease, resumed if it reconnects in time, put back to wait otherwise. Its TCP connection is
-   * dropped `FLOOD_CLOSE_GRACE_MS` later, whether or not it answered the WebSocket close
+   * costs this replica its decoding and more, for as long as it goes on. The agent learns why
+   * (`hub:error E_RATE_LIMITED`), its handshakes are refused here for the cooldown, and the
+   * disconnect is the usual one: a task it holds is kept until the lease, resumed if it
+   * reconnects in time, put back to wait otherwise. Its TCP connection is dropped
+   * `FLOOD_CLOSE_GRACE_MS` later, whether or not it answered the WebSocket close
    * ({@link dropUpgradedConnection}).
    */
   private closeFlooder(
