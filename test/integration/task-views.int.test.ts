@@ -477,7 +477,8 @@ describe('task views at their edges', () => {
     expect((await api(hub.url, 'GET', `/v1/tasks/${id}`)).status).toBe(404);
   });
 
-  it('fails a task cancelled while its retry waits for its backoff as cancelled: its logs and attempts kept, retryable', async () => {
+  /** A task created with `options` in a queue of its own, pushed to a new agent that accepted it. */
+  const acceptedTask = async (options: Record<string, unknown>) => {
     const queue = newQueue();
     const agent = await TestAgent.register(hub.url, `agent-${randomBytes(4).toString('hex')}`, [
       queue,
@@ -487,11 +488,18 @@ describe('task views at their edges', () => {
     const { body: created } = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
       queue,
       payload: {},
-      attempts: 3,
-      backoff: { type: 'fixed', delayMs: 600_000 },
+      ...options,
     });
     const msg = await assigned;
     await agent.accept(msg);
+    return { agent, created, msg };
+  };
+
+  it('fails a task cancelled while its retry waits for its backoff as cancelled: its logs and attempts kept, retryable', async () => {
+    const { agent, created, msg } = await acceptedTask({
+      attempts: 3,
+      backoff: { type: 'fixed', delayMs: 600_000 },
+    });
     await agent.send('task:log', { taskId: msg.task.id, token: msg.token, lines: ['line one'] });
     expect(await agent.fail(msg, { error: 'boom', retryable: true })).toEqual({ ok: true });
     const task = () => api<TaskView>(hub.url, 'GET', `/v1/tasks/${created.id}`);
@@ -523,18 +531,7 @@ describe('task views at their edges', () => {
   });
 
   it('stores a log batch in one write, its lines in order, keeping the last MAX_TASK_LOG_LINES', async () => {
-    const queue = newQueue();
-    const agent = await TestAgent.register(hub.url, `agent-${randomBytes(4).toString('hex')}`, [
-      queue,
-    ]);
-    agents.push(agent);
-    const assigned = agent.nextAssignment();
-    const { body: created } = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
-      queue,
-      payload: {},
-    });
-    const msg = await assigned;
-    await agent.accept(msg);
+    const { agent, created, msg } = await acceptedTask({});
     const batch = (first: number) =>
       Array.from({ length: MAX_LOG_LINES }, (_, i) => `line ${first + i}`);
     const client = new Redis(redis.url);
