@@ -56,7 +56,12 @@ export class TestAgent extends EventEmitter {
     });
   }
 
-  /** Registers the agent through the API and returns a connected TestAgent. */
+  /**
+   * Registers the agent through the API and returns a TestAgent whose connection the hub has
+   * recorded: the replica records it after the handshake, so the client's `connect` can come
+   * first, and a read of the agent right then finds it `offline`. An event is handled only once
+   * the connection is recorded, so the answer to a heartbeat marks it.
+   */
   static async register(
     hubUrl: string,
     agentId: string,
@@ -66,6 +71,8 @@ export class TestAgent extends EventEmitter {
     if (created.status >= 300) throw new Error(`register failed: ${created.status}`);
     const agent = new TestAgent(hubUrl, agentId, created.body.token, queues);
     await agent.connect();
+    const beat = await agent.send('agent:heartbeat', {});
+    if (!beat.ok) throw new Error(`register: heartbeat refused: ${JSON.stringify(beat)}`);
     return agent;
   }
 
