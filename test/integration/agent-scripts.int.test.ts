@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { AgentStore, IllegalTransitionError } from '../../hub/src/fsm/agent-store';
 import { jobToComplete, moveToCompletedArgs } from '../../hub/src/dispatch/bull-completion';
 import { RedisKeys } from '../../hub/src/redis/keys';
-import { agentScripts } from '../../hub/src/redis/scripts';
+import { agentScripts, luaScript } from '../../hub/src/redis/scripts';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 describe('agent Lua scripts against a real redis-server', () => {
@@ -702,6 +702,47 @@ describe('agent Lua scripts against a real redis-server', () => {
       expect(await store.accept('a', 't1', 'a:other')).toBeUndefined();
       expect(await store.accept('a', 't2', 'a:tok')).toBeUndefined();
       expect(await redis.zscore(keys.runDeadlines, 'a')).toBeNull();
+    });
+  });
+
+  describe('appendTaskLog', () => {
+    const appendLog = luaScript('appendTaskLog');
+    const TOKEN_HASH = 'h'.repeat(64); // the one `idleAgent` registers
+    const append = (lines: string[], token = 'a:tok', tokenHash = TOKEN_HASH) =>
+      appendLog.run<number>(
+        redis,
+        [keys.agent('a'), keys.bullJob('q1', 't1'), keys.bullJobLogs('q1', 't1')],
+        [3, 't1', token, tokenHash, ...lines],
+      );
+    const logged = () => redis.lrange(keys.bullJobLogs('q1', 't1'), 0, -1);
+
+    it("writes only for the connection whose token is the record's, holding the task", async () => {
+      await workingAgent(10);
+      await redis.hset(keys.bullJob('q1', 't1'), 'name', 't1');
+      // a rotated token: refused before anything else, nothing written
+      expect(await append(['rotated'], 'a:tok', 'x'.repeat(64))).toBe(-2);
+      // another token of the task (a superseded assignment): nothing written
+      expect(await append(['superseded'], 'a:old')).toBe(-1);
+      expect(await logged()).toEqual([]);
+      expect(await append(['one', 'two'])).toBe(2);
+      // "" checks no token hash; the log keeps the last 3 lines
+      expect(await append(['three', 'four'], 'a:tok', '')).toBe(3);
+      expect(await logged()).toEqual(['two', 'three', 'four']);
+    });
+
+    it('writes nothing for an agent that no longer holds the task, or a job that is gone', async () => {
+      await workingAgent(10);
+      expect(await append(['no job'])).toBe(-1);
+      await redis.hset(keys.bullJob('q1', 't1'), 'name', 't1');
+      await store.transition({
+        agentId: 'a',
+        from: 'working',
+        to: 'idle',
+        reason: 'complete',
+        del: ['taskId', 'token', 'taskQueue'],
+      });
+      expect(await append(['after the end'])).toBe(-1);
+      expect(await logged()).toEqual([]);
     });
   });
 

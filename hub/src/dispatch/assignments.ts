@@ -50,6 +50,8 @@ import {
 /** How long the outcome of a finished assignment is kept for idempotent replays. */
 /** Appends a log batch in one step (see {@link AssignmentService.log}). */
 const APPEND_TASK_LOG = luaScript('appendTaskLog');
+/** `appendTaskLog.lua`'s reply when the record's token hash is not the connection's. */
+const LOG_TOKEN_REVOKED = -2;
 const FINISHED_TTL_MS = 24 * 60 * 60 * 1000;
 const MAX_CAS_RETRIES = 8;
 /** A report lock outlives a crashed replica by this much at most. */
@@ -211,16 +213,29 @@ export class AssignmentService {
 
   /**
    * Appends the lines to the job's log, which keeps the last {@link MAX_TASK_LOG_LINES}: the
-   * whole batch in one script (`appendTaskLog.lua`; BullMQ's `addLog` was a round trip a line).
+   * whole batch in one script (`appendTaskLog.lua`; BullMQ's `addLog` was a round trip a line),
+   * which checks in the same step that the agent holds the task under the token and, with
+   * `tokenHash`, that the connection's token is still the agent's ({@link tokenRevoked}
+   * otherwise). One round trip when this replica extends the task's lease, so knows its queue;
+   * otherwise the record is read first for it.
    */
   async log(agentId: string, msg: TaskLog, tokenHash?: string): Promise<void> {
-    const { taskQueue } = await this.heldRecord(agentId, msg.taskId, msg.token, tokenHash);
+    const held = this.options.leases.heldBy(agentId);
+    const taskQueue =
+      held?.taskId === msg.taskId && held.token === msg.token
+        ? held.queue
+        : (await this.heldRecord(agentId, msg.taskId, msg.token, tokenHash)).taskQueue;
     const { redis, keys } = this.options;
     const length = await APPEND_TASK_LOG.run<number>(
       redis,
-      [keys.bullJob(taskQueue, msg.taskId), keys.bullJobLogs(taskQueue, msg.taskId)],
-      [MAX_TASK_LOG_LINES, ...msg.lines],
+      [
+        keys.agent(agentId),
+        keys.bullJob(taskQueue, msg.taskId),
+        keys.bullJobLogs(taskQueue, msg.taskId),
+      ],
+      [MAX_TASK_LOG_LINES, msg.taskId, msg.token, tokenHash ?? '', ...msg.lines],
     );
+    if (length === LOG_TOKEN_REVOKED) throw tokenRevoked();
     if (length < 0) throw superseded(msg.taskId);
   }
 
