@@ -1,5 +1,6 @@
 import type { AgentView, TaskView } from '@agentcom/shared';
 import { AgentControl } from '../../hub/src/agents/agent-control';
+import { hashToken } from '../../hub/src/auth/tokens';
 import { api, eventually } from '../helpers/hub';
 import { TestAgent } from '../helpers/test-agent';
 import { useTestHub } from '../helpers/test-hub-fixture';
@@ -21,7 +22,8 @@ describe("an agent's own drain applies to the connection that asked", () => {
     const { hub } = fixture;
     const agentId = 'self-drain';
     const stopped = await TestAgent.register(hub.url, agentId);
-    const staleSocketId = stopped.socket.id!;
+    // the old connection as the gateway names it: its socket, and the token it authenticated with
+    const stale = { socketId: stopped.socket.id!, tokenHash: hashToken(stopped.token) };
     const live = await stopped.reconnectTo(hub.url);
     agents.push(stopped, live);
     await eventually(
@@ -35,12 +37,12 @@ describe("an agent's own drain applies to the connection that asked", () => {
       async () => undefined,
     );
 
-    expect(await control.drain(agentId, { socketId: staleSocketId })).toBe('idle');
+    expect(await control.drain(agentId, stale)).toBe('idle');
     expect((await hub.agents.get(agentId))?.state).toBe('idle');
 
     // the live connection's own drain applies, and a late resume of the old one leaves it
     expect(await live.send('agent:drain', {})).toEqual({ ok: true, state: 'draining' });
-    expect(await control.undrain(agentId, { socketId: staleSocketId })).toBe('draining');
+    expect(await control.undrain(agentId, stale)).toBe('draining');
     expect((await hub.agents.get(agentId))?.state).toBe('draining');
     expect(await live.send('agent:resume', {})).toEqual({ ok: true, state: 'idle' });
   });
@@ -102,7 +104,7 @@ describe("an agent's own drain gives back the task it was pushed and did not acc
     });
 
     const other = await register('other', queue);
-    const again = await other.nextAssignment();
+    const again = await other.assignmentAt(0);
     const waitedMs = performance.now() - drainedAt;
     expect(again).toMatchObject({ task: { id }, attempt: 1 });
     expect(waitedMs).toBeLessThan(ACK_TIMEOUT_MS / 3);

@@ -53,11 +53,15 @@ describe('agent tokens: fenced reports, atomic registration', () => {
   describe("a connection whose token was rotated, on a replica that missed the rotation's message", () => {
     /**
      * An agent connected to `near` with its first token, holding a pushed task (accepted unless
-     * `accept` is false); then `near`'s adapter subscriber is cut off (what Redis sends it is
-     * held at the proxy) and the token rotated through `far`. The rotation's disconnect is
-     * published (seen held on its way to `near`), so the old connection stays open.
+     * `accept` is false), having done `beforeRotation` then; then `near`'s adapter subscriber is
+     * cut off (what Redis sends it is held at the proxy) and the token rotated through `far`. The
+     * rotation's disconnect is published (seen held on its way to `near`), so the old connection
+     * stays open.
      */
-    async function rotatedUnderfoot(accept: boolean) {
+    async function rotatedUnderfoot(
+      accept: boolean,
+      beforeRotation?: (agent: TestAgent) => Promise<void>,
+    ) {
       const { near, far } = await replicas();
       const agentId = `fenced-${randomBytes(3).toString('hex')}`;
       const queue = `q-${randomBytes(3).toString('hex')}`;
@@ -70,6 +74,7 @@ describe('agent tokens: fenced reports, atomic registration', () => {
       await api(near.url, 'POST', '/v1/tasks', { queue, payload: {} });
       const msg = await pushed;
       if (accept) expect(await agent.accept(msg)).toMatchObject({ ok: true, state: 'working' });
+      await beforeRotation?.(agent);
 
       const subscriber = proxy
         .named('agentcom:sub')
@@ -155,6 +160,55 @@ describe('agent tokens: fenced reports, atomic registration', () => {
       const logs = await api<{ logs: string[] }>(far.url, 'GET', `/v1/tasks/${msg.task.id}/logs`);
       expect(logs.body.logs).toEqual([]);
     });
+
+    /** The id of the last entry of the events stream (`0-0` when empty). */
+    const lastEventId = async (hub: Hub) =>
+      (await direct.xrevrange(hub.keys.events, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
+    /** The agent's transitions recorded after the stream entry `after`, as `reason: from→to`. */
+    const transitionsAfter = async (hub: Hub, agentId: string, after: string) =>
+      (await direct.xrange(hub.keys.events, `(${after}`, '+'))
+        .map(([, flat]) => {
+          const fields = new Map<string, string>();
+          for (let i = 0; i + 1 < flat.length; i += 2) fields.set(flat[i] ?? '', flat[i + 1] ?? '');
+          return fields;
+        })
+        .filter((fields) => fields.get('agent') === agentId)
+        .map((fields) => `${fields.get('reason')}: ${fields.get('from')}→${fields.get('to')}`);
+
+    it('refuses its own drain, closes it, and the agent keeps the task it was pushed', async () => {
+      const { far, agent, msg, told, closed } = await rotatedUnderfoot(false);
+      expect(await agent.send('agent:drain', {})).toEqual({ ok: false, ...REVOKED });
+      expect(await told).toEqual(REVOKED);
+      expect(await closed).toBe('io server disconnect');
+      // not given back to wait, and no drain recorded (the disconnect keeps the task too)
+      const key = far.keys.agent(agent.agentId);
+      expect(await direct.hmget(key, 'state', 'taskId', 'drainRequested')).toEqual([
+        'assigned',
+        msg.task.id,
+        null,
+      ]);
+    });
+
+    it('refuses its own resume, closes it, and the agent stays drained', async () => {
+      const { far, agent, told, closed } = await rotatedUnderfoot(false, async (sidecar) => {
+        // its own drain, before the rotation: the pushed task is given back
+        expect(await sidecar.send('agent:drain', {})).toEqual({ ok: true, state: 'draining' });
+      });
+      const before = await lastEventId(far);
+      expect(await agent.send('agent:resume', {})).toEqual({ ok: false, ...REVOKED });
+      expect(await told).toEqual(REVOKED);
+      expect(await closed).toBe('io server disconnect');
+      // the only transition since is the close's: the resume changed nothing
+      const transitions = await eventually(
+        async () => {
+          const since = await transitionsAfter(far, agent.agentId, before);
+          return since.some((t) => t.startsWith('disconnect')) ? since : undefined;
+        },
+        { what: 'the disconnect to be recorded' },
+      );
+      expect(transitions).toEqual(['disconnect: draining→offline']);
+      expect(await direct.hget(far.keys.agent(agent.agentId), 'drainRequested')).toBe('self');
+    });
   });
 
   it('refuses a connection whose token is rotated between its connect read the record and wrote it', async () => {
@@ -193,6 +247,37 @@ describe('agent tokens: fenced reports, atomic registration', () => {
         'offline',
         null,
       ]);
+    } finally {
+      store.transition = transition;
+    }
+  });
+
+  it("refuses the agent's own drain when its token is rotated between the drain's read and write", async () => {
+    const { far } = await replicas();
+    const agentId = `draining-${randomBytes(3).toString('hex')}`;
+    const created = await api<{ token: string }>(far.url, 'POST', '/v1/agents', { agentId });
+    const agent = new TestAgent(far.url, agentId, created.body.token);
+    agents.push(agent);
+    await agent.connect();
+    const store = far.agents;
+    const transition = store.transition.bind(store);
+    let rotated = false;
+    store.transition = async (request) => {
+      if (request.agentId === agentId && request.reason === 'drain' && !rotated) {
+        rotated = true;
+        // a rotation whose message is lost (the store alone), after the drain's read
+        await store.register(agentId, hashToken('agc_the-next-token'));
+      }
+      return transition(request);
+    };
+    try {
+      const told = new Promise((resolve) => agent.socket.once('hub:error', resolve));
+      const closed = agent.disconnected();
+      expect(await agent.send('agent:drain', {})).toEqual({ ok: false, ...REVOKED });
+      expect(rotated).toBe(true);
+      expect(await told).toEqual(REVOKED);
+      expect(await closed).toBe('io server disconnect');
+      expect(await direct.hget(far.keys.agent(agentId), 'drainRequested')).toBeNull();
     } finally {
       store.transition = transition;
     }

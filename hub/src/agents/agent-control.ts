@@ -2,7 +2,7 @@ import { AppError, type AgentState } from '@agentcom/shared';
 import { TASK_FIELDS } from '../dispatch/assignments';
 import type { AgentNotifier } from '../dispatch/notifier';
 import { SELF_DRAIN, type AgentRecord } from '../fsm/agent-record';
-import type { AgentStore } from '../fsm/agent-store';
+import { tokenRevoked, type AgentStore, type TransitionRequest } from '../fsm/agent-store';
 
 const MAX_CAS_RETRIES = 8;
 
@@ -11,9 +11,33 @@ const MAX_CAS_RETRIES = 8;
  * the record names that connection. A replica that handles it late (a stall) found the agent
  * connected again elsewhere, and the drain of the stopped sidecar's connection left the new one
  * `draining`, taking no task until its next reconnect.
+ *
+ * It is fenced by the connection's token too, as the task events are: once that token is revoked
+ * or replaced (and the message that closes the connection was lost), it is refused with
+ * {@link tokenRevoked} and changes nothing. A rotation or a revoke leaves the record's version as it
+ * is, so the compare-and-set expects the token hash itself: one that lands between the read and
+ * the write makes the write fail, and the retry's read refuses it.
  */
 export interface BySelf {
   socketId: string;
+  /** The hash of the token the connection authenticated with. */
+  tokenHash: string;
+}
+
+/**
+ * Whether the agent's own drain or resume applies to the record read: throws {@link tokenRevoked}
+ * when the record's token is no longer the connection's, false when the record names another
+ * connection (the call changes nothing). Always true for an operator's (no `self`).
+ */
+function appliesToSelf(record: AgentRecord, self: BySelf | undefined): boolean {
+  if (self === undefined) return true;
+  if (record.tokenHash !== self.tokenHash) throw tokenRevoked();
+  return record.socketId === self.socketId;
+}
+
+/** What the compare-and-set of the agent's own drain or resume expects besides the version. */
+function selfFence(self: BySelf | undefined): Pick<TransitionRequest, 'expect'> {
+  return self === undefined ? {} : { expect: { tokenHash: self.tokenHash } };
 }
 
 /** Drain and undrain of an agent, asked by the agent itself or by an operator. */
@@ -110,7 +134,7 @@ export class AgentControl {
     for (let i = 0; i < MAX_CAS_RETRIES; i++) {
       const record = await this.agents.get(agentId);
       if (!record) throw new AppError('E_AGENT_NOT_FOUND', `No agent ${agentId}`);
-      if (self && record.socketId !== self.socketId) return record.state;
+      if (!appliesToSelf(record, self)) return record.state;
       // claimed for a task (maybe not recorded yet: see Presence.requeue) the sidecar won't take
       const givesBack = bySelf && record.state === 'assigned';
       const to: AgentState = record.state === 'idle' || givesBack ? 'draining' : record.state;
@@ -121,6 +145,7 @@ export class AgentControl {
         from: record.state,
         to,
         version: record.version,
+        ...selfFence(self),
         reason: 'drain',
         set: { drainRequested: bySelf && !operatorsDrain ? SELF_DRAIN : '1' },
         idleRemove: record.queues,
@@ -153,7 +178,7 @@ export class AgentControl {
     for (let i = 0; i < MAX_CAS_RETRIES; i++) {
       const record = await this.agents.get(agentId);
       if (!record) throw new AppError('E_AGENT_NOT_FOUND', `No agent ${agentId}`);
-      if (self && record.socketId !== self.socketId) return record.state;
+      if (!appliesToSelf(record, self)) return record.state;
       if (bySelf && record.drainRequested && !record.drainedBySelf) {
         throw new AppError(
           'E_FORBIDDEN',
@@ -175,6 +200,7 @@ export class AgentControl {
         from: record.state,
         to,
         version: record.version,
+        ...selfFence(self),
         reason: bySelf ? 'undrain_self' : 'undrain',
         del: [
           'drainRequested',

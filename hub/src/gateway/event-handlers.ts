@@ -11,7 +11,7 @@ import {
   type TaskCancel,
 } from '@agentcom/shared';
 import type { AssignmentService } from '../dispatch/assignments';
-import type { AgentControl } from '../agents/agent-control';
+import type { AgentControl, BySelf } from '../agents/agent-control';
 
 /** Context of one authenticated socket. */
 export interface HandlerContext {
@@ -76,15 +76,21 @@ export const EVENT_HANDLERS: { [E in ClientEventName]: Handler } = {
     if (resend) ctx.resendTask(resend);
     return ack.ok ? { ...ack, hubId: ctx.hubId } : ack;
   },
+  // fenced by the connection's token too, as the task events are (`BySelf`)
   'agent:drain': async (ctx): Promise<Ack<{ state: AgentState }>> => ({
     ok: true,
-    state: await ctx.control.drain(ctx.agentId, { socketId: ctx.socketId }),
+    state: await ctx.control.drain(ctx.agentId, bySelf(ctx)),
   }),
   'agent:resume': async (ctx): Promise<Ack<{ state: AgentState }>> => ({
     ok: true,
-    state: await ctx.control.undrain(ctx.agentId, { socketId: ctx.socketId }),
+    state: await ctx.control.undrain(ctx.agentId, bySelf(ctx)),
   }),
 };
+
+/** The connection an agent's own drain or resume comes from. */
+function bySelf(ctx: HandlerContext): BySelf {
+  return { socketId: ctx.socketId, tokenHash: ctx.tokenHash };
+}
 
 /** A payload checked with its event's schema: the parsed payload, or the `E_VALIDATION` ack. */
 export function parseClientEvent(
