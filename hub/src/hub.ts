@@ -109,8 +109,8 @@ export async function startHub(
   const notifier: AgentNotifier = {
     assign: (agentId, message, socketId) => gateway?.assign(agentId, message, socketId),
     cancel: (agentId, message) => gateway?.cancel(agentId, message),
-    error: (agentId, message) => gateway?.error(agentId, message),
-    disconnect: (agentId) => gateway?.disconnect(agentId),
+    closeStaleTokenConnections: (agentId, message) =>
+      gateway?.closeStaleTokenConnections(agentId, message),
   };
 
   const starts = new TaskStartTimes();

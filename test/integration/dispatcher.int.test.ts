@@ -26,8 +26,7 @@ class RecordingNotifier implements AgentNotifier {
     });
   }
   cancel(_agentId: string, _message: TaskCancel): void {}
-  error(_agentId: string, _message: HubError): void {}
-  disconnect(_agentId: string): void {}
+  closeStaleTokenConnections(_agentId: string, _message: HubError): void {}
 
   /** Resolves at the n-th push; rejects after `ms` with what was pushed by then. */
   waitFor(n: number, ms = 5000): Promise<void> {

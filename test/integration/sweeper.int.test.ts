@@ -276,8 +276,7 @@ describe('the run-timeout backstop, swept by two replicas at once', () => {
           notifier: {
             cancel: (agentId, msg) => cancels.push([agentId, msg]),
             assign: () => undefined,
-            error: () => undefined,
-            disconnect: () => undefined,
+            closeStaleTokenConnections: () => undefined,
           },
           hubId,
           leaseMs: 60_000,
@@ -363,8 +362,7 @@ describe('replica liveness between replicas whose clocks disagree', () => {
         notifier: {
           cancel: () => undefined,
           assign: () => undefined,
-          error: () => undefined,
-          disconnect: () => undefined,
+          closeStaleTokenConnections: () => undefined,
         },
         hubId: 'ahead',
         leaseMs: 3000,

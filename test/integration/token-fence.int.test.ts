@@ -3,6 +3,7 @@ import type { AgentView, TaskView } from '@agentcom/shared';
 import { connect } from 'node:net';
 import { Redis } from 'ioredis';
 import { hashToken } from '../../hub/src/auth/tokens';
+import { STALE_TOKENS_EVENT } from '../../hub/src/gateway/agent-gateway';
 import type { Hub } from '../../hub/src/hub';
 import { api, eventually, startTestHub } from '../helpers/hub';
 import { startRedisProxy, type RedisProxy } from '../helpers/redis-proxy';
@@ -84,7 +85,11 @@ describe('agent tokens: fenced reports, atomic registration', () => {
       const rotated = await api<{ token: string }>(far.url, 'POST', '/v1/agents', { agentId });
       expect(rotated.status).toBe(200);
       await eventually(
-        () => (subscriber?.heldReplyBytes().includes(`agent:${agentId}`) ? true : undefined),
+        // the adapter's message (JSON): the event, then the agent id
+        () =>
+          subscriber?.heldReplyBytes().includes(`"${STALE_TOKENS_EVENT}","${agentId}"`)
+            ? true
+            : undefined,
         { what: "the rotation's disconnect on its way to the cut-off replica" },
       );
       expect(agent.socket.connected).toBe(true);

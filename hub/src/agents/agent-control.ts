@@ -64,7 +64,12 @@ export class AgentControl {
     if (!(await this.agents.revokeToken(agentId))) {
       throw new AppError('E_AGENT_NOT_FOUND', `No agent ${agentId}`);
     }
-    this.closeConnection(agentId, 'the agent token was revoked');
+    // the record has no token hash now: every connection of the agent is of an old token, but
+    // not one made after it was given a new token, should this close reach a replica that late
+    this.notifier.closeStaleTokenConnections(agentId, {
+      code: 'E_UNAUTHORIZED',
+      message: 'the agent token was revoked',
+    });
     await this.retire(agentId);
   }
 
@@ -103,18 +108,22 @@ export class AgentControl {
   }
 
   /**
-   * After its token was replaced (`POST /v1/agents` for an existing agent): the connection made
-   * with the old token is closed on every replica, so a leaked token stops working at once, not
+   * After its token was replaced (`POST /v1/agents` for an existing agent): a connection made
+   * with an older token is closed on every replica, so a leaked token stops working at once, not
    * at the next reconnect. Its sidecar is told why (`E_UNAUTHORIZED`) and must be given the new
    * token; a task it held returns to the queue when the lease runs out.
+   *
+   * Only connections whose token is no longer the record's, as each replica reads it when the
+   * close reaches it: the close of a rotation that raced another, or reached a replica late, used
+   * to cut the connection already made with the newest token too, and its sidecar, told
+   * `E_UNAUTHORIZED`, stopped for good with a valid token. A connection is only made with a token
+   * once it is written, so one whose token is the record's at that read is the newest token's.
    */
   tokenReplaced(agentId: string): void {
-    this.closeConnection(agentId, 'the agent token was replaced');
-  }
-
-  private closeConnection(agentId: string, message: string): void {
-    this.notifier.error(agentId, { code: 'E_UNAUTHORIZED', message });
-    this.notifier.disconnect(agentId);
+    this.notifier.closeStaleTokenConnections(agentId, {
+      code: 'E_UNAUTHORIZED',
+      message: 'the agent token was replaced',
+    });
   }
 
   /**

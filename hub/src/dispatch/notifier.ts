@@ -12,7 +12,11 @@ export interface AgentNotifier {
    */
   assign(agentId: string, message: TaskAssign, socketId?: string): void;
   cancel(agentId: string, message: TaskCancel): void;
-  error(agentId: string, message: HubError): void;
-  /** Closes the agent's connection, on whichever replica holds it. */
-  disconnect(agentId: string): void;
+  /**
+   * Closes the agent's connections made with a token that is no longer its record's, on every
+   * replica: each is told `message` (`hub:error`), then disconnected. Each replica decides when it
+   * handles this, reading the record's token hash then, so one that handles it late keeps a
+   * connection made with a newer token. Only the agent id and `message` go through Redis.
+   */
+  closeStaleTokenConnections(agentId: string, message: HubError): void;
 }

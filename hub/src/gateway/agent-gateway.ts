@@ -6,6 +6,7 @@ import {
   isAppError,
   type ClientEventName,
   type HandshakeAuth,
+  type HubError,
   type ServerToClientEvents,
 } from '@agentcom/shared';
 import type { Namespace, Server, Socket } from 'socket.io';
@@ -39,14 +40,23 @@ import { startWork, workMsSince, type WorkMark } from './work-clock';
 type RawClientEvents = { [E in ClientEventName]: (...args: unknown[]) => void };
 interface SocketData {
   auth: HandshakeAuth;
+  /** The hash of the token the connection authenticated with (never the token over Redis). */
+  tokenHash: string;
+}
+
+/** The adapter message asking every replica to close an agent's connections of older tokens. */
+export const STALE_TOKENS_EVENT = 'agent:close-stale-tokens';
+/** Events between replicas (`serverSideEmit`, through the Redis adapter). */
+interface ReplicaEvents {
+  [STALE_TOKENS_EVENT]: (agentId: string, message: HubError) => void;
 }
 export type AgentNamespace = Namespace<
   RawClientEvents,
   ServerToClientEvents,
-  Record<string, never>,
+  ReplicaEvents,
   SocketData
 >;
-type AgentSocket = Socket<RawClientEvents, ServerToClientEvents, Record<string, never>, SocketData>;
+type AgentSocket = Socket<RawClientEvents, ServerToClientEvents, ReplicaEvents, SocketData>;
 /** Why an event was refused at the boundary (logged when the refusals close the connection). */
 type RefusalKind =
   | 'beyond the in-flight limit'
@@ -135,6 +145,7 @@ export class AgentGateway implements AgentNotifier {
         })
         .then((auth) => {
           socket.data.auth = auth;
+          socket.data.tokenHash = hashToken(auth.token);
           next();
         })
         .catch((err: unknown) => {
@@ -149,6 +160,10 @@ export class AgentGateway implements AgentNotifier {
         });
     });
     this.nsp.on('connection', (socket) => this.onConnection(socket));
+    this.nsp.on(
+      STALE_TOKENS_EVENT,
+      (agentId, message) => void this.closeLocalStaleTokens(agentId, message),
+    );
   }
 
   /**
@@ -183,12 +198,16 @@ export class AgentGateway implements AgentNotifier {
     this.nsp.to(agentRoom(agentId)).emit('task:cancel', message);
   }
 
-  error(agentId: string, message: Parameters<ServerToClientEvents['hub:error']>[0]): void {
-    this.nsp.to(agentRoom(agentId)).emit('hub:error', message);
-  }
-
-  disconnect(agentId: string): void {
-    this.nsp.in(agentRoom(agentId)).disconnectSockets(true);
+  /**
+   * Closes the agent's connections made with a token that is no longer its record's: those here
+   * at once, those of the other replicas when this message reaches them. Each replica that holds
+   * a connection of the agent reads the record's token hash as it handles the message. A close of
+   * the agent's whole room (what a rotation and a revoke sent before) also cut a connection made
+   * with the newest token when it came from an earlier rotation, or reached its replica late.
+   */
+  closeStaleTokenConnections(agentId: string, message: HubError): void {
+    this.nsp.serverSideEmit(STALE_TOKENS_EVENT, agentId, message);
+    void this.closeLocalStaleTokens(agentId, message);
   }
 
   /** Waits (bounded) until the disconnects of closed sockets are recorded in Redis. */
@@ -211,6 +230,43 @@ export class AgentGateway implements AgentNotifier {
   drainLocal(): void {
     this.draining = true;
     this.nsp.local.emit('hub:draining', {});
+  }
+
+  /**
+   * This replica's part of {@link closeStaleTokenConnections}. The connections are taken before
+   * the record is read: one that joins after the read may hold a token newer than the one read
+   * (rotated meanwhile), and that rotation's own message closes what it replaced. One whose
+   * handshake passed with an older token and that joins later is refused by its connect, which
+   * reads the record again (`Presence.connect`).
+   */
+  private async closeLocalStaleTokens(agentId: string, message: HubError): Promise<void> {
+    const sockets = this.localSocketsOf(agentId);
+    if (sockets.length === 0) return; // no read on a replica that holds none of the agent's
+    const log = this.options.logger.child({ agentId });
+    let currentHash: string | undefined;
+    try {
+      currentHash = (await this.options.agents.get(agentId))?.tokenHash;
+    } catch (err) {
+      // which token is current is unknown: each reconnects, and its handshake checks its token
+      log.warn(
+        { err: String(err) },
+        'token replaced, record unreadable: closing to reauthenticate',
+      );
+      for (const socket of sockets) socket.disconnect(true);
+      return;
+    }
+    for (const socket of sockets) {
+      if (!socket.connected || socket.data.tokenHash === currentHash) continue;
+      log.info({ socketId: socket.id }, 'connection made with a replaced token: closing it');
+      socket.emit('hub:error', message);
+      socket.disconnect(true);
+    }
+  }
+
+  /** The agent's sockets on this replica. */
+  private localSocketsOf(agentId: string): AgentSocket[] {
+    const ids = this.nsp.adapter.rooms.get(agentRoom(agentId)) ?? new Set<string>();
+    return [...ids].flatMap((id) => this.nsp.sockets.get(id) ?? []);
   }
 
   /**
@@ -248,7 +304,7 @@ export class AgentGateway implements AgentNotifier {
       agentId,
       socketId: socket.id,
       hubId: this.options.hubId,
-      tokenHash: hashToken(auth.token),
+      tokenHash: socket.data.tokenHash,
       dropConnection: () => void this.resync(socket, log),
       endConnection: (refusal) => {
         log.warn({ code: refusal.code }, `${refusal.message}: closing the connection`);
