@@ -20,6 +20,12 @@ import { api } from './hub';
 export class TestAgent extends EventEmitter {
   socket: Socket<ServerToClientEvents, ClientToServerEvents>;
   readonly assignments: TaskAssign[] = [];
+  /**
+   * Pushes that came while {@link register} awaited its heartbeat (a task already waiting is
+   * handed out by the connect): the next ones {@link nextAssignment} answers, as they came before
+   * the caller could listen.
+   */
+  private readonly pushedDuringRegister: TaskAssign[] = [];
   readonly cancels: TaskCancel[] = [];
   current: CurrentAssignment | undefined;
 
@@ -73,6 +79,7 @@ export class TestAgent extends EventEmitter {
     await agent.connect();
     const beat = await agent.send('agent:heartbeat', {});
     if (!beat.ok) throw new Error(`register: heartbeat refused: ${JSON.stringify(beat)}`);
+    agent.pushedDuringRegister.push(...agent.assignments);
     return agent;
   }
 
@@ -120,6 +127,8 @@ export class TestAgent extends EventEmitter {
   }
 
   nextAssignment(timeoutMs = 10_000): Promise<TaskAssign> {
+    const early = this.pushedDuringRegister.shift();
+    if (early) return Promise.resolve(early);
     return withTimeout(
       once(this, 'assign').then(([msg]) => msg as TaskAssign),
       timeoutMs,

@@ -104,7 +104,7 @@ describe("an agent's own drain gives back the task it was pushed and did not acc
     });
 
     const other = await register('other', queue);
-    const again = await other.assignmentAt(0);
+    const again = await other.nextAssignment();
     const waitedMs = performance.now() - drainedAt;
     expect(again).toMatchObject({ task: { id }, attempt: 1 });
     expect(waitedMs).toBeLessThan(ACK_TIMEOUT_MS / 3);
