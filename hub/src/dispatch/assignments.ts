@@ -47,11 +47,11 @@ import {
   type ReportOutcome,
 } from './report-intent';
 
-/** How long the outcome of a finished assignment is kept for idempotent replays. */
 /** Appends a log batch in one step (see {@link AssignmentService.log}). */
 const APPEND_TASK_LOG = luaScript('appendTaskLog');
 /** `appendTaskLog.lua`'s reply when the record's token hash is not the connection's. */
 const LOG_TOKEN_REVOKED = -2;
+/** How long the outcome of a finished assignment is kept for idempotent replays. */
 const FINISHED_TTL_MS = 24 * 60 * 60 * 1000;
 const MAX_CAS_RETRIES = 8;
 /** A report lock outlives a crashed replica by this much at most. */
