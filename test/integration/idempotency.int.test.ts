@@ -407,9 +407,7 @@ describe('idempotency keys: held while the task is not finished, 24 h after its 
     });
 
     const rescuer = await register(hub, queue);
-    const retriedMsg = await eventually(() => rescuer.assignments[0], {
-      what: 'the retried task pushed',
-    });
+    const retriedMsg = await rescuer.nextAssignment();
     await rescuer.accept(retriedMsg);
     expect(await rescuer.complete(retriedMsg, 'second run')).toEqual({ ok: true });
     await expectKeptADay(hub, queue, key, created.body.id);
