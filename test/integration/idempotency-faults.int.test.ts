@@ -7,6 +7,7 @@ import { allowHubEveryKey, becomeAclAdmin, refuseHubWritesTo } from '../helpers/
 import { bullBoardPut } from '../helpers/bull-board';
 import { createPushed, freshAgentAssigned, registerFreshAgent } from '../helpers/fresh-agent';
 import { api, eventually, startTestHub } from '../helpers/hub';
+import { startHubProcess, type HubProcess } from '../helpers/processes';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
 
@@ -25,6 +26,8 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
   /** A user of the test's own: the ACL restricts the hub's (`default`). */
   let admin: Redis;
   const agents: TestAgent[] = [];
+  /** Replicas of their own process a test started: killed after it. */
+  const replicas: HubProcess[] = [];
 
   beforeAll(async () => {
     redis = await startRedis();
@@ -34,6 +37,7 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
   });
   afterEach(async () => {
     for (const agent of agents.splice(0)) agent.close();
+    await Promise.all(replicas.splice(0).map((replica) => replica.kill('SIGKILL')));
     await allowHubEveryKey(admin);
   });
   afterAll(async () => {
@@ -48,6 +52,13 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
   const ttlOf = (queue: string, key: string) => admin.pttl(keyName(queue, key));
   const stateOf = async (id: string): Promise<string> =>
     (await api<TaskView>(hub.url, 'GET', `/v1/tasks/${id}`)).body.state;
+
+  /** What `counter` of this replica counted for `queue`. */
+  const countOf = async (
+    counter: Hub['metrics']['tasksCompleted'],
+    queue: string,
+  ): Promise<number> =>
+    (await counter.get()).values.find((v) => v.labels.queue === queue)?.value ?? 0;
 
   const register = (queue: string): Promise<TestAgent> =>
     registerFreshAgent(agents, hub.url, queue, 'a');
@@ -111,6 +122,63 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
       });
     },
   );
+
+  it('the settle inside the completion at once: the report is answered, the key settled once Redis takes it', async () => {
+    const key = newKey();
+    const { agent, queue, id, assignment } = await freshAgentAssigned(agents, hub.url, {
+      payload: 1,
+      idempotencyKey: key,
+    });
+    await agent.accept(assignment);
+
+    await refuseHubWritesTo(admin, keyName(queue, key));
+    // the old code's script failed at the settle, after the job's completion and the agent's
+    // release: the report was answered E_INTERNAL, its replay as a duplicate, the key left
+    expect(await agent.complete(assignment, 'done')).toEqual({ ok: true });
+    expect(await countOf(hub.metrics.completionsAtOnce, queue)).toBe(1); // the path under test
+    expect(await stateOf(id)).toBe('completed');
+    expect(await admin.hget(hub.keys.agent(agent.agentId), 'state')).toBe('idle');
+    await expectHeld(queue, key, id); // the settle could not write it
+
+    await allowHubEveryKey(admin);
+    await eventually(async () => ((await ttlOf(queue, key)) <= DAY_MS ? true : undefined), {
+      what: 'the deferred settle to go through',
+      timeoutMs: 10_000,
+    });
+    await expectKeptADay(queue, key, id);
+    // completed once: the replay is a duplicate, the agent counted one task done
+    expect(await agent.complete(assignment, 'done')).toEqual({ ok: true, duplicate: true });
+    expect(await countOf(hub.metrics.tasksCompleted, queue)).toBe(1);
+    expect(await admin.hget(hub.keys.agent(agent.agentId), 'tasksDone')).toBe('1');
+  });
+
+  it('a settle refused on a replica killed since: another replica settles the key', async () => {
+    // another replica of the hub's keys, a process of its own, so that it can die at once
+    const killed = await startHubProcess(redis.url, hub.config.prefix, `a-${newQueue()}`);
+    replicas.push(killed);
+    const key = newKey();
+    const { agent, queue, id, assignment } = await freshAgentAssigned(agents, killed.url, {
+      payload: 1,
+      attempts: 1,
+      idempotencyKey: key,
+    });
+    await agent.accept(assignment);
+    await refuseHubWritesTo(admin, keyName(queue, key));
+    expect(await agent.fail(assignment, { error: 'broken', retryable: false })).toEqual({
+      ok: true,
+    });
+    await expectHeld(queue, key, id); // the settle could not write it
+
+    await killed.kill('SIGKILL');
+    await allowHubEveryKey(admin);
+    // the old code kept the settle in the memory of the replica that died: the key kept its ten
+    // years, and every later create with it was answered as a duplicate of the failed task
+    await eventually(async () => ((await ttlOf(queue, key)) <= DAY_MS ? true : undefined), {
+      what: "the other replica's sweeper to settle the key",
+      timeoutMs: 15_000,
+    });
+    await expectKeptADay(queue, key, id);
+  });
 
   it("Bull Board's retry whose re-hold Redis refuses: answered, the key held again once Redis takes it", async () => {
     const queue = newQueue();

@@ -275,7 +275,8 @@ export class AssignmentService {
    * lease (so it knows the queue), no other report of the task is under way or applied, the
    * agent holds the task and BullMQ takes the completion. The job is completed, the agent
    * released and the next task handed out in one round trip. Undefined (nothing changed) when
-   * anything is unusual: the step-by-step path of {@link complete} runs instead.
+   * anything is unusual: the step-by-step path of {@link complete} runs instead. A settle of the
+   * task's idempotency key that Redis refused inside the script is run again later.
    */
   private async completeAtOnce(
     agentId: string,
@@ -322,6 +323,11 @@ export class AssignmentService {
       lockMs: this.options.leaseMs,
     });
     if (done.status === 'slow') return undefined;
+    if (done.unsettled) {
+      // Redis refused the settle inside the script, after the rest went through: run again later
+      const { idempotencyKey, error } = done.unsettled;
+      await this.options.idempotency.defer(held.queue, taskId, idempotencyKey, error);
+    }
     if (done.result.ok) {
       if (done.step) this.options.onClaimed(done.step);
       // the freed agent stays idle when the claim took another one, or none

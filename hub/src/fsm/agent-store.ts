@@ -290,7 +290,8 @@ export class AgentStore {
    * `moveToFinished` (its keys and ARGV as BullMQ builds them: `bull`), then `release` (a
    * transition the caller builds for the plain case, working → idle), then, when the agent is
    * idle, the next dispatch step for the task's queue. `slow`: nothing changed, the caller takes
-   * the step-by-step path. With `tokenHash` (the reporting connection's), throws
+   * the step-by-step path. `unsettled`: the task's idempotency key, whose settle Redis refused
+   * (the rest went through), and the error. With `tokenHash` (the reporting connection's), throws
    * {@link tokenRevoked} when the record's token is another one, nothing changed.
    */
   async completeAtOnce(options: {
@@ -310,6 +311,7 @@ export class AgentStore {
         queues: string[];
         result: TransitionResult;
         step: ClaimStep | undefined;
+        unsettled: { idempotencyKey: string; error: string } | undefined;
       }
   > {
     const { taskId, token, bull } = options;
@@ -337,13 +339,14 @@ export class AgentStore {
     );
     if (reply[0] === 'revoked') throw tokenRevoked();
     if (reply[0] === 'slow') return { status: 'slow' };
-    const [, startedAt, queues, transitionReply, claimed] = reply;
+    const [, startedAt, queues, transitionReply, claimed, unsettled] = reply;
     return {
       status: 'completed',
       startedAt: startedAt === '' ? undefined : Number(startedAt),
       queues: queues.split(',').filter(Boolean),
       result: transitionResult(transitionReply),
       step: claimStepFrom(claimed),
+      unsettled: unsettled ? { idempotencyKey: unsettled[0], error: unsettled[1] } : undefined,
     };
   }
 

@@ -140,6 +140,15 @@ export class RedisKeys {
     return `${this.root}:finished:${taskId}`;
   }
 
+  /**
+   * Sorted set: settles of idempotency keys that Redis refused, recorded for any replica's
+   * sweeper to run again (`RecordedSettles`), scored by when each is due (ms); at most 10,000.
+   * Each member is JSON: `[queue, taskId, idempotencyKey, first failure (ms)]`.
+   */
+  get deferredSettles(): string {
+    return `${this.root}:deferred-settles`;
+  }
+
   /** Channel prefix of the Socket.IO Redis adapter. */
   get socketIoChannel(): string {
     return `${this.root}:socket.io`;

@@ -112,7 +112,9 @@ export type ClaimAndFetchReply =
 export type AcceptReply = [1 | 2, number, string] | [0, string] | [-1];
 /** See `completeAtOnce.lua`. */
 export type CompleteAtOnceReply =
-  ['revoked'] | ['slow'] | ['completed', string, string, TransitionReply, ClaimAndFetchReply];
+  | ['revoked']
+  | ['slow']
+  | ['completed', string, string, TransitionReply, ClaimAndFetchReply, [string, string] | null];
 /** See `beginReport.lua`. */
 export type BeginReportReply =
   | ['revoked']

@@ -1,10 +1,10 @@
 import type { Logger } from '../logger';
 
 /** The first wait before a failed settle runs again; it doubles at each failure, up to the max. */
-const FIRST_RETRY_MS = 1000;
-const MAX_RETRY_MS = 5 * 60 * 1000;
-/** How many failed settles a replica keeps (each a few hundred bytes). */
-const MAX_KEPT = 10_000;
+export const FIRST_RETRY_MS = 1000;
+export const MAX_RETRY_MS = 5 * 60 * 1000;
+/** How many failed settles a replica keeps, and Redis records (each a few hundred bytes). */
+export const MAX_KEPT = 10_000;
 
 /** A settle of an idempotency key that failed. */
 export interface DeferredSettle {
@@ -17,10 +17,11 @@ export interface DeferredSettle {
 }
 
 /**
- * The settles of idempotency keys that failed, kept in this replica to run again
- * (`IdempotencyKeys.settleDeferred`): each waits 1 s after its first failure, twice as long
- * after each next one, at most 5 min. At most {@link MAX_KEPT}: one more is dropped (its key keeps
- * the TTL it had), logged. A failure is logged at the first of a streak only: a Redis that refuses
+ * The settles of idempotency keys that failed and whose record Redis refused too
+ * (`RecordedSettles`: Redis away, or the record full), kept in this replica to run again, and to
+ * record once Redis takes it (`IdempotencyKeys.settleDeferred`): each waits 1 s after its first
+ * failure, twice as long after each next one, at most 5 min. At most {@link MAX_KEPT}: one more
+ * is dropped (its key keeps the TTL it had), logged. A failure is logged at the first of a streak only: a Redis that refuses
  * every settle would log one line per task.
  */
 export class DeferredSettles {
@@ -48,7 +49,7 @@ export class DeferredSettles {
       this.dropped = 0;
       this.logger?.warn(
         { queue, taskId, err: String(err) },
-        'idempotency key not settled: run again on the next ticks',
+        'idempotency key not settled, nor its settle recorded: kept here, run again on the next ticks',
       );
     }
     const failures = (known?.failures ?? 0) + 1;

@@ -16,7 +16,10 @@
     written, but the record is not the plain `working` one the spec expects (draining, a
     cooldown, disconnected): the caller releases the agent from a fresh read.
   A completed task's idempotency key (which BullMQ's completion deletes) is set to outlive it as
-  long as its finished marker (`settleIdempotencyKey.lua`).
+  long as its finished marker (`settleIdempotencyKey.lua`). A settle Redis refuses (an ACL that
+  denies the key's write) is caught and returned for the caller to run again later: raised, it
+  failed the whole script after the job's completion and the agent's release, the report was
+  answered as an error, its replay as a duplicate, and the key kept its ten years.
 
   This file is the body of a script that scripts.ts composes: `transition.lua`,
   `claimAndFetch`, BullMQ's `moveToFinished` and `settleIdempotencyKey` come first, each as a
@@ -42,7 +45,8 @@
   Returns:
     { "revoked" }                                                        nothing changed
     { "slow" }                                                           nothing changed
-    { "completed", startedAt, queues, transition reply, claim reply or false }
+    { "completed", startedAt, queues, transition reply, claim reply or false,
+      false, or { idempotency key, error } when its settle was refused }
 ]]
 local held = redis.call("HMGET", KEYS[1], "state", "taskId", "token", "startedAt", "queues",
   "tokenHash")
@@ -74,13 +78,20 @@ local startedAt, queues = held[4] or "", held[5] or ""
 local applied = transition(transitionKeys, { ARGV[6 + b] })
 -- the transition wrote the finished marker, whatever its outcome: the key lives as long as it
 -- (moveToFinished's ARGV[2] is the completion's time, ARGV[7] the queue's key prefix)
+local unsettled = false
 if dedupId then
   local markerTtl = redis.call("PTTL", KEYS[3])
   if markerTtl > 0 then
-    settleIdempotencyKey({ jobKey }, { ARGV[1], bullArgs[7], markerTtl, bullArgs[2], dedupId })
+    local settled, err = pcall(settleIdempotencyKey, { jobKey },
+      { ARGV[1], bullArgs[7], markerTtl, bullArgs[2], dedupId })
+    if not settled then
+      -- a string in Redis 7.0, a table { err = ... } in later versions
+      unsettled = { dedupId, type(err) == "table" and tostring(err.err) or tostring(err) }
+    end
   end
 end
 if applied[1] ~= 1 then
-  return { "completed", startedAt, queues, applied, false }
+  return { "completed", startedAt, queues, applied, false, unsettled }
 end
-return { "completed", startedAt, queues, applied, claimAndFetch(claimKeys, claimArgs) or false }
+return { "completed", startedAt, queues, applied, claimAndFetch(claimKeys, claimArgs) or false,
+  unsettled }
