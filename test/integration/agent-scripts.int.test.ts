@@ -1,4 +1,4 @@
-import { Queue, Worker } from 'bullmq';
+import { Job, Queue, QueueEvents, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { AgentStore, IllegalTransitionError } from '../../hub/src/fsm/agent-store';
 import { jobToComplete, moveToCompletedArgs } from '../../hub/src/dispatch/bull-completion';
@@ -743,6 +743,111 @@ describe('agent Lua scripts against a real redis-server', () => {
       });
       expect(await append(['after the end'])).toBe(-1);
       expect(await logged()).toEqual([]);
+    });
+  });
+
+  describe('updateTaskProgress', () => {
+    const updateProgress = luaScript('updateTaskProgress');
+    const TOKEN_HASH = 'h'.repeat(64); // the one `idleAgent` registers
+    /** Runs the script as `AssignmentService.progress` does, the progress serialised as BullMQ does. */
+    const update = (progress: unknown, token = 'a:tok', tokenHash = TOKEN_HASH) =>
+      updateProgress.run<number>(
+        redis,
+        [keys.agent('a'), keys.bullJob('q1', 't1'), keys.bullEvents('q1'), keys.bullMeta('q1')],
+        ['t1', token, tokenHash, JSON.stringify(progress)],
+      );
+    /** The `progress` entries of q1's events stream, as `[jobId, data]`. */
+    const progressEvents = async () =>
+      (await redis.xrange(keys.bullEvents('q1'), '-', '+'))
+        .map(([, flat]) => Object.fromEntries(chunk(flat)))
+        .filter((fields) => fields.event === 'progress')
+        .map((fields) => [fields.jobId, fields.data]);
+    const closing: Array<{ close(): Promise<void> }> = [];
+    afterEach(async () => {
+      await Promise.all(closing.splice(0).map((c) => c.close()));
+    });
+    /** A real BullMQ queue q1 of this test's prefix, with a job t1 and its twin t2. */
+    async function queueWithJobs(): Promise<Queue> {
+      const queue = new Queue('q1', { connection: redis, prefix: keys.bullPrefix });
+      closing.push(queue);
+      await queue.add('task', {}, { jobId: 't1' });
+      await queue.add('task', {}, { jobId: 't2' });
+      return queue;
+    }
+
+    it("writes only for the connection whose token is the record's, holding the task", async () => {
+      await workingAgent(10);
+      const queue = await queueWithJobs();
+      // a rotated token: refused before anything else; another token of the task: refused
+      expect(await update(50, 'a:tok', 'x'.repeat(64))).toBe(-2);
+      expect(await update(50, 'a:old')).toBe(-1);
+      expect((await Job.fromId(queue, 't1'))?.progress).toBe(0);
+      expect(await progressEvents()).toEqual([]);
+      expect(await update(50)).toBe(0);
+      // "" checks no token hash
+      expect(await update(60, 'a:tok', '')).toBe(0);
+      expect((await Job.fromId(queue, 't1'))?.progress).toBe(60);
+      expect(await progressEvents()).toEqual([
+        ['t1', '50'],
+        ['t1', '60'],
+      ]);
+    });
+
+    it("writes what BullMQ's own updateProgress writes: the job's progress and the event QueueEvents hears", async () => {
+      await workingAgent(10);
+      const queue = await queueWithJobs();
+      // from the stream's start: no event is missed while QueueEvents connects
+      const events = new QueueEvents('q1', {
+        connection: { host: '127.0.0.1', port: server.port },
+        prefix: keys.bullPrefix,
+        lastEventId: '0-0',
+      });
+      closing.push(events);
+      const heard: Array<{ jobId: string; data: unknown }> = [];
+      const fourHeard = new Promise<void>((resolve) =>
+        events.on('progress', ({ jobId, data }) => {
+          if (heard.push({ jobId, data }) === 4) resolve();
+        }),
+      );
+      const twin = await Job.fromId(queue, 't2');
+      for (const progress of [{ percent: 40, message: 'half way' }, 75]) {
+        expect(await update(progress)).toBe(0);
+        await twin?.updateProgress(progress);
+        // the job's field, raw and as BullMQ reads it, is the twin's
+        expect(await redis.hget(keys.bullJob('q1', 't1'), 'progress')).toBe(
+          await redis.hget(keys.bullJob('q1', 't2'), 'progress'),
+        );
+        expect((await queue.getJob('t1'))?.progress).toEqual(progress);
+      }
+      expect(await progressEvents()).toEqual([
+        ['t1', '{"percent":40,"message":"half way"}'],
+        ['t2', '{"percent":40,"message":"half way"}'],
+        ['t1', '75'],
+        ['t2', '75'],
+      ]);
+      await fourHeard;
+      expect(heard).toEqual([
+        { jobId: 't1', data: { percent: 40, message: 'half way' } },
+        { jobId: 't2', data: { percent: 40, message: 'half way' } },
+        { jobId: 't1', data: 75 },
+        { jobId: 't2', data: 75 },
+      ]);
+    });
+
+    it('writes nothing for an agent that no longer holds the task, or a job that is gone', async () => {
+      await workingAgent(10);
+      expect(await update(10)).toBe(-1);
+      await redis.hset(keys.bullJob('q1', 't1'), 'name', 't1');
+      await store.transition({
+        agentId: 'a',
+        from: 'working',
+        to: 'idle',
+        reason: 'complete',
+        del: ['taskId', 'token', 'taskQueue'],
+      });
+      expect(await update(20)).toBe(-1);
+      expect(await redis.hget(keys.bullJob('q1', 't1'), 'progress')).toBeNull();
+      expect(await redis.exists(keys.bullEvents('q1'))).toBe(0);
     });
   });
 

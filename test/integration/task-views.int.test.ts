@@ -581,6 +581,33 @@ describe('task views at their edges', () => {
     expect(await agent.complete(msg, 'done')).toEqual({ ok: true });
   });
 
+  it('records a progress event in one round trip on the replica holding the lease, and shows it in the task', async () => {
+    const { agent, created, msg } = await acceptedTask({});
+    const client = new Redis(redis.url);
+    try {
+      const hgetalls = () => commandCalls(client, 'hgetall');
+      const before = await hgetalls();
+      const ack = await agent.send('task:progress', {
+        taskId: msg.task.id,
+        token: msg.token,
+        progress: 40,
+        message: 'half way',
+      });
+      expect(ack).toEqual({ ok: true });
+      // no read of the agent's record nor of the job (BullMQ's getJob) first: the replica that
+      // extends the lease knows the queue, and the script checks the record where it writes
+      expect((await hgetalls()) - before).toBe(0);
+    } finally {
+      client.disconnect();
+    }
+    const task = await api<TaskView>(hub.url, 'GET', `/v1/tasks/${created.id}`);
+    expect(task.body).toMatchObject({
+      state: 'running',
+      progress: { percent: 40, message: 'half way' },
+    });
+    expect(await agent.complete(msg, 'done')).toEqual({ ok: true });
+  });
+
   it('answers the logs of a task cancelled before it ran: none', async () => {
     const id = await create(newQueue());
     expect((await api(hub.url, 'POST', `/v1/tasks/${id}/cancel`)).status).toBe(200);

@@ -29,7 +29,7 @@ import {
 } from '../fsm/agent-store';
 import type { Logger } from '../logger';
 import type { HubMetrics } from '../metrics/hub-metrics';
-import type { QueueHandle, QueueRegistry, TaskJob } from '../queues/queue-registry';
+import type { QueueRegistry } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
 import { luaScript } from '../redis/scripts';
 import type { IdempotencyKeys } from '../tasks/idempotency-keys';
@@ -51,6 +51,10 @@ import {
 const APPEND_TASK_LOG = luaScript('appendTaskLog');
 /** `appendTaskLog.lua`'s reply when the record's token hash is not the connection's. */
 const LOG_TOKEN_REVOKED = -2;
+/** Records a task's progress in one step (see {@link AssignmentService.progress}). */
+const UPDATE_TASK_PROGRESS = luaScript('updateTaskProgress');
+/** `updateTaskProgress.lua`'s reply when the record's token hash is not the connection's. */
+const PROGRESS_TOKEN_REVOKED = -2;
 /** How long the outcome of a finished assignment is kept for idempotent replays. */
 const FINISHED_TTL_MS = 24 * 60 * 60 * 1000;
 const MAX_CAS_RETRIES = 8;
@@ -204,11 +208,30 @@ export class AssignmentService {
     return { state: 'working' };
   }
 
+  /**
+   * Records the task's progress as BullMQ's `job.updateProgress` does (the job's `progress`, a
+   * `progress` event in the queue's events stream, the value serialised alike), with BullMQ's own
+   * script inside one of agentcom's (`updateTaskProgress.lua`), which checks in the same step that
+   * the agent holds the task under the token and, with `tokenHash`, that the connection's token
+   * is still the agent's ({@link tokenRevoked} otherwise). One round trip when this replica
+   * extends the task's lease, so knows its queue; otherwise the record is read first for it.
+   */
   async progress(agentId: string, msg: TaskProgress, tokenHash?: string): Promise<void> {
-    const { job } = await this.currentJob(agentId, msg.taskId, msg.token, tokenHash);
-    await job.updateProgress(
-      msg.message ? { percent: msg.progress, message: msg.message } : msg.progress,
+    const taskQueue = await this.heldQueue(agentId, msg.taskId, msg.token, tokenHash);
+    const { redis, keys } = this.options;
+    const progress = msg.message ? { percent: msg.progress, message: msg.message } : msg.progress;
+    const reply = await UPDATE_TASK_PROGRESS.run<number>(
+      redis,
+      [
+        keys.agent(agentId),
+        keys.bullJob(taskQueue, msg.taskId),
+        keys.bullEvents(taskQueue),
+        keys.bullMeta(taskQueue),
+      ],
+      [msg.taskId, msg.token, tokenHash ?? '', JSON.stringify(progress)],
     );
+    if (reply === PROGRESS_TOKEN_REVOKED) throw tokenRevoked();
+    if (reply < 0) throw superseded(msg.taskId);
   }
 
   /**
@@ -220,11 +243,7 @@ export class AssignmentService {
    * otherwise the record is read first for it.
    */
   async log(agentId: string, msg: TaskLog, tokenHash?: string): Promise<void> {
-    const held = this.options.leases.heldBy(agentId);
-    const taskQueue =
-      held?.taskId === msg.taskId && held.token === msg.token
-        ? held.queue
-        : (await this.heldRecord(agentId, msg.taskId, msg.token, tokenHash)).taskQueue;
+    const taskQueue = await this.heldQueue(agentId, msg.taskId, msg.token, tokenHash);
     const { redis, keys } = this.options;
     const length = await APPEND_TASK_LOG.run<number>(
       redis,
@@ -891,20 +910,19 @@ export class AssignmentService {
   }
 
   /**
-   * The job of the task the agent holds under `token`, or E_ASSIGNMENT_SUPERSEDED; with
-   * `tokenHash`, {@link tokenRevoked} when the record's token is no longer the connection's.
+   * The queue of the task the agent holds under `token`: known without a read when this replica
+   * extends the task's lease (the script that writes checks the record anyway), otherwise read
+   * from the record ({@link heldRecord}'s refusals).
    */
-  private async currentJob(
+  private async heldQueue(
     agentId: string,
     taskId: string,
     token: string,
     tokenHash: string | undefined,
-  ): Promise<{ job: TaskJob; record: AgentRecord; queue: QueueHandle['queue'] }> {
-    const record = await this.heldRecord(agentId, taskId, token, tokenHash);
-    const { queue } = await this.options.queues.get(record.taskQueue);
-    const job = await queue.getJob(taskId);
-    if (!job) throw superseded(taskId);
-    return { job: job as TaskJob, record, queue };
+  ): Promise<string> {
+    const held = this.options.leases.heldBy(agentId);
+    if (held?.taskId === taskId && held.token === token) return held.queue;
+    return (await this.heldRecord(agentId, taskId, token, tokenHash)).taskQueue;
   }
 
   /** Counts an applied report (on this replica only: each report is applied once). */

@@ -164,9 +164,20 @@ export class RedisKeys {
     return `${this.bullRoot}${queue}:`;
   }
 
-  /** BullMQ's meta hash of a queue, written when a job is first added (read only). */
+  /**
+   * BullMQ's meta hash of a queue, written when a job is first added (read by agentcom; BullMQ's
+   * own `updateProgress`, inside `updateTaskProgress.lua`, may write its `opts.maxLenEvents`).
+   */
   bullMeta(queue: string): string {
     return `${this.bullQueuePrefix(queue)}meta`;
+  }
+
+  /**
+   * BullMQ's stream of a queue's job events (QueueEvents reads it; `updateTaskProgress.lua` adds
+   * a job's `progress` event with BullMQ's own `updateProgress`).
+   */
+  bullEvents(queue: string): string {
+    return `${this.bullQueuePrefix(queue)}events`;
   }
 
   /**

@@ -5,6 +5,7 @@ import { LuaScript, type ScriptArg } from './script-command';
 import { moveToActive as bullMoveToActive } from 'bullmq/dist/cjs/scripts/moveToActive-11.js';
 import { moveToFinished as bullMoveToFinished } from 'bullmq/dist/cjs/scripts/moveToFinished-14.js';
 import { removeJob as bullRemoveJob } from 'bullmq/dist/cjs/scripts/removeJob-2.js';
+import { updateProgress as bullUpdateProgress } from 'bullmq/dist/cjs/scripts/updateProgress-3.js';
 
 /**
  * Loads agentcom's Lua scripts (one per atomic operation, in `src/redis/lua/`, each with a
@@ -32,6 +33,7 @@ export const SCRIPT_NAMES = [
   'settleIdempotencyKey',
   'registerAgent',
   'appendTaskLog',
+  'updateTaskProgress',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -57,12 +59,15 @@ export const BULL_MOVE_TO_ACTIVE: string = bullMoveToActive.content;
 export const BULL_MOVE_TO_FINISHED: string = bullMoveToFinished.content;
 /** BullMQ's own `removeJob` script: `cancelTask` removes a waiting job with it. */
 export const BULL_REMOVE_JOB: string = bullRemoveJob.content;
+/** BullMQ's own `updateProgress` script: `updateTaskProgress` writes a task's progress with it. */
+export const BULL_UPDATE_PROGRESS: string = bullUpdateProgress.content;
 
 /**
  * Scripts composed of others: the local functions (name, source) that come before the script's
  * own body. `claimAndFetch` is `claimIdle` and BullMQ's `moveToActive`; `transitionThenClaim` and
  * `completeAtOnce` build on `transition` and `claimAndFetch`. The scripts that end a task
- * (`completeAtOnce`, `cancelTask`) settle its idempotency key in the same call.
+ * (`completeAtOnce`, `cancelTask`) settle its idempotency key in the same call;
+ * `updateTaskProgress` checks the agent's record before BullMQ's `updateProgress` writes.
  */
 const COMPOSED: Partial<Record<ScriptName, ReadonlyArray<readonly [string, () => string]>>> = {
   claimAndFetch: [
@@ -83,6 +88,7 @@ const COMPOSED: Partial<Record<ScriptName, ReadonlyArray<readonly [string, () =>
     ['removeJob', () => BULL_REMOVE_JOB],
     ['settleIdempotencyKey', () => readScript('settleIdempotencyKey')],
   ],
+  updateTaskProgress: [['updateProgress', () => BULL_UPDATE_PROGRESS]],
 };
 
 /** The source of a script as Redis runs it (composed scripts: their parts first). */

@@ -8,3 +8,6 @@ declare module 'bullmq/dist/cjs/scripts/moveToFinished-14.js' {
 declare module 'bullmq/dist/cjs/scripts/removeJob-2.js' {
   export const removeJob: { name: string; content: string; keys: number };
 }
+declare module 'bullmq/dist/cjs/scripts/updateProgress-3.js' {
+  export const updateProgress: { name: string; content: string; keys: number };
+}
