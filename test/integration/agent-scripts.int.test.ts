@@ -711,7 +711,12 @@ describe('agent Lua scripts against a real redis-server', () => {
     const append = (lines: string[], token = 'a:tok', tokenHash = TOKEN_HASH) =>
       appendLog.run<number>(
         redis,
-        [keys.agent('a'), keys.bullJob('q1', 't1'), keys.bullJobLogs('q1', 't1')],
+        [
+          keys.agent('a'),
+          keys.bullJob('q1', 't1'),
+          keys.bullJobLogs('q1', 't1'),
+          keys.bullLock('q1', 't1'),
+        ],
         [3, 't1', token, tokenHash, ...lines],
       );
     const logged = () => redis.lrange(keys.bullJobLogs('q1', 't1'), 0, -1);
@@ -719,6 +724,10 @@ describe('agent Lua scripts against a real redis-server', () => {
     it("writes only for the connection whose token is the record's, holding the task", async () => {
       await workingAgent(10);
       await redis.hset(keys.bullJob('q1', 't1'), 'name', 't1');
+      // the job's lock ran out and the task went to another agent, whose token locks it now
+      await redis.set(keys.bullLock('q1', 't1'), 'b:tok');
+      expect(await append(['after the lock was lost'])).toBe(-1);
+      await redis.set(keys.bullLock('q1', 't1'), 'a:tok');
       // a rotated token: refused before anything else, nothing written
       expect(await append(['rotated'], 'a:tok', 'x'.repeat(64))).toBe(-2);
       // another token of the task (a superseded assignment): nothing written
@@ -732,6 +741,7 @@ describe('agent Lua scripts against a real redis-server', () => {
 
     it('writes nothing for an agent that no longer holds the task, or a job that is gone', async () => {
       await workingAgent(10);
+      await redis.set(keys.bullLock('q1', 't1'), 'a:tok');
       expect(await append(['no job'])).toBe(-1);
       await redis.hset(keys.bullJob('q1', 't1'), 'name', 't1');
       await store.transition({
@@ -753,7 +763,13 @@ describe('agent Lua scripts against a real redis-server', () => {
     const update = (progress: unknown, token = 'a:tok', tokenHash = TOKEN_HASH) =>
       updateProgress.run<number>(
         redis,
-        [keys.agent('a'), keys.bullJob('q1', 't1'), keys.bullEvents('q1'), keys.bullMeta('q1')],
+        [
+          keys.agent('a'),
+          keys.bullJob('q1', 't1'),
+          keys.bullEvents('q1'),
+          keys.bullMeta('q1'),
+          keys.bullLock('q1', 't1'),
+        ],
         ['t1', token, tokenHash, JSON.stringify(progress)],
       );
     /** The `progress` entries of q1's events stream, as `[jobId, data]`. */
@@ -772,6 +788,8 @@ describe('agent Lua scripts against a real redis-server', () => {
       closing.push(queue);
       await queue.add('task', {}, { jobId: 't1' });
       await queue.add('task', {}, { jobId: 't2' });
+      // t1 locked by the agent's assignment (as claimAndFetch's moveToActive does)
+      await redis.set(keys.bullLock('q1', 't1'), 'a:tok');
       return queue;
     }
 
@@ -781,6 +799,10 @@ describe('agent Lua scripts against a real redis-server', () => {
       // a rotated token: refused before anything else; another token of the task: refused
       expect(await update(50, 'a:tok', 'x'.repeat(64))).toBe(-2);
       expect(await update(50, 'a:old')).toBe(-1);
+      // the job's lock ran out and the task went to another agent, whose token locks it now
+      await redis.set(keys.bullLock('q1', 't1'), 'b:tok');
+      expect(await update(50)).toBe(-1);
+      await redis.set(keys.bullLock('q1', 't1'), 'a:tok');
       expect((await Job.fromId(queue, 't1'))?.progress).toBe(0);
       expect(await progressEvents()).toEqual([]);
       expect(await update(50)).toBe(0);

@@ -227,6 +227,7 @@ export class AssignmentService {
         keys.bullJob(taskQueue, msg.taskId),
         keys.bullEvents(taskQueue),
         keys.bullMeta(taskQueue),
+        keys.bullLock(taskQueue, msg.taskId),
       ],
       [msg.taskId, msg.token, tokenHash ?? '', JSON.stringify(progress)],
     );
@@ -251,6 +252,7 @@ export class AssignmentService {
         keys.agent(agentId),
         keys.bullJob(taskQueue, msg.taskId),
         keys.bullJobLogs(taskQueue, msg.taskId),
+        keys.bullLock(taskQueue, msg.taskId),
       ],
       [MAX_TASK_LOG_LINES, msg.taskId, msg.token, tokenHash ?? '', ...msg.lines],
     );
