@@ -183,7 +183,13 @@ export async function startHub(
     onCreated: onQueueWork,
     now: clock.now,
   });
-  const cancellation = new TaskCancellation({ redis: redis.command, keys, tasks, notifier });
+  const cancellation = new TaskCancellation({
+    redis: redis.command,
+    keys,
+    tasks,
+    notifier,
+    idempotency,
+  });
   const cluster = new ClusterGauges({
     redis: redis.command,
     scripts,
@@ -304,8 +310,10 @@ export async function startHub(
     onAgentIdle,
     failAttempt: (agentId, report) => assignments.fail(agentId, report),
     onTick: async () => {
-      await idempotency.settleDeferred(); // never throws
-      const names = await queues.discover();
+      // beside the discovery (neither needs the other); waited for either way, so that a tick
+      // that fails is over only once it is (no two passes run at once; `stop` waits for it)
+      const settling = idempotency.settleDeferred(); // never throws
+      const names = await queues.discover().finally(() => settling);
       // on Redis's clock, as the claims judge delays (see AgentStore.claimCall)
       await queues.promoteDue(clock.now());
       dispatcher?.triggerAll(names);

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { TaskAssign, TaskView } from '@agentcom/shared';
 import type { TaskJob } from '../../hub/src/queues/queue-registry';
+import { IdempotencyKeys } from '../../hub/src/tasks/idempotency-keys';
 import { TaskCancellation } from '../../hub/src/tasks/task-cancellation';
 import { api } from '../helpers/hub';
 import { TestAgent, withTimeout } from '../helpers/test-agent';
@@ -26,6 +27,7 @@ describe('cancel races and the idempotency key of a cancelled task', () => {
       keys: hub.keys,
       tasks: hub.tasks,
       notifier: hub.gateway,
+      idempotency: new IdempotencyKeys({ redis: hub.redis.command, keys: hub.keys }),
     });
   });
 

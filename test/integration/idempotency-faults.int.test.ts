@@ -77,6 +77,16 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
     expect(ttl).toBeLessThanOrEqual(DAY_MS);
   }
 
+  /** The member of `deferredSettles` that records the refused settle of task `id`. */
+  const recordedSettleOf = (id: string): Promise<string> =>
+    eventually(
+      async () =>
+        (await admin.zrange(hub.keys.deferredSettles, '0', '-1')).find(
+          (member) => (JSON.parse(member) as unknown[])[1] === id,
+        ),
+      { what: `the refused settle of ${id} recorded` },
+    );
+
   it.each([['a completion applied step by step'], ['a failure for good']])(
     'the settle after %s: the report is answered, the key settled once Redis takes it',
     async (report) => {
@@ -211,5 +221,87 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
       { what: 'the key held again', timeoutMs: 10_000 },
     );
     await expectHeld(queue, key, id);
+  });
+
+  it('the settle inside the cancel of a task waiting for its retry: the cancel is answered, the key settled once Redis takes it', async () => {
+    const key = newKey();
+    const { agent, queue, id, assignment } = await freshAgentAssigned(agents, hub.url, {
+      payload: 1,
+      attempts: 2,
+      backoff: { type: 'fixed', delayMs: 600_000 },
+      idempotencyKey: key,
+    });
+    await agent.accept(assignment);
+    // started, then waiting for its retry: the cancel fails it as cancelled where it waits
+    expect(await agent.fail(assignment, { error: 'once', retryable: true })).toEqual({ ok: true });
+    expect(await stateOf(id)).toBe('delayed');
+
+    await refuseHubWritesTo(admin, keyName(queue, key));
+    // the old code's script failed at the settle, after the task was failed as cancelled: the
+    // cancel was answered E_INTERNAL, nothing ran the settle again, and the key kept ten years
+    expect(await api(hub.url, 'POST', `/v1/tasks/${id}/cancel`)).toEqual({
+      status: 200,
+      body: { id, state: 'cancelled' },
+    });
+    expect(await stateOf(id)).toBe('cancelled');
+    await expectHeld(queue, key, id); // the settle could not write it
+
+    await allowHubEveryKey(admin);
+    await eventually(async () => ((await ttlOf(queue, key)) <= DAY_MS ? true : undefined), {
+      what: 'the deferred settle to go through',
+      timeoutMs: 10_000,
+    });
+    await expectKeptADay(queue, key, id);
+    expect(
+      await api(hub.url, 'POST', '/v1/tasks', { queue, payload: 2, idempotencyKey: key }),
+    ).toEqual({ status: 200, body: { id, state: 'cancelled', duplicate: true } });
+  });
+
+  it('a settle run late, after the task was retried and removed from Bull Board: the key the removal freed stays free', async () => {
+    const key = newKey();
+    const { agent, queue, id, assignment } = await freshAgentAssigned(agents, hub.url, {
+      payload: 1,
+      attempts: 1,
+      idempotencyKey: key,
+    });
+    await agent.accept(assignment);
+    await refuseHubWritesTo(admin, keyName(queue, key));
+    expect(await agent.fail(assignment, { error: 'broken', retryable: false })).toEqual({
+      ok: true,
+    });
+    // the refused settle, recorded: not run until the test makes it due (a run that fails
+    // meanwhile only puts it later: GT)
+    const member = await recordedSettleOf(id);
+    await admin.zadd(hub.keys.deferredSettles, 'XX', Date.now() + 60 * 60 * 1000, member);
+    await allowHubEveryKey(admin);
+
+    agent.close(); // the retried task waits
+    await eventually(
+      async () =>
+        (await admin.hget(hub.keys.agent(agent.agentId), 'state')) === 'offline' ? true : undefined,
+      { what: 'the agent offline' },
+    );
+    expect((await api(hub.url, 'POST', `/v1/tasks/${id}/retry`)).status).toBe(200);
+    await expectHeld(queue, key, id);
+    // removed while it waits (Bull Board's clean of the job): its key is freed, as designed
+    expect((await bullBoardPut(hub.url, `${queue}/${id}/clean`)).status).toBe(204);
+    expect(await ttlOf(queue, key)).toBe(-2);
+
+    await admin.zadd(hub.keys.deferredSettles, 'XX', Date.now(), member);
+    await eventually(
+      async () =>
+        (await admin.zscore(hub.keys.deferredSettles, member)) === null ? true : undefined,
+      { what: 'the recorded settle run', timeoutMs: 10_000 },
+    );
+    // the old code took the job's absence for the task's end and set the key for 24 h: a create
+    // with it was answered as a duplicate of the removed task
+    expect(await ttlOf(queue, key)).toBe(-2);
+    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+      queue,
+      payload: 2,
+      idempotencyKey: key,
+    });
+    expect(created.status).toBe(201);
+    expect(created.body.id).not.toBe(id);
   });
 });

@@ -21,8 +21,8 @@ export interface DeferredSettle {
  * (`RecordedSettles`: Redis away, or the record full), kept in this replica to run again, and to
  * record once Redis takes it (`IdempotencyKeys.settleDeferred`): each waits 1 s after its first
  * failure, twice as long after each next one, at most 5 min. At most {@link MAX_KEPT}: one more
- * is dropped (its key keeps the TTL it had), logged. A failure is logged at the first of a streak only: a Redis that refuses
- * every settle would log one line per task.
+ * is dropped (its key keeps the TTL it had), logged. A failure is logged at the first of a
+ * streak only: a Redis that refuses every settle would log one line per task.
  */
 export class DeferredSettles {
   /** By queue and task id, in the order they first failed. */

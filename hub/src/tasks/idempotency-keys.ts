@@ -24,7 +24,7 @@ export const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
 export const UNFINISHED_IDEMPOTENCY_TTL_MS = 10 * 365 * 24 * 60 * 60 * 1000;
 
 /** See `settleIdempotencyKey.lua`. */
-export type SettleReply = 'none' | 'other' | 'held' | 'kept' | 'expired';
+export type SettleReply = 'none' | 'other' | 'held' | 'kept' | 'expired' | 'free';
 
 /**
  * How many failed settles one {@link IdempotencyKeys.settleDeferred} runs (sent together) of
@@ -83,7 +83,7 @@ export class IdempotencyKeys {
   ): Promise<SettleReply | 'deferred'> {
     if (!idempotencyKey) return 'none';
     try {
-      return await this.run(queue, taskId, idempotencyKey);
+      return await this.run(queue, taskId, idempotencyKey, false);
     } catch (err) {
       await this.defer(queue, taskId, idempotencyKey, err);
       return 'deferred';
@@ -92,9 +92,9 @@ export class IdempotencyKeys {
 
   /**
    * Keeps a settle that failed with `err` (here, or inside a script that ends a task:
-   * `completeAtOnce`) to run again on the sweeper's tick ({@link settleDeferred}): recorded in
-   * Redis, for any replica to run; kept in this replica when Redis refuses the record too (or
-   * holds as many as it keeps), and recorded once Redis takes it. One round trip more, on a
+   * `completeAtOnce`, `cancelTask`) to run again on the sweeper's tick ({@link settleDeferred}):
+   * recorded in Redis, for any replica to run; kept in this replica when Redis refuses the record
+   * too (or holds as many as it keeps), and recorded once Redis takes it. One round trip more, on a
    * failure only. Never throws.
    */
   async defer(queue: string, taskId: string, idempotencyKey: string, err: unknown): Promise<void> {
@@ -121,7 +121,9 @@ export class IdempotencyKeys {
    * list the recorded ones: the only command of a tick with none). Never throws. The script sets
    * the key from the task's state as it is now, so a late settle is as right as a timely one (a
    * task retried meanwhile gets its long TTL; a finished one whose job is gone keeps its key 24 h
-   * from this run rather than from its end).
+   * from this run rather than from its end). Run late, the script only shortens a gone job's key,
+   * never creates it again: an operator's removal of the task, retried meanwhile, freed it
+   * (`settleIdempotencyKey.lua`, ARGV[7]).
    */
   async settleDeferred(now = Date.now()): Promise<void> {
     const [recorded, kept] = await Promise.all([this.runRecorded(now), this.runKept(now)]);
@@ -178,12 +180,18 @@ export class IdempotencyKeys {
     entries: ReadonlyArray<{ queue: string; taskId: string; idempotencyKey: string }>,
   ): Promise<boolean[]> {
     const results = await Promise.allSettled(
-      entries.map((entry) => this.run(entry.queue, entry.taskId, entry.idempotencyKey)),
+      entries.map((entry) => this.run(entry.queue, entry.taskId, entry.idempotencyKey, true)),
     );
     return results.map((result) => result.status === 'fulfilled');
   }
 
-  private run(queue: string, taskId: string, idempotencyKey: string): Promise<SettleReply> {
+  /** Runs the settle script; `late`: a settle that failed, run again (the script's ARGV[7]). */
+  private run(
+    queue: string,
+    taskId: string,
+    idempotencyKey: string,
+    late: boolean,
+  ): Promise<SettleReply> {
     const { redis, keys } = this.options;
     return this.script.run<SettleReply>(
       redis,
@@ -195,6 +203,7 @@ export class IdempotencyKeys {
         Date.now(),
         idempotencyKey,
         UNFINISHED_IDEMPOTENCY_TTL_MS,
+        late ? '1' : '',
       ],
     );
   }

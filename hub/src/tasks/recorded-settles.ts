@@ -65,8 +65,8 @@ export class RecordedSettles {
 
   /**
    * The settles due by `now`, at most `limit`, earliest first; a member this version cannot read
-   * (a later version's, in a rolling upgrade) is left to the replicas that can. Throws when Redis
-   * fails.
+   * (a later version's, in a rolling upgrade or after one rolled back; or corrupt) is left to the
+   * replicas that can, and put off ({@link putOff}). Throws when Redis fails.
    */
   async due(now: number, limit: number): Promise<RecordedSettle[]> {
     const reply = await this.redis.zrangebyscore(
@@ -79,11 +79,28 @@ export class RecordedSettles {
       limit,
     );
     const due: RecordedSettle[] = [];
+    const unreadable: string[] = [];
     for (let i = 0; i + 1 < reply.length; i += 2) {
-      const entry = parseMember(reply[i] ?? '', Number(reply[i + 1]));
+      const member = reply[i] ?? '';
+      const entry = parseMember(member, Number(reply[i + 1]));
       if (entry) due.push(entry);
+      else unreadable.push(member);
     }
+    if (unreadable.length > 0) await this.putOff(unreadable, now);
     return due;
+  }
+
+  /**
+   * Makes `members` this version cannot read due {@link MAX_RETRY_MS} after `now`: left due, they
+   * came first in every listing, and `limit` of them hid every readable one for good. Not removed:
+   * this version cannot tell a corrupt member from one it is too old to read, which a later
+   * version's replica still runs when it comes due again; a corrupt one comes back every 5 min,
+   * taking a place in one listing. XX: one removed meanwhile (its run went through) stays removed;
+   * GT: one put off further stays so. A failure leaves them due: put off at the next listing.
+   */
+  private async putOff(members: readonly string[], now: number): Promise<void> {
+    const scored = members.flatMap((member) => [now + MAX_RETRY_MS, member]);
+    await this.redis.zadd(this.key, 'XX', 'GT', ...scored).catch(() => undefined);
   }
 
   /**

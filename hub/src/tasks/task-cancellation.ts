@@ -5,7 +5,7 @@ import type { AgentNotifier } from '../dispatch/notifier';
 import type { TaskJob } from '../queues/queue-registry';
 import type { RedisKeys } from '../redis/keys';
 import { luaScript } from '../redis/scripts';
-import { IDEMPOTENCY_TTL_MS } from './idempotency-keys';
+import { IDEMPOTENCY_TTL_MS, type IdempotencyKeys } from './idempotency-keys';
 import { CANCELLED_PREFIX, type TaskService } from './task-service';
 
 /** How long a cancel request of a running task, or the record of a removed one, is kept. */
@@ -24,15 +24,19 @@ type CancelTaskReply =
   | ['completed']
   | ['failed', string]
   | ['running', string | null]
-  | ['removed']
-  | ['cancelled'];
+  | ['removed', UnsettledReply | null]
+  | ['cancelled', UnsettledReply | null];
+
+/** The idempotency key whose settle Redis refused inside `cancelTask.lua`, and the error. */
+type UnsettledReply = [idempotencyKey: string, error: string];
 
 /**
  * Cancels a task from any replica. A waiting or delayed task is removed at once (a record of it
  * stays, so the API shows it `cancelled`, and so does its idempotency key); one that was started
  * before (a retry waiting for its backoff) is failed as `cancelled` where it waits, keeping its
  * logs and attempts, and can be retried. Either way its idempotency key names it for 24 h more
- * (`IDEMPOTENCY_TTL_MS`), as for any finished task. A running one gets
+ * (`IDEMPOTENCY_TTL_MS`), as for any finished task (a settle Redis refused is run again later,
+ * the cancel answered as done). A running one gets
  * `task:cancel` at its agent, wherever it is connected; the agent kills its process group and
  * reports, and the task fails as `cancelled` without retry. The request is kept, so a task that
  * comes back to wait before its agent reported (the agent vanished) is cancelled when next
@@ -48,6 +52,11 @@ export class TaskCancellation {
       keys: RedisKeys;
       tasks: TaskService;
       notifier: AgentNotifier;
+      /**
+       * Where a settle of an idempotency key that Redis refused inside the cancel goes to be run
+       * again (recorded in Redis for any replica's sweeper).
+       */
+      idempotency: IdempotencyKeys;
     },
   ) {}
 
@@ -85,6 +94,7 @@ export class TaskCancellation {
     switch (reply[0]) {
       case 'removed':
       case 'cancelled':
+        await this.deferUnsettled(job.queueName, taskId, reply[1]);
         return { id: taskId, state: 'cancelled' };
       case 'gone':
         return this.cancelledBefore(taskId);
@@ -100,6 +110,20 @@ export class TaskCancellation {
         return { id: taskId, state: view?.state ?? 'running', cancelRequested: true };
       }
     }
+  }
+
+  /**
+   * The cancel is applied, but Redis refused its settle of the task's key: run again later.
+   * Never throws.
+   */
+  private async deferUnsettled(
+    queue: string,
+    taskId: string,
+    unsettled: UnsettledReply | null,
+  ): Promise<void> {
+    if (!unsettled) return;
+    const [idempotencyKey, error] = unsettled;
+    await this.options.idempotency.defer(queue, taskId, idempotencyKey, error);
   }
 
   /** A task without a job: cancelled before it ran (a repeated cancel), or no such task. */

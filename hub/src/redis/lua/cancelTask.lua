@@ -15,7 +15,12 @@
     it on removal), so a repeated create answers this task, `cancelled`, instead of creating
     another.
   Either way the task is finished: its idempotency key, which named it for longer than any task
-  waits, now expires ARGV[8] after the cancel (`settleIdempotencyKey`).
+  waits, now expires ARGV[8] after the cancel (`settleIdempotencyKey`). A settle Redis refuses
+  (an ACL that denies the key's write, OOM) is caught and returned for the caller to run again
+  later, as `completeAtOnce` does: raised, it failed the script after the cancel was applied, the
+  cancel was answered as an error, and the key kept its ten years. (On the removal path BullMQ's
+  `removeJob` deletes the key first; a settle refused there is run again late, which does not
+  create a key that is gone: the key is then freed, as by an operator's removal.)
 
   This file is the body of a script that scripts.ts composes: BullMQ's `removeJob` (its own
   script text, from the installed bullmq package) and `settleIdempotencyKey` come first, as
@@ -40,10 +45,22 @@
     { "completed" }
     { "failed", failedReason }
     { "running", token or false } the cancel request is written
-    { "removed" }                 removed, its record written
-    { "cancelled" }               failed as cancelled (it had been started before)
+    { "removed", unsettled }      removed, its record written
+    { "cancelled", unsettled }    failed as cancelled (it had been started before)
+  where unsettled is false, or { idempotency key, error } when its settle was refused.
 ]]
 local jobKey, taskId, prefix = KEYS[1], ARGV[1], ARGV[2]
+
+-- Settles the key `dedupId` (see above): false, or { dedupId, error } when Redis refused it
+local function settleCaught(dedupId)
+  local settled, err = pcall(settleIdempotencyKey, { jobKey },
+    { taskId, prefix, ARGV[8], ARGV[7], dedupId })
+  if settled then
+    return false
+  end
+  -- a string in Redis 7.0, a table { err = ... } in later versions
+  return { dedupId, type(err) == "table" and tostring(err.err) or tostring(err) }
+end
 
 if redis.call("EXISTS", jobKey) == 0 then
   return { "gone" }
@@ -79,8 +96,8 @@ if started then
   redis.call("XADD", prefix .. "events", "*", "event", "failed", "jobId", taskId,
     "failedReason", ARGV[6], "prev", prev)
   redis.call("SET", KEYS[4], ARGV[4], "PX", ARGV[5])
-  settleIdempotencyKey({ jobKey }, { taskId, prefix, ARGV[8], ARGV[7], "" })
-  return { "cancelled" }
+  local dedupId = redis.call("HGET", jobKey, "deid")
+  return { "cancelled", dedupId and settleCaught(dedupId) or false }
 end
 
 -- BullMQ's removal drops the job's deduplication key (and its hash): it is set again after
@@ -89,8 +106,6 @@ local removed = removeJob({ jobKey, KEYS[2] }, { taskId, "0", prefix })
 if removed ~= 1 then
   return redis.error_reply("cancelTask: BullMQ's removeJob answered " .. tostring(removed))
 end
-if dedupId then
-  settleIdempotencyKey({ jobKey }, { taskId, prefix, ARGV[8], ARGV[7], dedupId })
-end
+local unsettled = dedupId and settleCaught(dedupId) or false
 redis.call("SET", KEYS[3], ARGV[3], "PX", ARGV[5])
-return { "removed" }
+return { "removed", unsettled }

@@ -9,7 +9,7 @@
   - finished (in the completed or failed set; or gone: removed at its end by a retention of 0, or
     cancelled before it ran): expires `ttl` after the end (the job's `finishedOn`; now when it is
     gone, as the caller runs this right after the end). BullMQ's removal deletes the key: it is
-    set again.
+    set again. Run late (ARGV[7]), a gone job's key is only shortened, never created: see there.
   A key that names another task (one created with it after this one's key was gone) is left as it
   is. Idempotent: the expiry is computed from the end, whenever this runs.
 
@@ -26,6 +26,13 @@
            caller read it before the end, else "": read from the job's hash
   ARGV[6]  the key's TTL while the task is not finished (ms); left out by the scripts that end
            the task first (`completeAtOnce`, `cancelTask`), where the task is finished
+  ARGV[7]  "1": run late, a failed settle run again (`IdempotencyKeys.settleDeferred`, up to
+           minutes after the end). When the job is gone, a key this task still holds is shortened
+           to `ttl` from now (never lengthened), and a missing one is not created: the job need
+           not have gone at the end. The task may have been retried meanwhile (its key held
+           again) and then removed while it waited, which frees the key (an operator's removal,
+           as in BullMQ); set again, the key answered a create as a duplicate of the removed
+           task. "" or left out: run right after the end, as above
 
   Returns:
     "none"     the task has no idempotency key (or its hash is gone and the caller did not say it)
@@ -33,6 +40,7 @@
     "held"     not finished: the key expires after ARGV[6]
     "kept"     finished: the key expires `ttl` after the end
     "expired"  finished more than `ttl` ago: the key is deleted
+    "free"     run late (ARGV[7]), the job and the key both gone: left missing
 ]]
 local jobKey, taskId, prefix = KEYS[1], ARGV[1], ARGV[2]
 local ttl, now = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -60,6 +68,15 @@ if redis.call("EXISTS", jobKey) == 1 then
     return "held"
   end
   endedAt = tonumber(redis.call("HGET", jobKey, "finishedOn") or now) or now
+elseif ARGV[7] == "1" then
+  if not holder then
+    return "free"
+  end
+  local remaining = redis.call("PTTL", dedupKey)
+  if remaining < 0 or remaining > ttl then
+    redis.call("PEXPIRE", dedupKey, ttl)
+  end
+  return "kept"
 end
 
 local left = endedAt + ttl - now
