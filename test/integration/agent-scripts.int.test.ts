@@ -705,6 +705,18 @@ describe('agent Lua scripts against a real redis-server', () => {
     });
   });
 
+  /** Agent `a` done with its task: idle, holding none. */
+  async function releaseAgent(): Promise<void> {
+    const released = await store.transition({
+      agentId: 'a',
+      from: 'working',
+      to: 'idle',
+      reason: 'complete',
+      del: ['taskId', 'token', 'taskQueue'],
+    });
+    expect(released.ok).toBe(true);
+  }
+
   describe('appendTaskLog', () => {
     const appendLog = luaScript('appendTaskLog');
     const TOKEN_HASH = 'h'.repeat(64); // the one `idleAgent` registers
@@ -744,13 +756,7 @@ describe('agent Lua scripts against a real redis-server', () => {
       await redis.set(keys.bullLock('q1', 't1'), 'a:tok');
       expect(await append(['no job'])).toBe(-1);
       await redis.hset(keys.bullJob('q1', 't1'), 'name', 't1');
-      await store.transition({
-        agentId: 'a',
-        from: 'working',
-        to: 'idle',
-        reason: 'complete',
-        del: ['taskId', 'token', 'taskQueue'],
-      });
+      await releaseAgent();
       expect(await append(['after the end'])).toBe(-1);
       expect(await logged()).toEqual([]);
     });
@@ -860,13 +866,7 @@ describe('agent Lua scripts against a real redis-server', () => {
       await workingAgent(10);
       expect(await update(10)).toBe(-1);
       await redis.hset(keys.bullJob('q1', 't1'), 'name', 't1');
-      await store.transition({
-        agentId: 'a',
-        from: 'working',
-        to: 'idle',
-        reason: 'complete',
-        del: ['taskId', 'token', 'taskQueue'],
-      });
+      await releaseAgent();
       expect(await update(20)).toBe(-1);
       expect(await redis.hget(keys.bullJob('q1', 't1'), 'progress')).toBeNull();
       expect(await redis.exists(keys.bullEvents('q1'))).toBe(0);

@@ -133,6 +133,25 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
     },
   );
 
+  /**
+   * A task under a new key, failed for good by a new agent of `url` while Redis refused writes to
+   * its key: the failure answered, the settle refused.
+   */
+  async function failedWithSettleRefused(url: string) {
+    const key = newKey();
+    const { agent, queue, id, assignment } = await freshAgentAssigned(agents, url, {
+      payload: 1,
+      attempts: 1,
+      idempotencyKey: key,
+    });
+    await agent.accept(assignment);
+    await refuseHubWritesTo(admin, keyName(queue, key));
+    expect(await agent.fail(assignment, { error: 'broken', retryable: false })).toEqual({
+      ok: true,
+    });
+    return { agent, queue, key, id };
+  }
+
   it('the settle inside the completion at once: the report is answered, the key settled once Redis takes it', async () => {
     const key = newKey();
     const { agent, queue, id, assignment } = await freshAgentAssigned(agents, hub.url, {
@@ -166,17 +185,7 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
     // another replica of the hub's keys, a process of its own, so that it can die at once
     const killed = await startHubProcess(redis.url, hub.config.prefix, `a-${newQueue()}`);
     replicas.push(killed);
-    const key = newKey();
-    const { agent, queue, id, assignment } = await freshAgentAssigned(agents, killed.url, {
-      payload: 1,
-      attempts: 1,
-      idempotencyKey: key,
-    });
-    await agent.accept(assignment);
-    await refuseHubWritesTo(admin, keyName(queue, key));
-    expect(await agent.fail(assignment, { error: 'broken', retryable: false })).toEqual({
-      ok: true,
-    });
+    const { queue, key, id } = await failedWithSettleRefused(killed.url);
     await expectHeld(queue, key, id); // the settle could not write it
 
     await killed.kill('SIGKILL');
@@ -258,17 +267,7 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
   });
 
   it('a settle run late, after the task was retried and removed from Bull Board: the key the removal freed stays free', async () => {
-    const key = newKey();
-    const { agent, queue, id, assignment } = await freshAgentAssigned(agents, hub.url, {
-      payload: 1,
-      attempts: 1,
-      idempotencyKey: key,
-    });
-    await agent.accept(assignment);
-    await refuseHubWritesTo(admin, keyName(queue, key));
-    expect(await agent.fail(assignment, { error: 'broken', retryable: false })).toEqual({
-      ok: true,
-    });
+    const { agent, queue, key, id } = await failedWithSettleRefused(hub.url);
     // the refused settle, recorded: not run until the test makes it due (a run that fails
     // meanwhile only puts it later: GT)
     const member = await recordedSettleOf(id);
