@@ -77,6 +77,16 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
     expect(ttl).toBeLessThanOrEqual(DAY_MS);
   }
 
+  /** Redis takes the hub's writes again: the deferred settle goes through, the key kept a day. */
+  async function expectSettledOnceAllowed(queue: string, key: string, id: string) {
+    await allowHubEveryKey(admin);
+    await eventually(async () => ((await ttlOf(queue, key)) <= DAY_MS ? true : undefined), {
+      what: 'the deferred settle to go through',
+      timeoutMs: 10_000,
+    });
+    await expectKeptADay(queue, key, id);
+  }
+
   /** The member of `deferredSettles` that records the refused settle of task `id`. */
   const recordedSettleOf = (id: string): Promise<string> =>
     eventually(
@@ -118,12 +128,7 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
       expect(await admin.hget(hub.keys.agent(agent.agentId), 'state')).toBe('idle');
       await expectHeld(queue, key, id); // the settle could not write it
 
-      await allowHubEveryKey(admin);
-      await eventually(async () => ((await ttlOf(queue, key)) <= DAY_MS ? true : undefined), {
-        what: 'the deferred settle to go through',
-        timeoutMs: 10_000,
-      });
-      await expectKeptADay(queue, key, id);
+      await expectSettledOnceAllowed(queue, key, id);
       expect(
         await api(hub.url, 'POST', '/v1/tasks', { queue, payload: 2, idempotencyKey: key }),
       ).toEqual({
@@ -169,12 +174,7 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
     expect(await admin.hget(hub.keys.agent(agent.agentId), 'state')).toBe('idle');
     await expectHeld(queue, key, id); // the settle could not write it
 
-    await allowHubEveryKey(admin);
-    await eventually(async () => ((await ttlOf(queue, key)) <= DAY_MS ? true : undefined), {
-      what: 'the deferred settle to go through',
-      timeoutMs: 10_000,
-    });
-    await expectKeptADay(queue, key, id);
+    await expectSettledOnceAllowed(queue, key, id);
     // completed once: the replay is a duplicate, the agent counted one task done
     expect(await agent.complete(assignment, 'done')).toEqual({ ok: true, duplicate: true });
     expect(await countOf(hub.metrics.tasksCompleted, queue)).toBe(1);
@@ -255,12 +255,7 @@ describe('idempotency keys: a settle Redis refuses is run again', () => {
     expect(await stateOf(id)).toBe('cancelled');
     await expectHeld(queue, key, id); // the settle could not write it
 
-    await allowHubEveryKey(admin);
-    await eventually(async () => ((await ttlOf(queue, key)) <= DAY_MS ? true : undefined), {
-      what: 'the deferred settle to go through',
-      timeoutMs: 10_000,
-    });
-    await expectKeptADay(queue, key, id);
+    await expectSettledOnceAllowed(queue, key, id);
     expect(
       await api(hub.url, 'POST', '/v1/tasks', { queue, payload: 2, idempotencyKey: key }),
     ).toEqual({ status: 200, body: { id, state: 'cancelled', duplicate: true } });
