@@ -34,6 +34,7 @@ export const SCRIPT_NAMES = [
   'registerAgent',
   'appendTaskLog',
   'updateTaskProgress',
+  'heldTask',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -66,8 +67,8 @@ export const BULL_UPDATE_PROGRESS: string = bullUpdateProgress.content;
  * Scripts composed of others: the local functions (name, source) that come before the script's
  * own body. `claimAndFetch` is `claimIdle` and BullMQ's `moveToActive`; `transitionThenClaim` and
  * `completeAtOnce` build on `transition` and `claimAndFetch`. The scripts that end a task
- * (`completeAtOnce`, `cancelTask`) settle its idempotency key in the same call;
- * `updateTaskProgress` checks the agent's record before BullMQ's `updateProgress` writes.
+ * (`completeAtOnce`, `cancelTask`) settle its idempotency key in the same call; those that write
+ * for an agent's task event (`appendTaskLog`, `updateTaskProgress`) check `heldTask` first.
  */
 const COMPOSED: Partial<Record<ScriptName, ReadonlyArray<readonly [string, () => string]>>> = {
   claimAndFetch: [
@@ -88,7 +89,11 @@ const COMPOSED: Partial<Record<ScriptName, ReadonlyArray<readonly [string, () =>
     ['removeJob', () => BULL_REMOVE_JOB],
     ['settleIdempotencyKey', () => readScript('settleIdempotencyKey')],
   ],
-  updateTaskProgress: [['updateProgress', () => BULL_UPDATE_PROGRESS]],
+  appendTaskLog: [['heldTask', () => readScript('heldTask')]],
+  updateTaskProgress: [
+    ['heldTask', () => readScript('heldTask')],
+    ['updateProgress', () => BULL_UPDATE_PROGRESS],
+  ],
 };
 
 /** The source of a script as Redis runs it (composed scripts: their parts first). */

@@ -5,11 +5,10 @@
   for a log batch the flood guard charges ~0.2. Same effect as BullMQ's `addLog` once per line
   (RPUSH, then LTRIM to the last ARGV[1]).
 
-  The agent's record is checked in the same step as the write: a rotation or revoke of the
-  agent's token, or the task given to another, between a check and the write would let a batch of
-  a connection that no longer holds the task through. So is the job's lock (BullMQ's; its value is
-  the assignment token): once it ran out and the task went to another agent, the first agent's
-  record still names the task until its replica notices, and its lines went into the new attempt.
+  That the agent holds the task is checked in the same step as the write (`heldTask`, composed
+  first as a local function: scripts.ts): a rotation or revoke of the agent's token, or the task
+  given to another, between a check and the write would let a batch of a connection that no
+  longer holds the task through, and a lock that ran out let its lines into the next attempt.
 
   KEYS[1]  agent hash
   KEYS[2]  the job's hash (BullMQ's)
@@ -22,17 +21,14 @@
   ARGV[5..] the lines
 
   Returns the log's length after; -1 (nothing written) when the agent does not hold the task
-  under the token, the job's lock is not the token, or the job is gone; -2 (nothing written) when the record's token hash is not
-  ARGV[4] (checked first).
+  under the token, the job's lock is not the token, or the job is gone; -2 (nothing written) when
+  the record's token hash is not ARGV[4] (checked first).
 ]]
-local f = redis.call("HMGET", KEYS[1], "tokenHash", "state", "taskId", "token")
-if ARGV[4] ~= "" and f[1] ~= ARGV[4] then
-  return -2
+local held = heldTask({ KEYS[1], KEYS[4] }, { ARGV[2], ARGV[3], ARGV[4] })
+if held ~= 0 then
+  return held
 end
-if (f[2] ~= "assigned" and f[2] ~= "working") or f[3] ~= ARGV[2] or f[4] ~= ARGV[3] then
-  return -1
-end
-if redis.call("GET", KEYS[4]) ~= ARGV[3] or redis.call("EXISTS", KEYS[2]) == 0 then
+if redis.call("EXISTS", KEYS[2]) == 0 then
   return -1
 end
 local length = redis.call("RPUSH", KEYS[3], unpack(ARGV, 5))
