@@ -120,7 +120,10 @@ describe('agentcom (operator CLI) against a real hub process', () => {
     options: { env?: Record<string, string | null>; stdin?: string } = {},
   ) => start(args, options).exited;
 
-  /** A TestAgent with a token minted by the CLI, serving `queue` as each payload's script says. */
+  /**
+   * A TestAgent with a token minted by the CLI, serving `queue` as each payload's script says,
+   * once the hub has recorded its connection: tests list or drain it at once.
+   */
   async function cliAgent(queue: string, target: HubProcess = hub): Promise<TestAgent> {
     const agentId = newAgentId();
     const minted = await cli(['agent', 'token', 'create', agentId, '--queue', queue], {
@@ -138,6 +141,8 @@ describe('agentcom (operator CLI) against a real hub process', () => {
       serving.add(served);
       void served.finally(() => serving.delete(served));
     });
+    // serving before the record's answer: a waiting task can be pushed before it
+    await agent.recorded();
     return agent;
   }
 

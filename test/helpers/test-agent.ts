@@ -64,9 +64,7 @@ export class TestAgent extends EventEmitter {
 
   /**
    * Registers the agent through the API and returns a TestAgent whose connection the hub has
-   * recorded: the replica records it after the handshake, so the client's `connect` can come
-   * first, and a read of the agent right then finds it `offline`. An event is handled only once
-   * the connection is recorded, so the answer to a heartbeat marks it.
+   * recorded ({@link recorded}).
    */
   static async register(
     hubUrl: string,
@@ -77,10 +75,22 @@ export class TestAgent extends EventEmitter {
     if (created.status >= 300) throw new Error(`register failed: ${created.status}`);
     const agent = new TestAgent(hubUrl, agentId, created.body.token, queues);
     await agent.connect();
-    const beat = await agent.send('agent:heartbeat', {});
-    if (!beat.ok) throw new Error(`register: heartbeat refused: ${JSON.stringify(beat)}`);
+    await agent.recorded();
     agent.pushedDuringRegister.push(...agent.assignments);
     return agent;
+  }
+
+  /**
+   * Resolves once the hub has recorded this connection: the replica records it after the
+   * handshake, so the client's `connect` can come first, and a read of the agent right then finds
+   * it `offline` (a drain answers `offline`, the idle count misses it). An event is handled only
+   * once the connection is recorded, so the answer to a heartbeat marks it. The heartbeat names
+   * the task this agent holds, if any: one that names none says it holds none.
+   */
+  async recorded(): Promise<void> {
+    const held = this.current ? { taskId: this.current.taskId, token: this.current.token } : {};
+    const beat = await this.send('agent:heartbeat', held);
+    if (!beat.ok) throw new Error(`heartbeat refused: ${JSON.stringify(beat)}`);
   }
 
   async connect(): Promise<void> {
