@@ -114,28 +114,6 @@ export class TestAgent extends EventEmitter {
     return next;
   }
 
-  /**
-   * The `index`th push this connection received, now or once it comes: a task already waiting
-   * when the agent connects can be pushed before {@link register} returns.
-   */
-  async assignmentAt(index: number, timeoutMs = 10_000): Promise<TaskAssign> {
-    const received = this.assignments[index];
-    if (received) return received;
-    await withTimeout(
-      new Promise<void>((resolve) => {
-        const check = () => {
-          if (this.assignments.length <= index) return;
-          this.off('assign', check);
-          resolve();
-        };
-        this.on('assign', check);
-      }),
-      timeoutMs,
-      `task:assign #${index}`,
-    );
-    return this.assignments[index]!;
-  }
-
   nextAssignment(timeoutMs = 10_000): Promise<TaskAssign> {
     const early = this.pushedDuringRegister.shift();
     if (early) return Promise.resolve(early);
