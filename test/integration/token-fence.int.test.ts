@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { AgentView, TaskView } from '@agentcom/shared';
 import { connect } from 'node:net';
 import { Redis } from 'ioredis';
+import type { AgentStore } from '../../hub/src/fsm/agent-store';
 import { hashToken } from '../../hub/src/auth/tokens';
 import { STALE_TOKENS_EVENT } from '../../hub/src/gateway/agent-gateway';
 import type { Hub } from '../../hub/src/hub';
@@ -216,21 +217,35 @@ describe('agent tokens: fenced reports, atomic registration', () => {
     });
   });
 
-  it('refuses a connection whose token is rotated between its connect read the record and wrote it', async () => {
-    const { far } = await replicas();
-    const agentId = `connecting-${randomBytes(3).toString('hex')}`;
-    const created = await api<{ token: string }>(far.url, 'POST', '/v1/agents', { agentId });
-    const store = far.agents;
+  /**
+   * Rotates the agent's token in the store alone (a rotation whose message is lost) when the store
+   * is first asked for a transition of the agent for `reason`, so after that step's read of the
+   * record; `rotated()` says it happened, `restore()` puts the store back.
+   */
+  function rotateAtTransition(store: AgentStore, agentId: string, reason: string) {
     const transition = store.transition.bind(store);
     let rotated = false;
     store.transition = async (request) => {
-      if (request.agentId === agentId && request.reason === 'connect' && !rotated) {
+      if (request.agentId === agentId && request.reason === reason && !rotated) {
         rotated = true;
-        // a rotation whose message is lost (the store alone), after the connect's read
         await store.register(agentId, hashToken('agc_the-next-token'));
       }
       return transition(request);
     };
+    return {
+      rotated: () => rotated,
+      restore: () => {
+        store.transition = transition;
+      },
+    };
+  }
+
+  it('refuses a connection whose token is rotated between its connect read the record and wrote it', async () => {
+    const { far } = await replicas();
+    const agentId = `connecting-${randomBytes(3).toString('hex')}`;
+    const created = await api<{ token: string }>(far.url, 'POST', '/v1/agents', { agentId });
+    // after the connect's read
+    const rotation = rotateAtTransition(far.agents, agentId, 'connect');
     const agent = new TestAgent(far.url, agentId, created.body.token);
     agents.push(agent);
     try {
@@ -247,13 +262,13 @@ describe('agent tokens: fenced reports, atomic registration', () => {
       );
       expect(outcome).toEqual(REVOKED);
       expect(await closed).toBe('io server disconnect');
-      expect(rotated).toBe(true);
+      expect(rotation.rotated()).toBe(true);
       expect(await direct.hmget(far.keys.agent(agentId), 'state', 'socketId')).toEqual([
         'offline',
         null,
       ]);
     } finally {
-      store.transition = transition;
+      rotation.restore();
     }
   });
 
@@ -264,27 +279,18 @@ describe('agent tokens: fenced reports, atomic registration', () => {
     const agent = new TestAgent(far.url, agentId, created.body.token);
     agents.push(agent);
     await agent.connect();
-    const store = far.agents;
-    const transition = store.transition.bind(store);
-    let rotated = false;
-    store.transition = async (request) => {
-      if (request.agentId === agentId && request.reason === 'drain' && !rotated) {
-        rotated = true;
-        // a rotation whose message is lost (the store alone), after the drain's read
-        await store.register(agentId, hashToken('agc_the-next-token'));
-      }
-      return transition(request);
-    };
+    // after the drain's read
+    const rotation = rotateAtTransition(far.agents, agentId, 'drain');
     try {
       const told = new Promise((resolve) => agent.socket.once('hub:error', resolve));
       const closed = agent.disconnected();
       expect(await agent.send('agent:drain', {})).toEqual({ ok: false, ...REVOKED });
-      expect(rotated).toBe(true);
+      expect(rotation.rotated()).toBe(true);
       expect(await told).toEqual(REVOKED);
       expect(await closed).toBe('io server disconnect');
       expect(await direct.hget(far.keys.agent(agentId), 'drainRequested')).toBeNull();
     } finally {
-      store.transition = transition;
+      rotation.restore();
     }
   });
 
