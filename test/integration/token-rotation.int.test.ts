@@ -2,8 +2,9 @@ import { randomBytes } from 'node:crypto';
 import type { HubError } from '@agentcom/shared';
 import { AgentControl } from '../../hub/src/agents/agent-control';
 import { hashToken, mintAgentToken } from '../../hub/src/auth/tokens';
+import { allowHubEveryKey, becomeAclAdmin, refuseKeyToHub } from '../helpers/acl';
 import { api } from '../helpers/hub';
-import { TestAgent } from '../helpers/test-agent';
+import { TestAgent, withTimeout } from '../helpers/test-agent';
 import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
 
 const REPLACED = { code: 'E_UNAUTHORIZED', message: 'the agent token was replaced' };
@@ -164,5 +165,88 @@ describe('a token rotation closes only the connections of a token no longer the 
     lateClose(hearing, agentId, witness.agentId);
 
     await expectKeptOnceHandled(fresh, witnessEnds);
+  });
+});
+
+/**
+ * A replica that cannot read the agent's record when a close of old tokens reaches it does not
+ * know which token is current: it closes every connection of the agent, tells them nothing (the
+ * token may be the current one), and each reconnects to have its handshake check its token.
+ */
+describe('a token rotation whose close meets an unreadable record', () => {
+  const fixture = useTestHub();
+  const { agents } = fixture;
+
+  /** A connection with a newly registered agent's token, its `hub:error`s kept from the start. */
+  async function connectNew(hub: TestHub, agentId: string) {
+    const created = await api<{ token: string }>(hub.url, 'POST', '/v1/agents', { agentId });
+    expect(created.status).toBe(201);
+    const agent = new TestAgent(hub.url, agentId, created.body.token);
+    agents.push(agent);
+    const errors: HubError[] = [];
+    agent.socket.on('hub:error', (error) => errors.push(error));
+    await agent.connect();
+    await agent.recorded();
+    return { agent, errors };
+  }
+
+  it('closes the agent’s connection without a hub:error, keeps serving, and takes the current token once the record reads again', async () => {
+    const { hub, admin } = fixture;
+    const agentId = `unreadable-${randomBytes(3).toString('hex')}`;
+    const { agent, errors } = await connectNew(hub, agentId);
+    const bystander = await connectNew(hub, `bystander-${randomBytes(3).toString('hex')}`);
+    // a rotation (the store alone; its close is sent below): the connection's token is the old one
+    const newest = mintAgentToken();
+    expect(await hub.agents.register(agentId, hashToken(newest))).toBe(false);
+
+    await becomeAclAdmin(admin);
+    const recordKey = hub.keys.agent(agentId);
+    await refuseKeyToHub(admin, recordKey);
+    try {
+      // Redis refuses the replica's read of the record
+      await expect(hub.agents.get(agentId)).rejects.toThrow(/NOPERM/);
+      const ends = agent.disconnected();
+
+      new AgentControl(
+        hub.agents,
+        () => undefined,
+        hub.gateway,
+        async () => {},
+      ).tokenReplaced(agentId);
+
+      expect(await withTimeout(ends, 5000, 'the close of the agent’s connection')).toBe(
+        'io server disconnect',
+      );
+      // the replica could not tell the connection its token was replaced: it told it nothing
+      expect(errors).toEqual([]);
+      // the replica still serves: its HTTP API, and another agent's events
+      expect((await api(hub.url, 'GET', '/healthz', undefined, {})).status).toBe(200);
+      expect(await bystander.agent.send('agent:heartbeat', {})).toMatchObject({
+        ok: true,
+        state: 'idle',
+      });
+      expect(bystander.agent.socket.connected).toBe(true);
+      expect(bystander.errors).toEqual([]);
+    } finally {
+      await allowHubEveryKey(admin);
+    }
+
+    // the record reads again: the old token is refused at the handshake, the current one taken
+    const stale = new TestAgent(hub.url, agentId, agent.token);
+    agents.push(stale);
+    const refused = await stale.connect().then(
+      () => undefined,
+      (err: { data?: unknown }) => err.data,
+    );
+    expect(refused).toMatchObject({ code: 'E_UNAUTHORIZED' });
+    const current = new TestAgent(hub.url, agentId, newest);
+    agents.push(current);
+    await current.connect();
+    expect(await current.send('agent:heartbeat', {})).toMatchObject({ ok: true, state: 'idle' });
+    expect(await hub.agents.get(agentId)).toMatchObject({
+      socketId: current.socket.id,
+      tokenHash: hashToken(newest),
+      state: 'idle',
+    });
   });
 });
