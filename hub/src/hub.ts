@@ -362,6 +362,7 @@ export async function startHub(
       });
       clearTimeout(cut);
       await gateway?.settled(DISCONNECTS_BOUND_MS);
+      gateway?.stop();
       // 4. timers, HTTP, BullMQ, Redis, in that order
       await budget.wait('the sweep', sweeper.stop());
       await budget.wait('the lease tick', leases.stop());

@@ -18,6 +18,7 @@ import type { AgentStore } from '../fsm/agent-store';
 import type { Logger } from '../logger';
 import { settlesWithin } from '../stop-bounds';
 import { authenticateHandshake } from './auth';
+import { DisconnectRetries } from './disconnect-retries';
 import { hashToken } from '../auth/tokens';
 import { clientAddress, type HandshakeLimiter } from './handshake-limiter';
 import { parseClientEvent, runClientEvent, type HandlerContext } from './event-handlers';
@@ -118,6 +119,8 @@ export interface AgentGatewayOptions {
 export class AgentGateway implements AgentNotifier {
   readonly nsp: AgentNamespace;
   private readonly pendingDisconnects = new Set<Promise<void>>();
+  /** Disconnects Redis refused to record, recorded again later. */
+  private readonly disconnectRetries: DisconnectRetries;
   /** Connections whose stale heartbeat is being handled (see {@link resync}). */
   private readonly resyncing = new Set<string>();
   /** Agents whose connection was closed for flooding, refused at the handshake for a while. */
@@ -125,6 +128,10 @@ export class AgentGateway implements AgentNotifier {
   /** Set by {@link drainLocal}: the replica is stopping and takes no new connection. */
   private draining = false;
   constructor(private readonly options: AgentGatewayOptions) {
+    this.disconnectRetries = new DisconnectRetries({
+      record: (agentId, socketId) => options.presence.disconnect(agentId, socketId),
+      logger: options.logger,
+    });
     this.floodCooldown = new FloodCooldown(
       floodCooldownMs(options.floodRefusals ?? FLOOD_REFUSALS),
     );
@@ -213,6 +220,19 @@ export class AgentGateway implements AgentNotifier {
   /** Waits (bounded) until the disconnects of closed sockets are recorded in Redis. */
   async settled(timeoutMs: number): Promise<void> {
     await settlesWithin(Promise.allSettled([...this.pendingDisconnects]), timeoutMs);
+  }
+
+  /**
+   * Drops the retries of disconnects Redis refused to record (a stopping replica): the other
+   * replicas record those once this one is gone.
+   */
+  stop(): void {
+    this.disconnectRetries.stop();
+  }
+
+  /** Disconnects Redis refused to record that wait for a retry. */
+  unrecordedDisconnects(): number {
+    return this.disconnectRetries.size();
   }
 
   /** Number of agent sockets on this replica. */
@@ -359,9 +379,10 @@ export class AgentGateway implements AgentNotifier {
       const recorded = ready.then(async (ok) => {
         if (!ok) return;
         log.info({ reason }, 'agent disconnected');
-        await presence
-          .disconnect(agentId, socket.id)
-          .catch((err: unknown) => log.error({ err: String(err) }, 'recording disconnect failed'));
+        await presence.disconnect(agentId, socket.id).catch((err: unknown) => {
+          log.error({ err: String(err) }, 'recording disconnect failed: trying again later');
+          this.disconnectRetries.schedule(agentId, socket.id);
+        });
       });
       this.pendingDisconnects.add(recorded);
       void recorded.finally(() => this.pendingDisconnects.delete(recorded));
