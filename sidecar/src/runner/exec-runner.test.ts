@@ -142,7 +142,7 @@ describe('ExecRunner', () => {
     it('tells the sink which process leads its group: pid, start time and boot', async () => {
       const started: TaskProcess[] = [];
       const sink = new LineRecorder();
-      sink.started = (process) => started.push(process);
+      sink.started = (process) => void started.push(process);
       const run = nodeRunner(
         `console.log('pid ' + process.pid); process.stdin.resume(); setInterval(() => {}, 1000);`,
       ).start(assignment(), sink);
@@ -156,6 +156,29 @@ describe('ExecRunner', () => {
         await run.outcome;
       }
     });
+
+    it('writes the task to the command only once the sink has recorded its process', async () => {
+      // `read -t 0` succeeds when input is there: the command says whether it had its task then.
+      const runner = new ExecRunner({
+        ...nodeScriptOptions(''),
+        argv: [
+          'bash',
+          '-c',
+          'if read -t 0; then echo early; else echo waiting; fi; read -r t; echo "got $t"',
+        ],
+      });
+      const sink = new LineRecorder();
+      let recorded = false;
+      // the state file write: done once the command said whether its task was there
+      sink.started = () =>
+        sink.next(/^(early|waiting)$/).then(() => {
+          recorded = true;
+        });
+      const run = runner.start(assignment(), sink);
+      await expect(run.outcome).resolves.toMatchObject({ type: 'complete' });
+      expect(recorded).toBe(true);
+      expect(sink.lines).toEqual(['waiting', expect.stringMatching(/^got \{"id":"task-1"/)]);
+    });
   });
 
   describe('when the task cannot be written to the command', () => {
@@ -165,7 +188,7 @@ describe('ExecRunner', () => {
       const started: TaskProcess[] = [];
       const run = nodeRunner(`setInterval(() => {}, 1000);`, 300).start(
         assignment({ task: { id: 'deep', queue: 'default', payload: deep, createdAt: 1 } }),
-        { log: () => undefined, started: (process) => started.push(process) },
+        { log: () => undefined, started: (process) => void started.push(process) },
       );
       await expect(run.outcome).resolves.toMatchObject({
         type: 'fail',
@@ -328,7 +351,7 @@ describe('ExecRunner', () => {
     it('signals the group no more once it is gone: its id may lead another group by then', async () => {
       const sink = new LineRecorder();
       let pid: number | undefined;
-      sink.started = (started) => (pid = started.pid);
+      sink.started = (started) => void (pid = started.pid);
       const run = nodeRunner(`console.log('done')`).start(assignment(), sink);
       await expect(run.outcome).resolves.toMatchObject({ type: 'complete' });
       expect(pid).toEqual(expect.any(Number));

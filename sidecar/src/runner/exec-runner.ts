@@ -126,13 +126,8 @@ class ExecRun implements RunningTask {
     const { group } = started;
     child.on('error', (err) => this.logger.warn({ err: errorText(err) }, 'task process error'));
     this.logger.info({ pid: child.pid }, 'task process started');
-    if (identity !== undefined) this.sink.started?.(identity);
-    if (this.stopReason !== undefined) void group.terminate();
-    const cancelDeadline = startDeadline(this.assignment, this);
-
     // The child may exit without reading stdin: a broken pipe here is not the task's failure.
     child.stdin.on('error', () => undefined);
-    child.stdin.end(input);
 
     let lastLine: LastLine | undefined;
     const stdoutLines = splitLines(child.stdout, MAX_STDOUT_LINE_BYTES, (line, cut) => {
@@ -144,6 +139,13 @@ class ExecRun implements RunningTask {
       stderrTail.push(line);
       this.logger.info({ stream: 'stderr', line }, 'task stderr');
     });
+
+    // The task is written only once the process is recorded: a sidecar killed in between leaves
+    // a handler that never got its task, or one the next start finds in the state file and stops.
+    if (identity !== undefined) await this.sink.started?.(identity);
+    if (this.stopReason !== undefined) void group.terminate();
+    const cancelDeadline = startDeadline(this.assignment, this);
+    child.stdin.end(input);
 
     const [code, signal] = await exited;
     this.exited = true;

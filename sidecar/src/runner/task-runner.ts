@@ -16,9 +16,10 @@ export interface RunSink {
   log(line: string): void;
   /**
    * The task's process group runs, led by `process` (exec mode): recorded in the state file so a
-   * sidecar restarted after a crash can stop it.
+   * sidecar restarted after a crash can stop it. The task is handed to the process (its stdin)
+   * only once the returned promise settles, so the record is durable before the task can run.
    */
-  started?(process: TaskProcess): void;
+  started?(process: TaskProcess): Promise<void> | void;
 }
 
 /**

@@ -496,7 +496,7 @@ export class TaskController {
     const running = runner.start(assignment, {
       log: (line) => logs.push(line),
       started: (process) =>
-        void this.durably('record the task process', () => outbox.recordProcess(ref, process)),
+        this.durably('record the task process', () => outbox.recordProcess(ref, process)),
     });
     session.running = running;
     return running.outcome;

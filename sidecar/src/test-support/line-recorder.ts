@@ -5,7 +5,7 @@ import type { RunSink } from '../runner/task-runner';
 export class LineRecorder implements RunSink {
   readonly lines: string[] = [];
   /** Set by a test that wants to hear of the task's process. */
-  started: ((process: TaskProcess) => void) | undefined;
+  started: ((process: TaskProcess) => Promise<void> | void) | undefined;
   private waiters: Array<{ pattern: RegExp; resolve: (line: string) => void }> = [];
 
   log(line: string): void {
