@@ -1,4 +1,4 @@
-import { chmod, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EXIT_CODES } from './exit-codes';
 import { INTERRUPTED_ERROR } from './outbox/outbox';
@@ -208,6 +208,32 @@ describe('agentcom-sidecar (bundled CLI)', () => {
       );
       expect(await run.exited).toEqual({ code: EXIT_CODES.BAD_CONFIG, signal: null });
       expect(run.stderr()).toBe(`agentcom-sidecar: --state-dir (AGENTCOM_STATE_DIR): ${line}\n`);
+    });
+
+    it('exits 2 with one line, leaving the file as it is, when a newer sidecar wrote state.json', async () => {
+      const stateDir = join(cx.work, 'state');
+      await mkdir(stateDir, { recursive: true, mode: 0o700 });
+      const path = join(stateDir, 'state.json');
+      const bytes = Buffer.from(
+        '{"version":2,"current":{"taskId":"t1","token":"k1","attempt":1,"state":"working"},' +
+          '"outbox":[{"type":"complete","taskId":"t0","token":"k0","result":1}]}\n',
+      );
+      await writeFile(path, bytes, { mode: 0o600 });
+      const run = runCli(['run'], sidecarEnv(stateDir));
+      // A sidecar that started anyway would connect: that ends the wait too, and fails the test.
+      const outcome = await Promise.race([
+        run.exited,
+        cx.hub.connection().then(() => 'connected to the hub'),
+      ]);
+      expect(outcome).toEqual({ code: EXIT_CODES.BAD_CONFIG, signal: null });
+      expect(run.stderr()).toBe(
+        `agentcom-sidecar: --state-dir (AGENTCOM_STATE_DIR): ${path} was written by a newer ` +
+          `sidecar (state file version 2; this sidecar, ${SIDECAR_VERSION}, reads version 1) and ` +
+          'may hold undelivered results: upgrade the sidecar back to a version that reads it, or ' +
+          'move the file aside to start empty (losing the task and reports it holds)\n',
+      );
+      expect((await readFile(path)).equals(bytes)).toBe(true);
+      expect(await readdir(stateDir)).toEqual(['state.json']);
     });
 
     it('exits 2 when another sidecar holds the state dir', async () => {

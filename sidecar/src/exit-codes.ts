@@ -10,7 +10,8 @@ export const EXIT_CODES = {
   UNEXPECTED: 1,
   /**
    * A missing or malformed option, or a state dir in use or unusable as it is (`state.json` a
-   * directory or unreadable); one line on stderr names it.
+   * directory, unreadable, or of a newer version than this sidecar reads, left untouched); one
+   * line on stderr names it.
    */
   BAD_CONFIG: 2,
   /** The hub refused the handshake for good (`E_UNAUTHORIZED`, `E_PROTOCOL_VERSION`, ...). */

@@ -6,8 +6,10 @@ import { recordingLogger, testLogger } from '../test-support/logger';
 import { makeTempDir } from '../test-support/temp-dir';
 import { writeFileAtomic } from './atomic-write';
 import { INTERRUPTED_ERROR, Outbox, STATE_FILE_NAME } from './outbox';
+import { SIDECAR_VERSION } from '../version';
+import { StateFileError } from './state-file-error';
 import { StateDirInUseError, acquireStateLock } from './state-lock';
-import type { HeldTask, Report } from './state-schema';
+import { STATE_FILE_VERSION, type HeldTask, type Report } from './state-schema';
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -210,7 +212,8 @@ describe('Outbox', () => {
         JSON.stringify({ version: 1, outbox: [{ type: 'complete', taskId: 't1' }] }),
       ],
       ['an unknown field', JSON.stringify({ version: 1, outbox: [], extra: true })],
-      ['a future version', JSON.stringify({ version: 2, outbox: [] })],
+      ['a version that is not a number', JSON.stringify({ version: '2', outbox: [] })],
+      ['an older version', JSON.stringify({ version: 0, outbox: [] })],
     ])('moves a file with %s aside and starts empty', async (_case, text) => {
       await writeFile(join(dir, STATE_FILE_NAME), text);
       const { logger, entries } = recordingLogger();
@@ -225,6 +228,46 @@ describe('Outbox', () => {
       const logged = entries().find((entry) => entry.movedTo === join(dir, files[0] as string));
       expect(logged?.level).toBe(50);
       expect(logged?.msg).toMatch(/^the state file is corrupt/);
+    });
+  });
+
+  describe('when a newer sidecar wrote the state file', () => {
+    it('refuses it and leaves the state dir exactly as it was', async () => {
+      const path = join(dir, STATE_FILE_NAME);
+      const version = STATE_FILE_VERSION + 1;
+      // A shape this sidecar does not know, holding a running task and an undelivered report.
+      const bytes = Buffer.from(
+        `${JSON.stringify({
+          version,
+          current: { taskId: 't1', token: 'k1', attempt: 1, state: 'working', lease: 'new' },
+          outbox: [{ ...complete, taskId: 't0', token: 'k0' }],
+          newField: true,
+        })}\n`,
+      );
+      await writeFile(path, bytes);
+      const leftover = `.${STATE_FILE_NAME}.tmp-123-abcd`;
+      await writeFile(join(dir, leftover), '{"half":');
+      const { logger, entries } = recordingLogger();
+      const interrupted: HeldTask[] = [];
+
+      const refused = Outbox.open(dir, logger, {
+        beforeReportingInterrupted: async (held) => {
+          interrupted.push(held);
+        },
+      });
+      await expect(refused).rejects.toBeInstanceOf(StateFileError);
+      await expect(refused).rejects.toMatchObject({
+        path,
+        message:
+          `${path} was written by a newer sidecar (state file version ${version}; this ` +
+          `sidecar, ${SIDECAR_VERSION}, reads version ${STATE_FILE_VERSION}) and may hold ` +
+          'undelivered results: upgrade the sidecar back to a version that reads it, or move ' +
+          'the file aside to start empty (losing the task and reports it holds)',
+      });
+      expect((await readFile(path)).equals(bytes)).toBe(true);
+      expect((await readdir(dir)).sort()).toEqual([leftover, STATE_FILE_NAME].sort());
+      expect(interrupted).toEqual([]);
+      expect(entries()).toEqual([]);
     });
   });
 });

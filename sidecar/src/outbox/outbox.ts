@@ -12,7 +12,8 @@ import {
   type TaskProcess,
 } from './state-schema';
 import { errorText } from '../error-text';
-import { asStateFileError } from './state-file-error';
+import { SIDECAR_VERSION } from '../version';
+import { asStateFileError, StateFileError } from './state-file-error';
 
 export const STATE_FILE_NAME = 'state.json';
 
@@ -52,13 +53,15 @@ export class Outbox {
    * Loads `<dir>/state.json` (creating `dir` owner-only if needed). A file that is not JSON or
    * does not match the schema is moved aside to `state.json.corrupt-<epoch ms>` and the sidecar
    * starts empty; a task left `working` by a crashed process becomes a retryable failure report
-   * (after {@link OpenOptions.beforeReportingInterrupted}).
+   * (after {@link OpenOptions.beforeReportingInterrupted}). A file of a newer `version` (written by
+   * a newer sidecar) is refused with a {@link StateFileError}, and nothing in `dir` is changed.
    */
   static async open(dir: string, logger: Logger, options: OpenOptions = {}): Promise<Outbox> {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const path = join(dir, STATE_FILE_NAME);
+    const state = await loadState(path, logger);
     await removeLeftoverTempFiles(path);
-    const outbox = new Outbox(path, await loadState(path, logger));
+    const outbox = new Outbox(path, state);
     const held = outbox.state.current;
     if (held?.state === 'working') {
       await options.beforeReportingInterrupted?.(held);
@@ -180,15 +183,36 @@ async function loadState(path: string, logger: Logger): Promise<StateFile> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return emptyState();
     throw asStateFileError(err, path, 'the state file');
   }
-  let problem: string;
+  let data: unknown;
   try {
-    const parsed = stateFileSchema.safeParse(JSON.parse(text));
-    if (parsed.success) return parsed.data;
-    const issue = parsed.error.issues[0];
-    problem = `${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'does not match the schema'}`;
+    data = JSON.parse(text);
   } catch (err) {
-    problem = `not JSON (${errorText(err)})`;
+    return moveAside(path, `not JSON (${errorText(err)})`, logger);
   }
+  const version = (data as { version?: unknown } | null)?.version;
+  if (typeof version === 'number' && version > STATE_FILE_VERSION) {
+    // Its reports and task are for a sidecar that can read them: refuse, and leave it as it is.
+    throw new StateFileError(
+      path,
+      'E_NEWER_VERSION',
+      `${path} was written by a newer sidecar (state file version ${version}; this sidecar, ` +
+        `${SIDECAR_VERSION}, reads version ${STATE_FILE_VERSION}) and may hold undelivered ` +
+        'results: upgrade the sidecar back to a version that reads it, or move the file aside ' +
+        'to start empty (losing the task and reports it holds)',
+    );
+  }
+  const parsed = stateFileSchema.safeParse(data);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  return moveAside(
+    path,
+    `${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'does not match the schema'}`,
+    logger,
+  );
+}
+
+/** Moves a corrupt state file aside (`<path>.corrupt-<epoch ms>`) and starts empty. */
+async function moveAside(path: string, problem: string, logger: Logger): Promise<StateFile> {
   const aside = `${path}.corrupt-${Date.now()}`;
   await rename(path, aside);
   logger.error(

@@ -1,7 +1,8 @@
 /**
- * The state dir or `state.json` cannot be used: a directory where the file should be, or a file
- * or directory the sidecar's user may not read or write. A human must fix it, so the CLI prints
- * this one line, naming the path and what to do, and exits 2 (like a bad option).
+ * The state dir or `state.json` cannot be used: a directory where the file should be, a file
+ * or directory the sidecar's user may not read or write, or a state file of a newer version (left
+ * by a newer sidecar). A human must fix it, so the CLI prints this one line, naming the path and
+ * what to do, and exits 2 (like a bad option).
  */
 export class StateFileError extends Error {
   readonly path: string;
