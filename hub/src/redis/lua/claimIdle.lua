@@ -27,9 +27,9 @@
   ARGV[9]  random part of the assignment token (token = agentId .. ":" .. ARGV[9])
 
   A caller that composes this script (`claimAndFetch`) passes `true` as a third argument: the
-  claim's write to the record and its event are then left to it, as a sixth item of the reply,
-  `record(extra, reason, task)`, so that a claim that also gets its task is one write and one
-  event (`assign`) instead of two each.
+  claim's writes (the record and its indexes) and its event are then left to it, as the last
+  item of the reply, `record(extra, reason, task)`, so that a claim that also gets its task is
+  one write and one event (`assign`) instead of two each.
 
   Returns:
     { agentId, version, queues, queue, token, socketId }  claimed; `queue` is where to fetch
@@ -40,14 +40,29 @@
 local deferRecord = ...
 local now = tonumber(ARGV[3])
 
--- idle -> assigned on the record, with `extra` fields, and its event
-local function record(agentId, version, chosen, token, extra, reason, task)
+-- idle -> assigned on the record, with `extra` fields, and its event; the agent leaves the idle
+-- indexes of its queues. Its ack deadline first, then the record, then the indexes: the record's
+-- key and the other queues' idle keys are not declared (built from ARGV), and Redis refuses such
+-- a key at the command that uses it (an ACL), after what the script wrote before. Refused at the
+-- record, the agent is left idle and listed, claimable again (the deadline alone, the sweeper
+-- drops); at an index, assigned with its deadline, which the sweeper ends. Taken out of the
+-- indexes first, as it was, an agent left `idle` was listed nowhere: never claimed again.
+local function record(agentId, version, chosen, token, queues, extra, reason, task)
+  redis.call("ZADD", KEYS[3], ARGV[4], agentId)
   local fields = { "state", "assigned", "assignedAt", ARGV[3], "token", token,
     "taskQueue", chosen, "version", version }
   for i = 1, #extra do
     fields[#fields + 1] = extra[i]
   end
   redis.call("HSET", ARGV[1] .. agentId, unpack(fields))
+  local listed = false
+  for q in string.gmatch(queues, "[^,]+") do
+    redis.call("ZREM", ARGV[2] .. q, agentId)
+    listed = listed or q == ARGV[7]
+  end
+  if not listed then
+    redis.call("ZREM", KEYS[1], agentId)
+  end
   redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[6], "*",
     "agent", agentId, "from", "idle", "to", "assigned",
     "reason", reason, "task", task, "hub", ARGV[5],
@@ -77,22 +92,13 @@ local function claim(agentId, f)
   end
   local token = agentId .. ":" .. ARGV[9]
   local version = tonumber(f[3] or "0") + 1
-  local listed = false
-  for q in string.gmatch(queues, "[^,]+") do
-    redis.call("ZREM", ARGV[2] .. q, agentId)
-    listed = listed or q == ARGV[7]
-  end
-  if not listed then
-    redis.call("ZREM", KEYS[1], agentId)
-  end
-  redis.call("ZADD", KEYS[3], ARGV[4], agentId)
   local socketId = f[5] or ""
   if deferRecord then
     return { agentId, version, queues, chosen, token, socketId, function(extra, reason, task)
-      record(agentId, version, chosen, token, extra, reason, task)
+      record(agentId, version, chosen, token, queues, extra, reason, task)
     end }
   end
-  record(agentId, version, chosen, token, {}, "claim", "")
+  record(agentId, version, chosen, token, queues, {}, "claim", "")
   return { agentId, version, queues, chosen, token, socketId }
 end
 

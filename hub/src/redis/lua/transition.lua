@@ -24,7 +24,8 @@
     kdelIf    [ [keyIndex, value] ]  DEL KEYS[keyIndex] if it holds value       } whatever the
                                                                                   outcome
     idleAddOwn  idle key prefix: ZADD (score now) the idle set of each queue of the record's
-              own `queues` field (for a caller that does not know them: `completeAtOnce`)
+              own `queues` field (for a caller that does not know them: `completeAtOnce`),
+              before any other write of the patch (see there); not with a zrem of those sets
 
   Returns:
     { 1, version }                              applied
@@ -81,6 +82,24 @@ for _, index in ipairs(spec.absent or {}) do
   end
 end
 
+-- First of the patch's writes: these keys are not declared (built from the record), and Redis
+-- refuses such a key at the command that uses it (an ACL), after what the script wrote before.
+-- Here nothing of the patch is written yet: the record still holds what it held (the caller's
+-- replay or sweep then finishes it), not `idle` while no idle index lists it (never claimed
+-- again, and nothing but a reconnect added it back).
+if spec.idleAddOwn then
+  -- the field as the patch leaves it
+  local queues = (spec.set and spec.set.queues) or values[counted + 1] or ""
+  for _, field in ipairs(spec.del or {}) do
+    if field == "queues" then
+      queues = ""
+    end
+  end
+  for q in string.gmatch(queues, "[^,]+") do
+    redis.call("ZADD", spec.idleAddOwn .. q, spec.now, spec.agentId)
+  end
+end
+
 local newVersion = version + 1
 local flat = { "version", newVersion }
 for field, value in pairs(spec.set or {}) do
@@ -102,18 +121,6 @@ for _, index in ipairs(spec.zrem or {}) do
 end
 for _, entry in ipairs(spec.zadd or {}) do
   redis.call("ZADD", KEYS[entry[1]], entry[2], spec.agentId)
-end
-if spec.idleAddOwn then
-  -- the field as the patch leaves it
-  local queues = (spec.set and spec.set.queues) or values[counted + 1] or ""
-  for _, field in ipairs(spec.del or {}) do
-    if field == "queues" then
-      queues = ""
-    end
-  end
-  for q in string.gmatch(queues, "[^,]+") do
-    redis.call("ZADD", spec.idleAddOwn .. q, spec.now, spec.agentId)
-  end
 end
 
 local newState = (spec.set and spec.set.state) or state
