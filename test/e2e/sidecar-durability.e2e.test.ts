@@ -208,13 +208,31 @@ describe('sidecar durability across kill -9 (real hub, real sidecar processes)',
     return proc;
   }
 
-  it('kill -9 as soon as the handler has its task: the restarted sidecar stops that handler before the task is retried', async () => {
+  /**
+   * A hub, and a sidecar whose `/bin/sh` handler (`lines`) kills it (kill -9 of its parent) on
+   * the first attempt of a new task of 3 attempts: resolves once that sidecar died.
+   */
+  async function firstAttemptKillsSidecar(agentId: string, handlerName: string, lines: string[]) {
     const hub = await startHubProcess(cluster.redis.url, cluster.prefix, 'hub-1');
     hubs.push(hub);
+    const handler = shellHandler(handlerName, lines.join('\n'));
+    const token = await mintToken(hub.url, agentId);
+    const first = startSidecar(hub, agentId, token, handler);
+    await waitAgentIdle(hub, agentId);
+    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
+      payload: {},
+      attempts: 3,
+    });
+    expect(await first.exited).toEqual({ code: null, signal: 'SIGKILL' });
+    return { hub, token, handler, taskId: created.body.id };
+  }
+
+  it('kill -9 as soon as the handler has its task: the restarted sidecar stops that handler before the task is retried', async () => {
     const pidFile = join(cluster.dir, 'handler.pid');
     // The first attempt kills its sidecar (its parent) the moment it has read its task, and runs
     // on; the retry completes.
-    const handler = shellHandler(
+    const { hub, token, handler, taskId } = await firstAttemptKillsSidecar(
+      'abrupt',
       'kill-parent.sh',
       [
         'read -r task',
@@ -224,16 +242,8 @@ describe('sidecar durability across kill -9 (real hub, real sidecar processes)',
         '  exec sleep 30',
         'fi',
         'echo \'{"retried":true}\'',
-      ].join('\n'),
+      ],
     );
-    const token = await mintToken(hub.url, 'abrupt');
-    const first = startSidecar(hub, 'abrupt', token, handler);
-    await waitAgentIdle(hub, 'abrupt');
-    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
-      payload: {},
-      attempts: 3,
-    });
-    expect(await first.exited).toEqual({ code: null, signal: 'SIGKILL' });
     const orphan = await eventually(
       () => {
         const line = existsSync(pidFile) ? readFileSync(pidFile, 'utf8') : '';
@@ -248,7 +258,7 @@ describe('sidecar durability across kill -9 (real hub, real sidecar processes)',
       // the orphan was stopped before the task was reported, hence before it could be retried
       expect(second.output).not.toContain('no handler process is recorded');
       expect(isProcessGone(orphan)).toBe(true);
-      const task = await waitTaskState(hub, created.body.id, 'completed');
+      const task = await waitTaskState(hub, taskId, 'completed');
       expect(task).toMatchObject({ attempt: 2, result: { retried: true } });
       expect(second.output).toMatch(/"outcome":"terminated"/);
     } finally {
@@ -309,39 +319,30 @@ describe('sidecar durability across kill -9 (real hub, real sidecar processes)',
   });
 
   it('kill -9 after the handler printed its result and before it was stored: reported as interrupted, retried, completed once', async () => {
-    const hub = await startHubProcess(cluster.redis.url, cluster.prefix, 'hub-1');
-    hubs.push(hub);
     // The first attempt prints its result, kills its sidecar, and exits 0.
-    const handler = shellHandler(
+    const { hub, token, handler, taskId } = await firstAttemptKillsSidecar(
+      'unlucky',
       'result-then-kill.sh',
       [
         'read -r task',
         'echo "{\\"attempt\\":$AGENTCOM_ATTEMPT}"',
         'if [ "$AGENTCOM_ATTEMPT" = 1 ]; then kill -9 $PPID; fi',
-      ].join('\n'),
+      ],
     );
-    const token = await mintToken(hub.url, 'unlucky');
-    const first = startSidecar(hub, 'unlucky', token, handler);
-    await waitAgentIdle(hub, 'unlucky');
-    const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
-      payload: {},
-      attempts: 3,
-    });
-    expect(await first.exited).toEqual({ code: null, signal: 'SIGKILL' });
     const state = JSON.parse(readFileSync(join(cluster.dir, 'unlucky', 'state.json'), 'utf8')) as {
       current?: { taskId: string; state: string };
       outbox: unknown[];
     };
     expect(state).toMatchObject({
-      current: { taskId: created.body.id, state: 'working' },
+      current: { taskId, state: 'working' },
       outbox: [],
     });
     const second = startSidecar(hub, 'unlucky', token, handler);
-    const task = await waitTaskState(hub, created.body.id, 'completed');
+    const task = await waitTaskState(hub, taskId, 'completed');
     expect(task).toMatchObject({ attempt: 2, attemptsMade: 2, result: { attempt: 2 } });
     expect(second.output).toContain('the previous sidecar process stopped while running this task');
     const completions = completionsByTask(await readTransitions(cluster.redis.url, cluster.prefix));
-    expect(completions.get(created.body.id)).toBe(1);
+    expect(completions.get(taskId)).toBe(1);
   });
 
   it('a second sidecar on the same state dir exits 2 at once; after a kill -9 of the first, the next one takes the dir over', async () => {
