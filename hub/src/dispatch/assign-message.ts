@@ -1,6 +1,7 @@
 import type { TaskAssign } from '@agentcom/shared';
 import type { FetchedJob } from '../fsm/agent-store';
 import type { TaskData, TaskJob } from '../queues/queue-registry';
+import { readTaskData } from '../queues/task-data';
 
 /** What `task:assign` and the dispatch metrics need of a job. */
 export interface AssignedTask {
@@ -15,13 +16,21 @@ export interface AssignedTask {
   failedBefore: boolean;
 }
 
+/** A job whose data is no task's (see `readTaskData`): it is failed, never pushed. */
+export interface NotATask {
+  id: string;
+  problem: string;
+}
+
 /** A job hash as `claimAndFetch` returns it (BullMQ's field names), read like BullMQ's Job. */
-export function taskFromFields(job: FetchedJob): AssignedTask {
+export function taskFromFields(job: FetchedJob): AssignedTask | NotATask {
   const { fields } = job;
+  const read = readTaskData(parsedData(fields.data));
+  if ('problem' in read) return { id: job.id, problem: read.problem };
   const opts = JSON.parse(fields.opts ?? '{}') as { attempts?: number; delay?: number };
   return {
     id: job.id,
-    data: JSON.parse(fields.data ?? '{}') as TaskData,
+    data: read.data,
     timestamp: Number(fields.timestamp ?? 0),
     attemptsMade: Number(fields.atm ?? fields.attemptsMade ?? 0),
     attemptsStarted: Number(fields.ats ?? 0),
@@ -32,10 +41,12 @@ export function taskFromFields(job: FetchedJob): AssignedTask {
 }
 
 /** A job BullMQ read. */
-export function taskFromJob(job: TaskJob): AssignedTask {
+export function taskFromJob(job: TaskJob): AssignedTask | NotATask {
+  const read = readTaskData(job.data);
+  if ('problem' in read) return { id: job.id ?? '', problem: read.problem };
   return {
     id: job.id ?? '',
-    data: job.data,
+    data: read.data,
     timestamp: job.timestamp,
     attemptsMade: job.attemptsMade,
     attemptsStarted: job.attemptsStarted,
@@ -74,5 +85,15 @@ function hasTraces(stacktrace: string | undefined): boolean {
     return Array.isArray(traces) && traces.length > 0;
   } catch {
     return false;
+  }
+}
+
+/** A job's `data` field as JSON (BullMQ writes it so); text that is none is no task's either. */
+function parsedData(text: string | undefined): unknown {
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
   }
 }

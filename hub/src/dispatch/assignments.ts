@@ -728,8 +728,10 @@ export class AssignmentService {
     if (this.options.agents.now() - assignedAt < after) return undefined;
     const job = await this.options.queues.job(taskQueue, taskId);
     if (!job) return undefined;
+    const task = taskFromJob(job);
+    if ('problem' in task) return undefined; // never pushed: the dispatcher fails such a job
     this.options.metrics.pushesResent.inc({ queue: taskQueue });
-    return assignMessage(taskQueue, token, taskFromJob(job));
+    return assignMessage(taskQueue, token, task);
   }
 
   /**

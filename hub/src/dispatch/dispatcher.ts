@@ -8,7 +8,13 @@ import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
 import type { IdempotencyKeys } from '../tasks/idempotency-keys';
 import { CANCELLED_PREFIX } from '../tasks/task-service';
 import { TASK_FIELDS } from './assignments';
-import { assignMessage, taskFromFields, taskFromJob, type AssignedTask } from './assign-message';
+import {
+  assignMessage,
+  taskFromFields,
+  taskFromJob,
+  type AssignedTask,
+  type NotATask,
+} from './assign-message';
 import type { AgentNotifier } from './notifier';
 
 export interface DispatcherOptions {
@@ -158,9 +164,17 @@ export class Dispatcher {
    */
   private async carryOut(step: ClaimStep): Promise<boolean> {
     switch (step.outcome) {
-      case 'assigned':
-        this.push(step.claim, taskFromFields(step.job));
+      case 'assigned': {
+        const task = taskFromFields(step.job);
+        if ('problem' in task) {
+          // recorded on the agent with the claim: failed, and the agent freed for the next job
+          await this.failNotATask(step.claim, task);
+          await this.unclaim(step.claim);
+          return true;
+        }
+        this.push(step.claim, task);
         return step.more;
+      }
       case 'fetched':
         // cancelled or due to fail: handled below, then the claimed agent takes the next job
         return this.fulfil(step.claim, await this.jobOf(step.claim.queue, step.jobId));
@@ -250,6 +264,11 @@ export class Dispatcher {
     const { agents, keys } = this.options;
     const { agentId, version, token } = claim;
     const taskId = job.id ?? '';
+    const task = taskFromJob(job);
+    if ('problem' in task) {
+      await this.failNotATask(claim, task);
+      return 'cancelled'; // not handed out: the claimed agent takes the next job
+    }
     const now = agents.now();
     const stored = await agents.transition({
       agentId,
@@ -262,7 +281,7 @@ export class Dispatcher {
       set: {
         taskId,
         assignedAt: now,
-        ...(job.data.timeoutMs !== undefined ? { taskTimeoutMs: job.data.timeoutMs } : {}),
+        ...(task.data.timeoutMs !== undefined ? { taskTimeoutMs: task.data.timeoutMs } : {}),
       },
       absent: [keys.cancelRequested(taskId)],
       // the ack deadline was set by the claim, a few milliseconds ago
@@ -280,8 +299,23 @@ export class Dispatcher {
       await job.moveToWait(token).catch(() => undefined);
       return 'gone';
     }
-    this.push(claim, taskFromJob(job));
+    this.push(claim, task);
     return 'assigned';
+  }
+
+  /**
+   * Fails, for good, a job fetched under the claim whose data is no task's (`readTaskData`): no
+   * agent could run it, and handed out it came back first in line at each ack timeout, holding up
+   * its queue. No agent reports this failure, so the replica that applied it counts it.
+   */
+  private async failNotATask(claim: Claim, task: NotATask): Promise<void> {
+    const job = await this.jobOf(claim.queue, task.id);
+    if (!job) return;
+    const reason = `not a task: ${task.problem}`;
+    this.options.logger.warn({ queue: claim.queue, taskId: task.id, reason }, 'task failed');
+    await job.moveToFailed(new UnrecoverableError(reason), claim.token, false);
+    await this.options.idempotency.settle(claim.queue, task.id, job.deduplicationId);
+    this.options.metrics.tasksFailed.inc({ queue: claim.queue, outcome: 'failed' });
   }
 
   /** Emits `task:assign` for a task recorded on the claimed agent. */

@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import { agentIdOfToken } from '../dispatch/assignment-token';
 import type { AgentNotifier } from '../dispatch/notifier';
 import type { TaskJob } from '../queues/queue-registry';
+import { shownTaskData } from '../queues/task-data';
 import type { RedisKeys } from '../redis/keys';
 import { luaScript } from '../redis/scripts';
 import { IDEMPOTENCY_TTL_MS, type IdempotencyKeys } from './idempotency-keys';
@@ -140,11 +141,12 @@ function alreadyFinished(taskId: string, state: 'completed' | 'failed'): AppErro
 
 /** What the API shows of a task removed before it ran (`TaskService` reads it back). */
 function record(job: TaskJob, reason: string): string {
+  const data = shownTaskData(job.data);
   return JSON.stringify({
     id: job.id,
     queue: job.queueName,
-    payload: job.data.payload,
-    labels: job.data.labels,
+    payload: data.payload,
+    labels: data.labels,
     createdAt: job.timestamp,
     cancelledAt: Date.now(),
     reason,

@@ -13,6 +13,7 @@ import type { HubConfig } from '../config';
 import type { HubMetrics } from '../metrics/hub-metrics';
 import type { TaskStartTimes } from '../metrics/task-start-times';
 import type { QueueRegistry, TaskJob } from '../queues/queue-registry';
+import { shownTaskData } from '../queues/task-data';
 import type { RedisKeys } from '../redis/keys';
 import { agentIdOfToken } from '../dispatch/assignment-token';
 import { UNFINISHED_IDEMPOTENCY_TTL_MS, type IdempotencyKeys } from './idempotency-keys';
@@ -351,19 +352,20 @@ export class TaskService {
       const token = finished?.split(' ', 2)[1];
       agentId = token ? agentIdOfToken(token) : undefined;
     }
+    const data = shownTaskData(job.data);
     const view: TaskView = {
       id: job.id ?? '',
       queue: job.queueName,
       state,
-      payload: job.data.payload,
+      payload: data.payload,
       priority: job.opts.priority ?? 0,
       attempts: job.opts.attempts ?? 1,
       attempt: attemptOf(job, jobState === 'completed' || jobState === 'failed'),
       attemptsMade: job.attemptsMade,
       createdAt: job.timestamp,
     };
-    if (job.data.timeoutMs !== undefined) view.timeoutMs = job.data.timeoutMs;
-    if (job.data.labels) view.labels = job.data.labels;
+    if (data.timeoutMs !== undefined) view.timeoutMs = data.timeoutMs;
+    if (data.labels) view.labels = data.labels;
     if (agentId) view.agentId = agentId;
     if (job.progress !== undefined && job.progress !== 0) view.progress = job.progress;
     if (state === 'completed') view.result = job.returnvalue;

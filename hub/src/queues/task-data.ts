@@ -1,0 +1,44 @@
+import { labelsSchema } from '@agentcom/shared';
+import type { TaskData } from './queue-registry';
+
+/** The longest run timeout a task may name (`POST /v1/tasks` refuses more): 7 days. */
+const MAX_TIMEOUT_MS = 7 * 24 * 60 * 60 * 1000;
+
+/**
+ * A job's data read as a task's (`{payload, labels?, timeoutMs?}`), or why it is none. The API
+ * only writes task-shaped data, but anything else that writes to a task queue does not have to:
+ * a BullMQ producer adding jobs straight to the queue, Bull Board's "add job" or "edit data"
+ * (`null` is a click away). Such a job stopped its queue: each dispatch step that fetched it threw
+ * (`dispatch failed`), the task went back after the ack timeout and was fetched again, first in
+ * line, and `GET /v1/tasks?queue=` answered 500 for the whole queue.
+ */
+export function readTaskData(raw: unknown): { data: TaskData } | { problem: string } {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    return { problem: `its data is ${raw === null ? 'null' : typeof raw}, not an object` };
+  }
+  const { payload, labels, timeoutMs } = raw as Record<string, unknown>;
+  const data: TaskData = { payload: payload ?? null };
+  if (labels !== undefined) {
+    const parsed = labelsSchema.safeParse(labels);
+    if (!parsed.success) return { problem: 'its labels are not a task’s (string to string)' };
+    data.labels = parsed.data;
+  }
+  if (timeoutMs !== undefined) {
+    if (
+      typeof timeoutMs !== 'number' ||
+      !Number.isInteger(timeoutMs) ||
+      timeoutMs < 1 ||
+      timeoutMs > MAX_TIMEOUT_MS
+    ) {
+      return { problem: 'its timeoutMs is not a whole number of milliseconds up to 7 days' };
+    }
+    data.timeoutMs = timeoutMs;
+  }
+  return { data };
+}
+
+/** What the API shows of a job's data: a task's, or, for data that is none, all of it as payload. */
+export function shownTaskData(raw: unknown): TaskData {
+  const read = readTaskData(raw);
+  return 'data' in read ? read.data : { payload: raw ?? null };
+}
