@@ -85,8 +85,8 @@ describe('task scheduling (real hub, Redis, sockets)', () => {
     const after = Date.now() - before;
     expect(msg.task.id).toBe(id);
     expect(after).toBeGreaterThanOrEqual(1450);
-    // the safety tick runs every SWEEP_MS (200 ms here): due, it waits about a tick (slack for load)
-    expect(after).toBeLessThan(1500 + 1500);
+    // the safety tick runs every SWEEP_MS (200 ms here): due, it waits about a tick (the rest is slack for a loaded machine)
+    expect(after).toBeLessThan(1500 + 4000);
   });
 
   it('runs a failing task exactly `attempts` times, each retry after its exponential backoff', async () => {
@@ -109,9 +109,9 @@ describe('task scheduling (real hub, Redis, sockets)', () => {
     const gaps = [at[1]! - at[0]!, at[2]! - at[1]!];
     // 400 ms, then 800 ms (BullMQ's exponential), each ending within a tick or so
     expect(gaps[0]).toBeGreaterThanOrEqual(350);
-    expect(gaps[0]).toBeLessThan(400 + 1500);
+    expect(gaps[0]).toBeLessThan(400 + 4000);
     expect(gaps[1]).toBeGreaterThanOrEqual(750);
-    expect(gaps[1]).toBeLessThan(800 + 1500);
+    expect(gaps[1]).toBeLessThan(800 + 4000);
     const failed = await eventually(
       async () => {
         const view = await api<{ state: string; attemptsMade: number; error: string }>(
