@@ -6,6 +6,7 @@ import {
   refuseHubWritesTo,
   refuseKeyToHub,
 } from '../helpers/acl';
+import { IDEMPOTENCY_TTL_MS } from '../../hub/src/tasks/idempotency-keys';
 import { api } from '../helpers/hub';
 import { eventually } from '../helpers/poll';
 import { TestAgent } from '../helpers/test-agent';
@@ -40,9 +41,17 @@ describe('writes Redis refuses part-way through a step', () => {
   }
 
   /** Creates a task in `queue` and resolves once the hub pushed it to `agent`. */
-  async function pushed(agent: TestAgent, queue: string): Promise<TaskAssign> {
+  async function pushed(
+    agent: TestAgent,
+    queue: string,
+    fields: Record<string, unknown> = {},
+  ): Promise<TaskAssign> {
     const assigned = agent.nextAssignment();
-    const created = await api(fixture.hub.url, 'POST', '/v1/tasks', { queue, payload: {} });
+    const created = await api(fixture.hub.url, 'POST', '/v1/tasks', {
+      queue,
+      payload: {},
+      ...fields,
+    });
     expect(created.status).toBe(201);
     return assigned;
   }
@@ -82,6 +91,28 @@ describe('writes Redis refuses part-way through a step', () => {
     // and the next task of its queues reaches it
     const next = await pushed(agent, second);
     expect(next.task.id).not.toBe(msg.task.id);
+  });
+
+  it('a completion stopped part-way has its idempotency key settled by the replay: it names the task 24 h, not ten years', async () => {
+    const { hub, admin } = fixture;
+    const [first, second] = [newQueue(), newQueue()];
+    const agent = await register([first, second]);
+    const key = `refused-${randomBytes(4).toString('hex')}`;
+    const msg = await pushed(agent, second, { idempotencyKey: key });
+    expect(await agent.accept(msg)).toMatchObject({ ok: true });
+    // stopped at the release, before the settle that follows it in the same script
+    await refuseKeyToHub(admin, hub.keys.idle(first));
+    const complete = { taskId: msg.task.id, token: msg.token, result: 1 };
+    expect(await agent.send('task:complete', complete)).toMatchObject({ code: 'E_INTERNAL' });
+    const keyName = hub.keys.bullDeduplication(second, key);
+    expect(await admin.pttl(keyName)).toBeGreaterThan(IDEMPOTENCY_TTL_MS);
+
+    await allowHubEveryKey(admin);
+    expect(await agent.send('task:complete', complete)).toEqual({ ok: true, duplicate: true });
+    const ttl = await admin.pttl(keyName);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(IDEMPOTENCY_TTL_MS);
+    expect(await admin.get(keyName)).toBe(msg.task.id);
   });
 
   it('a dispatch step whose write of the claimed record Redis refuses leaves the agent claimable: the task reaches it once Redis takes it', async () => {

@@ -473,6 +473,9 @@ export class AssignmentService {
               outcome === 'completed' ? { tasksDone: 1 } : { tasksFailed: 1 };
             if (begun.record && holds(begun.record, taskId, token)) {
               await this.finish(begun.record, token, lockId, outcome, reason, incr);
+              // the report stopped after its BullMQ part (its replica died, Redis refused the
+              // rest): the settle of the task's idempotency key after it may not have run either
+              await this.settleReported(begun.record.taskQueue ?? '', taskId);
             }
           } finally {
             await this.unlock(taskId, lockId);
@@ -802,6 +805,18 @@ export class AssignmentService {
     );
     tell({ taskId: task.taskId, reason: 'lease_lost', token: task.token });
     await this.release(agentId, task.taskId, task.token, 'lease_lost');
+  }
+
+  /**
+   * Settles the idempotency key of a task whose report was applied (its lifetime from the task's
+   * state: a retry waiting keeps the long one). Needs the job, which holds the key: one that no
+   * retention keeps took its key's name with it, and the key keeps its long TTL.
+   */
+  private async settleReported(queue: string, taskId: string): Promise<void> {
+    const job = await this.options.queues.job(queue, taskId);
+    if (job?.deduplicationId) {
+      await this.options.idempotency.settle(queue, taskId, job.deduplicationId);
+    }
   }
 
   /**

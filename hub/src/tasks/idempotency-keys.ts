@@ -51,8 +51,10 @@ export interface IdempotencyKeysOptions {
  * a finished task's key left to its ten years refused every later create with it as a duplicate.
  * It is recorded in Redis (`RecordedSettles`), where any replica's sweeper runs it, so that it
  * outlives this replica; kept in this replica only while Redis refuses the record too. A settle
- * that never ran (its replica died before), or that was kept here when its replica died, leaves
- * the key as it was: the long TTL still answers the task.
+ * that never ran (its replica died before, or Redis stopped the report's script before it) is run
+ * by the sidecar's replay of the report while the job is kept (`AssignmentService`); otherwise,
+ * or kept here when its replica died, it leaves the key as it was: the long TTL still answers the
+ * task.
  */
 export class IdempotencyKeys {
   private readonly script = luaScript('settleIdempotencyKey');
