@@ -14,7 +14,8 @@ const MAX_TIMEOUT_MS = 7 * 24 * 60 * 60 * 1000;
  */
 export function readTaskData(raw: unknown): { data: TaskData } | { problem: string } {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    return { problem: `its data is ${raw === null ? 'null' : typeof raw}, not an object` };
+    const what = raw === null ? 'null' : Array.isArray(raw) ? 'an array' : typeof raw;
+    return { problem: `its data is ${what}, not an object` };
   }
   const { payload, labels, timeoutMs } = raw as Record<string, unknown>;
   const data: TaskData = { payload: payload ?? null };
