@@ -475,7 +475,10 @@ export class AssignmentService {
               await this.finish(begun.record, token, lockId, outcome, reason, incr);
               // the report stopped after its BullMQ part (its replica died, Redis refused the
               // rest): the settle of the task's idempotency key after it may not have run either
-              await this.settleReported(begun.record.taskQueue ?? '', taskId);
+              // (its name is read from the job: one that no retention keeps took it along)
+              const queue = begun.record.taskQueue ?? '';
+              const { idempotency } = this.options;
+              await idempotency.settle(queue, taskId, await idempotency.keyOf(queue, taskId));
             }
           } finally {
             await this.unlock(taskId, lockId);
@@ -805,18 +808,6 @@ export class AssignmentService {
     );
     tell({ taskId: task.taskId, reason: 'lease_lost', token: task.token });
     await this.release(agentId, task.taskId, task.token, 'lease_lost');
-  }
-
-  /**
-   * Settles the idempotency key of a task whose report was applied (its lifetime from the task's
-   * state: a retry waiting keeps the long one). Needs the job, which holds the key: one that no
-   * retention keeps took its key's name with it, and the key keeps its long TTL.
-   */
-  private async settleReported(queue: string, taskId: string): Promise<void> {
-    const job = await this.options.queues.job(queue, taskId);
-    if (job?.deduplicationId) {
-      await this.options.idempotency.settle(queue, taskId, job.deduplicationId);
-    }
   }
 
   /**

@@ -210,11 +210,7 @@ export class Dispatcher {
           { queue: claim.queue, taskId: job.id, reason: job.deferredFailure },
           'task failed: stalled too often',
         );
-        await job.moveToFailed(new UnrecoverableError(job.deferredFailure), claim.token, false);
-        await this.options.idempotency.settle(claim.queue, job.id ?? '', job.deduplicationId);
-        // No agent reports this failure, so the replica that applied it counts it: the claim's
-        // token is the job's lock, so only one replica's moveToFailed goes through.
-        this.options.metrics.tasksFailed.inc({ queue: claim.queue, outcome: 'failed' });
+        await this.failForGood(claim, job, job.deferredFailure, 'failed');
       } else {
         const outcome = await this.assign(claim, job);
         if (outcome !== 'cancelled') return outcome === 'assigned' || outcome === 'gone';
@@ -266,7 +262,7 @@ export class Dispatcher {
     const taskId = job.id ?? '';
     const task = taskFromJob(job);
     if ('problem' in task) {
-      await this.failNotATask(claim, task);
+      await this.failNotATask(claim, task, job);
       return 'cancelled'; // not handed out: the claimed agent takes the next job
     }
     const now = agents.now();
@@ -288,11 +284,7 @@ export class Dispatcher {
     });
     if (!stored.ok) {
       if (stored.reason === 'conflict' && stored.field === '@absent') {
-        const error = new UnrecoverableError(`${CANCELLED_PREFIX}${stored.actual}`);
-        await job.moveToFailed(error, token, false);
-        await this.options.idempotency.settle(claim.queue, taskId, job.deduplicationId);
-        // counted here as a reported cancellation is (no agent is left to report this one)
-        this.options.metrics.tasksFailed.inc({ queue: claim.queue, outcome: 'cancelled' });
+        await this.failForGood(claim, job, `${CANCELLED_PREFIX}${stored.actual}`, 'cancelled');
         return 'cancelled';
       }
       // The agent went away between claim and assignment: the task goes straight back.
@@ -306,16 +298,30 @@ export class Dispatcher {
   /**
    * Fails, for good, a job fetched under the claim whose data is no task's (`readTaskData`): no
    * agent could run it, and handed out it came back first in line at each ack timeout, holding up
-   * its queue. No agent reports this failure, so the replica that applied it counts it.
+   * its queue. `job`: when the caller holds it already.
    */
-  private async failNotATask(claim: Claim, task: NotATask): Promise<void> {
-    const job = await this.jobOf(claim.queue, task.id);
-    if (!job) return;
+  private async failNotATask(claim: Claim, task: NotATask, job?: TaskJob): Promise<void> {
+    const fetched = job ?? (await this.jobOf(claim.queue, task.id));
+    if (!fetched) return;
     const reason = `not a task: ${task.problem}`;
     this.options.logger.warn({ queue: claim.queue, taskId: task.id, reason }, 'task failed');
+    await this.failForGood(claim, fetched, reason, 'failed');
+  }
+
+  /**
+   * Fails a job fetched under the claim for good (no retry), settles its idempotency key, and
+   * counts the failure: no agent reports it, so the replica that applied it does (the claim's
+   * token is the job's lock: only one replica's `moveToFailed` goes through).
+   */
+  private async failForGood(
+    claim: Claim,
+    job: TaskJob,
+    reason: string,
+    outcome: 'failed' | 'cancelled',
+  ): Promise<void> {
     await job.moveToFailed(new UnrecoverableError(reason), claim.token, false);
-    await this.options.idempotency.settle(claim.queue, task.id, job.deduplicationId);
-    this.options.metrics.tasksFailed.inc({ queue: claim.queue, outcome: 'failed' });
+    await this.options.idempotency.settle(claim.queue, job.id ?? '', job.deduplicationId);
+    this.options.metrics.tasksFailed.inc({ queue: claim.queue, outcome });
   }
 
   /** Emits `task:assign` for a task recorded on the claimed agent. */

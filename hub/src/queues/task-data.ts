@@ -1,8 +1,5 @@
-import { labelsSchema } from '@agentcom/shared';
+import { labelsSchema, taskTimeoutMsSchema } from '@agentcom/shared';
 import type { TaskData } from './queue-registry';
-
-/** The longest run timeout a task may name (`POST /v1/tasks` refuses more): 7 days. */
-const MAX_TIMEOUT_MS = 7 * 24 * 60 * 60 * 1000;
 
 /**
  * A job's data read as a task's (`{payload, labels?, timeoutMs?}`), or why it is none. The API
@@ -25,15 +22,10 @@ export function readTaskData(raw: unknown): { data: TaskData } | { problem: stri
     data.labels = parsed.data;
   }
   if (timeoutMs !== undefined) {
-    if (
-      typeof timeoutMs !== 'number' ||
-      !Number.isInteger(timeoutMs) ||
-      timeoutMs < 1 ||
-      timeoutMs > MAX_TIMEOUT_MS
-    ) {
-      return { problem: 'its timeoutMs is not a whole number of milliseconds up to 7 days' };
-    }
-    data.timeoutMs = timeoutMs;
+    const parsed = taskTimeoutMsSchema.safeParse(timeoutMs);
+    if (!parsed.success)
+      return { problem: 'its timeoutMs is not whole milliseconds from 100 to 7 days' };
+    data.timeoutMs = parsed.data;
   }
   return { data };
 }

@@ -41,6 +41,13 @@ export function longestRetryDelayMs(attempts: number, backoff: Backoff | undefin
   return backoff.type === 'fixed' ? backoff.delayMs : 2 ** (attempts - 2) * backoff.delayMs;
 }
 
+/** A task's run timeout (`timeoutMs`): at least 100 ms, at most 7 days. */
+export const taskTimeoutMsSchema = z
+  .number()
+  .int()
+  .min(100)
+  .max(7 * DAY_MS);
+
 /** `POST /v1/tasks` body. */
 export const createTaskBodySchema = z
   .object({
@@ -55,12 +62,7 @@ export const createTaskBodySchema = z
       .optional(),
     attempts: z.number().int().min(1).max(100).default(3),
     backoff: backoffSchema.optional(),
-    timeoutMs: z
-      .number()
-      .int()
-      .min(100)
-      .max(7 * DAY_MS)
-      .optional(),
+    timeoutMs: taskTimeoutMsSchema.optional(),
     idempotencyKey: z.string().min(1).max(256).optional(),
     labels: labelsSchema.optional(),
   })
