@@ -3,6 +3,7 @@ import type { TaskView } from '@agentcom/shared';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { api } from '../helpers/hub';
+import { readTransitions } from '../helpers/invariants';
 import { TestAgent } from '../helpers/test-agent';
 import { useTestHub } from '../helpers/test-hub-fixture';
 
@@ -16,50 +17,92 @@ describe('jobs of a task queue whose data is no task’s', () => {
   const fixture = useTestHub();
   const { agents } = fixture;
 
-  it('are failed for good at their first fetch, and the queue’s tasks behind them run', async () => {
-    const { hub } = fixture;
+  /** A new queue and a BullMQ producer adding straight to it, closed after `use`. */
+  async function withProducer(use: (queue: string, producer: Queue) => Promise<void>) {
     const queue = `foreign-${randomBytes(3).toString('hex')}`;
     const connection = new Redis(fixture.redis.url, { maxRetriesPerRequest: null });
-    const producer = new Queue(queue, { connection, prefix: hub.keys.bullPrefix });
+    const producer = new Queue(queue, { connection, prefix: fixture.hub.keys.bullPrefix });
     try {
+      await use(queue, producer);
+    } finally {
+      await producer.close();
+      await connection.quit();
+    }
+  }
+
+  const createTask = async (queue: string): Promise<string> => {
+    const created = await api<{ id: string }>(fixture.hub.url, 'POST', '/v1/tasks', {
+      queue,
+      payload: { n: 1 },
+    });
+    expect(created.status).toBe(201);
+    return created.body.id;
+  };
+
+  /** An agent of `queue` runs the one task it is pushed, which must be `id`. */
+  async function runsOnly(queue: string, id: string): Promise<void> {
+    const agent = await TestAgent.register(
+      fixture.hub.url,
+      `foreign-${randomBytes(3).toString('hex')}`,
+      [queue],
+    );
+    agents.push(agent);
+    const msg = await agent.nextAssignment();
+    expect(msg.task).toMatchObject({ id, payload: { n: 1 } });
+    expect(await agent.accept(msg)).toMatchObject({ ok: true });
+    expect(await agent.complete(msg, 'done')).toEqual({ ok: true });
+    // none of the others was pushed, and none held the agent up (an ack timeout each, before)
+    expect(agent.assignments.map((a) => a.task.id)).toEqual([id]);
+    const { redis, hub } = fixture;
+    const transitions = await readTransitions(redis.url, hub.config.prefix);
+    const reasons = transitions.filter((t) => t.agent === agent.agentId).map((t) => t.reason);
+    expect(reasons).not.toContain('ack_timeout');
+  }
+
+  /** The task ended for good (`failed`, or `cancelled`), with no attempt run, saying why. */
+  async function endedAs(id: string, state: TaskView['state'], why: RegExp): Promise<void> {
+    const view = await api<TaskView>(fixture.hub.url, 'GET', `/v1/tasks/${id}`);
+    expect(view.body).toMatchObject({ state });
+    expect(view.body.error).toMatch(why);
+  }
+
+  it('are failed for good at their first fetch, and the queue’s tasks behind them run', async () => {
+    await withProducer(async (queue, producer) => {
       const foreign = [
         await producer.add('x', null),
         await producer.add('x', 'a string'),
         await producer.add('x', { payload: 1, labels: { team: 5 } }),
       ].map((job) => job.id ?? '');
-      const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', {
-        queue,
-        payload: { n: 1 },
-      });
-      expect(created.status).toBe(201);
+      const id = await createTask(queue);
 
       // every job is listed, the foreign ones with their data as the payload
-      const listed = await api<{ tasks: TaskView[] }>(hub.url, 'GET', `/v1/tasks?queue=${queue}`);
-      expect(listed.status).toBe(200);
-      expect(listed.body.tasks.map((task) => task.id).sort()).toEqual(
-        [...foreign, created.body.id].sort(),
+      const listed = await api<{ tasks: TaskView[] }>(
+        fixture.hub.url,
+        'GET',
+        `/v1/tasks?queue=${queue}`,
       );
+      expect(listed.status).toBe(200);
+      expect(listed.body.tasks.map((task) => task.id).sort()).toEqual([...foreign, id].sort());
 
-      const agent = await TestAgent.register(hub.url, `foreign-${randomBytes(3).toString('hex')}`, [
-        queue,
-      ]);
-      agents.push(agent);
-      const msg = await agent.nextAssignment();
-      expect(msg.task).toMatchObject({ id: created.body.id, payload: { n: 1 } });
-      expect(await agent.accept(msg)).toMatchObject({ ok: true });
-      expect(await agent.complete(msg, 'done')).toEqual({ ok: true });
-
-      // the foreign jobs failed for good, without an attempt run by any agent, and say why
-      for (const id of foreign) {
-        const view = await api<TaskView>(hub.url, 'GET', `/v1/tasks/${id}`);
-        expect(view.body).toMatchObject({ state: 'failed' });
-        expect(view.body.error).toMatch(/^not a task: its (data is|labels are)/);
+      await runsOnly(queue, id);
+      for (const foreignId of foreign) {
+        await endedAs(foreignId, 'failed', /^not a task: its (data is|labels are)/);
       }
-      // none was pushed: the one push was the task's
-      expect(agent.assignments.map((a) => a.task.id)).toEqual([created.body.id]);
-    } finally {
-      await producer.close();
-      await connection.quit();
-    }
+    });
+  });
+
+  it('are failed for good on the step-by-step path too (after a job the claim could not hand out)', async () => {
+    await withProducer(async (queue, producer) => {
+      // first in line: a task whose cancel was asked while it ran (the claim's script leaves it to
+      // the dispatcher, which then fetches the next jobs one by one)
+      const cancelled = await createTask(queue);
+      await fixture.admin.set(fixture.hub.keys.cancelRequested(cancelled), 'stop', 'PX', 60_000);
+      const foreign = (await producer.add('x', null)).id ?? '';
+      const id = await createTask(queue);
+
+      await runsOnly(queue, id);
+      await endedAs(cancelled, 'cancelled', /stop/);
+      await endedAs(foreign, 'failed', /^not a task: its data is null/);
+    });
   });
 });

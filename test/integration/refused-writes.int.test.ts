@@ -56,22 +56,31 @@ describe('writes Redis refuses part-way through a step', () => {
     return assigned;
   }
 
-  it('a completion whose release Redis refuses part-way leaves the agent to its replay: claimable again once Redis takes it', async () => {
+  /**
+   * An agent serving two queues runs a task (`fields`) of the second, and reports it complete
+   * while Redis refuses the first queue's idle index to the hub: the one-script completion
+   * declares the task's queue's idle index, not the other one's, so its release meets that one
+   * at the ZADD of the agent's own queues (`idleAddOwn`), and the report is answered
+   * `E_INTERNAL`. The caller lifts the refusal.
+   */
+  async function completionRefusedAtRelease(fields: Record<string, unknown> = {}) {
     const { hub, admin } = fixture;
-    // the agent serves two queues; its task is of the second
     const [first, second] = [newQueue(), newQueue()];
     const agent = await register([first, second]);
-    const msg = await pushed(agent, second);
+    const msg = await pushed(agent, second, fields);
     expect(await agent.accept(msg)).toMatchObject({ ok: true });
-
-    // the one-script completion declares the task's queue's idle index, not the other one's: its
-    // release meets that one at the ZADD of the agent's own queues (`idleAddOwn`)
     await refuseKeyToHub(admin, hub.keys.idle(first));
     const complete = { taskId: msg.task.id, token: msg.token, result: 1 };
     expect(await agent.send('task:complete', complete)).toMatchObject({
       ok: false,
       code: 'E_INTERNAL',
     });
+    return { agent, msg, complete, first, second };
+  }
+
+  it('a completion whose release Redis refuses part-way leaves the agent to its replay: claimable again once Redis takes it', async () => {
+    const { hub, admin } = fixture;
+    const { agent, msg, complete, first, second } = await completionRefusedAtRelease();
     // BullMQ's part is applied, and the finished marker; the record still holds the task (not
     // `idle` and listed nowhere): the replay finishes the rest
     expect(await admin.get(hub.keys.finished(msg.task.id))).toBe(`completed ${msg.token}`);
@@ -95,15 +104,11 @@ describe('writes Redis refuses part-way through a step', () => {
 
   it('a completion stopped part-way has its idempotency key settled by the replay: it names the task 24 h, not ten years', async () => {
     const { hub, admin } = fixture;
-    const [first, second] = [newQueue(), newQueue()];
-    const agent = await register([first, second]);
     const key = `refused-${randomBytes(4).toString('hex')}`;
-    const msg = await pushed(agent, second, { idempotencyKey: key });
-    expect(await agent.accept(msg)).toMatchObject({ ok: true });
     // stopped at the release, before the settle that follows it in the same script
-    await refuseKeyToHub(admin, hub.keys.idle(first));
-    const complete = { taskId: msg.task.id, token: msg.token, result: 1 };
-    expect(await agent.send('task:complete', complete)).toMatchObject({ code: 'E_INTERNAL' });
+    const { agent, msg, complete, second } = await completionRefusedAtRelease({
+      idempotencyKey: key,
+    });
     const keyName = hub.keys.bullDeduplication(second, key);
     expect(await admin.pttl(keyName)).toBeGreaterThan(IDEMPOTENCY_TTL_MS);
 

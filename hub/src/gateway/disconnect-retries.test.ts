@@ -34,35 +34,40 @@ describe('DisconnectRetries', () => {
       ['a1', 's1'],
       ['a1', 's1'],
     ]);
-    await new Promise((resolve) => setImmediate(resolve));
     expect(retries.size()).toBe(0);
     retries.stop();
   });
 
+  /**
+   * Without jitter each retry is due `firstRetryMs` after it was scheduled, and timers of one
+   * duration fire in the order they were set: a sentinel scheduled after the retries under test
+   * tries after any of them would.
+   */
+  const even = { logger, firstRetryMs: 5, random: () => 0.5 };
+
   it('keeps one retry per connection however often it is scheduled', async () => {
     const recorder = refusingRecorder(0);
-    const retries = new DisconnectRetries({ ...recorder, logger, firstRetryMs: 5 });
+    const retries = new DisconnectRetries({ ...recorder, ...even });
     retries.schedule('a1', 's1');
     retries.schedule('a1', 's1');
     retries.schedule('a1', 's2');
     expect(retries.size()).toBe(2);
-    await once(recorder.tries, 'try');
-    await once(recorder.tries, 'try');
-    // a second retry of s1 would have run by now (5 ms, jittered to at most 7.5 ms)
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(recorder.calls.map(([, socketId]) => socketId).sort()).toEqual(['s1', 's2']);
+    retries.schedule('a9', 'sentinel');
+    for (let i = 0; i < 3; i++) await once(recorder.tries, 'try');
+    expect(recorder.calls.map(([, socketId]) => socketId)).toEqual(['s1', 's2', 'sentinel']);
     expect(retries.size()).toBe(0);
   });
 
   it('drops its retries at stop, and takes none after', async () => {
     const recorder = refusingRecorder(0);
-    const retries = new DisconnectRetries({ ...recorder, logger, firstRetryMs: 5 });
+    const retries = new DisconnectRetries({ ...recorder, ...even });
     retries.schedule('a1', 's1');
     retries.stop();
     retries.schedule('a2', 's2');
     expect(retries.size()).toBe(0);
-    // a due retry would have run by now (5 ms, jittered to at most 7.5 ms)
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    const sentinel = refusingRecorder(0);
+    new DisconnectRetries({ ...sentinel, ...even }).schedule('a9', 'sentinel');
+    await once(sentinel.tries, 'try');
     expect(recorder.calls).toEqual([]);
   });
 });

@@ -12,6 +12,8 @@ export interface DisconnectRetriesOptions {
   logger: Logger;
   firstRetryMs?: number;
   maxRetryMs?: number;
+  /** The jitter's source, a number in [0, 1) (`Math.random` by default). */
+  random?: () => number;
 }
 
 /**
@@ -35,7 +37,8 @@ export class DisconnectRetries {
   schedule(agentId: string, socketId: string, attempt = 1): void {
     if (this.stopped || this.pending.has(socketId)) return;
     const { firstRetryMs = FIRST_RETRY_MS, maxRetryMs = MAX_RETRY_MS, logger } = this.options;
-    const delayMs = backoffMs(attempt, { baseMs: firstRetryMs, maxMs: maxRetryMs });
+    const { random } = this.options;
+    const delayMs = backoffMs(attempt, { baseMs: firstRetryMs, maxMs: maxRetryMs, random });
     const timer = setTimeout(() => {
       this.pending.delete(socketId);
       this.options.record(agentId, socketId).then(
