@@ -99,6 +99,24 @@ async function waitFor(what, check, timeoutMs = 20_000) {
   }
   fail(`${what} not ready within ${timeoutMs} ms (logs in ${dir})`);
 }
+/**
+ * The pid a daemon wrote to `file`, or undefined while there is none yet. Redis forks before it
+ * writes its pid file (fopen, then the pid at fclose): the file can exist and still be empty.
+ */
+function pidInFile(file) {
+  if (!existsSync(file)) return undefined;
+  const text = readFileSync(file, 'utf8');
+  return /^\d+\n/.test(text) && Number.parseInt(text, 10) > 0
+    ? Number.parseInt(text, 10)
+    : undefined;
+}
+
+/** Waits for a whole pid in `file` and returns it. */
+async function waitForPid(what, file) {
+  await waitFor(what, () => pidInFile(file) !== undefined);
+  return pidInFile(file);
+}
+
 const httpStatus = (url) =>
   fetch(url).then(
     (r) => r.status,
@@ -163,8 +181,7 @@ async function up(count) {
     }),
   );
   if (redis.status !== 0) fail(`redis-server failed: ${redis.stderr}`);
-  await waitFor('redis', () => existsSync(redisPid));
-  recordPid('redis', Number(readFileSync(redisPid, 'utf8')));
+  recordPid('redis', await waitForPid('redis', redisPid));
 
   for (let i = 1; i <= count; i++)
     state.hubs.push({ name: `hub${i}`, url: `http://127.0.0.1:${startHub(i, state).port}` });
@@ -191,8 +208,7 @@ async function up(count) {
   const haproxyPid = join(dir, 'haproxy.pid');
   const lb = spawnSync('haproxy', ['-D', '-f', cfg, '-p', haproxyPid], { encoding: 'utf8' });
   if (lb.status !== 0) fail(`haproxy failed: ${lb.stderr}`);
-  await waitFor('haproxy', () => existsSync(haproxyPid));
-  recordPid('haproxy', Number(readFileSync(haproxyPid, 'utf8').trim()));
+  recordPid('haproxy', await waitForPid('haproxy', haproxyPid));
   await waitFor(
     'the load balancer',
     async () => (await httpStatus(`${state.lbUrl}/readyz`)) === 200,

@@ -1,5 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ROOT } from '../helpers/processes';
@@ -36,6 +36,16 @@ describe('scripts/cluster.mjs and a stale pids file', () => {
       }),
     ]);
 
+  /** The pids `up` recorded, by name. */
+  const recordedPids = () =>
+    new Map(
+      readFileSync(join(dir, 'pids'), 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => line.split(' '))
+        .map(([name, pid]) => [name, Number(pid)]),
+    );
+
   /** Linux: whether `pid` runs (a zombie waiting for init to reap it does not). */
   const running = (pid: number): boolean => {
     try {
@@ -59,7 +69,9 @@ describe('scripts/cluster.mjs and a stale pids file', () => {
   afterEach(async () => {
     stranger.kill('SIGKILL');
     await strangerExit;
+    await cluster('down'); // what a failed test left running
     rmSync(dir, { recursive: true, force: true });
+    rmSync(`${dir}-shims`, { recursive: true, force: true });
   });
 
   it('down signals no process that is not the one up started', async () => {
@@ -72,16 +84,40 @@ describe('scripts/cluster.mjs and a stale pids file', () => {
     writeStalePids(stranger.pid!);
     const { stdout } = await cluster('up', '1');
     expect(stdout).toContain('load balancer');
-    const started = readFileSync(join(dir, 'pids'), 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => Number(line.split(' ')[1]));
+    const started = [...recordedPids().values()];
     expect(started).toHaveLength(3); // up starts afresh: redis, hub1, haproxy
     expect(started).not.toContain(stranger.pid);
-    expect(started.every(running)).toBe(true);
+    expect(started.filter((pid) => !running(pid))).toEqual([]);
 
     await cluster('down');
     expect(started.filter(running)).toEqual([]);
     expect(await strangerState()).toBe('alive');
+  });
+  it('up waits for the whole pid in a pid file that exists before the pid is in it', async () => {
+    // Redis forks, then creates its pid file and writes the pid when it closes it: this
+    // redis-server holds the file empty for 500 ms first, as a loaded machine may
+    const { stdout: realRedis } = await run('sh', ['-c', 'command -v redis-server']);
+    const shims = `${dir}-shims`; // outside the cluster's dir, which up empties
+    mkdirSync(shims);
+    writeFileSync(
+      join(shims, 'redis-server'),
+      [
+        '#!/bin/sh',
+        'pidfile=""; prev=""',
+        'for arg in "$@"; do [ "$prev" = "--pidfile" ] && pidfile="$arg"; prev="$arg"; done',
+        ': > "$pidfile"',
+        `( sleep 0.5; exec ${realRedis.trim()} "$@" ) > /dev/null 2>&1 &`,
+        '',
+      ].join('\n'),
+    );
+    chmodSync(join(shims, 'redis-server'), 0o755);
+    env = { ...env, PATH: `${shims}:${env.PATH ?? ''}` };
+
+    await cluster('up', '1');
+    const redisPid = recordedPids().get('redis')!;
+    expect(redisPid).toBeGreaterThan(0);
+    expect(readFileSync(`/proc/${redisPid}/cmdline`, 'utf8')).toContain('redis-server');
+    await cluster('down');
+    expect(running(redisPid)).toBe(false);
   });
 });
