@@ -17,13 +17,24 @@ describe('jobs of a task queue whose data is no task’s', () => {
   const fixture = useTestHub();
   const { agents } = fixture;
 
-  /** A new queue and a BullMQ producer adding straight to it, closed after `use`. */
-  async function withProducer(use: (queue: string, producer: Queue) => Promise<void>) {
+  /**
+   * A new queue and a BullMQ producer adding jobs straight to it (`add` returns the job's id),
+   * closed after `use`. Its job ids are unique: BullMQ's own (1, 2, ...) count per queue, and
+   * `GET /v1/tasks/:id` looks an id up in every queue (the API's task ids are UUIDs).
+   */
+  async function withProducer(
+    use: (queue: string, add: (data: unknown) => Promise<string>) => Promise<void>,
+  ) {
     const queue = `foreign-${randomBytes(3).toString('hex')}`;
     const connection = new Redis(fixture.redis.url, { maxRetriesPerRequest: null });
     const producer = new Queue(queue, { connection, prefix: fixture.hub.keys.bullPrefix });
+    const add = async (data: unknown) => {
+      const jobId = `foreign-${randomBytes(6).toString('hex')}`;
+      expect((await producer.add('x', data, { jobId })).id).toBe(jobId);
+      return jobId;
+    };
     try {
-      await use(queue, producer);
+      await use(queue, add);
     } finally {
       await producer.close();
       await connection.quit();
@@ -67,12 +78,12 @@ describe('jobs of a task queue whose data is no task’s', () => {
   }
 
   it('are failed for good at their first fetch, and the queue’s tasks behind them run', async () => {
-    await withProducer(async (queue, producer) => {
+    await withProducer(async (queue, add) => {
       const foreign = [
-        await producer.add('x', null),
-        await producer.add('x', 'a string'),
-        await producer.add('x', { payload: 1, labels: { team: 5 } }),
-      ].map((job) => job.id ?? '');
+        await add(null),
+        await add('a string'),
+        await add({ payload: 1, labels: { team: 5 } }),
+      ];
       const id = await createTask(queue);
 
       // every job is listed, the foreign ones with their data as the payload
@@ -92,12 +103,12 @@ describe('jobs of a task queue whose data is no task’s', () => {
   });
 
   it('are failed for good on the step-by-step path too (after a job the claim could not hand out)', async () => {
-    await withProducer(async (queue, producer) => {
+    await withProducer(async (queue, add) => {
       // first in line: a task whose cancel was asked while it ran (the claim's script leaves it to
       // the dispatcher, which then fetches the next jobs one by one)
       const cancelled = await createTask(queue);
       await fixture.admin.set(fixture.hub.keys.cancelRequested(cancelled), 'stop', 'PX', 60_000);
-      const foreign = (await producer.add('x', null)).id ?? '';
+      const foreign = await add(null);
       const id = await createTask(queue);
 
       await runsOnly(queue, id);
