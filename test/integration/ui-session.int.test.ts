@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Hub } from '../../hub/src/hub';
 import { RedisKeys } from '../../hub/src/redis/keys';
-import { UiSessions, uiSessionKey } from '../../hub/src/ui/ui-session';
+import { NO_SESSION, UiSessions, uiSessionKey } from '../../hub/src/ui/ui-session';
 import { TEST_ADMIN_KEY, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { UiClient, pageSession } from '../helpers/ui-client';
@@ -86,5 +86,31 @@ describe('agents page sessions', () => {
     now = 1_000_000 + 5000;
     expect(await sessions.touch(token)).toBe(false);
     expect(await admin.exists(key)).toBe(0);
+  });
+  it('are not minted for HEAD: the page answers with its GET headers, and nothing is written', async () => {
+    const prefix = `uis${randomBytes(3).toString('hex')}`;
+    const hub = await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix });
+    hubs.push(hub);
+    const sessionKeys = () => admin.keys(`${hub.keys.uiSession('*')}`);
+    const authorization = `Bearer ${TEST_ADMIN_KEY}`;
+
+    const head = await fetch(`${hub.url}/`, { method: 'HEAD', headers: { authorization } });
+    expect(head.status).toBe(200);
+    expect(await sessionKeys()).toEqual([]);
+    expect(
+      await new UiSessions({
+        redis: admin,
+        keys: hub.keys,
+        hubId: 'x',
+        adminKey: TEST_ADMIN_KEY,
+      }).touch(NO_SESSION),
+    ).toBe(false);
+
+    const get = await fetch(`${hub.url}/`, { headers: { authorization } });
+    expect(get.status).toBe(200);
+    expect(await sessionKeys()).toHaveLength(1);
+    for (const header of ['content-type', 'content-length', 'cache-control']) {
+      expect([header, head.headers.get(header)]).toEqual([header, get.headers.get(header)]);
+    }
   });
 });

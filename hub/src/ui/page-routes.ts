@@ -6,7 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import { requireAdminOrChallenge } from '../http/admin-auth';
 import type { RedisProblemCheck } from '../redis/redis-probe';
 import { renderAgentsPage } from './page-html';
-import type { UiSessions } from './ui-session';
+import { NO_SESSION, type UiSessions } from './ui-session';
 
 /** Where the page loads the Socket.IO browser client (hub.ts runs with `serveClient: false`). */
 export const CLIENT_SCRIPT_PATH = '/ui/socket.io.min.js';
@@ -76,12 +76,13 @@ export function registerPageRoutes(app: FastifyInstance, options: PageRoutesOpti
   void app.register(async (ui) => {
     ui.addHook('onRequest', requireAdminOrChallenge(options.adminKey));
 
-    ui.get('/', async (_request, reply) => {
+    ui.get('/', async (request, reply) => {
       // the session is written to Redis: without this, the page waited in ioredis' offline
       // queue for as long as Redis was away
       const problem = await options.redisProblem();
       if (problem !== undefined) throw new AppError('E_UNAVAILABLE', `${problem}; retry later`);
-      const session = await options.sessions.mint();
+      // HEAD (Fastify answers it with this route) gets no body: no session is written for it
+      const session = request.method === 'HEAD' ? NO_SESSION : await options.sessions.mint();
       const nonce = randomBytes(16).toString('base64');
       return reply.headers(pageHeaders(nonce)).send(
         renderAgentsPage({

@@ -8,6 +8,11 @@ export const UI_SESSION_TTL_MS = 10 * 60_000;
 export const UI_SESSION_MAX_LIFETIME_MS = 12 * 60 * 60_000;
 
 const SESSION_PATTERN = /^uis_[A-Za-z0-9_-]{43}$/;
+/**
+ * Where a page answered to `HEAD` names its session: as long as a real one (so the page is as
+ * long as its `GET`), and never one (`touch` refuses it: `.` is not in a token).
+ */
+export const NO_SESSION = `uis_${'.'.repeat(43)}`;
 
 /**
  * The Redis key of a session: by an HMAC-SHA-256 of its token keyed with the admin key, so a key
