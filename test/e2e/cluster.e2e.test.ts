@@ -6,12 +6,14 @@ import { TEST_ADMIN_KEY, api, eventually } from '../helpers/hub';
 import { useHubProcesses } from '../helpers/hub-processes-fixture';
 import { completionsByTask, doubleHoldings, readTransitions } from '../helpers/invariants';
 import {
+  allStarted,
   mintToken,
   startHubProcess,
   startSidecarProcess,
   type TestProcess,
 } from '../helpers/processes';
 import type { RedisProcess } from '../helpers/redis-server';
+import { SH_RECORD_HANDLER } from '../helpers/sh-record-handler';
 
 /** Lines "<taskId> <attempt> <agent> <pid> start|done" written by the record handler. */
 function runLog(file: string): Array<{ taskId: string; agent: string; what: string }> {
@@ -75,12 +77,20 @@ describe('a cluster of hub and sidecar processes', () => {
     return started;
   }
 
+  /** Starts the replicas side by side, into `hubs`. */
+  const startHubs = (ids: string[]) =>
+    allStarted(
+      ids.map((id) => startHubProcess(redis.url, prefix, id)),
+      hubs,
+    );
+
   const getTask = async (hubUrl: string, id: string) =>
     (await api<TaskView>(hubUrl, 'GET', `/v1/tasks/${id}`)).body;
 
   it('runs 200 tasks over 3 replicas and 10 sidecars: each completed exactly once, no agent ever held two', async () => {
-    for (let i = 1; i <= 3; i++) hubs.push(await startHubProcess(redis.url, prefix, `hub-${i}`));
-    await startSidecars(10, (i) => [hubs[i % 3]!.url]);
+    await startHubs(['hub-1', 'hub-2', 'hub-3']);
+    // 200 handler runs: the sh record handler, not a node process each
+    await startSidecars(10, (i) => [hubs[i % 3]!.url], { AGENTCOM_EXEC: SH_RECORD_HANDLER });
 
     const ids: string[] = [];
     await Promise.all(
@@ -134,8 +144,7 @@ describe('a cluster of hub and sidecar processes', () => {
   });
 
   it('runs the task of a kill -9ed sidecar on another agent after lease + stalled interval', async () => {
-    hubs.push(await startHubProcess(redis.url, prefix, 'hub-1'));
-    hubs.push(await startHubProcess(redis.url, prefix, 'hub-2'));
+    await startHubs(['hub-1', 'hub-2']);
     const [victim] = await startSidecars(1, () => [hubs[0]!.url]);
     const created = await api<{ id: string }>(hubs[1]!.url, 'POST', '/v1/tasks', {
       payload: { sleepMs: 60_000, value: 'slow' },

@@ -8,8 +8,15 @@ import { RedisKeys } from '../../hub/src/redis/keys';
 import { TEST_ADMIN_KEY, api, eventually } from '../helpers/hub';
 import { useHubProcesses } from '../helpers/hub-processes-fixture';
 import { completionsByTask, doubleHoldings, readTransitions } from '../helpers/invariants';
-import { CLEAN_EXIT, mintToken, startHubProcess, startSidecarProcess } from '../helpers/processes';
+import {
+  CLEAN_EXIT,
+  allStarted,
+  mintToken,
+  startHubProcess,
+  startSidecarProcess,
+} from '../helpers/processes';
 import type { RedisProcess } from '../helpers/redis-server';
+import { SH_RECORD_HANDLER } from '../helpers/sh-record-handler';
 import { TestAgent } from '../helpers/test-agent';
 
 jest.setTimeout(240_000);
@@ -24,8 +31,10 @@ describe('graceful stop of a hub replica under load', () => {
   it('SIGTERM mid-load: /readyz 503 while it drains, sidecars move, exit 0, zero failed tasks', async () => {
     const prefix = `g${randomBytes(3).toString('hex')}`;
     const env = { SHUTDOWN_DELAY_MS: '1500', LEASE_MS: '10000' };
-    for (let i = 1; i <= 3; i++)
-      hubs.push(await startHubProcess(redis.url, prefix, `hub-${i}`, env));
+    await allStarted(
+      [1, 2, 3].map((i) => startHubProcess(redis.url, prefix, `hub-${i}`, env)),
+      hubs,
+    );
     const urls = hubs.map((h) => h.url);
     for (let i = 0; i < 6; i++) {
       const agentId = `agent-${i}`;
@@ -36,7 +45,11 @@ describe('graceful stop of a hub replica under load', () => {
           agentId,
           token: await mintToken(urls[0]!, agentId),
           stateDir: join(dir, agentId),
-          env: { RUN_LOG: join(dir, 'run.log'), AGENTCOM_FAILOVER_ATTEMPTS: '1' },
+          env: {
+            RUN_LOG: join(dir, 'run.log'),
+            AGENTCOM_FAILOVER_ATTEMPTS: '1',
+            AGENTCOM_EXEC: SH_RECORD_HANDLER, // 100 handler runs: sh, not a node process each
+          },
         }),
       );
     }

@@ -11,6 +11,7 @@ import {
   type TransitionEvent,
 } from '../helpers/invariants';
 import {
+  allStarted,
   mintToken,
   startHubProcess,
   startSidecarProcess,
@@ -100,7 +101,8 @@ export class FaultCluster {
     sidecarEnv?: Record<string, string>;
   }): Promise<void> {
     this.redis = await startRedis({ appendonly: options.appendonly ?? false });
-    for (let i = 1; i <= options.hubs; i++) await this.startHub(i);
+    // side by side; each one started is in `hubs` (for `stop`) already
+    await allStarted(Array.from({ length: options.hubs }, (_, i) => this.startHub(i + 1)));
     for (let i = 0; i < options.sidecars; i++)
       await this.startSidecar(`agent-${i}`, i, options.sidecarEnv);
     await this.waitIdle(options.sidecars);

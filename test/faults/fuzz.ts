@@ -4,6 +4,13 @@
  * `FUZZ_SEED=<n> npx jest test/faults/hostile`.
  */
 
+/**
+ * `Math`'s functions, looked up once: under Jest a module runs in a `vm` context, where each
+ * lookup of a global such as `Math` goes through the context's interceptor (about 0.2 µs): in
+ * {@link Rng}'s per-character loop that made generating the barrage 50 times slower.
+ */
+const { floor, imul } = Math;
+
 /** A small, fast, seedable PRNG (mulberry32). Deterministic for a given 32-bit seed. */
 export class Rng {
   private state: number;
@@ -16,14 +23,14 @@ export class Rng {
   next(): number {
     this.state = (this.state + 0x6d2b79f5) >>> 0;
     let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    t = imul(t ^ (t >>> 15), t | 1);
+    t ^= t + imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   }
 
   /** Integer in [min, max]. */
   int(min: number, max: number): number {
-    return min + Math.floor(this.next() * (max - min + 1));
+    return min + floor(this.next() * (max - min + 1));
   }
 
   chance(p: number): boolean {
@@ -32,13 +39,13 @@ export class Rng {
 
   pick<T>(items: readonly T[]): T {
     if (items.length === 0) throw new Error('pick from an empty list');
-    return items[Math.floor(this.next() * items.length)] as T;
+    return items[floor(this.next() * items.length)] as T;
   }
 
   /** A string of `length` characters drawn from `alphabet`. */
   string(length: number, alphabet = ID_ALPHABET): string {
     let out = '';
-    for (let i = 0; i < length; i++) out += alphabet[Math.floor(this.next() * alphabet.length)];
+    for (let i = 0; i < length; i++) out += alphabet[floor(this.next() * alphabet.length)];
     return out;
   }
 }

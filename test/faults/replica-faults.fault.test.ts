@@ -1,9 +1,12 @@
 import { api, eventually } from '../helpers/hub';
 import { CLEAN_EXIT } from '../helpers/processes';
 import { percentile, recordReliability } from '../helpers/reliability';
+import { SH_RECORD_HANDLER } from '../helpers/sh-record-handler';
 import { expectExactlyOnce, FaultCluster, size } from './fault-cluster';
 
 const ms = (n: number) => `${Math.round(n)} ms`;
+/** The sidecars' handler: hundreds of runs, in sh rather than a node process each. */
+const sidecarEnv = { AGENTCOM_EXEC: SH_RECORD_HANDLER };
 
 jest.setTimeout(240_000);
 
@@ -15,7 +18,7 @@ describe('faults of a hub replica', () => {
     const tasks = size(150, 500);
     const sidecars = size(9, 20);
     cluster = new FaultCluster({ LEASE_MS: '10000' });
-    await cluster.start({ hubs: 3, sidecars });
+    await cluster.start({ hubs: 3, sidecars, sidecarEnv });
     const load = cluster.submitAtRate(tasks, size(60, 100), { sleepMs: 150 });
     // the POSTs are paced but sequential: on a busy machine a third of them can take a while
     await eventually(() => (cluster.accepted.length >= tasks / 3 ? true : undefined), {
@@ -73,7 +76,7 @@ describe('faults of a hub replica', () => {
   it('hung replica: SIGSTOP for a while, others keep dispatching, nothing is lost, it rejoins after SIGCONT', async () => {
     const stopMs = size(8000, 20_000);
     cluster = new FaultCluster({ LEASE_MS: '10000' });
-    await cluster.start({ hubs: 3, sidecars: 6 });
+    await cluster.start({ hubs: 3, sidecars: 6, sidecarEnv });
     await cluster.submitAtRate(30, 30, { sleepMs: 50 });
     const hung = cluster.hubs[1]!;
     hung.child.kill('SIGSTOP');
@@ -128,7 +131,7 @@ describe('faults of a hub replica', () => {
 
   it('rolling restart: SIGTERM each replica in turn under load; zero failed tasks, 503 while draining', async () => {
     cluster = new FaultCluster({ LEASE_MS: '10000', SHUTDOWN_DELAY_MS: '800' });
-    await cluster.start({ hubs: 3, sidecars: 6 });
+    await cluster.start({ hubs: 3, sidecars: 6, sidecarEnv });
     const load = cluster.submitAtRate(size(150, 600), 25, { sleepMs: 100 });
     const saw503: boolean[] = [];
     const moveTimes: number[] = [];

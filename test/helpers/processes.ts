@@ -110,6 +110,17 @@ export async function startHubProcess(
   return proc;
 }
 
+/**
+ * Waits for processes started side by side (replicas boot at once, as a cluster's do): each one
+ * that started is pushed to `into` (for the test to stop) before the first failure is thrown.
+ */
+export async function allStarted<T>(starting: Array<Promise<T>>, into: T[] = []): Promise<T[]> {
+  const settled = await Promise.allSettled(starting);
+  for (const result of settled) if (result.status === 'fulfilled') into.push(result.value);
+  for (const result of settled) if (result.status === 'rejected') throw result.reason;
+  return into;
+}
+
 export interface SidecarOptions {
   hubUrls: string[];
   agentId: string;

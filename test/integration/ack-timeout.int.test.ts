@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { AgentView, TaskAssign, TaskView } from '@agentcom/shared';
@@ -17,23 +18,62 @@ const ACK_TIMEOUT_MS = 1000;
  * instead of being pushed to the silent one again and again. Real Redis, real hubs and sockets.
  */
 describe('an agent that does not accept its task in time', () => {
+  // The block's Redis. Its tests are independent of each other (each starts its own replicas, with
+  // a key prefix, queue and agents of its own) and spend most of their time waiting out ack
+  // timeouts and cooldowns: they run concurrently (Jest's maxConcurrency at a time), each closing
+  // what it started when it ends (`afterEach` does not run around a concurrent test).
   const fixture = useHubsFixture();
-  const { hubs, agents } = fixture;
+  /** The replicas and agents a test started, closed when it ends (pass or fail). */
+  interface Started {
+    hubs: Array<Hub & { url: string }>;
+    agents: TestAgent[];
+  }
+  /** Those of the test whose code runs (the helpers below are called in its async context). */
+  const running = new AsyncLocalStorage<Started>();
+  const started = (): Started => {
+    const own = running.getStore();
+    if (!own) throw new Error('started outside of a test of this block');
+    return own;
+  };
+  /**
+   * Replicas start one at a time: a start is a burst of work on this process's event loop, which
+   * every test's agents and replicas share; on a loaded machine five at once stalled it for up to
+   * 0.4 s, a large part of the ack timeout (1 s) some of the tests must answer within.
+   */
+  let lastStart: Promise<unknown> = Promise.resolve();
+  const oneStartAtATime = <T>(start: () => Promise<T>): Promise<T> => {
+    const next = lastStart.then(start);
+    lastStart = next.catch(() => undefined);
+    return next;
+  };
+  /** This block's `test`: concurrent (`it.concurrent`), and it closes what it started. */
+  const test = (name: string, body: () => Promise<void>) =>
+    it.concurrent(name, async () => {
+      const own: Started = { hubs: [], agents: [] };
+      try {
+        await running.run(own, body);
+      } finally {
+        for (const agent of own.agents) agent.close();
+        for (const hub of own.hubs) await hub.close();
+      }
+    });
 
   const startHub = async (env: Record<string, string>) => {
-    const hub = await startTestHub(fixture.redis.url, {
-      ACK_TIMEOUT_MS: String(ACK_TIMEOUT_MS),
-      SWEEP_MS: '100',
-      ...env,
-    });
-    hubs.push(hub);
+    const hub = await oneStartAtATime(() =>
+      startTestHub(fixture.redis.url, {
+        ACK_TIMEOUT_MS: String(ACK_TIMEOUT_MS),
+        SWEEP_MS: '100',
+        ...env,
+      }),
+    );
+    started().hubs.push(hub);
     return hub;
   };
   const register = async (hubUrl: string, queue: string): Promise<TestAgent> => {
     const agent = await TestAgent.register(hubUrl, `agent-${randomBytes(4).toString('hex')}`, [
       queue,
     ]);
-    agents.push(agent);
+    started().agents.push(agent);
     return agent;
   };
   const createTask = async (hubUrl: string, body: Record<string, unknown>): Promise<string> => {
@@ -46,7 +86,7 @@ describe('an agent that does not accept its task in time', () => {
   /** Connects `agent` again and waits for the hub to record the new connection. */
   const reconnectRecorded = async (hub: Hub & { url: string }, agent: TestAgent) => {
     const again = await agent.reconnectTo(hub.url);
-    agents.push(again);
+    started().agents.push(again);
     const record = await eventually(
       async () => {
         const current = await hub.agents.get(agent.agentId);
@@ -57,7 +97,7 @@ describe('an agent that does not accept its task in time', () => {
     return { again, record };
   };
 
-  it('rests in cooldown, and a healthy agent connected later gets the task meanwhile', async () => {
+  test('rests in cooldown, and a healthy agent connected later gets the task meanwhile', async () => {
     // Two replicas. Only A sweeps (B's sweep runs once at start), so A finds the ack timeout
     // and A's dispatch step runs next: a step prefers an agent connected to its own replica,
     // and the silent agent is A's, the healthy one B's.
@@ -104,7 +144,7 @@ describe('an agent that does not accept its task in time', () => {
     );
   });
 
-  it('counts no attempt in the task view for an ack timeout, as task:assign does', async () => {
+  test('counts no attempt in the task view for an ack timeout, as task:assign does', async () => {
     const hub = await startHub({});
     const queue = `q-${randomBytes(4).toString('hex')}`;
     const silent = await register(hub.url, queue);
@@ -136,7 +176,7 @@ describe('an agent that does not accept its task in time', () => {
     expect(await getTask(hub.url, id)).toMatchObject({ state: 'completed', attempt: 1 });
   });
 
-  it('sends a push the agent did not receive again at its heartbeat, with no ack timeout charged', async () => {
+  test('sends a push the agent did not receive again at its heartbeat, with no ack timeout charged', async () => {
     // A long ack timeout: the push is sent again well before it (1 s after the assignment).
     const prefix = `k${randomBytes(3).toString('hex')}`;
     const hub = await startHub({
@@ -208,9 +248,11 @@ describe('an agent that does not accept its task in time', () => {
       { level: 'info' },
       { write: (line: string) => logs.push(JSON.parse(line) as Record<string, unknown>) },
     );
-    const hub = Object.assign(await startReplica(config, logger), { url: '' });
+    const hub = Object.assign(await oneStartAtATime(() => startReplica(config, logger)), {
+      url: '',
+    });
     hub.url = `http://127.0.0.1:${hub.port}`;
-    hubs.push(hub);
+    started().hubs.push(hub);
     return { hub, prefix: config.prefix, logs };
   };
   const ackTimeoutLogs = (logs: ReadonlyArray<Record<string, unknown>>) =>
@@ -237,7 +279,7 @@ describe('an agent that does not accept its task in time', () => {
   const INFO = 30;
   const WARN = 40;
 
-  it('rests twice as long at each ack timeout in a row, up to ACK_COOLDOWN_MAX_MS, and says so', async () => {
+  test('rests twice as long at each ack timeout in a row, up to ACK_COOLDOWN_MAX_MS, and says so', async () => {
     const ack = 500;
     const { hub, prefix, logs } = await startLoggedHub({
       ACK_TIMEOUT_MS: String(ack),
@@ -276,7 +318,7 @@ describe('an agent that does not accept its task in time', () => {
     [ack, 2 * ack, 4 * ack].forEach((rest, i) => expect(ended[i]).toBeGreaterThan(rest - 200));
   });
 
-  it('ends the streak at an accept: the next ack timeout rests one ack timeout again', async () => {
+  test('ends the streak at an accept: the next ack timeout rests one ack timeout again', async () => {
     const { hub, prefix, logs } = await startLoggedHub({
       ACK_TIMEOUT_MS: String(ACK_TIMEOUT_MS),
     });
@@ -316,7 +358,7 @@ describe('an agent that does not accept its task in time', () => {
     expect(ackTimeoutLogs(logs).map((line) => line.level)).toEqual([INFO, WARN, INFO]);
   });
 
-  it('keeps the streak and the cooldown across a reconnect', async () => {
+  test('keeps the streak and the cooldown across a reconnect', async () => {
     const { hub } = await startLoggedHub({ ACK_TIMEOUT_MS: String(ACK_TIMEOUT_MS) });
     const queue = `q-${randomBytes(4).toString('hex')}`;
     const silent = await register(hub.url, queue);
@@ -360,7 +402,7 @@ describe('an agent that does not accept its task in time', () => {
   const resume = async (hubUrl: string, agentId: string) =>
     api<{ agentId: string; state: string }>(hubUrl, 'POST', `/v1/agents/${agentId}/resume`);
 
-  it("ends the rest at an operator's resume: idle at once, streak gone, pushed the waiting task", async () => {
+  test("ends the rest at an operator's resume: idle at once, streak gone, pushed the waiting task", async () => {
     // two misses: the agent rests two ack timeouts, its task waits
     const { hub, prefix, agent, id, resting } = await silentUntil(2);
     const pushed = agent.nextAssignment();
@@ -390,7 +432,7 @@ describe('an agent that does not accept its task in time', () => {
     expect(await agent.complete(msg, 'ok')).toEqual({ ok: true });
   });
 
-  it("keeps the rest and the streak at the agent's own agent:resume (it cannot vouch for itself)", async () => {
+  test("keeps the rest and the streak at the agent's own agent:resume (it cannot vouch for itself)", async () => {
     const { hub, agent, resting } = await silentUntil(2);
     // a drain of its own, then its own resume: the drain is lifted, the rest stays
     expect(await agent.send('agent:drain', {})).toEqual({ ok: true, state: 'cooldown' });
@@ -411,7 +453,7 @@ describe('an agent that does not accept its task in time', () => {
     expect(await getAgent(hub.url, agent.agentId)).toMatchObject({ missedAcks: 2 });
   });
 
-  it('leaves a cooldown the agent reported itself (a rate limit) to run out at a resume', async () => {
+  test('leaves a cooldown the agent reported itself (a rate limit) to run out at a resume', async () => {
     const hub = await startHub({});
     const queue = `q-${randomBytes(4).toString('hex')}`;
     const agent = await register(hub.url, queue);
@@ -439,7 +481,7 @@ describe('an agent that does not accept its task in time', () => {
     expect(await getTask(hub.url, id)).toMatchObject({ state: 'waiting' });
   });
 
-  it('ends the streak at a refusal: a task:fail sent before the accept', async () => {
+  test('ends the streak at a refusal: a task:fail sent before the accept', async () => {
     const { hub, agent, id } = await silentUntil(1);
     // the rest over (one ack timeout), the task is pushed again: the agent refuses it
     const msg = await agent.nextAssignment(5 * ACK_TIMEOUT_MS);
@@ -453,7 +495,7 @@ describe('an agent that does not accept its task in time', () => {
     expect(await getTask(hub.url, id)).toMatchObject({ state: 'failed' });
   });
 
-  it('ends the streak at a reconnect that resumes the pushed task', async () => {
+  test('ends the streak at a reconnect that resumes the pushed task', async () => {
     const { hub, agent, id } = await silentUntil(1);
     // the rest over (one ack timeout), the task is pushed again
     const msg = await agent.nextAssignment(5 * ACK_TIMEOUT_MS);

@@ -96,12 +96,14 @@ describe('replicas whose clocks disagree', () => {
   ])(
     'an agent assigned by a replica whose clock is 20 s %s is timed out for its ack on time by another',
     async (_, skewMs) => {
-      const ackTimeoutMs = 2000;
+      // 20 times shorter than the skew: a deadline stamped by the skewed clock is off by far more
+      const ackTimeoutMs = 1000;
+      const env = { ACK_TIMEOUT_MS: String(ackTimeoutMs) };
       const prefix = `c${randomBytes(3).toString('hex')}`;
       // the skewed replica assigns (it sweeps only once, at its start); the other one sweeps and
       // does not dispatch
-      const skewed = await startReplica(prefix, 'skewed', skewMs, { SWEEP_MS: '60000' });
-      const other = await startReplica(prefix, 'other', 0);
+      const skewed = await startReplica(prefix, 'skewed', skewMs, { ...env, SWEEP_MS: '60000' });
+      const other = await startReplica(prefix, 'other', 0, env);
       await other.dispatcher.stop();
       const queue = `q-${randomBytes(4).toString('hex')}`;
       const agent = await register(skewed.url, queue);
@@ -131,7 +133,8 @@ describe('replicas whose clocks disagree', () => {
   ])(
     "a task started on a replica whose clock is 20 s %s times out on time by another's sweep",
     async (_, skewMs) => {
-      const taskTimeoutMs = 2000;
+      // 20 times shorter than the skew: a start stamped by the skewed clock is off by far more
+      const taskTimeoutMs = 1000;
       const prefix = `c${randomBytes(3).toString('hex')}`;
       // a lease well past the run timeout: the test agent sends no heartbeats
       const env = { LEASE_MS: '15000' };
@@ -171,8 +174,8 @@ describe('replicas whose clocks disagree', () => {
     'a rest begun by a replica whose clock is 20 s %s ends on time by another',
     async (_, skewMs) => {
       // the first rest after an ack timeout lasts one ack timeout: long enough for the skewed
-      // replica to stop and another to start sweeping before it ends
-      const ackTimeoutMs = 4000;
+      // replica to stop and another to start sweeping before it ends (that takes about 50 ms)
+      const ackTimeoutMs = 2000;
       const env = { ACK_TIMEOUT_MS: String(ackTimeoutMs), LEASE_MS: '15000' };
       const prefix = `c${randomBytes(3).toString('hex')}`;
       // `host` holds the agent's connection and neither dispatches nor sweeps; the skewed replica

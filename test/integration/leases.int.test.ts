@@ -5,8 +5,22 @@ import type { RedisProcess } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
 import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
 
-describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', () => {
-  const fixture = useTestHub({ env: { MAX_STALLED_COUNT: '0' } });
+/**
+ * The tests wait out whole leases and stall checks: the hubs run at half the usual test timings
+ * (FAST_TIMINGS), in the same ratios to each other.
+ */
+const LEASE_MS = 1500;
+const HEARTBEAT_MS = 250;
+const TIMINGS = {
+  LEASE_MS: String(LEASE_MS),
+  HEARTBEAT_MS: String(HEARTBEAT_MS),
+  ACK_TIMEOUT_MS: '1000',
+  STALLED_INTERVAL_MS: '500',
+  SWEEP_MS: '100',
+};
+
+describe('leases, heartbeats and stalls (LEASE_MS 1.5 s, HEARTBEAT_MS 250 ms)', () => {
+  const fixture = useTestHub({ env: { ...TIMINGS, MAX_STALLED_COUNT: '0' } });
   const { agents } = fixture;
   let redis: RedisProcess;
   let hub: TestHub;
@@ -29,11 +43,11 @@ describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', ()
     const created = await api<{ id: string }>(hub.url, 'POST', '/v1/tasks', { queue, payload: {} });
     const msg = await assigned;
     await agent.accept(msg);
-    const until = Date.now() + 3 * 3000;
+    const until = Date.now() + 3 * LEASE_MS;
     while (Date.now() < until) {
       const ack = await agent.send('agent:heartbeat', { taskId: msg.task.id, token: msg.token });
       expect(ack).toEqual({ ok: true, state: 'working', hubId: hub.config.hubId });
-      await new Promise((resolve) => setTimeout(resolve, 500)); // the heartbeat period under test
+      await new Promise((resolve) => setTimeout(resolve, HEARTBEAT_MS)); // the heartbeat period under test
     }
     expect((await getTask(created.body.id)).state).toBe('running');
     expect(await agent.complete(msg, 'long job')).toEqual({ ok: true });
@@ -134,6 +148,7 @@ describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', ()
     const lock = hub.keys.bullLock(msg.task.queue, msg.task.id);
     // another replica (its lease ticks are not in step with the lock's last extension here)
     const other = await startTestHub(redis.url, {
+      ...TIMINGS,
       MAX_STALLED_COUNT: '0',
       AGENTCOM_PREFIX: hub.config.prefix,
     });
@@ -158,12 +173,12 @@ describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', ()
       );
       expect(await other.agents.get(agent.agentId)).toMatchObject({ state: 'working' });
       // resumed for a whole lease: the lease keeper's next tick may come a heartbeat later
-      expect(await fixture.admin.pttl(lock)).toBeGreaterThan(2000);
+      expect(await fixture.admin.pttl(lock)).toBeGreaterThan((2 * LEASE_MS) / 3);
       // heartbeat periods on: still its task, no lease lost, no stall (MAX_STALLED_COUNT 0)
       for (let i = 0; i < 3; i++) {
         const ack = await again.send('agent:heartbeat', { taskId: msg.task.id, token: msg.token });
         expect(ack).toEqual({ ok: true, state: 'working', hubId: other.config.hubId });
-        await new Promise((resolve) => setTimeout(resolve, 500)); // the heartbeat period under test
+        await new Promise((resolve) => setTimeout(resolve, HEARTBEAT_MS)); // the heartbeat period under test
       }
       expect(again.cancels).toEqual([]);
       expect(await fixture.admin.get(lock)).toBe(msg.token);
@@ -177,6 +192,7 @@ describe('leases, heartbeats and stalls (LEASE_MS 3 s, HEARTBEAT_MS 500 ms)', ()
   it('starts a fresh count of stalls for an operator retry, with its fresh attempts', async () => {
     // a replica of its own (MAX_STALLED_COUNT 1), on the same Redis
     const stalling = await startTestHub(redis.url, {
+      ...TIMINGS,
       MAX_STALLED_COUNT: '1',
       AGENTCOM_PREFIX: `s${randomBytes(3).toString('hex')}`,
     });
