@@ -8,7 +8,9 @@ describe('the work clock of a frame', () => {
     // 300 ms in which this process does next to nothing (as one preempted would not run)
     await sleep(300);
     const wallMs = performance.now() - wallStart;
-    expect(wallMs).toBeGreaterThanOrEqual(295);
+    // a timer is due from the event loop's cached time, which this turn's earlier work made stale:
+    // it can fire that much early by performance.now()
+    expect(wallMs).toBeGreaterThanOrEqual(250);
     expect(workMsSince(mark)).toBeLessThan(wallMs / 3);
   });
 
@@ -21,9 +23,12 @@ describe('the work clock of a frame', () => {
       const { user, system } = process.cpuUsage(cpuStart);
       return (user + system) / 1000;
     };
-    while (spent() < 30 && performance.now() < giveUpAt);
+    // and 30 ms of the wall clock: the CPU clock counts the process's other threads too (V8's
+    // GC), so 30 ms of it can pass in less (seen: 22.8 ms), and the work is the lesser of the two
+    const wallMs = () => performance.now() - mark.wall;
+    while ((spent() < 30 || wallMs() < 30) && performance.now() < giveUpAt);
     const workMs = workMsSince(mark);
-    expect(workMs).toBeGreaterThanOrEqual(25);
+    expect(workMs).toBeGreaterThanOrEqual(30);
     expect(workMs).toBeLessThanOrEqual(performance.now() - mark.wall);
   });
 
