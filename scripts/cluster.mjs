@@ -105,10 +105,8 @@ async function waitFor(what, check, timeoutMs = 20_000) {
  */
 function pidInFile(file) {
   if (!existsSync(file)) return undefined;
-  const text = readFileSync(file, 'utf8');
-  return /^\d+\n/.test(text) && Number.parseInt(text, 10) > 0
-    ? Number.parseInt(text, 10)
-    : undefined;
+  const pid = /^(\d+)\n/.exec(readFileSync(file, 'utf8'))?.[1];
+  return pid !== undefined && Number(pid) > 0 ? Number(pid) : undefined;
 }
 
 /** Waits for a whole pid in `file` and returns it. */

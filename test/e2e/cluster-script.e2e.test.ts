@@ -93,6 +93,7 @@ describe('scripts/cluster.mjs and a stale pids file', () => {
     expect(started.filter(running)).toEqual([]);
     expect(await strangerState()).toBe('alive');
   });
+
   it('up waits for the whole pid in a pid file that exists before the pid is in it', async () => {
     // Redis forks, then creates its pid file and writes the pid when it closes it: this
     // redis-server holds the file empty for 500 ms first, as a loaded machine may

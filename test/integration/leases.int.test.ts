@@ -172,8 +172,9 @@ describe('leases, heartbeats and stalls (LEASE_MS 1.5 s, HEARTBEAT_MS 250 ms)', 
         { what: 'the resume recorded' },
       );
       expect(await other.agents.get(agent.agentId)).toMatchObject({ state: 'working' });
-      // resumed for a whole lease: the lease keeper's next tick may come a heartbeat later
-      expect(await fixture.admin.pttl(lock)).toBeGreaterThan((2 * LEASE_MS) / 3);
+      // resumed for a whole lease (it had under 300 ms left): the lease keeper's next tick may
+      // come a heartbeat later, and a loaded machine may take as long again to read it
+      expect(await fixture.admin.pttl(lock)).toBeGreaterThan(LEASE_MS / 3);
       // heartbeat periods on: still its task, no lease lost, no stall (MAX_STALLED_COUNT 0)
       for (let i = 0; i < 3; i++) {
         const ack = await again.send('agent:heartbeat', { taskId: msg.task.id, token: msg.token });
