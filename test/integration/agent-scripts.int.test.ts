@@ -206,7 +206,13 @@ describe('agent Lua scripts against a real redis-server', () => {
       await queue('q1').add('task', {});
       clock = 1000;
       const claim = await store.claimIdle('q1', 500);
-      expect(claim).toMatchObject({ agentId: 'early', version: 2, queues: ['q1', 'q2'] });
+      // idle since 100: where a claim that hands out nothing puts it back
+      expect(claim).toMatchObject({
+        agentId: 'early',
+        version: 2,
+        queues: ['q1', 'q2'],
+        idleSince: 100,
+      });
       expect(claim?.queue).toBe('q1');
       expect(claim?.token).toMatch(/^early:[0-9a-f-]{36}$/);
       const record = await store.get('early');
@@ -340,7 +346,7 @@ describe('agent Lua scripts against a real redis-server', () => {
         // one transition (idle -> assigned, with the task) and one event for claim and assignment
         expect(done).toMatchObject({
           outcome: 'assigned',
-          claim: { agentId: 'a', version: 2, queues: ['q1'], queue: 'q1' },
+          claim: { agentId: 'a', version: 2, queues: ['q1'], queue: 'q1', idleSince: 100 },
           job: { id },
         });
         if (done?.outcome !== 'assigned') throw new Error('not assigned');

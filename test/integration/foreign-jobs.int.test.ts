@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { TaskView } from '@agentcom/shared';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { api } from '../helpers/hub';
+import { api, eventually } from '../helpers/hub';
 import { readTransitions } from '../helpers/invariants';
 import { TestAgent } from '../helpers/test-agent';
 import { useTestHub } from '../helpers/test-hub-fixture';
@@ -114,6 +114,41 @@ describe('jobs of a task queue whose data is no task’s', () => {
       await runsOnly(queue, id);
       await endedAs(cancelled, 'cancelled', /stop/);
       await endedAs(foreign, 'failed', /^not a task: its data is null/);
+    });
+  });
+  it('leave the agent claimed for one in its place in the longest-idle line', async () => {
+    await withProducer(async (queue, add) => {
+      const { hub, admin } = fixture;
+      const idleKey = hub.keys.idle(queue);
+      const register = async (agentId: string) => {
+        const agent = await TestAgent.register(hub.url, agentId, [queue]);
+        agents.push(agent);
+        return agent;
+      };
+      const suffix = randomBytes(3).toString('hex');
+      // `a` idle longest (ids in the same order, should both come in the same millisecond)
+      const a = await register(`a-${suffix}`);
+      const b = await register(`b-${suffix}`);
+      const aSince = Number(await admin.zscore(idleKey, a.agentId));
+      expect(aSince).toBeLessThanOrEqual(Number(await admin.zscore(idleKey, b.agentId)));
+
+      // `a` is claimed for the job that is no task's, which is failed; `a` is freed
+      const foreign = await add(null);
+      await eventually(
+        async () =>
+          (await readTransitions(fixture.redis.url, hub.config.prefix)).some(
+            (t) => t.agent === a.agentId && t.reason === 'release',
+          ) || undefined,
+        { what: "a's release after the job that is no task's" },
+      );
+      await endedAs(foreign, 'failed', /^not a task/);
+      expect(Number(await admin.zscore(idleKey, a.agentId))).toBe(aSince);
+
+      // the next task goes to `a`, idle longest still
+      const next = a.nextAssignment();
+      const id = await createTask(queue);
+      expect((await next).task.id).toBe(id);
+      expect(b.assignments).toEqual([]);
     });
   });
 });

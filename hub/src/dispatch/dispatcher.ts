@@ -222,7 +222,10 @@ export class Dispatcher {
     return false;
   }
 
-  /** The claimed agent goes back to idle (compare-and-set on the claim's version). */
+  /**
+   * The claimed agent goes back to idle (compare-and-set on the claim's version), in the place in
+   * the longest-idle line it had: it ran nothing.
+   */
   private async unclaim(claim: Claim): Promise<void> {
     await this.options.agents.transition({
       agentId: claim.agentId,
@@ -232,6 +235,7 @@ export class Dispatcher {
       reason: 'release',
       del: TASK_FIELDS,
       idleAdd: claim.queues,
+      idleSince: claim.idleSince,
       index: { ackDeadline: 'remove' },
     });
   }

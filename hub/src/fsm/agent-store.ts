@@ -36,6 +36,11 @@ export interface Claim {
    * the agent a replica still holds (an older one whose replacement has not reached it yet).
    */
   socketId?: string;
+  /**
+   * When it became idle (ms; its score in the idle set it was claimed from): a claim that hands
+   * out nothing puts it back with this score, in its place in the longest-idle line.
+   */
+  idleSince: number;
 }
 
 /** A job BullMQ handed out, as its hash (`data`, `opts`, `timestamp`, `atm`, `ats`, ...). */
@@ -111,8 +116,10 @@ export interface TransitionRequest {
   set?: Record<string, string | number>;
   del?: string[];
   incr?: Record<string, number>;
-  /** Queues whose idle index gains (scored now) or loses the agent. */
+  /** Queues whose idle index gains (scored `idleSince`, or now) or loses the agent. */
   idleAdd?: readonly string[];
+  /** The score of `idleAdd`'s entries: when the agent became idle (ms). Default now. */
+  idleSince?: number;
   /** The idle index of every queue of the record's own `queues` gains the agent (scored now). */
   idleAddOwn?: boolean;
   idleRemove?: readonly string[];
@@ -389,7 +396,9 @@ export class AgentStore {
     const zadd: Array<[number, number]> = [];
     const zrem: number[] = [];
     for (const queue of request.idleRemove ?? []) zrem.push(keyIndex(this.keys.idle(queue)));
-    for (const queue of request.idleAdd ?? []) zadd.push([keyIndex(this.keys.idle(queue)), now]);
+    const idleScore = request.idleSince ?? now;
+    for (const queue of request.idleAdd ?? [])
+      zadd.push([keyIndex(this.keys.idle(queue)), idleScore]);
     const indexKeys: Record<keyof IndexOps, string> = {
       ackDeadline: this.keys.ackDeadlines,
       disconnected: this.keys.disconnected,
@@ -662,18 +671,18 @@ function transitionResult(reply: TransitionReply): TransitionResult {
 
 function claimStepFrom(reply: ClaimAndFetchReply): ClaimStep | undefined {
   if (!reply) return undefined;
-  const claim = claimFrom([reply[0], reply[1], reply[2], reply[3], reply[4], reply[5]]);
+  const claim = claimFrom([reply[0], reply[1], reply[2], reply[3], reply[4], reply[5], reply[6]]);
   if (!claim) return undefined;
-  switch (reply[6]) {
+  switch (reply[7]) {
     case 'assigned':
       return {
         outcome: 'assigned',
         claim,
-        job: { id: reply[7], fields: hashFromFlat(reply[8]) },
-        more: reply[9] === 1,
+        job: { id: reply[8], fields: hashFromFlat(reply[9]) },
+        more: reply[10] === 1,
       };
     case 'fetched':
-      return { outcome: 'fetched', claim, jobId: reply[7] };
+      return { outcome: 'fetched', claim, jobId: reply[8] };
     default:
       return { outcome: 'claimed', claim };
   }
@@ -681,7 +690,7 @@ function claimStepFrom(reply: ClaimAndFetchReply): ClaimStep | undefined {
 
 function claimFrom(reply: ClaimReply): Claim | undefined {
   if (!reply) return undefined;
-  const [agentId, version, queues, fetchFrom, token, socketId] = reply;
+  const [agentId, version, queues, fetchFrom, token, socketId, idleSince] = reply;
   return {
     agentId,
     version: Number(version),
@@ -689,5 +698,6 @@ function claimFrom(reply: ClaimReply): Claim | undefined {
     queue: fetchFrom,
     token,
     ...(socketId ? { socketId } : {}),
+    idleSince: Number(idleSince),
   };
 }

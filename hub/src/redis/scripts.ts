@@ -112,12 +112,12 @@ export function luaScript(name: ScriptName): LuaScript {
 
 /** Raw replies as Redis returns them. */
 export type TransitionReply = [1, number] | [0, string, string, string, number] | [-1];
-export type ClaimReply = [string, number, string, string, string, string] | null;
+export type ClaimReply = [string, number, string, string, string, string, string] | null;
 /** See `claimAndFetch.lua`. */
 export type ClaimAndFetchReply =
-  | [string, number, string, string, string, string, 'assigned', string, string[], 0 | 1]
-  | [string, number, string, string, string, string, 'fetched', string]
-  | [string, number, string, string, string, string, 'claimed', null]
+  | [string, number, string, string, string, string, string, 'assigned', string, string[], 0 | 1]
+  | [string, number, string, string, string, string, string, 'fetched', string]
+  | [string, number, string, string, string, string, string, 'claimed', null]
   | null;
 /** See `accept.lua`; `[-1]`: the connection's token is no longer the agent's. */
 export type AcceptReply = [1 | 2, number, string] | [0, string] | [-1];

@@ -25,22 +25,25 @@
 
   Returns:
     false                                                         nothing claimed
-    { agentId, version, queues, queue, token, socketId, "assigned", jobId, job, more }
+    { agentId, version, queues, queue, token, socketId, idleSince, "assigned", jobId, job, more }
                                                                   recorded; `version` after it;
                                                                   job = the job hash (flat);
                                                                   more = 1 when ARGV[7]'s queue
                                                                   has another job waiting and
                                                                   an idle agent (another step
                                                                   may assign), else 0
-    { agentId, version, queues, queue, token, socketId, "fetched", jobId }  claimed and fetched, not recorded
-    { agentId, version, queues, queue, token, socketId, "claimed", false }  claimed, nothing fetched
+    { agentId, version, queues, queue, token, socketId, idleSince, "fetched", jobId }
+                                                      claimed and fetched, not recorded
+    { agentId, version, queues, queue, token, socketId, idleSince, "claimed", false }
+                                                      claimed, nothing fetched
+  (idleSince: see claimIdle)
 ]]
 local claim = claimIdle(KEYS, ARGV, true)
 if not claim then
   return false
 end
-local agentId, version, queue, token, socketId, record =
-  claim[1], claim[2], claim[4], claim[5], claim[6], claim[7]
+local agentId, version, queue, token, socketId, idleSince, record =
+  claim[1], claim[2], claim[4], claim[5], claim[6], claim[7], claim[8]
 local base = ARGV[8] .. queue .. ":"
 local fetched = moveToActive({
   base .. "wait", base .. "active", base .. "prioritized", base .. "events",
@@ -51,7 +54,7 @@ local fetched = moveToActive({
 local job, jobId = fetched[1], fetched[2]
 if type(job) ~= "table" or not jobId or jobId == 0 then
   record({}, "claim", "")
-  return { agentId, version, claim[3], queue, token, socketId, "claimed", false }
+  return { agentId, version, claim[3], queue, token, socketId, idleSince, "claimed", false }
 end
 
 local data
@@ -61,12 +64,12 @@ for i = 1, #job, 2 do
     data = job[i + 1]
   elseif field == "defa" then
     record({}, "claim", "")
-    return { agentId, version, claim[3], queue, token, socketId, "fetched", jobId }
+    return { agentId, version, claim[3], queue, token, socketId, idleSince, "fetched", jobId }
   end
 end
 if redis.call("EXISTS", ARGV[11] .. jobId) == 1 then
   record({}, "claim", "")
-  return { agentId, version, claim[3], queue, token, socketId, "fetched", jobId }
+  return { agentId, version, claim[3], queue, token, socketId, idleSince, "fetched", jobId }
 end
 
 -- the task's run timeout, when it has one (decoded only when the data names one)
@@ -94,4 +97,5 @@ if redis.call("ZCARD", KEYS[1]) > 0 then
     more = 1
   end
 end
-return { agentId, version, claim[3], queue, token, socketId, "assigned", jobId, job, more }
+return { agentId, version, claim[3], queue, token, socketId, idleSince, "assigned", jobId, job,
+  more }

@@ -32,9 +32,10 @@
   one write and one event (`assign`) instead of two each.
 
   Returns:
-    { agentId, version, queues, queue, token, socketId }  claimed; `queue` is where to fetch
-                                                          from, `socketId` the connection the
-                                                          record names (the push goes to it)
+    { agentId, version, queues, queue, token, socketId, idleSince }
+        claimed; `queue` is where to fetch from, `socketId` the connection the record names (the
+        push goes to it), `idleSince` its score in the queue's idle set: a claim that hands out
+        nothing puts the agent back with it, in its place in the longest-idle line
     false                                        no runnable job in the queue, or no idle agent
 ]]
 local deferRecord = ...
@@ -81,7 +82,7 @@ local function runnable(queue)
   return first[2] ~= nil and math.floor(tonumber(first[2]) / 4096) <= now
 end
 
-local function claim(agentId, f)
+local function claim(agentId, f, idleSince)
   local queues = f[2] or ""
   local chosen = ARGV[7]
   for q in string.gmatch(queues, "[^,]+") do
@@ -94,47 +95,50 @@ local function claim(agentId, f)
   local version = tonumber(f[3] or "0") + 1
   local socketId = f[5] or ""
   if deferRecord then
-    return { agentId, version, queues, chosen, token, socketId, function(extra, reason, task)
-      record(agentId, version, chosen, token, queues, extra, reason, task)
-    end }
+    return { agentId, version, queues, chosen, token, socketId, idleSince,
+      function(extra, reason, task)
+        record(agentId, version, chosen, token, queues, extra, reason, task)
+      end }
   end
   record(agentId, version, chosen, token, queues, {}, "claim", "")
-  return { agentId, version, queues, chosen, token, socketId }
+  return { agentId, version, queues, chosen, token, socketId, idleSince }
 end
 
 -- The longest-idle agents first: nothing to do without one (one command when all are busy).
 local LOCAL_SCAN = 8
-local head = redis.call("ZRANGE", KEYS[1], 0, LOCAL_SCAN - 1)
+local head = redis.call("ZRANGE", KEYS[1], 0, LOCAL_SCAN - 1, "WITHSCORES")
 if #head == 0 or not runnable(ARGV[7]) then
   return false
 end
-local firstId, firstFields
-for _, agentId in ipairs(head) do
+local firstId, firstFields, firstSince
+for i = 1, #head, 2 do
+  local agentId, since = head[i], head[i + 1]
   local f = redis.call("HMGET", ARGV[1] .. agentId, "state", "queues", "version", "hubId", "socketId")
   if f[1] == "idle" then
     if f[4] == ARGV[5] then
-      return claim(agentId, f)
+      return claim(agentId, f, since)
     end
-    firstId = firstId or agentId
-    firstFields = firstFields or f
+    if not firstId then
+      firstId, firstFields, firstSince = agentId, f, since
+    end
   else
     redis.call("ZREM", KEYS[1], agentId)
   end
 end
 if firstId then
-  return claim(firstId, firstFields)
+  return claim(firstId, firstFields, firstSince)
 end
 
 -- every one of them was a stale entry (no longer idle): go on down the index
 for _ = 1, 32 do
-  local first = redis.call("ZRANGE", KEYS[1], 0, 0)
+  local first = redis.call("ZRANGE", KEYS[1], 0, 0, "WITHSCORES")
   local agentId = first[1]
   if not agentId then
     return false
   end
   local f = redis.call("HMGET", ARGV[1] .. agentId, "state", "queues", "version", "hubId", "socketId")
   if f[1] == "idle" then
-    return claim(agentId, f)
+    return claim(agentId, f, first[2])
   end
   redis.call("ZREM", KEYS[1], agentId)
 end
