@@ -6,6 +6,7 @@ import { TEST_ADMIN_KEY, api, eventually } from '../helpers/hub';
 import { useHubProcesses } from '../helpers/hub-processes-fixture';
 import { completionsByTask, doubleHoldings, readTransitions } from '../helpers/invariants';
 import {
+  SH_RECORD_HANDLER,
   allStarted,
   mintToken,
   startHubProcess,
@@ -13,7 +14,6 @@ import {
   type TestProcess,
 } from '../helpers/processes';
 import type { RedisProcess } from '../helpers/redis-server';
-import { SH_RECORD_HANDLER } from '../helpers/sh-record-handler';
 
 /** Lines "<taskId> <attempt> <agent> <pid> start|done" written by the record handler. */
 function runLog(file: string): Array<{ taskId: string; agent: string; what: string }> {

@@ -10,13 +10,13 @@ import { useHubProcesses } from '../helpers/hub-processes-fixture';
 import { completionsByTask, doubleHoldings, readTransitions } from '../helpers/invariants';
 import {
   CLEAN_EXIT,
+  SH_RECORD_HANDLER,
   allStarted,
   mintToken,
   startHubProcess,
   startSidecarProcess,
 } from '../helpers/processes';
 import type { RedisProcess } from '../helpers/redis-server';
-import { SH_RECORD_HANDLER } from '../helpers/sh-record-handler';
 import { TestAgent } from '../helpers/test-agent';
 
 jest.setTimeout(240_000);

@@ -1,7 +1,6 @@
 import { api, eventually } from '../helpers/hub';
-import { CLEAN_EXIT } from '../helpers/processes';
+import { CLEAN_EXIT, SH_RECORD_HANDLER } from '../helpers/processes';
 import { percentile, recordReliability } from '../helpers/reliability';
-import { SH_RECORD_HANDLER } from '../helpers/sh-record-handler';
 import { expectExactlyOnce, FaultCluster, size } from './fault-cluster';
 
 const ms = (n: number) => `${Math.round(n)} ms`;

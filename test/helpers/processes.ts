@@ -8,6 +8,12 @@ export const ROOT = resolve(__dirname, '..', '..');
 export const HUB_MAIN = join(ROOT, 'hub', 'dist', 'main.js');
 export const SIDECAR_CLI = join(ROOT, 'sidecar', 'dist', 'cli.js');
 export const RECORD_HANDLER = join(ROOT, 'test', 'fixtures', 'record-handler.mjs');
+/**
+ * `AGENTCOM_EXEC` of test/fixtures/record-handler.sh, the record handler in POSIX sh: for sidecars
+ * that run hundreds of tasks, where a node process per task (about 0.1 s of CPU each) would set
+ * the pace on a 2-core machine. Same run log, result and payload options (a flat payload).
+ */
+export const SH_RECORD_HANDLER = `/bin/sh ${join(ROOT, 'test', 'fixtures', 'record-handler.sh')}`;
 
 /** What {@link TestProcess.exitReport} gives for a process that exited 0. */
 export const CLEAN_EXIT = { exit: { code: 0, signal: null }, output: '' };

@@ -50,14 +50,16 @@ describe('jobs of a task queue whose data is no task’s', () => {
     return created.body.id;
   };
 
+  /** An agent of `queue`, closed after the test. */
+  async function register(queue: string, agentId: string): Promise<TestAgent> {
+    const agent = await TestAgent.register(fixture.hub.url, agentId, [queue]);
+    agents.push(agent);
+    return agent;
+  }
+
   /** An agent of `queue` runs the one task it is pushed, which must be `id`. */
   async function runsOnly(queue: string, id: string): Promise<void> {
-    const agent = await TestAgent.register(
-      fixture.hub.url,
-      `foreign-${randomBytes(3).toString('hex')}`,
-      [queue],
-    );
-    agents.push(agent);
+    const agent = await register(queue, `foreign-${randomBytes(3).toString('hex')}`);
     const msg = await agent.nextAssignment();
     expect(msg.task).toMatchObject({ id, payload: { n: 1 } });
     expect(await agent.accept(msg)).toMatchObject({ ok: true });
@@ -120,15 +122,10 @@ describe('jobs of a task queue whose data is no task’s', () => {
     await withProducer(async (queue, add) => {
       const { hub, admin } = fixture;
       const idleKey = hub.keys.idle(queue);
-      const register = async (agentId: string) => {
-        const agent = await TestAgent.register(hub.url, agentId, [queue]);
-        agents.push(agent);
-        return agent;
-      };
       const suffix = randomBytes(3).toString('hex');
       // `a` idle longest (ids in the same order, should both come in the same millisecond)
-      const a = await register(`a-${suffix}`);
-      const b = await register(`b-${suffix}`);
+      const a = await register(queue, `a-${suffix}`);
+      const b = await register(queue, `b-${suffix}`);
       const aSince = Number(await admin.zscore(idleKey, a.agentId));
       expect(aSince).toBeLessThanOrEqual(Number(await admin.zscore(idleKey, b.agentId)));
 

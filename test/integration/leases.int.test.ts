@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { TaskAssign, TaskView } from '@agentcom/shared';
-import { api, eventually, startTestHub } from '../helpers/hub';
+import { FAST_TIMINGS, api, eventually, startTestHub } from '../helpers/hub';
 import type { RedisProcess } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
 import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
@@ -9,15 +9,16 @@ import { useTestHub, type TestHub } from '../helpers/test-hub-fixture';
  * The tests wait out whole leases and stall checks: the hubs run at half the usual test timings
  * (FAST_TIMINGS), in the same ratios to each other.
  */
-const LEASE_MS = 1500;
-const HEARTBEAT_MS = 250;
+const halved = (ms: string) => String(Number(ms) / 2);
 const TIMINGS = {
-  LEASE_MS: String(LEASE_MS),
-  HEARTBEAT_MS: String(HEARTBEAT_MS),
-  ACK_TIMEOUT_MS: '1000',
-  STALLED_INTERVAL_MS: '500',
-  SWEEP_MS: '100',
+  LEASE_MS: halved(FAST_TIMINGS.LEASE_MS),
+  HEARTBEAT_MS: halved(FAST_TIMINGS.HEARTBEAT_MS),
+  ACK_TIMEOUT_MS: halved(FAST_TIMINGS.ACK_TIMEOUT_MS),
+  STALLED_INTERVAL_MS: halved(FAST_TIMINGS.STALLED_INTERVAL_MS),
+  SWEEP_MS: halved(FAST_TIMINGS.SWEEP_MS),
 };
+const LEASE_MS = Number(TIMINGS.LEASE_MS);
+const HEARTBEAT_MS = Number(TIMINGS.HEARTBEAT_MS);
 
 describe('leases, heartbeats and stalls (LEASE_MS 1.5 s, HEARTBEAT_MS 250 ms)', () => {
   const fixture = useTestHub({ env: { ...TIMINGS, MAX_STALLED_COUNT: '0' } });

@@ -91,7 +91,7 @@ describe('agents page sessions', () => {
     const prefix = `uis${randomBytes(3).toString('hex')}`;
     const hub = await startTestHub(redis.url, { AGENTCOM_PREFIX: prefix });
     hubs.push(hub);
-    const sessionKeys = () => admin.keys(`${hub.keys.uiSession('*')}`);
+    const sessionKeys = () => admin.keys(hub.keys.uiSession('*'));
     const authorization = `Bearer ${TEST_ADMIN_KEY}`;
 
     const head = await fetch(`${hub.url}/`, { method: 'HEAD', headers: { authorization } });
