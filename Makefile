@@ -23,7 +23,7 @@ node_modules/.installed: package-lock.json
 	$(NPM) ci --no-audit --no-fund
 	@touch $@
 
-SYSTEM_TOOLS := redis-server:redis-server haproxy:haproxy nginx:nginx chromium:chromium
+SYSTEM_TOOLS := redis-server:redis-server haproxy:haproxy nginx:nginx chromium:chromium strace:strace
 system-tools:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \

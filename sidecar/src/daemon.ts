@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { mkdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PROTOCOL_VERSION, type HandshakeAuth } from '@agentcom/shared';
 import { IPC_SOCKET_NAME, type SidecarConfig } from './config';
@@ -7,6 +7,7 @@ import { HubConnection } from './connection/hub-connection';
 import type { DaemonEvents } from './daemon-events';
 import { EXIT_CODES, type ExitCode } from './exit-codes';
 import { createLogger, type Logger } from './logger';
+import { mkdirDurable } from './outbox/atomic-write';
 import { Outbox } from './outbox/outbox';
 import { asStateFileError, StateFileError } from './outbox/state-file-error';
 import { acquireStateLock, type StateLock } from './outbox/state-lock';
@@ -75,7 +76,7 @@ export async function startDaemon(
   const unusableDir = (err: unknown) => asStateFileError(err, config.stateDir, 'the state dir');
   let dirMode: number;
   try {
-    await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
+    await mkdirDurable(config.stateDir, 0o700);
     dirMode = (await stat(config.stateDir)).mode & 0o777;
   } catch (err) {
     throw unusableDir(err);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { open, readdir, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 
 /** Prefix of the temporary files {@link writeFileAtomic} leaves behind only if it crashes mid-write. */
 function tempPrefix(path: string): string {
@@ -45,6 +45,21 @@ export async function writeFileAtomic(path: string, data: string, mode = 0o600):
     throw err;
   }
   await syncDirectory(dir);
+}
+
+/**
+ * `mkdir -p dir` whose new directories survive a crash: a directory's entry lives in its parent,
+ * and until the parent is fsynced a power loss can take the new directory away, with every file
+ * written durably inside it. Each directory this call created is therefore synced into its parent.
+ */
+export async function mkdirDurable(dir: string, mode: number): Promise<void> {
+  const first = await mkdir(dir, { recursive: true, mode });
+  if (first === undefined) return; // it was there: nothing new to make durable
+  const firstCreated = resolve(first);
+  for (let created = resolve(dir); ; created = dirname(created)) {
+    await syncDirectory(dirname(created));
+    if (created === firstCreated || created === dirname(created)) return;
+  }
 }
 
 async function syncDirectory(dir: string): Promise<void> {

@@ -1,7 +1,7 @@
-import { mkdir, readFile, rename } from 'node:fs/promises';
+import { readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../logger';
-import { removeLeftoverTempFiles, writeFileAtomic } from './atomic-write';
+import { mkdirDurable, removeLeftoverTempFiles, writeFileAtomic } from './atomic-write';
 import {
   STATE_FILE_VERSION,
   stateFileSchema,
@@ -57,7 +57,7 @@ export class Outbox {
    * a newer sidecar) is refused with a {@link StateFileError}, and nothing in `dir` is changed.
    */
   static async open(dir: string, logger: Logger, options: OpenOptions = {}): Promise<Outbox> {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await mkdirDurable(dir, 0o700);
     const path = join(dir, STATE_FILE_NAME);
     const state = await loadState(path, logger);
     await removeLeftoverTempFiles(path);
