@@ -352,7 +352,7 @@ export class AssignmentService {
     if (done.result.ok) {
       if (done.step) this.options.onClaimed(done.step);
       // the freed agent stays idle when the claim took another one, or none
-      if (done.step?.claim.agentId !== agentId) this.options.onAgentIdle(done.queues);
+      if (done.step?.claim.agentId !== agentId) this.freedBesides(done.queues, held.queue);
     } else {
       // completed, but the record is not the plain one the release expected: read it again
       await this.release(agentId, taskId, token, 'complete', { tasksDone: 1 });
@@ -894,13 +894,24 @@ export class AssignmentService {
       if (step) this.options.onClaimed(step);
       // the freed agent stays idle when the claim took another one, or none
       if (result.ok && step?.claim.agentId !== record.agentId) {
-        this.options.onAgentIdle(record.queues);
+        this.freedBesides(record.queues, queue);
       }
       return result.ok;
     }
     const result = await agents.transition(request);
     if (result.ok && to === 'idle') this.options.onAgentIdle(record.queues);
     return result.ok;
+  }
+
+  /**
+   * An agent a report freed stays idle, and its release ran the next dispatch step of
+   * `claimedQueue` in the same script: the agent's other queues may have work for it, that one
+   * not. A step there now would see what the script saw: no runnable job, or one another agent
+   * took (its step tells with `more` whether to go on). A task added since has a step of its own.
+   */
+  private freedBesides(queues: readonly string[], claimedQueue: string): void {
+    const others = queues.filter((queue) => queue !== claimedQueue);
+    if (others.length > 0) this.options.onAgentIdle(others);
   }
 
   /**
