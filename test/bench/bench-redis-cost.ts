@@ -20,6 +20,7 @@ import { atMost, info, runBench, type Figure } from './lib/result';
 import { RedisServer, countersDelta, type RedisCounters } from './lib/redis';
 import { diffIo, readIoCounter, sumIo, type IoSnapshot } from './lib/resp-counter';
 import { RpcChild } from './lib/rpc';
+import { scriptTimes, type ScriptTime } from './lib/script-times';
 import { hubThroughput, startCluster } from './lib/scenarios';
 import { BENCH_DIR, QUICK, log, now, round, sleep } from './lib/util';
 
@@ -32,6 +33,9 @@ const IDLE_MS = QUICK ? 2000 : 5000;
 const STEADY_RATE = QUICK ? 400 : 1000;
 const STEADY_MS = QUICK ? 2000 : 8000;
 const STEADY_WARMUP_MS = QUICK ? 500 : 1000;
+/** Redis's time per script (SLOWLOG) is taken at this steady rate, for this long. */
+const SCRIPT_RATE = QUICK ? 200 : 500;
+const SCRIPT_MS = QUICK ? 2000 : 4000;
 
 /** Redis CPU (µs) per task while `run` submits tasks at a steady rate and waits for them. */
 async function redisCpuAtRate(
@@ -118,6 +122,7 @@ runBench('redis-cost', 'Redis cost per task', QUICK ? 150_000 : 400_000, async (
     });
     let rawCost: Cost;
     let rawSteadyCpuUs: number;
+    let rawScripts: ScriptTime[];
     try {
       await raw.call('open', { redisPort: redis.port, prefix: 'rawcost', concurrency: AGENTS });
       await raw.call('produce', { n: 200, inflight: INFLIGHT, timeoutMs: 60_000 });
@@ -141,6 +146,13 @@ runBench('redis-cost', 'Redis cost per task', QUICK ? 150_000 : 400_000, async (
           STEADY_MS + 90_000,
         ),
       );
+      rawScripts = await scriptTimes(redis, () =>
+        raw.call(
+          'steady',
+          { rate: SCRIPT_RATE, durationMs: SCRIPT_MS, warmupMs: 0 },
+          SCRIPT_MS + 90_000,
+        ),
+      );
       await raw.call('close', {});
     } finally {
       await raw.close();
@@ -158,6 +170,7 @@ runBench('redis-cost', 'Redis cost per task', QUICK ? 150_000 : 400_000, async (
     });
     let hubCost: Cost;
     let hubSteadyCpuUs: number;
+    let hubScripts: ScriptTime[];
     try {
       const snap = async (): Promise<Snapshot> => ({
         at: now(),
@@ -198,6 +211,19 @@ runBench('redis-cost', 'Redis cost per task', QUICK ? 150_000 : 400_000, async (
             watchVisible: false,
           },
           STEADY_MS + 90_000,
+        ),
+      );
+      hubScripts = await scriptTimes(redis, () =>
+        cluster.load.call(
+          'steady',
+          {
+            urls: cluster.urls,
+            rate: SCRIPT_RATE,
+            durationMs: SCRIPT_MS,
+            warmupMs: 0,
+            watchVisible: false,
+          },
+          SCRIPT_MS + 90_000,
         ),
       );
     } finally {
@@ -257,12 +283,13 @@ runBench('redis-cost', 'Redis cost per task', QUICK ? 150_000 : 400_000, async (
       ),
     ];
     return {
-      size: `${TASKS.toLocaleString('en-US')} no-op tasks at full speed, ${REPLICAS} replicas, ${AGENTS} agents (heartbeats 5 s); raw BullMQ worker at concurrency ${AGENTS}; then each at a steady ${STEADY_RATE.toLocaleString('en-US')} tasks/s for ${(STEADY_WARMUP_MS + STEADY_MS) / 1000} s (Redis CPU)`,
+      size: `${TASKS.toLocaleString('en-US')} no-op tasks at full speed, ${REPLICAS} replicas, ${AGENTS} agents (heartbeats 5 s); raw BullMQ worker at concurrency ${AGENTS}; then each at a steady ${STEADY_RATE.toLocaleString('en-US')} tasks/s for ${(STEADY_WARMUP_MS + STEADY_MS) / 1000} s (Redis CPU), and at ${SCRIPT_RATE} tasks/s for ${SCRIPT_MS / 1000} s with every command in SLOWLOG (Redis time per script)`,
       figures,
       details: {
         agentcom: { ...hubCost, redisCpuUsAtSteadyRate: hubSteadyCpuUs },
         raw: { ...rawCost, redisCpuUsAtSteadyRate: rawSteadyCpuUs },
         steadyRate: STEADY_RATE,
+        scripts: { rate: SCRIPT_RATE, agentcom: hubScripts, raw: rawScripts },
       },
     };
   } finally {

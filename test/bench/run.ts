@@ -334,8 +334,14 @@ function renderMarkdown(
     topServerUsec: Record<string, number>;
     topClient: Record<string, number>;
   };
+  type ScriptRow = { name: string; callsPerTask: number; p50Us: number; usPerTask: number };
   const cost = results.find((r) => r.bench === 'redis-cost' && !r.error)?.details as
-    { agentcom?: CostDetail; raw?: CostDetail } | undefined;
+    | {
+        agentcom?: CostDetail;
+        raw?: CostDetail;
+        scripts?: { rate: number; agentcom: ScriptRow[]; raw: ScriptRow[] };
+      }
+    | undefined;
   if (cost?.agentcom && cost.raw) {
     const { agentcom, raw } = cost;
     const table = (title: string, pick: (d: CostDetail) => Record<string, number>): void => {
@@ -352,6 +358,28 @@ function renderMarkdown(
     table('Calls per task (INFO commandstats, Lua-internal included)', (d) => d.topServer);
     table('Redis time per task, µs (a script includes its calls)', (d) => d.topServerUsec);
     table('Commands sent by the clients per task', (d) => d.topClient);
+  }
+  if (cost?.scripts) {
+    const { rate, agentcom, raw } = cost.scripts;
+    out.push(
+      `### Redis time per script, at a steady ${rate} tasks/s (SLOWLOG, every command logged)`,
+      '',
+      "A script's time includes the commands it runs, which have rows of their own too (their calls inside scripts); SLOWLOG's own bookkeeping adds to every call.",
+      '',
+      '| system | script or command | calls per task | µs per call, p50 | µs per task |',
+      '|---|---|---|---|---|',
+    );
+    for (const [system, rows] of [
+      ['agentcom', agentcom],
+      ['raw BullMQ', raw],
+    ] as const) {
+      for (const row of rows) {
+        out.push(
+          `| ${system} | ${cell(row.name)} | ${row.callsPerTask} | ${row.p50Us} | ${row.usPerTask} |`,
+        );
+      }
+    }
+    out.push('');
   }
 
   const profile = results.find((r) => r.bench === 'profile' && !r.error)?.details?.profile as
@@ -562,6 +590,9 @@ same Redis, with the job options the hub uses (uuid job id, 3 attempts, the hub'
   Redis costs it more than the commands it then runs. At full speed raw BullMQ runs several times
   faster than agentcom, so the two full-speed figures compare two loads; the same-rate figure runs
   each at one steady rate (1,000 tasks/s, 400 with QUICK=1) and compares like with like.
+  Redis time per script: each again at a steady 500 tasks/s (200 with QUICK=1) for 4 s with
+  \`slowlog-log-slower-than 0\`; SLOWLOG's entries grouped by script (EVALSHA's SHA1 against the
+  built hub's composed scripts and the installed bullmq's) or command.
 - **Connections**: hub RSS growth per agent on each replica (\`VmRSS\`, averaged samples, before and
   after the agents connected), Redis \`used_memory\` growth / agents, CPU per replica over a window
   with all agents idle and heartbeating.
