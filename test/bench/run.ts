@@ -541,6 +541,19 @@ seconds, when its young generation was small. A replica now starts with
 \`--no-allocation-site-pretenuring\` (\`hub/src/v8-flags.ts\`): it promotes a quarter as much,
 and hub CPU per task was 4–15% lower in four of five interleaved A/B runs (one showed +4%).
 A larger young generation and \`--single-threaded-gc\` changed nothing measurable.
+
+A tenth pass (2026-12-07) timed Redis per script: SLOWLOG with every command logged (now part
+of the Redis-cost benchmark), and \`TIME\` marks inside \`completeAtOnce\` for one run, at 500
+tasks/s. A completion's script spent 58 µs in BullMQ's own \`moveToFinished\`, 37 in the agent's
+release (the spec's JSON decode the largest part, about 7), 9 in its checks and 11 in the next
+dispatch step when that found nothing (62 when it assigned). It also showed 2.04 dispatch steps per
+task where one assigns: a report that freed an agent asked for a step in each of the agent's queues,
+though its own script had just run the step of the task's queue. It now asks for the agent's other
+queues only (\`test/integration/freed-agent.int.test.ts\`). At 500 tasks/s: script calls per task
+5.05 → 4.11, Redis commands per task 83.3 → 78.0; Redis CPU per task at 200, 500 and 1,000 tasks/s
+700 → 593, 612 → 453 and 418 → 387 µs (one pair each). At full speed the difference is inside
+the noise: two interleaved pairs of the throughput benchmark gave ratios of 0.220 and 0.217
+against 0.230 and 0.243 (100 agents), 0.229 and 0.241 against 0.231 and 0.235 (500 agents).
 `;
 
 const METHOD = `## Method
