@@ -57,7 +57,11 @@ export async function mkdirDurable(dir: string, mode: number): Promise<void> {
   if (first === undefined) return; // it was there: nothing new to make durable
   const firstCreated = resolve(first);
   for (let created = resolve(dir); ; created = dirname(created)) {
-    await syncDirectory(dirname(created));
+    await syncDirectory(dirname(created)).catch((err: unknown) => {
+      // creating in a directory takes write and search permission, syncing it read: one without
+      // read (a drop box, mode 1733) is as durable as its filesystem makes it by itself
+      if ((err as NodeJS.ErrnoException).code !== 'EACCES') throw err;
+    });
     if (created === firstCreated || created === dirname(created)) return;
   }
 }
