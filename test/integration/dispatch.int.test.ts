@@ -3,11 +3,11 @@ import { CLIENT_EVENTS, type TaskView } from '@agentcom/shared';
 import { Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { createLogger } from '../../hub/src/logger';
-import { QueueRegistry } from '../../hub/src/queues/queue-registry';
 import { RedisKeys } from '../../hub/src/redis/keys';
 import { allowHubEveryKey, becomeAclAdmin, refuseKeyToHub } from '../helpers/acl';
 import { commandCalls } from '../helpers/commandstats';
 import { freshAgentAssigned, registerFreshAgent } from '../helpers/fresh-agent';
+import { testQueueRegistry } from '../helpers/hub-parts';
 import { TEST_ADMIN_KEY, api, eventually, startTestHub } from '../helpers/hub';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 import { TestAgent } from '../helpers/test-agent';
@@ -735,18 +735,7 @@ describe('the safety tick', () => {
     const admin = new Redis(redis.url, { maxRetriesPerRequest: null });
     // two replicas' registries, each on a connection of its own
     const connections = [0, 1].map(() => new Redis(redis.url, { maxRetriesPerRequest: null }));
-    const registries = connections.map(
-      (connection) =>
-        new QueueRegistry({
-          connection,
-          keys,
-          leaseMs: 60_000,
-          stalledIntervalMs: 60_000,
-          maxStalledCount: 1,
-          logger,
-          onWaiting: () => undefined,
-        }),
-    );
+    const registries = connections.map((connection) => testQueueRegistry(connection, keys, logger));
     const queue = `q-${randomBytes(4).toString('hex')}`;
     const producer = new Queue(queue, { connection: admin, prefix: keys.bullPrefix });
     try {

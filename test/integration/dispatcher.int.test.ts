@@ -6,10 +6,11 @@ import type { AgentNotifier } from '../../hub/src/dispatch/notifier';
 import { AgentStore } from '../../hub/src/fsm/agent-store';
 import { createLogger } from '../../hub/src/logger';
 import { HubMetrics } from '../../hub/src/metrics/hub-metrics';
-import { QueueRegistry } from '../../hub/src/queues/queue-registry';
+import type { QueueRegistry } from '../../hub/src/queues/queue-registry';
 import { RedisKeys } from '../../hub/src/redis/keys';
 import { agentScripts } from '../../hub/src/redis/scripts';
 import { IdempotencyKeys } from '../../hub/src/tasks/idempotency-keys';
+import { connectIdleAgent, testQueueRegistry } from '../helpers/hub-parts';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 /** What the dispatcher pushed, in order; `waitFor(n)` resolves once n pushes were made. */
@@ -70,15 +71,7 @@ describe('Dispatcher against a real redis-server and BullMQ', () => {
     keys = new RedisKeys(`disp${++n}`);
     const logger = createLogger({ level: 'silent', hubId: 'hub-a' });
     store = new AgentStore({ redis, scripts: agentScripts(redis), keys, hubId: 'hub-a' });
-    registry = new QueueRegistry({
-      connection: redis,
-      keys,
-      leaseMs: 60_000,
-      stalledIntervalMs: 60_000,
-      maxStalledCount: 1,
-      logger,
-      onWaiting: () => undefined,
-    });
+    registry = testQueueRegistry(redis, keys, logger);
     notifier = new RecordingNotifier();
     dispatcher = new Dispatcher({
       keys,
@@ -99,21 +92,8 @@ describe('Dispatcher against a real redis-server and BullMQ', () => {
     await producer.close();
   });
 
-  async function idleAgent(agentId: string): Promise<void> {
-    await store.register(agentId, 'h'.repeat(64));
-    const result = await store.transition({
-      agentId,
-      from: 'offline',
-      to: 'idle',
-      reason: 'connect',
-      set: { queues: 'q1', socketId: `s-${agentId}`, hubId: 'hub-a' },
-      idleAdd: ['q1'],
-    });
-    expect(result.ok).toBe(true);
-  }
-
   it('a step handed over by a report that saw more work starts the queue loop, which assigns the rest', async () => {
-    for (const id of ['a', 'b', 'c']) await idleAgent(id);
+    for (const id of ['a', 'b', 'c']) await connectIdleAgent(store, id, ['q1']);
     // added straight to BullMQ: nothing triggers the dispatcher but the step below
     const jobs = await producer.addBulk(
       [1, 2, 3].map((i) => ({ name: 'task', data: { payload: i } })),

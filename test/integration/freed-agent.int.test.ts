@@ -5,10 +5,11 @@ import { LeaseKeeper } from '../../hub/src/dispatch/lease-keeper';
 import { AgentStore, type ClaimStep } from '../../hub/src/fsm/agent-store';
 import { createLogger } from '../../hub/src/logger';
 import { HubMetrics } from '../../hub/src/metrics/hub-metrics';
-import { QueueRegistry } from '../../hub/src/queues/queue-registry';
+import type { QueueRegistry } from '../../hub/src/queues/queue-registry';
 import { RedisKeys } from '../../hub/src/redis/keys';
 import { agentScripts } from '../../hub/src/redis/scripts';
 import { IdempotencyKeys } from '../../hub/src/tasks/idempotency-keys';
+import { connectIdleAgent, testQueueRegistry } from '../helpers/hub-parts';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 /**
@@ -41,15 +42,7 @@ describe('an agent freed by its report', () => {
     const keys = new RedisKeys(`freed${++n}`);
     const logger = createLogger({ level: 'silent', hubId: 'hub-a' });
     store = new AgentStore({ redis, scripts: agentScripts(redis), keys, hubId: 'hub-a' });
-    registry = new QueueRegistry({
-      connection: redis,
-      keys,
-      leaseMs: 60_000,
-      stalledIntervalMs: 60_000,
-      maxStalledCount: 1,
-      logger,
-      onWaiting: () => undefined,
-    });
+    registry = testQueueRegistry(redis, keys, logger);
     idle = [];
     claimed = [];
     assignments = new AssignmentService({
@@ -83,16 +76,7 @@ describe('an agent freed by its report', () => {
 
   /** Agent `a`, idle in `queues`, working on the one task of q1 (no other agent). */
   async function working(queues: string[]): Promise<{ taskId: string; token: string }> {
-    await store.register('a', 'h'.repeat(64));
-    const connected = await store.transition({
-      agentId: 'a',
-      from: 'offline',
-      to: 'idle',
-      reason: 'connect',
-      set: { queues: queues.join(','), socketId: 's-a', hubId: 'hub-a' },
-      idleAdd: queues,
-    });
-    expect(connected.ok).toBe(true);
+    await connectIdleAgent(store, 'a', queues);
     await producer.add('task', { payload: 1 });
     await registry.get('q1');
     const step = await store.claimAndFetch('q1', 30_000, 60_000);
