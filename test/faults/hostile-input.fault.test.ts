@@ -1508,8 +1508,7 @@ async function runTask(
 ): Promise<TaskView> {
   const created = await api<{ id: string }>(hubUrl, 'POST', '/v1/tasks', { queue: 'fz', payload });
   expect(created.status).toBe(201);
-  const assignment = await agent.nextAssignment();
-  expect(assignment.task.id).toBe(created.body.id);
+  const assignment = await agent.assignmentOf(created.body.id);
   expect(await agent.accept(assignment)).toMatchObject({ ok: true });
   if (logLines) {
     const { token } = assignment;

@@ -124,6 +124,33 @@ export class TestAgent extends EventEmitter {
     );
   }
 
+  /**
+   * The push of `taskId` (of its `attempt`, when given), whether it came already or comes within
+   * `timeoutMs`. For a test that learns the task's id from the API's answer, which the push can
+   * beat: {@link nextAssignment}, called after that answer, would wait for the push after it.
+   */
+  async assignmentOf(taskId: string, attempt?: number, timeoutMs = 10_000): Promise<TaskAssign> {
+    const matches = (msg: TaskAssign): boolean =>
+      msg.task.id === taskId && (attempt === undefined || msg.attempt === attempt);
+    const came = this.assignments.find(matches);
+    if (came) return came;
+    let listener: ((msg: TaskAssign) => void) | undefined;
+    try {
+      return await withTimeout(
+        new Promise<TaskAssign>((resolve) => {
+          listener = (msg) => {
+            if (matches(msg)) resolve(msg);
+          };
+          this.on('assign', listener);
+        }),
+        timeoutMs,
+        `task:assign of ${taskId}${attempt === undefined ? '' : `, attempt ${attempt}`}`,
+      );
+    } finally {
+      if (listener) this.off('assign', listener);
+    }
+  }
+
   async send<E extends keyof ClientToServerEvents>(
     event: E,
     payload: unknown,

@@ -186,8 +186,7 @@ describe('dispatch across replicas (in-process hubs, real Redis, real sockets)',
     });
     const seen: Array<{ attempt: number; at: number }> = [];
     for (let i = 1; i <= 3; i++) {
-      const msg = await agent.nextAssignment();
-      expect(msg.task.id).toBe(id);
+      const msg = await agent.assignmentOf(id, i);
       seen.push({ attempt: msg.attempt, at: Date.now() });
       await agent.accept(msg);
       const ack = await agent.fail(msg, { error: `boom ${i}`, retryable: true });

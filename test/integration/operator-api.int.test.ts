@@ -66,7 +66,7 @@ describe('operator API: tasks, agents, queues, metrics, Bull Board, docs', () =>
       payload: 1,
       attempts: 1,
     });
-    const msg = await agent.nextAssignment();
+    const msg = await agent.assignmentOf(created.body.id);
     await agent.accept(msg);
     await agent.send('task:log', {
       taskId: msg.task.id,
@@ -208,7 +208,7 @@ describe('operator API: tasks, agents, queues, metrics, Bull Board, docs', () =>
       const queue = newQueue();
       const revoked = await register(0, queue);
       const created = await api<{ id: string }>(url(1), 'POST', '/v1/tasks', { queue, payload: 1 });
-      const msg = await revoked.nextAssignment();
+      const msg = await revoked.assignmentOf(created.body.id);
       if (accepted) expect(await revoked.accept(msg)).toMatchObject({ ok: true });
       const closed = revoked.disconnected();
       expect((await api(url(2), 'DELETE', `/v1/agents/${revoked.agentId}`)).status).toBe(200);
@@ -250,8 +250,8 @@ describe('operator API: tasks, agents, queues, metrics, Bull Board, docs', () =>
     // the view said only that, so an operator could not tell a drained agent from another.
     const queue = newQueue();
     const agent = await register(0, queue);
-    await api(url(1), 'POST', '/v1/tasks', { queue, payload: 1 });
-    await agent.accept(await agent.nextAssignment());
+    const created = await api<{ id: string }>(url(1), 'POST', '/v1/tasks', { queue, payload: 1 });
+    await agent.accept(await agent.assignmentOf(created.body.id));
     const drained = await api(url(1), 'POST', `/v1/agents/${agent.agentId}/drain`);
     expect(drained.body).toEqual({ agentId: agent.agentId, state: 'working' });
     const view = await api<AgentView>(url(2), 'GET', `/v1/agents/${agent.agentId}`);
@@ -429,7 +429,7 @@ describe('revoking an agent whose replica does not hear the disconnect (pub/sub 
     const revoked = await register(deaf, queue);
     // created where the agent is: the deaf replica would not hear another's word of it
     const held = await api<{ id: string }>(deaf.url, 'POST', '/v1/tasks', { queue, payload: 1 });
-    const msg = await revoked.nextAssignment();
+    const msg = await revoked.assignmentOf(held.body.id);
     expect(await revoked.accept(msg)).toMatchObject({ ok: true });
     expect((await api(hearing.url, 'DELETE', `/v1/agents/${revoked.agentId}`)).status).toBe(200);
     expect(revoked.socket.connected).toBe(true); // the disconnect never reached it

@@ -85,8 +85,7 @@ describe("an agent's own drain gives back the task it was pushed and did not acc
     const queue = 'give-back';
     const stopping = await register('stopping', queue);
     const id = await createTask(queue);
-    const pushed = await stopping.nextAssignment();
-    expect(pushed.task.id).toBe(id);
+    const pushed = await stopping.assignmentOf(id);
 
     const drainedAt = performance.now();
     expect(await stopping.send('agent:drain', {})).toEqual({ ok: true, state: 'draining' });
@@ -130,7 +129,7 @@ describe("an agent's own drain gives back the task it was pushed and did not acc
     const queue = 'accepted-first';
     const stopping = await register('accepted-first', queue);
     const id = await createTask(queue);
-    const pushed = await stopping.nextAssignment();
+    const pushed = await stopping.assignmentOf(id);
     expect(await stopping.accept(pushed)).toMatchObject({ ok: true });
 
     expect(await stopping.send('agent:drain', {})).toEqual({ ok: true, state: 'working' });
