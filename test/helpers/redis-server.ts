@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { redisServerArgs, spawnRedisServer } from '../../hub/src/embedded-redis';
 
 /** A private `redis-server` process on a free loopback port, for tests that need to kill it. */
@@ -122,4 +123,33 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     proc.kill(signal);
     await exited;
   }
+}
+
+/**
+ * A private redis-server and a client of it (as BullMQ wants one: no retry limit) for the
+ * enclosing describe block, started in `beforeAll` and closed in `afterAll`.
+ */
+export function useRedisClient(): { readonly server: RedisProcess; readonly client: Redis } {
+  let server: RedisProcess | undefined;
+  let client: Redis | undefined;
+  beforeAll(async () => {
+    server = await startRedis();
+    client = new Redis(server.url, { maxRetriesPerRequest: null });
+  });
+  afterAll(async () => {
+    await client?.quit();
+    await server?.dispose();
+  });
+  const started = <T>(value: T | undefined): T => {
+    if (value === undefined) throw new Error('the Redis starts in beforeAll');
+    return value;
+  };
+  return {
+    get server() {
+      return started(server);
+    },
+    get client() {
+      return started(client);
+    },
+  };
 }

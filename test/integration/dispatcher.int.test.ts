@@ -1,6 +1,6 @@
 import type { HubError, TaskAssign, TaskCancel } from '@agentcom/shared';
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { Dispatcher } from '../../hub/src/dispatch/dispatcher';
 import type { AgentNotifier } from '../../hub/src/dispatch/notifier';
 import { AgentStore } from '../../hub/src/fsm/agent-store';
@@ -11,7 +11,7 @@ import { RedisKeys } from '../../hub/src/redis/keys';
 import { agentScripts } from '../../hub/src/redis/scripts';
 import { IdempotencyKeys } from '../../hub/src/tasks/idempotency-keys';
 import { connectIdleAgent, testQueueRegistry } from '../helpers/hub-parts';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { useRedisClient } from '../helpers/redis-server';
 
 /** What the dispatcher pushed, in order; `waitFor(n)` resolves once n pushes were made. */
 class RecordingNotifier implements AgentNotifier {
@@ -49,7 +49,6 @@ class RecordingNotifier implements AgentNotifier {
 }
 
 describe('Dispatcher against a real redis-server and BullMQ', () => {
-  let server: RedisProcess;
   let redis: Redis;
   let n = 0;
   let keys: RedisKeys;
@@ -59,15 +58,9 @@ describe('Dispatcher against a real redis-server and BullMQ', () => {
   let dispatcher: Dispatcher;
   let producer: Queue;
 
-  beforeAll(async () => {
-    server = await startRedis();
-    redis = new Redis(server.url, { maxRetriesPerRequest: null });
-  });
-  afterAll(async () => {
-    await redis.quit();
-    await server.dispose();
-  });
+  const db = useRedisClient();
   beforeEach(() => {
+    redis = db.client;
     keys = new RedisKeys(`disp${++n}`);
     const logger = createLogger({ level: 'silent', hubId: 'hub-a' });
     store = new AgentStore({ redis, scripts: agentScripts(redis), keys, hubId: 'hub-a' });

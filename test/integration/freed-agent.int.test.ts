@@ -1,5 +1,5 @@
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { AssignmentService } from '../../hub/src/dispatch/assignments';
 import { LeaseKeeper } from '../../hub/src/dispatch/lease-keeper';
 import { AgentStore, type ClaimStep } from '../../hub/src/fsm/agent-store';
@@ -10,7 +10,7 @@ import { RedisKeys } from '../../hub/src/redis/keys';
 import { agentScripts } from '../../hub/src/redis/scripts';
 import { IdempotencyKeys } from '../../hub/src/tasks/idempotency-keys';
 import { connectIdleAgent, testQueueRegistry } from '../helpers/hub-parts';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { useRedisClient } from '../helpers/redis-server';
 
 /**
  * What an agent freed by its report asks of the dispatcher. Its release runs the next dispatch
@@ -19,7 +19,6 @@ import { startRedis, type RedisProcess } from '../helpers/redis-server';
  * 500 tasks/s, against 1 needed). Real Redis and BullMQ; the dispatcher's side is recorded.
  */
 describe('an agent freed by its report', () => {
-  let server: RedisProcess;
   let redis: Redis;
   let n = 0;
   let store: AgentStore;
@@ -30,15 +29,9 @@ describe('an agent freed by its report', () => {
   let idle: string[][];
   let claimed: ClaimStep[];
 
-  beforeAll(async () => {
-    server = await startRedis();
-    redis = new Redis(server.url, { maxRetriesPerRequest: null });
-  });
-  afterAll(async () => {
-    await redis.quit();
-    await server.dispose();
-  });
+  const db = useRedisClient();
   beforeEach(() => {
+    redis = db.client;
     const keys = new RedisKeys(`freed${++n}`);
     const logger = createLogger({ level: 'silent', hubId: 'hub-a' });
     store = new AgentStore({ redis, scripts: agentScripts(redis), keys, hubId: 'hub-a' });
