@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import type { ProfileSummary } from './lib/cpuprofile';
 import { redisServerVersion } from './lib/redis';
 import type { BenchResult } from './lib/result';
+import type { ScriptTime } from './lib/script-times';
 import { BENCH_DIR, QUICK, ROOT, log } from './lib/util';
 
 /** Each benchmark has its own deadline; the runner kills its process group a little later. */
@@ -334,12 +335,11 @@ function renderMarkdown(
     topServerUsec: Record<string, number>;
     topClient: Record<string, number>;
   };
-  type ScriptRow = { name: string; callsPerTask: number; p50Us: number; usPerTask: number };
   const cost = results.find((r) => r.bench === 'redis-cost' && !r.error)?.details as
     | {
         agentcom?: CostDetail;
         raw?: CostDetail;
-        scripts?: { rate: number; agentcom: ScriptRow[]; raw: ScriptRow[] };
+        scripts?: { rate: number; agentcom: ScriptTime[]; raw: ScriptTime[] };
       }
     | undefined;
   if (cost?.agentcom && cost.raw) {

@@ -133,7 +133,12 @@ export class TestAgent extends EventEmitter {
     const matches = (msg: TaskAssign): boolean =>
       msg.task.id === taskId && (attempt === undefined || msg.attempt === attempt);
     const came = this.assignments.find(matches);
-    if (came) return came;
+    if (came) {
+      // handed out here: nextAssignment does not hand it out again
+      const early = this.pushedDuringRegister.indexOf(came);
+      if (early >= 0) this.pushedDuringRegister.splice(early, 1);
+      return came;
+    }
     let listener: ((msg: TaskAssign) => void) | undefined;
     try {
       return await withTimeout(

@@ -1,6 +1,6 @@
-import { mkdir, realpath } from 'node:fs/promises';
+import { chmod, mkdir, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { traceSyscalls, type TracedCall } from '../test-support/syscall-trace';
+import { runInChild, traceSyscalls, type TracedCall } from '../test-support/syscall-trace';
 import { makeTempDir } from '../test-support/temp-dir';
 
 // What reaches the disk, and in which order, is seen in the system calls of a real process
@@ -44,6 +44,25 @@ describe('a state dir the outbox creates', () => {
     const syncedAfter = calls.slice(made + 1).flatMap((call) => syncedPath(call) ?? []);
     // each new directory's entry is in its parent: the parents of state, b and a
     expect(syncedAfter.sort()).toEqual([dir, join(dir, 'a'), join(dir, 'a', 'b')].sort());
+  });
+
+  it('is made in a parent it may write but not read (a drop box), which it cannot open to sync', async () => {
+    // as root, reads are never refused: the sidecar runs as `nobody` then, in root's drop box
+    const asRoot = process.getuid?.() === 0;
+    const nobody = { uid: 65534, gid: 65534 };
+    const dropBox = join(dir, 'drop');
+    await mkdir(dropBox);
+    await chmod(dropBox, asRoot ? 0o1733 : 0o333); // write and search, no read, for the sidecar
+    if (asRoot) await chmod(dir, 0o755);
+    const stateDir = join(dropBox, 'state');
+    await runInChild(
+      `import { Outbox } from './outbox';
+       import { testLogger } from '../test-support/logger';
+       void Outbox.open(${JSON.stringify(stateDir)}, testLogger());`,
+      __dirname,
+      asRoot ? nobody : undefined,
+    );
+    expect((await stat(stateDir)).isDirectory()).toBe(true);
   });
 
   it('is not synced again when it was there already', async () => {

@@ -56,6 +56,12 @@ export async function scriptTimes(
 ): Promise<ScriptTime[]> {
   const names = scriptNamesBySha();
   const { client } = redis;
+  // put back as they were after: the figures taken after this one see the Redis they saw before
+  const [, maxLen] = (await client.config('GET', 'slowlog-max-len')) as [string, string];
+  const [, slowerThan] = (await client.config('GET', 'slowlog-log-slower-than')) as [
+    string,
+    string,
+  ];
   await client.config('SET', 'slowlog-max-len', '1000000');
   await client.config('SET', 'slowlog-log-slower-than', '0');
   await client.slowlog('RESET');
@@ -65,13 +71,14 @@ export async function scriptTimes(
     if (done.missing > 0) throw new Error(`script times: ${done.missing} tasks did not complete`);
     submitted = done.submitted;
   } finally {
-    await client.config('SET', 'slowlog-log-slower-than', '10000');
+    await client.config('SET', 'slowlog-log-slower-than', slowerThan);
   }
   // each entry: [id, unix time, µs, [command, ...args], client address, client name]
   const entries = (await client.call('SLOWLOG', 'GET', '-1')) as Array<
     [number, number, number, string[]]
   >;
   await client.slowlog('RESET');
+  await client.config('SET', 'slowlog-max-len', maxLen);
   const times = new Map<string, number[]>();
   for (const [, , us, args] of entries) {
     const command = String(args[0]).toLowerCase();
