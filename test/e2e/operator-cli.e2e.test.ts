@@ -11,6 +11,9 @@ import type {
   TaskCancel,
   TaskView,
 } from '@agentcom/shared';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { RedisKeys } from '../../hub/src/redis/keys';
 import { TEST_ADMIN_KEY, api } from '../helpers/hub';
 import { ROOT, startHubProcess, type HubProcess } from '../helpers/processes';
 import { freePort, startRedis, type RedisProcess } from '../helpers/redis-server';
@@ -47,6 +50,8 @@ describe('agentcom (operator CLI) against a real hub process', () => {
   let bundle: string;
   let redis: RedisProcess;
   let hub: HubProcess;
+  /** The hub's key prefix. */
+  let prefix: string;
   const children: ChildProcess[] = [];
   const agents: TestAgent[] = [];
   /** Failures inside the agents' handlers, checked after each test. */
@@ -58,7 +63,8 @@ describe('agentcom (operator CLI) against a real hub process', () => {
     dir = mkdtempSync(join(tmpdir(), 'agentcom-operator-cli-'));
     bundle = await buildOperatorBundle(dir);
     redis = await startRedis();
-    hub = await startHubProcess(redis.url, `c${randomBytes(3).toString('hex')}`, 'hub-cli');
+    prefix = `c${randomBytes(3).toString('hex')}`;
+    hub = await startHubProcess(redis.url, prefix, 'hub-cli');
   });
   afterEach(async () => {
     // closing an agent with a report in flight would fail that report ('socket has been
@@ -697,6 +703,10 @@ describe('agentcom (operator CLI) against a real hub process', () => {
         /^agentcom: E_USAGE: --queue: /,
       ],
       [['task', 'list', '--queue', 'q:1'], /^agentcom: E_USAGE: --queue: /],
+      ...['get', 'cancel', 'retry', 'logs'].map((command): [string[], RegExp] => [
+        ['task', command, 'some-id', '--queue', 'q:1'],
+        /^agentcom: E_USAGE: --queue: /,
+      ]),
     ];
     for (const [args, stderr] of cases) {
       const run = await cli(args);
@@ -705,6 +715,55 @@ describe('agentcom (operator CLI) against a real hub process', () => {
     }
     // nothing was sent: the agent was not created
     expect((await api(hub.url, 'GET', `/v1/agents/${agentId}`)).status).toBe(404);
+  });
+
+  it("task get, cancel, retry and logs take --queue: that queue's task, where another queue has a task of its id", async () => {
+    // a BullMQ producer naming its jobs, with the same id in two queues
+    const id = `job-${randomBytes(4).toString('hex')}`;
+    const queues = [newQueue(), newQueue()];
+    const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const bullPrefix = new RedisKeys(prefix).bullPrefix;
+    const producers = queues.map((queue) => new Queue(queue, { connection, prefix: bullPrefix }));
+    try {
+      for (const [i, producer] of producers.entries()) {
+        await producer.add('task', { payload: { from: queues[i] } }, { jobId: id });
+      }
+      const [a, b] = queues as [string, string];
+      const shown = async (queue: string) => {
+        const got = await cli(['task', 'get', id, '--queue', queue, '--json']);
+        expect(got).toMatchObject({ code: 0, stderr: '' });
+        return JSON.parse(got.stdout) as TaskView;
+      };
+      for (const queue of queues) {
+        expect(await shown(queue)).toMatchObject({
+          id,
+          queue,
+          state: 'waiting',
+          payload: { from: queue },
+        });
+      }
+      expect(await cli(['task', 'cancel', id, '--queue', b])).toEqual({
+        code: 0,
+        stdout: `cancelled ${id}\n`,
+        stderr: '',
+      });
+      expect(await shown(a)).toMatchObject({ queue: a, state: 'waiting' });
+      expect(await shown(b)).toMatchObject({ queue: b, state: 'cancelled' });
+      // cancelled before it ran: no retry, no log line
+      const retry = await cli(['task', 'retry', id, '--queue', b]);
+      expect(retry).toMatchObject({ code: 1, stdout: '' });
+      expect(retry.stderr).toMatch(/E_INVALID_STATE/);
+      expect(await cli(['task', 'logs', id, '--queue', b])).toEqual({
+        code: 0,
+        stdout: '',
+        stderr: '',
+      });
+      expect(await cli(['task', 'cancel', id, '--queue', a])).toMatchObject({ code: 0 });
+      expect(await shown(a)).toMatchObject({ queue: a, state: 'cancelled' });
+    } finally {
+      await Promise.all(producers.map((producer) => producer.close()));
+      await connection.quit();
+    }
   });
 
   it('task add --wait-timeout-s exits 4 when no agent takes the task in time', async () => {

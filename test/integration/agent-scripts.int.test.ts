@@ -423,7 +423,7 @@ describe('agent Lua scripts against a real redis-server', () => {
       it('leaves a job an operator asked to cancel to the caller, fetched but not recorded', async () => {
         await idleAgent('a', ['q1'], 100);
         const added = await queue('q1').add('task', {});
-        await redis.set(keys.cancelRequested(added.id ?? ''), 'stop');
+        await redis.set(keys.cancelRequested('q1', added.id ?? ''), 'stop');
         clock = Date.now();
         const done = await step();
         expect(done).toMatchObject({
@@ -906,7 +906,7 @@ describe('agent Lua scripts against a real redis-server', () => {
     it('returns the intent of an earlier attempt; a failure also gets the operator cancel', async () => {
       await begin('completed');
       await redis.del(keys.reporting('t1'));
-      await redis.set(keys.cancelRequested('t1'), 'by operator');
+      await redis.set(keys.cancelRequested('q1', 't1'), 'by operator');
       // a completion wins over a cancel request: it is not read
       expect(await begin('completed', 'a:tok', 'L2')).toMatchObject({
         status: 'ok',

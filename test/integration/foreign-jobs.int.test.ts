@@ -109,7 +109,12 @@ describe('jobs of a task queue whose data is no task’s', () => {
       // first in line: a task whose cancel was asked while it ran (the claim's script leaves it to
       // the dispatcher, which then fetches the next jobs one by one)
       const cancelled = await createTask(queue);
-      await fixture.admin.set(fixture.hub.keys.cancelRequested(cancelled), 'stop', 'PX', 60_000);
+      await fixture.admin.set(
+        fixture.hub.keys.cancelRequested(queue, cancelled),
+        'stop',
+        'PX',
+        60_000,
+      );
       const foreign = await add(null);
       const id = await createTask(queue);
 

@@ -126,7 +126,7 @@ export class Presence {
           });
           const resumed: ConnectOutcome = { state: 'working' };
           if (replacedSocketId) resumed.replacedSocketId = replacedSocketId;
-          if (await this.cancelRequested(agentId, record.taskId ?? '')) {
+          if (await this.cancelRequested(agentId, record.taskQueue ?? '', record.taskId ?? '')) {
             resumed.cancel = { taskId: record.taskId ?? '', reason: 'cancelled' };
           }
           return resumed;
@@ -265,15 +265,16 @@ export class Presence {
   }
 
   /**
-   * True when an operator asked to cancel the task (`cancel-requested:<taskId>`). Read after the
+   * True when an operator asked to cancel the task (`cancel-requested:<queue>:<taskId>`). Read after the
    * resume is recorded: a cancel sent while the agent had no connection reached an empty room,
    * and one sent from now on reaches the new connection (it joined its room before connecting).
    * A failed read is logged, not thrown: the resume is recorded, and the heartbeats of the task
    * carry the cancel too (see `AssignmentService.heartbeat`).
    */
-  private async cancelRequested(agentId: string, taskId: string): Promise<boolean> {
+  private async cancelRequested(agentId: string, queue: string, taskId: string): Promise<boolean> {
     try {
-      return (await this.options.redis.exists(this.options.keys.cancelRequested(taskId))) === 1;
+      const key = this.options.keys.cancelRequested(queue, taskId);
+      return (await this.options.redis.exists(key)) === 1;
     } catch (err) {
       this.options.logger.warn(
         { agentId, taskId, err: String(err) },

@@ -283,7 +283,7 @@ export class Dispatcher {
         assignedAt: now,
         ...(task.data.timeoutMs !== undefined ? { taskTimeoutMs: task.data.timeoutMs } : {}),
       },
-      absent: [keys.cancelRequested(taskId)],
+      absent: [keys.cancelRequested(job.queueName, taskId)],
       // the ack deadline was set by the claim, a few milliseconds ago
     });
     if (!stored.ok) {

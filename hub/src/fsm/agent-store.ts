@@ -525,12 +525,7 @@ export class AgentStore {
   }): Promise<BeginReport> {
     const { agentId, taskId } = request;
     const reply = await this.scripts.beginReport(
-      [
-        this.keys.agent(agentId),
-        this.keys.reporting(taskId),
-        this.keys.finished(taskId),
-        this.keys.cancelRequested(taskId),
-      ],
+      [this.keys.agent(agentId), this.keys.reporting(taskId), this.keys.finished(taskId)],
       [
         taskId,
         request.token,
@@ -540,6 +535,7 @@ export class AgentStore {
         request.finishedTtlMs,
         this.keys.bullRoot,
         request.tokenHash ?? '',
+        this.keys.cancelRequestedPrefix,
       ],
     );
     const record = (flat: string[]): AgentRecord | undefined =>

@@ -73,19 +73,31 @@ export class RedisKeys {
     return `${this.root}:run-deadlines`;
   }
 
-  /** String (TTL): an operator asked to cancel this running task; value = reason. */
-  cancelRequested(taskId: string): string {
-    return `${this.cancelRequestedPrefix}${taskId}`;
+  /**
+   * String (TTL): an operator asked to cancel this running task of `queue`; value = reason.
+   * Named by the queue too: a job id is unique in its queue only (BullMQ's own ids, 1, 2, ...,
+   * count per queue), and a cancel asked of one queue's job `7` cancelled another queue's job `7`
+   * too. Neither a queue name nor a job id may hold `:` (BullMQ refuses both), so the name is
+   * unambiguous.
+   */
+  cancelRequested(queue: string, taskId: string): string {
+    return `${this.cancelRequestedPrefix}${queue}:${taskId}`;
   }
 
-  /** `cancelRequested(id)` = this + id, for Lua scripts that look the key up by task id. */
+  /**
+   * `cancelRequested(queue, id)` = this + queue + `:` + id, for Lua scripts that look the key up
+   * by the task's queue and id.
+   */
   get cancelRequestedPrefix(): string {
     return `${this.root}:cancel-requested:`;
   }
 
-  /** String (TTL): JSON of a task cancelled while waiting or delayed (its job was removed). */
-  cancelledTask(taskId: string): string {
-    return `${this.root}:cancelled:${taskId}`;
+  /**
+   * String (TTL): JSON of a task of `queue` cancelled while waiting or delayed (its job was
+   * removed). Named by the queue too, as {@link cancelRequested} is.
+   */
+  cancelledTask(queue: string, taskId: string): string {
+    return `${this.root}:cancelled:${queue}:${taskId}`;
   }
 
   /** String (TTL 30 s): held while one report (complete/fail) of the task is being applied. */

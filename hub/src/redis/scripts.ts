@@ -138,10 +138,7 @@ export interface AgentScripts {
   transition(keys: string[], spec: string): Promise<TransitionReply>;
   claimIdle(keys: [string, string, string], args: (string | number)[]): Promise<ClaimReply>;
   accept(keys: [string, string, string, string], args: (string | number)[]): Promise<AcceptReply>;
-  beginReport(
-    keys: [string, string, string, string],
-    args: (string | number)[],
-  ): Promise<BeginReportReply>;
+  beginReport(keys: [string, string, string], args: (string | number)[]): Promise<BeginReportReply>;
   findJobByLock(queuePrefix: string, token: string): Promise<string | null>;
   heartbeats(agentKeys: string[], args: (string | number)[]): Promise<string[]>;
   delIfEquals(key: string, value: string): Promise<number>;

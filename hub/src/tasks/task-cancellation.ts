@@ -61,9 +61,14 @@ export class TaskCancellation {
     },
   ) {}
 
-  async cancel(taskId: string, reason = 'cancelled by an operator'): Promise<CancelOutcome> {
-    const job = await this.options.tasks.findJob(taskId);
-    return job ? this.cancelJob(job, reason) : this.cancelledBefore(taskId);
+  /** Cancels the task of `taskId` in `queue`, or in the first known queue that holds it. */
+  async cancel(
+    taskId: string,
+    reason = 'cancelled by an operator',
+    queue?: string,
+  ): Promise<CancelOutcome> {
+    const job = await this.options.tasks.findJob(taskId, queue);
+    return job ? this.cancelJob(job, reason) : this.cancelledBefore(taskId, queue);
   }
 
   /**
@@ -78,8 +83,8 @@ export class TaskCancellation {
       [
         keys.bullJob(job.queueName, taskId),
         keys.bullRepeat(job.queueName),
-        keys.cancelledTask(taskId),
-        keys.cancelRequested(taskId),
+        keys.cancelledTask(job.queueName, taskId),
+        keys.cancelRequested(job.queueName, taskId),
       ],
       [
         taskId,
@@ -98,7 +103,7 @@ export class TaskCancellation {
         await this.deferUnsettled(job.queueName, taskId, reply[1]);
         return { id: taskId, state: 'cancelled' };
       case 'gone':
-        return this.cancelledBefore(taskId);
+        return this.cancelledBefore(taskId, job.queueName);
       case 'completed':
         throw alreadyFinished(taskId, 'completed');
       case 'failed':
@@ -128,9 +133,10 @@ export class TaskCancellation {
   }
 
   /** A task without a job: cancelled before it ran (a repeated cancel), or no such task. */
-  private async cancelledBefore(taskId: string): Promise<CancelOutcome> {
-    const { redis, keys } = this.options;
-    if (await redis.exists(keys.cancelledTask(taskId))) return { id: taskId, state: 'cancelled' };
+  private async cancelledBefore(taskId: string, queue?: string): Promise<CancelOutcome> {
+    if (await this.options.tasks.cancelledBeforeRun(taskId, queue)) {
+      return { id: taskId, state: 'cancelled' };
+    }
     throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
   }
 }

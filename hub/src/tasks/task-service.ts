@@ -158,18 +158,34 @@ export class TaskService {
     const id = addedId ?? jobId;
     if (id !== jobId) {
       this.options.starts.forget(jobId); // no job was built under this id
-      const existing = await this.get(id);
-      return { id, state: existing?.state ?? (await this.outcomeOfRemoved(id)), duplicate: true };
+      const existing = await this.get(id, input.queue);
+      const state = existing?.state ?? (await this.outcomeOfRemoved(id, [input.queue]));
+      return { id, state, duplicate: true };
     }
     this.options.metrics.tasksCreated.inc({ queue: input.queue });
     this.options.onCreated(input.queue);
     return { id, state: input.delayMs ? 'delayed' : 'waiting', duplicate: false };
   }
 
-  /** Finds the job of a task id among the known queues (one pipelined round trip). */
-  async findJob(taskId: string): Promise<TaskJob | undefined> {
+  /**
+   * Where to look a task up: the queue the caller names, else every known queue. A task id is
+   * unique in its queue only: the API's own are UUIDs, but a BullMQ producer's own ids (1, 2, ...)
+   * count per queue, so an id without its queue names the first queue found that holds it.
+   */
+  private async queuesOf(queue: string | undefined): Promise<string[]> {
+    return queue === undefined ? this.options.redis.smembers(this.options.keys.queues) : [queue];
+  }
+
+  /**
+   * Finds the job of a task id in `queue`, or among the known queues (one pipelined round trip
+   * after reading them).
+   */
+  async findJob(taskId: string, queue?: string): Promise<TaskJob | undefined> {
+    return this.findJobIn(taskId, await this.queuesOf(queue));
+  }
+
+  private async findJobIn(taskId: string, names: string[]): Promise<TaskJob | undefined> {
     const { redis, keys, queues } = this.options;
-    const names = await redis.smembers(keys.queues);
     if (names.length === 0) return undefined;
     const pipeline = redis.pipeline();
     // only job hashes have `timestamp` (ids like `meta` or `wait` name BullMQ's own keys)
@@ -181,10 +197,15 @@ export class TaskService {
     return queues.job(name, taskId);
   }
 
-  async get(taskId: string): Promise<TaskView | undefined> {
-    const job = await this.findJob(taskId);
+  /** The task of `taskId` in `queue`, or in the first known queue that holds it. */
+  async get(taskId: string, queue?: string): Promise<TaskView | undefined> {
+    return this.viewIn(taskId, await this.queuesOf(queue));
+  }
+
+  private async viewIn(taskId: string, queues: string[]): Promise<TaskView | undefined> {
+    const job = await this.findJobIn(taskId, queues);
     const view = job && (await this.view(job));
-    return view ?? this.cancelledView(taskId);
+    return view ?? this.cancelledView(taskId, queues);
   }
 
   /**
@@ -197,23 +218,37 @@ export class TaskService {
    * stalling too often, for instance). (A task cancelled while it waits keeps its idempotency
    * key, and {@link get} shows it from its record; removing it from Bull Board frees the key.)
    */
-  private async outcomeOfRemoved(taskId: string): Promise<TrimmedTask['state'] | 'removed'> {
+  private async outcomeOfRemoved(
+    taskId: string,
+    queues: string[],
+  ): Promise<TrimmedTask['state'] | 'removed'> {
     const { redis, keys } = this.options;
-    const [marker, cancelRequest] = await redis.mget(
+    const [marker, ...cancelRequests] = await redis.mget(
       keys.finished(taskId),
-      keys.cancelRequested(taskId),
+      ...queues.map((queue) => keys.cancelRequested(queue, taskId)),
     );
     const outcome = marker?.split(' ', 1)[0];
     if (outcome === 'completed' || outcome === 'completing') return 'completed';
     if (outcome === 'failed' || outcome === 'failing') {
-      return cancelRequest === null ? 'failed' : 'cancelled';
+      return cancelRequests.every((request) => request === null) ? 'failed' : 'cancelled';
     }
     return 'removed';
   }
 
-  /** A task cancelled while waiting or delayed: its job is gone, its record says what it was. */
-  private async cancelledView(taskId: string): Promise<TaskView | undefined> {
-    const raw = await this.options.redis.get(this.options.keys.cancelledTask(taskId));
+  /** A task of `queue` (or of the first known queue with one) cancelled before it ran. */
+  async cancelledBeforeRun(taskId: string, queue?: string): Promise<TaskView | undefined> {
+    return this.cancelledView(taskId, await this.queuesOf(queue));
+  }
+
+  /**
+   * A task cancelled while waiting or delayed: its job is gone, its record (in the first of
+   * `queues` that has one) says what it was.
+   */
+  private async cancelledView(taskId: string, queues: string[]): Promise<TaskView | undefined> {
+    if (queues.length === 0) return undefined;
+    const { redis, keys } = this.options;
+    const records = await redis.mget(...queues.map((queue) => keys.cancelledTask(queue, taskId)));
+    const raw = records.find((record) => record !== null);
     if (!raw) return undefined;
     const record = JSON.parse(raw) as {
       queue: string;
@@ -247,10 +282,11 @@ export class TaskService {
    * `E_TASK_TRIMMED` with its outcome as `details` ({@link TrimmedTask}), so that a client polling
    * it learns how it ended; 404 `E_TASK_NOT_FOUND` when nothing of it is known.
    */
-  async getOrThrow(taskId: string): Promise<TaskView> {
-    const view = await this.get(taskId);
+  async getOrThrow(taskId: string, queue?: string): Promise<TaskView> {
+    const names = await this.queuesOf(queue);
+    const view = await this.viewIn(taskId, names);
     if (view) return view;
-    const outcome = await this.outcomeOfRemoved(taskId);
+    const outcome = await this.outcomeOfRemoved(taskId, names);
     if (outcome === 'removed') throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
     const details: TrimmedTask = { id: taskId, state: outcome };
     throw new AppError(
@@ -261,10 +297,11 @@ export class TaskService {
   }
 
   /** Runs a failed or cancelled task again (a fresh set of attempts). */
-  async retry(taskId: string): Promise<CreatedTask> {
-    const job = await this.findJob(taskId);
+  async retry(taskId: string, queue?: string): Promise<CreatedTask> {
+    const names = await this.queuesOf(queue);
+    const job = await this.findJobIn(taskId, names);
     if (!job) {
-      if (await this.cancelledView(taskId)) {
+      if (await this.cancelledView(taskId, names)) {
         throw new AppError(
           'E_INVALID_STATE',
           `Task ${taskId} was cancelled before it ran; create a new task (with another idempotency key)`,
@@ -274,7 +311,7 @@ export class TaskService {
     }
     await this.refuseUnlessFailed(job);
     const { redis, keys } = this.options;
-    await redis.del(keys.cancelRequested(taskId));
+    await redis.del(keys.cancelRequested(job.queueName, taskId));
     // a fresh set of attempts has a fresh count of stalls too (BullMQ's reprocessJob resets the
     // attempts, not `stc`: a task that had stalled failed again at its first stall); set while
     // the job is failed, where no stalled checker counts it
@@ -283,7 +320,7 @@ export class TaskService {
       await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
     } catch (err) {
       // another retry (or retention) changed the job since it was read: answer as if it came first
-      const now = await this.findJob(taskId);
+      const now = await this.findJobIn(taskId, [job.queueName]);
       if (!now) throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
       await this.refuseUnlessFailed(now);
       throw err;
@@ -310,11 +347,13 @@ export class TaskService {
     taskId: string,
     start: number,
     limit: number,
+    queue?: string,
   ): Promise<{ logs: string[]; count: number }> {
-    const job = await this.findJob(taskId);
+    const names = await this.queuesOf(queue);
+    const job = await this.findJobIn(taskId, names);
     if (!job) {
       // cancelled before it ran: shown, without a line
-      if (await this.cancelledView(taskId)) return { logs: [], count: 0 };
+      if (await this.cancelledView(taskId, names)) return { logs: [], count: 0 };
       throw new AppError('E_TASK_NOT_FOUND', `No task ${taskId}`);
     }
     const handle = await this.options.queues.get(job.queueName);

@@ -146,9 +146,19 @@ export const listTasksQuerySchema = z
   .strict();
 export type ListTasksQuery = z.output<typeof listTasksQuerySchema>;
 
-/** `GET /v1/tasks/:id/logs` query. */
+/**
+ * The query of the routes of one task (`GET /v1/tasks/:id`, `POST /v1/tasks/:id/cancel` and
+ * `/retry`): `queue`, the task's queue. A task id is unique in its queue only: the API's own are
+ * UUIDs, but the ids a BullMQ producer (or Bull Board's "add job") leaves to BullMQ count 1, 2, ...
+ * in each queue. Without `queue`, the id names the task of the first known queue that holds it.
+ */
+export const taskQuerySchema = z.object({ queue: queueNameSchema.optional() }).strict();
+export type TaskQuery = z.output<typeof taskQuerySchema>;
+
+/** `GET /v1/tasks/:id/logs` query (`queue` as in {@link taskQuerySchema}). */
 export const taskLogsQuerySchema = z
   .object({
+    queue: queueNameSchema.optional(),
     start: queryInteger({ min: 0 }).default(0),
     limit: queryInteger({ min: 1, max: 1000 }).default(100),
   })

@@ -197,8 +197,21 @@ function printTask(ctx: Context, task: TaskView): void {
   else ctx.out(formatTask(task, ctx.io.now()));
 }
 
-export async function taskGet(ctx: Context, id: string): Promise<OperatorExitCode> {
-  printTask(ctx, await ctx.client().getTask(id));
+/** `--queue` of the commands of one task: the task's queue (an id is unique in its queue only). */
+export interface TaskQueueFlag {
+  queue?: string;
+}
+
+function queueOf(flags: TaskQueueFlag): string | undefined {
+  return flags.queue === undefined ? undefined : checked(queueNameSchema, flags.queue, '--queue');
+}
+
+export async function taskGet(
+  ctx: Context,
+  id: string,
+  flags: TaskQueueFlag = {},
+): Promise<OperatorExitCode> {
+  printTask(ctx, await ctx.client().getTask(id, { queue: queueOf(flags) }));
   return OPERATOR_EXIT_CODES.OK;
 }
 
@@ -265,9 +278,9 @@ export async function taskList(ctx: Context, flags: TaskListFlags): Promise<Oper
 export async function taskCancel(
   ctx: Context,
   id: string,
-  flags: { reason?: string },
+  flags: TaskQueueFlag & { reason?: string },
 ): Promise<OperatorExitCode> {
-  const outcome = await ctx.client().cancelTask(id, flags.reason);
+  const outcome = await ctx.client().cancelTask(id, flags.reason, queueOf(flags));
   if (ctx.json) ctx.printJson(outcome);
   else if (outcome.cancelRequested === true) {
     ctx.out(`cancel requested: task ${outcome.id} is ${outcome.state}; its agent was told to stop`);
@@ -275,8 +288,12 @@ export async function taskCancel(
   return OPERATOR_EXIT_CODES.OK;
 }
 
-export async function taskRetry(ctx: Context, id: string): Promise<OperatorExitCode> {
-  const retried = await ctx.client().retryTask(id);
+export async function taskRetry(
+  ctx: Context,
+  id: string,
+  flags: TaskQueueFlag = {},
+): Promise<OperatorExitCode> {
+  const retried = await ctx.client().retryTask(id, queueOf(flags));
   if (ctx.json) ctx.printJson(retried);
   else ctx.out(`retrying ${retried.id}: ${retried.state}`);
   return OPERATOR_EXIT_CODES.OK;
@@ -285,14 +302,14 @@ export async function taskRetry(ctx: Context, id: string): Promise<OperatorExitC
 export async function taskLogs(
   ctx: Context,
   id: string,
-  flags: { start?: string; limit?: string },
+  flags: TaskQueueFlag & { start?: string; limit?: string },
 ): Promise<OperatorExitCode> {
   const start = wholeNumber(flags.start, '--start');
   const limit = wholeNumber(flags.limit, '--limit');
   if (limit !== undefined && (limit < 1 || limit > 1000)) {
     throw new UsageError('--limit', 'must be from 1 to 1000');
   }
-  const logs = await ctx.client().taskLogs(id, { start, limit });
+  const logs = await ctx.client().taskLogs(id, { queue: queueOf(flags), start, limit });
   if (ctx.json) {
     ctx.printJson(logs);
     return OPERATOR_EXIT_CODES.OK;

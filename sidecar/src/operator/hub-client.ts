@@ -112,10 +112,19 @@ export class HubClient {
     return this.request('POST', '/v1/tasks', { body, shape: SHAPES.created });
   }
 
-  /** `timeoutMs`: give up sooner than the usual {@link REQUEST_TIMEOUT_MS} (a wait's deadline). */
-  async getTask(id: string, options: { timeoutMs?: number } = {}): Promise<TaskView> {
+  /**
+   * `timeoutMs`: give up sooner than the usual {@link REQUEST_TIMEOUT_MS} (a wait's deadline).
+   * `queue`: the task's queue (an id is unique in its queue only; without it, the hub answers the
+   * task of the first queue that holds the id).
+   */
+  async getTask(
+    id: string,
+    options: { timeoutMs?: number; queue?: string } = {},
+  ): Promise<TaskView> {
     const path = `/v1/tasks/${taskSegment(id)}`;
-    return (await this.request<TaskView>('GET', path, { ...options, shape: SHAPES.task })).body;
+    const { queue, ...rest } = options;
+    const request = { ...rest, query: { queue }, shape: SHAPES.task };
+    return (await this.request<TaskView>('GET', path, request)).body;
   }
 
   async listTasks(query: Query): Promise<TaskListResponse> {
@@ -123,15 +132,17 @@ export class HubClient {
     return (await this.request<TaskListResponse>('GET', '/v1/tasks', { query, shape })).body;
   }
 
-  async cancelTask(id: string, reason?: string): Promise<CancelResponse> {
+  async cancelTask(id: string, reason?: string, queue?: string): Promise<CancelResponse> {
     const path = `/v1/tasks/${taskSegment(id)}/cancel`;
     const body = reason === undefined ? {} : { reason };
-    return (await this.request<CancelResponse>('POST', path, { body, shape: SHAPES.created })).body;
+    const request = { body, query: { queue }, shape: SHAPES.created };
+    return (await this.request<CancelResponse>('POST', path, request)).body;
   }
 
-  async retryTask(id: string): Promise<CreateTaskResponse> {
+  async retryTask(id: string, queue?: string): Promise<CreateTaskResponse> {
     const path = `/v1/tasks/${taskSegment(id)}/retry`;
-    return (await this.request<CreateTaskResponse>('POST', path, { shape: SHAPES.created })).body;
+    const request = { query: { queue }, shape: SHAPES.created };
+    return (await this.request<CreateTaskResponse>('POST', path, request)).body;
   }
 
   async taskLogs(id: string, query: Query): Promise<TaskLogsResponse> {

@@ -19,11 +19,16 @@ import {
   type GlobalFlags,
   type OperatorIo,
   type TaskListFlags,
+  type TaskQueueFlag,
 } from './commands';
 import { OperatorError, UsageError } from './errors';
 import { OPERATOR_EXIT_CODES } from './exit-codes';
 import { refuseKeyInArgv } from './settings';
 import type { TaskAddFlags } from './task-input';
+
+/** `--queue` of the commands of one task. */
+const QUEUE_HELP =
+  "the task's queue, for an id another queue's task has too (ids a BullMQ producer leaves to BullMQ count per queue)";
 
 const HELP_AFTER = `
 Environment:
@@ -112,8 +117,9 @@ export async function runOperatorCli(argv: readonly string[], io: OperatorIo): P
     .command('get')
     .description('show a task: state, agent, attempt, result, error, timestamps')
     .argument('<id>', 'task id')
-    .action((id: string, _flags: unknown, command: Command) =>
-      run(taskGet)(contextOf(command), id),
+    .option('--queue <name>', QUEUE_HELP)
+    .action((id: string, flags: TaskQueueFlag, command: Command) =>
+      run(taskGet)(contextOf(command), id, flags),
     );
 
   task
@@ -134,7 +140,8 @@ export async function runOperatorCli(argv: readonly string[], io: OperatorIo): P
     .description('cancel a task: removed if waiting; if running, its agent is told to stop')
     .argument('<id>', 'task id')
     .option('--reason <text>', 'shown as the task error')
-    .action((id: string, flags: { reason?: string }, command: Command) =>
+    .option('--queue <name>', QUEUE_HELP)
+    .action((id: string, flags: TaskQueueFlag & { reason?: string }, command: Command) =>
       run(taskCancel)(contextOf(command), id, flags),
     );
 
@@ -142,8 +149,9 @@ export async function runOperatorCli(argv: readonly string[], io: OperatorIo): P
     .command('retry')
     .description('run a failed or cancelled task again, with fresh attempts')
     .argument('<id>', 'task id')
-    .action((id: string, _flags: unknown, command: Command) =>
-      run(taskRetry)(contextOf(command), id),
+    .option('--queue <name>', QUEUE_HELP)
+    .action((id: string, flags: TaskQueueFlag, command: Command) =>
+      run(taskRetry)(contextOf(command), id, flags),
     );
 
   task
@@ -152,8 +160,10 @@ export async function runOperatorCli(argv: readonly string[], io: OperatorIo): P
     .argument('<id>', 'task id')
     .option('--start <n>', 'first line (default 0)')
     .option('--limit <n>', 'lines, 1 to 1000 (default 100)')
-    .action((id: string, flags: { start?: string; limit?: string }, command: Command) =>
-      run(taskLogs)(contextOf(command), id, flags),
+    .option('--queue <name>', QUEUE_HELP)
+    .action(
+      (id: string, flags: TaskQueueFlag & { start?: string; limit?: string }, command: Command) =>
+        run(taskLogs)(contextOf(command), id, flags),
     );
 
   // ---- agents ----

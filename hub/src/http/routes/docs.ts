@@ -13,6 +13,7 @@ import {
   listAgentsQuerySchema,
   listTasksQuerySchema,
   taskLogsQuerySchema,
+  taskQuerySchema,
   type ErrorCode,
 } from '@agentcom/shared';
 import type { FastifyInstance } from 'fastify';
@@ -235,7 +236,7 @@ const PATHS: Paths = {
         'Get a task (410 E_TASK_TRIMMED, details {id, state}: finished, no longer kept, its outcome)',
       access: 'admin',
       input: true,
-      parameters: idParameter,
+      parameters: [...idParameter, ...queryParameters(taskQuerySchema)],
       errors: ['E_TASK_NOT_FOUND', 'E_TASK_TRIMMED'],
       ok: { 200: json('The task', taskView) },
     },
@@ -254,7 +255,7 @@ const PATHS: Paths = {
     post: {
       summary: 'Cancel a task (409 once it completed or failed)',
       access: 'admin',
-      parameters: idParameter,
+      parameters: [...idParameter, ...queryParameters(taskQuerySchema)],
       requestBody: body(cancelTaskBodySchema),
       errors: ['E_TASK_NOT_FOUND', 'E_INVALID_STATE'],
       ok: {
@@ -268,7 +269,7 @@ const PATHS: Paths = {
       summary: 'Retry a failed or cancelled task (409 in any other state)',
       description: NO_BODY,
       access: 'admin',
-      parameters: idParameter,
+      parameters: [...idParameter, ...queryParameters(taskQuerySchema)],
       requestBody: body(emptyBodySchema),
       errors: ['E_TASK_NOT_FOUND', 'E_INVALID_STATE'],
       ok: { 200: json('Waiting again', createTaskResponseSchema) },

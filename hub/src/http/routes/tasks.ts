@@ -5,6 +5,7 @@ import {
   listTasksQuerySchema,
   taskLogsQuerySchema,
   taskParamsSchema,
+  taskQuerySchema,
 } from '@agentcom/shared';
 import type { FastifyInstance } from 'fastify';
 import { sentBody, takeNoBody } from '../sent-body';
@@ -35,27 +36,30 @@ export function registerTaskRoutes(app: FastifyInstance, services: HttpServices)
 
   app.get('/v1/tasks/:id', async (request) => {
     const { id } = parseOrThrow(taskParamsSchema, request.params, 'path');
-    return tasks.getOrThrow(id);
+    const { queue } = parseOrThrow(taskQuerySchema, request.query, 'query');
+    return tasks.getOrThrow(id, queue);
   });
 
   app.get('/v1/tasks/:id/logs', async (request) => {
     const { id } = parseOrThrow(taskParamsSchema, request.params, 'path');
-    const { start, limit } = parseOrThrow(taskLogsQuerySchema, request.query, 'query');
-    return tasks.logs(id, start, limit);
+    const { start, limit, queue } = parseOrThrow(taskLogsQuerySchema, request.query, 'query');
+    return tasks.logs(id, start, limit, queue);
   });
 
   /** 200 when the task is cancelled; 202 when it was running and its agent was told to stop. */
   app.post('/v1/tasks/:id/cancel', async (request, reply) => {
     const { id } = parseOrThrow(taskParamsSchema, request.params, 'path');
+    const { queue } = parseOrThrow(taskQuerySchema, request.query, 'query');
     const body = parseOrThrow(cancelTaskBodySchema, sentBody(request) ?? {}, 'body');
-    const outcome = await cancellation.cancel(id, body.reason);
+    const outcome = await cancellation.cancel(id, body.reason, queue);
     return reply.status(outcome.cancelRequested ? 202 : 200).send(outcome);
   });
 
   /** Takes no body: one with anything in it is refused, not ignored (it would mean nothing). */
   app.post('/v1/tasks/:id/retry', async (request) => {
     const { id } = parseOrThrow(taskParamsSchema, request.params, 'path');
+    const { queue } = parseOrThrow(taskQuerySchema, request.query, 'query');
     takeNoBody(request);
-    return tasks.retry(id);
+    return tasks.retry(id, queue);
   });
 }

@@ -13,7 +13,6 @@
   KEYS[1]  agent hash
   KEYS[2]  report lock of the task
   KEYS[3]  finished key of the task
-  KEYS[4]  cancel-requested key of the task
 
   ARGV[1]  task id
   ARGV[2]  token
@@ -22,8 +21,10 @@
   ARGV[5]  lock TTL (ms)
   ARGV[6]  finished-key TTL (ms)
   ARGV[7]  BullMQ's key root (`<bullPrefix>:`): the job's hash is `<root><queue>:<task id>`
-  ARGV[8]  hash of the agent token the reporting connection authenticated with ("" or absent =
-           not checked: the hub's own reports)
+  ARGV[8]  hash of the agent token the reporting connection authenticated with ("" = not
+           checked: the hub's own reports)
+  ARGV[9]  cancel-request key prefix (key = prefix .. queue .. ":" .. task id; the queue is the
+           record's, which holds the task when the report goes on)
 
   With ARGV[8], the report is refused before anything else (no lock taken, no intent written) when
   the record's token hash is not that one: the agent's token was revoked or replaced since the
@@ -46,7 +47,7 @@ local f = {}
 for i = 1, #record, 2 do
   f[record[i]] = record[i + 1]
 end
-if ARGV[8] and ARGV[8] ~= "" and f.tokenHash ~= ARGV[8] then
+if ARGV[8] ~= "" and f.tokenHash ~= ARGV[8] then
   return { "revoked" }
 end
 if not redis.call("SET", KEYS[2], ARGV[4], "PX", ARGV[5], "NX") then
@@ -89,4 +90,4 @@ if string.sub(marker, 1, #failing) ~= failing then
   intent = failing .. queue .. " " .. (counts[1] or "0") .. " " .. (counts[2] or "0")
   redis.call("SET", KEYS[3], intent, "PX", ARGV[6])
 end
-return { "ok", record, marker, redis.call("GET", KEYS[4]) or "", intent }
+return { "ok", record, marker, redis.call("GET", ARGV[9] .. queue .. ":" .. ARGV[1]) or "", intent }

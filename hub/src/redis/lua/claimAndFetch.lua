@@ -21,7 +21,7 @@
 
   ARGV[1..9]  claimIdle's ARGV
   ARGV[10]    lock duration of the fetched job (ms): the lease
-  ARGV[11]    cancel-request key prefix (key = prefix .. taskId)
+  ARGV[11]    cancel-request key prefix (key = prefix .. queue .. ":" .. taskId)
 
   Returns:
     false                                                         nothing claimed
@@ -67,7 +67,7 @@ for i = 1, #job, 2 do
     return { agentId, version, claim[3], queue, token, socketId, idleSince, "fetched", jobId }
   end
 end
-if redis.call("EXISTS", ARGV[11] .. jobId) == 1 then
+if redis.call("EXISTS", ARGV[11] .. queue .. ":" .. jobId) == 1 then
   record({}, "claim", "")
   return { agentId, version, claim[3], queue, token, socketId, idleSince, "fetched", jobId }
 end

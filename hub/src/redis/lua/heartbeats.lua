@@ -12,7 +12,8 @@
   KEYS[i]                agent hash of heartbeat i
   ARGV[1]                now (ms)
   ARGV[1+i]              socket id heartbeat i came on
-  ARGV[#KEYS + 2]        cancel-request key prefix (key = prefix .. taskId; same hash tag)
+  ARGV[#KEYS + 2]        cancel-request key prefix (key = prefix .. taskQueue .. ":" .. taskId;
+                         same hash tag)
   ARGV[#KEYS + 2 + i]    hash of the token heartbeat i's connection authenticated with
 
   Returns a flat list, 8 values per heartbeat ("" = absent; state "" = no such agent):
@@ -30,7 +31,8 @@ for i, key in ipairs(KEYS) do
     revoked = "1"
   elseif f[1] and f[2] == ARGV[1 + i] then
     redis.call("HSET", key, "lastHeartbeatAt", ARGV[1])
-    if f[1] == "working" and f[3] and cancelPrefix and redis.call("EXISTS", cancelPrefix .. f[3]) == 1 then
+    if f[1] == "working" and f[3] and f[5] and cancelPrefix
+      and redis.call("EXISTS", cancelPrefix .. f[5] .. ":" .. f[3]) == 1 then
       cancel = "1"
     end
   end
