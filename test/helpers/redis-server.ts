@@ -24,14 +24,39 @@ export interface RedisProcess {
 const handedOut = new Set<number>();
 
 /**
+ * The ports this process gives out: a slice of its own per Jest worker, below the kernel's
+ * ephemeral range (32768 and up on Linux), so that neither a test in another worker (tests run in
+ * parallel) nor an outgoing connection's local port can take a port between the check and its
+ * use, or while a fault test has its Redis stopped before it restarts on the same port.
+ */
+const SLICE_BASE = 10_000;
+const SLICE_SIZE = 3_000;
+const slice = (() => {
+  const worker = Number(process.env.JEST_WORKER_ID ?? '1');
+  const index = Number.isInteger(worker) && worker >= 1 ? (worker - 1) % 7 : 0;
+  return { first: SLICE_BASE + index * SLICE_SIZE, size: SLICE_SIZE };
+})();
+/** The next port of the slice to try: from a random start, so runs one after another differ. */
+let cursor = Math.floor(Math.random() * slice.size);
+
+/** The next port of this process's slice that was never given out (wrapping around). */
+function nextCandidate(): number {
+  for (let tries = 0; tries < slice.size; tries++) {
+    const port = slice.first + (cursor++ % slice.size);
+    if (!handedOut.has(port)) return port;
+  }
+  throw new Error(`every port of ${slice.first}-${slice.first + slice.size - 1} was given out`);
+}
+
+/**
  * A loopback port nothing listens on now, never one this process was given before: two calls in a
  * row can otherwise get the same port back from the kernel (a hub's HTTP port and its embedded
  * Redis's once collided that way), as nothing listens on the first until it is used.
  */
 export async function freePort(): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const port = await unusedPort();
-    if (!handedOut.has(port)) {
+    const port = nextCandidate();
+    if (await isFree(port)) {
       handedOut.add(port);
       return port;
     }
@@ -42,16 +67,18 @@ export async function freePort(): Promise<number> {
 /**
  * The first of `count` consecutive loopback ports nothing listens on now, none given out before
  * (for the scripts that put their hubs on a base port and the ones after it: `DEMO_HUB_BASE`,
- * `CLUSTER_HUB_BASE`). Each port after the first is checked by listening on it.
+ * `CLUSTER_HUB_BASE`). Each port is checked by listening on it.
  */
 export async function freePortRange(count: number): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = await unusedPort();
+    const base = nextCandidate();
     const ports = Array.from({ length: count }, (_, i) => base + i);
-    if (ports.some((port) => port > 65535 || handedOut.has(port))) continue;
-    const free = await Promise.all(ports.slice(1).map(isFree));
+    const end = slice.first + slice.size;
+    if (ports.some((port) => port >= end || handedOut.has(port))) continue;
+    const free = await Promise.all(ports.map(isFree));
     if (free.every(Boolean)) {
       for (const port of ports) handedOut.add(port);
+      cursor += count - 1;
       return base;
     }
   }
@@ -63,20 +90,6 @@ function isFree(port: number): Promise<boolean> {
     const server = createServer();
     server.once('error', () => resolve(false));
     server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-}
-
-function unusedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      if (address && typeof address === 'object') {
-        const { port } = address;
-        server.close(() => resolve(port));
-      } else reject(new Error('no port'));
-    });
   });
 }
 
