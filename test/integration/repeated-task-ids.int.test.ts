@@ -18,7 +18,7 @@ describe('task ids repeated across queues', () => {
   const fixture = useTestHub();
   const { agents } = fixture;
 
-  /** A new queue and a BullMQ producer that leaves job ids to BullMQ (`add` returns the id). */
+  /** A new queue and a BullMQ producer adding straight to it (`add` returns the job's id). */
   async function withQueue(use: (queue: string, add: Add) => Promise<void>): Promise<void> {
     const queue = `repeated-${randomBytes(3).toString('hex')}`;
     const connection = new Redis(fixture.redis.url, { maxRetriesPerRequest: null });
@@ -32,12 +32,12 @@ describe('task ids repeated across queues', () => {
       await connection.quit();
     }
   }
-  /** Adds a job: its id BullMQ's own, or `jobId`. */
+  /** Adds a job: its id BullMQ's own (1, 2, ... in each queue), or `jobId`. */
   type Add = (payload: unknown, jobId?: string) => Promise<string>;
 
   /** An agent of `queue`, closed after the test. */
-  async function register(queue: string, name = 'agent'): Promise<TestAgent> {
-    const agent = await TestAgent.register(fixture.hub.url, `${name}-${queue}`, [queue]);
+  async function register(queue: string): Promise<TestAgent> {
+    const agent = await TestAgent.register(fixture.hub.url, `agent-${queue}`, [queue]);
     agents.push(agent);
     return agent;
   }
@@ -67,7 +67,7 @@ describe('task ids repeated across queues', () => {
       await withQueue(async (queue, add) => {
         const agent = await register(queue);
         expect(await add({ from: queue })).toBe('1');
-        // handed out (it was failed as cancelled at its fetch)
+        // handed out (the old code failed it as cancelled at its fetch)
         const msg = await agent.assignmentOf('1');
         expect(msg.task.payload).toEqual({ from: queue });
         expect(await agent.accept(msg)).toMatchObject({ ok: true });

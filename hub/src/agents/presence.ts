@@ -265,9 +265,10 @@ export class Presence {
   }
 
   /**
-   * True when an operator asked to cancel the task (`cancel-requested:<queue>:<taskId>`). Read after the
-   * resume is recorded: a cancel sent while the agent had no connection reached an empty room,
-   * and one sent from now on reaches the new connection (it joined its room before connecting).
+   * True when an operator asked to cancel the task (`cancel-requested:<queue>:<taskId>`). Read
+   * after the resume is recorded: a cancel sent while the agent had no connection reached an
+   * empty room, and one sent from now on reaches the new connection (it joined its room before
+   * connecting).
    * A failed read is logged, not thrown: the resume is recorded, and the heartbeats of the task
    * carry the cancel too (see `AssignmentService.heartbeat`).
    */

@@ -153,7 +153,6 @@ export type ListTasksQuery = z.output<typeof listTasksQuerySchema>;
  * in each queue. Without `queue`, the id names the task of the first known queue that holds it.
  */
 export const taskQuerySchema = z.object({ queue: queueNameSchema.optional() }).strict();
-export type TaskQuery = z.output<typeof taskQuerySchema>;
 
 /** `GET /v1/tasks/:id/logs` query (`queue` as in {@link taskQuerySchema}). */
 export const taskLogsQuerySchema = z

@@ -21,8 +21,8 @@
   ARGV[5]  lock TTL (ms)
   ARGV[6]  finished-key TTL (ms)
   ARGV[7]  BullMQ's key root (`<bullPrefix>:`): the job's hash is `<root><queue>:<task id>`
-  ARGV[8]  hash of the agent token the reporting connection authenticated with ("" = not
-           checked: the hub's own reports)
+  ARGV[8]  hash of the agent token the reporting connection authenticated with ("" or absent =
+           not checked: the hub's own reports)
   ARGV[9]  cancel-request key prefix (key = prefix .. queue .. ":" .. task id; the queue is the
            record's, which holds the task when the report goes on)
 
@@ -47,7 +47,7 @@ local f = {}
 for i = 1, #record, 2 do
   f[record[i]] = record[i + 1]
 end
-if ARGV[8] ~= "" and f.tokenHash ~= ARGV[8] then
+if ARGV[8] and ARGV[8] ~= "" and f.tokenHash ~= ARGV[8] then
   return { "revoked" }
 end
 if not redis.call("SET", KEYS[2], ARGV[4], "PX", ARGV[5], "NX") then
