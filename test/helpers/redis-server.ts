@@ -25,15 +25,18 @@ const handedOut = new Set<number>();
 
 /**
  * The ports this process gives out: a slice of its own per Jest worker, below the kernel's
- * ephemeral range (32768 and up on Linux), so that neither a test in another worker (tests run in
- * parallel) nor an outgoing connection's local port can take a port between the check and its
- * use, or while a fault test has its Redis stopped before it restarts on the same port.
+ * ephemeral range, so that neither a test in another worker (should tests run in parallel) nor an
+ * outgoing connection's local port can take a port between the check and its use, or while a
+ * fault test has its Redis stopped before it restarts on the same port.
  */
 const SLICE_BASE = 10_000;
 const SLICE_SIZE = 3_000;
+/** Linux's first ephemeral port (`net.ipv4.ip_local_port_range`'s default). */
+const EPHEMERAL_FIRST = 32_768;
+const SLICES = Math.floor((EPHEMERAL_FIRST - SLICE_BASE) / SLICE_SIZE);
 const slice = (() => {
   const worker = Number(process.env.JEST_WORKER_ID ?? '1');
-  const index = Number.isInteger(worker) && worker >= 1 ? (worker - 1) % 7 : 0;
+  const index = Number.isInteger(worker) && worker >= 1 ? (worker - 1) % SLICES : 0;
   return { first: SLICE_BASE + index * SLICE_SIZE, size: SLICE_SIZE };
 })();
 /** The next port of the slice to try: from a random start, so runs one after another differ. */

@@ -90,6 +90,17 @@ describe('task ids repeated across queues', () => {
         // its failure is its own, not the other queue's cancel
         expect(await back.fail(msg, { error: 'boom', retryable: false })).toEqual({ ok: true });
         expect((await getTask('1', queue)).body).toMatchObject({ state: 'failed', error: 'boom' });
+
+        // a retry by its queue runs that queue's job again and clears nothing of the other's
+        const retried = await api(fixture.hub.url, 'POST', `/v1/tasks/1/retry?queue=${queue}`);
+        expect(retried).toMatchObject({ status: 200, body: { id: '1', state: 'waiting' } });
+        const again = await back.assignmentOf('1');
+        expect(again.token).not.toBe(msg.token);
+        expect(await back.accept(again)).toMatchObject({ ok: true });
+        expect(await back.complete(again, 'second')).toEqual({ ok: true });
+        expect((await getTask('1', queue)).body).toMatchObject({ state: 'completed' });
+        const otherRequest = fixture.hub.keys.cancelRequested(cancelled, '1');
+        expect(await fixture.admin.exists(otherRequest)).toBe(1);
       });
       expect((await getTask('1', cancelled)).body).toMatchObject({ state: 'cancelled' });
     });
